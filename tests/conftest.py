@@ -1,0 +1,58 @@
+"""Session-wide real services: a local DynamoDB/S3 endpoint (moto server) and a private
+redis-server, each a real process on a free port, stopped at the end of the session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from featurepull.local import MotoService, RedisService, start_moto, start_redis
+
+# moto accepts any credentials; these keep boto3 from looking for real ones.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+for _name in list(os.environ):
+    if _name.startswith("FEATUREPULL_"):
+        del os.environ[_name]
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoService]:
+    service = start_moto()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisService]:
+    service = start_redis()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def endpoint_url(moto_server: MotoService) -> str:
+    return moto_server.url
+
+
+@pytest.fixture(scope="session")
+def ddb(endpoint_url: str) -> Any:
+    """A plain boto3 DynamoDB client on the test endpoint, for building tables."""
+    return boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=REGION)
+
+
+def unique_name(prefix: str) -> str:
+    """A table or project name no other test uses."""
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
