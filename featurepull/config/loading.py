@@ -1,0 +1,103 @@
+"""Loading settings from files: a TOML config file and a Feast ``feature_store.yaml``.
+
+Both produce plain dicts in the shape of :class:`Settings`, merged in precedence order by
+:func:`load_settings`; validation happens once, on the merged result.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from featurepull.config.errors import ConfigError, settings_error
+from featurepull.config.settings import DynamoSettings, Settings
+
+# Feast online-store keys that only matter for writing or for Feast's async client; a Feast
+# user's yaml carries them, so they are accepted and ignored rather than rejected.
+_FEAST_IGNORED = {"type", "tags", "keepalive_timeout"}
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The settings in a TOML file (same names as the environment, nested by table)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def read_feature_store_yaml(path: str | Path) -> dict[str, Any]:
+    """``project``, ``entity_key_serialization_version`` and the DynamoDB online store of a
+    Feast ``feature_store.yaml``, as featurepull settings."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"feature_store.yaml {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path} must be a YAML mapping with 'project' and 'online_store'")
+    out: dict[str, Any] = {}
+    for name in ("project", "entity_key_serialization_version"):
+        if name in doc:
+            out[name] = doc[name]
+    store = doc.get("online_store")
+    if store is None:
+        return out
+    if not isinstance(store, dict) or store.get("type") != "dynamodb":
+        kind = store.get("type") if isinstance(store, dict) else store
+        raise ConfigError(
+            f"{path}: online_store type is {kind!r}; featurepull reads only "
+            "'dynamodb' online stores"
+        )
+    known = set(DynamoSettings.model_fields)
+    dynamo = {k: v for k, v in store.items() if k not in _FEAST_IGNORED}
+    unknown = sorted(set(dynamo) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path}: online_store has settings featurepull does not know: {', '.join(unknown)}"
+        )
+    out["dynamodb"] = dynamo
+    return out
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge two settings dicts; ``over`` wins, None values in ``over`` are skipped."""
+    merged = dict(base)
+    for key, value in over.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    feature_store_yaml: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from the environment, then the yaml, then the TOML file, then overrides."""
+    values: dict[str, Any] = {}
+    source = None
+    if feature_store_yaml is not None:
+        values = merge(values, read_feature_store_yaml(feature_store_yaml))
+        source = str(feature_store_yaml)
+    if config_file is not None:
+        values = merge(values, read_toml(config_file))
+        source = str(config_file) if source is None else f"{source} / {config_file}"
+    values = merge(values, overrides or {})
+    try:
+        return Settings(**values)
+    except ValueError as exc:
+        raise settings_error(exc, source) from None

@@ -1,0 +1,91 @@
+"""One DynamoDB client per process, built lazily and shared by that process's threads.
+
+botocore clients are thread-safe but not fork-safe: a child that inherited its parent's
+client would share the parent's pooled sockets. Each cached client remembers the pid that
+built it, and a different pid always builds a new one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from featurepull.config import ConfigError, DynamoSettings
+
+_lock = threading.Lock()
+_clients: dict[tuple[Any, ...], tuple[int, Any]] = {}
+
+
+def _reset_after_fork() -> None:
+    # A lock held by another thread at fork time stays locked forever in the child.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _cache_key(settings: DynamoSettings) -> tuple[Any, ...]:
+    return (
+        settings.region,
+        settings.endpoint_url,
+        settings.pool_size,
+        settings.connect_timeout,
+        settings.read_timeout,
+        settings.retry_mode,
+        settings.total_max_retry_attempts,
+        settings.session_based_auth,
+    )
+
+
+def build_client(settings: DynamoSettings) -> Any:
+    """A new low-level DynamoDB client configured from ``settings``."""
+    config = botocore.config.Config(
+        max_pool_connections=settings.pool_size,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        retries={
+            "mode": settings.retry_mode,
+            "total_max_attempts": settings.total_max_retry_attempts,
+        },
+        tcp_keepalive=True,
+    )
+    factory = boto3.session.Session() if settings.session_based_auth else boto3
+    try:
+        return factory.client(
+            "dynamodb",
+            region_name=settings.region,
+            endpoint_url=settings.endpoint_url,
+            config=config,
+        )
+    except botocore.exceptions.NoRegionError:
+        raise ConfigError(
+            "no AWS region is set: pass --region, set FEATUREPULL_DYNAMODB__REGION, "
+            "or AWS_REGION / AWS_DEFAULT_REGION"
+        ) from None
+    except ValueError as exc:  # botocore rejects malformed endpoint URLs with ValueError
+        raise ConfigError(f"dynamodb.endpoint_url={settings.endpoint_url!r}: {exc}") from None
+
+
+def process_client(settings: DynamoSettings) -> Any:
+    """This process's client for ``settings``: created on first use, never a parent's."""
+    key = _cache_key(settings)
+    pid = os.getpid()
+    with _lock:
+        cached = _clients.get(key)
+        if cached is not None and cached[0] == pid:
+            return cached[1]
+        client = build_client(settings)
+        _clients[key] = (pid, client)
+        return client
+
+
+def client_owner_pid(settings: DynamoSettings) -> int | None:
+    """The pid that built the cached client for ``settings`` (None if none yet)."""
+    cached = _clients.get(_cache_key(settings))
+    return cached[0] if cached else None

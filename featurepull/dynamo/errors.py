@@ -1,0 +1,28 @@
+"""Errors of the read engine. Each message names the table, and where it applies the region,
+endpoint, key or file row, and what to do about it."""
+
+from __future__ import annotations
+
+
+class ReadError(RuntimeError):
+    """A read could not be completed; no partial result is returned."""
+
+
+class TableError(ReadError):
+    """The table does not exist, cannot be reached, or has the wrong key schema."""
+
+
+class PermanentReadError(ReadError):
+    """DynamoDB refused a request for a reason retrying cannot fix (validation, access)."""
+
+
+class RetryDeadlineExceeded(ReadError):
+    """Keys stayed unanswered (throttled, unprocessed, failing) past the retry deadline."""
+
+    def __init__(self, message: str, keys_left: int) -> None:
+        super().__init__(message)
+        self.keys_left = keys_left
+
+
+class EntityKeyError(ValueError):
+    """An entity key cannot be built from the input: bad type, null, too long."""

@@ -1,0 +1,261 @@
+"""Table layouts: how entity rows become DynamoDB keys, which attributes a request projects,
+and how a returned item becomes a row ``(event_timestamp, feature, ...)``.
+
+- :class:`FeastLayout` reads tables written by Feast's DynamoDB online store: hash key
+  ``entity_id`` (hex MurmurHash3 of the serialized entity key), ``event_ts`` (S) and a
+  ``values`` map of serialized Feast ``Value`` protobufs.
+- :class:`PlainLayout` reads any table: keys from its key schema, features are top-level
+  attributes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from featurepull.dynamo.attributes import canonical_number, decode_attribute
+from featurepull.dynamo.errors import EntityKeyError, TableError
+from featurepull.dynamo.feast_keys import EntityKeyEncoder
+from featurepull.dynamo.feast_values import decode_value, timestamp_from_seconds
+
+Row = tuple[Any, ...]
+RowDecoder = Callable[[dict[str, Any]], Row]
+# DynamoDB's size limits for key attribute values (UTF-8 bytes for strings).
+HASH_KEY_MAX_BYTES = 2048
+RANGE_KEY_MAX_BYTES = 1024
+
+
+class Layout(Protocol):
+    """What the reader needs to know about a table's shape."""
+
+    name: str
+
+    def check_table(self, table: str, description: Mapping[str, Any]) -> None:
+        """Raise TableError when the table's key schema does not fit this layout."""
+
+    def keys_for(self, columns: Mapping[str, Sequence[Any]], source: str = "") -> list[Hashable]:
+        """One hashable key per entity row (equal entities give equal keys)."""
+
+    def wire_key(self, key: Hashable) -> dict[str, Any]:
+        """The DynamoDB key (low-level attribute form) of a key from :meth:`keys_for`."""
+
+    def key_of(self, item: Mapping[str, Any]) -> Hashable:
+        """The key of a returned item (or of an UnprocessedKeys entry)."""
+
+    def projection(self, features: Sequence[str]) -> dict[str, Any]:
+        """ProjectionExpression and ExpressionAttributeNames for these features."""
+
+    def row_decoder(self, features: Sequence[str]) -> RowDecoder:
+        """A function from a returned item to ``(event_timestamp, *features)``."""
+
+
+def parse_event_ts(text: str) -> datetime:
+    """Feast writes ``str(aware datetime)``; a naive value is taken as UTC, as Feast does."""
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _key_schema(description: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    types = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
+    return [(k["AttributeName"], k["KeyType"], types[k["AttributeName"]])
+            for k in description["KeySchema"]]
+
+
+def _schema_text(schema: list[tuple[str, str, str]]) -> str:
+    return ", ".join(f"{name} {kind} ({atype})" for name, kind, atype in schema)
+
+
+def _missing_columns(needed: Sequence[str], columns: Mapping[str, Any], source: str) -> None:
+    absent = [name for name in needed if name not in columns]
+    if absent:
+        raise EntityKeyError(
+            f"{source or 'the entities'} has no column {', '.join(map(repr, absent))}; "
+            f"its columns are {', '.join(map(repr, columns)) or 'none'}"
+        )
+
+
+def _row_error(source: str, row: int, column: str, problem: object) -> EntityKeyError:
+    where = f"{source}, " if source else ""
+    return EntityKeyError(f"{where}entity row {row + 1}, column {column!r}: {problem}")
+
+
+class FeastLayout:
+    """Tables written by Feast's DynamoDB online store."""
+
+    name = "feast"
+
+    def __init__(self, key_types: Mapping[str, str], serialization_version: int = 3) -> None:
+        if not key_types:
+            raise EntityKeyError("the feast layout needs at least one join key (--join-keys)")
+        self.key_types = dict(key_types)
+        self.encoder = EntityKeyEncoder(self.key_types, serialization_version)
+
+    def check_table(self, table: str, description: Mapping[str, Any]) -> None:
+        schema = _key_schema(description)
+        if schema != [("entity_id", "HASH", "S")]:
+            raise TableError(
+                f"table {table} is keyed by {_schema_text(schema)}, but the feast layout needs "
+                "entity_id HASH (S) as Feast's DynamoDB online store writes it; "
+                "read this table with --layout plain"
+            )
+
+    def keys_for(self, columns: Mapping[str, Sequence[Any]], source: str = "") -> list[Hashable]:
+        names = self.encoder.names
+        _missing_columns(names, columns, source)
+        entity_id = self.encoder.entity_id
+        keys: list[Hashable] = []
+        for row, values in enumerate(zip(*(columns[n] for n in names), strict=True)):
+            try:
+                if None in values:
+                    raise TypeError("null key value")
+                keys.append(entity_id(values))
+            except (TypeError, ValueError) as exc:
+                bad = next((n for n, v in zip(names, values, strict=True) if v is None), names[0])
+                raise _row_error(source, row, bad, exc) from None
+        return keys
+
+    def wire_key(self, key: Hashable) -> dict[str, Any]:
+        return {"entity_id": {"S": key}}
+
+    def key_of(self, item: Mapping[str, Any]) -> Hashable:
+        return str(item["entity_id"]["S"])
+
+    def projection(self, features: Sequence[str]) -> dict[str, Any]:
+        names = {"#k": "entity_id", "#t": "event_ts", "#v": "values"}
+        paths = ["#k", "#t"]
+        for i, feature in enumerate(features):
+            names[f"#f{i}"] = feature
+            paths.append(f"#v.#f{i}")
+        return {"ProjectionExpression": ", ".join(paths), "ExpressionAttributeNames": names}
+
+    def row_decoder(self, features: Sequence[str]) -> RowDecoder:
+        wanted = tuple(features)
+
+        def decode(item: dict[str, Any]) -> Row:
+            ts = item.get("event_ts")
+            stored = item["values"]["M"] if "values" in item else {}
+            return (
+                parse_event_ts(ts["S"]) if ts is not None else None,
+                *(decode_value(stored[f]["B"]) if f in stored else None for f in wanted),
+            )
+
+        return decode
+
+
+class PlainLayout:
+    """Any table: key attributes from its key schema, features as top-level attributes."""
+
+    name = "plain"
+
+    def __init__(self, key_schema: Sequence[tuple[str, str]],
+                 event_ts_attribute: str | None = "event_ts") -> None:
+        self.key_schema = list(key_schema)  # [(name, "S"|"N"|"B")], hash key first
+        self.event_ts_attribute = event_ts_attribute
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any],
+                         event_ts_attribute: str | None = "event_ts") -> PlainLayout:
+        """The layout of a table from its DescribeTable ``Table`` block."""
+        schema = sorted(_key_schema(description), key=lambda k: k[1] != "HASH")
+        return cls([(name, atype) for name, _, atype in schema], event_ts_attribute)
+
+    def check_table(self, table: str, description: Mapping[str, Any]) -> None:
+        schema = sorted(_key_schema(description), key=lambda k: k[1] != "HASH")
+        if [(n, t) for n, _, t in schema] != self.key_schema:
+            raise TableError(f"table {table} is keyed by {_schema_text(schema)}, "
+                             f"not {self.key_schema}")
+
+    def keys_for(self, columns: Mapping[str, Sequence[Any]], source: str = "") -> list[Hashable]:
+        names = [name for name, _ in self.key_schema]
+        _missing_columns(names, columns, source)
+        limits = (HASH_KEY_MAX_BYTES, RANGE_KEY_MAX_BYTES)
+        converters = [_key_converter(atype, limit)
+                      for (_, atype), limit in zip(self.key_schema, limits, strict=False)]
+        keys: list[Hashable] = []
+        single = len(names) == 1
+        for row, values in enumerate(zip(*(columns[n] for n in names), strict=True)):
+            parts = []
+            for name, convert, value in zip(names, converters, values, strict=True):
+                try:
+                    parts.append(convert(value))
+                except (TypeError, ValueError) as exc:
+                    raise _row_error(source, row, name, exc) from None
+            keys.append(parts[0] if single else tuple(parts))
+        return keys
+
+    def wire_key(self, key: Hashable) -> dict[str, Any]:
+        parts = (key,) if len(self.key_schema) == 1 else key
+        assert isinstance(parts, tuple)
+        return {name: {atype: _wire_value(atype, value)}
+                for (name, atype), value in zip(self.key_schema, parts, strict=True)}
+
+    def key_of(self, item: Mapping[str, Any]) -> Hashable:
+        parts = []
+        for name, atype in self.key_schema:
+            raw = item[name][atype]
+            parts.append(canonical_number(raw) if atype == "N" else raw)
+        return parts[0] if len(parts) == 1 else tuple(parts)
+
+    def projection(self, features: Sequence[str]) -> dict[str, Any]:
+        names = {f"#k{i}": name for i, (name, _) in enumerate(self.key_schema)}
+        if self.event_ts_attribute:
+            names["#t"] = self.event_ts_attribute
+        names.update({f"#f{i}": feature for i, feature in enumerate(features)})
+        return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+
+    def row_decoder(self, features: Sequence[str]) -> RowDecoder:
+        wanted = tuple(features)
+        ts_name = self.event_ts_attribute
+
+        def decode(item: dict[str, Any]) -> Row:
+            ts = item.get(ts_name) if ts_name else None
+            return (
+                _plain_timestamp(ts) if ts is not None else None,
+                *(decode_attribute(item[f]) if f in item else None for f in wanted),
+            )
+
+        return decode
+
+
+def _plain_timestamp(value: dict[str, Any]) -> datetime | None:
+    if "S" in value:
+        return parse_event_ts(value["S"])
+    if "N" in value:
+        return timestamp_from_seconds(int(Decimal(value["N"])))
+    return None
+
+
+def _wire_value(atype: str, value: Any) -> Any:
+    return format(value, "f") if atype == "N" else value
+
+
+def _key_converter(atype: str, max_bytes: int) -> Callable[[Any], Hashable]:
+    def to_s(value: Any) -> str:
+        if value is None or isinstance(value, bytes | bytearray):
+            raise TypeError("null key value" if value is None else "bytes given for a string key")
+        text = str(value)
+        size = len(text.encode("utf8"))
+        if size == 0:
+            raise ValueError("empty string (DynamoDB keys cannot be empty)")
+        if size > max_bytes:
+            raise ValueError(f"key is {size} bytes; DynamoDB allows at most {max_bytes}")
+        return text
+
+    def to_n(value: Any) -> Decimal:
+        if value is None or isinstance(value, bool):
+            raise TypeError("null key value" if value is None else "a bool is not a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
+        return canonical_number(str(value))
+
+    def to_b(value: Any) -> bytes:
+        if not isinstance(value, bytes | bytearray):
+            raise TypeError("binary keys need a binary Parquet column")
+        if not 0 < len(value) <= max_bytes:
+            raise ValueError(f"key is {len(value)} bytes; DynamoDB allows 1 to {max_bytes}")
+        return bytes(value)
+
+    return {"S": to_s, "N": to_n, "B": to_b}[atype]

@@ -1,0 +1,75 @@
+"""ReadStats: what one read (or a sum of reads) did, for summaries, logs and job totals."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of already-sorted values, nearest-rank; 0.0 when empty."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+@dataclass
+class ReadStats:
+    """Counters of one read. Keys count input rows; requests count BatchGetItem calls."""
+
+    keys: int = 0
+    unique_keys: int = 0
+    found: int = 0
+    missing: int = 0
+    requests: int = 0
+    unprocessed_retries: int = 0
+    throttles: int = 0
+    server_errors: int = 0
+    connection_errors: int = 0
+    retries: int = 0
+    consumed_rcu: float = 0.0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def latency_p50_ms(self) -> float:
+        return percentile(sorted(self.latencies_ms), 0.50)
+
+    @property
+    def latency_p99_ms(self) -> float:
+        return percentile(sorted(self.latencies_ms), 0.99)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.keys / self.seconds if self.seconds > 0 else 0.0
+
+    def merge(self, other: ReadStats) -> None:
+        """Add another read's counters to these (job totals over shards)."""
+        for name, value in asdict(other).items():
+            if name == "latencies_ms":
+                self.latencies_ms.extend(other.latencies_ms)
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (latencies reduced to p50/p99)."""
+        out = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
+        out["consumed_rcu"] = round(self.consumed_rcu, 3)
+        out["seconds"] = round(self.seconds, 3)
+        out["latency_p50_ms"] = round(self.latency_p50_ms, 2)
+        out["latency_p99_ms"] = round(self.latency_p99_ms, 2)
+        out["rows_per_s"] = round(self.rows_per_s, 1)
+        return out
+
+    def summary_line(self) -> str:
+        """One human line: rows, found, missing, requests, retries, RCU, seconds, rows/s."""
+        return (
+            f"rows={self.keys} found={self.found} missing={self.missing} "
+            f"requests={self.requests} retries={self.retries} "
+            f"unprocessed_retries={self.unprocessed_retries} throttles={self.throttles} "
+            f"rcu={self.consumed_rcu:.1f} p50={self.latency_p50_ms:.1f}ms "
+            f"p99={self.latency_p99_ms:.1f}ms seconds={self.seconds:.2f} "
+            f"rows/s={self.rows_per_s:,.0f}"
+        )
