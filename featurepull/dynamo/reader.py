@@ -255,7 +255,7 @@ class BatchReader:
             f"DynamoDB kept throttling or leaving them unprocessed "
             f"({state.stats.throttles} throttles, {state.stats.unprocessed_retries} unprocessed "
             "keys so far). Raise the table's read capacity, lower --max-read-workers, or raise "
-            "retry_deadline_s. No rows were written.",
+            "--retry-deadline (retry_deadline_s). No rows were written.",
             keys_left=left,
         )
 

@@ -1,0 +1,5 @@
+"""``python -m featurepull`` runs the command line."""
+
+from featurepull.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Replace a local file all at once: readers see the old file or the complete new one."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import BinaryIO
+
+# Large buffered writes: the sinks emit many small pieces (one CSV line, one JSON object).
+_BUFFER_BYTES = 1 << 20
+
+
+def temporary_name(path: str) -> str:
+    """The hidden temporary file, beside `path`, that `atomic_file` writes first."""
+    directory, name = os.path.split(os.path.abspath(path))
+    # pid + random part: two processes (or threads) writing the same output never collide.
+    return os.path.join(directory, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+@contextmanager
+def atomic_file(path: str) -> Iterator[BinaryIO]:
+    """A binary stream whose bytes replace `path` only if the `with` block completes.
+
+    The data goes to a temporary file in the same directory (so the final rename cannot cross
+    filesystems), is fsynced, then renamed over `path`. On any error, including an interrupt,
+    the temporary file is removed and `path` is untouched. OSError propagates to the caller.
+    """
+    temporary = temporary_name(path)
+    # 0o666 before the umask, as open() does; mkstemp's 0o600 would make the output private.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(descriptor, "wb", buffering=_BUFFER_BYTES) as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _sync_directory(os.path.dirname(temporary))
+
+
+def _sync_directory(directory: str) -> None:
+    # Without this a crash right after the rename can lose the new directory entry. Some
+    # filesystems refuse to fsync a directory; the data itself is already on disk then.
+    with suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

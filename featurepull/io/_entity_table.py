@@ -1,0 +1,57 @@
+"""The entity table, its error, and the checks every entity format shares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class EntityFileError(ValueError):
+    """Bad entity input; the message names the file, the line or row, and the fix."""
+
+
+@dataclass(frozen=True)
+class EntityTable:
+    """The columns of one entity file: values in file order, and each column's logical type."""
+
+    source: str
+    columns: dict[str, list[Any]]
+    types: dict[str, str]
+
+    @property
+    def num_rows(self) -> int:
+        """How many entity rows the file holds (every column has this many values)."""
+        return len(next(iter(self.columns.values()), []))
+
+
+def check_unique(source: str, names: Sequence[str]) -> None:
+    """Reject a header or schema that names a column twice."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise EntityFileError(f"{source}: column {name!r} appears twice; rename one of them")
+        seen.add(name)
+
+
+def check_required_columns(
+    source: str, available: Sequence[str], required: tuple[str, ...]
+) -> None:
+    """Reject a file without a required column, listing the columns it does have."""
+    missing = [name for name in required if name not in available]
+    if missing:
+        raise EntityFileError(
+            f"{source}: required column(s) {', '.join(map(repr, missing))} not found; the file "
+            f"has {', '.join(map(repr, available))}; rename the column in the file or ask for "
+            "the key columns it has"
+        )
+
+
+def empty_key_message(source: str, where: str, name: str) -> str:
+    """The error text for a null or empty value in a required column."""
+    return (
+        f"{source}: {where}: required column {name!r} is empty; every entity needs a value "
+        "in each key column, so fill it in or drop that row"
+    )

@@ -1,0 +1,120 @@
+"""Entity rows from a Parquet file: logical types come from the Arrow schema."""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from featurepull.io._entity_table import (
+    INT64_MAX,
+    EntityFileError,
+    EntityTable,
+    check_required_columns,
+    check_unique,
+    empty_key_message,
+)
+
+_BATCH_ROWS = 65_536
+
+
+def read_parquet(stream: BinaryIO, source: str, required: tuple[str, ...]) -> EntityTable:
+    """Read a Parquet entity file in batches; the typing rules are in `featurepull.io.entities`."""
+    try:
+        parquet = pq.ParquetFile(stream)
+        schema = parquet.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise EntityFileError(_unreadable_parquet_message(source, exc)) from None
+    check_unique(source, schema.names)
+    check_required_columns(source, schema.names, required)
+    types = _parquet_types(source, schema, required)
+    if parquet.metadata.num_rows == 0:
+        raise EntityFileError(f"{source} has no entity rows (a schema and 0 rows)")
+    columns: dict[str, list[Any]] = {name: [] for name in types}
+    # Only these columns need a look at every value: the others are taken as they are.
+    checked = {name for name in types if name in required or _is_uint64(schema.field(name).type)}
+    try:
+        offset = 0
+        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=list(types)):
+            for name, column in columns.items():
+                values = _arrow_values(batch.column(name))
+                if name in checked:
+                    _check_parquet_values(source, name, values, offset, name in required)
+                column.extend(values)
+            offset += batch.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise EntityFileError(_unreadable_parquet_message(source, exc)) from None
+    return EntityTable(source, columns, types)
+
+
+def _parquet_types(source: str, schema: Any, required: tuple[str, ...]) -> dict[str, str]:
+    """The logical type of each column that can hold entity keys, in schema order."""
+    types: dict[str, str] = {}
+    skipped: list[str] = []
+    for field in schema:
+        logical = _arrow_logical_type(field.type)
+        if logical is not None:
+            types[field.name] = logical
+        elif field.name in required:
+            raise EntityFileError(
+                f"{source}: column {field.name!r} has Arrow type {field.type}, which cannot hold "
+                "entity keys; cast it to an integer, string, binary, float or bool column"
+            )
+        else:
+            skipped.append(f"{field.name} ({field.type})")
+    if not types:
+        raise EntityFileError(
+            f"{source}: no column can hold entity keys (found {', '.join(skipped)}); "
+            "entity keys must be integer, string, binary, float or bool columns"
+        )
+    return types
+
+
+def _arrow_logical_type(arrow_type: Any) -> str | None:
+    t = arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+    if pa.types.is_int8(t) or pa.types.is_int16(t) or pa.types.is_int32(t):
+        return "int32"
+    if pa.types.is_int64(t) or pa.types.is_unsigned_integer(t):
+        return "int64"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return "bytes"
+    checks = {"float": pa.types.is_floating, "bool": pa.types.is_boolean, "null": pa.types.is_null}
+    return next((name for name, check in checks.items() if check(t)), None)
+
+
+def _is_uint64(arrow_type: Any) -> bool:
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    return bool(pa.types.is_uint64(arrow_type))
+
+
+def _arrow_values(array: Any) -> list[Any]:
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_floating(array.type):
+        array = array.cast(pa.float64())  # float16 would come back as numpy scalars
+    values: list[Any] = array.to_pylist()
+    return values
+
+
+def _check_parquet_values(
+    source: str, name: str, values: list[Any], offset: int, required: bool
+) -> None:
+    for index, value in enumerate(values):
+        if required and value in (None, "", b""):
+            raise EntityFileError(empty_key_message(source, f"row {offset + index + 1}", name))
+        if isinstance(value, int) and value > INT64_MAX:  # only a uint64 can get here
+            raise EntityFileError(
+                f"{source}: row {offset + index + 1}: column {name!r} value {value} does not fit "
+                "in int64; store the column as int64 or string"
+            )
+
+
+def _unreadable_parquet_message(source: str, exc: Exception) -> str:
+    return (
+        f"{source}: cannot read it as Parquet ({exc}); check that it is a complete Parquet "
+        "file, or give it the extension of its real format"
+    )
