@@ -8,6 +8,7 @@ configuration (usage, settings, entity file, unknown table, output path).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -151,3 +152,36 @@ def pull_command(**opts: Any) -> None:
         else:
             click.echo(f"featurepull: wrote {outcome.rows_written} rows to {outcome.output}")
             click.echo(outcome.stats.summary_line())
+
+
+@main.command("demo")
+@click.option("--drivers", default=20_000, show_default=True, type=click.IntRange(1, 2_000_000),
+              help="How many drivers to seed.")
+@click.option("--out-dir", default="demo-output", show_default=True, type=click.Path(),
+              help="Where entities.parquet and features.parquet go.")
+def demo_command(drivers: int, out_dir: str) -> None:
+    """Seed a local DynamoDB with a Feast feature view and pull it, all on this machine."""
+    from pathlib import Path
+
+    from featurepull import demo
+    from featurepull.local import running_moto
+
+    # The local endpoint accepts any credentials; never send real ones to it.
+    os.environ["AWS_ACCESS_KEY_ID"] = "featurepull-demo"
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "featurepull-demo"
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+
+    def bar(desc: str, total: int) -> tqdm[Any]:
+        return tqdm(total=total, desc=desc, unit="rows", file=sys.stderr, dynamic_ncols=True,
+                    mininterval=0.5)
+
+    click.echo("featurepull demo: starting a local DynamoDB endpoint (moto server)", err=True)
+    with _exit_codes(), running_moto() as moto:
+        click.echo(f"featurepull demo: endpoint {moto.url}; seeding {drivers:,} drivers in "
+                   f"{demo.PROJECT}.{demo.VIEW}", err=True)
+        outcome = demo.run_demo(moto.url, Path(out_dir), drivers, bar)
+    click.echo(f"wrote {outcome.rows_written:,} rows to {outcome.output} (input order; "
+               f"{outcome.stats.missing:,} unknown drivers have null features)")
+    click.echo(outcome.stats.summary_line())
+    click.echo(demo.preview(outcome.output))
+    click.echo("the local endpoint is stopped; nothing is left running")

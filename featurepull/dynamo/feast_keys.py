@@ -34,7 +34,10 @@ def _as_int(value: Any, bounds: tuple[int, int], type_name: str) -> int:
             raise TypeError(f"{value!r} is not an integer")
         value = int(value)
     elif isinstance(value, str):
-        value = int(value.strip())
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise TypeError(f"{value!r} is not an integer") from None
     elif not isinstance(value, int):
         raise TypeError(f"{type(value).__name__} {value!r} is not an integer")
     number = int(value)
@@ -110,6 +113,17 @@ class EntityKeyEncoder:
         """Feast's serialized entity key; ``values`` in the order of ``self.names``."""
         encoded = (enc(v) for enc, v in zip(self._encoders, values, strict=True))
         return self._prefix + b"".join(encoded)
+
+    def failing_key(self, values: Sequence[Any]) -> tuple[str, Exception] | None:
+        """The first join key whose value cannot be encoded, and why (None if all can)."""
+        for name, enc, value in zip(self.names, self._encoders, values, strict=True):
+            try:
+                if value is None:
+                    raise TypeError("null key value")
+                enc(value)
+            except (TypeError, ValueError) as exc:
+                return name, exc
+        return None
 
     def entity_id(self, values: Sequence[Any]) -> str:
         """The hex MurmurHash3 x64-128 (seed 0) of the serialized key."""

@@ -113,8 +113,8 @@ class FeastLayout:
                     raise TypeError("null key value")
                 keys.append(entity_id(values))
             except (TypeError, ValueError) as exc:
-                bad = next((n for n, v in zip(names, values, strict=True) if v is None), names[0])
-                raise _row_error(source, row, bad, exc) from None
+                name, problem = self.encoder.failing_key(values) or (names[0], exc)
+                raise _row_error(source, row, name, problem) from None
         return keys
 
     def wire_key(self, key: Hashable) -> dict[str, Any]:

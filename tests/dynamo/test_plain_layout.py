@@ -369,7 +369,7 @@ def test_invalid_key_value_is_an_entity_key_error_naming_the_row(
 
 @pytest.mark.xfail(strict=True, reason="BUG: NaN/Infinity given as text (a CSV column) pass "
                    "the N key check; DynamoDB rejects the request instead of the row")
-@pytest.mark.parametrize("value", ["NaN", "nan", "Infinity", "-inf", Decimal("NaN")], ids=repr)
+@pytest.mark.parametrize("value", ["NaN", "nan", "sNaN", "Infinity", "-inf", Decimal("NaN")], ids=repr)
 def test_non_finite_number_text_for_an_n_key_is_an_entity_key_error(value: Any) -> None:
     message = key_error(N_KEY, {"id": [value]})
     assert message.startswith("test, entity row 1, column 'id': ")
