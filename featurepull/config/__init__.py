@@ -2,12 +2,20 @@
 
 from featurepull.config.errors import ConfigError
 from featurepull.config.loading import load_settings, read_feature_store_yaml, read_toml
-from featurepull.config.settings import DynamoSettings, RetryMode, Settings
+from featurepull.config.settings import (
+    DynamoSettings,
+    JobSettings,
+    RetryMode,
+    S3Settings,
+    Settings,
+)
 
 __all__ = [
     "ConfigError",
     "DynamoSettings",
+    "JobSettings",
     "RetryMode",
+    "S3Settings",
     "Settings",
     "load_settings",
     "read_feature_store_yaml",

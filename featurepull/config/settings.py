@@ -96,6 +96,58 @@ class DynamoSettings(BaseModel):
         return self.table_name_template.format(project=project, table_name=table_name)
 
 
+class S3Settings(BaseModel):
+    """Where ``s3://`` entity files and outputs live (defaults: boto3's own chain)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint URL (local S3).")
+    region: str | None = Field(default=None, description="S3 region.")
+
+
+class JobSettings(BaseModel):
+    """How jobs are cut into shards and how long their data lives in Redis."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    shard_size: int = Field(
+        default=50_000, ge=100, le=2_000_000, description="Entities per shard task."
+    )
+    max_entities: int = Field(
+        default=50_000_000, ge=1, description="Largest job accepted at submit."
+    )
+    ttl_s: int = Field(
+        default=86_400, ge=60, description="Seconds a job's keys, rows and summary live in Redis."
+    )
+    shard_soft_time_limit_s: float = Field(
+        default=900.0, gt=0, description="A shard past this is failed with a clear error."
+    )
+    shard_time_limit_s: float = Field(
+        default=1_200.0, gt=0, description="A shard past this is killed (hard limit)."
+    )
+    visibility_timeout_s: float = Field(
+        default=3_600.0, gt=0,
+        description="Redis redelivers an unacknowledged shard after this; must exceed "
+        "shard_time_limit_s.",
+    )
+    queue: str = Field(default="featurepull", min_length=1, description="Celery queue name.")
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> JobSettings:
+        if self.shard_soft_time_limit_s >= self.shard_time_limit_s:
+            raise ValueError(
+                f"shard_soft_time_limit_s ({self.shard_soft_time_limit_s:g}) must be below "
+                f"shard_time_limit_s ({self.shard_time_limit_s:g})"
+            )
+        if self.visibility_timeout_s <= self.shard_time_limit_s:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s:g}) must exceed "
+                f"shard_time_limit_s ({self.shard_time_limit_s:g}), or Redis redelivers "
+                "shards that are still running"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """Everything featurepull can be configured with."""
 
@@ -114,3 +166,5 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0", description="Redis broker and job store."
     )
     dynamodb: DynamoSettings = Field(default_factory=DynamoSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    jobs: JobSettings = Field(default_factory=JobSettings)

@@ -10,20 +10,20 @@ and how a returned item becomes a row ``(event_timestamp, feature, ...)``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
 from featurepull.dynamo.attributes import canonical_number, decode_attribute
 from featurepull.dynamo.errors import EntityKeyError, TableError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
-from featurepull.dynamo.feast_values import decode_value, timestamp_from_seconds
+from featurepull.dynamo.feast_values import decode_value
 
 Row = tuple[Any, ...]
 RowDecoder = Callable[[dict[str, Any]], Row]
 # DynamoDB's size limits for key attribute values (UTF-8 bytes for strings).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HASH_KEY_MAX_BYTES = 2048
 RANGE_KEY_MAX_BYTES = 1024
 
@@ -200,10 +200,12 @@ class PlainLayout:
         return parts[0] if len(parts) == 1 else tuple(parts)
 
     def projection(self, features: Sequence[str]) -> dict[str, Any]:
-        names = {f"#k{i}": name for i, (name, _) in enumerate(self.key_schema)}
-        if self.event_ts_attribute:
-            names["#t"] = self.event_ts_attribute
-        names.update({f"#f{i}": feature for i, feature in enumerate(features)})
+        # Each attribute once: DynamoDB refuses overlapping paths (a feature that is also
+        # the key or the event time attribute).
+        attributes = [name for name, _ in self.key_schema]
+        attributes += [self.event_ts_attribute] if self.event_ts_attribute else []
+        attributes += features
+        names = {f"#a{i}": name for i, name in enumerate(dict.fromkeys(attributes))}
         return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
 
     def row_decoder(self, features: Sequence[str]) -> RowDecoder:
@@ -224,7 +226,7 @@ def _plain_timestamp(value: dict[str, Any]) -> datetime | None:
     if "S" in value:
         return parse_event_ts(value["S"])
     if "N" in value:
-        return timestamp_from_seconds(int(Decimal(value["N"])))
+        return _EPOCH + timedelta(seconds=float(Decimal(value["N"])))
     return None
 
 
@@ -247,9 +249,12 @@ def _key_converter(atype: str, max_bytes: int) -> Callable[[Any], Hashable]:
     def to_n(value: Any) -> Decimal:
         if value is None or isinstance(value, bool):
             raise TypeError("null key value" if value is None else "a bool is not a number")
-        if isinstance(value, float) and not math.isfinite(value):
+        number = canonical_number(str(value))
+        if not number.is_finite():
             raise ValueError(f"{value} is not a finite number")
-        return canonical_number(str(value))
+        if len(number.as_tuple().digits) > 38:
+            raise ValueError(f"{value} has more than DynamoDB's 38 significant digits")
+        return number
 
     def to_b(value: Any) -> bytes:
         if not isinstance(value, bytes | bytearray):

@@ -185,7 +185,12 @@ class BatchReader:
             if position is None:
                 raise ReadError(f"{self.where()} returned an item for a key that was not "
                                 f"requested: {layout.key_of(item)!r}")
-            results[position] = decode(item)
+            try:
+                results[position] = decode(item)
+            except (ValueError, TypeError, KeyError, OverflowError) as exc:
+                raise ReadError(f"{self.where()}: the item of key {layout.key_of(item)!r} cannot "
+                                f"be decoded ({type(exc).__name__}: {exc}); is it in the "
+                                f"{layout.name} layout?") from exc
             outcome.found += 1
         left = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", ())
         outcome.unprocessed = [index[layout.key_of(key)] for key in left]

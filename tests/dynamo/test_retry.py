@@ -20,7 +20,7 @@ SAMPLES = 2_000
 
 def bound(backoff: Backoff, attempt: int) -> float:
     """The documented upper bound of the delay before retry ``attempt``."""
-    return min(backoff.cap_s, backoff.base_s * 2 ** (attempt - 1))
+    return min(backoff.cap_s, backoff.base_s * 2.0 ** (attempt - 1))
 
 
 # ---------------------------------------------------------------------------------------
