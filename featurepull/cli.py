@@ -1,8 +1,9 @@
 """The ``featurepull`` command line.
 
 Exit codes: 0 when every key was read or confirmed absent and the output was written;
-1 when the read failed (retry deadline, DynamoDB refused, unreachable); 2 for bad input or
-configuration (usage, settings, entity file, unknown table, output path).
+1 when the read or job failed (retry deadline, DynamoDB refused, a shard failed, cancelled);
+2 for bad input or configuration (usage, settings, entity file, unknown table or job, output
+path, unreachable Redis).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,9 +24,16 @@ from featurepull.dynamo import EntityKeyError, ReadError, TableError
 from featurepull.io import EntityFileError, OutputError
 from featurepull.pull import PullRequest, pull
 
-EXIT_READ_FAILED = 1
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-_BAD_INPUT = (ConfigError, EntityFileError, EntityKeyError, OutputError, TableError, ValueError)
+CONFIG_ENV = "FEATUREPULL_CONFIG"
+
+
+def _bad_input_errors() -> tuple[type[BaseException], ...]:
+    from featurepull.tasks import JobStoreError, UnknownJob
+
+    return (ConfigError, EntityFileError, EntityKeyError, OutputError, TableError, ValueError,
+            JobStoreError, UnknownJob)
 
 
 def _split(value: str | None) -> list[str]:
@@ -42,9 +51,8 @@ def _key_types(value: str | None) -> dict[str, str]:
     return types
 
 
-def _settings_from(opts: dict[str, Any]) -> Settings:
-    """Env < --feature-store-yaml < --config < flags."""
-    dynamo = {
+def _dynamo_flags(opts: dict[str, Any]) -> dict[str, Any]:
+    return {
         "region": opts.get("region"),
         "endpoint_url": opts.get("endpoint_url"),
         "table_name_template": opts.get("table_name_template"),
@@ -53,14 +61,38 @@ def _settings_from(opts: dict[str, Any]) -> Settings:
         "consistent_reads": opts.get("consistent_reads"),
         "retry_deadline_s": opts.get("retry_deadline"),
     }
-    overrides = {"project": opts.get("project"), "dynamodb": dynamo}
-    return load_settings(opts.get("config"), opts.get("feature_store_yaml"), overrides)
+
+
+def _settings_from(opts: dict[str, Any]) -> Settings:
+    """Env < --feature-store-yaml < --config < flags."""
+    overrides: dict[str, Any] = {"project": opts.get("project"),
+                                 "dynamodb": _dynamo_flags(opts)}
+    if opts.get("redis_url"):
+        overrides["redis_url"] = opts["redis_url"]
+    if opts.get("shard_size"):
+        overrides["jobs"] = {"shard_size": opts["shard_size"]}
+    return load_settings(opts.get("config") or os.environ.get(CONFIG_ENV),
+                         opts.get("feature_store_yaml"), overrides)
+
+
+def _apply(func: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--config and --redis-url: what every command needs to find its settings and Redis."""
+    return _apply(func, [
+        click.option("--config", type=click.Path(dir_okay=False),
+                     help=f"TOML settings file (default: ${CONFIG_ENV})."),
+        click.option("--redis-url", help="Redis broker and job store (FEATUREPULL_REDIS_URL)."),
+    ])
 
 
 def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every command that reads DynamoDB shares."""
-    options = [
-        click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file."),
+    return _apply(config_options(func), [
         click.option("--feature-store-yaml", type=click.Path(dir_okay=False),
                      help="Take project and online_store settings from a Feast repo's yaml."),
         click.option("--project", help="Feast project (feast layout table names)."),
@@ -73,23 +105,48 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Strongly consistent reads (default: eventual)."),
         click.option("--retry-deadline", type=float,
                      help="Seconds a key may stay unanswered before the read fails."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    ])
+
+
+def request_options(output_required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """What to read: shared by pull (in-process) and submit (through the workers)."""
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        return _apply(settings_options(func), [
+            click.option("--table", required=True,
+                         help="Feature view name (feast layout) or table name (plain layout)."),
+            click.option("--features", required=True,
+                         help="Comma-separated feature names, in output order."),
+            click.option("--entities", "entities_path", required=True,
+                         help="Entity file: .csv, .parquet or .jsonl (a path or s3:// URI)."),
+            click.option("--output", "output_path", required=output_required,
+                         help="Output file: .csv, .parquet or .jsonl (a path or s3:// URI)."),
+            click.option("--layout", type=click.Choice(["feast", "plain"]), default="feast",
+                         show_default=True),
+            click.option("--join-keys", help="Feast join keys (default: every entity column)."),
+            click.option("--join-key-types",
+                         help="NAME=TYPE,... with TYPE int64, int32, string or bytes "
+                         "(default: from the entity file's column types)."),
+            click.option("--event-ts-attribute", default="event_ts", show_default=True,
+                         help="Plain layout: the attribute holding the event time ('' for none)."),
+            click.option("--overwrite", is_flag=True, help="Replace the output if it exists."),
+            click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+        ])
+    return decorate
 
 
 @contextmanager
 def _exit_codes() -> Iterator[None]:
+    from featurepull.client import JobFailed
+
     try:
         yield
-    except ReadError as exc:
-        if isinstance(exc, TableError):
-            click.echo(f"featurepull: error: {exc}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-        click.echo(f"featurepull: read failed: {exc}", err=True)
-        sys.exit(EXIT_READ_FAILED)
-    except _BAD_INPUT as exc:
+    except TableError as exc:
+        click.echo(f"featurepull: error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except (ReadError, JobFailed) as exc:
+        click.echo(f"featurepull: failed: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except _bad_input_errors() as exc:
         click.echo(f"featurepull: error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
 
@@ -101,24 +158,7 @@ def main() -> None:
 
 
 @main.command("pull")
-@click.option("--table", required=True,
-              help="Feature view name (feast layout) or table name (plain layout).")
-@click.option("--features", required=True, help="Comma-separated feature names, in output order.")
-@click.option("--entities", "entities_path", required=True, type=click.Path(dir_okay=False),
-              help="Entity file: .csv, .parquet or .jsonl.")
-@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False),
-              help="Output file: .csv, .parquet or .jsonl.")
-@click.option("--layout", type=click.Choice(["feast", "plain"]), default="feast",
-              show_default=True)
-@click.option("--join-keys", help="Feast join keys (default: every entity column).")
-@click.option("--join-key-types",
-              help="NAME=TYPE,... with TYPE int64, int32, string or bytes (default: from the "
-              "entity file's column types).")
-@click.option("--event-ts-attribute", default="event_ts", show_default=True,
-              help="Plain layout: the attribute holding the event time ('' for none).")
-@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@settings_options
+@request_options(output_required=True)
 def pull_command(**opts: Any) -> None:
     """Read features in this process (no broker) and write them in input order."""
     with _exit_codes():
@@ -154,6 +194,118 @@ def pull_command(**opts: Any) -> None:
             click.echo(outcome.stats.summary_line())
 
 
+@main.command("submit")
+@request_options(output_required=False)
+@click.option("--shard-size", type=int, help="Entities per shard task (default 50,000).")
+@click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
+def submit_command(**opts: Any) -> None:
+    """Submit a job to the worker fleet; prints its id (or waits for it with --wait)."""
+    from featurepull.client import submit
+
+    with _exit_codes():
+        settings = _settings_from(opts)
+        job = submit(
+            opts["table"], _split(opts["features"]), opts["entities_path"],
+            opts["output_path"], settings=settings, layout=opts["layout"],
+            join_keys=_split(opts["join_keys"]), join_key_types=_key_types(opts["join_key_types"]),
+            event_ts_attribute=opts["event_ts_attribute"] or None, overwrite=opts["overwrite"],
+        )
+        status = job.status()
+        if not opts["wait"]:
+            click.echo(json.dumps({"job_id": job.id, "shards": status.shards,
+                                   "rows": status.rows}) if opts["as_json"] else job.id)
+            return
+        click.echo(f"featurepull: job {job.id}: {status.rows:,} entities in "
+                   f"{status.shards} shards", err=True)
+        final = job.wait(progress=sys.stderr.isatty())
+        _print_summary(final.summary or {}, opts["as_json"])
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    read = summary.get("read", {})
+    where = summary.get("output") or "Redis (featurepull fetch JOB --output FILE)"
+    click.echo(f"featurepull: job {summary.get('job_id')} succeeded: {summary.get('rows'):,} "
+               f"rows in {summary.get('shards')} shards to {where} in {summary.get('seconds')}s")
+    click.echo(" ".join(f"{k}={v}" for k, v in read.items()))
+    for slow in summary.get("slowest_shards", []):
+        click.echo(f"  slow shard {slow['shard']}: {slow['seconds']}s, {slow['rows']:,} rows, "
+                   f"{slow['retries']} retries, {slow['throttles']} throttles")
+
+
+def _job(opts: dict[str, Any], job_id: str) -> Any:
+    from featurepull.client import Job
+
+    return Job(job_id, _settings_from(opts))
+
+
+@main.command("status")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@config_options
+def status_command(job_id: str, as_json: bool, **opts: Any) -> None:
+    """Show a job's state, shards done, and its summary when finished."""
+    with _exit_codes():
+        status = _job(opts, job_id).status()
+        if as_json:
+            click.echo(json.dumps(status.__dict__))
+            return
+        click.echo(status.line())
+        if status.summary:
+            _print_summary(status.summary, False)
+
+
+@main.command("fetch")
+@click.argument("job_id")
+@click.option("--output", "output_path", required=True, help=".csv, .parquet or .jsonl file.")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@config_options
+def fetch_command(job_id: str, output_path: str, overwrite: bool, **opts: Any) -> None:
+    """Write a finished job's rows (kept in Redis) to a file, in input order."""
+    with _exit_codes():
+        written = _job(opts, job_id).save(output_path, overwrite=overwrite)
+        click.echo(f"featurepull: wrote {written:,} rows to {output_path}")
+
+
+@main.command("cancel")
+@click.argument("job_id")
+@config_options
+def cancel_command(job_id: str, **opts: Any) -> None:
+    """Cancel a queued or running job."""
+    with _exit_codes():
+        cancelled = _job(opts, job_id).cancel()
+        click.echo(f"featurepull: job {job_id} " + ("cancelled" if cancelled else
+                                                    "had already ended; nothing to cancel"))
+
+
+@main.command("cleanup")
+@click.argument("job_id")
+@config_options
+def cleanup_command(job_id: str, **opts: Any) -> None:
+    """Delete a job's keys from Redis now instead of waiting for their TTL."""
+    with _exit_codes():
+        removed = _job(opts, job_id).delete()
+        click.echo(f"featurepull: removed {removed} keys of job {job_id}")
+
+
+@main.command("worker", context_settings={"ignore_unknown_options": True,
+                                          "allow_extra_args": True})
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.pass_context
+def worker_command(ctx: click.Context, config: str | None) -> None:
+    """Run a Celery worker for featurepull's queue; other options go to Celery
+    (e.g. --concurrency 4, --loglevel INFO, --hostname w1@%h)."""
+    if config:
+        os.environ[CONFIG_ENV] = str(Path(config).resolve())
+    from featurepull.worker import app
+
+    queue = app.conf.task_default_queue
+    argv = ["worker", "--pool", "prefork", "-Q", queue, *ctx.args]
+    app.worker_main(argv=argv)
+
+
 @main.command("demo")
 @click.option("--drivers", default=20_000, show_default=True, type=click.IntRange(1, 2_000_000),
               help="How many drivers to seed.")
@@ -161,8 +313,6 @@ def pull_command(**opts: Any) -> None:
               help="Where entities.parquet and features.parquet go.")
 def demo_command(drivers: int, out_dir: str) -> None:
     """Seed a local DynamoDB with a Feast feature view and pull it, all on this machine."""
-    from pathlib import Path
-
     from featurepull import demo
     from featurepull.local import running_moto
 

@@ -131,6 +131,11 @@ class JobSettings(BaseModel):
         "shard_time_limit_s.",
     )
     queue: str = Field(default="featurepull", min_length=1, description="Celery queue name.")
+    redelivery_check_s: int = Field(
+        default=10, ge=1, le=600,
+        description="How often a worker looks for shards whose worker died (past "
+        "visibility_timeout_s) and puts them back on the queue.",
+    )
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> JobSettings:

@@ -1,14 +1,22 @@
-"""Entity sources and row sinks: .csv, .parquet and .jsonl files, format from the extension."""
+"""Entity sources and row sinks: .csv, .parquet and .jsonl files, local or s3://, format from the
+extension."""
 
 from featurepull.io._formats import SUPPORTED_EXTENSIONS
 from featurepull.io.entities import EntityFileError, EntityTable, read_entities
 from featurepull.io.rows import OutputError, write_rows
+from featurepull.io.sink import TableSink, check_destination, open_sink
+from featurepull.io.tables import rows_to_table, unify_schemas
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "EntityFileError",
     "EntityTable",
     "OutputError",
+    "TableSink",
+    "check_destination",
+    "open_sink",
     "read_entities",
+    "rows_to_table",
+    "unify_schemas",
     "write_rows",
 ]

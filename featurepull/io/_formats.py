@@ -1,12 +1,12 @@
-"""Which file format a path names, and whether the path is one this build can open.
+"""Which file format a path names, and whether the path is local or an `s3://` object.
 
 Formats follow the file extension, for entity sources and row sinks alike. This is also the
-one place that tells local paths from remote URLs, so `s3://` support can be added behind the
-same `read_entities` / `write_rows` functions without touching their callers.
+one place that tells local paths from remote URLs: everything else asks `s3_location`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 FileFormat = Literal["csv", "parquet", "jsonl"]
@@ -14,7 +14,7 @@ FileFormat = Literal["csv", "parquet", "jsonl"]
 _FORMATS: dict[str, FileFormat] = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
 SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(_FORMATS)
 
-_REMOTE_SCHEMES = ("s3://",)
+_S3_SCHEME = "s3://"
 
 
 def file_format(path: str) -> FileFormat | None:
@@ -35,12 +35,29 @@ def unsupported_format_message(path: str) -> str:
     )
 
 
-def remote_path_message(path: str) -> str | None:
-    """The error text for a remote URL (not supported yet), or None for a local path."""
-    if path.startswith(_REMOTE_SCHEMES):
-        scheme = path.split("://", 1)[0]
-        return (
-            f"{path}: {scheme}:// paths are not supported yet; "
-            "copy the object to a local file and pass that path"
+@dataclass(frozen=True)
+class S3Location:
+    """An object in S3: the bucket and the key an `s3://bucket/key` URL names."""
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        """The location as an `s3://` URL, as messages name it."""
+        return f"{_S3_SCHEME}{self.bucket}/{self.key}"
+
+
+def s3_location(path: str) -> S3Location | None:
+    """The S3 object an `s3://bucket/key` URL names, or None for a local path.
+
+    Raises ValueError, naming the URL, when it lacks the bucket or the key.
+    """
+    if not path.startswith(_S3_SCHEME):
+        return None
+    bucket, _, key = path[len(_S3_SCHEME):].partition("/")
+    if not bucket or not key:
+        raise ValueError(
+            f"{path}: an S3 URL needs a bucket and a key, as in s3://my-bucket/path/file.parquet"
         )
-    return None
+    return S3Location(bucket, key)

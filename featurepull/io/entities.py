@@ -1,4 +1,4 @@
-"""Read entity keys from a local .csv, .parquet or .jsonl file, in file order.
+"""Read entity keys from a .csv, .parquet or .jsonl file, local or s3://, in file order.
 
 Each column gets a logical type, and the type decides which Feast join-key type the keys are
 serialized as ("int64" -> INT64, "int32" -> INT32, "string" -> STRING, "bytes" -> BYTES, ...).
@@ -29,21 +29,29 @@ CSV, the first line is the header (blank lines skipped, an empty field is null):
 Every error is an EntityFileError naming the file, the line (1-based; the CSV header is line 1)
 or Parquet row (1-based, data rows only), and what to do. A required column must exist and must
 not hold a null or empty ("") value on any row.
+
+An `s3://bucket/key` file is downloaded to an anonymous temporary file, read by the same
+readers (messages name the s3:// URL), and removed; a missing bucket or key, or denied access,
+is an EntityFileError naming the URL and what to check.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from featurepull.config import S3Settings
+from featurepull.io import _s3
 from featurepull.io._csv_entities import read_csv
 from featurepull.io._entity_table import EntityFileError, EntityTable
 from featurepull.io._formats import (
     FileFormat,
+    S3Location,
     file_format,
-    remote_path_message,
+    s3_location,
     unsupported_format_message,
 )
 from featurepull.io._jsonl_entities import read_jsonl
@@ -58,20 +66,25 @@ _READERS: dict[FileFormat, Callable[[BinaryIO, str, tuple[str, ...]], EntityTabl
 }
 
 
-def read_entities(path: str, required: Sequence[str] = ()) -> EntityTable:
+def read_entities(
+    path: str, required: Sequence[str] = (), *, s3: S3Settings | None = None
+) -> EntityTable:
     """Read every entity row of a .csv, .parquet or .jsonl file, typed by the module's rules.
 
     `required` names the key columns the caller needs: each must exist and be non-empty on
-    every row.
+    every row. `path` may be `s3://bucket/key`, reached with the `s3` settings.
     """
-    remote = remote_path_message(path)
-    if remote is not None:
-        raise EntityFileError(remote)
+    try:
+        location = s3_location(path)
+    except ValueError as exc:
+        raise EntityFileError(str(exc)) from None
     fmt = file_format(path)
     if fmt is None:
         raise EntityFileError(unsupported_format_message(path))
     needed = (required,) if isinstance(required, str) else tuple(required)
-    with _open_local(path) as stream:
+    opened = _open_local(path) if location is None else _open_s3(location, s3 or S3Settings())
+    with opened as stream:
+        _check_not_empty(stream, path)
         return _READERS[fmt](stream, path, needed)
 
 
@@ -88,9 +101,36 @@ def _open_local(path: str) -> Iterator[BinaryIO]:
             f"{path}: cannot open the entity file ({exc.strerror}); check its permissions"
         ) from None
     with stream:
-        if os.fstat(stream.fileno()).st_size == 0:
-            raise EntityFileError(
-                f"{path} is empty (0 bytes) and has no entity rows; "
-                "write a header or schema and one row per entity"
-            )
         yield stream
+
+
+@contextmanager
+def _open_s3(location: S3Location, settings: S3Settings) -> Iterator[BinaryIO]:
+    try:
+        # Anonymous (already unlinked on Linux): removed on close, or by the OS after a crash.
+        stream = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the `with` below
+    except OSError as exc:
+        raise EntityFileError(
+            f"{location.uri}: cannot make a temporary file to download it into "
+            f"({exc.strerror}); check that {tempfile.gettempdir()} is writable"
+        ) from None
+    with stream:
+        try:
+            _s3.download(location, settings, stream)
+        except _s3.S3Error as exc:
+            raise EntityFileError(str(exc)) from None
+        except OSError as exc:
+            raise EntityFileError(
+                f"{location.uri}: cannot download it ({exc.strerror or exc}); check that "
+                f"{tempfile.gettempdir()} has room for the file"
+            ) from None
+        stream.seek(0)
+        yield stream
+
+
+def _check_not_empty(stream: BinaryIO, source: str) -> None:
+    if os.fstat(stream.fileno()).st_size == 0:
+        raise EntityFileError(
+            f"{source} is empty (0 bytes) and has no entity rows; "
+            "write a header or schema and one row per entity"
+        )

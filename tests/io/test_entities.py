@@ -395,10 +395,5 @@ def test_unsupported_extension(tmp_path: Path, name: str) -> None:
         read_entities(path)
 
 
-def test_s3_is_not_supported_yet() -> None:
-    with raises("s3://bucket/e.parquet", "not supported yet"):
-        read_entities("s3://bucket/e.parquet")
-
-
 def test_extension_is_case_insensitive(tmp_path: Path) -> None:
     assert read_entities(write_text(tmp_path, "E.CSV", "id\n1\n")).columns == {"id": [1]}

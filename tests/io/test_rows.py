@@ -323,11 +323,6 @@ def test_unsupported_extension(tmp_path: Path, name: str) -> None:
     assert os.listdir(tmp_path) == []
 
 
-def test_s3_is_not_supported_yet() -> None:
-    with raises("s3://bucket/out.parquet", "not supported yet"):
-        write_rows("s3://bucket/out.parquet", {"id": [1]}, [None], ["f"])
-
-
 # --- malformed input ----------------------------------------------------------------------
 
 

@@ -1,0 +1,702 @@
+"""A lean load-test DynamoDB endpoint: one synthetic Feast-layout table served over the
+DynamoDB JSON protocol with so little CPU of its own that the client's cost shows.
+
+    python -m featurepull.bench.endpoint --port 0 --drivers 1000000 --latency-ms 10
+    # prints one line when ready: LISTENING http://127.0.0.1:PORT
+
+    with start_endpoint(drivers=200_000, latency_ms=5) as endpoint:
+        BatchReader(DEFAULT_TABLE, layout, DynamoSettings(endpoint_url=endpoint.url, ...))
+
+It answers DescribeTable and BatchGetItem (projections, ConsumedCapacity, DynamoDB's
+validation errors, UnprocessedKeys and throttling at chosen rates) and ``GET /stats``. Every
+JSON fragment of every item is rendered once at startup, so a request costs dict lookups and
+string joins. moto, by comparison, answers about 1,000 keys/s on the development machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import gc
+import json
+import os
+import random
+import resource
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zlib
+from base64 import b64encode
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from operator import itemgetter
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import mmh3
+
+from featurepull.dynamo import EntityKeyEncoder
+from featurepull.dynamo.feast_values import ValueProto
+from featurepull.local import ServiceError
+
+DEFAULT_TABLE = "demo.driver_stats"
+FEATURES = ("conv_rate", "acc_rate", "avg_daily_trips", "city", "last_trip_at")
+CITIES = ("Amsterdam", "Berlin", "Lisbon", "Montréal", "Nairobi", "São Paulo", "Tokyo", "Oslo")
+MAX_BATCH_KEYS = 100  # DynamoDB's BatchGetItem limit
+STARTUP_TIMEOUT_S = 120.0  # 1M drivers take a few seconds; a slow CI box more
+_BASE_TS = datetime(2026, 11, 1, tzinfo=UTC)
+_LAST_TRIP_BASE = 1_780_000_000
+# Distinct values per column. Items are assembled from these shared fragments, which keeps
+# 1M drivers in ~300 MB; each driver still gets its own combination, chosen by a hash.
+_FLOAT_VARIANTS = 4096
+_TIME_VARIANTS = 65536
+_ERR = "com.amazonaws.dynamodb.v20120810#"
+# Of DynamoDB's ~570 reserved words only the one this table's layout trips over: a plain
+# `values` must be written through a placeholder, as the reader does.
+_RESERVED = frozenset({"values"})
+_PACK_SEED = struct.Struct("<qq").pack
+
+WireRecord = tuple[str, ...]  # (event_ts JSON, then one '"name":{"B":"..."}' per feature)
+
+
+class SyntheticTable:
+    """Drivers ``0..drivers-1`` of a Feast-layout feature view, each item a pure function of
+    ``(seed, driver)``: the endpoint serves it, and tests write the same items elsewhere."""
+
+    def __init__(self, drivers: int, seed: int = 0) -> None:
+        self.drivers = drivers
+        self.seed = seed
+        self._encoder = EntityKeyEncoder({"driver_id": "int64"})
+        rng = random.Random(seed)
+        self._event_ts = [str(_BASE_TS + timedelta(seconds=k * 3, microseconds=k * 7919 % 10**6))
+                          for k in range(_TIME_VARIANTS)]
+        self._values: list[list[bytes]] = [
+            [ValueProto(float_val=rng.random()).SerializeToString()
+             for _ in range(_FLOAT_VARIANTS)],
+            [ValueProto(double_val=rng.random()).SerializeToString()
+             for _ in range(_FLOAT_VARIANTS)],
+            [ValueProto(int64_val=n).SerializeToString() for n in range(400)],
+            [ValueProto(string_val=city).SerializeToString() for city in CITIES],
+            [ValueProto(unix_timestamp_val=_LAST_TRIP_BASE + k).SerializeToString()
+             for k in range(_TIME_VARIANTS)],
+        ]
+        self._sizes = (len(self._event_ts), *(len(column) for column in self._values))
+
+    def _choice(self, driver: int) -> list[int]:
+        """Which variant of each column (event_ts, then FEATURES) this driver has."""
+        rest = mmh3.hash128(_PACK_SEED(self.seed, driver), signed=False)
+        picks = []
+        for size in self._sizes:
+            rest, pick = divmod(rest, size)
+            picks.append(pick)
+        return picks
+
+    def entity_id(self, driver: int) -> str:
+        """The Feast ``entity_id`` of a driver (int64 join key ``driver_id``)."""
+        return self._encoder.entity_id([driver])
+
+    def event_ts(self, driver: int) -> str:
+        """``event_ts`` as Feast writes it: ``str`` of an aware datetime."""
+        return self._event_ts[self._choice(driver)[0]]
+
+    def expected_features(self, driver: int) -> dict[str, bytes]:
+        """Feature name → serialized Feast ``Value`` of one driver."""
+        picks = self._choice(driver)[1:]
+        return {name: column[pick]
+                for name, column, pick in zip(FEATURES, self._values, picks, strict=True)}
+
+    def item(self, driver: int) -> dict[str, Any]:
+        """The driver's item in boto3's low-level attribute form (``B`` as bytes)."""
+        return {
+            "entity_id": {"S": self.entity_id(driver)},
+            "event_ts": {"S": self.event_ts(driver)},
+            "values": {"M": {name: {"B": data}
+                             for name, data in self.expected_features(driver).items()}},
+        }
+
+    def items(self, drivers: Iterable[int] | None = None) -> Iterator[dict[str, Any]]:
+        """Items of ``drivers`` (default: all of them)."""
+        for driver in range(self.drivers) if drivers is None else drivers:
+            yield self.item(driver)
+
+    def wire_records(self) -> dict[str, WireRecord]:
+        """``entity_id`` → the JSON fragments of its item, rendered once and shared."""
+        ts_json = [f'{{"S":{json.dumps(ts)}}}' for ts in self._event_ts]
+        value_json = [[f'{json.dumps(name)}:{{"B":"{b64encode(data).decode()}"}}'
+                       for data in column] for name, column in zip(FEATURES, self._values,
+                                                                    strict=True)]
+        columns = [ts_json, *value_json]
+        entity_id, choice = self.entity_id, self._choice
+        records: dict[str, WireRecord] = {}
+        for driver in range(self.drivers):
+            records[entity_id(driver)] = tuple(
+                column[pick] for column, pick in zip(columns, choice(driver), strict=True))
+        return records
+
+
+@functools.cache
+def _synthetic(seed: int) -> SyntheticTable:
+    return SyntheticTable(0, seed)
+
+
+def expected_features(driver: int, seed: int = 0) -> dict[str, bytes]:
+    """Feature name → serialized Feast ``Value`` the endpoint serves for ``driver``."""
+    return _synthetic(seed).expected_features(driver)
+
+
+class DynamoError(Exception):
+    """A DynamoDB error answer: HTTP status, error type and message."""
+
+    def __init__(self, kind: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.kind, self.status = kind, status
+
+    def body(self) -> bytes:
+        """The JSON body DynamoDB sends with this error (botocore reads ``__type``)."""
+        return json.dumps({"__type": _ERR + self.kind, "message": str(self)}).encode()
+
+
+def _validation(message: str) -> DynamoError:
+    return DynamoError("ValidationException", message)
+
+
+Render = Callable[[str, WireRecord], str]
+
+
+@dataclass(frozen=True)
+class _Projection:
+    """Which parts of an item a request wants."""
+
+    key: bool
+    event_ts: bool
+    features: tuple[int, ...] | None  # indices into FEATURES; None = no `values` at all
+
+    def renderer(self) -> Render | None:
+        """Item JSON from ``(entity_id, record)``; None when nothing projected exists, as
+        DynamoDB then leaves the item out."""
+        parts: list[str] = []
+        getters: list[Render] = []
+        if self.key:
+            parts.append('"entity_id":{"S":"%s"}')
+            getters.append(lambda entity_id, record: entity_id)
+        if self.event_ts:
+            parts.append('"event_ts":%s')
+            getters.append(lambda entity_id, record: record[0])
+        if self.features:
+            first = 1 + self.features[0]
+            pick: Callable[[WireRecord], Sequence[str]] = (
+                itemgetter(*(1 + i for i in self.features)) if len(self.features) > 1
+                else itemgetter(slice(first, first + 1)))
+            parts.append('"values":{"M":{%s}}')
+            getters.append(lambda entity_id, record: ",".join(pick(record)))
+        if not parts:
+            return None
+        template = "{" + ",".join(parts) + "}"
+        if len(parts) == 3:  # the reader's shape: one %-format, no loop over getters
+            return lambda entity_id, record: template % (entity_id, record[0],
+                                                         ",".join(pick(record)))
+        return lambda entity_id, record: template % tuple(get(entity_id, record)
+                                                          for get in getters)
+
+
+_ALL = _Projection(True, True, tuple(range(len(FEATURES))))
+
+
+def parse_projection(expression: str, names: dict[str, str]) -> _Projection:
+    """A ProjectionExpression of top-level names and ``values.<feature>`` paths, written
+    plainly or through ``#placeholders``."""
+    used: set[str] = set()
+
+    def resolve(token: str) -> str:
+        token = token.strip()
+        if token.startswith("#"):
+            if token not in names:
+                raise _validation("Invalid ProjectionExpression: An expression attribute name "
+                                  f"used in the document path is not defined; attribute name: "
+                                  f"{token}")
+            used.add(token)
+            return names[token]
+        if not token or not token.replace("_", "a").isalnum():
+            raise _validation(f"Invalid ProjectionExpression: Syntax error; token: {token!r}")
+        if token.lower() in _RESERVED:
+            raise _validation("Invalid ProjectionExpression: Attribute name is a reserved "
+                              f"keyword; reserved keyword: {token}")
+        return token
+
+    paths = [tuple(resolve(part) for part in path.split(".")) for path in expression.split(",")]
+    unused = sorted(set(names) - used)
+    if unused:
+        raise _validation("Value provided in ExpressionAttributeNames unused in expressions: "
+                          f"keys: {{{', '.join(unused)}}}")
+    for i, one in enumerate(paths):
+        for two in paths[i + 1:]:
+            if one[:len(two)] == two or two[:len(one)] == one:
+                raise _validation("Invalid ProjectionExpression: Two document paths overlap with "
+                                  f"each other; must remove or rewrite one of these paths; path "
+                                  f"one: {list(one)}, path two: {list(two)}")
+    whole = ("values",) in paths
+    wanted = {path[1] for path in paths if len(path) == 2 and path[0] == "values"}
+    features = tuple(i for i, name in enumerate(FEATURES) if whole or name in wanted)
+    return _Projection(("entity_id",) in paths, ("event_ts",) in paths,
+                       features if whole or features else None)
+
+
+@dataclass
+class Counters:
+    """What the endpoint has done, for ``GET /stats``."""
+
+    requests: int = 0  # DynamoDB API calls of any kind
+    batch_get_item: int = 0
+    keys: int = 0  # keys asked for in BatchGetItem calls that were not refused
+    items: int = 0  # items returned
+    unprocessed_keys: int = 0
+    throttled: int = 0
+    errors: int = 0  # 4xx answers other than throttling
+    connections: int = 0
+
+
+@dataclass
+class DynamoTable:
+    """Answers DynamoDB JSON-protocol calls for one synthetic table (no I/O here)."""
+
+    name: str
+    records: dict[str, WireRecord]
+    unprocessed_rate: float = 0.0
+    throttle_rate: float = 0.0
+    seed: int = 0
+    counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._name_json = json.dumps(self.name)
+        self._projections: dict[Any, Render | None] = {}
+
+    def handle(self, target: str, body: bytes) -> tuple[int, bytes]:
+        """HTTP status and JSON body for one call (``X-Amz-Target``, request body)."""
+        self.counters.requests += 1
+        operation = target.rpartition(".")[2]
+        try:
+            if not target.startswith("DynamoDB_20120810.") or operation not in _OPERATIONS:
+                raise DynamoError("UnknownOperationException", f"Unknown operation: {target!r}")
+            try:
+                request = json.loads(body) if body else {}
+            except ValueError:
+                raise DynamoError("SerializationException", "Start of structure or map found "
+                                  "where not expected") from None
+            if not isinstance(request, dict):
+                raise DynamoError("SerializationException", "Expected a JSON object")
+            try:
+                return 200, _OPERATIONS[operation](self, request).encode()
+            except (AttributeError, KeyError, TypeError) as exc:  # a member of the wrong type
+                raise _validation(f"malformed {operation} request: {exc!r}") from None
+        except DynamoError as exc:
+            if exc.kind == "ProvisionedThroughputExceededException":
+                self.counters.throttled += 1
+            else:
+                self.counters.errors += 1
+            return exc.status, exc.body()
+
+    def describe_table(self, request: dict[str, Any]) -> str:
+        """DescribeTable: the key schema a Feast table has, ACTIVE, with its item count."""
+        self._check_table(request.get("TableName"))
+        return json.dumps({"Table": {
+            "TableName": self.name,
+            "KeySchema": [{"AttributeName": "entity_id", "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": "entity_id", "AttributeType": "S"}],
+            "TableStatus": "ACTIVE",
+            "ItemCount": len(self.records),
+        }})
+
+    def _check_table(self, name: object) -> None:
+        if name != self.name:
+            raise DynamoError("ResourceNotFoundException",
+                              f"Requested resource not found: Table: {name} not found")
+
+    def batch_get_item(self, request: dict[str, Any]) -> str:
+        """BatchGetItem: validated like DynamoDB, then throttled or partly left unprocessed
+        at the configured rates; absent keys are simply not in Responses."""
+        self.counters.batch_get_item += 1
+        tables = request.get("RequestItems")
+        if not isinstance(tables, dict) or not tables:
+            raise _validation("1 validation error detected: Value null at 'requestItems' "
+                              "failed to satisfy constraint: Member must not be null")
+        for name in tables:
+            self._check_table(name)
+        spec = tables[self.name]
+        keys = spec.get("Keys")
+        if not isinstance(keys, list) or not keys:
+            raise _validation("1 validation error detected: Value at 'requestItems."
+                              f"{self.name}.member.keys' failed to satisfy constraint: Member "
+                              "must have length greater than or equal to 1")
+        if len(keys) > MAX_BATCH_KEYS:
+            raise _validation("Too many items requested for the BatchGetItem call")
+        ids = _entity_ids(keys)
+        if len(set(ids)) != len(ids):
+            raise _validation("Provided list of item keys contains duplicates")
+        render = self._renderer(spec)
+        if self.throttle_rate and self._rng.random() < self.throttle_rate:
+            raise DynamoError("ProvisionedThroughputExceededException", _THROTTLE_MESSAGE)
+        self.counters.keys += len(ids)
+        left: list[Any] = []
+        if self.unprocessed_rate:
+            draw, rate, kept = self._rng.random, self.unprocessed_rate, []
+            for key, entity_id in zip(keys, ids, strict=True):
+                if draw() < rate:
+                    left.append(key)
+                else:
+                    kept.append(entity_id)
+            ids = kept
+        records = self.records
+        found = [] if render is None else [
+            render(entity_id, record) for entity_id in ids
+            if (record := records.get(entity_id)) is not None]
+        self.counters.items += len(found)
+        self.counters.unprocessed_keys += len(left)
+        parts = ['{"Responses":{', self._name_json, ":[", ",".join(found), ']},"UnprocessedKeys":',
+                 self._unprocessed(spec, left)]
+        if request.get("ReturnConsumedCapacity") in ("TOTAL", "INDEXES"):
+            per_key = 1.0 if spec.get("ConsistentRead") else 0.5
+            parts += [',"ConsumedCapacity":[{"TableName":', self._name_json, ',"CapacityUnits":',
+                      repr(per_key * (len(ids) - len(left))), "}]"]
+        parts.append("}")
+        return "".join(parts)
+
+    def _unprocessed(self, spec: dict[str, Any], left: list[Any]) -> str:
+        if not left:
+            return "{}"
+        again: dict[str, Any] = {"Keys": left}
+        for name in ("ProjectionExpression", "ExpressionAttributeNames", "AttributesToGet",
+                     "ConsistentRead"):
+            if name in spec:
+                again[name] = spec[name]
+        return json.dumps({self.name: again})
+
+    def _renderer(self, spec: dict[str, Any]) -> Render | None:
+        expression = spec.get("ProjectionExpression")
+        names = spec.get("ExpressionAttributeNames") or {}
+        attributes = spec.get("AttributesToGet")
+        cache_key = (expression, tuple(sorted(names.items())),
+                     tuple(attributes) if isinstance(attributes, list) else None)
+        if cache_key in self._projections:
+            return self._projections[cache_key]
+        if expression is not None and attributes is not None:
+            raise _validation("Can not use both expression and non-expression parameters "
+                              "in the same request")
+        if isinstance(attributes, list):
+            expression = ",".join(attributes)
+        projection = _ALL if expression is None else parse_projection(expression, names)
+        render = self._projections[cache_key] = projection.renderer()
+        return render
+
+    def stats(self) -> dict[str, int]:
+        """The counters, for ``GET /stats``."""
+        return dict(vars(self.counters))
+
+
+_THROTTLE_MESSAGE = ("The level of configured provisioned throughput for the table was "
+                     "exceeded. Consider increasing your provisioning level with the "
+                     "UpdateTable API.")
+_OPERATIONS: dict[str, Callable[[DynamoTable, dict[str, Any]], str]] = {
+    "DescribeTable": DynamoTable.describe_table,
+    "BatchGetItem": DynamoTable.batch_get_item,
+}
+
+
+def _entity_ids(keys: list[Any]) -> list[str]:
+    """The entity_id of every key, refusing any other key shape as DynamoDB does."""
+    try:
+        values = [key["entity_id"] for key in keys]
+        ids = [value["S"] for value in values]
+        # Each key must be exactly {"entity_id": {"S": str}}; map(len) keeps this in C.
+        if sum(map(len, keys)) == len(keys) == sum(map(len, values)) and {
+                *map(type, ids)} == {str}:
+            return ids
+    except (KeyError, TypeError):
+        pass
+    raise _validation("The provided key element does not match the schema")
+
+
+# --------------------------------------------------------------------------------------
+# HTTP. Not http.server: it spends a thread per connection (boto3 keeps up to 50 open) and
+# parses every request through email.message; here one asyncio loop owns every socket, a
+# request is one bytes.find plus a split, and latency is a timer, not a sleeping thread.
+# --------------------------------------------------------------------------------------
+
+_MAX_HEAD = 64 * 1024
+_MAX_BODY = 16 * 1024 * 1024
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found"}
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection; requests are answered one at a time, in order."""
+
+    def __init__(self, server: _Server) -> None:
+        self.server = server
+        self.buffer = bytearray()
+        self.busy = False  # a response is waiting out the latency
+        self.timer: asyncio.TimerHandle | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.table.counters.connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.busy:
+            self._answer_buffered()
+
+    def _answer_buffered(self) -> None:
+        try:
+            while self.transport is not None and not self.busy:
+                request = _parse_request(self.buffer)
+                if request is None:
+                    return
+                status, body, keep_alive = self.server.answer(request)
+                delay = self.server.latency_s
+                if delay > 0:
+                    self.busy = True
+                    self.timer = asyncio.get_running_loop().call_later(
+                        delay, self._send_later, status, body, keep_alive)
+                else:
+                    self._send(status, body, keep_alive)
+        except ValueError as exc:  # not a request this endpoint can read: say so and hang up
+            self._send(400, json.dumps({"message": str(exc)}).encode(), keep_alive=False)
+
+    def _send_later(self, status: int, body: bytes, keep_alive: bool) -> None:
+        self.busy, self.timer = False, None
+        self._send(status, body, keep_alive)
+        self._answer_buffered()
+
+    def _send(self, status: int, body: bytes, keep_alive: bool) -> None:
+        if self.transport is None:
+            return
+        self.server.sent += 1
+        close = "" if keep_alive else "Connection: close\r\n"
+        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                "Content-Type: application/x-amz-json-1.0\r\n"
+                f"Content-Length: {len(body)}\r\nx-amz-crc32: {zlib.crc32(body)}\r\n"
+                f"x-amzn-RequestId: featurepull-bench-{self.server.sent}\r\n{close}\r\n")
+        self.transport.write(head.encode() + body)
+        if not keep_alive:
+            self.transport.close()
+            self.transport = None
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    version: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def _parse_request(buffer: bytearray) -> _Request | None:
+    """Take one complete request off the buffer (None until one is complete)."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > _MAX_HEAD:
+            raise ValueError(f"request head over {_MAX_HEAD} bytes")
+        return None
+    lines = buffer[:end].decode("latin-1").split("\r\n")
+    method, path, version = [*lines[0].split(" ", 2), "", ""][:3]
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "transfer-encoding" in headers:  # botocore never sends DynamoDB a chunked body
+        raise ValueError("chunked request bodies are not supported; send Content-Length")
+    length = int(headers.get("content-length", "0") or 0)
+    if not 0 <= length <= _MAX_BODY:
+        raise ValueError(f"Content-Length {length} is outside 0..{_MAX_BODY}")
+    total = end + 4 + length
+    if len(buffer) < total:
+        return None
+    body = bytes(buffer[end + 4:total])
+    del buffer[:total]
+    return _Request(method, path, version, headers, body)
+
+
+@dataclass
+class _Server:
+    table: DynamoTable
+    latency_s: float
+    extra_stats: dict[str, float] = field(default_factory=dict)
+    sent: int = 0
+
+    def answer(self, request: _Request) -> tuple[int, bytes, bool]:
+        """Status, body, and whether the connection stays open."""
+        keep_alive = (request.version == "HTTP/1.1"
+                      and request.headers.get("connection", "").lower() != "close")
+        method, path = request.method, request.path
+        if method == "POST" and path == "/":
+            target = request.headers.get("x-amz-target", "")
+            status, body = self.table.handle(target, request.body)
+            return status, body, keep_alive
+        if method == "GET" and path == "/stats":
+            stats = {**self.table.stats(), **self.extra_stats}
+            return 200, json.dumps(stats).encode(), keep_alive
+        return 404, json.dumps({"message": f"no {method} {path} here"}).encode(), keep_alive
+
+
+async def serve(table: DynamoTable, host: str, port: int, latency_s: float,
+                ready: Callable[[str], None], extra_stats: dict[str, float] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; ``ready(url)`` is called once the socket listens."""
+    loop = asyncio.get_running_loop()
+    server_state = _Server(table, latency_s, extra_stats or {})
+    server = await loop.create_server(lambda: _Connection(server_state), host, port,
+                                      backlog=1024, reuse_address=True)
+    bound = server.sockets[0].getsockname()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ready(f"http://{bound[0]}:{bound[1]}")
+    async with server:
+        await stop.wait()
+
+
+# --------------------------------------------------------------------------------------
+# The endpoint as a process
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class EndpointProcess:
+    """A running endpoint subprocess: where it listens, its counters, and how to stop it."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    workdir: Path
+
+    def stats(self) -> dict[str, Any]:
+        """The endpoint's ``GET /stats`` counters."""
+        with urllib.request.urlopen(f"{self.url}/stats", timeout=10) as response:
+            return dict(json.loads(response.read()))
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines the endpoint wrote to stderr, for error messages."""
+        text = (self.workdir / "endpoint.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the process (then kill it) and remove its working folder."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> EndpointProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def start_endpoint(drivers: int, latency_ms: float = 0.0, unprocessed_rate: float = 0.0,
+                   throttle_rate: float = 0.0, seed: int = 0, table: str = DEFAULT_TABLE,
+                   port: int = 0, timeout: float = STARTUP_TIMEOUT_S) -> EndpointProcess:
+    """Start the endpoint in a subprocess and wait until it listens."""
+    workdir = Path(tempfile.mkdtemp(prefix="featurepull-bench-"))
+    args = [sys.executable, "-m", "featurepull.bench.endpoint", "--port", str(port),
+            "--drivers", str(drivers), "--latency-ms", str(latency_ms),
+            "--unprocessed-rate", str(unprocessed_rate), "--throttle-rate", str(throttle_rate),
+            "--seed", str(seed), "--table", table]
+    with open(workdir / "endpoint.log", "wb") as log:
+        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=log, start_new_session=True)
+    endpoint = EndpointProcess(process, "", workdir)
+    try:
+        endpoint.url = _await_listening(process, timeout)
+    except ServiceError as exc:
+        tail = endpoint.log_tail()
+        endpoint.stop()
+        raise ServiceError(f"{exc}; its log ends with:\n{tail}") from None
+    return endpoint
+
+
+def _await_listening(process: subprocess.Popen[bytes], timeout: float) -> str:
+    assert process.stdout is not None
+    fd, seen = process.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ServiceError(f"the bench endpoint did not listen within {timeout:.0f}s")
+        if select.select([fd], [], [], min(left, 0.5))[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise ServiceError(f"the bench endpoint exited with code {process.wait()} "
+                                   "while starting")
+            seen += chunk
+    line = seen.split(b"\n", 1)[0].decode()
+    if not line.startswith("LISTENING "):
+        raise ServiceError(f"the bench endpoint printed {line!r} instead of LISTENING <url>")
+    return line.split(" ", 1)[1]
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction between 0 and 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: build the table, listen, print ``LISTENING <url>``, serve until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m featurepull.bench.endpoint",
+                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--drivers", type=int, default=1_000_000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--unprocessed-rate", type=_rate, default=0.0,
+                        help="fraction of requested keys left in UnprocessedKeys")
+    parser.add_argument("--throttle-rate", type=_rate, default=0.0,
+                        help="fraction of BatchGetItem calls answered with throttling")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--table", default=DEFAULT_TABLE)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    gc.disable()  # a million small tuples would trigger full collections for nothing
+    records = SyntheticTable(args.drivers, args.seed).wire_records()
+    gc.freeze()
+    gc.enable()
+    build_s = time.perf_counter() - started
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"featurepull bench endpoint: {args.drivers:,} drivers of {args.table} built in "
+          f"{build_s:.1f}s, max RSS {rss_mb:.0f} MB", file=sys.stderr, flush=True)
+    table = DynamoTable(args.table, records, args.unprocessed_rate, args.throttle_rate, args.seed)
+
+    def ready(url: str) -> None:
+        print(f"LISTENING {url}", flush=True)
+
+    extra = {"drivers": args.drivers, "build_seconds": round(build_s, 3),
+             "max_rss_mb": round(rss_mb, 1)}
+    asyncio.run(serve(table, args.host, args.port, args.latency_ms / 1000.0, ready, extra))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The producer API: ``submit(...)`` validates a request, stores its shards in Redis, enqueues
+them for the worker fleet, and returns a :class:`Job` handle to watch and collect it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from featurepull.config import Settings, load_settings
+from featurepull.io import EntityTable, open_sink, unify_schemas
+from featurepull.tasks import JobMeta, JobRequest, JobStore, create_job
+from featurepull.tasks.store import connect
+
+
+class JobFailed(RuntimeError):
+    """The job failed or was cancelled; the message carries its reason."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """Where a job is: queued, running (shards done of total), failed, or succeeded."""
+
+    job_id: str
+    state: str
+    shards: int
+    shards_done: int
+    rows: int
+    rows_done: int
+    error: str | None
+    summary: dict[str, Any] | None
+
+    def line(self) -> str:
+        """One human line for ``featurepull status``."""
+        text = (f"job {self.job_id}: {self.state}, {self.shards_done}/{self.shards} shards, "
+                f"{self.rows_done:,}/{self.rows:,} keys read")
+        return text + (f" — {self.error}" if self.error else "")
+
+
+class Job:
+    """A handle on a submitted job; cheap to create from an id."""
+
+    def __init__(self, job_id: str, settings: Settings | None = None,
+                 store: JobStore | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.store = store or JobStore(connect(self.settings.redis_url), self.settings.jobs.ttl_s)
+        self.id = job_id
+        self._meta: JobMeta = self.store.meta(job_id)  # raises UnknownJob early
+
+    def status(self) -> JobStatus:
+        """The job's state now."""
+        meta = self.store.meta(self.id)
+        return JobStatus(self.id, meta.state, meta.shards, self.store.done_count(self.id),
+                         meta.rows, min(self.store.progress(self.id), meta.rows), meta.error,
+                         meta.summary)
+
+    def wait(self, timeout: float | None = None, progress: bool = True,
+             poll_s: float = 0.5) -> JobStatus:
+        """Block until the job ends; raise JobFailed if it did not succeed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        status = self.status()
+        with tqdm(total=status.rows, unit="keys", disable=not progress or None,
+                  desc=f"job {self.id[:8]}", dynamic_ncols=True) as bar:
+            while status.state not in ("succeeded", "failed", "cancelled"):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.id} still {status.state} after {timeout}s")
+                time.sleep(poll_s)
+                status = self.status()
+                bar.update(status.rows_done - bar.n)
+            bar.update(status.rows - bar.n if status.state == "succeeded" else 0)
+        if status.state != "succeeded":
+            raise JobFailed(f"job {self.id} {status.state}: {status.error}")
+        return status
+
+    def _require_success(self) -> JobMeta:
+        meta = self.store.meta(self.id)
+        if meta.state != "succeeded":
+            raise JobFailed(f"job {self.id} is {meta.state}"
+                            + (f": {meta.error}" if meta.error else "; wait() for it first"))
+        return meta
+
+    def tables(self) -> Iterator[pa.Table]:
+        """The job's rows as Arrow tables, one per shard, in input order."""
+        meta = self._require_success()
+        for shard in range(meta.shards):
+            yield self.store.shard_rows(self.id, shard)
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """The job's rows as dicts, in input order (streamed shard by shard)."""
+        for table in self.tables():
+            yield from table.to_pylist()
+
+    def save(self, path: str, overwrite: bool = False) -> int:
+        """Write the rows to a .parquet/.csv/.jsonl file (local or s3://); rows written."""
+        meta = self._require_success()
+        schemas = [self.store.shard_schema(self.id, n) for n in range(meta.shards)]
+        with open_sink(path, unify_schemas(schemas), overwrite=overwrite,
+                       s3=self.settings.s3) as sink:
+            for table in self.tables():
+                sink.write(table)
+            return int(sink.rows_written)
+
+    def cancel(self) -> bool:
+        """Stop the job: shards not yet started are skipped, running ones stop early."""
+        return self.store.cancel(self.id)
+
+    def delete(self) -> int:
+        """Remove the job's keys from Redis now; returns how many were deleted."""
+        return self.store.delete(self.id)
+
+
+def submit(table: str, features: Sequence[str], entities: str, output: str | None = None, *,
+           settings: Settings | None = None, layout: str = "feast",
+           join_keys: Sequence[str] = (), join_key_types: Mapping[str, str] | None = None,
+           event_ts_attribute: str | None = "event_ts", project: str | None = None,
+           overwrite: bool = False, dynamodb: Mapping[str, Any] | None = None,
+           entity_table: EntityTable | None = None) -> Job:
+    """Validate a job, store its entities in Redis by shard, enqueue it, return its handle.
+
+    Everything the read engine would refuse is refused here, before anything is enqueued.
+    """
+    from featurepull.tasks.celery_tasks import enqueue_shards
+    from featurepull.worker.app import producer_app
+
+    settings = settings or load_settings()
+    store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
+    request = JobRequest(
+        table=table, features=list(features), entities=entities, output=output,
+        overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
+        join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
+        event_ts_attribute=event_ts_attribute, project=project, dynamodb=dict(dynamodb or {}),
+    )
+    meta = create_job(request, settings, store, entity_table)
+    app = producer_app(settings)
+    try:
+        enqueue_shards(app, meta, settings.jobs.queue)
+    finally:
+        app.close()
+    return Job(meta.job_id, settings, store)

@@ -1,0 +1,15 @@
+"""Job orchestration: the Celery tasks, the Redis keys of a job, submission and finishing."""
+
+from featurepull.tasks.jobs import JobRequest, create_job, finish_job, run_shard
+from featurepull.tasks.store import JobMeta, JobStore, JobStoreError, UnknownJob
+
+__all__ = [
+    "JobMeta",
+    "JobRequest",
+    "JobStore",
+    "JobStoreError",
+    "UnknownJob",
+    "create_job",
+    "finish_job",
+    "run_shard",
+]

@@ -1,0 +1,140 @@
+"""The Celery tasks of a job. Their names are public API (``featurepull.<name>``); their
+arguments are small JSON values — entity lists and rows stay in Redis.
+
+- ``featurepull.submit_job(request)``: request is a :class:`JobRequest` as a JSON object
+  (entities by reference). Validates, stores the shards, enqueues them; returns
+  ``{"job_id", "shards", "rows"}``. For scoring tasks in other Celery apps (``send_task``).
+- ``featurepull.read_shard(job_id, shard)``: reads one shard; the last one to finish
+  enqueues ``finish_job``. Reports ``PROGRESS`` with ``done``/``total`` keys.
+- ``featurepull.finish_job(job_id)``: writes the ordered output and the job summary, once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.utils.log import get_task_logger
+
+from featurepull.config import Settings
+from featurepull.dynamo import EntityKeyError, ReadError
+from featurepull.io import OutputError
+from featurepull.tasks.jobs import (
+    JobRequest,
+    JobStopped,
+    create_job,
+    finish_job,
+    reset_process_state,
+    run_shard,
+)
+from featurepull.tasks.store import JobMeta, JobStore, JobStoreError, UnknownJob, connect
+
+logger = get_task_logger(__name__)
+# Redis outages (a restart, a failover) are waited out: the shard is retried, not failed.
+REDIS_RETRY_COUNTDOWN_S = 2
+REDIS_MAX_RETRIES = 60
+
+
+@dataclass
+class _Context:
+    settings: Settings
+    store: JobStore | None = None
+    pid: int = 0
+
+
+_context: _Context | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Give the tasks their settings (the worker app does this once, at import)."""
+    global _context
+    _context = _Context(settings)
+
+
+def context() -> tuple[Settings, JobStore]:
+    """This process's settings and job store (the Redis client is built after fork)."""
+    if _context is None:
+        raise RuntimeError("featurepull tasks are not configured: import featurepull.worker")
+    if _context.store is None or _context.pid != os.getpid():
+        reset_process_state()
+        client = connect(_context.settings.redis_url)
+        _context.store = JobStore(client, _context.settings.jobs.ttl_s)
+        _context.pid = os.getpid()
+    return _context.settings, _context.store
+
+
+def enqueue_shards(app: Celery, meta: JobMeta, queue: str) -> None:
+    """One read_shard message per shard; each carries only the job id and shard number."""
+    with app.producer_or_acquire() as producer:
+        for shard in range(meta.shards):
+            app.send_task("featurepull.read_shard", args=[meta.job_id, shard], queue=queue,
+                          producer=producer)
+
+
+@shared_task(name="featurepull.submit_job", bind=True)
+def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """Start a job from a JSON request whose entities are a path, s3:// URI or Redis key."""
+    settings, store = context()
+    meta = create_job(JobRequest(**request), settings, store)
+    enqueue_shards(self.app, meta, settings.jobs.queue)
+    return {"job_id": meta.job_id, "shards": meta.shards, "rows": meta.rows}
+
+
+@shared_task(name="featurepull.read_shard", bind=True, max_retries=REDIS_MAX_RETRIES)
+def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
+    """Read one shard of a job and store its rows; finish the job after the last shard."""
+    settings, store = context()
+
+    def report(done: int, total: int) -> None:
+        self.update_state(state="PROGRESS",
+                          meta={"job_id": job_id, "shard": shard, "done": done, "total": total})
+
+    try:
+        last = run_shard(job_id, shard, settings, store, report)
+    except JobStopped:
+        return {"job_id": job_id, "shard": shard, "stopped": True}
+    except UnknownJob as exc:
+        logger.warning("shard %s of unknown job %s skipped: %s", shard, job_id, exc)
+        return {"job_id": job_id, "shard": shard, "unknown_job": True}
+    except (redis.ConnectionError, redis.TimeoutError, JobStoreError) as exc:
+        raise self.retry(exc=exc, countdown=REDIS_RETRY_COUNTDOWN_S) from None
+    except SoftTimeLimitExceeded:
+        limit = settings.jobs.shard_soft_time_limit_s
+        store.fail(job_id, f"shard {shard} ran past its soft time limit ({limit:g}s); "
+                           "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")
+        raise
+    except (ReadError, EntityKeyError, OutputError, ValueError) as exc:
+        store.fail(job_id, f"shard {shard}: {exc}")
+        raise
+    except Exception as exc:
+        store.fail(job_id, f"shard {shard}: unexpected {type(exc).__name__}: {exc}")
+        raise
+    if last:
+        finish.apply_async(args=[job_id], queue=settings.jobs.queue)
+    return {"job_id": job_id, "shard": shard, "last": last}
+
+
+@shared_task(name="featurepull.finish_job", bind=True, max_retries=None)
+def finish(self: Any, job_id: str) -> dict[str, Any] | None:
+    """Write the job's ordered output and summary; at most one finisher runs at a time."""
+    settings, store = context()
+    owner = str(self.request.id)
+    lock_ttl = int(settings.jobs.shard_time_limit_s)
+    try:
+        locked = store.lock_finish(job_id, owner, lock_ttl)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise self.retry(exc=exc, countdown=REDIS_RETRY_COUNTDOWN_S) from None
+    if not locked:
+        # Another finisher holds the lock; if it died, the lock expires and we go on.
+        raise self.retry(countdown=5)
+    try:
+        return finish_job(job_id, settings, store)
+    except Exception as exc:
+        store.fail(job_id, f"writing the output failed: {exc}")
+        raise
+    finally:
+        store.unlock_finish(job_id, owner)

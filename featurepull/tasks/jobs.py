@@ -1,0 +1,257 @@
+"""A job from request to ordered output: validate and shard at submit, read one shard, finish.
+
+These functions do the work; ``featurepull.tasks.celery_tasks`` wraps them as Celery tasks and
+``featurepull.client`` calls :func:`create_job` in the submitting process. One code path for
+each step, whoever runs it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from featurepull.config import Settings
+from featurepull.config.loading import merge
+from featurepull.dynamo import BatchReader, PlainLayout, ReadStats
+from featurepull.dynamo.plan import layout_from_spec, layout_spec, physical_table, plan_layout
+from featurepull.io import (
+    EntityFileError,
+    EntityTable,
+    check_destination,
+    open_sink,
+    read_entities,
+    rows_to_table,
+    unify_schemas,
+)
+from featurepull.tasks.store import JobMeta, JobStore
+
+# DynamoDB settings a job may choose for itself; credentials and pools stay the worker's.
+JOB_DYNAMO_OVERRIDES = frozenset({"region", "endpoint_url", "table_name_template", "batch_size",
+                                  "max_read_workers", "consistent_reads", "retry_deadline_s"})
+_ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
+                    "bytes": pa.binary(), "float": pa.float64(), "bool": pa.bool_(),
+                    "null": pa.null()}
+REDIS_KEY_SCHEME = "redis-key:"
+
+
+class JobRequest(BaseModel):
+    """What a job reads: JSON-safe, the public argument of ``featurepull.submit_job``.
+
+    ``entities`` is a reference, never the entities themselves: a local path, an ``s3://``
+    URI, or ``redis-key:NAME`` for a Redis key holding a Parquet file's bytes.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(min_length=1)
+    features: list[str] = Field(min_length=1)
+    entities: str = Field(min_length=1)
+    output: str | None = None
+    overwrite: bool = False
+    layout: Literal["feast", "plain"] = "feast"
+    join_keys: list[str] = Field(default_factory=list)
+    join_key_types: dict[str, str] = Field(default_factory=dict)
+    event_ts_attribute: str | None = "event_ts"
+    project: str | None = None
+    dynamodb: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("features")
+    @classmethod
+    def _distinct_features(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value) or not all(value):
+            raise ValueError("feature names must be non-empty and distinct")
+        return value
+
+    @field_validator("dynamodb")
+    @classmethod
+    def _safe_overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - JOB_DYNAMO_OVERRIDES)
+        if unknown:
+            raise ValueError(f"a job may not set {', '.join(unknown)}; allowed: "
+                             f"{', '.join(sorted(JOB_DYNAMO_OVERRIDES))}")
+        return value
+
+
+def job_settings(settings: Settings, request: JobRequest) -> Settings:
+    """The worker's settings with the job's own project and DynamoDB choices on top."""
+    values = merge(settings.model_dump(), {"project": request.project,
+                                           "dynamodb": request.dynamodb})
+    return Settings(**values)
+
+
+def load_entities(reference: str, settings: Settings, store: JobStore) -> EntityTable:
+    """Entities named by reference: a path, an s3:// URI, or redis-key:NAME (Parquet)."""
+    if not reference.startswith(REDIS_KEY_SCHEME):
+        return read_entities(reference, s3=settings.s3)
+    import tempfile
+
+    name = reference[len(REDIS_KEY_SCHEME):]
+    data = store.redis.get(name)
+    if data is None:
+        raise EntityFileError(f"{reference}: no such Redis key; store the entities there as "
+                              "a Parquet file's bytes first")
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        table = read_entities(tmp.name)
+    return EntityTable(reference, table.columns, table.types)
+
+
+def _shard_tables(entities: EntityTable, key_columns: list[str],
+                  shard_size: int) -> Iterator[pa.Table]:
+    arrays = {name: pa.array(entities.columns[name],
+                             type=_ARROW_KEY_TYPES.get(entities.types.get(name, "")))
+              for name in key_columns}
+    table = pa.table(arrays)
+    for start in range(0, max(table.num_rows, 1), shard_size):
+        yield table.slice(start, shard_size)
+
+
+def create_job(request: JobRequest, settings: Settings, store: JobStore,
+               entities: EntityTable | None = None) -> JobMeta:
+    """Validate everything the read engine would reject, then store the job's shards.
+
+    Nothing is stored unless the request is valid: the table exists with the right key
+    schema, every entity key can be built, and the output path can be written.
+    """
+    effective = job_settings(settings, request)
+    if request.output:
+        check_destination(request.output, request.overwrite, effective.s3)
+    entities = entities or load_entities(request.entities, effective, store)
+    limit = effective.jobs.max_entities
+    if entities.num_rows > limit:
+        raise EntityFileError(f"{entities.source} has {entities.num_rows:,} entities; this "
+                              f"deployment accepts at most {limit:,} per job (jobs.max_entities)"
+                              "; split the file or raise the limit")
+    table = physical_table(request.layout, request.table, effective)
+    description = None
+    if request.layout == "plain":
+        description = BatchReader(table, PlainLayout([]), effective.dynamodb).describe()
+    layout = plan_layout(request.layout, join_keys=request.join_keys,
+                         join_key_types=request.join_key_types,
+                         event_ts_attribute=request.event_ts_attribute,
+                         columns=list(entities.columns), column_types=entities.types,
+                         source=entities.source, settings=effective, description=description)
+    BatchReader(table, layout, effective.dynamodb).check_table()
+    layout.keys_for(entities.columns, entities.source)  # refuse bad keys now, not mid-job
+    spec = {"request": request.model_dump(), "table": table, **layout_spec(layout)}
+    job_id = store.new_job_id()
+    shards = _shard_tables(entities, spec["key_columns"], effective.jobs.shard_size)
+    store.create(job_id, spec, shards)
+    return store.meta(job_id)
+
+
+class JobStopped(Exception):
+    """The job failed or was cancelled elsewhere; this shard stops early."""
+
+
+_readers: dict[tuple[str, str], BatchReader] = {}
+
+
+def _reader(table: str, spec: dict[str, Any], settings: Settings) -> BatchReader:
+    # One reader per table and settings in each process: it keeps the table's checked
+    # key schema, so a worker describes each table once, not once per shard.
+    key = (table, settings.model_dump_json() + repr(sorted(spec.items())))
+    reader = _readers.get(key)
+    if reader is None:
+        reader = BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb)
+        _readers[key] = reader
+    return reader
+
+
+def reset_process_state() -> None:
+    """Forget per-process readers (after fork: a child builds its own)."""
+    _readers.clear()
+
+
+def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
+              report: Callable[[int, int], None] | None = None) -> bool:
+    """Read one shard and store its rows; True when this completed the last shard."""
+    meta = store.meta(job_id)
+    if meta.terminal:
+        return False
+    if store.is_done(job_id, shard):  # a redelivered shard that already finished
+        return store.done_count(job_id) == meta.shards
+    store.mark_running(job_id)
+    spec = meta.request
+    request = JobRequest(**spec["request"])
+    effective = job_settings(settings, request)
+    keys_table = store.shard_keys(job_id, shard)
+    columns = {name: keys_table.column(name).to_pylist() for name in spec["key_columns"]}
+    reader = _reader(spec["table"], spec, effective)
+    keys = reader.layout.keys_for(columns, f"job {job_id} shard {shard}")
+    unique = len(set(keys))
+    answered = 0
+    last = 0.0
+
+    def progress(n: int) -> None:
+        nonlocal answered, last
+        answered += n
+        now = time.monotonic()
+        if now - last >= 0.5 or answered == unique:
+            last = now
+            if store.state(job_id) in ("failed", "cancelled"):
+                raise JobStopped(job_id)
+            store.set_progress(job_id, shard, answered)
+            if report is not None:
+                report(answered, unique)
+
+    result = reader.read(keys, request.features, progress=progress)
+    table = rows_to_table(columns, result.rows, request.features)
+    stats = result.stats.to_dict()
+    stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
+    done = store.put_shard_rows(job_id, shard, table, stats)
+    store.set_progress(job_id, shard, unique)
+    return done == meta.shards
+
+
+def job_totals(store: JobStore, meta: JobMeta) -> dict[str, Any]:
+    """ReadStats summed over shards, and the slowest shards."""
+    per_shard = store.all_stats(meta.job_id)
+    total = ReadStats()
+    for stats in per_shard.values():
+        latencies = stats.get("latencies_ms", [])
+        fields = {k: v for k, v in stats.items() if k in ReadStats.__dataclass_fields__}
+        total.merge(ReadStats(**{**fields, "latencies_ms": latencies}))
+    slowest = heapq.nlargest(3, per_shard.items(), key=lambda item: item[1]["seconds"])
+    return {
+        "read": total.to_dict(),
+        "slowest_shards": [{"shard": n, "seconds": s["seconds"], "rows": s["keys"],
+                            "retries": s["retries"], "throttles": s["throttles"]}
+                           for n, s in slowest],
+    }
+
+
+def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, Any] | None:
+    """Write the ordered output (if any) shard by shard and store the summary, once."""
+    meta = store.meta(job_id)
+    if meta.terminal or store.done_count(job_id) < meta.shards:
+        return None
+    if not store.begin_finish(job_id):
+        return None
+    request = JobRequest(**meta.request["request"])
+    effective = job_settings(settings, request)
+    written = 0
+    if request.output:
+        schema = unify_schemas([store.shard_schema(job_id, n) for n in range(meta.shards)])
+        with open_sink(request.output, schema, overwrite=request.overwrite,
+                       s3=effective.s3) as sink:
+            for shard in range(meta.shards):
+                sink.write(store.shard_rows(job_id, shard))
+            written = sink.rows_written
+    summary = {
+        "job_id": job_id,
+        "rows": meta.rows,
+        "shards": meta.shards,
+        "output": request.output,
+        "rows_written": written if request.output else None,
+        "seconds": round(time.time() - meta.created, 3),
+        **job_totals(store, meta),
+    }
+    store.succeed(job_id, summary)
+    return summary

@@ -1,0 +1,265 @@
+"""JobStore: every Redis key of a job, and the only code that knows their names.
+
+A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
+
+    meta        hash  request (JSON), state, shards, rows, times, error, summary (JSON)
+    keys:{n}    str   shard n's entity key columns, Arrow IPC
+    rows:{n}    str   shard n's output rows, Arrow IPC (written idempotently: SET)
+    schema:{n}  str   shard n's Arrow schema (the finisher unifies them without the rows)
+    done        set   shard numbers whose rows are stored (SADD is idempotent)
+    stats       hash  n -> the shard's ReadStats (JSON)
+    progress    hash  n -> keys answered so far in shard n
+    finish      str   the finisher's lock (SET NX with a TTL)
+
+Completion is a Redis set, not a Celery chord: a shard that runs twice (redelivered after a
+worker died) adds the same member again, so "all shards done" is exact under redelivery.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+import redis
+
+PREFIX = "featurepull:job:"
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class JobStoreError(RuntimeError):
+    """Redis cannot be reached or answered unexpectedly; the message names the URL."""
+
+
+class UnknownJob(KeyError):
+    """No job with this id (never submitted, or expired after its TTL)."""
+
+    def __str__(self) -> str:
+        return (f"no job {self.args[0]!r} in Redis: check the id, and that it has not "
+                "expired (jobs.ttl_s) or been cleaned up")
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, ""))
+
+
+def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
+    """A Redis client that fails within ``timeout_s`` when the server is unreachable."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s,
+                                  socket_timeout=max(timeout_s, 30.0), health_check_interval=30)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise JobStoreError(
+            f"cannot reach Redis at {redact_url(url)} ({exc}); is redis-server running there? "
+            "Set FEATUREPULL_REDIS_URL or redis_url in the config file"
+        ) from None
+    return client
+
+
+def table_to_bytes(table: pa.Table) -> bytes:
+    """Arrow IPC stream bytes, lz4-compressed: compact and typed, no pickling."""
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def table_from_bytes(data: bytes) -> pa.Table:
+    """The table written by :func:`table_to_bytes`."""
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+@dataclass
+class JobMeta:
+    """A job's state as stored in its meta hash."""
+
+    job_id: str
+    request: dict[str, Any]
+    state: str
+    shards: int
+    rows: int
+    created: float
+    started: float | None
+    finished: float | None
+    error: str | None
+    summary: dict[str, Any] | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+class JobStore:
+    """Reads and writes the Redis keys of jobs."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        # redis-py's annotations cannot tell bytes replies (our clients) from decoded ones.
+        self.redis: Any = client
+        self.ttl_s = ttl_s
+
+    @staticmethod
+    def new_job_id() -> str:
+        return uuid.uuid4().hex
+
+    def _key(self, job_id: str, name: str) -> str:
+        return f"{PREFIX}{job_id}:{name}"
+
+    def create(self, job_id: str, request: dict[str, Any], shard_tables: Iterator[pa.Table]
+               ) -> tuple[int, int]:
+        """Store a new job's request and its shards' keys; returns (shards, rows)."""
+        shards = rows = 0
+        pipe = self.redis.pipeline(transaction=False)
+        for shard, table in enumerate(shard_tables):
+            pipe.set(self._key(job_id, f"keys:{shard}"), table_to_bytes(table), ex=self.ttl_s)
+            shards, rows = shard + 1, rows + table.num_rows
+            if shard % 16 == 15:
+                pipe.execute()
+        meta = {"request": json.dumps(request), "state": "queued", "shards": shards,
+                "rows": rows, "created": time.time()}
+        pipe.hset(self._key(job_id, "meta"), mapping=meta)
+        pipe.expire(self._key(job_id, "meta"), self.ttl_s)
+        pipe.execute()
+        return shards, rows
+
+    def meta(self, job_id: str) -> JobMeta:
+        raw = {k.decode(): v.decode() for k, v in
+               self.redis.hgetall(self._key(job_id, "meta")).items()}
+        if not raw:
+            raise UnknownJob(job_id)
+
+        def number(name: str) -> float | None:
+            return float(raw[name]) if raw.get(name) else None
+
+        return JobMeta(
+            job_id=job_id, request=json.loads(raw["request"]), state=raw["state"],
+            shards=int(raw["shards"]), rows=int(raw["rows"]), created=float(raw["created"]),
+            started=number("started"), finished=number("finished"), error=raw.get("error"),
+            summary=json.loads(raw["summary"]) if raw.get("summary") else None,
+        )
+
+    def state(self, job_id: str) -> str | None:
+        value = self.redis.hget(self._key(job_id, "meta"), "state")
+        return value.decode() if value is not None else None
+
+    def _set_state(self, job_id: str, state: str, only_from: tuple[str, ...],
+                   **fields: Any) -> bool:
+        """Move to ``state`` if the job is in one of ``only_from`` (atomically)."""
+        key = self._key(job_id, "meta")
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    current = pipe.hget(key, "state")
+                    if current is None or current.decode() not in only_from:
+                        pipe.reset()
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, mapping={"state": state, **fields})
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
+    def mark_running(self, job_id: str) -> None:
+        self._set_state(job_id, "running", ("queued",), started=time.time())
+
+    def fail(self, job_id: str, error: str) -> bool:
+        """Fail the job (first error wins); False if it had already ended."""
+        return self._set_state(job_id, "failed", ("queued", "running", "finishing"),
+                               error=error, finished=time.time())
+
+    def cancel(self, job_id: str) -> bool:
+        return self._set_state(job_id, "cancelled", ("queued", "running"),
+                               error="cancelled by request", finished=time.time())
+
+    def begin_finish(self, job_id: str) -> bool:
+        return self._set_state(job_id, "finishing", ("running", "queued", "finishing"))
+
+    def succeed(self, job_id: str, summary: dict[str, Any]) -> None:
+        self._set_state(job_id, "succeeded", ("finishing",), summary=json.dumps(summary),
+                        finished=time.time())
+
+    def shard_keys(self, job_id: str, shard: int) -> pa.Table:
+        data = self.redis.get(self._key(job_id, f"keys:{shard}"))
+        if data is None:
+            raise UnknownJob(job_id)
+        return table_from_bytes(data)
+
+    def put_shard_rows(self, job_id: str, shard: int, table: pa.Table,
+                       stats: dict[str, Any]) -> int:
+        """Store a shard's rows and stats and mark it done; returns shards done so far."""
+        done_key = self._key(job_id, "done")
+        stats_key = self._key(job_id, "stats")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self._key(job_id, f"rows:{shard}"), table_to_bytes(table), ex=self.ttl_s)
+        pipe.set(self._key(job_id, f"schema:{shard}"), table.schema.serialize().to_pybytes(),
+                 ex=self.ttl_s)
+        pipe.hset(stats_key, str(shard), json.dumps(stats))
+        pipe.sadd(done_key, shard)
+        pipe.scard(done_key)
+        for key in (done_key, stats_key):
+            pipe.expire(key, self.ttl_s)
+        results = pipe.execute()
+        return int(results[4])
+
+    def shard_rows(self, job_id: str, shard: int) -> pa.Table:
+        data = self.redis.get(self._key(job_id, f"rows:{shard}"))
+        if data is None:
+            raise JobStoreError(f"rows of shard {shard} of job {job_id} are gone from Redis "
+                                "(expired or cleaned up)")
+        return table_from_bytes(data)
+
+    def shard_schema(self, job_id: str, shard: int) -> pa.Schema:
+        data = self.redis.get(self._key(job_id, f"schema:{shard}"))
+        if data is None:
+            raise JobStoreError(f"schema of shard {shard} of job {job_id} is gone from Redis")
+        return pa.ipc.read_schema(pa.py_buffer(data))
+
+    def done_count(self, job_id: str) -> int:
+        return int(self.redis.scard(self._key(job_id, "done")))
+
+    def is_done(self, job_id: str, shard: int) -> bool:
+        return bool(self.redis.sismember(self._key(job_id, "done"), shard))
+
+    def all_stats(self, job_id: str) -> dict[int, dict[str, Any]]:
+        raw = self.redis.hgetall(self._key(job_id, "stats"))
+        return {int(k): json.loads(v) for k, v in raw.items()}
+
+    def set_progress(self, job_id: str, shard: int, answered: int) -> None:
+        key = self._key(job_id, "progress")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, str(shard), answered)
+        pipe.expire(key, self.ttl_s)
+        pipe.execute()
+
+    def progress(self, job_id: str) -> int:
+        values = self.redis.hvals(self._key(job_id, "progress"))
+        return sum(int(v) for v in values)
+
+    def lock_finish(self, job_id: str, owner: str, ttl_s: int) -> bool:
+        key = self._key(job_id, "finish")
+        return bool(self.redis.set(key, owner, nx=True, ex=ttl_s))
+
+    def unlock_finish(self, job_id: str, owner: str) -> None:
+        key = self._key(job_id, "finish")
+        if self.redis.get(key) == owner.encode():
+            self.redis.delete(key)
+
+    def delete(self, job_id: str) -> int:
+        """Remove every key of a job now (instead of waiting for the TTL)."""
+        keys = list(self.redis.scan_iter(match=f"{PREFIX}{job_id}:*", count=1000))
+        return int(self.redis.delete(*keys)) if keys else 0

@@ -1,0 +1,131 @@
+"""Real Celery worker processes (prefork) against the session's redis-server, reading a
+fast HTTP DynamoDB endpoint (featurepull.bench.endpoint) so 200k-entity jobs take seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from featurepull.bench.endpoint import EndpointProcess, start_endpoint
+from featurepull.config import Settings, load_settings
+from featurepull.local import RedisService
+
+DRIVERS = 200_000
+TABLE = "demo.driver_stats"
+
+
+@pytest.fixture(scope="session")
+def fast_dynamo() -> Iterator[EndpointProcess]:
+    """200,000 Feast-layout drivers behind a lean BatchGetItem endpoint."""
+    with start_endpoint(drivers=DRIVERS, table=TABLE) as endpoint:
+        yield endpoint
+
+
+class Fleet:
+    """Worker instances of one test, on a queue and Redis db no other test uses."""
+
+    def __init__(self, redis_server: RedisService, endpoint_url: str, **jobs: Any) -> None:
+        self.queue = f"q-{uuid.uuid4().hex[:8]}"
+        self.db = 1 + (int(uuid.uuid4().hex[:4], 16) % 14)
+        self.redis_url = f"redis://127.0.0.1:{redis_server.port}/{self.db}"
+        self.env = {
+            **os.environ,
+            "FEATUREPULL_REDIS_URL": self.redis_url,
+            "FEATUREPULL_PROJECT": "demo",
+            "FEATUREPULL_DYNAMODB__ENDPOINT_URL": endpoint_url,
+            "FEATUREPULL_DYNAMODB__REGION": "us-east-1",
+            "FEATUREPULL_DYNAMODB__RETRY_BASE_DELAY_S": "0.01",
+            "FEATUREPULL_DYNAMODB__RETRY_MAX_DELAY_S": "0.2",
+            "FEATUREPULL_JOBS__QUEUE": self.queue,
+        }
+        for name, value in jobs.items():
+            self.env[f"FEATUREPULL_JOBS__{name.upper()}"] = str(value)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+        self._dir = Path(tempfile.mkdtemp(prefix="featurepull-workers-"))
+
+    def settings(self) -> Settings:
+        saved = dict(os.environ)
+        try:
+            os.environ.update({k: v for k, v in self.env.items() if k.startswith("FEATUREPULL_")})
+            return load_settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def start_worker(self, concurrency: int = 2, name: str | None = None) -> subprocess.Popen[bytes]:
+        name = name or f"w{len(self.workers)}-{uuid.uuid4().hex[:4]}"
+        log = self._dir / f"{name}.log"
+        cmd = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker",
+               "--pool", "prefork", "--concurrency", str(concurrency), "-Q", self.queue,
+               "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-mingle",
+               "--without-gossip"]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self.workers.append(proc)
+        self.logs.append(log)
+        self._wait_ready(proc, log)
+        return proc
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {log.read_text(errors='replace')[-3000:]}")
+            if b"ready." in log.read_bytes():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready in 60s: {log.read_text(errors='replace')[-3000:]}")
+
+    def children(self, proc: subprocess.Popen[bytes]) -> list[int]:
+        """The prefork pool processes of a worker instance."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == proc.pid:
+                    found.append(int(entry.name))
+        return found
+
+    def log_text(self) -> str:
+        return "\n".join(log.read_text(errors="replace") for log in self.logs)
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self.redis().flushdb()
+
+
+@contextmanager
+def fleet(redis_server: RedisService, endpoint_url: str, **jobs: Any) -> Iterator[Fleet]:
+    running = Fleet(redis_server, endpoint_url, **jobs)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,195 @@
+"""The job pipeline end to end: real redis-server, real prefork Celery workers, a real HTTP
+DynamoDB endpoint. Output through the workers must equal `featurepull pull` on the same
+input — also when worker processes are SIGKILLed mid-job."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from featurepull.bench.endpoint import FEATURES, EndpointProcess
+from featurepull.client import Job, JobFailed, submit
+from featurepull.local import RedisService
+from tests.tasks.conftest import DRIVERS, Fleet, fleet
+
+ENTITIES = 200_000
+
+
+def entity_ids(count: int, seed: int = 3) -> list[int]:
+    """Known drivers, 10% unknown ids and 5% repeats, shuffled."""
+    rng = random.Random(seed)
+    known = rng.sample(range(DRIVERS), int(count * 0.85))
+    ids = known + [DRIVERS + i for i in range(count // 10)]
+    ids += rng.choices(ids, k=count - len(ids))
+    rng.shuffle(ids)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def entities_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("entities") / "drivers.parquet"
+    pq.write_table(pa.table({"driver_id": pa.array(entity_ids(ENTITIES), pa.int64())}), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(entities_file: Path, fast_dynamo: EndpointProcess,
+              tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
+    """What `featurepull pull` (in-process, no broker) writes for the same entities."""
+    out = tmp_path_factory.mktemp("reference") / "pull.parquet"
+    subprocess.run(
+        [sys.executable, "-m", "featurepull", "pull", "--project", "demo", "--table",
+         "driver_stats", "--features", ",".join(FEATURES), "--entities", str(entities_file),
+         "--output", str(out), "--endpoint-url", fast_dynamo.url, "--region", "us-east-1"],
+        check=True, capture_output=True, timeout=300)
+    return pq.read_table(out)
+
+
+def run_job(workers: Fleet, entities: Path, output: Path | None, **kwargs: Any) -> Job:
+    return submit("driver_stats", list(FEATURES), str(entities),
+                  str(output) if output else None, settings=workers.settings(), **kwargs)
+
+
+def test_two_worker_processes_match_pull(redis_server: RedisService, fast_dynamo: EndpointProcess,
+                                         entities_file: Path, reference: pa.Table,
+                                         tmp_path: Path) -> None:
+    with fleet(redis_server, fast_dynamo.url, shard_size=20_000) as workers:
+        workers.start_worker(concurrency=2)
+        out = tmp_path / "job.parquet"
+        job = run_job(workers, entities_file, out)
+        status = job.wait(timeout=240, progress=False)
+        assert status.state == "succeeded" and status.shards == 10
+        assert pq.read_table(out).equals(reference)
+        summary = status.summary or {}
+        assert summary["rows_written"] == ENTITIES
+        assert summary["read"]["found"] + summary["read"]["missing"] == ENTITIES
+        assert summary["read"]["missing"] == reference.column("event_timestamp").null_count
+
+
+def test_two_worker_instances_match_pull(redis_server: RedisService,
+                                         fast_dynamo: EndpointProcess, entities_file: Path,
+                                         reference: pa.Table, tmp_path: Path) -> None:
+    # Two separate worker instances on one Redis, as two machines would run them.
+    with fleet(redis_server, fast_dynamo.url, shard_size=10_000) as workers:
+        workers.start_worker(concurrency=1, name="machine-a")
+        workers.start_worker(concurrency=1, name="machine-b")
+        out = tmp_path / "job.csv"
+        job = run_job(workers, entities_file, out)
+        job.wait(timeout=240, progress=False)
+        logs = [log.read_text() for log in workers.logs]
+        assert all("featurepull.read_shard" in text and "succeeded" in text for text in logs)
+    rows = out.read_text().splitlines()
+    assert len(rows) == ENTITIES + 1
+    assert [int(r.split(",", 1)[0]) for r in rows[1:]] == reference.column("driver_id").to_pylist()
+
+
+def _wait_for_progress(job: Job, fraction: float, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = job.status()
+        if status.rows_done >= fraction * status.rows or status.state == "succeeded":
+            return
+        time.sleep(0.05)
+    raise AssertionError("job made no progress")
+
+
+def test_sigkill_of_a_worker_child_loses_no_rows(redis_server: RedisService,
+                                                 fast_dynamo: EndpointProcess,
+                                                 entities_file: Path, reference: pa.Table,
+                                                 tmp_path: Path) -> None:
+    with fleet(redis_server, fast_dynamo.url, shard_size=10_000) as workers:
+        worker = workers.start_worker(concurrency=2)
+        out = tmp_path / "job.parquet"
+        job = run_job(workers, entities_file, out)
+        _wait_for_progress(job, 0.2)
+        victim = workers.children(worker)[0]
+        os.kill(victim, signal.SIGKILL)
+        job.wait(timeout=240, progress=False)
+        assert "signal 9" in workers.log_text()
+    table = pq.read_table(out)
+    assert table.num_rows == ENTITIES
+    assert table.equals(reference)
+
+
+def test_sigkill_of_a_whole_worker_instance_loses_no_rows(redis_server: RedisService,
+                                                          fast_dynamo: EndpointProcess,
+                                                          entities_file: Path,
+                                                          reference: pa.Table,
+                                                          tmp_path: Path) -> None:
+    # A machine vanishes: its shards stay unacknowledged in Redis until the visibility
+    # timeout, then the surviving instance picks them up.
+    with fleet(redis_server, fast_dynamo.url, shard_size=10_000, visibility_timeout_s=8,
+               shard_soft_time_limit_s=5, shard_time_limit_s=6,
+               redelivery_check_s=1) as workers:
+        doomed = workers.start_worker(concurrency=1, name="doomed")
+        workers.start_worker(concurrency=1, name="survivor")
+        out = tmp_path / "job.parquet"
+        job = run_job(workers, entities_file, out)
+        _wait_for_progress(job, 0.15)
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=10)
+        job.wait(timeout=240, progress=False)
+        doomed_log, survivor_log = (log.read_text() for log in workers.logs)
+    # The shard the doomed instance was reading when it died was redelivered to the survivor.
+    started = set(re.findall(r"featurepull\.read_shard\[([0-9a-f-]+)\] received", doomed_log))
+    finished = set(re.findall(r"featurepull\.read_shard\[([0-9a-f-]+)\] succeeded",
+                              doomed_log))
+    redelivered = started - finished
+    assert redelivered
+    assert all(f"read_shard[{task}] succeeded" in survivor_log for task in redelivered)
+    table = pq.read_table(out)
+    assert table.num_rows == ENTITIES
+    assert table.equals(reference)
+
+
+def test_rows_stay_in_redis_without_output(redis_server: RedisService,
+                                           fast_dynamo: EndpointProcess, entities_file: Path,
+                                           reference: pa.Table, tmp_path: Path) -> None:
+    with fleet(redis_server, fast_dynamo.url, shard_size=50_000) as workers:
+        workers.start_worker(concurrency=2)
+        job = run_job(workers, entities_file, None)
+        job.wait(timeout=240, progress=False)
+        tables = list(job.tables())
+        assert pa.concat_tables(tables).equals(reference)
+        fetched = tmp_path / "fetched.parquet"
+        proc = subprocess.run([sys.executable, "-m", "featurepull", "fetch", job.id, "--output",
+                               str(fetched), "--redis-url", workers.redis_url],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert pq.read_table(fetched).equals(reference)
+        status = subprocess.run([sys.executable, "-m", "featurepull", "status", job.id,
+                                 "--json", "--redis-url", workers.redis_url],
+                                capture_output=True, text=True, timeout=60)
+        assert json.loads(status.stdout)["state"] == "succeeded"
+        assert job.delete() > 0
+        with pytest.raises(KeyError):
+            job.status()
+
+
+def test_a_failing_shard_fails_the_job_and_writes_nothing(redis_server: RedisService,
+                                                          tmp_path: Path,
+                                                          entities_file: Path) -> None:
+    from featurepull.bench.endpoint import start_endpoint
+
+    with (start_endpoint(drivers=1000, table="demo.driver_stats", throttle_rate=1.0) as always,
+          fleet(redis_server, always.url, shard_size=50_000) as workers):
+        workers.start_worker(concurrency=2)
+        out = tmp_path / "never.parquet"
+        job = run_job(workers, entities_file, out, dynamodb={"retry_deadline_s": 0.5})
+        with pytest.raises(JobFailed, match=r"failed: shard \d+: .* keys of table "
+                                            r"demo.driver_stats"):
+            job.wait(timeout=120, progress=False)
+        assert not out.exists()
+        assert [p.name for p in tmp_path.iterdir()] == []

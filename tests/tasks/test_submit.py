@@ -1,0 +1,134 @@
+"""Submission refuses bad input before anything reaches Redis or the queue; messages stay
+small; Redis trouble and unknown job ids give clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from featurepull.bench.endpoint import FEATURES, EndpointProcess
+from featurepull.client import Job, submit
+from featurepull.config import load_settings
+from featurepull.dynamo import EntityKeyError, TableError
+from featurepull.io import EntityFileError, OutputError
+from featurepull.local import RedisService, free_port
+from featurepull.tasks import JobStoreError, UnknownJob
+from tests.tasks.conftest import Fleet, fleet
+
+
+def write_ids(path: Path, ids: list[Any], arrow_type: Any = None) -> Path:
+    pq.write_table(pa.table({"driver_id": pa.array(ids, arrow_type)}), path)
+    return path
+
+
+def nothing_stored(workers: Fleet) -> bool:
+    client = workers.redis()
+    return client.llen(workers.queue) == 0 and not list(client.scan_iter("featurepull:job:*"))
+
+
+BAD = {
+    "unknown table": ({"table": "no_such_view"}, TableError, "does not exist"),
+    "join key column missing": ({"join_keys": ["user_id"]}, EntityKeyError, "no column 'user_id'"),
+    "output exists": ({"output": "EXISTING"}, OutputError, "exists; pass --overwrite"),
+    "unknown feature type option": ({"join_key_types": {"driver_id": "float"}}, EntityKeyError,
+                                    "Feast join keys must be one of"),
+    "bad output extension": ({"output": "out.xlsx"}, OutputError, "unsupported file extension"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_requests_are_refused_before_anything_is_enqueued(
+    redis_server: RedisService, fast_dynamo: EndpointProcess, tmp_path: Path, case: str
+) -> None:
+    changes, error, phrase = BAD[case]
+    entities = write_ids(tmp_path / "ids.parquet", [1, 2, 3], pa.int64())
+    existing = tmp_path / "existing.parquet"
+    existing.write_bytes(b"keep me")
+    args: dict[str, Any] = {"table": "driver_stats", "output": str(tmp_path / "out.parquet")}
+    args.update(changes)
+    if args["output"] == "EXISTING":
+        args["output"] = str(existing)
+    elif args["output"] == "out.xlsx":
+        args["output"] = str(tmp_path / "out.xlsx")
+    with fleet(redis_server, fast_dynamo.url) as workers:
+        with pytest.raises(error, match=phrase):
+            submit(args.pop("table"), list(FEATURES), str(entities), args.pop("output"),
+                   settings=workers.settings(), **args)
+        assert nothing_stored(workers)
+    assert existing.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize(("ids", "arrow_type", "error", "phrase"), [
+    ([1, None, 3], pa.int64(), EntityKeyError, "entity row 2, column .driver_id.: null key value"),
+    ([1.5, 2.5], pa.float64(), EntityKeyError, "has type float"),
+])
+def test_bad_entity_values_are_refused_at_submit(
+    redis_server: RedisService, fast_dynamo: EndpointProcess, tmp_path: Path, ids: list[Any],
+    arrow_type: Any, error: type[Exception], phrase: str
+) -> None:
+    entities = write_ids(tmp_path / "ids.parquet", ids, arrow_type)
+    with fleet(redis_server, fast_dynamo.url) as workers:
+        with pytest.raises(error, match=phrase):
+            submit("driver_stats", list(FEATURES), str(entities), None,
+                   settings=workers.settings())
+        assert nothing_stored(workers)
+
+
+def test_job_larger_than_the_limit_is_refused(redis_server: RedisService,
+                                              fast_dynamo: EndpointProcess,
+                                              tmp_path: Path) -> None:
+    entities = write_ids(tmp_path / "ids.parquet", list(range(50)), pa.int64())
+    with fleet(redis_server, fast_dynamo.url, max_entities=10) as workers:
+        with pytest.raises(EntityFileError, match="at most 10 per job"):
+            submit("driver_stats", list(FEATURES), str(entities), None,
+                   settings=workers.settings())
+        assert nothing_stored(workers)
+
+
+def test_messages_carry_ids_not_entities(redis_server: RedisService,
+                                         fast_dynamo: EndpointProcess, tmp_path: Path) -> None:
+    # No worker runs: the messages stay on the queue where we can weigh them.
+    entities = write_ids(tmp_path / "ids.parquet", list(range(120_000)), pa.int64())
+    with fleet(redis_server, fast_dynamo.url, shard_size=10_000) as workers:
+        job = submit("driver_stats", list(FEATURES), str(entities), None,
+                     settings=workers.settings())
+        messages = workers.redis().lrange(workers.queue, 0, -1)
+        assert len(messages) == 12
+        assert max(len(m) for m in messages) < 4_096  # far under the 1 MB ceiling
+        bodies = [json.loads(m) for m in messages]
+        assert {b["headers"]["task"] for b in bodies} == {"featurepull.read_shard"}
+        assert all(b["content-type"] == "application/json" for b in bodies)
+        assert job.status().state == "queued"
+
+
+def test_unreachable_redis_fails_fast_with_a_clear_error(fast_dynamo: EndpointProcess,
+                                                         tmp_path: Path) -> None:
+    entities = write_ids(tmp_path / "ids.parquet", [1], pa.int64())
+    settings = load_settings(overrides={"redis_url": f"redis://:hunter2@127.0.0.1:{free_port()}/0",
+                                        "dynamodb": {"endpoint_url": fast_dynamo.url,
+                                                     "region": "us-east-1"}})
+    started = time.monotonic()
+    with pytest.raises(JobStoreError) as failure:
+        submit("driver_stats", list(FEATURES), str(entities), None, settings=settings)
+    assert time.monotonic() - started < 10
+    assert "cannot reach Redis at redis://:***@127.0.0.1" in str(failure.value)
+    assert "hunter2" not in str(failure.value)
+
+
+def test_unknown_job_id_says_so(redis_server: RedisService) -> None:
+    settings = load_settings(overrides={"redis_url": redis_server.url})
+    with pytest.raises(UnknownJob, match="no job 'nope'"):
+        Job("nope", settings)
+    proc = subprocess.run([sys.executable, "-m", "featurepull", "status", "nope",
+                           "--redis-url", redis_server.url],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "no job 'nope' in Redis" in proc.stderr
