@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from featurepull.config import Settings
-from featurepull.dynamo import BatchReader, PlainLayout, ReadStats
-from featurepull.dynamo.plan import LayoutName, layout_spec, physical_table, plan_layout
+from featurepull.dynamo import ReadStats
+from featurepull.dynamo.plan import LayoutName, layout_spec, plan_read
 from featurepull.dynamo.reader import Progress
 from featurepull.io import check_destination, read_entities, write_rows
 
@@ -43,17 +43,9 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     """
     check_destination(output_path, overwrite, settings.s3)
     entities = read_entities(entities_path, s3=settings.s3)
-    table = physical_table(request.layout, request.table, settings)
-    description = None
-    if request.layout == "plain":
-        description = BatchReader(table, PlainLayout([]), settings.dynamodb).describe()
-    layout = plan_layout(request.layout, join_keys=request.join_keys,
-                         join_key_types=request.join_key_types,
-                         event_ts_attribute=request.event_ts_attribute,
-                         columns=list(entities.columns), column_types=entities.types,
-                         source=entities.source, settings=settings, description=description)
-    reader = BatchReader(table, layout, settings.dynamodb)
-    reader.check_table()
+    plan = plan_read(request, list(entities.columns), entities.types, entities.source,
+                     settings)
+    layout, reader = plan.layout, plan.reader
     keys = layout.keys_for(entities.columns, entities.source)
     if on_keys is not None:
         on_keys(len(set(keys)))

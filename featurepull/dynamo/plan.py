@@ -6,11 +6,13 @@ Shared by the in-process pull and job submission, so both accept and refuse the 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from featurepull.config import Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.layouts import FeastLayout, Layout, PlainLayout
+from featurepull.dynamo.reader import BatchReader
 
 LayoutName = Literal["feast", "plain"]
 # Entity column types (featurepull.io's logical types) that map onto a Feast join-key type.
@@ -90,3 +92,44 @@ def plan_layout(layout: LayoutName, *, join_keys: Sequence[str],
     if description is None:
         raise ValueError("the plain layout needs the table's description")
     return PlainLayout.from_description(description, event_ts_attribute)
+
+
+class ReadRequest(Protocol):
+    """The fields of a pull or job request that decide how entities become keys."""
+
+    @property
+    def table(self) -> str: ...
+    @property
+    def layout(self) -> LayoutName: ...
+    @property
+    def join_keys(self) -> list[str]: ...
+    @property
+    def join_key_types(self) -> dict[str, str]: ...
+    @property
+    def event_ts_attribute(self) -> str | None: ...
+
+
+@dataclass
+class ReadPlan:
+    """A checked plan: the physical table, its layout, and a reader whose table exists."""
+
+    table: str
+    layout: Layout
+    reader: BatchReader
+
+
+def plan_read(request: ReadRequest, columns: Sequence[str], column_types: Mapping[str, str],
+              source: str, settings: Settings) -> ReadPlan:
+    """Resolve the table and layout of a request and check the table (DescribeTable once)."""
+    table = physical_table(request.layout, request.table, settings)
+    description = None
+    if request.layout == "plain":
+        description = BatchReader(table, PlainLayout([]), settings.dynamodb).describe()
+    layout = plan_layout(request.layout, join_keys=request.join_keys,
+                         join_key_types=request.join_key_types,
+                         event_ts_attribute=request.event_ts_attribute, columns=columns,
+                         column_types=column_types, source=source, settings=settings,
+                         description=description)
+    reader = BatchReader(table, layout, settings.dynamodb)
+    reader.check_table()
+    return ReadPlan(table, layout, reader)

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from featurepull.config import Settings
 from featurepull.config.loading import merge
-from featurepull.dynamo import BatchReader, PlainLayout, ReadStats
-from featurepull.dynamo.plan import layout_from_spec, layout_spec, physical_table, plan_layout
+from featurepull.dynamo import BatchReader, ReadStats
+from featurepull.dynamo.plan import layout_from_spec, layout_spec, plan_read
 from featurepull.io import (
     EntityFileError,
     EntityTable,
@@ -128,16 +128,9 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
         raise EntityFileError(f"{entities.source} has {entities.num_rows:,} entities; this "
                               f"deployment accepts at most {limit:,} per job (jobs.max_entities)"
                               "; split the file or raise the limit")
-    table = physical_table(request.layout, request.table, effective)
-    description = None
-    if request.layout == "plain":
-        description = BatchReader(table, PlainLayout([]), effective.dynamodb).describe()
-    layout = plan_layout(request.layout, join_keys=request.join_keys,
-                         join_key_types=request.join_key_types,
-                         event_ts_attribute=request.event_ts_attribute,
-                         columns=list(entities.columns), column_types=entities.types,
-                         source=entities.source, settings=effective, description=description)
-    BatchReader(table, layout, effective.dynamodb).check_table()
+    plan = plan_read(request, list(entities.columns), entities.types, entities.source,
+                     effective)
+    table, layout = plan.table, plan.layout
     layout.keys_for(entities.columns, entities.source)  # refuse bad keys now, not mid-job
     spec = {"request": request.model_dump(), "table": table, **layout_spec(layout)}
     job_id = store.new_job_id()

@@ -193,3 +193,51 @@ def test_a_failing_shard_fails_the_job_and_writes_nothing(redis_server: RedisSer
             job.wait(timeout=120, progress=False)
         assert not out.exists()
         assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_another_celery_app_starts_a_job_by_name(redis_server: RedisService,
+                                                 fast_dynamo: EndpointProcess,
+                                                 entities_file: Path, reference: pa.Table,
+                                                 tmp_path: Path) -> None:
+    # A scoring app that shares the broker knows only the task name and its JSON arguments;
+    # the entities travel by reference (here a Redis key holding the Parquet bytes).
+    from celery import Celery
+
+    with fleet(redis_server, fast_dynamo.url, shard_size=50_000) as workers:
+        workers.start_worker(concurrency=2)
+        workers.redis().set("scoring:entities", entities_file.read_bytes())
+        scoring = Celery("scoring", broker=workers.redis_url, backend=workers.redis_url)
+        scoring.conf.update(task_serializer="json", accept_content=["json"],
+                            result_accept_content=["json"])
+        out = tmp_path / "scored.parquet"
+        started = scoring.send_task(
+            "featurepull.submit_job", queue=workers.queue,
+            args=[{"table": "driver_stats", "features": list(FEATURES),
+                   "entities": "redis-key:scoring:entities", "output": str(out)}])
+        answer = started.get(timeout=120)
+        assert answer["rows"] == ENTITIES and answer["shards"] == 4
+        Job(answer["job_id"], workers.settings()).wait(timeout=240, progress=False)
+        assert pq.read_table(out).equals(reference)
+        refused = scoring.send_task("featurepull.submit_job", queue=workers.queue,
+                                    args=[{"table": "driver_stats", "features": ["conv_rate"],
+                                           "entities": "redis-key:missing"}])
+        with pytest.raises(Exception, match="no such Redis key"):
+            refused.get(timeout=60)
+        scoring.close()
+
+
+def test_cancel_stops_the_remaining_shards(redis_server: RedisService,
+                                           fast_dynamo: EndpointProcess, entities_file: Path,
+                                           tmp_path: Path) -> None:
+    with fleet(redis_server, fast_dynamo.url, shard_size=5_000) as workers:
+        workers.start_worker(concurrency=1)
+        out = tmp_path / "cancelled.parquet"
+        job = run_job(workers, entities_file, out)
+        _wait_for_progress(job, 0.05)
+        assert job.cancel()
+        with pytest.raises(JobFailed, match="cancelled"):
+            job.wait(timeout=60, progress=False)
+        time.sleep(1.0)
+        done = job.status().shards_done
+        assert done < 40  # 40 shards in all; the rest were skipped
+        assert not out.exists()
