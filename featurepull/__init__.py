@@ -1,0 +1,33 @@
+"""featurepull: the latest features of millions of entities from DynamoDB, in input order."""
+
+from featurepull.client import Job, JobFailed, JobStatus, submit
+from featurepull.config import DynamoSettings, Settings, load_settings
+from featurepull.dynamo import (
+    BatchReader,
+    FeastLayout,
+    PlainLayout,
+    ReadError,
+    ReadResult,
+    ReadStats,
+    RetryDeadlineExceeded,
+)
+from featurepull.pull import PullRequest, pull
+
+__all__ = [
+    "BatchReader",
+    "DynamoSettings",
+    "FeastLayout",
+    "Job",
+    "JobFailed",
+    "JobStatus",
+    "PlainLayout",
+    "PullRequest",
+    "ReadError",
+    "ReadResult",
+    "ReadStats",
+    "RetryDeadlineExceeded",
+    "Settings",
+    "load_settings",
+    "pull",
+    "submit",
+]
