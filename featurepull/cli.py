@@ -228,7 +228,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     read = summary.get("read", {})
     where = summary.get("output") or "Redis (featurepull fetch JOB --output FILE)"
     click.echo(f"featurepull: job {summary.get('job_id')} succeeded: {summary.get('rows'):,} "
-               f"rows in {summary.get('shards')} shards to {where} in {summary.get('seconds')}s")
+               f"rows in {summary.get('shards')} shards to {where} in {summary.get('seconds')}s "
+               f"({summary.get('rows_per_s', 0):,.0f} rows/s from submit to output)")
     click.echo(" ".join(f"{k}={v}" for k, v in read.items()))
     for slow in summary.get("slowest_shards", []):
         click.echo(f"  slow shard {slow['shard']}: {slow['seconds']}s, {slow['rows']:,} rows, "
@@ -307,31 +308,40 @@ def worker_command(ctx: click.Context, config: str | None) -> None:
 
 
 @main.command("demo")
-@click.option("--drivers", default=20_000, show_default=True, type=click.IntRange(1, 2_000_000),
-              help="How many drivers to seed.")
+@click.option("--drivers", default=100_000, show_default=True,
+              type=click.IntRange(1, 5_000_000), help="Drivers in the seeded feature view.")
 @click.option("--out-dir", default="demo-output", show_default=True, type=click.Path(),
-              help="Where entities.parquet and features.parquet go.")
-def demo_command(drivers: int, out_dir: str) -> None:
-    """Seed a local DynamoDB with a Feast feature view and pull it, all on this machine."""
+              help="Where entities.parquet, features.parquet and worker.log go.")
+@click.option("--keep-running", is_flag=True,
+              help="Leave the services up after the job, to submit more (Ctrl-C stops them).")
+def demo_command(drivers: int, out_dir: str, keep_running: bool) -> None:
+    """The whole thing on this machine: Redis, a local DynamoDB, 2 workers, one job."""
+    import time
+
     from featurepull import demo
-    from featurepull.local import running_moto
 
-    # The local endpoint accepts any credentials; never send real ones to it.
-    os.environ["AWS_ACCESS_KEY_ID"] = "featurepull-demo"
-    os.environ["AWS_SECRET_ACCESS_KEY"] = "featurepull-demo"
-    os.environ.pop("AWS_SESSION_TOKEN", None)
+    demo.interrupt_on_sigterm()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
 
-    def bar(desc: str, total: int) -> tqdm[Any]:
-        return tqdm(total=total, desc=desc, unit="rows", file=sys.stderr, dynamic_ncols=True,
-                    mininterval=0.5)
+    def say(message: str) -> None:
+        click.echo(f"featurepull demo: {message}", err=True)
 
-    click.echo("featurepull demo: starting a local DynamoDB endpoint (moto server)", err=True)
-    with _exit_codes(), running_moto() as moto:
-        click.echo(f"featurepull demo: endpoint {moto.url}; seeding {drivers:,} drivers in "
-                   f"{demo.PROJECT}.{demo.VIEW}", err=True)
-        outcome = demo.run_demo(moto.url, Path(out_dir), drivers, bar)
-    click.echo(f"wrote {outcome.rows_written:,} rows to {outcome.output} (input order; "
-               f"{outcome.stats.missing:,} unknown drivers have null features)")
-    click.echo(outcome.stats.summary_line())
-    click.echo(demo.preview(outcome.output))
-    click.echo("the local endpoint is stopped; nothing is left running")
+    try:
+        with _exit_codes(), demo.demo_services(drivers, out, say) as services:
+            say(f"submitting a job for {drivers:,} drivers plus unknown ids and repeats")
+            job = demo.run_job(services, out, drivers)
+            _print_summary(job.status().summary or {}, False)
+            click.echo(demo.preview(str(out / "features.parquet")))
+            say(f"done in {time.monotonic() - started:.1f}s; watch a run like this in Flower "
+                "with --keep-running and `celery -A featurepull.worker flower`")
+            if keep_running:
+                click.echo(demo.explore_hint(services, out))
+                while True:
+                    time.sleep(3600)
+    except KeyboardInterrupt:
+        say("interrupted; stopped the worker, the DynamoDB endpoint and redis-server — "
+            "nothing is left running")
+        sys.exit(130)
+    say("stopped the worker, the DynamoDB endpoint and redis-server — nothing is left running")

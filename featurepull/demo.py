@@ -1,95 +1,54 @@
-"""``featurepull demo``: the whole read path on embedded services, in one command.
+"""``featurepull demo``: the whole product on embedded services, in one command.
 
-Starts a local DynamoDB endpoint (moto's server mode), seeds a Feast-layout feature view with
-synthetic drivers, writes an entity file (shuffled, with absent ids and duplicates), pulls the
-features in input order, prints a summary and the first rows, and stops the endpoint.
+Starts a private redis-server, a local DynamoDB endpoint serving a seeded Feast-layout feature
+view, and a Celery worker with 2 prefork processes; writes an entity file (shuffled, with
+unknown ids and repeats), submits a job, shows its progress, writes
+``demo-output/features.parquet``, prints the summary and the first rows, and stops everything —
+also after Ctrl-C. Every process it starts carries ``FEATUREPULL_DEMO_ID`` in its environment,
+so tests (and curious users) can check that none is left behind.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from featurepull.bench.endpoint import FEATURES, start_endpoint
+from featurepull.client import Job, submit
 from featurepull.config import Settings, load_settings
-from featurepull.dynamo import EntityKeyEncoder, build_client
-from featurepull.dynamo.feast_values import ValueProto
-from featurepull.pull import PullOutcome, PullRequest, pull
+from featurepull.local import ServiceError, start_redis
 
 PROJECT = "demo"
 VIEW = "driver_hourly_stats"
-FEATURES = ["conv_rate", "acc_rate", "avg_daily_trips", "city", "is_active", "last_trip_at",
-            "embedding"]
-CITIES = ["Amsterdam", "Berlin", "Lisbon", "Montréal", "Nairobi", "São Paulo", "Tokyo"]
-_WRITE_CHUNK = 25  # BatchWriteItem's per-request limit
+QUEUE = "featurepull-demo"
+DEMO_ID_ENV = "FEATUREPULL_DEMO_ID"
+WORKER_READY_TIMEOUT_S = 60
 
 
-def driver_values(driver: int, rng: random.Random) -> dict[str, Any]:
-    """Synthetic features of realistic Feast types for one driver."""
-    value: dict[str, Any] = {}
-    value["conv_rate"] = ValueProto(float_val=rng.random())
-    value["acc_rate"] = ValueProto(double_val=rng.random())
-    value["avg_daily_trips"] = ValueProto(int64_val=rng.randrange(0, 400))
-    value["city"] = ValueProto(string_val=CITIES[driver % len(CITIES)])
-    value["is_active"] = ValueProto(bool_val=rng.random() > 0.2)
-    value["last_trip_at"] = ValueProto(unix_timestamp_val=1_780_000_000 + rng.randrange(86400))
-    embedding = ValueProto()
-    embedding.float_list_val.val.extend(round(rng.uniform(-1, 1), 4) for _ in range(8))
-    value["embedding"] = embedding
-    return value
+@dataclass
+class DemoServices:
+    """What the demo started, and how to reach it."""
 
-
-def _items(drivers: range, seed: int) -> Iterator[dict[str, Any]]:
-    encoder = EntityKeyEncoder({"driver_id": "int64"})
-    rng = random.Random(seed)
-    base = datetime(2026, 11, 1, tzinfo=UTC)
-    for driver in drivers:
-        yield {
-            "entity_id": {"S": encoder.entity_id([driver])},
-            "event_ts": {"S": str(base + timedelta(seconds=rng.randrange(86400)))},
-            "values": {"M": {name: {"B": proto.SerializeToString()}
-                             for name, proto in driver_values(driver, rng).items()}},
-        }
-
-
-def seed_table(settings: Settings, drivers: int, progress: Callable[[int], None]) -> str:
-    """Create the demo feature view as Feast would and write ``drivers`` items to it."""
-    client = build_client(settings.dynamodb)
-    table = settings.dynamodb.table_name(PROJECT, VIEW)
-    client.create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "entity_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "entity_id", "AttributeType": "S"}],
-    )
-
-    def write(start: int) -> None:
-        chunk = range(start, min(drivers, start + 1000))
-        batch: list[dict[str, Any]] = []
-        for item in _items(chunk, seed=start):
-            batch.append({"PutRequest": {"Item": item}})
-            if len(batch) == _WRITE_CHUNK:
-                _write_batch(client, table, batch)
-                batch = []
-        if batch:
-            _write_batch(client, table, batch)
-        progress(len(chunk))
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(write, range(0, drivers, 1000)))
-    return table
-
-
-def _write_batch(client: Any, table: str, batch: list[dict[str, Any]]) -> None:
-    pending = batch
-    while pending:
-        response = client.batch_write_item(RequestItems={table: pending})
-        pending = response.get("UnprocessedItems", {}).get(table, [])
+    redis_url: str
+    endpoint_url: str
+    worker_pid: int
+    worker_log: Path
+    settings: Settings
 
 
 def write_entities(path: Path, drivers: int, seed: int = 1) -> int:
@@ -102,26 +61,124 @@ def write_entities(path: Path, drivers: int, seed: int = 1) -> int:
     return len(ids)
 
 
-def run_demo(endpoint_url: str, out_dir: Path, drivers: int,
-             progress_factory: Callable[[str, int], Any]) -> PullOutcome:
-    """Seed, pull, and return the outcome; the caller owns the endpoint's lifetime."""
-    settings = load_settings(overrides={
-        "project": PROJECT,
-        "dynamodb": {"endpoint_url": endpoint_url, "region": "us-east-1"},
+def _worker_env(redis_url: str, endpoint_url: str, demo_id: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEATUREPULL_")}
+    env.update({
+        DEMO_ID_ENV: demo_id,
+        "FEATUREPULL_REDIS_URL": redis_url,
+        "FEATUREPULL_PROJECT": PROJECT,
+        "FEATUREPULL_DYNAMODB__ENDPOINT_URL": endpoint_url,
+        "FEATUREPULL_DYNAMODB__REGION": "us-east-1",
+        "FEATUREPULL_JOBS__QUEUE": QUEUE,
+        "FEATUREPULL_JOBS__SHARD_SIZE": "10000",
     })
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with progress_factory("seeding DynamoDB", drivers) as bar:
-        seed_table(settings, drivers, bar.update)
+    return env
+
+
+@contextmanager
+def _worker(env: dict[str, str], log: Path, processes: int) -> Iterator[subprocess.Popen[bytes]]:
+    cmd = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker", "--pool",
+           "prefork", "--concurrency", str(processes), "-Q", QUEUE, "--hostname", "demo@%h",
+           "--loglevel", "WARNING", "--without-mingle", "--without-gossip"]
+    with open(log, "wb") as out:
+        # Its own session: Ctrl-C reaches the demo, which then stops the worker in order.
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_ready(proc, log)
+        yield proc
+    finally:
+        _stop_group(proc)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"the worker exited; its log:\n{log.read_text()[-2000:]}")
+        if b"ready" in log.read_bytes() or _pool_started(proc.pid):
+            return
+        time.sleep(0.1)
+    raise ServiceError(f"the worker did not start within {WORKER_READY_TIMEOUT_S}s; see {log}")
+
+
+def _pool_started(pid: int) -> bool:
+    # With --loglevel WARNING Celery prints no "ready" line; its pool children tell instead.
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return bool(children.read_text().split())
+    except OSError:
+        return False
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    # Pool children that outlived their parent (they share its process group).
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextmanager
+def demo_services(drivers: int, out_dir: Path, say: Callable[[str], None],
+                  processes: int = 2) -> Iterator[DemoServices]:
+    """Start redis-server, the DynamoDB endpoint and the worker; stop them on exit."""
+    demo_id = uuid.uuid4().hex
+    os.environ[DEMO_ID_ENV] = demo_id  # inherited by the services we start
+    # The local endpoint accepts any credentials; never send real ones to it.
+    os.environ.update(AWS_ACCESS_KEY_ID="featurepull-demo",
+                      AWS_SECRET_ACCESS_KEY="featurepull-demo")
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.pop("AWS_PROFILE", None)
+    with ExitStack() as stack:
+        redis = start_redis()
+        stack.callback(redis.stop)
+        say(f"redis-server on {redis.url}")
+        endpoint = stack.enter_context(
+            start_endpoint(drivers=drivers, table=f"{PROJECT}.{VIEW}"))
+        say(f"local DynamoDB endpoint on {endpoint.url}, table {PROJECT}.{VIEW} seeded with "
+            f"{drivers:,} drivers ({', '.join(FEATURES)})")
+        env = _worker_env(redis.url, endpoint.url, demo_id)
+        worker = stack.enter_context(_worker(env, out_dir / "worker.log", processes))
+        say(f"Celery worker with {processes} prefork processes (pid {worker.pid})")
+        settings = load_settings(overrides={
+            "redis_url": redis.url, "project": PROJECT,
+            "dynamodb": {"endpoint_url": endpoint.url, "region": "us-east-1"},
+            "jobs": {"queue": QUEUE, "shard_size": 10_000},
+        })
+        yield DemoServices(redis.url, endpoint.url, worker.pid, out_dir / "worker.log",
+                           settings)
+
+
+def run_job(services: DemoServices, out_dir: Path, drivers: int) -> Job:
+    """Submit the demo job and wait for it with a progress bar."""
     entities = out_dir / "entities.parquet"
-    total = write_entities(entities, drivers)
-    request = PullRequest(table=VIEW, features=FEATURES, join_keys=["driver_id"])
-    with progress_factory("pulling features", total) as bar:
+    write_entities(entities, drivers)
+    job = submit(VIEW, list(FEATURES), str(entities), str(out_dir / "features.parquet"),
+                 settings=services.settings, overwrite=True)
+    job.wait(progress=True)
+    return job
 
-        def set_total(unique_keys: int) -> None:
-            bar.total = unique_keys
 
-        return pull(request, str(entities), str(out_dir / "features.parquet"), settings,
-                    overwrite=True, progress=bar.update, on_keys=set_total)
+def explore_hint(services: DemoServices, out_dir: Path) -> str:
+    """How to use the running services from another terminal."""
+    return "\n".join([
+        "The services keep running. In another terminal:",
+        f"  export FEATUREPULL_REDIS_URL={services.redis_url} FEATUREPULL_PROJECT={PROJECT}",
+        f"  export FEATUREPULL_DYNAMODB__ENDPOINT_URL={services.endpoint_url}"
+        " FEATUREPULL_DYNAMODB__REGION=us-east-1",
+        f"  export FEATUREPULL_JOBS__QUEUE={QUEUE}"
+        " AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo",
+        f"  featurepull submit --table {VIEW} --features {','.join(FEATURES)} \\",
+        f"      --entities {out_dir / 'entities.parquet'} --output /tmp/more.parquet --wait",
+        "  celery -A featurepull.worker flower     # then open http://127.0.0.1:5555",
+        "Press Ctrl-C here to stop everything.",
+    ])
 
 
 def preview(path: str, rows: int = 5) -> str:
@@ -132,7 +189,7 @@ def preview(path: str, rows: int = 5) -> str:
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _short(value: Any) -> str:
@@ -140,6 +197,12 @@ def _short(value: Any) -> str:
         return f"{value:.4f}"
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, list):
-        return "[" + ", ".join(_short(v) for v in value[:2]) + (", …]" if len(value) > 2 else "]")
     return "null" if value is None else str(value)
+
+
+def interrupt_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so the demo's cleanup runs either way."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)

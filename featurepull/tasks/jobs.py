@@ -237,13 +237,15 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
             for shard in range(meta.shards):
                 sink.write(store.shard_rows(job_id, shard))
             written = sink.rows_written
+    seconds = time.time() - meta.created
     summary = {
         "job_id": job_id,
         "rows": meta.rows,
         "shards": meta.shards,
         "output": request.output,
         "rows_written": written if request.output else None,
-        "seconds": round(time.time() - meta.created, 3),
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(meta.rows / seconds, 1) if seconds > 0 else 0.0,
         **job_totals(store, meta),
     }
     store.succeed(job_id, summary)

@@ -1,0 +1,96 @@
+"""`featurepull demo` as a newcomer runs it: a real process that starts redis-server, a
+DynamoDB endpoint and 2 worker processes, and leaves none of them behind — also on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Processes whose environment carries the marker (inherited from the demo)."""
+    found = []
+    needle = f"DEMO_TEST_MARKER={marker}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def start_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "DEMO_TEST_MARKER": marker}
+    proc = subprocess.Popen([sys.executable, "-m", "featurepull", "demo", "--out-dir",
+                             str(tmp_path / "out"), *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return proc, marker
+
+
+def read_until(proc: subprocess.Popen[str], phrase: str, timeout: float = 120) -> str:
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if phrase in line:
+            return "".join(seen)
+    raise AssertionError(f"{phrase!r} never appeared:\n{''.join(seen)}")
+
+
+def gone(marker: str, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not marked_processes(marker)
+
+
+def test_demo_writes_every_row_in_order_and_stops_everything(tmp_path: Path) -> None:
+    proc, marker = start_demo(tmp_path, "--drivers", "20000")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "nothing is left running" in output
+    entities = pq.read_table(tmp_path / "out" / "entities.parquet")
+    features = pq.read_table(tmp_path / "out" / "features.parquet")
+    assert features.num_rows == entities.num_rows == 20000 + 2000 + 1000
+    assert features.column("driver_id").equals(entities.column("driver_id"))
+    unknown = sum(d >= 10_000_000 for d in entities.column("driver_id").to_pylist())
+    assert features.column("event_timestamp").null_count == unknown
+    assert gone(marker)
+
+
+def test_ctrl_c_halfway_stops_everything_with_a_clear_message(tmp_path: Path) -> None:
+    proc, marker = start_demo(tmp_path, "--drivers", "400000")
+    read_until(proc, "submitting a job")
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "interrupted" in output and "nothing is left running" in output
+    assert "Traceback" not in output
+    assert gone(marker)
+
+
+def test_keep_running_explains_how_to_submit_more_then_stops_on_ctrl_c(tmp_path: Path) -> None:
+    proc, marker = start_demo(tmp_path, "--drivers", "5000", "--keep-running")
+    shown = read_until(proc, "Press Ctrl-C")
+    assert "featurepull submit --table driver_hourly_stats" in shown
+    assert "FEATUREPULL_REDIS_URL=redis://127.0.0.1:" in shown
+    assert len(marked_processes(marker)) >= 4  # redis, endpoint, worker and its pool
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert gone(marker)
