@@ -132,9 +132,11 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
                      effective)
     table, layout = plan.table, plan.layout
     layout.keys_for(entities.columns, entities.source)  # refuse bad keys now, not mid-job
-    spec = {"request": request.model_dump(), "table": table, **layout_spec(layout)}
+    shard_size = effective.jobs.shard_size
+    spec = {"request": request.model_dump(), "table": table, "shard_size": shard_size,
+            **layout_spec(layout)}
     job_id = store.new_job_id()
-    shards = _shard_tables(entities, spec["key_columns"], effective.jobs.shard_size)
+    shards = _shard_tables(entities, spec["key_columns"], shard_size)
     store.create(job_id, spec, shards)
     return store.meta(job_id)
 
@@ -212,8 +214,12 @@ def job_totals(store: JobStore, meta: JobMeta) -> dict[str, Any]:
         fields = {k: v for k, v in stats.items() if k in ReadStats.__dataclass_fields__}
         total.merge(ReadStats(**{**fields, "latencies_ms": latencies}))
     slowest = heapq.nlargest(3, per_shard.items(), key=lambda item: item[1]["seconds"])
+    read = total.to_dict()
+    # Shards overlap in time: their summed seconds are work done, not the job's duration.
+    read["shard_seconds"] = read.pop("seconds")
+    del read["rows_per_s"]
     return {
-        "read": total.to_dict(),
+        "read": read,
         "slowest_shards": [{"shard": n, "seconds": s["seconds"], "rows": s["keys"],
                             "retries": s["retries"], "throttles": s["throttles"]}
                            for n, s in slowest],
