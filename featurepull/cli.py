@@ -307,6 +307,59 @@ def worker_command(ctx: click.Context, config: str | None) -> None:
     app.worker_main(argv=argv)
 
 
+# Flower's tasks page shows no arguments by default; ours are short summaries, and a reading
+# shard's progress is in its result column, so both are worth a column.
+FLOWER_DEFAULTS = {
+    # Flower without --basic-auth/--auth lets anyone who reaches it revoke tasks.
+    "address": "127.0.0.1",
+    "tasks_columns": "name,state,args,result,received,runtime,worker,uuid",
+}
+
+
+def _flower_defaults(args: list[str]) -> list[str]:
+    """FLOWER_DEFAULTS not already set by a --name=value option or a FLOWER_NAME variable."""
+    given = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in args if arg.startswith("--")}
+    return [f"--{name}={value}" for name, value in FLOWER_DEFAULTS.items()
+            if name not in given and f"FLOWER_{name.upper()}" not in os.environ]
+
+
+@main.command("flower", context_settings={"ignore_unknown_options": True,
+                                          "allow_extra_args": True})
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.pass_context
+def flower_command(ctx: click.Context, config: str | None) -> None:
+    """Run Flower on featurepull's Celery app (celery -A featurepull.worker flower); other
+    options go to Flower as --name=value (e.g. --port=5555, --basic-auth=user:pass).
+    Listens on 127.0.0.1 unless --address is given; shows args and result columns."""
+    if config:
+        os.environ[CONFIG_ENV] = str(Path(config).resolve())
+    from featurepull.worker import app
+
+    app.start(argv=["flower", *_flower_defaults(ctx.args), *ctx.args])
+
+
+@main.command("beat", context_settings={"ignore_unknown_options": True,
+                                        "allow_extra_args": True})
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--schedule", "schedule_file", type=click.Path(dir_okay=False),
+              help="Where beat keeps each schedule's last run time (default: "
+              "celerybeat-schedule in the working directory).")
+@click.pass_context
+def beat_command(ctx: click.Context, config: str | None, schedule_file: str | None) -> None:
+    """Run Celery beat, starting the config file's [[schedules]] as jobs; other options go
+    to Celery (e.g. --loglevel INFO, --max-interval 60). Run exactly one beat per Redis."""
+    if config:
+        os.environ[CONFIG_ENV] = str(Path(config).resolve())
+    with _exit_codes():
+        from featurepull.worker import app
+
+        if not app.conf.beat_schedule:
+            raise click.UsageError("no schedules configured: add [[schedules]] to the config "
+                                   f"file (--config or ${CONFIG_ENV})")
+    argv = ["beat", *(["--schedule", schedule_file] if schedule_file else []), *ctx.args]
+    app.start(argv=argv)
+
+
 @main.command("demo")
 @click.option("--drivers", default=100_000, show_default=True,
               type=click.IntRange(1, 5_000_000), help="Drivers in the seeded feature view.")

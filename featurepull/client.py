@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from featurepull.config import Settings, load_settings
 from featurepull.io import EntityTable, open_sink, unify_schemas
-from featurepull.tasks import JobMeta, JobRequest, JobStore, create_job
+from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
 from featurepull.tasks.store import connect
 
 
@@ -86,6 +86,10 @@ class Job:
     def tables(self) -> Iterator[pa.Table]:
         """The job's rows as Arrow tables, one per shard, in input order."""
         meta = self._require_success()
+        output = (meta.summary or {}).get("output")
+        if output:
+            raise JobStoreError(f"job {self.id} wrote its rows to {output}; read them there "
+                                "(Redis keeps rows only for jobs submitted without an output)")
         for shard in range(meta.shards):
             yield self.store.shard_rows(self.id, shard)
 

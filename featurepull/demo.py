@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from featurepull.bench.endpoint import FEATURES, start_endpoint
 from featurepull.client import Job, submit
 from featurepull.config import Settings, load_settings
-from featurepull.local import ServiceError, start_redis
+from featurepull.local import ServiceError, start_redis, stop_process_group
 
 PROJECT = "demo"
 VIEW = "driver_hourly_stats"
@@ -88,7 +88,7 @@ def _worker(env: dict[str, str], log: Path, processes: int) -> Iterator[subproce
         _wait_ready(proc, log)
         yield proc
     finally:
-        _stop_group(proc)
+        stop_process_group(proc)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -109,19 +109,6 @@ def _pool_started(pid: int) -> bool:
         return bool(children.read_text().split())
     except OSError:
         return False
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    # Pool children that outlived their parent (they share its process group).
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @contextmanager

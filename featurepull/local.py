@@ -1,7 +1,8 @@
-"""Embedded services for the demo and the tests: a private redis-server and a local
-DynamoDB/S3 endpoint (moto's server mode), each a real process on a free loopback port.
+"""Embedded services for the demo and the tests: a private redis-server, a local
+DynamoDB/S3 endpoint (moto's server mode) and Flower, each a real process on a free loopback
+port.
 
-Both are context managers that start the process, wait until it answers, and stop it —
+Each has a context manager that starts the process, waits until it answers, and stops it —
 also when the body raises — so nothing is left behind.
 """
 
@@ -18,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +164,36 @@ def start_moto(port: int | None = None) -> MotoService:
     return service
 
 
+@dataclass
+class FlowerService(LocalService):
+    """Flower watching featurepull's Celery app."""
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def start_flower(env: Mapping[str, str], port: int | None = None,
+                 args: Sequence[str] = ()) -> FlowerService:
+    """Start ``celery -A featurepull.worker flower`` on a free loopback port.
+
+    ``env`` carries the settings (``FEATUREPULL_REDIS_URL``, ...) and any ``FLOWER_*``
+    options; ``args`` are more Flower options, as ``--name=value``.
+    """
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="featurepull-flower-"))
+    log_path = workdir / "flower.log"
+    cmd = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "flower",
+           f"--port={port}", "--address=127.0.0.1", *args]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=dict(env), cwd=workdir,
+                                start_new_session=True)
+    service = FlowerService("flower", proc, port, log_path, workdir)
+    _wait_for(lambda: _http_ok(f"{service.url}/healthcheck"), service, f"answer on port {port}")
+    return service
+
+
 @contextlib.contextmanager
 def running_redis(password: str | None = None) -> Iterator[RedisService]:
     """A private redis-server for the length of the block."""
@@ -181,6 +212,32 @@ def running_moto() -> Iterator[MotoService]:
         yield service
     finally:
         service.stop()
+
+
+@contextlib.contextmanager
+def running_flower(env: Mapping[str, str], args: Sequence[str] = ()) -> Iterator[FlowerService]:
+    """Flower on featurepull's Celery app for the length of the block."""
+    service = start_flower(env, args=args)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its whole group, then
+    SIGKILL whatever is left (prefork pool children outlive a killed parent)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _port_open(port: int) -> bool:

@@ -5,8 +5,10 @@ from featurepull.config.loading import load_settings, read_feature_store_yaml, r
 from featurepull.config.settings import (
     DynamoSettings,
     JobSettings,
+    RequestFields,
     RetryMode,
     S3Settings,
+    ScheduleSettings,
     Settings,
 )
 
@@ -14,8 +16,10 @@ __all__ = [
     "ConfigError",
     "DynamoSettings",
     "JobSettings",
+    "RequestFields",
     "RetryMode",
     "S3Settings",
+    "ScheduleSettings",
     "Settings",
     "load_settings",
     "read_feature_store_yaml",

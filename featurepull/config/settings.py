@@ -8,12 +8,16 @@ two overlap, so a Feast user's online-store block means the same thing here.
 
 from __future__ import annotations
 
-from typing import Literal
+import string
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RetryMode = Literal["legacy", "standard", "adaptive"]
+# What a schedule's output template may name: filled in when the run starts (UTC).
+OUTPUT_PLACEHOLDERS = ("name", "date", "datetime")
+CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 
 
 class DynamoSettings(BaseModel):
@@ -153,6 +157,82 @@ class JobSettings(BaseModel):
         return self
 
 
+# DynamoDB settings a job may choose for itself; credentials and pools stay the worker's.
+JOB_DYNAMO_OVERRIDES = frozenset({"region", "endpoint_url", "table_name_template", "batch_size",
+                                  "max_read_workers", "consistent_reads", "retry_deadline_s"})
+
+
+class RequestFields(BaseModel):
+    """What a pull reads — the fields a job request and a schedule share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(min_length=1)
+    features: list[str] = Field(min_length=1)
+    entities: str = Field(min_length=1)
+    overwrite: bool = False
+    layout: Literal["feast", "plain"] = "feast"
+    join_keys: list[str] = Field(default_factory=list)
+    join_key_types: dict[str, str] = Field(default_factory=dict)
+    event_ts_attribute: str | None = "event_ts"
+    project: str | None = None
+    dynamodb: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("features")
+    @classmethod
+    def _distinct_features(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value) or not all(value):
+            raise ValueError("feature names must be non-empty and distinct")
+        return value
+
+    @field_validator("dynamodb")
+    @classmethod
+    def _safe_overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - JOB_DYNAMO_OVERRIDES)
+        if unknown:
+            raise ValueError(f"a job may not set {', '.join(unknown)}; allowed: "
+                             f"{', '.join(sorted(JOB_DYNAMO_OVERRIDES))}")
+        return value
+
+
+class ScheduleSettings(RequestFields):
+    """A pull that Celery beat starts on a cron expression or an interval (``[[schedules]]``).
+
+    The fields after the timing are those of a job request; ``output`` is a template with
+    ``{name}``, ``{date}`` and ``{datetime}``. Cron fields are checked against Celery's
+    crontab parser where the schedule is used (``featurepull.tasks.schedules``).
+    """
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    cron: str | None = None
+    every_s: float | None = Field(default=None, ge=1)
+    output: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> ScheduleSettings:
+        if (self.cron is None) == (self.every_s is None):
+            raise ValueError(f"schedule {self.name!r}: set exactly one of cron (e.g. "
+                             "'0 2 * * *') and every_s (seconds)")
+        if self.cron is not None and len(self.cron.split()) != len(CRON_FIELDS):
+            raise ValueError(f"schedule {self.name!r}: cron {self.cron!r} must have 5 fields: "
+                             f"{' '.join(CRON_FIELDS)}")
+        return self
+
+    @model_validator(mode="after")
+    def _output_template(self) -> ScheduleSettings:
+        allowed = ", ".join("{" + name + "}" for name in OUTPUT_PLACEHOLDERS)
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(self.output) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"schedule {self.name!r}: output {self.output!r} is not a valid "
+                             f"template ({exc}); write literal braces as {{{{ }}}}") from None
+        unknown = sorted({f or "{}" for f in fields if f not in OUTPUT_PLACEHOLDERS})
+        if unknown:
+            raise ValueError(f"schedule {self.name!r}: output {self.output!r} uses unknown "
+                             f"placeholders {', '.join(unknown)}; allowed: {allowed}")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything featurepull can be configured with."""
 
@@ -170,6 +250,23 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Redis broker and job store."
     )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="Worker log lines: json, console, or auto (console on a terminal, else json).",
+    )
     dynamodb: DynamoSettings = Field(default_factory=DynamoSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    schedules: list[ScheduleSettings] = Field(
+        default_factory=list,
+        description="Pulls that `featurepull beat` starts on a cron or an interval.",
+    )
+
+    @field_validator("schedules")
+    @classmethod
+    def _unique_schedule_names(cls, value: list[ScheduleSettings]) -> list[ScheduleSettings]:
+        names = [schedule.name for schedule in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"schedule names must be unique; repeated: {', '.join(repeated)}")
+        return value

@@ -7,12 +7,19 @@ answers in any order). Keys left in UnprocessedKeys, and whole requests that wer
 failed with 5xx or lost their connection, are re-requested after a capped, fully jittered
 backoff — folded into full batches with keys not yet sent — until a per-key deadline. A key is
 reported missing only when DynamoDB answered a request for it without returning it.
+
+Each request runs in a copy of the caller's ``contextvars`` context, so whatever the caller
+bound for its log lines (a worker binds job, shard and task) is on the reader threads' lines
+too. Retries are logged once per burst of each kind, not once per request.
 """
 
 from __future__ import annotations
 
+import contextvars
 import heapq
+import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -47,6 +54,17 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 Progress = Callable[[int], None]
+
+logger = logging.getLogger(__name__)
+# Retries of one kind less than this far apart are one burst, and get one log line. INFO,
+# not WARNING: retrying is the reader doing its job; a read that cannot finish raises.
+BURST_GAP_S = 5.0
+_RETRY_LINES = {
+    "throttle": "BatchGetItem on %s throttled (%s): backing off and holding back new requests",
+    "unprocessed": "BatchGetItem on %s left keys unprocessed (%s): asking for them again",
+    "server": "BatchGetItem on %s failed on the server (%s): retrying",
+    "connection": "BatchGetItem on %s lost its connection or response (%s): retrying",
+}
 
 
 @dataclass
@@ -137,7 +155,10 @@ class BatchReader:
                 while state.pending() or inflight:
                     now = time.monotonic()
                     while len(inflight) < workers and (batch := state.next_batch(now)):
-                        inflight.add(pool.submit(self._request, batch, state, template, decode))
+                        # One copy per request: a context cannot be entered by two threads.
+                        run = contextvars.copy_context().run
+                        inflight.add(pool.submit(run, self._request, batch, state, template,
+                                                 decode))
                     timeout = state.wait_hint(now) if len(inflight) < workers else None
                     done, inflight = _wait_some(inflight, timeout)
                     for future in done:
@@ -167,9 +188,11 @@ class BatchReader:
             )
         except botocore.exceptions.ClientError as exc:
             outcome.failure = self._classify(exc)
+            state.retry_log.note(outcome.failure, table, _error_code(exc))
             return outcome
-        except CONNECTION_ERRORS:
+        except CONNECTION_ERRORS as exc:
             outcome.failure = "connection"
+            state.retry_log.note("connection", table, type(exc).__name__)
             return outcome
         finally:
             outcome.latency_ms = (time.perf_counter() - sent) * 1000.0
@@ -178,6 +201,7 @@ class BatchReader:
             # body} without raising; reading that as "no items" would report every key
             # missing. DynamoDB always sends Responses, so anything else is damaged: resend.
             outcome.failure = "connection"
+            state.retry_log.note("connection", table, "response without Responses")
             return outcome
         index, results = state.index, state.results
         for item in response["Responses"].get(table, ()):
@@ -194,6 +218,9 @@ class BatchReader:
             outcome.found += 1
         left = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", ())
         outcome.unprocessed = [index[layout.key_of(key)] for key in left]
+        if outcome.unprocessed:
+            state.retry_log.note("unprocessed", table,
+                                 f"{len(outcome.unprocessed)} of {len(batch)} keys")
         for capacity in response.get("ConsumedCapacity", ()):
             outcome.rcu += float(capacity.get("CapacityUnits", 0.0))
         outcome.sdk_retries = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
@@ -265,6 +292,23 @@ class BatchReader:
         )
 
 
+class _RetryLog:
+    """Logs the first retry of each burst of each kind, from whichever thread meets it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def note(self, kind: str, table: str, detail: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(kind)
+            self._last[kind] = now
+        if last is None or now - last > BURST_GAP_S:
+            logger.info(_RETRY_LINES[kind], table, detail,
+                        extra={"table": table, "retry": kind, "detail": detail})
+
+
 class _ReadState:
     """The bookkeeping of one read: unique keys, results, and what is waiting to be sent."""
 
@@ -284,6 +328,7 @@ class _ReadState:
         self.first_failure: dict[int, float] = {}
         self.pause_until = 0.0
         self.stats = ReadStats(keys=len(keys), unique_keys=self.unique)
+        self.retry_log = _RetryLog()
 
     def pending(self) -> bool:
         return self.cursor < self.unique or bool(self.retry_heap)
@@ -331,6 +376,12 @@ def _wait_some(inflight: set[Future[_Outcome]],
         return set(), set()
     done, not_done = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
     return set(done), set(not_done)
+
+
+def _error_code(exc: botocore.exceptions.ClientError) -> str:
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(code or (f"HTTP {status}" if status else type(exc).__name__))
 
 
 def _check_features(features: Sequence[str]) -> None:

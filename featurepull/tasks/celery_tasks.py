@@ -5,8 +5,11 @@ arguments are small JSON values — entity lists and rows stay in Redis.
   (entities by reference). Validates, stores the shards, enqueues them; returns
   ``{"job_id", "shards", "rows"}``. For scoring tasks in other Celery apps (``send_task``).
 - ``featurepull.read_shard(job_id, shard)``: reads one shard; the last one to finish
-  enqueues ``finish_job``. Reports ``PROGRESS`` with ``done``/``total`` keys.
+  enqueues ``finish_job``. Reports ``PROGRESS`` with ``done``/``total`` keys, in the result
+  backend and as a ``task-progress`` event (Flower shows state ``PROGRESS``).
 - ``featurepull.finish_job(job_id)``: writes the ordered output and the job summary, once.
+- ``featurepull.run_schedule(name)``: sent by beat; starts a job from the worker's own
+  schedule ``name``, or returns ``{"skipped": True, "running_job"}`` while its last job runs.
 """
 
 from __future__ import annotations
@@ -16,13 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import structlog
 from celery import Celery, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.result import AsyncResult
 from celery.utils.log import get_task_logger
 
 from featurepull.config import Settings
 from featurepull.dynamo import EntityKeyError, ReadError
 from featurepull.io import OutputError
+from featurepull.redact import redact_text
+from featurepull.tasks import monitor
 from featurepull.tasks.jobs import (
     JobRequest,
     JobStopped,
@@ -31,9 +38,11 @@ from featurepull.tasks.jobs import (
     reset_process_state,
     run_shard,
 )
+from featurepull.tasks.schedules import start_scheduled_job
 from featurepull.tasks.store import JobMeta, JobStore, JobStoreError, UnknownJob, connect
 
 logger = get_task_logger(__name__)
+log = structlog.get_logger(__name__)
 # Redis outages (a restart, a failover) are waited out: the shard is retried, not failed.
 REDIS_RETRY_COUNTDOWN_S = 2
 REDIS_MAX_RETRIES = 60
@@ -67,12 +76,31 @@ def context() -> tuple[Settings, JobStore]:
     return _context.settings, _context.store
 
 
+def configured_settings() -> Settings:
+    """This process's settings, without connecting to Redis (for logging setup)."""
+    if _context is None:
+        raise RuntimeError("featurepull tasks are not configured: import featurepull.worker")
+    return _context.settings
+
+
+def job_created(meta: JobMeta) -> None:
+    """Put a job a task just created into the task's log context, and log it."""
+    structlog.contextvars.bind_contextvars(job_id=meta.job_id)
+    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.request.get("table"))
+
+
 def enqueue_shards(app: Celery, meta: JobMeta, queue: str) -> None:
     """One read_shard message per shard; each carries only the job id and shard number."""
     with app.producer_or_acquire() as producer:
         for shard in range(meta.shards):
             app.send_task("featurepull.read_shard", args=[meta.job_id, shard], queue=queue,
-                          producer=producer)
+                          producer=producer, argsrepr=monitor.shard_args(meta, shard))
+
+
+def send_submit_job(app: Celery, request: dict[str, Any], queue: str) -> AsyncResult:
+    """Send ``featurepull.submit_job`` with a short, secret-free summary for Flower and logs."""
+    return app.send_task("featurepull.submit_job", args=[request], queue=queue,
+                         argsrepr=monitor.submit_args(request), kwargsrepr="{}")
 
 
 @shared_task(name="featurepull.submit_job", bind=True)
@@ -80,41 +108,53 @@ def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
     """Start a job from a JSON request whose entities are a path, s3:// URI or Redis key."""
     settings, store = context()
     meta = create_job(JobRequest(**request), settings, store)
+    job_created(meta)
     enqueue_shards(self.app, meta, settings.jobs.queue)
     return {"job_id": meta.job_id, "shards": meta.shards, "rows": meta.rows}
+
+
+@shared_task(name="featurepull.run_schedule", bind=True)
+def run_schedule(self: Any, name: str) -> dict[str, Any]:
+    """Start a run of the configured schedule ``name`` (beat sends only the name)."""
+    settings, store = context()
+
+    def enqueue(meta: JobMeta) -> None:
+        job_created(meta)
+        enqueue_shards(self.app, meta, settings.jobs.queue)
+
+    return start_scheduled_job(name, settings, store, str(self.request.id), enqueue)
 
 
 @shared_task(name="featurepull.read_shard", bind=True, max_retries=REDIS_MAX_RETRIES)
 def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
     """Read one shard of a job and store its rows; finish the job after the last shard."""
     settings, store = context()
-
-    def report(done: int, total: int) -> None:
-        self.update_state(state="PROGRESS",
-                          meta={"job_id": job_id, "shard": shard, "done": done, "total": total})
-
+    report = monitor.ShardProgress(self, store, job_id, shard)
     try:
         last = run_shard(job_id, shard, settings, store, report)
+        meta = store.meta(job_id) if last else None
     except JobStopped:
         return {"job_id": job_id, "shard": shard, "stopped": True}
     except UnknownJob as exc:
         logger.warning("shard %s of unknown job %s skipped: %s", shard, job_id, exc)
         return {"job_id": job_id, "shard": shard, "unknown_job": True}
     except (redis.ConnectionError, redis.TimeoutError, JobStoreError) as exc:
-        raise self.retry(exc=exc, countdown=REDIS_RETRY_COUNTDOWN_S) from None
+        raise self.retry(exc=exc, countdown=REDIS_RETRY_COUNTDOWN_S,
+                         argsrepr=self.request.get("argsrepr")) from None
     except SoftTimeLimitExceeded:
         limit = settings.jobs.shard_soft_time_limit_s
         store.fail(job_id, f"shard {shard} ran past its soft time limit ({limit:g}s); "
                            "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")
         raise
     except (ReadError, EntityKeyError, OutputError, ValueError) as exc:
-        store.fail(job_id, f"shard {shard}: {exc}")
+        store.fail(job_id, redact_text(f"shard {shard}: {exc}"))
         raise
     except Exception as exc:
-        store.fail(job_id, f"shard {shard}: unexpected {type(exc).__name__}: {exc}")
+        store.fail(job_id, redact_text(f"shard {shard}: unexpected {type(exc).__name__}: {exc}"))
         raise
-    if last:
-        finish.apply_async(args=[job_id], queue=settings.jobs.queue)
+    if meta is not None:
+        finish.apply_async(args=[job_id], queue=settings.jobs.queue,
+                           argsrepr=monitor.finish_args(meta))
     return {"job_id": job_id, "shard": shard, "last": last}
 
 
@@ -127,14 +167,15 @@ def finish(self: Any, job_id: str) -> dict[str, Any] | None:
     try:
         locked = store.lock_finish(job_id, owner, lock_ttl)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise self.retry(exc=exc, countdown=REDIS_RETRY_COUNTDOWN_S) from None
+        raise self.retry(exc=exc, countdown=REDIS_RETRY_COUNTDOWN_S,
+                         argsrepr=self.request.get("argsrepr")) from None
     if not locked:
         # Another finisher holds the lock; if it died, the lock expires and we go on.
-        raise self.retry(countdown=5)
+        raise self.retry(countdown=5, argsrepr=self.request.get("argsrepr"))
     try:
         return finish_job(job_id, settings, store)
     except Exception as exc:
-        store.fail(job_id, f"writing the output failed: {exc}")
+        store.fail(job_id, redact_text(f"writing the output failed: {exc}"))
         raise
     finally:
         store.unlock_finish(job_id, owner)

@@ -9,7 +9,14 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
     done        set   shard numbers whose rows are stored (SADD is idempotent)
     stats       hash  n -> the shard's ReadStats (JSON)
     progress    hash  n -> keys answered so far in shard n
+    attempts    hash  n -> how many times shard n started (> 1: redelivered)
     finish      str   the finisher's lock (SET NX with a TTL)
+
+A schedule (``featurepull beat``) keeps, under ``featurepull:schedule:{name}:``:
+
+    last_job    str   the id of the job its latest run started
+    runs        list  ids of the jobs its runs started, newest first (the last 100)
+    lock        str   held while a run checks the last job and starts the next (SET NX, TTL)
 
 Completion is a Redis set, not a Celery chord: a shard that runs twice (redelivered after a
 worker died) adds the same member again, so "all shards done" is exact under redelivery.
@@ -29,6 +36,8 @@ import pyarrow as pa
 import redis
 
 PREFIX = "featurepull:job:"
+SCHEDULE_PREFIX = "featurepull:schedule:"
+SCHEDULE_RUNS_KEPT = 100
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -239,6 +248,24 @@ class JobStore:
         raw = self.redis.hgetall(self._key(job_id, "stats"))
         return {int(k): json.loads(v) for k, v in raw.items()}
 
+    def count_attempt(self, job_id: str, shard: int) -> int:
+        """Count one more start of a shard (more than one: it was redelivered)."""
+        key = self._key(job_id, "attempts")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(key, str(shard), 1)
+        pipe.expire(key, self.ttl_s)
+        return int(pipe.execute()[0])
+
+    def attempts(self, job_id: str) -> dict[int, int]:
+        raw = self.redis.hgetall(self._key(job_id, "attempts"))
+        return {int(k): int(v) for k, v in raw.items()}
+
+    def drop_rows(self, job_id: str, shards: int) -> None:
+        """Free a finished job's row and key data (its meta, stats and summary stay)."""
+        names = [f"{kind}:{n}" for n in range(shards) for kind in ("rows", "keys", "schema")]
+        for start in range(0, len(names), 1000):
+            self.redis.delete(*(self._key(job_id, name) for name in names[start:start + 1000]))
+
     def set_progress(self, job_id: str, shard: int, answered: int) -> None:
         key = self._key(job_id, "progress")
         pipe = self.redis.pipeline(transaction=False)
@@ -263,3 +290,35 @@ class JobStore:
         """Remove every key of a job now (instead of waiting for the TTL)."""
         keys = list(self.redis.scan_iter(match=f"{PREFIX}{job_id}:*", count=1000))
         return int(self.redis.delete(*keys)) if keys else 0
+
+    def _schedule_key(self, name: str, part: str) -> str:
+        return f"{SCHEDULE_PREFIX}{name}:{part}"
+
+    def lock_schedule(self, name: str, owner: str, ttl_s: int) -> bool:
+        """Take a schedule's start lock; False if another run holds it."""
+        key = self._schedule_key(name, "lock")
+        return bool(self.redis.set(key, owner, nx=True, ex=ttl_s))
+
+    def unlock_schedule(self, name: str, owner: str) -> None:
+        key = self._schedule_key(name, "lock")
+        if self.redis.get(key) == owner.encode():
+            self.redis.delete(key)
+
+    def schedule_last_job(self, name: str) -> str | None:
+        """The job the schedule's latest run started, if any is recorded."""
+        value = self.redis.get(self._schedule_key(name, "last_job"))
+        return value.decode() if value is not None else None
+
+    def record_schedule_run(self, name: str, job_id: str) -> None:
+        """Remember the job a run of the schedule started (kept as long as jobs are)."""
+        last, runs = self._schedule_key(name, "last_job"), self._schedule_key(name, "runs")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(last, job_id, ex=self.ttl_s)
+        pipe.lpush(runs, job_id)
+        pipe.ltrim(runs, 0, SCHEDULE_RUNS_KEPT - 1)
+        pipe.expire(runs, self.ttl_s)
+        pipe.execute()
+
+    def schedule_runs(self, name: str) -> list[str]:
+        """Ids of the jobs the schedule started, newest first."""
+        return [v.decode() for v in self.redis.lrange(self._schedule_key(name, "runs"), 0, -1)]

@@ -6,11 +6,21 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import (
+    celeryd_after_setup,
+    celeryd_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+)
+from celery.utils.nodenames import node_format
 
 from featurepull.config import Settings, load_settings
 from featurepull.tasks import celery_tasks
 from featurepull.tasks.jobs import reset_process_state
+from featurepull.tasks.schedules import beat_entry, check_schedules
+from featurepull.worker import logging as worker_logging
 
 CONFIG_ENV = "FEATUREPULL_CONFIG"
 
@@ -53,10 +63,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Celery beat's entries, one per configured schedule; a bad one fails at startup."""
+    check_schedules(settings)
+    return {f"featurepull.schedule.{schedule.name}": beat_entry(schedule, settings.jobs.queue)
+            for schedule in settings.schedules}
+
+
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``, with featurepull's tasks registered."""
     app = Celery("featurepull", set_as_current=True)
     app.conf.update(celery_config(settings))
+    app.conf.beat_schedule = beat_schedule(settings)
     celery_tasks.configure(settings)
     app.finalize()
     return app
@@ -73,6 +91,40 @@ def producer_app(settings: Settings) -> Celery:
 def _after_fork(**_: Any) -> None:
     # Nothing network-bound crosses a fork: readers and Redis clients are rebuilt per child.
     reset_process_state()
+
+
+@celeryd_init.connect
+def _early_logging(sender: str, options: dict[str, Any], **_: Any) -> None:
+    # Celery warns (running as root, ...) before it sets logging up; render those too.
+    logfile = options.get("logfile")
+    worker_logging.configure_worker_logging(celery_tasks.configured_settings(),
+                                            options.get("loglevel"),
+                                            node_format(logfile, sender) if logfile else None)
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, logfile: str | None = None,
+                   **_: Any) -> None:
+    # With a receiver here Celery configures no logging of its own: its lines, ours and the
+    # reader threads' all go through one renderer (json or console, secrets masked).
+    worker_logging.configure_worker_logging(celery_tasks.configured_settings(), loglevel,
+                                            logfile)
+
+
+@celeryd_after_setup.connect
+def _announce_worker(instance: Any, **_: Any) -> None:
+    worker_logging.announce_worker(instance)
+
+
+@task_prerun.connect
+def _bind_task_log_context(task_id: str, task: Any, args: Any = None, kwargs: Any = None,
+                           **_: Any) -> None:
+    worker_logging.bind_task(task_id, task, args, kwargs)
+
+
+@task_postrun.connect
+def _unbind_task_log_context(**_: Any) -> None:
+    worker_logging.unbind_task()
 
 
 app = create_app(load_settings(os.environ.get(CONFIG_ENV)))

@@ -3,7 +3,9 @@ fast HTTP DynamoDB endpoint (featurepull.bench.endpoint) so 200k-entity jobs tak
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +57,8 @@ class Fleet:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
         self._dir = Path(tempfile.mkdtemp(prefix="featurepull-workers-"))
+        # Logs are read after the workers stop; remove them when the test session ends.
+        atexit.register(shutil.rmtree, self._dir, True)
 
     def settings(self) -> Settings:
         saved = dict(os.environ)
