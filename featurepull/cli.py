@@ -383,7 +383,8 @@ def demo_command(drivers: int, out_dir: str, keep_running: bool) -> None:
 
     try:
         with _exit_codes(), demo.demo_services(drivers, out, say) as services:
-            say(f"submitting a job for {drivers:,} drivers plus unknown ids and repeats")
+            say(f"submitting a job of {drivers:,} entity rows (85% known drivers, 10% unknown "
+                "ids, 5% repeats, shuffled)")
             job = demo.run_job(services, out, drivers)
             _print_summary(job.status().summary or {}, False)
             click.echo(demo.preview(str(out / "features.parquet")))

@@ -1,11 +1,11 @@
 """``featurepull demo``: the whole product on embedded services, in one command.
 
 Starts a private redis-server, a local DynamoDB endpoint serving a seeded Feast-layout feature
-view, and a Celery worker with 2 prefork processes; writes an entity file (shuffled, with
-unknown ids and repeats), submits a job, shows its progress, writes
-``demo-output/features.parquet``, prints the summary and the first rows, and stops everything —
-also after Ctrl-C. Every process it starts carries ``FEATUREPULL_DEMO_ID`` in its environment,
-so tests (and curious users) can check that none is left behind.
+view, and a Celery worker with 2 prefork processes; writes an entity file with as many rows as
+seeded drivers (shuffled, with unknown ids and repeats), submits a job, shows its progress,
+writes ``demo-output/features.parquet``, prints the summary and the first rows, and stops
+everything — also after Ctrl-C. Every process it starts carries ``FEATUREPULL_DEMO_ID`` in its
+environment, so tests (and curious users) can check that none is left behind.
 """
 
 from __future__ import annotations
@@ -51,11 +51,13 @@ class DemoServices:
     settings: Settings
 
 
-def write_entities(path: Path, drivers: int, seed: int = 1) -> int:
-    """Entity ids for the demo: every driver, 10% unknown ids, 5% repeats, shuffled."""
+def write_entities(path: Path, rows: int, seed: int = 1) -> int:
+    """``rows`` entity ids, shuffled: 85% known drivers, 10% unknown ids, 5% repeats."""
     rng = random.Random(seed)
-    ids = list(range(drivers)) + [10_000_000 + i for i in range(drivers // 10)]
-    ids += rng.choices(ids, k=drivers // 20)
+    known = rng.sample(range(rows), rows - rows // 10 - rows // 20)
+    unknown = [10_000_000 + i for i in range(rows // 10)]
+    ids = known + unknown
+    ids += rng.choices(known, k=rows - len(ids))
     rng.shuffle(ids)
     pq.write_table(pa.table({"driver_id": pa.array(ids, pa.int64())}), path)
     return len(ids)
