@@ -1,15 +1,17 @@
 """One DynamoDB client per process, built lazily and shared by that process's threads.
 
 botocore clients are thread-safe but not fork-safe: a child that inherited its parent's
-client would share the parent's pooled sockets. Each cached client remembers the pid that
-built it, and a different pid always builds a new one.
+client would share the parent's pooled sockets. Each cached client (and each HTTP pool of the
+fast transport, through :func:`per_process`) remembers the pid that built it, and a different
+pid always builds a new one.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import boto3
 import botocore.config
@@ -17,7 +19,9 @@ import botocore.exceptions
 
 from featurepull.config import ConfigError, DynamoSettings
 
+_T = TypeVar("_T")
 _lock = threading.Lock()
+# (kind, *settings) -> (pid that built it, the object): clients here, HTTP pools in transport.py.
 _clients: dict[tuple[Any, ...], tuple[int, Any]] = {}
 
 
@@ -72,20 +76,25 @@ def build_client(settings: DynamoSettings) -> Any:
         raise ConfigError(f"dynamodb.endpoint_url={settings.endpoint_url!r}: {exc}") from None
 
 
-def process_client(settings: DynamoSettings) -> Any:
-    """This process's client for ``settings``: created on first use, never a parent's."""
-    key = _cache_key(settings)
+def per_process(key: tuple[Any, ...], build: Callable[[], _T]) -> _T:
+    """This process's object for ``key``: built on first use, never one a parent built."""
     pid = os.getpid()
     with _lock:
         cached = _clients.get(key)
         if cached is not None and cached[0] == pid:
-            return cached[1]
-        client = build_client(settings)
-        _clients[key] = (pid, client)
-        return client
+            built: _T = cached[1]
+            return built
+        built = build()
+        _clients[key] = (pid, built)
+        return built
+
+
+def process_client(settings: DynamoSettings) -> Any:
+    """This process's client for ``settings``: created on first use, never a parent's."""
+    return per_process(("client", *_cache_key(settings)), lambda: build_client(settings))
 
 
 def client_owner_pid(settings: DynamoSettings) -> int | None:
     """The pid that built the cached client for ``settings`` (None if none yet)."""
-    cached = _clients.get(_cache_key(settings))
+    cached = _clients.get(("client", *_cache_key(settings)))
     return cached[0] if cached else None

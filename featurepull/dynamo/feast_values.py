@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -106,7 +107,10 @@ ValueProto: Any = message_factory.GetMessageClass(_pool.FindMessageTypeByName("f
 
 def timestamp_from_seconds(seconds: int) -> datetime:
     """An aware UTC datetime for Unix seconds (also before 1970 and past 2038)."""
-    return _EPOCH + timedelta(seconds=seconds)
+    try:
+        return datetime.fromtimestamp(seconds, UTC)  # a third of the time of the sum below
+    except (OverflowError, OSError, ValueError):  # outside what the platform's C time takes
+        return _EPOCH + timedelta(seconds=seconds)
 
 
 def _map_to_dict(msg: Any) -> dict[str, Any]:
@@ -114,7 +118,7 @@ def _map_to_dict(msg: Any) -> dict[str, Any]:
 
 
 def _scalar(kind: str) -> Callable[[Any], Any]:
-    return lambda msg: getattr(msg, kind)
+    return attrgetter(kind)  # in C: this runs for nearly every value read
 
 
 def _listed(kind: str) -> Callable[[Any], Any]:
@@ -138,6 +142,10 @@ def _from_proto(msg: Any) -> Any:
     return _CONVERT[msg.WhichOneof("val")](msg)
 
 
+_parse = ValueProto.FromString
+
+
 def decode_value(data: bytes) -> Any:
     """The Python value of one serialized Feast ``Value``."""
-    return _from_proto(ValueProto.FromString(data))
+    msg = _parse(data)  # _from_proto inlined: a read decodes millions of these
+    return _CONVERT[msg.WhichOneof("val")](msg)

@@ -137,10 +137,9 @@ class FeastLayout:
         def decode(item: dict[str, Any]) -> Row:
             ts = item.get("event_ts")
             stored = item["values"]["M"] if "values" in item else {}
-            return (
-                parse_event_ts(ts["S"]) if ts is not None else None,
-                *(decode_value(stored[f]["B"]) if f in stored else None for f in wanted),
-            )
+            # A list comprehension, not a generator: this runs once per row read.
+            values = [decode_value(stored[f]["B"]) if f in stored else None for f in wanted]
+            return (parse_event_ts(ts["S"]) if ts is not None else None, *values)
 
         return decode
 

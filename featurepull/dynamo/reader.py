@@ -2,11 +2,13 @@
 
 One read path for any size: keys are deduplicated, cut into requests of at most
 ``batch_size`` keys, and sent by ``max_read_workers`` threads sharing the process's client,
-with at most that many requests in flight. Items are matched to keys by key value (DynamoDB
-answers in any order). Keys left in UnprocessedKeys, and whole requests that were throttled,
-failed with 5xx or lost their connection, are re-requested after a capped, fully jittered
-backoff — folded into full batches with keys not yet sent — until a per-key deadline. A key is
-reported missing only when DynamoDB answered a request for it without returning it.
+with at most that many requests in flight, through the transport ``settings.transport``
+names (featurepull's own HTTP requests, or botocore's). Items are matched to keys by key
+value (DynamoDB answers in any order). Keys left in UnprocessedKeys, and whole requests that
+were throttled, failed with 5xx or lost their connection, are re-requested after a capped,
+fully jittered backoff — folded into full batches with keys not yet sent — until a per-key
+deadline. A key is reported missing only when DynamoDB answered a request for it without
+returning it.
 
 Each request runs in a copy of the caller's ``contextvars`` context, so whatever the caller
 bound for its log lines (a worker binds job, shard and task) is on the reader threads' lines
@@ -41,6 +43,7 @@ from featurepull.dynamo.errors import (
 from featurepull.dynamo.layouts import Layout, Row
 from featurepull.dynamo.retry import THROTTLE_CODES, TRANSIENT_CODES, Backoff
 from featurepull.dynamo.stats import ReadStats
+from featurepull.dynamo.transport import BrokenResponse, Transport, transport_for
 
 # Exceptions botocore/urllib3 raise when a connection breaks or a response arrives cut or
 # garbled; the request is sent again.
@@ -50,7 +53,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.ChecksumError,  # x-amz-crc32 mismatch on a damaged body
     botocore.parsers.ResponseParserError,
     urllib3.exceptions.HTTPError,
-    ConnectionError,
+    ConnectionError,  # and the fast transport's BrokenResponse (length, crc32, not JSON)
 )
 
 Progress = Callable[[int], None]
@@ -148,6 +151,7 @@ class BatchReader:
             "ConsistentRead": self.settings.consistent_reads,
         }
         decode = self.layout.row_decoder(features)
+        transport = transport_for(self.client, self.settings)
         workers = self.settings.max_read_workers
         with ThreadPoolExecutor(workers, thread_name_prefix="featurepull-read") as pool:
             inflight: set[Future[_Outcome]] = set()
@@ -157,8 +161,8 @@ class BatchReader:
                     while len(inflight) < workers and (batch := state.next_batch(now)):
                         # One copy per request: a context cannot be entered by two threads.
                         run = contextvars.copy_context().run
-                        inflight.add(pool.submit(run, self._request, batch, state, template,
-                                                 decode))
+                        inflight.add(pool.submit(run, self._request, transport, batch, state,
+                                                 template, decode))
                     timeout = state.wait_hint(now) if len(inflight) < workers else None
                     done, inflight = _wait_some(inflight, timeout)
                     for future in done:
@@ -175,34 +179,26 @@ class BatchReader:
         stats.seconds = time.perf_counter() - started
         return ReadResult(rows, stats)
 
-    def _request(self, batch: list[int], state: _ReadState, template: dict[str, Any],
-                 decode: Callable[[dict[str, Any]], Row]) -> _Outcome:
+    def _request(self, transport: Transport, batch: list[int], state: _ReadState,
+                 template: dict[str, Any], decode: Callable[[dict[str, Any]], Row]) -> _Outcome:
         """Send one BatchGetItem (in a worker thread) and store the rows it returned."""
         layout, table = self.layout, self.table
         request = {table: {**template, "Keys": [layout.wire_key(state.keys[i]) for i in batch]}}
         outcome = _Outcome(batch)
         sent = time.perf_counter()
         try:
-            response = self.client.batch_get_item(
-                RequestItems=request, ReturnConsumedCapacity="TOTAL"
-            )
+            response = transport.batch_get_item(request)
         except botocore.exceptions.ClientError as exc:
             outcome.failure = self._classify(exc)
             state.retry_log.note(outcome.failure, table, _error_code(exc))
             return outcome
         except CONNECTION_ERRORS as exc:
             outcome.failure = "connection"
-            state.retry_log.note("connection", table, type(exc).__name__)
+            detail = str(exc) if isinstance(exc, BrokenResponse) else type(exc).__name__
+            state.retry_log.note("connection", table, detail)
             return outcome
         finally:
             outcome.latency_ms = (time.perf_counter() - sent) * 1000.0
-        if "Responses" not in response:
-            # botocore turns a 200 whose body is not JSON (cut mid-body) into {"message":
-            # body} without raising; reading that as "no items" would report every key
-            # missing. DynamoDB always sends Responses, so anything else is damaged: resend.
-            outcome.failure = "connection"
-            state.retry_log.note("connection", table, "response without Responses")
-            return outcome
         index, results = state.index, state.results
         for item in response["Responses"].get(table, ()):
             position = index.get(layout.key_of(item))
