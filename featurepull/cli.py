@@ -128,22 +128,36 @@ def request_options(output_required: bool) -> Callable[[Callable[..., Any]], Cal
                          "(default: from the entity file's column types)."),
             click.option("--event-ts-attribute", default="event_ts", show_default=True,
                          help="Plain layout: the attribute holding the event time ('' for none)."),
+            click.option("--scorer",
+                         help="Apply this scorer, registered in [[scorers]] of the settings "
+                         "(FEATUREPULL_SCORERS): the output is the keys and its scores."),
+            click.option("--with-features", is_flag=True,
+                         help="With --scorer: keep event_timestamp and the features beside "
+                         "the scores."),
             click.option("--overwrite", is_flag=True, help="Replace the output if it exists."),
             click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
         ])
     return decorate
 
 
+def _scorer_flags(opts: dict[str, Any]) -> dict[str, Any]:
+    if opts["with_features"] and not opts["scorer"]:
+        raise click.UsageError("--with-features keeps the features beside a scorer's scores; "
+                               "add --scorer NAME")
+    return {"scorer": opts["scorer"] or None, "with_features": opts["with_features"]}
+
+
 @contextmanager
 def _exit_codes() -> Iterator[None]:
     from featurepull.client import JobFailed
+    from featurepull.tasks.scoring import ScorerError
 
     try:
         yield
     except TableError as exc:
         click.echo(f"featurepull: error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except (ReadError, JobFailed) as exc:
+    except (ReadError, JobFailed, ScorerError) as exc:
         click.echo(f"featurepull: failed: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     except _bad_input_errors() as exc:
@@ -170,6 +184,7 @@ def pull_command(**opts: Any) -> None:
             join_keys=_split(opts["join_keys"]),
             join_key_types=_key_types(opts["join_key_types"]),
             event_ts_attribute=opts["event_ts_attribute"] or None,
+            **_scorer_flags(opts),
         )
         bar = tqdm(total=0, unit="keys", disable=None, file=sys.stderr, dynamic_ncols=True)
 
@@ -209,6 +224,7 @@ def submit_command(**opts: Any) -> None:
             opts["output_path"], settings=settings, layout=opts["layout"],
             join_keys=_split(opts["join_keys"]), join_key_types=_key_types(opts["join_key_types"]),
             event_ts_attribute=opts["event_ts_attribute"] or None, overwrite=opts["overwrite"],
+            **_scorer_flags(opts),
         )
         status = job.status()
         if not opts["wait"]:
@@ -384,7 +400,7 @@ def demo_command(drivers: int, out_dir: str, keep_running: bool) -> None:
     try:
         with _exit_codes(), demo.demo_services(drivers, out, say) as services:
             say(f"submitting a job of {drivers:,} entity rows (85% known drivers, 10% unknown "
-                "ids, 5% repeats, shuffled)")
+                f"ids, 5% repeats, shuffled), scored by {demo.SCORER} in the workers")
             job = demo.run_job(services, out, drivers)
             _print_summary(job.status().summary or {}, False)
             click.echo(demo.preview(str(out / "features.parquet")))

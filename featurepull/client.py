@@ -122,10 +122,14 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
            join_keys: Sequence[str] = (), join_key_types: Mapping[str, str] | None = None,
            event_ts_attribute: str | None = "event_ts", project: str | None = None,
            overwrite: bool = False, dynamodb: Mapping[str, Any] | None = None,
-           entity_table: EntityTable | None = None) -> Job:
+           entity_table: EntityTable | None = None, scorer: str | None = None,
+           with_features: bool = False) -> Job:
     """Validate a job, store its entities in Redis by shard, enqueue it, return its handle.
 
     Everything the read engine would refuse is refused here, before anything is enqueued.
+    ``scorer`` names a scorer registered in ``settings.scorers`` (the workers' registry);
+    the job's rows are then the entity keys and its scores (plus the features when
+    ``with_features``).
     """
     from featurepull.tasks.celery_tasks import enqueue_shards
     from featurepull.worker.app import producer_app
@@ -137,6 +141,7 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
         overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
         join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
         event_ts_attribute=event_ts_attribute, project=project, dynamodb=dict(dynamodb or {}),
+        scorer=scorer, with_features=with_features,
     )
     meta = create_job(request, settings, store, entity_table)
     app = producer_app(settings)

@@ -3,13 +3,16 @@
 Starts a private redis-server, a local DynamoDB endpoint serving a seeded Feast-layout feature
 view, and a Celery worker with 2 prefork processes; writes an entity file with as many rows as
 seeded drivers (shuffled, with unknown ids and repeats), submits a job, shows its progress,
-writes ``demo-output/features.parquet``, prints the summary and the first rows, and stops
+writes ``demo-output/features.parquet`` (the features and each driver's ``risk`` from the
+example scorer ``driver_risk``, run in the workers), prints the summary and the first rows,
+and stops
 everything — also after Ctrl-C. Every process it starts carries ``FEATUREPULL_DEMO_ID`` in its
 environment, so tests (and curious users) can check that none is left behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -38,6 +41,10 @@ VIEW = "driver_hourly_stats"
 QUEUE = "featurepull-demo"
 DEMO_ID_ENV = "FEATUREPULL_DEMO_ID"
 WORKER_READY_TIMEOUT_S = 60
+# The example scorer, registered in the workers' (and the submitter's) settings; the job
+# names it, and the workers add its `risk` column beside the features.
+SCORER = "driver_risk"
+SCORERS = [{"name": SCORER, "path": "featurepull.examples.scorers:driver_risk"}]
 
 
 @dataclass
@@ -73,6 +80,7 @@ def _worker_env(redis_url: str, endpoint_url: str, demo_id: str) -> dict[str, st
         "FEATUREPULL_DYNAMODB__REGION": "us-east-1",
         "FEATUREPULL_JOBS__QUEUE": QUEUE,
         "FEATUREPULL_JOBS__SHARD_SIZE": "10000",
+        "FEATUREPULL_SCORERS": json.dumps(SCORERS),
     })
     return env
 
@@ -138,18 +146,19 @@ def demo_services(drivers: int, out_dir: Path, say: Callable[[str], None],
         settings = load_settings(overrides={
             "redis_url": redis.url, "project": PROJECT,
             "dynamodb": {"endpoint_url": endpoint.url, "region": "us-east-1"},
-            "jobs": {"queue": QUEUE, "shard_size": 10_000},
+            "jobs": {"queue": QUEUE, "shard_size": 10_000}, "scorers": SCORERS,
         })
         yield DemoServices(redis.url, endpoint.url, worker.pid, out_dir / "worker.log",
                            settings)
 
 
 def run_job(services: DemoServices, out_dir: Path, drivers: int) -> Job:
-    """Submit the demo job and wait for it with a progress bar."""
+    """Submit the demo job (features and the example scorer's risk) and wait for it with a
+    progress bar."""
     entities = out_dir / "entities.parquet"
     write_entities(entities, drivers)
     job = submit(VIEW, list(FEATURES), str(entities), str(out_dir / "features.parquet"),
-                 settings=services.settings, overwrite=True)
+                 settings=services.settings, overwrite=True, scorer=SCORER, with_features=True)
     job.wait(progress=True)
     return job
 
@@ -163,8 +172,10 @@ def explore_hint(services: DemoServices, out_dir: Path) -> str:
         " FEATUREPULL_DYNAMODB__REGION=us-east-1",
         f"  export FEATUREPULL_JOBS__QUEUE={QUEUE}"
         " AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo",
+        f"  export FEATUREPULL_SCORERS='{json.dumps(SCORERS)}'",
         f"  featurepull submit --table {VIEW} --features {','.join(FEATURES)} \\",
         f"      --entities {out_dir / 'entities.parquet'} --output /tmp/more.parquet --wait",
+        f"      # add --scorer {SCORER} (--with-features) for the example scorer's risk",
         "  celery -A featurepull.worker flower     # then open http://127.0.0.1:5555",
         "Press Ctrl-C here to stop everything.",
     ])

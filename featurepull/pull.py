@@ -1,20 +1,25 @@
 """The in-process job behind ``featurepull pull``: entities from a file, rows through the
-read engine, ordered rows to a file. No broker; the same engine the workers run."""
+read engine (and a registered scorer), ordered rows to a file. No broker; the same engine
+and the same scoring step the workers run."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from featurepull.config import Settings
+from featurepull.config import S3Settings, Settings
 from featurepull.dynamo import ReadStats
 from featurepull.dynamo.plan import LayoutName, layout_spec, plan_read
 from featurepull.dynamo.reader import Progress
-from featurepull.io import check_destination, read_entities, write_rows
+from featurepull.io import check_destination, open_sink, read_entities, rows_to_table, write_rows
+from featurepull.tasks.scoring import LoadedScorer, apply_scorer, registered_scorer
 
 
 @dataclass
 class PullRequest:
-    """What to read: the table, the features, and how entity rows map to keys."""
+    """What to read: the table, the features, and how entity rows map to keys; optionally
+    a registered scorer to apply (``with_features`` keeps the features beside its scores)."""
 
     table: str
     features: list[str]
@@ -22,6 +27,8 @@ class PullRequest:
     join_keys: list[str] = field(default_factory=list)
     join_key_types: dict[str, str] = field(default_factory=dict)
     event_ts_attribute: str | None = "event_ts"
+    scorer: str | None = None
+    with_features: bool = False
 
 
 @dataclass
@@ -39,8 +46,13 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     """Read the features of every entity in a file and write one row per entity, in order.
 
     ``on_keys`` is called once with the number of unique keys before reading starts (for a
-    progress bar's total). Nothing is written unless every key was read or confirmed absent.
+    progress bar's total). Nothing is written unless every key was read or confirmed absent
+    (and, with a scorer, it scored every row).
     """
+    if request.with_features and request.scorer is None:
+        raise ValueError("with_features keeps the features beside a scorer's scores; name a "
+                         "scorer too")
+    scorer = registered_scorer(request.scorer, settings) if request.scorer else None
     check_destination(output_path, overwrite, settings.s3)
     entities = read_entities(entities_path, s3=settings.s3)
     plan = plan_read(request, list(entities.columns), entities.types, entities.source,
@@ -51,6 +63,23 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
         on_keys(len(set(keys)))
     result = reader.read(keys, request.features, progress=progress)
     names = layout_spec(layout)["key_columns"]
-    written = write_rows(output_path, {n: entities.columns[n] for n in names}, result.rows,
-                         request.features, overwrite=overwrite, s3=settings.s3)
+    key_columns = {n: entities.columns[n] for n in names}
+    if scorer is None:
+        written = write_rows(output_path, key_columns, result.rows, request.features,
+                             overwrite=overwrite, s3=settings.s3)
+    else:
+        written = _write_scored(output_path, key_columns, result.rows, request, scorer,
+                                overwrite=overwrite, s3=settings.s3)
     return PullOutcome(output_path, written, result.stats)
+
+
+def _write_scored(output_path: str, key_columns: dict[str, list[Any]],
+                  rows: Sequence[tuple[Any, ...] | None], request: PullRequest,
+                  scorer: LoadedScorer, *, overwrite: bool, s3: S3Settings) -> int:
+    # The workers' shard step, on all rows at once: rows to Arrow, scored, written as a table.
+    table = rows_to_table(key_columns, rows, request.features, source=output_path)
+    scored = apply_scorer(table, [row is not None for row in rows], scorer, list(key_columns),
+                          with_features=request.with_features)
+    with open_sink(output_path, scored.schema, overwrite=overwrite, s3=s3) as sink:
+        sink.write(scored)
+        return int(sink.rows_written)

@@ -69,6 +69,11 @@ def test_demo_writes_every_row_in_order_and_stops_everything(tmp_path: Path) -> 
     assert features.column("driver_id").equals(entities.column("driver_id"))
     unknown = sum(d >= 10_000_000 for d in entities.column("driver_id").to_pylist())
     assert features.column("event_timestamp").null_count == unknown
+    # The example scorer ran in the workers: a risk in (0, 1) beside the features, null for
+    # the unknown drivers.
+    assert features.column_names[-1] == "risk"
+    assert features.column("risk").null_count == unknown
+    assert all(0 < risk < 1 for risk in features.column("risk").drop_null().to_pylist())
     assert gone(marker)
 
 
@@ -88,6 +93,7 @@ def test_keep_running_explains_how_to_submit_more_then_stops_on_ctrl_c(tmp_path:
     proc, marker = start_demo(tmp_path, "--drivers", "5000", "--keep-running")
     shown = read_until(proc, "Press Ctrl-C")
     assert "featurepull submit --table driver_hourly_stats" in shown
+    assert "export FEATUREPULL_SCORERS='[{\"name\": \"driver_risk\"" in shown
     assert "FEATUREPULL_REDIS_URL=redis://127.0.0.1:" in shown
     assert len(marked_processes(marker)) >= 4  # redis, endpoint, worker and its pool
     proc.send_signal(signal.SIGINT)

@@ -9,6 +9,7 @@ from featurepull.config.settings import (
     RetryMode,
     S3Settings,
     ScheduleSettings,
+    ScorerSettings,
     Settings,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "RetryMode",
     "S3Settings",
     "ScheduleSettings",
+    "ScorerSettings",
     "Settings",
     "load_settings",
     "read_feature_store_yaml",

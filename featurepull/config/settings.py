@@ -8,16 +8,23 @@ two overlap, so a Feast user's online-store block means the same thing here.
 
 from __future__ import annotations
 
+import re
 import string
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RetryMode = Literal["legacy", "standard", "adaptive"]
+Transport = Literal["fast", "botocore"]
 # What a schedule's output template may name: filled in when the run starts (UTC).
 OUTPUT_PLACEHOLDERS = ("name", "date", "datetime")
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+# A scorer's registered name (what a job may carry), and the Python function it names
+# (what only the worker's own config may carry): "package.module:function".
+SCORER_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+SCORER_PATH_PATTERN = rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}$"
 
 
 class DynamoSettings(BaseModel):
@@ -67,6 +74,12 @@ class DynamoSettings(BaseModel):
         default=0.05, gt=0, description="First backoff delay; doubles per attempt (full jitter)."
     )
     retry_max_delay_s: float = Field(default=5.0, gt=0, description="Cap on one backoff delay.")
+    transport: Transport = Field(
+        default="fast",
+        description="How BatchGetItem is sent: fast (featurepull's own signed HTTP requests "
+        "and JSON parsing, several times less CPU) or botocore (the boto3 client's "
+        "batch_get_item, as a fallback).",
+    )
 
     @field_validator("table_name_template")
     @classmethod
@@ -233,6 +246,24 @@ class ScheduleSettings(RequestFields):
         return self
 
 
+class ScorerSettings(BaseModel):
+    """A scoring function jobs may name (``[[scorers]]``): ``name`` is what a job carries,
+    ``path`` (``package.module:function``) is imported by the workers, never sent by a job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=SCORER_NAME_PATTERN)
+    path: str = Field(min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _module_colon_function(cls, value: str) -> str:
+        if not re.fullmatch(SCORER_PATH_PATTERN, value):
+            raise ValueError("must be 'package.module:function' (dotted module path, a colon, "
+                             "then the function's name), e.g. 'myteam.scoring:churn_risk'")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything featurepull can be configured with."""
 
@@ -261,12 +292,17 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Pulls that `featurepull beat` starts on a cron or an interval.",
     )
+    scorers: list[ScorerSettings] = Field(
+        default_factory=list,
+        description="Scoring functions a job may name (`[[scorers]]`: name, path).",
+    )
 
-    @field_validator("schedules")
+    @field_validator("schedules", "scorers")
     @classmethod
-    def _unique_schedule_names(cls, value: list[ScheduleSettings]) -> list[ScheduleSettings]:
-        names = [schedule.name for schedule in value]
+    def _unique_names(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
+        names = [entry.name for entry in value]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
-            raise ValueError(f"schedule names must be unique; repeated: {', '.join(repeated)}")
+            kind = str(info.field_name).removesuffix("s")
+            raise ValueError(f"{kind} names must be unique; repeated: {', '.join(repeated)}")
         return value

@@ -4,6 +4,7 @@ arguments are small JSON values — entity lists and rows stay in Redis.
 - ``featurepull.submit_job(request)``: request is a :class:`JobRequest` as a JSON object
   (entities by reference). Validates, stores the shards, enqueues them; returns
   ``{"job_id", "shards", "rows"}``. For scoring tasks in other Celery apps (``send_task``).
+  ``request["scorer"]`` may name a scorer registered in the workers' ``[[scorers]]``.
 - ``featurepull.read_shard(job_id, shard)``: reads one shard; the last one to finish
   enqueues ``finish_job``. Reports ``PROGRESS`` with ``done``/``total`` keys, in the result
   backend and as a ``task-progress`` event (Flower shows state ``PROGRESS``).
@@ -39,6 +40,7 @@ from featurepull.tasks.jobs import (
     run_shard,
 )
 from featurepull.tasks.schedules import start_scheduled_job
+from featurepull.tasks.scoring import ScorerError
 from featurepull.tasks.store import JobMeta, JobStore, JobStoreError, UnknownJob, connect
 
 logger = get_task_logger(__name__)
@@ -146,7 +148,7 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         store.fail(job_id, f"shard {shard} ran past its soft time limit ({limit:g}s); "
                            "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")
         raise
-    except (ReadError, EntityKeyError, OutputError, ValueError) as exc:
+    except (ReadError, EntityKeyError, OutputError, ScorerError, ValueError) as exc:
         store.fail(job_id, redact_text(f"shard {shard}: {exc}"))
         raise
     except Exception as exc:

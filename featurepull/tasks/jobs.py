@@ -14,9 +14,11 @@ from typing import Any
 
 import pyarrow as pa
 import structlog
+from pydantic import Field, model_validator
 
 from featurepull.config import RequestFields, Settings
 from featurepull.config.loading import merge
+from featurepull.config.settings import SCORER_NAME_PATTERN
 from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.plan import layout_from_spec, layout_spec, plan_read
 from featurepull.io import (
@@ -28,6 +30,7 @@ from featurepull.io import (
     rows_to_table,
     unify_schemas,
 )
+from featurepull.tasks.scoring import apply_scorer, check_registered, registered_scorer
 from featurepull.tasks.store import JobMeta, JobStore
 
 _ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
@@ -42,10 +45,24 @@ class JobRequest(RequestFields):
     """What a job reads: JSON-safe, the public argument of ``featurepull.submit_job``.
 
     ``entities`` is a reference, never the entities themselves: a local path, an ``s3://``
-    URI, or ``redis-key:NAME`` for a Redis key holding a Parquet file's bytes.
+    URI, or ``redis-key:NAME`` for a Redis key holding a Parquet file's bytes. ``scorer``
+    names a scorer registered in the workers' settings — a name, never code or an import
+    path (see ``featurepull.tasks.scoring``); ``with_features`` keeps the features beside
+    its scores.
     """
 
     output: str | None = None
+    scorer: str | None = Field(default=None, min_length=1, max_length=100,
+                               pattern=SCORER_NAME_PATTERN)
+    with_features: bool = False
+
+    @model_validator(mode="after")
+    def _features_need_a_scorer(self) -> JobRequest:
+        if self.with_features and self.scorer is None:
+            raise ValueError("with_features keeps the features beside a scorer's scores; "
+                             "name a scorer, or leave with_features out (features are the "
+                             "output of a job without one)")
+        return self
 
 
 def job_settings(settings: Settings, request: JobRequest) -> Settings:
@@ -88,8 +105,11 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     """Validate everything the read engine would reject, then store the job's shards.
 
     Nothing is stored unless the request is valid: the table exists with the right key
-    schema, every entity key can be built, and the output path can be written.
+    schema, every entity key can be built, the output path can be written, and a scorer it
+    names is registered.
     """
+    if request.scorer is not None:
+        check_registered(request.scorer, settings)
     effective = job_settings(settings, request)
     if request.output:
         check_destination(request.output, request.overwrite, effective.s3)
@@ -153,6 +173,8 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     keys_table = store.shard_keys(job_id, shard)
     columns = {name: keys_table.column(name).to_pylist() for name in spec["key_columns"]}
     reader = _reader(spec["table"], spec, effective)
+    # Imported before reading: a worker without the scorer fails the job without reading.
+    scorer = registered_scorer(request.scorer, settings) if request.scorer else None
     keys = reader.layout.keys_for(columns, f"job {job_id} shard {shard}")
     unique = len(set(keys))
     log.info("shard_start", table=spec["table"], rows=len(keys), unique_keys=unique,
@@ -176,9 +198,15 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     table = rows_to_table(columns, result.rows, request.features)
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
+    if scorer is not None:
+        started = time.monotonic()
+        table = apply_scorer(table, [row is not None for row in result.rows], scorer,
+                             spec["key_columns"], with_features=request.with_features)
+        stats["score_seconds"] = round(time.monotonic() - started, 3)
     done = store.put_shard_rows(job_id, shard, table, stats)
     store.set_progress(job_id, shard, unique)
-    log.info("shard_done", **shard_log_fields(result.stats), shards_done=done,
+    scored = {"scorer": scorer.name, "score_seconds": stats["score_seconds"]} if scorer else {}
+    log.info("shard_done", **shard_log_fields(result.stats), **scored, shards_done=done,
              shards=meta.shards)
     return done == meta.shards
 

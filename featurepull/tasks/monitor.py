@@ -86,6 +86,8 @@ def submit_args(request: Mapping[str, Any]) -> str:
     text += f" entities={reference(request.get('entities'))}"
     if request.get("output"):
         text += f" output={reference(request['output'])}"
+    if request.get("scorer"):
+        text += f" scorer={_short(str(request['scorer']))}"
     return _short(text, MAX_SUMMARY_CHARS)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from celery import Celery
@@ -17,7 +18,7 @@ from celery.signals import (
 from celery.utils.nodenames import node_format
 
 from featurepull.config import Settings, load_settings
-from featurepull.tasks import celery_tasks
+from featurepull.tasks import celery_tasks, scoring
 from featurepull.tasks.jobs import reset_process_state
 from featurepull.tasks.schedules import beat_entry, check_schedules
 from featurepull.worker import logging as worker_logging
@@ -91,6 +92,21 @@ def producer_app(settings: Settings) -> Celery:
 def _after_fork(**_: Any) -> None:
     # Nothing network-bound crosses a fork: readers and Redis clients are rebuilt per child.
     reset_process_state()
+    # Each child has its scorers before its first shard (imported by the main process
+    # already, so this finds them in sys.modules).
+    scoring.load_scorers(celery_tasks.configured_settings())
+
+
+@celeryd_init.connect
+def _load_scorers(**_: Any) -> None:
+    # In the main process, before the pool forks: a scorer that cannot be imported stops the
+    # worker now, with its name, path and the ImportError, rather than failing every job
+    # that names it. SystemExit, because Celery logs and swallows a receiver's Exception.
+    try:
+        scoring.load_scorers(celery_tasks.configured_settings())
+    except scoring.ScorerImportError as exc:
+        print(f"featurepull worker: cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from exc
 
 
 @celeryd_init.connect

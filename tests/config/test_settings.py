@@ -116,3 +116,31 @@ def test_files_with_errors_are_named(tmp_path: Path) -> None:
 def test_pool_is_never_smaller_than_thread_count() -> None:
     dynamo = DynamoSettings(max_read_workers=64, max_pool_connections=10)
     assert dynamo.pool_size == 64
+
+
+def test_scorers_load_from_toml_and_env_json(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "scorers.toml"
+    config.write_text('[[scorers]]\nname = "churn.v2"\npath = "myteam.scoring:churn"\n')
+    assert [(s.name, s.path) for s in load_settings(config).scorers] == [
+        ("churn.v2", "myteam.scoring:churn")]
+    monkeypatch.setenv("FEATUREPULL_SCORERS", '[{"name": "risk", "path": "a.b_c.d:risk_1"}]')
+    assert [s.name for s in load_settings().scorers] == ["risk"]
+
+
+@pytest.mark.parametrize(("scorer", "message"), [
+    ({"name": "risk", "path": "myteam.scoring"}, "must be 'package.module:function'"),
+    ({"name": "risk", "path": "myteam.scoring:risk.v2"}, "must be 'package.module:function'"),
+    ({"name": "risk", "path": "my-team.scoring:risk"}, "must be 'package.module:function'"),
+    ({"name": "a:b", "path": "m:f"}, r"scorers.0.name .*'a:b'"),
+    ({"name": "risk", "path": "m:f", "code": "x"}, "unknown setting"),
+])
+def test_a_bad_scorer_entry_is_one_clear_error(scorer: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(overrides={"scorers": [scorer]})
+
+
+def test_scorer_names_are_unique() -> None:
+    with pytest.raises(ConfigError, match="scorer names must be unique; repeated: risk"):
+        load_settings(overrides={"scorers": [{"name": "risk", "path": "m:f"},
+                                             {"name": "risk", "path": "m:g"}]})

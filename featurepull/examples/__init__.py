@@ -1,0 +1,1 @@
+"""Examples to copy from: a scorer to register in ``[[scorers]]`` (see ``scorers.py``)."""
