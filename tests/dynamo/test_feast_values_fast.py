@@ -1,0 +1,202 @@
+"""decode_value's byte-level fast path gives exactly what the protobuf path gives: the same
+values of the same types for every scalar kind it reads itself, and for anything else
+(lists, maps, bytes, extra fields, malformed or cut input) it defers to protobuf."""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from featurepull.dynamo import feast_values
+from featurepull.dynamo.feast_values import ValueProto, decode_value
+
+SEED = 20240611
+RNG = random.Random(SEED)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _outcome(decode: Any, data: bytes) -> tuple[str, Any]:
+    try:
+        return "value", decode(data)
+    except Exception as exc:  # the exception type is what is compared
+        return "error", type(exc)
+
+
+def _same(fast: Any, slow: Any) -> bool:
+    if type(fast) is not type(slow):
+        return False
+    if isinstance(fast, float):
+        if math.isnan(slow):
+            return math.isnan(fast)
+        return fast == slow and math.copysign(1.0, fast) == math.copysign(1.0, slow)
+    if isinstance(fast, datetime):
+        return fast == slow and fast.tzinfo == slow.tzinfo and fast.utcoffset() == slow.utcoffset()
+    if isinstance(fast, list | tuple):
+        return len(fast) == len(slow) and all(map(_same, fast, slow))
+    if isinstance(fast, dict):
+        return fast.keys() == slow.keys() and all(_same(fast[k], slow[k]) for k in fast)
+    return bool(fast == slow)
+
+
+def _check(data: bytes) -> None:
+    slow = _outcome(feast_values._decode_proto, data)
+    fast = _outcome(decode_value, data)
+    assert fast[0] == slow[0], (data.hex(), fast, slow)
+    if fast[0] == "error":
+        assert fast[1] is slow[1], (data.hex(), fast, slow)
+    else:
+        assert _same(fast[1], slow[1]), (data.hex(), fast, slow)
+
+
+def _random_int(bits: int) -> int:
+    kind = RNG.random()
+    if kind < 0.3:
+        return RNG.randrange(-200, 20_000)
+    if kind < 0.6:
+        return RNG.randrange(0, 2 ** min(35, bits - 1))
+    return RNG.randrange(-(2 ** (bits - 1)), 2 ** (bits - 1))
+
+
+def _random_double() -> float:
+    kind = RNG.random()
+    if kind < 0.4:
+        return RNG.uniform(-1e6, 1e6)
+    if kind < 0.6:
+        return RNG.random()
+    bits = RNG.getrandbits(64)  # any bit pattern, NaN payloads and subnormals included
+    return float(struct.unpack("<d", struct.pack("<Q", bits))[0])
+
+
+def _random_text() -> str:
+    alphabet = "abcXYZ09 -_éüßøЖж中文日本語🙂\u0000\u007f\u0080\uffff"
+    return "".join(RNG.choice(alphabet) for _ in range(RNG.choice([0, 1, 5, 40, 63, 64, 200])))
+
+
+INT_EDGES = [0, 1, -1, 127, 128, 255, 16_383, 16_384, 2**21 - 1, 2**21, 2**28 - 1, 2**28,
+             2**31 - 1, 2**31, 2**32, 2**35 - 1, 2**35, 2**53 + 1, -(2**53) - 1,
+             INT64_MIN, INT64_MAX, INT64_MIN + 1, INT64_MAX - 1]
+INT32_EDGES = [0, 1, -1, 127, 128, 16_384, 2**28, INT32_MIN, INT32_MAX, -128]
+DOUBLE_EDGES = [0.0, -0.0, 1.0, -1.0, math.nan, -math.nan, math.inf, -math.inf, 5e-324,
+                1.7976931348623157e308, 0.1, 2.0**53 + 1, 1 / 3]
+FLOAT_EDGES = [*DOUBLE_EDGES, 0.5123, 3.4028235e38, 3.5e38, 1e-45, 1e-46, 16_777_217.0]
+STRING_EDGES = ["", "a", "x" * 127, "x" * 128, "é" * 63, "é" * 64, "Montréal", "São Paulo",
+                "中文" * 100, "🙂", "\u0000", "x" * 20_000]
+TIMESTAMP_EDGES = [0, 1, -1, 1_780_000_000, 2**31 - 1, 2**31, 2**32, 2**35 - 1, 2**35,
+                   -86_400 * 365 * 100, 253_402_300_799, 253_402_300_800, -62_135_596_800,
+                   -62_135_596_801, 10**12, INT64_MAX, INT64_MIN, 2**28 - 1, 2**28]
+
+
+def _cases() -> list[tuple[str, Any]]:
+    cases: list[tuple[str, Any]] = []
+    cases += [("int64_val", v) for v in INT_EDGES + [_random_int(64) for _ in range(3000)]]
+    cases += [("int32_val", v) for v in INT32_EDGES + [_random_int(32) for _ in range(2000)]]
+    cases += [("double_val", v) for v in DOUBLE_EDGES + [_random_double() for _ in range(3000)]]
+    cases += [("float_val", v) for v in FLOAT_EDGES + [_random_double() for _ in range(3000)]]
+    cases += [("bool_val", v) for v in (True, False)]
+    cases += [("string_val", v) for v in STRING_EDGES + [_random_text() for _ in range(2000)]]
+    cases += [("unix_timestamp_val", v)
+              for v in TIMESTAMP_EDGES + [_random_int(64) for _ in range(2000)]
+              + [RNG.randrange(-(2**34), 2**35) for _ in range(2000)]]
+    cases += [("null_val", 0)]
+    return cases
+
+
+def _encode(kind: str, value: Any) -> bytes:
+    if kind == "float_val" and math.isfinite(value) and abs(value) > 3.4028235e38:
+        value = math.copysign(math.inf, value)  # protobuf would refuse the out-of-range float
+    return bytes(ValueProto(**{kind: value}).SerializeToString())
+
+
+CASES = _cases()
+
+
+def test_every_scalar_kind_decodes_as_protobuf_does() -> None:
+    for kind, value in CASES:
+        _check(_encode(kind, value))
+
+
+def test_the_fast_path_takes_the_common_encodings() -> None:
+    """Not protobuf: these never reach it."""
+    calls = []
+    real = feast_values._decode_proto
+    try:
+        feast_values._decode_proto = lambda data: calls.append(data)  # type: ignore[assignment]
+        for kind, value in [("double_val", 0.25), ("float_val", 0.5), ("int64_val", 400),
+                            ("int64_val", 2**35 - 1), ("int32_val", 7), ("bool_val", True),
+                            ("string_val", "Montréal"), ("string_val", "x" * 1000),
+                            ("unix_timestamp_val", 1_780_000_000), ("null_val", 0)]:
+            decode_value(_encode(kind, value))
+        decode_value(b"")
+    finally:
+        feast_values._decode_proto = real  # type: ignore[assignment]
+    assert calls == []
+
+
+def test_default_values_and_an_empty_value() -> None:
+    # proto3 oneof members are written even when they hold the default value.
+    for kind, value in [("int64_val", 0), ("double_val", 0.0), ("string_val", ""),
+                        ("bool_val", False), ("unix_timestamp_val", 0), ("int32_val", 0)]:
+        data = _encode(kind, value)
+        assert data != b""
+        _check(data)
+    assert decode_value(b"") is None
+    _check(b"")
+
+
+@pytest.mark.parametrize("value", [
+    ValueProto(double_list_val={"val": [1.0, math.nan]}),
+    ValueProto(int64_list_val={"val": [1, -1, INT64_MAX]}),
+    ValueProto(string_list_val={"val": ["a", ""]}),
+    ValueProto(unix_timestamp_list_val={"val": [0, 1_780_000_000]}),
+    ValueProto(bytes_val=b"\x00\xff"),
+    ValueProto(uuid_val="0b7e2a0c-1111-4f6a-9a3e-0b0b0b0b0b0b"),
+    ValueProto(map_val={"val": {"k": ValueProto(int64_val=3)}}),
+    ValueProto(null_val=0),
+])
+def test_other_kinds_go_to_protobuf(value: Any) -> None:
+    _check(bytes(value.SerializeToString()))
+
+
+def test_extra_and_repeated_fields_decode_as_protobuf_does() -> None:
+    double = _encode("double_val", 0.25)
+    text = _encode("string_val", "Oslo")
+    small = _encode("int64_val", 5)
+    for data in (double + double, double + small, small + double, text + small, small + text,
+                 small + small, text + b"\x00", double + b"\x08\x01", b"\x98\x01\x05",
+                 b"\x98\x01\x80\x00", b"\x20\x80\x00", b"\x20\x80\x80\x80\x80\x00",
+                 b"\x18\xff\xff\xff\xff\x7f", b"\x38\x80\x01", b"\x38\x02",
+                 b"\x12\x80\x00", b"\x12\x00\x20\x01"):
+        _check(data)
+
+
+def test_malformed_or_cut_input_decodes_as_protobuf_does() -> None:
+    encoded = [_encode(kind, value) for kind, value in CASES[::7]]
+    for data in encoded:
+        for cut in range(len(data)):
+            _check(data[:cut])
+    for data in encoded[:2000]:
+        mutated = bytearray(data)
+        for _ in range(RNG.randrange(1, 4)):
+            mutated[RNG.randrange(len(mutated))] = RNG.randrange(256)
+        _check(bytes(mutated))
+    for tag in (0x29, 0x35, 0x20, 0x18, 0x38, 0x12, 0x40, 0x98):
+        for _ in range(300):
+            _check(bytes([tag]) + RNG.randbytes(RNG.randrange(0, 12)))
+    invalid_utf8 = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"a\x80"]
+    for raw in invalid_utf8:
+        _check(b"\x12" + bytes([len(raw)]) + raw)
+        long_raw = b"x" * 200 + raw
+        _check(b"\x12" + bytes([len(long_raw) & 0x7F | 0x80, len(long_raw) >> 7]) + long_raw)
+
+
+def test_out_of_range_timestamps_use_the_same_fallback() -> None:
+    for seconds in (10**12, -(10**12), INT64_MAX, INT64_MIN, 2**35 - 1):
+        data = _encode("unix_timestamp_val", seconds)
+        _check(data)
+    assert decode_value(_encode("unix_timestamp_val", 2**35 - 1)).year == 3058
