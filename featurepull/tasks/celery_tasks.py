@@ -16,6 +16,7 @@ arguments are small JSON values — entity lists and rows stay in Redis.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,23 @@ log = structlog.get_logger(__name__)
 # Redis outages (a restart, a failover) are waited out: the shard is retried, not failed.
 REDIS_RETRY_COUNTDOWN_S = 2
 REDIS_MAX_RETRIES = 60
+# The retry is a message on the same Redis: while it is down the retry cannot be sent, and
+# Celery would drop the shard (reject, no requeue), leaving the job running forever with a
+# shard missing. So a shard first waits (this long at most) for Redis to answer again.
+REDIS_OUTAGE_WAIT_S = 120.0
+
+
+def wait_for_redis(store: JobStore, timeout_s: float = REDIS_OUTAGE_WAIT_S) -> bool:
+    """Block until Redis answers a PING (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            store.redis.ping()
+            return True
+        except redis.RedisError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
 
 
 @dataclass
@@ -133,7 +151,8 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
     settings, store = context()
     report = monitor.ShardProgress(self, store, job_id, shard)
     try:
-        last = run_shard(job_id, shard, settings, store, report)
+        last = run_shard(job_id, shard, settings, store, report,
+                         worker=f"{self.request.hostname or ''}:{os.getpid()}")
         meta = store.meta(job_id) if last else None
     except JobStopped:
         return {"job_id": job_id, "shard": shard, "stopped": True}
@@ -141,6 +160,9 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         logger.warning("shard %s of unknown job %s skipped: %s", shard, job_id, exc)
         return {"job_id": job_id, "shard": shard, "unknown_job": True}
     except (redis.ConnectionError, redis.TimeoutError, JobStoreError) as exc:
+        if not wait_for_redis(store):
+            logger.warning("Redis still unreachable after %ss; shard %s of job %s may be "
+                           "lost", REDIS_OUTAGE_WAIT_S, shard, job_id)
         raise self.retry(exc=exc, countdown=REDIS_RETRY_COUNTDOWN_S,
                          argsrepr=self.request.get("argsrepr")) from None
     except SoftTimeLimitExceeded:

@@ -156,7 +156,7 @@ def reset_process_state() -> None:
 
 
 def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
-              report: Callable[[int, int], None] | None = None) -> bool:
+              report: Callable[[int, int], None] | None = None, worker: str = "") -> bool:
     """Read one shard and store its rows; True when this completed the last shard."""
     meta = store.meta(job_id)
     if meta.terminal:
@@ -166,7 +166,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         log.info("shard_skipped", reason="already done (a redelivered message)")
         return store.done_count(job_id) == meta.shards
     store.mark_running(job_id)
-    store.count_attempt(job_id, shard)
+    store.count_attempt(job_id, shard, worker)
     spec = meta.request
     request = JobRequest(**spec["request"])
     effective = job_settings(settings, request)

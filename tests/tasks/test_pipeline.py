@@ -110,6 +110,18 @@ def _wait_for_progress(job: Job, fraction: float, timeout: float = 120) -> None:
     raise AssertionError("job made no progress")
 
 
+def _wait_until_running_on(job: Job, worker_prefix: str, timeout: float = 120) -> str:
+    """Until a shard not yet done was last started by a worker whose "hostname:pid" starts
+    with the prefix; returns that owner."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for shard, owner in job.store.owners(job.id).items():
+            if owner.startswith(worker_prefix) and not job.store.is_done(job.id, shard):
+                return owner
+        time.sleep(0.02)
+    raise AssertionError(f"no shard ever ran on {worker_prefix}")
+
+
 def test_sigkill_of_a_worker_child_loses_no_rows(redis_server: RedisService,
                                                  fast_dynamo: EndpointProcess,
                                                  entities_file: Path, reference: pa.Table,
@@ -118,8 +130,10 @@ def test_sigkill_of_a_worker_child_loses_no_rows(redis_server: RedisService,
         worker = workers.start_worker(concurrency=2)
         out = tmp_path / "job.parquet"
         job = run_job(workers, entities_file, out)
-        _wait_for_progress(job, 0.2)
-        victim = workers.children(worker)[0]
+        _wait_for_progress(job, 0.1)
+        owner = _wait_until_running_on(job, "")  # a pool child in the middle of a shard
+        victim = int(owner.rsplit(":", 1)[1])
+        assert victim in workers.children(worker)
         os.kill(victim, signal.SIGKILL)
         status = job.wait(timeout=240, progress=False)
         assert "signal 9" in workers.log_text()
@@ -143,7 +157,7 @@ def test_sigkill_of_a_whole_worker_instance_loses_no_rows(redis_server: RedisSer
         workers.start_worker(concurrency=1, name="survivor")
         out = tmp_path / "job.parquet"
         job = run_job(workers, entities_file, out)
-        _wait_for_progress(job, 0.15)
+        _wait_until_running_on(job, "doomed@")
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait(timeout=10)
         status = job.wait(timeout=240, progress=False)
