@@ -10,6 +10,7 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
     stats       hash  n -> the shard's ReadStats (JSON)
     progress    hash  n -> keys answered so far in shard n
     attempts    hash  n -> how many times shard n started (> 1: redelivered)
+    owners      hash  n -> "hostname:pid" of the worker process that last started shard n
     finish      str   the finisher's lock (SET NX with a TTL)
 
 A schedule (``featurepull beat``) keeps, under ``featurepull:schedule:{name}:``:
@@ -70,6 +71,12 @@ def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
                                   socket_timeout=max(timeout_s, 30.0), health_check_interval=30)
     try:
         client.ping()
+    except redis.AuthenticationError as exc:
+        raise JobStoreError(
+            f"Redis at {redact_url(url)} refused the credentials ({exc}); check the password "
+            "in FEATUREPULL_REDIS_URL or redis_url in the config file "
+            "(redis://:PASSWORD@host:port/db)"
+        ) from None
     except redis.RedisError as exc:
         raise JobStoreError(
             f"cannot reach Redis at {redact_url(url)} ({exc}); is redis-server running there? "
@@ -248,13 +255,21 @@ class JobStore:
         raw = self.redis.hgetall(self._key(job_id, "stats"))
         return {int(k): json.loads(v) for k, v in raw.items()}
 
-    def count_attempt(self, job_id: str, shard: int) -> int:
-        """Count one more start of a shard (more than one: it was redelivered)."""
-        key = self._key(job_id, "attempts")
+    def count_attempt(self, job_id: str, shard: int, worker: str = "") -> int:
+        """Count one more start of a shard (more than one: it was redelivered) and note which
+        worker runs it now."""
+        key, owners = self._key(job_id, "attempts"), self._key(job_id, "owners")
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(key, str(shard), 1)
-        pipe.expire(key, self.ttl_s)
+        pipe.hset(owners, str(shard), worker)
+        for name in (key, owners):
+            pipe.expire(name, self.ttl_s)
         return int(pipe.execute()[0])
+
+    def owners(self, job_id: str) -> dict[int, str]:
+        """Shard number -> the worker that last started it."""
+        raw = self.redis.hgetall(self._key(job_id, "owners"))
+        return {int(k): v.decode() for k, v in raw.items()}
 
     def attempts(self, job_id: str) -> dict[int, int]:
         raw = self.redis.hgetall(self._key(job_id, "attempts"))
