@@ -149,6 +149,8 @@ def _scorer_flags(opts: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def _exit_codes() -> Iterator[None]:
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
     from featurepull.client import JobFailed
     from featurepull.tasks.scoring import ScorerError
 
@@ -159,6 +161,11 @@ def _exit_codes() -> Iterator[None]:
         sys.exit(EXIT_BAD_INPUT)
     except (ReadError, JobFailed, ScorerError) as exc:
         click.echo(f"featurepull: failed: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except (EndpointConnectionError, ConnectTimeoutError) as exc:
+        # DynamoDB (or S3) did not answer at all: no traceback, the endpoint and what to check.
+        click.echo(f"featurepull: failed: {exc}; check --endpoint-url, --region and the "
+                   "network", err=True)
         sys.exit(EXIT_FAILED)
     except _bad_input_errors() as exc:
         click.echo(f"featurepull: error: {exc}", err=True)

@@ -9,12 +9,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import redis
 from tqdm import tqdm
 
 from featurepull.config import Settings, load_settings
 from featurepull.io import EntityTable, open_sink, unify_schemas
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
-from featurepull.tasks.store import connect
+from featurepull.tasks.store import UnknownJob, connect, redact_url
+
+# How long Job.wait keeps polling while Redis does not answer (a restart, a failover).
+REDIS_OUTAGE_WAIT_S = 60.0
 
 
 class JobFailed(RuntimeError):
@@ -60,21 +64,49 @@ class Job:
 
     def wait(self, timeout: float | None = None, progress: bool = True,
              poll_s: float = 0.5) -> JobStatus:
-        """Block until the job ends; raise JobFailed if it did not succeed."""
+        """Block until the job ends; raise JobFailed if it did not succeed.
+
+        A Redis that stops answering is waited for (``REDIS_OUTAGE_WAIT_S`` at most, then
+        JobStoreError); a job whose keys vanish meanwhile (Redis restarted without
+        persistence) raises JobFailed saying so.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        status = self.status()
+        status = self._poll(None)
         with tqdm(total=status.rows, unit="keys", disable=not progress or None,
                   desc=f"job {self.id[:8]}", dynamic_ncols=True) as bar:
             while status.state not in ("succeeded", "failed", "cancelled"):
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"job {self.id} still {status.state} after {timeout}s")
                 time.sleep(poll_s)
-                status = self.status()
+                status = self._poll(status)
                 bar.update(status.rows_done - bar.n)
             bar.update(status.rows - bar.n if status.state == "succeeded" else 0)
         if status.state != "succeeded":
             raise JobFailed(f"job {self.id} {status.state}: {status.error}")
         return status
+
+    def _poll(self, last: JobStatus | None) -> JobStatus:
+        """The status now, waiting out a Redis outage; JobFailed if the job vanished."""
+        unreachable_since: float | None = None
+        while True:
+            try:
+                return self.status()
+            except UnknownJob:
+                where = (f" while it was {last.state} ({last.shards_done}/{last.shards} "
+                         "shards done)" if last else "")
+                raise JobFailed(
+                    f"job {self.id} is gone from Redis{where}: Redis lost its "
+                    "data (restarted without persistence, flushed, or evicted under "
+                    "maxmemory) or the job was deleted; submit it again") from None
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > REDIS_OUTAGE_WAIT_S:
+                    url = redact_url(self.settings.redis_url)
+                    raise JobStoreError(
+                        f"lost Redis at {url} while waiting for job {self.id}; it has not "
+                        f"answered for {REDIS_OUTAGE_WAIT_S:g}s ({exc})") from None
+                time.sleep(0.5)
 
     def _require_success(self) -> JobMeta:
         meta = self.store.meta(self.id)

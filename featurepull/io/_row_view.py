@@ -88,8 +88,11 @@ class RowView:
                 f"{EVENT_TIMESTAMP} and {len(self.features)} features"
             )
         timestamp = row[0]
-        if not isinstance(timestamp, datetime) or timestamp.utcoffset() is None:
+        # None: a found item without an event time (a plain table without that attribute).
+        if timestamp is not None and (
+            not isinstance(timestamp, datetime) or timestamp.utcoffset() is None
+        ):
             raise OutputError(
                 f"{self.source}: row {number}: {EVENT_TIMESTAMP} must be a timezone-aware "
-                f"datetime, not {timestamp!r}"
+                f"datetime or null, not {timestamp!r}"
             )

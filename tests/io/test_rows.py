@@ -348,3 +348,13 @@ def test_unsupported_value_type_in_text_formats(tmp_path: Path, name: str) -> No
     with raises(path, "row 2", "feature column 'g'", "type set"):
         write_rows(str(path), {"id": [1, 2]}, rows, ["f", "g"])
     assert os.listdir(tmp_path) == []
+
+
+def test_found_row_without_an_event_time_writes_a_null_timestamp(tmp_path: Path) -> None:
+    # A plain table without an event-time attribute: the item exists, its time is unknown.
+    path = tmp_path / "out.parquet"
+    write_rows(str(path), {"id": [1, 2]}, [(None, 5), None], ["f"])
+    assert pq.read_table(path).to_pylist() == [
+        {"id": 1, "event_timestamp": None, "f": 5},
+        {"id": 2, "event_timestamp": None, "f": None},
+    ]

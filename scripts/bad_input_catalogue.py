@@ -1,0 +1,243 @@
+"""Run `featurepull pull` (and `submit`) on bad input and print what featurepull says.
+
+Each case is a real command line against a local DynamoDB (moto server) and a private
+redis-server; the table in docs/bad-input.md is this script's output:
+
+    .venv/bin/python scripts/bad_input_catalogue.py --write docs/bad-input.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PLAIN = "users"  # plain layout, keyed by user_id (S)
+NUMERIC = "scores"  # plain layout, keyed by score_id (N)
+FEAST_PROJECT, FEAST_TABLE = "demo", "driver_stats"  # feast layout, keyed by entity_id
+FEATURES = ["age", "city"]
+ODD_FEATURES = ["a.b", "my feature", "size"]  # dots, spaces, a DynamoDB reserved word
+OUTPUT = "out.parquet"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad (or surprising but fine) input; ``build`` writes its files, returns args."""
+
+    name: str
+    build: Callable[[Path], list[str]]
+    works: bool = False  # the input is fine: featurepull must read it (exit 0)
+    command: str = "pull"
+    preexisting_output: bool = False
+    known_bug: str = ""  # what goes wrong today, for an input that should work
+
+
+@dataclass(frozen=True)
+class Outcome:
+    case: Case
+    exit_code: int
+    message: str
+    nothing_written: bool
+    rows: int | None
+
+
+def _write(path: Path, text: str | bytes) -> str:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _parquet(path: Path, table: pa.Table) -> str:
+    pq.write_table(table, path)
+    return str(path)
+
+
+def _plain(entities: str, features: Sequence[str] = FEATURES, table: str = PLAIN) -> list[str]:
+    return ["--layout", "plain", "--table", table, "--features", ",".join(features),
+            "--entities", entities]
+
+
+def _good_csv(d: Path) -> str:
+    return _write(d / "users.csv", "user_id\nu1\nu2\n")
+
+
+def _toml(d: Path, text: str) -> str:
+    return _write(d / "featurepull.toml", text)
+
+
+CASES: list[Case] = [
+    Case("malformed CSV (a row with more fields than the header)",
+         lambda d: _plain(_write(d / "e.csv", "user_id\nu1\nu2,extra\n"))),
+    Case("malformed Parquet (garbage bytes)",
+         lambda d: _plain(_write(d / "e.parquet", b"PAR1 this is not parquet \x00\x01"))),
+    Case("malformed JSONL (a line that is not JSON)",
+         lambda d: _plain(_write(d / "e.jsonl", '{"user_id": "u1"}\n{"user_id": u2\n'))),
+    Case("wrong column type (float join key, feast layout)",
+         lambda d: ["--project", FEAST_PROJECT, "--table", FEAST_TABLE, "--features", "x",
+                    "--join-keys", "driver_id", "--entities",
+                    _parquet(d / "e.parquet", pa.table({"driver_id": [1.5, 2.0]}))]),
+    Case("empty entity file (0 bytes)", lambda d: _plain(_write(d / "e.csv", ""))),
+    Case("null key", lambda d: _plain(_write(d / "e.jsonl",
+                                             '{"user_id": "u1"}\n{"user_id": null}\n'))),
+    Case("NaN key (plain layout, N key)",
+         lambda d: _plain(_parquet(d / "e.parquet",
+                                   pa.table({"score_id": [1.0, math.nan]})), ["value"],
+                          NUMERIC)),
+    Case("non-ASCII keys (José, 東京, emoji)",
+         lambda d: _plain(_write(d / "e.csv", "user_id\nJosé\n東京\n🙂\n")), works=True),
+    Case("plain-layout item without the event_ts attribute (found, no timestamp)",
+         lambda d: _plain(_write(d / "e.csv", "user_id\nno-ts\n")), works=True),
+    Case("key over 2,048 bytes (plain layout)",
+         lambda d: _plain(_write(d / "e.csv", "user_id\nu1\n" + "k" * 2_049 + "\n"))),
+    Case("feature names with dots, spaces, reserved words (a.b, my feature, size)",
+         lambda d: _plain(_good_csv(d), ODD_FEATURES), works=True),
+    Case("more entities than jobs.max_entities (submit)",
+         lambda d: ["--config", _toml(d, "[jobs]\nmax_entities = 1\n"), *_plain(_good_csv(d))],
+         command="submit"),
+    Case("missing config file",
+         lambda d: ["--config", str(d / "missing.toml"), *_plain(_good_csv(d))]),
+    Case("contradictory config (jobs.shard_soft_time_limit_s >= shard_time_limit_s)",
+         lambda d: ["--config", _toml(d, "[jobs]\nshard_soft_time_limit_s = 100\n"
+                                         "shard_time_limit_s = 50\n"), *_plain(_good_csv(d))]),
+    Case("unreachable endpoint (a closed port)",
+         lambda d: [*_plain(_good_csv(d)), "--endpoint-url", "http://127.0.0.1:9"]),
+    Case("unknown table", lambda d: _plain(_good_csv(d), table="no_such_table")),
+    Case("wrong key schema (feast layout on a table keyed by user_id)",
+         lambda d: ["--project", "x", "--table-name-template", "{table_name}", "--table", PLAIN,
+                    "--features", "age", "--join-keys", "user_id", "--entities",
+                    _good_csv(d)]),
+    Case("output exists (no --overwrite)", lambda d: _plain(_good_csv(d)),
+         preexisting_output=True),
+    Case("unwritable output (a directory that does not exist)",
+         lambda d: [*_plain(_good_csv(d)), "--output", str(d / "no" / "such" / "dir.parquet")]),
+    Case("--batch-size 101", lambda d: [*_plain(_good_csv(d)), "--batch-size", "101"]),
+]
+
+
+def create_tables(endpoint_url: str) -> None:
+    """The catalogue's tables in a local DynamoDB."""
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    for name, key, kind in ((PLAIN, "user_id", "S"), (NUMERIC, "score_id", "N"),
+                            (f"{FEAST_PROJECT}.{FEAST_TABLE}", "entity_id", "S")):
+        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                         KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": key, "AttributeType": kind}])
+    for user in ("u1", "u2", "José", "東京", "🙂"):
+        ddb.put_item(TableName=PLAIN, Item={
+            "user_id": {"S": user}, "age": {"N": "41"}, "city": {"S": "Lyon"},
+            "event_ts": {"S": "2024-05-01T12:00:00+00:00"},
+            "a.b": {"S": "dot"}, "my feature": {"N": "1"}, "size": {"S": "L"}})
+    # An item without the event_ts attribute (written by something other than Feast).
+    ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "no-ts"}, "age": {"N": "7"}})
+
+
+def _message(stderr: str) -> str:
+    """featurepull's message (all its lines), else the last line (a traceback's error)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith(("featurepull:", "Error:"))]
+    if starts:
+        return " ".join(lines[starts[-1]:])
+    return lines[-1] if lines else ""
+
+
+def run_case(case: Case, endpoint_url: str, redis_url: str, workdir: Path) -> Outcome:
+    """Run one case in its own folder and report what featurepull did."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = case.build(workdir)
+    output = workdir / OUTPUT
+    if case.preexisting_output:
+        output.write_bytes(b"keep me")
+    if "--output" not in args:
+        args += ["--output", str(output)]
+    if "--endpoint-url" not in args:
+        args += ["--endpoint-url", endpoint_url]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEATUREPULL_")}
+    env.update({"FEATUREPULL_REDIS_URL": redis_url, "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing", "FEATUREPULL_DYNAMODB__REGION": "us-east-1",
+                "FEATUREPULL_DYNAMODB__CONNECT_TIMEOUT": "2",
+                "FEATUREPULL_DYNAMODB__RETRY_DEADLINE_S": "5"})
+    proc = subprocess.run([sys.executable, "-m", "featurepull", case.command, *args],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=workdir)
+    if case.preexisting_output:
+        nothing_written = output.read_bytes() == b"keep me"
+    else:
+        nothing_written = not output.exists()
+    leftovers = [p.name for p in workdir.iterdir() if p.name.startswith(f".{OUTPUT}.tmp")]
+    nothing_written = nothing_written and not leftovers
+    rows = pq.read_table(output).num_rows if case.works and output.exists() else None
+    message = _message(proc.stderr) if proc.returncode else f"(exit 0) {rows} rows written"
+    message = message.replace(f"{workdir}/", "")  # paths relative to the case's folder
+    return Outcome(case, proc.returncode, message, nothing_written, rows)
+
+
+def run_cases(cases: Sequence[Case], endpoint_url: str, redis_url: str, root: Path,
+              parallel: int = 4) -> list[Outcome]:
+    with ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(lambda ic: run_case(ic[1], endpoint_url, redis_url,
+                                                 root / f"case{ic[0]}"),
+                             enumerate(cases)))
+
+
+def markdown(outcomes: Sequence[Outcome]) -> str:
+    rows = ["| input | what featurepull says | exit code | nothing written? |",
+            "|---|---|---|---|"]
+    for o in outcomes:
+        message = o.message.replace("|", "\\|").replace("\n", " ")
+        if o.case.known_bug and o.exit_code:
+            written = f"**known bug**: {o.case.known_bug}"
+        elif o.case.works:
+            written = "n/a — works" + (f", {o.rows} rows" if o.rows is not None else "")
+        else:
+            written = "yes" if o.nothing_written else "**NO**"
+        rows.append(f"| {o.case.name} | `{message}` | {o.exit_code} | {written} |")
+    return "\n".join(rows) + "\n"
+
+
+HEADER = """# Bad input: what featurepull says
+
+Generated by `scripts/bad_input_catalogue.py` from real runs of `featurepull pull` (and
+`submit` where it says so) against a local DynamoDB (moto) and a private redis-server.
+Exit codes: 0 success, 1 the read failed, 2 bad input or configuration (refused before
+anything is read or written). "n/a — works" marks inputs that look odd but are valid.
+
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from featurepull.local import running_moto, running_redis
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", metavar="PATH", help="also write the markdown page here")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    opts = parser.parse_args(argv)
+    with running_moto() as moto, running_redis() as redis_server, \
+            TemporaryDirectory(prefix="featurepull-bad-input-") as tmp:
+        create_tables(moto.url)
+        outcomes = run_cases(CASES, moto.url, redis_server.url, Path(tmp))
+    if opts.json:
+        print(json.dumps([{"input": o.case.name, "exit_code": o.exit_code, "message": o.message,
+                           "nothing_written": o.nothing_written} for o in outcomes], indent=2))
+    else:
+        print(markdown(outcomes), end="")
+    if opts.write:
+        Path(opts.write).write_text(HEADER + markdown(outcomes), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
