@@ -11,7 +11,7 @@ from typing import Any
 from featurepull.config import S3Settings, Settings
 from featurepull.dynamo import ReadStats
 from featurepull.dynamo.plan import LayoutName, layout_spec, plan_read
-from featurepull.dynamo.reader import Progress
+from featurepull.dynamo.reader import Progress, cyclic_gc_paused
 from featurepull.io import check_destination, open_sink, read_entities, rows_to_table, write_rows
 from featurepull.tasks.scoring import LoadedScorer, apply_scorer, registered_scorer
 
@@ -58,15 +58,17 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     plan = plan_read(request, list(entities.columns), entities.types, entities.source,
                      settings)
     layout, reader = plan.layout, plan.reader
-    keys = layout.keys_for(entities.columns, entities.source)
-    if on_keys is not None:
-        on_keys(len(set(keys)))
-    result = reader.read(keys, request.features, progress=progress)
+    with cyclic_gc_paused():  # keys, rows and their Arrow columns: no cycles among them
+        keys = layout.keys_for(entities.columns, entities.source)
+        if on_keys is not None:
+            on_keys(len(set(keys)))
+        result = reader.read(keys, request.features, progress=progress)
     names = layout_spec(layout)["key_columns"]
     key_columns = {n: entities.columns[n] for n in names}
     if scorer is None:
-        written = write_rows(output_path, key_columns, result.rows, request.features,
-                             overwrite=overwrite, s3=settings.s3)
+        with cyclic_gc_paused():
+            written = write_rows(output_path, key_columns, result.rows, request.features,
+                                 overwrite=overwrite, s3=settings.s3)
     else:
         written = _write_scored(output_path, key_columns, result.rows, request, scorer,
                                 overwrite=overwrite, s3=settings.s3)

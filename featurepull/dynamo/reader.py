@@ -1,9 +1,10 @@
-"""BatchReader: the threaded BatchGetItem fan-out. Keys in, one row per key out, in order.
+"""BatchReader: the concurrent BatchGetItem fan-out. Keys in, one row per key out, in order.
 
 One read path for any size: keys are deduplicated, cut into requests of at most
-``batch_size`` keys, and sent by ``max_read_workers`` threads sharing the process's client,
-with at most that many requests in flight, through the transport ``settings.transport``
-names (featurepull's own HTTP requests, or botocore's). Items are matched to keys by key
+``batch_size`` keys, and sent with at most ``max_read_workers`` requests in flight, through
+the transport ``settings.transport`` names: featurepull's own HTTP requests, all on one
+event loop in the calling thread (no thread switches, no GIL handed between threads on every
+socket call), or botocore's, each on a thread of its own. Items are matched to keys by key
 value (DynamoDB answers in any order). Keys left in UnprocessedKeys, and whole requests that
 were throttled, failed with 5xx or lost their connection, are re-requested after a capped,
 fully jittered backoff — folded into full batches with keys not yet sent — until a per-key
@@ -11,20 +12,24 @@ deadline. A key is reported missing only when DynamoDB answered a request for it
 returning it.
 
 Each request runs in a copy of the caller's ``contextvars`` context, so whatever the caller
-bound for its log lines (a worker binds job, shard and task) is on the reader threads' lines
-too. Retries are logged once per burst of each kind, not once per request.
+bound for its log lines (a worker binds job, shard and task) is on the lines logged while
+reading, from any thread. Retries are logged once per burst of each kind, not once per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import gc
 import heapq
 import logging
 import random
+import ssl
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Coroutine, Hashable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +45,7 @@ from featurepull.dynamo.errors import (
     RetryDeadlineExceeded,
     TableError,
 )
-from featurepull.dynamo.layouts import Layout, Row
+from featurepull.dynamo.layouts import Layout, Row, RowDecoder, RowsDecoder
 from featurepull.dynamo.retry import THROTTLE_CODES, TRANSIENT_CODES, Backoff
 from featurepull.dynamo.stats import ReadStats
 from featurepull.dynamo.transport import BrokenResponse, Transport, transport_for
@@ -79,13 +84,21 @@ class ReadResult:
 
 
 @dataclass
+class _Decoders:
+    """A layout's decoders for one read: all items of an answer at once, and one item."""
+
+    rows: RowsDecoder
+    one: RowDecoder
+
+
+@dataclass
 class _Outcome:
     """What one request came back with; folded into the read's state by the main thread."""
 
     batch: list[int]
     unprocessed: list[int] = field(default_factory=list)
     failure: str | None = None  # "throttle" | "server" | "connection"
-    found: int = 0
+    items: list[dict[str, Any]] = field(default_factory=list)  # returned, not yet decoded
     latency_ms: float = 0.0
     rcu: float = 0.0
     sdk_retries: int = 0
@@ -145,53 +158,86 @@ class BatchReader:
         self.check_table()
         started = time.perf_counter()
         state = _ReadState(keys, self.settings.batch_size)
-        stats = state.stats
         template = {
             **self.layout.projection(features),
             "ConsistentRead": self.settings.consistent_reads,
         }
-        decode = self.layout.row_decoder(features)
-        transport = transport_for(self.client, self.settings)
-        workers = self.settings.max_read_workers
-        with ThreadPoolExecutor(workers, thread_name_prefix="featurepull-read") as pool:
-            inflight: set[Future[_Outcome]] = set()
-            try:
-                while state.pending() or inflight:
-                    now = time.monotonic()
-                    while len(inflight) < workers and (batch := state.next_batch(now)):
-                        # One copy per request: a context cannot be entered by two threads.
-                        run = contextvars.copy_context().run
-                        inflight.add(pool.submit(run, self._request, transport, batch, state,
-                                                 template, decode))
-                    timeout = state.wait_hint(now) if len(inflight) < workers else None
-                    done, inflight = _wait_some(inflight, timeout)
-                    for future in done:
-                        answered = self._settle(future.result(), state)
-                        if progress is not None and answered:
-                            progress(answered)
-            except BaseException:
-                for future in inflight:
-                    future.cancel()
-                raise
+        transport = transport_for(self.client, self.settings,
+                                  base64_values=self.layout.decodes_base64)
+        decode = _Decoders(
+            self.layout.rows_decoder(features, base64_values=transport.base64_values),
+            self.layout.row_decoder(features, base64_values=transport.base64_values))
+        with cyclic_gc_paused():
+            _run(self._dispatch(transport, state, template, decode, progress))
+        stats = state.stats
         rows = state.fan_out()
         stats.found = sum(row is not None for row in rows)
         stats.missing = len(rows) - stats.found
         stats.seconds = time.perf_counter() - started
         return ReadResult(rows, stats)
 
-    def _request(self, transport: Transport, batch: list[int], state: _ReadState,
-                 template: dict[str, Any], decode: Callable[[dict[str, Any]], Row]) -> _Outcome:
-        """Send one BatchGetItem (in a worker thread) and store the rows it returned."""
+    async def _dispatch(self, transport: Transport, state: _ReadState,
+                        template: dict[str, Any], decode: _Decoders,
+                        progress: Progress | None) -> None:
+        """Keep ``max_read_workers`` requests in flight until every key is answered.
+
+        A request's slot is refilled as soon as its answer is parsed, before its items are
+        decoded: decoding is most of a read's CPU, and done first it would hold every
+        answer that arrives meanwhile, and the request that could follow it, in a queue."""
+        workers = self.settings.max_read_workers
+        inflight: set[asyncio.Task[_Outcome]] = set()
+
+        def refill(now: float) -> None:
+            while len(inflight) < workers and (batch := state.next_batch(now)):
+                # A task runs in a copy of this context: log bindings go with it.
+                inflight.add(asyncio.ensure_future(
+                    self._request(transport, batch, state, template)))
+
+        try:
+            while state.pending() or inflight:
+                now = time.monotonic()
+                refill(now)
+                timeout = state.wait_hint(now) if len(inflight) < workers else None
+                if not inflight:
+                    await asyncio.sleep(timeout or 0.0)
+                    continue
+                done, inflight = await asyncio.wait(
+                    inflight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                outcomes = [task.result() for task in done]
+                answered = [self._settle(outcome, state) for outcome in outcomes]
+                refill(time.monotonic())
+                for outcome, count in zip(outcomes, answered, strict=True):
+                    self._store_rows(outcome, state, decode)
+                    if progress is not None and count:
+                        progress(count)
+        finally:
+            for task in inflight:
+                task.cancel()
+            if inflight:
+                await asyncio.wait(inflight)
+                for task in inflight:  # retrieved, so asyncio does not log them at exit
+                    if not task.cancelled():
+                        task.exception()
+            transport.close()
+            await asyncio.sleep(0)  # let the closed connections say goodbye
+
+    async def _request(self, transport: Transport, batch: list[int], state: _ReadState,
+                       template: dict[str, Any]) -> _Outcome:
+        """Send one BatchGetItem; what came back, items not yet decoded."""
         layout, table = self.layout, self.table
         request = {table: {**template, "Keys": [layout.wire_key(state.keys[i]) for i in batch]}}
         outcome = _Outcome(batch)
         sent = time.perf_counter()
         try:
-            response = transport.batch_get_item(request)
+            response = await transport.batch_get_item(request)
         except botocore.exceptions.ClientError as exc:
             outcome.failure = self._classify(exc)
             state.retry_log.note(outcome.failure, table, _error_code(exc))
             return outcome
+        except ssl.SSLCertVerificationError as exc:
+            raise PermanentReadError(f"{self.where()}: the endpoint's TLS certificate does not "
+                                     f"verify ({exc.verify_message}); check --endpoint-url and "
+                                     "AWS_CA_BUNDLE") from None
         except CONNECTION_ERRORS as exc:
             outcome.failure = "connection"
             detail = str(exc) if isinstance(exc, BrokenResponse) else type(exc).__name__
@@ -199,21 +245,9 @@ class BatchReader:
             return outcome
         finally:
             outcome.latency_ms = (time.perf_counter() - sent) * 1000.0
-        index, results = state.index, state.results
-        for item in response["Responses"].get(table, ()):
-            position = index.get(layout.key_of(item))
-            if position is None:
-                raise ReadError(f"{self.where()} returned an item for a key that was not "
-                                f"requested: {layout.key_of(item)!r}")
-            try:
-                results[position] = decode(item)
-            except (ValueError, TypeError, KeyError, OverflowError) as exc:
-                raise ReadError(f"{self.where()}: the item of key {layout.key_of(item)!r} cannot "
-                                f"be decoded ({type(exc).__name__}: {exc}); is it in the "
-                                f"{layout.name} layout?") from exc
-            outcome.found += 1
+        outcome.items = response["Responses"].get(table, [])
         left = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", ())
-        outcome.unprocessed = [index[layout.key_of(key)] for key in left]
+        outcome.unprocessed = [state.index[layout.key_of(key)] for key in left]
         if outcome.unprocessed:
             state.retry_log.note("unprocessed", table,
                                  f"{len(outcome.unprocessed)} of {len(batch)} keys")
@@ -221,6 +255,30 @@ class BatchReader:
             outcome.rcu += float(capacity.get("CapacityUnits", 0.0))
         outcome.sdk_retries = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
         return outcome
+
+    def _store_rows(self, outcome: _Outcome, state: _ReadState, decode: _Decoders) -> None:
+        """Decode the items of one answer into their keys' rows."""
+        layout, index, results, items = self.layout, state.index, state.results, outcome.items
+        try:
+            rows = decode.rows(items)
+        except (ValueError, TypeError, KeyError, OverflowError):
+            # Item by item, to name the one at fault.
+            rows = [self._decode_one(decode.one, item) for item in items]
+        for item, row in zip(items, rows, strict=True):
+            position = index.get(layout.key_of(item))
+            if position is None:
+                raise ReadError(f"{self.where()} returned an item for a key that was not "
+                                f"requested: {layout.key_of(item)!r}")
+            results[position] = row
+        outcome.items = []
+
+    def _decode_one(self, decode: RowDecoder, item: dict[str, Any]) -> Row:
+        try:
+            return decode(item)
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise ReadError(f"{self.where()}: the item of key {self.layout.key_of(item)!r} "
+                            f"cannot be decoded ({type(exc).__name__}: {exc}); is it in the "
+                            f"{self.layout.name} layout?") from exc
 
     def _classify(self, exc: botocore.exceptions.ClientError) -> str:
         error = exc.response.get("Error", {})
@@ -364,14 +422,59 @@ class _ReadState:
         return [results[p] for p in self.positions]
 
 
-def _wait_some(inflight: set[Future[_Outcome]],
-               timeout: float | None) -> tuple[set[Future[_Outcome]], set[Future[_Outcome]]]:
-    if not inflight:
-        if timeout:
-            time.sleep(timeout)
-        return set(), set()
-    done, not_done = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
-    return set(done), set(not_done)
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while reading. A read allocates a dozen containers per
+    value (parsed JSON, rows) and keeps the rows: the collector, triggered every 700
+    allocations, would walk the growing heap again and again (10-20% of a read's CPU).
+    Nothing a read makes holds a reference cycle, so reference counting frees it all."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run(work: Coroutine[Any, Any, None]) -> None:
+    """Run the read's event loop here, or — when this thread already runs one (a notebook,
+    an async app) — on a thread of its own, so ``read`` stays a plain blocking call."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _run_here(work)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="featurepull-loop") as pool:
+        pool.submit(contextvars.copy_context().run, _run_here, work).result()
+
+
+def _run_here(work: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run(work)``, except that an exception raised inside one of the loop's
+    callbacks ends the read with that exception instead of being logged and swallowed by
+    asyncio — Celery's soft time limit is raised by a signal handler wherever the thread is."""
+    escaped: list[BaseException] = []
+
+    async def main() -> None:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+
+        def on_error(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            exc = context.get("exception")
+            if exc is None or task is None or task.done():
+                loop.default_exception_handler(context)
+                return
+            escaped.append(exc)
+            task.cancel()
+
+        loop.set_exception_handler(on_error)
+        await work
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        if escaped:
+            raise escaped[0] from None
+        raise
 
 
 def _error_code(exc: botocore.exceptions.ClientError) -> str:

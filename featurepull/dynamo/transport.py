@@ -1,41 +1,42 @@
 """How one BatchGetItem request reaches DynamoDB and how its answer comes back.
 
-Both transports take ``RequestItems`` and answer with botocore's output shape —
-``Responses``, ``UnprocessedKeys``, ``ConsumedCapacity``, ``ResponseMetadata``, B values as
-bytes — and fail alike: an error answer raises botocore's ``ClientError`` (same ``Error`` and
-``ResponseMetadata`` blocks), a lost connection or a damaged response raises an exception the
-reader counts as a connection failure (:class:`BrokenResponse`, urllib3's and botocore's).
+Both transports are awaited by the reader's event loop, take ``RequestItems`` and answer
+with botocore's output shape — ``Responses``, ``UnprocessedKeys``, ``ConsumedCapacity``,
+``ResponseMetadata``, B values as bytes — and fail alike: an error answer raises botocore's
+``ClientError`` (same ``Error`` and ``ResponseMetadata`` blocks), a lost connection or a
+damaged response raises an exception the reader counts as a connection failure
+(:class:`BrokenResponse`, urllib3's and botocore's).
 
-- :class:`BotocoreTransport`: the boto3 client's ``batch_get_item``.
+- :class:`BotocoreTransport`: the boto3 client's ``batch_get_item``, run on a thread pool
+  (botocore blocks) sized for the read.
 - :class:`FastTransport`: the same request without botocore's per-call machinery, which costs
   several times more client CPU than the HTTP itself: a shape-driven JSON serializer and
   validator, an event system, and a parser that walks every attribute of every item through
-  the output shape. The body is ``orjson.dumps``; it is signed by botocore's own SigV4 signer
-  with the client's credentials, sent on this process's keep-alive urllib3 pool, checked
-  (length, ``x-amz-crc32``), parsed once with ``orjson.loads``, and only B values are touched
-  after that (base64 → bytes).
+  the output shape. The body is ``orjson.dumps``; it is signed (SigV4, :mod:`.sigv4`) with
+  the credentials of the client's own signer, refreshed as boto3 refreshes them, sent on a
+  keep-alive connection of the read's event loop (:mod:`featurepull.dynamo.http`), checked
+  (length, ``x-amz-crc32``), parsed once with ``orjson.loads``, and B values are left as
+  base64 for the layouts that decode them where they read them, else turned into bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import binascii
-import http.client
-import socket
+import contextvars
 import zlib
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import botocore
-import botocore.auth
-import botocore.awsrequest
 import botocore.exceptions
 import orjson
-import urllib3
-import urllib3.connection
 
 from featurepull.config import DynamoSettings
-from featurepull.dynamo.client import per_process
+from featurepull.dynamo.http import BrokenResponse, ConnectionPool
+from featurepull.dynamo.sigv4 import PostSigner
 
 TARGET = "DynamoDB_20120810.BatchGetItem"
 CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -44,25 +45,40 @@ USER_AGENT = f"featurepull (fast transport) botocore/{botocore.__version__}"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _a2b = binascii.a2b_base64
 
-
-class BrokenResponse(ConnectionError):
-    """The response arrived cut, garbled or mismatched: the request is sent again."""
+__all__ = ["BotocoreTransport", "BrokenResponse", "FastTransport", "Transport",
+           "transport_for"]
 
 
 class Transport(Protocol):
     """Sends one BatchGetItem and returns botocore's output shape."""
 
-    def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
+    # True: B values in returned items stay base64 text (see Layout.decodes_base64).
+    base64_values: bool
+
+    async def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
         """The answer to ``RequestItems``, with consumed capacity (TOTAL)."""
+
+    def close(self) -> None:
+        """Release connections and threads (the read is over)."""
 
 
 class BotocoreTransport:
-    """BatchGetItem through the boto3 client (serialization, signing, parsing by botocore)."""
+    """BatchGetItem through the boto3 client (serialization, signing, parsing by botocore),
+    each call on a thread of its own so that ``threads`` of them run at once."""
 
-    def __init__(self, client: Any) -> None:
+    base64_values = False
+
+    def __init__(self, client: Any, threads: int = 1) -> None:
         self.client = client
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="featurepull-read")
 
-    def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
+    async def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
+        # The caller's context (log bindings) goes with the call onto the thread.
+        run = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, run, self._call, request_items)
+
+    def _call(self, request_items: dict[str, Any]) -> dict[str, Any]:
         response: dict[str, Any] = self.client.batch_get_item(
             RequestItems=request_items, ReturnConsumedCapacity="TOTAL")
         if "Responses" not in response:
@@ -72,11 +88,16 @@ class BotocoreTransport:
             raise BrokenResponse("response without Responses")
         return response
 
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
 
 class FastTransport:
-    """BatchGetItem as one signed HTTP POST on this process's pool, parsed with orjson."""
+    """BatchGetItem as one signed HTTP POST on a keep-alive connection, parsed with orjson."""
 
-    def __init__(self, client: Any, settings: DynamoSettings) -> None:
+    def __init__(self, client: Any, settings: DynamoSettings,
+                 base64_values: bool = False) -> None:
+        self.base64_values = base64_values
         url = str(client.meta.endpoint_url).rstrip("/")
         parts = urlsplit(url)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
@@ -90,73 +111,48 @@ class FastTransport:
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         if parts.port is not None and parts.port != _DEFAULT_PORTS[parts.scheme]:
             host = f"{host}:{parts.port}"
-        self.headers = {"Host": host, "Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET}
-        self.pool = process_pool(url, settings, _client_verify(client))
+        self.signer = PostSigner(host, self.path, self.region, SIGNING_NAME, CONTENT_TYPE, TARGET)
+        self.headers = self.signer.headers
+        self.pool = ConnectionPool(url, settings.connect_timeout, settings.read_timeout,
+                                   _client_verify(client))
 
-    def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
+    async def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
         body = orjson.dumps({"RequestItems": request_items, "ReturnConsumedCapacity": "TOTAL"},
                             default=_base64)
-        headers = self._signed_headers(body)
-        try:
-            response = self.pool.urlopen(
-                "POST", self.path, body=body, headers=headers, retries=False, redirect=False,
-                assert_same_host=False, preload_content=True, decode_content=False)
-        except (OSError, http.client.HTTPException) as exc:  # urllib3 wraps most of these
-            raise BrokenResponse(f"{type(exc).__name__}: {exc}") from exc
-        data: bytes = response.data
-        _check_complete(response.headers, data)
+        response = await self.pool.request(self._request_bytes(body))
+        data, headers = response.body, response.headers
+        _check_complete(headers, data)
         if response.status != 200:
-            raise _error_answer(response.status, response.headers, data)
-        return _parse_answer(data, response.headers)
+            raise _error_answer(response.status, headers, data)
+        return _parse_answer(data, headers, self.base64_values)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def _request_bytes(self, body: bytes) -> bytes:
+        head = [f"POST {self.path} HTTP/1.1"]
+        head.extend(f"{name}: {value}" for name, value in self._signed_headers(body).items())
+        head.append(f"Content-Length: {len(body)}\r\n\r\n")
+        return "\r\n".join(head).encode("latin-1") + body
 
     def _signed_headers(self, body: bytes) -> dict[str, str]:
-        credentials = self.credentials.get_frozen_credentials() if self.credentials else None
-        request = botocore.awsrequest.AWSRequest(
-            method="POST", url=self.url, data=body, headers=dict(self.headers))
-        # Raises NoCredentialsError without credentials, as botocore's own signing does.
-        botocore.auth.SigV4Auth(credentials, SIGNING_NAME, self.region).add_auth(request)
-        headers = dict(request.headers.items())
-        headers["User-Agent"] = USER_AGENT  # not signed; set after signing, as botocore does
+        if self.credentials is None:
+            raise botocore.exceptions.NoCredentialsError()  # as botocore's signing raises
+        headers = self.signer.sign(body, self.credentials.get_frozen_credentials())
+        headers["User-Agent"] = USER_AGENT  # not signed, as botocore does not sign it
         headers["Accept-Encoding"] = "identity"  # x-amz-crc32 covers the uncompressed body
         return headers
 
 
-def transport_for(client: Any, settings: DynamoSettings) -> Transport:
-    """The transport ``settings.transport`` names. An endpoint boto3 reaches through an HTTP
-    proxy (HTTPS_PROXY, ...) is left to botocore, which knows how to tunnel."""
+def transport_for(client: Any, settings: DynamoSettings,
+                  base64_values: bool = False) -> Transport:
+    """The transport ``settings.transport`` names, for one read; ``base64_values`` asks
+    (the fast transport) to leave B values of items as base64 text. An endpoint boto3
+    reaches through an HTTP proxy (HTTPS_PROXY, ...) is left to botocore, which knows how to
+    tunnel."""
     if settings.transport == "botocore" or _proxied(client):
-        return BotocoreTransport(client)
-    return FastTransport(client, settings)
-
-
-def process_pool(url: str, settings: DynamoSettings,
-                 verify: bool | str = True) -> urllib3.HTTPConnectionPool:
-    """This process's keep-alive connection pool to ``url`` (never a parent's), sized for the
-    read threads, with the settings' timeouts, no retries of its own, and for HTTPS the
-    certificate verification the boto3 client uses."""
-    key = ("fast-transport-pool", url, settings.pool_size, settings.connect_timeout,
-           settings.read_timeout, verify)
-    return per_process(key, lambda: _build_pool(url, settings, verify))
-
-
-def _build_pool(url: str, settings: DynamoSettings,
-                verify: bool | str) -> urllib3.HTTPConnectionPool:
-    options = [*urllib3.connection.HTTPConnection.default_socket_options,
-               (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    kwargs: dict[str, Any] = {
-        "maxsize": settings.pool_size,
-        "block": False,
-        "timeout": urllib3.Timeout(connect=settings.connect_timeout,
-                                   read=settings.read_timeout),
-        "retries": False,  # every retry is the reader's, counted and bounded by its deadline
-        "socket_options": options,
-    }
-    if urlsplit(url).scheme == "https":
-        kwargs["cert_reqs"] = "CERT_NONE" if verify is False else "CERT_REQUIRED"
-        if isinstance(verify, str):
-            kwargs["ca_certs"] = verify
-    pool: urllib3.HTTPConnectionPool = urllib3.connection_from_url(url, **kwargs)
-    return pool
+        return BotocoreTransport(client, settings.max_read_workers)
+    return FastTransport(client, settings, base64_values)
 
 
 def _client_verify(client: Any) -> bool | str:
@@ -184,7 +180,8 @@ def _base64(value: object) -> str:
 
 
 def _check_complete(headers: Mapping[str, str], data: bytes) -> None:
-    length = headers.get("Content-Length")
+    """Headers are lower-cased (featurepull.dynamo.http)."""
+    length = headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) != len(data)):
         raise BrokenResponse(f"body of {len(data)} bytes, Content-Length {length}")
     crc = headers.get("x-amz-crc32")
@@ -193,16 +190,20 @@ def _check_complete(headers: Mapping[str, str], data: bytes) -> None:
 
 
 def _metadata(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
-    return {"HTTPStatusCode": status, "RequestId": headers.get("x-amzn-RequestId", ""),
+    return {"HTTPStatusCode": status, "RequestId": headers.get("x-amzn-requestid", ""),
             "RetryAttempts": 0}
 
 
-def _parse_answer(data: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+def _parse_answer(data: bytes, headers: Mapping[str, str],
+                  base64_values: bool = False) -> dict[str, Any]:
     try:
         answer = orjson.loads(data)
         if not isinstance(answer, dict):
             raise TypeError(f"a JSON {type(answer).__name__}, not an object")
-        for items in answer["Responses"].values():
+        responses = answer["Responses"]
+        if not isinstance(responses, dict):
+            raise TypeError(f"Responses is a JSON {type(responses).__name__}")
+        for items in () if base64_values else responses.values():
             for item in items:
                 _decode_binaries(item.values())
         for spec in answer.get("UnprocessedKeys", {}).values():
@@ -242,7 +243,7 @@ def _error_answer(status: int, headers: Mapping[str, str],
         payload = None
     if not isinstance(payload, dict):
         payload = {}
-    kind = str(payload.get("__type") or headers.get("x-amzn-ErrorType") or "")
+    kind = str(payload.get("__type") or headers.get("x-amzn-errortype") or "")
     code = kind.rpartition("#")[2].partition(":")[0]
     message = payload.get("message") or payload.get("Message")
     if message is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any
@@ -17,7 +18,8 @@ from celery.signals import (
 )
 from celery.utils.nodenames import node_format
 
-from featurepull.config import Settings, load_settings
+from featurepull.config import ConfigError, Settings, load_settings
+from featurepull.dynamo.client import preload_botocore, process_client
 from featurepull.tasks import celery_tasks, scoring
 from featurepull.tasks.jobs import reset_process_state
 from featurepull.tasks.schedules import beat_entry, check_schedules
@@ -94,7 +96,17 @@ def _after_fork(**_: Any) -> None:
     reset_process_state()
     # Each child has its scorers before its first shard (imported by the main process
     # already, so this finds them in sys.modules).
-    scoring.load_scorers(celery_tasks.configured_settings())
+    settings = celery_tasks.configured_settings()
+    scoring.load_scorers(settings)
+    # And its DynamoDB client, so the first shard does not pay for building it.
+    with contextlib.suppress(ConfigError):  # a missing region: the first shard says so
+        process_client(settings.dynamodb)
+
+
+@celeryd_init.connect
+def _preload_before_fork(**_: Any) -> None:
+    # botocore's model and modules, loaded once here, are inherited by every pool child.
+    preload_botocore()
 
 
 @celeryd_init.connect

@@ -200,3 +200,52 @@ def test_out_of_range_timestamps_use_the_same_fallback() -> None:
         data = _encode("unix_timestamp_val", seconds)
         _check(data)
     assert decode_value(_encode("unix_timestamp_val", 2**35 - 1)).year == 3058
+
+
+# ---------------------------------------------------------------------------------------
+# decode_values: a column at a time gives what decode_value gives value by value
+# ---------------------------------------------------------------------------------------
+
+
+def _doubles(count: int) -> list[bytes]:
+    return [ValueProto(double_val=_random_double()).SerializeToString() for _ in range(count)]
+
+
+def _floats(count: int) -> list[bytes]:
+    return [ValueProto(float_val=RNG.uniform(-1e6, 1e6)).SerializeToString()
+            for _ in range(count)]
+
+
+COLUMNS = {
+    "doubles": _doubles(100),
+    "floats": _floats(100),
+    "one double": _doubles(1),
+    "empty": [],
+    "doubles and floats": _doubles(50) + _floats(50),
+    # 9 bytes each, like a double, with another tag: the tags must be checked, not the sizes.
+    "an int among doubles": [*_doubles(40), ValueProto(int64_val=2**50).SerializeToString(),
+                             *_doubles(40)],
+    "a string among doubles": [*_doubles(3),
+                               ValueProto(string_val="abcdefg").SerializeToString()],
+    "a cut double": [*_doubles(10), _doubles(1)[0][:8], *_doubles(10)],
+    "ints": [ValueProto(int64_val=_random_int(64)).SerializeToString() for _ in range(50)],
+    "strings": [ValueProto(string_val=_random_text()).SerializeToString() for _ in range(50)],
+    "empty values": [b""] * 30,
+    "default doubles": [ValueProto(double_val=0.0).SerializeToString()] * 30,
+}
+
+
+@pytest.mark.parametrize("name", COLUMNS)
+def test_a_column_decodes_as_each_of_its_values(name: str) -> None:
+    column = COLUMNS[name]
+    assert name not in ("an int among doubles", "a string among doubles") or len(
+        set(map(len, column))) == 1
+    slow = [_outcome(decode_value, value) for value in column]
+    if any(kind == "error" for kind, _ in slow):
+        with pytest.raises(Exception) as raised:
+            feast_values.decode_values(column)
+        assert type(raised.value) is next(value for kind, value in slow if kind == "error")
+        return
+    fast = feast_values.decode_values(column)
+    assert len(fast) == len(slow)
+    assert all(_same(f, s) for f, (_, s) in zip(fast, slow, strict=True)), name

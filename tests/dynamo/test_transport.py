@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 import zlib
 from collections.abc import Iterator
@@ -26,12 +27,12 @@ from featurepull.bench.endpoint import FEATURES, EndpointProcess, SyntheticTable
 from featurepull.config import DynamoSettings, Settings
 from featurepull.dynamo import BatchReader, FeastLayout, PermanentReadError, PlainLayout
 from featurepull.dynamo.feast_values import decode_value
+from featurepull.dynamo.http import tls_context
 from featurepull.dynamo.layouts import parse_event_ts
 from featurepull.dynamo.stats import ReadStats
 from featurepull.dynamo.transport import (
     BotocoreTransport,
     FastTransport,
-    process_pool,
     transport_for,
 )
 from tests.conftest import REGION
@@ -395,22 +396,24 @@ def test_refreshed_credentials_are_used_as_boto3_refreshes_them(
 def test_aws_endpoint_is_https_with_certificate_verification() -> None:
     client = boto3.client("dynamodb", region_name="eu-central-1",
                           aws_access_key_id="a", aws_secret_access_key="b")
-    transport = FastTransport(client, DynamoSettings(max_read_workers=64,
-                                                     max_pool_connections=10))
+    transport = FastTransport(client, DynamoSettings(connect_timeout=1.5, read_timeout=12.5))
     assert transport.url == "https://dynamodb.eu-central-1.amazonaws.com/"
     assert transport.headers["Host"] == "dynamodb.eu-central-1.amazonaws.com"
-    assert transport.pool.scheme == "https" and transport.pool.port == 443
-    assert transport.pool.cert_reqs == "CERT_REQUIRED"
-    assert transport.pool.pool.maxsize == 64  # never fewer connections than read threads
+    pool = transport.pool
+    assert (pool.scheme, pool.host, pool.port) == ("https", "dynamodb.eu-central-1.amazonaws.com",
+                                                   443)
+    assert pool.ssl is not None and pool.ssl.verify_mode == ssl.CERT_REQUIRED
+    assert pool.ssl.check_hostname
+    assert (pool.connect_timeout, pool.read_timeout) == (1.5, 12.5)
+    unverified = boto3.client("dynamodb", region_name="eu-central-1", verify=False,
+                              aws_access_key_id="a", aws_secret_access_key="b")
+    context = FastTransport(unverified, DynamoSettings()).pool.ssl
+    assert context is not None and context.verify_mode == ssl.CERT_NONE
 
 
-def test_one_pool_per_process_and_settings(endpoint_url: str) -> None:
-    settings = DynamoSettings(read_timeout=12.345, connect_timeout=1.5)
-    pool = process_pool(endpoint_url, settings)
-    assert process_pool(endpoint_url, DynamoSettings(**settings.model_dump())) is pool
-    assert process_pool(endpoint_url, DynamoSettings(read_timeout=12.346)) is not pool
-    assert pool.timeout.connect_timeout == 1.5 and pool.timeout.read_timeout == 12.345
-    assert pool.retries is False
+def test_one_tls_context_per_process_and_verify_setting() -> None:
+    assert tls_context(True) is tls_context(True)
+    assert tls_context(False) is not tls_context(True)
 
 
 def test_transport_setting_and_proxy_fallback(endpoint_url: str) -> None:

@@ -1,0 +1,99 @@
+"""The read's event loop as a caller meets it: a plain blocking call from anywhere.
+
+Each read runs its requests on an event loop in the calling thread; these tests pin down the
+cases a caller can put that loop in: called from inside a running event loop (a notebook, an
+async web app), interrupted by a signal handler that raises (Celery's soft time limit),
+and whether its connections are gone when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+from featurepull.bench.endpoint import FEATURES, EndpointProcess, expected_features, start_endpoint
+from featurepull.config import DynamoSettings
+from featurepull.dynamo import BatchReader, FeastLayout
+from featurepull.dynamo.feast_values import decode_value
+from tests.conftest import REGION
+
+LAYOUT = FeastLayout({"driver_id": "int64"})
+TABLE = "loop.driver_stats"
+
+
+class TimeLimit(Exception):
+    """Stands for celery.exceptions.SoftTimeLimitExceeded: an Exception, not a BaseException."""
+
+
+@pytest.fixture(scope="module")
+def slow_endpoint() -> Iterator[EndpointProcess]:
+    with start_endpoint(drivers=2_000, table=TABLE, latency_ms=50) as running:
+        yield running
+
+
+def _reader(endpoint: EndpointProcess, **settings: object) -> BatchReader:
+    return BatchReader(TABLE, LAYOUT, DynamoSettings(region=REGION, endpoint_url=endpoint.url,
+                                                     **settings))  # type: ignore[arg-type]
+
+
+def _sockets() -> int:
+    """Open TCP sockets of this process."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except OSError:
+            continue
+    return count
+
+
+def test_read_from_inside_a_running_event_loop(slow_endpoint: EndpointProcess) -> None:
+    keys = LAYOUT.keys_for({"driver_id": [5, 6, 7_000]})
+
+    async def notebook_cell() -> list[object]:
+        return _reader(slow_endpoint).read(keys, ["city"]).rows
+
+    rows = asyncio.run(notebook_cell())
+    cities = [decode_value(expected_features(d)["city"]) for d in (5, 6)]
+    assert [row[1] if row else None for row in rows] == [*cities, None]
+
+
+def test_an_exception_raised_by_a_signal_handler_ends_the_read(
+        slow_endpoint: EndpointProcess) -> None:
+    # 2,000 keys, batch 10, one request in flight, 50 ms each: ~10 s if nothing stops it.
+    keys = LAYOUT.keys_for({"driver_id": list(range(2_000))})
+    reader = _reader(slow_endpoint, batch_size=10, max_read_workers=1)
+
+    def alarm(signum: int, frame: FrameType | None) -> None:
+        raise TimeLimit("soft time limit")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    started = time.monotonic()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(TimeLimit, match="soft time limit"):
+            reader.read(keys, list(FEATURES))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - started < 3
+
+
+def test_connections_are_closed_when_the_read_returns(slow_endpoint: EndpointProcess) -> None:
+    keys = LAYOUT.keys_for({"driver_id": list(range(400))})
+    reader = _reader(slow_endpoint, batch_size=10, max_read_workers=8)
+    reader.check_table()  # the boto3 client's own pool is not the read's
+    gc.collect()
+    before = _sockets()
+    result = reader.read(keys, ["city"])
+    assert result.stats.requests == 40
+    assert _sockets() == before
+    assert gc.isenabled()  # the read pauses the cyclic collector, and only while it reads
