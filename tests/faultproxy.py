@@ -1,9 +1,10 @@
 """A fault-injecting HTTP proxy between a boto3 client and a local DynamoDB endpoint.
 
 It misbehaves only on BatchGetItem — throttles, 500s, keys moved to UnprocessedKeys,
-shuffled responses, responses cut mid-body, latency — so a reader can be proven correct
-when DynamoDB is not polite. Every other request passes through untouched, so tables can be
-built and inspected through the same endpoint.
+shuffled responses, responses cut mid-body, latency and latency spikes, a throttling storm
+of a set length — so a reader can be proven correct when DynamoDB is not polite. Every other
+request passes through untouched, so tables can be built and inspected through the same
+endpoint.
 
     with FaultProxy(endpoint_url, FaultPlan(throttle_rate=0.3, seed=1)) as proxy:
         client = boto3.client("dynamodb", endpoint_url=proxy.url, ...)
@@ -42,7 +43,7 @@ INTERNAL_ERROR_TYPE = "com.amazonaws.dynamodb.v20120810#InternalServerError"
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                          "transfer-encoding", "upgrade", "expect", "content-length"})
 COUNT_NAMES = ("batch_requests", "throttled", "errors_500", "dropped", "unprocessed_keys",
-               "shuffled", "keys_requested")
+               "shuffled", "keys_requested", "spikes", "storm_throttled")
 
 Headers = list[tuple[str, str]]
 
@@ -61,14 +62,21 @@ class FaultPlan:
     drop_reset: bool = False  # cut with a TCP RST instead of an orderly FIN
     shuffle: bool = False  # shuffle Responses items and UnprocessedKeys keys
     latency_s: float = 0.0  # sleep before answering each BatchGetItem
+    spike_rate: float = 0.0  # per request: a latency spike, spike_s more before answering
+    spike_s: float = 0.0
+    # A throttling storm: every BatchGetItem is throttled for storm_s seconds, from the
+    # (storm_after + 1)-th request under this plan on (counted in throttled too).
+    storm_s: float = 0.0
+    storm_after: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name.endswith("_rate") and not 0.0 <= getattr(self, f.name) <= 1.0:
                 raise ValueError(f"{f.name} must be within [0, 1], got {getattr(self, f.name)}")
-        if self.latency_s < 0:
-            raise ValueError(f"latency_s must be >= 0, got {self.latency_s}")
+        for name in ("latency_s", "spike_s", "storm_s", "storm_after"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -116,6 +124,9 @@ class FaultProxy:
             self._plan = plan
             self._rng = random.Random(plan.seed)
             self._throttle_seq = 0
+            self._plan_requests = 0
+            self._storm_started: float | None = None
+            self._storm_last: float | None = None
 
     @property
     def url(self) -> str:
@@ -127,6 +138,14 @@ class FaultProxy:
     def counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+    @property
+    def storm_span_s(self) -> float:
+        """Seconds from the first to the last request the current plan's storm throttled."""
+        with self._lock:
+            if self._storm_started is None or self._storm_last is None:
+                return 0.0
+            return self._storm_last - self._storm_started
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -174,6 +193,21 @@ class FaultProxy:
         with self._lock:
             return rate >= 1.0 or self._rng.random() < rate
 
+    def _in_storm(self, plan: FaultPlan) -> bool:
+        """Whether this request falls in the plan's throttling storm (counts the request)."""
+        if plan.storm_s <= 0:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            self._plan_requests += 1
+            if self._storm_started is None and self._plan_requests > plan.storm_after:
+                self._storm_started = now
+            if self._storm_started is None or now - self._storm_started >= plan.storm_s:
+                return False
+            self._storm_last = now
+            self._counts["storm_throttled"] += 1
+            return True
+
     def _batch_get(self, method: str, path: str, headers: Headers, body: bytes) -> tuple[
             _Reply, str]:
         """The reply to one BatchGetItem request, and how to end it ("", "fin" or "rst")."""
@@ -188,7 +222,10 @@ class FaultProxy:
         self._bump("keys_requested", sum(len(spec.get("Keys", [])) for spec in items.values()))
         if plan.latency_s:
             time.sleep(plan.latency_s)
-        if self._chance(plan.throttle_rate):
+        if self._chance(plan.spike_rate):
+            self._bump("spikes")
+            time.sleep(plan.spike_s)
+        if self._in_storm(plan) or self._chance(plan.throttle_rate):
             with self._lock:
                 error_type = THROTTLE_TYPES[self._throttle_seq % len(THROTTLE_TYPES)]
                 self._throttle_seq += 1

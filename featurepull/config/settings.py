@@ -133,6 +133,16 @@ class JobSettings(BaseModel):
     max_entities: int = Field(
         default=50_000_000, ge=1, description="Largest job accepted at submit."
     )
+    max_entity_file_bytes: int = Field(
+        default=2 * 1024**3, ge=1,
+        description="Largest entity file a job may name (a path, an s3:// object or a "
+        "redis-key: value), in bytes; its size is checked before it is read.",
+    )
+    max_request_bytes: int = Field(
+        default=256 * 1024, ge=1024,
+        description="Largest job request (its JSON: table, features, keys, references), in "
+        "bytes; a featurepull.submit_job message is checked before it is validated.",
+    )
     ttl_s: int = Field(
         default=86_400, ge=60, description="Seconds a job's keys, rows and summary live in Redis."
     )

@@ -1,6 +1,7 @@
 """Entity sources and row sinks: .csv, .parquet and .jsonl files, local or s3://, format from the
 extension."""
 
+from featurepull.io._atomic import temporaries_of
 from featurepull.io._formats import SUPPORTED_EXTENSIONS
 from featurepull.io.entities import EntityFileError, EntityTable, read_entities
 from featurepull.io.rows import OutputError, write_rows
@@ -17,6 +18,7 @@ __all__ = [
     "open_sink",
     "read_entities",
     "rows_to_table",
+    "temporaries_of",
     "unify_schemas",
     "write_rows",
 ]

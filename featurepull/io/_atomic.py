@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 from collections.abc import Iterator
@@ -14,9 +15,18 @@ _BUFFER_BYTES = 1 << 20
 
 def temporary_name(path: str) -> str:
     """The hidden temporary file, beside `path`, that `atomic_file` writes first."""
-    directory, name = os.path.split(os.path.abspath(path))
     # pid + random part: two processes (or threads) writing the same output never collide.
-    return os.path.join(directory, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    return _temporary_prefix(path, os.getpid()) + secrets.token_hex(4)
+
+
+def temporaries_of(path: str, pid: int) -> list[str]:
+    """The temporary files process `pid` has beside `path` (one it left when killed)."""
+    return glob.glob(glob.escape(_temporary_prefix(path, pid)) + "*")
+
+
+def _temporary_prefix(path: str, pid: int) -> str:
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.tmp-{pid}-")
 
 
 @contextmanager

@@ -39,15 +39,17 @@ def download(location: S3Location, settings: S3Settings, stream: BinaryIO) -> No
     try:
         client.download_fileobj(location.bucket, location.key, stream)
     except (BotoCoreError, ClientError) as exc:
-        if _code(exc) in _NOT_FOUND:
-            require_bucket(location, settings)  # a missing bucket answers 404 too
-            raise S3Error(
-                f"{location.uri}: no such object in bucket {location.bucket!r}; check the key "
-                "(S3 keys are case-sensitive and include every folder)"
-            ) from None
-        # Without s3:ListBucket, S3 answers a missing key with 403 rather than 404.
-        permission = "s3:GetObject (and s3:ListBucket, or a missing key also reads as denied)"
-        raise _explain(exc, location, client, permission) from None
+        raise _read_error(exc, location, settings, client) from None
+
+
+def object_size(location: S3Location, settings: S3Settings) -> int:
+    """The object's size in bytes (a HEAD request: nothing is downloaded)."""
+    client = _client(settings)
+    try:
+        head = client.head_object(Bucket=location.bucket, Key=location.key)
+    except (BotoCoreError, ClientError) as exc:
+        raise _read_error(exc, location, settings, client) from None
+    return int(head["ContentLength"])
 
 
 def upload(stream: BinaryIO, location: S3Location, settings: S3Settings) -> None:
@@ -81,6 +83,19 @@ def object_exists(location: S3Location, settings: S3Settings) -> bool:
             return False
         raise _explain(exc, location, client, "s3:GetObject and s3:ListBucket") from None
     return True
+
+
+def _read_error(exc: Exception, location: S3Location, settings: S3Settings,
+                client: Any) -> S3Error:
+    if _code(exc) in _NOT_FOUND:
+        require_bucket(location, settings)  # a missing bucket answers 404 too
+        return S3Error(
+            f"{location.uri}: no such object in bucket {location.bucket!r}; check the key "
+            "(S3 keys are case-sensitive and include every folder)"
+        )
+    # Without s3:ListBucket, S3 answers a missing key with 403 rather than 404.
+    permission = "s3:GetObject (and s3:ListBucket, or a missing key also reads as denied)"
+    return _explain(exc, location, client, permission)
 
 
 def _client(settings: S3Settings) -> Any:

@@ -33,6 +33,11 @@ not hold a null or empty ("") value on any row.
 An `s3://bucket/key` file is downloaded to an anonymous temporary file, read by the same
 readers (messages name the s3:// URL), and removed; a missing bucket or key, or denied access,
 is an EntityFileError naming the URL and what to check.
+
+A job's reads are bounded before they start (`limits`, the job settings): a file larger than
+`max_entity_file_bytes` is refused from its size (stat, or an S3 HEAD) without reading it, and
+a Parquet file whose footer counts more than `max_entities` rows before a column is decoded —
+a few kilobytes of run-length encoded Parquet can hold a billion rows.
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from featurepull.config import S3Settings
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from featurepull.config import JobSettings, S3Settings
 from featurepull.io import _s3
 from featurepull.io._csv_entities import read_csv
 from featurepull.io._entity_table import EntityFileError, EntityTable
@@ -57,7 +65,8 @@ from featurepull.io._formats import (
 from featurepull.io._jsonl_entities import read_jsonl
 from featurepull.io._parquet_entities import read_parquet
 
-__all__ = ["EntityFileError", "EntityTable", "read_entities"]
+__all__ = ["EntityFileError", "EntityTable", "check_entity_file_size", "read_entities",
+           "too_many_entities"]
 
 _READERS: dict[FileFormat, Callable[[BinaryIO, str, tuple[str, ...]], EntityTable]] = {
     "csv": read_csv,
@@ -67,12 +76,14 @@ _READERS: dict[FileFormat, Callable[[BinaryIO, str, tuple[str, ...]], EntityTabl
 
 
 def read_entities(
-    path: str, required: Sequence[str] = (), *, s3: S3Settings | None = None
+    path: str, required: Sequence[str] = (), *, s3: S3Settings | None = None,
+    limits: JobSettings | None = None,
 ) -> EntityTable:
     """Read every entity row of a .csv, .parquet or .jsonl file, typed by the module's rules.
 
     `required` names the key columns the caller needs: each must exist and be non-empty on
-    every row. `path` may be `s3://bucket/key`, reached with the `s3` settings.
+    every row. `path` may be `s3://bucket/key`, reached with the `s3` settings. `limits`
+    (a job's settings) bounds the file's bytes and, for Parquet, its rows before reading.
     """
     try:
         location = s3_location(path)
@@ -82,14 +93,46 @@ def read_entities(
     if fmt is None:
         raise EntityFileError(unsupported_format_message(path))
     needed = (required,) if isinstance(required, str) else tuple(required)
-    opened = _open_local(path) if location is None else _open_s3(location, s3 or S3Settings())
+    max_bytes = limits.max_entity_file_bytes if limits is not None else None
+    opened = (_open_local(path, max_bytes) if location is None
+              else _open_s3(location, s3 or S3Settings(), max_bytes))
     with opened as stream:
         _check_not_empty(stream, path)
+        if limits is not None and fmt == "parquet":
+            _check_parquet_rows(stream, path, limits.max_entities)
         return _READERS[fmt](stream, path, needed)
 
 
+def check_entity_file_size(source: str, size: int, limit: int | None) -> None:
+    """Refuse an entity file of more than ``limit`` bytes (jobs.max_entity_file_bytes)."""
+    if limit is not None and size > limit:
+        raise EntityFileError(
+            f"{source} is {size:,} bytes; this deployment reads entity files of at most "
+            f"{limit:,} bytes (jobs.max_entity_file_bytes); split it into several jobs, "
+            "or raise the limit if the workers have the memory for it"
+        )
+
+
+def too_many_entities(source: str, rows: int, limit: int) -> EntityFileError:
+    """The error for an entity file of more than ``limit`` rows (jobs.max_entities)."""
+    return EntityFileError(f"{source} has {rows:,} entities; this deployment accepts at most "
+                           f"{limit:,} per job (jobs.max_entities); split the file or raise "
+                           "the limit")
+
+
+def _check_parquet_rows(stream: BinaryIO, source: str, limit: int) -> None:
+    try:
+        rows = pq.ParquetFile(stream).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return  # not readable as Parquet: the reader says so, with its own message
+    finally:
+        stream.seek(0)
+    if rows > limit:
+        raise too_many_entities(source, rows, limit)
+
+
 @contextmanager
-def _open_local(path: str) -> Iterator[BinaryIO]:
+def _open_local(path: str, max_bytes: int | None = None) -> Iterator[BinaryIO]:
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
     except FileNotFoundError:
@@ -101,11 +144,19 @@ def _open_local(path: str) -> Iterator[BinaryIO]:
             f"{path}: cannot open the entity file ({exc.strerror}); check its permissions"
         ) from None
     with stream:
+        check_entity_file_size(path, os.fstat(stream.fileno()).st_size, max_bytes)
         yield stream
 
 
 @contextmanager
-def _open_s3(location: S3Location, settings: S3Settings) -> Iterator[BinaryIO]:
+def _open_s3(location: S3Location, settings: S3Settings,
+             max_bytes: int | None = None) -> Iterator[BinaryIO]:
+    if max_bytes is not None:
+        try:
+            size = _s3.object_size(location, settings)
+        except _s3.S3Error as exc:
+            raise EntityFileError(str(exc)) from None
+        check_entity_file_size(location.uri, size, max_bytes)
     try:
         # Anonymous (already unlinked on Linux): removed on close, or by the OS after a crash.
         stream = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the `with` below

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 import structlog
@@ -26,6 +26,7 @@ from celery import Celery, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.result import AsyncResult
 from celery.utils.log import get_task_logger
+from kombu.exceptions import OperationalError
 
 from featurepull.config import Settings
 from featurepull.dynamo import EntityKeyError, ReadError
@@ -35,6 +36,7 @@ from featurepull.tasks import monitor
 from featurepull.tasks.jobs import (
     JobRequest,
     JobStopped,
+    check_request_size,
     create_job,
     finish_job,
     reset_process_state,
@@ -53,6 +55,12 @@ REDIS_MAX_RETRIES = 60
 # Celery would drop the shard (reject, no requeue), leaving the job running forever with a
 # shard missing. So a shard first waits (this long at most) for Redis to answer again.
 REDIS_OUTAGE_WAIT_S = 120.0
+# What a Redis outage looks like inside a task: redis-py's errors from the job store and the
+# result backend, and kombu's OperationalError from whatever the task publishes to the broker
+# (a progress event, the finish_job message). Each means "wait for Redis, then retry": taken
+# for a failure, the job could not be marked failed (Redis is down) while Celery acks the
+# failed message, and the job would wait forever for a shard or a finisher that is gone.
+REDIS_OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 
 def wait_for_redis(store: JobStore, timeout_s: float = REDIS_OUTAGE_WAIT_S) -> bool:
@@ -66,6 +74,15 @@ def wait_for_redis(store: JobStore, timeout_s: float = REDIS_OUTAGE_WAIT_S) -> b
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.5)
+
+
+def retry_after_outage(task: Any, store: JobStore, exc: Exception, what: str) -> NoReturn:
+    """Retry ``task`` once Redis answers again (the retry is a message on that Redis)."""
+    if not wait_for_redis(store):
+        logger.warning("Redis still unreachable after %ss; %s may be lost",
+                       REDIS_OUTAGE_WAIT_S, what)
+    raise task.retry(exc=exc, countdown=REDIS_RETRY_COUNTDOWN_S,
+                     argsrepr=task.request.get("argsrepr")) from None
 
 
 @dataclass
@@ -127,6 +144,9 @@ def send_submit_job(app: Celery, request: dict[str, Any], queue: str) -> AsyncRe
 def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
     """Start a job from a JSON request whose entities are a path, s3:// URI or Redis key."""
     settings, store = context()
+    # Before validating it: a request is a few hundred bytes; a huge one is neither
+    # validated nor stored.
+    check_request_size(request, settings.jobs.max_request_bytes)
     meta = create_job(JobRequest(**request), settings, store)
     job_created(meta)
     enqueue_shards(self.app, meta, settings.jobs.queue)
@@ -153,18 +173,19 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
     try:
         last = run_shard(job_id, shard, settings, store, report,
                          worker=f"{self.request.hostname or ''}:{os.getpid()}")
-        meta = store.meta(job_id) if last else None
+        if last:
+            # Sent here, inside the outage handling: a finish_job message that cannot be
+            # sent means a retry, which finds the shard done and sends it again.
+            meta = store.meta(job_id)
+            finish.apply_async(args=[job_id], queue=settings.jobs.queue,
+                               argsrepr=monitor.finish_args(meta))
     except JobStopped:
         return {"job_id": job_id, "shard": shard, "stopped": True}
     except UnknownJob as exc:
         logger.warning("shard %s of unknown job %s skipped: %s", shard, job_id, exc)
         return {"job_id": job_id, "shard": shard, "unknown_job": True}
-    except (redis.ConnectionError, redis.TimeoutError, JobStoreError) as exc:
-        if not wait_for_redis(store):
-            logger.warning("Redis still unreachable after %ss; shard %s of job %s may be "
-                           "lost", REDIS_OUTAGE_WAIT_S, shard, job_id)
-        raise self.retry(exc=exc, countdown=REDIS_RETRY_COUNTDOWN_S,
-                         argsrepr=self.request.get("argsrepr")) from None
+    except (*REDIS_OUTAGE_ERRORS, JobStoreError) as exc:
+        retry_after_outage(self, store, exc, f"shard {shard} of job {job_id}")
     except SoftTimeLimitExceeded:
         limit = settings.jobs.shard_soft_time_limit_s
         store.fail(job_id, f"shard {shard} ran past its soft time limit ({limit:g}s); "
@@ -176,9 +197,6 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
     except Exception as exc:
         store.fail(job_id, redact_text(f"shard {shard}: unexpected {type(exc).__name__}: {exc}"))
         raise
-    if meta is not None:
-        finish.apply_async(args=[job_id], queue=settings.jobs.queue,
-                           argsrepr=monitor.finish_args(meta))
     return {"job_id": job_id, "shard": shard, "last": last}
 
 
@@ -190,14 +208,17 @@ def finish(self: Any, job_id: str) -> dict[str, Any] | None:
     lock_ttl = int(settings.jobs.shard_time_limit_s)
     try:
         locked = store.lock_finish(job_id, owner, lock_ttl)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise self.retry(exc=exc, countdown=REDIS_RETRY_COUNTDOWN_S,
-                         argsrepr=self.request.get("argsrepr")) from None
+    except REDIS_OUTAGE_ERRORS as exc:
+        retry_after_outage(self, store, exc, f"the finish_job message of job {job_id}")
     if not locked:
-        # Another finisher holds the lock; if it died, the lock expires and we go on.
+        # Another finish_job message holds the lock; if its process died, the lock expires
+        # and we go on. (This message's own earlier delivery does not block it.)
         raise self.retry(countdown=5, argsrepr=self.request.get("argsrepr"))
     try:
         return finish_job(job_id, settings, store)
+    except REDIS_OUTAGE_ERRORS as exc:
+        # Redis went away mid-finish: the job cannot be marked failed now; finish it again.
+        retry_after_outage(self, store, exc, f"the finish_job message of job {job_id}")
     except Exception as exc:
         store.fail(job_id, redact_text(f"writing the output failed: {exc}"))
         raise

@@ -7,9 +7,13 @@ each step, whoever runs it.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import json
+import os
+import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -28,8 +32,10 @@ from featurepull.io import (
     open_sink,
     read_entities,
     rows_to_table,
+    temporaries_of,
     unify_schemas,
 )
+from featurepull.io.entities import check_entity_file_size, too_many_entities
 from featurepull.tasks.scoring import apply_scorer, check_registered, registered_scorer
 from featurepull.tasks.store import JobMeta, JobStore
 
@@ -73,12 +79,16 @@ def job_settings(settings: Settings, request: JobRequest) -> Settings:
 
 
 def load_entities(reference: str, settings: Settings, store: JobStore) -> EntityTable:
-    """Entities named by reference: a path, an s3:// URI, or redis-key:NAME (Parquet)."""
+    """Entities named by reference: a path, an s3:// URI, or redis-key:NAME (Parquet), each
+    refused before it is read when it is over the job limits."""
+    limits = settings.jobs
     if not reference.startswith(REDIS_KEY_SCHEME):
-        return read_entities(reference, s3=settings.s3)
+        return read_entities(reference, s3=settings.s3, limits=limits)
     import tempfile
 
     name = reference[len(REDIS_KEY_SCHEME):]
+    check_entity_file_size(reference, int(store.redis.strlen(name)),
+                           limits.max_entity_file_bytes)
     data = store.redis.get(name)
     if data is None:
         raise EntityFileError(f"{reference}: no such Redis key; store the entities there as "
@@ -86,8 +96,32 @@ def load_entities(reference: str, settings: Settings, store: JobStore) -> Entity
     with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
         tmp.write(data)
         tmp.flush()
-        table = read_entities(tmp.name)
+        table = read_entities(tmp.name, limits=limits)
     return EntityTable(reference, table.columns, table.types)
+
+
+class RequestTooLarge(ValueError):
+    """A job request over jobs.max_request_bytes (refused before it is validated)."""
+
+
+def check_request_size(request: Mapping[str, Any], limit: int) -> None:
+    """Refuse a job request whose JSON is over ``limit`` bytes (jobs.max_request_bytes).
+
+    Entities travel by reference, so a request is a few hundred bytes; a bigger one is a
+    mistake (entities inlined) or abuse, and would be stored in Redis and read by every shard.
+    """
+    size = len(json.dumps(request, default=str).encode())
+    if size <= limit:
+        return
+    largest = ""
+    if isinstance(request, Mapping) and request:
+        name = max(request, key=lambda field: len(json.dumps(request[field], default=str)))
+        largest = f" (largest field: {name!r})"
+    raise RequestTooLarge(
+        f"the job request is {size:,} bytes of JSON{largest}; this deployment accepts at "
+        f"most {limit:,} (jobs.max_request_bytes). Entities go by reference (a path, s3:// "
+        "or redis-key:), never inline; split a long feature list over several jobs, or "
+        "raise the limit")
 
 
 def _shard_tables(entities: EntityTable, key_columns: list[str],
@@ -108,21 +142,19 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     schema, every entity key can be built, the output path can be written, and a scorer it
     names is registered.
     """
+    check_request_size(request.model_dump(), settings.jobs.max_request_bytes)
     if request.scorer is not None:
         check_registered(request.scorer, settings)
     effective = job_settings(settings, request)
     if request.output:
         check_destination(request.output, request.overwrite, effective.s3)
     entities = entities or load_entities(request.entities, effective, store)
-    limit = effective.jobs.max_entities
-    if entities.num_rows > limit:
-        raise EntityFileError(f"{entities.source} has {entities.num_rows:,} entities; this "
-                              f"deployment accepts at most {limit:,} per job (jobs.max_entities)"
-                              "; split the file or raise the limit")
+    if entities.num_rows > effective.jobs.max_entities:
+        raise too_many_entities(entities.source, entities.num_rows, effective.jobs.max_entities)
     plan = plan_read(request, list(entities.columns), entities.types, entities.source,
                      effective)
     table, layout = plan.table, plan.layout
-    layout.keys_for(entities.columns, entities.source)  # refuse bad keys now, not mid-job
+    layout.check_keys(entities.columns, entities.source)  # refuse bad keys now, not mid-job
     shard_size = effective.jobs.shard_size
     spec = {"request": request.model_dump(), "table": table, "shard_size": shard_size,
             **layout_spec(layout)}
@@ -253,6 +285,31 @@ def job_totals(store: JobStore, meta: JobMeta) -> dict[str, Any]:
     }
 
 
+def remove_dead_finishers_file(output: str, finisher: str | None) -> None:
+    """Delete the temporary file that an earlier finisher of this job left beside a local
+    output when it was killed mid-write (SIGKILL skips atomic_file's cleanup). Only the
+    files of that process, only on the machine it ran on, and only if it is gone."""
+    if finisher is None or output.startswith("s3://"):
+        return  # an S3 output is staged in an anonymous file: nothing is left behind
+    host, _, pid = finisher.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or _process_exists(int(pid)):
+        return  # another machine's file, or a process still running: not ours to touch
+    for stale in temporaries_of(output, int(pid)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)
+            log.warning("stale_output_removed", path=stale, finisher=finisher)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, Any] | None:
     """Write the ordered output (if any) shard by shard and store the summary, once."""
     meta = store.meta(job_id)
@@ -263,7 +320,9 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
     request = JobRequest(**meta.request["request"])
     effective = job_settings(settings, request)
     written = 0
+    previous = store.note_finisher(job_id, f"{socket.gethostname()}:{os.getpid()}")
     if request.output:
+        remove_dead_finishers_file(request.output, previous)
         schema = unify_schemas([store.shard_schema(job_id, n) for n in range(meta.shards)])
         with open_sink(request.output, schema, overwrite=request.overwrite,
                        s3=effective.s3) as sink:

@@ -2,7 +2,8 @@
 
 A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
 
-    meta        hash  request (JSON), state, shards, rows, times, error, summary (JSON)
+    meta        hash  request (JSON), state, shards, rows, times, error, summary (JSON),
+                      finisher ("host:pid" of the process that last began writing the output)
     keys:{n}    str   shard n's entity key columns, Arrow IPC
     rows:{n}    str   shard n's output rows, Arrow IPC (written idempotently: SET)
     schema:{n}  str   shard n's Arrow schema (the finisher unifies them without the rows)
@@ -40,6 +41,17 @@ PREFIX = "featurepull:job:"
 SCHEDULE_PREFIX = "featurepull:schedule:"
 SCHEDULE_RUNS_KEPT = 100
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+# SET NX, except that the lock's own holder may take it again: a finish_job message comes
+# back with the same task id when the process running it died (acks_late), and must not
+# wait for the dead process's lock to expire.
+_LOCK_FINISH = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
 
 
 class JobStoreError(RuntimeError):
@@ -293,8 +305,20 @@ class JobStore:
         return sum(int(v) for v in values)
 
     def lock_finish(self, job_id: str, owner: str, ttl_s: int) -> bool:
+        """Take the job's finisher lock for ``ttl_s``; False while another owner holds it.
+        The owner that holds it already gets it again (its message was redelivered)."""
         key = self._key(job_id, "finish")
-        return bool(self.redis.set(key, owner, nx=True, ex=ttl_s))
+        return bool(self.redis.eval(_LOCK_FINISH, 1, key, owner, ttl_s))
+
+    def note_finisher(self, job_id: str, process: str) -> str | None:
+        """Record ``process`` ("host:pid") as the one writing the job's output; returns the
+        one recorded before it — a finisher that died before the job succeeded — if any."""
+        key = self._key(job_id, "meta")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(key, "finisher")
+        pipe.hset(key, "finisher", process)
+        previous = pipe.execute()[0]
+        return previous.decode() if previous is not None else None
 
     def unlock_finish(self, job_id: str, owner: str) -> None:
         key = self._key(job_id, "finish")

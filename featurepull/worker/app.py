@@ -26,6 +26,9 @@ from featurepull.tasks.schedules import beat_entry, check_schedules
 from featurepull.worker import logging as worker_logging
 
 CONFIG_ENV = "FEATUREPULL_CONFIG"
+# Result-backend writes retried through a Redis outage: full-jitter backoff from 10 ms,
+# doubling to at most 10 s, about two minutes in all (as long as a shard waits for Redis).
+RESULT_BACKEND_RETRIES = 30
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -55,6 +58,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": transport,
         "result_backend_transport_options": {"visibility_timeout": jobs.visibility_timeout_s},
         "result_expires": jobs.ttl_s,
+        # Celery stores STARTED before a task's body runs (and its result after): failing
+        # there, outside the body, the task is failed and its message acked (acks_late) —
+        # a shard lost for good. So these writes wait out an outage, as the body does.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": RESULT_BACKEND_RETRIES,
         "broker_connection_retry_on_startup": True,
         "task_annotations": {
             "featurepull.read_shard": {
