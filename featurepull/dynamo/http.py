@@ -137,11 +137,13 @@ class _Connection(asyncio.Protocol):
         sock = self.transport.get_extra_info("socket")
         if sock is None:
             return True
+        # poll, not select: a process with over 1,024 open files has fds select cannot take.
+        poller = select.poll()
         try:
-            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+            poller.register(sock.fileno(), select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
 
 
 class ConnectionPool:
