@@ -99,7 +99,7 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--table-name-template", help="Default {project}.{table_name}."),
         click.option("--endpoint-url", help="DynamoDB endpoint, e.g. a local one."),
         click.option("--region", help="AWS region."),
-        click.option("--max-read-workers", type=int, help="Reader threads (default 10)."),
+        click.option("--max-read-workers", type=int, help="BatchGetItem requests in flight (default 10)."),
         click.option("--batch-size", type=int, help="Keys per BatchGetItem, 1..100."),
         click.option("--consistent-reads/--eventual-reads", default=None,
                      help="Strongly consistent reads (default: eventual)."),

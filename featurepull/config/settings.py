@@ -45,12 +45,15 @@ class DynamoSettings(BaseModel):
         default=100, ge=1, le=100, description="Keys per BatchGetItem request (DynamoDB max 100)."
     )
     max_read_workers: int = Field(
-        default=10, ge=1, le=256, description="Threads issuing BatchGetItem requests."
+        default=10, ge=1, le=256,
+        description="BatchGetItem requests in flight at once per process (Feast's name; with "
+        "the botocore transport they are threads).",
     )
     consistent_reads: bool = Field(default=False, description="Strongly consistent reads.")
     max_pool_connections: int = Field(
         default=50, ge=1, le=1024,
-        description="HTTP connection pool size; raised to max_read_workers when smaller.",
+        description="The boto3 client's HTTP connection pool size (DescribeTable, and reads "
+        "with the botocore transport); raised to max_read_workers when smaller.",
     )
     session_based_auth: bool = Field(
         default=False, description="Build the client from a boto3 Session (as Feast does)."
@@ -105,7 +108,7 @@ class DynamoSettings(BaseModel):
 
     @property
     def pool_size(self) -> int:
-        """Connections the client keeps: never fewer than the threads sharing it."""
+        """Connections the boto3 client keeps: never fewer than the reads in flight."""
         return max(self.max_pool_connections, self.max_read_workers)
 
     def table_name(self, project: str, table_name: str) -> str:

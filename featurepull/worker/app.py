@@ -142,7 +142,7 @@ def _early_logging(sender: str, options: dict[str, Any], **_: Any) -> None:
 def _setup_logging(loglevel: int | str | None = None, logfile: str | None = None,
                    **_: Any) -> None:
     # With a receiver here Celery configures no logging of its own: its lines, ours and the
-    # reader threads' all go through one renderer (json or console, secrets masked).
+    # the reader's all go through one renderer (json or console, secrets masked).
     worker_logging.configure_worker_logging(celery_tasks.configured_settings(), loglevel,
                                             logfile)
 
