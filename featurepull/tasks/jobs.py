@@ -96,7 +96,10 @@ def load_entities(reference: str, settings: Settings, store: JobStore) -> Entity
     with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
         tmp.write(data)
         tmp.flush()
-        table = read_entities(tmp.name, limits=limits)
+        try:
+            table = read_entities(tmp.name, limits=limits)
+        except EntityFileError as exc:  # name what the user gave, not our temporary file
+            raise EntityFileError(str(exc).replace(tmp.name, reference)) from None
     return EntityTable(reference, table.columns, table.types)
 
 

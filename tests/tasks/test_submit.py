@@ -93,6 +93,25 @@ def test_job_larger_than_the_limit_is_refused(redis_server: RedisService,
         assert nothing_stored(workers)
 
 
+def test_redis_key_entities_are_named_by_their_key_in_errors(
+        redis_server: RedisService, fast_dynamo: EndpointProcess, tmp_path: Path) -> None:
+    entities = write_ids(tmp_path / "ids.parquet", list(range(50)), pa.int64())
+    with fleet(redis_server, fast_dynamo.url, max_entities=10) as workers:
+        workers.redis().set("inputs:ids", entities.read_bytes())
+        with pytest.raises(EntityFileError) as refused:
+            submit("driver_stats", list(FEATURES), "redis-key:inputs:ids", None,
+                   settings=workers.settings())
+        assert str(refused.value).startswith("redis-key:inputs:ids has 50 entities; this "
+                                             "deployment accepts at most 10 per job")
+        workers.redis().set("inputs:ids", b"not parquet")
+        with pytest.raises(EntityFileError, match=r"^redis-key:inputs:ids: cannot read it "
+                                                  "as Parquet"):
+            submit("driver_stats", list(FEATURES), "redis-key:inputs:ids", None,
+                   settings=workers.settings())
+        workers.redis().delete("inputs:ids")
+        assert nothing_stored(workers)
+
+
 def test_messages_carry_ids_not_entities(redis_server: RedisService,
                                          fast_dynamo: EndpointProcess, tmp_path: Path) -> None:
     # No worker runs: the messages stay on the queue where we can weigh them.
