@@ -60,6 +60,7 @@ def _dynamo_flags(opts: dict[str, Any]) -> dict[str, Any]:
         "batch_size": opts.get("batch_size"),
         "consistent_reads": opts.get("consistent_reads"),
         "retry_deadline_s": opts.get("retry_deadline"),
+        "max_rcu_per_s": opts.get("max_rcu_per_s"),
     }
 
 
@@ -106,6 +107,9 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Strongly consistent reads (default: eventual)."),
         click.option("--retry-deadline", type=float,
                      help="Seconds a key may stay unanswered before the read fails."),
+        click.option("--max-rcu-per-s",
+                     help="Read budget for the table: RCU per second (e.g. 2000) or N% of "
+                     "its read capacity (e.g. 50%); see docs/production.md."),
     ])
 
 
