@@ -25,6 +25,8 @@ from featurepull.dynamo.errors import TableError
 # How far ahead of the clock a bucket may be drawn: the burst a budget allows on top of its
 # rate. Small, so that every 1-second window stays within ~10% of the budget.
 BURST_S = 0.1
+# Waits shorter than this are none (clocks and float sums are not finer).
+_RESOLUTION_S = 1e-6
 # DynamoDB's charge per key of BatchGetItem, up to 4 KB of item (found or not).
 RCU_PER_KEY_EVENTUAL = 0.5
 RCU_PER_KEY_STRONG = 1.0
@@ -73,7 +75,7 @@ class LocalBucket:
             now = self._clock()
             tat = max(self._tat, now)
             ahead = tat - now - self.burst_s
-            if ahead > 0:
+            if ahead > _RESOLUTION_S:
                 return ahead
             self._tat = tat + units / self.rate
             return 0.0

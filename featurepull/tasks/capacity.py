@@ -32,7 +32,7 @@ if tat < now then tat = now end
 tat = tat + settle / rate
 if tat < now then tat = now end
 local wait = tat - now - burst
-if wait <= 0 then
+if wait <= 0.000001 then
     tat = tat + units / rate
     wait = 0
 end
