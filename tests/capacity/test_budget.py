@@ -74,13 +74,16 @@ def assert_exact(output: Path) -> None:
         assert [row[f] for f in FEATURES] == [decode_value(wanted[f]) for f in FEATURES]
 
 
-def assert_within_budget(endpoint: EndpointProcess, client: str, budget: float) -> list[float]:
+def assert_within_budget(endpoint: EndpointProcess, client: str, budget: float,
+                         average: bool = True) -> list[float]:
     """Every 1-s window after the first ≤ 110% of the budget; full windows ≥ 80% on
-    average. Returns the per-second consumption."""
+    average (unless ``average`` is False). Returns the per-second consumption."""
     per_second = endpoint.capacity()["clients"][client]["per_second"]
     seconds = sorted(int(s) for s in per_second)
     series = [per_second.get(str(s), 0.0) for s in range(seconds[0], seconds[-1] + 1)]
     assert all(units <= 1.1 * budget for units in series[1:]), (budget, series)
+    if not average:
+        return series
     full = series[1:-1]  # the first and the last second are partly idle
     assert full, series
     assert sum(full) / len(full) >= 0.8 * budget, (budget, series)
@@ -181,17 +184,22 @@ def test_the_budget_holds_after_a_worker_child_is_killed(
         redis_server: RedisService, provisioned: EndpointProcess, entities: Path,
         tmp_path: Path) -> None:
     client = f"kill-{uuid.uuid4().hex[:6]}"
-    with fleet(redis_server, provisioned.url, shard_size=2_000) as workers:
+    # Small shards, a kill early on: the surviving child has work while the killed one's
+    # shard waits for the pool to restart it.
+    with fleet(redis_server, provisioned.url, shard_size=1_000) as workers:
         _fleet_env(workers, client)
         worker = workers.start_worker(concurrency=2)
         out = tmp_path / "job.parquet"
         job = _submit(workers, entities, out, {"max_rcu_per_s": HALF})
-        _wait_for_progress(job, 0.2)
+        _wait_for_progress(job, 0.1)
         victim = int(_wait_until_running_on(job, "").rsplit(":", 1)[1])
         assert victim in workers.children(worker)
         os.kill(victim, signal.SIGKILL)
         status = job.wait(timeout=180, progress=False)
         assert "signal 9" in workers.log_text()
     assert (status.summary or {})["redelivered_shards"] >= 1
-    assert_within_budget(provisioned, client, HALF)
+    # The killed child's reservation is not held: the survivor reads on at the budget.
+    # No average here: the killed shard waits for Celery to redeliver it, reading nothing.
+    series = assert_within_budget(provisioned, client, HALF, average=False)
+    assert max(series[1:]) >= 0.8 * HALF, series
     assert_exact(out)
