@@ -277,13 +277,17 @@ def _job(opts: dict[str, Any], job_id: str) -> Any:
 def status_command(job_id: str, as_json: bool, **opts: Any) -> None:
     """Show a job's state, shards done, and its summary when finished."""
     with _exit_codes():
-        status = _job(opts, job_id).status()
+        job = _job(opts, job_id)
+        status = job.status()
+        capacity = job.capacity() if status.shards_done else {}
         if as_json:
-            click.echo(json.dumps(status.__dict__))
+            click.echo(json.dumps({**status.__dict__, "capacity": capacity}))
             return
         click.echo(status.line())
         if status.summary:
             _print_summary(status.summary, False)
+        elif capacity:
+            click.echo("shards done so far: " + " ".join(f"{k}={v}" for k, v in capacity.items()))
 
 
 @main.command("fetch")

@@ -139,6 +139,13 @@ CASES: list[Case] = [
     Case("unwritable output (a directory that does not exist)",
          lambda d: [*_plain(_good_csv(d)), "--output", str(d / "no" / "such" / "dir.parquet")]),
     Case("--batch-size 101", lambda d: [*_plain(_good_csv(d)), "--batch-size", "101"]),
+    *[Case(f"--max-rcu-per-s {value}",
+           lambda d, value=value: [*_plain(_good_csv(d)), f"--max-rcu-per-s={value}"])
+      for value in ("0", "-5", "150%", "abc")],
+    Case("--max-rcu-per-s 50% on an on-demand table without a maximum",
+         lambda d: [*_plain(_good_csv(d)), "--max-rcu-per-s", "50%"]),
+    Case("--max-rcu-per-s 50% on an on-demand table without a maximum (submit)",
+         lambda d: [*_plain(_good_csv(d)), "--max-rcu-per-s", "50%"], command="submit"),
 ]
 
 

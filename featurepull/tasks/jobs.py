@@ -286,14 +286,20 @@ def capacity_fields(stats: ReadStats | None, seconds: float) -> dict[str, Any]:
     }
 
 
-def job_totals(store: JobStore, meta: JobMeta) -> dict[str, Any]:
-    """ReadStats summed over shards, and the slowest shards."""
-    per_shard = store.all_stats(meta.job_id)
+def shard_totals(per_shard: Mapping[int, dict[str, Any]]) -> ReadStats:
+    """The stored stats of shards, summed."""
     total = ReadStats()
     for stats in per_shard.values():
         latencies = stats.get("latencies_ms", [])
         fields = {k: v for k, v in stats.items() if k in ReadStats.__dataclass_fields__}
         total.merge(ReadStats(**{**fields, "latencies_ms": latencies}))
+    return total
+
+
+def job_totals(store: JobStore, meta: JobMeta) -> dict[str, Any]:
+    """ReadStats summed over shards, and the slowest shards."""
+    per_shard = store.all_stats(meta.job_id)
+    total = shard_totals(per_shard)
     slowest = heapq.nlargest(3, per_shard.items(), key=lambda item: item[1]["seconds"])
     read = total.to_dict()
     # Shards overlap in time: their summed seconds are work done, not the job's duration.

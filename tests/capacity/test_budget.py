@@ -141,7 +141,17 @@ def test_a_job_over_two_worker_processes_keeps_the_budget(
              str(out), "--max-rcu-per-s", str(int(HALF)), "--wait", "--json"],
             env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr
+        job_id = json.loads(done.stdout)["job_id"]
+        status = [subprocess.run([sys.executable, "-m", "featurepull", "status", job_id, *json_flag],
+                                 env=env, capture_output=True, text=True, timeout=60)
+                  for json_flag in ([], ["--json"])]
         log = workers.log_text()
+    # `featurepull status` shows what the job spent of the table and its budget.
+    assert "budget_rcu_per_s=2000.0" in status[0].stdout and "budget_wait_s=" in status[0].stdout
+    assert "rcu_per_s=" in status[0].stdout and "concurrency_min=" in status[0].stdout
+    capacity = json.loads(status[1].stdout)["capacity"]
+    assert capacity["budget_rcu_per_s"] == HALF and capacity["budget_wait_s"] > 0
+    assert 0 < capacity["rcu_per_s"] <= 1.1 * HALF
     summary = json.loads(done.stdout)
     assert summary["shards"] == 6
     read = summary["read"]
