@@ -258,6 +258,11 @@ class RequestFields(BaseModel):
         if unknown:
             raise ValueError(f"a job may not set {', '.join(unknown)}; allowed: "
                              f"{', '.join(sorted(JOB_DYNAMO_OVERRIDES))}")
+        if "max_rcu_per_s" in value:  # refused with the request, not when a shard runs
+            try:
+                parse_budget(value["max_rcu_per_s"])
+            except ValueError as exc:
+                raise ValueError(f"max_rcu_per_s {exc}") from None
         return value
 
 

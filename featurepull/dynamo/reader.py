@@ -353,7 +353,10 @@ class BatchReader:
             return 0
         if outcome.unprocessed:
             stats.unprocessed_retries += len(outcome.unprocessed)
-            self._retry_later(outcome.unprocessed, state, now, pause=False)
+            # Keys left over are DynamoDB's throttle signal for BatchGetItem: with adaptive
+            # concurrency they hold back new requests too, as a refused request does.
+            self._retry_later(outcome.unprocessed, state, now,
+                              pause=self.settings.adaptive_concurrency)
         answered = len(outcome.batch) - len(outcome.unprocessed)
         state.answered += answered
         return answered

@@ -153,3 +153,15 @@ def test_aimd_off_keeps_the_limit() -> None:
     window = Aimd(10, adaptive=False)
     window.throttled(sent_at=1.0, now=2.0)
     assert window.limit == 10 and window.low == 10
+
+
+def test_a_schedule_or_job_request_with_a_bad_budget_is_refused_when_loaded() -> None:
+    schedule = {"name": "nightly", "every_s": 3600, "table": "t", "features": ["a"],
+                "entities": "e.parquet", "output": "out.parquet"}
+    settings = load_settings(overrides={"schedules": [
+        {**schedule, "dynamodb": {"max_rcu_per_s": "25%"}}]})
+    assert settings.schedules[0].dynamodb == {"max_rcu_per_s": "25%"}
+    with pytest.raises(ConfigError, match=r"schedules\.0\.dynamodb.*max_rcu_per_s must be a "
+                                          r"number of RCU per second above 0.*'150%'"):
+        load_settings(overrides={"schedules": [{**schedule,
+                                                "dynamodb": {"max_rcu_per_s": "150%"}}]})
