@@ -248,8 +248,8 @@ class BatchReader:
                     self._store_rows(outcome, state, decode)
                     if progress is not None and count:
                         progress(count)
+            pace.finish(time.monotonic())  # not after a failure: it may be Redis's
         finally:
-            pace.finish(time.monotonic())
             state.stats.budget_wait_s = pace.waited_s
             for task in inflight:
                 task.cancel()
