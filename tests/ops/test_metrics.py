@@ -192,3 +192,16 @@ def test_a_worker_without_loglevel_shows_ready_and_job_lines(
                           settings=workers.settings()))
         quiet = workers.logs[-1].read_text()
         assert "shard_done" not in quiet and "worker_ready" not in quiet
+
+
+def test_a_metrics_port_in_use_stops_the_worker_at_start(redis_server: RedisService,
+                                                         slow_dynamo: EndpointProcess) -> None:
+    with fleet(redis_server, slow_dynamo.url) as workers, socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = start_cli_worker(workers, "--metrics-port", str(port), ready=False)
+        assert proc.wait(timeout=60) == 2
+        log = workers.logs[-1].read_text()
+        assert f"cannot serve metrics on port {port}" in log
+        assert "choose another --metrics-port (FEATUREPULL_METRICS_PORT)" in log

@@ -1,9 +1,9 @@
 """Completion notifications end to end: a Celery app that never imports featurepull
 (tests/ops/notify_receiver.py, its own worker process on its own queue, sharing the test
 Redis) starts jobs with ``featurepull.submit_job`` and ``notify``, and its worker receives
-exactly one message per job — succeeded, failed by a raising scorer, finished after its
-finisher was SIGKILLed mid-write, started by ``featurepull submit --notify-task`` or by a
-schedule."""
+exactly one message per job — succeeded, failed by a raising scorer, cancelled, finished
+after its finisher was SIGKILLed mid-write, started by ``featurepull submit --notify-task``
+or by a schedule."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ import pyarrow.parquet as pq
 import pytest
 from celery import Celery
 
-from featurepull.bench.endpoint import FEATURES, EndpointProcess
+from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
 from featurepull.client import Job, JobFailed
 from featurepull.config import ConfigError, load_settings
 from featurepull.local import RedisService
 from tests.hardening._util import finisher_temporary
 from tests.ops import notify_receiver
-from tests.tasks.conftest import DRIVERS, Fleet, fast_dynamo, fleet  # noqa: F401
+from tests.tasks.conftest import DRIVERS, TABLE, Fleet, fast_dynamo, fleet  # noqa: F401
 
 ENTITIES = 20_000
 SHARD_SIZE = 5_000
@@ -179,6 +179,23 @@ def test_a_job_whose_finisher_is_killed_notifies_once(workers: Fleet, receiver: 
     assert summary["state"] == "succeeded" and summary["rows_written"] == ENTITIES
     assert f"pid:{victim} exited with 'signal 9" in workers.log_text()
     assert len(out.read_text().splitlines()) == ENTITIES + 1
+
+
+def test_a_cancelled_job_notifies_once(workers: Fleet, receiver: Receiver,
+                                       entities: Path) -> None:
+    # This job reads an endpoint that answers each request after 200 ms, one request at a
+    # time: its shards are still reading when it is cancelled, and stop at their next check.
+    with start_endpoint(drivers=1_000, latency_ms=200, table=TABLE) as slow:
+        job_id = receiver.submit(entities=str(entities), notify=receiver.notify(),
+                                 dynamodb={"endpoint_url": slow.url, "max_read_workers": 1})
+        job = Job(job_id, workers.settings())
+        deadline = time.monotonic() + 30
+        while not job.store.owners(job_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.cancel()
+        [summary] = receiver.received(job_id)
+    assert summary["state"] == "cancelled" and summary["error"] == "cancelled by request"
+    assert summary["rows"] == ENTITIES and summary["shards_done"] == 0
 
 
 def test_submit_flags_notify(workers: Fleet, receiver: Receiver, entities: Path,
