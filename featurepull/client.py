@@ -12,7 +12,7 @@ import pyarrow as pa
 import redis
 from tqdm import tqdm
 
-from featurepull.config import Settings, load_settings
+from featurepull.config import Notify, Settings, load_settings
 from featurepull.io import EntityTable, open_sink, unify_schemas
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
 from featurepull.tasks.store import UnknownJob, connect, redact_url
@@ -175,7 +175,7 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
         join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
         event_ts_attribute=event_ts_attribute, project=project, dynamodb=dict(dynamodb or {}),
         scorer=scorer, with_features=with_features,
-        notify=dict(notify) if notify else None,  # type: ignore[arg-type]
+        notify=Notify(**notify) if notify else None,
     )
     meta = create_job(request, settings, store, entity_table)
     app = producer_app(settings)

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
     from prometheus_client.metrics_core import Metric
 
-OUTCOMES = ("ok", "throttled", "unprocessed", "server_error", "connection_error")
 REQUEST_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SHARD_BUCKETS_S = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0)
 # kombu's Redis transport keeps a queue as one list per priority step: NAME, then

@@ -137,7 +137,7 @@ def _prepare_metrics(**_: Any) -> None:
     # Before the pool forks: every pool process must find PROMETHEUS_MULTIPROC_DIR set.
     try:
         worker_metrics.prepare(celery_tasks.configured_settings())
-    except worker_metrics.MetricsPortError as exc:
+    except worker_metrics.MetricsError as exc:
         _cannot_start(exc, 2)
 
 

@@ -35,8 +35,9 @@ log = structlog.get_logger(__name__)
 _directory: str | None = None
 
 
-class MetricsPortError(RuntimeError):
-    """The metrics port cannot be listened on (in use, or not allowed)."""
+class MetricsError(RuntimeError):
+    """Metrics cannot be served: the port is taken or not allowed, or the multiprocess
+    directory cannot be made."""
 
 
 def prepare(settings: Settings) -> str | None:
@@ -46,8 +47,12 @@ def prepare(settings: Settings) -> str | None:
     if settings.metrics_port is None:
         return None
     _check_port(settings.metrics_port)
-    _directory = tempfile.mkdtemp(prefix="featurepull-metrics-",
-                                  dir=os.environ.get(MULTIPROC_ENV) or None)
+    parent = os.environ.get(MULTIPROC_ENV) or None
+    try:
+        _directory = tempfile.mkdtemp(prefix="featurepull-metrics-", dir=parent)
+    except OSError as exc:
+        raise MetricsError(f"cannot make the metrics directory under {parent} ({exc.strerror}); "
+                           f"point {MULTIPROC_ENV} at a writable directory, or unset it") from None
     os.environ[MULTIPROC_ENV] = _directory
     values = _imported_value_class()
     if values is not None and not getattr(values, "_multiprocess", False):
@@ -72,7 +77,7 @@ def _check_port(port: int) -> None:
         try:
             probe.bind((LISTEN_ADDRESS, port))
         except OSError as exc:
-            raise MetricsPortError(
+            raise MetricsError(
                 f"cannot serve metrics on port {port} ({exc.strerror}); choose another "
                 "--metrics-port (FEATUREPULL_METRICS_PORT) or stop what listens there"
             ) from None

@@ -168,16 +168,24 @@ def test_metrics_equal_the_summaries_also_after_a_pool_process_is_killed(
 
 
 def test_a_worker_without_loglevel_shows_ready_and_job_lines(
-        redis_server: RedisService, slow_dynamo: EndpointProcess, entities: Path) -> None:
+        redis_server: RedisService, slow_dynamo: EndpointProcess, entities: Path,
+        tmp_path: Path) -> None:
     with fleet(redis_server, slow_dynamo.url, shard_size=2_500) as workers:
+        # Metrics from the environment, their files in a directory of the worker's own under
+        # the PROMETHEUS_MULTIPROC_DIR it was given, removed when it stops.
         port = free_port()
         workers.env["FEATUREPULL_METRICS_PORT"] = str(port)
+        workers.env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
         workers.env["FEATUREPULL_LOG_FORMAT"] = "console"
         default = workers.start_worker(concurrency=1, loglevel=None)
         summary_of(submit("driver_stats", list(FEATURES), str(entities), None,
                           settings=workers.settings()))
+        assert total(scrape(port), "featurepull_rows_total") == ENTITIES
+        [own] = tmp_path.iterdir()
+        assert own.name.startswith("featurepull-metrics-") and any(own.iterdir())
         default.terminate()
         default.wait(timeout=20)
+        assert list(tmp_path.iterdir()) == []
         log = workers.logs[-1].read_text()
         assert "worker_ready" in log and f":{port}/metrics" in log
         assert log.count("shard_start") == 2 and log.count("shard_done") == 2
@@ -186,7 +194,7 @@ def test_a_worker_without_loglevel_shows_ready_and_job_lines(
         assert "Task featurepull.read_shard[" not in log and " ready." not in log
 
         # --loglevel still decides: WARNING hides featurepull's INFO lines too.
-        del workers.env["FEATUREPULL_METRICS_PORT"]
+        del workers.env["FEATUREPULL_METRICS_PORT"], workers.env["PROMETHEUS_MULTIPROC_DIR"]
         start_cli_worker(workers, "--loglevel", "WARNING", ready=False)
         summary_of(submit("driver_stats", list(FEATURES), str(entities), None,
                           settings=workers.settings()))
