@@ -352,6 +352,7 @@ class BatchReader:
             self._retry_later(outcome.batch, state, now, pause=outcome.failure == "throttle")
             return 0
         if outcome.unprocessed:
+            stats.unprocessed_requests += 1
             stats.unprocessed_retries += len(outcome.unprocessed)
             # Keys left over are DynamoDB's throttle signal for BatchGetItem: with adaptive
             # concurrency they hold back new requests too, as a refused request does.
