@@ -83,18 +83,21 @@ class Job:
         """
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
-        asked = False
+        asked, idle = False, False
         status = self._poll(None)
         with tqdm(total=status.rows, unit="keys", disable=not progress or None,
                   desc=f"job {self.id[:8]}", dynamic_ncols=True) as bar:
             while status.state not in ("succeeded", "failed", "cancelled"):
                 if deadline is not None and time.monotonic() > deadline:
+                    why = (f"; no worker consumes queue {self.settings.jobs.queue!r}"
+                           if idle and status.state == "queued" else "")
                     raise TimeoutError(f"job {self.id} still {status.state} after {timeout:g}s "
-                                       f"({status.shards_done}/{status.shards} shards done)")
+                                       f"({status.shards_done}/{status.shards} shards done{why})")
                 if (not asked and status.state == "queued"
                         and time.monotonic() - started >= no_worker_after_s):
                     asked = True
-                    if self.workers_on_queue() == []:
+                    idle = self.workers_on_queue() == []
+                    if idle:
                         (on_no_worker or _warn)(self._no_worker_message(no_worker_after_s))
                 time.sleep(poll_s)
                 status = self._poll(status)

@@ -7,6 +7,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import selectors
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +26,7 @@ from click.testing import CliRunner, Result
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.cli import main
 from featurepull.client import workers_on_queue
-from featurepull.local import MotoService, RedisService
+from featurepull.local import MotoService, RedisService, free_port
 from tests.conftest import REGION, unique_name
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.feast_writer import create_feast_table, write_feast_rows
@@ -402,3 +406,106 @@ def test_the_worker_command_consumes_the_configured_queue(services: Services) ->
     assert consumers is not None and len(consumers) == 1
     assert consumers[0].startswith("w0-")
     assert "featurepull.read_shard" in services.workers.log_text()
+
+
+def _worker_cwd(services: Services) -> Path:
+    return Path(f"/proc/{services.workers.workers[0].pid}/cwd").resolve()
+
+
+def test_relative_paths_are_the_submitters(services: Services, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _worker_cwd(services) != tmp_path  # the worker resolves paths elsewhere
+    Path("ids.csv").write_text(Path(services.ids_csv()).read_text())
+    done = cli(services, "submit", "--table", "driver_stats", "--features", FEATURES,
+               "--entities", "ids.csv", "--output", "out.parquet", "--wait", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["output"] == str(tmp_path / "out.parquet")
+    assert [row["driver_id"] for row in pq.read_table("out.parquet").to_pylist()] == IDS
+    assert not (_worker_cwd(services) / "out.parquet").exists()
+
+
+def test_an_existing_relative_output_is_refused_at_submit(
+        services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("out.csv").write_text("keep me")
+    store = services.workers.redis()
+    jobs_before = len(list(store.scan_iter("featurepull:job:*:meta")))
+    refused = cli(services, "submit", *_lean(services), "--output", "out.csv", "--wait")
+    assert refused.exit_code == 2
+    assert refused.stderr == (f"featurepull: error: {tmp_path / 'out.csv'} exists; pass "
+                              "--overwrite to replace it\n")
+    assert Path("out.csv").read_text() == "keep me"
+    assert len(list(store.scan_iter("featurepull:job:*:meta"))) == jobs_before
+    assert store.llen(services.workers.queue) == 0
+
+
+def _idle_fleet(redis_server: RedisService, services: Services) -> Fleet:
+    """A queue no worker consumes yet, in a Redis db the module's fleet does not use."""
+    while (idle := Fleet(redis_server, services.a.url)).db == services.workers.db:
+        pass
+    return idle
+
+
+def _idle_env(idle: Fleet) -> dict[str, str]:
+    return {k: v for k, v in idle.env.items() if k.startswith("FEATUREPULL_")}
+
+
+def test_wait_without_a_worker_says_so_and_gives_up_at_the_timeout(
+        redis_server: RedisService, services: Services) -> None:
+    idle = _idle_fleet(redis_server, services)
+    waited = CliRunner().invoke(main, ["submit", *_lean(services), "--wait", "--timeout", "7"],
+                                env=_idle_env(idle), catch_exceptions=False)
+    assert waited.exit_code == 1, waited.output
+    job_id = waited.stderr.split("job ", 1)[1].split(":", 1)[0]
+    assert (f"featurepull: job {job_id} is still queued after 5s and no worker consumes queue "
+            f"'{idle.queue}' on redis://127.0.0.1:{redis_server.port}/{idle.db}: start one "
+            "with `featurepull worker`, with the same FEATUREPULL_REDIS_URL and jobs.queue "
+            f"(FEATUREPULL_JOBS__QUEUE={idle.queue}); still waiting") in waited.stderr
+    assert waited.stderr.endswith(
+        f"featurepull: failed: job {job_id} still queued after 7s (0/1 shards done; no worker "
+        f"consumes queue '{idle.queue}'); cancelled it (shards not started are skipped)\n")
+    status = CliRunner().invoke(main, ["status", job_id, "--json"], env=_idle_env(idle))
+    assert json.loads(status.stdout)["state"] == "cancelled"
+    idle.redis().delete(idle.queue, *idle.redis().scan_iter(f"featurepull:job:{job_id}:*"))
+
+
+def test_wait_goes_on_when_a_worker_starts_later(redis_server: RedisService,
+                                                 services: Services, tmp_path: Path) -> None:
+    idle = _idle_fleet(redis_server, services)
+    out = tmp_path / "late.parquet"
+    submitting = subprocess.Popen(
+        [sys.executable, "-m", "featurepull", "submit", *_lean(services), "--output", str(out),
+         "--wait", "--json"], env={**os.environ, **_idle_env(idle)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert submitting.stderr is not None
+        seen, deadline = "", time.monotonic() + 60
+        with selectors.DefaultSelector() as selector:
+            selector.register(submitting.stderr, selectors.EVENT_READ)
+            while "no worker consumes queue" not in seen and time.monotonic() < deadline:
+                if selector.select(timeout=1):
+                    seen += submitting.stderr.readline()
+        assert f"no worker consumes queue '{idle.queue}'" in seen
+        idle.start_worker(concurrency=1)
+        stdout, stderr = submitting.communicate(timeout=60)
+    finally:
+        if submitting.poll() is None:
+            submitting.kill()
+        idle.stop()
+    assert submitting.returncode == 0, seen + stderr
+    assert json.loads(stdout)["rows_written"] == len(IDS)
+    assert [row["driver_id"] for row in pq.read_table(out).to_pylist()] == IDS
+
+
+@pytest.mark.parametrize("command", ["submit", "status"])
+def test_unreachable_redis_is_a_run_failure(tmp_path: Path, command: str) -> None:
+    port = free_port()
+    url = f"redis://:hunter2@127.0.0.1:{port}/0"
+    args = (["submit", "--table", "driver_stats", "--features", FEATURES, "--entities",
+             str(tmp_path / "ids.csv")] if command == "submit" else ["status", "some-job"])
+    failed = CliRunner().invoke(main, [*args, "--redis-url", url], catch_exceptions=False)
+    assert failed.exit_code == 1
+    assert failed.stderr.startswith(
+        f"featurepull: failed: cannot reach Redis at redis://:***@127.0.0.1:{port}/0 (")
+    assert "hunter2" not in failed.output
