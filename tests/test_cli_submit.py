@@ -231,7 +231,8 @@ def test_submit_reads_as_pull_does_with_each_flag(services: Services, name: str,
     assert submitted.rows == pulled.rows
     if pulled.result.exit_code == 0:
         assert pulled.rows and any(row["event_timestamp"] for row in pulled.rows)
-        assert json.loads(submitted.result.stdout)["rows_written"] == len(pulled.rows)
+        summary = json.loads(submitted.result.stdout)
+        assert (summary["rows_written"], summary["shards"]) == (len(pulled.rows), 1)
     if case.without is not None:  # the flag made the difference
         default = run_read(services, "pull", case.without(services), tmp_path / "d.parquet")
         assert default.result.exit_code == 0, default.result.output
@@ -451,6 +452,7 @@ def _idle_env(idle: Fleet) -> dict[str, str]:
     return {k: v for k, v in idle.env.items() if k.startswith("FEATUREPULL_")}
 
 
+@pytest.mark.slow
 def test_wait_without_a_worker_says_so_and_gives_up_at_the_timeout(
         redis_server: RedisService, services: Services) -> None:
     idle = _idle_fleet(redis_server, services)
@@ -470,6 +472,7 @@ def test_wait_without_a_worker_says_so_and_gives_up_at_the_timeout(
     idle.redis().delete(idle.queue, *idle.redis().scan_iter(f"featurepull:job:{job_id}:*"))
 
 
+@pytest.mark.slow
 def test_wait_goes_on_when_a_worker_starts_later(redis_server: RedisService,
                                                  services: Services, tmp_path: Path) -> None:
     idle = _idle_fleet(redis_server, services)
