@@ -11,7 +11,8 @@ The lean BatchGetItem endpoint (``featurepull.bench.endpoint``: one Feast-layout
 ``demo.driver_stats``, 5 features per driver) is started once; a feature repository in a
 temporary folder registers its entity and feature view (registry only: the table exists).
 Each size's entity rows are 90% known drivers and 10% unknown ids, shuffled, no repeats.
-Both stores answer the same ``get_online_features`` call, one store after the other, each
+Every store (``--stores``: Feast's; featurepull's; featurepull's with ``transport: botocore``)
+answers the same ``get_online_features`` call, one store after the other, each
 cell ``--repeats`` times after one small warm-up call; the table shows the median wall time,
 rows/s, the CPU seconds of this process (every thread), and how many rows came back found.
 ``--unprocessed-rate`` makes the endpoint leave that share of keys in UnprocessedKeys.
@@ -40,7 +41,12 @@ from feast.types import Float32, Float64, Int64, String, UnixTimestamp
 from featurepull.bench.endpoint import DEFAULT_TABLE, FEATURES, start_endpoint
 from featurepull.feast_store import STORE_TYPE
 
-STORES = {"feast": "dynamodb", "featurepull": STORE_TYPE}
+# Store name -> its online_store block (beside region and endpoint_url).
+STORES: dict[str, dict[str, Any]] = {
+    "feast": {"type": "dynamodb"},
+    "featurepull": {"type": STORE_TYPE},
+    "featurepull-botocore": {"type": STORE_TYPE, "transport": "botocore"},
+}
 PROJECT, VIEW = DEFAULT_TABLE.split(".")
 KNOWN_SHARE = 0.9
 # Dummy credentials: the endpoint accepts anything, and real ones must never be used here.
@@ -59,12 +65,11 @@ class Cell:
     repeats: int
 
 
-def _repo(endpoint_url: str, folder: Path, store: str, **online: Any) -> FeatureStore:
+def _repo(endpoint_url: str, folder: Path, store: str) -> FeatureStore:
     config = RepoConfig(
         project=PROJECT, provider="local", registry=str(folder / "registry.db"),
         entity_key_serialization_version=3,
-        online_store={"type": STORES[store], "region": "us-east-1",
-                      "endpoint_url": endpoint_url, **online})
+        online_store={**STORES[store], "region": "us-east-1", "endpoint_url": endpoint_url})
     return FeatureStore(config=config, repo_path=str(folder))
 
 
@@ -126,15 +131,15 @@ def run(args: argparse.Namespace) -> list[Cell]:
                 cell = Cell(size, name, round(wall, 4), round(size / wall),
                             round(statistics.median(cpus), 4), found, size - found, repeats)
                 cells.append(cell)
-                print(f"  {size:>8,} rows  {name:<12} {wall:8.3f} s", file=sys.stderr)
+                print(f"  {size:>8,} rows  {name:<20} {wall:8.3f} s", file=sys.stderr)
     return cells
 
 
 def table(cells: list[Cell]) -> str:
-    lines = [f"{'rows':>9}  {'store':<12} {'seconds':>8} {'rows/s':>9} {'CPU s':>7} "
+    lines = [f"{'rows':>9}  {'store':<20} {'seconds':>8} {'rows/s':>9} {'CPU s':>7} "
              f"{'found':>8} {'missing':>8}"]
     for c in cells:
-        lines.append(f"{c.size:>9,}  {c.store:<12} {c.seconds:>8.3f} {c.rows_per_s:>9,} "
+        lines.append(f"{c.size:>9,}  {c.store:<20} {c.seconds:>8.3f} {c.rows_per_s:>9,} "
                      f"{c.cpu_s:>7.2f} {c.found:>8,} {c.missing:>8,}")
     return "\n".join(lines)
 
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=lambda s: [int(n) for n in s.split(",")],
                         default=[1_000, 100_000], help="entity rows per call (comma list)")
     parser.add_argument("--stores", type=lambda s: s.split(","),
-                        default=list(STORES), help="feast,featurepull")
+                        default=list(STORES), help=",".join(STORES))
     parser.add_argument("--latency-ms", type=float, default=0.0,
                         help="endpoint latency per BatchGetItem")
     parser.add_argument("--unprocessed-rate", type=float, default=0.0,
