@@ -12,6 +12,7 @@ import boto3
 import botocore.exceptions
 import pytest
 from feast.infra.online_stores.dynamodb import DynamoDBOnlineStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
 from featurepull.dynamo import ReadError
@@ -167,3 +168,17 @@ def test_an_item_that_is_not_a_feast_value_is_named(feast_tables: FeastTables,
             plugin.online_read(config, view, [int64_key(1), int64_key(row)], ["int64_val"])
     finally:
         ddb.delete_item(TableName=table, Key={"entity_id": {"S": entity_id}})
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    ([EntityKey(join_keys=["driver_id"], entity_values=[Value(double_val=1.5)])],
+     r"join keys driver_id \(double_val\) cannot be hashed as Feast hashes keys"),
+    ([int64_key(1), EntityKey(join_keys=["driver_id"], entity_values=[Value(string_val="1")])],
+     r"entity key 2 has join keys \['driver_id'\] of kinds \['string_val'\]"),
+])
+def test_keys_feast_could_not_have_written_are_refused_by_name(
+        feast_tables: FeastTables, plugin: FeaturepullOnlineStore, keys: list[Any],
+        message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        plugin.online_read(feast_tables.config("featurepull"), feast_tables.every_type, keys,
+                           ["int64_val"])
