@@ -18,7 +18,7 @@ from featurepull.config.settings import DynamoSettings, Settings
 
 # Feast online-store keys that only matter for writing or for Feast's async client; a Feast
 # user's yaml carries them, so they are accepted and ignored rather than rejected.
-_FEAST_IGNORED = {"type", "tags", "keepalive_timeout"}
+_FEAST_IGNORED = {"type", "tags", "keepalive_timeout", "warmup_connections"}
 # Online store types whose tables featurepull reads: Feast's own, and featurepull's plugin.
 FEAST_STORE_TYPES = ("dynamodb", "featurepull.feast_store.FeaturepullOnlineStore")
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from feast.infra.online_stores.dynamodb import DynamoDBOnlineStoreConfig
 from feast.infra.online_stores.helpers import get_online_store_from_config
 from feast.repo_config import RepoConfig
@@ -80,13 +81,23 @@ def test_a_bad_value_fails_when_the_config_loads(tmp_path: Path, online: dict[st
 
 def test_featurepulls_own_commands_read_the_same_yaml(tmp_path: Path) -> None:
     assert STORE_TYPE in FEAST_STORE_TYPES
+    # Every field the plugin's config has, each at a value other than its default.
+    online = FeaturepullOnlineStoreConfig(
+        region="eu-west-1", endpoint_url="http://127.0.0.1:1", batch_size=50,
+        table_name_template="{project}-{table_name}", consistent_reads=True,
+        warmup_connections=True, tags={"team": "rides"}, session_based_auth=True,
+        max_read_workers=32, max_pool_connections=40, keepalive_timeout=12.0,
+        connect_timeout=3, read_timeout=4, total_max_retry_attempts=2, retry_mode="legacy",
+        retry_deadline_s=9, transport="botocore")
+    block = online.model_dump()
+    assert {name for name, value in block.items()
+            if value == FeaturepullOnlineStoreConfig.model_fields[name].default} == {"type"}
     yaml_path = tmp_path / "feature_store.yaml"
-    yaml_path.write_text(f"project: rides\nonline_store:\n  type: {STORE_TYPE}\n"
-                         "  region: eu-west-1\n  max_read_workers: 32\n"
-                         "  retry_deadline_s: 9\n")
+    yaml_path.write_text(yaml.safe_dump({"project": "rides", "online_store": block}))
     settings = load_settings(feature_store_yaml=yaml_path)
-    assert (settings.project, settings.dynamodb.region) == ("rides", "eu-west-1")
-    assert (settings.dynamodb.max_read_workers, settings.dynamodb.retry_deadline_s) == (32, 9)
+    assert settings.project == "rides"
+    used = set(block) - {"type", "tags", "keepalive_timeout", "warmup_connections"}
+    assert settings.dynamodb.model_dump(include=used) == {name: block[name] for name in used}
 
 
 _WITHOUT_FEAST = """
