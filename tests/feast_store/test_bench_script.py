@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs for many seconds: an endpoint process, Feast, 3 stores
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 1_000
 KNOWN = int(SIZE * 0.9)
