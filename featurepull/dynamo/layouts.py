@@ -3,7 +3,9 @@ and how a returned item becomes a row ``(event_timestamp, feature, ...)``.
 
 - :class:`FeastLayout` reads tables written by Feast's DynamoDB online store: hash key
   ``entity_id`` (hex MurmurHash3 of the serialized entity key), ``event_ts`` (S) and a
-  ``values`` map of serialized Feast ``Value`` protobufs.
+  ``values`` map of serialized Feast ``Value`` protobufs, decoded into Python values or, with
+  ``value_decoder``, by the caller's function (Feast's own ``Value.FromString`` in
+  :mod:`featurepull.feast_store`).
 - :class:`PlainLayout` reads any table: keys from its key schema, features are top-level
   attributes.
 """
@@ -24,6 +26,7 @@ from featurepull.dynamo.feast_values import decode_value, decode_values
 Row = tuple[Any, ...]
 RowDecoder = Callable[[dict[str, Any]], Row]
 RowsDecoder = Callable[[list[dict[str, Any]]], list[Row]]
+ValueDecoder = Callable[[bytes], Any]  # one serialized Feast Value -> what a row holds
 # DynamoDB's size limits for key attribute values (UTF-8 bytes for strings).
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NOTHING: dict[str, Any] = {}
@@ -101,11 +104,14 @@ class FeastLayout:
     name = "feast"
     decodes_base64 = True
 
-    def __init__(self, key_types: Mapping[str, str], serialization_version: int = 3) -> None:
+    def __init__(self, key_types: Mapping[str, str], serialization_version: int = 3,
+                 value_decoder: ValueDecoder | None = None) -> None:
         if not key_types:
             raise EntityKeyError("the feast layout needs at least one join key (--join-keys)")
         self.key_types = dict(key_types)
         self.encoder = EntityKeyEncoder(self.key_types, serialization_version)
+        # None: featurepull's own Python values (decode_value, a column of doubles at once).
+        self.value_decoder = value_decoder
 
     def check_table(self, table: str, description: Mapping[str, Any]) -> None:
         schema = _key_schema(description)
@@ -160,12 +166,13 @@ class FeastLayout:
         wanted = tuple(features)
         # Base64 text straight to the value: one C call per value read, nothing else walked.
         raw: Callable[[Any], bytes] = a2b_base64 if base64_values else bytes
+        value = self.value_decoder or decode_value
 
         def decode(item: dict[str, Any]) -> Row:
             ts = item.get("event_ts")
             stored = item["values"]["M"] if "values" in item else {}
             # A list comprehension, not a generator: this runs once per row read.
-            values = [decode_value(raw(stored[f]["B"])) if f in stored else None
+            values = [value(raw(stored[f]["B"])) if f in stored else None
                       for f in wanted]
             return (parse_event_ts(ts["S"]) if ts is not None else None, *values)
 
@@ -175,6 +182,9 @@ class FeastLayout:
         wanted = tuple(features)
         raw: Callable[[Any], bytes] = a2b_base64 if base64_values else bytes
         one = self.row_decoder(features, base64_values)
+        custom = self.value_decoder
+        column: Callable[[list[bytes]], list[Any]] = (
+            decode_values if custom is None else lambda values: list(map(custom, values)))
 
         def decode_rows(items: list[dict[str, Any]]) -> list[Row]:
             # A feature at a time: a column of doubles or floats is one struct call, and the
@@ -186,7 +196,7 @@ class FeastLayout:
                     values = [raw(values[feature]["B"]) for values in stored]
                 except KeyError:  # an item without this feature: no column to speed up
                     return [one(item) for item in items]
-                columns.append(decode_values(values))
+                columns.append(column(values))
             stamps = [parse_event_ts(item["event_ts"]["S"]) if "event_ts" in item else None
                       for item in items]
             return list(zip(stamps, *columns, strict=True))
