@@ -19,6 +19,8 @@ from featurepull.config.settings import DynamoSettings, Settings
 # Feast online-store keys that only matter for writing or for Feast's async client; a Feast
 # user's yaml carries them, so they are accepted and ignored rather than rejected.
 _FEAST_IGNORED = {"type", "tags", "keepalive_timeout"}
+# Feast names an online store by its short type or by the full path of its class.
+_DYNAMODB_TYPES = {"dynamodb", "feast.infra.online_stores.dynamodb.DynamoDBOnlineStore"}
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -52,7 +54,7 @@ def read_feature_store_yaml(path: str | Path) -> dict[str, Any]:
     store = doc.get("online_store")
     if store is None:
         return out
-    if not isinstance(store, dict) or store.get("type") != "dynamodb":
+    if not isinstance(store, dict) or store.get("type") not in _DYNAMODB_TYPES:
         kind = store.get("type") if isinstance(store, dict) else store
         raise ConfigError(
             f"{path}: online_store type is {kind!r}; featurepull reads only "

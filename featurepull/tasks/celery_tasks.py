@@ -34,11 +34,11 @@ from featurepull.io import OutputError
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor
 from featurepull.tasks.jobs import (
-    JobRequest,
     JobStopped,
     check_request_size,
     create_job,
     finish_job,
+    parse_job_request,
     reset_process_state,
     run_shard,
 )
@@ -147,7 +147,7 @@ def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
     # Before validating it: a request is a few hundred bytes; a huge one is neither
     # validated nor stored.
     check_request_size(request, settings.jobs.max_request_bytes)
-    meta = create_job(JobRequest(**request), settings, store)
+    meta = create_job(parse_job_request(request), settings, store)
     job_created(meta)
     enqueue_shards(self.app, meta, settings.jobs.queue)
     return {"job_id": meta.job_id, "shards": meta.shards, "rows": meta.rows}
