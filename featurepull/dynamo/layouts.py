@@ -357,7 +357,7 @@ def _key_converter(atype: str, max_bytes: int) -> Callable[[Any], Hashable]:
                              "optional sign, point and exponent: no spaces or underscores)")
         if len(number.as_tuple().digits) > 38:
             raise ValueError(f"{value} has more than DynamoDB's 38 significant digits")
-        if number and not N_MIN_MAGNITUDE <= abs(number) < N_MAX_MAGNITUDE:
+        if number and not N_MIN_MAGNITUDE <= number.copy_abs() < N_MAX_MAGNITUDE:
             raise ValueError(f"{value} is outside DynamoDB's number range (a magnitude from "
                              "1E-130 to below 1E+126, or 0)")
         return number
