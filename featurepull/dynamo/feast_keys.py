@@ -38,7 +38,8 @@ def _as_int(value: Any, bounds: tuple[int, int], type_name: str) -> int:
     elif isinstance(value, str):
         # int() also takes "1_00" (as 100) and non-ASCII digits; DynamoDB and Feast do not.
         if not _INT_TEXT.fullmatch(value):
-            raise TypeError(f"{value!r} is not an integer")
+            raise TypeError(f"{value!r} is not an integer (ASCII digits with an optional "
+                            "sign: no underscores, points or exponents)")
         value = int(value)
     elif not isinstance(value, int):
         raise TypeError(f"{type(value).__name__} {value!r} is not an integer")
