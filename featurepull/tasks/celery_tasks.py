@@ -5,6 +5,8 @@ arguments are small JSON values — entity lists and rows stay in Redis.
   (entities by reference). Validates, stores the shards, enqueues them; returns
   ``{"job_id", "shards", "rows"}``. For scoring tasks in other Celery apps (``send_task``).
   ``request["scorer"]`` may name a scorer registered in the workers' ``[[scorers]]``.
+  A request with missing or invalid fields raises ``InvalidJobRequest`` (a ValueError) whose
+  message lists each field: pydantic's ValidationError reaches a ``send_task`` caller empty.
 - ``featurepull.read_shard(job_id, shard)``: reads one shard; the last one to finish
   enqueues ``finish_job``. Reports ``PROGRESS`` with ``done``/``total`` keys, in the result
   backend and as a ``task-progress`` event (Flower shows state ``PROGRESS``).
