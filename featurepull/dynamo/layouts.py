@@ -214,8 +214,10 @@ def _feast_item_error(ts: Any, stored: Mapping[str, Any], features: Sequence[str
         if ts is not None:
             parse_event_ts(ts["S"])
     except _DECODE_ERRORS:
-        return ItemDecodeError(f"attribute 'event_ts' holds {ts!r}, which is not a date-time "
-                               "as Feast writes it (e.g. '2024-05-01 12:00:00+00:00')")
+        shown = next(iter(ts.values()), ts) if isinstance(ts, dict) else ts
+        return ItemDecodeError(f"attribute 'event_ts' holds {shown!r}, which is not a "
+                               "date-time as Feast writes it (e.g. '2024-05-01 "
+                               "12:00:00+00:00')")
     for feature in features:
         try:
             if feature in stored:
