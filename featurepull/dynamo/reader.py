@@ -320,6 +320,7 @@ class BatchReader:
             self._retry_later(outcome.batch, state, now, pause=outcome.failure == "throttle")
             return 0
         if outcome.unprocessed:
+            stats.unprocessed_requests += 1
             stats.unprocessed_retries += len(outcome.unprocessed)
             self._retry_later(outcome.unprocessed, state, now, pause=False)
         answered = len(outcome.batch) - len(outcome.unprocessed)
