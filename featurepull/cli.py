@@ -243,9 +243,12 @@ def pull_command(**opts: Any) -> None:
                            overwrite=opts["overwrite"], progress=advance, on_keys=on_keys)
         finally:
             bar.close()
+        _print_warnings(outcome.warnings)
         if opts["as_json"]:
             summary = {"output": outcome.output, "rows_written": outcome.rows_written,
                        **outcome.stats.to_dict()}
+            if outcome.warnings:
+                summary["warnings"] = outcome.warnings
             click.echo(json.dumps(summary))
         else:
             click.echo(f"featurepull: wrote {outcome.rows_written} rows to {outcome.output}")
@@ -297,7 +300,13 @@ def submit_command(**opts: Any) -> None:
         _print_summary(final.summary or {}, opts["as_json"])
 
 
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        click.echo(f"featurepull: warning: {warning}", err=True)
+
+
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    _print_warnings(summary.get("warnings", []))
     if as_json:
         click.echo(json.dumps(summary))
         return

@@ -12,6 +12,7 @@ and how a returned item becomes a row ``(event_timestamp, feature, ...)``.
 
 from __future__ import annotations
 
+import re
 from binascii import a2b_base64
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from featurepull.dynamo.attributes import canonical_number, decode_attribute
-from featurepull.dynamo.errors import EntityKeyError, TableError
+from featurepull.dynamo.errors import EntityKeyError, ItemDecodeError, TableError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
 from featurepull.dynamo.feast_values import decode_value, decode_values
 
@@ -32,6 +33,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NOTHING: dict[str, Any] = {}
 HASH_KEY_MAX_BYTES = 2048
 RANGE_KEY_MAX_BYTES = 1024
+# DynamoDB's number range: a magnitude from 1E-130 to 9.99...E+125 (38 digits), or zero.
+N_MIN_MAGNITUDE, N_MAX_MAGNITUDE = Decimal("1E-130"), Decimal("1E+126")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class Layout(Protocol):
@@ -171,10 +175,16 @@ class FeastLayout:
         def decode(item: dict[str, Any]) -> Row:
             ts = item.get("event_ts")
             stored = item["values"]["M"] if "values" in item else {}
-            # A list comprehension, not a generator: this runs once per row read.
-            values = [value(raw(stored[f]["B"])) if f in stored else None
-                      for f in wanted]
-            return (parse_event_ts(ts["S"]) if ts is not None else None, *values)
+            try:
+                # A list comprehension, not a generator: this runs once per row read.
+                values = [value(raw(stored[f]["B"])) if f in stored else None
+                          for f in wanted]
+                return (parse_event_ts(ts["S"]) if ts is not None else None, *values)
+            except _DECODE_ERRORS as exc:
+                error = _feast_item_error(ts, stored, wanted, raw, value)
+                if error is None:
+                    raise
+                raise error from exc
 
         return decode
 
@@ -202,6 +212,31 @@ class FeastLayout:
             return list(zip(stamps, *columns, strict=True))
 
         return decode_rows
+
+
+_DECODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
+
+
+def _feast_item_error(ts: Any, stored: Mapping[str, Any], features: Sequence[str],
+                      raw: Callable[[Any], bytes],
+                      value: Callable[[bytes], Any]) -> ItemDecodeError | None:
+    """Which part of a Feast item cannot be decoded, and what to do (None: not found)."""
+    try:
+        if ts is not None:
+            parse_event_ts(ts["S"])
+    except _DECODE_ERRORS:
+        shown = next(iter(ts.values()), ts) if isinstance(ts, dict) else ts
+        return ItemDecodeError(f"attribute 'event_ts' holds {shown!r}, which is not a "
+                               "date-time as Feast writes it (e.g. '2024-05-01 "
+                               "12:00:00+00:00')")
+    for feature in features:
+        try:
+            if feature in stored:
+                value(raw(stored[feature]["B"]))
+        except _DECODE_ERRORS as exc:
+            return ItemDecodeError(f"feature {feature!r}: {exc}; fix the value in the table, "
+                                   "or leave the feature out of --features")
+    return None
 
 
 class PlainLayout:
@@ -280,7 +315,7 @@ class PlainLayout:
         def decode(item: dict[str, Any]) -> Row:
             ts = item.get(ts_name) if ts_name else None
             return (
-                _plain_timestamp(ts) if ts is not None else None,
+                _plain_timestamp(ts_name, ts) if ts is not None else None,
                 *(decode_attribute(item[f]) if f in item else None for f in wanted),
             )
 
@@ -291,11 +326,19 @@ class PlainLayout:
         return lambda items: [decode(item) for item in items]
 
 
-def _plain_timestamp(value: dict[str, Any]) -> datetime | None:
-    if "S" in value:
-        return parse_event_ts(value["S"])
-    if "N" in value:
-        return _EPOCH + timedelta(seconds=float(Decimal(value["N"])))
+def _plain_timestamp(name: str | None, value: dict[str, Any]) -> datetime | None:
+    try:
+        if "S" in value:
+            return parse_event_ts(value["S"])
+        if "N" in value:
+            return _EPOCH + timedelta(seconds=float(Decimal(value["N"])))
+    except _DECODE_ERRORS:
+        shown = next(iter(value.values()))
+        raise ItemDecodeError(
+            f"attribute {name!r} holds {shown!r}, which is not a date-time (ISO 8601 text or "
+            "Unix seconds); name the attribute that holds the event time with "
+            "--event-ts-attribute, or pass --event-ts-attribute '' to read without one"
+        ) from None
     return None
 
 
@@ -321,8 +364,15 @@ def _key_converter(atype: str, max_bytes: int) -> Callable[[Any], Hashable]:
         number = canonical_number(str(value))
         if not number.is_finite():
             raise ValueError(f"{value} is not a finite number")
+        if isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value):
+            # Decimal() also takes "1_00" (as 100), " 1" and non-ASCII digits.
+            raise ValueError(f"{value!r} is not a number as DynamoDB writes one (digits, an "
+                             "optional sign, point and exponent: no spaces or underscores)")
         if len(number.as_tuple().digits) > 38:
             raise ValueError(f"{value} has more than DynamoDB's 38 significant digits")
+        if number and not N_MIN_MAGNITUDE <= number.copy_abs() < N_MAX_MAGNITUDE:
+            raise ValueError(f"{value} is outside DynamoDB's number range (a magnitude from "
+                             "1E-130 to below 1E+126, or 0)")
         return number
 
     def to_b(value: Any) -> bytes:
