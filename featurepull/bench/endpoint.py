@@ -8,10 +8,11 @@ DynamoDB JSON protocol with so little CPU of its own that the client's cost show
         BatchReader(DEFAULT_TABLE, layout, DynamoSettings(endpoint_url=endpoint.url, ...))
 
 It answers DescribeTable and BatchGetItem (projections, ConsumedCapacity, DynamoDB's
-validation errors, UnprocessedKeys and throttling at chosen rates) and ``GET /stats``.
-With ``--provisioned-rcu`` it enforces a table's read capacity as DynamoDB does
-(``featurepull.bench.capacity``) and reports each client's consumption at
-``GET /stats/capacity``. Every
+validation errors, UnprocessedKeys and throttling at chosen rates), ``GET /stats`` (counters,
+including what tests check on the wire: calls in flight at once, ConsistentRead, the SigV4
+region) and ``DELETE /stats`` (zero them). With ``--provisioned-rcu`` it enforces a table's
+read capacity as DynamoDB does (``featurepull.bench.capacity``) and reports each client's
+consumption at ``GET /stats/capacity``. Every
 JSON fragment of every item is rendered once at startup, so a request costs dict lookups and
 string joins. moto, by comparison, answers about 1,000 keys/s on the development machine.
 """
@@ -266,6 +267,11 @@ class Counters:
     throttled: int = 0
     errors: int = 0  # 4xx answers other than throttling
     connections: int = 0
+    consistent_reads: int = 0  # BatchGetItem calls with ConsistentRead true
+    in_flight: int = 0  # DynamoDB calls received and not yet answered (latency included)
+    max_in_flight: int = 0
+    # SigV4 credential scope region of each call (the region the client signed for).
+    regions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -349,6 +355,8 @@ class DynamoTable:
         if len(keys) > MAX_BATCH_KEYS:
             raise _validation("Too many items requested for the BatchGetItem call")
         ids = _entity_ids(keys)
+        if spec.get("ConsistentRead") is True:
+            self.counters.consistent_reads += 1
         if len(set(ids)) != len(ids):
             raise _validation("Provided list of item keys contains duplicates")
         render = self._renderer(spec)
@@ -412,9 +420,13 @@ class DynamoTable:
         render = self._projections[cache_key] = projection.renderer()
         return render
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         """The counters, for ``GET /stats``."""
         return dict(vars(self.counters))
+
+    def reset_stats(self) -> None:
+        """Zero the counters (``DELETE /stats``), keeping the calls still in flight."""
+        self.counters = Counters(in_flight=self.counters.in_flight)
 
 
 _THROTTLE_MESSAGE = ("The level of configured provisioned throughput for the table was "
@@ -460,6 +472,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False  # a response is waiting out the latency
         self.timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
+        self.call_open = False  # a DynamoDB call counted in flight, not yet answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -469,7 +482,13 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        self._call_answered()
         self.transport = None
+
+    def _call_answered(self) -> None:
+        if self.call_open:
+            self.call_open = False
+            self.server.table.counters.in_flight -= 1
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -482,6 +501,7 @@ class _Connection(asyncio.Protocol):
                 request = _parse_request(self.buffer)
                 if request is None:
                     return
+                self.call_open = request.method == "POST" and request.path == "/"
                 status, body, keep_alive = self.server.answer(request)
                 delay = self.server.latency_s
                 if delay > 0:
@@ -489,12 +509,14 @@ class _Connection(asyncio.Protocol):
                     self.timer = asyncio.get_running_loop().call_later(
                         delay, self._send_later, status, body, keep_alive)
                 else:
+                    self._call_answered()
                     self._send(status, body, keep_alive)
         except ValueError as exc:  # not a request this endpoint can read: say so and hang up
             self._send(400, json.dumps({"message": str(exc)}).encode(), keep_alive=False)
 
     def _send_later(self, status: int, body: bytes, keep_alive: bool) -> None:
         self.busy, self.timer = False, None
+        self._call_answered()
         self._send(status, body, keep_alive)
         self._answer_buffered()
 
@@ -548,6 +570,13 @@ def _parse_request(buffer: bytearray) -> _Request | None:
     return _Request(method, path, version, headers, body)
 
 
+def _signed_region(authorization: str) -> str:
+    """The region of a SigV4 ``Authorization`` header's credential scope ('' if unsigned)."""
+    _, found, rest = authorization.partition("Credential=")
+    scope = rest.split(",", 1)[0].split("/") if found else []
+    return scope[2] if len(scope) == 5 else ""
+
+
 @dataclass
 class _Server:
     table: DynamoTable
@@ -561,6 +590,11 @@ class _Server:
                       and request.headers.get("connection", "").lower() != "close")
         method, path = request.method, request.path
         if method == "POST" and path == "/":
+            counters = self.table.counters
+            counters.in_flight += 1  # until _Connection sends the answer
+            counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
+            region = _signed_region(request.headers.get("authorization", ""))
+            counters.regions[region] = counters.regions.get(region, 0) + 1
             target = request.headers.get("x-amz-target", "")
             client = client_of(request.headers.get("authorization", ""))
             status, body = self.table.handle(target, request.body, client)
@@ -570,6 +604,9 @@ class _Server:
             return 200, json.dumps(stats).encode(), keep_alive
         if method == "GET" and path == "/stats/capacity":
             return 200, json.dumps(self.table.capacity.stats()).encode(), keep_alive
+        if method == "DELETE" and path == "/stats":
+            self.table.reset_stats()
+            return 200, b"{}", keep_alive
         return 404, json.dumps({"message": f"no {method} {path} here"}).encode(), keep_alive
 
 
@@ -611,6 +648,11 @@ class EndpointProcess:
         """``GET /stats/capacity``: the table's capacity and each client's consumption."""
         with urllib.request.urlopen(f"{self.url}/stats/capacity", timeout=10) as response:
             return dict(json.loads(response.read()))
+    def reset_stats(self) -> None:
+        """Zero the endpoint's counters (``DELETE /stats``), e.g. between two tests."""
+        request = urllib.request.Request(f"{self.url}/stats", method="DELETE")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines the endpoint wrote to stderr, for error messages."""

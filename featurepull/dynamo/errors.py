@@ -26,3 +26,8 @@ class RetryDeadlineExceeded(ReadError):
 
 class EntityKeyError(ValueError):
     """An entity key cannot be built from the input: bad type, null, too long."""
+
+
+class ItemDecodeError(ValueError):
+    """A value of a returned item cannot be decoded; the message names the attribute or
+    feature, the value, and what to do (the reader adds the table and the key)."""

@@ -41,6 +41,7 @@ from featurepull.config import DynamoSettings
 from featurepull.dynamo.client import process_client
 from featurepull.dynamo.concurrency import Aimd
 from featurepull.dynamo.errors import (
+    ItemDecodeError,
     PermanentReadError,
     ReadError,
     RetryDeadlineExceeded,
@@ -176,12 +177,14 @@ class BatchReader:
             self._checked = True
 
     def read(self, keys: Sequence[Hashable], features: Sequence[str],
-             progress: Progress | None = None) -> ReadResult:
-        """One row per key, in order: ``(event_timestamp, *features)`` or ``None``."""
+             progress: Progress | None = None, row_offset: int = 0) -> ReadResult:
+        """One row per key, in order: ``(event_timestamp, *features)`` or ``None``.
+        ``row_offset`` is the number of entity rows before ``keys[0]`` (a shard's place in
+        its file), so messages name the entity row of the whole file."""
         _check_features(features)
         self.check_table()
         started = time.perf_counter()
-        state = _ReadState(keys, self.settings.batch_size)
+        state = _ReadState(keys, self.settings.batch_size, row_offset)
         self.reading = state.stats
         template = {
             **self.layout.projection(features),
@@ -304,7 +307,7 @@ class BatchReader:
             rows = decode.rows(items)
         except (ValueError, TypeError, KeyError, OverflowError):
             # Item by item, to name the one at fault.
-            rows = [self._decode_one(decode.one, item) for item in items]
+            rows = [self._decode_one(decode.one, item, state) for item in items]
         for item, row in zip(items, rows, strict=True):
             position = index.get(layout.key_of(item))
             if position is None:
@@ -313,9 +316,15 @@ class BatchReader:
             results[position] = row
         outcome.items = []
 
-    def _decode_one(self, decode: RowDecoder, item: dict[str, Any]) -> Row:
+    def _decode_one(self, decode: RowDecoder, item: dict[str, Any], state: _ReadState) -> Row:
         try:
             return decode(item)
+        except ItemDecodeError as exc:
+            key = self.layout.key_of(item)
+            parts = key if isinstance(key, tuple) else (key,)
+            row = state.positions.index(state.index[key]) + 1 + state.row_offset
+            raise ReadError(f"{self.where()}: the item of key {', '.join(map(str, parts))} "
+                            f"(entity row {row:,}): {exc}") from exc
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise ReadError(f"{self.where()}: the item of key {self.layout.key_of(item)!r} "
                             f"cannot be decoded ({type(exc).__name__}: {exc}); is it in the "
@@ -424,7 +433,8 @@ class _RetryLog:
 class _ReadState:
     """The bookkeeping of one read: unique keys, results, and what is waiting to be sent."""
 
-    def __init__(self, keys: Sequence[Hashable], batch_size: int) -> None:
+    def __init__(self, keys: Sequence[Hashable], batch_size: int, row_offset: int = 0) -> None:
+        self.row_offset = row_offset
         self.index: dict[Hashable, int] = {}
         setdefault = self.index.setdefault
         self.positions = [setdefault(key, len(self.index)) for key in keys]

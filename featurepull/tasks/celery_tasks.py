@@ -5,6 +5,8 @@ arguments are small JSON values — entity lists and rows stay in Redis.
   (entities by reference). Validates, stores the shards, enqueues them; returns
   ``{"job_id", "shards", "rows"}``. For scoring tasks in other Celery apps (``send_task``).
   ``request["scorer"]`` may name a scorer registered in the workers' ``[[scorers]]``.
+  A request with missing or invalid fields raises ``InvalidJobRequest`` (a ValueError) whose
+  message lists each field: pydantic's ValidationError reaches a ``send_task`` caller empty.
 - ``featurepull.read_shard(job_id, shard)``: reads one shard; the last one to finish
   enqueues ``finish_job``. Reports ``PROGRESS`` with ``done``/``total`` keys, in the result
   backend and as a ``task-progress`` event (Flower shows state ``PROGRESS``).
@@ -37,11 +39,11 @@ from featurepull.io import OutputError
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor
 from featurepull.tasks.jobs import (
-    JobRequest,
     JobStopped,
     check_request_size,
     create_job,
     finish_job,
+    parse_job_request,
     reset_process_state,
     run_shard,
 )
@@ -160,7 +162,7 @@ def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
     # Before validating it: a request is a few hundred bytes; a huge one is neither
     # validated nor stored.
     check_request_size(request, settings.jobs.max_request_bytes)
-    meta = create_job(JobRequest(**request), settings, store)
+    meta = create_job(parse_job_request(request), settings, store)
     job_created(meta)
     enqueue_shards(self.app, meta, settings.jobs.queue)
     return {"job_id": meta.job_id, "shards": meta.shards, "rows": meta.rows}

@@ -18,13 +18,19 @@ from typing import Any
 
 import pyarrow as pa
 import structlog
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from featurepull.config import ConfigError, RequestFields, Settings
+from featurepull.config.errors import request_error_text
 from featurepull.config.loading import merge
 from featurepull.config.settings import SCORER_NAME_PATTERN
 from featurepull.dynamo import BatchReader, ReadStats
-from featurepull.dynamo.plan import layout_from_spec, layout_spec, plan_read
+from featurepull.dynamo.plan import (
+    layout_from_spec,
+    layout_spec,
+    nothing_found_warning,
+    plan_read,
+)
 from featurepull.io import (
     EntityFileError,
     EntityTable,
@@ -112,7 +118,25 @@ def load_entities(reference: str, settings: Settings, store: JobStore) -> Entity
             table = read_entities(tmp.name, limits=limits)
         except EntityFileError as exc:  # name what the user gave, not our temporary file
             raise EntityFileError(str(exc).replace(tmp.name, reference)) from None
-    return EntityTable(reference, table.columns, table.types)
+    return EntityTable(reference, table.columns, table.types, table.notes)
+
+
+class InvalidJobRequest(ValueError):
+    """A job request that is not a JSON object or misses or mistypes a field; the message
+    lists each one (a plain message, so it survives Celery's JSON result backend)."""
+
+
+def parse_job_request(request: Any) -> JobRequest:
+    """A ``featurepull.submit_job`` argument as a JobRequest, or InvalidJobRequest."""
+    if not isinstance(request, Mapping):
+        raise InvalidJobRequest(
+            f"the featurepull.submit_job request is a {type(request).__name__}, not a JSON "
+            'object; send {"table": ..., "features": [...], "entities": ...}')
+    try:
+        return JobRequest(**request)
+    except ValidationError as exc:
+        raise InvalidJobRequest(request_error_text(
+            exc, "featurepull.submit_job request (see the task API in the README)")) from None
 
 
 class RequestTooLarge(ValueError):
@@ -168,7 +192,7 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     if entities.num_rows > effective.jobs.max_entities:
         raise too_many_entities(entities.source, entities.num_rows, effective.jobs.max_entities)
     plan = plan_read(request, list(entities.columns), entities.types, entities.source,
-                     effective)
+                     effective, entities.notes)
     table, layout = plan.table, plan.layout
     layout.check_keys(entities.columns, entities.source)  # refuse bad keys now, not mid-job
     shard_size = effective.jobs.shard_size
@@ -248,7 +272,8 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
 
     started = time.monotonic()
     with metrics.shard_running(spec["table"]):
-        result = reader.read(keys, request.features, progress=progress)
+        result = reader.read(keys, request.features, progress=progress,
+                             row_offset=shard * spec["shard_size"])
     table = rows_to_table(columns, result.rows, request.features)
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
@@ -399,6 +424,11 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
     }
     read = summary["read"]
     read["rcu_per_s"] = round(read["consumed_rcu"] / seconds, 1) if seconds > 0 else 0.0
+    warning = nothing_found_warning(meta.request, meta.request["table"], read["keys"],
+                                    read["found"])
+    if warning:
+        summary["warnings"] = [warning]
+        log.warning("nothing_found", message=warning)
     store.succeed(job_id, summary)
     if request.output:
         # The file holds the rows now; keeping them in Redis until the TTL would cost about

@@ -75,6 +75,11 @@ class JobStoreError(RuntimeError):
     """Redis cannot be reached or answered unexpectedly; the message names the URL."""
 
 
+class RedisUnavailable(JobStoreError):
+    """Redis does not answer (down, unreachable, or gone mid-wait): the run failed, not the
+    input — the CLI exits 1 for it."""
+
+
 class UnknownJob(KeyError):
     """No job with this id (never submitted, or expired after its TTL)."""
 
@@ -107,7 +112,8 @@ def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
             "(redis://:PASSWORD@host:port/db)"
         ) from None
     except redis.RedisError as exc:
-        raise JobStoreError(
+        unreachable = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+        raise (RedisUnavailable if unreachable else JobStoreError)(
             f"cannot reach Redis at {redact_url(url)} ({exc}); is redis-server running there? "
             "Set FEATUREPULL_REDIS_URL or redis_url in the config file"
         ) from None

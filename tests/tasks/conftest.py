@@ -73,13 +73,18 @@ class Fleet:
         return redis.Redis.from_url(self.redis_url)
 
     def start_worker(self, concurrency: int = 2, name: str | None = None,
-                     loglevel: str | None = "INFO") -> subprocess.Popen[bytes]:
-        """A worker instance; ``loglevel=None`` starts it without --loglevel."""
+                     loglevel: str | None = "INFO",
+                     cli: bool = False) -> subprocess.Popen[bytes]:
+        """A worker instance: ``celery -A featurepull.worker worker``, or with ``cli`` our
+        own ``featurepull worker`` (which picks the queue from the settings itself);
+        ``loglevel=None`` starts it without --loglevel."""
         name = name or f"w{len(self.workers)}-{uuid.uuid4().hex[:4]}"
         log = self._dir / f"{name}.log"
-        cmd = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker",
-               "--pool", "prefork", "--concurrency", str(concurrency), "-Q", self.queue,
-               "--hostname", f"{name}@%h", "--without-mingle", "--without-gossip",
+        start = ([sys.executable, "-m", "featurepull", "worker"] if cli else
+                 [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker",
+                  "--pool", "prefork", "-Q", self.queue])
+        cmd = [*start, "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
+               "--without-mingle", "--without-gossip",
                *(["--loglevel", loglevel] if loglevel else [])]
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
