@@ -230,24 +230,19 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     ``scorer`` names a scorer registered in ``settings.scorers`` (the workers' registry);
     the job's rows are then the entity keys and its scores (plus the features when
     ``with_features``). ``notify`` (``{"task", "queue"}``) names a task of another Celery
-    app that the workers send, once, with the job's summary when it ends. A read budget in
-    ``settings`` (``dynamodb.max_rcu_per_s``: the ``--max-rcu-per-s`` flag, its variable
-    or the config file) goes with the job unless ``dynamodb`` names one.
+    app that the workers send, once, with the job's summary when it ends.
     """
     from featurepull.tasks.celery_tasks import enqueue_shards
     from featurepull.worker.app import producer_app
 
     settings = settings or load_settings()
     store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
-    overrides = dict(dynamodb or {})
-    if settings.dynamodb.max_rcu_per_s is not None:
-        overrides.setdefault("max_rcu_per_s", settings.dynamodb.max_rcu_per_s)
     request = JobRequest(
         table=table, features=list(features), entities=_from_here(entities),
         output=None if output is None else _from_here(output),
         overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
         join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
-        event_ts_attribute=event_ts_attribute, project=project, dynamodb=overrides,
+        event_ts_attribute=event_ts_attribute, project=project, dynamodb=dict(dynamodb or {}),
         scorer=scorer, with_features=with_features,
         notify=Notify(**notify) if notify else None,
     )
