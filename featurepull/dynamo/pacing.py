@@ -4,9 +4,10 @@ The reader asks a :class:`Pacer` before each request (``reserve`` an estimate of
 request will cost) and tells it afterwards what DynamoDB charged (``settle`` from the answer's
 ``ConsumedCapacity``). A pacer is a token bucket in the GCRA form: one number, the
 "theoretical arrival time" — the moment the bucket would be full again. Taking ``u`` units
-pushes it ``u / rate`` seconds later; a take is allowed while it lies at most ``burst_s`` ahead
-of now. Refill is nothing but the clock moving, so a reader that dies holding a reservation
-leaks nothing.
+pushes it ``u / rate`` seconds later; a take is allowed when, after it, it lies no further
+ahead of now than the bucket's depth: ``burst_s``, or one request when that is larger. So any
+window of ``T`` seconds sees at most ``rate * T`` plus one depth. Refill is nothing but the
+clock moving, so a reader that dies holding a reservation leaks nothing.
 
 This module holds the local pacer (one process: ``featurepull pull``, a notebook) and the
 budget arithmetic; ``featurepull.tasks.capacity`` holds the one shared in Redis by a fleet.
@@ -22,9 +23,9 @@ from typing import Any, Protocol
 
 from featurepull.dynamo.errors import TableError
 
-# How far ahead of the clock a bucket may be drawn: the burst a budget allows on top of its
-# rate. Small, so that every 1-second window stays within ~10% of the budget.
-BURST_S = 0.1
+# The bucket's depth in seconds of budget (at least one request): the burst a budget allows
+# on top of its rate. Small, so that every 1-second window stays within ~5% of the budget.
+BURST_S = 0.05
 # Waits shorter than this are none (clocks and float sums are not finer).
 _RESOLUTION_S = 1e-6
 # DynamoDB's charge per key of BatchGetItem, up to 4 KB of item (found or not).
@@ -74,10 +75,11 @@ class LocalBucket:
         with self._lock:
             now = self._clock()
             tat = max(self._tat, now)
-            ahead = tat - now - self.burst_s
+            cost = units / self.rate
+            ahead = tat + cost - now - max(self.burst_s, cost)
             if ahead > _RESOLUTION_S:
                 return ahead
-            self._tat = tat + units / self.rate
+            self._tat = tat + cost
             return 0.0
 
     def settle(self, reserved: float, consumed: float) -> None:

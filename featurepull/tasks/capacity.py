@@ -31,9 +31,12 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 tat = tat + settle / rate
 if tat < now then tat = now end
-local wait = tat - now - burst
+local cost = units / rate
+local depth = burst
+if cost > depth then depth = cost end
+local wait = tat + cost - now - depth
 if wait <= 0.000001 then
-    tat = tat + units / rate
+    tat = tat + cost
     wait = 0
 end
 local ttl = math.ceil((tat - now + burst) * 1000) + 1000

@@ -99,8 +99,15 @@ def test_local_bucket_keeps_its_rate() -> None:
     clock = Clock()
     bucket = LocalBucket(2000, burst_s=0.1, clock=clock)
     taken = _drain(bucket, clock, 10.0, 50)
-    # 10 s at 2,000/s, plus at most the burst and one request.
-    assert 20_000 <= taken <= 20_000 + 200 + 50
+    # 10 s at 2,000/s, plus at most the bucket's depth (0.1 s).
+    assert 20_000 <= taken <= 20_000 + 200
+
+
+def test_a_request_larger_than_the_burst_waits_for_a_full_bucket() -> None:
+    clock = Clock()
+    bucket = LocalBucket(100, burst_s=0.05, clock=clock)  # depth: 5 units, or one request
+    taken = _drain(bucket, clock, 10.0, 50)
+    assert taken <= 100 * 10 + 50  # never more than the rate plus one request
 
 
 def test_settling_gives_back_or_charges_the_difference() -> None:
