@@ -22,6 +22,7 @@ import gc
 import json
 import os
 import random
+import re
 import resource
 import select
 import shutil
@@ -262,6 +263,13 @@ class Counters:
     throttled: int = 0
     errors: int = 0  # 4xx answers other than throttling
     connections: int = 0
+    # What the client put on the wire, for tests of its flags: BatchGetItem calls that asked
+    # for ConsistentRead, the most requests waiting out the latency at once (requests in
+    # flight), and the SigV4 credential scope region of the last signed request.
+    consistent_reads: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    region: str = ""
 
 
 @dataclass
@@ -346,6 +354,7 @@ class DynamoTable:
         if self.throttle_rate and self._rng.random() < self.throttle_rate:
             raise DynamoError("ProvisionedThroughputExceededException", _THROTTLE_MESSAGE)
         self.counters.keys += len(ids)
+        self.counters.consistent_reads += spec.get("ConsistentRead") is True
         left: list[Any] = []
         if self.unprocessed_rate:
             draw, rate, kept = self._rng.random, self.unprocessed_rate, []
@@ -397,7 +406,7 @@ class DynamoTable:
         render = self._projections[cache_key] = projection.renderer()
         return render
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         """The counters, for ``GET /stats``."""
         return dict(vars(self.counters))
 
@@ -434,6 +443,8 @@ def _entity_ids(keys: list[Any]) -> list[str]:
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 16 * 1024 * 1024
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found"}
+# SigV4: Authorization: AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/SERVICE/aws4_request, ...
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/(?P<region>[^/,\s]+)/")
 
 
 class _Connection(asyncio.Protocol):
@@ -454,6 +465,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
+            self.server.table.counters.in_flight -= 1
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -471,6 +483,9 @@ class _Connection(asyncio.Protocol):
                 delay = self.server.latency_s
                 if delay > 0:
                     self.busy = True
+                    counters = self.server.table.counters
+                    counters.in_flight += 1
+                    counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
                     self.timer = asyncio.get_running_loop().call_later(
                         delay, self._send_later, status, body, keep_alive)
                 else:
@@ -480,6 +495,7 @@ class _Connection(asyncio.Protocol):
 
     def _send_later(self, status: int, body: bytes, keep_alive: bool) -> None:
         self.busy, self.timer = False, None
+        self.server.table.counters.in_flight -= 1
         self._send(status, body, keep_alive)
         self._answer_buffered()
 
@@ -547,11 +563,17 @@ class _Server:
         method, path = request.method, request.path
         if method == "POST" and path == "/":
             target = request.headers.get("x-amz-target", "")
+            scope = _CREDENTIAL_SCOPE.search(request.headers.get("authorization", ""))
+            if scope:
+                self.table.counters.region = scope["region"]
             status, body = self.table.handle(target, request.body)
             return status, body, keep_alive
         if method == "GET" and path == "/stats":
             stats = {**self.table.stats(), **self.extra_stats}
             return 200, json.dumps(stats).encode(), keep_alive
+        if method == "POST" and path == "/stats/reset":  # counters back to 0, between tests
+            self.table.counters = Counters(in_flight=self.table.counters.in_flight)
+            return 200, b"{}", keep_alive
         return 404, json.dumps({"message": f"no {method} {path} here"}).encode(), keep_alive
 
 
@@ -588,6 +610,12 @@ class EndpointProcess:
         """The endpoint's ``GET /stats`` counters."""
         with urllib.request.urlopen(f"{self.url}/stats", timeout=10) as response:
             return dict(json.loads(response.read()))
+
+    def reset_stats(self) -> None:
+        """Set the counters back to zero (``POST /stats/reset``)."""
+        request = urllib.request.Request(f"{self.url}/stats/reset", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines the endpoint wrote to stderr, for error messages."""
