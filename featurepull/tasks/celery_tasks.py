@@ -85,6 +85,19 @@ def retry_after_outage(task: Any, store: JobStore, exc: Exception, what: str) ->
                      argsrepr=task.request.get("argsrepr")) from None
 
 
+class ShardFailed(Exception):
+    """How a failed task ends for Celery: with the job's redacted error. The original
+    exception is not re-raised: Celery would store its message and traceback, unmasked, in
+    the result backend (Redis), and Flower would show them."""
+
+
+def fail_job(store: JobStore, job_id: str, error: str) -> NoReturn:
+    """Mark the job failed with ``error`` (redacted) and end the task with it."""
+    error = redact_text(error)
+    store.fail(job_id, error)
+    raise ShardFailed(error) from None
+
+
 @dataclass
 class _Context:
     settings: Settings
@@ -192,11 +205,9 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
                            "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")
         raise
     except (ReadError, EntityKeyError, OutputError, ScorerError, ValueError) as exc:
-        store.fail(job_id, redact_text(f"shard {shard}: {exc}"))
-        raise
+        fail_job(store, job_id, f"shard {shard}: {exc}")
     except Exception as exc:
-        store.fail(job_id, redact_text(f"shard {shard}: unexpected {type(exc).__name__}: {exc}"))
-        raise
+        fail_job(store, job_id, f"shard {shard}: unexpected {type(exc).__name__}: {exc}")
     return {"job_id": job_id, "shard": shard, "last": last}
 
 
@@ -220,7 +231,6 @@ def finish(self: Any, job_id: str) -> dict[str, Any] | None:
         # Redis went away mid-finish: the job cannot be marked failed now; finish it again.
         retry_after_outage(self, store, exc, f"the finish_job message of job {job_id}")
     except Exception as exc:
-        store.fail(job_id, redact_text(f"writing the output failed: {exc}"))
-        raise
+        fail_job(store, job_id, f"writing the output failed: {exc}")
     finally:
         store.unlock_finish(job_id, owner)
