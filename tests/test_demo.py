@@ -14,8 +14,11 @@ import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.test_readme import quick_start_commands
+
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from featurepull.bench.endpoint import FEATURES, EndpointProcess
 from featurepull.local import start_redis
 from tests.hardening._util import run_job, write_entities
 from tests.tasks.conftest import DRIVERS, fast_dynamo, fleet  # noqa: F401
+
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
 
 JOBS = 10
 ENTITIES = 100_000

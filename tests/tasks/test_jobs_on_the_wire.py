@@ -28,7 +28,7 @@ from tests.conftest import unique_name
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.tasks.conftest import DRIVERS, Fleet, fleet
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
 FEATURES = ["conv_rate", "city"]
 SECRET = "Planted0Secret9"
 # Retries wait U(0, 0.3 s): long enough that holding back new requests after a throttle

@@ -24,6 +24,8 @@ from featurepull.local import RedisService
 from featurepull.tasks import JobStoreError
 from tests.tasks.conftest import DRIVERS, Fleet, fleet
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 ENTITIES = 200_000
 
 
