@@ -8,7 +8,9 @@ DynamoDB JSON protocol with so little CPU of its own that the client's cost show
         BatchReader(DEFAULT_TABLE, layout, DynamoSettings(endpoint_url=endpoint.url, ...))
 
 It answers DescribeTable and BatchGetItem (projections, ConsumedCapacity, DynamoDB's
-validation errors, UnprocessedKeys and throttling at chosen rates) and ``GET /stats``. Every
+validation errors, UnprocessedKeys and throttling at chosen rates), ``GET /stats`` (counters,
+including what tests check on the wire: calls in flight at once, ConsistentRead, the SigV4
+region) and ``DELETE /stats`` (zero them). Every
 JSON fragment of every item is rendered once at startup, so a request costs dict lookups and
 string joins. moto, by comparison, answers about 1,000 keys/s on the development machine.
 """
@@ -22,7 +24,6 @@ import gc
 import json
 import os
 import random
-import re
 import resource
 import select
 import shutil
@@ -263,13 +264,11 @@ class Counters:
     throttled: int = 0
     errors: int = 0  # 4xx answers other than throttling
     connections: int = 0
-    # What the client put on the wire, for tests of its flags: BatchGetItem calls that asked
-    # for ConsistentRead, the most requests waiting out the latency at once (requests in
-    # flight), and the SigV4 credential scope region of the last signed request.
-    consistent_reads: int = 0
-    in_flight: int = 0
+    consistent_reads: int = 0  # BatchGetItem calls with ConsistentRead true
+    in_flight: int = 0  # DynamoDB calls received and not yet answered (latency included)
     max_in_flight: int = 0
-    region: str = ""
+    # SigV4 credential scope region of each call (the region the client signed for).
+    regions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -348,13 +347,14 @@ class DynamoTable:
         if len(keys) > MAX_BATCH_KEYS:
             raise _validation("Too many items requested for the BatchGetItem call")
         ids = _entity_ids(keys)
+        if spec.get("ConsistentRead") is True:
+            self.counters.consistent_reads += 1
         if len(set(ids)) != len(ids):
             raise _validation("Provided list of item keys contains duplicates")
         render = self._renderer(spec)
         if self.throttle_rate and self._rng.random() < self.throttle_rate:
             raise DynamoError("ProvisionedThroughputExceededException", _THROTTLE_MESSAGE)
         self.counters.keys += len(ids)
-        self.counters.consistent_reads += spec.get("ConsistentRead") is True
         left: list[Any] = []
         if self.unprocessed_rate:
             draw, rate, kept = self._rng.random, self.unprocessed_rate, []
@@ -410,6 +410,10 @@ class DynamoTable:
         """The counters, for ``GET /stats``."""
         return dict(vars(self.counters))
 
+    def reset_stats(self) -> None:
+        """Zero the counters (``DELETE /stats``), keeping the calls still in flight."""
+        self.counters = Counters(in_flight=self.counters.in_flight)
+
 
 _THROTTLE_MESSAGE = ("The level of configured provisioned throughput for the table was "
                      "exceeded. Consider increasing your provisioning level with the "
@@ -443,8 +447,6 @@ def _entity_ids(keys: list[Any]) -> list[str]:
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 16 * 1024 * 1024
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found"}
-# SigV4: Authorization: AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/SERVICE/aws4_request, ...
-_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/(?P<region>[^/,\s]+)/")
 
 
 class _Connection(asyncio.Protocol):
@@ -456,6 +458,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False  # a response is waiting out the latency
         self.timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
+        self.call_open = False  # a DynamoDB call counted in flight, not yet answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -465,8 +468,13 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
-            self.server.table.counters.in_flight -= 1
+        self._call_answered()
         self.transport = None
+
+    def _call_answered(self) -> None:
+        if self.call_open:
+            self.call_open = False
+            self.server.table.counters.in_flight -= 1
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -479,23 +487,22 @@ class _Connection(asyncio.Protocol):
                 request = _parse_request(self.buffer)
                 if request is None:
                     return
+                self.call_open = request.method == "POST" and request.path == "/"
                 status, body, keep_alive = self.server.answer(request)
                 delay = self.server.latency_s
                 if delay > 0:
                     self.busy = True
-                    counters = self.server.table.counters
-                    counters.in_flight += 1
-                    counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
                     self.timer = asyncio.get_running_loop().call_later(
                         delay, self._send_later, status, body, keep_alive)
                 else:
+                    self._call_answered()
                     self._send(status, body, keep_alive)
         except ValueError as exc:  # not a request this endpoint can read: say so and hang up
             self._send(400, json.dumps({"message": str(exc)}).encode(), keep_alive=False)
 
     def _send_later(self, status: int, body: bytes, keep_alive: bool) -> None:
         self.busy, self.timer = False, None
-        self.server.table.counters.in_flight -= 1
+        self._call_answered()
         self._send(status, body, keep_alive)
         self._answer_buffered()
 
@@ -549,6 +556,13 @@ def _parse_request(buffer: bytearray) -> _Request | None:
     return _Request(method, path, version, headers, body)
 
 
+def _signed_region(authorization: str) -> str:
+    """The region of a SigV4 ``Authorization`` header's credential scope ('' if unsigned)."""
+    _, found, rest = authorization.partition("Credential=")
+    scope = rest.split(",", 1)[0].split("/") if found else []
+    return scope[2] if len(scope) == 5 else ""
+
+
 @dataclass
 class _Server:
     table: DynamoTable
@@ -562,17 +576,19 @@ class _Server:
                       and request.headers.get("connection", "").lower() != "close")
         method, path = request.method, request.path
         if method == "POST" and path == "/":
+            counters = self.table.counters
+            counters.in_flight += 1  # until _Connection sends the answer
+            counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
+            region = _signed_region(request.headers.get("authorization", ""))
+            counters.regions[region] = counters.regions.get(region, 0) + 1
             target = request.headers.get("x-amz-target", "")
-            scope = _CREDENTIAL_SCOPE.search(request.headers.get("authorization", ""))
-            if scope:
-                self.table.counters.region = scope["region"]
             status, body = self.table.handle(target, request.body)
             return status, body, keep_alive
         if method == "GET" and path == "/stats":
             stats = {**self.table.stats(), **self.extra_stats}
             return 200, json.dumps(stats).encode(), keep_alive
-        if method == "POST" and path == "/stats/reset":  # counters back to 0, between tests
-            self.table.counters = Counters(in_flight=self.table.counters.in_flight)
+        if method == "DELETE" and path == "/stats":
+            self.table.reset_stats()
             return 200, b"{}", keep_alive
         return 404, json.dumps({"message": f"no {method} {path} here"}).encode(), keep_alive
 
@@ -612,8 +628,8 @@ class EndpointProcess:
             return dict(json.loads(response.read()))
 
     def reset_stats(self) -> None:
-        """Set the counters back to zero (``POST /stats/reset``)."""
-        request = urllib.request.Request(f"{self.url}/stats/reset", data=b"", method="POST")
+        """Zero the endpoint's counters (``DELETE /stats``), e.g. between two tests."""
+        request = urllib.request.Request(f"{self.url}/stats", method="DELETE")
         with urllib.request.urlopen(request, timeout=10):
             pass
 
