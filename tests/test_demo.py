@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -55,12 +56,27 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_demos_left_running() -> Iterator[None]:
+    """A failed assertion must not leave a demo (and its services) running."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=120)
+
+
 def start_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
     marker = uuid.uuid4().hex
     env = {**os.environ, "DEMO_TEST_MARKER": marker}
     proc = subprocess.Popen([sys.executable, "-m", "featurepull", "demo", "--out-dir",
                              str(tmp_path / "out"), *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _STARTED.append(proc)
     return proc, marker
 
 
@@ -95,6 +111,7 @@ def test_the_readme_demo_command_writes_every_row_in_order_and_stops_everything(
                              str(tmp_path / "out")], env={**os.environ, "DEMO_TEST_MARKER": marker},
                             cwd=ROOT, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
+    _STARTED.append(proc)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output
     assert "nothing is left running" in output
