@@ -3,6 +3,8 @@ endpoint, key or file row, and what to do about it."""
 
 from __future__ import annotations
 
+from featurepull.dynamo.stats import ReadStats
+
 
 class ReadError(RuntimeError):
     """A read could not be completed; no partial result is returned."""
@@ -19,9 +21,10 @@ class PermanentReadError(ReadError):
 class RetryDeadlineExceeded(ReadError):
     """Keys stayed unanswered (throttled, unprocessed, failing) past the retry deadline."""
 
-    def __init__(self, message: str, keys_left: int) -> None:
+    def __init__(self, message: str, keys_left: int, stats: ReadStats | None = None) -> None:
         super().__init__(message)
         self.keys_left = keys_left
+        self.stats = stats  # what the read did until it gave up
 
 
 class EntityKeyError(ValueError):

@@ -8,8 +8,9 @@ socket call), or botocore's, each on a thread of its own. Items are matched to k
 value (DynamoDB answers in any order). Keys left in UnprocessedKeys, and whole requests that
 were throttled, failed with 5xx or lost their connection, are re-requested after a capped,
 fully jittered backoff — folded into full batches with keys not yet sent — until a per-key
-deadline. A key is reported missing only when DynamoDB answered a request for it without
-returning it.
+deadline; a whole request that failed also holds back new requests for that long. A read
+that runs out of time says which kind of failure kept its keys unanswered. A key is reported
+missing only when DynamoDB answered a request for it without returning it.
 
 Each request runs in a copy of the caller's ``contextvars`` context, so whatever the caller
 bound for its log lines (a worker binds job, shard and task) is on the lines logged while
@@ -46,7 +47,7 @@ from featurepull.dynamo.errors import (
     TableError,
 )
 from featurepull.dynamo.layouts import Layout, Row, RowDecoder, RowsDecoder
-from featurepull.dynamo.retry import THROTTLE_CODES, TRANSIENT_CODES, Backoff
+from featurepull.dynamo.retry import THROTTLE_CODES, TRANSIENT_CODES, Backoff, FailureTally
 from featurepull.dynamo.stats import ReadStats
 from featurepull.dynamo.transport import BrokenResponse, Transport, transport_for
 
@@ -98,6 +99,7 @@ class _Outcome:
     batch: list[int]
     unprocessed: list[int] = field(default_factory=list)
     failure: str | None = None  # "throttle" | "server" | "connection"
+    detail: str = ""  # the error code or connection failure, for the deadline message
     items: list[dict[str, Any]] = field(default_factory=list)  # returned, not yet decoded
     latency_ms: float = 0.0
     rcu: float = 0.0
@@ -232,7 +234,8 @@ class BatchReader:
             response = await transport.batch_get_item(request)
         except botocore.exceptions.ClientError as exc:
             outcome.failure = self._classify(exc)
-            state.retry_log.note(outcome.failure, table, _error_code(exc))
+            outcome.detail = _error_code(exc)
+            state.retry_log.note(outcome.failure, table, outcome.detail)
             return outcome
         except ssl.SSLCertVerificationError as exc:
             raise PermanentReadError(f"{self.where()}: the endpoint's TLS certificate does not "
@@ -240,6 +243,7 @@ class BatchReader:
                                      "AWS_CA_BUNDLE") from None
         except CONNECTION_ERRORS as exc:
             outcome.failure = "connection"
+            outcome.detail = str(exc) or type(exc).__name__
             detail = str(exc) if isinstance(exc, BrokenResponse) else type(exc).__name__
             state.retry_log.note("connection", table, detail)
             return outcome
@@ -308,10 +312,15 @@ class BatchReader:
                 stats.server_errors += 1
             else:
                 stats.connection_errors += 1
-            self._retry_later(outcome.batch, state, now, pause=outcome.failure == "throttle")
+            state.tally.note(outcome.failure, outcome.detail)
+            # A whole request refused or lost says something about the table or the
+            # endpoint, not about these keys: hold back new requests too. Without it a dead
+            # endpoint turns every unsent batch into an instant failure and a busy loop.
+            self._retry_later(outcome.batch, state, now, pause=True)
             return 0
         if outcome.unprocessed:
             stats.unprocessed_retries += len(outcome.unprocessed)
+            state.tally.note("unprocessed")
             self._retry_later(outcome.unprocessed, state, now, pause=False)
         answered = len(outcome.batch) - len(outcome.unprocessed)
         state.answered += answered
@@ -329,7 +338,6 @@ class BatchReader:
         delay = self.backoff.delay(attempt, self._rng)
         state.schedule(positions, now + delay)
         if pause:
-            # Throttling is about the table, not these keys: hold back new requests too.
             state.pause_until = max(state.pause_until, now + delay)
 
     def _give_up(self, state: _ReadState, now: float) -> None:
@@ -338,11 +346,8 @@ class BatchReader:
         raise RetryDeadlineExceeded(
             f"{left} of {state.unique} keys of {self.where()} were still unanswered after "
             f"retrying for {waited:.1f}s (retry_deadline_s={self.backoff.deadline_s:g}): "
-            f"DynamoDB kept throttling or leaving them unprocessed "
-            f"({state.stats.throttles} throttles, {state.stats.unprocessed_retries} unprocessed "
-            "keys so far). Raise the table's read capacity, lower --max-read-workers, or raise "
-            "--retry-deadline (retry_deadline_s). No rows were written.",
-            keys_left=left,
+            f"{state.tally.explain()} No rows were written.",
+            keys_left=left, stats=state.stats,
         )
 
 
@@ -383,6 +388,7 @@ class _ReadState:
         self.pause_until = 0.0
         self.stats = ReadStats(keys=len(keys), unique_keys=self.unique)
         self.retry_log = _RetryLog()
+        self.tally = FailureTally()
 
     def pending(self) -> bool:
         return self.cursor < self.unique or bool(self.retry_heap)
