@@ -25,6 +25,11 @@ class JobFailed(RuntimeError):
     """The job failed or was cancelled; the message carries its reason."""
 
 
+class JobRefused(JobFailed):
+    """The job failed on its input, found only once reading (a requested feature that no
+    item holds, a table that changed): bad input, exit code 2 on the command line."""
+
+
 @dataclass(frozen=True)
 class JobStatus:
     """Where a job is: queued, running (shards done of total), failed, or succeeded."""
@@ -37,6 +42,7 @@ class JobStatus:
     rows_done: int
     error: str | None
     summary: dict[str, Any] | None
+    error_kind: str | None = None  # "input" (JobRefused) or "failed"
 
     def line(self) -> str:
         """One human line for ``featurepull status``."""
@@ -60,11 +66,12 @@ class Job:
         meta = self.store.meta(self.id)
         return JobStatus(self.id, meta.state, meta.shards, self.store.done_count(self.id),
                          meta.rows, min(self.store.progress(self.id), meta.rows), meta.error,
-                         meta.summary)
+                         meta.summary, meta.error_kind)
 
     def wait(self, timeout: float | None = None, progress: bool = True,
              poll_s: float = 0.5) -> JobStatus:
-        """Block until the job ends; raise JobFailed if it did not succeed.
+        """Block until the job ends; raise JobFailed if it did not succeed (JobRefused
+        when it failed on its input).
 
         A Redis that stops answering is waited for (``REDIS_OUTAGE_WAIT_S`` at most, then
         JobStoreError); a job whose keys vanish meanwhile (Redis restarted without
@@ -82,7 +89,8 @@ class Job:
                 bar.update(status.rows_done - bar.n)
             bar.update(status.rows - bar.n if status.state == "succeeded" else 0)
         if status.state != "succeeded":
-            raise JobFailed(f"job {self.id} {status.state}: {status.error}")
+            failure = JobRefused if status.error_kind == "input" else JobFailed
+            raise failure(f"job {self.id} {status.state}: {status.error}")
         return status
 
     def _poll(self, last: JobStatus | None) -> JobStatus:
@@ -155,13 +163,14 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
            event_ts_attribute: str | None = "event_ts", project: str | None = None,
            overwrite: bool = False, dynamodb: Mapping[str, Any] | None = None,
            entity_table: EntityTable | None = None, scorer: str | None = None,
-           with_features: bool = False) -> Job:
+           with_features: bool = False, allow_missing_features: bool = False) -> Job:
     """Validate a job, store its entities in Redis by shard, enqueue it, return its handle.
 
     Everything the read engine would refuse is refused here, before anything is enqueued.
     ``scorer`` names a scorer registered in ``settings.scorers`` (the workers' registry);
     the job's rows are then the entity keys and its scores (plus the features when
-    ``with_features``).
+    ``with_features``). A requested feature that none of a shard's found items holds fails
+    the job (:class:`JobRefused`) unless ``allow_missing_features``.
     """
     from featurepull.tasks.celery_tasks import enqueue_shards
     from featurepull.worker.app import producer_app
@@ -174,6 +183,7 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
         join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
         event_ts_attribute=event_ts_attribute, project=project, dynamodb=dict(dynamodb or {}),
         scorer=scorer, with_features=with_features,
+        allow_missing_features=allow_missing_features,
     )
     meta = create_job(request, settings, store, entity_table)
     app = producer_app(settings)

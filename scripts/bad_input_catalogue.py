@@ -139,6 +139,12 @@ CASES: list[Case] = [
     Case("unwritable output (a directory that does not exist)",
          lambda d: [*_plain(_good_csv(d)), "--output", str(d / "no" / "such" / "dir.parquet")]),
     Case("--batch-size 101", lambda d: [*_plain(_good_csv(d)), "--batch-size", "101"]),
+    Case("a requested feature no found item holds (a typo: --features age,cty)",
+         lambda d: _plain(_good_csv(d), ["age", "cty"])),
+    Case("a requested feature no found item holds, with --allow-missing-features (read as "
+         "null)",
+         lambda d: [*_plain(_good_csv(d), ["age", "cty"]), "--allow-missing-features"],
+         works=True),
 ]
 
 
@@ -157,7 +163,8 @@ def create_tables(endpoint_url: str) -> None:
             "event_ts": {"S": "2024-05-01T12:00:00+00:00"},
             "a.b": {"S": "dot"}, "my feature": {"N": "1"}, "size": {"S": "L"}})
     # An item without the event_ts attribute (written by something other than Feast).
-    ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "no-ts"}, "age": {"N": "7"}})
+    ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "no-ts"}, "age": {"N": "7"},
+                                        "city": {"S": "Oslo"}})
 
 
 def _message(stderr: str) -> str:

@@ -203,6 +203,9 @@ class RequestFields(BaseModel):
     event_ts_attribute: str | None = "event_ts"
     project: str | None = None
     dynamodb: dict[str, Any] = Field(default_factory=dict)
+    # A requested feature no found item holds is refused (a typo would be an all-null
+    # column); True reads it as null instead (featurepull.dynamo.features).
+    allow_missing_features: bool = False
 
     @field_validator("features")
     @classmethod

@@ -27,5 +27,15 @@ class RetryDeadlineExceeded(ReadError):
         self.stats = stats  # what the read did until it gave up
 
 
+class UnknownFeatureError(ReadError):
+    """A requested feature is held by none of the items found: a typo, or another table's
+    feature. Bad input (exit 2), unless the read allows missing features."""
+
+    def __init__(self, message: str, missing: list[str], held: list[str] | None) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.held = held  # what the items hold; None when they could not be listed
+
+
 class EntityKeyError(ValueError):
     """An entity key cannot be built from the input: bad type, null, too long."""

@@ -45,7 +45,9 @@ from featurepull.dynamo.errors import (
     ReadError,
     RetryDeadlineExceeded,
     TableError,
+    UnknownFeatureError,
 )
+from featurepull.dynamo.features import FeatureCheck, refusal_message
 from featurepull.dynamo.layouts import Layout, Row, RowDecoder, RowsDecoder
 from featurepull.dynamo.retry import THROTTLE_CODES, TRANSIENT_CODES, Backoff, FailureTally
 from featurepull.dynamo.stats import ReadStats
@@ -154,12 +156,17 @@ class BatchReader:
             self._checked = True
 
     def read(self, keys: Sequence[Hashable], features: Sequence[str],
-             progress: Progress | None = None) -> ReadResult:
-        """One row per key, in order: ``(event_timestamp, *features)`` or ``None``."""
+             progress: Progress | None = None, *,
+             allow_missing_features: bool = False) -> ReadResult:
+        """One row per key, in order: ``(event_timestamp, *features)`` or ``None``.
+
+        A requested feature that none of the found items holds raises UnknownFeatureError
+        (rule in :mod:`featurepull.dynamo.features`) unless ``allow_missing_features``."""
         _check_features(features)
         self.check_table()
         started = time.perf_counter()
-        state = _ReadState(keys, self.settings.batch_size)
+        check = FeatureCheck(() if allow_missing_features else features, self.layout)
+        state = _ReadState(keys, self.settings.batch_size, check)
         template = {
             **self.layout.projection(features),
             "ConsistentRead": self.settings.consistent_reads,
@@ -212,6 +219,9 @@ class BatchReader:
                     self._store_rows(outcome, state, decode)
                     if progress is not None and count:
                         progress(count)
+                if state.features.active:
+                    await self._refuse_unheld(transport, state, template, finished=False)
+            await self._refuse_unheld(transport, state, template, finished=True)
         finally:
             for task in inflight:
                 task.cancel()
@@ -260,9 +270,36 @@ class BatchReader:
         outcome.sdk_retries = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
         return outcome
 
+    async def _refuse_unheld(self, transport: Transport, state: _ReadState,
+                             template: dict[str, Any], finished: bool) -> None:
+        """Raise UnknownFeatureError for requested features no found item holds, once the
+        rule of :mod:`featurepull.dynamo.features` has a verdict."""
+        check = state.features
+        missing = check.refused(finished)
+        if missing:
+            held = await self._held_features(transport, check.sample, template)
+            raise UnknownFeatureError(
+                refusal_message(self.where(), check, missing, held, finished), missing, held)
+
+    async def _held_features(self, transport: Transport, keys: list[Hashable],
+                             template: dict[str, Any]) -> list[str] | None:
+        """The features the whole items of ``keys`` hold (one request, no projection);
+        None when that request fails or returns nothing."""
+        request = {self.table: {"Keys": [self.layout.wire_key(key) for key in keys],
+                                "ConsistentRead": template["ConsistentRead"]}}
+        try:
+            answer = await transport.batch_get_item(request)
+        except (botocore.exceptions.ClientError, *CONNECTION_ERRORS):
+            return None
+        items = answer["Responses"].get(self.table, [])
+        return sorted({name for item in items for name in self.layout.features_of(item)}
+                      ) if items else None
+
     def _store_rows(self, outcome: _Outcome, state: _ReadState, decode: _Decoders) -> None:
         """Decode the items of one answer into their keys' rows."""
         layout, index, results, items = self.layout, state.index, state.results, outcome.items
+        if state.features.active:
+            state.features.observe(items)
         try:
             rows = decode.rows(items)
         except (ValueError, TypeError, KeyError, OverflowError):
@@ -371,7 +408,8 @@ class _RetryLog:
 class _ReadState:
     """The bookkeeping of one read: unique keys, results, and what is waiting to be sent."""
 
-    def __init__(self, keys: Sequence[Hashable], batch_size: int) -> None:
+    def __init__(self, keys: Sequence[Hashable], batch_size: int,
+                 features: FeatureCheck) -> None:
         self.index: dict[Hashable, int] = {}
         setdefault = self.index.setdefault
         self.positions = [setdefault(key, len(self.index)) for key in keys]
@@ -389,6 +427,7 @@ class _ReadState:
         self.stats = ReadStats(keys=len(keys), unique_keys=self.unique)
         self.retry_log = _RetryLog()
         self.tally = FailureTally()
+        self.features = features
 
     def pending(self) -> bool:
         return self.cursor < self.unique or bool(self.retry_heap)

@@ -229,7 +229,8 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
             if report is not None:
                 report(answered, unique)
 
-    result = reader.read(keys, request.features, progress=progress)
+    result = reader.read(keys, request.features, progress=progress,
+                         allow_missing_features=request.allow_missing_features)
     table = rows_to_table(columns, result.rows, request.features)
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
