@@ -19,7 +19,7 @@ import pytest
 from featurepull.bench.endpoint import DEFAULT_TABLE, FEATURES, EndpointProcess, start_endpoint
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout, PlainLayout, UnknownFeatureError
-from featurepull.dynamo.features import CHECK_ITEMS
+from featurepull.dynamo.features import CHECK_ITEMS, FeatureCheck
 from tests.conftest import REGION, unique_name
 
 DRIVERS = 3_000
@@ -109,6 +109,20 @@ def test_an_attribute_no_found_item_holds_is_refused_at_the_end(endpoint_url: st
     message = str(refused.value)
     assert message.startswith("attribute 'referer' is held by none of the 40 items found")
     assert "they hold as attributes: plan, user." in message  # listed from sampled items
+
+
+def test_the_rule_waits_for_check_items_found_or_the_end_of_the_read() -> None:
+    layout = PlainLayout([("user", "S")])
+    check = FeatureCheck(["plan", "rare", "typo"], layout)
+    assert check.refused(finished=True) == []  # nothing found: no verdict
+    without = [{"user": {"S": f"u{i}"}, "plan": {"S": "pro"}} for i in range(CHECK_ITEMS - 1)]
+    check.observe(without)
+    assert check.refused(finished=False) == []  # too few found to stop early
+    assert check.refused(finished=True) == ["rare", "typo"]  # a small read, at its end
+    check.observe([{"user": {"S": "v"}, "rare": {"S": "x"}}])  # a sparse one shows up
+    assert check.found == CHECK_ITEMS and check.active
+    assert check.refused(finished=False) == ["typo"]
+    assert check.sample == ["u0", "u1", "u2"]
 
 
 def run_pull(endpoint: EndpointProcess, tmp_path: Path, *extra: str
