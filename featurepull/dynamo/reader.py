@@ -56,12 +56,19 @@ from featurepull.dynamo.transport import BrokenResponse, Transport, transport_fo
 # Exceptions botocore/urllib3 raise when a connection breaks or a response arrives cut or
 # garbled; the request is sent again.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.HTTPClientError,  # ConnectionClosed, ReadTimeout, EndpointConnection
+    botocore.exceptions.HTTPClientError,  # ConnectionClosed, ReadTimeout
     botocore.exceptions.IncompleteReadError,
     botocore.exceptions.ChecksumError,  # x-amz-crc32 mismatch on a damaged body
     botocore.parsers.ResponseParserError,
     urllib3.exceptions.HTTPError,
     ConnectionError,  # and the fast transport's BrokenResponse (length, crc32, not JSON)
+)
+# botocore's when it cannot connect at all (refused, timed out). Before a read, DescribeTable
+# lets them through (the command line says the endpoint cannot be reached); during one, the
+# endpoint went away, and the request is retried like one that lost its connection.
+UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectTimeoutError,
 )
 
 Progress = Callable[[int], None]
@@ -251,7 +258,7 @@ class BatchReader:
             raise PermanentReadError(f"{self.where()}: the endpoint's TLS certificate does not "
                                      f"verify ({exc.verify_message}); check --endpoint-url and "
                                      "AWS_CA_BUNDLE") from None
-        except CONNECTION_ERRORS as exc:
+        except (*CONNECTION_ERRORS, *UNREACHABLE_ERRORS) as exc:
             outcome.failure = "connection"
             outcome.detail = str(exc) or type(exc).__name__
             detail = str(exc) if isinstance(exc, BrokenResponse) else type(exc).__name__
@@ -289,7 +296,7 @@ class BatchReader:
                                 "ConsistentRead": template["ConsistentRead"]}}
         try:
             answer = await transport.batch_get_item(request)
-        except (botocore.exceptions.ClientError, *CONNECTION_ERRORS):
+        except (botocore.exceptions.ClientError, *CONNECTION_ERRORS, *UNREACHABLE_ERRORS):
             return None
         items = answer["Responses"].get(self.table, [])
         return sorted({name for item in items for name in self.layout.features_of(item)}
