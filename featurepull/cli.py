@@ -152,6 +152,16 @@ def _scorer_flags(opts: dict[str, Any]) -> dict[str, Any]:
     return {"scorer": opts["scorer"] or None, "with_features": opts["with_features"]}
 
 
+def _notify_flags(opts: dict[str, Any]) -> dict[str, str] | None:
+    if opts["notify_queue"] and not opts["notify_task"]:
+        raise click.UsageError("--notify-queue is where --notify-task goes; add --notify-task "
+                               "NAME")
+    if not opts["notify_task"]:
+        return None
+    notify = {"task": opts["notify_task"]}
+    return notify | ({"queue": opts["notify_queue"]} if opts["notify_queue"] else {})
+
+
 @contextmanager
 def _exit_codes() -> Iterator[None]:
     from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
@@ -226,6 +236,10 @@ def pull_command(**opts: Any) -> None:
 @request_options(output_required=False)
 @click.option("--shard-size", type=int, help="Entities per shard task (default 50,000).")
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
+@click.option("--notify-task",
+              help="When the job ends, send this task of your Celery app (by name) its summary.")
+@click.option("--notify-queue",
+              help="The queue --notify-task goes to (default: celery, Celery's default).")
 def submit_command(**opts: Any) -> None:
     """Submit a job to the worker fleet; prints its id (or waits for it with --wait)."""
     from featurepull.client import submit
@@ -238,6 +252,7 @@ def submit_command(**opts: Any) -> None:
             join_keys=_split(opts["join_keys"]), join_key_types=_key_types(opts["join_key_types"]),
             event_ts_attribute=opts["event_ts_attribute"] or None, overwrite=opts["overwrite"],
             allow_missing_features=opts["allow_missing_features"], **_scorer_flags(opts),
+            notify=_notify_flags(opts),
         )
         status = job.status()
         if not opts["wait"]:
@@ -323,14 +338,19 @@ def cleanup_command(job_id: str, **opts: Any) -> None:
 @main.command("worker", context_settings={"ignore_unknown_options": True,
                                           "allow_extra_args": True})
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535),
+              help="Serve Prometheus /metrics on this port (FEATUREPULL_METRICS_PORT).")
 @click.pass_context
-def worker_command(ctx: click.Context, config: str | None) -> None:
+def worker_command(ctx: click.Context, config: str | None, metrics_port: int | None) -> None:
     """Run a Celery worker for featurepull's queue; other options go to Celery
     (e.g. --concurrency 4, --loglevel INFO, --hostname w1@%h)."""
     if config:
         os.environ[CONFIG_ENV] = str(Path(config).resolve())
+    from featurepull.tasks.celery_tasks import configured_settings
     from featurepull.worker import app
 
+    if metrics_port is not None:  # over the environment and the config file, as flags are
+        configured_settings().metrics_port = metrics_port
     queue = app.conf.task_default_queue
     argv = ["worker", "--pool", "prefork", "-Q", queue, *ctx.args]
     app.worker_main(argv=argv)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import redis
 from tqdm import tqdm
 
-from featurepull.config import Settings, load_settings
+from featurepull.config import Notify, Settings, load_settings
 from featurepull.io import EntityTable, open_sink, unify_schemas
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
 from featurepull.tasks.store import UnknownJob, connect, redact_url
@@ -163,14 +163,17 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
            event_ts_attribute: str | None = "event_ts", project: str | None = None,
            overwrite: bool = False, dynamodb: Mapping[str, Any] | None = None,
            entity_table: EntityTable | None = None, scorer: str | None = None,
-           with_features: bool = False, allow_missing_features: bool = False) -> Job:
+           with_features: bool = False, notify: Mapping[str, str] | None = None,
+           allow_missing_features: bool = False) -> Job:
     """Validate a job, store its entities in Redis by shard, enqueue it, return its handle.
 
     Everything the read engine would refuse is refused here, before anything is enqueued.
     ``scorer`` names a scorer registered in ``settings.scorers`` (the workers' registry);
     the job's rows are then the entity keys and its scores (plus the features when
-    ``with_features``). A requested feature that none of a shard's found items holds fails
-    the job (:class:`JobRefused`) unless ``allow_missing_features``.
+    ``with_features``). ``notify`` (``{"task", "queue"}``) names a task of another Celery
+    app that the workers send, once, with the job's summary when it ends. A requested
+    feature that none of a shard's found items holds fails the job (:class:`JobRefused`)
+    unless ``allow_missing_features``.
     """
     from featurepull.tasks.celery_tasks import enqueue_shards
     from featurepull.worker.app import producer_app
@@ -183,6 +186,7 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
         join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
         event_ts_attribute=event_ts_attribute, project=project, dynamodb=dict(dynamodb or {}),
         scorer=scorer, with_features=with_features,
+        notify=Notify(**notify) if notify else None,
         allow_missing_features=allow_missing_features,
     )
     meta = create_job(request, settings, store, entity_table)

@@ -363,6 +363,7 @@ class BatchReader:
             self._retry_later(outcome.batch, state, now, pause=True)
             return 0
         if outcome.unprocessed:
+            stats.unprocessed_requests += 1
             stats.unprocessed_retries += len(outcome.unprocessed)
             state.tally.note("unprocessed")
             self._retry_later(outcome.unprocessed, state, now, pause=False)

@@ -11,6 +11,9 @@ arguments are small JSON values — entity lists and rows stay in Redis.
 - ``featurepull.finish_job(job_id)``: writes the ordered output and the job summary, once.
 - ``featurepull.run_schedule(name)``: sent by beat; starts a job from the worker's own
   schedule ``name``, or returns ``{"skipped": True, "running_job"}`` while its last job runs.
+
+When a job ends, the task its request names in ``notify`` is sent once, by name, with the
+job's summary (``featurepull.tasks.notify``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from featurepull.tasks.jobs import (
     reset_process_state,
     run_shard,
 )
+from featurepull.tasks.notify import announce_end
 from featurepull.tasks.schedules import start_scheduled_job
 from featurepull.tasks.scoring import ScorerError
 from featurepull.tasks.store import JobMeta, JobStore, JobStoreError, UnknownJob, connect
@@ -123,6 +127,15 @@ def configured_settings() -> Settings:
     return _context.settings
 
 
+def announce_after_failure(task: Any, store: JobStore, job_id: str) -> None:
+    """Announce a job this task just failed, without hiding the failure: if Redis or the
+    broker is down now, the next task that finds the job ended announces it."""
+    try:
+        announce_end(task.app, store, job_id, str(task.request.id))
+    except Exception as exc:
+        logger.warning("the end of job %s is not announced yet: %s", job_id, exc)
+
+
 def job_created(meta: JobMeta) -> None:
     """Put a job a task just created into the task's log context, and log it."""
     structlog.contextvars.bind_contextvars(job_id=meta.job_id)
@@ -182,7 +195,10 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
             meta = store.meta(job_id)
             finish.apply_async(args=[job_id], queue=settings.jobs.queue,
                                argsrepr=monitor.finish_args(meta))
+        else:  # a shard skipped or read for a job that failed or was cancelled meanwhile
+            announce_end(self.app, store, job_id, str(self.request.id))
     except JobStopped:
+        announce_after_failure(self, store, job_id)
         return {"job_id": job_id, "shard": shard, "stopped": True}
     except UnknownJob as exc:
         logger.warning("shard %s of unknown job %s skipped: %s", shard, job_id, exc)
@@ -193,13 +209,16 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         limit = settings.jobs.shard_soft_time_limit_s
         store.fail(job_id, f"shard {shard} ran past its soft time limit ({limit:g}s); "
                            "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")
+        announce_after_failure(self, store, job_id)
         raise
     except (ReadError, EntityKeyError, OutputError, ScorerError, ValueError) as exc:
         kind = "input" if isinstance(exc, SHARD_INPUT_ERRORS) else "failed"
         store.fail(job_id, redact_text(f"shard {shard}: {exc}"), kind)
+        announce_after_failure(self, store, job_id)
         raise
     except Exception as exc:
         store.fail(job_id, redact_text(f"shard {shard}: unexpected {type(exc).__name__}: {exc}"))
+        announce_after_failure(self, store, job_id)
         raise
     return {"job_id": job_id, "shard": shard, "last": last}
 
@@ -219,12 +238,17 @@ def finish(self: Any, job_id: str) -> dict[str, Any] | None:
         # and we go on. (This message's own earlier delivery does not block it.)
         raise self.retry(countdown=5, argsrepr=self.request.get("argsrepr"))
     try:
-        return finish_job(job_id, settings, store)
+        summary = finish_job(job_id, settings, store)
+        # Also when this message was redelivered after its process died between storing
+        # the summary and announcing it: finish_job returns None then, the job has ended.
+        announce_end(self.app, store, job_id, owner)
+        return summary
     except REDIS_OUTAGE_ERRORS as exc:
         # Redis went away mid-finish: the job cannot be marked failed now; finish it again.
         retry_after_outage(self, store, exc, f"the finish_job message of job {job_id}")
     except Exception as exc:
         store.fail(job_id, redact_text(f"writing the output failed: {exc}"))
+        announce_after_failure(self, store, job_id)
         raise
     finally:
         store.unlock_finish(job_id, owner)

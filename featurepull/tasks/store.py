@@ -13,6 +13,8 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
     attempts    hash  n -> how many times shard n started (> 1: redelivered)
     owners      hash  n -> "hostname:pid" of the worker process that last started shard n
     finish      str   the finisher's lock (SET NX with a TTL)
+    ended       str   the job's end announced (notification sent, counted): "sent"; while
+                      one task announces it, that task's id (with a short TTL)
 
 A schedule (``featurepull beat``) keeps, under ``featurepull:schedule:{name}:``:
 
@@ -52,6 +54,18 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
+
+# The end of a job is announced once: a task takes the claim (its own id, so the same task
+# redelivered after its process died takes it again at once), sends, then marks it "sent".
+_CLAIM_END = """
+local held = redis.call('GET', KEYS[1])
+if held == 'sent' or (held and held ~= ARGV[1]) then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+ENDED = b"sent"
 
 
 class JobStoreError(RuntimeError):
@@ -322,6 +336,19 @@ class JobStore:
         pipe.hset(key, "finisher", process)
         previous = pipe.execute()[0]
         return previous.decode() if previous is not None else None
+
+    def claim_end(self, job_id: str, owner: str, ttl_s: int) -> bool:
+        """Take the right to announce the job's end; False once it was announced, or while
+        another task holds the claim (for ``ttl_s``)."""
+        key = self._key(job_id, "ended")
+        return bool(self.redis.eval(_CLAIM_END, 1, key, owner, ttl_s))
+
+    def mark_ended(self, job_id: str) -> None:
+        """Record that the job's end was announced: no task announces it again."""
+        self.redis.set(self._key(job_id, "ended"), ENDED, ex=self.ttl_s)
+
+    def end_announced(self, job_id: str) -> bool:
+        return bool(self.redis.get(self._key(job_id, "ended")) == ENDED)
 
     def unlock_finish(self, job_id: str, owner: str) -> None:
         key = self._key(job_id, "finish")

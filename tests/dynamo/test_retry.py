@@ -154,7 +154,7 @@ def test_to_dict_is_json_ready_with_rounded_summary_fields() -> None:
     assert "latencies_ms" not in out
     assert out == {
         "keys": 1_000, "unique_keys": 900, "found": 800, "missing": 200, "requests": 9,
-        "unprocessed_retries": 0, "throttles": 0, "server_errors": 0, "connection_errors": 0,
+        "unprocessed_retries": 0, "unprocessed_requests": 0, "throttles": 0, "server_errors": 0, "connection_errors": 0,
         "retries": 0, "consumed_rcu": 12.346, "seconds": 2.0, "latency_p50_ms": 50.0,
         "latency_p99_ms": 99.0, "rows_per_s": 499.9,
     }
