@@ -34,7 +34,7 @@ from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 
 from featurepull.config import Settings
-from featurepull.dynamo import EntityKeyError, ReadError
+from featurepull.dynamo import EntityKeyError, ReadError, TableError, UnknownFeatureError
 from featurepull.io import OutputError
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor
@@ -67,6 +67,9 @@ REDIS_OUTAGE_WAIT_S = 120.0
 # for a failure, the job could not be marked failed (Redis is down) while Celery acks the
 # failed message, and the job would wait forever for a shard or a finisher that is gone.
 REDIS_OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+# What a shard can find wrong with the job's input only once it reads: the job fails as an
+# input error, and `featurepull submit --wait` exits 2 as `pull` does for the same input.
+SHARD_INPUT_ERRORS = (UnknownFeatureError, TableError, EntityKeyError)
 
 
 def wait_for_redis(store: JobStore, timeout_s: float = REDIS_OUTAGE_WAIT_S) -> bool:
@@ -211,7 +214,8 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         announce_after_failure(self, store, job_id)
         raise
     except (ReadError, EntityKeyError, OutputError, ScorerError, ValueError) as exc:
-        store.fail(job_id, redact_text(f"shard {shard}: {exc}"))
+        kind = "input" if isinstance(exc, SHARD_INPUT_ERRORS) else "failed"
+        store.fail(job_id, redact_text(f"shard {shard}: {exc}"), kind)
         announce_after_failure(self, store, job_id)
         raise
     except Exception as exc:
