@@ -1,9 +1,10 @@
 """The ``featurepull`` command line.
 
 Exit codes: 0 when every key was read or confirmed absent and the output was written;
-1 when the read or job failed (retry deadline, DynamoDB refused, a shard failed, cancelled);
-2 for bad input or configuration (usage, settings, entity file, unknown table or job, output
-path, unreachable Redis).
+1 when the read or job failed (retry deadline, DynamoDB refused, a shard failed, cancelled,
+``--timeout`` passed, Redis unreachable); 2 for bad input or configuration (usage, settings,
+entity file, unknown table or job, output path, Redis refusing the credentials, a requested
+feature that no found item holds — also when a job's shard finds it: `submit --wait` exits 2).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import click
 from tqdm import tqdm
 
 from featurepull.config import ConfigError, Settings, load_settings
-from featurepull.dynamo import EntityKeyError, ReadError, TableError
+from featurepull.config.loading import merge, read_feature_store_yaml, read_toml
+from featurepull.config.settings import JOB_DYNAMO_OVERRIDES
+from featurepull.dynamo import EntityKeyError, ReadError, TableError, UnknownFeatureError
 from featurepull.io import EntityFileError, OutputError
 from featurepull.pull import PullRequest, pull
 
@@ -63,16 +66,38 @@ def _dynamo_flags(opts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _config_file(opts: dict[str, Any]) -> str | None:
+    return opts.get("config") or os.environ.get(CONFIG_ENV)
+
+
+def _read_choices(opts: dict[str, Any]) -> dict[str, Any]:
+    """The project and the DynamoDB settings a job may choose (JOB_DYNAMO_OVERRIDES), as this
+    command gives them: --feature-store-yaml < --config < flags.
+
+    ``pull`` reads with them on top of its settings; ``submit`` sends them as the job's
+    ``project`` and ``dynamodb``, which the workers put on top of theirs — so the same command
+    line reads the same way in both. The environment stays out: workers have their own.
+    """
+    chosen: dict[str, Any] = {}
+    if opts.get("feature_store_yaml"):
+        chosen = merge(chosen, read_feature_store_yaml(opts["feature_store_yaml"]))
+    if _config_file(opts):
+        chosen = merge(chosen, read_toml(str(_config_file(opts))))
+    chosen = merge(chosen, {"project": opts.get("project"), "dynamodb": _dynamo_flags(opts)})
+    dynamo = chosen.get("dynamodb")
+    return {"project": chosen.get("project"),
+            "dynamodb": {name: value for name, value in dynamo.items()
+                         if name in JOB_DYNAMO_OVERRIDES} if isinstance(dynamo, dict) else {}}
+
+
 def _settings_from(opts: dict[str, Any]) -> Settings:
     """Env < --feature-store-yaml < --config < flags."""
-    overrides: dict[str, Any] = {"project": opts.get("project"),
-                                 "dynamodb": _dynamo_flags(opts)}
+    overrides = _read_choices(opts)
     if opts.get("redis_url"):
         overrides["redis_url"] = opts["redis_url"]
     if opts.get("shard_size"):
         overrides["jobs"] = {"shard_size": opts["shard_size"]}
-    return load_settings(opts.get("config") or os.environ.get(CONFIG_ENV),
-                         opts.get("feature_store_yaml"), overrides)
+    return load_settings(_config_file(opts), opts.get("feature_store_yaml"), overrides)
 
 
 def _apply(func: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
@@ -135,6 +160,9 @@ def request_options(output_required: bool) -> Callable[[Callable[..., Any]], Cal
             click.option("--with-features", is_flag=True,
                          help="With --scorer: keep event_timestamp and the features beside "
                          "the scores."),
+            click.option("--allow-missing-features", is_flag=True,
+                         help="Read a requested feature that no found item holds as null, "
+                         "instead of refusing it as a likely typo."),
             click.option("--overwrite", is_flag=True, help="Replace the output if it exists."),
             click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
         ])
@@ -148,19 +176,30 @@ def _scorer_flags(opts: dict[str, Any]) -> dict[str, Any]:
     return {"scorer": opts["scorer"] or None, "with_features": opts["with_features"]}
 
 
+def _notify_flags(opts: dict[str, Any]) -> dict[str, str] | None:
+    if opts["notify_queue"] and not opts["notify_task"]:
+        raise click.UsageError("--notify-queue is where --notify-task goes; add --notify-task "
+                               "NAME")
+    if not opts["notify_task"]:
+        return None
+    notify = {"task": opts["notify_task"]}
+    return notify | ({"queue": opts["notify_queue"]} if opts["notify_queue"] else {})
+
+
 @contextmanager
 def _exit_codes() -> Iterator[None]:
     from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
-    from featurepull.client import JobFailed
+    from featurepull.client import JobFailed, JobRefused
+    from featurepull.tasks import RedisUnavailable
     from featurepull.tasks.scoring import ScorerError
 
     try:
         yield
-    except TableError as exc:
+    except (TableError, UnknownFeatureError, JobRefused) as exc:
         click.echo(f"featurepull: error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except (ReadError, JobFailed, ScorerError) as exc:
+    except (ReadError, JobFailed, ScorerError, RedisUnavailable) as exc:
         click.echo(f"featurepull: failed: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     except (EndpointConnectionError, ConnectTimeoutError) as exc:
@@ -192,6 +231,7 @@ def pull_command(**opts: Any) -> None:
             join_keys=_split(opts["join_keys"]),
             join_key_types=_key_types(opts["join_key_types"]),
             event_ts_attribute=opts["event_ts_attribute"] or None,
+            allow_missing_features=opts["allow_missing_features"],
             **_scorer_flags(opts),
         )
         bar = tqdm(total=0, unit="keys", disable=None, file=sys.stderr, dynamic_ncols=True)
@@ -208,9 +248,12 @@ def pull_command(**opts: Any) -> None:
                            overwrite=opts["overwrite"], progress=advance, on_keys=on_keys)
         finally:
             bar.close()
+        _print_warnings(outcome.warnings)
         if opts["as_json"]:
             summary = {"output": outcome.output, "rows_written": outcome.rows_written,
                        **outcome.stats.to_dict()}
+            if outcome.warnings:
+                summary["warnings"] = outcome.warnings
             click.echo(json.dumps(summary))
         else:
             click.echo(f"featurepull: wrote {outcome.rows_written} rows to {outcome.output}")
@@ -221,18 +264,29 @@ def pull_command(**opts: Any) -> None:
 @request_options(output_required=False)
 @click.option("--shard-size", type=int, help="Entities per shard task (default 50,000).")
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
+@click.option("--notify-task",
+              help="When the job ends, send this task of your Celery app (by name) its summary.")
+@click.option("--notify-queue",
+              help="The queue --notify-task goes to (default: celery, Celery's default).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="With --wait: give up after this many seconds, cancel the job, exit 1.")
 def submit_command(**opts: Any) -> None:
     """Submit a job to the worker fleet; prints its id (or waits for it with --wait)."""
-    from featurepull.client import submit
+    from featurepull.client import JobFailed, submit
 
+    if opts["timeout"] is not None and not opts["wait"]:
+        raise click.UsageError("--timeout limits --wait; add --wait")
     with _exit_codes():
         settings = _settings_from(opts)
+        choices = _read_choices(opts)
         job = submit(
             opts["table"], _split(opts["features"]), opts["entities_path"],
             opts["output_path"], settings=settings, layout=opts["layout"],
             join_keys=_split(opts["join_keys"]), join_key_types=_key_types(opts["join_key_types"]),
             event_ts_attribute=opts["event_ts_attribute"] or None, overwrite=opts["overwrite"],
-            **_scorer_flags(opts),
+            project=choices["project"], dynamodb=choices["dynamodb"],
+            allow_missing_features=opts["allow_missing_features"], **_scorer_flags(opts),
+            notify=_notify_flags(opts),
         )
         status = job.status()
         if not opts["wait"]:
@@ -241,11 +295,24 @@ def submit_command(**opts: Any) -> None:
             return
         click.echo(f"featurepull: job {job.id}: {status.rows:,} entities in "
                    f"{status.shards} shards", err=True)
-        final = job.wait(progress=sys.stderr.isatty())
+        try:
+            final = job.wait(timeout=opts["timeout"], progress=sys.stderr.isatty(),
+                             on_no_worker=lambda text: click.echo(f"featurepull: {text}",
+                                                                  err=True))
+        except TimeoutError as exc:
+            cancelled = job.cancel()
+            raise JobFailed(f"{exc}; " + ("cancelled it (shards not started are skipped)"
+                                          if cancelled else "it had ended meanwhile")) from None
         _print_summary(final.summary or {}, opts["as_json"])
 
 
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        click.echo(f"featurepull: warning: {warning}", err=True)
+
+
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    _print_warnings(summary.get("warnings", []))
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -318,14 +385,19 @@ def cleanup_command(job_id: str, **opts: Any) -> None:
 @main.command("worker", context_settings={"ignore_unknown_options": True,
                                           "allow_extra_args": True})
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535),
+              help="Serve Prometheus /metrics on this port (FEATUREPULL_METRICS_PORT).")
 @click.pass_context
-def worker_command(ctx: click.Context, config: str | None) -> None:
+def worker_command(ctx: click.Context, config: str | None, metrics_port: int | None) -> None:
     """Run a Celery worker for featurepull's queue; other options go to Celery
     (e.g. --concurrency 4, --loglevel INFO, --hostname w1@%h)."""
     if config:
         os.environ[CONFIG_ENV] = str(Path(config).resolve())
+    from featurepull.tasks.celery_tasks import configured_settings
     from featurepull.worker import app
 
+    if metrics_port is not None:  # over the environment and the config file, as flags are
+        configured_settings().metrics_port = metrics_port
     queue = app.conf.task_default_queue
     argv = ["worker", "--pool", "prefork", "-Q", queue, *ctx.args]
     app.worker_main(argv=argv)

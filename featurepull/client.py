@@ -3,8 +3,10 @@ them for the worker fleet, and returns a :class:`Job` handle to watch and collec
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,17 +14,27 @@ import pyarrow as pa
 import redis
 from tqdm import tqdm
 
-from featurepull.config import Settings, load_settings
+from featurepull.config import Notify, Settings, load_settings
 from featurepull.io import EntityTable, open_sink, unify_schemas
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
-from featurepull.tasks.store import UnknownJob, connect, redact_url
+from featurepull.tasks.jobs import REDIS_KEY_SCHEME
+from featurepull.tasks.store import RedisUnavailable, UnknownJob, connect, redact_url
 
 # How long Job.wait keeps polling while Redis does not answer (a restart, a failover).
 REDIS_OUTAGE_WAIT_S = 60.0
+# How long a job may stay queued before Job.wait asks which workers consume its queue.
+NO_WORKER_AFTER_S = 5.0
+# How long that question waits for workers' replies (Celery remote control, through Redis).
+WORKER_REPLY_S = 1.0
 
 
 class JobFailed(RuntimeError):
     """The job failed or was cancelled; the message carries its reason."""
+
+
+class JobRefused(JobFailed):
+    """The job failed on its input, found only once reading (a requested feature that no
+    item holds, a table that changed): bad input, exit code 2 on the command line."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,7 @@ class JobStatus:
     rows_done: int
     error: str | None
     summary: dict[str, Any] | None
+    error_kind: str | None = None  # "input" (JobRefused) or "failed"
 
     def line(self) -> str:
         """One human line for ``featurepull status``."""
@@ -60,30 +73,58 @@ class Job:
         meta = self.store.meta(self.id)
         return JobStatus(self.id, meta.state, meta.shards, self.store.done_count(self.id),
                          meta.rows, min(self.store.progress(self.id), meta.rows), meta.error,
-                         meta.summary)
+                         meta.summary, meta.error_kind)
 
     def wait(self, timeout: float | None = None, progress: bool = True,
-             poll_s: float = 0.5) -> JobStatus:
-        """Block until the job ends; raise JobFailed if it did not succeed.
+             poll_s: float = 0.5, on_no_worker: Callable[[str], None] | None = None,
+             no_worker_after_s: float = NO_WORKER_AFTER_S) -> JobStatus:
+        """Block until the job ends; raise JobFailed if it did not succeed (JobRefused when
+        it failed on its input), TimeoutError (the job left as it is) after ``timeout``
+        seconds.
 
-        A Redis that stops answering is waited for (``REDIS_OUTAGE_WAIT_S`` at most, then
-        JobStoreError); a job whose keys vanish meanwhile (Redis restarted without
-        persistence) raises JobFailed saying so.
+        A job still queued after ``no_worker_after_s`` with no worker consuming its queue is
+        reported once to ``on_no_worker`` (default: a RuntimeWarning), naming the queue and
+        how to start a worker; the wait goes on. A Redis that stops answering is waited for
+        (``REDIS_OUTAGE_WAIT_S`` at most, then RedisUnavailable); a job whose keys vanish
+        meanwhile (Redis restarted without persistence) raises JobFailed saying so.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        asked, idle = False, False
         status = self._poll(None)
         with tqdm(total=status.rows, unit="keys", disable=not progress or None,
                   desc=f"job {self.id[:8]}", dynamic_ncols=True) as bar:
             while status.state not in ("succeeded", "failed", "cancelled"):
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {self.id} still {status.state} after {timeout}s")
+                    why = (f"; no worker consumes queue {self.settings.jobs.queue!r}"
+                           if idle and status.state == "queued" else "")
+                    raise TimeoutError(f"job {self.id} still {status.state} after {timeout:g}s "
+                                       f"({status.shards_done}/{status.shards} shards done{why})")
+                if (not asked and status.state == "queued"
+                        and time.monotonic() - started >= no_worker_after_s):
+                    asked = True
+                    idle = self.workers_on_queue() == []
+                    if idle:
+                        (on_no_worker or _warn)(self._no_worker_message(no_worker_after_s))
                 time.sleep(poll_s)
                 status = self._poll(status)
                 bar.update(status.rows_done - bar.n)
             bar.update(status.rows - bar.n if status.state == "succeeded" else 0)
         if status.state != "succeeded":
-            raise JobFailed(f"job {self.id} {status.state}: {status.error}")
+            failure = JobRefused if status.error_kind == "input" else JobFailed
+            raise failure(f"job {self.id} {status.state}: {status.error}")
         return status
+
+    def workers_on_queue(self, reply_s: float = WORKER_REPLY_S) -> list[str] | None:
+        """The workers consuming this job's queue now (see :func:`workers_on_queue`)."""
+        return workers_on_queue(self.settings, reply_s)
+
+    def _no_worker_message(self, after_s: float) -> str:
+        queue = self.settings.jobs.queue
+        return (f"job {self.id} is still queued after {after_s:g}s and no worker consumes "
+                f"queue {queue!r} on {redact_url(self.settings.redis_url)}: start one with "
+                "`featurepull worker`, with the same FEATUREPULL_REDIS_URL and jobs.queue "
+                f"(FEATUREPULL_JOBS__QUEUE={queue}); still waiting")
 
     def _poll(self, last: JobStatus | None) -> JobStatus:
         """The status now, waiting out a Redis outage; JobFailed if the job vanished."""
@@ -103,7 +144,7 @@ class Job:
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since > REDIS_OUTAGE_WAIT_S:
                     url = redact_url(self.settings.redis_url)
-                    raise JobStoreError(
+                    raise RedisUnavailable(
                         f"lost Redis at {url} while waiting for job {self.id}; it has not "
                         f"answered for {REDIS_OUTAGE_WAIT_S:g}s ({exc})") from None
                 time.sleep(0.5)
@@ -149,19 +190,46 @@ class Job:
         return self.store.delete(self.id)
 
 
+def workers_on_queue(settings: Settings, reply_s: float = WORKER_REPLY_S) -> list[str] | None:
+    """The workers consuming ``settings.jobs.queue`` now (those that answer Celery's
+    remote-control ``active_queues`` within ``reply_s``), or None when Redis could not be
+    asked."""
+    from kombu.exceptions import OperationalError
+
+    from featurepull.worker.app import producer_app
+
+    app = producer_app(settings)
+    try:
+        replies = app.control.inspect(timeout=reply_s).active_queues() or {}
+    except (OperationalError, redis.RedisError, OSError):
+        return None
+    finally:
+        app.close()
+    queue = settings.jobs.queue
+    return sorted(name for name, queues in replies.items()
+                  if any(q.get("name") == queue for q in queues or []))
+
+
 def submit(table: str, features: Sequence[str], entities: str, output: str | None = None, *,
            settings: Settings | None = None, layout: str = "feast",
            join_keys: Sequence[str] = (), join_key_types: Mapping[str, str] | None = None,
            event_ts_attribute: str | None = "event_ts", project: str | None = None,
            overwrite: bool = False, dynamodb: Mapping[str, Any] | None = None,
            entity_table: EntityTable | None = None, scorer: str | None = None,
-           with_features: bool = False) -> Job:
+           with_features: bool = False, notify: Mapping[str, str] | None = None,
+           allow_missing_features: bool = False) -> Job:
     """Validate a job, store its entities in Redis by shard, enqueue it, return its handle.
 
     Everything the read engine would refuse is refused here, before anything is enqueued.
+    A relative local ``entities`` or ``output`` path is made absolute here, against this
+    process's directory: the workers must see that path (same machine or a shared
+    filesystem; else use ``s3://``).
     ``scorer`` names a scorer registered in ``settings.scorers`` (the workers' registry);
     the job's rows are then the entity keys and its scores (plus the features when
-    ``with_features``).
+    ``with_features``). ``notify`` (``{"task", "queue"}``) names a task of another Celery
+    app that the workers send, once, with the job's summary when it ends. A requested
+    feature that none of a shard's found items holds fails the job (:class:`JobRefused`)
+    unless ``allow_missing_features``.
     """
     from featurepull.tasks.celery_tasks import enqueue_shards
     from featurepull.worker.app import producer_app
@@ -169,11 +237,14 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     settings = settings or load_settings()
     store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
     request = JobRequest(
-        table=table, features=list(features), entities=entities, output=output,
+        table=table, features=list(features), entities=_from_here(entities),
+        output=None if output is None else _from_here(output),
         overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
         join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
         event_ts_attribute=event_ts_attribute, project=project, dynamodb=dict(dynamodb or {}),
         scorer=scorer, with_features=with_features,
+        notify=Notify(**notify) if notify else None,
+        allow_missing_features=allow_missing_features,
     )
     meta = create_job(request, settings, store, entity_table)
     app = producer_app(settings)
@@ -182,3 +253,16 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     finally:
         app.close()
     return Job(meta.job_id, settings, store)
+
+
+def _from_here(reference: str) -> str:
+    """A relative local path made absolute against this process's working directory, since
+    the workers that read or write it run in theirs; s3:// and redis-key: pass as they are."""
+    if not reference or reference.startswith(("s3://", REDIS_KEY_SCHEME)):
+        return reference
+    absolute = os.path.abspath(reference)
+    return absolute + os.sep if reference.endswith(os.sep) and absolute != os.sep else absolute
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -10,7 +10,7 @@ from typing import Any
 
 from featurepull.config import S3Settings, Settings
 from featurepull.dynamo import ReadStats
-from featurepull.dynamo.plan import LayoutName, layout_spec, plan_read
+from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
 from featurepull.dynamo.reader import Progress, cyclic_gc_paused
 from featurepull.io import check_destination, open_sink, read_entities, rows_to_table, write_rows
 from featurepull.tasks.scoring import LoadedScorer, apply_scorer, registered_scorer
@@ -29,15 +29,18 @@ class PullRequest:
     event_ts_attribute: str | None = "event_ts"
     scorer: str | None = None
     with_features: bool = False
+    allow_missing_features: bool = False  # else a feature no found item holds is refused
 
 
 @dataclass
 class PullOutcome:
-    """A finished pull: the rows written and the read's statistics."""
+    """A finished pull: the rows written, the read's statistics, and warnings for the user
+    (e.g. that no entity was found)."""
 
     output: str
     rows_written: int
     stats: ReadStats
+    warnings: list[str] = field(default_factory=list)
 
 
 def pull(request: PullRequest, entities_path: str, output_path: str, settings: Settings,
@@ -56,14 +59,16 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     check_destination(output_path, overwrite, settings.s3)
     entities = read_entities(entities_path, s3=settings.s3)
     plan = plan_read(request, list(entities.columns), entities.types, entities.source,
-                     settings)
+                     settings, entities.notes)
     layout, reader = plan.layout, plan.reader
     with cyclic_gc_paused():  # keys, rows and their Arrow columns: no cycles among them
         keys = layout.keys_for(entities.columns, entities.source)
         if on_keys is not None:
             on_keys(len(set(keys)))
-        result = reader.read(keys, request.features, progress=progress)
-    names = layout_spec(layout)["key_columns"]
+        result = reader.read(keys, request.features, progress=progress,
+                             allow_missing_features=request.allow_missing_features)
+    spec = layout_spec(layout)
+    names = spec["key_columns"]
     key_columns = {n: entities.columns[n] for n in names}
     if scorer is None:
         with cyclic_gc_paused():
@@ -72,7 +77,8 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     else:
         written = _write_scored(output_path, key_columns, result.rows, request, scorer,
                                 overwrite=overwrite, s3=settings.s3)
-    return PullOutcome(output_path, written, result.stats)
+    warning = nothing_found_warning(spec, plan.table, result.stats.keys, result.stats.found)
+    return PullOutcome(output_path, written, result.stats, [warning] if warning else [])
 
 
 def _write_scored(output_path: str, key_columns: dict[str, list[Any]],

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import boto3
 import pyarrow as pa
@@ -42,6 +44,7 @@ class Case:
     command: str = "pull"
     preexisting_output: bool = False
     known_bug: str = ""  # what goes wrong today, for an input that should work
+    output: str = OUTPUT  # the output's file name (its extension picks the format)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,11 @@ def _good_csv(d: Path) -> str:
 
 def _toml(d: Path, text: str) -> str:
     return _write(d / "featurepull.toml", text)
+
+
+def _feast(entities: str, features: Sequence[str] = ("score",)) -> list[str]:
+    return ["--project", FEAST_PROJECT, "--table", FEAST_TABLE, "--features",
+            ",".join(features), "--entities", entities]
 
 
 CASES: list[Case] = [
@@ -139,6 +147,62 @@ CASES: list[Case] = [
     Case("unwritable output (a directory that does not exist)",
          lambda d: [*_plain(_good_csv(d)), "--output", str(d / "no" / "such" / "dir.parquet")]),
     Case("--batch-size 101", lambda d: [*_plain(_good_csv(d)), "--batch-size", "101"]),
+    Case("relative --output that exists in the submitter's directory (submit; refused "
+         "before anything is enqueued)",
+         lambda d: [*_plain(_good_csv(d)), "--output", OUTPUT, "--wait"], command="submit",
+         preexisting_output=True),
+    Case("submit --wait --timeout with no worker on the queue (the job is cancelled)",
+         lambda d: ["--config", _toml(d, '[jobs]\nqueue = "nobody-listens"\n'),
+                    *_plain(_good_csv(d)), "--wait", "--timeout", "6"], command="submit"),
+    Case("unreachable Redis (a closed port; the password is not printed)",
+         lambda d: [*_plain(_good_csv(d)), "--redis-url", "redis://:secret@127.0.0.1:9/0"],
+         command="submit"),
+    # Issue 18 (items 3, 4, 8, 9): input that used to read wrong or name no problem.
+    Case("CSV join key mixing integers and other text (1, abc; feast layout)",
+         lambda d: _feast(_write(d / "e.csv", "driver_id\n1\nabc\n"))),
+    Case("CSV join key mixing 7 and 007 (zero-padded code or number?)",
+         lambda d: _feast(_write(d / "e.csv", "driver_id\n7\n007\n"))),
+    Case("CSV join key mixing integers with -0, 1.0 and a value past int64",
+         lambda d: _feast(_write(d / "e.csv",
+                                 "driver_id\n1\n-0\n1.0\n99999999999999999999\n"))),
+    Case("--join-key-types driver_id=int64 on a CSV value 1_00 (int() would read 100)",
+         lambda d: [*_feast(_write(d / "e.csv", "driver_id\n1\n1_00\n")),
+                    "--join-key-types", "driver_id=int64"]),
+    Case("extra CSV column without --join-keys, so no entity is found (a warning)",
+         lambda d: _feast(_write(d / "e.csv", "driver_id,region\n1,eu\n2,us\n")),
+         works=True),
+    Case("Feast double NaN, Infinity, -Infinity to .jsonl (written as null)",
+         lambda d: _feast(_write(d / "e.csv", "driver_id\n1\n2\n3\n"), ["score"]),
+         works=True, output="out.jsonl"),
+    Case("plain-layout event_ts that is not a date-time",
+         lambda d: _plain(_write(d / "e.csv", "user_id\nbad-ts\n"))),
+    Case("Feast unix_timestamp feature out of range (year 31 million)",
+         lambda d: _feast(_write(d / "e.csv", "driver_id\n1\n"), ["seen"])),
+    Case("30-digit DynamoDB number to Parquet",
+         lambda d: _plain(_write(d / "e.csv", "user_id\nbig-number\n"), ["big"])),
+    Case("plain N key beyond DynamoDB's range (1e126)",
+         lambda d: _plain(_write(d / "e.csv", "score_id\n1\n1e126\n"), ["value"], NUMERIC)),
+    Case("plain N key below DynamoDB's smallest magnitude (1e-131)",
+         lambda d: _plain(_write(d / "e.csv", "score_id\n1e-131\n"), ["value"], NUMERIC)),
+    Case("plain N key 1_00 (Decimal() would read 100)",
+         lambda d: _plain(_write(d / "e.csv", "score_id\n1_00\n"), ["value"], NUMERIC)),
+    Case("JSONL key holding an object",
+         lambda d: _feast(_write(d / "e.jsonl", '{"driver_id": 1}\n{"driver_id": {"id": 2}}\n'))),
+    Case("extra float column without --join-keys (JSONL)",
+         lambda d: _feast(_write(d / "e.jsonl", '{"driver_id": 1, "weight": 0.5}\n'))),
+    Case("blank line in a CSV entity file",
+         lambda d: _plain(_write(d / "e.csv", "user_id\nu1\n\nu2\n"))),
+    Case("feature_store.yaml with online_store.type as Feast's class path",
+         lambda d: ["--feature-store-yaml", _write(d / "feature_store.yaml", (
+             "project: demo\nprovider: aws\nonline_store:\n"
+             "  type: feast.infra.online_stores.dynamodb.DynamoDBOnlineStore\n"
+             "  region: us-east-1\n")), *_plain(_good_csv(d))], works=True),
+    Case("a requested feature no found item holds (a typo: --features age,cty)",
+         lambda d: _plain(_good_csv(d), ["age", "cty"])),
+    Case("a requested feature no found item holds, with --allow-missing-features (read as "
+         "null)",
+         lambda d: [*_plain(_good_csv(d), ["age", "cty"]), "--allow-missing-features"],
+         works=True),
 ]
 
 
@@ -157,7 +221,29 @@ def create_tables(endpoint_url: str) -> None:
             "event_ts": {"S": "2024-05-01T12:00:00+00:00"},
             "a.b": {"S": "dot"}, "my feature": {"N": "1"}, "size": {"S": "L"}})
     # An item without the event_ts attribute (written by something other than Feast).
-    ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "no-ts"}, "age": {"N": "7"}})
+    ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "no-ts"}, "age": {"N": "7"},
+                                        "city": {"S": "Oslo"}})
+    ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "bad-ts"}, "age": {"N": "7"},
+                                        "event_ts": {"S": "yesterday"}})
+    ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "big-number"},
+                                        "big": {"N": "123456789012345678901234567890"}})
+    _put_feast_drivers(ddb)
+
+
+def _put_feast_drivers(ddb: Any) -> None:
+    """Drivers 1-3 in the Feast view: non-finite doubles, and a timestamp past year 9999."""
+    from featurepull.dynamo.feast_keys import EntityKeyEncoder
+    from featurepull.dynamo.feast_values import ValueProto
+
+    encoder = EntityKeyEncoder({"driver_id": "int64"})
+    for driver, score in ((1, math.nan), (2, math.inf), (3, -math.inf)):
+        values = {"score": ValueProto(double_val=score),
+                  "seen": ValueProto(unix_timestamp_val=10**15)}
+        ddb.put_item(TableName=f"{FEAST_PROJECT}.{FEAST_TABLE}", Item={
+            "entity_id": {"S": encoder.entity_id([driver])},
+            "event_ts": {"S": "2024-05-01 12:00:00+00:00"},
+            "values": {"M": {name: {"B": value.SerializeToString()}
+                             for name, value in values.items()}}})
 
 
 def _message(stderr: str) -> str:
@@ -173,7 +259,7 @@ def run_case(case: Case, endpoint_url: str, redis_url: str, workdir: Path) -> Ou
     """Run one case in its own folder and report what featurepull did."""
     workdir.mkdir(parents=True, exist_ok=True)
     args = case.build(workdir)
-    output = workdir / OUTPUT
+    output = workdir / case.output
     if case.preexisting_output:
         output.write_bytes(b"keep me")
     if "--output" not in args:
@@ -191,12 +277,24 @@ def run_case(case: Case, endpoint_url: str, redis_url: str, workdir: Path) -> Ou
         nothing_written = output.read_bytes() == b"keep me"
     else:
         nothing_written = not output.exists()
-    leftovers = [p.name for p in workdir.iterdir() if p.name.startswith(f".{OUTPUT}.tmp")]
+    leftovers = [p.name for p in workdir.iterdir()
+                 if p.name.startswith(f".{case.output}.tmp")]
     nothing_written = nothing_written and not leftovers
-    rows = pq.read_table(output).num_rows if case.works and output.exists() else None
+    rows = _rows(output) if case.works and output.exists() else None
     message = _message(proc.stderr) if proc.returncode else f"(exit 0) {rows} rows written"
+    if not proc.returncode and "featurepull: warning:" in proc.stderr:
+        message += "; " + _message(proc.stderr)
+    if rows and output.suffix == ".jsonl":
+        message += ": " + output.read_text(encoding="utf-8").splitlines()[0]
     message = message.replace(f"{workdir}/", "")  # paths relative to the case's folder
+    message = re.sub(r"\bjob [0-9a-f]{32}\b", "job JOB_ID", message)  # the same every run
     return Outcome(case, proc.returncode, message, nothing_written, rows)
+
+
+def _rows(output: Path) -> int:
+    if output.suffix == ".jsonl":
+        return len(output.read_text(encoding="utf-8").splitlines())
+    return int(pq.read_table(output).num_rows)
 
 
 def run_cases(cases: Sequence[Case], endpoint_url: str, redis_url: str, root: Path,
@@ -226,8 +324,9 @@ HEADER = """# Bad input: what featurepull says
 
 Generated by `scripts/bad_input_catalogue.py` from real runs of `featurepull pull` (and
 `submit` where it says so) against a local DynamoDB (moto) and a private redis-server.
-Exit codes: 0 success, 1 the read failed, 2 bad input or configuration (refused before
-anything is read or written). "n/a — works" marks inputs that look odd but are valid.
+Exit codes: 0 success, 1 the read or job failed (or Redis could not be reached), 2 bad input
+or configuration (refused before anything is read or written). "n/a — works" marks inputs
+that look odd but are valid.
 
 """
 

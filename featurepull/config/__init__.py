@@ -5,6 +5,7 @@ from featurepull.config.loading import load_settings, read_feature_store_yaml, r
 from featurepull.config.settings import (
     DynamoSettings,
     JobSettings,
+    Notify,
     RequestFields,
     RetryMode,
     S3Settings,
@@ -17,6 +18,7 @@ __all__ = [
     "ConfigError",
     "DynamoSettings",
     "JobSettings",
+    "Notify",
     "RequestFields",
     "RetryMode",
     "S3Settings",

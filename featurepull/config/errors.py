@@ -3,6 +3,7 @@ allowed, instead of pydantic's raw report."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,14 +31,29 @@ def settings_error(exc: Exception, source: str | None = None) -> ConfigError:
     where = f" in {source}" if source else ""
     if not isinstance(exc, ValidationError):
         return ConfigError(f"invalid settings{where}: {exc}")
+    lines = _error_lines(exc, _field_path, "unknown setting (check its spelling in the "
+                         "README's reference)")
+    return ConfigError(f"invalid settings{where}:\n  " + "\n  ".join(lines))
+
+
+def request_error_text(exc: ValidationError, what: str) -> str:
+    """One message listing every missing or invalid field of a request (no pydantic report:
+    a Celery caller of send_task sees only this text)."""
+    lines = _error_lines(exc, lambda loc: ".".join(map(str, loc)) or "request",
+                         "unknown field (check its spelling)")
+    return f"invalid {what}:\n  " + "\n  ".join(lines)
+
+
+def _error_lines(exc: ValidationError, path_of: Callable[[tuple[int | str, ...]], str],
+                 unknown: str) -> list[str]:
     lines = []
     for err in exc.errors(include_url=False):
-        path = _field_path(err["loc"])
+        path = path_of(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown setting (check its spelling in the README's reference)")
+            lines.append(f"{path}: {unknown}")
         elif err["type"] == "missing":
             lines.append(f"{path}: required")
         else:
             lines.append(f"{path}={_shown(err.get('input'))}: {msg}")
-    return ConfigError(f"invalid settings{where}:\n  " + "\n  ".join(lines))
+    return lines

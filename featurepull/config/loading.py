@@ -18,7 +18,11 @@ from featurepull.config.settings import DynamoSettings, Settings
 
 # Feast online-store keys that only matter for writing or for Feast's async client; a Feast
 # user's yaml carries them, so they are accepted and ignored rather than rejected.
-_FEAST_IGNORED = {"type", "tags", "keepalive_timeout"}
+_FEAST_IGNORED = {"type", "tags", "keepalive_timeout", "warmup_connections"}
+# Online store types whose tables featurepull reads: Feast's own, by its short type or the
+# full path of its class (Feast accepts both), and featurepull's plugin.
+FEAST_STORE_TYPES = ("dynamodb", "feast.infra.online_stores.dynamodb.DynamoDBOnlineStore",
+                     "featurepull.feast_store.FeaturepullOnlineStore")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -52,11 +56,11 @@ def read_feature_store_yaml(path: str | Path) -> dict[str, Any]:
     store = doc.get("online_store")
     if store is None:
         return out
-    if not isinstance(store, dict) or store.get("type") != "dynamodb":
+    if not isinstance(store, dict) or store.get("type") not in FEAST_STORE_TYPES:
         kind = store.get("type") if isinstance(store, dict) else store
         raise ConfigError(
-            f"{path}: online_store type is {kind!r}; featurepull reads only "
-            "'dynamodb' online stores"
+            f"{path}: online_store type is {kind!r}; featurepull reads only DynamoDB online "
+            f"stores: {', '.join(map(repr, FEAST_STORE_TYPES))}"
         )
     known = set(DynamoSettings.model_fields)
     dynamo = {k: v for k, v in store.items() if k not in _FEAST_IGNORED}

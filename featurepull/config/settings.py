@@ -25,6 +25,12 @@ CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 SCORER_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 SCORER_PATH_PATTERN = rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}$"
+# A task a job notifies when it ends: a dotted name, as Celery apps name their tasks. It is
+# sent by name to another app's queue; featurepull's own and Celery's built-in tasks are
+# refused, so a notification can never run anything in a featurepull worker.
+NOTIFY_TASK_PATTERN = rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*$"
+NOTIFY_QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+RESERVED_TASK_PREFIXES = ("featurepull.", "celery.")
 
 
 class DynamoSettings(BaseModel):
@@ -188,6 +194,24 @@ JOB_DYNAMO_OVERRIDES = frozenset({"region", "endpoint_url", "table_name_template
                                   "max_read_workers", "consistent_reads", "retry_deadline_s"})
 
 
+class Notify(BaseModel):
+    """The Celery task a job sends, by name, when it ends: ``{"task", "queue"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=200, pattern=NOTIFY_TASK_PATTERN)
+    queue: str = Field(default="celery", min_length=1, max_length=200,
+                       pattern=NOTIFY_QUEUE_PATTERN)
+
+    @field_validator("task")
+    @classmethod
+    def _not_ours(cls, value: str) -> str:
+        if value.startswith(RESERVED_TASK_PREFIXES) or value in ("featurepull", "celery"):
+            raise ValueError(f"{value!r} is a featurepull or Celery task; notify names a task "
+                             "of your own app (e.g. 'scoring.features_ready')")
+        return value
+
+
 class RequestFields(BaseModel):
     """What a pull reads — the fields a job request and a schedule share."""
 
@@ -203,6 +227,10 @@ class RequestFields(BaseModel):
     event_ts_attribute: str | None = "event_ts"
     project: str | None = None
     dynamodb: dict[str, Any] = Field(default_factory=dict)
+    notify: Notify | None = None
+    # A requested feature no found item holds is refused (a typo would be an all-null
+    # column); True reads it as null instead (featurepull.dynamo.features).
+    allow_missing_features: bool = False
 
     @field_validator("features")
     @classmethod
@@ -297,6 +325,10 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto",
         description="Worker log lines: json, console, or auto (console on a terminal, else json).",
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="A worker serves Prometheus /metrics on this port (unset: no metrics).",
     )
     dynamodb: DynamoSettings = Field(default_factory=DynamoSettings)
     s3: S3Settings = Field(default_factory=S3Settings)

@@ -7,6 +7,7 @@ by name before encoding, as Feast does, so the caller's column order does not ma
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from featurepull.dynamo.errors import EntityKeyError
 _STRING, _BYTES, _INT32, _INT64, _UNIX_TIMESTAMP = 2, 1, 3, 4, 8
 KEY_TYPES = ("int64", "int32", "string", "bytes", "unix_timestamp")
 _INT32_RANGE = (-(2**31), 2**31 - 1)
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
 _INT64_RANGE = (-(2**63), 2**63 - 1)
 
 _PACK_U32 = struct.Struct("<I").pack
@@ -34,10 +36,11 @@ def _as_int(value: Any, bounds: tuple[int, int], type_name: str) -> int:
             raise TypeError(f"{value!r} is not an integer")
         value = int(value)
     elif isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise TypeError(f"{value!r} is not an integer") from None
+        # int() also takes "1_00" (as 100) and non-ASCII digits; DynamoDB and Feast do not.
+        if not _INT_TEXT.fullmatch(value):
+            raise TypeError(f"{value!r} is not an integer (ASCII digits with an optional "
+                            "sign: no underscores, points or exponents)")
+        value = int(value)
     elif not isinstance(value, int):
         raise TypeError(f"{type(value).__name__} {value!r} is not an integer")
     number = int(value)

@@ -116,7 +116,12 @@ def timestamp_from_seconds(seconds: int) -> datetime:
     try:
         return datetime.fromtimestamp(seconds, UTC)  # a third of the time of the sum below
     except (OverflowError, OSError, ValueError):  # outside what the platform's C time takes
+        pass
+    try:
         return _EPOCH + timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"Unix timestamp {seconds} (seconds) is outside the dates a "
+                         "datetime can hold (years 1 to 9999)") from None
 
 
 def _map_to_dict(msg: Any) -> dict[str, Any]:

@@ -3,32 +3,39 @@ and how a returned item becomes a row ``(event_timestamp, feature, ...)``.
 
 - :class:`FeastLayout` reads tables written by Feast's DynamoDB online store: hash key
   ``entity_id`` (hex MurmurHash3 of the serialized entity key), ``event_ts`` (S) and a
-  ``values`` map of serialized Feast ``Value`` protobufs.
+  ``values`` map of serialized Feast ``Value`` protobufs, decoded into Python values or, with
+  ``value_decoder``, by the caller's function (Feast's own ``Value.FromString`` in
+  :mod:`featurepull.feast_store`).
 - :class:`PlainLayout` reads any table: keys from its key schema, features are top-level
   attributes.
 """
 
 from __future__ import annotations
 
+import re
 from binascii import a2b_base64
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
 from featurepull.dynamo.attributes import canonical_number, decode_attribute
-from featurepull.dynamo.errors import EntityKeyError, TableError
+from featurepull.dynamo.errors import EntityKeyError, ItemDecodeError, TableError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
 from featurepull.dynamo.feast_values import decode_value, decode_values
 
 Row = tuple[Any, ...]
 RowDecoder = Callable[[dict[str, Any]], Row]
 RowsDecoder = Callable[[list[dict[str, Any]]], list[Row]]
+ValueDecoder = Callable[[bytes], Any]  # one serialized Feast Value -> what a row holds
 # DynamoDB's size limits for key attribute values (UTF-8 bytes for strings).
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NOTHING: dict[str, Any] = {}
 HASH_KEY_MAX_BYTES = 2048
 RANGE_KEY_MAX_BYTES = 1024
+# DynamoDB's number range: a magnitude from 1E-130 to 9.99...E+125 (38 digits), or zero.
+N_MIN_MAGNITUDE, N_MAX_MAGNITUDE = Decimal("1E-130"), Decimal("1E+126")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class Layout(Protocol):
@@ -53,6 +60,9 @@ class Layout(Protocol):
 
     def key_of(self, item: Mapping[str, Any]) -> Hashable:
         """The key of a returned item (or of an UnprocessedKeys entry)."""
+
+    def features_of(self, item: Mapping[str, Any]) -> Iterable[str]:
+        """The names of the features a returned item holds (of those projected)."""
 
     def projection(self, features: Sequence[str]) -> dict[str, Any]:
         """ProjectionExpression and ExpressionAttributeNames for these features."""
@@ -101,11 +111,14 @@ class FeastLayout:
     name = "feast"
     decodes_base64 = True
 
-    def __init__(self, key_types: Mapping[str, str], serialization_version: int = 3) -> None:
+    def __init__(self, key_types: Mapping[str, str], serialization_version: int = 3,
+                 value_decoder: ValueDecoder | None = None) -> None:
         if not key_types:
             raise EntityKeyError("the feast layout needs at least one join key (--join-keys)")
         self.key_types = dict(key_types)
         self.encoder = EntityKeyEncoder(self.key_types, serialization_version)
+        # None: featurepull's own Python values (decode_value, a column of doubles at once).
+        self.value_decoder = value_decoder
 
     def check_table(self, table: str, description: Mapping[str, Any]) -> None:
         schema = _key_schema(description)
@@ -148,6 +161,10 @@ class FeastLayout:
     def key_of(self, item: Mapping[str, Any]) -> Hashable:
         return str(item["entity_id"]["S"])
 
+    def features_of(self, item: Mapping[str, Any]) -> Iterable[str]:
+        values = item.get("values")
+        return values["M"].keys() if values is not None else ()
+
     def projection(self, features: Sequence[str]) -> dict[str, Any]:
         names = {"#k": "entity_id", "#t": "event_ts", "#v": "values"}
         paths = ["#k", "#t"]
@@ -160,14 +177,21 @@ class FeastLayout:
         wanted = tuple(features)
         # Base64 text straight to the value: one C call per value read, nothing else walked.
         raw: Callable[[Any], bytes] = a2b_base64 if base64_values else bytes
+        value = self.value_decoder or decode_value
 
         def decode(item: dict[str, Any]) -> Row:
             ts = item.get("event_ts")
             stored = item["values"]["M"] if "values" in item else {}
-            # A list comprehension, not a generator: this runs once per row read.
-            values = [decode_value(raw(stored[f]["B"])) if f in stored else None
-                      for f in wanted]
-            return (parse_event_ts(ts["S"]) if ts is not None else None, *values)
+            try:
+                # A list comprehension, not a generator: this runs once per row read.
+                values = [value(raw(stored[f]["B"])) if f in stored else None
+                          for f in wanted]
+                return (parse_event_ts(ts["S"]) if ts is not None else None, *values)
+            except _DECODE_ERRORS as exc:
+                error = _feast_item_error(ts, stored, wanted, raw, value)
+                if error is None:
+                    raise
+                raise error from exc
 
         return decode
 
@@ -175,6 +199,9 @@ class FeastLayout:
         wanted = tuple(features)
         raw: Callable[[Any], bytes] = a2b_base64 if base64_values else bytes
         one = self.row_decoder(features, base64_values)
+        custom = self.value_decoder
+        column: Callable[[list[bytes]], list[Any]] = (
+            decode_values if custom is None else lambda values: list(map(custom, values)))
 
         def decode_rows(items: list[dict[str, Any]]) -> list[Row]:
             # A feature at a time: a column of doubles or floats is one struct call, and the
@@ -186,12 +213,37 @@ class FeastLayout:
                     values = [raw(values[feature]["B"]) for values in stored]
                 except KeyError:  # an item without this feature: no column to speed up
                     return [one(item) for item in items]
-                columns.append(decode_values(values))
+                columns.append(column(values))
             stamps = [parse_event_ts(item["event_ts"]["S"]) if "event_ts" in item else None
                       for item in items]
             return list(zip(stamps, *columns, strict=True))
 
         return decode_rows
+
+
+_DECODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
+
+
+def _feast_item_error(ts: Any, stored: Mapping[str, Any], features: Sequence[str],
+                      raw: Callable[[Any], bytes],
+                      value: Callable[[bytes], Any]) -> ItemDecodeError | None:
+    """Which part of a Feast item cannot be decoded, and what to do (None: not found)."""
+    try:
+        if ts is not None:
+            parse_event_ts(ts["S"])
+    except _DECODE_ERRORS:
+        shown = next(iter(ts.values()), ts) if isinstance(ts, dict) else ts
+        return ItemDecodeError(f"attribute 'event_ts' holds {shown!r}, which is not a "
+                               "date-time as Feast writes it (e.g. '2024-05-01 "
+                               "12:00:00+00:00')")
+    for feature in features:
+        try:
+            if feature in stored:
+                value(raw(stored[feature]["B"]))
+        except _DECODE_ERRORS as exc:
+            return ItemDecodeError(f"feature {feature!r}: {exc}; fix the value in the table, "
+                                   "or leave the feature out of --features")
+    return None
 
 
 class PlainLayout:
@@ -252,6 +304,10 @@ class PlainLayout:
             parts.append(canonical_number(raw) if atype == "N" else raw)
         return parts[0] if len(parts) == 1 else tuple(parts)
 
+    def features_of(self, item: Mapping[str, Any]) -> Iterable[str]:
+        # Every attribute, keys included: a feature may be requested under any name.
+        return item.keys()
+
     def projection(self, features: Sequence[str]) -> dict[str, Any]:
         # Each attribute once: DynamoDB refuses overlapping paths (a feature that is also
         # the key or the event time attribute).
@@ -270,7 +326,7 @@ class PlainLayout:
         def decode(item: dict[str, Any]) -> Row:
             ts = item.get(ts_name) if ts_name else None
             return (
-                _plain_timestamp(ts) if ts is not None else None,
+                _plain_timestamp(ts_name, ts) if ts is not None else None,
                 *(decode_attribute(item[f]) if f in item else None for f in wanted),
             )
 
@@ -281,11 +337,19 @@ class PlainLayout:
         return lambda items: [decode(item) for item in items]
 
 
-def _plain_timestamp(value: dict[str, Any]) -> datetime | None:
-    if "S" in value:
-        return parse_event_ts(value["S"])
-    if "N" in value:
-        return _EPOCH + timedelta(seconds=float(Decimal(value["N"])))
+def _plain_timestamp(name: str | None, value: dict[str, Any]) -> datetime | None:
+    try:
+        if "S" in value:
+            return parse_event_ts(value["S"])
+        if "N" in value:
+            return _EPOCH + timedelta(seconds=float(Decimal(value["N"])))
+    except _DECODE_ERRORS:
+        shown = next(iter(value.values()))
+        raise ItemDecodeError(
+            f"attribute {name!r} holds {shown!r}, which is not a date-time (ISO 8601 text or "
+            "Unix seconds); name the attribute that holds the event time with "
+            "--event-ts-attribute, or pass --event-ts-attribute '' to read without one"
+        ) from None
     return None
 
 
@@ -311,8 +375,15 @@ def _key_converter(atype: str, max_bytes: int) -> Callable[[Any], Hashable]:
         number = canonical_number(str(value))
         if not number.is_finite():
             raise ValueError(f"{value} is not a finite number")
+        if isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value):
+            # Decimal() also takes "1_00" (as 100), " 1" and non-ASCII digits.
+            raise ValueError(f"{value!r} is not a number as DynamoDB writes one (digits, an "
+                             "optional sign, point and exponent: no spaces or underscores)")
         if len(number.as_tuple().digits) > 38:
             raise ValueError(f"{value} has more than DynamoDB's 38 significant digits")
+        if number and not N_MIN_MAGNITUDE <= number.copy_abs() < N_MAX_MAGNITUDE:
+            raise ValueError(f"{value} is outside DynamoDB's number range (a magnitude from "
+                             "1E-130 to below 1E+126, or 0)")
         return number
 
     def to_b(value: Any) -> bytes:

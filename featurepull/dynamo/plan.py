@@ -28,8 +28,14 @@ def physical_table(layout: LayoutName, table: str, settings: Settings) -> str:
 
 
 def feast_key_types(join_keys: Sequence[str], declared: Mapping[str, str],
-                    column_types: Mapping[str, str], source: str) -> dict[str, str]:
-    """Join-key types: a declared type wins; otherwise the entity column's type."""
+                    column_types: Mapping[str, str], source: str, *,
+                    notes: Mapping[str, str] | None = None,
+                    defaulted: bool = False) -> dict[str, str]:
+    """Join-key types: a declared type wins; otherwise the entity column's type.
+
+    ``defaulted`` says the keys are every column of the file (no --join-keys): a column of
+    a type no join key has is then more likely a stray column than a key of the wrong type.
+    """
     unknown = sorted(set(declared) - set(join_keys))
     if unknown:
         raise EntityKeyError(f"--join-key-types names {', '.join(unknown)}, which "
@@ -41,25 +47,79 @@ def feast_key_types(join_keys: Sequence[str], declared: Mapping[str, str],
             continue
         column_type = column_types.get(name, "missing")
         if column_type not in FEAST_KEY_TYPES_FROM_COLUMNS:
-            raise EntityKeyError(
-                f"{source}: join key column {name!r} has type {column_type}; Feast join keys "
-                f"are int64, int32, string or bytes — declare it with "
-                f"--join-key-types {name}=int64 (or string, int32, bytes)"
-            )
+            raise EntityKeyError(_untyped_key_message(name, column_type, join_keys,
+                                                      column_types, source, notes or {},
+                                                      defaulted))
         types[name] = FEAST_KEY_TYPES_FROM_COLUMNS[column_type]
     return types
 
 
-def feast_join_keys(join_keys: Sequence[str], columns: Sequence[str], source: str) -> list[str]:
+_TYPE_WORDS = {"float": "holds floats", "bool": "holds booleans",
+               "null": "is empty on every row"}
+
+
+def _untyped_key_message(name: str, column_type: str, join_keys: Sequence[str],
+                         column_types: Mapping[str, str], source: str,
+                         notes: Mapping[str, str], defaulted: bool) -> str:
+    others = [k for k in join_keys
+              if k != name and column_types.get(k) in FEAST_KEY_TYPES_FROM_COLUMNS]
+    stray = defaulted and len(join_keys) > 1
+    name_keys = (f"without --join-keys every column of the file is a join key: if {name!r} is "
+                 f"not one, name the keys, e.g. --join-keys {','.join(others) or 'KEY'}")
+    if column_type == "mixed":
+        # A CSV column of integers and other text: hashed as int64 or as string, the same
+        # id gives different entity_ids, and only the user knows which Feast declared.
+        message = (f"{source}: column {name!r} {notes.get(name, 'mixes integers and text')}, "
+                   "so its Feast join-key type is unclear: pass --join-key-types "
+                   f"{name}=int64 to read every value as an integer, or {name}=string to "
+                   "hash every value as text")
+        return message + (f"; or, {name_keys}" if stray else "")
+    what = _TYPE_WORDS.get(column_type, f"has type {column_type}")
+    if stray:
+        # A float or bool column beside integer or string ones is a payload column (a
+        # score, a label), not an id of the wrong type: --join-key-types would mislead.
+        return (f"{source}: column {name!r} {what}, which no Feast join key can hold; "
+                f"{name_keys}")
+    return (f"{source}: join key column {name!r} has type {column_type}; Feast join keys "
+            f"are int64, int32, string or bytes — declare it with "
+            f"--join-key-types {name}=int64 (or string, int32, bytes)")
+
+
+def feast_join_keys(join_keys: Sequence[str], columns: Sequence[str], source: str,
+                    notes: Mapping[str, str] | None = None) -> list[str]:
     """The join keys to use: as given, or every entity column; each must exist."""
     chosen = list(join_keys) or list(columns)
     missing = [k for k in chosen if k not in columns]
+    unusable = [k for k in missing if notes and k in notes]
+    if unusable:
+        name = unusable[0]
+        raise EntityKeyError(f"{source}: column {name!r} {(notes or {})[name]}, so it cannot "
+                             "be a join key; write its values as integers or strings")
     if missing:
         raise EntityKeyError(
             f"{source} has no column {', '.join(map(repr, missing))} for --join-keys; its "
             f"columns are {', '.join(map(repr, columns))}"
         )
     return chosen
+
+
+def nothing_found_warning(spec: Mapping[str, Any], table: str, keys: int,
+                          found: int) -> str | None:
+    """A warning for a read where DynamoDB holds none of the keys (``spec`` from
+    :func:`layout_spec`): usually keys built from the wrong columns or types, which
+    reads as "every entity is missing" and would otherwise pass without a word."""
+    if keys == 0 or found:
+        return None
+    if spec["layout"] == "feast":
+        built = ", ".join(f"{name} ({kind})" for name, kind in spec["key_types"].items())
+        return (f"0 of {keys:,} entities were found in table {table}; their keys were "
+                f"built from the join keys {built}. If the feature view's entities have "
+                "other join keys or types, name them with --join-keys and --join-key-types "
+                "(without --join-keys every column of the entity file is a join key; a CSV "
+                "column is int64 only when every value is a plain integer)")
+    built = ", ".join(f"{name} ({kind})" for name, kind in spec["key_schema"])
+    return (f"0 of {keys:,} entities were found in table {table}; their keys were "
+            f"built from {built}: check that the entity file holds that table's key values")
 
 
 def layout_from_spec(spec: Mapping[str, Any], settings: Settings) -> Layout:
@@ -83,11 +143,14 @@ def layout_spec(layout: Layout) -> dict[str, Any]:
 def plan_layout(layout: LayoutName, *, join_keys: Sequence[str],
                 join_key_types: Mapping[str, str], event_ts_attribute: str | None,
                 columns: Sequence[str], column_types: Mapping[str, str], source: str,
-                settings: Settings, description: Mapping[str, Any] | None = None) -> Layout:
-    """The layout for a request; the plain layout needs the table's DescribeTable block."""
+                settings: Settings, description: Mapping[str, Any] | None = None,
+                notes: Mapping[str, str] | None = None) -> Layout:
+    """The layout for a request; the plain layout needs the table's DescribeTable block.
+    ``notes`` says why a column cannot be a join key as read (``EntityTable.notes``)."""
     if layout == "feast":
-        chosen = feast_join_keys(join_keys, columns, source)
-        types = feast_key_types(chosen, join_key_types, column_types, source)
+        chosen = feast_join_keys(join_keys, columns, source, notes)
+        types = feast_key_types(chosen, join_key_types, column_types, source, notes=notes,
+                                defaulted=not join_keys)
         return FeastLayout(types, settings.entity_key_serialization_version)
     if description is None:
         raise ValueError("the plain layout needs the table's description")
@@ -119,7 +182,8 @@ class ReadPlan:
 
 
 def plan_read(request: ReadRequest, columns: Sequence[str], column_types: Mapping[str, str],
-              source: str, settings: Settings) -> ReadPlan:
+              source: str, settings: Settings,
+              notes: Mapping[str, str] | None = None) -> ReadPlan:
     """Resolve the table and layout of a request and check the table (DescribeTable once)."""
     table = physical_table(request.layout, request.table, settings)
     description = None
@@ -129,7 +193,7 @@ def plan_read(request: ReadRequest, columns: Sequence[str], column_types: Mappin
                          join_key_types=request.join_key_types,
                          event_ts_attribute=request.event_ts_attribute, columns=columns,
                          column_types=column_types, source=source, settings=settings,
-                         description=description)
+                         description=description, notes=notes)
     reader = BatchReader(table, layout, settings.dynamodb)
     reader.check_table()
     return ReadPlan(table, layout, reader)

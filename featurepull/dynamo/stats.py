@@ -25,6 +25,7 @@ class ReadStats:
     missing: int = 0
     requests: int = 0
     unprocessed_retries: int = 0
+    unprocessed_requests: int = 0  # answers that left some keys in UnprocessedKeys
     throttles: int = 0
     server_errors: int = 0
     connection_errors: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import re
@@ -29,10 +30,11 @@ def read_csv(stream: BinaryIO, source: str, required: tuple[str, ...]) -> Entity
     # of rows, and a column of Python strings is what we keep anyway.
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     reader = csv.reader(text, strict=True)
+    lines = _LineIndex()
     try:
         header = _csv_header(reader, source)
         check_required_columns(source, header, required)
-        values = _csv_values(reader, source, header, required)
+        values = _csv_values(reader, source, header, required, lines)
     except csv.Error as exc:
         raise EntityFileError(
             f"{source}: line {reader.line_num}: malformed CSV ({exc}); "
@@ -46,8 +48,32 @@ def read_csv(stream: BinaryIO, source: str, required: tuple[str, ...]) -> Entity
     finally:
         text.detach()  # the caller owns and closes the binary stream
     columns = dict(zip(header, values, strict=True))
-    types = {name: _type_csv_column(column) for name, column in columns.items()}
-    return EntityTable(source, columns, types)
+    types: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    for name, column in columns.items():
+        types[name], note = _type_csv_column(column, lines)
+        if note:
+            notes[name] = note
+    return EntityTable(source, columns, types, notes)
+
+
+class _LineIndex:
+    """The file line of each row, kept as the few rows where the numbering shifts (a quoted
+    field over several lines) rather than one number per row."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = [0]  # rows where a new shift begins
+        self.shifts: list[int] = [2]  # line = row + shift (the header is line 1)
+
+    def note(self, row: int, line: int) -> None:
+        """Row ``row`` (0-based) ended on ``line``."""
+        if line - row != self.shifts[-1]:
+            self.starts.append(row)
+            self.shifts.append(line - row)
+
+    def line(self, row: int) -> int:
+        """The line (1-based) that row ``row`` ended on."""
+        return row + self.shifts[bisect.bisect_right(self.starts, row) - 1]
 
 
 def _csv_header(reader: Any, source: str) -> list[str]:
@@ -66,13 +92,13 @@ def _csv_header(reader: Any, source: str) -> list[str]:
 
 
 def _csv_values(
-    reader: Any, source: str, header: list[str], required: tuple[str, ...]
+    reader: Any, source: str, header: list[str], required: tuple[str, ...], lines: _LineIndex
 ) -> list[list[Any]]:
     values: list[list[Any]] = [[] for _ in header]
     required_at = [(header.index(name), name) for name in required]
-    for row in reader:
+    for number, row in enumerate(reader):
         if not row:
-            continue  # a blank line, not a row (csv writers quote a lone empty field as "")
+            raise EntityFileError(_blank_line_message(source, reader.line_num, len(header)))
         if len(row) != len(header):
             raise EntityFileError(
                 f"{source}: line {reader.line_num} has {len(row)} fields but the header has "
@@ -84,6 +110,7 @@ def _csv_values(
         for index, name in required_at:
             if not row[index]:
                 raise EntityFileError(empty_key_message(source, f"line {reader.line_num}", name))
+        lines.note(number, reader.line_num)
     if not values[0]:
         raise EntityFileError(
             f"{source} has no entity rows, only a header; add one line per entity"
@@ -91,16 +118,52 @@ def _csv_values(
     return values
 
 
-def _type_csv_column(column: list[Any]) -> str:
-    """The logical type of a CSV column; an int64 column's values become ints in place."""
-    present = (value for value in column if value is not None)
-    first = next(present, None)
-    if first is None:
-        return "null"
-    if not _is_int64_literal(first) or not all(_is_int64_literal(value) for value in present):
-        return "string"
-    column[:] = [None if value is None else int(value) for value in column]
-    return "int64"
+def _blank_line_message(source: str, line: int, width: int) -> str:
+    # Refused, not skipped: in a one-column file a blank line is how pandas writes a missing
+    # value, so skipping it would drop an entity row without a word.
+    what = ("an empty value (pandas writes a missing value so in a one-column file)"
+            if width == 1 else "not a row")
+    return (f"{source}: line {line} is blank, which is {what}; every line after the header "
+            "must be one entity: delete the blank line, or fill in the entity it stands for")
+
+
+def _type_csv_column(column: list[Any], lines: _LineIndex) -> tuple[str, str | None]:
+    """The logical type of a CSV column, and the note of a "mixed" one; an int64 column's
+    values become ints in place."""
+    present = [value for value in column if value is not None]
+    if not present:
+        return "null", None
+    # The common cases decided with the regex mapped in C: all plain integers, or none.
+    is_int = _CSV_INT_LITERAL.fullmatch
+    if all(map(is_int, present)):
+        numbers = [None if value is None else int(value) for value in column]
+        ints = [number for number in numbers if number is not None]
+        if min(ints) >= INT64_MIN and max(ints) <= INT64_MAX:
+            column[:] = numbers
+            return "int64", None
+    elif not any(map(is_int, present)):
+        return "string", None
+    return _type_csv_column_slowly(column, lines)
+
+
+def _type_csv_column_slowly(column: list[Any], lines: _LineIndex) -> tuple[str, str | None]:
+    first_int = first_other = None
+    for row, value in enumerate(column):
+        if value is None:
+            continue
+        if _is_int64_literal(value):
+            if first_int is None:
+                first_int = row
+        elif first_other is None:
+            first_other = row
+        if first_int is not None and first_other is not None:
+            return "mixed", (
+                f"mixes integers (line {lines.line(first_int)}: {column[first_int]!r}) and "
+                f"other text (line {lines.line(first_other)}: {column[first_other]!r})")
+    if first_int is not None:
+        column[:] = [None if value is None else int(value) for value in column]
+        return "int64", None
+    return "string", None
 
 
 def _is_int64_literal(text: str) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -20,6 +20,10 @@ class EntityTable:
     source: str
     columns: dict[str, list[Any]]
     types: dict[str, str]
+    # Why a column cannot be a join key as read, for the messages of whoever picks the keys:
+    # column -> "mixes integers (line 2: '1') and other text (line 3: 'abc')" (a CSV column
+    # typed "mixed") or "holds a JSON object on line 4" (a JSONL column left out).
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_rows(self) -> int:

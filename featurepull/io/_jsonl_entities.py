@@ -61,7 +61,7 @@ class _JsonlColumns:
         self.columns: dict[str, list[Any]] = {}
         self.first_seen: dict[str, tuple[str, int]] = {}  # column -> (type, line it was seen)
         self.first_empty: dict[str, int] = {}  # required column -> first line it is empty
-        self.left_out: set[str] = set()  # columns holding arrays or objects: not entity keys
+        self.left_out: dict[str, str] = {}  # columns holding arrays or objects: not keys
 
     def add(self, record: dict[str, Any], line_number: int) -> None:
         """Append one record; columns it lacks get a null."""
@@ -86,13 +86,13 @@ class _JsonlColumns:
 
     def _leave_out(self, name: str, value: Any, line_number: int) -> None:
         # Like a Parquet column of a non-key type: fine as payload, an error as a key column.
+        kind = "array" if isinstance(value, list) else "object"
         if name in self.required:
             raise EntityFileError(
-                f"{self.source}: line {line_number}: column {name!r} holds a JSON "
-                f"{'array' if isinstance(value, list) else 'object'}; entity keys must be "
-                "numbers, strings or booleans"
+                f"{self.source}: line {line_number}: column {name!r} holds a JSON {kind}; "
+                "entity keys must be numbers, strings or booleans"
             )
-        self.left_out.add(name)
+        self.left_out.setdefault(name, f"holds a JSON {kind} on line {line_number}")
         self.columns.pop(name, None)
         self.first_seen.pop(name, None)
 
@@ -114,12 +114,18 @@ class _JsonlColumns:
                 f"{self.source} has no entity rows, only blank lines; "
                 "write one JSON object per line"
             )
+        if not self.columns and self.left_out:
+            found = "; ".join(f"{name!r} {note}" for name, note in self.left_out.items())
+            raise EntityFileError(
+                f"{self.source}: no column can hold entity keys ({found}); write each key "
+                'as a JSON number or string, e.g. {"driver_id": 1001}'
+            )
         check_required_columns(self.source, list(self.columns), self.required)
         if self.first_empty:
             name, line_number = min(self.first_empty.items(), key=lambda item: item[1])
             raise EntityFileError(empty_key_message(self.source, f"line {line_number}", name))
         types = {name: self.first_seen.get(name, ("null", 0))[0] for name in self.columns}
-        return EntityTable(self.source, self.columns, types)
+        return EntityTable(self.source, self.columns, types, dict(self.left_out))
 
 
 def _json_value_type(value: Any, source: str, name: str, line_number: int) -> str:

@@ -1,15 +1,19 @@
 """How feature values become text in the CSV and JSONL sinks.
 
 bytes become base64 and datetimes ISO 8601 (with their UTC offset), at any nesting depth, so
-every value survives as text. Non-finite floats are written as Python's json writes them
-(NaN, Infinity): Python's json, pandas and pyarrow read them back; mapping them to null would
-silently change the data. Anything else not listed in `write_rows` raises TypeError.
+every value survives as text. Non-finite floats (NaN, ±Infinity, which a Feast double can
+hold) have no JSON form: JSON text writes them as null — what JavaScript, orjson and pandas
+do — because `NaN` would make the line unreadable to every strict parser. A CSV field holds
+them as `nan`, `inf` and `-inf` (Python's float(), pandas and pyarrow read them back). Use
+Parquet to keep NaN apart from null. Anything else not listed in `write_rows` raises
+TypeError.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -24,12 +28,29 @@ def _scalar_text(value: Any) -> str:
 
 
 # One encoder for every call: json.dumps with options would build a new one each time.
-_JSON = json.JSONEncoder(default=_scalar_text, ensure_ascii=False, separators=(",", ":"))
+# allow_nan=False: a non-finite float raises ValueError instead of writing invalid JSON.
+_JSON = json.JSONEncoder(default=_scalar_text, ensure_ascii=False, separators=(",", ":"),
+                         allow_nan=False)
 
 
 def json_text(value: Any) -> str:
-    """`value` as compact JSON, with bytes as base64 and datetimes as ISO 8601 strings."""
-    return _JSON.encode(value)
+    """`value` as compact JSON, with bytes as base64, datetimes as ISO 8601 strings, and
+    NaN and ±Infinity as null."""
+    try:
+        return _JSON.encode(value)
+    except ValueError:  # rare: only then is the value walked for non-finite floats
+        return _JSON.encode(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN and ±Infinity in it, at any depth, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _bool_text(value: bool) -> str:

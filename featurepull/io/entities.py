@@ -20,11 +20,15 @@ JSONL, one JSON object per line (blank lines skipped):
     float -> "float", true/false -> "bool", only nulls -> "null". A key absent from a line is
     null there. A column mixing JSON types (17 on one line, "17" on another, or 17 and 17.5)
     is an error naming the column and the first line with the other type. A column holding an
-    array or object cannot hold entity keys: an error when required, else left out (as Parquet).
-CSV, the first line is the header (blank lines skipped, an empty field is null):
-    "int64" when every non-empty value is an integer literal (-?[0-9]+) that fits in int64 and
-    has no leading zero; otherwise "string". So "007", "-0" and "+7" keep their column a string
-    and ids are never mangled. An all-empty column is "null". CSV never yields "bytes".
+    array or object cannot hold entity keys: an error when required, else left out (as
+    Parquet) with a note naming its first such line.
+CSV, the first line is the header (a blank line is an error, an empty field is null):
+    "int64" when every non-empty value is a plain integer (0 or -?[1-9][0-9]*, within int64);
+    "string" when none is ("007", "abc", "1.0", "-0", "1_00": ids are never mangled);
+    "mixed" when some are and some are not ("1" and "abc", "7" and "007"): values stay text,
+    and `EntityTable.notes` names the first line of each kind, because which join-key type
+    such a column holds is the user's call (`--join-key-types`). An all-empty column is
+    "null". CSV never yields "bytes". (docs/files.md has the rules for users.)
 
 Every error is an EntityFileError naming the file, the line (1-based; the CSV header is line 1)
 or Parquet row (1-based, data rows only), and what to do. A required column must exist and must

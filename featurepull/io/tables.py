@@ -155,6 +155,15 @@ def _arrow_array(
 def _type_conflict(
     view: RowView, index: int, values: list[Any], offset: int, exc: Exception
 ) -> OutputError:
+    big = _first_wide_int(values)
+    if big is not None:
+        # A DynamoDB number has up to 38 digits; Arrow integers have 64 bits.
+        at, value = big
+        return OutputError(
+            f"{view.source}: {column_role(view.names, index)} {view.names[index]!r} holds "
+            f"{value} (row {offset + at + 1}), an integer too large for 64 bits, which Parquet "
+            "cannot store; write .jsonl or .csv, which keep every digit"
+        )
     detail = _describe_bad_values(values, offset) or "has values that cannot share one column"
     return OutputError(
         f"{view.source}: {column_role(view.names, index)} {view.names[index]!r} {detail} "
@@ -180,6 +189,14 @@ def _describe_bad_values(values: list[Any], offset: int) -> str | None:
                 f"mixes {type(first_value).__name__} (row {offset + first_at + 1}) and "
                 f"{type(value).__name__} (row {offset + at + 1})"
             )
+    return None
+
+
+def _first_wide_int(values: list[Any]) -> tuple[int, int] | None:
+    """The first int beyond both int64 and uint64, and where it is."""
+    for at, value in enumerate(values):
+        if type(value) is int and not -(2**63) <= value < 2**64:
+            return at, value
     return None
 
 

@@ -5,12 +5,17 @@ arguments are small JSON values — entity lists and rows stay in Redis.
   (entities by reference). Validates, stores the shards, enqueues them; returns
   ``{"job_id", "shards", "rows"}``. For scoring tasks in other Celery apps (``send_task``).
   ``request["scorer"]`` may name a scorer registered in the workers' ``[[scorers]]``.
+  A request with missing or invalid fields raises ``InvalidJobRequest`` (a ValueError) whose
+  message lists each field: pydantic's ValidationError reaches a ``send_task`` caller empty.
 - ``featurepull.read_shard(job_id, shard)``: reads one shard; the last one to finish
   enqueues ``finish_job``. Reports ``PROGRESS`` with ``done``/``total`` keys, in the result
   backend and as a ``task-progress`` event (Flower shows state ``PROGRESS``).
 - ``featurepull.finish_job(job_id)``: writes the ordered output and the job summary, once.
 - ``featurepull.run_schedule(name)``: sent by beat; starts a job from the worker's own
   schedule ``name``, or returns ``{"skipped": True, "running_job"}`` while its last job runs.
+
+When a job ends, the task its request names in ``notify`` is sent once, by name, with the
+job's summary (``featurepull.tasks.notify``).
 """
 
 from __future__ import annotations
@@ -29,19 +34,20 @@ from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 
 from featurepull.config import Settings
-from featurepull.dynamo import EntityKeyError, ReadError
+from featurepull.dynamo import EntityKeyError, ReadError, TableError, UnknownFeatureError
 from featurepull.io import OutputError
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor
 from featurepull.tasks.jobs import (
-    JobRequest,
     JobStopped,
     check_request_size,
     create_job,
     finish_job,
+    parse_job_request,
     reset_process_state,
     run_shard,
 )
+from featurepull.tasks.notify import announce_end
 from featurepull.tasks.schedules import start_scheduled_job
 from featurepull.tasks.scoring import ScorerError
 from featurepull.tasks.store import JobMeta, JobStore, JobStoreError, UnknownJob, connect
@@ -61,6 +67,9 @@ REDIS_OUTAGE_WAIT_S = 120.0
 # for a failure, the job could not be marked failed (Redis is down) while Celery acks the
 # failed message, and the job would wait forever for a shard or a finisher that is gone.
 REDIS_OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+# What a shard can find wrong with the job's input only once it reads: the job fails as an
+# input error, and `featurepull submit --wait` exits 2 as `pull` does for the same input.
+SHARD_INPUT_ERRORS = (UnknownFeatureError, TableError, EntityKeyError)
 
 
 def wait_for_redis(store: JobStore, timeout_s: float = REDIS_OUTAGE_WAIT_S) -> bool:
@@ -91,10 +100,13 @@ class ShardFailed(Exception):
     the result backend (Redis), and Flower would show them."""
 
 
-def fail_job(store: JobStore, job_id: str, error: str) -> NoReturn:
-    """Mark the job failed with ``error`` (redacted) and end the task with it."""
+def fail_job(task: Any, store: JobStore, job_id: str, error: str,
+             kind: str = "failed") -> NoReturn:
+    """Mark the job failed with ``error`` (redacted), announce its end, and end the task
+    with that error."""
     error = redact_text(error)
-    store.fail(job_id, error)
+    store.fail(job_id, error, kind)
+    announce_after_failure(task, store, job_id)
     raise ShardFailed(error) from None
 
 
@@ -133,6 +145,15 @@ def configured_settings() -> Settings:
     return _context.settings
 
 
+def announce_after_failure(task: Any, store: JobStore, job_id: str) -> None:
+    """Announce a job this task just failed, without hiding the failure: if Redis or the
+    broker is down now, the next task that finds the job ended announces it."""
+    try:
+        announce_end(task.app, store, job_id, str(task.request.id))
+    except Exception as exc:
+        logger.warning("the end of job %s is not announced yet: %s", job_id, exc)
+
+
 def job_created(meta: JobMeta) -> None:
     """Put a job a task just created into the task's log context, and log it."""
     structlog.contextvars.bind_contextvars(job_id=meta.job_id)
@@ -160,7 +181,7 @@ def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
     # Before validating it: a request is a few hundred bytes; a huge one is neither
     # validated nor stored.
     check_request_size(request, settings.jobs.max_request_bytes)
-    meta = create_job(JobRequest(**request), settings, store)
+    meta = create_job(parse_job_request(request), settings, store)
     job_created(meta)
     enqueue_shards(self.app, meta, settings.jobs.queue)
     return {"job_id": meta.job_id, "shards": meta.shards, "rows": meta.rows}
@@ -192,7 +213,10 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
             meta = store.meta(job_id)
             finish.apply_async(args=[job_id], queue=settings.jobs.queue,
                                argsrepr=monitor.finish_args(meta))
+        else:  # a shard skipped or read for a job that failed or was cancelled meanwhile
+            announce_end(self.app, store, job_id, str(self.request.id))
     except JobStopped:
+        announce_after_failure(self, store, job_id)
         return {"job_id": job_id, "shard": shard, "stopped": True}
     except UnknownJob as exc:
         logger.warning("shard %s of unknown job %s skipped: %s", shard, job_id, exc)
@@ -203,11 +227,13 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         limit = settings.jobs.shard_soft_time_limit_s
         store.fail(job_id, f"shard {shard} ran past its soft time limit ({limit:g}s); "
                            "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")
+        announce_after_failure(self, store, job_id)
         raise
     except (ReadError, EntityKeyError, OutputError, ScorerError, ValueError) as exc:
-        fail_job(store, job_id, f"shard {shard}: {exc}")
+        kind = "input" if isinstance(exc, SHARD_INPUT_ERRORS) else "failed"
+        fail_job(self, store, job_id, f"shard {shard}: {exc}", kind)
     except Exception as exc:
-        fail_job(store, job_id, f"shard {shard}: unexpected {type(exc).__name__}: {exc}")
+        fail_job(self, store, job_id, f"shard {shard}: unexpected {type(exc).__name__}: {exc}")
     return {"job_id": job_id, "shard": shard, "last": last}
 
 
@@ -226,11 +252,15 @@ def finish(self: Any, job_id: str) -> dict[str, Any] | None:
         # and we go on. (This message's own earlier delivery does not block it.)
         raise self.retry(countdown=5, argsrepr=self.request.get("argsrepr"))
     try:
-        return finish_job(job_id, settings, store)
+        summary = finish_job(job_id, settings, store)
+        # Also when this message was redelivered after its process died between storing
+        # the summary and announcing it: finish_job returns None then, the job has ended.
+        announce_end(self.app, store, job_id, owner)
+        return summary
     except REDIS_OUTAGE_ERRORS as exc:
         # Redis went away mid-finish: the job cannot be marked failed now; finish it again.
         retry_after_outage(self, store, exc, f"the finish_job message of job {job_id}")
     except Exception as exc:
-        fail_job(store, job_id, f"writing the output failed: {exc}")
+        fail_job(self, store, job_id, f"writing the output failed: {exc}")
     finally:
         store.unlock_finish(job_id, owner)

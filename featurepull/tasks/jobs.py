@@ -18,13 +18,19 @@ from typing import Any
 
 import pyarrow as pa
 import structlog
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from featurepull.config import RequestFields, Settings
+from featurepull.config import ConfigError, RequestFields, Settings
+from featurepull.config.errors import request_error_text
 from featurepull.config.loading import merge
 from featurepull.config.settings import SCORER_NAME_PATTERN
 from featurepull.dynamo import BatchReader, ReadStats
-from featurepull.dynamo.plan import layout_from_spec, layout_spec, plan_read
+from featurepull.dynamo.plan import (
+    layout_from_spec,
+    layout_spec,
+    nothing_found_warning,
+    plan_read,
+)
 from featurepull.io import (
     EntityFileError,
     EntityTable,
@@ -36,6 +42,7 @@ from featurepull.io import (
     unify_schemas,
 )
 from featurepull.io.entities import check_entity_file_size, too_many_entities
+from featurepull.tasks import metrics
 from featurepull.tasks.scoring import apply_scorer, check_registered, registered_scorer
 from featurepull.tasks.store import JobMeta, JobStore
 
@@ -54,7 +61,8 @@ class JobRequest(RequestFields):
     URI, or ``redis-key:NAME`` for a Redis key holding a Parquet file's bytes. ``scorer``
     names a scorer registered in the workers' settings — a name, never code or an import
     path (see ``featurepull.tasks.scoring``); ``with_features`` keeps the features beside
-    its scores.
+    its scores. ``notify`` names a task of another Celery app that gets the job's summary
+    when it ends (``featurepull.tasks.notify``).
     """
 
     output: str | None = None
@@ -69,6 +77,15 @@ class JobRequest(RequestFields):
                              "name a scorer, or leave with_features out (features are the "
                              "output of a job without one)")
         return self
+
+
+def check_notify(request: RequestFields, settings: Settings) -> None:
+    """Refuse a notification that would land on featurepull's own queue, where no worker
+    runs it (the task name itself is checked by the request model)."""
+    if request.notify is not None and request.notify.queue == settings.jobs.queue:
+        raise ConfigError(f"notify.queue {request.notify.queue!r} is featurepull's own job "
+                          "queue; name the queue your app's worker consumes (Celery's default "
+                          "is 'celery')")
 
 
 def job_settings(settings: Settings, request: JobRequest) -> Settings:
@@ -100,7 +117,25 @@ def load_entities(reference: str, settings: Settings, store: JobStore) -> Entity
             table = read_entities(tmp.name, limits=limits)
         except EntityFileError as exc:  # name what the user gave, not our temporary file
             raise EntityFileError(str(exc).replace(tmp.name, reference)) from None
-    return EntityTable(reference, table.columns, table.types)
+    return EntityTable(reference, table.columns, table.types, table.notes)
+
+
+class InvalidJobRequest(ValueError):
+    """A job request that is not a JSON object or misses or mistypes a field; the message
+    lists each one (a plain message, so it survives Celery's JSON result backend)."""
+
+
+def parse_job_request(request: Any) -> JobRequest:
+    """A ``featurepull.submit_job`` argument as a JobRequest, or InvalidJobRequest."""
+    if not isinstance(request, Mapping):
+        raise InvalidJobRequest(
+            f"the featurepull.submit_job request is a {type(request).__name__}, not a JSON "
+            'object; send {"table": ..., "features": [...], "entities": ...}')
+    try:
+        return JobRequest(**request)
+    except ValidationError as exc:
+        raise InvalidJobRequest(request_error_text(
+            exc, "featurepull.submit_job request (see the task API in the README)")) from None
 
 
 class RequestTooLarge(ValueError):
@@ -148,6 +183,7 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     check_request_size(request.model_dump(), settings.jobs.max_request_bytes)
     if request.scorer is not None:
         check_registered(request.scorer, settings)
+    check_notify(request, settings)
     effective = job_settings(settings, request)
     if request.output:
         check_destination(request.output, request.overwrite, effective.s3)
@@ -155,7 +191,7 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     if entities.num_rows > effective.jobs.max_entities:
         raise too_many_entities(entities.source, entities.num_rows, effective.jobs.max_entities)
     plan = plan_read(request, list(entities.columns), entities.types, entities.source,
-                     effective)
+                     effective, entities.notes)
     table, layout = plan.table, plan.layout
     layout.check_keys(entities.columns, entities.source)  # refuse bad keys now, not mid-job
     shard_size = effective.jobs.shard_size
@@ -229,7 +265,11 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
             if report is not None:
                 report(answered, unique)
 
-    result = reader.read(keys, request.features, progress=progress)
+    started = time.monotonic()
+    with metrics.shard_running(spec["table"]):
+        result = reader.read(keys, request.features, progress=progress,
+                             row_offset=shard * spec["shard_size"],
+                             allow_missing_features=request.allow_missing_features)
     table = rows_to_table(columns, result.rows, request.features)
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
@@ -241,6 +281,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     done = store.put_shard_rows(job_id, shard, table, stats)
     store.set_progress(job_id, shard, unique)
     scored = {"scorer": scorer.name, "score_seconds": stats["score_seconds"]} if scorer else {}
+    metrics.record_shard(spec["table"], result.stats, time.monotonic() - started)
     log.info("shard_done", **shard_log_fields(result.stats), **scored, shards_done=done,
              shards=meta.shards)
     return done == meta.shards
@@ -288,6 +329,18 @@ def job_totals(store: JobStore, meta: JobMeta) -> dict[str, Any]:
     }
 
 
+def end_summary(store: JobStore, meta: JobMeta) -> dict[str, Any]:
+    """What a job's end notification carries: ``job_id``, ``state``, ``rows``, ``output``,
+    ``error``, then the stored summary of a succeeded job, or for a failed or cancelled one
+    the read statistics of the shards it finished."""
+    head = {"job_id": meta.job_id, "state": meta.state, "rows": meta.rows,
+            "output": meta.request.get("request", {}).get("output"), "error": meta.error}
+    if meta.summary is not None:
+        return {**meta.summary, **head}
+    return {**head, "shards": meta.shards, "shards_done": store.done_count(meta.job_id),
+            **job_totals(store, meta)}
+
+
 def remove_dead_finishers_file(output: str, finisher: str | None) -> None:
     """Delete the temporary file that an earlier finisher of this job left beside a local
     output when it was killed mid-write (SIGKILL skips atomic_file's cleanup). Only the
@@ -295,7 +348,7 @@ def remove_dead_finishers_file(output: str, finisher: str | None) -> None:
     if finisher is None or output.startswith("s3://"):
         return  # an S3 output is staged in an anonymous file: nothing is left behind
     host, _, pid = finisher.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or _process_exists(int(pid)):
+    if host != socket.gethostname() or not pid.isdigit() or process_exists(int(pid)):
         return  # another machine's file, or a process still running: not ours to touch
     for stale in temporaries_of(output, int(pid)):
         with contextlib.suppress(FileNotFoundError):
@@ -303,7 +356,8 @@ def remove_dead_finishers_file(output: str, finisher: str | None) -> None:
             log.warning("stale_output_removed", path=stale, finisher=finisher)
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -344,12 +398,17 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
         "redelivered_shards": sum(n > 1 for n in store.attempts(job_id).values()),
         **job_totals(store, meta),
     }
+    read = summary["read"]
+    warning = nothing_found_warning(meta.request, meta.request["table"], read["keys"],
+                                    read["found"])
+    if warning:
+        summary["warnings"] = [warning]
+        log.warning("nothing_found", message=warning)
     store.succeed(job_id, summary)
     if request.output:
         # The file holds the rows now; keeping them in Redis until the TTL would cost about
         # 45 bytes per entity (88 MB at the peak of a 2M-entity job) for nothing.
         store.drop_rows(job_id, meta.shards)
-    read = summary["read"]
     log.info("job_done", rows=meta.rows, shards=meta.shards, output=request.output,
              rows_written=summary["rows_written"], seconds=summary["seconds"],
              found=read["found"], missing=read["missing"], retries=read["retries"],

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from featurepull.config import ConfigError, ScheduleSettings, Settings
 from featurepull.config.settings import CRON_FIELDS
-from featurepull.tasks.jobs import JobRequest, create_job
+from featurepull.tasks.jobs import JobRequest, check_notify, create_job
 from featurepull.tasks.store import TERMINAL, JobMeta, JobStore
 
 RUN_SCHEDULE_TASK = "featurepull.run_schedule"
@@ -89,6 +89,10 @@ def check_schedules(settings: Settings) -> None:
     for schedule in settings.schedules:
         celery_schedule(schedule)
         schedule_request(schedule, datetime.now(UTC))
+        try:
+            check_notify(schedule, settings)
+        except ConfigError as exc:
+            raise ConfigError(f"schedule {schedule.name!r}: {exc}") from None
 
 
 def find_schedule(settings: Settings, name: str) -> ScheduleSettings:

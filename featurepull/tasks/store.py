@@ -13,6 +13,8 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
     attempts    hash  n -> how many times shard n started (> 1: redelivered)
     owners      hash  n -> "hostname:pid" of the worker process that last started shard n
     finish      str   the finisher's lock (SET NX with a TTL)
+    ended       str   the job's end announced (notification sent, counted): "sent"; while
+                      one task announces it, that task's id (with a short TTL)
 
 A schedule (``featurepull beat``) keeps, under ``featurepull:schedule:{name}:``:
 
@@ -53,9 +55,26 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
+# The end of a job is announced once: a task takes the claim (its own id, so the same task
+# redelivered after its process died takes it again at once), sends, then marks it "sent".
+_CLAIM_END = """
+local held = redis.call('GET', KEYS[1])
+if held == 'sent' or (held and held ~= ARGV[1]) then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+ENDED = b"sent"
+
 
 class JobStoreError(RuntimeError):
     """Redis cannot be reached or answered unexpectedly; the message names the URL."""
+
+
+class RedisUnavailable(JobStoreError):
+    """Redis does not answer (down, unreachable, or gone mid-wait): the run failed, not the
+    input — the CLI exits 1 for it."""
 
 
 class UnknownJob(KeyError):
@@ -90,7 +109,8 @@ def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
             "(redis://:PASSWORD@host:port/db)"
         ) from None
     except redis.RedisError as exc:
-        raise JobStoreError(
+        unreachable = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+        raise (RedisUnavailable if unreachable else JobStoreError)(
             f"cannot reach Redis at {redact_url(url)} ({exc}); is redis-server running there? "
             "Set FEATUREPULL_REDIS_URL or redis_url in the config file"
         ) from None
@@ -125,6 +145,7 @@ class JobMeta:
     finished: float | None
     error: str | None
     summary: dict[str, Any] | None
+    error_kind: str | None = None  # "input": the job failed on its input (exit code 2)
 
     @property
     def terminal(self) -> bool:
@@ -177,6 +198,7 @@ class JobStore:
             shards=int(raw["shards"]), rows=int(raw["rows"]), created=float(raw["created"]),
             started=number("started"), finished=number("finished"), error=raw.get("error"),
             summary=json.loads(raw["summary"]) if raw.get("summary") else None,
+            error_kind=raw.get("error_kind"),
         )
 
     def state(self, job_id: str) -> str | None:
@@ -205,10 +227,11 @@ class JobStore:
     def mark_running(self, job_id: str) -> None:
         self._set_state(job_id, "running", ("queued",), started=time.time())
 
-    def fail(self, job_id: str, error: str) -> bool:
-        """Fail the job (first error wins); False if it had already ended."""
+    def fail(self, job_id: str, error: str, kind: str = "failed") -> bool:
+        """Fail the job (first error wins); False if it had already ended. ``kind`` is
+        "input" when the job's input is at fault (the submitter exits 2), else "failed"."""
         return self._set_state(job_id, "failed", ("queued", "running", "finishing"),
-                               error=error, finished=time.time())
+                               error=error, error_kind=kind, finished=time.time())
 
     def cancel(self, job_id: str) -> bool:
         return self._set_state(job_id, "cancelled", ("queued", "running"),
@@ -319,6 +342,19 @@ class JobStore:
         pipe.hset(key, "finisher", process)
         previous = pipe.execute()[0]
         return previous.decode() if previous is not None else None
+
+    def claim_end(self, job_id: str, owner: str, ttl_s: int) -> bool:
+        """Take the right to announce the job's end; False once it was announced, or while
+        another task holds the claim (for ``ttl_s``)."""
+        key = self._key(job_id, "ended")
+        return bool(self.redis.eval(_CLAIM_END, 1, key, owner, ttl_s))
+
+    def mark_ended(self, job_id: str) -> None:
+        """Record that the job's end was announced: no task announces it again."""
+        self.redis.set(self._key(job_id, "ended"), ENDED, ex=self.ttl_s)
+
+    def end_announced(self, job_id: str) -> bool:
+        return bool(self.redis.get(self._key(job_id, "ended")) == ENDED)
 
     def unlock_finish(self, job_id: str, owner: str) -> None:
         key = self._key(job_id, "finish")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery
 from celery.signals import (
@@ -15,6 +15,9 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
 )
 from celery.utils.nodenames import node_format
 
@@ -24,6 +27,7 @@ from featurepull.tasks import celery_tasks, scoring
 from featurepull.tasks.jobs import reset_process_state
 from featurepull.tasks.schedules import beat_entry, check_schedules
 from featurepull.worker import logging as worker_logging
+from featurepull.worker import metrics as worker_metrics
 
 CONFIG_ENV = "FEATUREPULL_CONFIG"
 # Result-backend writes retried through a Redis outage: full-jitter backoff from 10 ms,
@@ -125,8 +129,41 @@ def _load_scorers(**_: Any) -> None:
     try:
         scoring.load_scorers(celery_tasks.configured_settings())
     except scoring.ScorerImportError as exc:
-        print(f"featurepull worker: cannot start: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from exc
+        _cannot_start(exc, 1)
+
+
+@celeryd_init.connect
+def _prepare_metrics(**_: Any) -> None:
+    # Before the pool forks: every pool process must find PROMETHEUS_MULTIPROC_DIR set.
+    try:
+        worker_metrics.prepare(celery_tasks.configured_settings())
+    except worker_metrics.MetricsError as exc:
+        _cannot_start(exc, 2)
+
+
+def _cannot_start(exc: Exception, code: int) -> NoReturn:
+    print(f"featurepull worker: cannot start: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(code) from exc
+
+
+@worker_ready.connect
+def _serve_metrics_and_say_ready(sender: Any, **_: Any) -> None:
+    settings = celery_tasks.configured_settings()
+    port = worker_metrics.serve(settings)
+    controller = sender.controller
+    worker_logging.worker_ready(
+        controller.hostname, controller.concurrency,
+        sorted(q.name for q in sender.app.amqp.queues.consume_from.values()), port)
+
+
+@worker_process_shutdown.connect
+def _pool_process_exits(pid: int | None = None, **_: Any) -> None:
+    worker_metrics.process_exited(pid or os.getpid())
+
+
+@worker_shutdown.connect
+def _remove_metrics_files(**_: Any) -> None:
+    worker_metrics.cleanup()
 
 
 @celeryd_init.connect

@@ -11,13 +11,19 @@ request in a copy of its caller's context, so lines from its threads carry the s
 
 Secrets are masked last, after exceptions are formatted into text: the AWS credentials in the
 environment, the Redis password, any URL password or ``NAME=secret`` assignment.
+
+Levels: a worker started without ``--loglevel`` logs featurepull's own lines at INFO (ready,
+``shard_start``, ``shard_done``, the job's end) and everything else — Celery's per-task
+chatter, libraries — at WARNING; ``--loglevel`` sets one level for all.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, TextIO
@@ -34,6 +40,10 @@ LogFormat = Literal["json", "console"]
 QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "s3transfer")
 # billiard's logger does not propagate to the root; like Celery, give it ERROR and up.
 MULTIPROCESSING_LOGGER = "multiprocessing"
+# featurepull's own loggers (its task modules' loggers hang under Celery's "celery.task").
+OWN_LOGGERS = ("featurepull", "celery.task")
+# The level of those when the worker was not given --loglevel: its job lines show.
+DEFAULT_OWN_LEVEL = logging.INFO
 # Task arguments bound into the log context by name (see bind_task).
 TASK_ARGUMENTS = ("job_id", "shard")
 # What a person reads first, in this order; the task context next, then the fields.
@@ -113,11 +123,12 @@ def _formatter(chosen: LogFormat, shared: list[Processor], redactor: Redactor,
 
 def configure_logging(log_format: str, level: int | str = logging.INFO, *,
                       logfile: str | None = None, stream: TextIO | None = None,
-                      secrets: Iterable[str] = ()) -> LogFormat:
+                      secrets: Iterable[str] = (), own_level: int | None = None) -> LogFormat:
     """Send every log line of this process through one renderer; returns the format used.
 
     Lines go to ``logfile`` when given, else to ``stream`` (default stderr). ``secrets`` are
     values masked wherever they appear, on top of URL passwords and secret assignments.
+    ``own_level``, when given, is the level of featurepull's own loggers (else ``level``).
     """
     global _active_format, _active_handler
     stream = stream if stream is not None else sys.stderr
@@ -138,6 +149,8 @@ def configure_logging(log_format: str, level: int | str = logging.INFO, *,
     billiard.setLevel(max(numeric, logging.ERROR))
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(own_level or logging.NOTSET)
     logging.captureWarnings(True)  # warnings.warn() output becomes a log line too
     if _active_handler is not None:
         _active_handler.close()  # configured again (Celery's signals): don't leak the file
@@ -172,9 +185,34 @@ def known_secrets(settings: Settings) -> list[str]:
 
 def configure_worker_logging(settings: Settings, level: int | str | None,
                              logfile: str | None = None) -> LogFormat:
-    """Logging for a worker or beat process (Celery's ``setup_logging`` signal)."""
-    return configure_logging(settings.log_format, level or logging.WARNING, logfile=logfile,
+    """Logging for a worker or beat process (Celery's ``setup_logging`` signal). ``level``
+    counts only when the user chose it: else Celery's default (WARNING) for the rest, and
+    featurepull's own lines at INFO."""
+    if level is None or not loglevel_given():
+        return configure_logging(settings.log_format, logging.WARNING, logfile=logfile,
+                                 secrets=known_secrets(settings), own_level=DEFAULT_OWN_LEVEL)
+    return configure_logging(settings.log_format, level, logfile=logfile,
                              secrets=known_secrets(settings))
+
+
+@functools.cache
+def loglevel_given() -> bool:
+    """Whether the Celery command running this process was given ``--loglevel`` (or its
+    environment variable), rather than falling back to its default.
+
+    Read from the running click command, first in the main process (cached, so pool
+    processes, forked later, agree); a process started without Celery's command line
+    (``app.Worker(...)``) counts as given: its caller chose the level.
+    """
+    import click
+    from click.core import ParameterSource
+
+    context = click.get_current_context(silent=True)
+    while context is not None and "loglevel" not in context.params:
+        context = context.parent
+    if context is None:
+        return True
+    return context.get_parameter_source("loglevel") not in (ParameterSource.DEFAULT, None)
 
 
 def bind_task(task_id: str, task: Any, args: Sequence[Any] | None = None,
@@ -201,6 +239,14 @@ def bind_task(task_id: str, task: Any, args: Sequence[Any] | None = None,
 def unbind_task() -> None:
     """End a task's log context (a pool process runs many tasks in one thread)."""
     structlog.contextvars.clear_contextvars()
+
+
+def worker_ready(hostname: str, concurrency: int, queues: list[str],
+                 metrics_port: int | None) -> None:
+    """One ``worker_ready`` line (at INFO, shown by default): the worker takes tasks now."""
+    structlog.get_logger(__name__).info(
+        "worker_ready", hostname=hostname, concurrency=concurrency, queues=queues,
+        metrics=f"http://{socket.gethostname()}:{metrics_port}/metrics" if metrics_port else None)
 
 
 def announce_worker(worker: Any) -> None:

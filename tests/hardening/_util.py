@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -33,3 +35,16 @@ def wait_for_log(workers: Fleet, text: str, timeout: float = 20) -> str:
             return logs
         time.sleep(0.1)
     raise AssertionError(f"{text!r} not in the worker logs:\n{workers.log_text()[-3000:]}")
+
+
+def finisher_temporary(directory: Path, name: str, timeout: float) -> tuple[Path, int]:
+    """The finisher's temporary output file once it appears, and the pid in its name."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.tmp-(\d+)-[0-9a-f]+$")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in os.scandir(directory):
+            found = pattern.match(entry.name)
+            if found:
+                return Path(entry.path), int(found.group(1))
+        time.sleep(0.0005)
+    raise AssertionError(f"no temporary {name} appeared in {timeout}s")

@@ -33,7 +33,7 @@ from featurepull.io import open_sink
 from featurepull.local import RedisService
 from featurepull.pull import PullRequest, pull
 from tests.faultproxy import FaultPlan, FaultProxy
-from tests.hardening._util import run_job, write_entities
+from tests.hardening._util import finisher_temporary, run_job, write_entities
 from tests.tasks.conftest import DRIVERS, Fleet, fast_dynamo, fleet  # noqa: F401
 
 pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
@@ -290,19 +290,6 @@ def test_job_fails_clearly_and_writes_nothing(scenario: Scenario, workers: Fleet
     assert list(tmp_path.iterdir()) == []  # no output, no temporary file
 
 
-def _finisher_temporary(directory: Path, name: str, timeout: float) -> tuple[Path, int]:
-    """The finisher's temporary output file once it appears, and the pid in its name."""
-    pattern = re.compile(rf"^\.{re.escape(name)}\.tmp-(\d+)-[0-9a-f]+$")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in os.scandir(directory):
-            found = pattern.match(entry.name)
-            if found:
-                return Path(entry.path), int(found.group(1))
-        time.sleep(0.0005)
-    raise AssertionError(f"no temporary {name} appeared in {timeout}s")
-
-
 def check_csv(output: Path, truth: Path) -> RowCheck:
     """check_rows for CSV files: record by record, as the same encoder wrote them."""
     with open(output, newline="", encoding="utf-8") as got_file, \
@@ -337,7 +324,7 @@ def test_worker_killed_while_finishing(workers: Fleet, proxy: FaultProxy, entiti
     out_dir.mkdir()
     out = out_dir / "job.csv"
     job = run_job(workers, entities, out)
-    temporary, victim = _finisher_temporary(out_dir, out.name, JOB_TIMEOUT_S)
+    temporary, victim = finisher_temporary(out_dir, out.name, JOB_TIMEOUT_S)
     assert victim in workers.children(workers.workers[0])
     os.kill(victim, signal.SIGKILL)
     killed_mid_write = temporary.exists() and not out.exists()

@@ -51,24 +51,45 @@ def test_csv_integer_column_is_int64_and_keeps_file_order(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     "values",
     [
-        ["007", "12"],  # a leading zero: an id, not a number
+        ["007", "12"],  # a leading zero: an id, or a number written oddly?
         ["12", "007"],  # ... wherever it appears in the column
         ["-0", "5"],
         ["+7", "5"],
         [" 7", "5"],
         ["1.0", "5"],
         ["1e3", "5"],
+        ["1_00", "5"],  # int() takes the underscore; DynamoDB and Feast do not
         ["9223372036854775808", "5"],  # one past int64
         ["12", "abc"],
     ],
 )
-def test_csv_column_that_is_not_plain_int64_stays_string_verbatim(
+def test_csv_column_mixing_integers_and_other_text_is_mixed_verbatim(
     tmp_path: Path, values: list[str]
 ) -> None:
     path = write_text(tmp_path, "e.csv", "id\n" + "\n".join(f'"{v}"' for v in values) + "\n")
     table = read_entities(path)
-    assert table.types == {"id": "string"}
+    assert table.types == {"id": "mixed"}
     assert table.columns == {"id": values}
+    first_int = 0 if values[0] in ("12", "5") else 1
+    assert table.notes == {"id": f"mixes integers (line {first_int + 2}: {values[first_int]!r}) "
+                                 f"and other text (line {3 - first_int}: "
+                                 f"{values[1 - first_int]!r})"}
+
+
+@pytest.mark.parametrize("values", [["007", "0042"], ["abc", "1.0"], ["-0", "1_00"],
+                                    ["9223372036854775808", "99999999999999999999"]])
+def test_csv_column_without_any_plain_integer_is_string_verbatim(
+    tmp_path: Path, values: list[str]
+) -> None:
+    path = write_text(tmp_path, "e.csv", "id\n" + "\n".join(values) + "\n")
+    table = read_entities(path)
+    assert (table.types, table.columns, table.notes) == ({"id": "string"}, {"id": values}, {})
+
+
+def test_csv_mixed_column_notes_count_physical_lines(tmp_path: Path) -> None:
+    path = write_text(tmp_path, "e.csv", 'id,note\nabc,"two\nlines"\n7,x\n')
+    table = read_entities(path)
+    assert table.notes == {"id": "mixes integers (line 4: '7') and other text (line 3: 'abc')"}
 
 
 def test_csv_int64_limits_are_int64(tmp_path: Path) -> None:
@@ -85,8 +106,8 @@ def test_csv_empty_fields_are_null_and_all_empty_column_is_null_type(tmp_path: P
     assert table.types == {"id": "int64", "score": "int64", "note": "null"}
 
 
-def test_csv_quoting_bom_blank_lines_and_crlf(tmp_path: Path) -> None:
-    text = '\ufeffid,name\r\n"a,1","two\r\nlines"\r\n\r\n"b ""q""",plain\r\n'
+def test_csv_quoting_bom_and_crlf(tmp_path: Path) -> None:
+    text = '\ufeffid,name\r\n"a,1","two\r\nlines"\r\n"b ""q""",plain\r\n'
     table = read_entities(write_text(tmp_path, "e.csv", text))
     assert table.columns == {"id": ["a,1", 'b "q"'], "name": ["two\r\nlines", "plain"]}
     assert table.types == {"id": "string", "name": "string"}
@@ -104,8 +125,20 @@ def test_csv_wrong_field_count_names_the_line(tmp_path: Path) -> None:
 
 
 def test_csv_line_numbers_count_physical_lines(tmp_path: Path) -> None:
-    path = write_text(tmp_path, "e.csv", 'id,note\n1,"multi\nline"\n\n2\n')
-    with raises(path, "line 5", "1 fields"):
+    path = write_text(tmp_path, "e.csv", 'id,note\n1,"multi\nline"\n2\n')
+    with raises(path, "line 4", "1 fields"):
+        read_entities(path)
+
+
+@pytest.mark.parametrize("text,line,what", [
+    ("id\n1\n\n2\n", 3, "an empty value"),  # pandas writes a one-column null so
+    ("id\n1\n2\n\n", 4, "an empty value"),
+    ("id,city\n1,Paris\n\r\n2,Lyon\n", 3, "not a row"),
+])
+def test_csv_blank_line_is_refused_with_its_line(tmp_path: Path, text: str, line: int,
+                                                 what: str) -> None:
+    path = write_text(tmp_path, "e.csv", text)
+    with raises(path, f"line {line} is blank, which is {what}", "delete the blank line"):
         read_entities(path)
 
 

@@ -156,17 +156,21 @@ def test_nested_bytes_and_datetimes_are_text_in_csv_and_jsonl(tmp_path: Path) ->
     assert record["d"] == expected_dict
 
 
-def test_non_finite_floats_survive_csv_and_jsonl(tmp_path: Path) -> None:
-    rows: list[tuple[Any, ...] | None] = [(TS1, math.nan, math.inf)]
-    write_rows(str(tmp_path / "f.jsonl"), {"k": [1]}, rows, ["a", "b"])
-    write_rows(str(tmp_path / "f.csv"), {"k": [1]}, rows, ["a", "b"])
-    record = json.loads((tmp_path / "f.jsonl").read_text())
-    assert math.isnan(record["a"])
-    assert record["b"] == math.inf
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def test_non_finite_floats_are_null_in_jsonl_and_kept_in_csv(tmp_path: Path) -> None:
+    rows: list[tuple[Any, ...] | None] = [(TS1, math.nan, math.inf, [-math.inf, 1.5])]
+    write_rows(str(tmp_path / "f.jsonl"), {"k": [1]}, rows, ["a", "b", "l"])
+    write_rows(str(tmp_path / "f.csv"), {"k": [1]}, rows, ["a", "b", "l"])
+    record = json.loads((tmp_path / "f.jsonl").read_text(), parse_constant=_no_constants)
+    assert (record["a"], record["b"], record["l"]) == (None, None, [None, 1.5])
     with open(tmp_path / "f.csv", newline="") as stream:
         fields = list(csv.reader(stream))[1]
     assert math.isnan(float(fields[2]))
     assert float(fields[3]) == math.inf
+    assert json.loads(fields[4], parse_constant=_no_constants) == [None, 1.5]
 
 
 class Level(enum.IntEnum):

@@ -86,7 +86,9 @@ def test_entities_round_trip_through_s3(
     assert table.source == uri
     assert table.columns == read_entities(str(local)).columns
     assert table.columns["driver_id"] == ["1003", "007"]
-    assert table.types == {"driver_id": "string", "city": "string"}
+    # In CSV, 1003 is a plain integer and 007 is not: a column for --join-key-types to settle.
+    key_type = "mixed" if fmt == "csv" else "string"
+    assert table.types == {"driver_id": key_type, "city": "string"}
 
 
 def test_entity_file_errors_name_the_s3_url(s3: Any, bucket: str, settings: S3Settings) -> None:

@@ -72,13 +72,20 @@ class Fleet:
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
 
-    def start_worker(self, concurrency: int = 2, name: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(self, concurrency: int = 2, name: str | None = None,
+                     loglevel: str | None = "INFO",
+                     cli: bool = False) -> subprocess.Popen[bytes]:
+        """A worker instance: ``celery -A featurepull.worker worker``, or with ``cli`` our
+        own ``featurepull worker`` (which picks the queue from the settings itself);
+        ``loglevel=None`` starts it without --loglevel."""
         name = name or f"w{len(self.workers)}-{uuid.uuid4().hex[:4]}"
         log = self._dir / f"{name}.log"
-        cmd = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker",
-               "--pool", "prefork", "--concurrency", str(concurrency), "-Q", self.queue,
-               "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-mingle",
-               "--without-gossip"]
+        start = ([sys.executable, "-m", "featurepull", "worker"] if cli else
+                 [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker",
+                  "--pool", "prefork", "-Q", self.queue])
+        cmd = [*start, "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
+               "--without-mingle", "--without-gossip",
+               *(["--loglevel", loglevel] if loglevel else [])]
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
@@ -92,7 +99,8 @@ class Fleet:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {log.read_text(errors='replace')[-3000:]}")
-            if b"ready." in log.read_bytes():
+            text = log.read_bytes()
+            if b"ready." in text or b"worker_ready" in text:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"worker not ready in 60s: {log.read_text(errors='replace')[-3000:]}")
