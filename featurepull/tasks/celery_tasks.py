@@ -94,6 +94,22 @@ def retry_after_outage(task: Any, store: JobStore, exc: Exception, what: str) ->
                      argsrepr=task.request.get("argsrepr")) from None
 
 
+class ShardFailed(Exception):
+    """How a failed task ends for Celery: with the job's redacted error. The original
+    exception is not re-raised: Celery would store its message and traceback, unmasked, in
+    the result backend (Redis), and Flower would show them."""
+
+
+def fail_job(task: Any, store: JobStore, job_id: str, error: str,
+             kind: str = "failed") -> NoReturn:
+    """Mark the job failed with ``error`` (redacted), announce its end, and end the task
+    with that error."""
+    error = redact_text(error)
+    store.fail(job_id, error, kind)
+    announce_after_failure(task, store, job_id)
+    raise ShardFailed(error) from None
+
+
 @dataclass
 class _Context:
     settings: Settings
@@ -215,13 +231,9 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         raise
     except (ReadError, EntityKeyError, OutputError, ScorerError, ValueError) as exc:
         kind = "input" if isinstance(exc, SHARD_INPUT_ERRORS) else "failed"
-        store.fail(job_id, redact_text(f"shard {shard}: {exc}"), kind)
-        announce_after_failure(self, store, job_id)
-        raise
+        fail_job(self, store, job_id, f"shard {shard}: {exc}", kind)
     except Exception as exc:
-        store.fail(job_id, redact_text(f"shard {shard}: unexpected {type(exc).__name__}: {exc}"))
-        announce_after_failure(self, store, job_id)
-        raise
+        fail_job(self, store, job_id, f"shard {shard}: unexpected {type(exc).__name__}: {exc}")
     return {"job_id": job_id, "shard": shard, "last": last}
 
 
@@ -249,8 +261,6 @@ def finish(self: Any, job_id: str) -> dict[str, Any] | None:
         # Redis went away mid-finish: the job cannot be marked failed now; finish it again.
         retry_after_outage(self, store, exc, f"the finish_job message of job {job_id}")
     except Exception as exc:
-        store.fail(job_id, redact_text(f"writing the output failed: {exc}"))
-        announce_after_failure(self, store, job_id)
-        raise
+        fail_job(self, store, job_id, f"writing the output failed: {exc}")
     finally:
         store.unlock_finish(job_id, owner)

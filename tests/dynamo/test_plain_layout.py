@@ -455,3 +455,24 @@ def test_reading_a_table_that_does_not_exist_names_table_region_and_endpoint(
     assert message.startswith(f"table {table} (region {REGION}, endpoint {endpoint_url}) "
                               "does not exist")
     assert "--table" in message
+
+
+def test_the_hash_key_comes_first_whatever_the_names_and_their_order() -> None:
+    # The range key's name sorts first, and DescribeTable lists it first.
+    description = {
+        "KeySchema": [{"AttributeName": "a_when", "KeyType": "RANGE"},
+                      {"AttributeName": "z_user", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "z_user", "AttributeType": "S"},
+                                 {"AttributeName": "a_when", "AttributeType": "N"}],
+    }
+    layout = PlainLayout.from_description(description)
+    assert layout.key_schema == [("z_user", "S"), ("a_when", "N")]
+    layout.check_table("events", description)  # its own table fits
+    with pytest.raises(TableError, match=r"table events is keyed by z_user HASH \(S\), "
+                                         r"a_when RANGE \(N\), not \[\('a_when', 'N'\)"):
+        PlainLayout([("a_when", "N"), ("z_user", "S")]).check_table("events", description)
+
+
+def test_a_number_key_of_exactly_38_digits_is_accepted() -> None:
+    layout = PlainLayout([("n", "N")])
+    assert layout.keys_for({"n": [int("9" * 38)]}) == [Decimal("9" * 38)]

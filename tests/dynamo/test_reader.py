@@ -70,6 +70,7 @@ def test_every_row_belongs_to_its_input_row(baseline: Any, workload: list[int]) 
     assert 0 < stats.latency_p50_ms <= stats.latency_p99_ms
 
 
+@pytest.mark.slow  # 50,000 keys through moto
 @pytest.mark.parametrize(("workers", "batch_size"), [(1, 100), (32, 7)])
 def test_same_rows_for_any_threads_and_batch_size(
     drivers_table: FeastTable, workload: list[int], baseline: Any, workers: int, batch_size: int
@@ -79,6 +80,7 @@ def test_same_rows_for_any_threads_and_batch_size(
     assert result.stats.requests == -(-result.stats.unique_keys // batch_size)
 
 
+@pytest.mark.slow  # 2,500 requests to moto
 def test_batch_size_one(drivers_table: FeastTable, workload: list[int], baseline: Any) -> None:
     # One key per request: 2,500 rows keep the request count (and test time) reasonable.
     result = read(drivers_table, workload[:2_500], max_read_workers=16, batch_size=1)

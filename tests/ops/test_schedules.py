@@ -38,6 +38,8 @@ from featurepull.tasks.store import JobMeta, JobStore, connect
 from featurepull.worker.app import beat_schedule
 from tests.tasks.conftest import Fleet, fleet
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 SCHEDULE = """
 [[schedules]]
 name = "{name}"
