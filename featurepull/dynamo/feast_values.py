@@ -189,6 +189,8 @@ def _zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        if name.strip() in ("UTC", "GMT"):
+            return UTC
         match = _OFFSET.fullmatch(name.strip())
         if match is None:
             # Feast itself falls back to UTC with a warning; that would shift the wall time.

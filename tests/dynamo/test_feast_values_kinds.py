@@ -97,7 +97,7 @@ def test_an_unknown_zone_fails_loudly(zone: str) -> None:
 
 
 @pytest.mark.parametrize(("zone", "offset_minutes"), [
-    ("", 0), ("UTC", 0), ("GMT", 0), ("+05:30", 330), ("UTC-07:00", -420), ("-0300", -180),
+    ("", 0), ("UTC", 0), ("GMT", 0), (" UTC", 0), ("+05:30", 330), ("UTC-07:00", -420), ("-0300", -180),
     ("Asia/Kathmandu", 345)])
 def test_zones_as_feast_reads_them(zone: str, offset_minutes: int) -> None:
     data = Value(zoned_timestamp_val={"unix_timestamp": 1_700_000_000,
