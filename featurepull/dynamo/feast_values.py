@@ -196,7 +196,7 @@ def _zone(name: str) -> tzinfo:
             # Feast itself falls back to UTC with a warning; that would shift the wall time.
             raise FeastValueError(
                 f"zoned_timestamp_val has zone {name!r}, which is neither an IANA time zone "
-                "nor a UTC offset like +05:30; fix the stored zone or install tzdata"
+                "nor a UTC offset like +05:30 (or the tzdata package is missing)"
             ) from None
         sign, hours, minutes = match.groups()
         offset = timedelta(hours=int(hours), minutes=int(minutes))
