@@ -1,6 +1,6 @@
 """featurepull: the latest features of millions of entities from DynamoDB, in input order."""
 
-from featurepull.client import Job, JobFailed, JobStatus, submit
+from featurepull.client import Job, JobFailed, JobRefused, JobStatus, submit
 from featurepull.config import DynamoSettings, Settings, load_settings
 from featurepull.dynamo import (
     BatchReader,
@@ -10,6 +10,7 @@ from featurepull.dynamo import (
     ReadResult,
     ReadStats,
     RetryDeadlineExceeded,
+    UnknownFeatureError,
 )
 from featurepull.pull import PullRequest, pull
 
@@ -19,6 +20,7 @@ __all__ = [
     "FeastLayout",
     "Job",
     "JobFailed",
+    "JobRefused",
     "JobStatus",
     "PlainLayout",
     "PullRequest",
@@ -27,6 +29,7 @@ __all__ = [
     "ReadStats",
     "RetryDeadlineExceeded",
     "Settings",
+    "UnknownFeatureError",
     "load_settings",
     "pull",
     "submit",

@@ -3,7 +3,8 @@
 Exit codes: 0 when every key was read or confirmed absent and the output was written;
 1 when the read or job failed (retry deadline, DynamoDB refused, a shard failed, cancelled,
 ``--timeout`` passed, Redis unreachable); 2 for bad input or configuration (usage, settings,
-entity file, unknown table or job, output path, Redis refusing the credentials).
+entity file, unknown table or job, output path, Redis refusing the credentials, a requested
+feature that no found item holds — also when a job's shard finds it: `submit --wait` exits 2).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from featurepull.config import ConfigError, Settings, load_settings
 from featurepull.config.loading import merge, read_feature_store_yaml, read_toml
 from featurepull.config.settings import JOB_DYNAMO_OVERRIDES
-from featurepull.dynamo import EntityKeyError, ReadError, TableError
+from featurepull.dynamo import EntityKeyError, ReadError, TableError, UnknownFeatureError
 from featurepull.io import EntityFileError, OutputError
 from featurepull.pull import PullRequest, pull
 
@@ -163,6 +164,9 @@ def request_options(output_required: bool) -> Callable[[Callable[..., Any]], Cal
             click.option("--with-features", is_flag=True,
                          help="With --scorer: keep event_timestamp and the features beside "
                          "the scores."),
+            click.option("--allow-missing-features", is_flag=True,
+                         help="Read a requested feature that no found item holds as null, "
+                         "instead of refusing it as a likely typo."),
             click.option("--overwrite", is_flag=True, help="Replace the output if it exists."),
             click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
         ])
@@ -190,13 +194,13 @@ def _notify_flags(opts: dict[str, Any]) -> dict[str, str] | None:
 def _exit_codes() -> Iterator[None]:
     from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
-    from featurepull.client import JobFailed
+    from featurepull.client import JobFailed, JobRefused
     from featurepull.tasks import RedisUnavailable
     from featurepull.tasks.scoring import ScorerError
 
     try:
         yield
-    except TableError as exc:
+    except (TableError, UnknownFeatureError, JobRefused) as exc:
         click.echo(f"featurepull: error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except (ReadError, JobFailed, ScorerError, RedisUnavailable) as exc:
@@ -231,6 +235,7 @@ def pull_command(**opts: Any) -> None:
             join_keys=_split(opts["join_keys"]),
             join_key_types=_key_types(opts["join_key_types"]),
             event_ts_attribute=opts["event_ts_attribute"] or None,
+            allow_missing_features=opts["allow_missing_features"],
             **_scorer_flags(opts),
         )
         bar = tqdm(total=0, unit="keys", disable=None, file=sys.stderr, dynamic_ncols=True)
@@ -283,7 +288,8 @@ def submit_command(**opts: Any) -> None:
             opts["output_path"], settings=settings, layout=opts["layout"],
             join_keys=_split(opts["join_keys"]), join_key_types=_key_types(opts["join_key_types"]),
             event_ts_attribute=opts["event_ts_attribute"] or None, overwrite=opts["overwrite"],
-            project=choices["project"], dynamodb=choices["dynamodb"], **_scorer_flags(opts),
+            project=choices["project"], dynamodb=choices["dynamodb"],
+            allow_missing_features=opts["allow_missing_features"], **_scorer_flags(opts),
             notify=_notify_flags(opts),
         )
         status = job.status()

@@ -32,6 +32,11 @@ class JobFailed(RuntimeError):
     """The job failed or was cancelled; the message carries its reason."""
 
 
+class JobRefused(JobFailed):
+    """The job failed on its input, found only once reading (a requested feature that no
+    item holds, a table that changed): bad input, exit code 2 on the command line."""
+
+
 @dataclass(frozen=True)
 class JobStatus:
     """Where a job is: queued, running (shards done of total), failed, or succeeded."""
@@ -44,6 +49,7 @@ class JobStatus:
     rows_done: int
     error: str | None
     summary: dict[str, Any] | None
+    error_kind: str | None = None  # "input" (JobRefused) or "failed"
 
     def line(self) -> str:
         """One human line for ``featurepull status``."""
@@ -67,7 +73,7 @@ class Job:
         meta = self.store.meta(self.id)
         return JobStatus(self.id, meta.state, meta.shards, self.store.done_count(self.id),
                          meta.rows, min(self.store.progress(self.id), meta.rows), meta.error,
-                         meta.summary)
+                         meta.summary, meta.error_kind)
 
     def capacity(self) -> dict[str, Any]:
         """What the shards done so far spent of the table's capacity: consumed RCU/s since
@@ -84,8 +90,9 @@ class Job:
     def wait(self, timeout: float | None = None, progress: bool = True,
              poll_s: float = 0.5, on_no_worker: Callable[[str], None] | None = None,
              no_worker_after_s: float = NO_WORKER_AFTER_S) -> JobStatus:
-        """Block until the job ends; raise JobFailed if it did not succeed, TimeoutError
-        (the job left as it is) after ``timeout`` seconds.
+        """Block until the job ends; raise JobFailed if it did not succeed (JobRefused when
+        it failed on its input), TimeoutError (the job left as it is) after ``timeout``
+        seconds.
 
         A job still queued after ``no_worker_after_s`` with no worker consuming its queue is
         reported once to ``on_no_worker`` (default: a RuntimeWarning), naming the queue and
@@ -116,7 +123,8 @@ class Job:
                 bar.update(status.rows_done - bar.n)
             bar.update(status.rows - bar.n if status.state == "succeeded" else 0)
         if status.state != "succeeded":
-            raise JobFailed(f"job {self.id} {status.state}: {status.error}")
+            failure = JobRefused if status.error_kind == "input" else JobFailed
+            raise failure(f"job {self.id} {status.state}: {status.error}")
         return status
 
     def workers_on_queue(self, reply_s: float = WORKER_REPLY_S) -> list[str] | None:
@@ -220,7 +228,8 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
            event_ts_attribute: str | None = "event_ts", project: str | None = None,
            overwrite: bool = False, dynamodb: Mapping[str, Any] | None = None,
            entity_table: EntityTable | None = None, scorer: str | None = None,
-           with_features: bool = False, notify: Mapping[str, str] | None = None) -> Job:
+           with_features: bool = False, notify: Mapping[str, str] | None = None,
+           allow_missing_features: bool = False) -> Job:
     """Validate a job, store its entities in Redis by shard, enqueue it, return its handle.
 
     Everything the read engine would refuse is refused here, before anything is enqueued.
@@ -230,7 +239,9 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     ``scorer`` names a scorer registered in ``settings.scorers`` (the workers' registry);
     the job's rows are then the entity keys and its scores (plus the features when
     ``with_features``). ``notify`` (``{"task", "queue"}``) names a task of another Celery
-    app that the workers send, once, with the job's summary when it ends.
+    app that the workers send, once, with the job's summary when it ends. A requested
+    feature that none of a shard's found items holds fails the job (:class:`JobRefused`)
+    unless ``allow_missing_features``.
     """
     from featurepull.tasks.celery_tasks import enqueue_shards
     from featurepull.worker.app import producer_app
@@ -245,6 +256,7 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
         event_ts_attribute=event_ts_attribute, project=project, dynamodb=dict(dynamodb or {}),
         scorer=scorer, with_features=with_features,
         notify=Notify(**notify) if notify else None,
+        allow_missing_features=allow_missing_features,
     )
     meta = create_job(request, settings, store, entity_table)
     app = producer_app(settings)

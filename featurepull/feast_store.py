@@ -124,7 +124,9 @@ class FeaturepullOnlineStore(DynamoDBOnlineStore):
         reader = self._reader(online, _get_table_name(online, config, table), key_types,
                               config.entity_key_serialization_version)
         keys = reader.layout.keys_for(columns, f"entity keys of feature view {table.name}")
-        rows = reader.read(keys, features).rows
+        # Feast answers a feature its items lack by leaving it out, never with an error: the
+        # registry, not a typed flag, named these features.
+        rows = reader.read(keys, features, allow_missing_features=True).rows
         return [(None, None) if row is None else
                 (row[0], {name: value for name, value in zip(features, row[1:], strict=True)
                           if value is not None})

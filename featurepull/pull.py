@@ -29,6 +29,7 @@ class PullRequest:
     event_ts_attribute: str | None = "event_ts"
     scorer: str | None = None
     with_features: bool = False
+    allow_missing_features: bool = False  # else a feature no found item holds is refused
 
 
 @dataclass
@@ -64,7 +65,8 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
         keys = layout.keys_for(entities.columns, entities.source)
         if on_keys is not None:
             on_keys(len(set(keys)))
-        result = reader.read(keys, request.features, progress=progress)
+        result = reader.read(keys, request.features, progress=progress,
+                             allow_missing_features=request.allow_missing_features)
     spec = layout_spec(layout)
     names = spec["key_columns"]
     key_columns = {n: entities.columns[n] for n in names}

@@ -197,6 +197,12 @@ CASES: list[Case] = [
              "project: demo\nprovider: aws\nonline_store:\n"
              "  type: feast.infra.online_stores.dynamodb.DynamoDBOnlineStore\n"
              "  region: us-east-1\n")), *_plain(_good_csv(d))], works=True),
+    Case("a requested feature no found item holds (a typo: --features age,cty)",
+         lambda d: _plain(_good_csv(d), ["age", "cty"])),
+    Case("a requested feature no found item holds, with --allow-missing-features (read as "
+         "null)",
+         lambda d: [*_plain(_good_csv(d), ["age", "cty"]), "--allow-missing-features"],
+         works=True),
     *[Case(f"--max-rcu-per-s {value}",
            lambda d, value=value: [*_plain(_good_csv(d)), f"--max-rcu-per-s={value}"])
       for value in ("0", "-5", "150%", "abc")],
@@ -222,7 +228,8 @@ def create_tables(endpoint_url: str) -> None:
             "event_ts": {"S": "2024-05-01T12:00:00+00:00"},
             "a.b": {"S": "dot"}, "my feature": {"N": "1"}, "size": {"S": "L"}})
     # An item without the event_ts attribute (written by something other than Feast).
-    ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "no-ts"}, "age": {"N": "7"}})
+    ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "no-ts"}, "age": {"N": "7"},
+                                        "city": {"S": "Oslo"}})
     ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "bad-ts"}, "age": {"N": "7"},
                                         "event_ts": {"S": "yesterday"}})
     ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "big-number"},

@@ -5,14 +5,16 @@ figures as a markdown page.
 
 The test (tests/hardening/test_load.py) checks every output against an in-process pull,
 that every job was seen running and progressing, and that Redis memory returns near its
-baseline once the jobs are deleted; it leaves what it measured in
-bench-output/hardening-load.json, which this script turns into the page.
+baseline once the jobs are deleted; it writes what it measured to the file named by
+$LOAD_REPORT_JSON (here bench-output/hardening-load.json), which this script turns into
+the page.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -77,9 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", type=Path, help="markdown file to write (else stdout)")
     args = parser.parse_args(argv)
     REPORT.unlink(missing_ok=True)
+    REPORT.parent.mkdir(exist_ok=True)
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pytest", TEST_FILE, "-q",
-                           "-p", "no:cacheprovider"], cwd=ROOT)
+                           "-p", "no:cacheprovider"], cwd=ROOT,
+                          env={**os.environ, "LOAD_REPORT_JSON": str(REPORT)})
     seconds = time.monotonic() - started
     if proc.returncode or not REPORT.exists():
         print(f"load_figures: {TEST_FILE} failed (exit {proc.returncode}); nothing written",

@@ -19,8 +19,9 @@ import math
 import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import mmh3
 
@@ -118,7 +119,7 @@ _SCALARS: dict[str, tuple[int, Any]] = {
 }
 
 # Value.val oneof: kind -> (field number, element type). Timestamps are int64 seconds;
-# uuid/time_uuid are plain strings.
+# json, uuid, time_uuid and decimal are plain strings.
 _SCALAR_FIELDS: dict[str, tuple[int, str]] = {
     "bytes_val": (1, "bytes"),
     "string_val": (2, "string"),
@@ -128,8 +129,10 @@ _SCALAR_FIELDS: dict[str, tuple[int, str]] = {
     "float_val": (6, "float"),
     "bool_val": (7, "bool"),
     "unix_timestamp_val": (8, "int64"),
-    "uuid_val": (30, "string"),
-    "time_uuid_val": (31, "string"),
+    "json_val": (32, "string"),
+    "uuid_val": (36, "string"),
+    "time_uuid_val": (37, "string"),
+    "decimal_val": (44, "string"),
 }
 
 # Repeated kinds: every *List / *Set message is ``repeated <T> val = 1``.
@@ -150,16 +153,34 @@ _REPEATED_FIELDS: dict[str, tuple[int, str]] = {
     "float_set_val": (27, "float"),
     "bool_set_val": (28, "bool"),
     "unix_timestamp_set_val": (29, "int64"),
-    "uuid_list_val": (32, "string"),
-    "time_uuid_list_val": (33, "string"),
+    "json_list_val": (33, "string"),
+    "uuid_list_val": (38, "string"),
+    "time_uuid_list_val": (39, "string"),
+    "uuid_set_val": (40, "string"),
+    "time_uuid_set_val": (41, "string"),
+    "decimal_list_val": (45, "string"),
+    "decimal_set_val": (46, "string"),
 }
 
 _NULL_FIELD = 19
-_MAP_FIELD = 20
-_MAP_LIST_FIELD = 21
+# Map is ``map<string, Value> val = 1``, MapList ``repeated Map val = 1``.
+_MAP_FIELDS = {"map_val": 20, "struct_val": 34}
+_MAP_LIST_FIELDS = {"map_list_val": 21, "struct_list_val": 35}
+# RepeatedValue is ``repeated Value val = 1``.
+_NESTED_FIELDS = {"list_val": 42, "set_val": 43}
+_SCALAR_MAP_FIELD = 47  # ScalarMap { repeated ScalarMapEntry { MapKey key = 1; Value value = 2 } }
+_ZONED_FIELD = 48  # ZonedTimestamp { int64 unix_timestamp = 1; string zone = 2; }
+# MapKey.key oneof: key kind -> (field number, element type).
+_MAP_KEY_FIELDS: dict[str, tuple[int, str]] = {
+    "int32_key": (1, "int32"), "int64_key": (2, "int64"), "float_key": (3, "float"),
+    "double_key": (4, "double"), "bool_key": (5, "bool"), "unix_timestamp_key": (6, "int64"),
+    "bytes_key": (7, "bytes"), "uuid_key": (8, "string"), "time_uuid_key": (9, "string"),
+    "decimal_key": (10, "string"),
+}
 
 KINDS: frozenset[str] = frozenset(
-    [*_SCALAR_FIELDS, *_REPEATED_FIELDS, "null_val", "map_val", "map_list_val"]
+    [*_SCALAR_FIELDS, *_REPEATED_FIELDS, "null_val", *_MAP_FIELDS, *_MAP_LIST_FIELDS,
+     *_NESTED_FIELDS, "scalar_map_val", "zoned_timestamp_val"]
 )
 """Every ``feast.types.Value`` oneof field name this writer can encode."""
 
@@ -202,11 +223,35 @@ def _map_message(entries: object) -> bytes:
     return bytes(out)
 
 
+def _scalar_map_message(entries: object) -> bytes:
+    """Body of ScalarMap: one ScalarMapEntry record per ``((key_kind, key), (kind, value))``."""
+    if not isinstance(entries, Sequence):
+        raise TypeError(f"scalar_map_val needs a list of pairs, got {type(entries).__name__}")
+    out = bytearray()
+    for (key_kind, key), (kind, value) in entries:
+        field, elem = _MAP_KEY_FIELDS[key_kind]
+        map_key = _tag(field, _SCALARS[elem][0]) + _scalar_payload(elem, key)
+        out += _len_field(1, _len_field(1, map_key) + _len_field(2, encode_value(kind, value)))
+    return bytes(out)
+
+
+def _zoned_message(value: object) -> bytes:
+    """Body of ZonedTimestamp for ``(seconds, zone)``; proto3 leaves out 0 and ""."""
+    if not isinstance(value, tuple):
+        raise TypeError(f"zoned_timestamp_val needs (seconds, zone), got {type(value).__name__}")
+    seconds, zone = value
+    body = _tag(1, _VARINT) + _scalar_payload("int64", seconds) if seconds else b""
+    return body + (_len_field(2, _str_bytes(zone)) if zone else b"")
+
+
 def encode_value(kind: str, value: object) -> bytes:
     """Serialize a ``feast.types.Value`` whose oneof ``val`` is ``kind`` holding ``value``.
 
-    ``map_val`` takes ``dict[str, (kind, value)]``; ``map_list_val`` a list of those;
-    ``null_val`` ignores ``value``. A set oneof member is always written, even at default.
+    ``map_val``/``struct_val`` take ``dict[str, (kind, value)]``; ``map_list_val``/
+    ``struct_list_val`` a list of those; ``list_val``/``set_val`` a list of ``(kind, value)``;
+    ``scalar_map_val`` a list of ``((key_kind, key), (kind, value))``;
+    ``zoned_timestamp_val`` ``(seconds, zone)``; ``null_val`` ignores ``value``. A set oneof
+    member is always written, even at default.
     """
     if kind in _SCALAR_FIELDS:
         field, elem = _SCALAR_FIELDS[kind]
@@ -218,13 +263,22 @@ def encode_value(kind: str, value: object) -> bytes:
     if kind == "null_val":
         # enum Null { NULL = 0 }: the only value is 0, still written because it is set.
         return _tag(_NULL_FIELD, _VARINT) + _varint(0)
-    if kind == "map_val":
-        return _len_field(_MAP_FIELD, _map_message(value))
-    if kind == "map_list_val":
+    if kind in _MAP_FIELDS:
+        return _len_field(_MAP_FIELDS[kind], _map_message(value))
+    if kind in _MAP_LIST_FIELDS:
         if not isinstance(value, Sequence) or isinstance(value, str | bytes):
-            raise TypeError(f"map_list_val needs a list of dicts, got {type(value).__name__}")
+            raise TypeError(f"{kind} needs a list of dicts, got {type(value).__name__}")
         body = b"".join(_len_field(1, _map_message(m)) for m in value)
-        return _len_field(_MAP_LIST_FIELD, body)
+        return _len_field(_MAP_LIST_FIELDS[kind], body)
+    if kind in _NESTED_FIELDS:
+        if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+            raise TypeError(f"{kind} needs a list of (kind, value), got {type(value).__name__}")
+        body = b"".join(_len_field(1, encode_value(k, v)) for k, v in value)
+        return _len_field(_NESTED_FIELDS[kind], body)
+    if kind == "scalar_map_val":
+        return _len_field(_SCALAR_MAP_FIELD, _scalar_map_message(value))
+    if kind == "zoned_timestamp_val":
+        return _len_field(_ZONED_FIELD, _zoned_message(value))
     raise ValueError(f"unknown Value kind: {kind!r}")
 
 
@@ -376,6 +430,16 @@ def _expected_scalar(elem: str, value: Any, timestamp: bool) -> Any:
     return value
 
 
+def _expected_zone(zone: str) -> tzinfo:
+    """Feast reads an empty zone as UTC and "+05:30"-like zones as fixed offsets."""
+    if not zone:
+        return UTC
+    if zone[0] in "+-":
+        offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[-2:]))
+        return timezone(-offset if zone[0] == "-" else offset)
+    return ZoneInfo(zone)
+
+
 def expected_python(kind: str, value: Any) -> Any:
     """The Python value a reader should decode ``encode_value(kind, value)`` into."""
     if kind in _SCALAR_FIELDS:
@@ -387,10 +451,19 @@ def expected_python(kind: str, value: Any) -> Any:
         return [_expected_scalar(elem, v, is_ts) for v in value]
     if kind == "null_val":
         return None
-    if kind == "map_val":
+    if kind in _MAP_FIELDS:
         return {k: expected_python(vk, vv) for k, (vk, vv) in value.items()}
-    if kind == "map_list_val":
+    if kind in _MAP_LIST_FIELDS:
         return [expected_python("map_val", m) for m in value]
+    if kind in _NESTED_FIELDS:
+        return [expected_python(k, v) for k, v in value]
+    if kind == "scalar_map_val":
+        # featurepull keeps the entries as a list: its keys need not be strings.
+        return [{"key": _expected_scalar(_MAP_KEY_FIELDS[kk][1], key, kk == "unix_timestamp_key"),
+                 "value": expected_python(k, v)} for (kk, key), (k, v) in value]
+    if kind == "zoned_timestamp_val":
+        seconds, zone = value
+        return datetime.fromtimestamp(seconds, _expected_zone(zone))
     raise ValueError(f"unknown Value kind: {kind!r}")
 
 
@@ -407,4 +480,6 @@ def same_python(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(same_python(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same_python(a[k], b[k]) for k in a)
+    if isinstance(a, datetime) and isinstance(b, datetime) and a.utcoffset() != b.utcoffset():
+        return False  # equal instants in different zones
     return type(a) is type(b) and a == b

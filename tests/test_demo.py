@@ -4,14 +4,24 @@ DynamoDB endpoint and 2 worker processes, and leaves none of them behind — als
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
+
+from tests.test_readme import quick_start_commands
+
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def marked_processes(marker: str) -> list[int]:
@@ -28,12 +38,45 @@ def marked_processes(marker: str) -> list[int]:
     return found
 
 
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (children, their children, ...)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_demos_left_running() -> Iterator[None]:
+    """A failed assertion must not leave a demo (and its services) running."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=120)
+
+
 def start_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
     marker = uuid.uuid4().hex
     env = {**os.environ, "DEMO_TEST_MARKER": marker}
     proc = subprocess.Popen([sys.executable, "-m", "featurepull", "demo", "--out-dir",
                              str(tmp_path / "out"), *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _STARTED.append(proc)
     return proc, marker
 
 
@@ -58,8 +101,17 @@ def gone(marker: str, timeout: float = 10) -> bool:
     return not marked_processes(marker)
 
 
-def test_demo_writes_every_row_in_order_and_stops_everything(tmp_path: Path) -> None:
-    proc, marker = start_demo(tmp_path, "--drivers", "20000")
+def test_the_readme_demo_command_writes_every_row_in_order_and_stops_everything(
+        tmp_path: Path) -> None:
+    # Exactly the README's first quick-start command (it creates or updates .venv first).
+    commands = quick_start_commands()
+    assert len(commands) == 2 and commands[1] == "bash scripts/test.sh"
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen([*shlex.split(commands[0]), "--drivers", "20000", "--out-dir",
+                             str(tmp_path / "out")], env={**os.environ, "DEMO_TEST_MARKER": marker},
+                            cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    _STARTED.append(proc)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output
     assert "nothing is left running" in output
@@ -77,16 +129,36 @@ def test_demo_writes_every_row_in_order_and_stops_everything(tmp_path: Path) -> 
     assert gone(marker)
 
 
+def wait_until_halfway(redis_url: str, timeout: float = 120) -> tuple[int, int]:
+    """Until the demo's job has some shards done and some not; (done, shards) then."""
+    from featurepull.tasks.store import JobStore, connect
+
+    store = JobStore(connect(redis_url), ttl_s=60)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for key in store.redis.scan_iter("featurepull:job:*:meta"):
+            job_id = key.decode().split(":")[2]
+            done, shards = store.done_count(job_id), store.meta(job_id).shards
+            if 0 < done < shards:
+                return done, shards
+        time.sleep(0.05)
+    raise AssertionError("the demo's job never got halfway")
+
+
 def test_ctrl_c_halfway_stops_everything_with_a_clear_message(tmp_path: Path) -> None:
     proc, marker = start_demo(tmp_path, "--drivers", "400000")
-    read_until(proc, "submitting a job")
-    time.sleep(1.0)
+    started = read_until(proc, "submitting a job")
+    redis_url = re.search(r"redis-server on (redis://\S+)", started)
+    assert redis_url is not None, started
+    done, shards = wait_until_halfway(redis_url.group(1))
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
     assert "interrupted" in output and "nothing is left running" in output
     assert "Traceback" not in output
     assert gone(marker)
+    assert 0 < done < shards
+    assert not (tmp_path / "out" / "features.parquet").exists()  # stopped before the end
 
 
 def test_keep_running_explains_how_to_submit_more_then_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -95,8 +167,12 @@ def test_keep_running_explains_how_to_submit_more_then_stops_on_ctrl_c(tmp_path:
     assert "featurepull submit --table driver_hourly_stats" in shown
     assert "export FEATUREPULL_SCORERS='[{\"name\": \"driver_risk\"" in shown
     assert "FEATUREPULL_REDIS_URL=redis://127.0.0.1:" in shown
-    assert len(marked_processes(marker)) >= 4  # redis, endpoint, worker and its pool
+    # By parentage, not only by the marker: Celery rewrites its processes' title over their
+    # environment when setproctitle is installed (mutmut brings it), hiding the marker.
+    started = descendants(proc.pid)
+    assert len(started) >= 4  # redis, endpoint, worker and its pool
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
     assert gone(marker)
+    assert [pid for pid in started if Path(f"/proc/{pid}").exists()] == []

@@ -268,6 +268,9 @@ class RequestFields(BaseModel):
     project: str | None = None
     dynamodb: dict[str, Any] = Field(default_factory=dict)
     notify: Notify | None = None
+    # A requested feature no found item holds is refused (a typo would be an all-null
+    # column); True reads it as null instead (featurepull.dynamo.features).
+    allow_missing_features: bool = False
 
     @field_validator("features")
     @classmethod

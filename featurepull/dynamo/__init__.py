@@ -8,6 +8,7 @@ from featurepull.dynamo.errors import (
     ReadError,
     RetryDeadlineExceeded,
     TableError,
+    UnknownFeatureError,
 )
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
 from featurepull.dynamo.feast_values import decode_value
@@ -31,6 +32,7 @@ __all__ = [
     "RetryDeadlineExceeded",
     "Row",
     "TableError",
+    "UnknownFeatureError",
     "build_client",
     "decode_value",
     "process_client",

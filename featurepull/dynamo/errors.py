@@ -3,6 +3,8 @@ endpoint, key or file row, and what to do about it."""
 
 from __future__ import annotations
 
+from featurepull.dynamo.stats import ReadStats
+
 
 class ReadError(RuntimeError):
     """A read could not be completed; no partial result is returned."""
@@ -19,9 +21,20 @@ class PermanentReadError(ReadError):
 class RetryDeadlineExceeded(ReadError):
     """Keys stayed unanswered (throttled, unprocessed, failing) past the retry deadline."""
 
-    def __init__(self, message: str, keys_left: int) -> None:
+    def __init__(self, message: str, keys_left: int, stats: ReadStats | None = None) -> None:
         super().__init__(message)
         self.keys_left = keys_left
+        self.stats = stats  # what the read did until it gave up
+
+
+class UnknownFeatureError(ReadError):
+    """A requested feature is held by none of the items found: a typo, or another table's
+    feature. Bad input (exit 2), unless the read allows missing features."""
+
+    def __init__(self, message: str, missing: list[str], held: list[str] | None) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.held = held  # what the items hold; None when they could not be listed
 
 
 class EntityKeyError(ValueError):

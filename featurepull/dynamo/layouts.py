@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from binascii import a2b_base64
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
@@ -60,6 +60,9 @@ class Layout(Protocol):
 
     def key_of(self, item: Mapping[str, Any]) -> Hashable:
         """The key of a returned item (or of an UnprocessedKeys entry)."""
+
+    def features_of(self, item: Mapping[str, Any]) -> Iterable[str]:
+        """The names of the features a returned item holds (of those projected)."""
 
     def projection(self, features: Sequence[str]) -> dict[str, Any]:
         """ProjectionExpression and ExpressionAttributeNames for these features."""
@@ -157,6 +160,10 @@ class FeastLayout:
 
     def key_of(self, item: Mapping[str, Any]) -> Hashable:
         return str(item["entity_id"]["S"])
+
+    def features_of(self, item: Mapping[str, Any]) -> Iterable[str]:
+        values = item.get("values")
+        return values["M"].keys() if values is not None else ()
 
     def projection(self, features: Sequence[str]) -> dict[str, Any]:
         names = {"#k": "entity_id", "#t": "event_ts", "#v": "values"}
@@ -296,6 +303,10 @@ class PlainLayout:
             raw = item[name][atype]
             parts.append(canonical_number(raw) if atype == "N" else raw)
         return parts[0] if len(parts) == 1 else tuple(parts)
+
+    def features_of(self, item: Mapping[str, Any]) -> Iterable[str]:
+        # Every attribute, keys included: a feature may be requested under any name.
+        return item.keys()
 
     def projection(self, features: Sequence[str]) -> dict[str, Any]:
         # Each attribute once: DynamoDB refuses overlapping paths (a feature that is also

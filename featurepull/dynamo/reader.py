@@ -8,8 +8,9 @@ socket call), or botocore's, each on a thread of its own. Items are matched to k
 value (DynamoDB answers in any order). Keys left in UnprocessedKeys, and whole requests that
 were throttled, failed with 5xx or lost their connection, are re-requested after a capped,
 fully jittered backoff — folded into full batches with keys not yet sent — until a per-key
-deadline. A key is reported missing only when DynamoDB answered a request for it without
-returning it.
+deadline; a whole request that failed also holds back new requests for that long. A read
+that runs out of time says which kind of failure kept its keys unanswered. A key is reported
+missing only when DynamoDB answered a request for it without returning it.
 
 Each request runs in a copy of the caller's ``contextvars`` context, so whatever the caller
 bound for its log lines (a worker binds job, shard and task) is on the lines logged while
@@ -46,7 +47,9 @@ from featurepull.dynamo.errors import (
     ReadError,
     RetryDeadlineExceeded,
     TableError,
+    UnknownFeatureError,
 )
+from featurepull.dynamo.features import FeatureCheck, refusal_message
 from featurepull.dynamo.layouts import Layout, Row, RowDecoder, RowsDecoder
 from featurepull.dynamo.pacing import (
     Pacer,
@@ -56,19 +59,26 @@ from featurepull.dynamo.pacing import (
     effective_budget,
     local_pacer,
 )
-from featurepull.dynamo.retry import THROTTLE_CODES, TRANSIENT_CODES, Backoff
+from featurepull.dynamo.retry import THROTTLE_CODES, TRANSIENT_CODES, Backoff, FailureTally
 from featurepull.dynamo.stats import ReadStats
 from featurepull.dynamo.transport import BrokenResponse, Transport, transport_for
 
 # Exceptions botocore/urllib3 raise when a connection breaks or a response arrives cut or
 # garbled; the request is sent again.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.HTTPClientError,  # ConnectionClosed, ReadTimeout, EndpointConnection
+    botocore.exceptions.HTTPClientError,  # ConnectionClosed, ReadTimeout
     botocore.exceptions.IncompleteReadError,
     botocore.exceptions.ChecksumError,  # x-amz-crc32 mismatch on a damaged body
     botocore.parsers.ResponseParserError,
     urllib3.exceptions.HTTPError,
     ConnectionError,  # and the fast transport's BrokenResponse (length, crc32, not JSON)
+)
+# botocore's when it cannot connect at all (refused, timed out). Before a read, DescribeTable
+# lets them through (the command line says the endpoint cannot be reached); during one, the
+# endpoint went away, and the request is retried like one that lost its connection.
+UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectTimeoutError,
 )
 
 Progress = Callable[[int], None]
@@ -108,6 +118,7 @@ class _Outcome:
     batch: list[int]
     unprocessed: list[int] = field(default_factory=list)
     failure: str | None = None  # "throttle" | "server" | "connection"
+    detail: str = ""  # the error code or connection failure, for the deadline message
     items: list[dict[str, Any]] = field(default_factory=list)  # returned, not yet decoded
     latency_ms: float = 0.0
     rcu: float = 0.0
@@ -177,14 +188,19 @@ class BatchReader:
             self._checked = True
 
     def read(self, keys: Sequence[Hashable], features: Sequence[str],
-             progress: Progress | None = None, row_offset: int = 0) -> ReadResult:
+             progress: Progress | None = None, row_offset: int = 0, *,
+             allow_missing_features: bool = False) -> ReadResult:
         """One row per key, in order: ``(event_timestamp, *features)`` or ``None``.
+
         ``row_offset`` is the number of entity rows before ``keys[0]`` (a shard's place in
-        its file), so messages name the entity row of the whole file."""
+        its file), so messages name the entity row of the whole file. A requested feature
+        that none of the found items holds raises UnknownFeatureError (rule in
+        :mod:`featurepull.dynamo.features`) unless ``allow_missing_features``."""
         _check_features(features)
         self.check_table()
         started = time.perf_counter()
-        state = _ReadState(keys, self.settings.batch_size, row_offset)
+        check = FeatureCheck(() if allow_missing_features else features, self.layout)
+        state = _ReadState(keys, self.settings.batch_size, check, row_offset)
         self.reading = state.stats
         template = {
             **self.layout.projection(features),
@@ -251,6 +267,9 @@ class BatchReader:
                     self._store_rows(outcome, state, decode)
                     if progress is not None and count:
                         progress(count)
+                if state.features.active:
+                    await self._refuse_unheld(transport, state, template, finished=False)
+            await self._refuse_unheld(transport, state, template, finished=True)
             pace.finish(time.monotonic())  # not after a failure: it may be Redis's
         finally:
             state.stats.budget_wait_s = pace.waited_s
@@ -275,14 +294,16 @@ class BatchReader:
             response = await transport.batch_get_item(request)
         except botocore.exceptions.ClientError as exc:
             outcome.failure = self._classify(exc)
-            state.retry_log.note(outcome.failure, table, _error_code(exc))
+            outcome.detail = _error_code(exc)
+            state.retry_log.note(outcome.failure, table, outcome.detail)
             return outcome
         except ssl.SSLCertVerificationError as exc:
             raise PermanentReadError(f"{self.where()}: the endpoint's TLS certificate does not "
                                      f"verify ({exc.verify_message}); check --endpoint-url and "
                                      "AWS_CA_BUNDLE") from None
-        except CONNECTION_ERRORS as exc:
+        except (*CONNECTION_ERRORS, *UNREACHABLE_ERRORS) as exc:
             outcome.failure = "connection"
+            outcome.detail = str(exc) or type(exc).__name__
             detail = str(exc) if isinstance(exc, BrokenResponse) else type(exc).__name__
             state.retry_log.note("connection", table, detail)
             return outcome
@@ -300,9 +321,36 @@ class BatchReader:
         outcome.sdk_retries = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
         return outcome
 
+    async def _refuse_unheld(self, transport: Transport, state: _ReadState,
+                             template: dict[str, Any], finished: bool) -> None:
+        """Raise UnknownFeatureError for requested features no found item holds, once the
+        rule of :mod:`featurepull.dynamo.features` has a verdict."""
+        check = state.features
+        missing = check.refused(finished)
+        if missing:
+            held = await self._held_features(transport, check.sample, template)
+            raise UnknownFeatureError(
+                refusal_message(self.where(), check, missing, held, finished), missing, held)
+
+    async def _held_features(self, transport: Transport, keys: list[Hashable],
+                             template: dict[str, Any]) -> list[str] | None:
+        """The features the whole items of ``keys`` hold (one request, no projection);
+        None when that request fails or returns nothing."""
+        request = {self.table: {"Keys": [self.layout.wire_key(key) for key in keys],
+                                "ConsistentRead": template["ConsistentRead"]}}
+        try:
+            answer = await transport.batch_get_item(request)
+        except (botocore.exceptions.ClientError, *CONNECTION_ERRORS, *UNREACHABLE_ERRORS):
+            return None
+        items = answer["Responses"].get(self.table, [])
+        return sorted({name for item in items for name in self.layout.features_of(item)}
+                      ) if items else None
+
     def _store_rows(self, outcome: _Outcome, state: _ReadState, decode: _Decoders) -> None:
         """Decode the items of one answer into their keys' rows."""
         layout, index, results, items = self.layout, state.index, state.results, outcome.items
+        if state.features.active:
+            state.features.observe(items)
         try:
             rows = decode.rows(items)
         except (ValueError, TypeError, KeyError, OverflowError):
@@ -358,11 +406,16 @@ class BatchReader:
                 stats.server_errors += 1
             else:
                 stats.connection_errors += 1
-            self._retry_later(outcome.batch, state, now, pause=outcome.failure == "throttle")
+            state.tally.note(outcome.failure, outcome.detail)
+            # A whole request refused or lost says something about the table or the
+            # endpoint, not about these keys: hold back new requests too. Without it a dead
+            # endpoint turns every unsent batch into an instant failure and a busy loop.
+            self._retry_later(outcome.batch, state, now, pause=True)
             return 0
         if outcome.unprocessed:
             stats.unprocessed_requests += 1
             stats.unprocessed_retries += len(outcome.unprocessed)
+            state.tally.note("unprocessed")
             # Keys left over are DynamoDB's throttle signal for BatchGetItem: with adaptive
             # concurrency they hold back new requests too, as a refused request does.
             self._retry_later(outcome.unprocessed, state, now,
@@ -383,7 +436,6 @@ class BatchReader:
         delay = self.backoff.delay(attempt, self._rng)
         state.schedule(positions, now + delay)
         if pause:
-            # Throttling is about the table, not these keys: hold back new requests too.
             state.pause_until = max(state.pause_until, now + delay)
 
     def _give_up(self, state: _ReadState, now: float) -> None:
@@ -392,11 +444,8 @@ class BatchReader:
         raise RetryDeadlineExceeded(
             f"{left} of {state.unique} keys of {self.where()} were still unanswered after "
             f"retrying for {waited:.1f}s (retry_deadline_s={self.backoff.deadline_s:g}): "
-            f"DynamoDB kept throttling or leaving them unprocessed "
-            f"({state.stats.throttles} throttles, {state.stats.unprocessed_retries} unprocessed "
-            "keys so far). Raise the table's read capacity, lower --max-read-workers, or raise "
-            "--retry-deadline (retry_deadline_s). No rows were written.",
-            keys_left=left,
+            f"{state.tally.explain()} No rows were written.",
+            keys_left=left, stats=state.stats,
         )
 
 
@@ -433,7 +482,8 @@ class _RetryLog:
 class _ReadState:
     """The bookkeeping of one read: unique keys, results, and what is waiting to be sent."""
 
-    def __init__(self, keys: Sequence[Hashable], batch_size: int, row_offset: int = 0) -> None:
+    def __init__(self, keys: Sequence[Hashable], batch_size: int,
+                 features: FeatureCheck, row_offset: int = 0) -> None:
         self.row_offset = row_offset
         self.index: dict[Hashable, int] = {}
         setdefault = self.index.setdefault
@@ -451,6 +501,8 @@ class _ReadState:
         self.pause_until = 0.0
         self.stats = ReadStats(keys=len(keys), unique_keys=self.unique)
         self.retry_log = _RetryLog()
+        self.tally = FailureTally()
+        self.features = features
 
     def hold(self, batch: list[int], now: float, wait: float) -> None:
         """Put back a batch the budget could not pay for; send nothing new for ``wait``."""

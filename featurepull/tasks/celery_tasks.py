@@ -34,7 +34,7 @@ from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 
 from featurepull.config import Settings
-from featurepull.dynamo import EntityKeyError, ReadError
+from featurepull.dynamo import EntityKeyError, ReadError, TableError, UnknownFeatureError
 from featurepull.io import OutputError
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor
@@ -67,6 +67,9 @@ REDIS_OUTAGE_WAIT_S = 120.0
 # for a failure, the job could not be marked failed (Redis is down) while Celery acks the
 # failed message, and the job would wait forever for a shard or a finisher that is gone.
 REDIS_OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+# What a shard can find wrong with the job's input only once it reads: the job fails as an
+# input error, and `featurepull submit --wait` exits 2 as `pull` does for the same input.
+SHARD_INPUT_ERRORS = (UnknownFeatureError, TableError, EntityKeyError)
 
 
 def wait_for_redis(store: JobStore, timeout_s: float = REDIS_OUTAGE_WAIT_S) -> bool:
@@ -89,6 +92,22 @@ def retry_after_outage(task: Any, store: JobStore, exc: Exception, what: str) ->
                        REDIS_OUTAGE_WAIT_S, what)
     raise task.retry(exc=exc, countdown=REDIS_RETRY_COUNTDOWN_S,
                      argsrepr=task.request.get("argsrepr")) from None
+
+
+class ShardFailed(Exception):
+    """How a failed task ends for Celery: with the job's redacted error. The original
+    exception is not re-raised: Celery would store its message and traceback, unmasked, in
+    the result backend (Redis), and Flower would show them."""
+
+
+def fail_job(task: Any, store: JobStore, job_id: str, error: str,
+             kind: str = "failed") -> NoReturn:
+    """Mark the job failed with ``error`` (redacted), announce its end, and end the task
+    with that error."""
+    error = redact_text(error)
+    store.fail(job_id, error, kind)
+    announce_after_failure(task, store, job_id)
+    raise ShardFailed(error) from None
 
 
 @dataclass
@@ -211,13 +230,10 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         announce_after_failure(self, store, job_id)
         raise
     except (ReadError, EntityKeyError, OutputError, ScorerError, ValueError) as exc:
-        store.fail(job_id, redact_text(f"shard {shard}: {exc}"))
-        announce_after_failure(self, store, job_id)
-        raise
+        kind = "input" if isinstance(exc, SHARD_INPUT_ERRORS) else "failed"
+        fail_job(self, store, job_id, f"shard {shard}: {exc}", kind)
     except Exception as exc:
-        store.fail(job_id, redact_text(f"shard {shard}: unexpected {type(exc).__name__}: {exc}"))
-        announce_after_failure(self, store, job_id)
-        raise
+        fail_job(self, store, job_id, f"shard {shard}: unexpected {type(exc).__name__}: {exc}")
     return {"job_id": job_id, "shard": shard, "last": last}
 
 
@@ -245,8 +261,6 @@ def finish(self: Any, job_id: str) -> dict[str, Any] | None:
         # Redis went away mid-finish: the job cannot be marked failed now; finish it again.
         retry_after_outage(self, store, exc, f"the finish_job message of job {job_id}")
     except Exception as exc:
-        store.fail(job_id, redact_text(f"writing the output failed: {exc}"))
-        announce_after_failure(self, store, job_id)
-        raise
+        fail_job(self, store, job_id, f"writing the output failed: {exc}")
     finally:
         store.unlock_finish(job_id, owner)

@@ -273,7 +273,8 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     started = time.monotonic()
     with metrics.shard_running(spec["table"]):
         result = reader.read(keys, request.features, progress=progress,
-                             row_offset=shard * spec["shard_size"])
+                             row_offset=shard * spec["shard_size"],
+                             allow_missing_features=request.allow_missing_features)
     table = rows_to_table(columns, result.rows, request.features)
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]

@@ -148,6 +148,7 @@ class JobMeta:
     finished: float | None
     error: str | None
     summary: dict[str, Any] | None
+    error_kind: str | None = None  # "input": the job failed on its input (exit code 2)
 
     @property
     def terminal(self) -> bool:
@@ -200,6 +201,7 @@ class JobStore:
             shards=int(raw["shards"]), rows=int(raw["rows"]), created=float(raw["created"]),
             started=number("started"), finished=number("finished"), error=raw.get("error"),
             summary=json.loads(raw["summary"]) if raw.get("summary") else None,
+            error_kind=raw.get("error_kind"),
         )
 
     def state(self, job_id: str) -> str | None:
@@ -228,10 +230,11 @@ class JobStore:
     def mark_running(self, job_id: str) -> None:
         self._set_state(job_id, "running", ("queued",), started=time.time())
 
-    def fail(self, job_id: str, error: str) -> bool:
-        """Fail the job (first error wins); False if it had already ended."""
+    def fail(self, job_id: str, error: str, kind: str = "failed") -> bool:
+        """Fail the job (first error wins); False if it had already ended. ``kind`` is
+        "input" when the job's input is at fault (the submitter exits 2), else "failed"."""
         return self._set_state(job_id, "failed", ("queued", "running", "finishing"),
-                               error=error, finished=time.time())
+                               error=error, error_kind=kind, finished=time.time())
 
     def cancel(self, job_id: str) -> bool:
         return self._set_state(job_id, "cancelled", ("queued", "running"),

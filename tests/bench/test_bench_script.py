@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = {"baseline_sequential", "baseline_threaded", "raw_floor", "featurepull_pull",
            "celery_1"}

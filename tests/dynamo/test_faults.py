@@ -74,10 +74,14 @@ def test_unprocessed_keys_are_never_reported_missing(
     assert result.stats.unprocessed_retries == proxy.counts["unprocessed_keys"] > 3000
 
 
-@pytest.mark.parametrize("plan", [FaultPlan(throttle_rate=1.0), FaultPlan(unprocessed_rate=1.0)],
-                         ids=["throttled-forever", "unprocessed-forever"])
+@pytest.mark.parametrize(("plan", "says"), [
+    (FaultPlan(throttle_rate=1.0), "DynamoDB kept throttling"),
+    (FaultPlan(unprocessed_rate=1.0), "DynamoDB kept leaving keys unprocessed"),
+    (FaultPlan(error_rate=1.0), "DynamoDB kept failing on its side"),
+], ids=["throttled-forever", "unprocessed-forever", "5xx-forever"])
 def test_deadline_exceeded_fails_loudly(
-    proxy: FaultProxy, drivers_table: FeastTable, workload: list[Any], plan: FaultPlan
+    proxy: FaultProxy, drivers_table: FeastTable, workload: list[Any], plan: FaultPlan,
+    says: str
 ) -> None:
     proxy.plan = plan
     reader = reader_via(proxy, drivers_table, retry_deadline_s=0.5)
@@ -88,6 +92,10 @@ def test_deadline_exceeded_fails_loudly(
     message = str(failure.value)
     assert drivers_table.name in message and f"{unique} of {unique} keys" in message
     assert "retry_deadline_s" in message
+    # The failure that kept the keys unanswered, and the advice for it (not another's).
+    assert says in message
+    capacity_advice = "Raise the table's read capacity" in message
+    assert capacity_advice == (plan.error_rate == 0.0)
 
 
 def test_latency_is_only_slower(proxy: FaultProxy, drivers_table: FeastTable,

@@ -48,8 +48,19 @@ from tests.feast_writer import (
         ("bool_val", True, b"\x38\x01"),
         ("bool_val", False, b"\x38\x00"),
         ("null_val", None, b"\x98\x01\x00"),
-        ("uuid_val", "u", b"\xf2\x01\x01u"),
-        ("time_uuid_val", "t", b"\xfa\x01\x01t"),
+        ("uuid_val", "u", b"\xa2\x02\x01u"),  # field 36: tag 290
+        ("time_uuid_val", "t", b"\xaa\x02\x01t"),
+        ("json_val", "{}", b"\x82\x02\x02{}"),  # field 32: tag 258
+        ("decimal_val", "1.5", b"\xe2\x02\x031.5"),  # field 44: tag 354
+        ("struct_val", {}, b"\x92\x02\x00"),  # field 34, an empty Map
+        # field 48: ZonedTimestamp {1: varint seconds, 2: zone}; proto3 leaves out 0 and ""
+        ("zoned_timestamp_val", (1, "UTC"), b"\x82\x03\x07\x08\x01\x12\x03UTC"),
+        ("zoned_timestamp_val", (0, ""), b"\x82\x03\x00"),
+        # field 42: RepeatedValue {1: Value}
+        ("list_val", [("int64_val", 1)], b"\xd2\x02\x04\x0a\x02\x20\x01"),
+        # field 47: ScalarMap {1: entry {1: MapKey {2: int64_key}, 2: Value}}
+        ("scalar_map_val", [(("int64_key", 2), ("bool_val", True))],
+         b"\xfa\x02\x0a\x0a\x08\x0a\x02\x10\x02\x12\x02\x38\x01"),
         # packed int64 list: Value.14 LEN -> Int64List.1 LEN (packed) -> varints
         ("int64_list_val", [1, 300, -1], b"\x72\x0f\x0a\x0d\x01\xac\x02" + b"\xff" * 9 + b"\x01"),
         ("int64_list_val", [], b"\x72\x00"),  # empty packed field is omitted
@@ -65,8 +76,8 @@ from tests.feast_writer import (
         # strings/bytes are never packed: one tagged record each
         ("string_list_val", ["a", "bc"], b"\x62\x07\x0a\x01a\x0a\x02bc"),
         ("bytes_set_val", [b"", b"\x01"], b"\xb2\x01\x05\x0a\x00\x0a\x01\x01"),
-        ("uuid_list_val", ["x"], b"\x82\x02\x03\x0a\x01x"),
-        ("time_uuid_list_val", [], b"\x8a\x02\x00"),
+        ("uuid_list_val", ["x"], b"\xb2\x02\x03\x0a\x01x"),  # field 38
+        ("time_uuid_list_val", [], b"\xba\x02\x00"),  # field 39
     ],
 )
 def test_encode_value_known_answers(kind: str, value: Any, expected: bytes) -> None:
@@ -109,16 +120,22 @@ def test_encode_value_rejects_bad_input() -> None:
 
 
 def test_every_kind_encodes() -> None:
-    assert len(KINDS) == 31
+    assert len(KINDS) == 44  # every field of Feast 0.67's Value.val oneof
     for kind in KINDS:
         assert encode_value(kind, _sample(kind))
 
 
 def _sample(kind: str) -> Any:
-    if kind == "map_val":
+    if kind in ("map_val", "struct_val"):
         return {"k": ("int64_val", 1)}
-    if kind == "map_list_val":
+    if kind in ("map_list_val", "struct_list_val"):
         return [{"k": ("int64_val", 1)}]
+    if kind in ("list_val", "set_val"):
+        return [("int64_list_val", [1])]
+    if kind == "scalar_map_val":
+        return [(("int32_key", 1), ("int64_val", 1))]
+    if kind == "zoned_timestamp_val":
+        return (1, "UTC")
     if kind == "null_val":
         return None
     elem = kind.removesuffix("_val").removesuffix("_list").removesuffix("_set")
@@ -127,6 +144,8 @@ def _sample(kind: str) -> Any:
         "string": "x",
         "uuid": "x",
         "time_uuid": "x",
+        "json": "{}",
+        "decimal": "1.5",
         "int32": 1,
         "int64": 1,
         "unix_timestamp": 1,

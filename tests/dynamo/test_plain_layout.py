@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from featurepull.config import DynamoSettings
-from featurepull.dynamo import BatchReader, EntityKeyError, PlainLayout, TableError
+from featurepull.dynamo import (
+    BatchReader,
+    EntityKeyError,
+    PlainLayout,
+    TableError,
+    UnknownFeatureError,
+)
 from tests.conftest import REGION, unique_name
 
 # ---------------------------------------------------------------------------------------
@@ -136,9 +142,9 @@ def plain_reader(table: str, settings: DynamoSettings) -> BatchReader:
 
 
 def read_rows(reader: BatchReader, columns: dict[str, list[Any]],
-              features: list[str]) -> list[Any]:
+              features: list[str], allow_missing_features: bool = False) -> list[Any]:
     keys = reader.layout.keys_for(columns, source="test")
-    return reader.read(keys, features).rows
+    return reader.read(keys, features, allow_missing_features=allow_missing_features).rows
 
 
 def exactly(value: Any) -> Any:
@@ -192,7 +198,14 @@ def test_features_absent_from_a_found_item_are_none(
     composite_table: str, settings: DynamoSettings
 ) -> None:
     reader = plain_reader(composite_table, settings)
-    [row] = read_rows(reader, {"id": [2], "sort": ["typed"]}, ["n_int", "s", "never_written"])
+    # Held by no item found: refused as likely typos unless allowed.
+    with pytest.raises(UnknownFeatureError, match="attributes 's', 'never_written' are held "
+                       "by none of the 1 item found") as refused:
+        read_rows(reader, {"id": [2], "sort": ["typed"]}, ["n_int", "s", "never_written"])
+    assert refused.value.missing == ["s", "never_written"]
+    assert refused.value.held is not None and {"id", "sort", "n_int"} <= set(refused.value.held)
+    [row] = read_rows(reader, {"id": [2], "sort": ["typed"]}, ["n_int", "s", "never_written"],
+                      allow_missing_features=True)
     assert row is not None and row[1:] == (2, None, None)
 
 
@@ -442,3 +455,24 @@ def test_reading_a_table_that_does_not_exist_names_table_region_and_endpoint(
     assert message.startswith(f"table {table} (region {REGION}, endpoint {endpoint_url}) "
                               "does not exist")
     assert "--table" in message
+
+
+def test_the_hash_key_comes_first_whatever_the_names_and_their_order() -> None:
+    # The range key's name sorts first, and DescribeTable lists it first.
+    description = {
+        "KeySchema": [{"AttributeName": "a_when", "KeyType": "RANGE"},
+                      {"AttributeName": "z_user", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "z_user", "AttributeType": "S"},
+                                 {"AttributeName": "a_when", "AttributeType": "N"}],
+    }
+    layout = PlainLayout.from_description(description)
+    assert layout.key_schema == [("z_user", "S"), ("a_when", "N")]
+    layout.check_table("events", description)  # its own table fits
+    with pytest.raises(TableError, match=r"table events is keyed by z_user HASH \(S\), "
+                                         r"a_when RANGE \(N\), not \[\('a_when', 'N'\)"):
+        PlainLayout([("a_when", "N"), ("z_user", "S")]).check_table("events", description)
+
+
+def test_a_number_key_of_exactly_38_digits_is_accepted() -> None:
+    layout = PlainLayout([("n", "N")])
+    assert layout.keys_for({"n": [int("9" * 38)]}) == [Decimal("9" * 38)]

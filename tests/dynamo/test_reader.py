@@ -70,6 +70,7 @@ def test_every_row_belongs_to_its_input_row(baseline: Any, workload: list[int]) 
     assert 0 < stats.latency_p50_ms <= stats.latency_p99_ms
 
 
+@pytest.mark.slow  # 50,000 keys through moto
 @pytest.mark.parametrize(("workers", "batch_size"), [(1, 100), (32, 7)])
 def test_same_rows_for_any_threads_and_batch_size(
     drivers_table: FeastTable, workload: list[int], baseline: Any, workers: int, batch_size: int
@@ -79,6 +80,7 @@ def test_same_rows_for_any_threads_and_batch_size(
     assert result.stats.requests == -(-result.stats.unique_keys // batch_size)
 
 
+@pytest.mark.slow  # 2,500 requests to moto
 def test_batch_size_one(drivers_table: FeastTable, workload: list[int], baseline: Any) -> None:
     # One key per request: 2,500 rows keep the request count (and test time) reasonable.
     result = read(drivers_table, workload[:2_500], max_read_workers=16, batch_size=1)
@@ -90,7 +92,8 @@ def test_features_in_requested_order(drivers_table: FeastTable) -> None:
     layout = FeastLayout({"driver_id": "int64"})
     reader = BatchReader(drivers_table.name, layout, drivers_table.settings())
     wanted = ["last_seen", "size", "not_a_feature"]
-    rows = reader.read(layout.keys_for({"driver_id": [3, 5_000_000]}), wanted).rows
+    rows = reader.read(layout.keys_for({"driver_id": [3, 5_000_000]}), wanted,
+                       allow_missing_features=True).rows
     stored = driver_features(3)
     assert rows[0] == (expected_event_ts(driver_event_ts(3)),
                        expected_python(*stored["last_seen"]), expected_python(*stored["size"]),

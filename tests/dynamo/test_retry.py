@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from featurepull.dynamo import Backoff, ReadStats
+from featurepull.dynamo.retry import FailureTally
 from featurepull.dynamo.stats import percentile
 
 BACKOFF = Backoff(base_s=0.05, cap_s=5.0, deadline_s=30.0)
@@ -182,3 +183,36 @@ def test_summary_line_names_the_counters() -> None:
     for part in ("rows=4", "found=3", "missing=1", "requests=1", "throttles=2", "p50=4.0ms",
                  "seconds=2.00", "rows/s=2"):
         assert part in line
+
+
+# ---------------------------------------------------------------------------------------
+# FailureTally: what a read that ran out of time says
+# ---------------------------------------------------------------------------------------
+
+
+def test_tally_names_the_kind_most_requests_failed_with_and_its_advice() -> None:
+    tally = FailureTally()
+    assert tally.dominant() is None
+    for _ in range(3):
+        tally.note("throttle", "ProvisionedThroughputExceededException")
+    for detail in ["could not connect to h:1: refused"] * 4 + ["connection reset"]:
+        tally.note("connection", detail)
+    text = tally.explain()
+    assert tally.dominant() == "connection"
+    assert text.startswith("the endpoint could not be reached or its answers were lost (5 "
+                           "requests failed on the connection; most often: could not "
+                           "connect to h:1: refused)")
+    assert "5 connection, 0 server, 3 throttle, 0 unprocessed" in text
+    assert "--endpoint-url" in text and "read capacity" not in text
+
+
+@pytest.mark.parametrize(("kind", "says", "advice"), [
+    ("throttle", "DynamoDB kept throttling", "read capacity"),
+    ("unprocessed", "DynamoDB kept leaving keys unprocessed", "read capacity"),
+    ("server", "DynamoDB kept failing on its side", "AWS Health Dashboard"),
+])
+def test_tally_advice_fits_each_kind(kind: str, says: str, advice: str) -> None:
+    tally = FailureTally()
+    tally.note(kind, "InternalServerError" if kind == "server" else "")
+    text = tally.explain()
+    assert text.startswith(says) and advice in text and "--endpoint-url" not in text

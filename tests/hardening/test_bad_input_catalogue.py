@@ -12,6 +12,8 @@ import pytest
 
 from featurepull.local import RedisService, running_moto
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bad_input_catalogue.py"
 DOC = SCRIPT.parents[1] / "docs" / "bad-input.md"
 

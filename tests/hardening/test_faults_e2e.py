@@ -36,6 +36,8 @@ from tests.faultproxy import FaultPlan, FaultProxy
 from tests.hardening._util import finisher_temporary, run_job, write_entities
 from tests.tasks.conftest import DRIVERS, Fleet, fast_dynamo, fleet  # noqa: F401
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 # Not FEATUREPULL_*: tests/conftest.py clears those so settings cannot leak into tests.
 FIGURES_ENV = "FAULT_FIGURES_JSON"
 SEED_ENV = "FAULT_FIGURES_SEED"

@@ -18,6 +18,8 @@ from featurepull.worker.app import producer_app
 from tests.hardening._util import write_entities
 from tests.tasks.conftest import fast_dynamo, fleet  # noqa: F401
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 
 def _job_keys(redis_client: Any) -> list[bytes]:
     return list(redis_client.scan_iter(match="featurepull:job:*"))

@@ -9,12 +9,15 @@ import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from kombu import Connection, Exchange, Producer, Queue
 
 from featurepull.bench.endpoint import EndpointProcess
 from featurepull.local import RedisService
 from tests.hardening._util import run_job, wait_for_log, write_entities
 from tests.tasks.conftest import fast_dynamo, fleet  # noqa: F401
+
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
 
 
 class _TouchOnUnpickle:

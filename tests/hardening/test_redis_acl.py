@@ -24,6 +24,8 @@ from featurepull.worker.app import producer_app
 from tests.hardening._util import run_job, write_entities
 from tests.tasks.conftest import Fleet, fast_dynamo, fleet  # noqa: F401
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 ADMIN_PASSWORD = "admin-Pa55word"
 WORKER_PASSWORD = "worker-Pa55word"

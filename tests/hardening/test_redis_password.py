@@ -15,6 +15,8 @@ from featurepull.tasks import JobStoreError
 from tests.hardening._util import run_job, write_entities
 from tests.tasks.conftest import fast_dynamo, fleet  # noqa: F401
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 PASSWORD = "s3cret-Pa55word"
 
 

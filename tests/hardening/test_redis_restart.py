@@ -38,6 +38,8 @@ from featurepull.worker.app import producer_app
 from tests.hardening._util import run_job, write_entities
 from tests.tasks.conftest import fast_dynamo, fleet  # noqa: F401
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 ENTITIES = 60_000
 
 

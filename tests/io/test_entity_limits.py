@@ -64,3 +64,26 @@ def test_a_parquet_footer_over_max_entities_is_refused_before_decoding(tmp_path:
     bad.write_bytes(b"PAR1 not parquet")
     with pytest.raises(EntityFileError, match="cannot read it as Parquet"):
         read_entities(str(bad), limits=JobSettings(max_entities=1_000))
+
+
+def test_the_limits_hold_at_the_boundary_and_the_messages_are_whole(tmp_path: Path) -> None:
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"driver_id": pa.array([1, 2, 3], pa.int64())}), path)
+    assert read_entities(str(path), limits=JobSettings(max_entities=3)).num_rows == 3
+    with pytest.raises(EntityFileError, match=r"has 3 entities; .* at most 2 per job"):
+        read_entities(str(path), limits=JobSettings(max_entities=2))
+    csv = tmp_path / "e.csv"
+    csv.write_bytes(CSV)
+    with pytest.raises(EntityFileError) as too_big:
+        read_entities(str(csv), limits=JobSettings(max_entity_file_bytes=5))
+    assert str(too_big.value) == (
+        f"{csv} is {len(CSV)} bytes; this deployment reads entity files of at most 5 bytes "
+        "(jobs.max_entity_file_bytes); split it into several jobs, or raise the limit if the "
+        "workers have the memory for it")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(EntityFileError) as nothing:
+        read_entities(str(empty))
+    assert str(nothing.value) == (
+        f"{empty} is empty (0 bytes) and has no entity rows; write a header or schema and "
+        "one row per entity")

@@ -261,3 +261,15 @@ def test_check_destination_refuses_what_open_sink_would_and_writes_nothing(
         check_destination(str(tmp_path / "x" / "out.csv"))
     check_destination(str(tmp_path / "new.jsonl"))
     assert os.listdir(tmp_path) == ["old.parquet"]
+
+
+def test_the_cast_refusal_is_one_whole_message(tmp_path: Path) -> None:
+    # The whole text, not fragments: a reader of the log gets exactly this.
+    first = rows_to_table({"id": [1]}, [(TS, "a")], ["f"])
+    second = rows_to_table({"id": [2]}, [(TS, 1.5)], ["f"])
+    path = tmp_path / "out.csv"
+    with pytest.raises(OutputError) as caught, open_sink(str(path), first.schema) as sink:
+        sink.write(second)
+    assert str(caught.value) == (
+        f"{path}: column 'f' is double in this table and cannot be cast to the output's "
+        "string; open the sink with unify_schemas() of every table's schema")

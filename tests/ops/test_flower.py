@@ -27,6 +27,8 @@ from featurepull.tasks.store import JobMeta
 from featurepull.worker.app import producer_app
 from tests.tasks.conftest import TABLE, fleet
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 ENTITIES = 50_000
 SHARD_SIZE = 10_000
 SHARDS = ENTITIES // SHARD_SIZE

@@ -40,6 +40,8 @@ from tests.ops.conftest import (
 )
 from tests.tasks.conftest import TABLE
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 ENTITIES = 20_000
 SHARD_SIZE = 5_000
 SHARDS = ENTITIES // SHARD_SIZE

@@ -38,6 +38,8 @@ from featurepull.tasks.store import JobMeta, JobStore, connect
 from featurepull.worker.app import beat_schedule
 from tests.tasks.conftest import Fleet, fleet
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 SCHEDULE = """
 [[schedules]]
 name = "{name}"
@@ -153,7 +155,13 @@ def test_a_run_becomes_a_job_request(tmp_path: Path) -> None:
         "overwrite": False, "layout": "feast", "join_keys": ["driver_id"], "join_key_types": {},
         "event_ts_attribute": "event_ts", "project": "fraud",
         "dynamodb": {"max_read_workers": 1}, "notify": None, "scorer": None,
-        "with_features": False}
+        "with_features": False, "allow_missing_features": False}
+
+
+def test_a_schedule_may_allow_missing_features(tmp_path: Path) -> None:
+    schedule = load_one(tmp_path, extra="allow_missing_features = true").schedules[0]
+    now = datetime(2026, 5, 4, 2, 0, tzinfo=UTC)
+    assert schedule_request(schedule, now).allow_missing_features is True
 
 
 def test_beat_entries_carry_the_schedule_name_only(tmp_path: Path) -> None:

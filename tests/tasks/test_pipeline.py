@@ -24,6 +24,8 @@ from featurepull.local import RedisService
 from featurepull.tasks import JobStoreError
 from tests.tasks.conftest import DRIVERS, Fleet, fleet
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 ENTITIES = 200_000
 
 
@@ -246,12 +248,23 @@ def test_cancel_stops_the_remaining_shards(redis_server: RedisService,
     with fleet(redis_server, fast_dynamo.url, shard_size=5_000) as workers:
         workers.start_worker(concurrency=1)
         out = tmp_path / "cancelled.parquet"
+        keys_before = fast_dynamo.stats()["keys"]
         job = run_job(workers, entities_file, out)
         _wait_for_progress(job, 0.05)
         assert job.cancel()
+        started = set(job.store.owners(job.id))  # shards that began reading before the cancel
         with pytest.raises(JobFailed, match="cancelled"):
             job.wait(timeout=60, progress=False)
+        # The worker takes every remaining message off the queue and skips it.
+        queue = workers.redis()
+        deadline = time.monotonic() + 60
+        while queue.llen(workers.queue) and time.monotonic() < deadline:
+            time.sleep(0.1)
         time.sleep(1.0)
-        done = job.status().shards_done
-        assert done < 40  # 40 shards in all; the rest were skipped
+        assert queue.llen(workers.queue) == 0
+        assert set(job.store.owners(job.id)) == started  # no shard began after the cancel
+        assert len(started) < 40  # 40 shards in all
+        # At the endpoint: no key of a shard that had not begun before the cancel was asked
+        # for (each shard has 5,000 keys; a running one stops at its next progress check).
+        assert fast_dynamo.stats()["keys"] - keys_before <= 5_000 * len(started)
         assert not out.exists()

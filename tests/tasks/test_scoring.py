@@ -31,6 +31,8 @@ from featurepull.tasks.scoring import (
 from tests.tasks import scorers_for_tests
 from tests.tasks.conftest import DRIVERS, Fleet, fleet
 
+pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
+
 ENTITIES = 12_000
 SHARD_SIZE = 1_000
 TEST_SCORERS = ("linear", "trips_bucket", "boom", "one_short", "scalar", "records", "clash")

@@ -1,0 +1,143 @@
+"""A job's steps in this process, without Celery: create_job stores the shards, run_shard
+reads one against a real HTTP endpoint, finish_job writes the ordered output — all on the
+real redis-server. Fast enough for the mutation runs (scripts/mutation.sh), which trace only
+this process; the same steps through prefork workers are in test_pipeline.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from featurepull.bench.endpoint import EndpointProcess, SyntheticTable, start_endpoint
+from featurepull.config import Settings, load_settings
+from featurepull.dynamo import decode_value
+from featurepull.dynamo.layouts import parse_event_ts
+from featurepull.local import RedisService
+from featurepull.tasks import JobStore
+from featurepull.tasks.jobs import JobRequest, JobStopped, create_job, finish_job, run_shard
+from featurepull.tasks.store import connect
+
+DRIVERS = 1_000
+FEATURES = ["conv_rate", "city"]
+IDS = [(i * 37) % 1_200 for i in range(450)]  # 1,000..1,199 are unknown; repeats
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[EndpointProcess]:
+    with start_endpoint(drivers=DRIVERS, table="demo.driver_stats") as running:
+        yield running
+
+
+@pytest.fixture
+def settings(redis_server: RedisService, endpoint: EndpointProcess) -> Settings:
+    return load_settings(overrides={
+        "redis_url": redis_server.url, "project": "demo",
+        "dynamodb": {"endpoint_url": endpoint.url, "region": "us-east-1"},
+        "jobs": {"shard_size": 100}})
+
+
+@pytest.fixture
+def store(settings: Settings) -> JobStore:
+    return JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
+
+
+def entities(tmp_path: Path) -> Path:
+    path = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"driver_id": pa.array(IDS, pa.int64())}), path)
+    return path
+
+
+def expected(ids: list[int]) -> list[dict[str, object]]:
+    table = SyntheticTable(0)
+    rows: list[dict[str, object]] = []
+    for driver in ids:
+        if driver >= DRIVERS:
+            rows.append({"driver_id": driver, "event_timestamp": None,
+                         **dict.fromkeys(FEATURES)})
+        else:
+            stored = table.expected_features(driver)
+            rows.append({"driver_id": driver,
+                         "event_timestamp": parse_event_ts(table.event_ts(driver)),
+                         **{f: decode_value(stored[f]) for f in FEATURES}})
+    return rows
+
+
+def test_shards_read_in_any_order_finish_in_input_order(settings: Settings, store: JobStore,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    request = JobRequest(table="driver_stats", features=FEATURES,
+                         entities=str(entities(tmp_path)), output=str(out))
+    meta = create_job(request, settings, store)
+    assert (meta.state, meta.shards, meta.rows) == ("queued", 5, len(IDS))
+    assert finish_job(meta.job_id, settings, store) is None  # not every shard is done
+    reported: list[tuple[int, int]] = []
+    lasts = [run_shard(meta.job_id, shard, settings, store,
+                       report=lambda done, total: reported.append((done, total)))
+             for shard in (4, 2, 0, 3, 1)]
+    assert lasts == [False, False, False, False, True]
+    assert reported and all(0 < done <= total <= 100 for done, total in reported)
+    assert store.meta(meta.job_id).state == "running"
+    # A redelivered shard that already finished reads nothing and changes nothing.
+    assert run_shard(meta.job_id, 2, settings, store) is True
+    summary = finish_job(meta.job_id, settings, store)
+    assert summary is not None
+    assert summary["rows"] == summary["rows_written"] == len(IDS)
+    assert summary["shards"] == 5 and summary["redelivered_shards"] == 0
+    unknown = sum(d >= DRIVERS for d in IDS)
+    assert summary["read"]["missing"] == unknown
+    assert summary["read"]["found"] == len(IDS) - unknown
+    assert summary["read"]["requests"] == 5
+    assert [s["shard"] for s in summary["slowest_shards"]] != [] and len(
+        summary["slowest_shards"]) == 3
+    assert pq.read_table(out).to_pylist() == expected(IDS)
+    assert store.meta(meta.job_id).state == "succeeded"
+    assert finish_job(meta.job_id, settings, store) is None  # once
+    assert not list(store.redis.scan_iter(f"featurepull:job:{meta.job_id}:rows:*"))
+
+
+def test_rows_stay_in_redis_without_an_output(settings: Settings, store: JobStore,
+                                              tmp_path: Path) -> None:
+    request = JobRequest(table="driver_stats", features=FEATURES,
+                         entities=str(entities(tmp_path)))
+    meta = create_job(request, settings, store)
+    for shard in range(meta.shards):
+        run_shard(meta.job_id, shard, settings, store)
+    summary = finish_job(meta.job_id, settings, store)
+    assert summary is not None and summary["rows_written"] is None
+    rows = [row for n in range(meta.shards)
+            for row in store.shard_rows(meta.job_id, n).to_pylist()]
+    assert rows == expected(IDS)
+
+
+def test_a_cancelled_or_failed_job_reads_no_more_shards(settings: Settings, store: JobStore,
+                                                        endpoint: EndpointProcess,
+                                                        tmp_path: Path) -> None:
+    request = JobRequest(table="driver_stats", features=FEATURES,
+                         entities=str(entities(tmp_path)))
+    meta = create_job(request, settings, store)
+    run_shard(meta.job_id, 0, settings, store)
+    assert store.cancel(meta.job_id)
+    before = endpoint.stats()["keys"]
+    assert run_shard(meta.job_id, 1, settings, store) is False
+    assert endpoint.stats()["keys"] == before
+    assert store.done_count(meta.job_id) == 1 and finish_job(meta.job_id, settings, store) is None
+
+    other = create_job(request, settings, store)
+    progress: list[int] = []
+
+    def fail_midway(done: int, total: int) -> None:
+        progress.append(done)
+        store.fail(other.job_id, "shard 9: boom")
+
+    # The first progress report fails the job; the last check (all keys answered) stops
+    # the shard before it stores its rows.
+    small_batches = settings.model_copy(update={
+        "dynamodb": settings.dynamodb.model_copy(update={"batch_size": 10})})
+    with pytest.raises(JobStopped):
+        run_shard(other.job_id, 0, small_batches, store, report=fail_midway)
+    assert store.done_count(other.job_id) == 0
+    assert progress and store.meta(other.job_id).error == "shard 9: boom"
