@@ -63,6 +63,7 @@ def _dynamo_flags(opts: dict[str, Any]) -> dict[str, Any]:
         "batch_size": opts.get("batch_size"),
         "consistent_reads": opts.get("consistent_reads"),
         "retry_deadline_s": opts.get("retry_deadline"),
+        "max_rcu_per_s": opts.get("max_rcu_per_s"),
     }
 
 
@@ -131,6 +132,9 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Strongly consistent reads (default: eventual)."),
         click.option("--retry-deadline", type=float,
                      help="Seconds a key may stay unanswered before the read fails."),
+        click.option("--max-rcu-per-s",
+                     help="Read budget for the table: RCU per second (e.g. 2000) or N% of "
+                     "its read capacity (e.g. 50%); see docs/production.md."),
     ])
 
 
@@ -340,13 +344,17 @@ def _job(opts: dict[str, Any], job_id: str) -> Any:
 def status_command(job_id: str, as_json: bool, **opts: Any) -> None:
     """Show a job's state, shards done, and its summary when finished."""
     with _exit_codes():
-        status = _job(opts, job_id).status()
+        job = _job(opts, job_id)
+        status = job.status()
+        capacity = job.capacity() if status.shards_done else {}
         if as_json:
-            click.echo(json.dumps(status.__dict__))
+            click.echo(json.dumps({**status.__dict__, "capacity": capacity}))
             return
         click.echo(status.line())
         if status.summary:
             _print_summary(status.summary, False)
+        elif capacity:
+            click.echo("shards done so far: " + " ".join(f"{k}={v}" for k, v in capacity.items()))
 
 
 @main.command("fetch")

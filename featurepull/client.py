@@ -75,6 +75,18 @@ class Job:
                          meta.rows, min(self.store.progress(self.id), meta.rows), meta.error,
                          meta.summary, meta.error_kind)
 
+    def capacity(self) -> dict[str, Any]:
+        """What the shards done so far spent of the table's capacity: consumed RCU/s since
+        the job started, its budget, seconds held back for it, requests in flight."""
+        from featurepull.tasks.jobs import capacity_fields, shard_totals
+
+        meta = self.store.meta(self.id)
+        total = shard_totals(self.store.all_stats(self.id))
+        since = meta.started or meta.created
+        elapsed = (meta.finished or time.time()) - since
+        return {"consumed_rcu": round(total.consumed_rcu, 3),
+                **capacity_fields(total, elapsed)}
+
     def wait(self, timeout: float | None = None, progress: bool = True,
              poll_s: float = 0.5, on_no_worker: Callable[[str], None] | None = None,
              no_worker_after_s: float = NO_WORKER_AFTER_S) -> JobStatus:

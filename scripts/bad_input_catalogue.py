@@ -203,6 +203,13 @@ CASES: list[Case] = [
          "null)",
          lambda d: [*_plain(_good_csv(d), ["age", "cty"]), "--allow-missing-features"],
          works=True),
+    *[Case(f"--max-rcu-per-s {value}",
+           lambda d, value=value: [*_plain(_good_csv(d)), f"--max-rcu-per-s={value}"])
+      for value in ("0", "-5", "150%", "abc")],
+    Case("--max-rcu-per-s 50% on an on-demand table without a maximum",
+         lambda d: [*_plain(_good_csv(d)), "--max-rcu-per-s", "50%"]),
+    Case("--max-rcu-per-s 50% on an on-demand table without a maximum (submit)",
+         lambda d: [*_plain(_good_csv(d)), "--max-rcu-per-s", "50%"], command="submit"),
 ]
 
 

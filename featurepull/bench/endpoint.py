@@ -10,7 +10,9 @@ DynamoDB JSON protocol with so little CPU of its own that the client's cost show
 It answers DescribeTable and BatchGetItem (projections, ConsumedCapacity, DynamoDB's
 validation errors, UnprocessedKeys and throttling at chosen rates), ``GET /stats`` (counters,
 including what tests check on the wire: calls in flight at once, ConsistentRead, the SigV4
-region) and ``DELETE /stats`` (zero them). Every
+region) and ``DELETE /stats`` (zero them). With ``--provisioned-rcu`` it enforces a table's
+read capacity as DynamoDB does (``featurepull.bench.capacity``) and reports each client's
+consumption at ``GET /stats/capacity``. Every
 JSON fragment of every item is rendered once at startup, so a request costs dict lookups and
 string joins. moto, by comparison, answers about 1,000 keys/s on the development machine.
 """
@@ -46,6 +48,7 @@ from typing import Any
 
 import mmh3
 
+from featurepull.bench.capacity import Capacity, client_of
 from featurepull.dynamo import EntityKeyEncoder
 from featurepull.dynamo.feast_values import ValueProto
 from featurepull.local import ServiceError
@@ -281,15 +284,19 @@ class DynamoTable:
     throttle_rate: float = 0.0
     seed: int = 0
     counters: Counters = field(default_factory=Counters)
+    capacity: Capacity = field(default_factory=Capacity)
 
     def __post_init__(self) -> None:
+        self._caller = ""
         self._rng = random.Random(self.seed)
         self._name_json = json.dumps(self.name)
         self._projections: dict[Any, Render | None] = {}
 
-    def handle(self, target: str, body: bytes) -> tuple[int, bytes]:
-        """HTTP status and JSON body for one call (``X-Amz-Target``, request body)."""
+    def handle(self, target: str, body: bytes, client: str = "") -> tuple[int, bytes]:
+        """HTTP status and JSON body for one call (``X-Amz-Target``, request body, and the
+        access key id that signed it)."""
         self.counters.requests += 1
+        self._caller = client
         operation = target.rpartition(".")[2]
         try:
             if not target.startswith("DynamoDB_20120810.") or operation not in _OPERATIONS:
@@ -321,6 +328,7 @@ class DynamoTable:
             "AttributeDefinitions": [{"AttributeName": "entity_id", "AttributeType": "S"}],
             "TableStatus": "ACTIVE",
             "ItemCount": len(self.records),
+            **self.capacity.describe(),
         }})
 
     def _check_table(self, name: object) -> None:
@@ -354,16 +362,23 @@ class DynamoTable:
         render = self._renderer(spec)
         if self.throttle_rate and self._rng.random() < self.throttle_rate:
             raise DynamoError("ProvisionedThroughputExceededException", _THROTTLE_MESSAGE)
-        self.counters.keys += len(ids)
+        per_key = 1.0 if spec.get("ConsistentRead") else 0.5
         left: list[Any] = []
         if self.unprocessed_rate:
-            draw, rate, kept = self._rng.random, self.unprocessed_rate, []
+            draw, rate, kept, kept_keys = self._rng.random, self.unprocessed_rate, [], []
             for key, entity_id in zip(keys, ids, strict=True):
                 if draw() < rate:
                     left.append(key)
                 else:
                     kept.append(entity_id)
-            ids = kept
+                    kept_keys.append(key)
+            ids, keys = kept, kept_keys
+        served = self.capacity.admit(self._caller, len(ids), per_key) if ids else 0
+        if ids and not served:
+            raise DynamoError("ProvisionedThroughputExceededException", _THROTTLE_MESSAGE)
+        left.extend(keys[served:])
+        ids = ids[:served]
+        self.counters.keys += len(ids) + len(left)
         records = self.records
         found = [] if render is None else [
             render(entity_id, record) for entity_id in ids
@@ -373,9 +388,8 @@ class DynamoTable:
         parts = ['{"Responses":{', self._name_json, ":[", ",".join(found), ']},"UnprocessedKeys":',
                  self._unprocessed(spec, left)]
         if request.get("ReturnConsumedCapacity") in ("TOTAL", "INDEXES"):
-            per_key = 1.0 if spec.get("ConsistentRead") else 0.5
             parts += [',"ConsumedCapacity":[{"TableName":', self._name_json, ',"CapacityUnits":',
-                      repr(per_key * (len(ids) - len(left))), "}]"]
+                      repr(per_key * len(ids)), "}]"]
         parts.append("}")
         return "".join(parts)
 
@@ -582,11 +596,14 @@ class _Server:
             region = _signed_region(request.headers.get("authorization", ""))
             counters.regions[region] = counters.regions.get(region, 0) + 1
             target = request.headers.get("x-amz-target", "")
-            status, body = self.table.handle(target, request.body)
+            client = client_of(request.headers.get("authorization", ""))
+            status, body = self.table.handle(target, request.body, client)
             return status, body, keep_alive
         if method == "GET" and path == "/stats":
             stats = {**self.table.stats(), **self.extra_stats}
             return 200, json.dumps(stats).encode(), keep_alive
+        if method == "GET" and path == "/stats/capacity":
+            return 200, json.dumps(self.table.capacity.stats()).encode(), keep_alive
         if method == "DELETE" and path == "/stats":
             self.table.reset_stats()
             return 200, b"{}", keep_alive
@@ -627,6 +644,10 @@ class EndpointProcess:
         with urllib.request.urlopen(f"{self.url}/stats", timeout=10) as response:
             return dict(json.loads(response.read()))
 
+    def capacity(self) -> dict[str, Any]:
+        """``GET /stats/capacity``: the table's capacity and each client's consumption."""
+        with urllib.request.urlopen(f"{self.url}/stats/capacity", timeout=10) as response:
+            return dict(json.loads(response.read()))
     def reset_stats(self) -> None:
         """Zero the endpoint's counters (``DELETE /stats``), e.g. between two tests."""
         request = urllib.request.Request(f"{self.url}/stats", method="DELETE")
@@ -661,13 +682,16 @@ class EndpointProcess:
 
 def start_endpoint(drivers: int, latency_ms: float = 0.0, unprocessed_rate: float = 0.0,
                    throttle_rate: float = 0.0, seed: int = 0, table: str = DEFAULT_TABLE,
-                   port: int = 0, timeout: float = STARTUP_TIMEOUT_S) -> EndpointProcess:
+                   port: int = 0, timeout: float = STARTUP_TIMEOUT_S,
+                   provisioned_rcu: float = 0.0, burst_s: float = 1.0,
+                   on_demand_max_rcu: float = 0.0) -> EndpointProcess:
     """Start the endpoint in a subprocess and wait until it listens."""
     workdir = Path(tempfile.mkdtemp(prefix="featurepull-bench-"))
     args = [sys.executable, "-m", "featurepull.bench.endpoint", "--port", str(port),
             "--drivers", str(drivers), "--latency-ms", str(latency_ms),
             "--unprocessed-rate", str(unprocessed_rate), "--throttle-rate", str(throttle_rate),
-            "--seed", str(seed), "--table", table]
+            "--seed", str(seed), "--table", table, "--provisioned-rcu", str(provisioned_rcu),
+            "--burst-s", str(burst_s), "--on-demand-max-rcu", str(on_demand_max_rcu)]
     with open(workdir / "endpoint.log", "wb") as log:
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=log, start_new_session=True)
@@ -722,6 +746,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="fraction of BatchGetItem calls answered with throttling")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", default=DEFAULT_TABLE)
+    parser.add_argument("--provisioned-rcu", type=float, default=0.0,
+                        help="a provisioned table of this many RCU/s (0: on-demand, unlimited)")
+    parser.add_argument("--burst-s", type=float, default=1.0,
+                        help="seconds of unused capacity a provisioned table keeps for bursts")
+    parser.add_argument("--on-demand-max-rcu", type=float, default=0.0,
+                        help="on-demand: the MaxReadRequestUnits DescribeTable reports")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     gc.disable()  # a million small tuples would trigger full collections for nothing
@@ -732,7 +762,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"featurepull bench endpoint: {args.drivers:,} drivers of {args.table} built in "
           f"{build_s:.1f}s, max RSS {rss_mb:.0f} MB", file=sys.stderr, flush=True)
-    table = DynamoTable(args.table, records, args.unprocessed_rate, args.throttle_rate, args.seed)
+    capacity = Capacity(args.provisioned_rcu, args.burst_s, args.on_demand_max_rcu)
+    table = DynamoTable(args.table, records, args.unprocessed_rate, args.throttle_rate, args.seed,
+                        capacity=capacity)
 
     def ready(url: str) -> None:
         print(f"LISTENING {url}", flush=True)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from featurepull.config.budget import parse_budget
+
 RetryMode = Literal["legacy", "standard", "adaptive"]
 Transport = Literal["fast", "botocore"]
 # What a schedule's output template may name: filled in when the run starts (UTC).
@@ -89,6 +91,22 @@ class DynamoSettings(BaseModel):
         "and JSON parsing, several times less CPU) or botocore (the boto3 client's "
         "batch_get_item, as a fallback).",
     )
+    max_rcu_per_s: float | str | None = Field(
+        default=None,
+        description="Read budget for the table: RCU per second (e.g. 2000) or N% of its "
+        "provisioned (or on-demand maximum) read capacity. Workers share it through Redis; "
+        "unset means no budget (adaptive concurrency still backs off on throttling).",
+    )
+    table_budgets: dict[str, float | str] = Field(
+        default_factory=dict,
+        description="Operator ceilings by physical table name, in the same form; a job's "
+        "own max_rcu_per_s can only lower them (the smaller of the two applies).",
+    )
+    adaptive_concurrency: bool = Field(
+        default=True,
+        description="Halve the requests in flight on throttling and add one back after a "
+        "run of clean answers (AIMD); off keeps max_read_workers in flight throughout.",
+    )
 
     @field_validator("table_name_template")
     @classmethod
@@ -102,6 +120,27 @@ class DynamoSettings(BaseModel):
                 f"only the placeholders {{project}} and {{table_name}} are allowed ({exc})"
             ) from exc
         return value
+
+    @field_validator("max_rcu_per_s", mode="before")
+    @classmethod
+    def _budget(cls, value: object) -> float | str | None:
+        return parse_budget(value)
+
+    @field_validator("table_budgets", mode="before")
+    @classmethod
+    def _ceilings(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        parsed = {}
+        for table, budget in value.items():
+            try:
+                parsed[table] = parse_budget(budget)
+            except ValueError as exc:
+                raise ValueError(f"table {table!r}: {exc}") from None
+            if parsed[table] is None:
+                raise ValueError(f"table {table!r}: a ceiling must be set; remove the entry "
+                                 "for no ceiling")
+        return parsed
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> DynamoSettings:
@@ -191,7 +230,8 @@ class JobSettings(BaseModel):
 
 # DynamoDB settings a job may choose for itself; credentials and pools stay the worker's.
 JOB_DYNAMO_OVERRIDES = frozenset({"region", "endpoint_url", "table_name_template", "batch_size",
-                                  "max_read_workers", "consistent_reads", "retry_deadline_s"})
+                                  "max_read_workers", "consistent_reads", "retry_deadline_s",
+                                  "max_rcu_per_s"})
 
 
 class Notify(BaseModel):
@@ -246,6 +286,11 @@ class RequestFields(BaseModel):
         if unknown:
             raise ValueError(f"a job may not set {', '.join(unknown)}; allowed: "
                              f"{', '.join(sorted(JOB_DYNAMO_OVERRIDES))}")
+        if "max_rcu_per_s" in value:  # refused with the request, not when a shard runs
+            try:
+                parse_budget(value["max_rcu_per_s"])
+            except ValueError as exc:
+                raise ValueError(f"max_rcu_per_s {exc}") from None
         return value
 
 

@@ -40,6 +40,7 @@ import urllib3.exceptions
 
 from featurepull.config import DynamoSettings
 from featurepull.dynamo.client import process_client
+from featurepull.dynamo.concurrency import Aimd
 from featurepull.dynamo.errors import (
     ItemDecodeError,
     PermanentReadError,
@@ -50,6 +51,14 @@ from featurepull.dynamo.errors import (
 )
 from featurepull.dynamo.features import FeatureCheck, refusal_message
 from featurepull.dynamo.layouts import Layout, Row, RowDecoder, RowsDecoder
+from featurepull.dynamo.pacing import (
+    Pacer,
+    PacerFactory,
+    ReadCost,
+    ReadPace,
+    effective_budget,
+    local_pacer,
+)
 from featurepull.dynamo.retry import THROTTLE_CODES, TRANSIENT_CODES, Backoff, FailureTally
 from featurepull.dynamo.stats import ReadStats
 from featurepull.dynamo.transport import BrokenResponse, Transport, transport_for
@@ -113,20 +122,28 @@ class _Outcome:
     items: list[dict[str, Any]] = field(default_factory=list)  # returned, not yet decoded
     latency_ms: float = 0.0
     rcu: float = 0.0
+    rcu_known: bool = False  # the answer carried ConsumedCapacity
     sdk_retries: int = 0
+    reserved: float = 0.0  # RCU taken from the budget for this request
+    sent_at: float = 0.0  # time.monotonic() when sent
 
 
 class BatchReader:
     """Reads the latest row of many keys from one table, in the order they were given."""
 
     def __init__(self, table: str, layout: Layout, settings: DynamoSettings,
-                 client: Any | None = None, seed: int | None = None) -> None:
+                 client: Any | None = None, seed: int | None = None,
+                 pacers: PacerFactory = local_pacer) -> None:
         self.table = table
         self.layout = layout
         self.settings = settings
         self._client = client
         self._rng = random.Random(seed)
         self._checked = False
+        self._pacers = pacers
+        self._pacer: Pacer | None = None
+        self.budget: float | None = None  # RCU/s, resolved by check_table
+        self.reading: ReadStats | None = None  # the read under way, for progress reports
         self.backoff = Backoff(settings.retry_base_delay_s, settings.retry_max_delay_s,
                                settings.retry_deadline_s)
 
@@ -158,9 +175,16 @@ class BatchReader:
                              "credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...)") from None
 
     def check_table(self) -> None:
-        """Check once that the table exists and has the layout's key schema."""
+        """Check once that the table exists and has the layout's key schema, and resolve
+        its read budget (a percentage needs the table's capacity)."""
         if not self._checked:
-            self.layout.check_table(self.table, self.describe())
+            description = self.describe()
+            self.layout.check_table(self.table, description)
+            self.budget = effective_budget(self.settings.max_rcu_per_s,
+                                           self.settings.table_budgets.get(self.table),
+                                           self.table, description)
+            if self.budget is not None:
+                self._pacer = self._pacers(self.table, self.budget)
             self._checked = True
 
     def read(self, keys: Sequence[Hashable], features: Sequence[str],
@@ -177,6 +201,7 @@ class BatchReader:
         started = time.perf_counter()
         check = FeatureCheck(() if allow_missing_features else features, self.layout)
         state = _ReadState(keys, self.settings.batch_size, check, row_offset)
+        self.reading = state.stats
         template = {
             **self.layout.projection(features),
             "ConsistentRead": self.settings.consistent_reads,
@@ -189,6 +214,7 @@ class BatchReader:
         with cyclic_gc_paused():
             _run(self._dispatch(transport, state, template, decode, progress))
         stats = state.stats
+        self.reading = None
         rows = state.fan_out()
         stats.found = sum(row is not None for row in rows)
         stats.missing = len(rows) - stats.found
@@ -202,21 +228,31 @@ class BatchReader:
 
         A request's slot is refilled as soon as its answer is parsed, before its items are
         decoded: decoding is most of a read's CPU, and done first it would hold every
-        answer that arrives meanwhile, and the request that could follow it, in a queue."""
-        workers = self.settings.max_read_workers
+        answer that arrives meanwhile, and the request that could follow it, in a queue.
+
+        How many is ``window.limit`` (AIMD, at most ``max_read_workers``); with a read
+        budget each request first takes its estimated cost from the pacer, and when the
+        budget is spent new requests wait until it has refilled."""
+        window = Aimd(self.settings.max_read_workers, self.settings.adaptive_concurrency)
+        pace = ReadPace(self._pacer, ReadCost(self.settings.consistent_reads))
+        state.stats.budget_rcu_per_s = pace.rate
         inflight: set[asyncio.Task[_Outcome]] = set()
 
         def refill(now: float) -> None:
-            while len(inflight) < workers and (batch := state.next_batch(now)):
+            while len(inflight) < window.limit and (batch := state.next_batch(now)):
+                reserved, wait = pace.reserve(len(batch), now)
+                if wait > 0:
+                    state.hold(batch, now, wait)
+                    break
                 # A task runs in a copy of this context: log bindings go with it.
                 inflight.add(asyncio.ensure_future(
-                    self._request(transport, batch, state, template)))
+                    self._request(transport, batch, state, template, reserved)))
 
         try:
             while state.pending() or inflight:
                 now = time.monotonic()
                 refill(now)
-                timeout = state.wait_hint(now) if len(inflight) < workers else None
+                timeout = state.wait_hint(now) if len(inflight) < window.limit else None
                 if not inflight:
                     await asyncio.sleep(timeout or 0.0)
                     continue
@@ -224,6 +260,8 @@ class BatchReader:
                     inflight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 outcomes = [task.result() for task in done]
                 answered = [self._settle(outcome, state) for outcome in outcomes]
+                for outcome, count in zip(outcomes, answered, strict=True):
+                    _adapt(outcome, count, pace, window, state.stats)
                 refill(time.monotonic())
                 for outcome, count in zip(outcomes, answered, strict=True):
                     self._store_rows(outcome, state, decode)
@@ -232,7 +270,9 @@ class BatchReader:
                 if state.features.active:
                     await self._refuse_unheld(transport, state, template, finished=False)
             await self._refuse_unheld(transport, state, template, finished=True)
+            pace.finish(time.monotonic())  # not after a failure: it may be Redis's
         finally:
+            state.stats.budget_wait_s = pace.waited_s
             for task in inflight:
                 task.cancel()
             if inflight:
@@ -244,11 +284,11 @@ class BatchReader:
             await asyncio.sleep(0)  # let the closed connections say goodbye
 
     async def _request(self, transport: Transport, batch: list[int], state: _ReadState,
-                       template: dict[str, Any]) -> _Outcome:
+                       template: dict[str, Any], reserved: float = 0.0) -> _Outcome:
         """Send one BatchGetItem; what came back, items not yet decoded."""
         layout, table = self.layout, self.table
         request = {table: {**template, "Keys": [layout.wire_key(state.keys[i]) for i in batch]}}
-        outcome = _Outcome(batch)
+        outcome = _Outcome(batch, reserved=reserved, sent_at=time.monotonic())
         sent = time.perf_counter()
         try:
             response = await transport.batch_get_item(request)
@@ -277,6 +317,7 @@ class BatchReader:
                                  f"{len(outcome.unprocessed)} of {len(batch)} keys")
         for capacity in response.get("ConsumedCapacity", ()):
             outcome.rcu += float(capacity.get("CapacityUnits", 0.0))
+            outcome.rcu_known = True
         outcome.sdk_retries = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
         return outcome
 
@@ -375,7 +416,10 @@ class BatchReader:
             stats.unprocessed_requests += 1
             stats.unprocessed_retries += len(outcome.unprocessed)
             state.tally.note("unprocessed")
-            self._retry_later(outcome.unprocessed, state, now, pause=False)
+            # Keys left over are DynamoDB's throttle signal for BatchGetItem: with adaptive
+            # concurrency they hold back new requests too, as a refused request does.
+            self._retry_later(outcome.unprocessed, state, now,
+                              pause=self.settings.adaptive_concurrency)
         answered = len(outcome.batch) - len(outcome.unprocessed)
         state.answered += answered
         return answered
@@ -403,6 +447,19 @@ class BatchReader:
             f"{state.tally.explain()} No rows were written.",
             keys_left=left, stats=state.stats,
         )
+
+
+def _adapt(outcome: _Outcome, answered: int, pace: ReadPace, window: Aimd,
+           stats: ReadStats) -> None:
+    """Settle one answer with the budget and the in-flight limit (AIMD)."""
+    refused = outcome.failure is not None
+    pace.settle(outcome.reserved, outcome.rcu if outcome.rcu_known or refused else None,
+                answered)
+    if outcome.failure == "throttle" or outcome.unprocessed:
+        window.throttled(outcome.sent_at)
+    elif not refused:
+        window.clean()
+    stats.concurrency_min, stats.concurrency_max = window.low, window.high
 
 
 class _RetryLog:
@@ -446,6 +503,11 @@ class _ReadState:
         self.retry_log = _RetryLog()
         self.tally = FailureTally()
         self.features = features
+
+    def hold(self, batch: list[int], now: float, wait: float) -> None:
+        """Put back a batch the budget could not pay for; send nothing new for ``wait``."""
+        self.schedule(batch, now)
+        self.pause_until = max(self.pause_until, now + wait)
 
     def pending(self) -> bool:
         return self.cursor < self.unique or bool(self.retry_heap)

@@ -15,6 +15,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
+_EXTREMES = {"budget_rcu_per_s": max, "concurrency_min": min, "concurrency_max": max}
+
+
 @dataclass
 class ReadStats:
     """Counters of one read. Keys count input rows; requests count BatchGetItem calls."""
@@ -32,6 +35,10 @@ class ReadStats:
     retries: int = 0
     consumed_rcu: float = 0.0
     seconds: float = 0.0
+    budget_rcu_per_s: float = 0.0  # the read budget in force; 0: none
+    budget_wait_s: float = 0.0  # time new requests were held back for the budget
+    concurrency_min: int = 0  # the lowest and highest in-flight limit (AIMD)
+    concurrency_max: int = 0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -46,11 +53,20 @@ class ReadStats:
     def rows_per_s(self) -> float:
         return self.keys / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def rcu_per_s(self) -> float:
+        return self.consumed_rcu / self.seconds if self.seconds > 0 else 0.0
+
     def merge(self, other: ReadStats) -> None:
         """Add another read's counters to these (job totals over shards)."""
         for name, value in asdict(other).items():
             if name == "latencies_ms":
                 self.latencies_ms.extend(other.latencies_ms)
+            elif name in _EXTREMES:
+                # Not sums: the budget and the in-flight range are those of the whole job.
+                pick = _EXTREMES[name]
+                mine = getattr(self, name)
+                setattr(self, name, pick(mine, value) if mine and value else mine or value)
             else:
                 setattr(self, name, getattr(self, name) + value)
 
@@ -62,6 +78,9 @@ class ReadStats:
         out["latency_p50_ms"] = round(self.latency_p50_ms, 2)
         out["latency_p99_ms"] = round(self.latency_p99_ms, 2)
         out["rows_per_s"] = round(self.rows_per_s, 1)
+        out["rcu_per_s"] = round(self.rcu_per_s, 1)
+        out["budget_rcu_per_s"] = round(self.budget_rcu_per_s, 1)
+        out["budget_wait_s"] = round(self.budget_wait_s, 3)
         return out
 
     def summary_line(self) -> str:
@@ -70,7 +89,9 @@ class ReadStats:
             f"rows={self.keys} found={self.found} missing={self.missing} "
             f"requests={self.requests} retries={self.retries} "
             f"unprocessed_retries={self.unprocessed_retries} throttles={self.throttles} "
-            f"rcu={self.consumed_rcu:.1f} p50={self.latency_p50_ms:.1f}ms "
-            f"p99={self.latency_p99_ms:.1f}ms seconds={self.seconds:.2f} "
-            f"rows/s={self.rows_per_s:,.0f}"
+            f"rcu={self.consumed_rcu:.1f} rcu/s={self.rcu_per_s:,.0f} "
+            f"budget={self.budget_rcu_per_s:,.0f} budget_wait={self.budget_wait_s:.2f}s "
+            f"in_flight={self.concurrency_min}-{self.concurrency_max} "
+            f"p50={self.latency_p50_ms:.1f}ms p99={self.latency_p99_ms:.1f}ms "
+            f"seconds={self.seconds:.2f} rows/s={self.rows_per_s:,.0f}"
         )

@@ -43,6 +43,7 @@ from featurepull.io import (
 )
 from featurepull.io.entities import check_entity_file_size, too_many_entities
 from featurepull.tasks import metrics
+from featurepull.tasks.capacity import redis_pacers
 from featurepull.tasks.scoring import apply_scorer, check_registered, registered_scorer
 from featurepull.tasks.store import JobMeta, JobStore
 
@@ -210,13 +211,16 @@ class JobStopped(Exception):
 _readers: dict[tuple[str, str], BatchReader] = {}
 
 
-def _reader(table: str, spec: dict[str, Any], settings: Settings) -> BatchReader:
+def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStore
+            ) -> BatchReader:
     # One reader per table and settings in each process: it keeps the table's checked
-    # key schema, so a worker describes each table once, not once per shard.
+    # key schema, so a worker describes each table once, not once per shard. Its read
+    # budget, if any, is the fleet's bucket for the table in Redis.
     key = (table, settings.model_dump_json() + repr(sorted(spec.items())))
     reader = _readers.get(key)
     if reader is None:
-        reader = BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb)
+        reader = BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb,
+                             pacers=redis_pacers(store.redis))
         _readers[key] = reader
     return reader
 
@@ -227,7 +231,8 @@ def reset_process_state() -> None:
 
 
 def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
-              report: Callable[[int, int], None] | None = None, worker: str = "") -> bool:
+              report: Callable[[int, int, dict[str, Any]], None] | None = None,
+              worker: str = "") -> bool:
     """Read one shard and store its rows; True when this completed the last shard."""
     meta = store.meta(job_id)
     if meta.terminal:
@@ -243,7 +248,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     effective = job_settings(settings, request)
     keys_table = store.shard_keys(job_id, shard)
     columns = {name: keys_table.column(name).to_pylist() for name in spec["key_columns"]}
-    reader = _reader(spec["table"], spec, effective)
+    reader = _reader(spec["table"], spec, effective, store)
     # Imported before reading: a worker without the scorer fails the job without reading.
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
     keys = reader.layout.keys_for(columns, f"job {job_id} shard {shard}")
@@ -263,7 +268,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
                 raise JobStopped(job_id)
             store.set_progress(job_id, shard, answered)
             if report is not None:
-                report(answered, unique)
+                report(answered, unique, capacity_fields(reader.reading, now - started))
 
     started = time.monotonic()
     with metrics.shard_running(spec["table"]):
@@ -301,6 +306,7 @@ def shard_log_fields(stats: ReadStats) -> dict[str, Any]:
         "server_errors": stats.server_errors,
         "connection_errors": stats.connection_errors,
         "rcu": round(stats.consumed_rcu, 3),
+        **capacity_fields(stats, stats.seconds),
         "latency_p50_ms": round(stats.latency_p50_ms, 2),
         "latency_p99_ms": round(stats.latency_p99_ms, 2),
         "seconds": round(stats.seconds, 3),
@@ -308,19 +314,38 @@ def shard_log_fields(stats: ReadStats) -> dict[str, Any]:
     }
 
 
-def job_totals(store: JobStore, meta: JobMeta) -> dict[str, Any]:
-    """ReadStats summed over shards, and the slowest shards."""
-    per_shard = store.all_stats(meta.job_id)
+def capacity_fields(stats: ReadStats | None, seconds: float) -> dict[str, Any]:
+    """What a read spends of the table's capacity: consumed RCU/s, the budget (0: none),
+    seconds held back for it, and the range of requests in flight (AIMD)."""
+    if stats is None:
+        return {}
+    return {
+        "rcu_per_s": round(stats.consumed_rcu / seconds, 1) if seconds > 0 else 0.0,
+        "budget_rcu_per_s": round(stats.budget_rcu_per_s, 1),
+        "budget_wait_s": round(stats.budget_wait_s, 3),
+        "in_flight": f"{stats.concurrency_min}-{stats.concurrency_max}",
+    }
+
+
+def shard_totals(per_shard: Mapping[int, dict[str, Any]]) -> ReadStats:
+    """The stored stats of shards, summed."""
     total = ReadStats()
     for stats in per_shard.values():
         latencies = stats.get("latencies_ms", [])
         fields = {k: v for k, v in stats.items() if k in ReadStats.__dataclass_fields__}
         total.merge(ReadStats(**{**fields, "latencies_ms": latencies}))
+    return total
+
+
+def job_totals(store: JobStore, meta: JobMeta) -> dict[str, Any]:
+    """ReadStats summed over shards, and the slowest shards."""
+    per_shard = store.all_stats(meta.job_id)
+    total = shard_totals(per_shard)
     slowest = heapq.nlargest(3, per_shard.items(), key=lambda item: item[1]["seconds"])
     read = total.to_dict()
     # Shards overlap in time: their summed seconds are work done, not the job's duration.
     read["shard_seconds"] = read.pop("seconds")
-    del read["rows_per_s"]
+    del read["rows_per_s"], read["rcu_per_s"]  # per job second, in finish_job
     return {
         "read": read,
         "slowest_shards": [{"shard": n, "seconds": s["seconds"], "rows": s["keys"],
@@ -399,6 +424,7 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
         **job_totals(store, meta),
     }
     read = summary["read"]
+    read["rcu_per_s"] = round(read["consumed_rcu"] / seconds, 1) if seconds > 0 else 0.0
     warning = nothing_found_warning(meta.request, meta.request["table"], read["keys"],
                                     read["found"])
     if warning:
@@ -412,5 +438,8 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
     log.info("job_done", rows=meta.rows, shards=meta.shards, output=request.output,
              rows_written=summary["rows_written"], seconds=summary["seconds"],
              found=read["found"], missing=read["missing"], retries=read["retries"],
-             throttles=read["throttles"], rcu=read["consumed_rcu"])
+             throttles=read["throttles"], rcu=read["consumed_rcu"],
+             rcu_per_s=read["rcu_per_s"], budget_rcu_per_s=read["budget_rcu_per_s"],
+             budget_wait_s=read["budget_wait_s"],
+             in_flight=f"{read['concurrency_min']}-{read['concurrency_max']}")
     return summary

@@ -103,13 +103,21 @@ class ShardProgress:
         self.shard = shard
         self._shards: int | None = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int,
+                 capacity: Mapping[str, Any] | None = None) -> None:
         if self._shards is None:
             self._shards = self.store.meta(self.job_id).shards
         info = {"job_id": self.job_id, "shard": self.shard, "done": done, "total": total,
-                "shards_done": self.store.done_count(self.job_id), "shards": self._shards}
+                "shards_done": self.store.done_count(self.job_id), "shards": self._shards,
+                **(capacity or {})}
         self.task.update_state(state=PROGRESS_STATE, meta=info)
         # Flower shows a task's result column but not custom event fields: while the shard
         # reads, that column holds its progress; task-succeeded replaces it with the result.
         text = f"{done:,}/{total:,} keys; job {info['shards_done']}/{self._shards} shards done"
+        if capacity:
+            budget = capacity["budget_rcu_per_s"]
+            text += (f"; {capacity['rcu_per_s']:,.0f} RCU/s"
+                     + (f" of {budget:,.0f} budget, {capacity['budget_wait_s']:.1f}s waited"
+                        if budget else ", no budget")
+                     + f"; {capacity['in_flight']} in flight")
         self.task.send_event(PROGRESS_EVENT, result=text, **info)

@@ -145,6 +145,16 @@ def test_merge_into_empty_stats_equals_the_other() -> None:
     assert total == shard
 
 
+def test_merge_keeps_the_budget_and_the_widest_in_flight_range() -> None:
+    total = ReadStats(budget_rcu_per_s=2000.0, budget_wait_s=1.5, concurrency_min=5,
+                      concurrency_max=10)
+    total.merge(ReadStats(budget_rcu_per_s=2000.0, budget_wait_s=0.5, concurrency_min=2,
+                          concurrency_max=10))
+    total.merge(ReadStats())  # a shard stored before budgets existed
+    assert (total.budget_rcu_per_s, total.budget_wait_s, total.concurrency_min,
+            total.concurrency_max) == (2000.0, 2.0, 2, 10)
+
+
 def test_to_dict_is_json_ready_with_rounded_summary_fields() -> None:
     stats = ReadStats(keys=1_000, unique_keys=900, found=800, missing=200, requests=9,
                       consumed_rcu=12.34567, seconds=2.00049,
@@ -156,7 +166,9 @@ def test_to_dict_is_json_ready_with_rounded_summary_fields() -> None:
         "keys": 1_000, "unique_keys": 900, "found": 800, "missing": 200, "requests": 9,
         "unprocessed_retries": 0, "unprocessed_requests": 0, "throttles": 0, "server_errors": 0, "connection_errors": 0,
         "retries": 0, "consumed_rcu": 12.346, "seconds": 2.0, "latency_p50_ms": 50.0,
-        "latency_p99_ms": 99.0, "rows_per_s": 499.9,
+        "latency_p99_ms": 99.0, "rows_per_s": 499.9, "rcu_per_s": 6.2,
+        "budget_rcu_per_s": 0.0, "budget_wait_s": 0.0, "concurrency_min": 0,
+        "concurrency_max": 0,
     }
 
 

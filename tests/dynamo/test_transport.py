@@ -50,7 +50,8 @@ ERR = "com.amazonaws.dynamodb.v20120810#"
 def comparable(stats: ReadStats) -> dict[str, Any]:
     """Every counter of a read, without the timings."""
     out = stats.to_dict()
-    for timing in ("seconds", "latency_p50_ms", "latency_p99_ms", "rows_per_s"):
+    for timing in ("seconds", "latency_p50_ms", "latency_p99_ms", "rows_per_s", "rcu_per_s",
+                   "budget_wait_s"):
         out.pop(timing)
     return out
 

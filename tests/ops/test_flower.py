@@ -67,6 +67,8 @@ def test_flower_shows_a_running_job(redis_server: RedisService, slow_dynamo: End
     with fleet(redis_server, slow_dynamo.url, shard_size=SHARD_SIZE) as workers:
         # One reading thread per process: a 10,000-key shard takes about 2 s.
         workers.env["FEATUREPULL_DYNAMODB__MAX_READ_WORKERS"] = "1"
+        # A read budget the workers give every job; high enough not to slow it down.
+        workers.env["FEATUREPULL_DYNAMODB__MAX_RCU_PER_S"] = "20000"
         names = ("flower0@", "flower1@")
         for name in names:
             workers.start_worker(concurrency=1, name=name.rstrip("@"))
@@ -126,8 +128,10 @@ def test_flower_shows_a_running_job(redis_server: RedisService, slow_dynamo: End
     # A reading shard was seen in state PROGRESS, its result column showing done/total.
     shard_ids = {uuid for uuid, task in tasks.items() if task["name"] == "featurepull.read_shard"}
     assert any("PROGRESS" in seen[uuid] for uuid in shard_ids), seen
+    # ... and what it spends of the table: RCU/s, the budget, time held back, in flight.
     assert progress and all(re.fullmatch(
-        rf"[\d,]+/[\d,]+ keys; job \d/{SHARDS} shards done", text) for text in progress), progress
+        rf"[\d,]+/[\d,]+ keys; job \d/{SHARDS} shards done; [\d,]+ RCU/s of 20,000 budget, "
+        r"[\d.]+s waited; 1-1 in flight", text) for text in progress), progress
 
     assert sum(name.startswith(names) for name in workers_info) == 2, list(workers_info)
     assert set(found) == set(tasks)

@@ -1,0 +1,60 @@
+"""The fleet's shared bucket in a real redis-server: one key per table on Redis's clock,
+settlements ride along with the next take, and nothing outlives an idle bucket."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+
+from featurepull.local import RedisService
+from featurepull.tasks.capacity import PREFIX, RedisBucket
+
+
+@pytest.fixture
+def client(redis_server: RedisService) -> redis.Redis:
+    return redis.Redis.from_url(redis_server.url)
+
+
+def test_takes_until_the_burst_is_spent_then_says_how_long_to_wait(
+        client: redis.Redis) -> None:
+    table = f"t-{uuid.uuid4().hex[:6]}"
+    bucket = RedisBucket(client, table, rate=100.0, burst_s=0.1)
+    assert bucket.reserve(50) == 0.0  # the bucket starts full (one request deep)
+    wait = bucket.reserve(50)  # 0.5 s of bucket time is taken
+    assert 0.4 < wait <= 0.5
+    # Another process on the same table sees the same bucket.
+    assert RedisBucket(client, table, rate=100.0, burst_s=0.1).reserve(50) > 0.3
+
+
+def test_a_settlement_goes_with_the_next_take(client: redis.Redis) -> None:
+    bucket = RedisBucket(client, f"t-{uuid.uuid4().hex[:6]}", rate=100.0, burst_s=0.0)
+    assert bucket.reserve(50) == 0.0
+    bucket.settle(50, 0)  # refused by DynamoDB: nothing was charged
+    assert bucket.reserve(50) == 0.0  # the 50 came back before this take
+    bucket.settle(50, 200)  # charged four times the estimate
+    assert bucket.reserve(1) > 1.5
+
+
+def test_an_idle_bucket_expires_so_a_dead_reader_leaks_nothing(client: redis.Redis) -> None:
+    table = f"t-{uuid.uuid4().hex[:6]}"
+    bucket = RedisBucket(client, table, rate=1000.0, burst_s=0.1)
+    bucket.reserve(100)  # as a worker SIGKILLed right after its take would leave it
+    ttl_ms = client.pttl(f"{PREFIX}{table}")
+    assert 0 < ttl_ms <= 1_200 + 1_000
+    deadline = time.monotonic() + 5
+    while client.exists(f"{PREFIX}{table}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not client.exists(f"{PREFIX}{table}")
+    assert bucket.reserve(100) == 0.0  # a full bucket again
+
+
+def test_flush_sends_what_is_still_owed(client: redis.Redis) -> None:
+    table = f"t-{uuid.uuid4().hex[:6]}"
+    bucket = RedisBucket(client, table, rate=100.0, burst_s=0.0)
+    bucket.reserve(10)
+    bucket.settle(10, 110)  # 1 s of bucket time owed
+    bucket.flush()
+    assert RedisBucket(client, table, rate=100.0, burst_s=0.0).reserve(1) > 0.9
