@@ -9,7 +9,8 @@ In ``feature_store.yaml``::
 
 Feast finds :class:`FeaturepullOnlineStoreConfig` from that class path. Every field of
 Feast's ``DynamoDBOnlineStoreConfig`` is accepted with Feast's name and default, plus
-featurepull's own (``retry_deadline_s``, ``transport``).
+featurepull's own (``retry_deadline_s``, ``transport``, ``max_rcu_per_s``,
+``adaptive_concurrency``; a budget paces each serving process on its own).
 
 What changes is ``online_read`` and ``online_read_async`` (so ``get_online_features``, the
 feature server, and anything else that reads): keys DynamoDB leaves in ``UnprocessedKeys``,
@@ -61,7 +62,7 @@ STORE_TYPE = "featurepull.feast_store.FeaturepullOnlineStore"
 _READ_FIELDS = ("region", "endpoint_url", "batch_size", "max_read_workers", "consistent_reads",
                 "max_pool_connections", "session_based_auth", "connect_timeout",
                 "read_timeout", "retry_mode", "total_max_retry_attempts")
-_OWN_FIELDS = ("retry_deadline_s", "transport")
+_OWN_FIELDS = ("retry_deadline_s", "transport", "max_rcu_per_s", "adaptive_concurrency")
 _DEFAULTS = DynamoSettings()
 
 ReadRow = tuple[datetime | None, dict[str, Any] | None]
@@ -76,6 +77,11 @@ class FeaturepullOnlineStoreConfig(DynamoDBOnlineStoreConfig):
     connections) before the read fails; lower it where a caller waits (a feature server)."""
     transport: Transport = _DEFAULTS.transport
     """``fast`` (featurepull's own HTTP requests) or ``botocore`` (the boto3 client)."""
+    max_rcu_per_s: float | str | None = _DEFAULTS.max_rcu_per_s
+    """Read budget of each process reading through this store: RCU/s or ``N%`` of the
+    table's read capacity (see featurepull's ``dynamodb.max_rcu_per_s``)."""
+    adaptive_concurrency: bool = _DEFAULTS.adaptive_concurrency
+    """Halve the requests in flight on throttling, add one back after clean answers."""
 
     _settings: DynamoSettings = PrivateAttr()
 

@@ -45,7 +45,8 @@ def test_every_feast_field_keeps_its_name_and_default() -> None:
         if name != "type":
             assert (mine[name].default, mine[name].is_required()) == (
                 field.default, field.is_required()), name
-    assert set(mine) - set(feast_fields) == {"retry_deadline_s", "transport"}
+    assert set(mine) - set(feast_fields) == {"retry_deadline_s", "transport", "max_rcu_per_s",
+                                             "adaptive_concurrency"}
 
 
 def test_the_read_settings_come_from_the_online_store_block(tmp_path: Path) -> None:
@@ -53,7 +54,8 @@ def test_the_read_settings_come_from_the_online_store_block(tmp_path: Path) -> N
               "consistent_reads": True, "max_pool_connections": 64,
               "session_based_auth": True, "connect_timeout": 2, "read_timeout": 3.5,
               "retry_mode": "legacy", "total_max_retry_attempts": 2,
-              "retry_deadline_s": 7.5, "transport": "botocore"}
+              "retry_deadline_s": 7.5, "transport": "botocore", "max_rcu_per_s": 250.0,
+              "adaptive_concurrency": False}
     settings = _repo_config(tmp_path, **online).online_store.read_settings
     assert settings.model_dump(include=set(online)) == online
     assert settings.region == "eu-west-1"
@@ -71,6 +73,7 @@ def test_the_read_settings_come_from_the_online_store_block(tmp_path: Path) -> N
     ({"max_read_workers": 0}, r"max_read_workers=0: Input should be greater than or equal"),
     ({"retry_deadline_s": 0}, r"retry_deadline_s=0.0: Input should be greater than 0"),
     ({"transport": "pigeon"}, r"transport\n.*Input should be 'fast' or 'botocore'"),
+    ({"max_rcu_per_s": "150%"}, r"max_rcu_per_s='150%'"),
     ({"max_read_workerz": 4}, r"max_read_workerz\n.*Extra inputs are not permitted"),
 ])
 def test_a_bad_value_fails_when_the_config_loads(tmp_path: Path, online: dict[str, object],
@@ -88,7 +91,8 @@ def test_featurepulls_own_commands_read_the_same_yaml(tmp_path: Path) -> None:
         warmup_connections=True, tags={"team": "rides"}, session_based_auth=True,
         max_read_workers=32, max_pool_connections=40, keepalive_timeout=12.0,
         connect_timeout=3, read_timeout=4, total_max_retry_attempts=2, retry_mode="legacy",
-        retry_deadline_s=9, transport="botocore")
+        retry_deadline_s=9, transport="botocore", max_rcu_per_s=300.0,
+        adaptive_concurrency=False)
     block = online.model_dump()
     assert {name for name, value in block.items()
             if value == FeaturepullOnlineStoreConfig.model_fields[name].default} == {"type"}

@@ -92,3 +92,19 @@ def test_batch_size_reaches_the_requests(
     assert _found(rows) == 50
     assert proxy.counts["batch_requests"] == 8  # 7 requests of 7 keys and one of 1
     assert proxy.counts["keys_requested"] == 50
+
+
+def test_the_read_budget_reaches_the_reads(
+        feast_tables: FeastTables, drivers: FeatureView, proxy: FaultProxy) -> None:
+    # Feast creates its tables on demand, without a maximum: a share of it has no meaning,
+    # and the read says so before any key is requested.
+    proxy.plan = FaultPlan()
+    config = feast_tables.config("featurepull", endpoint_url=proxy.url, max_rcu_per_s="50%")
+    keys = [int64_key(row) for row in range(50)]
+    with pytest.raises(Exception, match=r"max_rcu_per_s.*on-demand"):
+        FeaturepullOnlineStore().online_read(config, drivers, keys, FEATURES)
+    assert proxy.counts["batch_requests"] == 0
+    rows = FeaturepullOnlineStore().online_read(
+        feast_tables.config("featurepull", endpoint_url=proxy.url, max_rcu_per_s=5000),
+        drivers, keys, FEATURES)
+    assert _found(rows) == 50
