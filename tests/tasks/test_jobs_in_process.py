@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -76,7 +77,7 @@ def test_shards_read_in_any_order_finish_in_input_order(settings: Settings, stor
     assert finish_job(meta.job_id, settings, store) is None  # not every shard is done
     reported: list[tuple[int, int]] = []
     lasts = [run_shard(meta.job_id, shard, settings, store,
-                       report=lambda done, total: reported.append((done, total)))
+                       report=lambda done, total, _capacity: reported.append((done, total)))
              for shard in (4, 2, 0, 3, 1)]
     assert lasts == [False, False, False, False, True]
     assert reported and all(0 < done <= total <= 100 for done, total in reported)
@@ -129,7 +130,7 @@ def test_a_cancelled_or_failed_job_reads_no_more_shards(settings: Settings, stor
     other = create_job(request, settings, store)
     progress: list[int] = []
 
-    def fail_midway(done: int, total: int) -> None:
+    def fail_midway(done: int, total: int, capacity: dict[str, Any]) -> None:
         progress.append(done)
         store.fail(other.job_id, "shard 9: boom")
 
