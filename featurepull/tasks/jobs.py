@@ -279,10 +279,10 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
     if scorer is not None:
-        started = time.monotonic()
+        scoring = time.monotonic()
         table = apply_scorer(table, [row is not None for row in result.rows], scorer,
                              spec["key_columns"], with_features=request.with_features)
-        stats["score_seconds"] = round(time.monotonic() - started, 3)
+        stats["score_seconds"] = round(time.monotonic() - scoring, 3)
     done = store.put_shard_rows(job_id, shard, table, stats)
     store.set_progress(job_id, shard, unique)
     scored = {"scorer": scorer.name, "score_seconds": stats["score_seconds"]} if scorer else {}
