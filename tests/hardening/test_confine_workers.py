@@ -269,6 +269,8 @@ def test_refusals_stored_sent_and_wrote_nothing(scene: Scene) -> None:
     assert [o["Key"] for o in objects.get("Contents", [])] == ["database/drivers.csv"]
     assert sorted(p.name for p in scene.outside.iterdir()) == ["drivers.csv"]
     assert not (scene.root / "o2.parquet").exists()
+    # Every list is set: the worker has nothing to warn about at start.
+    assert "jobs_unbounded" not in scene.workers.log_text()
 
 
 @pytest.mark.parametrize("name", ACCEPTED)
