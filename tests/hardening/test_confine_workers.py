@@ -38,6 +38,8 @@ from featurepull.worker.app import producer_app
 from tests.faultproxy import FaultProxy
 from tests.tasks.conftest import Fleet, fast_dynamo, fleet  # noqa: F401
 
+pytestmark = pytest.mark.slow  # starts a worker fleet
+
 DRIVERS = 20
 REGION = "us-east-1"
 
