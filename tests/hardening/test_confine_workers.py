@@ -41,6 +41,7 @@ from tests.tasks.conftest import Fleet, fast_dynamo, fleet  # noqa: F401
 pytestmark = pytest.mark.slow  # starts a worker fleet
 
 DRIVERS = 20
+URL_PASSWORD = "pw-in-url-123"  # in the refused endpoint's URL: never echoed or logged
 REGION = "us-east-1"
 
 
@@ -129,7 +130,8 @@ def refused_requests(scene: Scene) -> dict[str, tuple[dict[str, Any], str, str |
                                                   output=str(out / "o9.parquet")),
                                          "entity_key_prefix", str(out / "o9.parquet")),
         "endpoint outside": (_request(entities=good, output=str(out / "o10.parquet"),
-                                      dynamodb={"endpoint_url": scene.listener.url}),
+                                      dynamodb={"endpoint_url": scene.listener.url.replace(
+                                          "http://", f"http://scorer:{URL_PASSWORD}@")}),
                              "allowed_endpoints", str(out / "o10.parquet")),
     }
 
@@ -258,6 +260,7 @@ def test_out_of_bounds_request_is_refused_before_anything_happens(scene: Scene,
     assert logged, outcome["error"]
     assert logged[0]["setting"] == setting
     assert logged[0]["request"].startswith("table=driver_stats features=5 entities=")
+    assert URL_PASSWORD not in outcome["error"] and URL_PASSWORD not in scene.workers.log_text()
 
 
 def test_refusals_stored_sent_and_wrote_nothing(scene: Scene) -> None:
