@@ -17,7 +17,7 @@ from tqdm import tqdm
 from featurepull.config import Notify, Settings, load_settings
 from featurepull.io import EntityTable, open_sink, unify_schemas
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
-from featurepull.tasks.jobs import REDIS_KEY_SCHEME
+from featurepull.tasks.confine import REDIS_KEY_SCHEME
 from featurepull.tasks.store import RedisUnavailable, UnknownJob, connect, redact_url
 
 # How long Job.wait keeps polling while Redis does not answer (a restart, a failover).

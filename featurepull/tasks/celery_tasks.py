@@ -7,6 +7,8 @@ arguments are small JSON values — entity lists and rows stay in Redis.
   ``request["scorer"]`` may name a scorer registered in the workers' ``[[scorers]]``.
   A request with missing or invalid fields raises ``InvalidJobRequest`` (a ValueError) whose
   message lists each field: pydantic's ValidationError reaches a ``send_task`` caller empty.
+  Entities, output or endpoint outside ``jobs.allowed_*`` (``featurepull.tasks.confine``)
+  raise ``RequestOutOfBounds`` (a ValueError naming the setting) before anything is read.
 - ``featurepull.read_shard(job_id, shard)``: reads one shard; the last one to finish
   enqueues ``finish_job``. Reports ``PROGRESS`` with ``done``/``total`` keys, in the result
   backend and as a ``task-progress`` event (Flower shows state ``PROGRESS``).
@@ -38,6 +40,7 @@ from featurepull.dynamo import EntityKeyError, ReadError, TableError, UnknownFea
 from featurepull.io import OutputError
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor
+from featurepull.tasks.confine import Bounds, RequestOutOfBounds
 from featurepull.tasks.jobs import (
     JobStopped,
     check_request_size,
@@ -69,7 +72,7 @@ REDIS_OUTAGE_WAIT_S = 120.0
 REDIS_OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 # What a shard can find wrong with the job's input only once it reads: the job fails as an
 # input error, and `featurepull submit --wait` exits 2 as `pull` does for the same input.
-SHARD_INPUT_ERRORS = (UnknownFeatureError, TableError, EntityKeyError)
+SHARD_INPUT_ERRORS = (UnknownFeatureError, TableError, EntityKeyError, RequestOutOfBounds)
 
 
 def wait_for_redis(store: JobStore, timeout_s: float = REDIS_OUTAGE_WAIT_S) -> bool:
@@ -154,6 +157,13 @@ def announce_after_failure(task: Any, store: JobStore, job_id: str) -> None:
         logger.warning("the end of job %s is not announced yet: %s", job_id, exc)
 
 
+def job_refused(exc: RequestOutOfBounds, request: dict[str, Any]) -> None:
+    """Log a job refused for naming something outside the allowed lists: the request's
+    secret-free summary, the setting that refused it and the (redacted) error."""
+    log.warning("job_refused", request=monitor.submit_args(request), setting=exc.setting,
+                error=redact_text(str(exc)))
+
+
 def job_created(meta: JobMeta) -> None:
     """Put a job a task just created into the task's log context, and log it."""
     structlog.contextvars.bind_contextvars(job_id=meta.job_id)
@@ -174,14 +184,23 @@ def send_submit_job(app: Celery, request: dict[str, Any], queue: str) -> AsyncRe
                          argsrepr=monitor.submit_args(request), kwargsrepr="{}")
 
 
-@shared_task(name="featurepull.submit_job", bind=True)
+# A refused request is the sender's mistake, logged once as job_refused: Celery logs it at
+# INFO without a traceback ("raised expected").
+@shared_task(name="featurepull.submit_job", bind=True, throws=(RequestOutOfBounds,))
 def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
     """Start a job from a JSON request whose entities are a path, s3:// URI or Redis key."""
     settings, store = context()
     # Before validating it: a request is a few hundred bytes; a huge one is neither
     # validated nor stored.
     check_request_size(request, settings.jobs.max_request_bytes)
-    meta = create_job(parse_job_request(request), settings, store)
+    job = parse_job_request(request)
+    try:
+        Bounds.for_messages(settings).check_message(job.entities, job.output, job.dynamodb)
+    except RequestOutOfBounds as exc:
+        job_refused(exc, request)
+        # Redacted: the message is stored in the result backend and shown by Flower.
+        raise RequestOutOfBounds(redact_text(str(exc)), exc.setting) from None
+    meta = create_job(job, settings, store)
     job_created(meta)
     enqueue_shards(self.app, meta, settings.jobs.queue)
     return {"job_id": meta.job_id, "shards": meta.shards, "rows": meta.rows}
@@ -231,6 +250,8 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         raise
     except (ReadError, EntityKeyError, OutputError, ScorerError, ValueError) as exc:
         kind = "input" if isinstance(exc, SHARD_INPUT_ERRORS) else "failed"
+        if isinstance(exc, RequestOutOfBounds):
+            job_refused(exc, store.meta(job_id).request.get("request", {}))
         fail_job(self, store, job_id, f"shard {shard}: {exc}", kind)
     except Exception as exc:
         fail_job(self, store, job_id, f"shard {shard}: unexpected {type(exc).__name__}: {exc}")
@@ -260,6 +281,9 @@ def finish(self: Any, job_id: str) -> dict[str, Any] | None:
     except REDIS_OUTAGE_ERRORS as exc:
         # Redis went away mid-finish: the job cannot be marked failed now; finish it again.
         retry_after_outage(self, store, exc, f"the finish_job message of job {job_id}")
+    except RequestOutOfBounds as exc:
+        job_refused(exc, store.meta(job_id).request.get("request", {}))
+        fail_job(self, store, job_id, str(exc), "input")
     except Exception as exc:
         fail_job(self, store, job_id, f"writing the output failed: {exc}")
     finally:

@@ -24,6 +24,7 @@ from celery.utils.nodenames import node_format
 from featurepull.config import ConfigError, Settings, load_settings
 from featurepull.dynamo.client import preload_botocore, process_client
 from featurepull.tasks import celery_tasks, scoring
+from featurepull.tasks.confine import start_warning
 from featurepull.tasks.jobs import reset_process_state
 from featurepull.tasks.schedules import beat_entry, check_schedules
 from featurepull.worker import logging as worker_logging
@@ -154,6 +155,14 @@ def _serve_metrics_and_say_ready(sender: Any, **_: Any) -> None:
     worker_logging.worker_ready(
         controller.hostname, controller.concurrency,
         sorted(q.name for q in sender.app.amqp.queues.consume_from.values()), port)
+
+
+@worker_ready.connect
+def _warn_unbounded_jobs(**_: Any) -> None:
+    # Once per worker instance: what a message on its queue could make it touch.
+    warning = start_warning(celery_tasks.configured_settings())
+    if warning:
+        worker_logging.unbounded_jobs(warning)
 
 
 @worker_process_shutdown.connect

@@ -204,7 +204,7 @@ def test_another_celery_app_starts_a_job_by_name(redis_server: RedisService,
 
     with fleet(redis_server, fast_dynamo.url, shard_size=50_000) as workers:
         workers.start_worker(concurrency=2)
-        workers.redis().set("scoring:entities", entities_file.read_bytes())
+        workers.redis().set("featurepull:input:scoring", entities_file.read_bytes())
         scoring = Celery("scoring", broker=workers.redis_url, backend=workers.redis_url)
         scoring.conf.update(task_serializer="json", accept_content=["json"],
                             result_accept_content=["json"])
@@ -212,14 +212,14 @@ def test_another_celery_app_starts_a_job_by_name(redis_server: RedisService,
         started = scoring.send_task(
             "featurepull.submit_job", queue=workers.queue,
             args=[{"table": "driver_stats", "features": list(FEATURES),
-                   "entities": "redis-key:scoring:entities", "output": str(out)}])
+                   "entities": "redis-key:featurepull:input:scoring", "output": str(out)}])
         answer = started.get(timeout=120)
         assert answer["rows"] == ENTITIES and answer["shards"] == 4
         Job(answer["job_id"], workers.settings()).wait(timeout=240, progress=False)
         assert pq.read_table(out).equals(reference)
         refused = scoring.send_task("featurepull.submit_job", queue=workers.queue,
                                     args=[{"table": "driver_stats", "features": ["conv_rate"],
-                                           "entities": "redis-key:missing"}])
+                                           "entities": "redis-key:featurepull:input:missing"}])
         with pytest.raises(Exception, match="no such Redis key"):
             refused.get(timeout=60)
         scoring.close()
