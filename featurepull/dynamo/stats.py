@@ -39,6 +39,7 @@ class ReadStats:
     budget_wait_s: float = 0.0  # time new requests were held back for the budget
     concurrency_min: int = 0  # the lowest and highest in-flight limit (AIMD)
     concurrency_max: int = 0
+    stale: int = 0  # Feast views: rows x views older than the view's TTL (featurepull.dynamo.views)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
