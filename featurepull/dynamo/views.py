@@ -17,7 +17,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -35,6 +35,7 @@ from featurepull.dynamo.reader import BatchReader, Progress, ReadResult
 from featurepull.dynamo.stats import ReadStats
 
 EVENT_TIMESTAMP = "event_timestamp"  # the output code's name for a row's first value
+PROGRESS_EVERY_S = 0.1  # how often the views' answered reads reach the caller's callback
 
 
 @dataclass(frozen=True)
@@ -89,24 +90,42 @@ class ViewsPlan:
                    bool(spec["respect_ttl"]))
 
 
-def _scaled(progress: Progress | None, total: int, reads: int) -> Progress | None:
-    """A thread-safe progress callback that turns answered reads (of ``reads``, over every
-    view) into a share of ``total``."""
-    if progress is None or reads == 0:
-        return None
-    lock = threading.Lock()
-    answered = reported = 0
+class _Progress:
+    """Answered reads of the views' threads, handed to the caller's progress callback on
+    the calling thread (a Celery task's state lives there), as a share of ``total``. Once
+    the callback raises (the job was cancelled), the views' reads stop at their next
+    answer."""
 
-    def report(n: int) -> None:
-        nonlocal answered, reported
-        with lock:  # several views answer at once
-            answered += n
-            due = answered * total // reads
-            if due > reported:
-                progress(due - reported)
-                reported = due
+    def __init__(self, progress: Progress | None, total: int, reads: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.reads = max(reads, 1)
+        self.answered = self.reported = 0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
 
-    return report
+    def add(self, n: int) -> None:
+        """Called by a view's read (on its thread)."""
+        if self.stopped.is_set():
+            raise ReadStopped("the read was stopped by its caller")
+        with self.lock:
+            self.answered += n
+
+    def flush(self) -> None:
+        """Report what was answered since the last call (on the calling thread)."""
+        with self.lock:
+            due = self.answered * self.total // self.reads
+        if self.progress is not None and due > self.reported:
+            try:
+                self.progress(due - self.reported)
+            except BaseException:
+                self.stopped.set()
+                raise
+            self.reported = due
+
+
+class ReadStopped(Exception):
+    """A view's read stopped because the caller's progress callback raised."""
 
 
 def split_reference(reference: str) -> tuple[str, str]:
@@ -243,16 +262,31 @@ class ViewsReader:
         started = time.perf_counter()
         per_view = [[key[index] for key in keys]  # type: ignore[index]
                     for index in range(len(self.readers))]
-        report = _scaled(progress, len(set(keys)), sum(len(set(k)) for k in per_view))
+        report = _Progress(progress, len(set(keys)), sum(len(set(k)) for k in per_view))
 
         def read_view(index: int) -> ReadResult:
             return self.readers[index].read(per_view[index], self.plan.views[index].features,
-                                            progress=report, row_offset=row_offset,
+                                            progress=report.add, row_offset=row_offset,
                                             allow_missing_features=True)
 
         with ThreadPoolExecutor(len(self.readers), thread_name_prefix="featurepull-view") as pool:
             futures = [pool.submit(contextvars.copy_context().run, read_view, index)
                        for index in range(len(self.readers))]
+            try:
+                running = set(futures)
+                while running:
+                    _, running = wait(running, timeout=PROGRESS_EVERY_S,
+                                      return_when=FIRST_EXCEPTION)
+                    report.flush()
+                    if any(f.done() and f.exception() is not None for f in futures):
+                        break
+            finally:
+                report.stopped.set()  # the other views stop at their next answer
+            failures = [f.exception() for f in futures]  # waits for every view
+            first = next((e for e in failures if e is not None
+                          and not isinstance(e, ReadStopped)), None)
+            if first is not None:
+                raise first
             results = [future.result() for future in futures]
         rows, stale = self._join([result.rows for result in results])
         stats = ReadStats()
