@@ -300,7 +300,7 @@ class RequestFields(BaseModel):
 
     # Without Feast references: the table (feature view or table name) and its features.
     # With them (``view:feature`` or ``feature_service``): no table; the registry of
-    # ``feature_store_yaml`` (or the settings' one) names each view's table and keys.
+    # ``feature_store_yaml`` names each view's table and keys.
     table: str = ""
     features: list[str] = Field(default_factory=list)
     entities: str = Field(min_length=1)
@@ -472,11 +472,6 @@ class Settings(BaseSettings):
     schedules: list[ScheduleSettings] = Field(
         default_factory=list,
         description="Pulls that `featurepull beat` starts on a cron or an interval.",
-    )
-    feature_store_yaml: str | None = Field(
-        default=None,
-        description="A Feast repo's feature_store.yaml whose registry resolves feature "
-        "references (view:feature) of jobs that do not name one.",
     )
     scorers: list[ScorerSettings] = Field(
         default_factory=list,

@@ -27,6 +27,7 @@ from featurepull.config import ConfigError, S3Settings
 
 _F = descriptor_pb2.FieldDescriptorProto
 DEFAULT_REGISTRY = "data/registry.db"  # Feast's default when the yaml names none
+DUMMY_ENTITY = "__dummy"  # what Feast names the entity of a view without entities
 # Feast's ValueType enum (protos/feast/types/Value.proto), as far as join keys go: the kinds
 # Feast can hash into an entity key, under featurepull's key type names.
 JOIN_KEY_TYPES = {1: "bytes", 2: "string", 3: "int32", 4: "int64", 8: "unix_timestamp"}
@@ -112,15 +113,14 @@ class FeastRegistry:
     project: str
     views: dict[str, ViewDef] = field(default_factory=dict)
     services: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
-    other_views: dict[str, str] = field(default_factory=dict)  # name -> why not readable
+    other_views: dict[str, str] = field(default_factory=dict)  # name -> why it is unreadable
 
     def view(self, name: str) -> ViewDef:
         """The view named, or a RegistryError listing the project's views."""
         if name in self.views:
             return self.views[name]
         if name in self.other_views:
-            raise RegistryError(f"feature view {name!r} is {self.other_views[name]}; "
-                                "featurepull reads the online tables of batch feature views")
+            raise RegistryError(self.other_views[name])
         raise RegistryError(f"the registry {self.source} has no feature view {name!r} in "
                             f"project {self.project!r}; its views are "
                             f"{', '.join(sorted(self.views)) or 'none'}")
@@ -168,6 +168,8 @@ def _join_keys(spec: Any, entities: dict[str, Any], source: str) -> dict[str, st
     declared = {column.name: column.value_type for column in spec.entity_columns}
     keys: dict[str, str] = {}
     for entity_name in spec.entities:
+        if entity_name == DUMMY_ENTITY:
+            break  # an entityless view, refused below
         entity = entities.get(entity_name)
         if entity is None:
             raise RegistryError(f"{source}: feature view {spec.name!r} names entity "
@@ -202,13 +204,18 @@ def parse_registry(data: bytes, source: str, project: str) -> FeastRegistry:
         features = {f.name: _VALUE_TYPE_NAMES.get(f.value_type, f"type {f.value_type}")
                     for f in spec.features}
         ttl = spec.ttl.seconds + spec.ttl.nanos / 1e9
-        found.views[spec.name] = ViewDef(spec.name, _join_keys(spec, entities, source),
-                                         features, ttl)
+        try:
+            found.views[spec.name] = ViewDef(spec.name, _join_keys(spec, entities, source),
+                                             features, ttl)
+        except RegistryError as exc:  # refused when a request names it, not before
+            found.other_views[spec.name] = str(exc)
     for kind, views in (("an on-demand feature view", message.on_demand_feature_views),
                         ("a stream feature view", message.stream_feature_views)):
         for other in views:
             if other.spec.project == project:
-                found.other_views[other.spec.name] = kind
+                found.other_views[other.spec.name] = (
+                    f"feature view {other.spec.name!r} is {kind}; featurepull reads the "
+                    "online tables of batch feature views")
     for service in message.feature_services:
         if service.spec.project == project:
             found.services[service.spec.name] = [

@@ -333,14 +333,13 @@ def registry_plan(features: Sequence[str], feature_service: str | None,
                   settings: Settings, *, full_feature_names: bool = False,
                   respect_ttl: bool = False) -> ViewsPlan:
     """The plan of a request's references (or feature service), from the registry that
-    ``feature_store_yaml`` (else ``settings.feature_store_yaml``) names, in the project of
-    ``settings``."""
-    yaml_path = feature_store_yaml or settings.feature_store_yaml
-    if not yaml_path:
+    ``feature_store_yaml`` names, in the project of ``settings``."""
+    if not feature_store_yaml:
         raise RegistryError("feature references (view:feature) and feature services are "
                             "resolved in a Feast registry: pass --feature-store-yaml "
-                            "(feature_store_yaml in a job request or in the settings)")
-    registry = load_registry(registry_location(yaml_path), settings.project, settings.s3)
+                            "(feature_store_yaml in a job request or a schedule)")
+    registry = load_registry(registry_location(feature_store_yaml), settings.project,
+                             settings.s3)
     references = registry.service(feature_service) if feature_service else list(features)
     return plan_views(registry, references, columns, source, settings,
                       full_feature_names=full_feature_names, respect_ttl=respect_ttl)

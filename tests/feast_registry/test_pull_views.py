@@ -19,7 +19,7 @@ from feast.types import Int64
 
 from featurepull.cli import main
 from featurepull.config import S3Settings
-from featurepull.dynamo.feast_registry import load_registry, registry_location
+from featurepull.dynamo.feast_registry import RegistryError, load_registry, registry_location
 from tests.conftest import REGION
 from tests.feast_registry.conftest import DRIVERS, FeastRepo, write_yaml
 
@@ -175,18 +175,28 @@ def test_a_changed_registry_is_read_again(feast_repo: FeastRepo) -> None:
     location = registry_location(str(feast_repo.yaml))
     before = load_registry(location, feast_repo.project)
     assert load_registry(location, feast_repo.project) is before  # cached while unchanged
-    driver = feast_repo.store.get_entity("driver")
-    extra = FeatureView(name="extra_view", entities=[driver],
+    # A view without entities: featurepull cannot read it, and still reads the others.
+    extra = FeatureView(name="extra_view", entities=[],
                         source=feast_repo.store.get_feature_view("driver_hourly_stats")
-                        .batch_source,
-                        schema=[Field(name="driver_id", dtype=Int64),
-                                Field(name="n", dtype=Int64)])
+                        .batch_source, schema=[Field(name="n", dtype=Int64)])
     feast_repo.store.apply([extra])
     try:
         after = load_registry(location, feast_repo.project)
-        assert "extra_view" in after.views and "extra_view" not in before.views
+        assert after is not before
+        assert "extra_view" in after.other_views and "extra_view" not in before.other_views
+        with pytest.raises(RegistryError, match="'extra_view'"):
+            after.view("extra_view")
+        assert after.view("driver_hourly_stats") == before.view("driver_hourly_stats")
     finally:
         feast_repo.store.delete_feature_view("extra_view")
+
+
+def test_references_without_a_registry(feast_repo: FeastRepo, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [
+        "pull", "--entities", str(feast_repo.entities), "--output", str(tmp_path / "o.csv"),
+        "--features", "driver_hourly_stats:trips"])
+    assert result.exit_code == 2
+    assert "resolved in a Feast registry: pass --feature-store-yaml" in result.output
 
 
 def test_an_s3_registry(feast_repo: FeastRepo, endpoint_url: str, tmp_path: Path) -> None:

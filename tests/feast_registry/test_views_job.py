@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from celery import Celery
+from click.testing import CliRunner
 
-from featurepull.client import Job, submit
-from featurepull.config import ScheduleSettings, ScorerSettings
+from featurepull.cli import main
+from featurepull.client import Job
+from featurepull.config import ScheduleSettings
 from featurepull.dynamo.feast_registry import registry_location
 from featurepull.local import RedisService
 from featurepull.tasks import JobStore
@@ -25,7 +28,7 @@ from featurepull.tasks.schedules import start_scheduled_job
 from featurepull.tasks.store import connect
 from featurepull.worker.app import producer_app
 from tests.faultproxy import FaultProxy
-from tests.feast_registry.conftest import FeastRepo, write_yaml
+from tests.feast_registry.conftest import DRIVERS, FeastRepo, write_yaml
 from tests.feast_registry.test_pull_views import TWO_VIEWS, assert_same_as_feast
 from tests.tasks.conftest import Fleet, fleet
 
@@ -68,9 +71,15 @@ def test_a_job_over_three_views_equals_feast(feast_repo: FeastRepo, workers: Fle
                       registry_location(str(feast_repo.yaml)))
     out = tmp_path / "job.parquet"
     proxy.reset_counts()
-    job = submit("", TWO_VIEWS, str(feast_repo.entities), str(out),
-                 settings=workers.settings(), feature_store_yaml=str(yaml))
-    final = job.wait(timeout=120, progress=False)
+    # A scoring app that shares the broker sends a JSON job request by task name.
+    scoring = Celery("scoring", broker=workers.redis_url, backend=workers.redis_url)
+    scoring.conf.update(task_serializer="json", accept_content=["json"],
+                        result_accept_content=["json"])
+    answer = scoring.send_task("featurepull.submit_job", queue=workers.queue, args=[{
+        "features": TWO_VIEWS, "entities": str(feast_repo.entities), "output": str(out),
+        "feature_store_yaml": str(yaml)}]).get(timeout=120)
+    scoring.close()
+    final = Job(answer["job_id"], workers.settings()).wait(timeout=120, progress=False)
     assert final.state == "succeeded", final
     assert final.shards == 3
     got = pq.read_table(out).to_pydict()
@@ -103,20 +112,23 @@ def test_a_scheduled_run_of_a_feature_service(feast_repo: FeastRepo, workers: Fl
     assert_same_as_feast(got, feast_repo.online("scoring", full_feature_names=True))
 
 
-def test_a_scorer_gets_the_rows_of_several_views(feast_repo: FeastRepo, workers: Fleet,
-                                                 tmp_path: Path) -> None:
+def test_submit_with_a_scorer_and_respect_ttl(feast_repo: FeastRepo, workers: Fleet,
+                                              tmp_path: Path) -> None:
     out = tmp_path / "scored.parquet"
-    settings = workers.settings().model_copy(update={"scorers": [ScorerSettings(
-        name="gold_conv", path="tests.feast_registry.scorers:gold_conv")]})
-    job = submit("", ["driver_hourly_stats:conv_rate", "customer_profile:tier"],
-                 str(feast_repo.entities), str(out), settings=settings,
-                 feature_store_yaml=str(feast_repo.yaml), scorer="gold_conv",
-                 with_features=True)
-    assert job.wait(timeout=120, progress=False).state == "succeeded"
+    refs = ["driver_hourly_stats:conv_rate", "customer_profile:tier"]
+    env = {k: v for k, v in workers.env.items() if k.startswith("FEATUREPULL_")}
+    result = CliRunner(env=env).invoke(main, [
+        "submit", "--feature-store-yaml", str(feast_repo.yaml), "--features", ",".join(refs),
+        "--entities", str(feast_repo.entities), "--output", str(out), "--scorer", "gold_conv",
+        "--with-features", "--respect-ttl", "--wait", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    stale = [r["driver_id"] < DRIVERS and r["driver_id"] % 3 == 0 for r in feast_repo.rows]
+    assert json.loads(result.output.splitlines()[-1])["read"]["stale"] == sum(stale)
     got = pq.read_table(out).to_pydict()
-    expected = feast_repo.online(["driver_hourly_stats:conv_rate", "customer_profile:tier"])
-    assert_same_as_feast(got, expected)
+    expected = feast_repo.online(refs)
+    conv = [None if old else c for old, c in zip(stale, expected["conv_rate"], strict=True)]
+    assert got["conv_rate"] == conv
+    assert got["tier"] == expected["tier"]
     assert got["gold_conv"] == [c if t == "gold" and c is not None else 0.0
-                                for c, t in zip(expected["conv_rate"], expected["tier"],
-                                                strict=True)]
+                                for c, t in zip(conv, expected["tier"], strict=True)]
     assert any(got["gold_conv"])
