@@ -16,7 +16,14 @@ from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
 from featurepull.dynamo.reader import Progress, cyclic_gc_paused
 from featurepull.dynamo.views import ViewsReader
-from featurepull.io import check_destination, open_sink, read_entities, rows_to_table, write_rows
+from featurepull.io import (
+    EntityTable,
+    check_destination,
+    open_sink,
+    read_entities,
+    rows_to_table,
+    write_rows,
+)
 from featurepull.tasks.feast_views import plan_for, views_table
 from featurepull.tasks.scoring import LoadedScorer, apply_scorer, registered_scorer
 
@@ -74,19 +81,7 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
     check_destination(output_path, overwrite, settings.s3)
     entities = read_entities(entities_path, s3=settings.s3)
-    reader: BatchReader | ViewsReader
-    if uses_registry(request.features, request.feature_service):
-        views = plan_for(_as_fields(request, entities_path), list(entities.columns),
-                         entities.source, settings)
-        reader = ViewsReader.build(views, settings)
-        reader.check_table()
-        spec: dict[str, Any] = {"layout": "feast", "views": True,
-                                "key_columns": views.key_columns}
-        table_name = ", ".join(view.table for view in views.views)
-    else:
-        plan = plan_read(request, list(entities.columns), entities.types, entities.source,
-                         settings, entities.notes)
-        reader, spec, table_name = plan.reader, layout_spec(plan.layout), plan.table
+    reader, spec, table_name = _checked_reader(request, entities, settings)
     with cyclic_gc_paused():  # keys, rows and their Arrow columns: no cycles among them
         keys = reader.layout.keys_for(entities.columns, entities.source)
         if on_keys is not None:
@@ -111,12 +106,24 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     return PullOutcome(output_path, written, result.stats, [warning] if warning else [])
 
 
-def _as_fields(request: PullRequest, entities_path: str) -> RequestFields:
-    return RequestFields(features=request.features, entities=entities_path,
-                         feature_store_yaml=request.feature_store_yaml,
-                         feature_service=request.feature_service,
-                         full_feature_names=request.full_feature_names,
-                         respect_ttl=request.respect_ttl)
+def _checked_reader(request: PullRequest, entities: EntityTable, settings: Settings
+                    ) -> tuple[BatchReader | ViewsReader, dict[str, Any], str]:
+    """The reader of the request's table, or of every view its Feast references name (its
+    tables checked), the layout's description (:func:`layout_spec`) and the table name(s)."""
+    if not uses_registry(request.features, request.feature_service):
+        plan = plan_read(request, list(entities.columns), entities.types, entities.source,
+                         settings, entities.notes)
+        return plan.reader, layout_spec(plan.layout), plan.table
+    fields = RequestFields(features=request.features, entities=entities.source,
+                           feature_store_yaml=request.feature_store_yaml,
+                           feature_service=request.feature_service,
+                           full_feature_names=request.full_feature_names,
+                           respect_ttl=request.respect_ttl)
+    views = plan_for(fields, list(entities.columns), entities.source, settings)
+    reader = ViewsReader.build(views, settings)
+    reader.check_table()
+    spec = {"layout": "feast", "views": True, "key_columns": views.key_columns}
+    return reader, spec, ", ".join(view.table for view in views.views)
 
 
 def _write_table(output_path: str, table: pa.Table, rows: Sequence[tuple[Any, ...] | None],
