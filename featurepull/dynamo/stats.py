@@ -95,4 +95,5 @@ class ReadStats:
             f"in_flight={self.concurrency_min}-{self.concurrency_max} "
             f"p50={self.latency_p50_ms:.1f}ms p99={self.latency_p99_ms:.1f}ms "
             f"seconds={self.seconds:.2f} rows/s={self.rows_per_s:,.0f}"
+            + (f" stale={self.stale}" if self.stale else "")
         )

@@ -115,6 +115,11 @@ def test_respect_ttl_nulls_stale_views_and_both_count_them(feast_repo: FeastRepo
     out = tmp_path / "ttl.parquet"
     result = pull(feast_repo, out, "--features", ",".join(refs), "--respect-ttl")
     assert json.loads(result.output.splitlines()[-1])["stale"] == sum(stale) > 0
+    text = CliRunner().invoke(main, [
+        "pull", "--feature-store-yaml", str(feast_repo.yaml), "--entities",
+        str(feast_repo.entities), "--output", str(tmp_path / "ttl.csv"), "--features",
+        ",".join(refs)], catch_exceptions=False).output
+    assert f" stale={sum(stale)}" in text
     got = pq.read_table(out).to_pydict()
     assert got["conv_rate"] == [None if old else value
                                 for old, value in zip(stale, expected["conv_rate"], strict=True)]
@@ -131,6 +136,10 @@ def test_respect_ttl_nulls_stale_views_and_both_count_them(feast_repo: FeastRepo
     (["--features", "driver_hourly_stats:conv_rate", "--table", "x"],
      "leave out table, join_keys"),
     (["--feature-service", "nope"], "no feature service 'nope'"),
+    (["--feature-service", "scoring", "--features", "customer_profile:tier"],
+     "name either features (view:feature,...) or a feature_service, not both"),
+    (["--features", "conv_rate", "--table", "driver_hourly_stats", "--respect-ttl"],
+     "full_feature_names and respect_ttl apply to Feast references"),
 ])
 def test_bad_references_name_the_fix(feast_repo: FeastRepo, tmp_path: Path, args: list[str],
                                      message: str) -> None:
