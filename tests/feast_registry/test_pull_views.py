@@ -18,8 +18,9 @@ from feast.errors import FeatureNameCollisionError
 from feast.types import Int64
 
 from featurepull.cli import main
-from featurepull.config import S3Settings
+from featurepull.config import S3Settings, Settings
 from featurepull.dynamo.feast_registry import RegistryError, load_registry, registry_location
+from featurepull.tasks.confine import Bounds, RequestOutOfBounds
 from tests.conftest import REGION
 from tests.feast_registry.conftest import DRIVERS, FeastRepo, write_yaml
 
@@ -221,3 +222,18 @@ def test_an_s3_registry(feast_repo: FeastRepo, endpoint_url: str, tmp_path: Path
     assert registry.views["driver_customer"].join_keys == {"driver_id": "int64",
                                                            "customer_id": "string"}
     assert registry.views["driver_hourly_stats"].ttl_s == 7200
+
+
+def test_a_job_message_reads_no_repo_outside_the_allowed_inputs(feast_repo: FeastRepo,
+                                                                 tmp_path: Path) -> None:
+    # The worker reads the yaml and the registry it names: both must be allowed inputs.
+    inside = tmp_path / "allowed"
+    yaml = write_yaml(inside, feast_repo.project, "http://unused",
+                      registry_location(str(feast_repo.yaml)))  # the registry lies outside
+    bounds = Bounds.for_messages(Settings(jobs={"allowed_inputs": [str(inside)]}))
+    with pytest.raises(RequestOutOfBounds, match=r"the job's registry .*jobs\.allowed_inputs"):
+        bounds.check_feast_repo(str(yaml))
+    with pytest.raises(RequestOutOfBounds, match=r"the job's feature_store_yaml"):
+        bounds.check_feast_repo(str(feast_repo.yaml))
+    Bounds.for_messages(Settings(jobs={"allowed_inputs": [str(inside), str(feast_repo.path)]})
+                        ).check_feast_repo(str(yaml))
