@@ -13,6 +13,7 @@ import string
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from featurepull.config.budget import parse_budget
@@ -298,10 +299,6 @@ class RequestFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Without Feast references: the table (feature view or table name) and its features.
-    # With them (``view:feature`` or ``feature_service``): no table; the registry of
-    # ``feature_store_yaml`` names each view's table and keys.
-    table: str = ""
     features: list[str] = Field(default_factory=list)
     entities: str = Field(min_length=1)
     overwrite: bool = False
@@ -319,6 +316,19 @@ class RequestFields(BaseModel):
     feature_service: str | None = None
     full_feature_names: bool = False
     respect_ttl: bool = False
+    # Without Feast references: the table (feature view or table name) of the features.
+    # With them (``view:feature`` or ``feature_service``): none; the registry of
+    # ``feature_store_yaml`` names each view's table and keys. Declared after the fields
+    # it depends on: pydantic validates fields in order.
+    table: str = Field(default="", validate_default=True)
+
+    @field_validator("table")
+    @classmethod
+    def _table_unless_references(cls, value: str, info: ValidationInfo) -> str:
+        if not value and not uses_registry(info.data.get("features") or [],
+                                           info.data.get("feature_service")):
+            raise PydanticCustomError("missing", "Field required")
+        return value
 
     @field_validator("features")
     @classmethod

@@ -300,6 +300,10 @@ class ViewsReader:
         return ReadResult(rows, stats)
 
     def _join(self, per_view: list[list[Row | None]]) -> tuple[list[Row | None], int]:
+        plan = self.plan
+        if len(per_view) == 1 and plan.views[0].ttl_s <= 0 \
+                and plan.picks == [(0, f) for f in range(len(plan.picks))]:
+            return per_view[0], 0  # one view read as asked: its rows are the output's
         now = datetime.now(UTC)
         cutoffs = [now - timedelta(seconds=view.ttl_s) if view.ttl_s > 0 else None
                    for view in self.plan.views]

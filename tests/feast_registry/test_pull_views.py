@@ -73,6 +73,14 @@ def test_one_view_keeps_event_timestamp(feast_repo: FeastRepo, tmp_path: Path) -
     lines = out.read_text().splitlines()[1:]
     expected = feast_repo.online(["customer_profile:tier", "customer_profile:trips"])
     assert [line.split(",")[2] or None for line in lines] == expected["tier"]
+    # A view without a TTL, keyed by two join keys (its rows go out as read).
+    out = tmp_path / "pair.parquet"
+    result = pull(feast_repo, out, "--features", "driver_customer:rides")
+    assert result.exit_code == 0, result.output
+    got = pq.read_table(out).to_pydict()
+    assert list(got) == ["customer_id", "driver_id", "event_timestamp", "rides"]
+    assert_same_as_feast(got, feast_repo.online(["driver_customer:rides"]))
+    assert 0 < got["rides"].count(None) < len(got["rides"])
 
 
 def test_full_feature_names_and_the_clash_without_them(feast_repo: FeastRepo,
