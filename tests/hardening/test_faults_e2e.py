@@ -209,7 +209,7 @@ def settle(workers: Fleet, proxy: FaultProxy, quiet_s: float = 0.5) -> None:
     """Until no task is queued or running and the proxy has seen no request for quiet_s,
     so one scenario's stragglers cannot count towards the next."""
     client = workers.redis()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:
         seen = proxy.counts["batch_requests"]
@@ -219,7 +219,7 @@ def settle(workers: Fleet, proxy: FaultProxy, quiet_s: float = 0.5) -> None:
         elif time.monotonic() - since >= quiet_s:
             return
         time.sleep(0.05)
-    raise AssertionError("the workers did not go quiet within 30 s")
+    raise AssertionError("the workers did not go quiet within 60 s")
 
 
 def start(scenario: Scenario, workers: Fleet, proxy: FaultProxy, entities: Path,

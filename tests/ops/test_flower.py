@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
-from featurepull.local import RedisService, start_flower
+from featurepull.local import RedisService, start_flower, stop_process_group
 from featurepull.tasks.celery_tasks import send_submit_job
 from featurepull.tasks.monitor import finish_args, reference, shard_args, submit_args
 from featurepull.tasks.store import JobMeta
@@ -164,8 +164,7 @@ def test_featurepull_flower_listens_on_loopback_and_shows_args(
             listening = Path("/proc/net/tcp").read_text().splitlines()[1:]
             local = {line.split()[1] for line in listening if line.split()[3] == "0A"}
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            stop_process_group(proc)
     assert f"0100007F:{port:04X}" in local and f"00000000:{port:04X}" not in local
     for column in ("Name", "State", "args", "Result", "Worker"):
         assert f">{column}<" in html, column

@@ -315,16 +315,11 @@ def test_a_tick_during_a_running_job_is_skipped_not_stacked(
         store = JobStore(workers.redis(), ttl_s=600)
         with running_beat(workers, tmp_path) as beat_log:
             runs = finished_runs(store, "slow", 2, workers, beat_log)
-        # Beat is stopped; once the ticks it sent have all been taken and their tasks have
-        # ended (kombu's unacked hash empties at each ack), no run starts and no skip is logged.
-        client = workers.redis()
-        deadline = time.monotonic() + 60
-        while ((client.llen(workers.queue) or client.hlen("unacked"))
-               and time.monotonic() < deadline):
-            time.sleep(0.1)
+        # The log first: a run a skip names was created before the skip, so it is among the
+        # runs listed after (beat's last ticks may still start or skip a third run).
+        log = workers.log_text()
         every_run = sorted((store.meta(job) for job in store.schedule_runs("slow")),
                            key=lambda meta: meta.created)
-        log = workers.log_text()
         results = [json.loads(workers.redis().get(key) or b"{}").get("result")
                    for key in workers.redis().scan_iter(match="celery-task-meta-*")]
     assert [meta.state for meta in runs] == ["succeeded", "succeeded"]
