@@ -15,6 +15,7 @@ import redis
 from tqdm import tqdm
 
 from featurepull.config import Notify, Settings, load_settings
+from featurepull.errors import InputError, RunFailed
 from featurepull.io import EntityTable, open_sink, unify_schemas
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
 from featurepull.tasks.jobs import REDIS_KEY_SCHEME
@@ -28,13 +29,17 @@ NO_WORKER_AFTER_S = 5.0
 WORKER_REPLY_S = 1.0
 
 
-class JobFailed(RuntimeError):
+class JobFailed(RunFailed, RuntimeError):
     """The job failed or was cancelled; the message carries its reason."""
 
 
-class JobRefused(JobFailed):
+class JobRefused(InputError, JobFailed):
     """The job failed on its input, found only once reading (a requested feature that no
     item holds, a table that changed): bad input, exit code 2 on the command line."""
+
+
+class RowsNotInRedis(InputError, JobStoreError):
+    """The job wrote its rows to its output: read them there, not from Redis (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,7 @@ class Job:
         meta = self._require_success()
         output = (meta.summary or {}).get("output")
         if output:
-            raise JobStoreError(f"job {self.id} wrote its rows to {output}; read them there "
+            raise RowsNotInRedis(f"job {self.id} wrote its rows to {output}; read them there "
                                 "(Redis keeps rows only for jobs submitted without an output)")
         for shard in range(meta.shards):
             yield self.store.shard_rows(self.id, shard)
@@ -208,7 +213,7 @@ def workers_on_queue(settings: Settings, reply_s: float = WORKER_REPLY_S) -> lis
     asked."""
     from kombu.exceptions import OperationalError
 
-    from featurepull.worker.app import producer_app
+    from featurepull.worker.producer import producer_app
 
     app = producer_app(settings)
     try:
@@ -244,7 +249,7 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     unless ``allow_missing_features``.
     """
     from featurepull.tasks.celery_tasks import enqueue_shards
-    from featurepull.worker.app import producer_app
+    from featurepull.worker.producer import producer_app
 
     settings = settings or load_settings()
     store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s)

@@ -32,6 +32,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from featurepull.errors import InputError
+
 _F = descriptor_pb2.FieldDescriptorProto
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -99,7 +101,7 @@ _MAP_KEY_FIELDS: list[tuple[str, int, Any]] = [
 ]
 
 
-class FeastValueError(ValueError):
+class FeastValueError(InputError, ValueError):
     """A stored value featurepull cannot decode faithfully; the message names the kind."""
 
 

@@ -34,7 +34,7 @@ import botocore
 import botocore.exceptions
 import orjson
 
-from featurepull.config import DynamoSettings
+from featurepull.config import ConfigError, DynamoSettings
 from featurepull.dynamo.http import BrokenResponse, ConnectionPool
 from featurepull.dynamo.sigv4 import PostSigner
 
@@ -101,7 +101,8 @@ class FastTransport:
         url = str(client.meta.endpoint_url).rstrip("/")
         parts = urlsplit(url)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise ValueError(f"cannot send BatchGetItem to endpoint {url!r}")
+            raise ConfigError(f"cannot send BatchGetItem to endpoint {url!r}; give "
+                              "--endpoint-url as http://HOST[:PORT] or https://HOST[:PORT]")
         self.url = url + "/"
         self.path = (parts.path or "") + "/"
         self.region = str(client.meta.region_name)

@@ -35,6 +35,7 @@ from kombu.exceptions import OperationalError
 
 from featurepull.config import Settings
 from featurepull.dynamo import EntityKeyError, ReadError, TableError, UnknownFeatureError
+from featurepull.errors import RunFailed
 from featurepull.io import OutputError
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor
@@ -94,7 +95,7 @@ def retry_after_outage(task: Any, store: JobStore, exc: Exception, what: str) ->
                      argsrepr=task.request.get("argsrepr")) from None
 
 
-class ShardFailed(Exception):
+class ShardFailed(RunFailed):
     """How a failed task ends for Celery: with the job's redacted error. The original
     exception is not re-raised: Celery would store its message and traceback, unmasked, in
     the result backend (Redis), and Flower would show them."""

@@ -31,6 +31,7 @@ from featurepull.dynamo.plan import (
     nothing_found_warning,
     plan_read,
 )
+from featurepull.errors import InputError, RunFailed
 from featurepull.io import (
     EntityFileError,
     EntityTable,
@@ -44,7 +45,12 @@ from featurepull.io import (
 from featurepull.io.entities import check_entity_file_size, too_many_entities
 from featurepull.tasks import metrics
 from featurepull.tasks.capacity import redis_pacers
-from featurepull.tasks.scoring import apply_scorer, check_registered, registered_scorer
+from featurepull.tasks.scoring import (
+    apply_scorer,
+    check_registered,
+    check_with_features,
+    registered_scorer,
+)
 from featurepull.tasks.store import JobMeta, JobStore
 
 _ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
@@ -73,10 +79,7 @@ class JobRequest(RequestFields):
 
     @model_validator(mode="after")
     def _features_need_a_scorer(self) -> JobRequest:
-        if self.with_features and self.scorer is None:
-            raise ValueError("with_features keeps the features beside a scorer's scores; "
-                             "name a scorer, or leave with_features out (features are the "
-                             "output of a job without one)")
+        check_with_features(self.scorer, self.with_features, ("with_features", '"scorer"'))
         return self
 
 
@@ -121,7 +124,7 @@ def load_entities(reference: str, settings: Settings, store: JobStore) -> Entity
     return EntityTable(reference, table.columns, table.types, table.notes)
 
 
-class InvalidJobRequest(ValueError):
+class InvalidJobRequest(InputError, ValueError):
     """A job request that is not a JSON object or misses or mistypes a field; the message
     lists each one (a plain message, so it survives Celery's JSON result backend)."""
 
@@ -139,7 +142,7 @@ def parse_job_request(request: Any) -> JobRequest:
             exc, "featurepull.submit_job request (see the task API in the README)")) from None
 
 
-class RequestTooLarge(ValueError):
+class RequestTooLarge(InputError, ValueError):
     """A job request over jobs.max_request_bytes (refused before it is validated)."""
 
 
@@ -204,7 +207,7 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     return store.meta(job_id)
 
 
-class JobStopped(Exception):
+class JobStopped(RunFailed):
     """The job failed or was cancelled elsewhere; this shard stops early."""
 
 

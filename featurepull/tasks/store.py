@@ -42,6 +42,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 import redis
 
+from featurepull.errors import InputError, RunFailed
+
 PREFIX = "featurepull:job:"
 SCHEDULE_PREFIX = "featurepull:schedule:"
 SCHEDULE_RUNS_KEPT = 100
@@ -71,7 +73,7 @@ return 1
 ENDED = b"sent"
 
 
-class JobStoreError(RuntimeError):
+class JobStoreError(RunFailed, RuntimeError):
     """Redis cannot be reached or answered unexpectedly; the message names the URL."""
 
 
@@ -80,7 +82,11 @@ class RedisUnavailable(JobStoreError):
     input — the CLI exits 1 for it."""
 
 
-class UnknownJob(KeyError):
+class RedisRefused(InputError, JobStoreError):
+    """Redis refused the credentials in the URL: a configuration error (exit 2)."""
+
+
+class UnknownJob(InputError, KeyError):
     """No job with this id (never submitted, or expired after its TTL)."""
 
     def __str__(self) -> str:
@@ -106,14 +112,14 @@ def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
     try:
         client.ping()
     except redis.AuthenticationError as exc:
-        raise JobStoreError(
+        raise RedisRefused(
             f"Redis at {redact_url(url)} refused the credentials ({exc}); check the password "
             "in FEATUREPULL_REDIS_URL or redis_url in the config file "
             "(redis://:PASSWORD@host:port/db)"
         ) from None
     except redis.RedisError as exc:
         unreachable = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
-        raise (RedisUnavailable if unreachable else JobStoreError)(
+        raise (RedisUnavailable if unreachable else RedisRefused)(
             f"cannot reach Redis at {redact_url(url)} ({exc}); is redis-server running there? "
             "Set FEATUREPULL_REDIS_URL or redis_url in the config file"
         ) from None
