@@ -17,12 +17,16 @@ from tqdm import tqdm
 from featurepull.config import Notify, Settings, load_settings
 from featurepull.errors import InputError, RunFailed
 from featurepull.io import EntityTable, open_sink, unify_schemas
+from featurepull.redact import redact_url
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
 from featurepull.tasks.jobs import REDIS_KEY_SCHEME
-from featurepull.tasks.store import RedisUnavailable, UnknownJob, connect, redact_url
+from featurepull.tasks.store import (
+    REDIS_OUTAGE_WAIT_S,
+    RedisUnavailable,
+    UnknownJob,
+    connect,
+)
 
-# How long Job.wait keeps polling while Redis does not answer (a restart, a failover).
-REDIS_OUTAGE_WAIT_S = 60.0
 # How long a job may stay queued before Job.wait asks which workers consume its queue.
 NO_WORKER_AFTER_S = 5.0
 # How long that question waits for workers' replies (Celery remote control, through Redis).

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from featurepull.redact import redact_url
 from featurepull.tasks.store import JobMeta, JobStore
 
 PROGRESS_STATE = "PROGRESS"
@@ -38,13 +38,7 @@ def reference(value: object) -> str:
     """
     if not isinstance(value, str):
         return f"<{type(value).__name__}>"
-    text = value
-    if "://" in text:
-        parts = urlsplit(text)
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        text = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return _short(text)
+    return _short(redact_url(value, bare=True) if "://" in value else value)
 
 
 def _shard_rows(meta: JobMeta, shard: int) -> int | None:

@@ -37,17 +37,23 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import redis
 
 from featurepull.errors import InputError, RunFailed
+from featurepull.redact import redact_url
 
 PREFIX = "featurepull:job:"
 SCHEDULE_PREFIX = "featurepull:schedule:"
 SCHEDULE_RUNS_KEPT = 100
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+# How long a Redis outage (a restart, a failover) is waited out, by a shard before its retry
+# and by Job.wait before it gives up: the same for both, so a producer does not report a
+# job lost while the workers are still waiting to go on with it. Two minutes covers a
+# restart with persistence and a Sentinel failover; the result backend's retries
+# (worker.producer.RESULT_BACKEND_RETRIES) last about as long.
+REDIS_OUTAGE_WAIT_S = 120.0
 # SET NX, except that the lock's own holder may take it again: a finish_job message comes
 # back with the same task id when the process running it died (acks_late), and must not
 # wait for the dead process's lock to expire.
@@ -58,6 +64,14 @@ if held and held ~= ARGV[1] then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
+"""
+# Release only a lock this owner still holds, in one step: a GET then a DEL could delete
+# the lock of another owner that took it over between the two (after the TTL expired).
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
 # The end of a job is announced once: a task takes the claim (its own id, so the same task
@@ -92,17 +106,6 @@ class UnknownJob(InputError, KeyError):
     def __str__(self) -> str:
         return (f"no job {self.args[0]!r} in Redis: check the id, and that it has not "
                 "expired (jobs.ttl_s) or been cleaned up")
-
-
-def redact_url(url: str) -> str:
-    """A Redis URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, ""))
 
 
 def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
@@ -365,10 +368,9 @@ class JobStore:
     def end_announced(self, job_id: str) -> bool:
         return bool(self.redis.get(self._key(job_id, "ended")) == ENDED)
 
-    def unlock_finish(self, job_id: str, owner: str) -> None:
-        key = self._key(job_id, "finish")
-        if self.redis.get(key) == owner.encode():
-            self.redis.delete(key)
+    def unlock_finish(self, job_id: str, owner: str) -> bool:
+        """Release the finisher lock if ``owner`` still holds it (atomically); True if so."""
+        return bool(self.redis.eval(_RELEASE_LOCK, 1, self._key(job_id, "finish"), owner))
 
     def delete(self, job_id: str) -> int:
         """Remove every key of a job now (instead of waiting for the TTL)."""
@@ -383,10 +385,9 @@ class JobStore:
         key = self._schedule_key(name, "lock")
         return bool(self.redis.set(key, owner, nx=True, ex=ttl_s))
 
-    def unlock_schedule(self, name: str, owner: str) -> None:
-        key = self._schedule_key(name, "lock")
-        if self.redis.get(key) == owner.encode():
-            self.redis.delete(key)
+    def unlock_schedule(self, name: str, owner: str) -> bool:
+        """Release a schedule's start lock if ``owner`` still holds it (atomically)."""
+        return bool(self.redis.eval(_RELEASE_LOCK, 1, self._schedule_key(name, "lock"), owner))
 
     def schedule_last_job(self, name: str) -> str | None:
         """The job the schedule's latest run started, if any is recorded."""
