@@ -22,6 +22,8 @@ from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, crea
 from featurepull.tasks.jobs import REDIS_KEY_SCHEME
 from featurepull.tasks.store import (
     REDIS_OUTAGE_WAIT_S,
+    ErrorKind,
+    JobState,
     RedisUnavailable,
     UnknownJob,
     connect,
@@ -51,14 +53,14 @@ class JobStatus:
     """Where a job is: queued, running (shards done of total), failed, or succeeded."""
 
     job_id: str
-    state: str
+    state: JobState
     shards: int
     shards_done: int
     rows: int
     rows_done: int
     error: str | None
     summary: dict[str, Any] | None
-    error_kind: str | None = None  # "input" (JobRefused) or "failed"
+    error_kind: ErrorKind | None = None  # "input" (JobRefused) or "failed"
 
     def line(self) -> str:
         """One human line for ``featurepull status``."""
@@ -115,13 +117,13 @@ class Job:
         status = self._poll(None)
         with tqdm(total=status.rows, unit="keys", disable=not progress or None,
                   desc=f"job {self.id[:8]}", dynamic_ncols=True) as bar:
-            while status.state not in ("succeeded", "failed", "cancelled"):
+            while not status.state.terminal:
                 if deadline is not None and time.monotonic() > deadline:
                     why = (f"; no worker consumes queue {self.settings.jobs.queue!r}"
-                           if idle and status.state == "queued" else "")
+                           if idle and status.state == JobState.QUEUED else "")
                     raise TimeoutError(f"job {self.id} still {status.state} after {timeout:g}s "
                                        f"({status.shards_done}/{status.shards} shards done{why})")
-                if (not asked and status.state == "queued"
+                if (not asked and status.state == JobState.QUEUED
                         and time.monotonic() - started >= no_worker_after_s):
                     asked = True
                     idle = self.workers_on_queue() == []
@@ -130,8 +132,8 @@ class Job:
                 time.sleep(poll_s)
                 status = self._poll(status)
                 bar.update(status.rows_done - bar.n)
-            bar.update(status.rows - bar.n if status.state == "succeeded" else 0)
-        if status.state != "succeeded":
+            bar.update(status.rows - bar.n if status.state == JobState.SUCCEEDED else 0)
+        if status.state != JobState.SUCCEEDED:
             failure = JobRefused if status.error_kind == "input" else JobFailed
             raise failure(f"job {self.id} {status.state}: {status.error}")
         return status
@@ -172,7 +174,7 @@ class Job:
 
     def _require_success(self) -> JobMeta:
         meta = self.store.meta(self.id)
-        if meta.state != "succeeded":
+        if meta.state != JobState.SUCCEEDED:
             raise JobFailed(f"job {self.id} is {meta.state}"
                             + (f": {meta.error}" if meta.error else "; wait() for it first"))
         return meta

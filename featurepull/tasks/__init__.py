@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from featurepull.tasks.jobs import JobRequest, create_job, finish_job, run_shard
     from featurepull.tasks.store import (
         JobMeta,
+        JobState,
         JobStore,
         JobStoreError,
         RedisUnavailable,
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 _LAZY = {
     **dict.fromkeys(("JobRequest", "create_job", "finish_job", "run_shard"),
                     "featurepull.tasks.jobs"),
-    **dict.fromkeys(("JobMeta", "JobStore", "JobStoreError", "RedisUnavailable", "UnknownJob"),
-                    "featurepull.tasks.store"),
+    **dict.fromkeys(("JobMeta", "JobState", "JobStore", "JobStoreError", "RedisUnavailable",
+                     "UnknownJob"), "featurepull.tasks.store"),
 }
 
 
@@ -37,6 +38,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "JobMeta",
     "JobRequest",
+    "JobState",
     "JobStore",
     "JobStoreError",
     "RedisUnavailable",

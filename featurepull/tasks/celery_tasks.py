@@ -50,6 +50,7 @@ from featurepull.tasks.notify import announce_end
 from featurepull.tasks.schedules import start_scheduled_job
 from featurepull.tasks.store import (
     REDIS_OUTAGE_WAIT_S,
+    ErrorKind,
     JobMeta,
     JobStore,
     JobStoreError,
@@ -102,7 +103,7 @@ class ShardFailed(RunFailed):
 
 
 def fail_job(task: Any, store: JobStore, job_id: str, error: str,
-             kind: str = "failed") -> NoReturn:
+             kind: ErrorKind = "failed") -> NoReturn:
     """Mark the job failed with ``error`` (redacted), announce its end, and end the task
     with that error."""
     error = redact_text(error)
@@ -120,8 +121,8 @@ def end_task(task: Any, store: JobStore, job_id: str, exc: Exception, where: str
     if isinstance(exc, retry_on):
         retry_after_outage(task, store, exc, f"{where} (job {job_id})")
     if isinstance(exc, FeaturepullError | ValueError):
-        kind = "input" if isinstance(exc, FeaturepullError) and exc.is_input else "failed"
-        fail_job(task, store, job_id, f"{where}: {exc}", kind)
+        is_input = isinstance(exc, FeaturepullError) and exc.is_input
+        fail_job(task, store, job_id, f"{where}: {exc}", "input" if is_input else "failed")
     fail_job(task, store, job_id, f"{where}: unexpected {type(exc).__name__}: {exc}")
 
 
@@ -172,7 +173,7 @@ def announce_after_failure(task: Any, store: JobStore, job_id: str) -> None:
 def job_created(meta: JobMeta) -> None:
     """Put a job a task just created into the task's log context, and log it."""
     structlog.contextvars.bind_contextvars(job_id=meta.job_id)
-    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.request.get("table"))
+    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.table)
 
 
 def enqueue_shards(app: Celery, meta: JobMeta, queue: str) -> None:

@@ -51,7 +51,7 @@ from featurepull.tasks.scoring import (
     check_with_features,
     registered_scorer,
 )
-from featurepull.tasks.store import JobMeta, JobStore
+from featurepull.tasks.store import JobMeta, JobState, JobStore
 
 _ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
                     "bytes": pa.binary(), "float": pa.float64(), "bool": pa.bool_(),
@@ -267,7 +267,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         now = time.monotonic()
         if now - last >= 0.5 or answered == unique:
             last = now
-            if store.state(job_id) in ("failed", "cancelled"):
+            if store.state(job_id) in (JobState.FAILED, JobState.CANCELLED):
                 raise JobStopped(job_id)
             store.set_progress(job_id, shard, answered)
             if report is not None:
@@ -362,7 +362,7 @@ def end_summary(store: JobStore, meta: JobMeta) -> dict[str, Any]:
     ``error``, then the stored summary of a succeeded job, or for a failed or cancelled one
     the read statistics of the shards it finished."""
     head = {"job_id": meta.job_id, "state": meta.state, "rows": meta.rows,
-            "output": meta.request.get("request", {}).get("output"), "error": meta.error}
+            "output": meta.output, "error": meta.error}
     if meta.summary is not None:
         return {**meta.summary, **head}
     return {**head, "shards": meta.shards, "shards_done": store.done_count(meta.job_id),

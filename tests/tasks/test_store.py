@@ -1,5 +1,6 @@
-"""The job store's locks on the real redis-server: an owner releases only a lock it still
-holds, even when another owner takes the lock over between reading and deleting it."""
+"""The job store on the real redis-server: a job's record and state as typed values over the
+same stored strings, and locks that an owner releases only while it still holds them, even
+when another owner takes the lock over between reading and deleting it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import redis
 
 from featurepull.local import RedisService
-from featurepull.tasks.store import PREFIX, SCHEDULE_PREFIX, JobStore
+from featurepull.tasks.store import PREFIX, SCHEDULE_PREFIX, JobState, JobStore
 
 
 class TakeoverDuringRelease(redis.Redis):
@@ -88,3 +89,23 @@ def test_a_schedule_lock_taken_over_is_not_released_by_the_old_owner(
     assert not store.unlock_schedule(name, "tick-1")
     assert plain.redis.get(key) == b"tick-2"
     assert plain.unlock_schedule(name, "tick-2")
+
+
+def test_the_record_is_typed_over_the_same_stored_strings(redis_server: RedisService) -> None:
+    store = JobStore(redis.Redis.from_url(redis_server.url), ttl_s=60)
+    job = store.new_job_id()
+    spec = {"request": {"output": "s3://b/out.parquet", "notify": {"task": "t", "queue": "q"}},
+            "table": "demo.drivers", "shard_size": 2}
+    store.create(job, spec, iter([]))
+    meta = store.meta(job)
+    assert meta.state is JobState.QUEUED and not meta.terminal
+    assert (meta.table, meta.shard_size, meta.output) == ("demo.drivers", 2, "s3://b/out.parquet")
+    assert meta.notify == {"task": "t", "queue": "q"}
+    assert store.redis.hget(f"{PREFIX}{job}:meta", "state") == b"queued"
+    assert store.fail(job, "boom", "input")
+    failed = store.meta(job)
+    assert failed.state is JobState.FAILED and failed.terminal and failed.error_kind == "input"
+    assert store.redis.hget(f"{PREFIX}{job}:meta", "state") == b"failed"
+    assert not store.cancel(job)  # an ended job stays as it ended
+    assert store.state(job) is JobState.FAILED
+    store.delete(job)
