@@ -12,14 +12,16 @@ from typing import Any
 
 import pyarrow as pa
 import redis
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from featurepull.config import Notify, Settings, load_settings
+from featurepull.config.errors import request_error_text
 from featurepull.errors import InputError, RunFailed
 from featurepull.io import EntityTable, open_sink, unify_schemas
 from featurepull.redact import redact_url
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
-from featurepull.tasks.jobs import REDIS_KEY_SCHEME
+from featurepull.tasks.jobs import REDIS_KEY_SCHEME, InvalidJobRequest
 from featurepull.tasks.store import (
     REDIS_OUTAGE_WAIT_S,
     ErrorKind,
@@ -259,16 +261,19 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
 
     settings = settings or load_settings()
     store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
-    request = JobRequest(
-        table=table, features=list(features), entities=_from_here(entities),
-        output=None if output is None else _from_here(output),
-        overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
-        join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
-        event_ts_attribute=event_ts_attribute, project=project, dynamodb=dict(dynamodb or {}),
-        scorer=scorer, with_features=with_features,
-        notify=Notify(**notify) if notify else None,
-        allow_missing_features=allow_missing_features,
-    )
+    try:
+        request = JobRequest(
+            table=table, features=list(features), entities=_from_here(entities),
+            output=None if output is None else _from_here(output),
+            overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
+            join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
+            event_ts_attribute=event_ts_attribute, project=project,
+            dynamodb=dict(dynamodb or {}), scorer=scorer, with_features=with_features,
+            notify=Notify(**notify) if notify else None,
+            allow_missing_features=allow_missing_features,
+        )
+    except ValidationError as exc:
+        raise InvalidJobRequest(request_error_text(exc, "job request")) from None
     meta = create_job(request, settings, store, entity_table)
     app = producer_app(settings)
     try:
