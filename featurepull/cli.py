@@ -198,6 +198,27 @@ def _exit_codes() -> Iterator[None]:
         sys.exit(exc.exit_code)
 
 
+def run() -> None:
+    """The ``featurepull`` command (console script and ``python -m featurepull``).
+
+    A ``pull`` that succeeded ends without the interpreter's teardown: its output is written
+    and closed, so freeing every module and the read's objects one by one (0.3-1 s after a
+    100,000-entity pull, a fifth of the process) buys nothing. Streams and logging are
+    flushed first. Every other command, and any failure, exits the ordinary way.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code in (0, None) and sys.argv[1:2] == ["pull"]:
+            import logging
+
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        raise
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="featurepull")
 def main() -> None:
