@@ -21,7 +21,8 @@ from featurepull.errors import InputError, RunFailed
 from featurepull.io import EntityTable, open_sink, unify_schemas
 from featurepull.redact import redact_url
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
-from featurepull.tasks.jobs import REDIS_KEY_SCHEME, InvalidJobRequest
+from featurepull.tasks.confine import REDIS_KEY_SCHEME
+from featurepull.tasks.jobs import InvalidJobRequest
 from featurepull.tasks.store import (
     REDIS_OUTAGE_WAIT_S,
     ErrorKind,

@@ -70,8 +70,11 @@ def write_entities(path: Path, rows: int, seed: int = 1) -> int:
     return len(ids)
 
 
-def _worker_env(redis_url: str, endpoint_url: str, demo_id: str) -> dict[str, str]:
+def _worker_env(redis_url: str, endpoint_url: str, demo_id: str,
+                out_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEATUREPULL_")}
+    # What a job may touch (docs/security.md): the demo's folder, the demo's endpoint only.
+    here = json.dumps([str(out_dir.resolve())])
     env.update({
         DEMO_ID_ENV: demo_id,
         "FEATUREPULL_REDIS_URL": redis_url,
@@ -81,6 +84,9 @@ def _worker_env(redis_url: str, endpoint_url: str, demo_id: str) -> dict[str, st
         "FEATUREPULL_JOBS__QUEUE": QUEUE,
         "FEATUREPULL_JOBS__SHARD_SIZE": "10000",
         "FEATUREPULL_SCORERS": json.dumps(SCORERS),
+        "FEATUREPULL_JOBS__ALLOWED_INPUTS": here,
+        "FEATUREPULL_JOBS__ALLOWED_OUTPUTS": here,
+        "FEATUREPULL_JOBS__ALLOWED_ENDPOINTS": "[]",
     })
     return env
 
@@ -140,7 +146,7 @@ def demo_services(drivers: int, out_dir: Path, say: Callable[[str], None],
             start_endpoint(drivers=drivers, table=f"{PROJECT}.{VIEW}"))
         say(f"local DynamoDB endpoint on {endpoint.url}, table {PROJECT}.{VIEW} seeded with "
             f"{drivers:,} drivers ({', '.join(FEATURES)})")
-        env = _worker_env(redis.url, endpoint.url, demo_id)
+        env = _worker_env(redis.url, endpoint.url, demo_id, out_dir)
         worker = stack.enter_context(_worker(env, out_dir / "worker.log", processes))
         say(f"Celery worker with {processes} prefork processes (pid {worker.pid})")
         settings = load_settings(overrides={
@@ -174,7 +180,8 @@ def explore_hint(services: DemoServices, out_dir: Path) -> str:
         " AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo",
         f"  export FEATUREPULL_SCORERS='{json.dumps(SCORERS)}'",
         f"  featurepull submit --table {VIEW} --features {','.join(FEATURES)} \\",
-        f"      --entities {out_dir / 'entities.parquet'} --output /tmp/more.parquet --wait",
+        f"      --entities {out_dir / 'entities.parquet'} \\",
+        f"      --output {out_dir / 'more.parquet'} --wait",
         f"      # add --scorer {SCORER} (--with-features) for the example scorer's risk",
         "  celery -A featurepull.worker flower     # then open http://127.0.0.1:5555",
         "Press Ctrl-C here to stop everything.",

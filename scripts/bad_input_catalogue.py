@@ -82,6 +82,14 @@ def _toml(d: Path, text: str) -> str:
     return _write(d / "featurepull.toml", text)
 
 
+def _allowed_outputs(d: Path, link: bool = False) -> str:
+    """A config whose jobs may write only under d/allowed (with a symlink there back to d)."""
+    (d / "allowed").mkdir()
+    if link:
+        (d / "allowed" / "link").symlink_to(d, target_is_directory=True)
+    return _toml(d, f'[jobs]\nallowed_outputs = ["{d / "allowed"}"]\n')
+
+
 def _feast(entities: str, features: Sequence[str] = ("score",)) -> list[str]:
     return ["--project", FEAST_PROJECT, "--table", FEAST_TABLE, "--features",
             ",".join(features), "--entities", entities]
@@ -210,6 +218,17 @@ CASES: list[Case] = [
          lambda d: [*_plain(_good_csv(d)), "--max-rcu-per-s", "50%"]),
     Case("--max-rcu-per-s 50% on an on-demand table without a maximum (submit)",
          lambda d: [*_plain(_good_csv(d)), "--max-rcu-per-s", "50%"], command="submit"),
+    # Issue 20: a job's output outside jobs.allowed_outputs (workers refuse the same in a
+    # featurepull.submit_job message, with its entities and endpoint: tests/hardening/
+    # test_confine_workers.py).
+    Case("output outside jobs.allowed_outputs (submit)",
+         lambda d: ["--config", _allowed_outputs(d), *_plain(_good_csv(d))], command="submit"),
+    Case("output escaping jobs.allowed_outputs through a symlinked directory (submit)",
+         lambda d: ["--config", _allowed_outputs(d, link=True), *_plain(_good_csv(d)),
+                    "--output", str(d / "allowed" / "link" / OUTPUT)], command="submit"),
+    Case("output outside jobs.allowed_outputs with `pull` (the caller's own process: not "
+         "limited)",
+         lambda d: ["--config", _allowed_outputs(d), *_plain(_good_csv(d))], works=True),
 ]
 
 

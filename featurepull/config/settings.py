@@ -206,11 +206,52 @@ class JobSettings(BaseModel):
         "shard_time_limit_s.",
     )
     queue: str = Field(default="featurepull", min_length=1, description="Celery queue name.")
+    allowed_inputs: list[str] | None = Field(
+        default=None,
+        description="Where a featurepull.submit_job message may name its entities: local "
+        "directories and s3://bucket/prefix/ prefixes (unset: anywhere the worker can read).",
+    )
+    allowed_outputs: list[str] | None = Field(
+        default=None,
+        description="Where a job may write its output: local directories and "
+        "s3://bucket/prefix/ prefixes (unset: anywhere the worker can write; [] : nowhere, "
+        "rows stay in Redis). The worker's own schedules may always write their outputs.",
+    )
+    allowed_endpoints: list[str] | None = Field(
+        default=None,
+        description="DynamoDB endpoint URLs a job may name besides the worker's own "
+        "(unset: any URL; [] : only the worker's own).",
+    )
+    entity_key_prefix: str = Field(
+        default="featurepull:input:",
+        description="The Redis key prefix a featurepull.submit_job message's redis-key: "
+        "entities must start with ('' allows any key).",
+    )
     redelivery_check_s: int = Field(
         default=10, ge=1, le=600,
         description="How often a worker looks for shards whose worker died (past "
         "visibility_timeout_s) and puts them back on the queue.",
     )
+
+    @field_validator("allowed_inputs", "allowed_outputs")
+    @classmethod
+    def _locations(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            if entry.startswith("s3://"):
+                if not entry[len("s3://"):].split("/")[0]:
+                    raise ValueError(f"{entry!r} names no bucket; write s3://bucket/prefix/")
+            elif not entry.startswith("/"):
+                raise ValueError(f"{entry!r} is neither an absolute directory nor an "
+                                 "s3://bucket/prefix/")
+        return value
+
+    @field_validator("allowed_endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            if not re.match(r"^https?://[^/?#]+", entry):
+                raise ValueError(f"{entry!r} is not an http:// or https:// URL")
+        return value
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> JobSettings:

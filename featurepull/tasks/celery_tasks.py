@@ -7,6 +7,8 @@ arguments are small JSON values — entity lists and rows stay in Redis.
   ``request["scorer"]`` may name a scorer registered in the workers' ``[[scorers]]``.
   A request with missing or invalid fields raises ``InvalidJobRequest`` (a ValueError) whose
   message lists each field: pydantic's ValidationError reaches a ``send_task`` caller empty.
+  Entities, output or endpoint outside ``jobs.allowed_*`` (``featurepull.tasks.confine``)
+  raise ``RequestOutOfBounds`` (a ValueError naming the setting) before anything is read.
 - ``featurepull.read_shard(job_id, shard)``: reads one shard; the last one to finish
   enqueues ``finish_job``. Reports ``PROGRESS`` with ``done``/``total`` keys, in the result
   backend and as a ``task-progress`` event (Flower shows state ``PROGRESS``).
@@ -37,6 +39,7 @@ from featurepull.config import Settings
 from featurepull.errors import FeaturepullError, RunFailed
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor
+from featurepull.tasks.confine import Bounds, RequestOutOfBounds
 from featurepull.tasks.jobs import (
     JobStopped,
     check_request_size,
@@ -120,6 +123,8 @@ def end_task(task: Any, store: JobStore, job_id: str, exc: Exception, where: str
     error featurepull does not know by its type and message."""
     if isinstance(exc, retry_on):
         retry_after_outage(task, store, exc, f"{where} (job {job_id})")
+    if isinstance(exc, RequestOutOfBounds):  # logged with the request's summary and setting
+        job_refused(exc, store.meta(job_id).request.get("request", {}))
     if isinstance(exc, FeaturepullError | ValueError):
         is_input = isinstance(exc, FeaturepullError) and exc.is_input
         fail_job(task, store, job_id, f"{where}: {exc}", "input" if is_input else "failed")
@@ -170,6 +175,13 @@ def announce_after_failure(task: Any, store: JobStore, job_id: str) -> None:
         logger.warning("the end of job %s is not announced yet: %s", job_id, exc)
 
 
+def job_refused(exc: RequestOutOfBounds, request: dict[str, Any]) -> None:
+    """Log a job refused for naming something outside the allowed lists: the request's
+    secret-free summary, the setting that refused it and the (redacted) error."""
+    log.warning("job_refused", request=monitor.submit_args(request), setting=exc.setting,
+                error=redact_text(str(exc)))
+
+
 def job_created(meta: JobMeta) -> None:
     """Put a job a task just created into the task's log context, and log it."""
     structlog.contextvars.bind_contextvars(job_id=meta.job_id)
@@ -190,14 +202,23 @@ def send_submit_job(app: Celery, request: dict[str, Any], queue: str) -> AsyncRe
                          argsrepr=monitor.submit_args(request), kwargsrepr="{}")
 
 
-@shared_task(name="featurepull.submit_job", bind=True)
+# A refused request is the sender's mistake, logged once as job_refused: Celery logs it at
+# INFO without a traceback ("raised expected").
+@shared_task(name="featurepull.submit_job", bind=True, throws=(RequestOutOfBounds,))
 def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
     """Start a job from a JSON request whose entities are a path, s3:// URI or Redis key."""
     settings, store = context()
     # Before validating it: a request is a few hundred bytes; a huge one is neither
     # validated nor stored.
     check_request_size(request, settings.jobs.max_request_bytes)
-    meta = create_job(parse_job_request(request), settings, store)
+    job = parse_job_request(request)
+    try:
+        Bounds.for_messages(settings).check_message(job.entities, job.output, job.dynamodb)
+    except RequestOutOfBounds as exc:
+        job_refused(exc, request)
+        # Redacted: the message is stored in the result backend and shown by Flower.
+        raise RequestOutOfBounds(redact_text(str(exc)), exc.setting) from None
+    meta = create_job(job, settings, store)
     job_created(meta)
     enqueue_shards(self.app, meta, settings.jobs.queue)
     return {"job_id": meta.job_id, "shards": meta.shards, "rows": meta.rows}

@@ -45,6 +45,7 @@ from featurepull.io import (
 from featurepull.io.entities import check_entity_file_size, too_many_entities
 from featurepull.tasks import metrics
 from featurepull.tasks.capacity import redis_pacers
+from featurepull.tasks.confine import REDIS_KEY_SCHEME, Bounds
 from featurepull.tasks.scoring import (
     apply_scorer,
     check_registered,
@@ -56,7 +57,6 @@ from featurepull.tasks.store import JobMeta, JobState, JobStore
 _ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
                     "bytes": pa.binary(), "float": pa.float64(), "bool": pa.bool_(),
                     "null": pa.null()}
-REDIS_KEY_SCHEME = "redis-key:"
 
 log = structlog.get_logger(__name__)
 
@@ -181,10 +181,11 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     """Validate everything the read engine would reject, then store the job's shards.
 
     Nothing is stored unless the request is valid: the table exists with the right key
-    schema, every entity key can be built, the output path can be written, and a scorer it
-    names is registered.
+    schema, every entity key can be built, the output path can be written (within
+    jobs.allowed_outputs), the endpoint is allowed, and a scorer it names is registered.
     """
     check_request_size(request.model_dump(), settings.jobs.max_request_bytes)
+    Bounds.for_jobs(settings).check_job(request.output, request.dynamodb)
     if request.scorer is not None:
         check_registered(request.scorer, settings)
     check_notify(request, settings)
@@ -244,10 +245,12 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     if store.is_done(job_id, shard):  # a redelivered shard that already finished
         log.info("shard_skipped", reason="already done (a redelivered message)")
         return store.done_count(job_id) == meta.shards
-    store.mark_running(job_id)
-    store.count_attempt(job_id, shard, worker)
     spec = meta.request
     request = JobRequest(**spec["request"])
+    # Before any request: a job stored without submit_job (or forged in Redis) is bounded too.
+    Bounds.for_jobs(settings).check_endpoint(request.dynamodb.get("endpoint_url"))
+    store.mark_running(job_id)
+    store.count_attempt(job_id, shard, worker)
     effective = job_settings(settings, request)
     keys_table = store.shard_keys(job_id, shard)
     columns = {name: keys_table.column(name).to_pylist() for name in spec["key_columns"]}
@@ -400,6 +403,7 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
     meta = store.meta(job_id)
     if meta.terminal or store.done_count(job_id) < meta.shards:
         return None
+    Bounds.for_jobs(settings).check_output(meta.request["request"].get("output"))
     if not store.begin_finish(job_id):
         return None
     request = JobRequest(**meta.request["request"])

@@ -30,6 +30,7 @@ from celery.utils.nodenames import node_format
 from featurepull.config import ConfigError, Settings, load_settings
 from featurepull.dynamo.client import preload_botocore, process_client
 from featurepull.tasks import celery_tasks, scoring
+from featurepull.tasks.confine import start_warning
 from featurepull.tasks.jobs import reset_process_state
 from featurepull.tasks.schedules import beat_entry, check_schedules
 from featurepull.worker import logging as worker_logging
@@ -106,6 +107,13 @@ def _serve_metrics_and_say_ready(sender: Any, **_: Any) -> None:
         sorted(q.name for q in sender.app.amqp.queues.consume_from.values()), port)
 
 
+def _warn_unbounded_jobs(**_: Any) -> None:
+    # Once per worker instance: what a message on its queue could make it touch.
+    warning = start_warning(celery_tasks.configured_settings())
+    if warning:
+        worker_logging.unbounded_jobs(warning)
+
+
 def _pool_process_exits(pid: int | None = None, **_: Any) -> None:
     worker_metrics.process_exited(pid or os.getpid())
 
@@ -150,6 +158,7 @@ _RECEIVERS = (
     (celeryd_init, _load_scorers),
     (celeryd_init, _prepare_metrics),
     (worker_ready, _serve_metrics_and_say_ready),
+    (worker_ready, _warn_unbounded_jobs),
     (worker_process_shutdown, _pool_process_exits),
     (worker_shutdown, _remove_metrics_files),
     (celeryd_init, _early_logging),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,15 @@ def wait_for_log(workers: Fleet, text: str, timeout: float = 20) -> str:
 
 
 def finisher_temporary(directory: Path, name: str, timeout: float) -> tuple[Path, int]:
-    """The finisher's temporary output file once it appears, and the pid in its name."""
+    """The finisher's temporary output file once it appears, and the pid in its name — that
+    process SIGSTOPped at once, so the caller's kill lands in the middle of the write."""
     pattern = re.compile(rf"^\.{re.escape(name)}\.tmp-(\d+)-[0-9a-f]+$")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for entry in os.scandir(directory):
             found = pattern.match(entry.name)
             if found:
+                os.kill(int(found.group(1)), signal.SIGSTOP)
                 return Path(entry.path), int(found.group(1))
         time.sleep(0.0005)
     raise AssertionError(f"no temporary {name} appeared in {timeout}s")

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
 from featurepull.client import Job, submit
 from featurepull.local import RedisService
-from tests.tasks.conftest import TABLE, Fleet, fleet
+from tests.tasks.conftest import TABLE, Fleet, fleet, freeze_mid_shard
 
 DRIVERS = 5_000
 LATENCY_MS = 50
@@ -143,14 +143,7 @@ def test_metrics_equal_the_summaries_also_after_a_pool_process_is_killed(
         # shard of the second: its earlier counts stay, its running shard is not counted.
         counted = {int(o.rsplit(":", 1)[1]) for o in first.store.owners(first.id).values()}
         second = run_job(workers, entities)
-        victim = 0
-        while not victim:
-            busy = [int(owner.rsplit(":", 1)[1])
-                    for shard, owner in second.store.owners(second.id).items()
-                    if not second.store.is_done(second.id, shard)]
-            victim = next((pid for pid in busy if pid in counted), 0)
-            time.sleep(0.02)
-        time.sleep(0.1)  # into the shard's 250 ms of reading
+        victim = freeze_mid_shard(second, among=counted)
         os.kill(victim, signal.SIGKILL)
         two = summary_of(second)
         assert two["redelivered_shards"] >= 1

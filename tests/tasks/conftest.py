@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
+from featurepull.client import Job
 from featurepull.config import Settings, load_settings
 from featurepull.local import RedisService
 
@@ -141,3 +142,57 @@ def fleet(redis_server: RedisService, endpoint_url: str, **jobs: Any) -> Iterato
         yield running
     finally:
         running.stop()
+
+
+def wait_for_progress(job: Job, fraction: float, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = job.status()
+        if status.rows_done >= fraction * status.rows or status.state == "succeeded":
+            return
+        time.sleep(0.05)
+    raise AssertionError("job made no progress")
+
+
+def wait_until_running_on(job: Job, worker_prefix: str, timeout: float = 120) -> str:
+    """Until a shard not yet done was last started by a worker whose "hostname:pid" starts
+    with the prefix; returns that owner."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for shard, owner in job.store.owners(job.id).items():
+            if owner.startswith(worker_prefix) and not job.store.is_done(job.id, shard):
+                return owner
+        time.sleep(0.02)
+    raise AssertionError(f"no shard ever ran on {worker_prefix}")
+
+
+def freeze_mid_shard(job: Job, prefix: str = "", group: int | None = None,
+                     among: Collection[int] | None = None, timeout: float = 120) -> int:
+    """SIGSTOP a pool child (or, with ``group``, that whole worker instance's process group)
+    in the middle of a shard — of a worker whose owner name starts with ``prefix``, and a
+    child in ``among`` if given — and return the child's pid. Frozen first, then checked: a
+    child that finished its shard between the look and the stop is let go and another is
+    picked, so a kill that follows always lands mid-shard."""
+    def running(owner: str) -> bool:
+        return any(who == owner and not job.store.is_done(job.id, shard)
+                   for shard, who in job.store.owners(job.id).items())
+
+    def signal_(pid: int, sig: signal.Signals) -> None:
+        if group is None:
+            os.kill(pid, sig)
+        else:
+            os.killpg(group, sig)
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for owner in set(job.store.owners(job.id).values()):
+            victim = int(owner.rsplit(":", 1)[1])
+            if not owner.startswith(prefix) or (among is not None and victim not in among):
+                continue
+            if running(owner):
+                signal_(victim, signal.SIGSTOP)
+                if running(owner):
+                    return victim
+                signal_(victim, signal.SIGCONT)
+        time.sleep(0.02)
+    raise AssertionError(f"no pool child of {prefix!r} was caught in the middle of a shard")
