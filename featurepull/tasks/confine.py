@@ -32,11 +32,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from featurepull.config import Settings
+from featurepull.dynamo.http import DEFAULT_PORTS
 from featurepull.errors import InputError
 
 S3_SCHEME = "s3://"
 REDIS_KEY_SCHEME = "redis-key:"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class RequestOutOfBounds(InputError, ValueError):
@@ -99,7 +99,7 @@ def _endpoint(url: str) -> tuple[str, str, int | None, str]:
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     try:
-        port = parts.port or _DEFAULT_PORTS.get(scheme)
+        port = parts.port or DEFAULT_PORTS.get(scheme)
     except ValueError:  # a port that is not a number: matches nothing
         port = -1
     return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")

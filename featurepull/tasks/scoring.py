@@ -28,9 +28,9 @@ import pyarrow as pa
 
 from featurepull.config import ConfigError, ScorerSettings, Settings
 from featurepull.errors import InputError, RunFailed
+from featurepull.io.tables import ARROW_VALUE_ERRORS
 
 FOUND_COLUMN = "_found"
-_ARROW_VALUE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
 _RESULT_SHAPE = ("a scorer returns a pyarrow.Table, or a dict of column name → array or "
                  "list, with one value per input row (from pandas: "
                  "pyarrow.Table.from_pandas(df, preserve_index=False))")
@@ -201,7 +201,7 @@ def _as_array(name: str, column: str, values: Any) -> pa.Array | pa.ChunkedArray
                           "each column is an array or list with one value per input row")
     try:
         return pa.array(values)
-    except _ARROW_VALUE_ERRORS as exc:
+    except ARROW_VALUE_ERRORS as exc:
         raise ScorerError(f"scorer {name!r}: column {column!r} cannot be an Arrow array "
                           f"({exc}); its values must share one type") from exc
 
