@@ -13,7 +13,12 @@ from featurepull.dynamo import ReadStats
 from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
 from featurepull.dynamo.reader import Progress, cyclic_gc_paused
 from featurepull.io import check_destination, open_sink, read_entities, rows_to_table, write_rows
-from featurepull.tasks.scoring import LoadedScorer, apply_scorer, registered_scorer
+from featurepull.tasks.scoring import (
+    LoadedScorer,
+    apply_scorer,
+    check_with_features,
+    registered_scorer,
+)
 
 
 @dataclass
@@ -52,9 +57,7 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     progress bar's total). Nothing is written unless every key was read or confirmed absent
     (and, with a scorer, it scored every row).
     """
-    if request.with_features and request.scorer is None:
-        raise ValueError("with_features keeps the features beside a scorer's scores; name a "
-                         "scorer too")
+    check_with_features(request.scorer, request.with_features)
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
     check_destination(output_path, overwrite, settings.s3)
     entities = read_entities(entities_path, s3=settings.s3)
