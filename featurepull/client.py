@@ -12,29 +12,43 @@ from typing import Any
 
 import pyarrow as pa
 import redis
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from featurepull.config import Notify, Settings, load_settings
+from featurepull.config.errors import request_error_text
+from featurepull.errors import InputError, RunFailed
 from featurepull.io import EntityTable, open_sink, unify_schemas
+from featurepull.redact import redact_url
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
 from featurepull.tasks.confine import REDIS_KEY_SCHEME
-from featurepull.tasks.store import RedisUnavailable, UnknownJob, connect, redact_url
+from featurepull.tasks.jobs import InvalidJobRequest
+from featurepull.tasks.store import (
+    REDIS_OUTAGE_WAIT_S,
+    ErrorKind,
+    JobState,
+    RedisUnavailable,
+    UnknownJob,
+    connect,
+)
 
-# How long Job.wait keeps polling while Redis does not answer (a restart, a failover).
-REDIS_OUTAGE_WAIT_S = 60.0
 # How long a job may stay queued before Job.wait asks which workers consume its queue.
 NO_WORKER_AFTER_S = 5.0
 # How long that question waits for workers' replies (Celery remote control, through Redis).
 WORKER_REPLY_S = 1.0
 
 
-class JobFailed(RuntimeError):
+class JobFailed(RunFailed, RuntimeError):
     """The job failed or was cancelled; the message carries its reason."""
 
 
-class JobRefused(JobFailed):
+class JobRefused(InputError, JobFailed):
     """The job failed on its input, found only once reading (a requested feature that no
     item holds, a table that changed): bad input, exit code 2 on the command line."""
+
+
+class RowsNotInRedis(InputError, JobStoreError):
+    """The job wrote its rows to its output: read them there, not from Redis (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -42,14 +56,14 @@ class JobStatus:
     """Where a job is: queued, running (shards done of total), failed, or succeeded."""
 
     job_id: str
-    state: str
+    state: JobState
     shards: int
     shards_done: int
     rows: int
     rows_done: int
     error: str | None
     summary: dict[str, Any] | None
-    error_kind: str | None = None  # "input" (JobRefused) or "failed"
+    error_kind: ErrorKind | None = None  # "input" (JobRefused) or "failed"
 
     def line(self) -> str:
         """One human line for ``featurepull status``."""
@@ -106,13 +120,13 @@ class Job:
         status = self._poll(None)
         with tqdm(total=status.rows, unit="keys", disable=not progress or None,
                   desc=f"job {self.id[:8]}", dynamic_ncols=True) as bar:
-            while status.state not in ("succeeded", "failed", "cancelled"):
+            while not status.state.terminal:
                 if deadline is not None and time.monotonic() > deadline:
                     why = (f"; no worker consumes queue {self.settings.jobs.queue!r}"
-                           if idle and status.state == "queued" else "")
+                           if idle and status.state == JobState.QUEUED else "")
                     raise TimeoutError(f"job {self.id} still {status.state} after {timeout:g}s "
                                        f"({status.shards_done}/{status.shards} shards done{why})")
-                if (not asked and status.state == "queued"
+                if (not asked and status.state == JobState.QUEUED
                         and time.monotonic() - started >= no_worker_after_s):
                     asked = True
                     idle = self.workers_on_queue() == []
@@ -121,8 +135,8 @@ class Job:
                 time.sleep(poll_s)
                 status = self._poll(status)
                 bar.update(status.rows_done - bar.n)
-            bar.update(status.rows - bar.n if status.state == "succeeded" else 0)
-        if status.state != "succeeded":
+            bar.update(status.rows - bar.n if status.state == JobState.SUCCEEDED else 0)
+        if status.state != JobState.SUCCEEDED:
             failure = JobRefused if status.error_kind == "input" else JobFailed
             raise failure(f"job {self.id} {status.state}: {status.error}")
         return status
@@ -163,7 +177,7 @@ class Job:
 
     def _require_success(self) -> JobMeta:
         meta = self.store.meta(self.id)
-        if meta.state != "succeeded":
+        if meta.state != JobState.SUCCEEDED:
             raise JobFailed(f"job {self.id} is {meta.state}"
                             + (f": {meta.error}" if meta.error else "; wait() for it first"))
         return meta
@@ -173,7 +187,7 @@ class Job:
         meta = self._require_success()
         output = (meta.summary or {}).get("output")
         if output:
-            raise JobStoreError(f"job {self.id} wrote its rows to {output}; read them there "
+            raise RowsNotInRedis(f"job {self.id} wrote its rows to {output}; read them there "
                                 "(Redis keeps rows only for jobs submitted without an output)")
         for shard in range(meta.shards):
             yield self.store.shard_rows(self.id, shard)
@@ -208,7 +222,7 @@ def workers_on_queue(settings: Settings, reply_s: float = WORKER_REPLY_S) -> lis
     asked."""
     from kombu.exceptions import OperationalError
 
-    from featurepull.worker.app import producer_app
+    from featurepull.worker.producer import producer_app
 
     app = producer_app(settings)
     try:
@@ -248,23 +262,27 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     the registry of ``feature_store_yaml`` (``table`` is then ""; docs/feast-registry.md).
     """
     from featurepull.tasks.celery_tasks import enqueue_shards
-    from featurepull.worker.app import producer_app
+    from featurepull.worker.producer import producer_app
 
     settings = settings or load_settings()
     store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
-    request = JobRequest(
-        table=table, features=list(features), entities=_from_here(entities),
-        output=None if output is None else _from_here(output),
-        overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
-        join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
-        event_ts_attribute=event_ts_attribute, project=project, dynamodb=dict(dynamodb or {}),
-        scorer=scorer, with_features=with_features,
-        notify=Notify(**notify) if notify else None,
-        allow_missing_features=allow_missing_features,
-        feature_store_yaml=None if feature_store_yaml is None else _from_here(feature_store_yaml),
-        feature_service=feature_service, full_feature_names=full_feature_names,
-        respect_ttl=respect_ttl,
-    )
+    try:
+        request = JobRequest(
+            table=table, features=list(features), entities=_from_here(entities),
+            output=None if output is None else _from_here(output),
+            overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
+            join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
+            event_ts_attribute=event_ts_attribute, project=project,
+            dynamodb=dict(dynamodb or {}), scorer=scorer, with_features=with_features,
+            notify=Notify(**notify) if notify else None,
+            allow_missing_features=allow_missing_features,
+            feature_store_yaml=(None if feature_store_yaml is None
+                                else _from_here(feature_store_yaml)),
+            feature_service=feature_service, full_feature_names=full_feature_names,
+            respect_ttl=respect_ttl,
+        )
+    except ValidationError as exc:
+        raise InvalidJobRequest(request_error_text(exc, "job request")) from None
     meta = create_job(request, settings, store, entity_table)
     app = producer_app(settings)
     try:

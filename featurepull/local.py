@@ -23,10 +23,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from featurepull.errors import RunFailed
+
 STARTUP_TIMEOUT_S = 30.0
 
 
-class ServiceError(RuntimeError):
+class ServiceError(RunFailed, RuntimeError):
     """An embedded service could not be started."""
 
 

@@ -25,7 +25,12 @@ from featurepull.io import (
     write_rows,
 )
 from featurepull.tasks.feast_views import plan_for, views_table
-from featurepull.tasks.scoring import LoadedScorer, apply_scorer, registered_scorer
+from featurepull.tasks.scoring import (
+    LoadedScorer,
+    apply_scorer,
+    check_with_features,
+    registered_scorer,
+)
 
 
 @dataclass
@@ -70,9 +75,7 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     progress bar's total). Nothing is written unless every key was read or confirmed absent
     (and, with a scorer, it scored every row).
     """
-    if request.with_features and request.scorer is None:
-        raise ValueError("with_features keeps the features beside a scorer's scores; name a "
-                         "scorer too")
+    check_with_features(request.scorer, request.with_features)
     problem = reference_problem(request.table, request.features, request.feature_service,
                                 request.join_keys or request.join_key_types, request.layout,
                                 request.full_feature_names or request.respect_ttl)

@@ -8,8 +8,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from featurepull.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError, ValueError):
     """A setting is missing, malformed or out of range; the message says which and why."""
 
 

@@ -34,15 +34,14 @@ import botocore
 import botocore.exceptions
 import orjson
 
-from featurepull.config import DynamoSettings
-from featurepull.dynamo.http import BrokenResponse, ConnectionPool
+from featurepull.config import ConfigError, DynamoSettings
+from featurepull.dynamo.http import DEFAULT_PORTS, BrokenResponse, ConnectionPool
 from featurepull.dynamo.sigv4 import PostSigner
 
 TARGET = "DynamoDB_20120810.BatchGetItem"
 CONTENT_TYPE = "application/x-amz-json-1.0"
 SIGNING_NAME = "dynamodb"
 USER_AGENT = f"featurepull (fast transport) botocore/{botocore.__version__}"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _a2b = binascii.a2b_base64
 
 __all__ = ["BotocoreTransport", "BrokenResponse", "FastTransport", "Transport",
@@ -100,8 +99,9 @@ class FastTransport:
         self.base64_values = base64_values
         url = str(client.meta.endpoint_url).rstrip("/")
         parts = urlsplit(url)
-        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise ValueError(f"cannot send BatchGetItem to endpoint {url!r}")
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+            raise ConfigError(f"cannot send BatchGetItem to endpoint {url!r}; give "
+                              "--endpoint-url as http://HOST[:PORT] or https://HOST[:PORT]")
         self.url = url + "/"
         self.path = (parts.path or "") + "/"
         self.region = str(client.meta.region_name)
@@ -109,7 +109,7 @@ class FastTransport:
         # refreshed by get_frozen_credentials() as boto3 would refresh it.
         self.credentials = client._request_signer._credentials
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        if parts.port is not None and parts.port != _DEFAULT_PORTS[parts.scheme]:
+        if parts.port is not None and parts.port != DEFAULT_PORTS[parts.scheme]:
             host = f"{host}:{parts.port}"
         self.signer = PostSigner(host, self.path, self.region, SIGNING_NAME, CONTENT_TYPE, TARGET)
         self.headers = self.signer.headers

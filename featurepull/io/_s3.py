@@ -19,6 +19,7 @@ from botocore.exceptions import (
 )
 
 from featurepull.config import S3Settings
+from featurepull.errors import InputError
 from featurepull.io._formats import S3Location
 
 # HEAD requests carry no error body: a missing object or bucket is a bare "404".
@@ -29,7 +30,7 @@ _DENIED = frozenset({
 })
 
 
-class S3Error(ValueError):
+class S3Error(InputError, ValueError):
     """An S3 request failed; the message names the object and what to check."""
 
 

@@ -36,8 +36,7 @@ from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 
 from featurepull.config import Settings
-from featurepull.dynamo import EntityKeyError, ReadError, TableError, UnknownFeatureError
-from featurepull.io import OutputError
+from featurepull.errors import FeaturepullError, RunFailed
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor
 from featurepull.tasks.confine import Bounds, RequestOutOfBounds
@@ -52,8 +51,15 @@ from featurepull.tasks.jobs import (
 )
 from featurepull.tasks.notify import announce_end
 from featurepull.tasks.schedules import start_scheduled_job
-from featurepull.tasks.scoring import ScorerError
-from featurepull.tasks.store import JobMeta, JobStore, JobStoreError, UnknownJob, connect
+from featurepull.tasks.store import (
+    REDIS_OUTAGE_WAIT_S,
+    ErrorKind,
+    JobMeta,
+    JobStore,
+    JobStoreError,
+    UnknownJob,
+    connect,
+)
 
 logger = get_task_logger(__name__)
 log = structlog.get_logger(__name__)
@@ -62,17 +68,13 @@ REDIS_RETRY_COUNTDOWN_S = 2
 REDIS_MAX_RETRIES = 60
 # The retry is a message on the same Redis: while it is down the retry cannot be sent, and
 # Celery would drop the shard (reject, no requeue), leaving the job running forever with a
-# shard missing. So a shard first waits (this long at most) for Redis to answer again.
-REDIS_OUTAGE_WAIT_S = 120.0
+# shard missing. So a shard first waits (REDIS_OUTAGE_WAIT_S at most) for Redis to answer.
 # What a Redis outage looks like inside a task: redis-py's errors from the job store and the
 # result backend, and kombu's OperationalError from whatever the task publishes to the broker
 # (a progress event, the finish_job message). Each means "wait for Redis, then retry": taken
 # for a failure, the job could not be marked failed (Redis is down) while Celery acks the
 # failed message, and the job would wait forever for a shard or a finisher that is gone.
 REDIS_OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
-# What a shard can find wrong with the job's input only once it reads: the job fails as an
-# input error, and `featurepull submit --wait` exits 2 as `pull` does for the same input.
-SHARD_INPUT_ERRORS = (UnknownFeatureError, TableError, EntityKeyError, RequestOutOfBounds)
 
 
 def wait_for_redis(store: JobStore, timeout_s: float = REDIS_OUTAGE_WAIT_S) -> bool:
@@ -97,20 +99,36 @@ def retry_after_outage(task: Any, store: JobStore, exc: Exception, what: str) ->
                      argsrepr=task.request.get("argsrepr")) from None
 
 
-class ShardFailed(Exception):
+class ShardFailed(RunFailed):
     """How a failed task ends for Celery: with the job's redacted error. The original
     exception is not re-raised: Celery would store its message and traceback, unmasked, in
     the result backend (Redis), and Flower would show them."""
 
 
 def fail_job(task: Any, store: JobStore, job_id: str, error: str,
-             kind: str = "failed") -> NoReturn:
+             kind: ErrorKind = "failed") -> NoReturn:
     """Mark the job failed with ``error`` (redacted), announce its end, and end the task
     with that error."""
     error = redact_text(error)
     store.fail(job_id, error, kind)
     announce_after_failure(task, store, job_id)
     raise ShardFailed(error) from None
+
+
+def end_task(task: Any, store: JobStore, job_id: str, exc: Exception, where: str,
+             retry_on: tuple[type[Exception], ...] = REDIS_OUTAGE_ERRORS) -> NoReturn:
+    """How a task of ``job_id`` that raised ``exc`` ends. A Redis outage (``retry_on``) is
+    waited out and the task retried. Anything else fails the job: an InputError as an input
+    error (``featurepull submit --wait`` exits 2, as ``pull`` does for the same input), an
+    error featurepull does not know by its type and message."""
+    if isinstance(exc, retry_on):
+        retry_after_outage(task, store, exc, f"{where} (job {job_id})")
+    if isinstance(exc, RequestOutOfBounds):  # logged with the request's summary and setting
+        job_refused(exc, store.meta(job_id).request.get("request", {}))
+    if isinstance(exc, FeaturepullError | ValueError):
+        is_input = isinstance(exc, FeaturepullError) and exc.is_input
+        fail_job(task, store, job_id, f"{where}: {exc}", "input" if is_input else "failed")
+    fail_job(task, store, job_id, f"{where}: unexpected {type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -167,7 +185,7 @@ def job_refused(exc: RequestOutOfBounds, request: dict[str, Any]) -> None:
 def job_created(meta: JobMeta) -> None:
     """Put a job a task just created into the task's log context, and log it."""
     structlog.contextvars.bind_contextvars(job_id=meta.job_id)
-    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.request.get("table"))
+    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.table)
 
 
 def enqueue_shards(app: Celery, meta: JobMeta, queue: str) -> None:
@@ -242,21 +260,15 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
     except UnknownJob as exc:
         logger.warning("shard %s of unknown job %s skipped: %s", shard, job_id, exc)
         return {"job_id": job_id, "shard": shard, "unknown_job": True}
-    except (*REDIS_OUTAGE_ERRORS, JobStoreError) as exc:
-        retry_after_outage(self, store, exc, f"shard {shard} of job {job_id}")
     except SoftTimeLimitExceeded:
         limit = settings.jobs.shard_soft_time_limit_s
         store.fail(job_id, f"shard {shard} ran past its soft time limit ({limit:g}s); "
                            "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")
         announce_after_failure(self, store, job_id)
         raise
-    except (ReadError, EntityKeyError, OutputError, ScorerError, ValueError) as exc:
-        kind = "input" if isinstance(exc, SHARD_INPUT_ERRORS) else "failed"
-        if isinstance(exc, RequestOutOfBounds):
-            job_refused(exc, store.meta(job_id).request.get("request", {}))
-        fail_job(self, store, job_id, f"shard {shard}: {exc}", kind)
     except Exception as exc:
-        fail_job(self, store, job_id, f"shard {shard}: unexpected {type(exc).__name__}: {exc}")
+        end_task(self, store, job_id, exc, f"shard {shard}",
+                 retry_on=(*REDIS_OUTAGE_ERRORS, JobStoreError))
     return {"job_id": job_id, "shard": shard, "last": last}
 
 
@@ -280,13 +292,8 @@ def finish(self: Any, job_id: str) -> dict[str, Any] | None:
         # the summary and announcing it: finish_job returns None then, the job has ended.
         announce_end(self.app, store, job_id, owner)
         return summary
-    except REDIS_OUTAGE_ERRORS as exc:
-        # Redis went away mid-finish: the job cannot be marked failed now; finish it again.
-        retry_after_outage(self, store, exc, f"the finish_job message of job {job_id}")
-    except RequestOutOfBounds as exc:
-        job_refused(exc, store.meta(job_id).request.get("request", {}))
-        fail_job(self, store, job_id, str(exc), "input")
     except Exception as exc:
-        fail_job(self, store, job_id, f"writing the output failed: {exc}")
+        # Redis gone mid-finish: the job cannot be marked failed now; finish it again.
+        end_task(self, store, job_id, exc, "writing the output failed")
     finally:
         store.unlock_finish(job_id, owner)

@@ -33,13 +33,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from featurepull.config import Settings
+from featurepull.dynamo.http import DEFAULT_PORTS
+from featurepull.errors import InputError
 
 S3_SCHEME = "s3://"
 REDIS_KEY_SCHEME = "redis-key:"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class RequestOutOfBounds(ValueError):
+class RequestOutOfBounds(InputError, ValueError):
     """A job names an input, output or endpoint outside the workers' allowed lists; the
     message names the setting to change (bad input: exit code 2, error kind "input")."""
 
@@ -99,7 +100,7 @@ def _endpoint(url: str) -> tuple[str, str, int | None, str]:
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     try:
-        port = parts.port or _DEFAULT_PORTS.get(scheme)
+        port = parts.port or DEFAULT_PORTS.get(scheme)
     except ValueError:  # a port that is not a number: matches nothing
         port = -1
     return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")

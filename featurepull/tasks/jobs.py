@@ -32,6 +32,7 @@ from featurepull.dynamo.plan import (
     plan_read,
 )
 from featurepull.dynamo.views import ViewsReader
+from featurepull.errors import InputError, RunFailed
 from featurepull.io import (
     EntityFileError,
     EntityTable,
@@ -52,8 +53,13 @@ from featurepull.tasks.feast_views import (
     views_spec,
     with_yaml_choices,
 )
-from featurepull.tasks.scoring import apply_scorer, check_registered, registered_scorer
-from featurepull.tasks.store import JobMeta, JobStore
+from featurepull.tasks.scoring import (
+    apply_scorer,
+    check_registered,
+    check_with_features,
+    registered_scorer,
+)
+from featurepull.tasks.store import JobMeta, JobState, JobStore
 
 _ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
                     "bytes": pa.binary(), "float": pa.float64(), "bool": pa.bool_(),
@@ -80,10 +86,7 @@ class JobRequest(RequestFields):
 
     @model_validator(mode="after")
     def _features_need_a_scorer(self) -> JobRequest:
-        if self.with_features and self.scorer is None:
-            raise ValueError("with_features keeps the features beside a scorer's scores; "
-                             "name a scorer, or leave with_features out (features are the "
-                             "output of a job without one)")
+        check_with_features(self.scorer, self.with_features, ("with_features", '"scorer"'))
         return self
 
 
@@ -128,7 +131,7 @@ def load_entities(reference: str, settings: Settings, store: JobStore) -> Entity
     return EntityTable(reference, table.columns, table.types, table.notes)
 
 
-class InvalidJobRequest(ValueError):
+class InvalidJobRequest(InputError, ValueError):
     """A job request that is not a JSON object or misses or mistypes a field; the message
     lists each one (a plain message, so it survives Celery's JSON result backend)."""
 
@@ -146,7 +149,7 @@ def parse_job_request(request: Any) -> JobRequest:
             exc, "featurepull.submit_job request (see the task API in the README)")) from None
 
 
-class RequestTooLarge(ValueError):
+class RequestTooLarge(InputError, ValueError):
     """A job request over jobs.max_request_bytes (refused before it is validated)."""
 
 
@@ -217,7 +220,7 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     return store.meta(job_id)
 
 
-class JobStopped(Exception):
+class JobStopped(RunFailed):
     """The job failed or was cancelled elsewhere; this shard stops early."""
 
 
@@ -281,7 +284,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         now = time.monotonic()
         if now - last >= 0.5 or answered == unique:
             last = now
-            if store.state(job_id) in ("failed", "cancelled"):
+            if store.state(job_id) in (JobState.FAILED, JobState.CANCELLED):
                 raise JobStopped(job_id)
             store.set_progress(job_id, shard, answered)
             if report is not None:
@@ -376,7 +379,7 @@ def end_summary(store: JobStore, meta: JobMeta) -> dict[str, Any]:
     ``error``, then the stored summary of a succeeded job, or for a failed or cancelled one
     the read statistics of the shards it finished."""
     head = {"job_id": meta.job_id, "state": meta.state, "rows": meta.rows,
-            "output": meta.request.get("request", {}).get("output"), "error": meta.error}
+            "output": meta.output, "error": meta.error}
     if meta.summary is not None:
         return {**meta.summary, **head}
     return {**head, "shards": meta.shards, "shards_done": store.done_count(meta.job_id),

@@ -35,17 +35,44 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from enum import StrEnum
+from typing import Any, Literal
 
 import pyarrow as pa
 import redis
+from pydantic import BaseModel
+
+from featurepull.errors import InputError, RunFailed
+from featurepull.redact import redact_url
 
 PREFIX = "featurepull:job:"
 SCHEDULE_PREFIX = "featurepull:schedule:"
 SCHEDULE_RUNS_KEPT = 100
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class JobState(StrEnum):
+    """Where a job is. The values are what the meta hash stores and JSON shows."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHING = "finishing"  # a finisher is writing the ordered output
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True once the job has ended: it never changes state again."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+# How long a Redis outage (a restart, a failover) is waited out, by a shard before its retry
+# and by Job.wait before it gives up: the same for both, so a producer does not report a
+# job lost while the workers are still waiting to go on with it. Two minutes covers a
+# restart with persistence and a Sentinel failover; the result backend's retries
+# (worker.producer.RESULT_BACKEND_RETRIES) last about as long.
+REDIS_OUTAGE_WAIT_S = 120.0
 # SET NX, except that the lock's own holder may take it again: a finish_job message comes
 # back with the same task id when the process running it died (acks_late), and must not
 # wait for the dead process's lock to expire.
@@ -56,6 +83,14 @@ if held and held ~= ARGV[1] then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
+"""
+# Release only a lock this owner still holds, in one step: a GET then a DEL could delete
+# the lock of another owner that took it over between the two (after the TTL expired).
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
 # The end of a job is announced once: a task takes the claim (its own id, so the same task
@@ -71,7 +106,7 @@ return 1
 ENDED = b"sent"
 
 
-class JobStoreError(RuntimeError):
+class JobStoreError(RunFailed, RuntimeError):
     """Redis cannot be reached or answered unexpectedly; the message names the URL."""
 
 
@@ -80,23 +115,16 @@ class RedisUnavailable(JobStoreError):
     input — the CLI exits 1 for it."""
 
 
-class UnknownJob(KeyError):
+class RedisRefused(InputError, JobStoreError):
+    """Redis refused the credentials in the URL: a configuration error (exit 2)."""
+
+
+class UnknownJob(InputError, KeyError):
     """No job with this id (never submitted, or expired after its TTL)."""
 
     def __str__(self) -> str:
         return (f"no job {self.args[0]!r} in Redis: check the id, and that it has not "
                 "expired (jobs.ttl_s) or been cleaned up")
-
-
-def redact_url(url: str) -> str:
-    """A Redis URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, ""))
 
 
 def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
@@ -106,14 +134,14 @@ def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
     try:
         client.ping()
     except redis.AuthenticationError as exc:
-        raise JobStoreError(
+        raise RedisRefused(
             f"Redis at {redact_url(url)} refused the credentials ({exc}); check the password "
             "in FEATUREPULL_REDIS_URL or redis_url in the config file "
             "(redis://:PASSWORD@host:port/db)"
         ) from None
     except redis.RedisError as exc:
         unreachable = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
-        raise (RedisUnavailable if unreachable else JobStoreError)(
+        raise (RedisUnavailable if unreachable else RedisRefused)(
             f"cannot reach Redis at {redact_url(url)} ({exc}); is redis-server running there? "
             "Set FEATUREPULL_REDIS_URL or redis_url in the config file"
         ) from None
@@ -134,25 +162,60 @@ def table_from_bytes(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
-@dataclass
-class JobMeta:
-    """A job's state as stored in its meta hash."""
+ErrorKind = Literal["input", "failed"]
+
+
+class JobMeta(BaseModel):
+    """A job's record, as stored in its meta hash (the one place that reads it back).
+
+    ``request`` is the job's spec as ``create_job`` stored it: ``request`` (the
+    :class:`~featurepull.tasks.jobs.JobRequest` as JSON), the resolved ``table``, the
+    ``shard_size`` and the layout's spec; :attr:`table`, :attr:`output`, :attr:`notify`
+    and :attr:`shard_size` read it for the callers that need one field.
+    """
 
     job_id: str
     request: dict[str, Any]
-    state: str
+    state: JobState
     shards: int
     rows: int
     created: float
-    started: float | None
-    finished: float | None
-    error: str | None
-    summary: dict[str, Any] | None
-    error_kind: str | None = None  # "input": the job failed on its input (exit code 2)
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    summary: dict[str, Any] | None = None
+    error_kind: ErrorKind | None = None  # "input": the job failed on its input (exit 2)
 
     @property
     def terminal(self) -> bool:
-        return self.state in TERMINAL
+        return self.state.terminal
+
+    @property
+    def table(self) -> str:
+        """The DynamoDB table the job reads ("" for a spec without one)."""
+        return str(self.request.get("table") or "")
+
+    @property
+    def shard_size(self) -> int | None:
+        """Entities per shard; None for a job stored before it was recorded."""
+        size = self.request.get("shard_size")
+        return size if isinstance(size, int) and size > 0 else None
+
+    @property
+    def output(self) -> str | None:
+        """Where the finisher writes the rows; None: they stay in Redis."""
+        output = self.request.get("request", {}).get("output")
+        return str(output) if output else None
+
+    @property
+    def notify(self) -> dict[str, str] | None:
+        """The task (and queue) told when the job ends, if the request named one."""
+        notify = self.request.get("request", {}).get("notify")
+        return dict(notify) if notify else None
+
+
+# The states a job can still leave.
+_LIVE = (JobState.QUEUED, JobState.RUNNING, JobState.FINISHING)
 
 
 class JobStore:
@@ -180,7 +243,7 @@ class JobStore:
             shards, rows = shard + 1, rows + table.num_rows
             if shard % 16 == 15:
                 pipe.execute()
-        meta = {"request": json.dumps(request), "state": "queued", "shards": shards,
+        meta = {"request": json.dumps(request), "state": JobState.QUEUED.value, "shards": shards,
                 "rows": rows, "created": time.time()}
         pipe.hset(self._key(job_id, "meta"), mapping=meta)
         pipe.expire(self._key(job_id, "meta"), self.ttl_s)
@@ -197,18 +260,18 @@ class JobStore:
             return float(raw[name]) if raw.get(name) else None
 
         return JobMeta(
-            job_id=job_id, request=json.loads(raw["request"]), state=raw["state"],
+            job_id=job_id, request=json.loads(raw["request"]), state=JobState(raw["state"]),
             shards=int(raw["shards"]), rows=int(raw["rows"]), created=float(raw["created"]),
             started=number("started"), finished=number("finished"), error=raw.get("error"),
             summary=json.loads(raw["summary"]) if raw.get("summary") else None,
-            error_kind=raw.get("error_kind"),
+            error_kind=raw.get("error_kind") or None,
         )
 
-    def state(self, job_id: str) -> str | None:
+    def state(self, job_id: str) -> JobState | None:
         value = self.redis.hget(self._key(job_id, "meta"), "state")
-        return value.decode() if value is not None else None
+        return JobState(value.decode()) if value is not None else None
 
-    def _set_state(self, job_id: str, state: str, only_from: tuple[str, ...],
+    def _set_state(self, job_id: str, state: JobState, only_from: tuple[JobState, ...],
                    **fields: Any) -> bool:
         """Move to ``state`` if the job is in one of ``only_from`` (atomically)."""
         key = self._key(job_id, "meta")
@@ -221,31 +284,31 @@ class JobStore:
                         pipe.reset()
                         return False
                     pipe.multi()
-                    pipe.hset(key, mapping={"state": state, **fields})
+                    pipe.hset(key, mapping={"state": state.value, **fields})
                     pipe.execute()
                     return True
                 except redis.WatchError:
                     continue
 
     def mark_running(self, job_id: str) -> None:
-        self._set_state(job_id, "running", ("queued",), started=time.time())
+        self._set_state(job_id, JobState.RUNNING, (JobState.QUEUED,), started=time.time())
 
-    def fail(self, job_id: str, error: str, kind: str = "failed") -> bool:
+    def fail(self, job_id: str, error: str, kind: ErrorKind = "failed") -> bool:
         """Fail the job (first error wins); False if it had already ended. ``kind`` is
         "input" when the job's input is at fault (the submitter exits 2), else "failed"."""
-        return self._set_state(job_id, "failed", ("queued", "running", "finishing"),
-                               error=error, error_kind=kind, finished=time.time())
+        return self._set_state(job_id, JobState.FAILED, _LIVE, error=error, error_kind=kind,
+                               finished=time.time())
 
     def cancel(self, job_id: str) -> bool:
-        return self._set_state(job_id, "cancelled", ("queued", "running"),
+        return self._set_state(job_id, JobState.CANCELLED, (JobState.QUEUED, JobState.RUNNING),
                                error="cancelled by request", finished=time.time())
 
     def begin_finish(self, job_id: str) -> bool:
-        return self._set_state(job_id, "finishing", ("running", "queued", "finishing"))
+        return self._set_state(job_id, JobState.FINISHING, _LIVE)
 
     def succeed(self, job_id: str, summary: dict[str, Any]) -> None:
-        self._set_state(job_id, "succeeded", ("finishing",), summary=json.dumps(summary),
-                        finished=time.time())
+        self._set_state(job_id, JobState.SUCCEEDED, (JobState.FINISHING,),
+                        summary=json.dumps(summary), finished=time.time())
 
     def shard_keys(self, job_id: str, shard: int) -> pa.Table:
         data = self.redis.get(self._key(job_id, f"keys:{shard}"))
@@ -359,10 +422,9 @@ class JobStore:
     def end_announced(self, job_id: str) -> bool:
         return bool(self.redis.get(self._key(job_id, "ended")) == ENDED)
 
-    def unlock_finish(self, job_id: str, owner: str) -> None:
-        key = self._key(job_id, "finish")
-        if self.redis.get(key) == owner.encode():
-            self.redis.delete(key)
+    def unlock_finish(self, job_id: str, owner: str) -> bool:
+        """Release the finisher lock if ``owner`` still holds it (atomically); True if so."""
+        return bool(self.redis.eval(_RELEASE_LOCK, 1, self._key(job_id, "finish"), owner))
 
     def delete(self, job_id: str) -> int:
         """Remove every key of a job now (instead of waiting for the TTL)."""
@@ -377,10 +439,9 @@ class JobStore:
         key = self._schedule_key(name, "lock")
         return bool(self.redis.set(key, owner, nx=True, ex=ttl_s))
 
-    def unlock_schedule(self, name: str, owner: str) -> None:
-        key = self._schedule_key(name, "lock")
-        if self.redis.get(key) == owner.encode():
-            self.redis.delete(key)
+    def unlock_schedule(self, name: str, owner: str) -> bool:
+        """Release a schedule's start lock if ``owner`` still holds it (atomically)."""
+        return bool(self.redis.eval(_RELEASE_LOCK, 1, self._schedule_key(name, "lock"), owner))
 
     def schedule_last_job(self, name: str) -> str | None:
         """The job the schedule's latest run started, if any is recorded."""

@@ -102,8 +102,13 @@ def test_pull_exits_1_naming_the_dead_endpoint(endpoint: EndpointProcess,
         while endpoint.stats()["batch_get_item"] == 0:  # mid-read: the first answers pending
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
+        # Frozen for the kill, then checked: the read cannot end between the look and it.
+        proc.send_signal(signal.SIGSTOP)
+        assert endpoint.stats()["batch_get_item"] < KEYS // 100, "the read ended first"
         cpu_before, started = _cpu_seconds(proc.pid), time.monotonic()
         endpoint.process.send_signal(signal.SIGKILL)
+        endpoint.process.wait()
+        proc.send_signal(signal.SIGCONT)
         _, status, usage = os.wait4(proc.pid, 0)
     finally:
         if proc.returncode is None and proc.poll() is None:

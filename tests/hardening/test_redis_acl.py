@@ -21,6 +21,7 @@ from featurepull.bench.endpoint import FEATURES, EndpointProcess
 from featurepull.client import Job
 from featurepull.local import start_redis
 from featurepull.worker.app import producer_app
+from tests.conftest import service_port
 from tests.hardening._util import run_job, write_entities
 from tests.tasks.conftest import Fleet, fast_dynamo, fleet  # noqa: F401
 
@@ -41,7 +42,7 @@ def readme_acl() -> list[str]:
 
 def test_a_job_runs_as_the_readme_acl_user(fast_dynamo: EndpointProcess,  # noqa: F811
                                           tmp_path: Path) -> None:
-    server = start_redis(password=ADMIN_PASSWORD)
+    server = start_redis(port=service_port(), password=ADMIN_PASSWORD)
     admin = redis.Redis(port=server.port, password=ADMIN_PASSWORD)
     try:
         admin.execute_command("ACL", "SETUSER", *readme_acl())

@@ -27,6 +27,22 @@ from featurepull.local import RedisService
 
 DRIVERS = 200_000
 TABLE = "demo.driver_stats"
+# Redis dbs 1-14 of each server (by port) held by fleets not stopped yet, and the last one
+# handed out: a new fleet takes the next db no living fleet holds, so a module's fleet and
+# a test's fleet alive at once never share one (stop() empties its db), and a db just
+# emptied is the last to be handed out again.
+_LIVE_DBS: set[tuple[int, int]] = set()
+_LAST_DB: dict[int, int] = {}
+
+
+def _take_db(port: int) -> int:
+    last = _LAST_DB.get(port, 0)
+    for db in ((last + step) % 14 + 1 for step in range(14)):
+        if (port, db) not in _LIVE_DBS:
+            _LIVE_DBS.add((port, db))
+            _LAST_DB[port] = db
+            return db
+    raise RuntimeError(f"all 14 Redis dbs of port {port} are held by fleets not stopped")
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +57,8 @@ class Fleet:
 
     def __init__(self, redis_server: RedisService, endpoint_url: str, **jobs: Any) -> None:
         self.queue = f"q-{uuid.uuid4().hex[:8]}"
-        self.db = 1 + (int(uuid.uuid4().hex[:4], 16) % 14)
+        self._port = redis_server.port
+        self._own_db = self.db = _take_db(redis_server.port)
         self.redis_url = f"redis://127.0.0.1:{redis_server.port}/{self.db}"
         self.env = {
             **os.environ,
@@ -126,13 +143,17 @@ class Fleet:
         for proc in self.workers:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGCONT)  # one a test froze and left frozen
         for proc in self.workers:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-        self.redis().flushdb()
+        try:
+            self.redis().flushdb()
+        finally:
+            _LIVE_DBS.discard((self._port, self._own_db))
 
 
 @contextmanager
@@ -167,14 +188,15 @@ def wait_until_running_on(job: Job, worker_prefix: str, timeout: float = 120) ->
 
 
 def freeze_mid_shard(job: Job, prefix: str = "", group: int | None = None,
-                     among: Collection[int] | None = None, timeout: float = 120) -> int:
+                     among: Collection[int] | None = None, first: int = 0,
+                     timeout: float = 120) -> int:
     """SIGSTOP a pool child (or, with ``group``, that whole worker instance's process group)
-    in the middle of a shard — of a worker whose owner name starts with ``prefix``, and a
-    child in ``among`` if given — and return the child's pid. Frozen first, then checked: a
-    child that finished its shard between the look and the stop is let go and another is
-    picked, so a kill that follows always lands mid-shard."""
+    in the middle of a shard numbered ``first`` or more — of a worker whose owner name
+    starts with ``prefix``, and a child in ``among`` if given — and return the child's pid.
+    Frozen first, then checked: a child that finished its shard between the look and the
+    stop is let go and another is picked, so a kill that follows always lands mid-shard."""
     def running(owner: str) -> bool:
-        return any(who == owner and not job.store.is_done(job.id, shard)
+        return any(who == owner and shard >= first and not job.store.is_done(job.id, shard)
                    for shard, who in job.store.owners(job.id).items())
 
     def signal_(pid: int, sig: signal.Signals) -> None:

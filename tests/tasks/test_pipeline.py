@@ -238,16 +238,22 @@ def test_cancel_stops_the_remaining_shards(redis_server: RedisService,
         started = set(job.store.owners(job.id))  # shards that began reading before the cancel
         with pytest.raises(JobFailed, match="cancelled"):
             job.wait(timeout=60, progress=False)
-        # The worker takes every remaining message off the queue and skips it.
+        # The worker takes every remaining message off the queue and skips it. A message
+        # stays in kombu's unacked hash until its task has ended (acks_late): when both are
+        # empty, every shard's task has run.
         queue = workers.redis()
         deadline = time.monotonic() + 60
-        while queue.llen(workers.queue) and time.monotonic() < deadline:
+        while ((queue.llen(workers.queue) or queue.hlen("unacked"))
+               and time.monotonic() < deadline):
             time.sleep(0.1)
-        time.sleep(1.0)
-        assert queue.llen(workers.queue) == 0
-        assert set(job.store.owners(job.id)) == started  # no shard began after the cancel
-        assert len(started) < 40  # 40 shards in all
+        assert queue.llen(workers.queue) == 0 and queue.hlen("unacked") == 0
+        # No shard began after the cancel. The one process may have checked the job's state
+        # just before the cancel and recorded its shard's start just after the look above:
+        # that one shard began before the cancel too.
+        began = set(job.store.owners(job.id))
+        assert began >= started and len(began - started) <= 1
+        assert len(began) < 40  # 40 shards in all
         # At the endpoint: no key of a shard that had not begun before the cancel was asked
         # for (each shard has 5,000 keys; a running one stops at its next progress check).
-        assert fast_dynamo.stats()["keys"] - keys_before <= 5_000 * len(started)
+        assert fast_dynamo.stats()["keys"] - keys_before <= 5_000 * len(began)
         assert not out.exists()
