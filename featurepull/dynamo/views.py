@@ -33,6 +33,7 @@ from featurepull.dynamo.feast_registry import (
 from featurepull.dynamo.layouts import FeastLayout, Row
 from featurepull.dynamo.reader import BatchReader, Progress, ReadResult
 from featurepull.dynamo.stats import ReadStats
+from featurepull.errors import RunFailed
 
 EVENT_TIMESTAMP = "event_timestamp"  # the output code's name for a row's first value
 PROGRESS_EVERY_S = 0.1  # how often the views' answered reads reach the caller's callback
@@ -124,7 +125,7 @@ class _Progress:
             self.reported = due
 
 
-class ReadStopped(Exception):
+class ReadStopped(RunFailed):
     """A view's read stopped because the caller's progress callback raised."""
 
 
