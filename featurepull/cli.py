@@ -138,10 +138,19 @@ def request_options(output_required: bool) -> Callable[[Callable[..., Any]], Cal
     """What to read: shared by pull (in-process) and submit (through the workers)."""
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         return _apply(settings_options(func), [
-            click.option("--table", required=True,
-                         help="Feature view name (feast layout) or table name (plain layout)."),
-            click.option("--features", required=True,
-                         help="Comma-separated feature names, in output order."),
+            click.option("--table",
+                         help="Feature view name (feast layout) or table name (plain layout); "
+                         "not with view:feature references."),
+            click.option("--features",
+                         help="Comma-separated feature names, in output order; or Feast "
+                         "references view:feature,... (with --feature-store-yaml)."),
+            click.option("--feature-service",
+                         help="Read the features of this Feast feature service (with "
+                         "--feature-store-yaml); see docs/feast-registry.md."),
+            click.option("--full-feature-names", is_flag=True,
+                         help="With references: name features view__feature, as Feast does."),
+            click.option("--respect-ttl", is_flag=True,
+                         help="With references: null a view's features older than its TTL."),
             click.option("--entities", "entities_path", required=True,
                          help="Entity file: .csv, .parquet or .jsonl (a path or s3:// URI)."),
             click.option("--output", "output_path", required=output_required,
@@ -174,6 +183,12 @@ def _scorer_flags(opts: dict[str, Any]) -> dict[str, Any]:
 
     check_with_features(opts["scorer"], opts["with_features"], ("--with-features", "--scorer NAME"))
     return {"scorer": opts["scorer"] or None, "with_features": opts["with_features"]}
+
+
+def _registry_flags(opts: dict[str, Any]) -> dict[str, Any]:
+    return {"feature_store_yaml": opts["feature_store_yaml"],
+            "feature_service": opts["feature_service"],
+            "full_feature_names": opts["full_feature_names"], "respect_ttl": opts["respect_ttl"]}
 
 
 def _notify_flags(opts: dict[str, Any]) -> dict[str, str] | None:
@@ -234,8 +249,9 @@ def pull_command(**opts: Any) -> None:
     with _exit_codes():
         settings = _settings_from(opts)
         request = PullRequest(
-            table=opts["table"],
+            table=opts["table"] or "",
             features=_split(opts["features"]),
+            **_registry_flags(opts),
             layout=opts["layout"],
             join_keys=_split(opts["join_keys"]),
             join_key_types=_key_types(opts["join_key_types"]),
@@ -295,13 +311,13 @@ def submit_command(**opts: Any) -> None:
         settings = _settings_from(opts)
         choices = _read_choices(opts)
         job = submit(
-            opts["table"], _split(opts["features"]), opts["entities_path"],
+            opts["table"] or "", _split(opts["features"]), opts["entities_path"],
             opts["output_path"], settings=settings, layout=opts["layout"],
             join_keys=_split(opts["join_keys"]), join_key_types=_key_types(opts["join_key_types"]),
             event_ts_attribute=opts["event_ts_attribute"] or None, overwrite=opts["overwrite"],
             project=choices["project"], dynamodb=choices["dynamodb"],
             allow_missing_features=opts["allow_missing_features"], **_scorer_flags(opts),
-            notify=_notify_flags(opts),
+            notify=_notify_flags(opts), **_registry_flags(opts),
         )
         status = job.status()
         if not opts["wait"]:

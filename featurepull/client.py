@@ -243,7 +243,9 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
            overwrite: bool = False, dynamodb: Mapping[str, Any] | None = None,
            entity_table: EntityTable | None = None, scorer: str | None = None,
            with_features: bool = False, notify: Mapping[str, str] | None = None,
-           allow_missing_features: bool = False) -> Job:
+           allow_missing_features: bool = False, feature_store_yaml: str | None = None,
+           feature_service: str | None = None, full_feature_names: bool = False,
+           respect_ttl: bool = False) -> Job:
     """Validate a job, store its entities in Redis by shard, enqueue it, return its handle.
 
     Everything the read engine would refuse is refused here, before anything is enqueued.
@@ -255,7 +257,9 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     ``with_features``). ``notify`` (``{"task", "queue"}``) names a task of another Celery
     app that the workers send, once, with the job's summary when it ends. A requested
     feature that none of a shard's found items holds fails the job (:class:`JobRefused`)
-    unless ``allow_missing_features``.
+    unless ``allow_missing_features``. Features given as Feast references
+    (``view:feature``) or a ``feature_service`` are read from every view they name, through
+    the registry of ``feature_store_yaml`` (``table`` is then ""; docs/feast-registry.md).
     """
     from featurepull.tasks.celery_tasks import enqueue_shards
     from featurepull.worker.producer import producer_app
@@ -272,6 +276,10 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
             dynamodb=dict(dynamodb or {}), scorer=scorer, with_features=with_features,
             notify=Notify(**notify) if notify else None,
             allow_missing_features=allow_missing_features,
+            feature_store_yaml=(None if feature_store_yaml is None
+                                else _from_here(feature_store_yaml)),
+            feature_service=feature_service, full_feature_names=full_feature_names,
+            respect_ttl=respect_ttl,
         )
     except ValidationError as exc:
         raise InvalidJobRequest(request_error_text(exc, "job request")) from None

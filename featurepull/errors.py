@@ -2,7 +2,7 @@
 
     FeaturepullError
     ├── InputError   exit 2: fix the input or the configuration, then run again
-    │   ConfigError, EntityFileError, EntityKeyError, OutputError, RequestError,
+    │   ConfigError (RegistryError), EntityFileError, EntityKeyError, OutputError, RequestError,
     │   ItemDecodeError, FeastValueError, S3Error, UnknownScorer, ScorerImportError,
     │   InvalidJobRequest, RequestTooLarge, UnknownJob, RedisRefused, RowsNotInRedis,
     │   MetricsError; and, found only once a read runs: TableError (BudgetError),

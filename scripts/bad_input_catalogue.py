@@ -95,6 +95,11 @@ def _feast(entities: str, features: Sequence[str] = ("score",)) -> list[str]:
             ",".join(features), "--entities", entities]
 
 
+def _registry_yaml(d: Path, registry: str) -> str:
+    return _write(d / "feature_store.yaml", f"project: {FEAST_PROJECT}\nregistry: {registry}\n"
+                  "online_store:\n  type: dynamodb\n  region: us-east-1\n")
+
+
 CASES: list[Case] = [
     Case("malformed CSV (a row with more fields than the header)",
          lambda d: _plain(_write(d / "e.csv", "user_id\nu1\nu2,extra\n"))),
@@ -200,6 +205,24 @@ CASES: list[Case] = [
          lambda d: _feast(_write(d / "e.jsonl", '{"driver_id": 1, "weight": 0.5}\n'))),
     Case("blank line in a CSV entity file",
          lambda d: _plain(_write(d / "e.csv", "user_id\nu1\n\nu2\n"))),
+    # Issue 14: Feast references resolved in the registry.
+    Case("Feast references (view:feature) without --feature-store-yaml",
+         lambda d: ["--features", "driver_hourly_stats:conv_rate", "--entities",
+                    _write(d / "e.csv", "driver_id\n1\n")]),
+    Case("Feast references with --table",
+         lambda d: ["--feature-store-yaml", _registry_yaml(d, "data/registry.db"),
+                    "--table", FEAST_TABLE, "--features", "driver_hourly_stats:conv_rate",
+                    "--entities", _write(d / "e.csv", "driver_id\n1\n")]),
+    Case("feature_store.yaml naming a SQL registry",
+         lambda d: ["--feature-store-yaml", _registry_yaml(
+             d, "{registry_type: sql, path: 'postgresql://user@db/feast'}"),
+                    "--features", "driver_hourly_stats:conv_rate", "--entities",
+                    _write(d / "e.csv", "driver_id\n1\n")]),
+    Case("feature_store.yaml whose registry file is not a Feast registry",
+         lambda d: ["--feature-store-yaml", _registry_yaml(d, _write(
+             d / "registry.db", b"\xff\xff not a registry")),
+                    "--features", "driver_hourly_stats:conv_rate", "--entities",
+                    _write(d / "e.csv", "driver_id\n1\n")]),
     Case("feature_store.yaml with online_store.type as Feast's class path",
          lambda d: ["--feature-store-yaml", _write(d / "feature_store.yaml", (
              "project: demo\nprovider: aws\nonline_store:\n"

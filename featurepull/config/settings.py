@@ -13,6 +13,7 @@ import string
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from featurepull.config.budget import parse_budget
@@ -298,8 +299,7 @@ class RequestFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    table: str = Field(min_length=1)
-    features: list[str] = Field(min_length=1)
+    features: list[str] = Field(default_factory=list)
     entities: str = Field(min_length=1)
     overwrite: bool = False
     layout: Literal["feast", "plain"] = "feast"
@@ -312,6 +312,23 @@ class RequestFields(BaseModel):
     # A requested feature no found item holds is refused (a typo would be an all-null
     # column); True reads it as null instead (featurepull.dynamo.features).
     allow_missing_features: bool = False
+    feature_store_yaml: str | None = None
+    feature_service: str | None = None
+    full_feature_names: bool = False
+    respect_ttl: bool = False
+    # Without Feast references: the table (feature view or table name) of the features.
+    # With them (``view:feature`` or ``feature_service``): none; the registry of
+    # ``feature_store_yaml`` names each view's table and keys. Declared after the fields
+    # it depends on: pydantic validates fields in order.
+    table: str = Field(default="", validate_default=True)
+
+    @field_validator("table")
+    @classmethod
+    def _table_unless_references(cls, value: str, info: ValidationInfo) -> str:
+        if not value and not uses_registry(info.data.get("features") or [],
+                                           info.data.get("feature_service")):
+            raise PydanticCustomError("missing", "Field required")
+        return value
 
     @field_validator("features")
     @classmethod
@@ -319,6 +336,20 @@ class RequestFields(BaseModel):
         if len(set(value)) != len(value) or not all(value):
             raise ValueError("feature names must be non-empty and distinct")
         return value
+
+    @model_validator(mode="after")
+    def _one_way_to_name_features(self) -> RequestFields:
+        problem = reference_problem(self.table, self.features, self.feature_service,
+                                    self.join_keys or self.join_key_types, self.layout,
+                                    self.full_feature_names or self.respect_ttl)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def uses_registry(self) -> bool:
+        """Whether features are Feast references read through the registry."""
+        return uses_registry(self.features, self.feature_service)
 
     @field_validator("dynamodb")
     @classmethod
@@ -333,6 +364,35 @@ class RequestFields(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"max_rcu_per_s {exc}") from None
         return value
+
+
+def uses_registry(features: list[str], feature_service: str | None) -> bool:
+    """Feast references (``view:feature``) or a feature service: read through the registry."""
+    return feature_service is not None or any(":" in name for name in features)
+
+
+def reference_problem(table: str, features: list[str], feature_service: str | None,
+                      join_keys: object, layout: str, registry_flags: bool) -> str | None:
+    """Why a request's way of naming features does not hold together (None: it does).
+    ``registry_flags``: full_feature_names or respect_ttl is set."""
+    if not uses_registry(features, feature_service):
+        if registry_flags:
+            return ("full_feature_names and respect_ttl apply to Feast references; name "
+                    "features as view:feature (or a feature_service)")
+        if not table or not features:
+            return ("name a table and its features, or Feast references view:feature "
+                    "(or a feature_service) with a feature_store_yaml")
+        return None
+    if feature_service is not None and features:
+        return "name either features (view:feature,...) or a feature_service, not both"
+    plain = [name for name in features if ":" not in name]
+    if plain:
+        return (f"feature {plain[0]!r} is not a Feast reference view:feature; with "
+                "references, name every feature so")
+    if table or join_keys or layout != "feast":
+        return ("with Feast references the registry names each view's table, join keys "
+                "and their types: leave out table, join_keys, join_key_types and layout")
+    return None
 
 
 class ScheduleSettings(RequestFields):

@@ -213,7 +213,9 @@ def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
     check_request_size(request, settings.jobs.max_request_bytes)
     job = parse_job_request(request)
     try:
-        Bounds.for_messages(settings).check_message(job.entities, job.output, job.dynamodb)
+        bounds = Bounds.for_messages(settings)
+        bounds.check_message(job.entities, job.output, job.dynamodb)
+        bounds.check_feast_repo(job.feature_store_yaml)
     except RequestOutOfBounds as exc:
         job_refused(exc, request)
         # Redacted: the message is stored in the result backend and shown by Flower.

@@ -4,7 +4,8 @@ Redis keys it takes entities from, the DynamoDB endpoint it signs requests for.
 Anyone who can push to the queue can send ``featurepull.submit_job``; the worker acts with its
 own permissions and credentials. These checks bound that, from the workers' own settings:
 
-    jobs.allowed_inputs     where a message's ``entities`` may be (local dirs, s3:// prefixes)
+    jobs.allowed_inputs     where a message's ``entities`` may be (local dirs, s3:// prefixes),
+                            and its ``feature_store_yaml`` and the registry that names
     jobs.entity_key_prefix  what a message's ``redis-key:`` entities must start with
     jobs.allowed_outputs    where any job's ``output`` may be written
     jobs.allowed_endpoints  which ``dynamodb.endpoint_url`` any job may name (besides the
@@ -158,6 +159,18 @@ class Bounds:
                     "entity_key_prefix")
             return
         self._check_location(reference, "entities", "allowed_inputs", self.inputs)
+
+    def check_feast_repo(self, feature_store_yaml: str | None) -> None:
+        """Refuse a feature_store_yaml, or the registry it names, outside
+        jobs.allowed_inputs: the worker reads both."""
+        if feature_store_yaml is None or self.inputs is None:
+            return
+        from featurepull.dynamo.feast_registry import registry_location
+
+        self._check_location(feature_store_yaml, "feature_store_yaml", "allowed_inputs",
+                             self.inputs)
+        self._check_location(registry_location(feature_store_yaml), "registry",
+                             "allowed_inputs", self.inputs)
 
     def check_output(self, output: str | None) -> None:
         """Refuse an output outside jobs.allowed_outputs."""

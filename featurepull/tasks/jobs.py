@@ -31,6 +31,7 @@ from featurepull.dynamo.plan import (
     nothing_found_warning,
     plan_read,
 )
+from featurepull.dynamo.views import ViewsReader
 from featurepull.errors import InputError, RunFailed
 from featurepull.io import (
     EntityFileError,
@@ -38,7 +39,6 @@ from featurepull.io import (
     check_destination,
     open_sink,
     read_entities,
-    rows_to_table,
     temporaries_of,
     unify_schemas,
 )
@@ -46,6 +46,13 @@ from featurepull.io.entities import check_entity_file_size, too_many_entities
 from featurepull.tasks import metrics
 from featurepull.tasks.capacity import redis_pacers
 from featurepull.tasks.confine import REDIS_KEY_SCHEME, Bounds
+from featurepull.tasks.feast_views import (
+    VIEWS,
+    shard_table,
+    views_reader,
+    views_spec,
+    with_yaml_choices,
+)
 from featurepull.tasks.scoring import (
     apply_scorer,
     check_registered,
@@ -185,6 +192,7 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     jobs.allowed_outputs), the endpoint is allowed, and a scorer it names is registered.
     """
     check_request_size(request.model_dump(), settings.jobs.max_request_bytes)
+    request = with_yaml_choices(request)
     Bounds.for_jobs(settings).check_job(request.output, request.dynamodb)
     if request.scorer is not None:
         check_registered(request.scorer, settings)
@@ -195,13 +203,17 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     entities = entities or load_entities(request.entities, effective, store)
     if entities.num_rows > effective.jobs.max_entities:
         raise too_many_entities(entities.source, entities.num_rows, effective.jobs.max_entities)
-    plan = plan_read(request, list(entities.columns), entities.types, entities.source,
-                     effective, entities.notes)
-    table, layout = plan.table, plan.layout
-    layout.check_keys(entities.columns, entities.source)  # refuse bad keys now, not mid-job
     shard_size = effective.jobs.shard_size
-    spec = {"request": request.model_dump(), "table": table, "shard_size": shard_size,
-            **layout_spec(layout)}
+    if request.uses_registry:
+        spec = {"request": request.model_dump(), "shard_size": shard_size,
+                **views_spec(request, entities, effective)}
+    else:
+        plan = plan_read(request, list(entities.columns), entities.types, entities.source,
+                         effective, entities.notes)
+        table, layout = plan.table, plan.layout
+        layout.check_keys(entities.columns, entities.source)  # refuse bad keys now
+        spec = {"request": request.model_dump(), "table": table, "shard_size": shard_size,
+                **layout_spec(layout)}
     job_id = store.new_job_id()
     shards = _shard_tables(entities, spec["key_columns"], shard_size)
     store.create(job_id, spec, shards)
@@ -212,17 +224,19 @@ class JobStopped(RunFailed):
     """The job failed or was cancelled elsewhere; this shard stops early."""
 
 
-_readers: dict[tuple[str, str], BatchReader] = {}
+_readers: dict[tuple[str, str], BatchReader | ViewsReader] = {}
 
 
 def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStore
-            ) -> BatchReader:
+            ) -> BatchReader | ViewsReader:
     # One reader per table and settings in each process: it keeps the table's checked
     # key schema, so a worker describes each table once, not once per shard. Its read
     # budget, if any, is the fleet's bucket for the table in Redis.
     key = (table, settings.model_dump_json() + repr(sorted(spec.items())))
     reader = _readers.get(key)
-    if reader is None:
+    if reader is None and VIEWS in spec:  # Feast references: every view's table
+        reader = views_reader(spec, settings, redis_pacers(store.redis))
+    elif reader is None:
         reader = BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb,
                              pacers=redis_pacers(store.redis))
         _readers[key] = reader
@@ -281,7 +295,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         result = reader.read(keys, request.features, progress=progress,
                              row_offset=shard * spec["shard_size"],
                              allow_missing_features=request.allow_missing_features)
-    table = rows_to_table(columns, result.rows, request.features)
+    table = shard_table(spec, columns, result.rows, request.features)
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
     if scorer is not None:

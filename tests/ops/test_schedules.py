@@ -155,7 +155,9 @@ def test_a_run_becomes_a_job_request(tmp_path: Path) -> None:
         "overwrite": False, "layout": "feast", "join_keys": ["driver_id"], "join_key_types": {},
         "event_ts_attribute": "event_ts", "project": "fraud",
         "dynamodb": {"max_read_workers": 1}, "notify": None, "scorer": None,
-        "with_features": False, "allow_missing_features": False}
+        "with_features": False, "allow_missing_features": False,
+        "feature_store_yaml": None, "feature_service": None, "full_feature_names": False,
+        "respect_ttl": False}
 
 
 def test_a_schedule_may_allow_missing_features(tmp_path: Path) -> None:
