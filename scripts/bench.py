@@ -54,6 +54,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -95,7 +96,7 @@ DEFINITIONS = {
     "rows_per_s": "entities / wall_s",
     "cpu_s": "user+sys CPU seconds of the process doing the work, all its threads; "
              "celery_N: the worker's main process + its pool children (from "
-             "/proc/<pid>/stat) + the submitting process; redis-server in details",
+             "psutil) + the submitting process; redis-server in details",
     "peak_rss_mb": "VmHWM of the process doing the work (fresh per cell, imports included); "
                    "celery_N: the largest pool child",
     "endpoint_cpu_s": "CPU seconds the local endpoint spent on the cell (it shares the "
@@ -242,10 +243,10 @@ def entity_ids(size: int, drivers: int, seed: int) -> list[int]:
 
 def cpu_seconds(pid: int) -> float:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float(times.user + times.system)
 
 
 def run_cell(cell: Cell, endpoint: EndpointProcess, entities: Path,
