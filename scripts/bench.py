@@ -22,6 +22,8 @@ duplicate keys) is written once and read by every method. Every cell runs in a f
 
 When featurepull has a ``dynamodb.transport`` setting, featurepull_pull and celery_N run
 once per transport (``featurepull_pull[fast]``, ...; ``--transports`` narrows it).
+``--transports fast,aiohttp`` adds ``featurepull_pull[aiohttp]``: the fast transport with
+aiohttp's HTTP client in place of featurepull's own (``scripts/bench_aiohttp.py``).
 
 Cells estimated to take longer than ``--max-seconds-per-cell`` (from the same method at a
 smaller size, else from a latency/CPU model), and cells that are pointless (more threads
@@ -78,6 +80,9 @@ PRIOR_CPU_PER_KEY_S = {"baseline": 120e-6, "raw_floor": 10e-6, "featurepull_pull
                        "celery": 50e-6}
 PRIOR_STARTUP_S = {"baseline": 0.3, "raw_floor": 0.0, "featurepull_pull": 0.3, "celery": 0.5}
 TARGET_THREADS = 10
+# Transports only the benchmark has, for featurepull_pull cells when --transports names them:
+# aiohttp is the fast transport on aiohttp's HTTP client (scripts/bench_aiohttp.py).
+BENCH_ONLY_TRANSPORTS = ("aiohttp",)
 ONLY_NOTE = "(--only)"
 TARGETS = {  # name: (what, limit)
     "pull_time_vs_floor": ("featurepull pull time / raw floor time at 10 threads", 1.3),
@@ -175,7 +180,7 @@ def plan_cells(args: argparse.Namespace, latency: float, size: int,
             cells += [Cell("featurepull_pull", size, t, latency, transport=transport)
                       for t in args.threads]
         for processes in args.celery_processes:
-            if f"celery_{processes}" in methods:
+            if f"celery_{processes}" in methods and transport not in BENCH_ONLY_TRANSPORTS:
                 cells += [Cell("celery", size, t, latency, processes, transport)
                           for t in args.celery_threads]
     return cells
@@ -610,6 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.update(AWS_ENV)
     transports = available_transports()
     if args.transports:
+        transports += [t for t in BENCH_ONLY_TRANSPORTS if t in args.transports]
         wrong = sorted(set(args.transports) - {str(t) for t in transports})
         if wrong:
             raise SystemExit(f"bench: featurepull has no transport {', '.join(wrong)} "
