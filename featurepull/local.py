@@ -32,7 +32,13 @@ STARTUP_TIMEOUT_S = 30.0
 # A worker imports botocore, pyarrow and Celery and forks its pool before it answers a ping;
 # on a loaded 2-core machine that can take much longer than a redis-server's start.
 WORKER_STARTUP_TIMEOUT_S = 90.0
-PING_TIMEOUT_S = 0.5
+# How long one ping listens for its answer. A ping sent before the worker listens is lost and
+# costs the whole wait, and a live worker answers in milliseconds: so pings are short while a
+# worker usually starts, then listen longer (doubling to the cap), so that an answer slowed
+# by a loaded machine is still heard.
+PING_TIMEOUT_S = 0.25
+PING_SHORT_FOR_S = 10.0
+PING_TIMEOUT_CAP_S = 2.0
 
 
 class ServiceError(RunFailed, RuntimeError):
@@ -339,19 +345,23 @@ def wait_for_worker(proc: subprocess.Popen[bytes], broker_url: str, hostname: st
     # A bare app on the broker: pings need no tasks and no settings but the URL.
     app = Celery("featurepull-ping", broker=broker_url, set_as_current=False)
     app.conf.update(accept_content=["json"], broker_connection_retry_on_startup=False)
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
+    listen = PING_TIMEOUT_S
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise ServiceError(f"the worker {hostname} exited with code "
                                    f"{proc.returncode} while starting{tail()}")
             try:
-                replies = app.control.ping(destination=[hostname], timeout=PING_TIMEOUT_S)
+                replies = app.control.ping(destination=[hostname], timeout=listen)
             except (OSError, OperationalError):  # the broker refused: again until the deadline
-                time.sleep(PING_TIMEOUT_S)
-                continue
+                time.sleep(listen)
+                replies = []
             if any(hostname in reply for reply in replies):
                 return
+            if time.monotonic() - started > PING_SHORT_FOR_S:
+                listen = min(listen * 2, PING_TIMEOUT_CAP_S)
     finally:
         app.close()
     raise ServiceError(f"the worker {hostname} did not answer a ping within "
