@@ -165,6 +165,20 @@ def available_transports() -> list[str | None]:
     return list(ordered) or [default]
 
 
+def chosen_transports(args: argparse.Namespace) -> list[str | None]:
+    """The transports to run: featurepull's (all, or those --transports names), and the
+    benchmark's own when --transports names them."""
+    transports = available_transports()
+    if not args.transports:
+        return transports
+    transports += [t for t in BENCH_ONLY_TRANSPORTS if t in args.transports]
+    wrong = sorted(set(args.transports) - {str(t) for t in transports})
+    if wrong:
+        raise SystemExit(f"bench: featurepull has no transport {', '.join(wrong)} "
+                         f"(it has: {', '.join(map(str, transports))})")
+    return [t for t in transports if t in args.transports]
+
+
 def plan_cells(args: argparse.Namespace, latency: float, size: int,
                transports: Sequence[str | None]) -> list[Cell]:
     """Every cell of one size at one latency, in running order."""
@@ -613,14 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         del os.environ[name]  # the settings are this script's, not the shell's
     os.environ.pop("AWS_SESSION_TOKEN", None)
     os.environ.update(AWS_ENV)
-    transports = available_transports()
-    if args.transports:
-        transports += [t for t in BENCH_ONLY_TRANSPORTS if t in args.transports]
-        wrong = sorted(set(args.transports) - {str(t) for t in transports})
-        if wrong:
-            raise SystemExit(f"bench: featurepull has no transport {', '.join(wrong)} "
-                             f"(it has: {', '.join(map(str, transports))})")
-        transports = [t for t in transports if t in args.transports]
+    transports = chosen_transports(args)
     log(f"featurepull transports: {', '.join(map(str, transports))}")
     started = time.time()
     load_at_start = [round(x, 2) for x in os.getloadavg()]

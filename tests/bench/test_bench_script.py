@@ -24,17 +24,13 @@ def test_quick_run_writes_every_method_and_field(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--sizes", "1000",
          "--threads", "1,10,16", "--latencies", "1",
-         "--transports", "fast,botocore,aiohttp", "--json-out", str(out)],
+         "--json-out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     cells = report["cells"]
     measured = [c for c in cells if c["status"] == "ok"]
     assert {c["name"] for c in measured} == METHODS
-    # The benchmark's own aiohttp transport: in-process pulls only, the same rows.
-    assert {c["label"] for c in measured if c["transport"] == "aiohttp"} == {
-        "featurepull_pull[aiohttp]"}
-    assert {c["threads"] for c in measured if c["transport"] == "aiohttp"} == {1, 10}
     for cell in measured:
         assert cell["size"] == 1000 and cell["latency_ms"] == 1.0
         assert all(isinstance(cell[name], (int, float)) and cell[name] >= 0 for name in FIELDS)
