@@ -27,12 +27,15 @@ from typing import Any
 
 import botocore
 
+from featurepull.errors import RunFailed
+
 __all__ = ["BotocoreInternalsChanged", "client_proxy_url", "client_verify",
            "signing_credentials"]
 
 
-class BotocoreInternalsChanged(RuntimeError):
-    """The installed botocore no longer has a private attribute the fast transport reads."""
+class BotocoreInternalsChanged(RunFailed, RuntimeError):
+    """The installed botocore no longer has a private attribute the fast transport reads
+    (exit 1: the input is fine, the installation is not)."""
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(
