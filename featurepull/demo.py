@@ -16,9 +16,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -34,7 +31,7 @@ import pyarrow.parquet as pq
 from featurepull.bench.endpoint import FEATURES, start_endpoint
 from featurepull.client import Job, submit
 from featurepull.config import Settings, load_settings
-from featurepull.local import ServiceError, start_redis, stop_process_group
+from featurepull.local import start_redis, start_worker
 
 PROJECT = "demo"
 VIEW = "driver_hourly_stats"
@@ -92,42 +89,6 @@ def _worker_env(redis_url: str, endpoint_url: str, demo_id: str,
 
 
 @contextmanager
-def _worker(env: dict[str, str], log: Path, processes: int) -> Iterator[subprocess.Popen[bytes]]:
-    cmd = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker", "--pool",
-           "prefork", "--concurrency", str(processes), "-Q", QUEUE, "--hostname", "demo@%h",
-           "--loglevel", "WARNING", "--without-mingle", "--without-gossip"]
-    with open(log, "wb") as out:
-        # Its own session: Ctrl-C reaches the demo, which then stops the worker in order.
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        _wait_ready(proc, log)
-        yield proc
-    finally:
-        stop_process_group(proc)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServiceError(f"the worker exited; its log:\n{log.read_text()[-2000:]}")
-        if b"ready" in log.read_bytes() or _pool_started(proc.pid):
-            return
-        time.sleep(0.1)
-    raise ServiceError(f"the worker did not start within {WORKER_READY_TIMEOUT_S}s; see {log}")
-
-
-def _pool_started(pid: int) -> bool:
-    # With --loglevel WARNING Celery prints no "ready" line; its pool children tell instead.
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    try:
-        return bool(children.read_text().split())
-    except OSError:
-        return False
-
-
-@contextmanager
 def demo_services(drivers: int, out_dir: Path, say: Callable[[str], None],
                   processes: int = 2) -> Iterator[DemoServices]:
     """Start redis-server, the DynamoDB endpoint and the worker; stop them on exit."""
@@ -147,7 +108,9 @@ def demo_services(drivers: int, out_dir: Path, say: Callable[[str], None],
         say(f"local DynamoDB endpoint on {endpoint.url}, table {PROJECT}.{VIEW} seeded with "
             f"{drivers:,} drivers ({', '.join(FEATURES)})")
         env = _worker_env(redis.url, endpoint.url, demo_id, out_dir)
-        worker = stack.enter_context(_worker(env, out_dir / "worker.log", processes))
+        worker = start_worker(env, out_dir / "worker.log", name="demo", queue=QUEUE,
+                              concurrency=processes, timeout=WORKER_READY_TIMEOUT_S)
+        stack.callback(worker.stop)
         say(f"Celery worker with {processes} prefork processes (pid {worker.pid})")
         settings = load_settings(overrides={
             "redis_url": redis.url, "project": PROJECT,

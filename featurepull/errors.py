@@ -10,7 +10,7 @@
     └── RunFailed    exit 1: the input was fine; the run did not complete
         ReadError (PermanentReadError, RetryDeadlineExceeded, EndpointUnreachable),
         JobFailed, JobStopped, ShardFailed, ScorerError, JobStoreError (RedisUnavailable),
-        ServiceError
+        ServiceError, BotocoreInternalsChanged
 
 A few classes sit under both branches because callers catch them by an older base (a
 TableError is a ReadError, a JobRefused a JobFailed, RedisRefused a JobStoreError): the

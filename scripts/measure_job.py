@@ -41,12 +41,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
@@ -54,7 +55,7 @@ import redis
 from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
 from featurepull.client import Job, JobStatus, submit
 from featurepull.config import Settings, load_settings
-from featurepull.local import RedisService, start_redis
+from featurepull.local import RedisService, start_redis, start_worker
 
 FEATURE_VIEW = "driver_stats"  # with project "demo": the endpoint's table demo.driver_stats
 PROJECT = "demo"
@@ -95,17 +96,10 @@ def proc_status(pid: int | str) -> dict[str, int] | None:
 
 def child_pids(parent: int) -> list[int]:
     """Processes whose parent is ``parent`` (a prefork worker's pool children)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            found.append(int(entry.name))
-    return found
+    try:
+        return [child.pid for child in psutil.Process(parent).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def reset_own_peak_rss() -> bool:
@@ -198,37 +192,6 @@ class Sampler(threading.Thread):
             self.samples += 1
             self.timeline.append((round(time.monotonic() - self.started_at, 2),
                                   round(used / MIB, 1), round(child_rss, 1), round(main_rss, 1)))
-
-
-def stop_process_group(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM the process's group (it leads its own session), then SIGKILL it."""
-    if process.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        log(f"process group {process.pid} ignored SIGTERM for {timeout:.0f}s; killing it")
-    with suppress(ProcessLookupError):  # also any pool child the main process left behind
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=timeout)
-
-
-@contextmanager
-def celery_worker(env: dict[str, str], queue: str, concurrency: int,
-                  log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """One worker instance (prefork, ``concurrency`` children) for the length of the block."""
-    cmd = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker",
-           "--pool", "prefork", "--concurrency", str(concurrency), "-Q", queue,
-           "--hostname", f"measure-{uuid.uuid4().hex[:6]}@%h", "--without-mingle",
-           "--without-gossip", "--loglevel", "WARNING"]
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield process
-    finally:
-        stop_process_group(process, WORKER_STOP_TIMEOUT_S)
 
 
 @contextmanager
@@ -419,11 +382,13 @@ def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
         })
         worker_log = run_dir / "worker.log"
         worker_wall = time.time()
-        worker = stack.enter_context(celery_worker(env, queue, options.workers, worker_log))
+        worker = start_worker(env, worker_log, name=f"measure-{uuid.uuid4().hex[:6]}",
+                              queue=queue, concurrency=options.workers)
+        stack.callback(worker.stop, WORKER_STOP_TIMEOUT_S)
         sampler = Sampler(redis.Redis.from_url(service.url), worker.pid, options.interval_s)
         sampler.start()
         try:
-            status = wait_for(job, worker, options.timeout_s)
+            status = wait_for(job, worker.process, options.timeout_s)
         except BaseException:
             tail = worker_log.read_text(errors="replace")[-3000:]
             log(f"the job did not succeed; the worker log ends with:\n{tail}")

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -27,33 +28,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def marked_processes(marker: str) -> list[int]:
     """Processes whose environment carries the marker (inherited from the demo)."""
     found = []
-    needle = f"DEMO_TEST_MARKER={marker}".encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        try:
+            if process.environ().get("DEMO_TEST_MARKER") == marker:
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
     return found
 
 
 def descendants(root: int) -> list[int]:
     """Every process below ``root`` (children, their children, ...)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int(
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [], [root]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
+    try:
+        return [child.pid for child in psutil.Process(root).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 _STARTED: list[subprocess.Popen[str]] = []
@@ -101,17 +92,17 @@ def gone(marker: str, timeout: float = 30) -> bool:
     return not marked_processes(marker)
 
 
-def _start_time(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks after boot), or None once it has exited: gone, or
-    a zombie (killed, its exit status not collected yet)."""
+def _start_time(pid: int) -> float | None:
+    """When ``pid`` started, or None once it has exited: gone, or a zombie (killed, its
+    exit status not collected yet)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
+    except psutil.NoSuchProcess:
         return None
-    return None if fields[0] == "Z" else int(fields[19])
 
 
-def still_running(started: dict[int, int | None], timeout: float = 30) -> list[int]:
+def still_running(started: dict[int, float | None], timeout: float = 30) -> list[int]:
     """Which of the processes (pid: start time) still run, waiting up to ``timeout`` for
     them to end: a SIGKILL is delivered at once, but the process ends when it is scheduled.
     A pid that now belongs to a process started later is not one of them."""

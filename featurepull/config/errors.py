@@ -33,8 +33,8 @@ def settings_error(exc: Exception, source: str | None = None) -> ConfigError:
     where = f" in {source}" if source else ""
     if not isinstance(exc, ValidationError):
         return ConfigError(f"invalid settings{where}: {exc}")
-    lines = _error_lines(exc, _field_path, "unknown setting (check its spelling in the "
-                         "README's reference)")
+    lines = _error_lines(exc, _field_path, "unknown setting (check its spelling in "
+                         "docs/configuration.md)")
     return ConfigError(f"invalid settings{where}:\n  " + "\n  ".join(lines))
 
 

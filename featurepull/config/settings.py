@@ -180,7 +180,9 @@ class JobSettings(BaseModel):
         default=50_000, ge=100, le=2_000_000, description="Entities per shard task."
     )
     max_entities: int = Field(
-        default=50_000_000, ge=1, description="Largest job accepted at submit."
+        default=50_000_000, ge=1,
+        description="Largest job accepted at submit, in entity rows; a Parquet file is "
+        "checked from its footer, before a column is decoded."
     )
     max_entity_file_bytes: int = Field(
         default=2 * 1024**3, ge=1,
@@ -470,7 +472,8 @@ class Settings(BaseSettings):
     )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto",
-        description="Worker log lines: json, console, or auto (console on a terminal, else json).",
+        description="Worker log lines: json, console, or auto (console on a terminal, else "
+        "json). Secrets are masked in both.",
     )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535,
@@ -481,11 +484,13 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     schedules: list[ScheduleSettings] = Field(
         default_factory=list,
-        description="Pulls that `featurepull beat` starts on a cron or an interval.",
+        description="Pulls that `featurepull beat` starts on a cron or an interval "
+        "(docs/schedules.md).",
     )
     scorers: list[ScorerSettings] = Field(
         default_factory=list,
-        description="Scoring functions a job may name (`[[scorers]]`: name, path).",
+        description="Scoring functions a job may name: name and package.module:function "
+        "path, imported by each worker at start (docs/scoring.md).",
     )
 
     @field_validator("schedules", "scorers")

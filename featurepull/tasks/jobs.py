@@ -146,7 +146,7 @@ def parse_job_request(request: Any) -> JobRequest:
         return JobRequest(**request)
     except ValidationError as exc:
         raise InvalidJobRequest(request_error_text(
-            exc, "featurepull.submit_job request (see the task API in the README)")) from None
+            exc, "featurepull.submit_job request (see the task API in docs/fleet.md)")) from None
 
 
 class RequestTooLarge(InputError, ValueError):

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from featurepull.bench.endpoint import DEFAULT_TABLE, EndpointProcess, start_endpoint
@@ -79,9 +80,9 @@ def test_dead_endpoint_is_backed_off_and_named(endpoint: EndpointProcess,
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a running process so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of a running process so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def test_pull_exits_1_naming_the_dead_endpoint(endpoint: EndpointProcess,

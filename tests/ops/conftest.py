@@ -91,7 +91,7 @@ def start_worker(workers: Fleet, concurrency: int = 2) -> WorkerOutput:
                                 start_new_session=True)
     workers.workers.append(proc)
     workers.logs.append(log)
-    workers._wait_ready(proc, log)
+    workers.wait_ready(proc, log, name)
     return WorkerOutput(proc, log, stdout)
 
 

@@ -70,7 +70,7 @@ def start_cli_worker(workers: Fleet, *args: str, ready: bool = True) -> subproce
     workers.workers.append(proc)
     workers.logs.append(log)
     if ready:
-        workers._wait_ready(proc, log)
+        workers.wait_ready(proc, log, name)
     return proc
 
 

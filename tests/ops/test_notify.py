@@ -64,7 +64,7 @@ class Receiver:
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         workers.workers.append(self.process)  # stopped with the fleet
         workers.logs.append(log)
-        workers._wait_ready(self.process, log)
+        workers.wait_ready(self.process, log, self.queue)
         self.app = Celery("scoring", broker=workers.redis_url, backend=workers.redis_url)
         self.app.conf.update(task_serializer="json", accept_content=["json"],
                              result_accept_content=["json"])

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -17,13 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.client import Job
 from featurepull.config import Settings, load_settings
-from featurepull.local import RedisService
+from featurepull.local import RedisService, start_worker, wait_for_worker, worker_hostname
 
 DRIVERS = 200_000
 TABLE = "demo.driver_stats"
@@ -93,48 +93,28 @@ class Fleet:
     def start_worker(self, concurrency: int = 2, name: str | None = None,
                      loglevel: str | None = "INFO",
                      cli: bool = False) -> subprocess.Popen[bytes]:
-        """A worker instance: ``celery -A featurepull.worker worker``, or with ``cli`` our
-        own ``featurepull worker`` (which picks the queue from the settings itself);
-        ``loglevel=None`` starts it without --loglevel."""
+        """A ready worker instance (featurepull.local.start_worker): ``celery -A
+        featurepull.worker worker``, or with ``cli`` our own ``featurepull worker`` (which
+        picks the queue from the settings itself); ``loglevel=None`` starts it without
+        --loglevel."""
         name = name or f"w{len(self.workers)}-{uuid.uuid4().hex[:4]}"
         log = self._dir / f"{name}.log"
-        start = ([sys.executable, "-m", "featurepull", "worker"] if cli else
-                 [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker",
-                  "--pool", "prefork", "-Q", self.queue])
-        cmd = [*start, "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
-               "--without-mingle", "--without-gossip",
-               *(["--loglevel", loglevel] if loglevel else [])]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        self.workers.append(proc)
         self.logs.append(log)
-        self._wait_ready(proc, log)
-        return proc
+        worker = start_worker(self.env, log, name=name, queue=None if cli else self.queue,
+                              concurrency=concurrency, loglevel=loglevel, cli=cli)
+        self.workers.append(worker.process)
+        return worker.process
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], log: Path) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {log.read_text(errors='replace')[-3000:]}")
-            text = log.read_bytes()
-            if b"ready." in text or b"worker_ready" in text:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"worker not ready in 60s: {log.read_text(errors='replace')[-3000:]}")
+    def wait_ready(self, proc: subprocess.Popen[bytes], log: Path, name: str) -> None:
+        """Wait for a worker a test started itself with ``--hostname name@%h``."""
+        wait_for_worker(proc, self.redis_url, worker_hostname(name), log)
 
     def children(self, proc: subprocess.Popen[bytes]) -> list[int]:
         """The prefork pool processes of a worker instance."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == proc.pid:
-                    found.append(int(entry.name))
-        return found
+        try:
+            return [child.pid for child in psutil.Process(proc.pid).children()]
+        except psutil.NoSuchProcess:
+            return []
 
     def log_text(self) -> str:
         return "\n".join(log.read_text(errors="replace") for log in self.logs)
