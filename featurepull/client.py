@@ -64,16 +64,17 @@ class Job:
     def __init__(self, job_id: str, settings: Settings | None = None,
                  store: JobStore | None = None) -> None:
         self.settings = settings or load_settings()
-        self.store = store or JobStore(connect(self.settings.redis_url), self.settings.jobs.ttl_s)
+        jobs = self.settings.jobs
+        self.store = store or JobStore(connect(self.settings.redis_url), jobs.ttl_s,
+                                       jobs.visibility_timeout_s)
         self.id = job_id
         self._meta: JobMeta = self.store.meta(job_id)  # raises UnknownJob early
 
     def status(self) -> JobStatus:
         """The job's state now."""
-        meta = self.store.meta(self.id)
-        return JobStatus(self.id, meta.state, meta.shards, self.store.done_count(self.id),
-                         meta.rows, min(self.store.progress(self.id), meta.rows), meta.error,
-                         meta.summary, meta.error_kind)
+        meta, done, answered = self.store.snapshot(self.id)  # one round trip, any job size
+        return JobStatus(self.id, meta.state, meta.shards, done, meta.rows,
+                         min(answered, meta.rows), meta.error, meta.summary, meta.error_kind)
 
     def capacity(self) -> dict[str, Any]:
         """What the shards done so far spent of the table's capacity: consumed RCU/s since
@@ -186,7 +187,7 @@ class Job:
     def save(self, path: str, overwrite: bool = False) -> int:
         """Write the rows to a .parquet/.csv/.jsonl file (local or s3://); rows written."""
         meta = self._require_success()
-        schemas = [self.store.shard_schema(self.id, n) for n in range(meta.shards)]
+        schemas = self.store.shard_schemas(self.id, meta.shards)
         with open_sink(path, unify_schemas(schemas), overwrite=overwrite,
                        s3=self.settings.s3) as sink:
             for table in self.tables():
@@ -247,7 +248,8 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     from featurepull.worker.app import producer_app
 
     settings = settings or load_settings()
-    store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
+    store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s,
+                     settings.jobs.visibility_timeout_s)
     request = JobRequest(
         table=table, features=list(features), entities=_from_here(entities),
         output=None if output is None else _from_here(output),

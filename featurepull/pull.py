@@ -4,15 +4,26 @@ and the same scoring step the workers run."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import pyarrow as pa
 
 from featurepull.config import S3Settings, Settings
 from featurepull.dynamo import ReadStats
 from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
 from featurepull.dynamo.reader import Progress, cyclic_gc_paused
-from featurepull.io import check_destination, open_sink, read_entities, rows_to_table, write_rows
+from featurepull.io import (
+    check_destination,
+    is_dataset,
+    open_sink,
+    read_entities,
+    rows_to_table,
+    write_dataset,
+    write_rows,
+)
 from featurepull.tasks.scoring import LoadedScorer, apply_scorer, registered_scorer
 
 
@@ -70,7 +81,12 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     spec = layout_spec(layout)
     names = spec["key_columns"]
     key_columns = {n: entities.columns[n] for n in names}
-    if scorer is None:
+    if is_dataset(output_path):
+        table = _table(output_path, key_columns, result.rows, request, scorer)
+        # Parts of jobs.shard_size rows, as a job of the same entities would write them.
+        written = write_dataset(output_path, table, settings.jobs.shard_size, uuid.uuid4().hex,
+                                overwrite=overwrite, s3=settings.s3)
+    elif scorer is None:
         with cyclic_gc_paused():
             written = write_rows(output_path, key_columns, result.rows, request.features,
                                  overwrite=overwrite, s3=settings.s3)
@@ -81,13 +97,21 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     return PullOutcome(output_path, written, result.stats, [warning] if warning else [])
 
 
+def _table(output_path: str, key_columns: dict[str, list[Any]],
+           rows: Sequence[tuple[Any, ...] | None], request: PullRequest,
+           scorer: LoadedScorer | None) -> pa.Table:
+    # The workers' shard step, on all rows at once: rows to Arrow, scored if asked.
+    table = rows_to_table(key_columns, rows, request.features, source=output_path)
+    if scorer is None:
+        return table
+    return apply_scorer(table, [row is not None for row in rows], scorer, list(key_columns),
+                        with_features=request.with_features)
+
+
 def _write_scored(output_path: str, key_columns: dict[str, list[Any]],
                   rows: Sequence[tuple[Any, ...] | None], request: PullRequest,
                   scorer: LoadedScorer, *, overwrite: bool, s3: S3Settings) -> int:
-    # The workers' shard step, on all rows at once: rows to Arrow, scored, written as a table.
-    table = rows_to_table(key_columns, rows, request.features, source=output_path)
-    scored = apply_scorer(table, [row is not None for row in rows], scorer, list(key_columns),
-                          with_features=request.with_features)
+    scored = _table(output_path, key_columns, rows, request, scorer)
     with open_sink(output_path, scored.schema, overwrite=overwrite, s3=s3) as sink:
         sink.write(scored)
         return int(sink.rows_written)

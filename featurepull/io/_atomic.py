@@ -30,12 +30,14 @@ def _temporary_prefix(path: str, pid: int) -> str:
 
 
 @contextmanager
-def atomic_file(path: str) -> Iterator[BinaryIO]:
+def atomic_file(path: str, witness: str | None = None) -> Iterator[BinaryIO]:
     """A binary stream whose bytes replace `path` only if the `with` block completes.
 
     The data goes to a temporary file in the same directory (so the final rename cannot cross
     filesystems), is fsynced, then renamed over `path`. On any error, including an interrupt,
     the temporary file is removed and `path` is untouched. OSError propagates to the caller.
+    With `witness` (a path on the same filesystem), the complete file is hard-linked there
+    just before the rename: a writer killed right after it can tell that `path` is its own.
     """
     temporary = temporary_name(path)
     # 0o666 before the umask, as open() does; mkstemp's 0o600 would make the output private.
@@ -45,12 +47,26 @@ def atomic_file(path: str) -> Iterator[BinaryIO]:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+        if witness is not None:
+            link_over(temporary, witness)
         os.replace(temporary, path)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
     _sync_directory(os.path.dirname(temporary))
+
+
+def link_over(source: str, target: str) -> None:
+    """Hard-link `source` at `target`, replacing whatever `target` was, atomically."""
+    temporary = temporary_name(target)
+    os.link(source, temporary)
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def _sync_directory(directory: str) -> None:

@@ -27,6 +27,7 @@ from featurepull.tasks import celery_tasks, scoring
 from featurepull.tasks.confine import start_warning
 from featurepull.tasks.jobs import reset_process_state
 from featurepull.tasks.schedules import beat_entry, check_schedules
+from featurepull.tasks.watchdog import Watchdog
 from featurepull.worker import logging as worker_logging
 from featurepull.worker import metrics as worker_metrics
 
@@ -163,6 +164,23 @@ def _warn_unbounded_jobs(**_: Any) -> None:
     warning = start_warning(celery_tasks.configured_settings())
     if warning:
         worker_logging.unbounded_jobs(warning)
+
+
+_watchdogs: list[Watchdog] = []
+
+
+@worker_ready.connect
+def _start_watchdog(sender: Any, **_: Any) -> None:
+    # In the main process, after the pool forked: re-sends what stalled jobs wait for.
+    watchdog = Watchdog(sender.app, celery_tasks.configured_settings())
+    watchdog.start()
+    _watchdogs.append(watchdog)
+
+
+@worker_shutdown.connect
+def _stop_watchdog(**_: Any) -> None:
+    while _watchdogs:
+        _watchdogs.pop().stop()
 
 
 @worker_process_shutdown.connect
