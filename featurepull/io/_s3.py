@@ -1,13 +1,15 @@
 """The S3 requests behind `s3://` entity files and outputs, with errors a user can act on.
 
-A client is built per call from `S3Settings`: these run once per file, in whichever process
-reads or writes it, so there is nothing to share and nothing to rebuild after a fork.
+A client is built from `S3Settings` once per process and settings (a job's finisher makes a
+request per part), never carried across a fork.
 Every failure is an `S3Error` naming the URL, the bucket, where it looked (endpoint, region)
 and what to check; callers re-raise it as their own error type.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any, BinaryIO
 
 import boto3
@@ -128,6 +130,8 @@ def copy(source: S3Location, target: S3Location, settings: S3Settings) -> None:
     try:
         client.copy({"Bucket": source.bucket, "Key": source.key}, target.bucket, target.key)
     except (BotoCoreError, ClientError) as exc:
+        if _code(exc) in _NOT_FOUND:
+            raise S3Error(f"{source.uri}: no such object in bucket {source.bucket!r}") from None
         raise _explain(exc, target, client, "s3:GetObject and s3:PutObject") from None
 
 
@@ -167,8 +171,21 @@ def _read_error(exc: Exception, location: S3Location, settings: S3Settings,
     return _explain(exc, location, client, permission)
 
 
+_clients: dict[tuple[int, str | None, str | None], Any] = {}
+_clients_lock = threading.Lock()
+
+
 def _client(settings: S3Settings) -> Any:
-    return boto3.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region)
+    # Kept per process (a client does not cross a fork) and settings: a job's finisher
+    # makes a request per part, and building a client costs more than the request.
+    key = (os.getpid(), settings.endpoint_url, settings.region)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = boto3.client("s3", endpoint_url=settings.endpoint_url,
+                                  region_name=settings.region)
+            _clients[key] = client
+        return client
 
 
 def _code(exc: Exception) -> str | None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 import pyarrow as pa
@@ -93,13 +93,15 @@ class StagedOutput:
             try:
                 return pq.read_table(path)
             except FileNotFoundError:
-                raise OutputError(f"{path}: part {n} of {self.output} is missing from its "
-                                  "staging area (removed while the job ran?)") from None
+                raise self._missing(n) from None
         data = self._get(path)
         if data is None:
-            raise OutputError(f"{path}: part {n} of {self.output} is missing from its staging "
-                              "area (removed while the job ran?)")
+            raise self._missing(n)
         return pq.read_table(pa.BufferReader(data))
+
+    def _missing(self, n: int) -> OutputError:
+        return OutputError(f"{self.staging}{self.part_name(n)}: part {n} of {self.output} is "
+                           "missing from its staging area (removed while the job ran?)")
 
     def published(self) -> bool:
         """Whether the output in place is this owner's, complete (an earlier `publish`)."""
@@ -109,19 +111,16 @@ class StagedOutput:
         return marked_by(self.output, self.mark, self.s3)
 
     def publish(self, schema: pa.Schema, schemas: Sequence[pa.Schema],
-                part_rows: Sequence[int], *, overwrite: bool = False,
-                progress: Callable[[int], None] | None = None) -> int:
+                part_rows: Sequence[int], *, overwrite: bool = False) -> int:
         """Make the output from the staged parts (`schemas` and `part_rows`: each part's);
-        returns the rows written. `progress(n)` is called after each part."""
+        returns the rows written."""
         if self.dataset:
-            self._publish_dataset(schema, schemas, part_rows, overwrite, progress)
+            self._publish_dataset(schema, schemas, part_rows, overwrite)
         else:
             with open_sink(self.output, schema, overwrite=overwrite, s3=self.s3,
                            mark=self.mark) as sink:
                 for n in range(self.parts):
                     sink.write(self.read_part(n))
-                    if progress is not None:
-                        progress(n)
         return sum(part_rows)
 
     def discard(self) -> None:
@@ -137,8 +136,7 @@ class StagedOutput:
             _s3.delete_keys(location, _s3.list_keys(location, self.s3), self.s3)
 
     def _publish_dataset(self, schema: pa.Schema, schemas: Sequence[pa.Schema],
-                         part_rows: Sequence[int], overwrite: bool,
-                         progress: Callable[[int], None] | None) -> None:
+                         part_rows: Sequence[int], overwrite: bool) -> None:
         started = self.staging + "_publishing"
         # A publisher that died midway left parts of its own in place: this run redoes all.
         if self._get(started) is None:
@@ -148,12 +146,10 @@ class StagedOutput:
         for n in range(self.parts):
             name = self.part_name(n)
             if schemas[n].equals(schema):
-                self._place(self.staging + name, self.output + name)
+                self._place(n, self.output + name)
             else:  # a part whose column types unify_schemas widened: rewritten, cast
                 with open_sink(self.output + name, schema, overwrite=True, s3=self.s3) as sink:
                     sink.write(self.read_part(n))
-            if progress is not None:
-                progress(n)
         manifest = {"owner": self.owner, "rows": sum(part_rows), "columns": schema.names,
                     "parts": [{"path": self.part_name(n), "rows": rows}
                               for n, rows in enumerate(part_rows)]}
@@ -180,14 +176,20 @@ class StagedOutput:
             keys.sort(key=lambda key: not key.endswith(SUCCESS))
             _s3.delete_keys(location, keys, self.s3)
 
-    def _place(self, staged: str, final: str) -> None:
+    def _place(self, n: int, final: str) -> None:
+        staged = self.staging + self.part_name(n)
         source, target = s3_location(staged), s3_location(final)
         if source is None or target is None:
+            if not os.path.exists(staged):
+                raise self._missing(n)
             with reporting_write_errors(final):
                 link_over(staged, final)
             return
-        with _reporting_s3_errors():
+        try:
             _s3.copy(source, target, self.s3)
+        except _s3.S3Error as exc:
+            raise self._missing(n) if "no such object" in str(exc) else OutputError(
+                str(exc)) from None
 
     def _put(self, path: str, data: bytes) -> None:
         location = s3_location(path)

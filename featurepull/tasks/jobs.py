@@ -453,16 +453,8 @@ def publish_output(job_id: str, meta: JobMeta, settings: Settings, store: JobSto
     if not is_dataset(staged.output):
         remove_dead_finishers_file(staged.output, previous)
     schemas = store.shard_schemas(job_id, meta.shards)
-    last = time.monotonic()
-
-    def alive(_part: int) -> None:
-        nonlocal last
-        if time.monotonic() - last >= store.idle_s / 10:  # a long write is not a stall
-            last = time.monotonic()
-            store.heartbeat(job_id, "finishing")
-
     return staged.publish(unify_schemas(schemas), schemas, part_rows,
-                          overwrite=request.overwrite, progress=alive)
+                          overwrite=request.overwrite)
 
 
 def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, Any] | None:
@@ -482,9 +474,13 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
     effective = job_settings(settings, request)
     written = 0
     previous = store.note_finisher(job_id, f"{socket.gethostname()}:{os.getpid()}")
+    # One sign of life covers the whole write: the finisher's time limit
+    # (jobs.shard_time_limit_s) is below the watchdog's idle limit (visibility_timeout_s).
     store.heartbeat(job_id, "finishing")
+    publishing = time.monotonic()
     if request.output:
         written = publish_output(job_id, meta, effective, store, previous)
+    publish_seconds = time.monotonic() - publishing
     seconds = time.time() - meta.created
     summary = {
         "job_id": job_id,
@@ -493,6 +489,7 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
         "output": request.output,
         "rows_written": written if request.output else None,
         "seconds": round(seconds, 3),
+        "publish_seconds": round(publish_seconds, 3),
         "rows_per_s": round(meta.rows / seconds, 1) if seconds > 0 else 0.0,
         "redelivered_shards": sum(n > 1 for n in store.attempts(job_id).values()),
         **job_totals(store, meta),
