@@ -82,7 +82,7 @@ class Job:
         from featurepull.tasks.jobs import capacity_fields, shard_totals
 
         meta = self.store.meta(self.id)
-        total = shard_totals(self.store.all_stats(self.id))
+        total = shard_totals(self.store.all_stats(self.id), latencies=False)
         since = meta.started or meta.created
         elapsed = (meta.finished or time.time()) - since
         return {"consumed_rcu": round(total.consumed_rcu, 3),

@@ -354,13 +354,15 @@ def capacity_fields(stats: ReadStats | None, seconds: float) -> dict[str, Any]:
     }
 
 
-def shard_totals(per_shard: Mapping[int, dict[str, Any]]) -> ReadStats:
-    """The stored stats of shards, summed."""
+def shard_totals(per_shard: Mapping[int, dict[str, Any]], latencies: bool = True
+                 ) -> ReadStats:
+    """The stored stats of shards, summed (without their latencies when ``latencies`` is
+    False: ``featurepull status`` of a job of thousands of shards needs none of them)."""
     total = ReadStats()
     for stats in per_shard.values():
-        latencies = stats.get("latencies_ms", [])
+        latencies_ms = stats.get("latencies_ms", []) if latencies else []
         fields = {k: v for k, v in stats.items() if k in ReadStats.__dataclass_fields__}
-        total.merge(ReadStats(**{**fields, "latencies_ms": latencies}))
+        total.merge(ReadStats(**{**fields, "latencies_ms": latencies_ms}))
     return total
 
 

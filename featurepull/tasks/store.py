@@ -450,6 +450,7 @@ class JobStore:
     def delete(self, job_id: str) -> int:
         """Remove every key of a job now (instead of waiting for the TTL)."""
         keys = list(self.redis.scan_iter(match=f"{PREFIX}{job_id}:*", count=1000))
+        self.redis.zrem(ACTIVE_JOBS, job_id)
         return int(self.redis.delete(*keys)) if keys else 0
 
     def _schedule_key(self, name: str, part: str) -> str:
