@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from featurepull.config import S3Settings
 from featurepull.io import _s3
-from featurepull.io._atomic import atomic_file
+from featurepull.io._atomic import atomic_file, file_identity, link_over
 from featurepull.io._formats import (
     FileFormat,
     S3Location,
@@ -34,19 +34,24 @@ OWNER_METADATA = "featurepull-owner"
 @dataclass(frozen=True)
 class OwnerMark:
     """How an output proves whose it is, for a writer that may die after publishing it and
-    before recording that it did: a local file is hard-linked at `witness` (same filesystem)
-    just before it is renamed into place; an s3:// object carries `owner` in its metadata."""
+    before recording that it did. An s3:// object carries `owner` in its metadata. A local
+    file is hard-linked at `witness` (a path on its filesystem) just before it is renamed into
+    place, so the two names are one file; once the writer has recorded the file's
+    `file_identity` elsewhere, it may remove the witness and pass the identity as `recorded`."""
 
     owner: str
-    witness: str
+    witness: str | None = None
+    recorded: str | None = None
 
 
 def marked_by(path: str, mark: OwnerMark, s3: S3Settings | None = None) -> bool:
     """Whether the output at `path` is the one written with `mark`."""
     location = _output_location(path)
     if location is None:
+        if mark.recorded is not None and file_identity(path) == mark.recorded:
+            return True
         try:
-            return os.path.samefile(path, mark.witness)
+            return mark.witness is not None and os.path.samefile(path, mark.witness)
         except OSError:
             return False
     try:
@@ -101,7 +106,9 @@ def open_output(
     check_destination(path, overwrite, s3)
     location = _output_location(path)
     if location is None:
-        with _local_output(path, mark.witness if mark else None) as stream:
+        witness = mark.witness if mark else None
+        before_replace = (lambda complete: link_over(complete, witness)) if witness else None
+        with _local_output(path, before_replace) as stream:
             yield stream
     else:
         metadata = {OWNER_METADATA: mark.owner} if mark else None
@@ -197,10 +204,11 @@ def _write_error(path: str, exc: OSError) -> OutputError:
 
 
 @contextmanager
-def _local_output(path: str, witness: str | None) -> Iterator[BinaryIO]:
+def _local_output(path: str, before_replace: Callable[[str], None] | None
+                  ) -> Iterator[BinaryIO]:
     failed_inside = False
     try:
-        with atomic_file(path, witness) as stream:
+        with atomic_file(path, before_replace) as stream:
             try:
                 yield stream
             except BaseException:

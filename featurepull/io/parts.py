@@ -18,7 +18,10 @@ Two kinds of output:
   equal-width part names in order, so it reads the rows in input order.
 
 `published` answers a publisher that died after making the output visible, before it could
-record that: a dataset's ``_SUCCESS`` names its owner; a file carries an `OwnerMark`.
+record that: a dataset's ``_SUCCESS`` names its owner; an s3:// file carries its owner in its
+metadata; a local file is hard-linked into the staging area just before its rename (until the
+caller has recorded its `identity` and passes it back as ``recorded``: then the staging area
+can be discarded before the caller marks the output published, and nothing is left after).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import pyarrow.parquet as pq
 
 from featurepull.config import S3Settings
 from featurepull.io import _s3
-from featurepull.io._atomic import atomic_file, link_over
+from featurepull.io._atomic import atomic_file, file_identity, link_over
 from featurepull.io._destinations import (
     STAGING_DIR,
     OwnerMark,
@@ -57,8 +60,8 @@ _WITNESS = "_published"
 class StagedOutput:
     """One output's staging area and how to publish it (see the module docstring)."""
 
-    def __init__(self, output: str, owner: str, parts: int,
-                 s3: S3Settings | None = None) -> None:
+    def __init__(self, output: str, owner: str, parts: int, s3: S3Settings | None = None,
+                 recorded: str | None = None) -> None:
         self.output = output
         self.owner = owner
         self.parts = parts
@@ -73,7 +76,7 @@ class StagedOutput:
                 head = os.path.dirname(os.path.abspath(output))
             self.staging = f"{head}/.{name}.parts-{owner}/"
         self._local = s3_location(output) is None
-        self.mark = OwnerMark(owner, self.staging + _WITNESS)
+        self.mark = OwnerMark(owner, self.staging + _WITNESS, recorded)
 
     def part_name(self, n: int) -> str:
         """``part-00000.parquet``: equal widths, so names sort in part order."""
@@ -109,6 +112,10 @@ class StagedOutput:
             marker = self._get(self.output + SUCCESS)
             return marker is not None and marker.decode(errors="replace") == self.owner
         return marked_by(self.output, self.mark, self.s3)
+
+    def identity(self) -> str | None:
+        """The published local file's identity, for the caller to record (else None)."""
+        return None if self.dataset or not self._local else file_identity(self.output)
 
     def publish(self, schema: pa.Schema, schemas: Sequence[pa.Schema],
                 part_rows: Sequence[int], *, overwrite: bool = False) -> int:

@@ -413,7 +413,7 @@ def remove_dead_finishers_file(output: str, finisher: str | None) -> None:
 def staged_output(job_id: str, meta: JobMeta, settings: Settings) -> StagedOutput:
     """Where the job's shards stage their parts and how its finisher publishes them."""
     return StagedOutput(str(meta.request["request"]["output"]), job_id, meta.shards,
-                        settings.s3)
+                        settings.s3, recorded=meta.published_as)
 
 
 def discard_staged_output(job_id: str, settings: Settings, store: JobStore) -> None:
@@ -451,12 +451,16 @@ def publish_output(job_id: str, meta: JobMeta, settings: Settings, store: JobSto
     if staged.published():
         log.warning("output_already_published", output=request.output,
                     reason="an earlier finisher of this job died after publishing it")
-        return sum(part_rows)
-    if not is_dataset(staged.output):
-        remove_dead_finishers_file(staged.output, previous)
-    schemas = store.shard_schemas(job_id, meta.shards)
-    return staged.publish(unify_schemas(schemas), schemas, part_rows,
-                          overwrite=request.overwrite)
+    else:
+        if not is_dataset(staged.output):
+            remove_dead_finishers_file(staged.output, previous)
+        schemas = store.shard_schemas(job_id, meta.shards)
+        staged.publish(unify_schemas(schemas), schemas, part_rows,
+                       overwrite=request.overwrite)
+    identity = staged.identity()
+    if identity is not None:  # the proof that no longer needs the staging area
+        store.note_published(job_id, identity)
+    return sum(part_rows)
 
 
 def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, Any] | None:
@@ -503,10 +507,12 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
     if warning:
         summary["warnings"] = [warning]
         log.warning("nothing_found", message=warning)
-    store.succeed(job_id, summary)
     if request.output:
+        # Before the job is marked succeeded, so that nothing staged is left once it is: a
+        # finisher killed here is retried, and knows the output as its own without them.
         store.drop_rows(job_id, meta.shards)
         staged_output(job_id, meta, effective).discard()
+    store.succeed(job_id, summary)
     log.info("job_done", rows=meta.rows, shards=meta.shards, output=request.output,
              rows_written=summary["rows_written"], seconds=summary["seconds"],
              found=read["found"], missing=read["missing"], retries=read["retries"],

@@ -3,7 +3,9 @@
 A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
 
     meta        hash  request (JSON), state, shards, rows, times, error, summary (JSON),
-                      finisher ("host:pid" of the process that last began writing the output)
+                      finisher ("host:pid" of the process that last began writing the output),
+                      published_as (the job's local output file's identity, recorded once it
+                      is in place: a finisher's retry knows the file as the job's own)
     keys:{n}    str   shard n's entity key columns, Arrow IPC (deleted once the shard is done)
     rows:{n}    str   shard n's output rows, Arrow IPC (written idempotently: SET) — only for
                       a job without an output; with one, each shard writes a Parquet part
@@ -184,6 +186,7 @@ class JobMeta:
     error: str | None
     summary: dict[str, Any] | None
     error_kind: str | None = None  # "input": the job failed on its input (exit code 2)
+    published_as: str | None = None  # see the module docstring
 
     @property
     def terminal(self) -> bool:
@@ -243,7 +246,7 @@ class JobStore:
             shards=int(raw["shards"]), rows=int(raw["rows"]), created=float(raw["created"]),
             started=number("started"), finished=number("finished"), error=raw.get("error"),
             summary=json.loads(raw["summary"]) if raw.get("summary") else None,
-            error_kind=raw.get("error_kind"),
+            error_kind=raw.get("error_kind"), published_as=raw.get("published_as"),
         )
 
     def state(self, job_id: str) -> str | None:
@@ -394,6 +397,10 @@ class JobStore:
         pipe.hvals(self._key(job_id, "progress"))
         raw, done, progress = pipe.execute()
         return self._meta_from(job_id, raw), int(done), sum(int(v) for v in progress)
+
+    def note_published(self, job_id: str, identity: str) -> None:
+        """Record the identity of the job's published output file."""
+        self.redis.hset(self._key(job_id, "meta"), "published_as", identity)
 
     def heartbeat(self, job_id: str, what: str) -> None:
         """A sign of life for the watchdog (the finisher, while it writes)."""

@@ -119,14 +119,20 @@ def test_a_file_output_knows_its_own_publisher(tmp_path: Path, name: str) -> Non
     staged = stage(out)
     publish(staged)
     inode = os.stat(out).st_ino
-    assert staged.published()
+    assert staged.published()  # by the hard link in its staging area
     assert not StagedOutput(out, "another-job", PARTS).published()
+    identity = staged.identity()  # what the job's finisher records in Redis
     staged.discard()
+    assert not staged.published()
+    assert StagedOutput(out, "job-1", PARTS, recorded=identity).published()
     assert os.listdir(tmp_path) == [name] and os.stat(out).st_ino == inode
     if name.endswith(".parquet"):
         assert pq.read_table(out).equals(expected())
     else:
         assert len(Path(out).read_text().splitlines()) == ROWS + 1
+    os.replace(out, out + ".old")  # another file in its place is not the job's output
+    Path(out).write_bytes(Path(out + ".old").read_bytes())
+    assert not StagedOutput(out, "job-1", PARTS, recorded=identity).published()
 
 
 @pytest.fixture(scope="module")
