@@ -31,7 +31,7 @@ from featurepull.io.parts import SUCCESS
 from featurepull.local import RedisService
 from featurepull.pull import PullRequest, pull
 from tests.hardening._util import finisher_temporary, run_job, wait_for_log, write_entities
-from tests.tasks.conftest import DRIVERS, Fleet, fleet
+from tests.tasks.conftest import DRIVERS, Fleet, fleet, freeze_mid_shard
 
 pytestmark = pytest.mark.slow  # starts a worker fleet
 
@@ -166,7 +166,7 @@ def test_a_dataset_through_submit_survives_a_killed_worker(workers: Fleet, entit
     try:
         assert submitted.exit_code == 0, submitted.output
         job = Job(json.loads(submitted.output)["job_id"], workers.settings())
-        victim = _a_child_reading_a_shard(workers, job.id, timeout=120)
+        victim = freeze_mid_shard(job, among=workers.children(workers.workers[0]))
         os.kill(victim, signal.SIGKILL)
         status = job.wait(timeout=120, progress=False)
     finally:
@@ -181,28 +181,3 @@ def test_a_dataset_through_submit_survives_a_killed_worker(workers: Fleet, entit
     # Redis held the shards' keys (fewer as shards finished) and never a row.
     assert len(samples) > 10 and max(rows for rows, _ in samples) == 0
     assert max(keys for _, keys in samples) > 0
-
-
-def _a_child_reading_a_shard(workers: Fleet, job_id: str, timeout: float) -> int:
-    """A pool child stopped (SIGSTOP) in the middle of a shard of the job: stopped first and
-    then seen not done, so it cannot finish between the look and the kill."""
-    server = workers.redis()
-    key = f"featurepull:job:{job_id}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = set(workers.children(workers.workers[0]))
-        progress = {int(k): int(v) for k, v in server.hgetall(f"{key}:progress").items()}
-        for shard, owner in server.hgetall(f"{key}:owners").items():
-            pid = int(owner.decode().rsplit(":", 1)[1])
-            if progress.get(int(shard), 0) == 0 or pid not in children:
-                continue
-            try:
-                os.kill(pid, signal.SIGSTOP)
-            except ProcessLookupError:
-                continue
-            time.sleep(0.05)  # whatever it sent before it stopped has reached Redis
-            if not server.sismember(f"{key}:done", int(shard)):
-                return pid
-            os.kill(pid, signal.SIGCONT)
-        time.sleep(0.005)
-    raise AssertionError("no shard was seen reading")
