@@ -3,6 +3,7 @@ them for the worker fleet, and returns a :class:`Job` handle to watch and collec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -146,6 +147,7 @@ class Job:
             try:
                 return self.status()
             except UnknownJob:
+                self._discard_staged()
                 where = (f" while it was {last.state} ({last.shards_done}/{last.shards} "
                          "shards done)" if last else "")
                 raise JobFailed(
@@ -161,6 +163,15 @@ class Job:
                         f"lost Redis at {url} while waiting for job {self.id}; it has not "
                         f"answered for {REDIS_OUTAGE_WAIT_S:g}s ({exc})") from None
                 time.sleep(0.5)
+
+    def _discard_staged(self) -> None:
+        """Remove what the shards of a job that vanished from Redis staged for its output:
+        no worker knows the output any more; this handle still does (best effort)."""
+        from featurepull.tasks.jobs import staged_output
+
+        if self._meta.request.get("request", {}).get("output"):
+            with contextlib.suppress(Exception):
+                staged_output(self.id, self._meta, self.settings).discard()
 
     def _require_success(self) -> JobMeta:
         meta = self.store.meta(self.id)

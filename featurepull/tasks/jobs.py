@@ -47,7 +47,7 @@ from featurepull.tasks import metrics
 from featurepull.tasks.capacity import redis_pacers
 from featurepull.tasks.confine import REDIS_KEY_SCHEME, Bounds
 from featurepull.tasks.scoring import apply_scorer, check_registered, registered_scorer
-from featurepull.tasks.store import JobMeta, JobStore
+from featurepull.tasks.store import JobMeta, JobStore, UnknownJob
 
 _ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
                     "bytes": pa.binary(), "float": pa.float64(), "bool": pa.bool_(),
@@ -286,7 +286,10 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         now = time.monotonic()
         if now - last >= 0.5 or answered == unique:
             last = now
-            if store.state(job_id) in ("failed", "cancelled"):
+            state = store.state(job_id)
+            if state is None:  # gone from Redis (restarted without persistence): stop here
+                raise UnknownJob(job_id)
+            if state in ("failed", "cancelled"):
                 raise JobStopped(job_id)
             store.set_progress(job_id, shard, answered)
             if report is not None:
