@@ -154,7 +154,9 @@ def request_options(output_required: bool) -> Callable[[Callable[..., Any]], Cal
             click.option("--entities", "entities_path", required=True,
                          help="Entity file: .csv, .parquet or .jsonl (a path or s3:// URI)."),
             click.option("--output", "output_path", required=output_required,
-                         help="Output file: .csv, .parquet or .jsonl (a path or s3:// URI)."),
+                         help="Output file: .csv, .parquet or .jsonl (a path or s3:// URI); "
+                         "ending in / a Parquet dataset (part files, _manifest.json, "
+                         "_SUCCESS): see docs/large-jobs.md."),
             click.option("--layout", type=click.Choice(["feast", "plain"]), default="feast",
                          show_default=True),
             click.option("--join-keys", help="Feast join keys (default: every entity column)."),

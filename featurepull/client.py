@@ -3,6 +3,7 @@ them for the worker fleet, and returns a :class:`Job` handle to watch and collec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -78,16 +79,17 @@ class Job:
     def __init__(self, job_id: str, settings: Settings | None = None,
                  store: JobStore | None = None) -> None:
         self.settings = settings or load_settings()
-        self.store = store or JobStore(connect(self.settings.redis_url), self.settings.jobs.ttl_s)
+        jobs = self.settings.jobs
+        self.store = store or JobStore(connect(self.settings.redis_url), jobs.ttl_s,
+                                       jobs.visibility_timeout_s)
         self.id = job_id
         self._meta: JobMeta = self.store.meta(job_id)  # raises UnknownJob early
 
     def status(self) -> JobStatus:
         """The job's state now."""
-        meta = self.store.meta(self.id)
-        return JobStatus(self.id, meta.state, meta.shards, self.store.done_count(self.id),
-                         meta.rows, min(self.store.progress(self.id), meta.rows), meta.error,
-                         meta.summary, meta.error_kind)
+        meta, done, answered = self.store.snapshot(self.id)  # one round trip, any job size
+        return JobStatus(self.id, meta.state, meta.shards, done, meta.rows,
+                         min(answered, meta.rows), meta.error, meta.summary, meta.error_kind)
 
     def capacity(self) -> dict[str, Any]:
         """What the shards done so far spent of the table's capacity: consumed RCU/s since
@@ -95,7 +97,7 @@ class Job:
         from featurepull.tasks.jobs import capacity_fields, shard_totals
 
         meta = self.store.meta(self.id)
-        total = shard_totals(self.store.all_stats(self.id))
+        total = shard_totals(self.store.all_stats(self.id), latencies=False)
         since = meta.started or meta.created
         elapsed = (meta.finished or time.time()) - since
         return {"consumed_rcu": round(total.consumed_rcu, 3),
@@ -159,6 +161,7 @@ class Job:
             try:
                 return self.status()
             except UnknownJob:
+                self._discard_staged()
                 where = (f" while it was {last.state} ({last.shards_done}/{last.shards} "
                          "shards done)" if last else "")
                 raise JobFailed(
@@ -174,6 +177,15 @@ class Job:
                         f"lost Redis at {url} while waiting for job {self.id}; it has not "
                         f"answered for {REDIS_OUTAGE_WAIT_S:g}s ({exc})") from None
                 time.sleep(0.5)
+
+    def _discard_staged(self) -> None:
+        """Remove what the shards of a job that vanished from Redis staged for its output:
+        no worker knows the output any more; this handle still does (best effort)."""
+        from featurepull.tasks.jobs import staged_output
+
+        if self._meta.request.get("request", {}).get("output"):
+            with contextlib.suppress(Exception):
+                staged_output(self.id, self._meta, self.settings).discard()
 
     def _require_success(self) -> JobMeta:
         meta = self.store.meta(self.id)
@@ -200,7 +212,7 @@ class Job:
     def save(self, path: str, overwrite: bool = False) -> int:
         """Write the rows to a .parquet/.csv/.jsonl file (local or s3://); rows written."""
         meta = self._require_success()
-        schemas = [self.store.shard_schema(self.id, n) for n in range(meta.shards)]
+        schemas = self.store.shard_schemas(self.id, meta.shards)
         with open_sink(path, unify_schemas(schemas), overwrite=overwrite,
                        s3=self.settings.s3) as sink:
             for table in self.tables():
@@ -265,7 +277,8 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     from featurepull.worker.producer import producer_app
 
     settings = settings or load_settings()
-    store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
+    store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s,
+                     settings.jobs.visibility_timeout_s)
     try:
         request = JobRequest(
             table=table, features=list(features), entities=_from_here(entities),

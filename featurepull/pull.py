@@ -4,13 +4,14 @@ and the same scoring step the workers run."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from featurepull.config import ConfigError, RequestFields, S3Settings, Settings
+from featurepull.config import ConfigError, RequestFields, Settings
 from featurepull.config.settings import reference_problem, uses_registry
 from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
@@ -19,9 +20,11 @@ from featurepull.dynamo.views import ViewsReader
 from featurepull.io import (
     EntityTable,
     check_destination,
+    is_dataset,
     open_sink,
     read_entities,
     rows_to_table,
+    write_dataset,
     write_rows,
 )
 from featurepull.tasks.feast_views import plan_for, views_table
@@ -93,18 +96,16 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
                              allow_missing_features=request.allow_missing_features)
     names = spec["key_columns"]
     key_columns = {n: entities.columns[n] for n in names}
-    if isinstance(reader, ViewsReader):
-        table = views_table(reader.plan, key_columns, result.rows, output_path)
-        written = _write_table(output_path, table, result.rows, names, request, scorer,
-                               overwrite=overwrite, s3=settings.s3)
-    elif scorer is None:
+    if scorer is None and not is_dataset(output_path) and not isinstance(reader, ViewsReader):
         with cyclic_gc_paused():
             written = write_rows(output_path, key_columns, result.rows, request.features,
                                  overwrite=overwrite, s3=settings.s3)
     else:
-        table = rows_to_table(key_columns, result.rows, request.features, source=output_path)
+        table = (views_table(reader.plan, key_columns, result.rows, output_path)
+                 if isinstance(reader, ViewsReader) else
+                 rows_to_table(key_columns, result.rows, request.features, source=output_path))
         written = _write_table(output_path, table, result.rows, names, request, scorer,
-                               overwrite=overwrite, s3=settings.s3)
+                               overwrite=overwrite, settings=settings)
     warning = nothing_found_warning(spec, table_name, result.stats.keys, result.stats.found)
     return PullOutcome(output_path, written, result.stats, [warning] if warning else [])
 
@@ -131,11 +132,15 @@ def _checked_reader(request: PullRequest, entities: EntityTable, settings: Setti
 
 def _write_table(output_path: str, table: pa.Table, rows: Sequence[tuple[Any, ...] | None],
                  key_names: list[str], request: PullRequest, scorer: LoadedScorer | None, *,
-                 overwrite: bool, s3: S3Settings) -> int:
+                 overwrite: bool, settings: Settings) -> int:
     # The workers' shard step, on all rows at once: a table, scored if asked, written.
     if scorer is not None:
         table = apply_scorer(table, [row is not None for row in rows], scorer, key_names,
                              with_features=request.with_features)
-    with open_sink(output_path, table.schema, overwrite=overwrite, s3=s3) as sink:
+    if is_dataset(output_path):
+        # Parts of jobs.shard_size rows, as a job of the same entities would write them.
+        return write_dataset(output_path, table, settings.jobs.shard_size, uuid.uuid4().hex,
+                             overwrite=overwrite, s3=settings.s3)
+    with open_sink(output_path, table.schema, overwrite=overwrite, s3=settings.s3) as sink:
         sink.write(table)
         return int(sink.rows_written)

@@ -340,6 +340,27 @@ def test_plain_layout_from_s3_to_s3(services: Services, tmp_path: Path) -> None:
     assert [row["user_id"] for row in rows] == [*reversed(PLAIN_USERS), "u99"]
 
 
+def test_a_dataset_to_s3_reads_back_in_order(services: Services, tmp_path: Path) -> None:
+    # --output naming an s3:// prefix (ending in /): a Parquet dataset, parts in input order.
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    entities = _users_csv(services)
+    output = f"s3://{services.bucket}/dataset/"
+    args = [*_plain(services, entities), "--output", output, "--shard-size", "100"]
+    submitted = cli(services, "submit", *args, "--wait", "--json")
+    assert submitted.exit_code == 0, submitted.output
+    job_id = json.loads(submitted.stdout)["job_id"]
+    filesystem = pafs.S3FileSystem(endpoint_override=services.moto.url, region=REGION,
+                                   access_key="testing", secret_key="testing")
+    marker = filesystem.open_input_stream(f"{services.bucket}/dataset/_SUCCESS").read()
+    assert marker.decode() == job_id
+    rows = ds.dataset(f"{services.bucket}/dataset/", format="parquet",
+                      filesystem=filesystem).to_table().to_pylist()
+    pulled = run_read(services, "pull", _plain(services, entities), tmp_path / "p.parquet")
+    assert rows == pulled.rows and rows
+
+
 @pytest.mark.parametrize(("csv", "flags", "found"), [
     ("driver_id,note\n3,a\n99,b\n7,c\n", [], [False, False, False]),
     ("driver_id,note\n3,a\n99,b\n7,c\n", ["--join-keys", "driver_id"], [True, False, True]),

@@ -184,6 +184,11 @@ class JobSettings(BaseModel):
         description="Largest job accepted at submit, in entity rows; a Parquet file is "
         "checked from its footer, before a column is decoded."
     )
+    max_entities_without_output: int = Field(
+        default=2_000_000, ge=1,
+        description="Largest job accepted without an output: its rows are kept in Redis "
+        "(~45 bytes each) for `featurepull fetch`; bigger jobs must name an output.",
+    )
     max_entity_file_bytes: int = Field(
         default=2 * 1024**3, ge=1,
         description="Largest entity file a job may name (a path, an s3:// object or a "

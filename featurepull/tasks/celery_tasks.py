@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -44,6 +45,7 @@ from featurepull.tasks.jobs import (
     JobStopped,
     check_request_size,
     create_job,
+    discard_staged_output,
     finish_job,
     parse_job_request,
     reset_process_state,
@@ -111,6 +113,7 @@ def fail_job(task: Any, store: JobStore, job_id: str, error: str,
     with that error."""
     error = redact_text(error)
     store.fail(job_id, error, kind)
+    discard_staged_output(job_id, configured_settings(), store)  # nothing half-written
     announce_after_failure(task, store, job_id)
     raise ShardFailed(error) from None
 
@@ -154,7 +157,8 @@ def context() -> tuple[Settings, JobStore]:
     if _context.store is None or _context.pid != os.getpid():
         reset_process_state()
         client = connect(_context.settings.redis_url)
-        _context.store = JobStore(client, _context.settings.jobs.ttl_s)
+        jobs = _context.settings.jobs
+        _context.store = JobStore(client, jobs.ttl_s, jobs.visibility_timeout_s)
         _context.pid = os.getpid()
     return _context.settings, _context.store
 
@@ -188,10 +192,12 @@ def job_created(meta: JobMeta) -> None:
     log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.table)
 
 
-def enqueue_shards(app: Celery, meta: JobMeta, queue: str) -> None:
-    """One read_shard message per shard; each carries only the job id and shard number."""
+def enqueue_shards(app: Celery, meta: JobMeta, queue: str,
+                   shards: Iterable[int] | None = None) -> None:
+    """One read_shard message per shard (or per one of ``shards``: the watchdog's re-sends);
+    each carries only the job id and shard number."""
     with app.producer_or_acquire() as producer:
-        for shard in range(meta.shards):
+        for shard in range(meta.shards) if shards is None else shards:
             app.send_task("featurepull.read_shard", args=[meta.job_id, shard], queue=queue,
                           producer=producer, argsrepr=monitor.shard_args(meta, shard))
 
@@ -253,8 +259,11 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
             finish.apply_async(args=[job_id], queue=settings.jobs.queue,
                                argsrepr=monitor.finish_args(meta))
         else:  # a shard skipped or read for a job that failed or was cancelled meanwhile
+            if store.state(job_id) in ("failed", "cancelled"):
+                discard_staged_output(job_id, settings, store)
             announce_end(self.app, store, job_id, str(self.request.id))
     except JobStopped:
+        discard_staged_output(job_id, settings, store)
         announce_after_failure(self, store, job_id)
         return {"job_id": job_id, "shard": shard, "stopped": True}
     except UnknownJob as exc:
@@ -264,6 +273,7 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         limit = settings.jobs.shard_soft_time_limit_s
         store.fail(job_id, f"shard {shard} ran past its soft time limit ({limit:g}s); "
                            "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")
+        discard_staged_output(job_id, settings, store)
         announce_after_failure(self, store, job_id)
         raise
     except Exception as exc:

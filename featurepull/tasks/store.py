@@ -3,9 +3,13 @@
 A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
 
     meta        hash  request (JSON), state, shards, rows, times, error, summary (JSON),
-                      finisher ("host:pid" of the process that last began writing the output)
-    keys:{n}    str   shard n's entity key columns, Arrow IPC
-    rows:{n}    str   shard n's output rows, Arrow IPC (written idempotently: SET)
+                      finisher ("host:pid" of the process that last began writing the output),
+                      published_as (the job's local output file's identity, recorded once it
+                      is in place: a finisher's retry knows the file as the job's own)
+    keys:{n}    str   shard n's entity key columns, Arrow IPC (deleted once the shard is done)
+    rows:{n}    str   shard n's output rows, Arrow IPC (written idempotently: SET) — only for
+                      a job without an output; with one, each shard writes a Parquet part
+                      beside the output instead (``featurepull.io.parts``): Redis holds no rows
     schema:{n}  str   shard n's Arrow schema (the finisher unifies them without the rows)
     done        set   shard numbers whose rows are stored (SADD is idempotent)
     stats       hash  n -> the shard's ReadStats (JSON)
@@ -15,6 +19,12 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
     finish      str   the finisher's lock (SET NX with a TTL)
     ended       str   the job's end announced (notification sent, counted): "sent"; while
                       one task announces it, that task's id (with a short TTL)
+    alive       str   exists while the job shows signs of life: set with a TTL of the idle
+                      limit (jobs.visibility_timeout_s) at submit, at each shard start,
+                      progress report and end, and while the finisher writes
+
+``featurepull:jobs:active`` (sorted set, job id -> created) lists the jobs the watchdog
+(``featurepull.tasks.watchdog``) looks after; it drops those that ended or expired.
 
 A schedule (``featurepull beat``) keeps, under ``featurepull:schedule:{name}:``:
 
@@ -32,11 +42,12 @@ worker died) adds the same member again, so "all shards done" is exact under red
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterator
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pyarrow as pa
 import redis
@@ -46,6 +57,9 @@ from featurepull.errors import InputError, RunFailed
 from featurepull.redact import redact_url
 
 PREFIX = "featurepull:job:"
+ACTIVE_JOBS = "featurepull:jobs:active"
+# Read with MGET this many at a time: one round trip per thousand shards, not one per shard.
+MGET_BATCH = 1000
 SCHEDULE_PREFIX = "featurepull:schedule:"
 SCHEDULE_RUNS_KEPT = 100
 
@@ -104,6 +118,29 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 ENDED = b"sent"
+
+# The watchdog's check of one job, atomic so that one of many watchdogs acts: an ended or
+# expired job leaves the active set ({-1}); a job with signs of life is left alone ({-2});
+# else the alive key is taken for the idle limit and the shards not done are returned
+# ({0, n, ...}; none: every shard is done and the job needs its finisher).
+_STALLED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if (not state) or state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+    redis.call('ZREM', KEYS[4], ARGV[2])
+    return {-1}
+end
+if not redis.call('SET', KEYS[2], 'watchdog', 'NX', 'EX', ARGV[1]) then
+    return {-2}
+end
+local shards = tonumber(redis.call('HGET', KEYS[1], 'shards'))
+local missing = {0}
+for n = 0, shards - 1 do
+    if redis.call('SISMEMBER', KEYS[3], n) == 0 then
+        missing[#missing + 1] = n
+    end
+end
+return missing
+"""
 
 
 class JobStoreError(RunFailed, RuntimeError):
@@ -185,6 +222,7 @@ class JobMeta(BaseModel):
     error: str | None = None
     summary: dict[str, Any] | None = None
     error_kind: ErrorKind | None = None  # "input": the job failed on its input (exit 2)
+    published_as: str | None = None  # see the module docstring
 
     @property
     def terminal(self) -> bool:
@@ -221,10 +259,12 @@ _LIVE = (JobState.QUEUED, JobState.RUNNING, JobState.FINISHING)
 class JobStore:
     """Reads and writes the Redis keys of jobs."""
 
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_s: int, idle_s: float = 3_600.0) -> None:
         # redis-py's annotations cannot tell bytes replies (our clients) from decoded ones.
         self.redis: Any = client
         self.ttl_s = ttl_s
+        # A job with no sign of life for this long is stalled (jobs.visibility_timeout_s).
+        self.idle_s = max(1, math.ceil(idle_s))
 
     @staticmethod
     def new_job_id() -> str:
@@ -247,12 +287,17 @@ class JobStore:
                 "rows": rows, "created": time.time()}
         pipe.hset(self._key(job_id, "meta"), mapping=meta)
         pipe.expire(self._key(job_id, "meta"), self.ttl_s)
+        pipe.set(self._key(job_id, "alive"), "submitted", ex=self.idle_s)
+        pipe.zadd(ACTIVE_JOBS, {job_id: meta["created"]})
         pipe.execute()
         return shards, rows
 
     def meta(self, job_id: str) -> JobMeta:
-        raw = {k.decode(): v.decode() for k, v in
-               self.redis.hgetall(self._key(job_id, "meta")).items()}
+        return self._meta_from(job_id, self.redis.hgetall(self._key(job_id, "meta")))
+
+    @staticmethod
+    def _meta_from(job_id: str, reply: dict[bytes, bytes]) -> JobMeta:
+        raw = {k.decode(): v.decode() for k, v in reply.items()}
         if not raw:
             raise UnknownJob(job_id)
 
@@ -264,7 +309,8 @@ class JobStore:
             shards=int(raw["shards"]), rows=int(raw["rows"]), created=float(raw["created"]),
             started=number("started"), finished=number("finished"), error=raw.get("error"),
             summary=json.loads(raw["summary"]) if raw.get("summary") else None,
-            error_kind=raw.get("error_kind") or None,
+            error_kind=cast(ErrorKind | None, raw.get("error_kind") or None),
+            published_as=raw.get("published_as"),
         )
 
     def state(self, job_id: str) -> JobState | None:
@@ -317,21 +363,26 @@ class JobStore:
         return table_from_bytes(data)
 
     def put_shard_rows(self, job_id: str, shard: int, table: pa.Table,
-                       stats: dict[str, Any]) -> int:
-        """Store a shard's rows and stats and mark it done; returns shards done so far."""
+                       stats: dict[str, Any], keep_rows: bool = True) -> int:
+        """Store a shard's stats and schema (and its rows, with ``keep_rows``: a job without
+        an output) and mark it done; returns shards done so far. Its keys are dropped."""
         done_key = self._key(job_id, "done")
         stats_key = self._key(job_id, "stats")
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self._key(job_id, f"rows:{shard}"), table_to_bytes(table), ex=self.ttl_s)
+        pipe.sadd(done_key, shard)
+        pipe.scard(done_key)
+        if keep_rows:
+            pipe.set(self._key(job_id, f"rows:{shard}"), table_to_bytes(table), ex=self.ttl_s)
         pipe.set(self._key(job_id, f"schema:{shard}"), table.schema.serialize().to_pybytes(),
                  ex=self.ttl_s)
         pipe.hset(stats_key, str(shard), json.dumps(stats))
-        pipe.sadd(done_key, shard)
-        pipe.scard(done_key)
         for key in (done_key, stats_key):
             pipe.expire(key, self.ttl_s)
+        # A redelivered copy of this shard finds it done before it looks for its keys.
+        pipe.delete(self._key(job_id, f"keys:{shard}"))
+        pipe.set(self._key(job_id, "alive"), "shard done", ex=self.idle_s)
         results = pipe.execute()
-        return int(results[4])
+        return int(results[1])
 
     def shard_rows(self, job_id: str, shard: int) -> pa.Table:
         data = self.redis.get(self._key(job_id, f"rows:{shard}"))
@@ -340,11 +391,18 @@ class JobStore:
                                 "(expired or cleaned up)")
         return table_from_bytes(data)
 
-    def shard_schema(self, job_id: str, shard: int) -> pa.Schema:
-        data = self.redis.get(self._key(job_id, f"schema:{shard}"))
-        if data is None:
-            raise JobStoreError(f"schema of shard {shard} of job {job_id} is gone from Redis")
-        return pa.ipc.read_schema(pa.py_buffer(data))
+    def shard_schemas(self, job_id: str, shards: int) -> list[pa.Schema]:
+        """Every shard's schema, in shard order (MGET, a thousand at a time)."""
+        schemas: list[pa.Schema] = []
+        for start in range(0, shards, MGET_BATCH):
+            numbers = range(start, min(start + MGET_BATCH, shards))
+            values = self.redis.mget([self._key(job_id, f"schema:{n}") for n in numbers])
+            for n, data in zip(numbers, values, strict=True):
+                if data is None:
+                    raise JobStoreError(f"schema of shard {n} of job {job_id} is gone from "
+                                        "Redis")
+                schemas.append(pa.ipc.read_schema(pa.py_buffer(data)))
+        return schemas
 
     def done_count(self, job_id: str) -> int:
         return int(self.redis.scard(self._key(job_id, "done")))
@@ -365,6 +423,7 @@ class JobStore:
         pipe.hset(owners, str(shard), worker)
         for name in (key, owners):
             pipe.expire(name, self.ttl_s)
+        pipe.set(self._key(job_id, "alive"), "shard started", ex=self.idle_s)
         return int(pipe.execute()[0])
 
     def owners(self, job_id: str) -> dict[int, str]:
@@ -387,11 +446,43 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, str(shard), answered)
         pipe.expire(key, self.ttl_s)
+        pipe.set(self._key(job_id, "alive"), "shard progress", ex=self.idle_s)
         pipe.execute()
 
     def progress(self, job_id: str) -> int:
         values = self.redis.hvals(self._key(job_id, "progress"))
         return sum(int(v) for v in values)
+
+    def snapshot(self, job_id: str) -> tuple[JobMeta, int, int]:
+        """The job's meta, shards done and keys answered, in one round trip (status)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self._key(job_id, "meta"))
+        pipe.scard(self._key(job_id, "done"))
+        pipe.hvals(self._key(job_id, "progress"))
+        raw, done, progress = pipe.execute()
+        return self._meta_from(job_id, raw), int(done), sum(int(v) for v in progress)
+
+    def note_published(self, job_id: str, identity: str) -> None:
+        """Record the identity of the job's published output file."""
+        self.redis.hset(self._key(job_id, "meta"), "published_as", identity)
+
+    def heartbeat(self, job_id: str, what: str) -> None:
+        """A sign of life for the watchdog (the finisher, while it writes)."""
+        self.redis.set(self._key(job_id, "alive"), what, ex=self.idle_s)
+
+    def active_jobs(self) -> list[str]:
+        """Ids of the jobs the watchdog looks after (not known to have ended), oldest first."""
+        return [value.decode() for value in self.redis.zrange(ACTIVE_JOBS, 0, -1)]
+
+    def stalled(self, job_id: str) -> list[int] | None:
+        """None while the job shows signs of life (or once it ended); else the shards not
+        done (empty: it waits for its finisher), and the job counts as alive again for the
+        idle limit, so only one caller acts on it."""
+        keys = [self._key(job_id, name) for name in ("meta", "alive", "done")]
+        reply = self.redis.eval(_STALLED, 4, *keys, ACTIVE_JOBS, self.idle_s, job_id)
+        if int(reply[0]) < 0:
+            return None
+        return [int(n) for n in reply[1:]]
 
     def lock_finish(self, job_id: str, owner: str, ttl_s: int) -> bool:
         """Take the job's finisher lock for ``ttl_s``; False while another owner holds it.
@@ -429,6 +520,7 @@ class JobStore:
     def delete(self, job_id: str) -> int:
         """Remove every key of a job now (instead of waiting for the TTL)."""
         keys = list(self.redis.scan_iter(match=f"{PREFIX}{job_id}:*", count=1000))
+        self.redis.zrem(ACTIVE_JOBS, job_id)
         return int(self.redis.delete(*keys)) if keys else 0
 
     def _schedule_key(self, name: str, part: str) -> str:

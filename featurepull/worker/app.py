@@ -33,6 +33,7 @@ from featurepull.tasks import celery_tasks, scoring
 from featurepull.tasks.confine import start_warning
 from featurepull.tasks.jobs import reset_process_state
 from featurepull.tasks.schedules import beat_entry, check_schedules
+from featurepull.tasks.watchdog import Watchdog
 from featurepull.worker import logging as worker_logging
 from featurepull.worker import metrics as worker_metrics
 from featurepull.worker.producer import celery_config
@@ -114,6 +115,21 @@ def _warn_unbounded_jobs(**_: Any) -> None:
         worker_logging.unbounded_jobs(warning)
 
 
+_watchdogs: list[Watchdog] = []
+
+
+def _start_watchdog(sender: Any, **_: Any) -> None:
+    # In the main process, after the pool forked: re-sends what stalled jobs wait for.
+    watchdog = Watchdog(sender.app, celery_tasks.configured_settings())
+    watchdog.start()
+    _watchdogs.append(watchdog)
+
+
+def _stop_watchdog(**_: Any) -> None:
+    while _watchdogs:
+        _watchdogs.pop().stop()
+
+
 def _pool_process_exits(pid: int | None = None, **_: Any) -> None:
     worker_metrics.process_exited(pid or os.getpid())
 
@@ -159,6 +175,8 @@ _RECEIVERS = (
     (celeryd_init, _prepare_metrics),
     (worker_ready, _serve_metrics_and_say_ready),
     (worker_ready, _warn_unbounded_jobs),
+    (worker_ready, _start_watchdog),
+    (worker_shutdown, _stop_watchdog),
     (worker_process_shutdown, _pool_process_exits),
     (worker_shutdown, _remove_metrics_files),
     (celeryd_init, _early_logging),
