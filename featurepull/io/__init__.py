@@ -3,7 +3,7 @@ extension."""
 
 from featurepull.io._atomic import temporaries_of
 from featurepull.io._formats import SUPPORTED_EXTENSIONS
-from featurepull.io.entities import EntityFileError, EntityTable, read_entities
+from featurepull.io.entities import EntityFileError, EntityStream, EntityTable, read_entities
 from featurepull.io.rows import OutputError, write_rows
 from featurepull.io.sink import TableSink, check_destination, open_sink
 from featurepull.io.tables import rows_to_table, unify_schemas
@@ -11,6 +11,7 @@ from featurepull.io.tables import rows_to_table, unify_schemas
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "EntityFileError",
+    "EntityStream",
     "EntityTable",
     "OutputError",
     "TableSink",

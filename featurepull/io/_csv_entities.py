@@ -24,7 +24,7 @@ from featurepull.io._entity_table import (
 
 # At most 19 digits, so int() below never parses an unbounded string; no leading zero, no "-0".
 _CSV_INT_LITERAL = re.compile(r"0|-?[1-9][0-9]{0,18}")
-_CSV_INT_PATTERN = "^(?:" + _CSV_INT_LITERAL.pattern + ")$"  # the same rule, for RE2
+CSV_INT_PATTERN = "^(?:" + _CSV_INT_LITERAL.pattern + ")$"  # the same rule, for RE2
 
 
 def read_csv(stream: BinaryIO, source: str, required: tuple[str, ...]) -> EntityTable:
@@ -75,23 +75,16 @@ def read_csv_fast(stream: BinaryIO, source: str, required: tuple[str, ...]
     the csv module pins down (quotes, a header it would refuse, ragged or blank lines, an
     empty key, no rows, bad UTF-8), so the exact reader takes it from the start."""
     data = stream.read()
-    header = _plain_header(data)
+    header = plain_header(data)
     if header is None:
         return None
     check_required_columns(source, header, required)
     try:
-        table = pa_csv.read_csv(
-            pa.py_buffer(data),
-            read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
-            parse_options=pa_csv.ParseOptions(quote_char=False, ignore_empty_lines=False),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True,
-                null_values=[""]),
-        )
+        table = pa_csv.read_csv(pa.py_buffer(data), **arrow_csv_options(header))
     except pa.ArrowInvalid:  # ragged rows, not UTF-8: the exact reader names the line
         return None
     if (table.num_rows == 0 or any(table.column(name).null_count for name in required)
-            or _has_blank_row(table)):
+            or has_blank_row(table)):
         return None  # no rows; an empty key; maybe a blank line (pyarrow reads it as nulls)
     columns: dict[str, list[Any]] = {}
     types: dict[str, str] = {}
@@ -103,7 +96,20 @@ def read_csv_fast(stream: BinaryIO, source: str, required: tuple[str, ...]
     return EntityTable(source, columns, types, notes)
 
 
-def _has_blank_row(table: pa.Table) -> bool:
+def arrow_csv_options(header: list[str], block_size: int | None = None) -> dict[str, Any]:
+    """pyarrow.csv's options for a file `plain_header` took: every column as text, an empty
+    field null, blank lines kept (as all-null rows), no quoting."""
+    read = pa_csv.ReadOptions(column_names=header, skip_rows=1)
+    if block_size is not None:
+        read.block_size = block_size
+    return {"read_options": read,
+            "parse_options": pa_csv.ParseOptions(quote_char=False, ignore_empty_lines=False),
+            "convert_options": pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True,
+                null_values=[""])}
+
+
+def has_blank_row(table: pa.Table | pa.RecordBatch) -> bool:
     """Whether some row is null in every column, as pyarrow reads a blank line."""
     blank = pc.is_null(table.column(0))
     for column in table.columns[1:]:
@@ -111,7 +117,7 @@ def _has_blank_row(table: pa.Table) -> bool:
     return bool(pc.any(blank).as_py())
 
 
-def _plain_header(data: bytes) -> list[str] | None:
+def plain_header(data: bytes) -> list[str] | None:
     """The header of a file without quotes, if the csv module would take it as it is."""
     if b'"' in data:
         return None
@@ -133,7 +139,7 @@ def _type_text_column(column: pa.ChunkedArray) -> tuple[str, list[Any], str | No
     present = len(column) - column.null_count
     if present == 0:
         return "null", [None] * len(column), None
-    ints = pc.sum(pc.match_substring_regex(column, _CSV_INT_PATTERN)).as_py() or 0
+    ints = pc.sum(pc.match_substring_regex(column, CSV_INT_PATTERN)).as_py() or 0
     if ints == 0:
         return "string", column.to_pylist(), None
     if ints == present:
