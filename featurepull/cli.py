@@ -249,7 +249,9 @@ def pull_command(**opts: Any) -> None:
 
         try:
             outcome = pull(request, opts["entities_path"], opts["output_path"], settings,
-                           overwrite=opts["overwrite"], progress=advance, on_keys=on_keys)
+                           overwrite=opts["overwrite"], progress=advance,
+                           # Counting unique keys costs a pass over them: only for a bar shown.
+                           on_keys=None if bar.disable else on_keys)
         finally:
             bar.close()
         _print_warnings(outcome.warnings)
