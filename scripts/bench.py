@@ -504,6 +504,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "`featurepull pull` and `submit --wait` from start to exit, and "
                         "Feast's own online_read when Feast is installed; sizes default "
                         "1000000, threads 32, latency 10 ms")
+    parser.add_argument("--whole-methods", type=lambda s: [m for m in s.split(",") if m],
+                        default=["pull", "submit_wait", "feast_online_read"],
+                        help="--whole-process: subset of pull,submit_wait,feast_online_read")
     parser.add_argument("--found-share", type=float, default=0.1,
                         help="--whole-process: the share of entities that exist (0.1)")
     parser.add_argument("--sizes", type=numbers(int), help="entity counts (10000,100000,1000000)")
@@ -616,7 +619,7 @@ def whole_process(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     cells = bench_whole.run(args.sizes, args.found_share, max(args.threads), args.latencies,
-                            args.max_seconds_per_cell, log)
+                            args.max_seconds_per_cell, log, args.whole_methods)
     print(bench_whole.format_cells(cells))
     print()
     print(bench_whole.format_targets(cells))

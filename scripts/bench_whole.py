@@ -199,11 +199,16 @@ def feast_online_read(endpoint_url: str, entities: str) -> dict[str, Any]:
             "found": sum(row[0] is not None for row in rows), "threads": FEAST_THREADS}
 
 
+METHODS = ("pull", "submit_wait", "feast_online_read")
+
+
 def run(sizes: Sequence[int], found_share: float, threads: int, latencies: Sequence[float],
-        timeout_s: float, log: Any = print) -> list[dict[str, Any]]:
-    """Every whole-process cell at every size and latency, one after another."""
+        timeout_s: float, log: Any = print, only: Sequence[str] = METHODS
+        ) -> list[dict[str, Any]]:
+    """The cells of the methods in ``only`` at every size and latency, one after another
+    (Feast's only when it is importable)."""
     cells: list[dict[str, Any]] = []
-    methods = ["pull", "submit_wait", *(["feast_online_read"] if feast_importable() else [])]
+    methods = [m for m in only if m != "feast_online_read" or feast_importable()]
     with tempfile.TemporaryDirectory(prefix="featurepull-bench-whole-") as folder:
         work = Path(folder)
         for latency in latencies:

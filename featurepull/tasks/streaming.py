@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from featurepull.config import Settings
 from featurepull.dynamo.layouts import Layout
-from featurepull.io import EntityStream
+from featurepull.io import EntityFileError, EntityStream
 from featurepull.io.entities import check_entity_file_size, stream_entities
 from featurepull.tasks.store import JobStore
 
@@ -48,9 +48,12 @@ def open_entity_stream(reference: str, settings: Settings,
         if size == 0:
             yield None  # missing or empty: the whole-file path says which
             return
-        with stream_entities(tmp.name, limits=limits) as stream:
-            yield None if stream is None else EntityStream(
-                reference, stream.types, stream.num_rows, stream.batches)
+        try:
+            with stream_entities(tmp.name, limits=limits) as stream:
+                yield None if stream is None else EntityStream(
+                    reference, stream.types, stream.num_rows, stream.batches)
+        except EntityFileError as exc:  # name what the user gave, not our temporary file
+            raise EntityFileError(str(exc).replace(tmp.name, reference)) from None
 
 
 def streamed_shards(stream: EntityStream, layout: Layout, key_columns: Sequence[str],
