@@ -98,8 +98,10 @@ def read_csv_fast(stream: BinaryIO, source: str, required: tuple[str, ...]
 
 def arrow_csv_options(header: list[str], block_size: int | None = None) -> dict[str, Any]:
     """pyarrow.csv's options for a file `plain_header` took: every column as text, an empty
-    field null, blank lines kept (as all-null rows), no quoting."""
-    read = pa_csv.ReadOptions(column_names=header, skip_rows=1)
+    field null, blank lines kept (as all-null rows), no quoting. One thread: pyarrow's
+    reader threads can still be winding down when a refused file ends the process, and
+    the process then aborts ("terminate called") instead of exiting 2."""
+    read = pa_csv.ReadOptions(column_names=header, skip_rows=1, use_threads=False)
     if block_size is not None:
         read.block_size = block_size
     return {"read_options": read,
