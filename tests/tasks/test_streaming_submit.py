@@ -155,7 +155,8 @@ def test_submitter_memory_does_not_grow_with_the_file(settings: Settings, store:
     small = write_csv(tmp_path / "small.csv", ids(20_000))
     large = write_csv(tmp_path / "large.csv", ids(80_000))
     python_peak(settings, store, small)  # imports and the table check, once
-    # Four times the rows: the whole-file path holds four times the Python values.
+    # Four times the rows: the whole-file path's peak is about 4x (3.8x measured); streamed,
+    # it is the same batch and pipeline sizes either way (1.0-1.35x measured).
     small_peak, large_peak = python_peak(settings, store, small), python_peak(settings, store,
                                                                               large)
-    assert large_peak < 1.3 * small_peak, (small_peak, large_peak)
+    assert large_peak < 2 * small_peak, (small_peak, large_peak)
