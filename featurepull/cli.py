@@ -277,6 +277,7 @@ def pull_command(**opts: Any) -> None:
         try:
             outcome = pull(request, opts["entities_path"], opts["output_path"], settings,
                            overwrite=opts["overwrite"], progress=advance if bar else None,
+                           # Counting unique keys costs a pass over them: only for a bar shown.
                            on_keys=on_keys if bar else None)
         finally:
             if bar is not None:

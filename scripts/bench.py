@@ -480,6 +480,8 @@ def plot(cells: Sequence[Cell], size: int, path: Path) -> None:
 
 QUICK = {"sizes": [2_000, 10_000], "threads": [1, 10], "latencies": [2.0],
          "celery_processes": [1], "max_seconds_per_cell": 20.0}
+WHOLE = {"sizes": [1_000_000], "threads": [32], "latencies": [10.0], "celery_processes": [2],
+         "max_seconds_per_cell": 900.0}
 FULL = {"sizes": [10_000, 100_000, 1_000_000], "threads": [1, 10, 32],
         "latencies": [2.0, 10.0], "celery_processes": [1, 2], "max_seconds_per_cell": 180.0}
 
@@ -517,6 +519,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "floor: wall time, rows/s, CPU seconds and peak RSS per cell.")
     parser.add_argument("--quick", action="store_true",
                         help="sizes 2000,10000; threads 1,10; 2 ms; Celery with 1 process")
+    parser.add_argument("--whole-process", action="store_true",
+                        help="the whole-process cells instead (scripts/bench_whole.py): "
+                        "`featurepull pull` and `submit --wait` from start to exit, and "
+                        "Feast's own online_read when Feast is installed; sizes default "
+                        "1000000, threads 32, latency 10 ms")
+    parser.add_argument("--whole-methods", type=lambda s: [m for m in s.split(",") if m],
+                        default=["pull", "submit_wait", "feast_online_read"],
+                        help="--whole-process: subset of pull,submit_wait,feast_online_read")
+    parser.add_argument("--found-share", type=float, default=0.1,
+                        help="--whole-process: the share of entities that exist (0.1)")
     parser.add_argument("--sizes", type=numbers(int), help="entity counts (10000,100000,1000000)")
     parser.add_argument("--threads", type=numbers(int), help="threads per process (1,10,32)")
     parser.add_argument("--latencies", type=numbers(float), help="endpoint ms per request (2,10)")
@@ -548,7 +560,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="measure nothing: print the table and targets of an earlier "
                         "run's JSON and draw its plot again")
     args = parser.parse_args(argv)
-    defaults = QUICK if args.quick else FULL
+    if args.whole_process:
+        defaults = WHOLE
+    elif args.quick:
+        defaults = QUICK
+    else:
+        defaults = FULL
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -616,6 +633,27 @@ def report_again(args: argparse.Namespace) -> int:
     return 0
 
 
+def whole_process(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """--whole-process: the cells of scripts/bench_whole.py, a table, targets and JSON."""
+    import bench_whole
+
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    cells = bench_whole.run(args.sizes, args.found_share, max(args.threads), args.latencies,
+                            args.max_seconds_per_cell, log, args.whole_methods)
+    print(bench_whole.format_cells(cells))
+    print()
+    print(bench_whole.format_targets(cells))
+    report = {"command": ["scripts/bench.py", *(sys.argv[1:] if argv is None else argv)],
+              "git": git_state(),
+              "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                       "load_average_at_start": load_at_start},
+              "cells": cells, "targets": bench_whole.targets(cells)}
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"json: {args.json_out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     check_plotting(args)
@@ -628,6 +666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.pop("AWS_SESSION_TOKEN", None)
     os.environ.update(AWS_ENV)
     transports = chosen_transports(args)
+    if args.whole_process:
+        return whole_process(args, argv)
     log(f"featurepull transports: {', '.join(map(str, transports))}")
     started = time.time()
     load_at_start = [round(x, 2) for x in os.getloadavg()]

@@ -90,6 +90,10 @@ _ENCODERS: dict[str, Callable[[Any], bytes]] = {
 _INT_BOUNDS: dict[Callable[[Any], bytes], tuple[int, int]] = {
     _enc_int64: _INT64_RANGE, _enc_int32: _INT32_RANGE, _enc_ts: _INT64_RANGE}
 _CHECK_CHUNK = 100_000
+# Fixed-width join keys: the ValueType number and the struct of the value's bytes.
+_FIXED_WIDTH: dict[Callable[[Any], bytes], tuple[int, struct.Struct]] = {
+    _enc_int64: (_INT64, struct.Struct("<q")), _enc_int32: (_INT32, struct.Struct("<i")),
+    _enc_ts: (_UNIX_TIMESTAMP, struct.Struct("<q"))}
 
 
 class EntityKeyEncoder:
@@ -158,14 +162,20 @@ class EntityKeyEncoder:
         return True
 
     def entity_ids(self, columns: Sequence[Sequence[Any]]) -> list[str] | None:
-        """The entity ids of whole join-key columns at once when there is one int64 key and
+        """The entity ids of whole join-key columns at once when there is one key and
         :meth:`columns_encodable` vouches for it (the common case, without a per-row type
         check); None otherwise."""
-        if self._encoders != [_enc_int64] or not self.columns_encodable(columns):
+        if len(self._encoders) != 1 or not self.columns_encodable(columns):
             return None
-        head = self._prefix + _PACK_U32(_INT64) + _PACK_U32(8)
         digest = mmh3.hash_bytes
-        return [digest(head + _PACK_I64(value)).hex() for value in columns[0]]
+        encoder, column = self._encoders[0], columns[0]
+        if encoder in _INT_BOUNDS:
+            kind, pack = _FIXED_WIDTH[encoder]
+            head = self._prefix + _PACK_U32(kind) + _PACK_U32(pack.size)
+            return [digest(head + pack.pack(value)).hex() for value in column]
+        head = self._prefix + _PACK_U32(_STRING if encoder is _enc_string else _BYTES)
+        data = [value.encode("utf8") for value in column] if encoder is _enc_string else column
+        return [digest(head + _PACK_U32(len(value)) + value).hex() for value in data]
 
     def entity_id(self, values: Sequence[Any]) -> str:
         """The hex MurmurHash3 x64-128 (seed 0) of the serialized key."""

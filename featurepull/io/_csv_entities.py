@@ -8,6 +8,10 @@ import io
 import re
 from typing import Any, BinaryIO
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
 from featurepull.io._entity_table import (
     INT64_MAX,
     INT64_MIN,
@@ -20,14 +24,21 @@ from featurepull.io._entity_table import (
 
 # At most 19 digits, so int() below never parses an unbounded string; no leading zero, no "-0".
 _CSV_INT_LITERAL = re.compile(r"0|-?[1-9][0-9]{0,18}")
+CSV_INT_PATTERN = "^(?:" + _CSV_INT_LITERAL.pattern + ")$"  # the same rule, for RE2
 
 
 def read_csv(stream: BinaryIO, source: str, required: tuple[str, ...]) -> EntityTable:
     """Read a CSV entity file; the typing rules are in `featurepull.io.entities`."""
-    # The csv module rather than pyarrow.csv: we need the exact line of every error (pyarrow's
-    # parse errors do not reliably carry one) and our own typing rule, where pyarrow would turn
-    # "007" into 7 and guess floats, booleans and timestamps. It is fast enough for millions
-    # of rows, and a column of Python strings is what we keep anyway.
+    table = read_csv_fast(stream, source, required)
+    if table is not None:
+        return table
+    stream.seek(0)
+    return _read_csv_exactly(stream, source, required)
+
+
+def _read_csv_exactly(stream: BinaryIO, source: str, required: tuple[str, ...]) -> EntityTable:
+    # The csv module: it gives the exact line of every error (pyarrow's parse errors do not
+    # reliably carry one). Used for files the fast path declined, which are mostly bad ones.
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     reader = csv.reader(text, strict=True)
     lines = _LineIndex()
@@ -55,6 +66,93 @@ def read_csv(stream: BinaryIO, source: str, required: tuple[str, ...]) -> Entity
         if note:
             notes[name] = note
     return EntityTable(source, columns, types, notes)
+
+
+def read_csv_fast(stream: BinaryIO, source: str, required: tuple[str, ...]
+                  ) -> EntityTable | None:
+    """The file read by pyarrow.csv (every column as text) and typed a column at a time in
+    pyarrow.compute; None when the file holds anything whose meaning or error message only
+    the csv module pins down (quotes, a header it would refuse, ragged or blank lines, an
+    empty key, no rows, bad UTF-8), so the exact reader takes it from the start."""
+    data = stream.read()
+    header = plain_header(data)
+    if header is None:
+        return None
+    check_required_columns(source, header, required)
+    try:
+        table = pa_csv.read_csv(pa.py_buffer(data), **arrow_csv_options(header))
+    except pa.ArrowInvalid:  # ragged rows, not UTF-8: the exact reader names the line
+        return None
+    if (table.num_rows == 0 or any(table.column(name).null_count for name in required)
+            or has_blank_row(table)):
+        return None  # no rows; an empty key; maybe a blank line (pyarrow reads it as nulls)
+    columns: dict[str, list[Any]] = {}
+    types: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    for name in header:
+        types[name], columns[name], note = _type_text_column(table.column(name))
+        if note:
+            notes[name] = note
+    return EntityTable(source, columns, types, notes)
+
+
+def arrow_csv_options(header: list[str], block_size: int | None = None) -> dict[str, Any]:
+    """pyarrow.csv's options for a file `plain_header` took: every column as text, an empty
+    field null, blank lines kept (as all-null rows), no quoting. One thread: pyarrow's
+    reader threads can still be winding down when a refused file ends the process, and
+    the process then aborts ("terminate called") instead of exiting 2."""
+    read = pa_csv.ReadOptions(column_names=header, skip_rows=1, use_threads=False)
+    if block_size is not None:
+        read.block_size = block_size
+    return {"read_options": read,
+            "parse_options": pa_csv.ParseOptions(quote_char=False, ignore_empty_lines=False),
+            "convert_options": pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True,
+                null_values=[""])}
+
+
+def has_blank_row(table: pa.Table | pa.RecordBatch) -> bool:
+    """Whether some row is null in every column, as pyarrow reads a blank line."""
+    blank = pc.is_null(table.column(0))
+    for column in table.columns[1:]:
+        blank = pc.and_(blank, pc.is_null(column))
+    return bool(pc.any(blank).as_py())
+
+
+def plain_header(data: bytes) -> list[str] | None:
+    """The header of a file without quotes, if the csv module would take it as it is."""
+    if b'"' in data:
+        return None
+    line = data.split(b"\n", 1)[0].removesuffix(b"\r")
+    if b"\r" in line:  # lines ended by a lone CR: the csv module's numbering
+        return None
+    try:
+        header = line.decode("utf-8-sig").split(",")
+    except UnicodeDecodeError:
+        return None
+    if not all(header) or len(set(header)) != len(header):
+        return None
+    return header
+
+
+def _type_text_column(column: pa.ChunkedArray) -> tuple[str, list[Any], str | None]:
+    """The logical type of a column read as text, its values, and a "mixed" column's note:
+    the common cases decided by one regex pass in C; any other goes value by value."""
+    present = len(column) - column.null_count
+    if present == 0:
+        return "null", [None] * len(column), None
+    ints = pc.sum(pc.match_substring_regex(column, CSV_INT_PATTERN)).as_py() or 0
+    if ints == 0:
+        return "string", column.to_pylist(), None
+    if ints == present:
+        try:
+            return "int64", pc.cast(column, pa.int64()).to_pylist(), None
+        except pa.ArrowInvalid:  # beyond int64: the rule below says how
+            pass
+    values = column.to_pylist()
+    # No quotes, so no value spans lines: row r is on line r + 2, as a fresh index says.
+    kind, note = _type_csv_column(values, _LineIndex())
+    return kind, values, note
 
 
 class _LineIndex:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,19 @@ class EntityTable:
     def num_rows(self) -> int:
         """How many entity rows the file holds (every column has this many values)."""
         return len(next(iter(self.columns.values()), []))
+
+
+@dataclass(frozen=True)
+class EntityStream:
+    """An entity file whose column types are known before its rows are read, so that its
+    rows can be taken a batch at a time (a submitter's memory then does not grow with the
+    file). `batches(names)` reads those columns from the start, one {name: values} per
+    batch, each value as `EntityTable.columns` would hold it."""
+
+    source: str
+    types: dict[str, str]
+    num_rows: int
+    batches: Callable[[Sequence[str]], Iterator[dict[str, list[Any]]]]
 
 
 def check_unique(source: str, names: Sequence[str]) -> None:

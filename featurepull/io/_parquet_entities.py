@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -10,6 +11,7 @@ import pyarrow.parquet as pq
 from featurepull.io._entity_table import (
     INT64_MAX,
     EntityFileError,
+    EntityStream,
     EntityTable,
     check_required_columns,
     check_unique,
@@ -21,6 +23,18 @@ _BATCH_ROWS = 65_536
 
 def read_parquet(stream: BinaryIO, source: str, required: tuple[str, ...]) -> EntityTable:
     """Read a Parquet entity file in batches; the typing rules are in `featurepull.io.entities`."""
+    entities = stream_parquet(stream, source, required)
+    columns: dict[str, list[Any]] = {name: [] for name in entities.types}
+    for batch in entities.batches(list(columns)):
+        for name, values in batch.items():
+            columns[name].extend(values)
+    return EntityTable(source, columns, entities.types)
+
+
+def stream_parquet(stream: BinaryIO, source: str, required: tuple[str, ...] = ()
+                   ) -> EntityStream:
+    """The file as an EntityStream: types from its schema, rows a batch at a time, each
+    checked as it is read (a required column's empties, a uint64 beyond int64)."""
     try:
         parquet = pq.ParquetFile(stream)
         schema = parquet.schema_arrow
@@ -31,21 +45,22 @@ def read_parquet(stream: BinaryIO, source: str, required: tuple[str, ...]) -> En
     types = _parquet_types(source, schema, required)
     if parquet.metadata.num_rows == 0:
         raise EntityFileError(f"{source} has no entity rows (a schema and 0 rows)")
-    columns: dict[str, list[Any]] = {name: [] for name in types}
     # Only these columns need a look at every value: the others are taken as they are.
     checked = {name for name in types if name in required or _is_uint64(schema.field(name).type)}
-    try:
-        offset = 0
-        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=list(types)):
-            for name, column in columns.items():
-                values = _arrow_values(batch.column(name))
-                if name in checked:
-                    _check_parquet_values(source, name, values, offset, name in required)
-                column.extend(values)
-            offset += batch.num_rows
-    except (pa.ArrowException, OSError) as exc:
-        raise EntityFileError(_unreadable_parquet_message(source, exc)) from None
-    return EntityTable(source, columns, types)
+
+    def batches(names: Sequence[str]) -> Iterator[dict[str, list[Any]]]:
+        try:
+            offset = 0
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=list(names)):
+                values = {name: _arrow_values(batch.column(name)) for name in names}
+                for name in [name for name in names if name in checked]:
+                    _check_parquet_values(source, name, values[name], offset, name in required)
+                yield values
+                offset += batch.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise EntityFileError(_unreadable_parquet_message(source, exc)) from None
+
+    return EntityStream(source, types, parquet.metadata.num_rows, batches)
 
 
 def _parquet_types(source: str, schema: Any, required: tuple[str, ...]) -> dict[str, str]:

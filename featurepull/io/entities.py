@@ -58,7 +58,8 @@ import pyarrow.parquet as pq
 from featurepull.config import JobSettings, S3Settings
 from featurepull.io import _s3
 from featurepull.io._csv_entities import read_csv
-from featurepull.io._entity_table import EntityFileError, EntityTable
+from featurepull.io._csv_stream import stream_csv
+from featurepull.io._entity_table import EntityFileError, EntityStream, EntityTable
 from featurepull.io._formats import (
     FileFormat,
     S3Location,
@@ -67,10 +68,10 @@ from featurepull.io._formats import (
     unsupported_format_message,
 )
 from featurepull.io._jsonl_entities import read_jsonl
-from featurepull.io._parquet_entities import read_parquet
+from featurepull.io._parquet_entities import read_parquet, stream_parquet
 
-__all__ = ["EntityFileError", "EntityTable", "check_entity_file_size", "read_entities",
-           "too_many_entities"]
+__all__ = ["EntityFileError", "EntityStream", "EntityTable", "check_entity_file_size",
+           "read_entities", "stream_entities", "too_many_entities"]
 
 _READERS: dict[FileFormat, Callable[[BinaryIO, str, tuple[str, ...]], EntityTable]] = {
     "csv": read_csv,
@@ -89,6 +90,29 @@ def read_entities(
     every row. `path` may be `s3://bucket/key`, reached with the `s3` settings. `limits`
     (a job's settings) bounds the file's bytes and, for Parquet, its rows before reading.
     """
+    needed = (required,) if isinstance(required, str) else tuple(required)
+    with _opened(path, s3, limits) as (fmt, stream):
+        return _READERS[fmt](stream, path, needed)
+
+
+@contextmanager
+def stream_entities(path: str, *, s3: S3Settings | None = None,
+                    limits: JobSettings | None = None) -> Iterator[EntityStream | None]:
+    """The file as an EntityStream (types first, then rows a batch at a time: memory that
+    does not grow with the file), open until the block ends; None when it must be read
+    whole with `read_entities` (JSONL, or a CSV file only the exact reader can type).
+    Opening fails as `read_entities` does."""
+    with _opened(path, s3, limits) as (fmt, stream):
+        if fmt == "parquet":
+            yield stream_parquet(stream, path)
+        else:
+            yield stream_csv(stream, path) if fmt == "csv" else None
+
+
+@contextmanager
+def _opened(path: str, s3: S3Settings | None,
+            limits: JobSettings | None) -> Iterator[tuple[FileFormat, BinaryIO]]:
+    """The file's format and its bytes, once the checks before reading pass."""
     try:
         location = s3_location(path)
     except ValueError as exc:
@@ -96,7 +120,6 @@ def read_entities(
     fmt = file_format(path)
     if fmt is None:
         raise EntityFileError(unsupported_format_message(path))
-    needed = (required,) if isinstance(required, str) else tuple(required)
     max_bytes = limits.max_entity_file_bytes if limits is not None else None
     opened = (_open_local(path, max_bytes) if location is None
               else _open_s3(location, s3 or S3Settings(), max_bytes))
@@ -104,7 +127,7 @@ def read_entities(
         _check_not_empty(stream, path)
         if limits is not None and fmt == "parquet":
             _check_parquet_rows(stream, path, limits.max_entities)
-        return _READERS[fmt](stream, path, needed)
+        yield fmt, stream
 
 
 def check_entity_file_size(source: str, size: int, limit: int | None) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from featurepull.config import S3Settings
+from featurepull.io._columnar import columnar_table
 from featurepull.io._destinations import check_destination, output_format, reporting_write_errors
 from featurepull.io._encoders import open_encoder, text_encoder
 from featurepull.io._row_view import CHUNK_ROWS, EVENT_TIMESTAMP, OutputError, RowView
@@ -58,8 +59,14 @@ def write_rows(
     # output checks again, just before the first byte is written.
     check_destination(path, overwrite, s3)
     view = RowView(path, key_columns, rows, tuple(features))
-    view.validate()
     total = len(rows)
+    table = columnar_table(view) if fmt == "parquet" else None
+    if table is not None:
+        with open_sink(path, table.schema, overwrite=overwrite, s3=s3) as sink:
+            for start in range(0, total, CHUNK_ROWS):
+                sink.write(table.slice(start, CHUNK_ROWS))
+        return total
+    view.validate()
     if fmt == "parquet":
         schema = arrow_schema(view)
         with open_sink(path, schema, overwrite=overwrite, s3=s3) as sink:

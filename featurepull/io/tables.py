@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from featurepull.io._columnar import columnar_table
 from featurepull.io._row_view import CHUNK_ROWS, OutputError, RowView, column_role
 
 _TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
@@ -41,6 +42,9 @@ def rows_to_table(
     Arguments as for `write_rows`; `source` (a shard's name, say) starts every error message.
     """
     view = RowView(source, key_columns, rows, tuple(features))
+    table = columnar_table(view)
+    if table is not None:
+        return table
     view.validate()
     schema = arrow_schema(view)
     return pa.Table.from_batches(list(arrow_batches(view, schema)), schema=schema)

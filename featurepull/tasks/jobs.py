@@ -25,6 +25,7 @@ from featurepull.config.errors import request_error_text
 from featurepull.config.loading import merge
 from featurepull.config.settings import SCORER_NAME_PATTERN
 from featurepull.dynamo import BatchReader, ReadStats
+from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.plan import (
     layout_from_spec,
     layout_spec,
@@ -61,6 +62,7 @@ from featurepull.tasks.scoring import (
     registered_scorer,
 )
 from featurepull.tasks.store import JobMeta, JobState, JobStore, UnknownJob
+from featurepull.tasks.streaming import open_entity_stream, streamed_shards
 
 _ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
                     "bytes": pa.binary(), "float": pa.float64(), "bool": pa.bool_(),
@@ -218,6 +220,10 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     effective = job_settings(settings, request)
     if request.output:
         check_destination(request.output, request.overwrite, effective.s3)
+    if entities is None and not request.uses_registry:
+        meta = _create_streamed(request, effective, store)
+        if meta is not None:
+            return meta
     entities = entities or load_entities(request.entities, effective, store)
     if entities.num_rows > effective.jobs.max_entities:
         raise too_many_entities(entities.source, entities.num_rows, effective.jobs.max_entities)
@@ -236,6 +242,34 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     job_id = store.new_job_id()
     shards = _shard_tables(entities, spec["key_columns"], shard_size)
     store.create(job_id, spec, shards)
+    return store.meta(job_id)
+
+
+def _create_streamed(request: JobRequest, settings: Settings, store: JobStore
+                     ) -> JobMeta | None:
+    """create_job with the entities read a batch at a time and stored as shards as they are
+    read; None, with nothing stored, when the file must be read whole (JSONL, a CSV file
+    only the exact reader can type) or holds a bad key (the whole-file path names its row)."""
+    with open_entity_stream(request.entities, settings, store) as stream:
+        if stream is None:
+            return None
+        if stream.num_rows > settings.jobs.max_entities:
+            raise too_many_entities(stream.source, stream.num_rows, settings.jobs.max_entities)
+        check_rows_kept(request, stream.num_rows, settings)
+        plan = plan_read(request, list(stream.types), stream.types, stream.source, settings)
+        shard_size = settings.jobs.shard_size
+        spec = {"request": request.model_dump(), "table": plan.table, "shard_size": shard_size,
+                **layout_spec(plan.layout)}
+        job_id = store.new_job_id()
+        try:
+            store.create(job_id, spec, streamed_shards(stream, plan.layout, spec["key_columns"],
+                                                       shard_size, _ARROW_KEY_TYPES))
+        except (EntityFileError, EntityKeyError):
+            store.delete(job_id)
+            return None
+        except BaseException:
+            store.delete(job_id)
+            raise
     return store.meta(job_id)
 
 

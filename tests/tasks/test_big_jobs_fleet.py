@@ -30,7 +30,7 @@ from featurepull.io import open_sink
 from featurepull.io.parts import SUCCESS
 from featurepull.local import RedisService
 from featurepull.pull import PullRequest, pull
-from tests.hardening._util import finisher_temporary, run_job, wait_for_log, write_entities
+from tests.hardening._util import freeze_finisher_mid_write, run_job, wait_for_log, write_entities
 from tests.tasks.conftest import DRIVERS, Fleet, fleet, freeze_mid_shard
 
 pytestmark = pytest.mark.slow  # starts a worker fleet
@@ -111,10 +111,9 @@ def test_a_finisher_killed_right_after_publishing_is_completed(workers: Fleet, e
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "job.csv"  # CSV: written row by row, so the finisher is caught mid-write
-    job = run_job(workers, entities, out)
-    _, finisher = finisher_temporary(out_dir, out.name, 120)
+    job, _, finisher = freeze_finisher_mid_write(lambda: run_job(workers, entities, out),
+                                                 out_dir, out.name, 120)
     server = workers.redis()
-    os.kill(finisher, signal.SIGSTOP)
     try:
         # Redis takes no more writes: the finisher can publish the file but not mark the
         # job succeeded. Killed there, it leaves the output in place and the job finishing.

@@ -1,0 +1,68 @@
+"""Rows to an Arrow table a column at a time: the found rows typed and converted once, then
+put in output order by one `take` with an index array (null where an entity has no item).
+
+The table is the one `featurepull.io.tables` builds value by value (same columns, same types:
+pyarrow infers a column's type from the same non-null values either way), at a fraction of
+the cost when most rows are missing or repeated. Anything it cannot vouch for — a malformed
+row, a timestamp not in UTC, a column pyarrow cannot type — returns None, and the caller
+takes the value-by-value path, whose messages name the row at fault.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurepull.io._row_view import RowView
+
+_TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
+_ARROW_VALUE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
+
+
+def columnar_table(view: RowView) -> pa.Table | None:
+    """The view's table built by column, or None when only the row-by-row path can say
+    what is wrong (the caller runs it)."""
+    rows = view.rows
+    names = view.names
+    if len(set(names)) != len(names) or any(
+            len(values) != len(rows) for values in view.key_columns.values()):
+        return None
+    found = [row for row in rows if row is not None]
+    width = 1 + len(view.features)
+    if any(len(row) != width for row in found):
+        return None
+    found_columns: list[Any] = list(zip(*found, strict=True)) if found else [()] * width
+    if not _all_utc(found_columns[0]):
+        return None
+    try:
+        arrays = [pa.array(found_columns[0], type=_TIMESTAMP_TYPE)]
+        arrays += [_typed(list(values)) for values in found_columns[1:]]
+        keys = [_typed(values) for values in view.key_columns.values()]
+    except _ARROW_VALUE_ERRORS:
+        return None
+    found_table = pa.table(arrays, names=names[len(keys):])
+    if len(found) != len(rows):
+        found_table = found_table.take(_found_index(rows))
+    return pa.table([*keys, *found_table.columns], names=names)
+
+
+def _typed(values: list[Any]) -> pa.Array:
+    # Two steps, as the row path does: infer from every value, then convert to that type.
+    return pa.array(values, type=pa.infer_type(values))
+
+
+def _all_utc(stamps: tuple[Any, ...]) -> bool:
+    """Whether every timestamp is None or a datetime in UTC (what the reader's layouts
+    make); anything else is checked row by row."""
+    return all(stamp is None or (type(stamp) is datetime and stamp.tzinfo is UTC)
+               for stamp in stamps)
+
+
+def _found_index(rows: Any) -> pa.Array:
+    """For each row, its place among the found rows; null where the row is None."""
+    present = pa.array([row is not None for row in rows], type=pa.bool_())
+    place = pc.subtract(pc.cumulative_sum(pc.cast(present, pa.int64())), 1)
+    return pc.if_else(present, place, pa.scalar(None, pa.int64()))

@@ -1,0 +1,92 @@
+"""A CSV entity file as an EntityStream: a first pass over its blocks types every column
+(the rules of `featurepull.io.entities`, in pyarrow.compute), a second reads them. Only for
+files the fast reader would take whole: anything else (quotes, blank or ragged lines, a
+column mixing integers and text, bad UTF-8) is left to the exact reader, which names the
+line at fault."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from featurepull.io._csv_entities import (
+    CSV_INT_PATTERN,
+    arrow_csv_options,
+    has_blank_row,
+    plain_header,
+)
+from featurepull.io._entity_table import EntityStream
+
+_BLOCK_BYTES = 1 << 20  # about 100,000 rows of a one-column file per batch
+_HEADER_BYTES = 1 << 16
+
+
+class _Declined(Exception):
+    """The file holds something only the exact reader can judge."""
+
+
+def stream_csv(stream: BinaryIO, source: str) -> EntityStream | None:
+    """The file as an EntityStream after one typing pass, or None (read it whole)."""
+    first = stream.read(_HEADER_BYTES)
+    header = plain_header(first) if b"\n" in first else None
+    if header is None:
+        return None
+    try:
+        types, rows = _column_types(stream, header)
+    except (_Declined, pa.ArrowInvalid):
+        return None
+
+    def batches(names: Sequence[str]) -> Iterator[dict[str, list[Any]]]:
+        for batch in _blocks(stream, header):
+            yield {name: _values(batch.column(name), types[name]) for name in names}
+
+    return EntityStream(source, types, rows, batches)
+
+
+def _blocks(stream: BinaryIO, header: list[str]) -> Iterator[pa.RecordBatch]:
+    stream.seek(0)
+    yield from pa_csv.open_csv(stream, **arrow_csv_options(header, _BLOCK_BYTES))
+
+
+def _column_types(stream: BinaryIO, header: list[str]) -> tuple[dict[str, str], int]:
+    """Every column's type by the CSV rules, counted block by block, and the row count."""
+    rows = 0
+    present = dict.fromkeys(header, 0)
+    ints = dict.fromkeys(header, 0)
+    for batch in _blocks(stream, header):
+        if has_blank_row(batch):
+            raise _Declined
+        rows += batch.num_rows
+        for name, column in zip(header, batch.columns, strict=True):
+            if pc.any(pc.match_substring(column, '"')).as_py():
+                raise _Declined  # a quote: the csv module's quoting rules decide
+            matches = pc.sum(pc.match_substring_regex(column, CSV_INT_PATTERN)).as_py() or 0
+            if matches:
+                pc.cast(column, pa.int64())  # ArrowInvalid beyond int64, or if some is text
+            present[name] += len(column) - column.null_count
+            ints[name] += matches
+    if rows == 0:
+        raise _Declined
+    types = {}
+    for name in header:
+        if present[name] == 0:
+            types[name] = "null"
+        elif ints[name] == 0:
+            types[name] = "string"
+        elif ints[name] == present[name]:
+            types[name] = "int64"
+        else:
+            raise _Declined  # "mixed": its note names lines, which the exact reader knows
+    return types, rows
+
+
+def _values(column: pa.Array, kind: str) -> list[Any]:
+    if kind == "int64":
+        return list(pc.cast(column, pa.int64()).to_pylist())
+    if kind == "null":
+        return [None] * len(column)
+    return list(column.to_pylist())
