@@ -206,7 +206,7 @@ class JobMeta(BaseModel):
     """A job's record, as stored in its meta hash (the one place that reads it back).
 
     ``request`` is the job's spec as ``create_job`` stored it: ``request`` (the
-    :class:`~featurepull.tasks.jobs.JobRequest` as JSON), the resolved ``table``, the
+    :class:`~featurepull.tasks.requests.JobRequest` as JSON), the resolved ``table``, the
     ``shard_size`` and the layout's spec; :attr:`table`, :attr:`output`, :attr:`notify`
     and :attr:`shard_size` read it for the callers that need one field.
     """
