@@ -183,7 +183,7 @@ class Job:
         no worker knows the output any more; this handle still does (best effort)."""
         from featurepull.tasks.output import staged_output
 
-        if self._meta.request.get("request", {}).get("output"):
+        if self._meta.request.request.get("output"):
             with contextlib.suppress(Exception):
                 staged_output(self.id, self._meta, self.settings).discard()
 

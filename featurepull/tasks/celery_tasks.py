@@ -122,7 +122,7 @@ def end_task(task: Any, store: JobStore, job_id: str, exc: Exception, where: str
     if isinstance(exc, retry_on):
         retry_after_outage(task, store, exc, f"{where} (job {job_id})")
     if isinstance(exc, RequestOutOfBounds):  # logged with the request's summary and setting
-        job_refused(exc, store.meta(job_id).request.get("request", {}))
+        job_refused(exc, store.meta(job_id).request.request)
     if isinstance(exc, FeaturepullError | ValueError):
         is_input = isinstance(exc, FeaturepullError) and exc.is_input
         fail_job(task, store, job_id, f"{where}: {exc}", "input" if is_input else "failed")

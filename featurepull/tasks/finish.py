@@ -62,10 +62,10 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
         return None
     if store.done_count(job_id) < meta.shards:
         return None
-    Bounds.for_jobs(settings).check_output(meta.request["request"].get("output"))
+    Bounds.for_jobs(settings).check_output(meta.request.request.get("output"))
     if not store.begin_finish(job_id):
         return None
-    request = JobRequest(**meta.request["request"])
+    request = JobRequest(**meta.request.request)
     effective = job_settings(settings, request)
     written = 0
     previous = store.note_finisher(job_id, f"{socket.gethostname()}:{os.getpid()}")
@@ -91,7 +91,7 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
     }
     read = summary["read"]
     read["rcu_per_s"] = round(read["consumed_rcu"] / seconds, 1) if seconds > 0 else 0.0
-    warning = nothing_found_warning(meta.request, meta.request["table"], read["keys"],
+    warning = nothing_found_warning(meta.request.model_dump(), meta.request.table, read["keys"],
                                     read["found"])
     if warning:
         summary["warnings"] = [warning]

@@ -35,7 +35,7 @@ def remove_dead_finishers_file(output: str, finisher: str | None) -> None:
 
 def staged_output(job_id: str, meta: JobMeta, settings: Settings) -> StagedOutput:
     """Where the job's shards stage their parts and how its finisher publishes them."""
-    return StagedOutput(str(meta.request["request"]["output"]), job_id, meta.shards,
+    return StagedOutput(str(meta.request.request["output"]), job_id, meta.shards,
                         settings.s3, recorded=meta.published_as)
 
 
@@ -44,7 +44,7 @@ def discard_staged_output(job_id: str, settings: Settings, store: JobStore) -> N
     has ended already, and its failure is the error to report)."""
     try:
         meta = store.meta(job_id)
-        request = JobRequest(**meta.request["request"])
+        request = JobRequest(**meta.request.request)
         if request.output:
             staged_output(job_id, meta, job_settings(settings, request)).discard()
     except Exception as exc:
@@ -67,7 +67,7 @@ def publish_output(job_id: str, meta: JobMeta, settings: Settings, store: JobSto
     """Publish the parts the shards staged as the job's output; rows written. An output
     already published by an earlier finisher of this job that died before the job was
     marked succeeded is recognised as the job's own, and kept."""
-    request = JobRequest(**meta.request["request"])
+    request = JobRequest(**meta.request.request)
     staged = staged_output(job_id, meta, settings)
     per_shard = store.all_stats(job_id)
     part_rows = [int(per_shard[n]["keys"]) for n in range(meta.shards)]

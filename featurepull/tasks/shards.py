@@ -68,7 +68,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     if store.is_done(job_id, shard):  # a redelivered shard that already finished
         log.info("shard_skipped", reason="already done (a redelivered message)")
         return store.done_count(job_id) == meta.shards
-    spec = meta.request
+    spec = meta.request.model_dump()  # the layout helpers read its fields by name
     request = JobRequest(**spec["request"])
     # Before any request: a job stored without submit_job (or forged in Redis) is bounded too.
     Bounds.for_jobs(settings).check_endpoint(request.dynamodb.get("endpoint_url"))
