@@ -4,6 +4,7 @@
 #   bash scripts/mutation.sh                          # every module in [tool.mutmut] only_mutate
 #   bash scripts/mutation.sh featurepull.tasks.store featurepull.dynamo.layouts
 #   MUTATION_JOBS=2 bash scripts/mutation.sh ...      # parallel mutants (default 1: shared box)
+#   MUTATION_RECHECK=1 bash scripts/mutation.sh ...   # run last time's survivors again
 #
 # Each module runs in its own folder, .mutation/MODULE (git-ignored), against its own fast
 # tests ([tool.featurepull.mutation-tests] in pyproject.toml; the [tool.mutmut] selection when
@@ -52,9 +53,16 @@ for name, value in (("only_mutate", [path]), ("pytest_add_cli_args_test_selectio
 if not target.is_file() or target.read_text() != text:
     target.write_text(text)
 PY
-  echo "mutation.sh: $module" >&2
+  # A finished mutant keeps its verdict across runs. MUTATION_RECHECK=1 runs the ones not
+  # killed last time again (after adding tests for them).
+  names=()
+  if [ "${MUTATION_RECHECK:-0}" = 1 ] && [ -f "$work/results.txt" ]; then
+    mapfile -t names < <(grep -v ': killed$\|: timeout$' "$work/results.txt" \
+                         | sed -n 's/^ *\([^ ]*__mutmut_[0-9]*\): .*/\1/p')
+  fi
+  echo "mutation.sh: $module${names:+ (rechecking ${#names[@]} mutants)}" >&2
   (cd "$work" && "$root/.venv/bin/mutmut" run --max-children "${MUTATION_JOBS:-1}" \
-      >mutmut.log 2>&1) || {
+      ${names[@]+"${names[@]}"} >mutmut.log 2>&1) || {
     tail -30 "$work/mutmut.log" >&2
     echo "mutation.sh: mutmut failed on $module; its output is in $work/mutmut.log" >&2
     exit 1

@@ -9,6 +9,7 @@ import gc
 import logging
 import math
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,11 +17,24 @@ import pytest
 
 from featurepull.bench.endpoint import FEATURES, EndpointProcess, SyntheticTable, start_endpoint
 from featurepull.config import DynamoSettings
-from featurepull.dynamo import BatchReader, FeastLayout, RetryDeadlineExceeded
-from featurepull.dynamo.errors import TableError, UnknownFeatureError
+from featurepull.dynamo import (
+    BatchReader,
+    FeastLayout,
+    PermanentReadError,
+    PlainLayout,
+    RetryDeadlineExceeded,
+)
+from featurepull.dynamo.errors import ReadError, TableError, UnknownFeatureError
 from featurepull.dynamo.feast_values import decode_value
 from featurepull.dynamo.layouts import parse_event_ts
-from tests.conftest import REGION
+from tests.conftest import REGION, unique_name
+from tests.dynamo.test_transport import TABLE as SCRIPTED_TABLE
+from tests.dynamo.test_transport import (  # noqa: F401
+    ScriptedEndpoint,
+    expected_row,
+    scripted,
+    scripted_reader,
+)
 from tests.faultproxy import FaultPlan, FaultProxy
 
 LAYOUT = FeastLayout({"driver_id": "int64"})
@@ -198,9 +212,11 @@ def test_the_deadline_names_what_kept_the_keys(proxy: FaultProxy) -> None:
     # The first two requests are answered, then every request is throttled.
     proxy.plan = FaultPlan(storm_s=60.0, storm_after=2)
     ids = list(range(100))
+    started = time.monotonic()
     with pytest.raises(RetryDeadlineExceeded) as caught:
         reader(proxy.url, batch_size=10, max_read_workers=1, retry_deadline_s=0.3).read(
             LAYOUT.keys_for({"driver_id": ids}), ["city"])
+    elapsed = time.monotonic() - started
     error = caught.value
     assert error.keys_left == 80
     assert error.stats is not None
@@ -212,7 +228,7 @@ def test_the_deadline_names_what_kept_the_keys(proxy: FaultProxy) -> None:
         rf"{re.escape(proxy.url)}\) were still unanswered after retrying for (\d+\.\d)s "
         r"\(retry_deadline_s=0\.3\): (.*) No rows were written\.", message, flags=re.S)
     assert match, message
-    assert float(match.group(1)) >= 0.3
+    assert 0.3 <= float(match.group(1)) <= elapsed + 0.05  # the time it waited, rounded
     assert f"{error.stats.throttles} throttle" in match.group(2)
 
 
@@ -231,8 +247,11 @@ def test_a_throttled_request_holds_back_new_requests(proxy: FaultProxy) -> None:
 def test_a_feature_no_item_holds_is_refused_with_what_they_hold(
         endpoint: EndpointProcess) -> None:
     keys = LAYOUT.keys_for({"driver_id": list(range(50))})
+    endpoint.reset_stats()
     with pytest.raises(UnknownFeatureError) as caught:
-        reader(endpoint.url).read(keys, ["city", "no_such_feature"])
+        reader(endpoint.url, consistent_reads=True).read(keys, ["city", "no_such_feature"])
+    wire = endpoint.stats()  # the request for what the items hold reads consistently too
+    assert wire["consistent_reads"] == wire["batch_get_item"] > 1
     assert caught.value.missing == ["no_such_feature"]
     assert caught.value.held == sorted(FEATURES)
     assert f"table {TABLE} (region {REGION}, endpoint {endpoint.url})" in str(caught.value)
@@ -262,3 +281,68 @@ def test_bad_feature_lists(features: list[Any], message: str) -> None:
     with pytest.raises(ValueError) as caught:
         nowhere.read(LAYOUT.keys_for({"driver_id": [1]}), features)
     assert str(caught.value) == message
+
+
+def test_a_read_budget_holds_requests_back(endpoint: EndpointProcess) -> None:
+    # 20 requests of 10 keys at 0.5 RCU: 100 RCU against 500 RCU/s, a burst of 0.05 s.
+    endpoint.reset_stats()
+    ids = list(range(200))
+    result = reader(endpoint.url, batch_size=10, max_read_workers=4, max_rcu_per_s=500).read(
+        LAYOUT.keys_for({"driver_id": ids}), ["city"])
+    assert result.rows == expected(ids, ["city"])
+    assert result.stats.budget_rcu_per_s == 500.0
+    assert result.stats.budget_wait_s > 0
+    assert (result.stats.requests, endpoint.stats()["batch_get_item"]) == (20, 20)
+    assert result.stats.consumed_rcu == 100.0
+
+
+def test_an_item_that_does_not_decode_is_named_by_key_and_entity_row(
+        ddb: Any, endpoint_url: str) -> None:
+    table = unique_name("decode")
+    ddb.create_table(
+        TableName=table, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"},
+                   {"AttributeName": "sort", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "N"},
+                              {"AttributeName": "sort", "AttributeType": "S"}])
+    ddb.put_item(TableName=table, Item={"id": {"N": "1"}, "sort": {"S": "a"},
+                                        "event_ts": {"S": "yesterday"}, "x": {"N": "1"}})
+    ddb.put_item(TableName=table, Item={"id": {"N": "2"}, "sort": {"S": "b"},
+                                        "event_ts": {"S": "2026-01-02T03:04:05+00:00"},
+                                        "x": {"N": "2"}})
+    layout = PlainLayout([("id", "N"), ("sort", "S")])
+    keys = layout.keys_for({"id": [2, 2, 1], "sort": ["b", "b", "a"]})
+    plain = BatchReader(table, layout, DynamoSettings(region=REGION, endpoint_url=endpoint_url))
+    with pytest.raises(ReadError) as caught:
+        plain.read(keys, ["x"], row_offset=10)
+    assert str(caught.value).startswith(
+        f"table {table} (region {REGION}, endpoint {endpoint_url}): the item of key 1, a "
+        "(entity row 13): attribute 'event_ts' holds 'yesterday', which is not a date-time")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_5xx_with_an_unknown_code_is_retried_as_the_servers(
+        scripted: ScriptedEndpoint, transport: str) -> None:  # noqa: F811
+    scripted.script = ["503"]
+    ids = [1, 2, 400]
+    result = scripted_reader(scripted, transport).read(LAYOUT.keys_for({"driver_id": ids}),
+                                                       list(FEATURES))
+    assert result.rows == [expected_row(d) for d in ids]
+    assert (result.stats.server_errors, result.stats.retries, result.stats.requests) == (1, 1, 2)
+
+
+@pytest.mark.parametrize(("fault", "refusal"), [
+    ("bad-key", "ValidationException: The provided key element does not match the schema "
+                "(does the table's key schema match --layout feast?)"),
+    ("denied", "AccessDeniedException: User: tester is not authorized"),
+])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_refused_request_ends_the_read_naming_the_refusal(
+        scripted: ScriptedEndpoint, transport: str, fault: str,  # noqa: F811
+        refusal: str) -> None:
+    scripted.script = [fault]
+    with pytest.raises(PermanentReadError) as caught:
+        scripted_reader(scripted, transport).read(LAYOUT.keys_for({"driver_id": [1]}),
+                                                  ["city"])
+    assert str(caught.value) == (f"table {SCRIPTED_TABLE} (region {REGION}, endpoint "
+                                 f"{scripted.url}) refused BatchGetItem: {refusal}")

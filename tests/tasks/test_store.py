@@ -39,7 +39,7 @@ def ttl_of(store: JobStore, name: str) -> int:
 
 def assert_job_ttl(store: JobStore, *names: str) -> None:
     for name in names:
-        assert TTL - 5 <= ttl_of(store, name) <= TTL, name
+        assert TTL - 100 < ttl_of(store, name) <= TTL, name  # a stalled machine: slack
 
 
 def keys_of(store: JobStore, job_id: str) -> set[str]:
@@ -389,12 +389,12 @@ def test_delete_removes_every_key_of_one_job(store: JobStore) -> None:
 def test_the_finisher_lock(store: JobStore) -> None:
     job_id = new_job(store)
     lock = key(job_id, "finish")
-    assert store.lock_finish(job_id, "task-1", 60) is True
+    assert store.lock_finish(job_id, "task-1", 600) is True
     assert store.redis.get(lock) == b"task-1"
-    assert 55 <= ttl_of(store, lock) <= 60
-    assert store.lock_finish(job_id, "task-2", 60) is False
-    assert store.lock_finish(job_id, "task-1", 90) is True  # redelivered: taken again
-    assert 85 <= ttl_of(store, lock) <= 90
+    assert 500 < ttl_of(store, lock) <= 600
+    assert store.lock_finish(job_id, "task-2", 600) is False
+    assert store.lock_finish(job_id, "task-1", 900) is True  # redelivered: taken again
+    assert 800 < ttl_of(store, lock) <= 900
     store.unlock_finish(job_id, "task-2")  # not its lock
     assert store.redis.get(lock) == b"task-1"
     store.unlock_finish(job_id, "task-1")
@@ -413,9 +413,9 @@ def test_the_end_is_announced_once(store: JobStore) -> None:
     job_id = new_job(store)
     ended = key(job_id, "ended")
     assert not store.end_announced(job_id)
-    assert store.claim_end(job_id, "task-1", 30) is True
+    assert store.claim_end(job_id, "task-1", 300) is True
     assert store.redis.get(ended) == b"task-1"
-    assert 25 <= ttl_of(store, ended) <= 30
+    assert 200 < ttl_of(store, ended) <= 300
     assert not store.end_announced(job_id)
     assert store.claim_end(job_id, "task-2", 30) is False
     assert store.claim_end(job_id, "task-1", 30) is True  # the same task, redelivered
@@ -433,9 +433,9 @@ def test_the_end_is_announced_once(store: JobStore) -> None:
 def test_the_schedule_lock(store: JobStore) -> None:
     name = f"nightly-{store.new_job_id()}"
     lock = f"featurepull:schedule:{name}:lock"
-    assert store.lock_schedule(name, "run-1", 40) is True
+    assert store.lock_schedule(name, "run-1", 400) is True
     assert store.redis.get(lock) == b"run-1"
-    assert 35 <= ttl_of(store, lock) <= 40
+    assert 300 < ttl_of(store, lock) <= 400
     assert store.lock_schedule(name, "run-2", 40) is False
     assert store.lock_schedule(name, "run-1", 40) is False  # not re-entrant
     store.unlock_schedule(name, "run-2")
