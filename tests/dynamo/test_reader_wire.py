@@ -346,3 +346,17 @@ def test_a_refused_request_ends_the_read_naming_the_refusal(
                                                   ["city"])
     assert str(caught.value) == (f"table {SCRIPTED_TABLE} (region {REGION}, endpoint "
                                  f"{scripted.url}) refused BatchGetItem: {refusal}")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_5xx_without_a_code_is_named_by_its_status_code(
+        scripted: ScriptedEndpoint, transport: str,  # noqa: F811
+        caplog: pytest.LogCaptureFixture) -> None:
+    scripted.script = ["500"]
+    caplog.set_level(logging.INFO, logger="featurepull.dynamo.reader")
+    result = scripted_reader(scripted, transport).read(LAYOUT.keys_for({"driver_id": [1]}),
+                                                       ["city"])
+    assert result.stats.server_errors == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "featurepull.dynamo.reader"]
+    # botocore (and the fast transport, alike) makes the status the error's code.
+    assert lines == [f"BatchGetItem on {SCRIPTED_TABLE} failed on the server (500): retrying"]
