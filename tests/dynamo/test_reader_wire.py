@@ -188,6 +188,10 @@ def test_every_fault_is_counted_and_retried(proxy: FaultProxy, transport: str,
     assert re.fullmatch(rf"BatchGetItem on {re.escape(TABLE)} left keys unprocessed "
                         r"\(\d+ of \d+ keys\): asking for them again", by_kind["unprocessed"])
     assert {table for _, _, table in lines} == {TABLE}
+    details = {r.retry: r.detail for r in caplog.records  # type: ignore[attr-defined]
+               if r.name == "featurepull.dynamo.reader"}
+    assert (details["throttle"], details["server"]) == (
+        "ProvisionedThroughputExceededException", "InternalServerError")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -254,7 +258,12 @@ def test_a_feature_no_item_holds_is_refused_with_what_they_hold(
     assert wire["consistent_reads"] == wire["batch_get_item"] > 1
     assert caught.value.missing == ["no_such_feature"]
     assert caught.value.held == sorted(FEATURES)
-    assert f"table {TABLE} (region {REGION}, endpoint {endpoint.url})" in str(caught.value)
+    assert str(caught.value) == (
+        f"feature 'no_such_feature' is held by none of the 50 items found in table {TABLE} "
+        f"(region {REGION}, endpoint {endpoint.url}); they hold in their values map: "
+        "acc_rate, avg_daily_trips, city, conv_rate, last_trip_at. Check --features; if it "
+        "is sparse (absent from most items), pass --allow-missing-features to read it as "
+        "null where missing. No rows were written.")
     rows = reader(endpoint.url).read(keys, ["city", "no_such_feature"],
                                      allow_missing_features=True).rows
     assert rows == [(*row, None) for row in expected(list(range(50)), ["city"])]
@@ -360,3 +369,17 @@ def test_a_5xx_without_a_code_is_named_by_its_status_code(
     lines = [r.getMessage() for r in caplog.records if r.name == "featurepull.dynamo.reader"]
     # botocore (and the fast transport, alike) makes the status the error's code.
     assert lines == [f"BatchGetItem on {SCRIPTED_TABLE} failed on the server (500): retrying"]
+
+
+def test_keys_always_left_unprocessed_run_out_of_time(proxy: FaultProxy) -> None:
+    proxy.plan = FaultPlan(unprocessed_rate=1.0)
+    with pytest.raises(RetryDeadlineExceeded) as caught:
+        reader(proxy.url, max_read_workers=1, adaptive_concurrency=False, retry_deadline_s=0.3,
+               retry_base_delay_s=0.02, retry_max_delay_s=0.1).read(
+            LAYOUT.keys_for({"driver_id": [1, 2, 3]}), ["city"])
+    stats = caught.value.stats
+    assert stats is not None and caught.value.keys_left == 3
+    assert stats.requests == stats.unprocessed_requests == proxy.counts["batch_requests"]
+    assert stats.requests > 1
+    assert stats.unprocessed_retries == 3 * stats.requests
+    assert "unprocessed" in str(caught.value)
