@@ -432,3 +432,30 @@ def test_entity_messages_without_a_source() -> None:
     with pytest.raises(EntityKeyError) as caught:
         plain.check_keys({"id": [1, True]}, "ids.csv")
     assert str(caught.value) == "ids.csv, entity row 2, column 'id': a bool is not a number"
+
+
+def test_feast_layout_needs_a_join_key() -> None:
+    with pytest.raises(EntityKeyError) as caught:
+        FeastLayout({})
+    assert str(caught.value) == "the feast layout needs at least one join key (--join-keys)"
+
+
+def test_null_keys_and_absent_columns_are_named() -> None:
+    with pytest.raises(EntityKeyError) as caught:
+        FEAST.keys_for({"driver_id": [1, None]}, "f.csv")
+    assert str(caught.value) == "f.csv, entity row 2, column 'driver_id': null key value"
+    with pytest.raises(EntityKeyError) as caught:
+        FeastLayout({"a": "int64", "b": "string"}).keys_for({"a": [1, 2], "b": ["x", None]})
+    assert str(caught.value) == "entity row 2, column 'b': null key value"
+    with pytest.raises(EntityKeyError) as caught:
+        FeastLayout({"a": "int64", "b": "string"}).keys_for({})
+    assert str(caught.value) == "the entities has no column 'a', 'b'; its columns are none"
+
+
+def test_feast_rows_decoder_with_a_value_decoder_of_its_own() -> None:
+    layout = FeastLayout({"driver_id": "int64"}, value_decoder=len)
+    items = [feast_item({"S": "2026-01-01 00:00:00+00:00"}, a=b"xyz"), feast_item(None, a=b"z"),
+             {"entity_id": {"S": "k"}}]
+    assert layout.rows_decoder(["a"])(items) == [
+        (datetime(2026, 1, 1, tzinfo=UTC), 3), (None, 1), (None, None)]
+    assert layout.row_decoder(["a"])(items[0]) == (datetime(2026, 1, 1, tzinfo=UTC), 3)

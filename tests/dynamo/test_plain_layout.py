@@ -518,3 +518,33 @@ def test_plain_rows_decoder_decodes_each_item() -> None:
     layout = PlainLayout([("id", "S")])
     items = [{"id": {"S": "a"}, "x": {"N": "1"}}, {"id": {"S": "b"}, "event_ts": {"BOOL": True}}]
     assert layout.rows_decoder(["x"])(items) == [(None, 1), (None, None)]
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("1_00", "'1_00' is not a number as DynamoDB writes one (digits, an optional sign, point "
+             "and exponent: no spaces or underscores)"),
+    (Decimal("1E+126"), "1E+126 is outside DynamoDB's number range (a magnitude from 1E-130 "
+                        "to below 1E+126, or 0)"),
+    (Decimal("9E-131"), "9E-131 is outside DynamoDB's number range (a magnitude from 1E-130 "
+                        "to below 1E+126, or 0)"),
+])
+def test_number_keys_dynamodb_cannot_hold(value: Any, problem: str) -> None:
+    with pytest.raises(EntityKeyError) as caught:
+        PlainLayout([("id", "N")]).keys_for({"id": [value]}, "ids.csv")
+    assert str(caught.value) == f"ids.csv, entity row 1, column 'id': {problem}"
+
+
+def test_number_keys_at_the_ends_of_the_range() -> None:
+    layout = PlainLayout([("id", "N")])
+    assert layout.keys_for({"id": [Decimal("1E-130"), Decimal("-9.9E+125"), 0]}) == [
+        Decimal("1E-130"), Decimal("-9.9E+125"), Decimal(0)]
+
+
+def test_the_layout_of_a_description_keeps_its_event_time_attribute() -> None:
+    description = {"KeySchema": [{"AttributeName": "s", "KeyType": "RANGE"},
+                                 {"AttributeName": "id", "KeyType": "HASH"}],
+                   "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "N"},
+                                            {"AttributeName": "s", "AttributeType": "S"}]}
+    layout = PlainLayout.from_description(description, "seen")
+    assert (layout.key_schema, layout.event_ts_attribute) == ([("id", "N"), ("s", "S")], "seen")
+    assert PlainLayout.from_description(description).event_ts_attribute == "event_ts"
