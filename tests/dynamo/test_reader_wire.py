@@ -175,6 +175,8 @@ def test_every_fault_is_counted_and_retried(proxy: FaultProxy, transport: str,
         counts["unprocessed_keys"])
     assert stats.retries == stats.throttles + stats.server_errors
     assert 0 < stats.unprocessed_requests <= stats.unprocessed_retries
+    # Throttles and unprocessed keys halve the requests in flight (AIMD), from 4.
+    assert stats.concurrency_max == 4 and stats.concurrency_min < 4
     assert (stats.found, stats.missing) == (250, 50)
     assert len(stats.latencies_ms) == stats.requests
     lines = [(r.getMessage(), r.retry, r.table) for r in caplog.records  # type: ignore[attr-defined]
