@@ -1,23 +1,62 @@
-"""featurepull: the latest features of millions of entities from DynamoDB, in input order."""
+"""featurepull: the latest features of millions of entities from DynamoDB, in input order.
 
-from featurepull.client import Job, JobFailed, JobRefused, JobStatus, submit
-from featurepull.config import DynamoSettings, Settings, load_settings
-from featurepull.dynamo import (
-    BatchReader,
-    FeastLayout,
-    PlainLayout,
-    ReadError,
-    ReadResult,
-    ReadStats,
-    RetryDeadlineExceeded,
-    UnknownFeatureError,
-)
-from featurepull.pull import PullRequest, pull
+The public names below are imported on first use, not with the package: ``featurepull pull``
+and a notebook that only reads never load the job machinery (Celery, Redis).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from featurepull.errors import FeaturepullError, InputError, RunFailed
+
+if TYPE_CHECKING:
+    from featurepull.client import Job, JobFailed, JobRefused, JobStatus, submit
+    from featurepull.config import DynamoSettings, Settings, load_settings
+    from featurepull.dynamo import (
+        BatchReader,
+        FeastLayout,
+        PlainLayout,
+        ReadError,
+        ReadResult,
+        ReadStats,
+        RetryDeadlineExceeded,
+        UnknownFeatureError,
+    )
+    from featurepull.pull import PullRequest, pull
+
+# Public name -> the module that defines it.
+_LAZY = {
+    **dict.fromkeys(("Job", "JobFailed", "JobRefused", "JobStatus", "submit"),
+                    "featurepull.client"),
+    **dict.fromkeys(("DynamoSettings", "Settings", "load_settings"), "featurepull.config"),
+    **dict.fromkeys(("BatchReader", "FeastLayout", "PlainLayout", "ReadError", "ReadResult",
+                     "ReadStats", "RetryDeadlineExceeded", "UnknownFeatureError"),
+                    "featurepull.dynamo"),
+    **dict.fromkeys(("PullRequest", "pull"), "featurepull.pull"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featurepull' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "BatchReader",
     "DynamoSettings",
     "FeastLayout",
+    "FeaturepullError",
+    "InputError",
     "Job",
     "JobFailed",
     "JobRefused",
@@ -28,6 +67,7 @@ __all__ = [
     "ReadResult",
     "ReadStats",
     "RetryDeadlineExceeded",
+    "RunFailed",
     "Settings",
     "UnknownFeatureError",
     "load_settings",

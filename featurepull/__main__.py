@@ -1,5 +1,5 @@
 """``python -m featurepull`` runs the command line."""
 
-from featurepull.cli import main
+from featurepull.cli import run
 
-main()
+run()

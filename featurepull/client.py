@@ -3,6 +3,7 @@ them for the worker fleet, and returns a :class:`Job` handle to watch and collec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -12,29 +13,43 @@ from typing import Any
 
 import pyarrow as pa
 import redis
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from featurepull.config import Notify, Settings, load_settings
+from featurepull.config.errors import request_error_text
+from featurepull.errors import InputError, RunFailed
 from featurepull.io import EntityTable, open_sink, unify_schemas
+from featurepull.redact import redact_url
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
-from featurepull.tasks.jobs import REDIS_KEY_SCHEME
-from featurepull.tasks.store import RedisUnavailable, UnknownJob, connect, redact_url
+from featurepull.tasks.confine import REDIS_KEY_SCHEME
+from featurepull.tasks.jobs import InvalidJobRequest
+from featurepull.tasks.store import (
+    REDIS_OUTAGE_WAIT_S,
+    ErrorKind,
+    JobState,
+    RedisUnavailable,
+    UnknownJob,
+    connect,
+)
 
-# How long Job.wait keeps polling while Redis does not answer (a restart, a failover).
-REDIS_OUTAGE_WAIT_S = 60.0
 # How long a job may stay queued before Job.wait asks which workers consume its queue.
 NO_WORKER_AFTER_S = 5.0
 # How long that question waits for workers' replies (Celery remote control, through Redis).
 WORKER_REPLY_S = 1.0
 
 
-class JobFailed(RuntimeError):
+class JobFailed(RunFailed, RuntimeError):
     """The job failed or was cancelled; the message carries its reason."""
 
 
-class JobRefused(JobFailed):
+class JobRefused(InputError, JobFailed):
     """The job failed on its input, found only once reading (a requested feature that no
     item holds, a table that changed): bad input, exit code 2 on the command line."""
+
+
+class RowsNotInRedis(InputError, JobStoreError):
+    """The job wrote its rows to its output: read them there, not from Redis (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -42,14 +57,14 @@ class JobStatus:
     """Where a job is: queued, running (shards done of total), failed, or succeeded."""
 
     job_id: str
-    state: str
+    state: JobState
     shards: int
     shards_done: int
     rows: int
     rows_done: int
     error: str | None
     summary: dict[str, Any] | None
-    error_kind: str | None = None  # "input" (JobRefused) or "failed"
+    error_kind: ErrorKind | None = None  # "input" (JobRefused) or "failed"
 
     def line(self) -> str:
         """One human line for ``featurepull status``."""
@@ -64,16 +79,17 @@ class Job:
     def __init__(self, job_id: str, settings: Settings | None = None,
                  store: JobStore | None = None) -> None:
         self.settings = settings or load_settings()
-        self.store = store or JobStore(connect(self.settings.redis_url), self.settings.jobs.ttl_s)
+        jobs = self.settings.jobs
+        self.store = store or JobStore(connect(self.settings.redis_url), jobs.ttl_s,
+                                       jobs.visibility_timeout_s)
         self.id = job_id
         self._meta: JobMeta = self.store.meta(job_id)  # raises UnknownJob early
 
     def status(self) -> JobStatus:
         """The job's state now."""
-        meta = self.store.meta(self.id)
-        return JobStatus(self.id, meta.state, meta.shards, self.store.done_count(self.id),
-                         meta.rows, min(self.store.progress(self.id), meta.rows), meta.error,
-                         meta.summary, meta.error_kind)
+        meta, done, answered = self.store.snapshot(self.id)  # one round trip, any job size
+        return JobStatus(self.id, meta.state, meta.shards, done, meta.rows,
+                         min(answered, meta.rows), meta.error, meta.summary, meta.error_kind)
 
     def capacity(self) -> dict[str, Any]:
         """What the shards done so far spent of the table's capacity: consumed RCU/s since
@@ -81,7 +97,7 @@ class Job:
         from featurepull.tasks.jobs import capacity_fields, shard_totals
 
         meta = self.store.meta(self.id)
-        total = shard_totals(self.store.all_stats(self.id))
+        total = shard_totals(self.store.all_stats(self.id), latencies=False)
         since = meta.started or meta.created
         elapsed = (meta.finished or time.time()) - since
         return {"consumed_rcu": round(total.consumed_rcu, 3),
@@ -106,13 +122,13 @@ class Job:
         status = self._poll(None)
         with tqdm(total=status.rows, unit="keys", disable=not progress or None,
                   desc=f"job {self.id[:8]}", dynamic_ncols=True) as bar:
-            while status.state not in ("succeeded", "failed", "cancelled"):
+            while not status.state.terminal:
                 if deadline is not None and time.monotonic() > deadline:
                     why = (f"; no worker consumes queue {self.settings.jobs.queue!r}"
-                           if idle and status.state == "queued" else "")
+                           if idle and status.state == JobState.QUEUED else "")
                     raise TimeoutError(f"job {self.id} still {status.state} after {timeout:g}s "
                                        f"({status.shards_done}/{status.shards} shards done{why})")
-                if (not asked and status.state == "queued"
+                if (not asked and status.state == JobState.QUEUED
                         and time.monotonic() - started >= no_worker_after_s):
                     asked = True
                     idle = self.workers_on_queue() == []
@@ -121,8 +137,8 @@ class Job:
                 time.sleep(poll_s)
                 status = self._poll(status)
                 bar.update(status.rows_done - bar.n)
-            bar.update(status.rows - bar.n if status.state == "succeeded" else 0)
-        if status.state != "succeeded":
+            bar.update(status.rows - bar.n if status.state == JobState.SUCCEEDED else 0)
+        if status.state != JobState.SUCCEEDED:
             failure = JobRefused if status.error_kind == "input" else JobFailed
             raise failure(f"job {self.id} {status.state}: {status.error}")
         return status
@@ -145,6 +161,7 @@ class Job:
             try:
                 return self.status()
             except UnknownJob:
+                self._discard_staged()
                 where = (f" while it was {last.state} ({last.shards_done}/{last.shards} "
                          "shards done)" if last else "")
                 raise JobFailed(
@@ -161,9 +178,18 @@ class Job:
                         f"answered for {REDIS_OUTAGE_WAIT_S:g}s ({exc})") from None
                 time.sleep(0.5)
 
+    def _discard_staged(self) -> None:
+        """Remove what the shards of a job that vanished from Redis staged for its output:
+        no worker knows the output any more; this handle still does (best effort)."""
+        from featurepull.tasks.jobs import staged_output
+
+        if self._meta.request.get("request", {}).get("output"):
+            with contextlib.suppress(Exception):
+                staged_output(self.id, self._meta, self.settings).discard()
+
     def _require_success(self) -> JobMeta:
         meta = self.store.meta(self.id)
-        if meta.state != "succeeded":
+        if meta.state != JobState.SUCCEEDED:
             raise JobFailed(f"job {self.id} is {meta.state}"
                             + (f": {meta.error}" if meta.error else "; wait() for it first"))
         return meta
@@ -173,7 +199,7 @@ class Job:
         meta = self._require_success()
         output = (meta.summary or {}).get("output")
         if output:
-            raise JobStoreError(f"job {self.id} wrote its rows to {output}; read them there "
+            raise RowsNotInRedis(f"job {self.id} wrote its rows to {output}; read them there "
                                 "(Redis keeps rows only for jobs submitted without an output)")
         for shard in range(meta.shards):
             yield self.store.shard_rows(self.id, shard)
@@ -186,7 +212,7 @@ class Job:
     def save(self, path: str, overwrite: bool = False) -> int:
         """Write the rows to a .parquet/.csv/.jsonl file (local or s3://); rows written."""
         meta = self._require_success()
-        schemas = [self.store.shard_schema(self.id, n) for n in range(meta.shards)]
+        schemas = self.store.shard_schemas(self.id, meta.shards)
         with open_sink(path, unify_schemas(schemas), overwrite=overwrite,
                        s3=self.settings.s3) as sink:
             for table in self.tables():
@@ -208,7 +234,7 @@ def workers_on_queue(settings: Settings, reply_s: float = WORKER_REPLY_S) -> lis
     asked."""
     from kombu.exceptions import OperationalError
 
-    from featurepull.worker.app import producer_app
+    from featurepull.worker.producer import producer_app
 
     app = producer_app(settings)
     try:
@@ -229,7 +255,9 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
            overwrite: bool = False, dynamodb: Mapping[str, Any] | None = None,
            entity_table: EntityTable | None = None, scorer: str | None = None,
            with_features: bool = False, notify: Mapping[str, str] | None = None,
-           allow_missing_features: bool = False) -> Job:
+           allow_missing_features: bool = False, feature_store_yaml: str | None = None,
+           feature_service: str | None = None, full_feature_names: bool = False,
+           respect_ttl: bool = False) -> Job:
     """Validate a job, store its entities in Redis by shard, enqueue it, return its handle.
 
     Everything the read engine would refuse is refused here, before anything is enqueued.
@@ -241,23 +269,33 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     ``with_features``). ``notify`` (``{"task", "queue"}``) names a task of another Celery
     app that the workers send, once, with the job's summary when it ends. A requested
     feature that none of a shard's found items holds fails the job (:class:`JobRefused`)
-    unless ``allow_missing_features``.
+    unless ``allow_missing_features``. Features given as Feast references
+    (``view:feature``) or a ``feature_service`` are read from every view they name, through
+    the registry of ``feature_store_yaml`` (``table`` is then ""; docs/feast-registry.md).
     """
     from featurepull.tasks.celery_tasks import enqueue_shards
-    from featurepull.worker.app import producer_app
+    from featurepull.worker.producer import producer_app
 
     settings = settings or load_settings()
-    store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
-    request = JobRequest(
-        table=table, features=list(features), entities=_from_here(entities),
-        output=None if output is None else _from_here(output),
-        overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
-        join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
-        event_ts_attribute=event_ts_attribute, project=project, dynamodb=dict(dynamodb or {}),
-        scorer=scorer, with_features=with_features,
-        notify=Notify(**notify) if notify else None,
-        allow_missing_features=allow_missing_features,
-    )
+    store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s,
+                     settings.jobs.visibility_timeout_s)
+    try:
+        request = JobRequest(
+            table=table, features=list(features), entities=_from_here(entities),
+            output=None if output is None else _from_here(output),
+            overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
+            join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
+            event_ts_attribute=event_ts_attribute, project=project,
+            dynamodb=dict(dynamodb or {}), scorer=scorer, with_features=with_features,
+            notify=Notify(**notify) if notify else None,
+            allow_missing_features=allow_missing_features,
+            feature_store_yaml=(None if feature_store_yaml is None
+                                else _from_here(feature_store_yaml)),
+            feature_service=feature_service, full_feature_names=full_feature_names,
+            respect_ttl=respect_ttl,
+        )
+    except ValidationError as exc:
+        raise InvalidJobRequest(request_error_text(exc, "job request")) from None
     meta = create_job(request, settings, store, entity_table)
     app = producer_app(settings)
     try:

@@ -16,9 +16,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -34,7 +31,7 @@ import pyarrow.parquet as pq
 from featurepull.bench.endpoint import FEATURES, start_endpoint
 from featurepull.client import Job, submit
 from featurepull.config import Settings, load_settings
-from featurepull.local import ServiceError, start_redis, stop_process_group
+from featurepull.local import start_redis, start_worker
 
 PROJECT = "demo"
 VIEW = "driver_hourly_stats"
@@ -70,8 +67,11 @@ def write_entities(path: Path, rows: int, seed: int = 1) -> int:
     return len(ids)
 
 
-def _worker_env(redis_url: str, endpoint_url: str, demo_id: str) -> dict[str, str]:
+def _worker_env(redis_url: str, endpoint_url: str, demo_id: str,
+                out_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEATUREPULL_")}
+    # What a job may touch (docs/security.md): the demo's folder, the demo's endpoint only.
+    here = json.dumps([str(out_dir.resolve())])
     env.update({
         DEMO_ID_ENV: demo_id,
         "FEATUREPULL_REDIS_URL": redis_url,
@@ -81,44 +81,11 @@ def _worker_env(redis_url: str, endpoint_url: str, demo_id: str) -> dict[str, st
         "FEATUREPULL_JOBS__QUEUE": QUEUE,
         "FEATUREPULL_JOBS__SHARD_SIZE": "10000",
         "FEATUREPULL_SCORERS": json.dumps(SCORERS),
+        "FEATUREPULL_JOBS__ALLOWED_INPUTS": here,
+        "FEATUREPULL_JOBS__ALLOWED_OUTPUTS": here,
+        "FEATUREPULL_JOBS__ALLOWED_ENDPOINTS": "[]",
     })
     return env
-
-
-@contextmanager
-def _worker(env: dict[str, str], log: Path, processes: int) -> Iterator[subprocess.Popen[bytes]]:
-    cmd = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker", "--pool",
-           "prefork", "--concurrency", str(processes), "-Q", QUEUE, "--hostname", "demo@%h",
-           "--loglevel", "WARNING", "--without-mingle", "--without-gossip"]
-    with open(log, "wb") as out:
-        # Its own session: Ctrl-C reaches the demo, which then stops the worker in order.
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        _wait_ready(proc, log)
-        yield proc
-    finally:
-        stop_process_group(proc)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServiceError(f"the worker exited; its log:\n{log.read_text()[-2000:]}")
-        if b"ready" in log.read_bytes() or _pool_started(proc.pid):
-            return
-        time.sleep(0.1)
-    raise ServiceError(f"the worker did not start within {WORKER_READY_TIMEOUT_S}s; see {log}")
-
-
-def _pool_started(pid: int) -> bool:
-    # With --loglevel WARNING Celery prints no "ready" line; its pool children tell instead.
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    try:
-        return bool(children.read_text().split())
-    except OSError:
-        return False
 
 
 @contextmanager
@@ -140,8 +107,10 @@ def demo_services(drivers: int, out_dir: Path, say: Callable[[str], None],
             start_endpoint(drivers=drivers, table=f"{PROJECT}.{VIEW}"))
         say(f"local DynamoDB endpoint on {endpoint.url}, table {PROJECT}.{VIEW} seeded with "
             f"{drivers:,} drivers ({', '.join(FEATURES)})")
-        env = _worker_env(redis.url, endpoint.url, demo_id)
-        worker = stack.enter_context(_worker(env, out_dir / "worker.log", processes))
+        env = _worker_env(redis.url, endpoint.url, demo_id, out_dir)
+        worker = start_worker(env, out_dir / "worker.log", name="demo", queue=QUEUE,
+                              concurrency=processes, timeout=WORKER_READY_TIMEOUT_S)
+        stack.callback(worker.stop)
         say(f"Celery worker with {processes} prefork processes (pid {worker.pid})")
         settings = load_settings(overrides={
             "redis_url": redis.url, "project": PROJECT,
@@ -174,7 +143,8 @@ def explore_hint(services: DemoServices, out_dir: Path) -> str:
         " AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo",
         f"  export FEATUREPULL_SCORERS='{json.dumps(SCORERS)}'",
         f"  featurepull submit --table {VIEW} --features {','.join(FEATURES)} \\",
-        f"      --entities {out_dir / 'entities.parquet'} --output /tmp/more.parquet --wait",
+        f"      --entities {out_dir / 'entities.parquet'} \\",
+        f"      --output {out_dir / 'more.parquet'} --wait",
         f"      # add --scorer {SCORER} (--with-features) for the example scorer's risk",
         "  celery -A featurepull.worker flower     # then open http://127.0.0.1:5555",
         "Press Ctrl-C here to stop everything.",

@@ -1,9 +1,10 @@
-"""Embedded services for the demo and the tests: a private redis-server, a local
-DynamoDB/S3 endpoint (moto's server mode) and Flower, each a real process on a free loopback
-port.
+"""Embedded services for the demo, the tests and the scripts: a private redis-server, a local
+DynamoDB/S3 endpoint (moto's server mode), Flower, each a real process on a free loopback
+port, and Celery worker instances of featurepull's app.
 
-Each has a context manager that starts the process, waits until it answers, and stops it —
-also when the body raises — so nothing is left behind.
+Each starts the process and waits until it answers (a worker: until it answers a Celery
+``ping`` over the broker); the context managers also stop it — when the body raises too — so
+nothing is left behind.
 """
 
 from __future__ import annotations
@@ -23,10 +24,24 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
+from featurepull.errors import RunFailed
+
 STARTUP_TIMEOUT_S = 30.0
+# A worker imports botocore, pyarrow and Celery and forks its pool before it answers a ping;
+# on a loaded 2-core machine that can take much longer than a redis-server's start.
+WORKER_STARTUP_TIMEOUT_S = 90.0
+# How long one ping listens for its answer. A ping sent before the worker listens is lost and
+# costs the whole wait, and a live worker answers in milliseconds: so pings are short while a
+# worker usually starts, then listen longer (doubling to the cap), so that an answer slowed
+# by a loaded machine is still heard.
+PING_TIMEOUT_S = 0.25
+PING_SHORT_FOR_S = 10.0
+PING_TIMEOUT_CAP_S = 2.0
 
 
-class ServiceError(RuntimeError):
+class ServiceError(RunFailed, RuntimeError):
     """An embedded service could not be started."""
 
 
@@ -232,6 +247,125 @@ def running_flower(env: Mapping[str, str], args: Sequence[str] = ()) -> Iterator
         yield service
     finally:
         service.stop()
+
+
+@dataclass
+class WorkerService:
+    """A started Celery worker instance (``celery -A featurepull.worker worker`` or
+    ``featurepull worker``): its main process, its node name, and its log file."""
+
+    process: subprocess.Popen[bytes]
+    hostname: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def pool_pids(self) -> list[int]:
+        """The prefork pool processes (the main process's children)."""
+        try:
+            return [child.pid for child in psutil.Process(self.process.pid).children()]
+        except psutil.NoSuchProcess:
+            return []
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the worker (a warm shutdown) and its pool, SIGKILL what is left."""
+        stop_process_group(self.process, timeout)
+
+
+def worker_hostname(name: str) -> str:
+    """The Celery node name ``name@host`` that ``--hostname name@%h`` expands to."""
+    return f"{name}@{socket.gethostname()}"
+
+
+def worker_command(hostname: str, *, queue: str | None = None, concurrency: int = 2,
+                   loglevel: str | None = "WARNING", cli: bool = False,
+                   args: Sequence[str] = ()) -> list[str]:
+    """The command line of one prefork worker instance: ``celery -A featurepull.worker
+    worker`` on ``queue``, or with ``cli`` our own ``featurepull worker`` (whose queue comes
+    from the settings). Mingle and gossip are off: nothing here needs them, and they slow
+    a start by a second or more."""
+    if cli:
+        start = [sys.executable, "-m", "featurepull", "worker"]
+    else:
+        start = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker",
+                 "--pool", "prefork", *(["-Q", queue] if queue else [])]
+    return [*start, "--concurrency", str(concurrency), "--hostname", hostname,
+            "--without-mingle", "--without-gossip",
+            *(["--loglevel", loglevel] if loglevel else []), *args]
+
+
+def start_worker(env: Mapping[str, str], log_path: Path, *, name: str = "worker",
+                 queue: str | None = None, concurrency: int = 2,
+                 loglevel: str | None = "WARNING", cli: bool = False,
+                 args: Sequence[str] = (),
+                 timeout: float = WORKER_STARTUP_TIMEOUT_S) -> WorkerService:
+    """Start a worker instance with ``env`` (its settings: ``FEATUREPULL_REDIS_URL``, ...),
+    output to ``log_path``, in a session of its own (Ctrl-C reaches the caller, who stops it
+    in order), and wait until it answers a ping: it then consumes its queue."""
+    hostname = worker_hostname(name)
+    cmd = worker_command(hostname, queue=queue, concurrency=concurrency, loglevel=loglevel,
+                         cli=cli, args=args)
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    worker = WorkerService(proc, hostname, log_path)
+    try:
+        wait_for_worker(proc, env["FEATUREPULL_REDIS_URL"], hostname, log_path, timeout)
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+def wait_for_worker(proc: subprocess.Popen[bytes], broker_url: str, hostname: str,
+                    log_path: Path | None = None,
+                    timeout: float = WORKER_STARTUP_TIMEOUT_S) -> None:
+    """Return once the worker ``hostname`` answers a Celery ``ping`` on ``broker_url``;
+    raise ServiceError (with the end of its log) if it exits or stays silent for
+    ``timeout`` seconds. Works for any Celery app's worker on that broker."""
+    from celery import Celery
+    from kombu.exceptions import OperationalError
+
+    def tail() -> str:
+        if log_path is None:
+            return ""
+        try:
+            return "; its log ends with:\n" + log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    # A bare app on the broker: pings need no tasks and no settings but the URL.
+    app = Celery("featurepull-ping", broker=broker_url, set_as_current=False)
+    app.conf.update(accept_content=["json"], broker_connection_retry_on_startup=False)
+    started = time.monotonic()
+    deadline = started + timeout
+    listen = PING_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServiceError(f"the worker {hostname} exited with code "
+                                   f"{proc.returncode} while starting{tail()}")
+            try:
+                replies = app.control.ping(destination=[hostname], timeout=listen)
+            except (OSError, OperationalError):  # the broker refused: again until the deadline
+                time.sleep(listen)
+                replies = []
+            if any(hostname in reply for reply in replies):
+                return
+            if time.monotonic() - started > PING_SHORT_FOR_S:
+                listen = min(listen * 2, PING_TIMEOUT_CAP_S)
+    finally:
+        app.close()
+    raise ServiceError(f"the worker {hostname} did not answer a ping within "
+                       f"{timeout:.0f}s{tail()}")
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:

@@ -4,16 +4,36 @@ and the same scoring step the workers run."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from featurepull.config import S3Settings, Settings
-from featurepull.dynamo import ReadStats
+import pyarrow as pa
+
+from featurepull.config import ConfigError, RequestFields, Settings
+from featurepull.config.settings import reference_problem, uses_registry
+from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
 from featurepull.dynamo.reader import Progress, cyclic_gc_paused
-from featurepull.io import check_destination, open_sink, read_entities, rows_to_table, write_rows
-from featurepull.tasks.scoring import LoadedScorer, apply_scorer, registered_scorer
+from featurepull.dynamo.views import ViewsReader
+from featurepull.io import (
+    EntityTable,
+    check_destination,
+    is_dataset,
+    open_sink,
+    read_entities,
+    rows_to_table,
+    write_dataset,
+    write_rows,
+)
+from featurepull.tasks.feast_views import plan_for, views_table
+from featurepull.tasks.scoring import (
+    LoadedScorer,
+    apply_scorer,
+    check_with_features,
+    registered_scorer,
+)
 
 
 @dataclass
@@ -21,8 +41,8 @@ class PullRequest:
     """What to read: the table, the features, and how entity rows map to keys; optionally
     a registered scorer to apply (``with_features`` keeps the features beside its scores)."""
 
-    table: str
-    features: list[str]
+    table: str = ""
+    features: list[str] = field(default_factory=list)
     layout: LayoutName = "feast"
     join_keys: list[str] = field(default_factory=list)
     join_key_types: dict[str, str] = field(default_factory=dict)
@@ -30,6 +50,12 @@ class PullRequest:
     scorer: str | None = None
     with_features: bool = False
     allow_missing_features: bool = False  # else a feature no found item holds is refused
+    # Feast references (features as view:feature, or a feature service): read through the
+    # registry of feature_store_yaml (featurepull.tasks.feast_views).
+    feature_store_yaml: str | None = None
+    feature_service: str | None = None
+    full_feature_names: bool = False
+    respect_ttl: bool = False
 
 
 @dataclass
@@ -52,42 +78,69 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     progress bar's total). Nothing is written unless every key was read or confirmed absent
     (and, with a scorer, it scored every row).
     """
-    if request.with_features and request.scorer is None:
-        raise ValueError("with_features keeps the features beside a scorer's scores; name a "
-                         "scorer too")
+    check_with_features(request.scorer, request.with_features)
+    problem = reference_problem(request.table, request.features, request.feature_service,
+                                request.join_keys or request.join_key_types, request.layout,
+                                request.full_feature_names or request.respect_ttl)
+    if problem:
+        raise ConfigError(problem)
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
     check_destination(output_path, overwrite, settings.s3)
     entities = read_entities(entities_path, s3=settings.s3)
-    plan = plan_read(request, list(entities.columns), entities.types, entities.source,
-                     settings, entities.notes)
-    layout, reader = plan.layout, plan.reader
+    reader, spec, table_name = _checked_reader(request, entities, settings)
     with cyclic_gc_paused():  # keys, rows and their Arrow columns: no cycles among them
-        keys = layout.keys_for(entities.columns, entities.source)
+        keys = reader.layout.keys_for(entities.columns, entities.source)
         if on_keys is not None:
             on_keys(len(set(keys)))
         result = reader.read(keys, request.features, progress=progress,
                              allow_missing_features=request.allow_missing_features)
-    spec = layout_spec(layout)
     names = spec["key_columns"]
     key_columns = {n: entities.columns[n] for n in names}
-    if scorer is None:
+    if scorer is None and not is_dataset(output_path) and not isinstance(reader, ViewsReader):
         with cyclic_gc_paused():
             written = write_rows(output_path, key_columns, result.rows, request.features,
                                  overwrite=overwrite, s3=settings.s3)
     else:
-        written = _write_scored(output_path, key_columns, result.rows, request, scorer,
-                                overwrite=overwrite, s3=settings.s3)
-    warning = nothing_found_warning(spec, plan.table, result.stats.keys, result.stats.found)
+        table = (views_table(reader.plan, key_columns, result.rows, output_path)
+                 if isinstance(reader, ViewsReader) else
+                 rows_to_table(key_columns, result.rows, request.features, source=output_path))
+        written = _write_table(output_path, table, result.rows, names, request, scorer,
+                               overwrite=overwrite, settings=settings)
+    warning = nothing_found_warning(spec, table_name, result.stats.keys, result.stats.found)
     return PullOutcome(output_path, written, result.stats, [warning] if warning else [])
 
 
-def _write_scored(output_path: str, key_columns: dict[str, list[Any]],
-                  rows: Sequence[tuple[Any, ...] | None], request: PullRequest,
-                  scorer: LoadedScorer, *, overwrite: bool, s3: S3Settings) -> int:
-    # The workers' shard step, on all rows at once: rows to Arrow, scored, written as a table.
-    table = rows_to_table(key_columns, rows, request.features, source=output_path)
-    scored = apply_scorer(table, [row is not None for row in rows], scorer, list(key_columns),
-                          with_features=request.with_features)
-    with open_sink(output_path, scored.schema, overwrite=overwrite, s3=s3) as sink:
-        sink.write(scored)
+def _checked_reader(request: PullRequest, entities: EntityTable, settings: Settings
+                    ) -> tuple[BatchReader | ViewsReader, dict[str, Any], str]:
+    """The reader of the request's table, or of every view its Feast references name (its
+    tables checked), the layout's description (:func:`layout_spec`) and the table name(s)."""
+    if not uses_registry(request.features, request.feature_service):
+        plan = plan_read(request, list(entities.columns), entities.types, entities.source,
+                         settings, entities.notes)
+        return plan.reader, layout_spec(plan.layout), plan.table
+    fields = RequestFields(features=request.features, entities=entities.source,
+                           feature_store_yaml=request.feature_store_yaml,
+                           feature_service=request.feature_service,
+                           full_feature_names=request.full_feature_names,
+                           respect_ttl=request.respect_ttl)
+    views = plan_for(fields, list(entities.columns), entities.source, settings)
+    reader = ViewsReader.build(views, settings)
+    reader.check_table()
+    spec = {"layout": "feast", "views": True, "key_columns": views.key_columns}
+    return reader, spec, ", ".join(view.table for view in views.views)
+
+
+def _write_table(output_path: str, table: pa.Table, rows: Sequence[tuple[Any, ...] | None],
+                 key_names: list[str], request: PullRequest, scorer: LoadedScorer | None, *,
+                 overwrite: bool, settings: Settings) -> int:
+    # The workers' shard step, on all rows at once: a table, scored if asked, written.
+    if scorer is not None:
+        table = apply_scorer(table, [row is not None for row in rows], scorer, key_names,
+                             with_features=request.with_features)
+    if is_dataset(output_path):
+        # Parts of jobs.shard_size rows, as a job of the same entities would write them.
+        return write_dataset(output_path, table, settings.jobs.shard_size, uuid.uuid4().hex,
+                             overwrite=overwrite, s3=settings.s3)
+    with open_sink(output_path, table.schema, overwrite=overwrite, s3=settings.s3) as sink:
+        sink.write(table)
         return int(sink.rows_written)

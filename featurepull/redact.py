@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 MASK = "***"
 # Credentials boto3 reads from the environment; their values are masked wherever they appear.
@@ -40,6 +40,22 @@ _ASSIGNMENT = re.compile(
     r"(?P<sep>['\"]?\s*[:=]\s*['\"]?)"
     r"(?P<value>(?!\*\*\*)[^\s'\",;&)}\]]+)"
 )
+
+
+def redact_url(url: str, *, bare: bool = False) -> str:
+    """One URL fit for messages and logs: its password and secret query values masked
+    (``redis://:***@host:6379/0?password=***``). ``bare``, for a narrow monitor column, drops
+    the user name and the query string instead. The fragment is always dropped. (URLs
+    inside free text: :func:`redact_text`.)"""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if bare or parts.password is not None:
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = "" if bare or parts.password is None else f"{parts.username or ''}:{MASK}@"
+        netloc = f"{user}{host}{port}"
+    query = "" if bare else mask_assignments(parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def mask_url_passwords(text: str) -> str:

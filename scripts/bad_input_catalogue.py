@@ -82,9 +82,22 @@ def _toml(d: Path, text: str) -> str:
     return _write(d / "featurepull.toml", text)
 
 
+def _allowed_outputs(d: Path, link: bool = False) -> str:
+    """A config whose jobs may write only under d/allowed (with a symlink there back to d)."""
+    (d / "allowed").mkdir()
+    if link:
+        (d / "allowed" / "link").symlink_to(d, target_is_directory=True)
+    return _toml(d, f'[jobs]\nallowed_outputs = ["{d / "allowed"}"]\n')
+
+
 def _feast(entities: str, features: Sequence[str] = ("score",)) -> list[str]:
     return ["--project", FEAST_PROJECT, "--table", FEAST_TABLE, "--features",
             ",".join(features), "--entities", entities]
+
+
+def _registry_yaml(d: Path, registry: str) -> str:
+    return _write(d / "feature_store.yaml", f"project: {FEAST_PROJECT}\nregistry: {registry}\n"
+                  "online_store:\n  type: dynamodb\n  region: us-east-1\n")
 
 
 CASES: list[Case] = [
@@ -192,6 +205,24 @@ CASES: list[Case] = [
          lambda d: _feast(_write(d / "e.jsonl", '{"driver_id": 1, "weight": 0.5}\n'))),
     Case("blank line in a CSV entity file",
          lambda d: _plain(_write(d / "e.csv", "user_id\nu1\n\nu2\n"))),
+    # Issue 14: Feast references resolved in the registry.
+    Case("Feast references (view:feature) without --feature-store-yaml",
+         lambda d: ["--features", "driver_hourly_stats:conv_rate", "--entities",
+                    _write(d / "e.csv", "driver_id\n1\n")]),
+    Case("Feast references with --table",
+         lambda d: ["--feature-store-yaml", _registry_yaml(d, "data/registry.db"),
+                    "--table", FEAST_TABLE, "--features", "driver_hourly_stats:conv_rate",
+                    "--entities", _write(d / "e.csv", "driver_id\n1\n")]),
+    Case("feature_store.yaml naming a SQL registry",
+         lambda d: ["--feature-store-yaml", _registry_yaml(
+             d, "{registry_type: sql, path: 'postgresql://user@db/feast'}"),
+                    "--features", "driver_hourly_stats:conv_rate", "--entities",
+                    _write(d / "e.csv", "driver_id\n1\n")]),
+    Case("feature_store.yaml whose registry file is not a Feast registry",
+         lambda d: ["--feature-store-yaml", _registry_yaml(d, _write(
+             d / "registry.db", b"\xff\xff not a registry")),
+                    "--features", "driver_hourly_stats:conv_rate", "--entities",
+                    _write(d / "e.csv", "driver_id\n1\n")]),
     Case("feature_store.yaml with online_store.type as Feast's class path",
          lambda d: ["--feature-store-yaml", _write(d / "feature_store.yaml", (
              "project: demo\nprovider: aws\nonline_store:\n"
@@ -210,6 +241,17 @@ CASES: list[Case] = [
          lambda d: [*_plain(_good_csv(d)), "--max-rcu-per-s", "50%"]),
     Case("--max-rcu-per-s 50% on an on-demand table without a maximum (submit)",
          lambda d: [*_plain(_good_csv(d)), "--max-rcu-per-s", "50%"], command="submit"),
+    # Issue 20: a job's output outside jobs.allowed_outputs (workers refuse the same in a
+    # featurepull.submit_job message, with its entities and endpoint: tests/hardening/
+    # test_confine_workers.py).
+    Case("output outside jobs.allowed_outputs (submit)",
+         lambda d: ["--config", _allowed_outputs(d), *_plain(_good_csv(d))], command="submit"),
+    Case("output escaping jobs.allowed_outputs through a symlinked directory (submit)",
+         lambda d: ["--config", _allowed_outputs(d, link=True), *_plain(_good_csv(d)),
+                    "--output", str(d / "allowed" / "link" / OUTPUT)], command="submit"),
+    Case("output outside jobs.allowed_outputs with `pull` (the caller's own process: not "
+         "limited)",
+         lambda d: ["--config", _allowed_outputs(d), *_plain(_good_csv(d))], works=True),
 ]
 
 

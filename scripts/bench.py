@@ -22,6 +22,8 @@ duplicate keys) is written once and read by every method. Every cell runs in a f
 
 When featurepull has a ``dynamodb.transport`` setting, featurepull_pull and celery_N run
 once per transport (``featurepull_pull[fast]``, ...; ``--transports`` narrows it).
+``--transports fast,aiohttp`` adds ``featurepull_pull[aiohttp]``: the fast transport with
+aiohttp's HTTP client in place of featurepull's own (``scripts/bench_aiohttp.py``).
 
 Cells estimated to take longer than ``--max-seconds-per-cell`` (from the same method at a
 smaller size, else from a latency/CPU model), and cells that are pointless (more threads
@@ -54,6 +56,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -77,6 +80,9 @@ PRIOR_CPU_PER_KEY_S = {"baseline": 120e-6, "raw_floor": 10e-6, "featurepull_pull
                        "celery": 50e-6}
 PRIOR_STARTUP_S = {"baseline": 0.3, "raw_floor": 0.0, "featurepull_pull": 0.3, "celery": 0.5}
 TARGET_THREADS = 10
+# Transports only the benchmark has, for featurepull_pull cells when --transports names them:
+# aiohttp is the fast transport on aiohttp's HTTP client (scripts/bench_aiohttp.py).
+BENCH_ONLY_TRANSPORTS = ("aiohttp",)
 ONLY_NOTE = "(--only)"
 TARGETS = {  # name: (what, limit)
     "pull_time_vs_floor": ("featurepull pull time / raw floor time at 10 threads", 1.3),
@@ -95,7 +101,7 @@ DEFINITIONS = {
     "rows_per_s": "entities / wall_s",
     "cpu_s": "user+sys CPU seconds of the process doing the work, all its threads; "
              "celery_N: the worker's main process + its pool children (from "
-             "/proc/<pid>/stat) + the submitting process; redis-server in details",
+             "psutil) + the submitting process; redis-server in details",
     "peak_rss_mb": "VmHWM of the process doing the work (fresh per cell, imports included); "
                    "celery_N: the largest pool child",
     "endpoint_cpu_s": "CPU seconds the local endpoint spent on the cell (it shares the "
@@ -159,6 +165,20 @@ def available_transports() -> list[str | None]:
     return list(ordered) or [default]
 
 
+def chosen_transports(args: argparse.Namespace) -> list[str | None]:
+    """The transports to run: featurepull's (all, or those --transports names), and the
+    benchmark's own when --transports names them."""
+    transports = available_transports()
+    if not args.transports:
+        return transports
+    transports += [t for t in BENCH_ONLY_TRANSPORTS if t in args.transports]
+    wrong = sorted(set(args.transports) - {str(t) for t in transports})
+    if wrong:
+        raise SystemExit(f"bench: featurepull has no transport {', '.join(wrong)} "
+                         f"(it has: {', '.join(map(str, transports))})")
+    return [t for t in transports if t in args.transports]
+
+
 def plan_cells(args: argparse.Namespace, latency: float, size: int,
                transports: Sequence[str | None]) -> list[Cell]:
     """Every cell of one size at one latency, in running order."""
@@ -174,7 +194,7 @@ def plan_cells(args: argparse.Namespace, latency: float, size: int,
             cells += [Cell("featurepull_pull", size, t, latency, transport=transport)
                       for t in args.threads]
         for processes in args.celery_processes:
-            if f"celery_{processes}" in methods:
+            if f"celery_{processes}" in methods and transport not in BENCH_ONLY_TRANSPORTS:
                 cells += [Cell("celery", size, t, latency, processes, transport)
                           for t in args.celery_threads]
     return cells
@@ -242,10 +262,10 @@ def entity_ids(size: int, drivers: int, seed: int) -> list[int]:
 
 def cpu_seconds(pid: int) -> float:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float(times.user + times.system)
 
 
 def run_cell(cell: Cell, endpoint: EndpointProcess, entities: Path,
@@ -607,13 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         del os.environ[name]  # the settings are this script's, not the shell's
     os.environ.pop("AWS_SESSION_TOKEN", None)
     os.environ.update(AWS_ENV)
-    transports = available_transports()
-    if args.transports:
-        wrong = sorted(set(args.transports) - {str(t) for t in transports})
-        if wrong:
-            raise SystemExit(f"bench: featurepull has no transport {', '.join(wrong)} "
-                             f"(it has: {', '.join(map(str, transports))})")
-        transports = [t for t in transports if t in args.transports]
+    transports = chosen_transports(args)
     log(f"featurepull transports: {', '.join(map(str, transports))}")
     started = time.time()
     load_at_start = [round(x, 2) for x in os.getloadavg()]

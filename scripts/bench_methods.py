@@ -10,7 +10,8 @@ own CPU clock and a cold boto3 client, and no cell's garbage is another's. The m
 - ``baseline_sequential`` / ``baseline_threaded``: the seed algorithm, Feast's DynamoDB
   ``online_read`` idea, written out here as the reference (see :func:`feast_online_read`);
 - ``raw_floor``: HTTP POST + ``json.loads`` and nothing else — no signing, no decoding;
-- ``featurepull_pull``: the real :func:`featurepull.pull.pull`, Parquet in, Parquet out;
+- ``featurepull_pull``: the real :func:`featurepull.pull.pull`, Parquet in, Parquet out; with
+  transport ``aiohttp``, the fast transport on aiohttp's HTTP client (``bench_aiohttp.py``);
 - ``celery``: :func:`featurepull.client.submit` to one prefork worker instance (started
   before the timer) on a private redis-server, until the ordered Parquet output is written.
 """
@@ -23,7 +24,6 @@ import itertools
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,18 +39,21 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
 import pyarrow.parquet as pq
 
 from featurepull.bench.endpoint import DEFAULT_TABLE, FEATURES
 from featurepull.dynamo import EntityKeyEncoder
 from featurepull.dynamo.feast_values import ValueProto
+from featurepull.local import WorkerService, start_worker
 
 PROJECT, FEATURE_VIEW = DEFAULT_TABLE.split(".")  # the endpoint serves demo.driver_stats
 REGION = "us-east-1"
 BATCH_KEYS = 100  # DynamoDB's BatchGetItem limit, and Feast's default batch_size
 RESULT_PREFIX = "BENCH-RESULT "
 WORKER_READY_TIMEOUT_S = 90.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+# A transport only the benchmark has (scripts/bench_aiohttp.py), for featurepull_pull cells.
+BENCH_ONLY_TRANSPORT = "aiohttp"
 MIB_PER_KIB = 1 / 1024
 
 FeastRow = tuple[datetime | None, dict[str, Any] | None]
@@ -202,7 +205,8 @@ def dynamodb_overrides(spec: CellSpec) -> dict[str, Any]:
     values: dict[str, Any] = {"endpoint_url": spec.endpoint_url, "region": REGION,
                               "max_read_workers": spec.threads}
     if spec.transport is not None:
-        values["transport"] = spec.transport
+        # aiohttp is the benchmark's own: the fast transport with aiohttp's HTTP client.
+        values["transport"] = "fast" if spec.transport == BENCH_ONLY_TRANSPORT else spec.transport
     return values
 
 
@@ -214,25 +218,31 @@ def featurepull_pull(spec: CellSpec) -> tuple[int, int, dict[str, Any]]:
     settings = load_settings(overrides={"project": PROJECT,
                                         "dynamodb": dynamodb_overrides(spec)})
     output = Path(spec.workdir) / "pull.parquet"
-    outcome = pull(PullRequest(table=FEATURE_VIEW, features=list(FEATURES)), spec.entities,
-                   str(output), settings, overwrite=True)
+    swap = nullcontext()
+    if spec.transport == BENCH_ONLY_TRANSPORT:
+        import bench_aiohttp  # imported before the timer by run_cell
+
+        swap = bench_aiohttp.installed()
+    with swap:
+        outcome = pull(PullRequest(table=FEATURE_VIEW, features=list(FEATURES)),
+                       spec.entities, str(output), settings, overwrite=True)
     stats = outcome.stats
     return outcome.rows_written, stats.found, {"requests": stats.requests,
                                                "retries": stats.retries}
 
 
 # ---------------------------------------------------------------------------------------
-# Processes: CPU and memory from /proc
+# Processes: CPU and memory (psutil; VmHWM, which psutil does not give, from /proc)
 # ---------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int | str) -> float:
+def cpu_seconds(pid: int) -> float:
     """user+sys CPU seconds of a live process (0.0 once it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return float(times.user + times.system)
 
 
 def peak_rss_mb(pid: int | str) -> float:
@@ -247,20 +257,6 @@ def peak_rss_mb(pid: int | str) -> float:
     return 0.0
 
 
-def child_pids(parent: int) -> list[int]:
-    """Processes whose parent is ``parent`` (a prefork worker's pool children)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent:
-                found.append(int(entry.name))
-    return found
-
-
 # ---------------------------------------------------------------------------------------
 # featurepull through Celery
 # ---------------------------------------------------------------------------------------
@@ -268,28 +264,18 @@ def child_pids(parent: int) -> list[int]:
 
 @contextmanager
 def celery_worker(env: dict[str, str], queue: str, processes: int,
-                  log_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
-    """One prefork worker instance, ready, with its pool children's pids."""
-    from featurepull.local import stop_process_group
-
-    cmd = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker",
-           "--pool", "prefork", "--concurrency", str(processes), "-Q", queue,
-           "--hostname", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-mingle",
-           "--without-gossip", "--loglevel", "INFO"]
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                  log_path: Path) -> Iterator[WorkerService]:
+    """One prefork worker instance, ready (it answers a ping) with its pool started."""
+    worker = start_worker(env, log_path, name=f"bench-{uuid.uuid4().hex[:6]}", queue=queue,
+                          concurrency=processes, loglevel="INFO",
+                          timeout=WORKER_READY_TIMEOUT_S)
     try:
-        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-        while b"ready." not in log_path.read_bytes() or len(
-                children := child_pids(process.pid)) < processes:
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the Celery worker did not become ready:\n{tail}")
-            time.sleep(0.1)
-        yield process, children
+        if len(worker.pool_pids()) != processes:
+            raise RuntimeError(f"the worker has {worker.pool_pids()} pool processes, "
+                               f"not {processes}:\n{worker.log_tail()}")
+        yield worker
     finally:
-        stop_process_group(process, 30.0)
+        worker.stop(30.0)
 
 
 def celery_job(spec: CellSpec) -> CellResult:
@@ -320,8 +306,8 @@ def celery_job(spec: CellSpec) -> CellResult:
         "jobs": {"shard_size": spec.shard_size, "queue": queue}})
     output = workdir / "celery.parquet"
     try:
-        with celery_worker(env, queue, spec.processes, workdir / "worker.log") as (worker,
-                                                                                  children):
+        with celery_worker(env, queue, spec.processes, workdir / "worker.log") as worker:
+            children = worker.pool_pids()
             watched = {"worker_main": [worker.pid], "pool_children": children,
                        "submitter": [os.getpid()], "redis_server": [redis_service.process.pid]}
             before = {role: sum(map(cpu_seconds, pids)) for role, pids in watched.items()}
@@ -332,7 +318,7 @@ def celery_job(spec: CellSpec) -> CellResult:
             wall = time.perf_counter() - started
             cpu = {role: round(sum(map(cpu_seconds, pids)) - before[role], 3)
                    for role, pids in watched.items()}
-            if sorted(child_pids(worker.pid)) != sorted(children):
+            if sorted(worker.pool_pids()) != sorted(children):
                 raise RuntimeError("a prefork child was replaced mid-job; its CPU is lost")
             child_peaks = [peak_rss_mb(pid) for pid in children]
             main_peak = peak_rss_mb(worker.pid)
@@ -383,6 +369,8 @@ def run_cell(spec: CellSpec) -> CellResult:
     if spec.method == "celery":
         return celery_job(spec)
     if spec.method == "featurepull_pull":
+        if spec.transport == BENCH_ONLY_TRANSPORT:
+            import bench_aiohttp  # noqa: F401
         return measure_here(lambda: featurepull_pull(spec))
     driver_ids = pq.read_table(spec.entities).column("driver_id").to_pylist()
     if spec.method in ("baseline_sequential", "baseline_threaded"):

@@ -25,8 +25,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from featurepull.bench.endpoint import DEFAULT_TABLE, FEATURES, start_endpoint
 from featurepull.cli import FLOWER_DEFAULTS
 from featurepull.client import Job
 from featurepull.config import load_settings
-from featurepull.local import running_flower, running_redis, stop_process_group
+from featurepull.local import running_flower, running_redis, start_worker
 from featurepull.tasks.celery_tasks import send_submit_job
 from featurepull.worker.app import producer_app
 
@@ -61,23 +61,6 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"flower_screenshot: {what} within {timeout:.0f}s")
         time.sleep(0.2)
-
-
-@contextmanager
-def worker(name: str, env: dict[str, str], logs: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``featurepull worker`` with 2 prefork processes, stopped (with its children) on exit."""
-    path = logs / f"{name}.log"
-    cmd = [sys.executable, "-m", "featurepull", "worker", "--concurrency", "2", "--hostname",
-           f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"]
-    with open(path, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until(lambda: proc.poll() is None and b"ready." in path.read_bytes(), 60,
-                   f"worker {name} was not ready (see {path})")
-        yield proc
-    finally:
-        stop_process_group(proc)
 
 
 def screenshot(chromium: str, url: str, output: Path, scale: float) -> None:
@@ -134,7 +117,10 @@ def main() -> None:
             "FEATUREPULL_JOBS__SHARD_SIZE": str(opts.shard_size),
         })
         for name in WORKERS:
-            stack.enter_context(worker(name, env, work))
+            # featurepull worker, 2 prefork processes each; ready once it answers a ping.
+            started = start_worker(env, work / f"{name}.log", name=name, concurrency=2,
+                                   loglevel="INFO", cli=True)
+            stack.callback(started.stop)
         flower = stack.enter_context(running_flower(
             {**env, "FLOWER_UNAUTHENTICATED_API": "true"},
             args=[f"--tasks_columns={FLOWER_DEFAULTS['tasks_columns']}"]))

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Measure big featurepull jobs through the real pipeline: submit, Redis, prefork workers.
 
-    .venv/bin/python scripts/measure_job.py --entities 200000,2000000 --shard-size 50000 \\
-        --workers 2 --json-out bench-output/measure_job.json
+    .venv/bin/python scripts/measure_job.py --entities 1000000,5000000 --shard-size 50000 \\
+        --workers 2 --output-kind file --json-out bench-output/measure_job.json
 
 Answers: "A 2,000,000-entity job: report submit time, Redis memory at peak, and peak RSS per
 worker process (bounded by shard size, not job size); no Celery message over 1 MB."
@@ -18,8 +18,12 @@ job has entities, and, for each entity count, a fresh private redis-server (so i
    the shards' keys in Redis, enqueueing), then weighs every message on the queue;
 3. starts the worker and samples, every ``--interval`` seconds, Redis ``used_memory`` and the
    RSS (``VmRSS``, ``VmHWM``) of the worker's main process and of each prefork child;
-4. waits for the job, checks the output file has one row per entity in input order, and
-   reports the job's read statistics.
+4. waits for the job, checks the output (a Parquet file, or with ``--output-kind dataset`` a
+   Parquet dataset read with ``pyarrow.dataset``) has one row per entity in input order, and
+   reports the job's read statistics;
+5. prints one table row per job: submit seconds and the submitting process's peak RSS, Redis
+   ``used_memory_peak``, the largest worker-process RSS, job and publish seconds, rows/s —
+   then every worker process's own peak.
 
 MB in the output means MiB (2**20 bytes).
 """
@@ -41,20 +45,22 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psutil
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import redis
 
 from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
 from featurepull.client import Job, JobStatus, submit
 from featurepull.config import Settings, load_settings
-from featurepull.local import RedisService, start_redis
+from featurepull.local import RedisService, start_redis, start_worker
 
 FEATURE_VIEW = "driver_stats"  # with project "demo": the endpoint's table demo.driver_stats
 PROJECT = "demo"
@@ -95,17 +101,10 @@ def proc_status(pid: int | str) -> dict[str, int] | None:
 
 def child_pids(parent: int) -> list[int]:
     """Processes whose parent is ``parent`` (a prefork worker's pool children)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            found.append(int(entry.name))
-    return found
+    try:
+        return [child.pid for child in psutil.Process(parent).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def reset_own_peak_rss() -> bool:
@@ -200,37 +199,6 @@ class Sampler(threading.Thread):
                                   round(used / MIB, 1), round(child_rss, 1), round(main_rss, 1)))
 
 
-def stop_process_group(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM the process's group (it leads its own session), then SIGKILL it."""
-    if process.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        log(f"process group {process.pid} ignored SIGTERM for {timeout:.0f}s; killing it")
-    with suppress(ProcessLookupError):  # also any pool child the main process left behind
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=timeout)
-
-
-@contextmanager
-def celery_worker(env: dict[str, str], queue: str, concurrency: int,
-                  log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """One worker instance (prefork, ``concurrency`` children) for the length of the block."""
-    cmd = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker",
-           "--pool", "prefork", "--concurrency", str(concurrency), "-Q", queue,
-           "--hostname", f"measure-{uuid.uuid4().hex[:6]}@%h", "--without-mingle",
-           "--without-gossip", "--loglevel", "WARNING"]
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield process
-    finally:
-        stop_process_group(process, WORKER_STOP_TIMEOUT_S)
-
-
 @contextmanager
 def private_redis() -> Iterator[RedisService]:
     service = start_redis()
@@ -275,7 +243,7 @@ def redis_memory(client: redis.Redis) -> dict[str, int]:
                                                "used_memory_rss")}
 
 
-def timed_submit(entities: Path, output: Path, settings: Settings,
+def timed_submit(entities: Path, output: str, settings: Settings,
                  profile_path: Path | None) -> tuple[Job, float]:
     """Submit the job; wall seconds of the call (under cProfile when ``profile_path``)."""
     profiler = cProfile.Profile() if profile_path else None
@@ -283,7 +251,7 @@ def timed_submit(entities: Path, output: Path, settings: Settings,
     if profiler is not None:
         profiler.enable()
     try:
-        job = submit(FEATURE_VIEW, list(FEATURES), str(entities), str(output), settings=settings)
+        job = submit(FEATURE_VIEW, list(FEATURES), str(entities), output, settings=settings)
     finally:
         if profiler is not None:
             profiler.disable()
@@ -313,7 +281,9 @@ def wait_for(job: Job, worker: subprocess.Popen[bytes], timeout_s: float) -> Job
 
 def verify_output(path: Path, expected: pa.Array, missing: int) -> dict[str, Any]:
     """One output row per entity, driver ids in input order, nulls only for missing keys."""
-    table = pq.read_table(path, columns=["driver_id", "event_timestamp"])
+    columns = ["driver_id", "event_timestamp"]
+    table = (ds.dataset(path, format="parquet").to_table(columns=columns) if path.is_dir()
+             else pq.read_table(path, columns=columns))
     ids = table.column("driver_id").combine_chunks()
     checks = {
         "rows": table.num_rows,
@@ -332,23 +302,27 @@ class RunResult:
     entities: int
     shards: int
     submit_s: float
+    submitter_peak_rss_mb: float
     max_message_bytes: int
     redis_peak_mb: float
     worker_child_peak_rss_mb: float
     worker_main_peak_rss_mb: float
     job_seconds: float
+    publish_s: float
     rows_per_s: float
     details: dict[str, Any] = field(default_factory=dict)
 
 
-TABLE_COLUMNS = ("entities", "shards", "submit_s", "max_message_bytes", "redis_peak_mb",
-                 "worker_child_peak_rss_mb", "worker_main_peak_rss_mb", "job_seconds",
-                 "rows_per_s")
+TABLE_COLUMNS = ("entities", "shards", "submit_s", "submitter_peak_rss_mb",
+                 "max_message_bytes", "redis_peak_mb", "worker_child_peak_rss_mb",
+                 "worker_main_peak_rss_mb", "job_seconds", "publish_s", "rows_per_s")
 
 
 DEFINITIONS = {
     "submit_s": "wall seconds of featurepull.client.submit (read + validate entities, store "
                 "shard keys, enqueue), no worker running; module imports done beforehand",
+    "submitter_peak_rss_mb": "VmHWM of this (the submitting) process over the submit call, "
+                             "reset just before it",
     "max_message_bytes": "largest message on the queue (LRANGE) after submit, before any "
                          "worker ran",
     "redis_peak_mb": "used_memory_peak of the run's own redis-server (MiB)",
@@ -356,6 +330,8 @@ DEFINITIONS = {
     "worker_main_peak_rss_mb": "the worker's main process, max(sampled VmRSS, VmHWM)",
     "job_seconds": "first shard started (job meta 'started') to output written and summary "
                    "stored (meta 'finished')",
+    "publish_s": "the finisher's publishing of the output (job summary publish_seconds): "
+                 "the staged parts streamed into one file, or put in place as a dataset",
     "rows_per_s": "entities / job_seconds",
     "details.submit_to_output_s": "submit call start to output written, including the pause "
                                   "for weighing messages and the worker's start-up",
@@ -370,6 +346,7 @@ class Options:
     timeout_s: float
     seed: int
     profile_dir: Path | None
+    output_kind: str = "file"
 
 
 def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
@@ -377,7 +354,10 @@ def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
     """One job of ``count`` entities, on its own redis-server and worker instance."""
     run_dir = workdir / f"run-{count}"
     run_dir.mkdir()
-    entities_path, output_path = run_dir / "entities.parquet", run_dir / "out.parquet"
+    entities_path = run_dir / "entities.parquet"
+    output_path = run_dir / ("out" if options.output_kind == "dataset" else "out.parquet")
+    # A dataset is named by a path ending in /.
+    output = f"{output_path}/" if options.output_kind == "dataset" else str(output_path)
     ids = pa.array(entity_ids(count, drivers, options.seed), pa.int64())
     pq.write_table(pa.table({"driver_id": ids}), entities_path)
     queue = f"measure-{uuid.uuid4().hex[:8]}"
@@ -398,7 +378,7 @@ def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
         profile = (options.profile_dir / f"submit-{count}.prof"
                    if options.profile_dir else None)
         submit_wall = time.time()
-        job, submit_s = timed_submit(entities_path, output_path, settings, profile)
+        job, submit_s = timed_submit(entities_path, output, settings, profile)
         submitter_peak_mb = own_peak_rss_mb()
         after_submit = redis_memory(client)
         messages = weigh_queue(client, queue)
@@ -419,11 +399,13 @@ def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
         })
         worker_log = run_dir / "worker.log"
         worker_wall = time.time()
-        worker = stack.enter_context(celery_worker(env, queue, options.workers, worker_log))
+        worker = start_worker(env, worker_log, name=f"measure-{uuid.uuid4().hex[:6]}",
+                              queue=queue, concurrency=options.workers)
+        stack.callback(worker.stop, WORKER_STOP_TIMEOUT_S)
         sampler = Sampler(redis.Redis.from_url(service.url), worker.pid, options.interval_s)
         sampler.start()
         try:
-            status = wait_for(job, worker, options.timeout_s)
+            status = wait_for(job, worker.process, options.timeout_s)
         except BaseException:
             tail = worker_log.read_text(errors="replace")[-3000:]
             log(f"the job did not succeed; the worker log ends with:\n{tail}")
@@ -475,11 +457,13 @@ def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
         entities=count,
         shards=meta.shards,
         submit_s=round(submit_s, 3),
+        submitter_peak_rss_mb=submitter_peak_mb,
         max_message_bytes=max(messages, default=0),
         redis_peak_mb=round(end["used_memory_peak"] / MIB, 1),
         worker_child_peak_rss_mb=max((p.peak_mb for p in children), default=0.0),
         worker_main_peak_rss_mb=max((p.peak_mb for p in mains), default=0.0),
         job_seconds=round(job_seconds, 2),
+        publish_s=round(float(summary.get("publish_seconds", 0.0)), 2),
         rows_per_s=round(count / job_seconds) if job_seconds > 0 else 0.0,
         details=details,
     )
@@ -495,7 +479,8 @@ def format_table(results: Sequence[RunResult]) -> str:
     for result in results:
         values = asdict(result)
         rows.append([f"{values[name]:,}" if isinstance(values[name], int) else
-                     f"{values[name]:,.2f}" if name in ("submit_s", "job_seconds") else
+                     f"{values[name]:,.2f}" if name in ("submit_s", "job_seconds",
+                                                          "publish_s") else
                      f"{values[name]:,.1f}" for name in TABLE_COLUMNS])
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
@@ -507,8 +492,14 @@ def read_stats_line(result: RunResult) -> str:
     return (f"{result.entities:,} entities: requests={read.get('requests')} "
             f"retries={read.get('retries')} rcu={read.get('consumed_rcu')} "
             f"found={read.get('found')} missing={read.get('missing')}; "
-            f"submitter peak RSS {result.details['submitter_peak_rss_mb']} MB; "
             f"output verified: {result.details['verification']['ok']}")
+
+
+def process_peaks_line(result: RunResult) -> str:
+    """Every worker process's own peak RSS (MiB), main process first."""
+    peaks = [f"{p['role']} {p['pid']}: {max(p['rss_mb'], p['hwm_mb']):,.1f}"
+             for p in result.details["processes"]]
+    return f"{result.entities:,} entities, worker processes' peak RSS MB: " + ", ".join(peaks)
 
 
 def entity_counts(text: str) -> list[int]:
@@ -536,6 +527,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds a job may take before the run fails")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--output-kind", choices=["file", "dataset"], default="file",
+                        help="the job's output: one Parquet file, or a Parquet dataset "
+                        "(an output path ending in /)")
     parser.add_argument("--profile-submit", action="store_true",
                         help="run submit under cProfile (slower); .prof files and the top "
                         "functions go next to --json-out")
@@ -577,7 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     drivers = max(counts)
     options = Options(shard_size=args.shard_size, workers=args.workers,
                       interval_s=args.interval, timeout_s=args.timeout, seed=args.seed,
-                      profile_dir=args.json_out.parent if args.profile_submit else None)
+                      profile_dir=args.json_out.parent if args.profile_submit else None,
+                      output_kind=args.output_kind)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     results: list[RunResult] = []
     with ExitStack() as stack:
@@ -603,7 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "load_average_at_start": load_at_start},
         "config": {"shard_size": args.shard_size, "worker_concurrency": args.workers,
                    "endpoint_drivers": drivers, "features": list(FEATURES),
-                   "sample_interval_s": args.interval, "mb": "MiB"},
+                   "sample_interval_s": args.interval, "mb": "MiB",
+                   "output_kind": args.output_kind},
         "endpoint": endpoint_stats,
         "definitions": DEFINITIONS,
         "table": [{name: getattr(r, name) for name in TABLE_COLUMNS} for r in results],
@@ -613,6 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(results))
     for result in results:
         print(read_stats_line(result))
+        print(process_peaks_line(result))
     print(f"JSON: {args.json_out}")
     failed = [r.entities for r in results if not r.details["verification"]["ok"]]
     oversized = [r.entities for r in results if r.max_message_bytes >= MESSAGE_LIMIT_BYTES]

@@ -182,7 +182,7 @@ def test_status_cancel_and_cleanup_of_a_queued_job(endpoint: EndpointProcess, tm
         f"job {job_id}: cancelled, 0/3 shards, 0/250 keys read — cancelled by request\n")
     cleanup = invoke("cleanup", job_id, "--redis-url", redis_url)
     assert (cleanup.exit_code, cleanup.stdout) == (
-        0, f"featurepull: removed 4 keys of job {job_id}\n")  # meta and 3 shards' keys
+        0, f"featurepull: removed 5 keys of job {job_id}\n")  # meta, alive, 3 shards' keys
     gone = invoke("status", job_id, "--redis-url", redis_url)
     assert gone.exit_code == 2
     assert gone.stderr == f"featurepull: error: {store_error(job_id)}\n"

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -27,33 +28,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def marked_processes(marker: str) -> list[int]:
     """Processes whose environment carries the marker (inherited from the demo)."""
     found = []
-    needle = f"DEMO_TEST_MARKER={marker}".encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        try:
+            if process.environ().get("DEMO_TEST_MARKER") == marker:
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
     return found
 
 
 def descendants(root: int) -> list[int]:
     """Every process below ``root`` (children, their children, ...)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int(
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [], [root]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
+    try:
+        return [child.pid for child in psutil.Process(root).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 _STARTED: list[subprocess.Popen[str]] = []
@@ -94,11 +85,33 @@ def read_until(proc: subprocess.Popen[str], phrase: str, timeout: float = 120) -
     raise AssertionError(f"{phrase!r} never appeared:\n{''.join(seen)}")
 
 
-def gone(marker: str, timeout: float = 10) -> bool:
+def gone(marker: str, timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while marked_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
     return not marked_processes(marker)
+
+
+def _start_time(pid: int) -> float | None:
+    """When ``pid`` started, or None once it has exited: gone, or a zombie (killed, its
+    exit status not collected yet)."""
+    try:
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def still_running(started: dict[int, float | None], timeout: float = 30) -> list[int]:
+    """Which of the processes (pid: start time) still run, waiting up to ``timeout`` for
+    them to end: a SIGKILL is delivered at once, but the process ends when it is scheduled.
+    A pid that now belongs to a process started later is not one of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [pid for pid, at in started.items() if at is not None and _start_time(pid) == at]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)
 
 
 def test_the_readme_demo_command_writes_every_row_in_order_and_stops_everything(
@@ -169,10 +182,10 @@ def test_keep_running_explains_how_to_submit_more_then_stops_on_ctrl_c(tmp_path:
     assert "FEATUREPULL_REDIS_URL=redis://127.0.0.1:" in shown
     # By parentage, not only by the marker: Celery rewrites its processes' title over their
     # environment when setproctitle is installed (mutmut brings it), hiding the marker.
-    started = descendants(proc.pid)
+    started = {pid: _start_time(pid) for pid in descendants(proc.pid)}
     assert len(started) >= 4  # redis, endpoint, worker and its pool
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
     assert gone(marker)
-    assert [pid for pid in started if Path(f"/proc/{pid}").exists()] == []
+    assert still_running(started) == []

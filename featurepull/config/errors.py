@@ -8,8 +8,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from featurepull.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError, ValueError):
     """A setting is missing, malformed or out of range; the message says which and why."""
 
 
@@ -31,8 +33,8 @@ def settings_error(exc: Exception, source: str | None = None) -> ConfigError:
     where = f" in {source}" if source else ""
     if not isinstance(exc, ValidationError):
         return ConfigError(f"invalid settings{where}: {exc}")
-    lines = _error_lines(exc, _field_path, "unknown setting (check its spelling in the "
-                         "README's reference)")
+    lines = _error_lines(exc, _field_path, "unknown setting (check its spelling in "
+                         "docs/configuration.md)")
     return ConfigError(f"invalid settings{where}:\n  " + "\n  ".join(lines))
 
 

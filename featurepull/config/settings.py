@@ -13,6 +13,7 @@ import string
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from featurepull.config.budget import parse_budget
@@ -179,7 +180,14 @@ class JobSettings(BaseModel):
         default=50_000, ge=100, le=2_000_000, description="Entities per shard task."
     )
     max_entities: int = Field(
-        default=50_000_000, ge=1, description="Largest job accepted at submit."
+        default=50_000_000, ge=1,
+        description="Largest job accepted at submit, in entity rows; a Parquet file is "
+        "checked from its footer, before a column is decoded."
+    )
+    max_entities_without_output: int = Field(
+        default=2_000_000, ge=1,
+        description="Largest job accepted without an output: its rows are kept in Redis "
+        "(~45 bytes each) for `featurepull fetch`; bigger jobs must name an output.",
     )
     max_entity_file_bytes: int = Field(
         default=2 * 1024**3, ge=1,
@@ -206,11 +214,52 @@ class JobSettings(BaseModel):
         "shard_time_limit_s.",
     )
     queue: str = Field(default="featurepull", min_length=1, description="Celery queue name.")
+    allowed_inputs: list[str] | None = Field(
+        default=None,
+        description="Where a featurepull.submit_job message may name its entities: local "
+        "directories and s3://bucket/prefix/ prefixes (unset: anywhere the worker can read).",
+    )
+    allowed_outputs: list[str] | None = Field(
+        default=None,
+        description="Where a job may write its output: local directories and "
+        "s3://bucket/prefix/ prefixes (unset: anywhere the worker can write; [] : nowhere, "
+        "rows stay in Redis). The worker's own schedules may always write their outputs.",
+    )
+    allowed_endpoints: list[str] | None = Field(
+        default=None,
+        description="DynamoDB endpoint URLs a job may name besides the worker's own "
+        "(unset: any URL; [] : only the worker's own).",
+    )
+    entity_key_prefix: str = Field(
+        default="featurepull:input:",
+        description="The Redis key prefix a featurepull.submit_job message's redis-key: "
+        "entities must start with ('' allows any key).",
+    )
     redelivery_check_s: int = Field(
         default=10, ge=1, le=600,
         description="How often a worker looks for shards whose worker died (past "
         "visibility_timeout_s) and puts them back on the queue.",
     )
+
+    @field_validator("allowed_inputs", "allowed_outputs")
+    @classmethod
+    def _locations(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            if entry.startswith("s3://"):
+                if not entry[len("s3://"):].split("/")[0]:
+                    raise ValueError(f"{entry!r} names no bucket; write s3://bucket/prefix/")
+            elif not entry.startswith("/"):
+                raise ValueError(f"{entry!r} is neither an absolute directory nor an "
+                                 "s3://bucket/prefix/")
+        return value
+
+    @field_validator("allowed_endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            if not re.match(r"^https?://[^/?#]+", entry):
+                raise ValueError(f"{entry!r} is not an http:// or https:// URL")
+        return value
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> JobSettings:
@@ -257,8 +306,7 @@ class RequestFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    table: str = Field(min_length=1)
-    features: list[str] = Field(min_length=1)
+    features: list[str] = Field(default_factory=list)
     entities: str = Field(min_length=1)
     overwrite: bool = False
     layout: Literal["feast", "plain"] = "feast"
@@ -271,6 +319,23 @@ class RequestFields(BaseModel):
     # A requested feature no found item holds is refused (a typo would be an all-null
     # column); True reads it as null instead (featurepull.dynamo.features).
     allow_missing_features: bool = False
+    feature_store_yaml: str | None = None
+    feature_service: str | None = None
+    full_feature_names: bool = False
+    respect_ttl: bool = False
+    # Without Feast references: the table (feature view or table name) of the features.
+    # With them (``view:feature`` or ``feature_service``): none; the registry of
+    # ``feature_store_yaml`` names each view's table and keys. Declared after the fields
+    # it depends on: pydantic validates fields in order.
+    table: str = Field(default="", validate_default=True)
+
+    @field_validator("table")
+    @classmethod
+    def _table_unless_references(cls, value: str, info: ValidationInfo) -> str:
+        if not value and not uses_registry(info.data.get("features") or [],
+                                           info.data.get("feature_service")):
+            raise PydanticCustomError("missing", "Field required")
+        return value
 
     @field_validator("features")
     @classmethod
@@ -278,6 +343,20 @@ class RequestFields(BaseModel):
         if len(set(value)) != len(value) or not all(value):
             raise ValueError("feature names must be non-empty and distinct")
         return value
+
+    @model_validator(mode="after")
+    def _one_way_to_name_features(self) -> RequestFields:
+        problem = reference_problem(self.table, self.features, self.feature_service,
+                                    self.join_keys or self.join_key_types, self.layout,
+                                    self.full_feature_names or self.respect_ttl)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def uses_registry(self) -> bool:
+        """Whether features are Feast references read through the registry."""
+        return uses_registry(self.features, self.feature_service)
 
     @field_validator("dynamodb")
     @classmethod
@@ -292,6 +371,35 @@ class RequestFields(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"max_rcu_per_s {exc}") from None
         return value
+
+
+def uses_registry(features: list[str], feature_service: str | None) -> bool:
+    """Feast references (``view:feature``) or a feature service: read through the registry."""
+    return feature_service is not None or any(":" in name for name in features)
+
+
+def reference_problem(table: str, features: list[str], feature_service: str | None,
+                      join_keys: object, layout: str, registry_flags: bool) -> str | None:
+    """Why a request's way of naming features does not hold together (None: it does).
+    ``registry_flags``: full_feature_names or respect_ttl is set."""
+    if not uses_registry(features, feature_service):
+        if registry_flags:
+            return ("full_feature_names and respect_ttl apply to Feast references; name "
+                    "features as view:feature (or a feature_service)")
+        if not table or not features:
+            return ("name a table and its features, or Feast references view:feature "
+                    "(or a feature_service) with a feature_store_yaml")
+        return None
+    if feature_service is not None and features:
+        return "name either features (view:feature,...) or a feature_service, not both"
+    plain = [name for name in features if ":" not in name]
+    if plain:
+        return (f"feature {plain[0]!r} is not a Feast reference view:feature; with "
+                "references, name every feature so")
+    if table or join_keys or layout != "feast":
+        return ("with Feast references the registry names each view's table, join keys "
+                "and their types: leave out table, join_keys, join_key_types and layout")
+    return None
 
 
 class ScheduleSettings(RequestFields):
@@ -369,7 +477,8 @@ class Settings(BaseSettings):
     )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto",
-        description="Worker log lines: json, console, or auto (console on a terminal, else json).",
+        description="Worker log lines: json, console, or auto (console on a terminal, else "
+        "json). Secrets are masked in both.",
     )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535,
@@ -380,11 +489,13 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     schedules: list[ScheduleSettings] = Field(
         default_factory=list,
-        description="Pulls that `featurepull beat` starts on a cron or an interval.",
+        description="Pulls that `featurepull beat` starts on a cron or an interval "
+        "(docs/schedules.md).",
     )
     scorers: list[ScorerSettings] = Field(
         default_factory=list,
-        description="Scoring functions a job may name (`[[scorers]]`: name, path).",
+        description="Scoring functions a job may name: name and package.module:function "
+        "path, imported by each worker at start (docs/scoring.md).",
     )
 
     @field_validator("schedules", "scorers")

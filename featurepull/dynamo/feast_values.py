@@ -32,8 +32,10 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from featurepull.errors import InputError
+
 _F = descriptor_pb2.FieldDescriptorProto
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The element type of each list/set message (all are `repeated <T> val = 1;`).
 _LISTS = {
@@ -99,7 +101,7 @@ _MAP_KEY_FIELDS: list[tuple[str, int, Any]] = [
 ]
 
 
-class FeastValueError(ValueError):
+class FeastValueError(InputError, ValueError):
     """A stored value featurepull cannot decode faithfully; the message names the kind."""
 
 
@@ -167,7 +169,7 @@ def timestamp_from_seconds(seconds: int) -> datetime:
     except (OverflowError, OSError, ValueError):  # outside what the platform's C time takes
         pass
     try:
-        return _EPOCH + timedelta(seconds=seconds)
+        return EPOCH + timedelta(seconds=seconds)
     except OverflowError:
         raise ValueError(f"Unix timestamp {seconds} (seconds) is outside the dates a "
                          "datetime can hold (years 1 to 9999)") from None

@@ -27,7 +27,7 @@ import httptools
 
 from featurepull.dynamo.client import per_process
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class BrokenResponse(ConnectionError):
@@ -152,11 +152,11 @@ class ConnectionPool:
     def __init__(self, url: str, connect_timeout: float, read_timeout: float,
                  verify: bool | str = True) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
             raise ValueError(f"cannot send requests to endpoint {url!r}")
         self.scheme = parts.scheme
         self.host = parts.hostname
-        self.port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        self.port = parts.port or DEFAULT_PORTS[parts.scheme]
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.ssl: ssl.SSLContext | None = (

@@ -22,14 +22,13 @@ from typing import Any, Protocol
 from featurepull.dynamo.attributes import canonical_number, decode_attribute
 from featurepull.dynamo.errors import EntityKeyError, ItemDecodeError, TableError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
-from featurepull.dynamo.feast_values import decode_value, decode_values
+from featurepull.dynamo.feast_values import EPOCH, decode_value, decode_values
 
 Row = tuple[Any, ...]
 RowDecoder = Callable[[dict[str, Any]], Row]
 RowsDecoder = Callable[[list[dict[str, Any]]], list[Row]]
 ValueDecoder = Callable[[bytes], Any]  # one serialized Feast Value -> what a row holds
 # DynamoDB's size limits for key attribute values (UTF-8 bytes for strings).
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NOTHING: dict[str, Any] = {}
 HASH_KEY_MAX_BYTES = 2048
 RANGE_KEY_MAX_BYTES = 1024
@@ -342,7 +341,7 @@ def _plain_timestamp(name: str | None, value: dict[str, Any]) -> datetime | None
         if "S" in value:
             return parse_event_ts(value["S"])
         if "N" in value:
-            return _EPOCH + timedelta(seconds=float(Decimal(value["N"])))
+            return EPOCH + timedelta(seconds=float(Decimal(value["N"])))
     except _DECODE_ERRORS:
         shown = next(iter(value.values()))
         raise ItemDecodeError(

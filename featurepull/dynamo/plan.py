@@ -110,6 +110,10 @@ def nothing_found_warning(spec: Mapping[str, Any], table: str, keys: int,
     reads as "every entity is missing" and would otherwise pass without a word."""
     if keys == 0 or found:
         return None
+    if "views" in spec:  # Feast references: the registry gave the keys and their types
+        return (f"0 of {keys:,} entities were found in the feature views' tables {table}; "
+                "check that the entity file holds join-key values those views were "
+                "materialized for")
     if spec["layout"] == "feast":
         built = ", ".join(f"{name} ({kind})" for name, kind in spec["key_types"].items())
         return (f"0 of {keys:,} entities were found in table {table}; their keys were "

@@ -42,9 +42,11 @@ from featurepull.config import DynamoSettings
 from featurepull.dynamo.client import process_client
 from featurepull.dynamo.concurrency import Aimd
 from featurepull.dynamo.errors import (
+    EndpointUnreachable,
     ItemDecodeError,
     PermanentReadError,
     ReadError,
+    RequestError,
     RetryDeadlineExceeded,
     TableError,
     UnknownFeatureError,
@@ -170,6 +172,9 @@ class BatchReader:
             raise TableError(f"cannot describe {self.where()}: {code}: {exc}") from None
         except CONNECTION_ERRORS as exc:
             raise TableError(f"cannot reach DynamoDB for {self.where()}: {exc}") from None
+        except UNREACHABLE_ERRORS as exc:
+            raise EndpointUnreachable(f"{exc}; check --endpoint-url, --region and the "
+                                      "network") from None
         except botocore.exceptions.NoCredentialsError:
             raise TableError(f"no AWS credentials found to read {self.where()}: configure the "
                              "credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...)") from None
@@ -610,11 +615,11 @@ def _error_code(exc: botocore.exceptions.ClientError) -> str:
 
 def _check_features(features: Sequence[str]) -> None:
     if not features:
-        raise ValueError("no features requested: pass --features a,b,c")
+        raise RequestError("no features requested: pass --features a,b,c")
     seen: set[str] = set()
     for name in features:
         if not isinstance(name, str) or not name:
-            raise ValueError(f"feature names must be non-empty strings, got {name!r}")
+            raise RequestError(f"feature names must be non-empty strings, got {name!r}")
         if name in seen:
-            raise ValueError(f"feature {name!r} is requested twice")
+            raise RequestError(f"feature {name!r} is requested twice; name it once")
         seen.add(name)

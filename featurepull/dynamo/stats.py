@@ -39,6 +39,7 @@ class ReadStats:
     budget_wait_s: float = 0.0  # time new requests were held back for the budget
     concurrency_min: int = 0  # the lowest and highest in-flight limit (AIMD)
     concurrency_max: int = 0
+    stale: int = 0  # Feast views: rows x views older than the view's TTL (featurepull.dynamo.views)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -94,4 +95,5 @@ class ReadStats:
             f"in_flight={self.concurrency_min}-{self.concurrency_max} "
             f"p50={self.latency_p50_ms:.1f}ms p99={self.latency_p99_ms:.1f}ms "
             f"seconds={self.seconds:.2f} rows/s={self.rows_per_s:,.0f}"
+            + (f" stale={self.stale}" if self.stale else "")
         )

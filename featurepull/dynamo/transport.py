@@ -34,15 +34,15 @@ import botocore
 import botocore.exceptions
 import orjson
 
-from featurepull.config import DynamoSettings
-from featurepull.dynamo.http import BrokenResponse, ConnectionPool
+from featurepull.config import ConfigError, DynamoSettings
+from featurepull.dynamo._botocore import client_proxy_url, client_verify, signing_credentials
+from featurepull.dynamo.http import DEFAULT_PORTS, BrokenResponse, ConnectionPool
 from featurepull.dynamo.sigv4 import PostSigner
 
 TARGET = "DynamoDB_20120810.BatchGetItem"
 CONTENT_TYPE = "application/x-amz-json-1.0"
 SIGNING_NAME = "dynamodb"
 USER_AGENT = f"featurepull (fast transport) botocore/{botocore.__version__}"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _a2b = binascii.a2b_base64
 
 __all__ = ["BotocoreTransport", "BrokenResponse", "FastTransport", "Transport",
@@ -100,21 +100,22 @@ class FastTransport:
         self.base64_values = base64_values
         url = str(client.meta.endpoint_url).rstrip("/")
         parts = urlsplit(url)
-        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise ValueError(f"cannot send BatchGetItem to endpoint {url!r}")
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+            raise ConfigError(f"cannot send BatchGetItem to endpoint {url!r}; give "
+                              "--endpoint-url as http://HOST[:PORT] or https://HOST[:PORT]")
         self.url = url + "/"
         self.path = (parts.path or "") + "/"
         self.region = str(client.meta.region_name)
         # The very object botocore signs with: a RefreshableCredentials (roles, SSO, ...) is
         # refreshed by get_frozen_credentials() as boto3 would refresh it.
-        self.credentials = client._request_signer._credentials
+        self.credentials = signing_credentials(client)
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        if parts.port is not None and parts.port != _DEFAULT_PORTS[parts.scheme]:
+        if parts.port is not None and parts.port != DEFAULT_PORTS[parts.scheme]:
             host = f"{host}:{parts.port}"
         self.signer = PostSigner(host, self.path, self.region, SIGNING_NAME, CONTENT_TYPE, TARGET)
         self.headers = self.signer.headers
         self.pool = ConnectionPool(url, settings.connect_timeout, settings.read_timeout,
-                                   _client_verify(client))
+                                   client_verify(client))
 
     async def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
         body = orjson.dumps({"RequestItems": request_items, "ReturnConsumedCapacity": "TOTAL"},
@@ -150,26 +151,9 @@ def transport_for(client: Any, settings: DynamoSettings,
     (the fast transport) to leave B values of items as base64 text. An endpoint boto3
     reaches through an HTTP proxy (HTTPS_PROXY, ...) is left to botocore, which knows how to
     tunnel."""
-    if settings.transport == "botocore" or _proxied(client):
+    if settings.transport == "botocore" or client_proxy_url(client) is not None:
         return BotocoreTransport(client, settings.max_read_workers)
     return FastTransport(client, settings, base64_values)
-
-
-def _client_verify(client: Any) -> bool | str:
-    """What the boto3 client verifies HTTPS with: True, False, or a CA bundle path
-    (AWS_CA_BUNDLE, ``ca_bundle`` in the profile, or botocore's default bundle)."""
-    session = getattr(getattr(client, "_endpoint", None), "http_session", None)
-    value = getattr(session, "_verify", True)
-    return value if isinstance(value, bool | str) else True
-
-
-def _proxied(client: Any) -> bool:
-    session = getattr(getattr(client, "_endpoint", None), "http_session", None)
-    config = getattr(session, "_proxy_config", None)
-    try:
-        return bool(config is not None and config.proxy_url_for(client.meta.endpoint_url))
-    except (AttributeError, TypeError, ValueError):
-        return False
 
 
 def _base64(value: object) -> str:

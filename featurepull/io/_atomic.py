@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import BinaryIO
 
@@ -30,12 +30,16 @@ def _temporary_prefix(path: str, pid: int) -> str:
 
 
 @contextmanager
-def atomic_file(path: str) -> Iterator[BinaryIO]:
+def atomic_file(path: str, before_replace: Callable[[str], None] | None = None
+                ) -> Iterator[BinaryIO]:
     """A binary stream whose bytes replace `path` only if the `with` block completes.
 
     The data goes to a temporary file in the same directory (so the final rename cannot cross
     filesystems), is fsynced, then renamed over `path`. On any error, including an interrupt,
     the temporary file is removed and `path` is untouched. OSError propagates to the caller.
+    `before_replace` is called with the complete temporary file's path just before the
+    rename (to record its `file_identity`: a writer killed right after the rename can then
+    tell that `path` is its own).
     """
     temporary = temporary_name(path)
     # 0o666 before the umask, as open() does; mkstemp's 0o600 would make the output private.
@@ -45,12 +49,36 @@ def atomic_file(path: str) -> Iterator[BinaryIO]:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+        if before_replace is not None:
+            before_replace(temporary)
         os.replace(temporary, path)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
     _sync_directory(os.path.dirname(temporary))
+
+
+def link_over(source: str, target: str) -> None:
+    """Hard-link `source` at `target`, replacing whatever `target` was, atomically."""
+    temporary = temporary_name(target)
+    os.link(source, temporary)
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def file_identity(path: str) -> str | None:
+    """What tells one file from another at `path` across a rename (device, inode, size,
+    modification time); None when there is no file there."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return f"{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _sync_directory(directory: str) -> None:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurepull.config import S3Settings
-from featurepull.io._destinations import open_output, reporting_write_errors
+from featurepull.io._destinations import OwnerMark, open_output, reporting_write_errors
 from featurepull.io._formats import FileFormat
 from featurepull.io._row_view import CHUNK_ROWS, OutputError, column_role
 from featurepull.io._text_values import csv_field, json_text
@@ -192,9 +192,10 @@ def open_encoder(
     *,
     overwrite: bool,
     s3: S3Settings | None,
+    mark: OwnerMark | None = None,
 ) -> Iterator[_AnyEncoder]:
     """An encoder over `open_output(path)`: finished if the block completes, else abandoned."""
-    with open_output(path, overwrite=overwrite, s3=s3) as stream:
+    with open_output(path, overwrite=overwrite, s3=s3, mark=mark) as stream:
         with reporting_write_errors(path):
             encoder = make(stream)
         try:

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from featurepull.errors import InputError
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-class EntityFileError(ValueError):
+class EntityFileError(InputError, ValueError):
     """Bad entity input; the message names the file, the line or row, and the fix."""
 
 

@@ -26,12 +26,18 @@ def file_format(path: str) -> FileFormat | None:
     return None
 
 
+def is_dataset(path: str) -> bool:
+    """Whether an output path names a Parquet dataset (a directory or s3:// prefix, written as
+    part files): it ends in a slash."""
+    return path.endswith("/")
+
+
 def unsupported_format_message(path: str) -> str:
     """The error text for a path whose extension is not one we read or write."""
     supported = ", ".join(SUPPORTED_EXTENSIONS)
     return (
         f"{path}: unsupported file extension; the format follows the extension, "
-        f"use one of {supported}"
+        f"use one of {supported} (or end an output path in / for a Parquet dataset)"
     )
 
 

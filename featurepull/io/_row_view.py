@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from featurepull.errors import InputError
+
 EVENT_TIMESTAMP = "event_timestamp"
 CHUNK_ROWS = 65_536  # rows per Parquet row group, and per batch of CSV/JSONL lines
 
 
-class OutputError(ValueError):
+class OutputError(InputError, ValueError):
     """The rows cannot be written; the message names the path and what to do."""
 
 

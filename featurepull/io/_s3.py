@@ -1,13 +1,15 @@
 """The S3 requests behind `s3://` entity files and outputs, with errors a user can act on.
 
-A client is built per call from `S3Settings`: these run once per file, in whichever process
-reads or writes it, so there is nothing to share and nothing to rebuild after a fork.
+A client is built from `S3Settings` once per process and settings (a job's finisher makes a
+request per part), never carried across a fork.
 Every failure is an `S3Error` naming the URL, the bucket, where it looked (endpoint, region)
 and what to check; callers re-raise it as their own error type.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any, BinaryIO
 
 import boto3
@@ -19,6 +21,7 @@ from botocore.exceptions import (
 )
 
 from featurepull.config import S3Settings
+from featurepull.errors import InputError
 from featurepull.io._formats import S3Location
 
 # HEAD requests carry no error body: a missing object or bucket is a bare "404".
@@ -29,7 +32,7 @@ _DENIED = frozenset({
 })
 
 
-class S3Error(ValueError):
+class S3Error(InputError, ValueError):
     """An S3 request failed; the message names the object and what to check."""
 
 
@@ -52,14 +55,85 @@ def object_size(location: S3Location, settings: S3Settings) -> int:
     return int(head["ContentLength"])
 
 
-def upload(stream: BinaryIO, location: S3Location, settings: S3Settings) -> None:
-    """Store the bytes of `stream`, from its start, as the object (multipart when large)."""
+def upload(stream: BinaryIO, location: S3Location, settings: S3Settings,
+           metadata: dict[str, str] | None = None) -> None:
+    """Store the bytes of `stream`, from its start, as the object (multipart when large),
+    with `metadata` as its user metadata."""
     client = _client(settings)
     stream.seek(0)
+    extra = {"Metadata": metadata} if metadata else None
     try:
-        client.upload_fileobj(stream, location.bucket, location.key)
+        client.upload_fileobj(stream, location.bucket, location.key, ExtraArgs=extra)
     except (BotoCoreError, ClientError) as exc:
         raise _explain(exc, location, client, "s3:PutObject") from None
+
+
+def object_metadata(location: S3Location, settings: S3Settings) -> dict[str, str] | None:
+    """The object's user metadata, or None when there is no such object."""
+    client = _client(settings)
+    try:
+        head = client.head_object(Bucket=location.bucket, Key=location.key)
+    except (BotoCoreError, ClientError) as exc:
+        if _code(exc) in _NOT_FOUND:
+            return None
+        raise _explain(exc, location, client, "s3:GetObject") from None
+    return dict(head.get("Metadata", {}))
+
+
+def put_bytes(location: S3Location, data: bytes, settings: S3Settings) -> None:
+    """Store `data` as the object (one PUT: readers see all of it or the old object)."""
+    client = _client(settings)
+    try:
+        client.put_object(Bucket=location.bucket, Key=location.key, Body=data)
+    except (BotoCoreError, ClientError) as exc:
+        raise _explain(exc, location, client, "s3:PutObject") from None
+
+
+def get_bytes(location: S3Location, settings: S3Settings) -> bytes | None:
+    """The object's bytes, or None when there is no such object."""
+    client = _client(settings)
+    try:
+        return bytes(client.get_object(Bucket=location.bucket, Key=location.key)["Body"].read())
+    except (BotoCoreError, ClientError) as exc:
+        if _code(exc) in _NOT_FOUND:
+            return None
+        raise _explain(exc, location, client, "s3:GetObject") from None
+
+
+def list_keys(location: S3Location, settings: S3Settings) -> list[str]:
+    """The keys of every object under the location's key, taken as a prefix."""
+    client = _client(settings)
+    keys: list[str] = []
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket,
+                                                                 Prefix=location.key)
+        for page in pages:
+            keys += [item["Key"] for item in page.get("Contents", [])]
+    except (BotoCoreError, ClientError) as exc:
+        raise _explain(exc, location, client, "s3:ListBucket") from None
+    return keys
+
+
+def delete_keys(bucket: S3Location, keys: list[str], settings: S3Settings) -> None:
+    """Delete these keys of the location's bucket (1,000 per request)."""
+    client = _client(settings)
+    try:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start:start + 1000]]
+            client.delete_objects(Bucket=bucket.bucket, Delete={"Objects": batch, "Quiet": True})
+    except (BotoCoreError, ClientError) as exc:
+        raise _explain(exc, bucket, client, "s3:DeleteObject") from None
+
+
+def copy(source: S3Location, target: S3Location, settings: S3Settings) -> None:
+    """Copy an object within S3 (server-side: no bytes pass through this process)."""
+    client = _client(settings)
+    try:
+        client.copy({"Bucket": source.bucket, "Key": source.key}, target.bucket, target.key)
+    except (BotoCoreError, ClientError) as exc:
+        if _code(exc) in _NOT_FOUND:
+            raise S3Error(f"{source.uri}: no such object in bucket {source.bucket!r}") from None
+        raise _explain(exc, target, client, "s3:GetObject and s3:PutObject") from None
 
 
 def require_bucket(location: S3Location, settings: S3Settings) -> None:
@@ -98,8 +172,21 @@ def _read_error(exc: Exception, location: S3Location, settings: S3Settings,
     return _explain(exc, location, client, permission)
 
 
+_clients: dict[tuple[int, str | None, str | None], Any] = {}
+_clients_lock = threading.Lock()
+
+
 def _client(settings: S3Settings) -> Any:
-    return boto3.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region)
+    # Kept per process (a client does not cross a fork) and settings: a job's finisher
+    # makes a request per part, and building a client costs more than the request.
+    key = (os.getpid(), settings.endpoint_url, settings.region)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = boto3.client("s3", endpoint_url=settings.endpoint_url,
+                                  region_name=settings.region)
+            _clients[key] = client
+        return client
 
 
 def _code(exc: Exception) -> str | None:

@@ -22,7 +22,12 @@ from functools import partial
 import pyarrow as pa
 
 from featurepull.config import S3Settings
-from featurepull.io._destinations import check_destination, output_format, reporting_write_errors
+from featurepull.io._destinations import (
+    OwnerMark,
+    check_destination,
+    output_format,
+    reporting_write_errors,
+)
 from featurepull.io._encoders import Encoder, open_encoder, table_encoder
 from featurepull.io._row_view import OutputError
 from featurepull.io.tables import widens_to
@@ -92,17 +97,19 @@ def open_sink(
     *,
     overwrite: bool = False,
     s3: S3Settings | None = None,
+    mark: OwnerMark | None = None,
 ) -> Iterator[TableSink]:
     """A `TableSink` writing tables of `schema` to `path` (format from its extension).
 
     On entry, before anything is written, the destination is checked as `check_destination`
     does (OutputError). `path` may be local or `s3://bucket/key` (with `s3` settings; the
     object is uploaded on a successful exit). With no table written the output still has the
-    columns: a Parquet schema, a CSV header, an empty JSONL file.
+    columns: a Parquet schema, a CSV header, an empty JSONL file. With `mark`, the output can
+    later be recognised as this writer's (`marked_by`).
     """
     fmt = output_format(path)
     make = partial(table_encoder, fmt, schema=schema, source=path)
-    with open_encoder(path, make, overwrite=overwrite, s3=s3) as encoder:
+    with open_encoder(path, make, overwrite=overwrite, s3=s3, mark=mark) as encoder:
         sink = TableSink(path, schema, encoder)
         try:
             yield sink

@@ -26,7 +26,7 @@ from featurepull.io._row_view import CHUNK_ROWS, OutputError, RowView, column_ro
 _TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 # What pyarrow raises for values it cannot put in one array (ArrowInvalid is a ValueError,
 # ArrowTypeError a TypeError; ints beyond 64 bits raise OverflowError).
-_ARROW_VALUE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
+ARROW_VALUE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
 
 
 def rows_to_table(
@@ -136,7 +136,7 @@ def _arrow_type(view: RowView, index: int) -> pa.DataType:
     values = view.column(index, 0, len(view.rows))
     try:
         arrow_type: pa.DataType = pa.infer_type(values)
-    except _ARROW_VALUE_ERRORS as exc:
+    except ARROW_VALUE_ERRORS as exc:
         raise _type_conflict(view, index, values, 0, exc) from exc
     return arrow_type
 
@@ -147,7 +147,7 @@ def _arrow_array(
     values = view.column(index, start, stop)
     try:
         return pa.array(values, type=arrow_type)
-    except _ARROW_VALUE_ERRORS as exc:
+    except ARROW_VALUE_ERRORS as exc:
         # Inference looks at types, not every value: a str among ints fails only here.
         raise _type_conflict(view, index, values, start, exc) from exc
 
@@ -207,6 +207,6 @@ def _is_scalar(value: Any) -> bool:
 def _arrow_accepts(values: list[Any]) -> bool:
     try:
         pa.array(values)
-    except _ARROW_VALUE_ERRORS:
+    except ARROW_VALUE_ERRORS:
         return False
     return True

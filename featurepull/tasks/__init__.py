@@ -1,11 +1,44 @@
-"""Job orchestration: the Celery tasks, the Redis keys of a job, submission and finishing."""
+"""Job orchestration: the Celery tasks, the Redis keys of a job, submission and finishing.
 
-from featurepull.tasks.jobs import JobRequest, create_job, finish_job, run_shard
-from featurepull.tasks.store import JobMeta, JobStore, JobStoreError, RedisUnavailable, UnknownJob
+Names are imported on first use: ``featurepull.tasks.scoring``, which ``featurepull pull``
+uses, must not load Redis with the package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from featurepull.tasks.jobs import JobRequest, create_job, finish_job, run_shard
+    from featurepull.tasks.store import (
+        JobMeta,
+        JobState,
+        JobStore,
+        JobStoreError,
+        RedisUnavailable,
+        UnknownJob,
+    )
+
+_LAZY = {
+    **dict.fromkeys(("JobRequest", "create_job", "finish_job", "run_shard"),
+                    "featurepull.tasks.jobs"),
+    **dict.fromkeys(("JobMeta", "JobState", "JobStore", "JobStoreError", "RedisUnavailable",
+                     "UnknownJob"), "featurepull.tasks.store"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featurepull.tasks' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "JobMeta",
     "JobRequest",
+    "JobState",
     "JobStore",
     "JobStoreError",
     "RedisUnavailable",

@@ -7,6 +7,8 @@ arguments are small JSON values — entity lists and rows stay in Redis.
   ``request["scorer"]`` may name a scorer registered in the workers' ``[[scorers]]``.
   A request with missing or invalid fields raises ``InvalidJobRequest`` (a ValueError) whose
   message lists each field: pydantic's ValidationError reaches a ``send_task`` caller empty.
+  Entities, output or endpoint outside ``jobs.allowed_*`` (``featurepull.tasks.confine``)
+  raise ``RequestOutOfBounds`` (a ValueError naming the setting) before anything is read.
 - ``featurepull.read_shard(job_id, shard)``: reads one shard; the last one to finish
   enqueues ``finish_job``. Reports ``PROGRESS`` with ``done``/``total`` keys, in the result
   backend and as a ``task-progress`` event (Flower shows state ``PROGRESS``).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -34,14 +37,15 @@ from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 
 from featurepull.config import Settings
-from featurepull.dynamo import EntityKeyError, ReadError, TableError, UnknownFeatureError
-from featurepull.io import OutputError
+from featurepull.errors import FeaturepullError, RunFailed
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor
+from featurepull.tasks.confine import Bounds, RequestOutOfBounds
 from featurepull.tasks.jobs import (
     JobStopped,
     check_request_size,
     create_job,
+    discard_staged_output,
     finish_job,
     parse_job_request,
     reset_process_state,
@@ -49,8 +53,15 @@ from featurepull.tasks.jobs import (
 )
 from featurepull.tasks.notify import announce_end
 from featurepull.tasks.schedules import start_scheduled_job
-from featurepull.tasks.scoring import ScorerError
-from featurepull.tasks.store import JobMeta, JobStore, JobStoreError, UnknownJob, connect
+from featurepull.tasks.store import (
+    REDIS_OUTAGE_WAIT_S,
+    ErrorKind,
+    JobMeta,
+    JobStore,
+    JobStoreError,
+    UnknownJob,
+    connect,
+)
 
 logger = get_task_logger(__name__)
 log = structlog.get_logger(__name__)
@@ -59,17 +70,13 @@ REDIS_RETRY_COUNTDOWN_S = 2
 REDIS_MAX_RETRIES = 60
 # The retry is a message on the same Redis: while it is down the retry cannot be sent, and
 # Celery would drop the shard (reject, no requeue), leaving the job running forever with a
-# shard missing. So a shard first waits (this long at most) for Redis to answer again.
-REDIS_OUTAGE_WAIT_S = 120.0
+# shard missing. So a shard first waits (REDIS_OUTAGE_WAIT_S at most) for Redis to answer.
 # What a Redis outage looks like inside a task: redis-py's errors from the job store and the
 # result backend, and kombu's OperationalError from whatever the task publishes to the broker
 # (a progress event, the finish_job message). Each means "wait for Redis, then retry": taken
 # for a failure, the job could not be marked failed (Redis is down) while Celery acks the
 # failed message, and the job would wait forever for a shard or a finisher that is gone.
 REDIS_OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
-# What a shard can find wrong with the job's input only once it reads: the job fails as an
-# input error, and `featurepull submit --wait` exits 2 as `pull` does for the same input.
-SHARD_INPUT_ERRORS = (UnknownFeatureError, TableError, EntityKeyError)
 
 
 def wait_for_redis(store: JobStore, timeout_s: float = REDIS_OUTAGE_WAIT_S) -> bool:
@@ -94,20 +101,37 @@ def retry_after_outage(task: Any, store: JobStore, exc: Exception, what: str) ->
                      argsrepr=task.request.get("argsrepr")) from None
 
 
-class ShardFailed(Exception):
+class ShardFailed(RunFailed):
     """How a failed task ends for Celery: with the job's redacted error. The original
     exception is not re-raised: Celery would store its message and traceback, unmasked, in
     the result backend (Redis), and Flower would show them."""
 
 
 def fail_job(task: Any, store: JobStore, job_id: str, error: str,
-             kind: str = "failed") -> NoReturn:
+             kind: ErrorKind = "failed") -> NoReturn:
     """Mark the job failed with ``error`` (redacted), announce its end, and end the task
     with that error."""
     error = redact_text(error)
     store.fail(job_id, error, kind)
+    discard_staged_output(job_id, configured_settings(), store)  # nothing half-written
     announce_after_failure(task, store, job_id)
     raise ShardFailed(error) from None
+
+
+def end_task(task: Any, store: JobStore, job_id: str, exc: Exception, where: str,
+             retry_on: tuple[type[Exception], ...] = REDIS_OUTAGE_ERRORS) -> NoReturn:
+    """How a task of ``job_id`` that raised ``exc`` ends. A Redis outage (``retry_on``) is
+    waited out and the task retried. Anything else fails the job: an InputError as an input
+    error (``featurepull submit --wait`` exits 2, as ``pull`` does for the same input), an
+    error featurepull does not know by its type and message."""
+    if isinstance(exc, retry_on):
+        retry_after_outage(task, store, exc, f"{where} (job {job_id})")
+    if isinstance(exc, RequestOutOfBounds):  # logged with the request's summary and setting
+        job_refused(exc, store.meta(job_id).request.get("request", {}))
+    if isinstance(exc, FeaturepullError | ValueError):
+        is_input = isinstance(exc, FeaturepullError) and exc.is_input
+        fail_job(task, store, job_id, f"{where}: {exc}", "input" if is_input else "failed")
+    fail_job(task, store, job_id, f"{where}: unexpected {type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -133,7 +157,8 @@ def context() -> tuple[Settings, JobStore]:
     if _context.store is None or _context.pid != os.getpid():
         reset_process_state()
         client = connect(_context.settings.redis_url)
-        _context.store = JobStore(client, _context.settings.jobs.ttl_s)
+        jobs = _context.settings.jobs
+        _context.store = JobStore(client, jobs.ttl_s, jobs.visibility_timeout_s)
         _context.pid = os.getpid()
     return _context.settings, _context.store
 
@@ -154,16 +179,25 @@ def announce_after_failure(task: Any, store: JobStore, job_id: str) -> None:
         logger.warning("the end of job %s is not announced yet: %s", job_id, exc)
 
 
+def job_refused(exc: RequestOutOfBounds, request: dict[str, Any]) -> None:
+    """Log a job refused for naming something outside the allowed lists: the request's
+    secret-free summary, the setting that refused it and the (redacted) error."""
+    log.warning("job_refused", request=monitor.submit_args(request), setting=exc.setting,
+                error=redact_text(str(exc)))
+
+
 def job_created(meta: JobMeta) -> None:
     """Put a job a task just created into the task's log context, and log it."""
     structlog.contextvars.bind_contextvars(job_id=meta.job_id)
-    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.request.get("table"))
+    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.table)
 
 
-def enqueue_shards(app: Celery, meta: JobMeta, queue: str) -> None:
-    """One read_shard message per shard; each carries only the job id and shard number."""
+def enqueue_shards(app: Celery, meta: JobMeta, queue: str,
+                   shards: Iterable[int] | None = None) -> None:
+    """One read_shard message per shard (or per one of ``shards``: the watchdog's re-sends);
+    each carries only the job id and shard number."""
     with app.producer_or_acquire() as producer:
-        for shard in range(meta.shards):
+        for shard in range(meta.shards) if shards is None else shards:
             app.send_task("featurepull.read_shard", args=[meta.job_id, shard], queue=queue,
                           producer=producer, argsrepr=monitor.shard_args(meta, shard))
 
@@ -174,14 +208,25 @@ def send_submit_job(app: Celery, request: dict[str, Any], queue: str) -> AsyncRe
                          argsrepr=monitor.submit_args(request), kwargsrepr="{}")
 
 
-@shared_task(name="featurepull.submit_job", bind=True)
+# A refused request is the sender's mistake, logged once as job_refused: Celery logs it at
+# INFO without a traceback ("raised expected").
+@shared_task(name="featurepull.submit_job", bind=True, throws=(RequestOutOfBounds,))
 def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
     """Start a job from a JSON request whose entities are a path, s3:// URI or Redis key."""
     settings, store = context()
     # Before validating it: a request is a few hundred bytes; a huge one is neither
     # validated nor stored.
     check_request_size(request, settings.jobs.max_request_bytes)
-    meta = create_job(parse_job_request(request), settings, store)
+    job = parse_job_request(request)
+    try:
+        bounds = Bounds.for_messages(settings)
+        bounds.check_message(job.entities, job.output, job.dynamodb)
+        bounds.check_feast_repo(job.feature_store_yaml)
+    except RequestOutOfBounds as exc:
+        job_refused(exc, request)
+        # Redacted: the message is stored in the result backend and shown by Flower.
+        raise RequestOutOfBounds(redact_text(str(exc)), exc.setting) from None
+    meta = create_job(job, settings, store)
     job_created(meta)
     enqueue_shards(self.app, meta, settings.jobs.queue)
     return {"job_id": meta.job_id, "shards": meta.shards, "rows": meta.rows}
@@ -214,26 +259,26 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
             finish.apply_async(args=[job_id], queue=settings.jobs.queue,
                                argsrepr=monitor.finish_args(meta))
         else:  # a shard skipped or read for a job that failed or was cancelled meanwhile
+            if store.state(job_id) in ("failed", "cancelled"):
+                discard_staged_output(job_id, settings, store)
             announce_end(self.app, store, job_id, str(self.request.id))
     except JobStopped:
+        discard_staged_output(job_id, settings, store)
         announce_after_failure(self, store, job_id)
         return {"job_id": job_id, "shard": shard, "stopped": True}
     except UnknownJob as exc:
         logger.warning("shard %s of unknown job %s skipped: %s", shard, job_id, exc)
         return {"job_id": job_id, "shard": shard, "unknown_job": True}
-    except (*REDIS_OUTAGE_ERRORS, JobStoreError) as exc:
-        retry_after_outage(self, store, exc, f"shard {shard} of job {job_id}")
     except SoftTimeLimitExceeded:
         limit = settings.jobs.shard_soft_time_limit_s
         store.fail(job_id, f"shard {shard} ran past its soft time limit ({limit:g}s); "
                            "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")
+        discard_staged_output(job_id, settings, store)
         announce_after_failure(self, store, job_id)
         raise
-    except (ReadError, EntityKeyError, OutputError, ScorerError, ValueError) as exc:
-        kind = "input" if isinstance(exc, SHARD_INPUT_ERRORS) else "failed"
-        fail_job(self, store, job_id, f"shard {shard}: {exc}", kind)
     except Exception as exc:
-        fail_job(self, store, job_id, f"shard {shard}: unexpected {type(exc).__name__}: {exc}")
+        end_task(self, store, job_id, exc, f"shard {shard}",
+                 retry_on=(*REDIS_OUTAGE_ERRORS, JobStoreError))
     return {"job_id": job_id, "shard": shard, "last": last}
 
 
@@ -257,10 +302,8 @@ def finish(self: Any, job_id: str) -> dict[str, Any] | None:
         # the summary and announcing it: finish_job returns None then, the job has ended.
         announce_end(self.app, store, job_id, owner)
         return summary
-    except REDIS_OUTAGE_ERRORS as exc:
-        # Redis went away mid-finish: the job cannot be marked failed now; finish it again.
-        retry_after_outage(self, store, exc, f"the finish_job message of job {job_id}")
     except Exception as exc:
-        fail_job(self, store, job_id, f"writing the output failed: {exc}")
+        # Redis gone mid-finish: the job cannot be marked failed now; finish it again.
+        end_task(self, store, job_id, exc, "writing the output failed")
     finally:
         store.unlock_finish(job_id, owner)

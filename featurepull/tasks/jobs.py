@@ -31,26 +31,40 @@ from featurepull.dynamo.plan import (
     nothing_found_warning,
     plan_read,
 )
+from featurepull.dynamo.views import ViewsReader
+from featurepull.errors import InputError, RunFailed
 from featurepull.io import (
     EntityFileError,
     EntityTable,
+    StagedOutput,
     check_destination,
-    open_sink,
+    is_dataset,
     read_entities,
-    rows_to_table,
     temporaries_of,
     unify_schemas,
 )
 from featurepull.io.entities import check_entity_file_size, too_many_entities
 from featurepull.tasks import metrics
 from featurepull.tasks.capacity import redis_pacers
-from featurepull.tasks.scoring import apply_scorer, check_registered, registered_scorer
-from featurepull.tasks.store import JobMeta, JobStore
+from featurepull.tasks.confine import REDIS_KEY_SCHEME, Bounds
+from featurepull.tasks.feast_views import (
+    VIEWS,
+    shard_table,
+    views_reader,
+    views_spec,
+    with_yaml_choices,
+)
+from featurepull.tasks.scoring import (
+    apply_scorer,
+    check_registered,
+    check_with_features,
+    registered_scorer,
+)
+from featurepull.tasks.store import JobMeta, JobState, JobStore, UnknownJob
 
 _ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
                     "bytes": pa.binary(), "float": pa.float64(), "bool": pa.bool_(),
                     "null": pa.null()}
-REDIS_KEY_SCHEME = "redis-key:"
 
 log = structlog.get_logger(__name__)
 
@@ -73,10 +87,7 @@ class JobRequest(RequestFields):
 
     @model_validator(mode="after")
     def _features_need_a_scorer(self) -> JobRequest:
-        if self.with_features and self.scorer is None:
-            raise ValueError("with_features keeps the features beside a scorer's scores; "
-                             "name a scorer, or leave with_features out (features are the "
-                             "output of a job without one)")
+        check_with_features(self.scorer, self.with_features, ("with_features", '"scorer"'))
         return self
 
 
@@ -121,7 +132,7 @@ def load_entities(reference: str, settings: Settings, store: JobStore) -> Entity
     return EntityTable(reference, table.columns, table.types, table.notes)
 
 
-class InvalidJobRequest(ValueError):
+class InvalidJobRequest(InputError, ValueError):
     """A job request that is not a JSON object or misses or mistypes a field; the message
     lists each one (a plain message, so it survives Celery's JSON result backend)."""
 
@@ -136,10 +147,27 @@ def parse_job_request(request: Any) -> JobRequest:
         return JobRequest(**request)
     except ValidationError as exc:
         raise InvalidJobRequest(request_error_text(
-            exc, "featurepull.submit_job request (see the task API in the README)")) from None
+            exc, "featurepull.submit_job request (see the task API in docs/fleet.md)")) from None
 
 
-class RequestTooLarge(ValueError):
+class OutputRequired(InputError, ValueError):
+    """A job without an output (rows kept in Redis) over jobs.max_entities_without_output."""
+
+
+def check_rows_kept(request: JobRequest, rows: int, settings: Settings) -> None:
+    """Refuse a job whose rows would be kept in Redis (no output) when it is over the limit:
+    Redis holds ~45 bytes per row until the job's TTL; an output holds them instead."""
+    limit = settings.jobs.max_entities_without_output
+    if request.output or rows <= limit:
+        return
+    raise OutputRequired(
+        f"this job has {rows:,} entities and no output, so its rows would be kept in Redis; "
+        f"jobs without an output are limited to {limit:,} entities "
+        "(jobs.max_entities_without_output). Give an output: --output FILE (.parquet, .csv, "
+        ".jsonl) or --output DIR/ (a Parquet dataset; a path or s3:// prefix ending in /)")
+
+
+class RequestTooLarge(InputError, ValueError):
     """A job request over jobs.max_request_bytes (refused before it is validated)."""
 
 
@@ -178,10 +206,12 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     """Validate everything the read engine would reject, then store the job's shards.
 
     Nothing is stored unless the request is valid: the table exists with the right key
-    schema, every entity key can be built, the output path can be written, and a scorer it
-    names is registered.
+    schema, every entity key can be built, the output path can be written (within
+    jobs.allowed_outputs), the endpoint is allowed, and a scorer it names is registered.
     """
     check_request_size(request.model_dump(), settings.jobs.max_request_bytes)
+    request = with_yaml_choices(request)
+    Bounds.for_jobs(settings).check_job(request.output, request.dynamodb)
     if request.scorer is not None:
         check_registered(request.scorer, settings)
     check_notify(request, settings)
@@ -191,34 +221,41 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     entities = entities or load_entities(request.entities, effective, store)
     if entities.num_rows > effective.jobs.max_entities:
         raise too_many_entities(entities.source, entities.num_rows, effective.jobs.max_entities)
-    plan = plan_read(request, list(entities.columns), entities.types, entities.source,
-                     effective, entities.notes)
-    table, layout = plan.table, plan.layout
-    layout.check_keys(entities.columns, entities.source)  # refuse bad keys now, not mid-job
+    check_rows_kept(request, entities.num_rows, effective)
     shard_size = effective.jobs.shard_size
-    spec = {"request": request.model_dump(), "table": table, "shard_size": shard_size,
-            **layout_spec(layout)}
+    if request.uses_registry:
+        spec = {"request": request.model_dump(), "shard_size": shard_size,
+                **views_spec(request, entities, effective)}
+    else:
+        plan = plan_read(request, list(entities.columns), entities.types, entities.source,
+                         effective, entities.notes)
+        table, layout = plan.table, plan.layout
+        layout.check_keys(entities.columns, entities.source)  # refuse bad keys now
+        spec = {"request": request.model_dump(), "table": table, "shard_size": shard_size,
+                **layout_spec(layout)}
     job_id = store.new_job_id()
     shards = _shard_tables(entities, spec["key_columns"], shard_size)
     store.create(job_id, spec, shards)
     return store.meta(job_id)
 
 
-class JobStopped(Exception):
+class JobStopped(RunFailed):
     """The job failed or was cancelled elsewhere; this shard stops early."""
 
 
-_readers: dict[tuple[str, str], BatchReader] = {}
+_readers: dict[tuple[str, str], BatchReader | ViewsReader] = {}
 
 
 def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStore
-            ) -> BatchReader:
+            ) -> BatchReader | ViewsReader:
     # One reader per table and settings in each process: it keeps the table's checked
     # key schema, so a worker describes each table once, not once per shard. Its read
     # budget, if any, is the fleet's bucket for the table in Redis.
     key = (table, settings.model_dump_json() + repr(sorted(spec.items())))
     reader = _readers.get(key)
-    if reader is None:
+    if reader is None and VIEWS in spec:  # Feast references: every view's table
+        reader = views_reader(spec, settings, redis_pacers(store.redis))
+    elif reader is None:
         reader = BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb,
                              pacers=redis_pacers(store.redis))
         _readers[key] = reader
@@ -241,10 +278,12 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     if store.is_done(job_id, shard):  # a redelivered shard that already finished
         log.info("shard_skipped", reason="already done (a redelivered message)")
         return store.done_count(job_id) == meta.shards
-    store.mark_running(job_id)
-    store.count_attempt(job_id, shard, worker)
     spec = meta.request
     request = JobRequest(**spec["request"])
+    # Before any request: a job stored without submit_job (or forged in Redis) is bounded too.
+    Bounds.for_jobs(settings).check_endpoint(request.dynamodb.get("endpoint_url"))
+    store.mark_running(job_id)
+    store.count_attempt(job_id, shard, worker)
     effective = job_settings(settings, request)
     keys_table = store.shard_keys(job_id, shard)
     columns = {name: keys_table.column(name).to_pylist() for name in spec["key_columns"]}
@@ -264,7 +303,10 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         now = time.monotonic()
         if now - last >= 0.5 or answered == unique:
             last = now
-            if store.state(job_id) in ("failed", "cancelled"):
+            state = store.state(job_id)
+            if state is None:  # gone from Redis (restarted without persistence): stop here
+                raise UnknownJob(job_id)
+            if state in (JobState.FAILED, JobState.CANCELLED):
                 raise JobStopped(job_id)
             store.set_progress(job_id, shard, answered)
             if report is not None:
@@ -275,7 +317,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         result = reader.read(keys, request.features, progress=progress,
                              row_offset=shard * spec["shard_size"],
                              allow_missing_features=request.allow_missing_features)
-    table = rows_to_table(columns, result.rows, request.features)
+    table = shard_table(spec, columns, result.rows, request.features)
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
     if scorer is not None:
@@ -283,8 +325,13 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         table = apply_scorer(table, [row is not None for row in result.rows], scorer,
                              spec["key_columns"], with_features=request.with_features)
         stats["score_seconds"] = round(time.monotonic() - scoring, 3)
-    done = store.put_shard_rows(job_id, shard, table, stats)
+    if request.output:
+        # Into a part file beside the output: Redis holds no rows of a job with an output.
+        staged_output(job_id, meta, effective).write_part(shard, table)
+    done = store.put_shard_rows(job_id, shard, table, stats, keep_rows=not request.output)
     store.set_progress(job_id, shard, unique)
+    if request.output and store.state(job_id) in ("failed", "cancelled"):
+        discard_staged_output(job_id, settings, store)  # it ended while this part was written
     scored = {"scorer": scorer.name, "score_seconds": stats["score_seconds"]} if scorer else {}
     metrics.record_shard(spec["table"], result.stats, time.monotonic() - started)
     log.info("shard_done", **shard_log_fields(result.stats), **scored, shards_done=done,
@@ -327,13 +374,15 @@ def capacity_fields(stats: ReadStats | None, seconds: float) -> dict[str, Any]:
     }
 
 
-def shard_totals(per_shard: Mapping[int, dict[str, Any]]) -> ReadStats:
-    """The stored stats of shards, summed."""
+def shard_totals(per_shard: Mapping[int, dict[str, Any]], latencies: bool = True
+                 ) -> ReadStats:
+    """The stored stats of shards, summed (without their latencies when ``latencies`` is
+    False: ``featurepull status`` of a job of thousands of shards needs none of them)."""
     total = ReadStats()
     for stats in per_shard.values():
-        latencies = stats.get("latencies_ms", [])
+        latencies_ms = stats.get("latencies_ms", []) if latencies else []
         fields = {k: v for k, v in stats.items() if k in ReadStats.__dataclass_fields__}
-        total.merge(ReadStats(**{**fields, "latencies_ms": latencies}))
+        total.merge(ReadStats(**{**fields, "latencies_ms": latencies_ms}))
     return total
 
 
@@ -359,7 +408,7 @@ def end_summary(store: JobStore, meta: JobMeta) -> dict[str, Any]:
     ``error``, then the stored summary of a succeeded job, or for a failed or cancelled one
     the read statistics of the shards it finished."""
     head = {"job_id": meta.job_id, "state": meta.state, "rows": meta.rows,
-            "output": meta.request.get("request", {}).get("output"), "error": meta.error}
+            "output": meta.output, "error": meta.error}
     if meta.summary is not None:
         return {**meta.summary, **head}
     return {**head, "shards": meta.shards, "shards_done": store.done_count(meta.job_id),
@@ -381,6 +430,24 @@ def remove_dead_finishers_file(output: str, finisher: str | None) -> None:
             log.warning("stale_output_removed", path=stale, finisher=finisher)
 
 
+def staged_output(job_id: str, meta: JobMeta, settings: Settings) -> StagedOutput:
+    """Where the job's shards stage their parts and how its finisher publishes them."""
+    return StagedOutput(str(meta.request["request"]["output"]), job_id, meta.shards,
+                        settings.s3, recorded=meta.published_as)
+
+
+def discard_staged_output(job_id: str, settings: Settings, store: JobStore) -> None:
+    """Remove what a job that ended staged for its output (logged, never raised: the job
+    has ended already, and its failure is the error to report)."""
+    try:
+        meta = store.meta(job_id)
+        request = JobRequest(**meta.request["request"])
+        if request.output:
+            staged_output(job_id, meta, job_settings(settings, request)).discard()
+    except Exception as exc:
+        log.warning("staged_output_left", job_id=job_id, error=str(exc))
+
+
 def process_exists(pid: int) -> bool:
     """Whether a process with this pid runs on this machine (someone else's counts)."""
     try:
@@ -392,25 +459,54 @@ def process_exists(pid: int) -> bool:
     return True
 
 
+def publish_output(job_id: str, meta: JobMeta, settings: Settings, store: JobStore,
+                   previous: str | None) -> int:
+    """Publish the parts the shards staged as the job's output; rows written. An output
+    already published by an earlier finisher of this job that died before the job was
+    marked succeeded is recognised as the job's own, and kept."""
+    request = JobRequest(**meta.request["request"])
+    staged = staged_output(job_id, meta, settings)
+    per_shard = store.all_stats(job_id)
+    part_rows = [int(per_shard[n]["keys"]) for n in range(meta.shards)]
+    if staged.published():
+        log.warning("output_already_published", output=request.output,
+                    reason="an earlier finisher of this job died after publishing it")
+    else:
+        if not is_dataset(staged.output):
+            remove_dead_finishers_file(staged.output, previous)
+        schemas = store.shard_schemas(job_id, meta.shards)
+        staged.publish(unify_schemas(schemas), schemas, part_rows,
+                       overwrite=request.overwrite)
+    identity = staged.identity()
+    if identity is not None:  # the proof that no longer needs the staging area
+        store.note_published(job_id, identity)
+    return sum(part_rows)
+
+
 def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, Any] | None:
-    """Write the ordered output (if any) shard by shard and store the summary, once."""
+    """Publish the ordered output (if any) and store the summary, once."""
     meta = store.meta(job_id)
-    if meta.terminal or store.done_count(job_id) < meta.shards:
+    if meta.terminal:
+        # A finisher redelivered after the job ended (or a job cancelled once every shard
+        # was done): whatever the shards staged is no longer needed.
+        discard_staged_output(job_id, settings, store)
         return None
+    if store.done_count(job_id) < meta.shards:
+        return None
+    Bounds.for_jobs(settings).check_output(meta.request["request"].get("output"))
     if not store.begin_finish(job_id):
         return None
     request = JobRequest(**meta.request["request"])
     effective = job_settings(settings, request)
     written = 0
     previous = store.note_finisher(job_id, f"{socket.gethostname()}:{os.getpid()}")
+    # One sign of life covers the whole write: the finisher's time limit
+    # (jobs.shard_time_limit_s) is below the watchdog's idle limit (visibility_timeout_s).
+    store.heartbeat(job_id, "finishing")
+    publishing = time.monotonic()
     if request.output:
-        remove_dead_finishers_file(request.output, previous)
-        schema = unify_schemas([store.shard_schema(job_id, n) for n in range(meta.shards)])
-        with open_sink(request.output, schema, overwrite=request.overwrite,
-                       s3=effective.s3) as sink:
-            for shard in range(meta.shards):
-                sink.write(store.shard_rows(job_id, shard))
-            written = sink.rows_written
+        written = publish_output(job_id, meta, effective, store, previous)
+    publish_seconds = time.monotonic() - publishing
     seconds = time.time() - meta.created
     summary = {
         "job_id": job_id,
@@ -419,6 +515,7 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
         "output": request.output,
         "rows_written": written if request.output else None,
         "seconds": round(seconds, 3),
+        "publish_seconds": round(publish_seconds, 3),
         "rows_per_s": round(meta.rows / seconds, 1) if seconds > 0 else 0.0,
         "redelivered_shards": sum(n > 1 for n in store.attempts(job_id).values()),
         **job_totals(store, meta),
@@ -430,11 +527,12 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
     if warning:
         summary["warnings"] = [warning]
         log.warning("nothing_found", message=warning)
-    store.succeed(job_id, summary)
     if request.output:
-        # The file holds the rows now; keeping them in Redis until the TTL would cost about
-        # 45 bytes per entity (88 MB at the peak of a 2M-entity job) for nothing.
+        # Before the job is marked succeeded, so that nothing staged is left once it is: a
+        # finisher killed here is retried, and knows the output as its own without them.
         store.drop_rows(job_id, meta.shards)
+        staged_output(job_id, meta, effective).discard()
+    store.succeed(job_id, summary)
     log.info("job_done", rows=meta.rows, shards=meta.shards, output=request.output,
              rows_written=summary["rows_written"], seconds=summary["seconds"],
              found=read["found"], missing=read["missing"], retries=read["retries"],

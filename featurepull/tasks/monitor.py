@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from featurepull.redact import redact_url
 from featurepull.tasks.store import JobMeta, JobStore
 
 PROGRESS_STATE = "PROGRESS"
@@ -38,18 +38,12 @@ def reference(value: object) -> str:
     """
     if not isinstance(value, str):
         return f"<{type(value).__name__}>"
-    text = value
-    if "://" in text:
-        parts = urlsplit(text)
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        text = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return _short(text)
+    return _short(redact_url(value, bare=True) if "://" in value else value)
 
 
 def _shard_rows(meta: JobMeta, shard: int) -> int | None:
-    size = meta.request.get("shard_size")
-    if not isinstance(size, int) or size <= 0:
+    size = meta.shard_size
+    if size is None:
         return None  # a job stored before shard_size was recorded
     return max(0, min(size, meta.rows - shard * size))
 
@@ -61,14 +55,14 @@ def shard_args(meta: JobMeta, shard: int) -> str:
     """
     rows = _shard_rows(meta, shard)
     text = (f"shard={shard}/{meta.shards} job={meta.job_id} "
-            f"table={_short(str(meta.request.get('table')))}")
+            f"table={_short(meta.table)}")
     return text + (f" entities={rows}" if rows is not None else "")
 
 
 def finish_args(meta: JobMeta) -> str:
     """``argsrepr`` of ``featurepull.finish_job``: job, table, shards, entities, output."""
-    output = meta.request.get("request", {}).get("output")
-    return _short(f"job={meta.job_id} table={_short(str(meta.request.get('table')))} "
+    output = meta.output
+    return _short(f"job={meta.job_id} table={_short(meta.table)} "
                   f"shards={meta.shards} entities={meta.rows} "
                   f"output={reference(output) if output else 'redis'}", MAX_SUMMARY_CHARS)
 

@@ -25,7 +25,7 @@ import structlog
 
 from featurepull.tasks import metrics
 from featurepull.tasks.jobs import end_summary
-from featurepull.tasks.store import TERMINAL, JobStore
+from featurepull.tasks.store import TERMINAL, JobState, JobStore
 
 # How long a claim keeps other tasks from announcing while its holder sends.
 CLAIM_TTL_S = 60
@@ -41,15 +41,15 @@ def announce_end(app: Any, store: JobStore, job_id: str, owner: str) -> bool:
     if not store.claim_end(job_id, owner, CLAIM_TTL_S):
         return False
     meta = store.meta(job_id)
-    notify = meta.request.get("request", {}).get("notify")
+    notify = meta.notify
     if notify:
         summary = end_summary(store, meta)
         app.send_task(notify["task"], args=[summary], queue=notify["queue"],
                       argsrepr=f"job_id={job_id} state={meta.state}", kwargsrepr="{}")
         log.info("job_notified", notify_task=notify["task"], notify_queue=notify["queue"],
                  state=meta.state)
-    if meta.state != "succeeded":  # a succeeded job has logged job_done already
+    if meta.state != JobState.SUCCEEDED:  # a succeeded job has logged job_done already
         log.warning("job_ended", state=meta.state, error=meta.error)
-    metrics.record_job_end(str(meta.request.get("table", "")), meta.state)
+    metrics.record_job_end(meta.table, meta.state)
     store.mark_ended(job_id)
     return True

@@ -27,23 +27,40 @@ from typing import Any
 import pyarrow as pa
 
 from featurepull.config import ConfigError, ScorerSettings, Settings
+from featurepull.errors import InputError, RunFailed
+from featurepull.io.tables import ARROW_VALUE_ERRORS
 
 FOUND_COLUMN = "_found"
-_ARROW_VALUE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
 _RESULT_SHAPE = ("a scorer returns a pyarrow.Table, or a dict of column name → array or "
                  "list, with one value per input row (from pandas: "
                  "pyarrow.Table.from_pandas(df, preserve_index=False))")
 
 
-class UnknownScorer(ValueError):
+class UnknownScorer(InputError, ValueError):
     """A job or pull names a scorer that the settings do not register."""
+
+
+class ScorerUsageError(InputError, ValueError):
+    """A request asks for something only a scorer gives (``with_features``) without one."""
+
+
+def check_with_features(scorer: str | None, with_features: bool,
+                        flags: tuple[str, str] = ("with_features", "scorer=NAME")) -> None:
+    """Refuse ``with_features`` without a scorer: it keeps the features beside a scorer's
+    scores, and means nothing alone. ``flags`` spells both the way the caller's user does
+    (``("--with-features", "--scorer NAME")`` on the command line)."""
+    if with_features and not scorer:
+        flag, fix = flags
+        raise ScorerUsageError(f"{flag} keeps the features beside a scorer's scores; add "
+                               f"{fix}, or leave {flag} out (without a scorer the features "
+                               "are the output)")
 
 
 class ScorerImportError(ConfigError):
     """A registered scorer's module cannot be imported, or does not hold the function."""
 
 
-class ScorerError(RuntimeError):
+class ScorerError(RunFailed, RuntimeError):
     """A scorer raised, or returned something that is not one score per input row."""
 
 
@@ -114,7 +131,7 @@ def apply_scorer(rows: pa.Table, found: Sequence[bool], scorer: LoadedScorer,
     raises or returns anything but one value per row in new, distinct columns.
     """
     if FOUND_COLUMN in rows.column_names:
-        raise ValueError(f"a column is named {FOUND_COLUMN!r}, which scoring adds to a "
+        raise ScorerUsageError(f"a column is named {FOUND_COLUMN!r}, which scoring adds to a "
                          "scorer's input; rename it in the entity file")
     if len(found) != rows.num_rows:
         raise ValueError(f"{len(found)} found flags for {rows.num_rows} rows")
@@ -184,7 +201,7 @@ def _as_array(name: str, column: str, values: Any) -> pa.Array | pa.ChunkedArray
                           "each column is an array or list with one value per input row")
     try:
         return pa.array(values)
-    except _ARROW_VALUE_ERRORS as exc:
+    except ARROW_VALUE_ERRORS as exc:
         raise ScorerError(f"scorer {name!r}: column {column!r} cannot be an Arrow array "
                           f"({exc}); its values must share one type") from exc
 

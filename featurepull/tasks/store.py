@@ -3,9 +3,13 @@
 A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
 
     meta        hash  request (JSON), state, shards, rows, times, error, summary (JSON),
-                      finisher ("host:pid" of the process that last began writing the output)
-    keys:{n}    str   shard n's entity key columns, Arrow IPC
-    rows:{n}    str   shard n's output rows, Arrow IPC (written idempotently: SET)
+                      finisher ("host:pid" of the process that last began writing the output),
+                      published_as (the job's local output file's identity, recorded once it
+                      is in place: a finisher's retry knows the file as the job's own)
+    keys:{n}    str   shard n's entity key columns, Arrow IPC (deleted once the shard is done)
+    rows:{n}    str   shard n's output rows, Arrow IPC (written idempotently: SET) — only for
+                      a job without an output; with one, each shard writes a Parquet part
+                      beside the output instead (``featurepull.io.parts``): Redis holds no rows
     schema:{n}  str   shard n's Arrow schema (the finisher unifies them without the rows)
     done        set   shard numbers whose rows are stored (SADD is idempotent)
     stats       hash  n -> the shard's ReadStats (JSON)
@@ -15,6 +19,12 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
     finish      str   the finisher's lock (SET NX with a TTL)
     ended       str   the job's end announced (notification sent, counted): "sent"; while
                       one task announces it, that task's id (with a short TTL)
+    alive       str   exists while the job shows signs of life: set with a TTL of the idle
+                      limit (jobs.visibility_timeout_s) at submit, at each shard start,
+                      progress report and end, and while the finisher writes
+
+``featurepull:jobs:active`` (sorted set, job id -> created) lists the jobs the watchdog
+(``featurepull.tasks.watchdog``) looks after; it drops those that ended or expired.
 
 A schedule (``featurepull beat``) keeps, under ``featurepull:schedule:{name}:``:
 
@@ -32,20 +42,51 @@ worker died) adds the same member again, so "all shards done" is exact under red
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from enum import StrEnum
+from typing import Any, Literal, cast
 
 import pyarrow as pa
 import redis
+from pydantic import BaseModel
+
+from featurepull.errors import InputError, RunFailed
+from featurepull.redact import redact_url
 
 PREFIX = "featurepull:job:"
+ACTIVE_JOBS = "featurepull:jobs:active"
+# Read with MGET this many at a time: one round trip per thousand shards, not one per shard.
+MGET_BATCH = 1000
 SCHEDULE_PREFIX = "featurepull:schedule:"
 SCHEDULE_RUNS_KEPT = 100
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class JobState(StrEnum):
+    """Where a job is. The values are what the meta hash stores and JSON shows."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHING = "finishing"  # a finisher is writing the ordered output
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True once the job has ended: it never changes state again."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+# How long a Redis outage (a restart, a failover) is waited out, by a shard before its retry
+# and by Job.wait before it gives up: the same for both, so a producer does not report a
+# job lost while the workers are still waiting to go on with it. Two minutes covers a
+# restart with persistence and a Sentinel failover; the result backend's retries
+# (worker.producer.RESULT_BACKEND_RETRIES) last about as long.
+REDIS_OUTAGE_WAIT_S = 120.0
 # SET NX, except that the lock's own holder may take it again: a finish_job message comes
 # back with the same task id when the process running it died (acks_late), and must not
 # wait for the dead process's lock to expire.
@@ -56,6 +97,14 @@ if held and held ~= ARGV[1] then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
+"""
+# Release only a lock this owner still holds, in one step: a GET then a DEL could delete
+# the lock of another owner that took it over between the two (after the TTL expired).
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
 # The end of a job is announced once: a task takes the claim (its own id, so the same task
@@ -70,8 +119,31 @@ return 1
 """
 ENDED = b"sent"
 
+# The watchdog's check of one job, atomic so that one of many watchdogs acts: an ended or
+# expired job leaves the active set ({-1}); a job with signs of life is left alone ({-2});
+# else the alive key is taken for the idle limit and the shards not done are returned
+# ({0, n, ...}; none: every shard is done and the job needs its finisher).
+_STALLED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if (not state) or state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+    redis.call('ZREM', KEYS[4], ARGV[2])
+    return {-1}
+end
+if not redis.call('SET', KEYS[2], 'watchdog', 'NX', 'EX', ARGV[1]) then
+    return {-2}
+end
+local shards = tonumber(redis.call('HGET', KEYS[1], 'shards'))
+local missing = {0}
+for n = 0, shards - 1 do
+    if redis.call('SISMEMBER', KEYS[3], n) == 0 then
+        missing[#missing + 1] = n
+    end
+end
+return missing
+"""
 
-class JobStoreError(RuntimeError):
+
+class JobStoreError(RunFailed, RuntimeError):
     """Redis cannot be reached or answered unexpectedly; the message names the URL."""
 
 
@@ -80,23 +152,16 @@ class RedisUnavailable(JobStoreError):
     input — the CLI exits 1 for it."""
 
 
-class UnknownJob(KeyError):
+class RedisRefused(InputError, JobStoreError):
+    """Redis refused the credentials in the URL: a configuration error (exit 2)."""
+
+
+class UnknownJob(InputError, KeyError):
     """No job with this id (never submitted, or expired after its TTL)."""
 
     def __str__(self) -> str:
         return (f"no job {self.args[0]!r} in Redis: check the id, and that it has not "
                 "expired (jobs.ttl_s) or been cleaned up")
-
-
-def redact_url(url: str) -> str:
-    """A Redis URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, ""))
 
 
 def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
@@ -106,14 +171,14 @@ def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
     try:
         client.ping()
     except redis.AuthenticationError as exc:
-        raise JobStoreError(
+        raise RedisRefused(
             f"Redis at {redact_url(url)} refused the credentials ({exc}); check the password "
             "in FEATUREPULL_REDIS_URL or redis_url in the config file "
             "(redis://:PASSWORD@host:port/db)"
         ) from None
     except redis.RedisError as exc:
         unreachable = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
-        raise (RedisUnavailable if unreachable else JobStoreError)(
+        raise (RedisUnavailable if unreachable else RedisRefused)(
             f"cannot reach Redis at {redact_url(url)} ({exc}); is redis-server running there? "
             "Set FEATUREPULL_REDIS_URL or redis_url in the config file"
         ) from None
@@ -134,34 +199,72 @@ def table_from_bytes(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
-@dataclass
-class JobMeta:
-    """A job's state as stored in its meta hash."""
+ErrorKind = Literal["input", "failed"]
+
+
+class JobMeta(BaseModel):
+    """A job's record, as stored in its meta hash (the one place that reads it back).
+
+    ``request`` is the job's spec as ``create_job`` stored it: ``request`` (the
+    :class:`~featurepull.tasks.jobs.JobRequest` as JSON), the resolved ``table``, the
+    ``shard_size`` and the layout's spec; :attr:`table`, :attr:`output`, :attr:`notify`
+    and :attr:`shard_size` read it for the callers that need one field.
+    """
 
     job_id: str
     request: dict[str, Any]
-    state: str
+    state: JobState
     shards: int
     rows: int
     created: float
-    started: float | None
-    finished: float | None
-    error: str | None
-    summary: dict[str, Any] | None
-    error_kind: str | None = None  # "input": the job failed on its input (exit code 2)
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    summary: dict[str, Any] | None = None
+    error_kind: ErrorKind | None = None  # "input": the job failed on its input (exit 2)
+    published_as: str | None = None  # see the module docstring
 
     @property
     def terminal(self) -> bool:
-        return self.state in TERMINAL
+        return self.state.terminal
+
+    @property
+    def table(self) -> str:
+        """The DynamoDB table the job reads ("" for a spec without one)."""
+        return str(self.request.get("table") or "")
+
+    @property
+    def shard_size(self) -> int | None:
+        """Entities per shard; None for a job stored before it was recorded."""
+        size = self.request.get("shard_size")
+        return size if isinstance(size, int) and size > 0 else None
+
+    @property
+    def output(self) -> str | None:
+        """Where the finisher writes the rows; None: they stay in Redis."""
+        output = self.request.get("request", {}).get("output")
+        return str(output) if output else None
+
+    @property
+    def notify(self) -> dict[str, str] | None:
+        """The task (and queue) told when the job ends, if the request named one."""
+        notify = self.request.get("request", {}).get("notify")
+        return dict(notify) if notify else None
+
+
+# The states a job can still leave.
+_LIVE = (JobState.QUEUED, JobState.RUNNING, JobState.FINISHING)
 
 
 class JobStore:
     """Reads and writes the Redis keys of jobs."""
 
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_s: int, idle_s: float = 3_600.0) -> None:
         # redis-py's annotations cannot tell bytes replies (our clients) from decoded ones.
         self.redis: Any = client
         self.ttl_s = ttl_s
+        # A job with no sign of life for this long is stalled (jobs.visibility_timeout_s).
+        self.idle_s = max(1, math.ceil(idle_s))
 
     @staticmethod
     def new_job_id() -> str:
@@ -180,16 +283,21 @@ class JobStore:
             shards, rows = shard + 1, rows + table.num_rows
             if shard % 16 == 15:
                 pipe.execute()
-        meta = {"request": json.dumps(request), "state": "queued", "shards": shards,
+        meta = {"request": json.dumps(request), "state": JobState.QUEUED.value, "shards": shards,
                 "rows": rows, "created": time.time()}
         pipe.hset(self._key(job_id, "meta"), mapping=meta)
         pipe.expire(self._key(job_id, "meta"), self.ttl_s)
+        pipe.set(self._key(job_id, "alive"), "submitted", ex=self.idle_s)
+        pipe.zadd(ACTIVE_JOBS, {job_id: meta["created"]})
         pipe.execute()
         return shards, rows
 
     def meta(self, job_id: str) -> JobMeta:
-        raw = {k.decode(): v.decode() for k, v in
-               self.redis.hgetall(self._key(job_id, "meta")).items()}
+        return self._meta_from(job_id, self.redis.hgetall(self._key(job_id, "meta")))
+
+    @staticmethod
+    def _meta_from(job_id: str, reply: dict[bytes, bytes]) -> JobMeta:
+        raw = {k.decode(): v.decode() for k, v in reply.items()}
         if not raw:
             raise UnknownJob(job_id)
 
@@ -197,18 +305,19 @@ class JobStore:
             return float(raw[name]) if raw.get(name) else None
 
         return JobMeta(
-            job_id=job_id, request=json.loads(raw["request"]), state=raw["state"],
+            job_id=job_id, request=json.loads(raw["request"]), state=JobState(raw["state"]),
             shards=int(raw["shards"]), rows=int(raw["rows"]), created=float(raw["created"]),
             started=number("started"), finished=number("finished"), error=raw.get("error"),
             summary=json.loads(raw["summary"]) if raw.get("summary") else None,
-            error_kind=raw.get("error_kind"),
+            error_kind=cast(ErrorKind | None, raw.get("error_kind") or None),
+            published_as=raw.get("published_as"),
         )
 
-    def state(self, job_id: str) -> str | None:
+    def state(self, job_id: str) -> JobState | None:
         value = self.redis.hget(self._key(job_id, "meta"), "state")
-        return value.decode() if value is not None else None
+        return JobState(value.decode()) if value is not None else None
 
-    def _set_state(self, job_id: str, state: str, only_from: tuple[str, ...],
+    def _set_state(self, job_id: str, state: JobState, only_from: tuple[JobState, ...],
                    **fields: Any) -> bool:
         """Move to ``state`` if the job is in one of ``only_from`` (atomically)."""
         key = self._key(job_id, "meta")
@@ -221,31 +330,31 @@ class JobStore:
                         pipe.reset()
                         return False
                     pipe.multi()
-                    pipe.hset(key, mapping={"state": state, **fields})
+                    pipe.hset(key, mapping={"state": state.value, **fields})
                     pipe.execute()
                     return True
                 except redis.WatchError:
                     continue
 
     def mark_running(self, job_id: str) -> None:
-        self._set_state(job_id, "running", ("queued",), started=time.time())
+        self._set_state(job_id, JobState.RUNNING, (JobState.QUEUED,), started=time.time())
 
-    def fail(self, job_id: str, error: str, kind: str = "failed") -> bool:
+    def fail(self, job_id: str, error: str, kind: ErrorKind = "failed") -> bool:
         """Fail the job (first error wins); False if it had already ended. ``kind`` is
         "input" when the job's input is at fault (the submitter exits 2), else "failed"."""
-        return self._set_state(job_id, "failed", ("queued", "running", "finishing"),
-                               error=error, error_kind=kind, finished=time.time())
+        return self._set_state(job_id, JobState.FAILED, _LIVE, error=error, error_kind=kind,
+                               finished=time.time())
 
     def cancel(self, job_id: str) -> bool:
-        return self._set_state(job_id, "cancelled", ("queued", "running"),
+        return self._set_state(job_id, JobState.CANCELLED, (JobState.QUEUED, JobState.RUNNING),
                                error="cancelled by request", finished=time.time())
 
     def begin_finish(self, job_id: str) -> bool:
-        return self._set_state(job_id, "finishing", ("running", "queued", "finishing"))
+        return self._set_state(job_id, JobState.FINISHING, _LIVE)
 
     def succeed(self, job_id: str, summary: dict[str, Any]) -> None:
-        self._set_state(job_id, "succeeded", ("finishing",), summary=json.dumps(summary),
-                        finished=time.time())
+        self._set_state(job_id, JobState.SUCCEEDED, (JobState.FINISHING,),
+                        summary=json.dumps(summary), finished=time.time())
 
     def shard_keys(self, job_id: str, shard: int) -> pa.Table:
         data = self.redis.get(self._key(job_id, f"keys:{shard}"))
@@ -254,21 +363,26 @@ class JobStore:
         return table_from_bytes(data)
 
     def put_shard_rows(self, job_id: str, shard: int, table: pa.Table,
-                       stats: dict[str, Any]) -> int:
-        """Store a shard's rows and stats and mark it done; returns shards done so far."""
+                       stats: dict[str, Any], keep_rows: bool = True) -> int:
+        """Store a shard's stats and schema (and its rows, with ``keep_rows``: a job without
+        an output) and mark it done; returns shards done so far. Its keys are dropped."""
         done_key = self._key(job_id, "done")
         stats_key = self._key(job_id, "stats")
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self._key(job_id, f"rows:{shard}"), table_to_bytes(table), ex=self.ttl_s)
+        pipe.sadd(done_key, shard)
+        pipe.scard(done_key)
+        if keep_rows:
+            pipe.set(self._key(job_id, f"rows:{shard}"), table_to_bytes(table), ex=self.ttl_s)
         pipe.set(self._key(job_id, f"schema:{shard}"), table.schema.serialize().to_pybytes(),
                  ex=self.ttl_s)
         pipe.hset(stats_key, str(shard), json.dumps(stats))
-        pipe.sadd(done_key, shard)
-        pipe.scard(done_key)
         for key in (done_key, stats_key):
             pipe.expire(key, self.ttl_s)
+        # A redelivered copy of this shard finds it done before it looks for its keys.
+        pipe.delete(self._key(job_id, f"keys:{shard}"))
+        pipe.set(self._key(job_id, "alive"), "shard done", ex=self.idle_s)
         results = pipe.execute()
-        return int(results[4])
+        return int(results[1])
 
     def shard_rows(self, job_id: str, shard: int) -> pa.Table:
         data = self.redis.get(self._key(job_id, f"rows:{shard}"))
@@ -277,11 +391,18 @@ class JobStore:
                                 "(expired or cleaned up)")
         return table_from_bytes(data)
 
-    def shard_schema(self, job_id: str, shard: int) -> pa.Schema:
-        data = self.redis.get(self._key(job_id, f"schema:{shard}"))
-        if data is None:
-            raise JobStoreError(f"schema of shard {shard} of job {job_id} is gone from Redis")
-        return pa.ipc.read_schema(pa.py_buffer(data))
+    def shard_schemas(self, job_id: str, shards: int) -> list[pa.Schema]:
+        """Every shard's schema, in shard order (MGET, a thousand at a time)."""
+        schemas: list[pa.Schema] = []
+        for start in range(0, shards, MGET_BATCH):
+            numbers = range(start, min(start + MGET_BATCH, shards))
+            values = self.redis.mget([self._key(job_id, f"schema:{n}") for n in numbers])
+            for n, data in zip(numbers, values, strict=True):
+                if data is None:
+                    raise JobStoreError(f"schema of shard {n} of job {job_id} is gone from "
+                                        "Redis")
+                schemas.append(pa.ipc.read_schema(pa.py_buffer(data)))
+        return schemas
 
     def done_count(self, job_id: str) -> int:
         return int(self.redis.scard(self._key(job_id, "done")))
@@ -302,6 +423,7 @@ class JobStore:
         pipe.hset(owners, str(shard), worker)
         for name in (key, owners):
             pipe.expire(name, self.ttl_s)
+        pipe.set(self._key(job_id, "alive"), "shard started", ex=self.idle_s)
         return int(pipe.execute()[0])
 
     def owners(self, job_id: str) -> dict[int, str]:
@@ -324,11 +446,43 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, str(shard), answered)
         pipe.expire(key, self.ttl_s)
+        pipe.set(self._key(job_id, "alive"), "shard progress", ex=self.idle_s)
         pipe.execute()
 
     def progress(self, job_id: str) -> int:
         values = self.redis.hvals(self._key(job_id, "progress"))
         return sum(int(v) for v in values)
+
+    def snapshot(self, job_id: str) -> tuple[JobMeta, int, int]:
+        """The job's meta, shards done and keys answered, in one round trip (status)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self._key(job_id, "meta"))
+        pipe.scard(self._key(job_id, "done"))
+        pipe.hvals(self._key(job_id, "progress"))
+        raw, done, progress = pipe.execute()
+        return self._meta_from(job_id, raw), int(done), sum(int(v) for v in progress)
+
+    def note_published(self, job_id: str, identity: str) -> None:
+        """Record the identity of the job's published output file."""
+        self.redis.hset(self._key(job_id, "meta"), "published_as", identity)
+
+    def heartbeat(self, job_id: str, what: str) -> None:
+        """A sign of life for the watchdog (the finisher, while it writes)."""
+        self.redis.set(self._key(job_id, "alive"), what, ex=self.idle_s)
+
+    def active_jobs(self) -> list[str]:
+        """Ids of the jobs the watchdog looks after (not known to have ended), oldest first."""
+        return [value.decode() for value in self.redis.zrange(ACTIVE_JOBS, 0, -1)]
+
+    def stalled(self, job_id: str) -> list[int] | None:
+        """None while the job shows signs of life (or once it ended); else the shards not
+        done (empty: it waits for its finisher), and the job counts as alive again for the
+        idle limit, so only one caller acts on it."""
+        keys = [self._key(job_id, name) for name in ("meta", "alive", "done")]
+        reply = self.redis.eval(_STALLED, 4, *keys, ACTIVE_JOBS, self.idle_s, job_id)
+        if int(reply[0]) < 0:
+            return None
+        return [int(n) for n in reply[1:]]
 
     def lock_finish(self, job_id: str, owner: str, ttl_s: int) -> bool:
         """Take the job's finisher lock for ``ttl_s``; False while another owner holds it.
@@ -359,14 +513,14 @@ class JobStore:
     def end_announced(self, job_id: str) -> bool:
         return bool(self.redis.get(self._key(job_id, "ended")) == ENDED)
 
-    def unlock_finish(self, job_id: str, owner: str) -> None:
-        key = self._key(job_id, "finish")
-        if self.redis.get(key) == owner.encode():
-            self.redis.delete(key)
+    def unlock_finish(self, job_id: str, owner: str) -> bool:
+        """Release the finisher lock if ``owner`` still holds it (atomically); True if so."""
+        return bool(self.redis.eval(_RELEASE_LOCK, 1, self._key(job_id, "finish"), owner))
 
     def delete(self, job_id: str) -> int:
         """Remove every key of a job now (instead of waiting for the TTL)."""
         keys = list(self.redis.scan_iter(match=f"{PREFIX}{job_id}:*", count=1000))
+        self.redis.zrem(ACTIVE_JOBS, job_id)
         return int(self.redis.delete(*keys)) if keys else 0
 
     def _schedule_key(self, name: str, part: str) -> str:
@@ -377,10 +531,9 @@ class JobStore:
         key = self._schedule_key(name, "lock")
         return bool(self.redis.set(key, owner, nx=True, ex=ttl_s))
 
-    def unlock_schedule(self, name: str, owner: str) -> None:
-        key = self._schedule_key(name, "lock")
-        if self.redis.get(key) == owner.encode():
-            self.redis.delete(key)
+    def unlock_schedule(self, name: str, owner: str) -> bool:
+        """Release a schedule's start lock if ``owner`` still holds it (atomically)."""
+        return bool(self.redis.eval(_RELEASE_LOCK, 1, self._schedule_key(name, "lock"), owner))
 
     def schedule_last_job(self, name: str) -> str | None:
         """The job the schedule's latest run started, if any is recorded."""

@@ -1,9 +1,25 @@
 """The Celery app, ``featurepull.worker:app``: ``celery -A featurepull.worker worker``.
 
 Settings come from the environment (``FEATUREPULL_*``) and, when ``FEATUREPULL_CONFIG`` names
-one, a TOML file — read once, here, at import.
+one, a TOML file — read when the app is first asked for (:func:`~featurepull.worker.app.
+worker_app`), not at import: a producer imports ``featurepull.worker.producer`` only.
 """
 
-from featurepull.worker.app import app, create_app, producer_app
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from featurepull.worker.app import worker_app
+
+        return worker_app()
+    if name in ("create_app", "producer_app"):
+        import importlib
+
+        return getattr(importlib.import_module("featurepull.worker.app"), name)
+    raise AttributeError(f"module 'featurepull.worker' has no attribute {name!r}")
+
 
 __all__ = ["app", "create_app", "producer_app"]

@@ -249,6 +249,12 @@ def worker_ready(hostname: str, concurrency: int, queues: list[str],
         metrics=f"http://{socket.gethostname()}:{metrics_port}/metrics" if metrics_port else None)
 
 
+def unbounded_jobs(warning: str) -> None:
+    """One ``jobs_unbounded`` warning at start: the job settings that leave a message free
+    to name any input, output or endpoint (``featurepull.tasks.confine``)."""
+    structlog.get_logger(__name__).warning("jobs_unbounded", message=warning)
+
+
 def announce_worker(worker: Any) -> None:
     """In JSON mode, one ``worker_starting`` line instead of Celery's banner.
 

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from featurepull.config import Settings
+from featurepull.errors import InputError
 from featurepull.tasks.jobs import process_exists
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -35,7 +36,7 @@ log = structlog.get_logger(__name__)
 _directory: str | None = None
 
 
-class MetricsError(RuntimeError):
+class MetricsError(InputError, RuntimeError):
     """Metrics cannot be served: the port is taken or not allowed, or the multiprocess
     directory cannot be made."""
 

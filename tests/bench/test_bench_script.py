@@ -1,5 +1,5 @@
 """scripts/bench.py runs end to end on tiny sizes and writes its JSON and plot: every method
-measured with the fields the README quotes, pointless cells skipped with a reason. Its
+measured with the fields docs/benchmarks.md quotes, pointless cells skipped with a reason. Its
 speed is the script's output, never asserted here."""
 
 from __future__ import annotations

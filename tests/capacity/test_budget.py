@@ -28,8 +28,7 @@ from featurepull.bench.live_traffic import LiveTraffic
 from featurepull.client import submit
 from featurepull.dynamo.feast_values import decode_value
 from featurepull.local import RedisService
-from tests.tasks.conftest import Fleet, fleet
-from tests.tasks.test_pipeline import _wait_for_progress, _wait_until_running_on
+from tests.tasks.conftest import Fleet, fleet, freeze_mid_shard, wait_for_progress
 
 pytestmark = pytest.mark.slow
 
@@ -203,8 +202,8 @@ def test_the_budget_holds_after_a_worker_child_is_killed(
         worker = workers.start_worker(concurrency=2)
         out = tmp_path / "job.parquet"
         job = _submit(workers, entities, out, {"max_rcu_per_s": HALF})
-        _wait_for_progress(job, 0.1)
-        victim = int(_wait_until_running_on(job, "").rsplit(":", 1)[1])
+        wait_for_progress(job, 0.1)
+        victim = freeze_mid_shard(job)
         assert victim in workers.children(worker)
         os.kill(victim, signal.SIGKILL)
         status = job.wait(timeout=180, progress=False)

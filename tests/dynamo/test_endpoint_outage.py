@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from featurepull.bench.endpoint import DEFAULT_TABLE, EndpointProcess, start_endpoint
@@ -79,9 +80,9 @@ def test_dead_endpoint_is_backed_off_and_named(endpoint: EndpointProcess,
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a running process so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of a running process so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def test_pull_exits_1_naming_the_dead_endpoint(endpoint: EndpointProcess,
@@ -102,8 +103,13 @@ def test_pull_exits_1_naming_the_dead_endpoint(endpoint: EndpointProcess,
         while endpoint.stats()["batch_get_item"] == 0:  # mid-read: the first answers pending
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
+        # Frozen for the kill, then checked: the read cannot end between the look and it.
+        proc.send_signal(signal.SIGSTOP)
+        assert endpoint.stats()["batch_get_item"] < KEYS // 100, "the read ended first"
         cpu_before, started = _cpu_seconds(proc.pid), time.monotonic()
         endpoint.process.send_signal(signal.SIGKILL)
+        endpoint.process.wait()
+        proc.send_signal(signal.SIGCONT)
         _, status, usage = os.wait4(proc.pid, 0)
     finally:
         if proc.returncode is None and proc.poll() is None:

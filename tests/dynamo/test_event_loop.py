@@ -84,7 +84,7 @@ def test_an_exception_raised_by_a_signal_handler_ends_the_read(
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5  # half the read's ~10 s
 
 
 def test_connections_are_closed_when_the_read_returns(slow_endpoint: EndpointProcess) -> None:

@@ -287,7 +287,7 @@ def test_a_table_that_does_not_exist(endpoint: EndpointProcess) -> None:
     ([], "no features requested: pass --features a,b,c"),
     (["city", ""], "feature names must be non-empty strings, got ''"),
     (["city", 3], "feature names must be non-empty strings, got 3"),
-    (["city", "conv_rate", "city"], "feature 'city' is requested twice"),
+    (["city", "conv_rate", "city"], "feature 'city' is requested twice; name it once"),
 ])
 def test_bad_feature_lists(features: list[Any], message: str) -> None:
     nowhere = BatchReader(TABLE, LAYOUT, DynamoSettings(endpoint_url="http://127.0.0.1:9"))

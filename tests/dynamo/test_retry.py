@@ -168,7 +168,7 @@ def test_to_dict_is_json_ready_with_rounded_summary_fields() -> None:
         "retries": 0, "consumed_rcu": 12.346, "seconds": 2.0, "latency_p50_ms": 50.0,
         "latency_p99_ms": 99.0, "rows_per_s": 499.9, "rcu_per_s": 6.2,
         "budget_rcu_per_s": 0.0, "budget_wait_s": 0.0, "concurrency_min": 0,
-        "concurrency_max": 0,
+        "concurrency_max": 0, "stale": 0,
     }
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +40,31 @@ def wait_for_log(workers: Fleet, text: str, timeout: float = 20) -> str:
     raise AssertionError(f"{text!r} not in the worker logs:\n{workers.log_text()[-3000:]}")
 
 
-def finisher_temporary(directory: Path, name: str, timeout: float) -> tuple[Path, int]:
-    """The finisher's temporary output file once it appears, and the pid in its name."""
+def freeze_finisher_mid_write(start: Callable[[], Job], directory: Path, name: str,
+                              timeout: float, tries: int = 3) -> tuple[Job, Path, int]:
+    """Start a job (``start``) and SIGSTOP the process writing its output ``directory/name``
+    in the middle of the write; returns the job, the temporary file and the frozen pid, so
+    the caller's kill lands mid-write.
+
+    Frozen the moment its temporary file appears, then checked: if the write ended between
+    the look and the stop (no temporary file any more), the writer is let go, the job ends,
+    its output is removed and another job is started."""
     pattern = re.compile(rf"^\.{re.escape(name)}\.tmp-(\d+)-[0-9a-f]+$")
+    for _ in range(tries):
+        job = start()
+        temporary, pid = _temporary(directory, pattern, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+            if temporary.exists():
+                return job, temporary, pid
+            os.kill(pid, signal.SIGCONT)
+        job.wait(timeout=timeout, progress=False)
+        (directory / name).unlink()
+    raise AssertionError(f"no writer of {name} was caught mid-write in {tries} jobs")
+
+
+def _temporary(directory: Path, pattern: re.Pattern[str], timeout: float) -> tuple[Path, int]:
+    """A temporary output file once it appears, and the writer's pid in its name."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for entry in os.scandir(directory):
@@ -47,4 +72,4 @@ def finisher_temporary(directory: Path, name: str, timeout: float) -> tuple[Path
             if found:
                 return Path(entry.path), int(found.group(1))
         time.sleep(0.0005)
-    raise AssertionError(f"no temporary {name} appeared in {timeout}s")
+    raise AssertionError(f"no temporary {pattern.pattern} appeared in {timeout}s")

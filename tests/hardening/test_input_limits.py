@@ -53,21 +53,21 @@ def test_submit_job_messages_over_the_size_limits_are_refused(
 
             # 200,000 ids in Parquet (~800 KB) in a Redis key, against a 100 KB limit.
             big = write_entities(tmp_path / "big.parquet", list(range(200_000)))
-            client.set("inputs:big", big.read_bytes())
+            client.set("featurepull:input:big", big.read_bytes())
             size = big.stat().st_size
             with pytest.raises(Exception) as caught:
                 submit({"table": "driver_stats", "features": list(FEATURES),
-                        "entities": "redis-key:inputs:big"})
+                        "entities": "redis-key:featurepull:input:big"})
             assert type(caught.value).__name__ == "EntityFileError"
             assert str(caught.value).startswith(
-                f"redis-key:inputs:big is {size:,} bytes; this deployment reads entity files "
+                f"redis-key:featurepull:input:big is {size:,} bytes; this deployment reads entity files "
                 "of at most 100,000 bytes (jobs.max_entity_file_bytes)")
             assert _job_keys(client) == []  # nothing was stored for either
 
             small = write_entities(tmp_path / "small.parquet", list(range(1_000)))
-            client.set("inputs:small", small.read_bytes())
+            client.set("featurepull:input:small", small.read_bytes())
             started = submit({"table": "driver_stats", "features": list(FEATURES),
-                              "entities": "redis-key:inputs:small"})
+                              "entities": "redis-key:featurepull:input:small"})
             status = Job(started["job_id"], settings).wait(timeout=60, progress=False)
             assert status.state == "succeeded" and status.rows == 1_000
         finally:

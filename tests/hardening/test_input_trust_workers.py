@@ -45,6 +45,9 @@ def test_nothing_found_warning_and_invalid_requests_through_workers(
         assert summary["warnings"][0].startswith(warning)
         assert "--join-keys" in summary["warnings"][0]
         assert "nothing_found" in workers.log_text()
+        # No jobs.allowed_* in this fleet's config: the worker said at start what that means.
+        assert "jobs_unbounded" in workers.log_text()
+        assert "jobs.allowed_outputs (env FEATUREPULL_JOBS__ALLOWED_OUTPUTS)" in workers.log_text()
 
         app = producer_app(workers.settings())
         try:

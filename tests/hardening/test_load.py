@@ -16,6 +16,7 @@ import pytest
 
 from featurepull.bench.endpoint import FEATURES, EndpointProcess
 from featurepull.local import start_redis
+from tests.conftest import service_port
 from tests.hardening._util import run_job, write_entities
 from tests.tasks.conftest import DRIVERS, fast_dynamo, fleet  # noqa: F401
 
@@ -46,7 +47,7 @@ def test_ten_jobs_at_once(fast_dynamo: EndpointProcess,  # noqa: F811
          "--region", "us-east-1"], check=True, capture_output=True, timeout=120)
     reference = pq.read_table(reference_path)
 
-    server = start_redis()
+    server = start_redis(port=service_port())
     try:
         with fleet(server, fast_dynamo.url, shard_size=50_000) as workers:
             workers.start_worker(concurrency=2)
@@ -65,7 +66,7 @@ def test_ten_jobs_at_once(fast_dynamo: EndpointProcess,  # noqa: F811
             seen_running = {job.id: False for job in jobs}
             progressed = {job.id: False for job in jobs}
             pending = {job.id: job for job in jobs}
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 200  # within the 300 s pytest timeout
             while pending:
                 assert time.monotonic() < deadline, [j.status().line()
                                                      for j in pending.values()]

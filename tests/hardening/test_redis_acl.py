@@ -1,6 +1,6 @@
-"""The Redis ACL in the README's Security section is enough to run featurepull, and no more.
+"""The Redis ACL in docs/security.md is enough to run featurepull, and no more.
 
-A password-protected redis-server gets the README's ``ACL SETUSER`` line verbatim (its
+A password-protected redis-server gets the page's ``ACL SETUSER`` line verbatim (its
 password swapped for the test's); a worker, a producer, another app's send_task and the job
 commands then run a job as that user only. Redis' ACL LOG must stay empty — Celery would
 swallow some denials (an event, the unacked sweep) rather than fail — and the user must be
@@ -21,32 +21,33 @@ from featurepull.bench.endpoint import FEATURES, EndpointProcess
 from featurepull.client import Job
 from featurepull.local import start_redis
 from featurepull.worker.app import producer_app
+from tests.conftest import service_port
 from tests.hardening._util import run_job, write_entities
 from tests.tasks.conftest import Fleet, fast_dynamo, fleet  # noqa: F401
 
 pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SECURITY = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 ADMIN_PASSWORD = "admin-Pa55word"
 WORKER_PASSWORD = "worker-Pa55word"
 
 
-def readme_acl() -> list[str]:
-    """The arguments of the README's ACL SETUSER line, with the test's password."""
-    line = re.search(r"^ACL SETUSER featurepull .*$", README.read_text(), re.M)
-    assert line is not None, "README.md has no 'ACL SETUSER featurepull ...' line"
+def documented_acl() -> list[str]:
+    """The arguments of docs/security.md's ACL SETUSER line, with the test's password."""
+    line = re.search(r"^ACL SETUSER featurepull .*$", SECURITY.read_text(), re.M)
+    assert line is not None, "docs/security.md has no 'ACL SETUSER featurepull ...' line"
     args = shlex.split(line.group(0))[2:]
     return [f">{WORKER_PASSWORD}" if arg.startswith(">") else arg for arg in args]
 
 
-def test_a_job_runs_as_the_readme_acl_user(fast_dynamo: EndpointProcess,  # noqa: F811
+def test_a_job_runs_as_the_documented_acl_user(fast_dynamo: EndpointProcess,  # noqa: F811
                                           tmp_path: Path) -> None:
-    server = start_redis(password=ADMIN_PASSWORD)
+    server = start_redis(port=service_port(), password=ADMIN_PASSWORD)
     admin = redis.Redis(port=server.port, password=ADMIN_PASSWORD)
     try:
-        admin.execute_command("ACL", "SETUSER", *readme_acl())
+        admin.execute_command("ACL", "SETUSER", *documented_acl())
         with fleet(server, fast_dynamo.url, redelivery_check_s=1) as workers:
-            # The README's rules name the default queue and db 0 (in pub/sub patterns).
+            # The documented rules name the default queue and db 0 (in pub/sub patterns).
             workers.queue, workers.db = "featurepull", 0
             workers.redis_url = (f"redis://featurepull:{WORKER_PASSWORD}@127.0.0.1:"
                                  f"{server.port}/{workers.db}")

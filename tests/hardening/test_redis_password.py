@@ -12,6 +12,7 @@ import pytest
 from featurepull.bench.endpoint import FEATURES, EndpointProcess
 from featurepull.local import redis_server_binary, start_redis
 from featurepull.tasks import JobStoreError
+from tests.conftest import service_port
 from tests.hardening._util import run_job, write_entities
 from tests.tasks.conftest import fast_dynamo, fleet  # noqa: F401
 
@@ -22,7 +23,7 @@ PASSWORD = "s3cret-Pa55word"
 
 def test_job_through_redis_with_a_password(fast_dynamo: EndpointProcess,  # noqa: F811
                                           tmp_path: Path) -> None:
-    server = start_redis(password=PASSWORD)
+    server = start_redis(port=service_port(), password=PASSWORD)
     try:
         with fleet(server, fast_dynamo.url) as workers:
             workers.redis_url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/{workers.db}"

@@ -20,6 +20,7 @@ killed here while a shard runs, not in the gap between two shards.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -31,12 +32,13 @@ from kombu.exceptions import OperationalError
 from featurepull.bench.endpoint import FEATURES, EndpointProcess
 from featurepull.client import Job, JobFailed
 from featurepull.config import Settings
-from featurepull.local import RedisService, free_port, start_redis
+from featurepull.local import RedisService, start_redis
 from featurepull.pull import PullRequest, pull
 from featurepull.tasks.celery_tasks import REDIS_OUTAGE_ERRORS
 from featurepull.worker.app import producer_app
+from tests.conftest import refused_port, service_port
 from tests.hardening._util import run_job, write_entities
-from tests.tasks.conftest import fast_dynamo, fleet  # noqa: F401
+from tests.tasks.conftest import fast_dynamo, fleet, freeze_mid_shard  # noqa: F401
 
 pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
 
@@ -56,25 +58,10 @@ def _wait_running(job: Job, rows: int) -> None:
         time.sleep(0.02)
 
 
-def _wait_mid_shard(job: Job, first: int) -> int:
-    """A shard from ``first`` on that has started and is not done yet (it reads DynamoDB for
-    ~0.1 s here); polled, so that Redis dies inside a shard rather than between two."""
-    deadline = time.monotonic() + 30
-    while True:
-        started = job.store.attempts(job.id)
-        running = [n for n in sorted(started) if n >= first and not job.store.is_done(job.id, n)]
-        if running:
-            return running[0]
-        status = job.status()
-        assert status.state in ("queued", "running"), status.line()
-        assert time.monotonic() < deadline, status.line()
-        time.sleep(0.002)
-
-
 def test_restart_without_persistence_fails_the_wait_clearly(
         fast_dynamo: EndpointProcess, tmp_path: Path) -> None:  # noqa: F811
-    servers = [start_redis()]
-    port = servers[0].port
+    port = service_port()  # below the ephemeral range: nothing takes it while Redis is down
+    servers = [start_redis(port=port)]
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "job.parquet"
@@ -108,8 +95,8 @@ def test_restart_with_appendonly_completes_the_job(
         fast_dynamo: EndpointProcess, tmp_path: Path) -> None:  # noqa: F811
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
-    servers = [start_redis(appendonly=True, workdir=redis_dir)]
-    port = servers[0].port
+    port = service_port()  # below the ephemeral range: nothing takes it while Redis is down
+    servers = [start_redis(port=port, appendonly=True, workdir=redis_dir)]
     ids = list(range(ENTITIES))
     entities = write_entities(tmp_path / "e.parquet", ids)
     out = tmp_path / "job.parquet"
@@ -122,13 +109,16 @@ def test_restart_with_appendonly_completes_the_job(
             truth = tmp_path / "truth.parquet"
             pull(PullRequest("driver_stats", list(FEATURES)), str(entities), str(truth),
                  workers.settings())
-            workers.start_worker(concurrency=1)
+            worker = workers.start_worker(concurrency=1)
             job = run_job(workers, entities, out)
-            _wait_mid_shard(job, 2)
+            # Redis dies inside a shard (it reads DynamoDB for ~0.1 s here), not between
+            # two: the worker is frozen mid-shard for the kill, and goes on into the outage.
+            freeze_mid_shard(job, group=worker.pid, first=2)
             _kill(servers[0])
+            os.killpg(worker.pid, signal.SIGCONT)
             time.sleep(1.0)  # past kombu's publish retries (~0.6 s): publishing fails too
             servers.append(start_redis(port=port, appendonly=True, workdir=redis_dir))
-            status = job.wait(timeout=40, progress=False)
+            status = job.wait(timeout=120, progress=False)
             assert status.state == "succeeded"
             assert (status.summary or {})["rows_written"] == ENTITIES
             table = pq.read_table(out)
@@ -143,8 +133,9 @@ def test_a_publish_to_a_dead_redis_is_an_outage() -> None:
     # What a task sends to the broker (progress events, finish_job, its retry) fails with
     # kombu's OperationalError, not redis-py's ConnectionError: both must mean an outage.
     # (ignore_result: in a worker's task, send_task does not subscribe to the result either.)
-    app = producer_app(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
-    with pytest.raises(REDIS_OUTAGE_ERRORS) as caught:
-        app.send_task("featurepull.finish_job", args=["no-job"], queue="nowhere",
-                      ignore_result=True)
+    with refused_port() as port:
+        app = producer_app(Settings(redis_url=f"redis://127.0.0.1:{port}/0"))
+        with pytest.raises(REDIS_OUTAGE_ERRORS) as caught:
+            app.send_task("featurepull.finish_job", args=["no-job"], queue="nowhere",
+                          ignore_result=True)
     assert isinstance(caught.value, OperationalError)

@@ -26,7 +26,7 @@ from featurepull.io import (
 )
 from featurepull.io.rows import CHUNK_ROWS
 from featurepull.local import start_moto
-from tests.conftest import REGION, unique_name
+from tests.conftest import REGION, service_port, unique_name
 
 TS = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
 KEYS: dict[str, list[Any]] = {"driver_id": [1001, 1002, 1001]}
@@ -134,7 +134,7 @@ def denying_endpoint() -> Iterator[str]:
     """A second moto server that checks credentials, and knows none of ours."""
     os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # read by the server process at start
     try:
-        service = start_moto()
+        service = start_moto(port=service_port())
     finally:
         del os.environ["INITIAL_NO_AUTH_ACTION_COUNT"]
     try:

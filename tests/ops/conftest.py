@@ -19,6 +19,7 @@ import redis
 
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.local import RedisService, start_redis
+from tests.conftest import service_port
 from tests.tasks.conftest import TABLE, Fleet, fleet
 
 REDIS_PASSWORD = "planted-redis-secret-123"
@@ -34,7 +35,7 @@ DRIVERS = 20_000
 @pytest.fixture(scope="module")
 def secret_redis() -> Iterator[RedisService]:
     """A private redis-server that requires a password."""
-    service = start_redis(password=REDIS_PASSWORD)
+    service = start_redis(port=service_port(), password=REDIS_PASSWORD)
     try:
         yield service
     finally:
@@ -90,7 +91,7 @@ def start_worker(workers: Fleet, concurrency: int = 2) -> WorkerOutput:
                                 start_new_session=True)
     workers.workers.append(proc)
     workers.logs.append(log)
-    workers._wait_ready(proc, log)
+    workers.wait_ready(proc, log, name)
     return WorkerOutput(proc, log, stdout)
 
 

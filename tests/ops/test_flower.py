@@ -20,11 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
-from featurepull.local import RedisService, free_port, running_flower
+from featurepull.local import RedisService, start_flower, stop_process_group
 from featurepull.tasks.celery_tasks import send_submit_job
 from featurepull.tasks.monitor import finish_args, reference, shard_args, submit_args
 from featurepull.tasks.store import JobMeta
 from featurepull.worker.app import producer_app
+from tests.conftest import service_port
 from tests.tasks.conftest import TABLE, fleet
 
 pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
@@ -72,11 +73,12 @@ def test_flower_shows_a_running_job(redis_server: RedisService, slow_dynamo: End
         names = ("flower0@", "flower1@")
         for name in names:
             workers.start_worker(concurrency=1, name=name.rstrip("@"))
-        with running_flower({**workers.env, **FLOWER_ENV}) as flower:
+        flower = start_flower({**workers.env, **FLOWER_ENV}, port=service_port())
+        try:
             # Flower knows a worker from its heartbeats: then it is receiving events.
             wait_until(lambda: sum(name.startswith(names) for name, alive in
                                    get_json(f"{flower.url}/api/workers?status=1").items()
-                                   if alive) == 2, 30, "Flower did not see both workers")
+                                   if alive) == 2, 60, "Flower did not see both workers")
             app = producer_app(workers.settings())
             try:
                 request = {"table": "driver_stats", "features": list(FEATURES),
@@ -95,13 +97,15 @@ def test_flower_shows_a_running_job(redis_server: RedisService, slow_dynamo: End
                             and t["state"] == "SUCCESS"]
                     return tasks if done else None
 
-                tasks = wait_until(finished, 50, "the job did not finish in Flower")
+                tasks = wait_until(finished, 120, "the job did not finish in Flower")
                 job_id = started.get(timeout=10)["job_id"]
             finally:
                 app.close()
             workers_info = get_json(f"{flower.url}/api/workers?refresh=1")
             # Searching Flower for the job id finds all its tasks (submit_job by its result).
             found = get_json(f"{flower.url}/api/tasks?search={job_id}")
+        finally:
+            flower.stop()
 
     by_name: dict[str, list[dict[str, Any]]] = {}
     for task in tasks.values():
@@ -140,7 +144,7 @@ def test_flower_shows_a_running_job(redis_server: RedisService, slow_dynamo: End
 
 def test_featurepull_flower_listens_on_loopback_and_shows_args(
         redis_server: RedisService) -> None:
-    port = free_port()
+    port = service_port()
     with fleet(redis_server, "http://127.0.0.1:9") as workers:
         proc = subprocess.Popen([sys.executable, "-m", "featurepull", "flower", f"--port={port}"],
                                 env={**workers.env, **FLOWER_ENV}, stdout=subprocess.DEVNULL,
@@ -160,8 +164,7 @@ def test_featurepull_flower_listens_on_loopback_and_shows_args(
             listening = Path("/proc/net/tcp").read_text().splitlines()[1:]
             local = {line.split()[1] for line in listening if line.split()[3] == "0A"}
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            stop_process_group(proc)
     assert f"0100007F:{port:04X}" in local and f"00000000:{port:04X}" not in local
     for column in ("Name", "State", "args", "Result", "Worker"):
         assert f">{column}<" in html, column

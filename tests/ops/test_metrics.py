@@ -30,7 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
 from featurepull.client import Job, submit
 from featurepull.local import RedisService
-from tests.tasks.conftest import TABLE, Fleet, fleet
+from tests.conftest import service_port
+from tests.tasks.conftest import TABLE, Fleet, fleet, freeze_mid_shard
 
 DRIVERS = 5_000
 LATENCY_MS = 50
@@ -56,12 +57,6 @@ def entities(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_cli_worker(workers: Fleet, *args: str, ready: bool = True) -> subprocess.Popen[bytes]:
     """``featurepull worker`` (not ``celery worker``) with the fleet's settings; waits for
     its ready line unless ``ready`` is False (a worker that logs only warnings has none)."""
@@ -75,7 +70,7 @@ def start_cli_worker(workers: Fleet, *args: str, ready: bool = True) -> subproce
     workers.workers.append(proc)
     workers.logs.append(log)
     if ready:
-        workers._wait_ready(proc, log)
+        workers.wait_ready(proc, log, name)
     return proc
 
 
@@ -116,12 +111,14 @@ def wait_for(check: Any, what: str, timeout: float = 30) -> None:
 
 def test_metrics_equal_the_summaries_also_after_a_pool_process_is_killed(
         redis_server: RedisService, slow_dynamo: EndpointProcess, entities: Path) -> None:
-    port = free_port()
+    port = service_port()
     with fleet(redis_server, slow_dynamo.url, shard_size=SHARD_SIZE) as workers:
         worker = start_cli_worker(workers, "--metrics-port", str(port), "--loglevel", "INFO")
         first = run_job(workers, entities)
         one = summary_of(first)
         read = one["read"]
+        # A job's end is counted just after its summary is stored (announce_end).
+        wait_for(lambda: total(scrape(port), "featurepull_jobs_total") == 1, "the job's end")
         samples = scrape(port)
         assert total(samples, "featurepull_rows_total", table=TABLE) == ENTITIES
         assert total(samples, "featurepull_consumed_rcu_total", table=TABLE) == \
@@ -143,14 +140,7 @@ def test_metrics_equal_the_summaries_also_after_a_pool_process_is_killed(
         # shard of the second: its earlier counts stay, its running shard is not counted.
         counted = {int(o.rsplit(":", 1)[1]) for o in first.store.owners(first.id).values()}
         second = run_job(workers, entities)
-        victim = 0
-        while not victim:
-            busy = [int(owner.rsplit(":", 1)[1])
-                    for shard, owner in second.store.owners(second.id).items()
-                    if not second.store.is_done(second.id, shard)]
-            victim = next((pid for pid in busy if pid in counted), 0)
-            time.sleep(0.02)
-        time.sleep(0.1)  # into the shard's 250 ms of reading
+        victim = freeze_mid_shard(second, among=counted)
         os.kill(victim, signal.SIGKILL)
         two = summary_of(second)
         assert two["redelivered_shards"] >= 1
@@ -158,6 +148,8 @@ def test_metrics_equal_the_summaries_also_after_a_pool_process_is_killed(
                  and victim not in workers.children(worker), "the pool process's replacement")
         wait_for(lambda: total(scrape(port), "featurepull_shards_running") == 0,
                  "the killed process's running shard dropped")
+        wait_for(lambda: total(scrape(port), "featurepull_jobs_total") == 2,
+                 "the second job's end")
         samples = scrape(port)
         assert total(samples, "featurepull_rows_total", table=TABLE) == 2 * ENTITIES
         assert total(samples, "featurepull_consumed_rcu_total", table=TABLE) == pytest.approx(
@@ -173,7 +165,7 @@ def test_a_worker_without_loglevel_shows_ready_and_job_lines(
     with fleet(redis_server, slow_dynamo.url, shard_size=2_500) as workers:
         # Metrics from the environment, their files in a directory of the worker's own under
         # the PROMETHEUS_MULTIPROC_DIR it was given, removed when it stops.
-        port = free_port()
+        port = service_port()
         workers.env["FEATUREPULL_METRICS_PORT"] = str(port)
         workers.env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
         workers.env["FEATUREPULL_LOG_FORMAT"] = "console"

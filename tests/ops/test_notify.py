@@ -28,7 +28,7 @@ from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
 from featurepull.client import Job, JobFailed
 from featurepull.config import ConfigError, load_settings
 from featurepull.local import RedisService
-from tests.hardening._util import finisher_temporary
+from tests.hardening._util import freeze_finisher_mid_write
 from tests.ops import notify_receiver
 from tests.tasks.conftest import DRIVERS, TABLE, Fleet, fast_dynamo, fleet  # noqa: F401
 
@@ -64,7 +64,7 @@ class Receiver:
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         workers.workers.append(self.process)  # stopped with the fleet
         workers.logs.append(log)
-        workers._wait_ready(self.process, log)
+        workers.wait_ready(self.process, log, self.queue)
         self.app = Celery("scoring", broker=workers.redis_url, backend=workers.redis_url)
         self.app.conf.update(task_serializer="json", accept_content=["json"],
                              result_accept_content=["json"])
@@ -83,7 +83,7 @@ class Receiver:
         """Every notification for ``job_id``, once nothing that could send one is left:
         no message queued or unacknowledged on either app's queue."""
         client = self.workers.redis()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             busy = (client.llen(self.workers.queue) or client.llen(self.queue)
                     or client.hlen("unacked"))
@@ -170,10 +170,13 @@ def test_a_job_whose_finisher_is_killed_notifies_once(workers: Fleet, receiver: 
                                                       entities: Path, tmp_path: Path) -> None:
     # CSV: its rows are encoded one by one, so the finisher is caught mid-write.
     out = tmp_path / "features.csv"
-    job_id = receiver.submit(entities=str(entities), output=str(out), notify=receiver.notify())
-    temporary, victim = finisher_temporary(tmp_path, out.name, 60)
+    job, temporary, victim = freeze_finisher_mid_write(
+        lambda: Job(receiver.submit(entities=str(entities), output=str(out),
+                                    notify=receiver.notify()), workers.settings()),
+        tmp_path, out.name, 60)
+    job_id = job.id
+    assert temporary.exists() and not out.exists()  # frozen mid-write
     os.kill(victim, signal.SIGKILL)
-    assert temporary.exists() or out.exists()
     assert _wait(workers, job_id) == "succeeded"
     [summary] = receiver.received(job_id)
     assert summary["state"] == "succeeded" and summary["rows_written"] == ENTITIES

@@ -19,6 +19,7 @@ from featurepull.redact import (
     MASK,
     Redactor,
     redact_text,
+    redact_url,
     secrets_from_env,
     url_password,
 )
@@ -43,6 +44,21 @@ from tests.ops.conftest import PLANTED_AWS, REDIS_PASSWORD, SECRETS
 ])
 def test_redact_text(text: str, expected: str) -> None:
     assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(("url", "shown", "bare"), [
+    ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0", "redis://cache:6379/0"),
+    ("rediss://app:p%40ss@Cache.internal:6380/1", "rediss://app:***@cache.internal:6380/1",
+     "rediss://cache.internal:6380/1"),
+    ("redis://cache/0?password=pw1&db=2", "redis://cache/0?password=***&db=2", "redis://cache/0"),
+    ("s3://bucket/drivers.parquet", "s3://bucket/drivers.parquet", "s3://bucket/drivers.parquet"),
+    ("https://user@host/x?X-Amz-Signature=ab1#frag", "https://user@host/x?X-Amz-Signature=***",
+     "https://host/x"),
+])
+def test_redact_url(url: str, shown: str, bare: str) -> None:
+    # The one URL redactor: Redis URLs in messages, references in monitors (bare).
+    assert redact_url(url) == shown
+    assert redact_url(url, bare=True) == bare
 
 
 def test_known_secrets_are_masked_wherever_they_appear() -> None:

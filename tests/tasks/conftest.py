@@ -8,24 +8,41 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
+from featurepull.client import Job
 from featurepull.config import Settings, load_settings
-from featurepull.local import RedisService
+from featurepull.local import RedisService, start_worker, wait_for_worker, worker_hostname
 
 DRIVERS = 200_000
 TABLE = "demo.driver_stats"
+# Redis dbs 1-14 of each server (by port) held by fleets not stopped yet, and the last one
+# handed out: a new fleet takes the next db no living fleet holds, so a module's fleet and
+# a test's fleet alive at once never share one (stop() empties its db), and a db just
+# emptied is the last to be handed out again.
+_LIVE_DBS: set[tuple[int, int]] = set()
+_LAST_DB: dict[int, int] = {}
+
+
+def _take_db(port: int) -> int:
+    last = _LAST_DB.get(port, 0)
+    for db in ((last + step) % 14 + 1 for step in range(14)):
+        if (port, db) not in _LIVE_DBS:
+            _LIVE_DBS.add((port, db))
+            _LAST_DB[port] = db
+            return db
+    raise RuntimeError(f"all 14 Redis dbs of port {port} are held by fleets not stopped")
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +57,8 @@ class Fleet:
 
     def __init__(self, redis_server: RedisService, endpoint_url: str, **jobs: Any) -> None:
         self.queue = f"q-{uuid.uuid4().hex[:8]}"
-        self.db = 1 + (int(uuid.uuid4().hex[:4], 16) % 14)
+        self._port = redis_server.port
+        self._own_db = self.db = _take_db(redis_server.port)
         self.redis_url = f"redis://127.0.0.1:{redis_server.port}/{self.db}"
         self.env = {
             **os.environ,
@@ -75,48 +93,28 @@ class Fleet:
     def start_worker(self, concurrency: int = 2, name: str | None = None,
                      loglevel: str | None = "INFO",
                      cli: bool = False) -> subprocess.Popen[bytes]:
-        """A worker instance: ``celery -A featurepull.worker worker``, or with ``cli`` our
-        own ``featurepull worker`` (which picks the queue from the settings itself);
-        ``loglevel=None`` starts it without --loglevel."""
+        """A ready worker instance (featurepull.local.start_worker): ``celery -A
+        featurepull.worker worker``, or with ``cli`` our own ``featurepull worker`` (which
+        picks the queue from the settings itself); ``loglevel=None`` starts it without
+        --loglevel."""
         name = name or f"w{len(self.workers)}-{uuid.uuid4().hex[:4]}"
         log = self._dir / f"{name}.log"
-        start = ([sys.executable, "-m", "featurepull", "worker"] if cli else
-                 [sys.executable, "-m", "celery", "-A", "featurepull.worker", "worker",
-                  "--pool", "prefork", "-Q", self.queue])
-        cmd = [*start, "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
-               "--without-mingle", "--without-gossip",
-               *(["--loglevel", loglevel] if loglevel else [])]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        self.workers.append(proc)
         self.logs.append(log)
-        self._wait_ready(proc, log)
-        return proc
+        worker = start_worker(self.env, log, name=name, queue=None if cli else self.queue,
+                              concurrency=concurrency, loglevel=loglevel, cli=cli)
+        self.workers.append(worker.process)
+        return worker.process
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], log: Path) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {log.read_text(errors='replace')[-3000:]}")
-            text = log.read_bytes()
-            if b"ready." in text or b"worker_ready" in text:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"worker not ready in 60s: {log.read_text(errors='replace')[-3000:]}")
+    def wait_ready(self, proc: subprocess.Popen[bytes], log: Path, name: str) -> None:
+        """Wait for a worker a test started itself with ``--hostname name@%h``."""
+        wait_for_worker(proc, self.redis_url, worker_hostname(name), log)
 
     def children(self, proc: subprocess.Popen[bytes]) -> list[int]:
         """The prefork pool processes of a worker instance."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == proc.pid:
-                    found.append(int(entry.name))
-        return found
+        try:
+            return [child.pid for child in psutil.Process(proc.pid).children()]
+        except psutil.NoSuchProcess:
+            return []
 
     def log_text(self) -> str:
         return "\n".join(log.read_text(errors="replace") for log in self.logs)
@@ -125,13 +123,17 @@ class Fleet:
         for proc in self.workers:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGCONT)  # one a test froze and left frozen
         for proc in self.workers:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-        self.redis().flushdb()
+        try:
+            self.redis().flushdb()
+        finally:
+            _LIVE_DBS.discard((self._port, self._own_db))
 
 
 @contextmanager
@@ -141,3 +143,58 @@ def fleet(redis_server: RedisService, endpoint_url: str, **jobs: Any) -> Iterato
         yield running
     finally:
         running.stop()
+
+
+def wait_for_progress(job: Job, fraction: float, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = job.status()
+        if status.rows_done >= fraction * status.rows or status.state == "succeeded":
+            return
+        time.sleep(0.05)
+    raise AssertionError("job made no progress")
+
+
+def wait_until_running_on(job: Job, worker_prefix: str, timeout: float = 120) -> str:
+    """Until a shard not yet done was last started by a worker whose "hostname:pid" starts
+    with the prefix; returns that owner."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for shard, owner in job.store.owners(job.id).items():
+            if owner.startswith(worker_prefix) and not job.store.is_done(job.id, shard):
+                return owner
+        time.sleep(0.02)
+    raise AssertionError(f"no shard ever ran on {worker_prefix}")
+
+
+def freeze_mid_shard(job: Job, prefix: str = "", group: int | None = None,
+                     among: Collection[int] | None = None, first: int = 0,
+                     timeout: float = 120) -> int:
+    """SIGSTOP a pool child (or, with ``group``, that whole worker instance's process group)
+    in the middle of a shard numbered ``first`` or more — of a worker whose owner name
+    starts with ``prefix``, and a child in ``among`` if given — and return the child's pid.
+    Frozen first, then checked: a child that finished its shard between the look and the
+    stop is let go and another is picked, so a kill that follows always lands mid-shard."""
+    def running(owner: str) -> bool:
+        return any(who == owner and shard >= first and not job.store.is_done(job.id, shard)
+                   for shard, who in job.store.owners(job.id).items())
+
+    def signal_(pid: int, sig: signal.Signals) -> None:
+        if group is None:
+            os.kill(pid, sig)
+        else:
+            os.killpg(group, sig)
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for owner in set(job.store.owners(job.id).values()):
+            victim = int(owner.rsplit(":", 1)[1])
+            if not owner.startswith(prefix) or (among is not None and victim not in among):
+                continue
+            if running(owner):
+                signal_(victim, signal.SIGSTOP)
+                if running(owner):
+                    return victim
+                signal_(victim, signal.SIGCONT)
+        time.sleep(0.02)
+    raise AssertionError(f"no pool child of {prefix!r} was caught in the middle of a shard")

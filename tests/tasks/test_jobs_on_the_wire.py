@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,11 +145,18 @@ def test_a_secret_in_a_failing_shards_error_is_masked(workers: Fleet, tmp_path: 
                               "--redis-url", workers.redis_url],
                              capture_output=True, text=True, timeout=60)
     assert json.loads(as_json.stdout)["error"] == error
-    # Nor in what Celery keeps of the failed task (its result, in the same Redis).
+    # Nor in what Celery keeps of the failed task (its result, in the same Redis), which it
+    # stores once the task has ended — after the job was marked failed.
     redis = workers.redis()
-    results = [redis.get(key) or b"" for key in redis.scan_iter("celery-task-meta-*")]
-    failures = [r for r in results if b'"FAILURE"' in r]
-    assert failures and not [r for r in failures if SECRET.encode() in r]
+
+    def failures() -> list[bytes]:
+        results = [redis.get(key) or b"" for key in redis.scan_iter("celery-task-meta-*")]
+        return [r for r in results if b'"FAILURE"' in r]
+
+    deadline = time.monotonic() + 60
+    while not failures() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert failures() and not [r for r in failures() if SECRET.encode() in r]
 
 
 @pytest.fixture(scope="module")

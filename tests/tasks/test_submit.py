@@ -19,8 +19,9 @@ from featurepull.client import Job, submit
 from featurepull.config import load_settings
 from featurepull.dynamo import EntityKeyError, TableError
 from featurepull.io import EntityFileError, OutputError
-from featurepull.local import RedisService, free_port
+from featurepull.local import RedisService
 from featurepull.tasks import JobStoreError, UnknownJob
+from tests.conftest import refused_port
 from tests.tasks.conftest import Fleet, fleet
 
 
@@ -131,12 +132,13 @@ def test_messages_carry_ids_not_entities(redis_server: RedisService,
 def test_unreachable_redis_fails_fast_with_a_clear_error(fast_dynamo: EndpointProcess,
                                                          tmp_path: Path) -> None:
     entities = write_ids(tmp_path / "ids.parquet", [1], pa.int64())
-    settings = load_settings(overrides={"redis_url": f"redis://:hunter2@127.0.0.1:{free_port()}/0",
-                                        "dynamodb": {"endpoint_url": fast_dynamo.url,
-                                                     "region": "us-east-1"}})
-    started = time.monotonic()
-    with pytest.raises(JobStoreError) as failure:
-        submit("driver_stats", list(FEATURES), str(entities), None, settings=settings)
+    with refused_port() as port:
+        settings = load_settings(overrides={"redis_url": f"redis://:hunter2@127.0.0.1:{port}/0",
+                                            "dynamodb": {"endpoint_url": fast_dynamo.url,
+                                                         "region": "us-east-1"}})
+        started = time.monotonic()
+        with pytest.raises(JobStoreError) as failure:
+            submit("driver_stats", list(FEATURES), str(entities), None, settings=settings)
     assert time.monotonic() - started < 10
     assert "cannot reach Redis at redis://:***@127.0.0.1" in str(failure.value)
     assert "hunter2" not in str(failure.value)

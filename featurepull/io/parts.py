@@ -1,0 +1,245 @@
+"""An output written in parts: one Parquet part per shard, staged beside the output by
+whichever process reads the shard, then published all at once by one process.
+
+    staged = StagedOutput(output, owner=job_id, parts=shards, s3=settings.s3)
+    staged.write_part(n, table)                      # any process, any order, idempotent
+    rows = staged.publish(schema, schemas, part_rows, overwrite=False)   # once, at the end
+    staged.discard()                                 # after publishing, or after a failure
+
+Two kinds of output:
+
+- a file (``.parquet``, ``.csv``, ``.jsonl``): parts are staged in ``.{name}.parts-{owner}/``
+  beside it; `publish` streams them, in order and one at a time, through `open_sink`.
+- a dataset (a path or ``s3://`` prefix ending in ``/``): parts are staged in
+  ``_temporary/{owner}/`` under it; `publish` puts them in place as ``part-00000.parquet``, ...
+  (hard links locally, server-side copies on S3; a part whose schema is narrower than the
+  unified one is rewritten, cast), then writes ``_manifest.json`` (row counts, in order), then
+  ``_SUCCESS`` (the owner) last. ``pyarrow.dataset`` skips ``_``-prefixed names and lists the
+  equal-width part names in order, so it reads the rows in input order.
+
+`published` answers a publisher that died after making the output visible, before it could
+record that: a dataset's ``_SUCCESS`` names its owner; an s3:// file carries its owner in its
+metadata; a local file is hard-linked into the staging area just before its rename (until the
+caller has recorded its `identity` and passes it back as ``recorded``: then the staging area
+can be discarded before the caller marks the output published, and nothing is left after).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from featurepull.config import S3Settings
+from featurepull.io import _s3
+from featurepull.io._atomic import atomic_file, file_identity, link_over
+from featurepull.io._destinations import (
+    STAGING_DIR,
+    OwnerMark,
+    check_destination,
+    marked_by,
+    output_format,
+    reporting_write_errors,
+)
+from featurepull.io._formats import is_dataset, s3_location
+from featurepull.io._row_view import OutputError
+from featurepull.io.sink import open_sink
+
+__all__ = ["MANIFEST", "SUCCESS", "StagedOutput", "is_dataset"]
+
+MANIFEST = "_manifest.json"
+SUCCESS = "_SUCCESS"
+_WITNESS = "_published"
+
+
+class StagedOutput:
+    """One output's staging area and how to publish it (see the module docstring)."""
+
+    def __init__(self, output: str, owner: str, parts: int, s3: S3Settings | None = None,
+                 recorded: str | None = None) -> None:
+        self.output = output
+        self.owner = owner
+        self.parts = parts
+        self.s3 = s3 or S3Settings()
+        self.dataset = is_dataset(output)
+        if self.dataset:
+            self.staging = f"{output}{STAGING_DIR}/{owner}/"
+        else:
+            output_format(output)
+            head, _, name = output.rpartition("/")
+            if s3_location(output) is None:
+                head = os.path.dirname(os.path.abspath(output))
+            self.staging = f"{head}/.{name}.parts-{owner}/"
+        self._local = s3_location(output) is None
+        self.mark = OwnerMark(owner, self.staging + _WITNESS, recorded)
+
+    def part_name(self, n: int) -> str:
+        """``part-00000.parquet``: equal widths, so names sort in part order."""
+        width = max(5, len(str(max(self.parts - 1, 0))))
+        return f"part-{n:0{width}d}.parquet"
+
+    def write_part(self, n: int, table: pa.Table) -> None:
+        """Stage part `n` (replacing an earlier copy: a shard that runs twice writes twice)."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self._put(self.staging + self.part_name(n), sink.getvalue().to_pybytes())
+
+    def read_part(self, n: int) -> pa.Table:
+        """Part `n` as staged; OutputError if it is not there."""
+        path = self.staging + self.part_name(n)
+        if self._local:
+            try:
+                return pq.read_table(path)
+            except FileNotFoundError:
+                raise self._missing(n) from None
+        data = self._get(path)
+        if data is None:
+            raise self._missing(n)
+        return pq.read_table(pa.BufferReader(data))
+
+    def _missing(self, n: int) -> OutputError:
+        return OutputError(f"{self.staging}{self.part_name(n)}: part {n} of {self.output} is "
+                           "missing from its staging area (removed while the job ran?)")
+
+    def published(self) -> bool:
+        """Whether the output in place is this owner's, complete (an earlier `publish`)."""
+        if self.dataset:
+            marker = self._get(self.output + SUCCESS)
+            return marker is not None and marker.decode(errors="replace") == self.owner
+        return marked_by(self.output, self.mark, self.s3)
+
+    def identity(self) -> str | None:
+        """The published local file's identity, for the caller to record (else None)."""
+        return None if self.dataset or not self._local else file_identity(self.output)
+
+    def publish(self, schema: pa.Schema, schemas: Sequence[pa.Schema],
+                part_rows: Sequence[int], *, overwrite: bool = False) -> int:
+        """Make the output from the staged parts (`schemas` and `part_rows`: each part's);
+        returns the rows written."""
+        if self.dataset:
+            self._publish_dataset(schema, schemas, part_rows, overwrite)
+        else:
+            with open_sink(self.output, schema, overwrite=overwrite, s3=self.s3,
+                           mark=self.mark) as sink:
+                for n in range(self.parts):
+                    sink.write(self.read_part(n))
+        return sum(part_rows)
+
+    def discard(self) -> None:
+        """Remove the staging area and everything in it (nothing if there is none)."""
+        location = s3_location(self.staging)
+        if location is None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            with suppress(OSError):  # the dataset's _temporary/, once no job stages there
+                if self.dataset:
+                    os.rmdir(self.output + STAGING_DIR)
+            return
+        with _reporting_s3_errors():
+            _s3.delete_keys(location, _s3.list_keys(location, self.s3), self.s3)
+
+    def _publish_dataset(self, schema: pa.Schema, schemas: Sequence[pa.Schema],
+                         part_rows: Sequence[int], overwrite: bool) -> None:
+        started = self.staging + "_publishing"
+        # A publisher that died midway left parts of its own in place: this run redoes all.
+        if self._get(started) is None:
+            check_destination(self.output, overwrite, self.s3)  # again: time has passed
+            self._put(started, self.owner.encode())
+        self._remove_old_dataset()
+        for n in range(self.parts):
+            name = self.part_name(n)
+            if schemas[n].equals(schema):
+                self._place(n, self.output + name)
+            else:  # a part whose column types unify_schemas widened: rewritten, cast
+                with open_sink(self.output + name, schema, overwrite=True, s3=self.s3) as sink:
+                    sink.write(self.read_part(n))
+        manifest = {"owner": self.owner, "rows": sum(part_rows), "columns": schema.names,
+                    "parts": [{"path": self.part_name(n), "rows": rows}
+                              for n, rows in enumerate(part_rows)]}
+        self._put(self.output + MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+        self._put(self.output + SUCCESS, self.owner.encode())
+
+    def _remove_old_dataset(self) -> None:
+        """An earlier dataset's marker first, then its manifest and parts (none other)."""
+        def old(name: str) -> bool:
+            return name in (SUCCESS, MANIFEST) or (name.startswith("part-")
+                                                    and name.endswith(".parquet"))
+
+        location = s3_location(self.output)
+        if location is None:
+            os.makedirs(self.output, exist_ok=True)
+            names = sorted(os.listdir(self.output), key=lambda name: name != SUCCESS)
+            for name in filter(old, names):
+                with suppress(FileNotFoundError), reporting_write_errors(self.output):
+                    os.unlink(self.output + name)
+            return
+        with _reporting_s3_errors():
+            keys = [key for key in _s3.list_keys(location, self.s3)
+                    if "/" not in key[len(location.key):] and old(key[len(location.key):])]
+            keys.sort(key=lambda key: not key.endswith(SUCCESS))
+            _s3.delete_keys(location, keys, self.s3)
+
+    def _place(self, n: int, final: str) -> None:
+        staged = self.staging + self.part_name(n)
+        source, target = s3_location(staged), s3_location(final)
+        if source is None or target is None:
+            if not os.path.exists(staged):
+                raise self._missing(n)
+            with reporting_write_errors(final):
+                link_over(staged, final)
+            return
+        try:
+            _s3.copy(source, target, self.s3)
+        except _s3.S3Error as exc:
+            raise self._missing(n) if "no such object" in str(exc) else OutputError(
+                str(exc)) from None
+
+    def _put(self, path: str, data: bytes) -> None:
+        location = s3_location(path)
+        if location is None:
+            with reporting_write_errors(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with atomic_file(path) as stream:
+                    stream.write(data)
+            return
+        with _reporting_s3_errors():
+            _s3.put_bytes(location, data, self.s3)
+
+    def _get(self, path: str) -> bytes | None:
+        location = s3_location(path)
+        if location is None:
+            try:
+                with open(path, "rb") as stream:
+                    return stream.read()
+            except FileNotFoundError:
+                return None
+        with _reporting_s3_errors():
+            return _s3.get_bytes(location, self.s3)
+
+
+@contextmanager
+def _reporting_s3_errors() -> Iterator[None]:
+    """Turn an S3Error into an OutputError (its message already names the object)."""
+    try:
+        yield
+    except _s3.S3Error as exc:
+        raise OutputError(str(exc)) from None
+
+
+def write_dataset(output: str, table: pa.Table, rows_per_part: int, owner: str, *,
+                  overwrite: bool = False, s3: S3Settings | None = None) -> int:
+    """Write `table` as a dataset of parts of `rows_per_part` rows (in-process pulls)."""
+    parts = max(1, -(-table.num_rows // rows_per_part))
+    staged = StagedOutput(output, owner, parts, s3)
+    try:
+        for n in range(parts):
+            staged.write_part(n, table.slice(n * rows_per_part, rows_per_part))
+        rows = [min(rows_per_part, table.num_rows - n * rows_per_part) for n in range(parts)]
+        return staged.publish(table.schema, [table.schema] * parts, rows, overwrite=overwrite)
+    finally:
+        staged.discard()
+

@@ -1,0 +1,82 @@
+"""Jobs and pulls that name Feast references (``view:feature``) or a feature service.
+
+At submit, the registry resolves the references into a plan (:mod:`featurepull.dynamo.views`)
+that is stored with the job, so its shards read the views the registry held then, without
+reading it again. A shard reads every view for its rows concurrently and stores one table:
+the join-key columns, the views' event times, the features as Feast names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+from featurepull.config import RequestFields, Settings
+from featurepull.config.loading import read_feature_store_yaml
+from featurepull.config.settings import JOB_DYNAMO_OVERRIDES
+from featurepull.dynamo.pacing import PacerFactory
+from featurepull.dynamo.views import ViewsPlan, ViewsReader, registry_plan
+from featurepull.io import EntityTable, rows_to_table
+
+VIEWS = "views"  # the key of a job spec that holds a ViewsPlan
+R = TypeVar("R", bound=RequestFields)
+
+
+def with_yaml_choices(request: R) -> R:
+    """The request with its feature_store_yaml's project and DynamoDB settings beneath its
+    own (as ``--feature-store-yaml`` gives them on the command line): a job request that
+    names only the yaml reads the project and endpoint the yaml names."""
+    if not request.feature_store_yaml:
+        return request
+    chosen = read_feature_store_yaml(request.feature_store_yaml)
+    dynamo = {name: value for name, value in chosen.get("dynamodb", {}).items()
+              if name in JOB_DYNAMO_OVERRIDES}
+    return request.model_copy(update={"project": request.project or chosen.get("project"),
+                                      "dynamodb": {**dynamo, **request.dynamodb}})
+
+
+def plan_for(request: RequestFields, columns: Sequence[str], source: str,
+             settings: Settings) -> ViewsPlan:
+    """The views a request's references read (``settings``: the job's own)."""
+    return registry_plan(request.features, request.feature_service,
+                         request.feature_store_yaml, columns, source, settings,
+                         full_feature_names=request.full_feature_names,
+                         respect_ttl=request.respect_ttl)
+
+
+def views_spec(request: RequestFields, entities: EntityTable,
+               settings: Settings) -> dict[str, Any]:
+    """What a job stores to read the views: their plan, checked against the tables and the
+    entity rows (every key can be built), in the fields a one-table job stores."""
+    plan = plan_for(request, list(entities.columns), entities.source, settings)
+    reader = ViewsReader.build(plan, settings)
+    reader.check_table()
+    reader.layout.check_keys(entities.columns, entities.source)
+    key_types: dict[str, str] = {}
+    for view in plan.views:
+        key_types.update(view.key_types)
+    return {"table": ", ".join(view.table for view in plan.views), "layout": "feast",
+            "key_types": key_types, "key_columns": plan.key_columns, VIEWS: plan.to_spec()}
+
+
+def views_reader(spec: Mapping[str, Any], settings: Settings,
+                 pacers: PacerFactory) -> ViewsReader:
+    """The reader of a job spec from :func:`views_spec`."""
+    return ViewsReader.build(ViewsPlan.from_spec(spec[VIEWS]), settings, pacers=pacers)
+
+
+def views_table(plan: ViewsPlan, key_columns: dict[str, list[Any]],
+                rows: Sequence[tuple[Any, ...] | None], source: str = "rows") -> pa.Table:
+    """Joined rows as an Arrow table, named as Feast names them."""
+    table = rows_to_table(key_columns, rows, plan.row_features, source=source)
+    return table.rename_columns(plan.output_names(table.column_names))
+
+
+def shard_table(spec: Mapping[str, Any], key_columns: dict[str, list[Any]],
+                rows: Sequence[tuple[Any, ...] | None], features: Sequence[str]) -> pa.Table:
+    """A shard's rows as a table: of the views of a views job, else of its one table."""
+    if VIEWS in spec:
+        return views_table(ViewsPlan.from_spec(spec[VIEWS]), key_columns, rows)
+    return rows_to_table(key_columns, rows, features)

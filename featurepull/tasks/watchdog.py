@@ -1,0 +1,74 @@
+"""The watchdog: no job left hanging because a message was lost.
+
+Celery's Redis transport can lose a message outright: taken off the queue but not yet in
+the unacked set when the worker dies (celery/kombu#305), it is restored by nobody, and its
+job would stay ``running`` forever. Every worker runs this check every
+``jobs.redelivery_check_s`` on the jobs in ``featurepull:jobs:active``: a job whose ``alive``
+key has expired — no shard started, progressed or ended, and no finisher wrote, for
+``jobs.visibility_timeout_s`` — has the shards it has not done sent again, or, with every
+shard done, its finisher. Shards are idempotent (a done shard is skipped, a part or row set
+is rewritten whole), so a re-send of a shard that was only slow costs a skipped message.
+
+The decision is one Lua script per job (:meth:`JobStore.stalled`), which also marks the job
+alive again: of many workers' watchdogs, one re-sends, once per idle period.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import structlog
+
+from featurepull.config import Settings
+from featurepull.tasks import monitor
+from featurepull.tasks.store import JobStore, connect
+
+log = structlog.get_logger(__name__)
+
+
+def resend_stalled(app: Any, store: JobStore, queue: str) -> dict[str, list[int]]:
+    """Re-send what the stalled jobs wait for; job id -> shards re-sent (empty: the
+    finisher was)."""
+    from featurepull.tasks.celery_tasks import enqueue_shards
+
+    resent: dict[str, list[int]] = {}
+    for job_id in store.active_jobs():
+        shards = store.stalled(job_id)
+        if shards is None:
+            continue
+        meta = store.meta(job_id)
+        if shards:
+            enqueue_shards(app, meta, queue, shards)
+        else:
+            app.send_task("featurepull.finish_job", args=[job_id], queue=queue,
+                          argsrepr=monitor.finish_args(meta))
+        log.warning("job_stalled_resent", job_id=job_id, state=meta.state,
+                    shards=shards[:20], shards_resent=len(shards), finisher=not shards,
+                    idle_s=store.idle_s)
+        resent[job_id] = shards
+    return resent
+
+
+class Watchdog(threading.Thread):
+    """Runs :func:`resend_stalled` every ``jobs.redelivery_check_s`` until stopped."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        super().__init__(name="featurepull-watchdog", daemon=True)
+        self.app = app
+        self.settings = settings
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        jobs = self.settings.jobs
+        store: JobStore | None = None
+        while not self.stopped.wait(jobs.redelivery_check_s):
+            try:
+                store = store or JobStore(connect(self.settings.redis_url), jobs.ttl_s,
+                                          jobs.visibility_timeout_s)
+                resend_stalled(self.app, store, jobs.queue)
+            except Exception as exc:  # Redis away: the next round tries again
+                log.warning("watchdog_check_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def stop(self) -> None:
+        self.stopped.set()

@@ -1,0 +1,181 @@
+"""Outputs written in parts (featurepull.io.parts): parts staged in any order, published as one
+file or as a Parquet dataset that pyarrow.dataset reads in input order; local and on a real
+S3 endpoint (moto's server mode)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from featurepull.config import S3Settings
+from featurepull.io import OutputError, StagedOutput, check_destination, unify_schemas
+from featurepull.io.parts import MANIFEST, SUCCESS
+from tests.conftest import REGION, unique_name
+
+ROWS = 1_000
+PARTS = 4
+SIZE = ROWS // PARTS
+
+
+def part_table(n: int) -> pa.Table:
+    """Part n of the output; part 2 alone holds text in "note", the others only nulls
+    (a shard whose column is all null has the null type: the dataset must widen it)."""
+    ids = list(range(n * SIZE, (n + 1) * SIZE))
+    notes = pa.array([f"n{i}" for i in ids]) if n == 2 else pa.nulls(SIZE)
+    return pa.table({"driver_id": pa.array(ids, pa.int64()), "note": notes})
+
+
+def stage(output: str, owner: str = "job-1", s3: S3Settings | None = None) -> StagedOutput:
+    staged = StagedOutput(output, owner, PARTS, s3)
+    for n in (3, 1, 0, 2):  # shards finish out of order
+        staged.write_part(n, part_table(n))
+    return staged
+
+
+def publish(staged: StagedOutput, overwrite: bool = False) -> int:
+    schemas = [part_table(n).schema for n in range(PARTS)]
+    return staged.publish(unify_schemas(schemas), schemas, [SIZE] * PARTS, overwrite=overwrite)
+
+
+def expected() -> pa.Table:
+    return pa.concat_tables([part_table(n) for n in range(PARTS)],
+                            promote_options="permissive")
+
+
+def test_a_dataset_reads_back_in_input_order(tmp_path: Path) -> None:
+    out = f"{tmp_path}/features/"
+    staged = stage(out)
+    assert not staged.published()
+    assert publish(staged) == ROWS
+    assert staged.published()
+    staged.discard()
+    assert sorted(os.listdir(out)) == [SUCCESS, MANIFEST, *(f"part-0000{n}.parquet"
+                                                           for n in range(PARTS))]
+    table = ds.dataset(out, format="parquet").to_table()
+    assert table.equals(expected())
+    assert table.schema.field("note").type == pa.string()  # the null parts were widened
+    manifest = json.loads(Path(out, MANIFEST).read_text())
+    assert manifest["rows"] == ROWS and manifest["owner"] == "job-1"
+    assert [(p["path"], p["rows"]) for p in manifest["parts"]] == [
+        (f"part-0000{n}.parquet", SIZE) for n in range(PARTS)]
+    assert Path(out, SUCCESS).read_text() == "job-1"
+
+
+def test_the_success_marker_is_written_last(tmp_path: Path) -> None:
+    out = f"{tmp_path}/features/"
+    staged = stage(out)
+    os.unlink(staged.staging + staged.part_name(2))  # a part gone before publishing
+    with pytest.raises(OutputError, match=r"part 2 .* is missing"):
+        publish(staged)
+    assert not os.path.exists(out + SUCCESS) and not os.path.exists(out + MANIFEST)
+    assert not staged.published()
+
+
+def test_part_names_sort_in_order_past_100000_parts(tmp_path: Path) -> None:
+    staged = StagedOutput(f"{tmp_path}/big/", "job", 250_000)
+    assert staged.part_name(7) == "part-000007.parquet"
+    assert staged.part_name(249_999) == "part-249999.parquet"
+
+
+def test_an_existing_dataset_is_refused_or_replaced_whole(tmp_path: Path) -> None:
+    out = f"{tmp_path}/features/"
+    old = StagedOutput(out, "old-job", 6)
+    for n in range(6):
+        old.write_part(n, part_table(0))
+    old.publish(part_table(0).schema, [part_table(0).schema] * 6, [SIZE] * 6)
+    old.discard()
+    with pytest.raises(OutputError, match="already holds files; pass --overwrite"):
+        check_destination(out)
+    staged = stage(out, "new-job")
+    with pytest.raises(OutputError, match="already holds files"):
+        publish(staged)  # checked again when publishing
+    assert publish(staged, overwrite=True) == ROWS
+    staged.discard()
+    # The old dataset's parts 4 and 5 are gone: they would be read as rows of this one.
+    assert ds.dataset(out, format="parquet").to_table().equals(expected())
+    assert Path(out, SUCCESS).read_text() == "new-job"
+
+
+def test_a_dataset_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(OutputError, match="is a file; a dataset output"):
+        check_destination(f"{tmp_path}/plain/")
+    with pytest.raises(OutputError, match="does not exist"):
+        check_destination(f"{tmp_path}/no/such/dir/")
+
+
+@pytest.mark.parametrize("name", ["out.parquet", "out.csv"])
+def test_a_file_output_knows_its_own_publisher(tmp_path: Path, name: str) -> None:
+    out = str(tmp_path / name)
+    staged = stage(out)
+    publish(staged)
+    inode = os.stat(out).st_ino
+    assert staged.published()  # by the hard link in its staging area
+    assert not StagedOutput(out, "another-job", PARTS).published()
+    identity = staged.identity()  # what the job's finisher records in Redis
+    staged.discard()
+    assert not staged.published()
+    assert StagedOutput(out, "job-1", PARTS, recorded=identity).published()
+    assert os.listdir(tmp_path) == [name] and os.stat(out).st_ino == inode
+    if name.endswith(".parquet"):
+        assert pq.read_table(out).equals(expected())
+    else:
+        assert len(Path(out).read_text().splitlines()) == ROWS + 1
+    os.replace(out, out + ".old")  # another file in its place is not the job's output
+    Path(out).write_bytes(Path(out + ".old").read_bytes())
+    assert not StagedOutput(out, "job-1", PARTS, recorded=identity).published()
+
+
+@pytest.fixture(scope="module")
+def s3(endpoint_url: str) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION)
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = unique_name("featurepull-")
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def test_an_s3_dataset_reads_back_in_order(endpoint_url: str, s3: Any, bucket: str) -> None:
+    settings = S3Settings(endpoint_url=endpoint_url, region=REGION)
+    out = f"s3://{bucket}/features/day=1/"
+    check_destination(out, s3=settings)
+    staged = stage(out, s3=settings)
+    assert publish(staged) == ROWS and staged.published()
+    staged.discard()
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert sorted(keys) == sorted([f"features/day=1/{SUCCESS}", f"features/day=1/{MANIFEST}",
+                                   *(f"features/day=1/part-0000{n}.parquet"
+                                     for n in range(PARTS))])
+    filesystem = pafs.S3FileSystem(endpoint_override=endpoint_url, region=REGION,
+                                   access_key="testing", secret_key="testing")
+    table = ds.dataset(f"{bucket}/features/day=1/", format="parquet",
+                       filesystem=filesystem).to_table()
+    assert table.equals(expected())
+    with pytest.raises(OutputError, match="already holds files"):
+        check_destination(out, s3=settings)
+
+
+def test_an_s3_file_output_knows_its_own_publisher(endpoint_url: str, s3: Any,
+                                                   bucket: str) -> None:
+    settings = S3Settings(endpoint_url=endpoint_url, region=REGION)
+    out = f"s3://{bucket}/out/features.parquet"
+    staged = stage(out, s3=settings)
+    assert not staged.published()
+    publish(staged)
+    assert staged.published()
+    assert not StagedOutput(out, "another-job", PARTS, settings).published()
+    staged.discard()
+    assert [item["Key"] for item in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [
+        "out/features.parquet"]
