@@ -1,47 +1,90 @@
 #!/usr/bin/env bash
-# Mutation testing of the core modules with mutmut (not part of CI; minutes to an hour).
+# Mutation testing of the core modules with mutmut (not part of CI; minutes per module).
 #
 #   bash scripts/mutation.sh                          # every module in [tool.mutmut] only_mutate
-#   bash scripts/mutation.sh featurepull.dynamo.retry featurepull.dynamo.layouts
+#   bash scripts/mutation.sh featurepull.tasks.store featurepull.dynamo.layouts
 #   MUTATION_JOBS=2 bash scripts/mutation.sh ...      # parallel mutants (default 1: shared box)
+#   MUTATION_RECHECK=1 bash scripts/mutation.sh ...   # run last time's survivors again
 #
-# mutmut copies the code to mutants/, maps each function to the fast tests that run it (in
-# this process: see [tool.mutmut] in pyproject.toml), then runs those tests against every
-# mutant. Prints the killed share per module and the surviving mutants; `mutmut show NAME`
-# prints one. Results stay in mutants/ (git-ignored); a rerun only redoes what changed.
+# Each module runs in its own folder, .mutation/MODULE (git-ignored), against its own fast
+# tests ([tool.featurepull.mutation-tests] in pyproject.toml; the [tool.mutmut] selection when
+# not listed). mutmut copies the code to .mutation/MODULE/mutants/, maps each function to the
+# tests that run it in this process, then runs those tests against every mutant. Prints the
+# killed share per module and the mutants not killed; to see one:
+#   (cd .mutation/MODULE && ../../.venv/bin/mutmut show NAME)
+# A rerun only redoes what changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/bootstrap.sh" "test,mutation"
 cd "$root"
-patterns=()
-for module in "$@"; do
-  patterns+=("${module}.*")
+modules=("$@")
+if [ ${#modules[@]} -eq 0 ]; then
+  mapfile -t modules < <(.venv/bin/python -c '
+import tomllib
+for path in tomllib.load(open("pyproject.toml", "rb"))["tool"]["mutmut"]["only_mutate"]:
+    print(path.removesuffix(".py").replace("/", "."))')
+fi
+for module in "${modules[@]}"; do
+  work=".mutation/$module"
+  mkdir -p "$work"
+  ln -sfn ../../featurepull "$work/featurepull"
+  ln -sfn ../../tests "$work/tests"
+  # The project's pyproject.toml (pytest options, mutmut settings) with only this module to
+  # mutate and its own test selection.
+  .venv/bin/python - "$module" "$work/pyproject.toml" <<'PY'
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+module, target = sys.argv[1], Path(sys.argv[2])
+text = Path("pyproject.toml").read_text()
+config = tomllib.loads(text)["tool"]
+tests = config.get("featurepull", {}).get("mutation-tests", {}).get(
+    module, config["mutmut"]["pytest_add_cli_args_test_selection"])
+path = module.replace(".", "/") + ".py"
+if not Path(path).is_file():
+    sys.exit(f"mutation.sh: no module {module} ({path})")
+for name, value in (("only_mutate", [path]), ("pytest_add_cli_args_test_selection", tests)):
+    text, found = re.subn(rf"^{name} = \[.*?\]$", f"{name} = {json.dumps(value)}", text,
+                          count=1, flags=re.S | re.M)
+    assert found == 1, name
+if not target.is_file() or target.read_text() != text:
+    target.write_text(text)
+PY
+  # A finished mutant keeps its verdict across runs. MUTATION_RECHECK=1 runs the ones not
+  # killed last time again (after adding tests for them).
+  names=()
+  if [ "${MUTATION_RECHECK:-0}" = 1 ] && [ -f "$work/results.txt" ]; then
+    mapfile -t names < <(grep -v ': killed$\|: timeout$' "$work/results.txt" \
+                         | sed -n 's/^ *\([^ ]*__mutmut_[0-9]*\): .*/\1/p')
+  fi
+  echo "mutation.sh: $module${names:+ (rechecking ${#names[@]} mutants)}" >&2
+  (cd "$work" && "$root/.venv/bin/mutmut" run --max-children "${MUTATION_JOBS:-1}" \
+      ${names[@]+"${names[@]}"} >mutmut.log 2>&1) || {
+    tail -30 "$work/mutmut.log" >&2
+    echo "mutation.sh: mutmut failed on $module; its output is in $work/mutmut.log" >&2
+    exit 1
+  }
+  (cd "$work" && "$root/.venv/bin/mutmut" results --all true >results.txt 2>&1)
 done
-.venv/bin/mutmut run --max-children "${MUTATION_JOBS:-1}" "${patterns[@]}" >mutants.log 2>&1 || {
-  tail -30 mutants.log >&2
-  echo "mutation.sh: mutmut failed; its output is in mutants.log" >&2
-  exit 1
-}
-.venv/bin/mutmut results --all true >mutants/results.txt 2>&1
-.venv/bin/python - "$@" <<'PY'
-"""Killed share per module, and the survivors, from `mutmut results --all true`."""
+.venv/bin/python - "${modules[@]}" <<'PY'
+"""Killed share per module, and the mutants not killed, from `mutmut results --all true`."""
 import collections
 import sys
 from pathlib import Path
 
-wanted = sys.argv[1:]
 counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
 survivors: list[str] = []
-for line in Path("mutants/results.txt").read_text().splitlines():
-    name, sep, status = line.strip().rpartition(": ")
-    if not sep or "__mutmut_" not in name:
-        continue
-    module = name.split(".x", 1)[0] if ".x" in name else name.rsplit(".", 1)[0]
-    if wanted and not any(module == w or module.startswith(w + ".") for w in wanted):
-        continue
-    counts[module][status] += 1
-    if status not in ("killed", "timeout", "segfault"):
-        survivors.append(f"{status:>10}  {name}")
+for module in sys.argv[1:]:
+    for line in Path(f".mutation/{module}/results.txt").read_text().splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if not sep or "__mutmut_" not in name:
+            continue
+        counts[module][status] += 1
+        if status not in ("killed", "timeout", "segfault"):
+            survivors.append(f"{status:>10}  {name}")
 print(f"{'module':<36} {'mutants':>7} {'killed':>7} {'score':>6}  other")
 for module, by_status in sorted(counts.items()):
     total = sum(by_status.values())
@@ -49,6 +92,6 @@ for module, by_status in sorted(counts.items()):
     other = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())
                       if s not in ("killed", "timeout", "segfault"))
     print(f"{module:<36} {total:>7} {killed:>7} {killed / total:>6.0%}  {other}")
-print(f"\nnot killed ({len(survivors)}); `mutmut show NAME` prints the change:")
+print(f"\nnot killed ({len(survivors)}):")
 print("\n".join(survivors))
 PY

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from featurepull.dynamo import BatchReader, EntityKeyEncoder, EntityKeyError, FeastLayout
+from featurepull.dynamo import (
+    BatchReader,
+    EntityKeyEncoder,
+    EntityKeyError,
+    FeastLayout,
+    PlainLayout,
+)
+from featurepull.dynamo.errors import ItemDecodeError, TableError
+from featurepull.dynamo.feast_values import ValueProto
 from tests.conftest import unique_name
 from tests.dynamo.conftest import FeastTable
 from tests.feast_writer import (
@@ -350,3 +358,104 @@ def test_an_answer_decodes_as_each_of_its_items(seed: int, base64_text: bool) ->
     one = layout.row_decoder(features, base64_values=base64_text)
     assert layout.rows_decoder(features, base64_values=base64_text)(items) == [
         one(item) for item in items]
+
+
+# ---------------------------------------------------------------------------------------
+# What the layout says about tables and items it cannot take (word for word: the CLI tests
+# see these through whole reads in subprocesses, the mutation runs see them here)
+# ---------------------------------------------------------------------------------------
+
+FEAST = FeastLayout({"driver_id": "int64"})
+GOOD = ValueProto(int64_val=7).SerializeToString()
+BAD = b"\xff\xff\xff"  # not a serialized Value
+
+
+def described(*keys: tuple[str, str, str]) -> dict[str, Any]:
+    return {"KeySchema": [{"AttributeName": n, "KeyType": k} for n, k, _ in keys],
+            "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t}
+                                     for n, _, t in keys]}
+
+
+def test_feast_layout_refuses_another_key_schema() -> None:
+    FEAST.check_table("p.t", described(("entity_id", "HASH", "S")))
+    with pytest.raises(TableError) as caught:
+        FEAST.check_table("p.t", described(("id", "HASH", "N"), ("sort", "RANGE", "S")))
+    assert str(caught.value) == (
+        "table p.t is keyed by id HASH (N), sort RANGE (S), but the feast layout needs "
+        "entity_id HASH (S) as Feast's DynamoDB online store writes it; read this table "
+        "with --layout plain")
+
+
+def feast_item(ts: dict[str, Any] | None, **values: bytes) -> dict[str, Any]:
+    item: dict[str, Any] = {"entity_id": {"S": "k"},
+                            "values": {"M": {n: {"B": v} for n, v in values.items()}}}
+    if ts is not None:
+        item["event_ts"] = ts
+    return item
+
+
+@pytest.mark.parametrize(("ts", "shown"), [({"S": "yesterday"}, "'yesterday'"),
+                                           ({"N": "5"}, "'5'")])
+def test_feast_event_time_that_is_not_a_date(ts: dict[str, Any], shown: str) -> None:
+    with pytest.raises(ItemDecodeError) as caught:
+        FEAST.row_decoder(["a"])(feast_item(ts, a=GOOD))
+    assert str(caught.value) == (
+        f"attribute 'event_ts' holds {shown}, which is not a date-time as Feast writes it "
+        "(e.g. '2024-05-01 12:00:00+00:00')")
+
+
+def test_feast_feature_that_does_not_decode_is_named() -> None:
+    decode = FEAST.row_decoder(["absent", "a", "b"])
+    item = feast_item({"S": "2026-01-01 00:00:00+00:00"}, a=GOOD, b=BAD, c=BAD)
+    with pytest.raises(ItemDecodeError) as caught:
+        decode(item)
+    message = str(caught.value)
+    assert message.startswith("feature 'b': ")
+    assert message.endswith("; fix the value in the table, or leave the feature out of "
+                            "--features")
+    assert FEAST.row_decoder(["a"])(item)[1:] == (7,)  # c is bad, and not asked for
+
+
+def test_feast_features_of_an_item() -> None:
+    assert list(FEAST.features_of(feast_item(None, a=GOOD, b=GOOD))) == ["a", "b"]
+    assert tuple(FEAST.features_of({"entity_id": {"S": "k"}})) == ()
+
+
+def test_entity_messages_without_a_source() -> None:
+    with pytest.raises(EntityKeyError) as caught:
+        FEAST.check_keys({"driver": [1]})
+    assert str(caught.value) == "the entities has no column 'driver_id'; its columns are 'driver'"
+    plain = PlainLayout([("id", "N")])
+    with pytest.raises(EntityKeyError) as caught:
+        plain.check_keys({"id": [1, True]})
+    assert str(caught.value) == "entity row 2, column 'id': a bool is not a number"
+    with pytest.raises(EntityKeyError) as caught:
+        plain.check_keys({"id": [1, True]}, "ids.csv")
+    assert str(caught.value) == "ids.csv, entity row 2, column 'id': a bool is not a number"
+
+
+def test_feast_layout_needs_a_join_key() -> None:
+    with pytest.raises(EntityKeyError) as caught:
+        FeastLayout({})
+    assert str(caught.value) == "the feast layout needs at least one join key (--join-keys)"
+
+
+def test_null_keys_and_absent_columns_are_named() -> None:
+    with pytest.raises(EntityKeyError) as caught:
+        FEAST.keys_for({"driver_id": [1, None]}, "f.csv")
+    assert str(caught.value) == "f.csv, entity row 2, column 'driver_id': null key value"
+    with pytest.raises(EntityKeyError) as caught:
+        FeastLayout({"a": "int64", "b": "string"}).keys_for({"a": [1, 2], "b": ["x", None]})
+    assert str(caught.value) == "entity row 2, column 'b': null key value"
+    with pytest.raises(EntityKeyError) as caught:
+        FeastLayout({"a": "int64", "b": "string"}).keys_for({})
+    assert str(caught.value) == "the entities has no column 'a', 'b'; its columns are none"
+
+
+def test_feast_rows_decoder_with_a_value_decoder_of_its_own() -> None:
+    layout = FeastLayout({"driver_id": "int64"}, value_decoder=len)
+    items = [feast_item({"S": "2026-01-01 00:00:00+00:00"}, a=b"xyz"), feast_item(None, a=b"z"),
+             {"entity_id": {"S": "k"}}]
+    assert layout.rows_decoder(["a"])(items) == [
+        (datetime(2026, 1, 1, tzinfo=UTC), 3), (None, 1), (None, None)]
+    assert layout.row_decoder(["a"])(items[0]) == (datetime(2026, 1, 1, tzinfo=UTC), 3)

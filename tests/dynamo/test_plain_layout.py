@@ -19,6 +19,7 @@ from featurepull.dynamo import (
     TableError,
     UnknownFeatureError,
 )
+from featurepull.dynamo.errors import ItemDecodeError
 from tests.conftest import REGION, unique_name
 
 # ---------------------------------------------------------------------------------------
@@ -476,3 +477,74 @@ def test_the_hash_key_comes_first_whatever_the_names_and_their_order() -> None:
 def test_a_number_key_of_exactly_38_digits_is_accepted() -> None:
     layout = PlainLayout([("n", "N")])
     assert layout.keys_for({"n": [int("9" * 38)]}) == [Decimal("9" * 38)]
+
+
+# ---------------------------------------------------------------------------------------
+# Wire forms, and what the layout says about items it cannot take (word for word)
+# ---------------------------------------------------------------------------------------
+
+def test_plain_wire_forms() -> None:
+    plain = PlainLayout([("id", "N")], event_ts_attribute=None)
+    key = plain.keys_for({"id": [Decimal("1E+3")]})[0]
+    assert plain.wire_key(key) == {"id": {"N": "1000"}}
+    assert plain.projection(["x", "id"]) == {"ProjectionExpression": "#a0, #a1",
+                                            "ExpressionAttributeNames": {"#a0": "id",
+                                                                         "#a1": "x"}}
+    timed = PlainLayout([("id", "N"), ("s", "S")])
+    assert timed.projection(["x"]) == {
+        "ProjectionExpression": "#a0, #a1, #a2, #a3",
+        "ExpressionAttributeNames": {"#a0": "id", "#a1": "s", "#a2": "event_ts", "#a3": "x"}}
+
+
+def test_plain_decodes_bytes_values_only() -> None:
+    with pytest.raises(ValueError) as caught:
+        PlainLayout([("id", "S")]).row_decoder(["x"], base64_values=True)
+    assert str(caught.value) == "the plain layout decodes items with bytes values only"
+
+
+@pytest.mark.parametrize(("ts", "shown"), [({"S": "yesterday"}, "'yesterday'"),
+                                           ({"N": "1e400"}, "'1e400'")])
+def test_plain_event_time_that_is_not_a_date(ts: dict[str, Any], shown: str) -> None:
+    layout = PlainLayout([("id", "S")], event_ts_attribute="seen")
+    with pytest.raises(ItemDecodeError) as caught:
+        layout.row_decoder(["x"])({"id": {"S": "k"}, "seen": ts})
+    assert str(caught.value) == (
+        f"attribute 'seen' holds {shown}, which is not a date-time (ISO 8601 text or Unix "
+        "seconds); name the attribute that holds the event time with --event-ts-attribute, "
+        "or pass --event-ts-attribute '' to read without one")
+
+
+def test_plain_rows_decoder_decodes_each_item() -> None:
+    layout = PlainLayout([("id", "S")])
+    items = [{"id": {"S": "a"}, "x": {"N": "1"}}, {"id": {"S": "b"}, "event_ts": {"BOOL": True}}]
+    assert layout.rows_decoder(["x"])(items) == [(None, 1), (None, None)]
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("1_00", "'1_00' is not a number as DynamoDB writes one (digits, an optional sign, point "
+             "and exponent: no spaces or underscores)"),
+    (Decimal("1E+126"), "1E+126 is outside DynamoDB's number range (a magnitude from 1E-130 "
+                        "to below 1E+126, or 0)"),
+    (Decimal("9E-131"), "9E-131 is outside DynamoDB's number range (a magnitude from 1E-130 "
+                        "to below 1E+126, or 0)"),
+])
+def test_number_keys_dynamodb_cannot_hold(value: Any, problem: str) -> None:
+    with pytest.raises(EntityKeyError) as caught:
+        PlainLayout([("id", "N")]).keys_for({"id": [value]}, "ids.csv")
+    assert str(caught.value) == f"ids.csv, entity row 1, column 'id': {problem}"
+
+
+def test_number_keys_at_the_ends_of_the_range() -> None:
+    layout = PlainLayout([("id", "N")])
+    assert layout.keys_for({"id": [Decimal("1E-130"), Decimal("-9.9E+125"), 0]}) == [
+        Decimal("1E-130"), Decimal("-9.9E+125"), Decimal(0)]
+
+
+def test_the_layout_of_a_description_keeps_its_event_time_attribute() -> None:
+    description = {"KeySchema": [{"AttributeName": "s", "KeyType": "RANGE"},
+                                 {"AttributeName": "id", "KeyType": "HASH"}],
+                   "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "N"},
+                                            {"AttributeName": "s", "AttributeType": "S"}]}
+    layout = PlainLayout.from_description(description, "seen")
+    assert (layout.key_schema, layout.event_ts_attribute) == ([("id", "N"), ("s", "S")], "seen")
+    assert PlainLayout.from_description(description).event_ts_attribute == "event_ts"

@@ -65,7 +65,10 @@ def test_every_row_belongs_to_its_input_row(baseline: Any, workload: list[int]) 
     assert stats.keys == 25_000
     assert stats.unique_keys == len(set(workload))
     assert stats.missing == absent_rows and stats.found == 25_000 - absent_rows
-    assert stats.requests == -(-stats.unique_keys // 100)
+    # One answered request per 100 unique keys; a request moto was too slow to answer on a
+    # loaded machine is counted as a connection error and sent again.
+    failed = stats.throttles + stats.server_errors + stats.connection_errors
+    assert stats.requests - failed == -(-stats.unique_keys // 100)
     assert stats.consumed_rcu > 0
     assert 0 < stats.latency_p50_ms <= stats.latency_p99_ms
 

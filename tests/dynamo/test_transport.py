@@ -201,6 +201,11 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         elif fault == "denied":
             self._answer(400, {"__type": "com.amazon.coral.service#AccessDeniedException",
                                "Message": "User: tester is not authorized"})
+        elif fault == "bad-key":
+            self._answer(400, {"__type": ERR + "ValidationException",
+                               "message": "The provided key element does not match the schema"})
+        elif fault == "503":  # a code the reader does not know, on a 5xx: still the server's
+            self._answer(503, {"__type": ERR + "SomethingNewException", "message": "later"})
         else:
             keys = json.loads(body)["RequestItems"][TABLE]["Keys"]
             found = [DRIVERS[k["entity_id"]["S"]] for k in keys if k["entity_id"]["S"] in DRIVERS]
