@@ -23,7 +23,7 @@ from featurepull.io import EntityTable, open_sink, unify_schemas
 from featurepull.redact import redact_url
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
 from featurepull.tasks.confine import REDIS_KEY_SCHEME
-from featurepull.tasks.jobs import InvalidJobRequest
+from featurepull.tasks.requests import InvalidJobRequest
 from featurepull.tasks.store import (
     REDIS_OUTAGE_WAIT_S,
     ErrorKind,
@@ -94,7 +94,7 @@ class Job:
     def capacity(self) -> dict[str, Any]:
         """What the shards done so far spent of the table's capacity: consumed RCU/s since
         the job started, its budget, seconds held back for it, requests in flight."""
-        from featurepull.tasks.jobs import capacity_fields, shard_totals
+        from featurepull.tasks.shards import capacity_fields, shard_totals
 
         meta = self.store.meta(self.id)
         total = shard_totals(self.store.all_stats(self.id), latencies=False)
@@ -181,9 +181,9 @@ class Job:
     def _discard_staged(self) -> None:
         """Remove what the shards of a job that vanished from Redis staged for its output:
         no worker knows the output any more; this handle still does (best effort)."""
-        from featurepull.tasks.jobs import staged_output
+        from featurepull.tasks.output import staged_output
 
-        if self._meta.request.get("request", {}).get("output"):
+        if self._meta.request.request.get("output"):
             with contextlib.suppress(Exception):
                 staged_output(self.id, self._meta, self.settings).discard()
 

@@ -49,7 +49,7 @@ MUTATIONS = (
                "        self.index.update((key, i) for i, key in enumerate(keys))\n"
                "        self.keys: list[Hashable] = list(keys)"),),
              ("tests/dynamo/test_reader.py",)),
-    Mutation("finisher writes shards in text order", "featurepull/tasks/jobs.py", "finish_job",
+    Mutation("finisher writes shards in text order", "featurepull/tasks/finish.py", "finish_job",
              (("for shard in range(meta.shards):\n                sink.write(",
                "for shard in sorted(range(meta.shards), key=str):\n                sink.write("),),
              ("tests/tasks/test_jobs_on_the_wire.py", "-k", "ten_shards")),
@@ -72,7 +72,7 @@ MUTATIONS = (
              "layout_spec",
              (('"event_ts_attribute": layout.event_ts_attribute,\n', ""),),
              ("tests/tasks/test_jobs_on_the_wire.py", "-k", "plain")),
-    Mutation("shards of a cancelled job not skipped", "featurepull/tasks/jobs.py", "run_shard",
+    Mutation("shards of a cancelled job not skipped", "featurepull/tasks/shards.py", "run_shard",
              (("if meta.terminal:", "if False:"),),
              ("tests/tasks/test_pipeline.py", "-k", "cancel")),
     Mutation("ConsistentRead always false", "featurepull/dynamo/reader.py", "read",

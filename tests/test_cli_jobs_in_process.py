@@ -22,7 +22,8 @@ from featurepull.cli import main
 from featurepull.config import load_settings
 from featurepull.local import RedisService
 from featurepull.tasks import JobStore
-from featurepull.tasks.jobs import finish_job, run_shard
+from featurepull.tasks.finish import finish_job
+from featurepull.tasks.shards import run_shard
 from featurepull.tasks.store import connect
 
 IDS = [5, 1, 1_500, 5, 0]
@@ -89,7 +90,7 @@ def test_submit_stores_every_flag_in_the_job(endpoint: EndpointProcess, tmp_path
     assert re.fullmatch(r"[0-9a-f]{32}", job_id)
     meta = store_of(redis_url).meta(job_id)
     assert (meta.state, meta.shards, meta.rows) == ("queued", 3, 250)
-    request = meta.request["request"]  # the JobRequest the workers get
+    request = meta.request.request  # the JobRequest the workers get
     assert {name: request[name] for name in (
         "table", "features", "entities", "output", "overwrite", "layout", "join_keys",
         "join_key_types", "event_ts_attribute", "project", "scorer", "with_features",
@@ -115,7 +116,7 @@ def test_submit_defaults_and_json(endpoint: EndpointProcess, tmp_path: Path,
     printed = json.loads(result.stdout)
     assert set(printed) == {"job_id", "shards", "rows"}
     assert (printed["shards"], printed["rows"]) == (1, 250)  # shards of 50,000
-    request = store_of(redis_url).meta(printed["job_id"]).request["request"]
+    request = store_of(redis_url).meta(printed["job_id"]).request.request
     assert (request["output"], request["overwrite"], request["layout"], request["join_keys"],
             request["join_key_types"], request["event_ts_attribute"], request["notify"],
             request["allow_missing_features"]) == (None, False, "feast", [], {}, None, None,

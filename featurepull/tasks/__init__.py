@@ -10,7 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from featurepull.tasks.jobs import JobRequest, create_job, finish_job, run_shard
+    from featurepull.tasks.create import create_job
+    from featurepull.tasks.finish import finish_job
+    from featurepull.tasks.requests import JobRequest
+    from featurepull.tasks.shards import run_shard
     from featurepull.tasks.store import (
         JobMeta,
         JobState,
@@ -21,8 +24,10 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
-    **dict.fromkeys(("JobRequest", "create_job", "finish_job", "run_shard"),
-                    "featurepull.tasks.jobs"),
+    "JobRequest": "featurepull.tasks.requests",
+    "create_job": "featurepull.tasks.create",
+    "finish_job": "featurepull.tasks.finish",
+    "run_shard": "featurepull.tasks.shards",
     **dict.fromkeys(("JobMeta", "JobState", "JobStore", "JobStoreError", "RedisUnavailable",
                      "UnknownJob"), "featurepull.tasks.store"),
 }

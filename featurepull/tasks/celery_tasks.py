@@ -41,18 +41,13 @@ from featurepull.errors import FeaturepullError, RunFailed
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor
 from featurepull.tasks.confine import Bounds, RequestOutOfBounds
-from featurepull.tasks.jobs import (
-    JobStopped,
-    check_request_size,
-    create_job,
-    discard_staged_output,
-    finish_job,
-    parse_job_request,
-    reset_process_state,
-    run_shard,
-)
+from featurepull.tasks.create import create_job
+from featurepull.tasks.finish import finish_job
 from featurepull.tasks.notify import announce_end
+from featurepull.tasks.output import discard_staged_output
+from featurepull.tasks.requests import check_request_size, parse_job_request
 from featurepull.tasks.schedules import start_scheduled_job
+from featurepull.tasks.shards import JobStopped, reset_process_state, run_shard
 from featurepull.tasks.store import (
     REDIS_OUTAGE_WAIT_S,
     ErrorKind,
@@ -127,7 +122,7 @@ def end_task(task: Any, store: JobStore, job_id: str, exc: Exception, where: str
     if isinstance(exc, retry_on):
         retry_after_outage(task, store, exc, f"{where} (job {job_id})")
     if isinstance(exc, RequestOutOfBounds):  # logged with the request's summary and setting
-        job_refused(exc, store.meta(job_id).request.get("request", {}))
+        job_refused(exc, store.meta(job_id).request.request)
     if isinstance(exc, FeaturepullError | ValueError):
         is_input = isinstance(exc, FeaturepullError) and exc.is_input
         fail_job(task, store, job_id, f"{where}: {exc}", "input" if is_input else "failed")

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from featurepull.tasks import metrics
-from featurepull.tasks.jobs import end_summary
+from featurepull.tasks.finish import end_summary
 from featurepull.tasks.store import TERMINAL, JobState, JobStore
 
 # How long a claim keeps other tasks from announcing while its holder sends.

@@ -20,7 +20,8 @@ from pydantic import ValidationError
 
 from featurepull.config import ConfigError, ScheduleSettings, Settings
 from featurepull.config.settings import CRON_FIELDS
-from featurepull.tasks.jobs import JobRequest, check_notify, create_job
+from featurepull.tasks.create import create_job
+from featurepull.tasks.requests import JobRequest, check_notify
 from featurepull.tasks.store import TERMINAL, JobMeta, JobStore
 
 RUN_SCHEDULE_TASK = "featurepull.run_schedule"

@@ -51,7 +51,7 @@ from typing import Any, Literal, cast
 
 import pyarrow as pa
 import redis
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from featurepull.errors import InputError, RunFailed
 from featurepull.redact import redact_url
@@ -202,17 +202,33 @@ def table_from_bytes(data: bytes) -> pa.Table:
 ErrorKind = Literal["input", "failed"]
 
 
+class JobSpec(BaseModel):
+    """What ``create_job`` stores to run a job (the meta hash's ``request`` field).
+
+    ``request`` is the :class:`~featurepull.tasks.requests.JobRequest` as JSON, parsed by
+    the step that needs it, so that a record that no longer parses can still be shown and
+    ended. The layout's fields (``layout``, ``key_schema``, ``key_types``, ``views``, ...)
+    differ by layout: they are kept as extra fields, and ``featurepull.dynamo.plan`` reads
+    them back from :meth:`~pydantic.BaseModel.model_dump`.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    request: dict[str, Any] = {}
+    table: str = ""
+    shard_size: int = 0  # 0: a job stored before it was recorded
+    key_columns: list[str] = []
+
+
 class JobMeta(BaseModel):
     """A job's record, as stored in its meta hash (the one place that reads it back).
 
-    ``request`` is the job's spec as ``create_job`` stored it: ``request`` (the
-    :class:`~featurepull.tasks.jobs.JobRequest` as JSON), the resolved ``table``, the
-    ``shard_size`` and the layout's spec; :attr:`table`, :attr:`output`, :attr:`notify`
-    and :attr:`shard_size` read it for the callers that need one field.
+    ``request`` is the job's :class:`JobSpec`; :attr:`table`, :attr:`output`,
+    :attr:`notify` and :attr:`shard_size` read it for the callers that need one field.
     """
 
     job_id: str
-    request: dict[str, Any]
+    request: JobSpec
     state: JobState
     shards: int
     rows: int
@@ -231,24 +247,24 @@ class JobMeta(BaseModel):
     @property
     def table(self) -> str:
         """The DynamoDB table the job reads ("" for a spec without one)."""
-        return str(self.request.get("table") or "")
+        return self.request.table
 
     @property
     def shard_size(self) -> int | None:
         """Entities per shard; None for a job stored before it was recorded."""
-        size = self.request.get("shard_size")
-        return size if isinstance(size, int) and size > 0 else None
+        size = self.request.shard_size
+        return size if size > 0 else None
 
     @property
     def output(self) -> str | None:
         """Where the finisher writes the rows; None: they stay in Redis."""
-        output = self.request.get("request", {}).get("output")
+        output = self.request.request.get("output")
         return str(output) if output else None
 
     @property
     def notify(self) -> dict[str, str] | None:
         """The task (and queue) told when the job ends, if the request named one."""
-        notify = self.request.get("request", {}).get("notify")
+        notify = self.request.request.get("notify")
         return dict(notify) if notify else None
 
 

@@ -31,8 +31,8 @@ from featurepull.config import ConfigError, Settings, load_settings
 from featurepull.dynamo.client import preload_botocore, process_client
 from featurepull.tasks import celery_tasks, scoring
 from featurepull.tasks.confine import start_warning
-from featurepull.tasks.jobs import reset_process_state
 from featurepull.tasks.schedules import beat_entry, check_schedules
+from featurepull.tasks.shards import reset_process_state
 from featurepull.tasks.watchdog import Watchdog
 from featurepull.worker import logging as worker_logging
 from featurepull.worker import metrics as worker_metrics

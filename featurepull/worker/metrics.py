@@ -25,7 +25,7 @@ import structlog
 
 from featurepull.config import Settings
 from featurepull.errors import InputError
-from featurepull.tasks.jobs import process_exists
+from featurepull.tasks.output import process_exists
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Served on every interface, as Prometheus scrapes from elsewhere; it only reads counters.

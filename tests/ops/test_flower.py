@@ -23,7 +23,7 @@ from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
 from featurepull.local import RedisService, start_flower, stop_process_group
 from featurepull.tasks.celery_tasks import send_submit_job
 from featurepull.tasks.monitor import finish_args, reference, shard_args, submit_args
-from featurepull.tasks.store import JobMeta
+from featurepull.tasks.store import JobMeta, JobSpec
 from featurepull.worker.app import producer_app
 from tests.conftest import service_port
 from tests.tasks.conftest import TABLE, fleet
@@ -192,5 +192,6 @@ def test_summaries_show_references_without_secrets() -> None:
         "shard=0/3 job=j1 table=demo.t entities=400", "shard=1/3 job=j1 table=demo.t entities=400",
         "shard=2/3 job=j1 table=demo.t entities=200"]
     assert finish_args(meta) == "job=j1 table=demo.t shards=3 entities=1000 output=redis"
-    del meta.request["shard_size"]  # a job stored before shard sizes were recorded
+    # A job stored before shard sizes were recorded.
+    meta.request = JobSpec.model_validate({"table": "demo.t", "request": {"output": None}})
     assert shard_args(meta, 0) == "shard=0/3 job=j1 table=demo.t"

@@ -24,7 +24,10 @@ from featurepull.io.parts import SUCCESS
 from featurepull.local import RedisService
 from featurepull.pull import PullRequest, pull
 from featurepull.tasks import JobStore
-from featurepull.tasks.jobs import JobRequest, OutputRequired, create_job, finish_job, run_shard
+from featurepull.tasks.create import create_job
+from featurepull.tasks.finish import finish_job
+from featurepull.tasks.requests import JobRequest, OutputRequired
+from featurepull.tasks.shards import run_shard
 
 FEATURES = ["conv_rate", "city"]
 # The session's 200,000 drivers (tests/tasks/conftest.py): 200,000.. are unknown; repeats.

@@ -19,7 +19,10 @@ from featurepull.dynamo import decode_value
 from featurepull.dynamo.layouts import parse_event_ts
 from featurepull.local import RedisService
 from featurepull.tasks import JobStore
-from featurepull.tasks.jobs import JobRequest, JobStopped, create_job, finish_job, run_shard
+from featurepull.tasks.create import create_job
+from featurepull.tasks.finish import finish_job
+from featurepull.tasks.requests import JobRequest
+from featurepull.tasks.shards import JobStopped, run_shard
 from featurepull.tasks.store import connect
 
 DRIVERS = 1_000

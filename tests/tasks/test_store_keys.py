@@ -14,6 +14,7 @@ import pytest
 from featurepull.local import RedisService, free_port, start_redis
 from featurepull.tasks import JobMeta, JobStore, JobStoreError, RedisUnavailable, UnknownJob
 from featurepull.tasks.store import (
+    JobSpec,
     RedisRefused,
     connect,
     redact_url,
@@ -171,7 +172,7 @@ def test_create_with_no_shards(store: JobStore) -> None:
     job_id = store.new_job_id()
     assert store.create(job_id, {}, iter([])) == (0, 0)
     meta = store.meta(job_id)
-    assert (meta.state, meta.shards, meta.rows, meta.request) == ("queued", 0, 0, {})
+    assert (meta.state, meta.shards, meta.rows, meta.request) == ("queued", 0, 0, JobSpec())
     assert keys_of(store, job_id) == {key(job_id, "meta"), key(job_id, "alive")}
 
 

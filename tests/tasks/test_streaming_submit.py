@@ -21,7 +21,8 @@ from featurepull.dynamo.layouts import FeastLayout
 from featurepull.io import EntityFileError, _csv_stream, _parquet_entities, read_entities
 from featurepull.local import RedisService
 from featurepull.tasks import JobStore
-from featurepull.tasks.jobs import JobRequest, _shard_tables, create_job
+from featurepull.tasks.create import _shard_tables, create_job
+from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.store import PREFIX, connect
 from featurepull.tasks.streaming import open_entity_stream
 

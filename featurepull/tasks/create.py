@@ -1,0 +1,139 @@
+"""Creating a job: load its entities, validate everything the read engine would reject, and
+store the entities' keys as shards (streamed a batch at a time when the file allows it).
+
+``featurepull.client`` calls :func:`create_job` in the submitting process, and the
+``featurepull.submit_job`` task in a worker: one code path, whoever runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from featurepull.config import Settings
+from featurepull.dynamo.errors import EntityKeyError
+from featurepull.dynamo.plan import layout_spec, plan_read
+from featurepull.io import EntityFileError, EntityTable, check_destination, read_entities
+from featurepull.io.entities import check_entity_file_size, too_many_entities
+from featurepull.tasks.confine import REDIS_KEY_SCHEME, Bounds
+from featurepull.tasks.feast_views import views_spec, with_yaml_choices
+from featurepull.tasks.requests import (
+    JobRequest,
+    check_notify,
+    check_request_size,
+    check_rows_kept,
+    job_settings,
+)
+from featurepull.tasks.scoring import check_registered
+from featurepull.tasks.store import JobMeta, JobStore
+from featurepull.tasks.streaming import open_entity_stream, streamed_shards
+
+_ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
+                    "bytes": pa.binary(), "float": pa.float64(), "bool": pa.bool_(),
+                    "null": pa.null()}
+
+
+def load_entities(reference: str, settings: Settings, store: JobStore) -> EntityTable:
+    """Entities named by reference: a path, an s3:// URI, or redis-key:NAME (Parquet), each
+    refused before it is read when it is over the job limits."""
+    limits = settings.jobs
+    if not reference.startswith(REDIS_KEY_SCHEME):
+        return read_entities(reference, s3=settings.s3, limits=limits)
+    import tempfile
+
+    name = reference[len(REDIS_KEY_SCHEME):]
+    check_entity_file_size(reference, int(store.redis.strlen(name)),
+                           limits.max_entity_file_bytes)
+    data = store.redis.get(name)
+    if data is None:
+        raise EntityFileError(f"{reference}: no such Redis key; store the entities there as "
+                              "a Parquet file's bytes first")
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            table = read_entities(tmp.name, limits=limits)
+        except EntityFileError as exc:  # name what the user gave, not our temporary file
+            raise EntityFileError(str(exc).replace(tmp.name, reference)) from None
+    return EntityTable(reference, table.columns, table.types, table.notes)
+
+
+def _shard_tables(entities: EntityTable, key_columns: list[str],
+                  shard_size: int) -> Iterator[pa.Table]:
+    arrays = {name: pa.array(entities.columns[name],
+                             type=_ARROW_KEY_TYPES.get(entities.types.get(name, "")))
+              for name in key_columns}
+    table = pa.table(arrays)
+    for start in range(0, max(table.num_rows, 1), shard_size):
+        yield table.slice(start, shard_size)
+
+
+def create_job(request: JobRequest, settings: Settings, store: JobStore,
+               entities: EntityTable | None = None) -> JobMeta:
+    """Validate everything the read engine would reject, then store the job's shards.
+
+    Nothing is stored unless the request is valid: the table exists with the right key
+    schema, every entity key can be built, the output path can be written (within
+    jobs.allowed_outputs), the endpoint is allowed, and a scorer it names is registered.
+    """
+    check_request_size(request.model_dump(), settings.jobs.max_request_bytes)
+    request = with_yaml_choices(request)
+    Bounds.for_jobs(settings).check_job(request.output, request.dynamodb)
+    if request.scorer is not None:
+        check_registered(request.scorer, settings)
+    check_notify(request, settings)
+    effective = job_settings(settings, request)
+    if request.output:
+        check_destination(request.output, request.overwrite, effective.s3)
+    if entities is None and not request.uses_registry:
+        meta = _create_streamed(request, effective, store)
+        if meta is not None:
+            return meta
+    entities = entities or load_entities(request.entities, effective, store)
+    if entities.num_rows > effective.jobs.max_entities:
+        raise too_many_entities(entities.source, entities.num_rows, effective.jobs.max_entities)
+    check_rows_kept(request, entities.num_rows, effective)
+    shard_size = effective.jobs.shard_size
+    if request.uses_registry:
+        spec = {"request": request.model_dump(), "shard_size": shard_size,
+                **views_spec(request, entities, effective)}
+    else:
+        plan = plan_read(request, list(entities.columns), entities.types, entities.source,
+                         effective, entities.notes)
+        table, layout = plan.table, plan.layout
+        layout.check_keys(entities.columns, entities.source)  # refuse bad keys now
+        spec = {"request": request.model_dump(), "table": table, "shard_size": shard_size,
+                **layout_spec(layout)}
+    job_id = store.new_job_id()
+    shards = _shard_tables(entities, spec["key_columns"], shard_size)
+    store.create(job_id, spec, shards)
+    return store.meta(job_id)
+
+
+def _create_streamed(request: JobRequest, settings: Settings, store: JobStore
+                     ) -> JobMeta | None:
+    """create_job with the entities read a batch at a time and stored as shards as they are
+    read; None, with nothing stored, when the file must be read whole (JSONL, a CSV file
+    only the exact reader can type) or holds a bad key (the whole-file path names its row)."""
+    with open_entity_stream(request.entities, settings, store) as stream:
+        if stream is None:
+            return None
+        if stream.num_rows > settings.jobs.max_entities:
+            raise too_many_entities(stream.source, stream.num_rows, settings.jobs.max_entities)
+        check_rows_kept(request, stream.num_rows, settings)
+        plan = plan_read(request, list(stream.types), stream.types, stream.source, settings)
+        shard_size = settings.jobs.shard_size
+        spec = {"request": request.model_dump(), "table": plan.table, "shard_size": shard_size,
+                **layout_spec(plan.layout)}
+        job_id = store.new_job_id()
+        try:
+            store.create(job_id, spec, streamed_shards(stream, plan.layout, spec["key_columns"],
+                                                       shard_size, _ARROW_KEY_TYPES))
+        except (EntityFileError, EntityKeyError):
+            store.delete(job_id)
+            return None
+        except BaseException:
+            store.delete(job_id)
+            raise
+    return store.meta(job_id)

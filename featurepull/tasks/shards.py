@@ -1,0 +1,176 @@
+"""Reading one shard of a job: the per-process reader cache, :func:`run_shard`, and the
+read statistics a shard logs and stores.
+
+``featurepull.tasks.celery_tasks`` wraps :func:`run_shard` as the ``read_shard`` task.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from featurepull.config import Settings
+from featurepull.dynamo import BatchReader, ReadStats
+from featurepull.dynamo.plan import layout_from_spec
+from featurepull.dynamo.views import ViewsReader
+from featurepull.errors import RunFailed
+from featurepull.tasks import metrics
+from featurepull.tasks.capacity import redis_pacers
+from featurepull.tasks.confine import Bounds
+from featurepull.tasks.feast_views import VIEWS, shard_table, views_reader
+from featurepull.tasks.output import discard_staged_output, staged_output
+from featurepull.tasks.requests import JobRequest, job_settings
+from featurepull.tasks.scoring import apply_scorer, registered_scorer
+from featurepull.tasks.store import JobState, JobStore, UnknownJob
+
+log = structlog.get_logger(__name__)
+
+
+class JobStopped(RunFailed):
+    """The job failed or was cancelled elsewhere; this shard stops early."""
+
+
+_readers: dict[tuple[str, str], BatchReader | ViewsReader] = {}
+
+
+def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStore
+            ) -> BatchReader | ViewsReader:
+    # One reader per table and settings in each process: it keeps the table's checked
+    # key schema, so a worker describes each table once, not once per shard. Its read
+    # budget, if any, is the fleet's bucket for the table in Redis.
+    key = (table, settings.model_dump_json() + repr(sorted(spec.items())))
+    reader = _readers.get(key)
+    if reader is None and VIEWS in spec:  # Feast references: every view's table
+        reader = views_reader(spec, settings, redis_pacers(store.redis))
+    elif reader is None:
+        reader = BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb,
+                             pacers=redis_pacers(store.redis))
+        _readers[key] = reader
+    return reader
+
+
+def reset_process_state() -> None:
+    """Forget per-process readers (after fork: a child builds its own)."""
+    _readers.clear()
+
+
+def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
+              report: Callable[[int, int, dict[str, Any]], None] | None = None,
+              worker: str = "") -> bool:
+    """Read one shard and store its rows; True when this completed the last shard."""
+    meta = store.meta(job_id)
+    if meta.terminal:
+        log.info("shard_skipped", reason=f"the job is {meta.state}")
+        return False
+    if store.is_done(job_id, shard):  # a redelivered shard that already finished
+        log.info("shard_skipped", reason="already done (a redelivered message)")
+        return store.done_count(job_id) == meta.shards
+    spec = meta.request.model_dump()  # the layout helpers read its fields by name
+    request = JobRequest(**spec["request"])
+    # Before any request: a job stored without submit_job (or forged in Redis) is bounded too.
+    Bounds.for_jobs(settings).check_endpoint(request.dynamodb.get("endpoint_url"))
+    store.mark_running(job_id)
+    store.count_attempt(job_id, shard, worker)
+    effective = job_settings(settings, request)
+    keys_table = store.shard_keys(job_id, shard)
+    columns = {name: keys_table.column(name).to_pylist() for name in spec["key_columns"]}
+    reader = _reader(spec["table"], spec, effective, store)
+    # Imported before reading: a worker without the scorer fails the job without reading.
+    scorer = registered_scorer(request.scorer, settings) if request.scorer else None
+    keys = reader.layout.keys_for(columns, f"job {job_id} shard {shard}")
+    unique = len(set(keys))
+    log.info("shard_start", table=spec["table"], rows=len(keys), unique_keys=unique,
+             shards=meta.shards, threads=effective.dynamodb.max_read_workers)
+    answered = 0
+    last = 0.0
+
+    def progress(n: int) -> None:
+        nonlocal answered, last
+        answered += n
+        now = time.monotonic()
+        if now - last >= 0.5 or answered == unique:
+            last = now
+            state = store.state(job_id)
+            if state is None:  # gone from Redis (restarted without persistence): stop here
+                raise UnknownJob(job_id)
+            if state in (JobState.FAILED, JobState.CANCELLED):
+                raise JobStopped(job_id)
+            store.set_progress(job_id, shard, answered)
+            if report is not None:
+                report(answered, unique, capacity_fields(reader.reading, now - started))
+
+    started = time.monotonic()
+    with metrics.shard_running(spec["table"]):
+        result = reader.read(keys, request.features, progress=progress,
+                             row_offset=shard * spec["shard_size"],
+                             allow_missing_features=request.allow_missing_features)
+    table = shard_table(spec, columns, result.rows, request.features)
+    stats = result.stats.to_dict()
+    stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
+    if scorer is not None:
+        scoring = time.monotonic()
+        table = apply_scorer(table, [row is not None for row in result.rows], scorer,
+                             spec["key_columns"], with_features=request.with_features)
+        stats["score_seconds"] = round(time.monotonic() - scoring, 3)
+    if request.output:
+        # Into a part file beside the output: Redis holds no rows of a job with an output.
+        staged_output(job_id, meta, effective).write_part(shard, table)
+    done = store.put_shard_rows(job_id, shard, table, stats, keep_rows=not request.output)
+    store.set_progress(job_id, shard, unique)
+    if request.output and store.state(job_id) in ("failed", "cancelled"):
+        discard_staged_output(job_id, settings, store)  # it ended while this part was written
+    scored = {"scorer": scorer.name, "score_seconds": stats["score_seconds"]} if scorer else {}
+    metrics.record_shard(spec["table"], result.stats, time.monotonic() - started)
+    log.info("shard_done", **shard_log_fields(result.stats), **scored, shards_done=done,
+             shards=meta.shards)
+    return done == meta.shards
+
+
+def shard_log_fields(stats: ReadStats) -> dict[str, Any]:
+    """The fields of a shard's ``shard_done`` line: what an operator looks for first."""
+    return {
+        "rows": stats.keys,
+        "unique_keys": stats.unique_keys,
+        "found": stats.found,
+        "missing": stats.missing,
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "unprocessed_retries": stats.unprocessed_retries,
+        "throttles": stats.throttles,
+        "server_errors": stats.server_errors,
+        "connection_errors": stats.connection_errors,
+        "rcu": round(stats.consumed_rcu, 3),
+        **capacity_fields(stats, stats.seconds),
+        "latency_p50_ms": round(stats.latency_p50_ms, 2),
+        "latency_p99_ms": round(stats.latency_p99_ms, 2),
+        "seconds": round(stats.seconds, 3),
+        "rows_per_s": round(stats.rows_per_s, 1),
+    }
+
+
+def capacity_fields(stats: ReadStats | None, seconds: float) -> dict[str, Any]:
+    """What a read spends of the table's capacity: consumed RCU/s, the budget (0: none),
+    seconds held back for it, and the range of requests in flight (AIMD)."""
+    if stats is None:
+        return {}
+    return {
+        "rcu_per_s": round(stats.consumed_rcu / seconds, 1) if seconds > 0 else 0.0,
+        "budget_rcu_per_s": round(stats.budget_rcu_per_s, 1),
+        "budget_wait_s": round(stats.budget_wait_s, 3),
+        "in_flight": f"{stats.concurrency_min}-{stats.concurrency_max}",
+    }
+
+
+def shard_totals(per_shard: Mapping[int, dict[str, Any]], latencies: bool = True
+                 ) -> ReadStats:
+    """The stored stats of shards, summed (without their latencies when ``latencies`` is
+    False: ``featurepull status`` of a job of thousands of shards needs none of them)."""
+    total = ReadStats()
+    for stats in per_shard.values():
+        latencies_ms = stats.get("latencies_ms", []) if latencies else []
+        fields = {k: v for k, v in stats.items() if k in ReadStats.__dataclass_fields__}
+        total.merge(ReadStats(**{**fields, "latencies_ms": latencies_ms}))
+    return total
