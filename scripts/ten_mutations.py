@@ -49,9 +49,9 @@ MUTATIONS = (
                "        self.index.update((key, i) for i, key in enumerate(keys))\n"
                "        self.keys: list[Hashable] = list(keys)"),),
              ("tests/dynamo/test_reader.py",)),
-    Mutation("finisher writes shards in text order", "featurepull/tasks/finish.py", "finish_job",
-             (("for shard in range(meta.shards):\n                sink.write(",
-               "for shard in sorted(range(meta.shards), key=str):\n                sink.write("),),
+    Mutation("finisher writes shards in text order", "featurepull/io/parts.py", "publish",
+             (("for n in range(self.parts):\n                    sink.write(",
+               "for n in sorted(range(self.parts), key=str):\n                    sink.write("),),
              ("tests/tasks/test_jobs_on_the_wire.py", "-k", "ten_shards")),
     Mutation("event timestamps shifted 1 h", "featurepull/dynamo/layouts.py", "parse_event_ts",
              (("return parsed if", "parsed += timedelta(hours=1)\n    return parsed if"),),
