@@ -423,7 +423,7 @@ def test_cleanup_removes_the_jobs_keys(services: Services) -> None:
 
 def test_the_worker_command_consumes_the_configured_queue(services: Services) -> None:
     # Started as `featurepull worker` without -Q: it took the queue from its settings
-    # (FEATUREPULL_JOBS__QUEUE), and every job of this module ran through it.
+    # (FEATUREPULL_JOBS__QUEUE); the module's jobs succeeding shows it runs them.
     # Each ask waits 1 s for replies; a worker on a busy machine may answer a later one.
     for _ in range(10):
         consumers = workers_on_queue(services.workers.settings())
@@ -431,7 +431,6 @@ def test_the_worker_command_consumes_the_configured_queue(services: Services) ->
             break
     assert consumers is not None and len(consumers) == 1
     assert consumers[0].startswith("w0-")
-    assert "featurepull.read_shard" in services.workers.log_text()
 
 
 def _worker_cwd(services: Services) -> Path:
