@@ -159,6 +159,18 @@ class FeastLayout:
                 raise _row_error(source, row, name, problem) from None
         return keys
 
+    def unique_keys_for(self, columns: Mapping[str, Sequence[Any]], source: str = ""
+                        ) -> tuple[Sequence[Hashable], Any]:
+        """The distinct keys of :meth:`keys_for`, and for each row the index of its key
+        (``BatchReader.read(keys, positions=...)``); None instead of the index when the keys
+        could not be de-duplicated before hashing (the reader then does it)."""
+        names = self.encoder.names
+        _missing_columns(names, columns, source)
+        fast = self.encoder.unique_entity_ids([columns[n] for n in names])
+        if fast is not None:
+            return fast
+        return self.keys_for(columns, source), None
+
     def check_keys(self, columns: Mapping[str, Sequence[Any]], source: str = "") -> None:
         # Submitting a job checks every key: a pass per column is ~20x cheaper than hashing
         # each; only a column it cannot vouch for is encoded row by row, for the message.
@@ -172,11 +184,12 @@ class FeastLayout:
 
     def wire_keys_json(self, keys: list[Hashable]) -> Any:
         try:
-            joined = _KEYS_BETWEEN.join(keys)  # type: ignore[arg-type]
+            plain = "".join(keys)  # type: ignore[arg-type]
         except TypeError:  # not all str
             return None
-        if not (joined.isascii() and joined.isalnum()):  # hex ids need no JSON escaping
+        if not (plain.isascii() and plain.isalnum()):  # hex ids need no JSON escaping
             return None
+        joined = _KEYS_BETWEEN.join(keys)  # type: ignore[arg-type]
         return orjson.Fragment(f"{_KEYS_BEFORE}{joined}{_KEYS_AFTER}")
 
     def key_of(self, item: Mapping[str, Any]) -> Hashable:
@@ -430,3 +443,18 @@ def _key_converter(atype: str, max_bytes: int) -> Callable[[Any], Hashable]:
         return bytes(value)
 
     return {"S": to_s, "N": to_n, "B": to_b}[atype]
+
+
+class _KeysFor(Protocol):
+    def keys_for(self, columns: Mapping[str, Sequence[Any]],
+                 source: str = "") -> list[Hashable]: ...
+
+
+def unique_keys(layout: _KeysFor, columns: Mapping[str, Sequence[Any]], source: str = ""
+                ) -> tuple[Sequence[Hashable], Any]:
+    """``keys`` and ``positions`` for ``BatchReader.read``: the distinct keys and each row's
+    index among them where the layout can tell before hashing (one Feast join key), else
+    every row's key and None (the reader de-duplicates)."""
+    if isinstance(layout, FeastLayout):
+        return layout.unique_keys_for(columns, source)
+    return layout.keys_for(columns, source), None
