@@ -79,7 +79,7 @@ class FoundRows(Sequence[Row | None]):
     @overload
     def __getitem__(self, index: slice) -> Sequence[Row | None]: ...
 
-    def __getitem__(self, index: int | slice) -> Row | None | Sequence[Row | None]:
+    def __getitem__(self, index: int | slice) -> Row | Sequence[Row | None] | None:
         return self._materialized()[index]
 
     def __iter__(self) -> Iterator[Row | None]:

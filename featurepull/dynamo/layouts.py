@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import orjson
+
 from featurepull.dynamo.attributes import canonical_number, decode_attribute
 from featurepull.dynamo.errors import EntityKeyError, ItemDecodeError, TableError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
