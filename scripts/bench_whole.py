@@ -119,7 +119,7 @@ def pull_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
 
 def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
                 timeout_s: float, processes: int = 2) -> dict[str, Any]:
-    from bench_methods import celery_worker, child_pids, cpu_seconds
+    from bench_methods import celery_worker, cpu_seconds
 
     from featurepull.local import start_redis
 
@@ -132,8 +132,8 @@ def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
                 "FEATUREPULL_DYNAMODB__REGION": REGION,
                 "FEATUREPULL_DYNAMODB__MAX_READ_WORKERS": str(threads)})
     try:
-        with celery_worker(env, queue, processes, workdir / "worker.log") as (worker,
-                                                                              children):
+        with celery_worker(env, queue, processes, workdir / "worker.log") as worker:
+            children = worker.pool_pids()
             watched = [worker.pid, *children, redis_service.process.pid]
             before = sum(map(cpu_seconds, watched)), _children_cpu()
             cmd = [sys.executable, "-m", "featurepull", "submit",
@@ -141,7 +141,7 @@ def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
             wall, _ = _run_timed(cmd, env, timeout_s)
             fleet_cpu = sum(map(cpu_seconds, watched)) - before[0]
             submit_cpu = _children_cpu() - before[1]
-            if sorted(child_pids(worker.pid)) != sorted(children):
+            if sorted(worker.pool_pids()) != sorted(children):
                 raise RuntimeError("a prefork child was replaced mid-job; its CPU is lost")
     finally:
         redis_service.stop()

@@ -39,6 +39,7 @@ RANGE_KEY_MAX_BYTES = 1024
 # DynamoDB's number range: a magnitude from 1E-130 to 9.99...E+125 (38 digits), or zero.
 N_MIN_MAGNITUDE, N_MAX_MAGNITUDE = Decimal("1E-130"), Decimal("1E+126")
 # A Feast key list as JSON: [{"entity_id":{"S":"<id>"}},...].
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 _KEYS_BEFORE, _KEYS_BETWEEN, _KEYS_AFTER = '[{"entity_id":{"S":"', '"}},{"entity_id":{"S":"', '"}}]'
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
@@ -184,11 +185,14 @@ class FeastLayout:
         return {"entity_id": {"S": key}}
 
     def wire_keys_json(self, keys: list[Hashable]) -> Any:
+        if not keys:
+            return orjson.Fragment(b"[]")
         try:
             plain = "".join(keys)  # type: ignore[arg-type]
         except TypeError:  # not all str
             return None
-        if not (plain.isascii() and plain.isalnum()):  # hex ids need no JSON escaping
+        # Feast ids are hex, which JSON takes as it is (anything else gets the dicts).
+        if not plain.isascii() or plain.encode().translate(None, _HEX_DIGITS):
             return None
         joined = _KEYS_BETWEEN.join(keys)  # type: ignore[arg-type]
         return orjson.Fragment(f"{_KEYS_BEFORE}{joined}{_KEYS_AFTER}")
