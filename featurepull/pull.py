@@ -14,6 +14,7 @@ import pyarrow as pa
 from featurepull.config import ConfigError, RequestFields, Settings
 from featurepull.config.settings import reference_problem, uses_registry
 from featurepull.dynamo import BatchReader, ReadStats
+from featurepull.dynamo.found import found_mask
 from featurepull.dynamo.layouts import unique_keys
 from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
 from featurepull.dynamo.reader import Progress, cyclic_gc_paused
@@ -139,7 +140,7 @@ def _write_table(output_path: str, table: pa.Table, rows: Sequence[tuple[Any, ..
                  overwrite: bool, settings: Settings) -> int:
     # The workers' shard step, on all rows at once: a table, scored if asked, written.
     if scorer is not None:
-        table = apply_scorer(table, [row is not None for row in rows], scorer, key_names,
+        table = apply_scorer(table, found_mask(rows), scorer, key_names,
                              with_features=request.with_features)
     if is_dataset(output_path):
         # Parts of jobs.shard_size rows, as a job of the same entities would write them.

@@ -59,6 +59,11 @@ class FoundRows(Sequence[Row | None]):
             positions = pa.array(positions, type=pa.int64())
         return pc.index_in(positions, value_set=pa.array(self.slots, type=positions.type))
 
+    def found_mask(self) -> list[bool]:
+        """For each input row, whether an item was found (without making the rows)."""
+        mask: list[bool] = self.found_index().is_valid().to_pylist()
+        return mask
+
     def _materialized(self) -> list[Row | None]:
         if self._rows is None:
             by_key: list[Row | None] = [None] * self.unique
@@ -94,3 +99,10 @@ class FoundRows(Sequence[Row | None]):
 
     def __repr__(self) -> str:
         return repr(self._materialized())
+
+
+def found_mask(rows: Sequence[Row | None]) -> list[bool]:
+    """For each row, whether its entity has an item (a scorer's ``found``)."""
+    if isinstance(rows, FoundRows):
+        return rows.found_mask()
+    return [row is not None for row in rows]

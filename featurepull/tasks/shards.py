@@ -14,6 +14,7 @@ import structlog
 
 from featurepull.config import Settings
 from featurepull.dynamo import BatchReader, ReadStats
+from featurepull.dynamo.found import found_mask
 from featurepull.dynamo.layouts import unique_keys
 from featurepull.dynamo.plan import layout_from_spec
 from featurepull.dynamo.views import ViewsReader
@@ -114,7 +115,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
     if scorer is not None:
         scoring = time.monotonic()
-        table = apply_scorer(table, [row is not None for row in result.rows], scorer,
+        table = apply_scorer(table, found_mask(result.rows), scorer,
                              spec["key_columns"], with_features=request.with_features)
         stats["score_seconds"] = round(time.monotonic() - scoring, 3)
     if request.output:

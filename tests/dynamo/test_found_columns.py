@@ -25,7 +25,7 @@ from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout, PlainLayout
 from featurepull.dynamo.errors import EntityKeyError
-from featurepull.dynamo.found import FoundRows
+from featurepull.dynamo.found import FoundRows, found_mask
 from featurepull.dynamo.layouts import unique_keys
 from featurepull.io import rows_to_table
 from featurepull.io._columnar import columnar_table
@@ -138,6 +138,7 @@ def test_found_rows_read_as_the_rows_they_stand_for(seed: int) -> None:
     found, rows = random_found_rows(rng)
     fresh, _ = random_found_rows(random.Random(seed))
     assert fresh.found_count == sum(row is not None for row in rows)  # before materialized
+    assert found_mask(fresh) == found_mask(rows) == [row is not None for row in rows]
     assert len(found) == len(rows)
     assert found == rows and list(found) == rows
     assert found[: len(rows) // 2] == rows[: len(rows) // 2]
