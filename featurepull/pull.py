@@ -14,6 +14,8 @@ import pyarrow as pa
 from featurepull.config import ConfigError, RequestFields, Settings
 from featurepull.config.settings import reference_problem, uses_registry
 from featurepull.dynamo import BatchReader, ReadStats
+from featurepull.dynamo.found import found_mask
+from featurepull.dynamo.layouts import unique_keys
 from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
 from featurepull.dynamo.reader import Progress, cyclic_gc_paused
 from featurepull.dynamo.views import ViewsReader
@@ -89,11 +91,14 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     entities = read_entities(entities_path, s3=settings.s3)
     reader, spec, table_name = _checked_reader(request, entities, settings)
     with cyclic_gc_paused():  # keys, rows and their Arrow columns: no cycles among them
-        keys = reader.layout.keys_for(entities.columns, entities.source)
+        # Distinct keys and each row's index among them, where the layout can tell before
+        # hashing (ViewsReader's layout cannot: its reader de-duplicates per view).
+        keys, positions = unique_keys(reader.layout, entities.columns, entities.source)
         if on_keys is not None:
-            on_keys(len(set(keys)))
+            on_keys(len(keys) if positions is not None else len(set(keys)))
+        unique = {"positions": positions} if positions is not None else {}
         result = reader.read(keys, request.features, progress=progress,
-                             allow_missing_features=request.allow_missing_features)
+                             allow_missing_features=request.allow_missing_features, **unique)
     names = spec["key_columns"]
     key_columns = {n: entities.columns[n] for n in names}
     if scorer is None and not is_dataset(output_path) and not isinstance(reader, ViewsReader):
@@ -135,7 +140,7 @@ def _write_table(output_path: str, table: pa.Table, rows: Sequence[tuple[Any, ..
                  overwrite: bool, settings: Settings) -> int:
     # The workers' shard step, on all rows at once: a table, scored if asked, written.
     if scorer is not None:
-        table = apply_scorer(table, [row is not None for row in rows], scorer, key_names,
+        table = apply_scorer(table, found_mask(rows), scorer, key_names,
                              with_features=request.with_features)
     if is_dataset(output_path):
         # Parts of jobs.shard_size rows, as a job of the same entities would write them.

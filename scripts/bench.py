@@ -527,8 +527,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--whole-methods", type=lambda s: [m for m in s.split(",") if m],
                         default=["pull", "submit_wait", "feast_online_read"],
                         help="--whole-process: subset of pull,submit_wait,feast_online_read")
-    parser.add_argument("--found-share", type=float, default=0.1,
-                        help="--whole-process: the share of entities that exist (0.1)")
+    parser.add_argument("--found-share", type=numbers(float), default=[0.1],
+                        help="--whole-process: the shares of entities that exist, each its "
+                        "own cells (0.1; 0.1,1.0 adds the all-found case)")
     parser.add_argument("--sizes", type=numbers(int), help="entity counts (10000,100000,1000000)")
     parser.add_argument("--threads", type=numbers(int), help="threads per process (1,10,32)")
     parser.add_argument("--latencies", type=numbers(float), help="endpoint ms per request (2,10)")
@@ -638,8 +639,11 @@ def whole_process(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     import bench_whole
 
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    cells = bench_whole.run(args.sizes, args.found_share, max(args.threads), args.latencies,
-                            args.max_seconds_per_cell, log, args.whole_methods)
+    if max(args.found_share) > 1:
+        raise SystemExit("bench: --found-share takes shares from 0 to 1 (e.g. 0.1,1.0)")
+    cells = [cell for share in args.found_share
+             for cell in bench_whole.run(args.sizes, share, max(args.threads), args.latencies,
+                                         args.max_seconds_per_cell, log, args.whole_methods)]
     print(bench_whole.format_cells(cells))
     print()
     print(bench_whole.format_targets(cells))

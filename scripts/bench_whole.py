@@ -119,7 +119,7 @@ def pull_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
 
 def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
                 timeout_s: float, processes: int = 2) -> dict[str, Any]:
-    from bench_methods import celery_worker, child_pids, cpu_seconds
+    from bench_methods import celery_worker, cpu_seconds
 
     from featurepull.local import start_redis
 
@@ -132,8 +132,8 @@ def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
                 "FEATUREPULL_DYNAMODB__REGION": REGION,
                 "FEATUREPULL_DYNAMODB__MAX_READ_WORKERS": str(threads)})
     try:
-        with celery_worker(env, queue, processes, workdir / "worker.log") as (worker,
-                                                                              children):
+        with celery_worker(env, queue, processes, workdir / "worker.log") as worker:
+            children = worker.pool_pids()
             watched = [worker.pid, *children, redis_service.process.pid]
             before = sum(map(cpu_seconds, watched)), _children_cpu()
             cmd = [sys.executable, "-m", "featurepull", "submit",
@@ -141,7 +141,7 @@ def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
             wall, _ = _run_timed(cmd, env, timeout_s)
             fleet_cpu = sum(map(cpu_seconds, watched)) - before[0]
             submit_cpu = _children_cpu() - before[1]
-            if sorted(child_pids(worker.pid)) != sorted(children):
+            if sorted(worker.pool_pids()) != sorted(children):
                 raise RuntimeError("a prefork child was replaced mid-job; its CPU is lost")
     finally:
         redis_service.stop()
@@ -239,19 +239,24 @@ def _measure(method: str, endpoint_url: str, entities: Path, work: Path, threads
     return feast_cell(endpoint_url, entities, timeout_s)
 
 
+def _feast_of(cells: Sequence[dict[str, Any]], cell: dict[str, Any]) -> dict[str, Any] | None:
+    """Feast's cell on the same requests as ``cell`` (size, latency, share found)."""
+    return next((c for c in cells if c["method"] == "feast_online_read"
+                 and all(c[k] == cell[k] for k in ("size", "latency_ms", "found_share"))),
+                None)
+
+
 def format_cells(cells: Sequence[dict[str, Any]]) -> str:
     """The table, and each featurepull cell against Feast's read of the same requests."""
-    lines = [f"{'method':18} {'size':>10} {'ms':>4} {'wall s':>8} {'read s':>7} "
+    lines = [f"{'method':18} {'size':>10} {'ms':>4} {'found':>5} {'wall s':>8} {'read s':>7} "
              f"{'cpu s':>7} {'µs/row':>7} {'vs feast':>9}"]
     for cell in cells:
-        feast = next((c for c in cells if c["method"] == "feast_online_read"
-                      and c["size"] == cell["size"]
-                      and c["latency_ms"] == cell["latency_ms"]), None)
+        feast = _feast_of(cells, cell)
         ratio = f"{feast['wall_s'] / cell['wall_s']:.1f}x" if feast else "-"
         read = f"{cell['read_s']:.2f}" if "read_s" in cell else "-"
         lines.append(f"{cell['method']:18} {cell['size']:>10,} {cell['latency_ms']:>4g} "
-                     f"{cell['wall_s']:>8.2f} {read:>7} {cell['cpu_s']:>7.2f} "
-                     f"{cell['cpu_us_per_row']:>7.2f} {ratio:>9}")
+                     f"{cell['found_share']:>5g} {cell['wall_s']:>8.2f} {read:>7} "
+                     f"{cell['cpu_s']:>7.2f} {cell['cpu_us_per_row']:>7.2f} {ratio:>9}")
     return "\n".join(lines)
 
 
@@ -260,15 +265,14 @@ def targets(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     submit --wait at least 10x Feast's online_read; pull at most 3 µs CPU per input row."""
     found: list[dict[str, Any]] = []
     for cell in cells:
-        where = {"size": cell["size"], "latency_ms": cell["latency_ms"]}
+        where = {"size": cell["size"], "latency_ms": cell["latency_ms"],
+                 "found_share": cell["found_share"]}
         if cell["method"] == "pull":
             found.append({**where, "target": "pull whole / read", "limit": 1.3, "at_most": True,
                           "value": round(cell["wall_s"] / cell["read_s"], 2)})
             found.append({**where, "target": "pull CPU µs per row", "limit": 3.0,
                           "at_most": True, "value": cell["cpu_us_per_row"]})
-        feast = next((c for c in cells if c["method"] == "feast_online_read"
-                      and c["size"] == cell["size"] and c["latency_ms"] == cell["latency_ms"]),
-                     None)
+        feast = _feast_of(cells, cell)
         if cell["method"] == "submit_wait" and feast is not None:
             found.append({**where, "target": "feast online_read / submit --wait", "limit": 10.0,
                           "at_most": False,
@@ -281,7 +285,8 @@ def targets(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def format_targets(cells: Sequence[dict[str, Any]]) -> str:
     return "\n".join(
-        f"{t['target']} at {t['size']:,} / {t['latency_ms']:g} ms = {t['value']:g} "
+        f"{t['target']} at {t['size']:,} / {t['latency_ms']:g} ms / {t['found_share']:g} found "
+        f"= {t['value']:g} "
         f"(target {'<=' if t['at_most'] else '>='} {t['limit']:g}): "
         f"{'met' if t['met'] else 'NOT met'}" for t in targets(cells)) or "no targets"
 

@@ -39,15 +39,14 @@ class Mutation:
 
 MUTATIONS = (
     Mutation("reader drops UnprocessedKeys", "featurepull/dynamo/reader.py", "_request",
-             (("outcome.unprocessed = [state.index[layout.key_of(key)] for key in left]",
+             (("outcome.unprocessed = [outcome.wanted[layout.key_of(key)] for key in left]",
                "outcome.unprocessed = []"),),
              ("tests/dynamo/test_faults.py",)),
     Mutation("dedupe disabled", "featurepull/dynamo/reader.py", "_ReadState.__init__",
-             (("self.positions = [setdefault(key, len(self.index)) for key in keys]\n"
-               "        self.keys: list[Hashable] = list(self.index)",
-               "self.positions = list(range(len(keys)))\n"
-               "        self.index.update((key, i) for i, key in enumerate(keys))\n"
-               "        self.keys: list[Hashable] = list(keys)"),),
+             (("setdefault(key, len(index)) for key in keys]\n"
+               "            self.keys: Sequence[Hashable] = list(index)",
+               "i for i, key in enumerate(keys)]\n"
+               "            self.keys: Sequence[Hashable] = list(keys)"),),
              ("tests/dynamo/test_reader.py",)),
     Mutation("finisher writes shards in text order", "featurepull/io/parts.py", "publish",
              (("for n in range(self.parts):\n                    sink.write(",

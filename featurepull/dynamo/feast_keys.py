@@ -167,8 +167,34 @@ class EntityKeyEncoder:
         check); None otherwise."""
         if len(self._encoders) != 1 or not self.columns_encodable(columns):
             return None
+        return self._hashed(columns[0])
+
+    def unique_entity_ids(self, columns: Sequence[Sequence[Any]]
+                          ) -> tuple[list[str], Any] | None:
+        """The distinct entity ids of one int or text join-key column, in the order they
+        first appear, and for each row the index of its id (an Arrow array): values are
+        de-duplicated in Arrow before any is hashed, where equal values are equal keys
+        (exact ints, exact strs). None where :meth:`entity_ids` would say None, or for
+        bytes keys."""
+        if len(self._encoders) != 1 or not self.columns_encodable(columns):
+            return None
+        import pyarrow as pa  # not at import: a notebook reading a few keys needs no Arrow
+        import pyarrow.compute as pc
+
+        encoder = self._encoders[0]
+        if encoder is _enc_bytes:
+            return None
+        try:
+            values = pa.array(columns[0], type=pa.string() if encoder is _enc_string
+                              else pa.int64())
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            return None
+        encoded = pc.dictionary_encode(values)
+        return self._hashed(encoded.dictionary.to_pylist()), encoded.indices
+
+    def _hashed(self, column: Sequence[Any]) -> list[str]:
         digest = mmh3.hash_bytes
-        encoder, column = self._encoders[0], columns[0]
+        encoder = self._encoders[0]
         if encoder in _INT_BOUNDS:
             kind, pack = _FIXED_WIDTH[encoder]
             head = self._prefix + _PACK_U32(kind) + _PACK_U32(pack.size)

@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+import orjson
+
 from featurepull.dynamo.attributes import canonical_number, decode_attribute
 from featurepull.dynamo.errors import EntityKeyError, ItemDecodeError, TableError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
@@ -27,6 +29,8 @@ from featurepull.dynamo.feast_values import EPOCH, decode_value, decode_values
 Row = tuple[Any, ...]
 RowDecoder = Callable[[dict[str, Any]], Row]
 RowsDecoder = Callable[[list[dict[str, Any]]], list[Row]]
+# All items of one answer as columns: the event times, then each feature's values.
+ColumnsDecoder = Callable[[list[dict[str, Any]]], list[list[Any]]]
 ValueDecoder = Callable[[bytes], Any]  # one serialized Feast Value -> what a row holds
 # DynamoDB's size limits for key attribute values (UTF-8 bytes for strings).
 _NOTHING: dict[str, Any] = {}
@@ -34,6 +38,9 @@ HASH_KEY_MAX_BYTES = 2048
 RANGE_KEY_MAX_BYTES = 1024
 # DynamoDB's number range: a magnitude from 1E-130 to 9.99...E+125 (38 digits), or zero.
 N_MIN_MAGNITUDE, N_MAX_MAGNITUDE = Decimal("1E-130"), Decimal("1E+126")
+# A Feast key list as JSON: [{"entity_id":{"S":"<id>"}},...].
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+_KEYS_BEFORE, _KEYS_BETWEEN, _KEYS_AFTER = '[{"entity_id":{"S":"', '"}},{"entity_id":{"S":"', '"}}]'
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
@@ -57,6 +64,10 @@ class Layout(Protocol):
     def wire_key(self, key: Hashable) -> dict[str, Any]:
         """The DynamoDB key (low-level attribute form) of a key from :meth:`keys_for`."""
 
+    def wire_keys_json(self, keys: list[Hashable]) -> Any:
+        """The JSON array of :meth:`wire_key` of these keys as an ``orjson.Fragment``
+        (serialized once, without a dict per key), or None where only the dicts will do."""
+
     def key_of(self, item: Mapping[str, Any]) -> Hashable:
         """The key of a returned item (or of an UnprocessedKeys entry)."""
 
@@ -72,6 +83,10 @@ class Layout(Protocol):
 
     def rows_decoder(self, features: Sequence[str], base64_values: bool = False) -> RowsDecoder:
         """:meth:`row_decoder` for all items of one answer at once (same rows, same order)."""
+
+    def columns_decoder(self, features: Sequence[str],
+                        base64_values: bool = False) -> ColumnsDecoder:
+        """The rows of :meth:`rows_decoder` as columns (the same values, not zipped)."""
 
 
 def parse_event_ts(text: str) -> datetime:
@@ -146,6 +161,18 @@ class FeastLayout:
                 raise _row_error(source, row, name, problem) from None
         return keys
 
+    def unique_keys_for(self, columns: Mapping[str, Sequence[Any]], source: str = ""
+                        ) -> tuple[Sequence[Hashable], Any]:
+        """The distinct keys of :meth:`keys_for`, and for each row the index of its key
+        (``BatchReader.read(keys, positions=...)``); None instead of the index when the keys
+        could not be de-duplicated before hashing (the reader then does it)."""
+        names = self.encoder.names
+        _missing_columns(names, columns, source)
+        fast = self.encoder.unique_entity_ids([columns[n] for n in names])
+        if fast is not None:
+            return fast
+        return self.keys_for(columns, source), None
+
     def check_keys(self, columns: Mapping[str, Sequence[Any]], source: str = "") -> None:
         # Submitting a job checks every key: a pass per column is ~20x cheaper than hashing
         # each; only a column it cannot vouch for is encoded row by row, for the message.
@@ -156,6 +183,19 @@ class FeastLayout:
 
     def wire_key(self, key: Hashable) -> dict[str, Any]:
         return {"entity_id": {"S": key}}
+
+    def wire_keys_json(self, keys: list[Hashable]) -> Any:
+        if not keys:
+            return orjson.Fragment(b"[]")
+        try:
+            plain = "".join(keys)  # type: ignore[arg-type]
+        except TypeError:  # not all str
+            return None
+        # Feast ids are hex, which JSON takes as it is (anything else gets the dicts).
+        if not plain.isascii() or plain.encode().translate(None, _HEX_DIGITS):
+            return None
+        joined = _KEYS_BETWEEN.join(keys)  # type: ignore[arg-type]
+        return orjson.Fragment(f"{_KEYS_BEFORE}{joined}{_KEYS_AFTER}")
 
     def key_of(self, item: Mapping[str, Any]) -> Hashable:
         return str(item["entity_id"]["S"])
@@ -195,6 +235,11 @@ class FeastLayout:
         return decode
 
     def rows_decoder(self, features: Sequence[str], base64_values: bool = False) -> RowsDecoder:
+        columns = self.columns_decoder(features, base64_values)
+        return lambda items: list(zip(*columns(items), strict=True))
+
+    def columns_decoder(self, features: Sequence[str],
+                        base64_values: bool = False) -> ColumnsDecoder:
         wanted = tuple(features)
         raw: Callable[[Any], bytes] = a2b_base64 if base64_values else bytes
         one = self.row_decoder(features, base64_values)
@@ -202,22 +247,22 @@ class FeastLayout:
         column: Callable[[list[bytes]], list[Any]] = (
             decode_values if custom is None else lambda values: list(map(custom, values)))
 
-        def decode_rows(items: list[dict[str, Any]]) -> list[Row]:
-            # A feature at a time: a column of doubles or floats is one struct call, and the
-            # rows are zipped from the columns in C.
+        def decode_columns(items: list[dict[str, Any]]) -> list[list[Any]]:
+            # A feature at a time: a column of doubles or floats is one struct call.
             stored = [item["values"]["M"] if "values" in item else _NOTHING for item in items]
-            columns = []
+            columns = [[parse_event_ts(item["event_ts"]["S"]) if "event_ts" in item else None
+                        for item in items]]
             for feature in wanted:
                 try:
                     values = [raw(values[feature]["B"]) for values in stored]
                 except KeyError:  # an item without this feature: no column to speed up
-                    return [one(item) for item in items]
+                    rows = [one(item) for item in items]
+                    return [list(values) for values in zip(*rows, strict=True)] if rows \
+                        else [[] for _ in range(1 + len(wanted))]
                 columns.append(column(values))
-            stamps = [parse_event_ts(item["event_ts"]["S"]) if "event_ts" in item else None
-                      for item in items]
-            return list(zip(stamps, *columns, strict=True))
+            return columns
 
-        return decode_rows
+        return decode_columns
 
 
 _DECODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
@@ -296,6 +341,9 @@ class PlainLayout:
         return {name: {atype: _wire_value(atype, value)}
                 for (name, atype), value in zip(self.key_schema, parts, strict=True)}
 
+    def wire_keys_json(self, keys: list[Hashable]) -> Any:
+        return None  # numbers, binaries and any text: orjson serializes the dicts
+
     def key_of(self, item: Mapping[str, Any]) -> Hashable:
         parts = []
         for name, atype in self.key_schema:
@@ -334,6 +382,13 @@ class PlainLayout:
     def rows_decoder(self, features: Sequence[str], base64_values: bool = False) -> RowsDecoder:
         decode = self.row_decoder(features, base64_values)
         return lambda items: [decode(item) for item in items]
+
+    def columns_decoder(self, features: Sequence[str],
+                        base64_values: bool = False) -> ColumnsDecoder:
+        decode = self.rows_decoder(features, base64_values)
+        width = 1 + len(features)
+        return lambda items: [list(values) for values in zip(*decode(items), strict=True)] \
+            if items else [[] for _ in range(width)]
 
 
 def _plain_timestamp(name: str | None, value: dict[str, Any]) -> datetime | None:
@@ -393,3 +448,18 @@ def _key_converter(atype: str, max_bytes: int) -> Callable[[Any], Hashable]:
         return bytes(value)
 
     return {"S": to_s, "N": to_n, "B": to_b}[atype]
+
+
+class _KeysFor(Protocol):
+    def keys_for(self, columns: Mapping[str, Sequence[Any]],
+                 source: str = "") -> list[Hashable]: ...
+
+
+def unique_keys(layout: _KeysFor, columns: Mapping[str, Sequence[Any]], source: str = ""
+                ) -> tuple[Sequence[Hashable], Any]:
+    """``keys`` and ``positions`` for ``BatchReader.read``: the distinct keys and each row's
+    index among them where the layout can tell before hashing (one Feast join key), else
+    every row's key and None (the reader de-duplicates)."""
+    if isinstance(layout, FeastLayout):
+        return layout.unique_keys_for(columns, source)
+    return layout.keys_for(columns, source), None

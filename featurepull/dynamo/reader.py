@@ -32,7 +32,7 @@ from collections.abc import Callable, Coroutine, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 import botocore.parsers
@@ -52,7 +52,8 @@ from featurepull.dynamo.errors import (
     UnknownFeatureError,
 )
 from featurepull.dynamo.features import FeatureCheck, refusal_message
-from featurepull.dynamo.layouts import Layout, Row, RowDecoder, RowsDecoder
+from featurepull.dynamo.found import FoundRows
+from featurepull.dynamo.layouts import ColumnsDecoder, Layout, Row, RowDecoder
 from featurepull.dynamo.pacing import (
     Pacer,
     PacerFactory,
@@ -64,6 +65,9 @@ from featurepull.dynamo.pacing import (
 from featurepull.dynamo.retry import THROTTLE_CODES, TRANSIENT_CODES, Backoff, FailureTally
 from featurepull.dynamo.stats import ReadStats
 from featurepull.dynamo.transport import BrokenResponse, Transport, transport_for
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # Exceptions botocore/urllib3 raise when a connection breaks or a response arrives cut or
 # garbled; the request is sent again.
@@ -101,7 +105,7 @@ _RETRY_LINES = {
 class ReadResult:
     """Rows in input order (``None`` where DynamoDB has no item) and what the read did."""
 
-    rows: list[Row | None]
+    rows: Sequence[Row | None]  # a FoundRows: the decoded columns, and tuples on demand
     stats: ReadStats
 
 
@@ -109,7 +113,7 @@ class ReadResult:
 class _Decoders:
     """A layout's decoders for one read: all items of an answer at once, and one item."""
 
-    rows: RowsDecoder
+    columns: ColumnsDecoder
     one: RowDecoder
 
 
@@ -118,6 +122,7 @@ class _Outcome:
     """What one request came back with; folded into the read's state by the main thread."""
 
     batch: list[int]
+    wanted: dict[Hashable, int] = field(default_factory=dict)  # key -> its unique index
     unprocessed: list[int] = field(default_factory=list)
     failure: str | None = None  # "throttle" | "server" | "connection"
     detail: str = ""  # the error code or connection failure, for the deadline message
@@ -194,18 +199,22 @@ class BatchReader:
 
     def read(self, keys: Sequence[Hashable], features: Sequence[str],
              progress: Progress | None = None, row_offset: int = 0, *,
-             allow_missing_features: bool = False) -> ReadResult:
+             allow_missing_features: bool = False,
+             positions: Sequence[int] | pa.Array | None = None) -> ReadResult:
         """One row per key, in order: ``(event_timestamp, *features)`` or ``None``.
 
         ``row_offset`` is the number of entity rows before ``keys[0]`` (a shard's place in
         its file), so messages name the entity row of the whole file. A requested feature
         that none of the found items holds raises UnknownFeatureError (rule in
-        :mod:`featurepull.dynamo.features`) unless ``allow_missing_features``."""
+        :mod:`featurepull.dynamo.features`) unless ``allow_missing_features``. With
+        ``positions`` (:func:`featurepull.dynamo.keys.unique_keys`) the keys are already
+        unique and input row ``i`` is ``keys[positions[i]]``."""
         _check_features(features)
         self.check_table()
         started = time.perf_counter()
         check = FeatureCheck(() if allow_missing_features else features, self.layout)
-        state = _ReadState(keys, self.settings.batch_size, check, row_offset)
+        state = _ReadState(keys, self.settings.batch_size, check, row_offset, positions,
+                           width=1 + len(features), wire_keys=self.layout.wire_keys_json)
         self.reading = state.stats
         template = {
             **self.layout.projection(features),
@@ -214,14 +223,14 @@ class BatchReader:
         transport = transport_for(self.client, self.settings,
                                   base64_values=self.layout.decodes_base64)
         decode = _Decoders(
-            self.layout.rows_decoder(features, base64_values=transport.base64_values),
+            self.layout.columns_decoder(features, base64_values=transport.base64_values),
             self.layout.row_decoder(features, base64_values=transport.base64_values))
         with cyclic_gc_paused():
             _run(self._dispatch(transport, state, template, decode, progress))
         stats = state.stats
         self.reading = None
-        rows = state.fan_out()
-        stats.found = sum(row is not None for row in rows)
+        rows = state.found_rows()
+        stats.found = rows.found_count
         stats.missing = len(rows) - stats.found
         stats.seconds = time.perf_counter() - started
         return ReadResult(rows, stats)
@@ -291,9 +300,13 @@ class BatchReader:
     async def _request(self, transport: Transport, batch: list[int], state: _ReadState,
                        template: dict[str, Any], reserved: float = 0.0) -> _Outcome:
         """Send one BatchGetItem; what came back, items not yet decoded."""
-        layout, table = self.layout, self.table
-        request = {table: {**template, "Keys": [layout.wire_key(state.keys[i]) for i in batch]}}
-        outcome = _Outcome(batch, reserved=reserved, sent_at=time.monotonic())
+        layout, table, keys = self.layout, self.table, state.keys
+        batch_keys = [keys[i] for i in batch]
+        wire = state.wire_keys(batch_keys) if transport.json_fragments else None
+        request = {table: {**template, "Keys": wire if wire is not None
+                           else [layout.wire_key(key) for key in batch_keys]}}
+        outcome = _Outcome(batch, dict(zip(batch_keys, batch, strict=True)), reserved=reserved,
+                           sent_at=time.monotonic())
         sent = time.perf_counter()
         try:
             response = await transport.batch_get_item(request)
@@ -316,7 +329,7 @@ class BatchReader:
             outcome.latency_ms = (time.perf_counter() - sent) * 1000.0
         outcome.items = response["Responses"].get(table, [])
         left = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", ())
-        outcome.unprocessed = [state.index[layout.key_of(key)] for key in left]
+        outcome.unprocessed = [outcome.wanted[layout.key_of(key)] for key in left]
         if outcome.unprocessed:
             state.retry_log.note("unprocessed", table,
                                  f"{len(outcome.unprocessed)} of {len(batch)} keys")
@@ -352,30 +365,35 @@ class BatchReader:
                       ) if items else None
 
     def _store_rows(self, outcome: _Outcome, state: _ReadState, decode: _Decoders) -> None:
-        """Decode the items of one answer into their keys' rows."""
-        layout, index, results, items = self.layout, state.index, state.results, outcome.items
+        """Decode the items of one answer onto the read's found columns."""
+        layout, wanted, items = self.layout, outcome.wanted, outcome.items
         if state.features.active:
             state.features.observe(items)
         try:
-            rows = decode.rows(items)
+            columns = decode.columns(items)
         except (ValueError, TypeError, KeyError, OverflowError):
             # Item by item, to name the one at fault.
-            rows = [self._decode_one(decode.one, item, state) for item in items]
-        for item, row in zip(items, rows, strict=True):
-            position = index.get(layout.key_of(item))
+            rows = [self._decode_one(decode.one, item, state, wanted) for item in items]
+            columns = [list(column) for column in zip(*rows, strict=True)]
+        slots = []
+        for item in items:
+            position = wanted.get(layout.key_of(item))
             if position is None:
                 raise ReadError(f"{self.where()} returned an item for a key that was not "
                                 f"requested: {layout.key_of(item)!r}")
-            results[position] = row
+            slots.append(position)
+        if slots:
+            state.add_found(slots, columns)
         outcome.items = []
 
-    def _decode_one(self, decode: RowDecoder, item: dict[str, Any], state: _ReadState) -> Row:
+    def _decode_one(self, decode: RowDecoder, item: dict[str, Any], state: _ReadState,
+                    wanted: dict[Hashable, int]) -> Row:
         try:
             return decode(item)
         except ItemDecodeError as exc:
             key = self.layout.key_of(item)
             parts = key if isinstance(key, tuple) else (key,)
-            row = state.positions.index(state.index[key]) + 1 + state.row_offset
+            row = state.first_row(wanted[key]) + 1 + state.row_offset
             raise ReadError(f"{self.where()}: the item of key {', '.join(map(str, parts))} "
                             f"(entity row {row:,}): {exc}") from exc
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
@@ -485,17 +503,26 @@ class _RetryLog:
 
 
 class _ReadState:
-    """The bookkeeping of one read: unique keys, results, and what is waiting to be sent."""
+    """The bookkeeping of one read: unique keys, found columns, and what is waiting to be
+    sent."""
 
     def __init__(self, keys: Sequence[Hashable], batch_size: int,
-                 features: FeatureCheck, row_offset: int = 0) -> None:
+                 features: FeatureCheck, row_offset: int = 0,
+                 positions: Sequence[int] | pa.Array | None = None, width: int = 1,
+                 wire_keys: Callable[[list[Hashable]], Any] | None = None) -> None:
         self.row_offset = row_offset
-        self.index: dict[Hashable, int] = {}
-        setdefault = self.index.setdefault
-        self.positions = [setdefault(key, len(self.index)) for key in keys]
-        self.keys: list[Hashable] = list(self.index)
+        if positions is None:
+            index: dict[Hashable, int] = {}
+            setdefault = index.setdefault
+            self.positions: Sequence[int] | pa.Array = [
+                setdefault(key, len(index)) for key in keys]
+            self.keys: Sequence[Hashable] = list(index)
+        else:
+            self.positions, self.keys = positions, keys
         self.unique = len(self.keys)
-        self.results: list[Row | None] = [None] * self.unique
+        self.slots: list[int] = []  # the unique index of each found item, in found order
+        self.columns: list[list[Any]] = [[] for _ in range(width)]
+        self.wire_keys = wire_keys if wire_keys is not None else _no_fragment
         self.batch_size = batch_size
         self.cursor = 0  # next never-sent key
         self.retry_heap: list[tuple[float, int, list[int]]] = []
@@ -504,10 +531,25 @@ class _ReadState:
         self.attempts: dict[int, int] = {}
         self.first_failure: dict[int, float] = {}
         self.pause_until = 0.0
-        self.stats = ReadStats(keys=len(keys), unique_keys=self.unique)
+        self.stats = ReadStats(keys=len(self.positions), unique_keys=self.unique)
         self.retry_log = _RetryLog()
         self.tally = FailureTally()
         self.features = features
+
+    def add_found(self, slots: list[int], columns: list[list[Any]]) -> None:
+        """The decoded columns of one answer's items, whose unique keys are ``slots``."""
+        self.slots.extend(slots)
+        for mine, theirs in zip(self.columns, columns, strict=True):
+            mine.extend(theirs)
+
+    def first_row(self, unique: int) -> int:
+        """The first input row (from 0) whose key is unique key ``unique``."""
+        positions = self.positions
+        return list(positions.to_pylist() if hasattr(positions, "to_pylist")
+                    else positions).index(unique)
+
+    def found_rows(self) -> FoundRows:
+        return FoundRows(self.positions, self.unique, self.slots, self.columns)
 
     def hold(self, batch: list[int], now: float, wait: float) -> None:
         """Put back a batch the budget could not pay for; send nothing new for ``wait``."""
@@ -546,10 +588,6 @@ class _ReadState:
         if self.retry_heap:
             return max(0.0, max(self.retry_heap[0][0], self.pause_until) - now)
         return None
-
-    def fan_out(self) -> list[Row | None]:
-        results = self.results
-        return [results[p] for p in self.positions]
 
 
 @contextmanager
@@ -605,6 +643,10 @@ def _run_here(work: Coroutine[Any, Any, None]) -> None:
         if escaped:
             raise escaped[0] from None
         raise
+
+
+def _no_fragment(keys: list[Hashable]) -> None:
+    return None
 
 
 def _error_code(exc: botocore.exceptions.ClientError) -> str:

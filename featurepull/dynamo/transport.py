@@ -54,6 +54,8 @@ class Transport(Protocol):
 
     # True: B values in returned items stay base64 text (see Layout.decodes_base64).
     base64_values: bool
+    # True: a request's Keys may be an orjson.Fragment (Layout.wire_keys_json).
+    json_fragments: bool
 
     async def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
         """The answer to ``RequestItems``, with consumed capacity (TOTAL)."""
@@ -67,6 +69,7 @@ class BotocoreTransport:
     each call on a thread of its own so that ``threads`` of them run at once."""
 
     base64_values = False
+    json_fragments = False  # botocore validates and serializes the dicts itself
 
     def __init__(self, client: Any, threads: int = 1) -> None:
         self.client = client
@@ -94,6 +97,8 @@ class BotocoreTransport:
 
 class FastTransport:
     """BatchGetItem as one signed HTTP POST on a keep-alive connection, parsed with orjson."""
+
+    json_fragments = True
 
     def __init__(self, client: Any, settings: DynamoSettings,
                  base64_values: bool = False) -> None:

@@ -300,7 +300,8 @@ class ViewsReader:
         stats.seconds = time.perf_counter() - started
         return ReadResult(rows, stats)
 
-    def _join(self, per_view: list[list[Row | None]]) -> tuple[list[Row | None], int]:
+    def _join(self, per_view: list[Sequence[Row | None]]
+              ) -> tuple[Sequence[Row | None], int]:
         plan = self.plan
         if len(per_view) == 1 and plan.views[0].ttl_s <= 0 \
                 and plan.picks == [(0, f) for f in range(len(plan.picks))]:

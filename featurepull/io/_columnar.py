@@ -1,6 +1,9 @@
 """Rows to an Arrow table a column at a time: the found rows typed and converted once, then
 put in output order by one `take` with an index array (null where an entity has no item).
 
+Rows a read kept as columns (``featurepull.dynamo.found.FoundRows``: its ``columns`` in the
+order the items were found, and ``found_index()``) are taken as they are, with no tuple made.
+
 The table is the one `featurepull.io.tables` builds value by value (same columns, same types:
 pyarrow infers a column's type from the same non-null values either way), at a fraction of
 the cost when most rows are missing or repeated. Anything it cannot vouch for — a malformed
@@ -10,6 +13,7 @@ takes the value-by-value path, whose messages name the row at fault.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,22 +34,30 @@ def columnar_table(view: RowView) -> pa.Table | None:
     if len(set(names)) != len(names) or any(
             len(values) != len(rows) for values in view.key_columns.values()):
         return None
-    found = [row for row in rows if row is not None]
     width = 1 + len(view.features)
-    if any(len(row) != width for row in found):
-        return None
-    found_columns: list[Any] = list(zip(*found, strict=True)) if found else [()] * width
-    if not _all_utc(found_columns[0]):
+    columns: list[Any] | None = getattr(rows, "columns", None)
+    if columns is not None and hasattr(rows, "found_index"):
+        if len(columns) != width:
+            return None
+        found_index: pa.Array | None = rows.found_index()
+    else:
+        found = [row for row in rows if row is not None]
+        if any(len(row) != width for row in found):
+            return None
+        columns = list(zip(*found, strict=True)) if found else [()] * width
+        found_index = _found_index(rows) if len(found) != len(rows) else None
+    if not _all_utc(columns[0]):
         return None
     try:
-        arrays = [pa.array(found_columns[0], type=_TIMESTAMP_TYPE)]
-        arrays += [_typed(list(values)) for values in found_columns[1:]]
+        arrays = [pa.array(columns[0], type=_TIMESTAMP_TYPE)]
+        arrays += [_typed(values if isinstance(values, list) else list(values))
+                   for values in columns[1:]]
         keys = [_typed(values) for values in view.key_columns.values()]
     except _ARROW_VALUE_ERRORS:
         return None
     found_table = pa.table(arrays, names=names[len(keys):])
-    if len(found) != len(rows):
-        found_table = found_table.take(_found_index(rows))
+    if found_index is not None:
+        found_table = found_table.take(found_index)
     return pa.table([*keys, *found_table.columns], names=names)
 
 
@@ -54,7 +66,7 @@ def _typed(values: list[Any]) -> pa.Array:
     return pa.array(values, type=pa.infer_type(values))
 
 
-def _all_utc(stamps: tuple[Any, ...]) -> bool:
+def _all_utc(stamps: Sequence[Any]) -> bool:
     """Whether every timestamp is None or a datetime in UTC (what the reader's layouts
     make); anything else is checked row by row."""
     return all(stamp is None or (type(stamp) is datetime and stamp.tzinfo is UTC)

@@ -14,6 +14,8 @@ import structlog
 
 from featurepull.config import Settings
 from featurepull.dynamo import BatchReader, ReadStats
+from featurepull.dynamo.found import found_mask
+from featurepull.dynamo.layouts import unique_keys
 from featurepull.dynamo.plan import layout_from_spec
 from featurepull.dynamo.views import ViewsReader
 from featurepull.errors import RunFailed
@@ -80,8 +82,8 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     reader = _reader(spec["table"], spec, effective, store)
     # Imported before reading: a worker without the scorer fails the job without reading.
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
-    keys = reader.layout.keys_for(columns, f"job {job_id} shard {shard}")
-    unique = len(set(keys))
+    keys, positions = unique_keys(reader.layout, columns, f"job {job_id} shard {shard}")
+    unique = len(keys) if positions is not None else len(set(keys))
     log.info("shard_start", table=spec["table"], rows=len(keys), unique_keys=unique,
              shards=meta.shards, threads=effective.dynamodb.max_read_workers)
     answered = 0
@@ -106,13 +108,14 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     with metrics.shard_running(spec["table"]):
         result = reader.read(keys, request.features, progress=progress,
                              row_offset=shard * spec["shard_size"],
-                             allow_missing_features=request.allow_missing_features)
+                             allow_missing_features=request.allow_missing_features,
+                             **({"positions": positions} if positions is not None else {}))
     table = shard_table(spec, columns, result.rows, request.features)
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
     if scorer is not None:
         scoring = time.monotonic()
-        table = apply_scorer(table, [row is not None for row in result.rows], scorer,
+        table = apply_scorer(table, found_mask(result.rows), scorer,
                              spec["key_columns"], with_features=request.with_features)
         stats["score_seconds"] = round(time.monotonic() - scoring, 3)
     if request.output:
