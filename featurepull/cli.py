@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from featurepull.errors import InputError, RunFailed
+from featurepull.worker import CONFIG_ENV
 
 if TYPE_CHECKING:
     from featurepull.config import Settings
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 # Each command imports what it needs when it runs: `featurepull --help` and `featurepull
 # pull` load no Celery, Redis or Flower (tests/test_imports.py).
 
-CONFIG_ENV = "FEATUREPULL_CONFIG"
 # Set by run(), the console script: the whole process is this command's, so a pull may
 # decide for it (no interpreter teardown, no pandas). Not when `main` runs inside another
 # program (click's test runner, a user's script).
