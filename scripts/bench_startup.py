@@ -19,7 +19,10 @@ within every round, so a machine whose load drifts weighs on them alike. Cells:
                    own seconds from its ``--json`` summary: the issue's "process / read" ratio
 
 For each cell and tree: the median and minimum of wall seconds (from just before the process
-is spawned) and of the process's CPU seconds (user+sys), and the load average seen.
+is spawned) and of the process's CPU seconds (user+sys), and the load average seen. On a
+loaded machine both swell; ``--instructions`` runs the first three cells under valgrind's
+cachegrind instead and reports the instructions each process executed (to the first request:
+up to its SIGTERM), which no other process's load changes.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from featurepull.bench.endpoint import FEATURES, start_endpoint
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
 CELLS = ("import_cli", "pull_help", "first_request", "whole_pull")
+CACHEGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
+              "--cachegrind-out-file=/dev/null"]
 
 
 def _env(tree: str | None) -> dict[str, str]:
@@ -55,26 +60,37 @@ def _env(tree: str | None) -> dict[str, str]:
     return env
 
 
-def _run_to_exit(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall and CPU seconds of a command run to its end (its rusage, from wait4), and the
-    last line it printed."""
-    with tempfile.TemporaryFile() as out:
+def _instructions(stderr: bytes) -> int | None:
+    """The instruction count cachegrind printed ("I refs"), if it ran."""
+    for line in stderr.decode(errors="replace").splitlines():
+        if "I" in line and "refs:" in line:
+            return int(line.rsplit(":", 1)[1].replace(",", "").strip())
+    return None
+
+
+def _run_to_exit(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, int | None]:
+    """Wall and CPU seconds of a command run to its end (its rusage, from wait4), the last
+    line it printed, and its instructions when it ran under cachegrind."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen(cmd, env=env, stdout=out)
+        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         if process.returncode != 0:
             raise RuntimeError(f"{cmd} exited {process.returncode}")
         out.seek(0)
+        err.seek(0)
         lines = out.read().decode().strip().splitlines()
-    return wall, usage.ru_utime + usage.ru_stime, lines[-1] if lines else ""
+        instructions = _instructions(err.read())
+    return wall, usage.ru_utime + usage.ru_stime, lines[-1] if lines else "", instructions
 
 
 def _first_request(cmd_for: Any, env: dict[str, str], timeout_s: float
-                   ) -> tuple[float, float, str]:
-    """Wall and CPU seconds of a pull until its first request reaches a listener, and the
-    request's X-Amz-Target; the process is then killed (it is this function's child)."""
+                   ) -> tuple[float, float, str, int | None]:
+    """Wall and CPU seconds of a pull until its first request reaches a listener, the
+    request's X-Amz-Target, and (under cachegrind) its instructions; the process is then
+    stopped (it is this function's child): SIGTERM, which cachegrind reports on."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.settimeout(timeout_s)
         cmd = cmd_for(f"http://127.0.0.1:{server.getsockname()[1]}")
@@ -89,19 +105,25 @@ def _first_request(cmd_for: Any, env: dict[str, str], timeout_s: float
                 wall = time.perf_counter() - started
                 times = psutil.Process(process.pid).cpu_times()
         finally:
-            process.kill()
+            process.terminate()
             _, err = process.communicate()
     if not head:
         raise RuntimeError(f"no request arrived: {err.decode()[-2000:]}")
     target = next((line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
                    if line.lower().startswith(b"x-amz-target:")), "?")
-    return wall, times.user + times.system, target
+    return wall, times.user + times.system, target, _instructions(err)
 
 
 def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
-        cells: Sequence[str], timeout_s: float = 120.0) -> list[dict[str, Any]]:
-    """Every cell of every tree, ``rounds`` times, trees in turn within a round."""
+        cells: Sequence[str], timeout_s: float = 120.0, instructions: bool = False
+        ) -> list[dict[str, Any]]:
+    """Every cell of every tree, ``rounds`` times, trees in turn within a round (under
+    cachegrind with ``instructions``)."""
+    if instructions and "whole_pull" in cells:
+        raise ValueError("--instructions counts import_cli, pull_help and first_request only")
     python = sys.executable
+    prefix = CACHEGRIND if instructions else []
+    timeout_s = timeout_s * 10 if instructions else timeout_s
     samples: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="featurepull-startup-") as folder:
         ids = Path(folder) / "ids.csv"
@@ -109,7 +131,7 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
         output = Path(folder) / "out.parquet"
 
         def pull_cmd(url: str) -> list[str]:
-            return [python, "-m", "featurepull", "pull", "--project", "demo", "--table",
+            return [*prefix, python, "-m", "featurepull", "pull", "--project", "demo", "--table",
                     "driver_stats", "--features", ",".join(FEATURES), "--entities", str(ids),
                     "--output", str(output), "--overwrite", "--endpoint-url", url,
                     "--region", "us-east-1", "--max-read-workers", "10", "--json"]
@@ -123,23 +145,26 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
                 for name, tree in order:
                     env = _env(tree)
                     sample: dict[str, Any] = {"tree": name, "cell": cell, "round": round_no}
+                    count: int | None = None
                     if cell == "import_cli":
-                        wall, cpu, _ = _run_to_exit([python, "-c", "import featurepull.cli"],
-                                                    env)
+                        wall, cpu, _, count = _run_to_exit(
+                            [*prefix, python, "-c", "import featurepull.cli"], env)
                     elif cell == "pull_help":
-                        wall, cpu, _ = _run_to_exit([python, "-m", "featurepull", "pull",
-                                                     "--help"], env)
+                        wall, cpu, _, count = _run_to_exit(
+                            [*prefix, python, "-m", "featurepull", "pull", "--help"], env)
                     elif cell == "first_request":
-                        wall, cpu, sample["first_request"] = _first_request(
+                        wall, cpu, sample["first_request"], count = _first_request(
                             pull_cmd, env, timeout_s)
                     else:
                         assert endpoint is not None
-                        wall, cpu, last = _run_to_exit(pull_cmd(endpoint.url), env)
+                        wall, cpu, last, _ = _run_to_exit(pull_cmd(endpoint.url), env)
                         summary = json.loads(last)
                         if summary["found"] != entities:
                             raise RuntimeError(f"found {summary['found']} of {entities}")
                         sample["read_s"] = summary["seconds"]
                         sample["ratio"] = round(wall / summary["seconds"], 3)
+                    if count is not None:
+                        sample["instructions"] = count
                     samples.append({**sample, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4),
                                     "load_average": round(os.getloadavg()[0], 2)})
         if endpoint is not None:
@@ -160,6 +185,9 @@ def summarize(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             extra = {"read_median_s": round(statistics.median(s["read_s"] for s in mine), 3),
                      "ratio_median": round(statistics.median(s["ratio"] for s in mine), 2),
                      "ratio_min": round(min(s["ratio"] for s in mine), 2)}
+        if all("instructions" in s for s in mine):
+            extra["instructions_median"] = int(statistics.median(
+                s["instructions"] for s in mine))
         rows.append({"cell": cell, "tree": tree, "n": len(mine), **extra,
                      "wall_median_s": round(statistics.median(walls), 3),
                      "wall_min_s": round(min(walls), 3),
@@ -187,10 +215,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--entities", type=int, default=100_000,
                         help="rows of the CSV entity file the pull reads first")
     parser.add_argument("--cells", type=lambda s: s.split(","), default=list(CELLS))
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions under valgrind's cachegrind (not whole_pull)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     trees = args.tree or [("installed", None)]
-    samples = run(trees, args.rounds, args.entities, args.cells)
+    cells = [c for c in args.cells if not (args.instructions and c == "whole_pull")]
+    samples = run(trees, args.rounds, args.entities, cells, instructions=args.instructions)
     rows = summarize(samples)
     print(f"{'cell':14} {'tree':10} {'n':>3} {'wall med':>9} {'wall min':>9} "
           f"{'cpu med':>8} {'cpu min':>8}  load      notes")
@@ -199,7 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{row['wall_min_s']:>9.3f} {row['cpu_median_s']:>8.3f} {row['cpu_min_s']:>8.3f}"
               f"  {row['load']:9} {','.join(row['first_request'])}"
               + (f"read {row['read_median_s']:.2f} s, process/read {row['ratio_median']:.2f} "
-                 f"(min {row['ratio_min']:.2f})" if "ratio_median" in row else ""))
+                 f"(min {row['ratio_min']:.2f})" if "ratio_median" in row else "")
+              + (f" {row['instructions_median'] / 1e6:,.0f}M instructions"
+                 if "instructions_median" in row else ""))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps({"summary": rows, "samples": samples}, indent=1))
