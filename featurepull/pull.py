@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -18,7 +18,6 @@ from featurepull.dynamo.found import found_mask
 from featurepull.dynamo.layouts import unique_keys
 from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
 from featurepull.dynamo.reader import Progress, cyclic_gc_paused
-from featurepull.dynamo.views import ViewsReader
 from featurepull.io import (
     EntityTable,
     check_destination,
@@ -29,13 +28,17 @@ from featurepull.io import (
     write_dataset,
     write_rows,
 )
-from featurepull.tasks.feast_views import plan_for, views_table
 from featurepull.tasks.scoring import (
     LoadedScorer,
     apply_scorer,
     check_with_features,
     registered_scorer,
 )
+
+if TYPE_CHECKING:
+    # Reading Feast references through a registry: imported only by a pull that does (the
+    # registry's protobuf descriptors and YAML cost every other pull ~20 ms of startup).
+    from featurepull.dynamo.views import ViewsReader
 
 
 @dataclass
@@ -101,13 +104,13 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
                              allow_missing_features=request.allow_missing_features, **unique)
     names = spec["key_columns"]
     key_columns = {n: entities.columns[n] for n in names}
-    if scorer is None and not is_dataset(output_path) and not isinstance(reader, ViewsReader):
+    views = bool(spec.get("views"))
+    if scorer is None and not is_dataset(output_path) and not views:
         with cyclic_gc_paused():
             written = write_rows(output_path, key_columns, result.rows, request.features,
                                  overwrite=overwrite, s3=settings.s3)
     else:
-        table = (views_table(reader.plan, key_columns, result.rows, output_path)
-                 if isinstance(reader, ViewsReader) else
+        table = (_views_table(reader, key_columns, result.rows, output_path) if views else
                  rows_to_table(key_columns, result.rows, request.features, source=output_path))
         written = _write_table(output_path, table, result.rows, names, request, scorer,
                                overwrite=overwrite, settings=settings)
@@ -123,6 +126,9 @@ def _checked_reader(request: PullRequest, entities: EntityTable, settings: Setti
         plan = plan_read(request, list(entities.columns), entities.types, entities.source,
                          settings, entities.notes)
         return plan.reader, layout_spec(plan.layout), plan.table
+    from featurepull.dynamo.views import ViewsReader
+    from featurepull.tasks.feast_views import plan_for
+
     fields = RequestFields(features=request.features, entities=entities.source,
                            feature_store_yaml=request.feature_store_yaml,
                            feature_service=request.feature_service,
@@ -133,6 +139,15 @@ def _checked_reader(request: PullRequest, entities: EntityTable, settings: Setti
     reader.check_table()
     spec = {"layout": "feast", "views": True, "key_columns": views.key_columns}
     return reader, spec, ", ".join(view.table for view in views.views)
+
+
+def _views_table(reader: BatchReader | ViewsReader, key_columns: dict[str, Any],
+                 rows: Sequence[tuple[Any, ...] | None], output_path: str) -> pa.Table:
+    from featurepull.dynamo.views import ViewsReader
+    from featurepull.tasks.feast_views import views_table
+
+    assert isinstance(reader, ViewsReader)
+    return views_table(reader.plan, key_columns, rows, output_path)
 
 
 def _write_table(output_path: str, table: pa.Table, rows: Sequence[tuple[Any, ...] | None],

@@ -1,6 +1,8 @@
-"""What a process loads: `featurepull pull` (a whole read, CSV in, Parquet out) and
-`featurepull --help` never import Celery, Flower or Redis; `featurepull submit` never builds
-the worker's Celery app. Each runs in a fresh interpreter, which then lists its sys.modules."""
+"""What a process loads: `featurepull pull` (a whole read, CSV in, Parquet out) never imports
+Celery, Flower or Redis, nor boto3, s3transfer or pandas (installed here: Feast needs them);
+`featurepull --help` not even pydantic or pyarrow; `featurepull submit` never builds the
+worker's Celery app. Each runs the console script's `run()` in a fresh interpreter, which then
+lists its sys.modules (a pull's, just before its `os._exit`)."""
 
 from __future__ import annotations
 
@@ -20,19 +22,29 @@ from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.local import RedisService
 
 JOB_MACHINERY = ("celery", "kombu", "redis", "flower", "billiard")
+# Not on a pull's way either: its clients are botocore's own (boto3 and s3transfer only for
+# an S3 transfer), and pyarrow runs without pandas (featurepull.cli._without_pandas).
+NOT_FOR_A_PULL = (*JOB_MACHINERY, "boto3", "s3transfer", "pandas")
 IDS = [3, 1, 2, 3, 2_000]
 
-# Runs the command line in-process, then prints the top-level packages it loaded.
+# Runs the console script's entry point as `featurepull ARGS` does, then prints the exit code
+# and the modules it loaded: when it exits, or (a pull) just before it skips the teardown.
 _RUN_AND_LIST = """
-import json, sys
-from featurepull.cli import main
+import json, os, sys
+from featurepull.cli import run
+
+def report(code):
+    print(json.dumps({"code": code, "modules": sorted(sys.modules)}), flush=True)
+
+exit_now = os._exit
+os._exit = lambda code: (report(code), exit_now(code))
+sys.argv[0] = "featurepull"
 try:
-    main(sys.argv[1:], prog_name="featurepull")
+    run()
 except SystemExit as exc:
-    code = exc.code
+    report(exc.code)
 else:
-    code = 0
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+    report(0)
 """
 
 
@@ -53,12 +65,12 @@ def _loaded(*args: str, env: dict[str, str] | None = None
     return report["code"], report["modules"], printed
 
 
-def _machinery(modules: list[str]) -> list[str]:
-    return [name for name in modules if name.split(".")[0] in JOB_MACHINERY]
+def _machinery(modules: list[str], packages: tuple[str, ...] = JOB_MACHINERY) -> list[str]:
+    return [name for name in modules if name.split(".")[0] in packages]
 
 
-def test_pull_loads_no_celery_redis_or_flower(endpoint: EndpointProcess,
-                                              tmp_path: Path) -> None:
+def test_pull_loads_no_job_machinery_boto3_or_pandas(endpoint: EndpointProcess,
+                                                     tmp_path: Path) -> None:
     entities, out = tmp_path / "ids.csv", tmp_path / "out.parquet"
     entities.write_text("driver_id\n" + "\n".join(map(str, IDS)) + "\n")
     code, modules, _ = _loaded(
@@ -69,7 +81,35 @@ def test_pull_loads_no_celery_redis_or_flower(endpoint: EndpointProcess,
     # The read really ran in that process: the rows are there, and the engine was loaded.
     assert pq.read_table(out).column("driver_id").to_pylist() == IDS
     assert "featurepull.dynamo.reader" in modules and "featurepull.pull" in modules
-    assert _machinery(modules) == []
+    assert "botocore.client" in modules and "pyarrow.parquet" in modules
+    assert _machinery(modules, NOT_FOR_A_PULL) == []
+
+
+def test_a_pull_with_a_scorer_may_use_pandas(endpoint: EndpointProcess, tmp_path: Path) -> None:
+    # A scorer is user code: the pull leaves pandas importable for it, and its scores land.
+    entities, out = tmp_path / "ids.csv", tmp_path / "out.parquet"
+    entities.write_text("driver_id\n" + "\n".join(map(str, IDS)) + "\n")
+    (tmp_path / "pandas_scorer.py").write_text(
+        "import pandas as pd\n"
+        "import pyarrow as pa\n\n"
+        "def score(table):\n"
+        "    frame = table.to_pandas()\n"
+        "    return {'double': pa.array(frame['conv_rate'].fillna(-1.0) * 2)}\n")
+    config = tmp_path / "featurepull.toml"
+    config.write_text('[[scorers]]\nname = "double"\npath = "pandas_scorer:score"\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    code, modules, printed = _loaded(
+        "pull", "--config", str(config), "--project", "imports", "--table", "drivers",
+        "--features", "conv_rate", "--scorer", "double", "--entities", str(entities),
+        "--output", str(out), "--endpoint-url", endpoint.url, "--region", "us-east-1", env=env)
+    assert code == 0, printed
+    assert "pandas" in modules
+    written = pq.read_table(out)
+    assert written.column("driver_id").to_pylist() == IDS
+    # 2,000 is no driver of the endpoint's: no conv_rate, so the scorer's -1.0, doubled.
+    assert written.column("double").to_pylist()[-1] == -2.0
+    assert all(score >= 0 for score in written.column("double").to_pylist()[:-1])
 
 
 def test_help_loads_neither_the_job_machinery_nor_the_engine() -> None:
@@ -77,6 +117,14 @@ def test_help_loads_neither_the_job_machinery_nor_the_engine() -> None:
     assert code == 0
     assert _machinery(modules) == []
     assert "featurepull.dynamo.reader" not in modules and "pyarrow" not in modules
+    assert "pydantic" not in modules
+
+
+def test_pull_help_loads_no_settings_or_engine() -> None:
+    code, modules, printed = _loaded("pull", "--help")
+    assert code == 0 and any("--entities" in line for line in printed)
+    assert [name for name in modules if name.split(".")[0] in (
+        *JOB_MACHINERY, "pydantic", "pyarrow", "botocore")] == []
 
 
 def test_submit_never_builds_the_workers_app(endpoint: EndpointProcess, redis_server: RedisService,

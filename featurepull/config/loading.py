@@ -11,8 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from featurepull.config.errors import ConfigError, settings_error
 from featurepull.config.settings import DynamoSettings, Settings
 
@@ -40,6 +38,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 def read_feature_store_yaml(path: str | Path) -> dict[str, Any]:
     """``project``, ``entity_key_serialization_version`` and the DynamoDB online store of a
     Feast ``feature_store.yaml``, as featurepull settings."""
+    import yaml  # only for a feature_store.yaml: not every process that loads settings
+
     path = Path(path)
     try:
         doc = yaml.safe_load(path.read_text())

@@ -13,10 +13,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import boto3
 import botocore.config
 import botocore.exceptions
 
+from featurepull.aws import default_session, new_session
 from featurepull.config import ConfigError, DynamoSettings
 
 _T = TypeVar("_T")
@@ -59,9 +59,9 @@ def build_client(settings: DynamoSettings) -> Any:
         },
         tcp_keepalive=True,
     )
-    factory = boto3.session.Session() if settings.session_based_auth else boto3
+    session = new_session() if settings.session_based_auth else default_session()
     try:
-        return factory.client(
+        return session.create_client(
             "dynamodb",
             region_name=settings.region,
             endpoint_url=settings.endpoint_url,
@@ -81,8 +81,9 @@ def preload_botocore() -> None:
     processes forked from it: each child then builds its client in milliseconds, not the
     ~60 ms the first client of a process costs. The client made here uses placeholder
     credentials and a fixed region (no credential chain, no network) and is thrown away."""
-    boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="preload",
-                 aws_secret_access_key="preload")
+    default_session().create_client("dynamodb", region_name="us-east-1",
+                                    aws_access_key_id="preload",
+                                    aws_secret_access_key="preload")
 
 
 def per_process(key: tuple[Any, ...], build: Callable[[], _T]) -> _T:

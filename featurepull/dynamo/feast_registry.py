@@ -233,11 +233,13 @@ _lock = threading.Lock()
 
 
 def _s3_object(uri: str, s3: S3Settings, stamp: Any) -> tuple[Any, bytes | None]:
-    import boto3
     import botocore.exceptions
 
+    from featurepull.aws import default_session
+
     bucket, _, key = uri[len("s3://"):].partition("/")
-    client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region)
+    client = default_session().create_client("s3", endpoint_url=s3.endpoint_url,
+                                             region_name=s3.region)
     try:
         etag = client.head_object(Bucket=bucket, Key=key)["ETag"]
         if etag == stamp:

@@ -1,7 +1,8 @@
 """The S3 requests behind `s3://` entity files and outputs, with errors a user can act on.
 
 A client is built from `S3Settings` once per process and settings (a job's finisher makes a
-request per part), never carried across a fork.
+request per part), never carried across a fork. It is a plain botocore client: boto3 and
+s3transfer are imported only when a managed transfer (download, upload, copy) runs.
 Every failure is an `S3Error` naming the URL, the bucket, where it looked (endpoint, region)
 and what to check; callers re-raise it as their own error type.
 """
@@ -12,7 +13,6 @@ import os
 import threading
 from typing import Any, BinaryIO
 
-import boto3
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -20,6 +20,7 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
+from featurepull.aws import default_session
 from featurepull.config import S3Settings
 from featurepull.errors import InputError
 from featurepull.io._formats import S3Location
@@ -40,7 +41,7 @@ def download(location: S3Location, settings: S3Settings, stream: BinaryIO) -> No
     """Copy the object into `stream` (a local file), in parallel ranges for a large one."""
     client = _client(settings)
     try:
-        client.download_fileobj(location.bucket, location.key, stream)
+        _transfers().download_fileobj(client, location.bucket, location.key, stream)
     except (BotoCoreError, ClientError) as exc:
         raise _read_error(exc, location, settings, client) from None
 
@@ -63,7 +64,8 @@ def upload(stream: BinaryIO, location: S3Location, settings: S3Settings,
     stream.seek(0)
     extra = {"Metadata": metadata} if metadata else None
     try:
-        client.upload_fileobj(stream, location.bucket, location.key, ExtraArgs=extra)
+        _transfers().upload_fileobj(client, stream, location.bucket, location.key,
+                                    ExtraArgs=extra)
     except (BotoCoreError, ClientError) as exc:
         raise _explain(exc, location, client, "s3:PutObject") from None
 
@@ -129,7 +131,8 @@ def copy(source: S3Location, target: S3Location, settings: S3Settings) -> None:
     """Copy an object within S3 (server-side: no bytes pass through this process)."""
     client = _client(settings)
     try:
-        client.copy({"Bucket": source.bucket, "Key": source.key}, target.bucket, target.key)
+        _transfers().copy(client, {"Bucket": source.bucket, "Key": source.key}, target.bucket,
+                          target.key)
     except (BotoCoreError, ClientError) as exc:
         if _code(exc) in _NOT_FOUND:
             raise S3Error(f"{source.uri}: no such object in bucket {source.bucket!r}") from None
@@ -183,10 +186,18 @@ def _client(settings: S3Settings) -> Any:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = boto3.client("s3", endpoint_url=settings.endpoint_url,
-                                  region_name=settings.region)
+            client = default_session().create_client(
+                "s3", endpoint_url=settings.endpoint_url, region_name=settings.region)
             _clients[key] = client
         return client
+
+
+def _transfers() -> Any:
+    """boto3's managed transfers (s3transfer: parallel ranges, multipart), called with our
+    botocore client as boto3's S3 client methods call them; imported on first use."""
+    from boto3.s3 import inject
+
+    return inject
 
 
 def _code(exc: Exception) -> str | None:

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# The variable naming the TOML settings file of every featurepull process: the command
+# line's --config default, and how `featurepull worker|beat|flower --config` hands the file
+# to Celery's processes. Here, light to import, so the CLI needs neither pydantic nor Celery.
+CONFIG_ENV = "FEATUREPULL_CONFIG"
+
 
 def __getattr__(name: str) -> Any:
     if name == "app":
@@ -22,4 +27,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'featurepull.worker' has no attribute {name!r}")
 
 
-__all__ = ["app", "create_app", "producer_app"]
+__all__ = ["CONFIG_ENV", "app", "create_app", "producer_app"]

@@ -34,12 +34,11 @@ from featurepull.tasks.confine import start_warning
 from featurepull.tasks.schedules import beat_entry, check_schedules
 from featurepull.tasks.shards import reset_process_state
 from featurepull.tasks.watchdog import Watchdog
+from featurepull.worker import CONFIG_ENV
 from featurepull.worker import logging as worker_logging
 from featurepull.worker import metrics as worker_metrics
 from featurepull.worker.producer import celery_config
 from featurepull.worker.producer import producer_app as producer_app  # where tests look
-
-CONFIG_ENV = "FEATUREPULL_CONFIG"
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
-import boto3
 import pytest
 
+from featurepull.aws import default_session
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import client as client_module
 from featurepull.dynamo.client import client_owner_pid, process_client
@@ -49,10 +49,10 @@ def table(ddb: Any) -> str:
 
 @pytest.fixture
 def clients_built() -> Iterator[list[str]]:
-    """Every DynamoDB client boto3's default session builds while the test runs, counted by
-    botocore's own client-creation event."""
+    """Every DynamoDB client the process's shared botocore session builds while the test
+    runs, counted by botocore's own client-creation event."""
     built: list[str] = []
-    events = boto3._get_default_session().events
+    events = default_session().get_component("event_emitter")
 
     def count(**_: Any) -> None:
         built.append(threading.current_thread().name)

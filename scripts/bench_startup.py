@@ -1,0 +1,243 @@
+#!/usr/bin/env python
+"""Startup of ``featurepull pull``: how long a process takes from its start to its first
+DynamoDB request, and what ``import featurepull.cli`` and ``featurepull pull --help`` cost.
+
+    .venv/bin/python scripts/bench_startup.py --rounds 9
+    .venv/bin/python scripts/bench_startup.py --rounds 9 --tree before=OLD_CHECKOUT --tree after=.
+
+Each ``--tree NAME=DIR`` runs the featurepull package found in DIR (put first on
+PYTHONPATH; the same interpreter and libraries for every tree), and the trees take turns
+within every round, so a machine whose load drifts weighs on them alike. Cells:
+
+    import_cli     python -c "import featurepull.cli"
+    pull_help      python -m featurepull pull --help
+    first_request  python -m featurepull pull (a CSV of --entities ids in, Parquet out) against
+                   a listener that notes when the first request arrives (which one: its
+                   X-Amz-Target), then stops the process: startup, CSV in and pre-read steps
+    whole_pull     the whole ``featurepull pull`` of those ids (all found, 5 features) from a
+                   lean endpoint (10 ms a request, 10 in flight) to its exit, with the read's
+                   own seconds from its ``--json`` summary: the issue's "process / read" ratio
+
+For each cell and tree: the median and minimum of wall seconds (from just before the process
+is spawned) and of the process's CPU seconds (user+sys), and the load average seen. On a
+loaded machine both swell; ``--instructions`` runs the first three cells under valgrind's
+cachegrind instead and reports the instructions each process executed (to the first request:
+up to its SIGTERM), which no other process's load changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from featurepull.bench.endpoint import FEATURES, start_endpoint
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+CELLS = ("import_cli", "pull_help", "first_request", "whole_pull")
+CACHEGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
+              "--cachegrind-out-file=/dev/null"]
+
+
+def _env(tree: str | None) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("FEATUREPULL_", "AWS_", "PYTHONPATH"))}
+    env.update(AWS_ENV)
+    if tree:
+        env["PYTHONPATH"] = str(Path(tree).resolve())
+    return env
+
+
+def _instructions(stderr: bytes) -> int | None:
+    """The instruction count cachegrind printed ("I refs"), if it ran."""
+    for line in stderr.decode(errors="replace").splitlines():
+        if "I" in line and "refs:" in line:
+            return int(line.rsplit(":", 1)[1].replace(",", "").strip())
+    return None
+
+
+def _run_to_exit(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, int | None]:
+    """Wall and CPU seconds of a command run to its end (its rusage, from wait4), the last
+    line it printed, and its instructions when it ran under cachegrind."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise RuntimeError(f"{cmd} exited {process.returncode}")
+        out.seek(0)
+        err.seek(0)
+        lines = out.read().decode().strip().splitlines()
+        instructions = _instructions(err.read())
+    return wall, usage.ru_utime + usage.ru_stime, lines[-1] if lines else "", instructions
+
+
+def _first_request(cmd_for: Any, env: dict[str, str], timeout_s: float
+                   ) -> tuple[float, float, str, int | None]:
+    """Wall and CPU seconds of a pull until its first request reaches a listener, the
+    request's X-Amz-Target, and (under cachegrind) its instructions; the process is then
+    stopped (it is this function's child): SIGTERM, which cachegrind reports on."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(timeout_s)
+        cmd = cmd_for(f"http://127.0.0.1:{server.getsockname()[1]}")
+        started = time.perf_counter()
+        process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+        try:
+            connection, _ = server.accept()
+            with connection:
+                connection.settimeout(timeout_s)
+                head = connection.recv(65536)
+                wall = time.perf_counter() - started
+                times = psutil.Process(process.pid).cpu_times()
+        finally:
+            process.terminate()
+            _, err = process.communicate()
+    if not head:
+        raise RuntimeError(f"no request arrived: {err.decode()[-2000:]}")
+    target = next((line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"x-amz-target:")), "?")
+    return wall, times.user + times.system, target, _instructions(err)
+
+
+def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
+        cells: Sequence[str], timeout_s: float = 120.0, instructions: bool = False
+        ) -> list[dict[str, Any]]:
+    """Every cell of every tree, ``rounds`` times, trees in turn within a round (under
+    cachegrind with ``instructions``)."""
+    if instructions and "whole_pull" in cells:
+        raise ValueError("--instructions counts import_cli, pull_help and first_request only")
+    python = sys.executable
+    prefix = CACHEGRIND if instructions else []
+    timeout_s = timeout_s * 10 if instructions else timeout_s
+    samples: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="featurepull-startup-") as folder:
+        ids = Path(folder) / "ids.csv"
+        ids.write_text("driver_id\n" + "\n".join(map(str, range(entities))) + "\n")
+        output = Path(folder) / "out.parquet"
+
+        def pull_cmd(url: str) -> list[str]:
+            return [*prefix, python, "-m", "featurepull", "pull", "--project", "demo", "--table",
+                    "driver_stats", "--features", ",".join(FEATURES), "--entities", str(ids),
+                    "--output", str(output), "--overwrite", "--endpoint-url", url,
+                    "--region", "us-east-1", "--max-read-workers", "10", "--json"]
+
+        endpoint = (start_endpoint(drivers=entities, latency_ms=10)
+                    if "whole_pull" in cells else None)
+
+        for round_no in range(rounds):
+            order = list(trees) if round_no % 2 == 0 else list(reversed(trees))
+            for cell in cells:
+                for name, tree in order:
+                    env = _env(tree)
+                    sample: dict[str, Any] = {"tree": name, "cell": cell, "round": round_no}
+                    count: int | None = None
+                    if cell == "import_cli":
+                        wall, cpu, _, count = _run_to_exit(
+                            [*prefix, python, "-c", "import featurepull.cli"], env)
+                    elif cell == "pull_help":
+                        wall, cpu, _, count = _run_to_exit(
+                            [*prefix, python, "-m", "featurepull", "pull", "--help"], env)
+                    elif cell == "first_request":
+                        wall, cpu, sample["first_request"], count = _first_request(
+                            pull_cmd, env, timeout_s)
+                    else:
+                        assert endpoint is not None
+                        wall, cpu, last, _ = _run_to_exit(pull_cmd(endpoint.url), env)
+                        summary = json.loads(last)
+                        if summary["found"] != entities:
+                            raise RuntimeError(f"found {summary['found']} of {entities}")
+                        sample["read_s"] = summary["seconds"]
+                        sample["ratio"] = round(wall / summary["seconds"], 3)
+                    if count is not None:
+                        sample["instructions"] = count
+                    samples.append({**sample, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4),
+                                    "load_average": round(os.getloadavg()[0], 2)})
+        if endpoint is not None:
+            endpoint.stop()
+    return samples
+
+
+def summarize(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Median and minimum wall and CPU seconds per (cell, tree), and the load seen."""
+    keys = dict.fromkeys((s["cell"], s["tree"]) for s in samples)
+    rows = []
+    for cell, tree in keys:
+        mine = [s for s in samples if s["cell"] == cell and s["tree"] == tree]
+        walls, cpus = [s["wall_s"] for s in mine], [s["cpu_s"] for s in mine]
+        loads = [s["load_average"] for s in mine]
+        extra: dict[str, Any] = {}
+        if cell == "whole_pull":
+            extra = {"read_median_s": round(statistics.median(s["read_s"] for s in mine), 3),
+                     "ratio_median": round(statistics.median(s["ratio"] for s in mine), 2),
+                     "ratio_min": round(min(s["ratio"] for s in mine), 2)}
+        if all("instructions" in s for s in mine):
+            extra["instructions_median"] = int(statistics.median(
+                s["instructions"] for s in mine))
+        rows.append({"cell": cell, "tree": tree, "n": len(mine), **extra,
+                     "wall_median_s": round(statistics.median(walls), 3),
+                     "wall_min_s": round(min(walls), 3),
+                     "cpu_median_s": round(statistics.median(cpus), 3),
+                     "cpu_min_s": round(min(cpus), 3),
+                     "load": f"{min(loads):.1f}-{max(loads):.1f}",
+                     "first_request": sorted({s.get("first_request", "") for s in mine}
+                                             - {""})})
+    return rows
+
+
+def _tree(text: str) -> tuple[str, str | None]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=DIR")
+    return name, folder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", type=_tree, action="append",
+                        help="NAME=DIR: a featurepull checkout to measure (repeatable); "
+                        "default: the installed one")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--entities", type=int, default=100_000,
+                        help="rows of the CSV entity file the pull reads first")
+    parser.add_argument("--cells", type=lambda s: s.split(","), default=list(CELLS))
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions under valgrind's cachegrind (not whole_pull)")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args(argv)
+    trees = args.tree or [("installed", None)]
+    cells = [c for c in args.cells if not (args.instructions and c == "whole_pull")]
+    samples = run(trees, args.rounds, args.entities, cells, instructions=args.instructions)
+    rows = summarize(samples)
+    print(f"{'cell':14} {'tree':10} {'n':>3} {'wall med':>9} {'wall min':>9} "
+          f"{'cpu med':>8} {'cpu min':>8}  load      notes")
+    for row in rows:
+        print(f"{row['cell']:14} {row['tree']:10} {row['n']:>3} {row['wall_median_s']:>9.3f} "
+              f"{row['wall_min_s']:>9.3f} {row['cpu_median_s']:>8.3f} {row['cpu_min_s']:>8.3f}"
+              f"  {row['load']:9} {','.join(row['first_request'])}"
+              + (f"read {row['read_median_s']:.2f} s, process/read {row['ratio_median']:.2f} "
+                 f"(min {row['ratio_min']:.2f})" if "ratio_median" in row else "")
+              + (f" {row['instructions_median'] / 1e6:,.0f}M instructions"
+                 if "instructions_median" in row else ""))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps({"summary": rows, "samples": samples}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
