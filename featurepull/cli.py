@@ -327,8 +327,9 @@ def submit_command(**opts: Any) -> None:
             click.echo(json.dumps({"job_id": job.id, "shards": status.shards,
                                    "rows": status.rows}) if opts["as_json"] else job.id)
             return
+        plan = f"; {status.read_reason}" if status.read_reason else ""
         click.echo(f"featurepull: job {job.id}: {status.rows:,} entities in "
-                   f"{status.shards} shards", err=True)
+                   f"{status.shards} shards{plan}", err=True)
         try:
             final = job.wait(timeout=opts["timeout"], progress=sys.stderr.isatty(),
                              on_no_worker=lambda text: click.echo(f"featurepull: {text}",
@@ -376,7 +377,7 @@ def status_command(job_id: str, as_json: bool, **opts: Any) -> None:
     with _exit_codes():
         job = _job(opts, job_id)
         status = job.status()
-        capacity = job.capacity() if status.shards_done else {}
+        capacity = job.capacity() if status.shards_done or status.scan_tasks_done else {}
         if as_json:
             click.echo(json.dumps({**status.__dict__, "capacity": capacity}))
             return

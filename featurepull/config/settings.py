@@ -235,6 +235,12 @@ class JobSettings(BaseModel):
         description="The Redis key prefix a featurepull.submit_job message's redis-key: "
         "entities must start with ('' allows any key).",
     )
+    max_scan_keys: int = Field(
+        default=2_000_000, ge=0,
+        description="Largest job, in unique keys, read with a Scan on the fleet: each scan "
+        "task holds every key of its job (~150 bytes each for Feast keys, so ~300 MB at the "
+        "default); read_mode auto reads a larger job with BatchGetItem, and scan refuses it.",
+    )
     redelivery_check_s: int = Field(
         default=10, ge=1, le=600,
         description="How often a worker looks for shards whose worker died (past "
@@ -280,7 +286,8 @@ class JobSettings(BaseModel):
 # DynamoDB settings a job may choose for itself; credentials and pools stay the worker's.
 JOB_DYNAMO_OVERRIDES = frozenset({"region", "endpoint_url", "table_name_template", "batch_size",
                                   "max_read_workers", "consistent_reads", "retry_deadline_s",
-                                  "max_rcu_per_s"})
+                                  "max_rcu_per_s", "read_mode"})
+READ_MODES = ("batch-get", "scan", "auto")
 
 
 class Notify(BaseModel):
@@ -365,6 +372,9 @@ class RequestFields(BaseModel):
         if unknown:
             raise ValueError(f"a job may not set {', '.join(unknown)}; allowed: "
                              f"{', '.join(sorted(JOB_DYNAMO_OVERRIDES))}")
+        if "read_mode" in value and value["read_mode"] not in READ_MODES:
+            raise ValueError(f"read_mode {value['read_mode']!r} is not one of "
+                             f"{', '.join(READ_MODES)} (auto: the cheaper of the two)")
         if "max_rcu_per_s" in value:  # refused with the request, not when a shard runs
             try:
                 parse_budget(value["max_rcu_per_s"])
