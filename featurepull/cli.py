@@ -94,6 +94,8 @@ def _settings_from(opts: dict[str, Any]) -> Settings:
         overrides["redis_url"] = opts["redis_url"]
     if opts.get("shard_size"):
         overrides["jobs"] = {"shard_size": opts["shard_size"]}
+    if opts.get("read_mode"):
+        overrides["dynamodb"] = {**overrides.get("dynamodb", {}), "read_mode": opts["read_mode"]}
     return load_settings(_config_file(opts), opts.get("feature_store_yaml"), overrides)
 
 
@@ -242,8 +244,15 @@ def main() -> None:
     """Pull the latest features of many entities from DynamoDB, in input order."""
 
 
+read_mode_option = click.option(
+    "--read-mode", type=click.Choice(["batch-get", "scan", "auto"]),
+    help="batch-get (per key), scan (one parallel Scan joined to the keys) or auto (the "
+    "cheaper; default, dynamodb.read_mode); see docs/read-modes.md.")
+
+
 @main.command("pull")
 @request_options(output_required=True)
+@read_mode_option
 def pull_command(**opts: Any) -> None:
     """Read features in this process (no broker) and write them in input order."""
     from featurepull.pull import PullRequest, pull
@@ -285,12 +294,15 @@ def pull_command(**opts: Any) -> None:
         _print_warnings(outcome.warnings)
         if opts["as_json"]:
             summary = {"output": outcome.output, "rows_written": outcome.rows_written,
-                       **outcome.stats.to_dict()}
+                       **outcome.stats.to_dict(),
+                       "read_plans": [plan.to_dict() for plan in outcome.read_plans]}
             if outcome.warnings:
                 summary["warnings"] = outcome.warnings
             click.echo(json.dumps(summary))
         else:
             click.echo(f"featurepull: wrote {outcome.rows_written} rows to {outcome.output}")
+            for plan in outcome.read_plans:
+                click.echo(f"featurepull: {plan.table}: {plan.reason}")
             click.echo(outcome.stats.summary_line())
 
 

@@ -15,6 +15,8 @@ from featurepull.config import ConfigError, RequestFields, Settings
 from featurepull.config.settings import reference_problem, uses_registry
 from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
+from featurepull.dynamo.planned import read_planned
+from featurepull.dynamo.planner import ReadPlan
 from featurepull.dynamo.reader import Progress, cyclic_gc_paused
 from featurepull.dynamo.views import ViewsReader
 from featurepull.io import (
@@ -60,13 +62,15 @@ class PullRequest:
 
 @dataclass
 class PullOutcome:
-    """A finished pull: the rows written, the read's statistics, and warnings for the user
-    (e.g. that no entity was found)."""
+    """A finished pull: the rows written, the read's statistics, warnings for the user
+    (e.g. that no entity was found), and how each table was read (batch-get or scan, and
+    why: :mod:`featurepull.dynamo.planner`)."""
 
     output: str
     rows_written: int
     stats: ReadStats
     warnings: list[str] = field(default_factory=list)
+    read_plans: list[ReadPlan] = field(default_factory=list)
 
 
 def pull(request: PullRequest, entities_path: str, output_path: str, settings: Settings,
@@ -92,8 +96,14 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
         keys = reader.layout.keys_for(entities.columns, entities.source)
         if on_keys is not None:
             on_keys(len(set(keys)))
-        result = reader.read(keys, request.features, progress=progress,
-                             allow_missing_features=request.allow_missing_features)
+        if isinstance(reader, ViewsReader):
+            result = reader.read(keys, request.features, progress=progress,
+                                 allow_missing_features=request.allow_missing_features)
+            plans = list(reader.plans)
+        else:
+            result, plan = read_planned(reader, keys, request.features, progress,
+                                        allow_missing_features=request.allow_missing_features)
+            plans = [plan]
     names = spec["key_columns"]
     key_columns = {n: entities.columns[n] for n in names}
     if scorer is None and not is_dataset(output_path) and not isinstance(reader, ViewsReader):
@@ -107,7 +117,8 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
         written = _write_table(output_path, table, result.rows, names, request, scorer,
                                overwrite=overwrite, settings=settings)
     warning = nothing_found_warning(spec, table_name, result.stats.keys, result.stats.found)
-    return PullOutcome(output_path, written, result.stats, [warning] if warning else [])
+    return PullOutcome(output_path, written, result.stats, [warning] if warning else [],
+                       plans)
 
 
 def _checked_reader(request: PullRequest, entities: EntityTable, settings: Settings
@@ -124,7 +135,7 @@ def _checked_reader(request: PullRequest, entities: EntityTable, settings: Setti
                            full_feature_names=request.full_feature_names,
                            respect_ttl=request.respect_ttl)
     views = plan_for(fields, list(entities.columns), entities.source, settings)
-    reader = ViewsReader.build(views, settings)
+    reader = ViewsReader.build(views, settings, planned=True)
     reader.check_table()
     spec = {"layout": "feast", "views": True, "key_columns": views.key_columns}
     return reader, spec, ", ".join(view.table for view in views.views)

@@ -20,6 +20,7 @@ from featurepull.config.budget import parse_budget
 
 RetryMode = Literal["legacy", "standard", "adaptive"]
 Transport = Literal["fast", "botocore"]
+ReadMode = Literal["batch-get", "scan", "auto"]
 # What a schedule's output template may name: filled in when the run starts (UTC).
 OUTPUT_PLACEHOLDERS = ("name", "date", "datetime")
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
@@ -107,6 +108,17 @@ class DynamoSettings(BaseModel):
         default=True,
         description="Halve the requests in flight on throttling and add one back after a "
         "run of clean answers (AIMD); off keeps max_read_workers in flight throughout.",
+    )
+    read_mode: ReadMode = Field(
+        default="auto",
+        description="How keys are read: batch-get (BatchGetItem per key), scan (one "
+        "parallel Scan of the table, joined to the keys) or auto (the cheaper by "
+        "DescribeTable's counts, with guard rails); see docs/read-modes.md.",
+    )
+    scan_min_items: int = Field(
+        default=100_000, ge=0,
+        description="auto never scans a table DescribeTable says holds fewer items: the "
+        "read units saved are too few to be worth a pass over the table.",
     )
 
     @field_validator("table_name_template")

@@ -145,6 +145,7 @@ class BatchReader:
         self._pacers = pacers
         self._pacer: Pacer | None = None
         self.budget: float | None = None  # RCU/s, resolved by check_table
+        self.description: dict[str, Any] | None = None  # DescribeTable's, from check_table
         self.reading: ReadStats | None = None  # the read under way, for progress reports
         self.backoff = Backoff(settings.retry_base_delay_s, settings.retry_max_delay_s,
                                settings.retry_deadline_s)
@@ -185,12 +186,18 @@ class BatchReader:
         if not self._checked:
             description = self.describe()
             self.layout.check_table(self.table, description)
+            self.description = description
             self.budget = effective_budget(self.settings.max_rcu_per_s,
                                            self.settings.table_budgets.get(self.table),
                                            self.table, description)
             if self.budget is not None:
                 self._pacer = self._pacers(self.table, self.budget)
             self._checked = True
+
+    @property
+    def pacer(self) -> Pacer | None:
+        """The table's read budget as a pacer (None without one), once check_table ran."""
+        return self._pacer
 
     def read(self, keys: Sequence[Hashable], features: Sequence[str],
              progress: Progress | None = None, row_offset: int = 0, *,
@@ -383,7 +390,9 @@ class BatchReader:
                             f"cannot be decoded ({type(exc).__name__}: {exc}); is it in the "
                             f"{self.layout.name} layout?") from exc
 
-    def _classify(self, exc: botocore.exceptions.ClientError) -> str:
+    def _classify(self, exc: botocore.exceptions.ClientError,
+                  operation: str = "BatchGetItem") -> str:
+        """"throttle" or "server" (retried), or raise PermanentReadError."""
         error = exc.response.get("Error", {})
         code = error.get("Code", "")
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -394,7 +403,7 @@ class BatchReader:
         message = error.get("Message", str(exc))
         if code == "ValidationException" and "key" in message.lower():
             message += f" (does the table's key schema match --layout {self.layout.name}?)"
-        raise PermanentReadError(f"{self.where()} refused BatchGetItem: {code}: {message}")
+        raise PermanentReadError(f"{self.where()} refused {operation}: {code}: {message}")
 
     def _settle(self, outcome: _Outcome, state: _ReadState) -> int:
         """Fold one outcome into the read (main thread); return keys newly answered."""
@@ -470,6 +479,8 @@ def _adapt(outcome: _Outcome, answered: int, pace: ReadPace, window: Aimd,
 class _RetryLog:
     """Logs the first retry of each burst of each kind, from whichever thread meets it."""
 
+    lines: dict[str, str] = _RETRY_LINES
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
@@ -480,7 +491,7 @@ class _RetryLog:
             last = self._last.get(kind)
             self._last[kind] = now
         if last is None or now - last > BURST_GAP_S:
-            logger.info(_RETRY_LINES[kind], table, detail,
+            logger.info(self.lines[kind], table, detail,
                         extra={"table": table, "retry": kind, "detail": detail})
 
 
