@@ -55,6 +55,7 @@ def _dynamo_flags(opts: dict[str, Any]) -> dict[str, Any]:
         "consistent_reads": opts.get("consistent_reads"),
         "retry_deadline_s": opts.get("retry_deadline"),
         "max_rcu_per_s": opts.get("max_rcu_per_s"),
+        "read_mode": opts.get("read_mode"),  # a job carries it (docs/fleet.md#scan-jobs)
     }
 
 
@@ -308,6 +309,7 @@ def pull_command(**opts: Any) -> None:
 
 @main.command("submit")
 @request_options(output_required=False)
+@read_mode_option
 @click.option("--shard-size", type=int, help="Entities per shard task (default 50,000).")
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
 @click.option("--notify-task",

@@ -187,7 +187,8 @@ def job_refused(exc: RequestOutOfBounds, request: dict[str, Any]) -> None:
 def job_created(meta: JobMeta) -> None:
     """Put a job a task just created into the task's log context, and log it."""
     structlog.contextvars.bind_contextvars(job_id=meta.job_id)
-    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.table)
+    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.table,
+             read_plan=scans.plan_line(meta.request.read_plan) or None)
 
 
 def enqueue_shards(app: Celery, meta: JobMeta, queue: str,

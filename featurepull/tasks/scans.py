@@ -4,7 +4,8 @@ instead of BatchGetItem, and builds its shards' rows from what the Scan matched.
 How a scan job runs (docs/fleet.md, "Scan jobs"):
 
     create_job       stores the entity shards as for any job, and the job's read plan: the
-                     mode, why, T segments in S scan tasks (:func:`plan_job_read`)
+                     mode, why, T segments in S scan tasks, one per entity shard
+                     (:func:`plan_job_read`)
     scan_segments p  S tasks; task p scans segments [p*T/S, (p+1)*T/S) of T, keeps the items
                      whose key is one of the job's and stores them by entity shard, as
                      (position in the shard, row) (:func:`run_scan_part`); the last one to
@@ -20,6 +21,7 @@ about :data:`MAP_BYTES_PER_KEY` bytes of memory per unique key, so a job over
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
@@ -31,6 +33,7 @@ from featurepull.config import Settings
 from featurepull.dynamo import ReadStats
 from featurepull.dynamo.layouts import Layout, Row
 from featurepull.dynamo.plan import layout_from_spec
+from featurepull.dynamo.planner import MAX_SEGMENTS
 from featurepull.dynamo.planner import plan_read as plan_read_mode
 from featurepull.dynamo.reader import ReadResult
 from featurepull.dynamo.scan import SegmentScanner, join
@@ -43,6 +46,7 @@ from featurepull.tasks.requests import JobRequest, job_settings
 from featurepull.tasks.store import JobMeta, JobStore
 
 log = structlog.get_logger(__name__)
+logger = logging.getLogger(__name__)
 
 SCAN = "scan"
 BATCH_GET = "batch-get"
@@ -97,7 +101,10 @@ def plan_job_read(settings: Settings, table: str, description: Mapping[str, Any]
         "scan_rcu": round(plan.scan_rcu, 1),
     }
     if plan.mode == SCAN:
-        total = max(1, plan.total_segments)
+        # A scan task has a page in flight per segment it scans: enough segments that each
+        # can keep max_read_workers pages in flight, and one scan task per entity shard.
+        total = min(MAX_SEGMENTS, max(1, plan.total_segments,
+                                      shards * settings.dynamodb.max_read_workers))
         chosen.update(total_segments=total, scan_tasks=max(1, min(total, shards)))
     return chosen
 
@@ -120,7 +127,10 @@ def planned(shards: Iterator[pa.Table], spec: dict[str, Any], settings: Settings
     unique = count_unique(kept, spec["key_columns"]) if count_keys else 0
     plan = plan_job_read(settings, spec["table"], description, unique, count, references)
     spec["read_plan"] = plan
-    log.info("read_plan", table=spec["table"], **plan)
+    # Standard logging: quiet in a submitting command (its stdout may be --json), shown in a
+    # worker creating the job (featurepull.submit_job, a schedule), as the planner's line is.
+    logger.info("read_plan %s: %s", spec["table"], plan_line(plan),
+                extra={"table": spec["table"], "read_mode": plan["mode"]})
 
 
 def count_unique(tables: Sequence[pa.Table], columns: Sequence[str]) -> int:

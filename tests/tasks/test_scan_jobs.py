@@ -4,8 +4,8 @@ the batch-get job's, byte for byte, for both layouts (unknown ids, repeats, shuf
 endpoint counted; a worker child SIGKILLed mid-scan loses nothing; a budget paces the scan.
 
 One worker instance serves every test (a job may name its own endpoint: the plain table is
-on moto, the Feast one on the bench endpoint, which learns Scan with segments and charges
-ConsumedCapacity by size)."""
+on moto, the Feast one on a bench endpoint of its own, which answers Scan with segments and
+charges ConsumedCapacity by size)."""
 
 from __future__ import annotations
 
@@ -23,19 +23,25 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
-from featurepull.bench.endpoint import FEATURES, EndpointProcess
+from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
+from featurepull.cli import main
 from featurepull.client import Job, submit
 from featurepull.config import Settings
 from featurepull.local import RedisService
 from featurepull.tasks.requests import InvalidJobRequest
 from featurepull.tasks.scans import ScanRefused
 from tests.conftest import unique_name
-from tests.tasks.conftest import DRIVERS, Fleet, fleet
+from tests.tasks.conftest import Fleet, fleet
 
 pytestmark = pytest.mark.slow  # starts a worker fleet
-ENTITIES = 60_000  # enough of the 200,000 drivers that a Scan is the cheaper read
-SHARD_SIZE = 15_000
+DRIVERS = 20_000
+TABLE = "demo.driver_stats"
+ENTITIES = 12_000  # ~10,000 of the 20,000 drivers: a Scan is the cheaper read
+SHARD_SIZE = 3_000
+SCAN_MIN_ITEMS = 1_000  # auto may scan a table this small (the default is 100,000)
+USERS = 300  # items of the plain table (on moto)
 CLIENT = "scanfleet-tests"  # the workers' access key id: the endpoint counts by it
 
 
@@ -53,17 +59,23 @@ def write_ids(path: Path, ids: list[int]) -> Path:
     return path
 
 
-def sized(settings: Settings, shard_size: int = SHARD_SIZE, **dynamodb: Any) -> Settings:
-    """The submitting process's settings with this shard size (and DynamoDB settings)."""
+def sized(settings: Settings, shard_size: int = SHARD_SIZE) -> Settings:
+    """The submitting process's settings with this shard size (a job is planned there)."""
     return settings.model_copy(update={
-        "jobs": settings.jobs.model_copy(update={"shard_size": shard_size}),
-        "dynamodb": settings.dynamodb.model_copy(update=dynamodb)})
+        "jobs": settings.jobs.model_copy(update={"shard_size": shard_size})})
+
+
+@pytest.fixture(scope="module")
+def fast_dynamo() -> Iterator[EndpointProcess]:
+    with start_endpoint(drivers=DRIVERS, table=TABLE) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
 def workers(redis_server: RedisService, fast_dynamo: EndpointProcess) -> Iterator[Fleet]:
     with fleet(redis_server, fast_dynamo.url) as running:
         running.env["AWS_ACCESS_KEY_ID"] = CLIENT
+        running.env["FEATUREPULL_DYNAMODB__SCAN_MIN_ITEMS"] = str(SCAN_MIN_ITEMS)
         running.start_worker(concurrency=2)
         yield running
 
@@ -86,52 +98,46 @@ def batch_get_output(workers: Fleet, entities: Path,
     return pq.read_table(out)
 
 
-def test_a_scan_job_writes_the_batch_get_jobs_output_and_counts_what_it_read(
+def test_auto_scans_most_of_a_table_writes_the_batch_get_output_and_counts_what_it_read(
         workers: Fleet, fast_dynamo: EndpointProcess, entities: Path,
         batch_get_output: pa.Table, tmp_path: Path) -> None:
-    out = tmp_path / "features.parquet"
-    fast_dynamo.reset_stats()
-    job = submit("driver_stats", list(FEATURES), str(entities), str(out),
-                 settings=sized(workers.settings()), dynamodb={"read_mode": "scan"})
-    status = job.wait(timeout=240, progress=False)
-    counted = fast_dynamo.stats()
-    assert pq.read_table(out).equals(batch_get_output)  # same schema, rows and order
-    summary = status.summary or {}
-    plan, read = summary["read_plan"], summary["read"]
-    assert summary["read_mode"] == plan["mode"] == "scan" and plan["requested"] == "scan"
-    assert status.scan_tasks == status.scan_tasks_done == plan["scan_tasks"] == 4  # 4 shards
-    # Every item of the table was scanned once; each unique known key matched once.
-    known = {d for d in entity_ids(ENTITIES, seed=11) if d < DRIVERS}
-    assert read["items_scanned"] == counted["scanned_items"] == DRIVERS
-    assert read["items_matched"] == len(known) and read["keys"] == ENTITIES
-    assert read["pages"] == counted["scan_pages"] and counted["batch_get"] == 0
-    assert read["consumed_rcu"] == pytest.approx(counted["consumed_rcu"], abs=0.01)
-    assert read["missing"] == batch_get_output.column("event_timestamp").null_count
-    # Redis keeps nothing of the scan once the job is done.
-    assert not list(workers.redis().scan_iter(f"featurepull:job:{job.id}:scan:*"))
-
-
-def test_auto_plans_at_submit_and_says_why(workers: Fleet, entities: Path,
-                                           batch_get_output: pa.Table,
-                                           tmp_path: Path) -> None:
     out = tmp_path / "auto.parquet"
     env = {**workers.env, "FEATUREPULL_JOBS__SHARD_SIZE": str(SHARD_SIZE)}
+    fast_dynamo.reset_stats()
     done = subprocess.run(
         [sys.executable, "-m", "featurepull", "submit", "--table", "driver_stats",
          "--features", ",".join(FEATURES), "--entities", str(entities), "--output", str(out),
          "--read-mode", "auto", "--wait", "--json"],
         env=env, capture_output=True, text=True, timeout=240)
+    counted = fast_dynamo.stats()
     assert done.returncode == 0, done.stderr
+    assert pq.read_table(out).equals(batch_get_output)  # same schema, rows and order
+    # Planned at submit, and said: scan, with both estimates.
     assert "read_mode=scan: ~" in done.stderr and "RCU for batch-get" in done.stderr
     summary = json.loads(done.stdout)
-    assert summary["read_mode"] == "scan" and summary["read_plan"]["requested"] == "auto"
-    assert summary["read_plan"]["scan_rcu"] * 2 <= summary["read_plan"]["batch_get_rcu"]
-    assert pq.read_table(out).equals(batch_get_output)
-    shown = subprocess.run([sys.executable, "-m", "featurepull", "status", summary["job_id"]],
-                           env=env, capture_output=True, text=True, timeout=60)
+    plan, read = summary["read_plan"], summary["read"]
+    assert summary["read_mode"] == plan["mode"] == "scan" and plan["requested"] == "auto"
+    assert plan["scan_rcu"] * 2 <= plan["batch_get_rcu"] and plan["scan_tasks"] == 4
+    shown = CliRunner().invoke(main, ["status", summary["job_id"]], env=env,
+                               catch_exceptions=False)
     assert "4/4 scan tasks" in shown.stdout and "read_mode=scan: ~" in shown.stdout
-    # A small fraction of the table, planned by a worker (featurepull.submit_job): batch-get.
-    few = write_ids(tmp_path / "few.parquet", entity_ids(2_000, seed=12))
+    assert "pages=" in shown.stdout and "items_scanned=" in shown.stdout
+    # The statistics are what the endpoint counted: every item of the table scanned once,
+    # each unique known key matched once, no BatchGetItem at all.
+    known = {d for d in entity_ids(ENTITIES, seed=11) if d < DRIVERS}
+    assert read["items_scanned"] == counted["scanned_items"] == DRIVERS
+    assert read["items_matched"] == len(known) and read["keys"] == ENTITIES
+    assert read["pages"] == counted["scan_pages"] and counted["batch_get_item"] == 0
+    assert read["consumed_rcu"] == pytest.approx(counted["consumed_rcu"], abs=0.01)
+    assert read["missing"] == batch_get_output.column("event_timestamp").null_count
+    # Redis keeps nothing of the scan once the job is done.
+    assert not list(workers.redis().scan_iter(f"featurepull:job:{summary['job_id']}:scan:*"))
+
+
+def test_auto_reads_a_small_fraction_by_key_and_says_why(workers: Fleet,
+                                                         tmp_path: Path) -> None:
+    # Planned by a worker (featurepull.submit_job), as a scoring app would start the job.
+    few = write_ids(tmp_path / "few.parquet", entity_ids(500, seed=12))
     started = _send_submit_job(workers, {"table": "driver_stats", "features": ["city"],
                                          "entities": str(few),
                                          "dynamodb": {"read_mode": "auto"}})
@@ -141,6 +147,8 @@ def test_auto_plans_at_submit_and_says_why(workers: Fleet, entities: Path,
     assert status.read_reason and status.read_reason.startswith("read_mode=batch-get: ~")
     assert "a scan must be 2x cheaper" in status.read_reason
     assert (status.summary or {})["read"]["pages"] == 0
+    assert status.read_reason in status.line()
+    assert "read_mode=batch-get: ~" in workers.log_text()  # job_created says it too
 
 
 def _send_submit_job(workers: Fleet, request: dict[str, Any]) -> Any:
@@ -191,33 +199,34 @@ def plain_table(ddb: Any) -> str:
     ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
                      KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
                      AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "N"}])
-    for i in range(600):
-        ddb.put_item(TableName=name, Item={
+    for start in range(0, USERS, 25):
+        ddb.batch_write_item(RequestItems={name: [{"PutRequest": {"Item": {
             "user_id": {"N": str(i)}, "plan": {"S": f"p{i % 7}"},
             "score": {"N": f"{i / 8}"}, "visits": {"N": str(i * 3)},
-            "event_ts": {"S": f"2026-11-{1 + i % 28:02d}T00:00:00+00:00"}})
+            "event_ts": {"S": f"2026-11-{1 + i % 28:02d}T00:00:00+00:00"}}}}
+            for i in range(start, min(start + 25, USERS))]})
     return name
 
 
 def test_a_plain_layout_scan_job_reads_what_batch_get_reads(
         workers: Fleet, endpoint_url: str, plain_table: str, tmp_path: Path) -> None:
     rng = random.Random(13)
-    users = rng.sample(range(600), 500) + list(range(10_000, 10_060))
-    users += rng.choices(users, k=40)
+    users = rng.sample(range(USERS), 250) + list(range(10_000, 10_030))
+    users += rng.choices(users, k=20)
     rng.shuffle(users)
     entities = tmp_path / "users.csv"
     entities.write_text("user_id\n" + "".join(f"{u}\n" for u in users))
     rows = {}
     for mode in ("batch-get", "scan"):
         job = submit(plain_table, ["plan", "score", "visits"], str(entities), layout="plain",
-                     settings=sized(workers.settings(), 200),
+                     settings=sized(workers.settings(), 100),
                      dynamodb={"endpoint_url": endpoint_url, "read_mode": mode})
         status = job.wait(timeout=120, progress=False)
         assert status.shards == 3 and (status.summary or {})["read_mode"] == mode
         rows[mode] = pa.concat_tables(job.tables())
     assert rows["scan"].equals(rows["batch-get"])
     assert rows["scan"].column("user_id").to_pylist() == users
-    assert rows["scan"].column("plan").null_count == sum(u >= 600 for u in users)
+    assert rows["scan"].column("plan").null_count == sum(u >= USERS for u in users)
 
 
 def freeze_mid_scan(job: Job, timeout: float = 120) -> int:
@@ -243,7 +252,7 @@ def freeze_mid_scan(job: Job, timeout: float = 120) -> int:
 def test_a_child_killed_mid_scan_loses_nothing_and_the_budget_paces_the_scan(
         workers: Fleet, fast_dynamo: EndpointProcess, entities: Path,
         batch_get_output: pa.Table, tmp_path: Path) -> None:
-    budget = 2_500.0  # RCU/s: the table's ~7,300 RCU take about three seconds
+    budget = 200.0  # RCU/s: the table's ~430 RCU take about two seconds
     out = tmp_path / "killed.parquet"
     job = submit("driver_stats", list(FEATURES), str(entities), str(out),
                  settings=sized(workers.settings()),

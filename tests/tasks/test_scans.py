@@ -112,7 +112,7 @@ def test_the_read_plan_made_at_submit() -> None:
     scan = plan_job_read(settings("auto"), "t", DESCRIPTION, 150_000, shards=3)
     assert scan["mode"] == "scan" and scan["requested"] == "auto"
     assert scan["reason"].startswith("read_mode=scan: ~") and scan["scan_tasks"] == 3
-    assert scan["total_segments"] >= 3 and scan["scan_rcu"] < scan["batch_get_rcu"]
+    assert scan["total_segments"] == 30 and scan["scan_rcu"] < scan["batch_get_rcu"]
     few = plan_job_read(settings("auto"), "t", DESCRIPTION, 1_000, shards=1)
     assert few["mode"] == "batch-get" and "total_segments" not in few
     asked = plan_job_read(settings("batch-get"), "t", None, 0, shards=3)
