@@ -341,9 +341,10 @@ def submit_command(**opts: Any) -> None:
             click.echo(json.dumps({"job_id": job.id, "shards": status.shards,
                                    "rows": status.rows}) if opts["as_json"] else job.id)
             return
-        plan = f"; {status.read_reason}" if status.read_reason else ""
         click.echo(f"featurepull: job {job.id}: {status.rows:,} entities in "
-                   f"{status.shards} shards{plan}", err=True)
+                   f"{status.shards} shards", err=True)
+        if status.read_reason:
+            click.echo(f"featurepull: {status.read_reason}", err=True)
         try:
             final = job.wait(timeout=opts["timeout"], progress=sys.stderr.isatty(),
                              on_no_worker=lambda text: click.echo(f"featurepull: {text}",
@@ -396,6 +397,8 @@ def status_command(job_id: str, as_json: bool, **opts: Any) -> None:
             click.echo(json.dumps({**status.__dict__, "capacity": capacity}))
             return
         click.echo(status.line())
+        if status.read_reason:
+            click.echo(status.read_reason)
         if status.summary:
             _print_summary(status.summary, False)
         elif capacity:

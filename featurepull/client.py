@@ -79,8 +79,6 @@ class JobStatus:
             text += f"{self.scan_tasks_done}/{self.scan_tasks} scan tasks, "
         text += (f"{self.shards_done}/{self.shards} shards, "
                  f"{self.rows_done:,}/{self.rows:,} keys read")
-        if self.read_mode:
-            text += f"; {self.read_reason}"
         return text + (f" — {self.error}" if self.error else "")
 
 
