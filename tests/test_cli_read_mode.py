@@ -6,11 +6,8 @@ whichever mode read it — unknown ids null, repeats repeated, input order kept.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,19 +15,12 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from featurepull.bench.endpoint import (
-    EndpointProcess,
-    SyntheticTable,
-    expected_features,
-    start_endpoint,
-)
-from featurepull.dynamo import decode_value
-from featurepull.dynamo.layouts import parse_event_ts
+from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from tests.conftest import REGION, unique_name
+from tests.test_cli_pull_flags import DRIVERS, expected_row, pull
 
 PROJECT = "rm"
 TABLE = f"{PROJECT}.drivers"
-DRIVERS = 2_000
 FEATURES = ["conv_rate", "city"]
 _rng = random.Random(17)
 MOST = _rng.sample(range(DRIVERS), 1_800) + [DRIVERS + i for i in range(25)]
@@ -52,15 +42,6 @@ def entities(path: Path, ids: list[int]) -> Path:
     return path
 
 
-def pull(*args: str, env: dict[str, str] | None = None,
-         expect: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "featurepull", "pull", *args],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
-    assert proc.returncode == expect, proc.stderr
-    return proc
-
-
 def pull_lean(endpoint: EndpointProcess, ids_file: Path, out: Path, *args: str,
               env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run a pull with --json; its summary and what the endpoint was asked."""
@@ -72,17 +53,7 @@ def pull_lean(endpoint: EndpointProcess, ids_file: Path, out: Path, *args: str,
 
 
 def expected_rows(ids: list[int]) -> list[dict[str, Any]]:
-    table = SyntheticTable(0)
-    rows = []
-    for driver in ids:
-        if driver >= DRIVERS:
-            rows.append({"driver_id": driver, "event_timestamp": None,
-                         **dict.fromkeys(FEATURES)})
-            continue
-        stored = expected_features(driver)
-        rows.append({"driver_id": driver, "event_timestamp": parse_event_ts(table.event_ts(driver)),
-                     **{name: decode_value(stored[name]) for name in FEATURES}})
-    return rows
+    return [expected_row(driver, FEATURES) for driver in ids]
 
 
 def test_scan_and_batch_get_write_the_same_rows(lean: EndpointProcess,
