@@ -302,9 +302,9 @@ def pull_command(**opts: Any) -> None:
             click.echo(json.dumps(summary))
         else:
             click.echo(f"featurepull: wrote {outcome.rows_written} rows to {outcome.output}")
+            click.echo(outcome.stats.summary_line())
             for plan in outcome.read_plans:
                 click.echo(f"featurepull: {plan.table}: {plan.reason}")
-            click.echo(outcome.stats.summary_line())
 
 
 @main.command("submit")

@@ -544,8 +544,8 @@ def _segment_range(ids: list[str], segment: int, total: int) -> tuple[int, int]:
 
 def _item_size(entity_id: str, record: WireRecord) -> int:
     """An item's size as DynamoDB counts it: each attribute's name and value bytes (a B
-    value's decoded length), map entries likewise, plus a few bytes per map entry."""
-    size = len("entity_id") + len(entity_id) + len("event_ts") + len(record[0]) - 7
+    value's decoded length), map entries likewise, plus 3 bytes per map and 1 per entry."""
+    size = len("entity_id") + len(entity_id) + len("event_ts") + len(record[0]) - 8  # {"S":""}
     size += len("values") + 3
     for fragment in record[1:]:
         name, _, value = fragment.partition(":")

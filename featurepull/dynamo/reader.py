@@ -28,11 +28,11 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine, Hashable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import botocore.exceptions
 import botocore.parsers
@@ -84,6 +84,7 @@ UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 # Retries of one kind less than this far apart are one burst, and get one log line. INFO,
@@ -265,15 +266,10 @@ class BatchReader:
                 now = time.monotonic()
                 refill(now)
                 timeout = state.wait_hint(now) if len(inflight) < window.limit else None
-                if not inflight:
-                    await asyncio.sleep(timeout or 0.0)
-                    continue
-                done, inflight = await asyncio.wait(
-                    inflight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                outcomes = [task.result() for task in done]
+                outcomes, inflight = await next_answers(inflight, timeout)
                 answered = [self._settle(outcome, state) for outcome in outcomes]
                 for outcome, count in zip(outcomes, answered, strict=True):
-                    _adapt(outcome, count, pace, window, state.stats)
+                    adapt(outcome, count, pace, window, state.stats)
                 refill(time.monotonic())
                 for outcome, count in zip(outcomes, answered, strict=True):
                     self._store_rows(outcome, state, decode)
@@ -285,15 +281,7 @@ class BatchReader:
             pace.finish(time.monotonic())  # not after a failure: it may be Redis's
         finally:
             state.stats.budget_wait_s = pace.waited_s
-            for task in inflight:
-                task.cancel()
-            if inflight:
-                await asyncio.wait(inflight)
-                for task in inflight:  # retrieved, so asyncio does not log them at exit
-                    if not task.cancelled():
-                        task.exception()
-            transport.close()
-            await asyncio.sleep(0)  # let the closed connections say goodbye
+            await close_requests(inflight, transport)
 
     async def _request(self, transport: Transport, batch: list[int], state: _ReadState,
                        template: dict[str, Any], reserved: float = 0.0) -> _Outcome:
@@ -310,14 +298,10 @@ class BatchReader:
             state.retry_log.note(outcome.failure, table, outcome.detail)
             return outcome
         except ssl.SSLCertVerificationError as exc:
-            raise PermanentReadError(f"{self.where()}: the endpoint's TLS certificate does not "
-                                     f"verify ({exc.verify_message}); check --endpoint-url and "
-                                     "AWS_CA_BUNDLE") from None
+            raise self.untrusted(exc) from None
         except (*CONNECTION_ERRORS, *UNREACHABLE_ERRORS) as exc:
             outcome.failure = "connection"
-            outcome.detail = str(exc) or type(exc).__name__
-            detail = str(exc) if isinstance(exc, BrokenResponse) else type(exc).__name__
-            state.retry_log.note("connection", table, detail)
+            outcome.detail = connection_failure(exc, state.retry_log, table)
             return outcome
         finally:
             outcome.latency_ms = (time.perf_counter() - sent) * 1000.0
@@ -377,18 +361,31 @@ class BatchReader:
         outcome.items = []
 
     def _decode_one(self, decode: RowDecoder, item: dict[str, Any], state: _ReadState) -> Row:
+        return self.decode_item(decode, item, lambda key: state.positions.index(
+            state.index[key]) + 1 + state.row_offset)
+
+    def decode_item(self, decode: RowDecoder, item: dict[str, Any],
+                    entity_row: Callable[[Hashable], int] | None = None) -> Row:
+        """One item's row; an item that cannot be decoded raises a ReadError naming the
+        table, the key and (``entity_row`` of the key) the entity file's row."""
         try:
             return decode(item)
         except ItemDecodeError as exc:
             key = self.layout.key_of(item)
             parts = key if isinstance(key, tuple) else (key,)
-            row = state.positions.index(state.index[key]) + 1 + state.row_offset
-            raise ReadError(f"{self.where()}: the item of key {', '.join(map(str, parts))} "
-                            f"(entity row {row:,}): {exc}") from exc
+            row = f" (entity row {entity_row(key):,})" if entity_row is not None else ""
+            raise ReadError(f"{self.where()}: the item of key {', '.join(map(str, parts))}"
+                            f"{row}: {exc}") from exc
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise ReadError(f"{self.where()}: the item of key {self.layout.key_of(item)!r} "
                             f"cannot be decoded ({type(exc).__name__}: {exc}); is it in the "
                             f"{self.layout.name} layout?") from exc
+
+    def untrusted(self, exc: ssl.SSLCertVerificationError) -> PermanentReadError:
+        """The error of an endpoint whose TLS certificate does not verify."""
+        return PermanentReadError(f"{self.where()}: the endpoint's TLS certificate does not "
+                                  f"verify ({exc.verify_message}); check --endpoint-url and "
+                                  "AWS_CA_BUNDLE")
 
     def _classify(self, exc: botocore.exceptions.ClientError,
                   operation: str = "BatchGetItem") -> str:
@@ -413,13 +410,7 @@ class BatchReader:
         stats.consumed_rcu += outcome.rcu
         stats.retries += outcome.sdk_retries
         if outcome.failure is not None:
-            stats.retries += 1
-            if outcome.failure == "throttle":
-                stats.throttles += 1
-            elif outcome.failure == "server":
-                stats.server_errors += 1
-            else:
-                stats.connection_errors += 1
+            stats.count_failure(outcome.failure)
             state.tally.note(outcome.failure, outcome.detail)
             # A whole request refused or lost says something about the table or the
             # endpoint, not about these keys: hold back new requests too. Without it a dead
@@ -463,9 +454,23 @@ class BatchReader:
         )
 
 
-def _adapt(outcome: _Outcome, answered: int, pace: ReadPace, window: Aimd,
-           stats: ReadStats) -> None:
-    """Settle one answer with the budget and the in-flight limit (AIMD)."""
+class Answer(Protocol):
+    """What :func:`adapt` reads of one request's outcome (BatchGetItem's or a Scan page's)."""
+
+    failure: str | None
+    reserved: float
+    rcu: float
+    rcu_known: bool
+    sent_at: float
+
+    @property
+    def unprocessed(self) -> Sized: ...
+
+
+def adapt(outcome: Answer, answered: int, pace: ReadPace, window: Aimd,
+          stats: ReadStats) -> None:
+    """Settle one answer with the budget and the in-flight limit (AIMD); ``answered``
+    counts what the pace's cost is learned per (keys, or 1 for a Scan page)."""
     refused = outcome.failure is not None
     pace.settle(outcome.reserved, outcome.rcu if outcome.rcu_known or refused else None,
                 answered)
@@ -561,6 +566,40 @@ class _ReadState:
     def fan_out(self) -> list[Row | None]:
         results = self.results
         return [results[p] for p in self.positions]
+
+
+async def next_answers(inflight: set[asyncio.Task[T]], timeout: float | None
+                       ) -> tuple[list[T], set[asyncio.Task[T]]]:
+    """The answers of the requests that finish first (waiting at most ``timeout``; for
+    ``timeout`` only when none is in flight), and the requests still in flight."""
+    if not inflight:
+        await asyncio.sleep(timeout or 0.0)
+        return [], inflight
+    done, pending = await asyncio.wait(inflight, timeout=timeout,
+                                       return_when=asyncio.FIRST_COMPLETED)
+    return [task.result() for task in done], pending
+
+
+async def close_requests(inflight: set[asyncio.Task[Any]], transport: Transport) -> None:
+    """End a read's event loop work: cancel the requests still in flight (a read that
+    failed), collect them, and close the transport."""
+    for task in inflight:
+        task.cancel()
+    if inflight:
+        await asyncio.wait(inflight)
+        for task in inflight:  # retrieved, so asyncio does not log them at exit
+            if not task.cancelled():
+                task.exception()
+    transport.close()
+    await asyncio.sleep(0)  # let the closed connections say goodbye
+
+
+def connection_failure(exc: BaseException, log: _RetryLog, table: str) -> str:
+    """Note a request that lost its connection or answer; its detail for the deadline
+    message."""
+    detail = str(exc) if isinstance(exc, BrokenResponse) else type(exc).__name__
+    log.note("connection", table, detail)
+    return str(exc) or type(exc).__name__
 
 
 @contextmanager

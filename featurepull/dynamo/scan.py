@@ -32,14 +32,11 @@ import botocore.exceptions
 from featurepull.config import DynamoSettings
 from featurepull.dynamo.concurrency import Aimd
 from featurepull.dynamo.errors import (
-    ItemDecodeError,
-    PermanentReadError,
-    ReadError,
     RetryDeadlineExceeded,
     UnknownFeatureError,
 )
 from featurepull.dynamo.features import FeatureCheck, refusal_message
-from featurepull.dynamo.layouts import Layout, Row, RowDecoder, RowsDecoder
+from featurepull.dynamo.layouts import Layout, Row, RowsDecoder
 from featurepull.dynamo.pacing import PacerFactory, ReadCost, ReadPace, local_pacer
 from featurepull.dynamo.reader import (
     CONNECTION_ERRORS,
@@ -49,11 +46,15 @@ from featurepull.dynamo.reader import (
     _error_code,
     _RetryLog,
     _run,
+    adapt,
+    close_requests,
+    connection_failure,
     cyclic_gc_paused,
+    next_answers,
 )
 from featurepull.dynamo.retry import FailureTally
 from featurepull.dynamo.stats import ReadStats
-from featurepull.dynamo.transport import BrokenResponse, Transport, transport_for
+from featurepull.dynamo.transport import Transport, transport_for
 
 # DynamoDB's Scan answers at most 1 MB of items per page, and charges 0.5 RCU (eventually
 # consistent) or 1 RCU (strongly) per started 4 KB of the items it read on the page.
@@ -127,6 +128,7 @@ class _Page:
     reserved: float = 0.0
     sent_at: float = 0.0
     latency_ms: float = 0.0
+    unprocessed: tuple[()] = ()  # a page is answered whole or refused whole
 
 
 class _ScanLog(_RetryLog):
@@ -264,41 +266,20 @@ class _ScanRun:
                 now = time.monotonic()
                 refill(now)
                 timeout = self._wait_hint(now) if len(inflight) < window.limit else None
-                if not inflight:
-                    await asyncio.sleep(timeout or 0.0)
-                    continue
-                done, inflight = await asyncio.wait(
-                    inflight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    page = task.result()
+                pages, inflight = await next_answers(inflight, timeout)
+                for page in pages:
                     self._settle(page)
-                    refused = page.failure is not None
-                    pace.settle(page.reserved, page.rcu if page.rcu_known or refused else None,
-                                0 if refused else 1)
-                    if page.failure == "throttle":
-                        window.throttled(page.sent_at)
-                    elif not refused:
-                        window.clean()
-                    self.stats.concurrency_min = window.low
-                    self.stats.concurrency_max = window.high
+                    adapt(page, int(page.failure is None), pace, window, self.stats)
                 refill(time.monotonic())
-                for task in done:
-                    self._keep(task.result())
+                for page in pages:
+                    self._keep(page)
                 if self.check.active:
                     await self._refuse_unheld(transport, finished=False)
             await self._refuse_unheld(transport, finished=True)
             pace.finish(time.monotonic())
         finally:
             self.stats.budget_wait_s = pace.waited_s
-            for task in inflight:
-                task.cancel()
-            if inflight:
-                await asyncio.wait(inflight)
-                for task in inflight:
-                    if not task.cancelled():
-                        task.exception()
-            transport.close()
-            await asyncio.sleep(0)
+            await close_requests(inflight, transport)
 
     def _next(self, now: float) -> _Segment | None:
         if now < self.pause_until:
@@ -329,14 +310,10 @@ class _ScanRun:
             self.log.note(page.failure, scanner.table, page.detail)
             return page
         except ssl.SSLCertVerificationError as exc:
-            raise PermanentReadError(f"{scanner.where()}: the endpoint's TLS certificate does "
-                                     f"not verify ({exc.verify_message}); check "
-                                     "--endpoint-url and AWS_CA_BUNDLE") from None
+            raise scanner.reader.untrusted(exc) from None
         except (*CONNECTION_ERRORS, *UNREACHABLE_ERRORS) as exc:
             page.failure = "connection"
-            page.detail = str(exc) or type(exc).__name__
-            detail = str(exc) if isinstance(exc, BrokenResponse) else type(exc).__name__
-            self.log.note("connection", scanner.table, detail)
+            page.detail = connection_failure(exc, self.log, scanner.table)
             return page
         finally:
             page.latency_ms = (time.perf_counter() - sent) * 1000.0
@@ -367,13 +344,7 @@ class _ScanRun:
             segment.done = page.last_key is None
             segment.attempts, segment.first_failure = 0, None
             return
-        stats.retries += 1
-        if page.failure == "throttle":
-            stats.throttles += 1
-        elif page.failure == "server":
-            stats.server_errors += 1
-        else:
-            stats.connection_errors += 1
+        stats.count_failure(page.failure)
         self.tally.note(page.failure, page.detail)
         if segment.first_failure is None:
             segment.first_failure = now
@@ -416,21 +387,7 @@ class _ScanRun:
             # Item by item, to name the one at fault.
             layout = self.scanner.layout
             one = layout.row_decoder(self.features, base64_values=self.base64)
-            return [self._row(one, item) for item in items]
-
-    def _row(self, decode: RowDecoder, item: dict[str, Any]) -> Row:
-        layout, where = self.scanner.layout, self.scanner.where()
-        try:
-            return decode(item)
-        except ItemDecodeError as exc:
-            key = layout.item_key(item)
-            parts = key if isinstance(key, tuple) else (key,)
-            raise ReadError(f"{where}: the item of key {', '.join(map(str, parts))}: "
-                            f"{exc}") from exc
-        except (ValueError, TypeError, KeyError, OverflowError) as exc:
-            raise ReadError(f"{where}: the item of key {layout.item_key(item)!r} cannot be "
-                            f"decoded ({type(exc).__name__}: {exc}); is it in the "
-                            f"{layout.name} layout?") from exc
+            return [self.scanner.reader.decode_item(one, item) for item in items]
 
     async def _refuse_unheld(self, transport: Transport, finished: bool) -> None:
         check = self.check

@@ -209,9 +209,7 @@ def _metadata(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
 def _parse_answer(data: bytes, headers: Mapping[str, str],
                   base64_values: bool = False) -> dict[str, Any]:
     try:
-        answer = orjson.loads(data)
-        if not isinstance(answer, dict):
-            raise TypeError(f"a JSON {type(answer).__name__}, not an object")
+        answer = _json_object(data)
         responses = answer["Responses"]
         if not isinstance(responses, dict):
             raise TypeError(f"Responses is a JSON {type(responses).__name__}")
@@ -230,14 +228,19 @@ def _parse_answer(data: bytes, headers: Mapping[str, str],
     return answer
 
 
+def _json_object(data: bytes) -> dict[str, Any]:
+    answer = orjson.loads(data)
+    if not isinstance(answer, dict):
+        raise TypeError(f"a JSON {type(answer).__name__}, not an object")
+    return answer
+
+
 def _parse_scan_answer(data: bytes, headers: Mapping[str, str],
                        base64_values: bool = False) -> dict[str, Any]:
     """A Scan page as botocore shapes it; B values of the LastEvaluatedKey always bytes
     (it is sent back as the next page's ExclusiveStartKey, base64 again on the way)."""
     try:
-        answer = orjson.loads(data)
-        if not isinstance(answer, dict):
-            raise TypeError(f"a JSON {type(answer).__name__}, not an object")
+        answer = _json_object(data)
         items = answer["Items"]
         if not isinstance(items, list):
             raise TypeError(f"Items is a JSON {type(items).__name__}")
