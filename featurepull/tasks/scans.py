@@ -90,7 +90,8 @@ def plan_job_read(settings: Settings, table: str, description: Mapping[str, Any]
         if asked == SCAN:
             raise ScanRefused(f"read_mode scan: {why}; use read_mode batch-get or auto, or "
                               "split the job" + ("" if references else
-                                                 ", or raise jobs.max_scan_keys on the workers"))
+                                                 ", or raise jobs.max_scan_keys if the "
+                                                 "workers have the memory"))
         return {"mode": BATCH_GET, "requested": asked, "reason": f"read_mode=batch-get: {why}",
                 "unique_keys": unique_keys}
     assert description is not None  # a one-table job: create_job described the table
