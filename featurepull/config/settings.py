@@ -253,6 +253,12 @@ class JobSettings(BaseModel):
         "task holds every key of its job (~150 bytes each for Feast keys, so ~300 MB at the "
         "default); read_mode auto reads a larger job with BatchGetItem, and scan refuses it.",
     )
+    scan_task_bytes: int = Field(
+        default=256 * 1024**2, ge=1,
+        description="Table bytes a scan job's scan task reads at least (its share of the "
+        "Scan's segments): each task first loads every key of the job, so fewer, larger "
+        "tasks do that fewer times. A job has at most one scan task per shard.",
+    )
     redelivery_check_s: int = Field(
         default=10, ge=1, le=600,
         description="How often a worker looks for shards whose worker died (past "

@@ -4,8 +4,8 @@ instead of BatchGetItem, and builds its shards' rows from what the Scan matched.
 How a scan job runs (docs/fleet.md, "Scan jobs"):
 
     create_job       stores the entity shards as for any job, and the job's read plan: the
-                     mode, why, T segments in S scan tasks, one per entity shard
-                     (:func:`plan_job_read`)
+                     mode, why, T segments in S scan tasks, one per jobs.scan_task_bytes of
+                     table and at most one per entity shard (:func:`plan_job_read`)
     scan_segments p  S tasks; task p scans segments [p*T/S, (p+1)*T/S) of T, keeps the items
                      whose key is one of the job's and stores them by entity shard, as
                      (position in the shard, row) (:func:`run_scan_part`); the last one to
@@ -22,6 +22,7 @@ about :data:`MAP_BYTES_PER_KEY` bytes of memory per unique key, so a job over
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
@@ -102,11 +103,15 @@ def plan_job_read(settings: Settings, table: str, description: Mapping[str, Any]
         "scan_rcu": round(plan.scan_rcu, 1),
     }
     if plan.mode == SCAN:
-        # A scan task has a page in flight per segment it scans: enough segments that each
-        # can keep max_read_workers pages in flight, and one scan task per entity shard.
-        total = min(MAX_SEGMENTS, max(1, plan.total_segments,
-                                      shards * settings.dynamodb.max_read_workers))
-        chosen.update(total_segments=total, scan_tasks=max(1, min(total, shards)))
+        # Each scan task builds the job's key map once, so it scans at least
+        # jobs.scan_task_bytes of table to pay for it; at most one task per entity shard.
+        size = float(description.get("TableSizeBytes", 0) or 0)
+        tasks = max(1, min(shards, math.ceil(size / settings.jobs.scan_task_bytes)))
+        # A segment has one page in flight: enough of them that each task keeps
+        # max_read_workers pages in flight, as a shard's reader keeps its requests.
+        total = min(MAX_SEGMENTS, max(plan.total_segments,
+                                      tasks * settings.dynamodb.max_read_workers))
+        chosen.update(total_segments=total, scan_tasks=min(tasks, total))
     return chosen
 
 

@@ -42,6 +42,7 @@ ENTITIES = 12_000  # ~10,000 of the 20,000 drivers: a Scan is the cheaper read
 SHARD_SIZE = 3_000
 SCAN_MIN_ITEMS = 1_000  # auto may scan a table this small (the default is 100,000)
 USERS = 300  # items of the plain table (on moto)
+SCAN_TASK_BYTES = 500_000
 CLIENT = "scanfleet-tests"  # the workers' access key id: the endpoint counts by it
 
 
@@ -76,6 +77,8 @@ def workers(redis_server: RedisService, fast_dynamo: EndpointProcess) -> Iterato
     with fleet(redis_server, fast_dynamo.url) as running:
         running.env["AWS_ACCESS_KEY_ID"] = CLIENT
         running.env["FEATUREPULL_DYNAMODB__SCAN_MIN_ITEMS"] = str(SCAN_MIN_ITEMS)
+        # A scan task per shard (the table is ~3.5 MB), to scan with several on the fleet.
+        running.env["FEATUREPULL_JOBS__SCAN_TASK_BYTES"] = str(SCAN_TASK_BYTES)
         running.start_worker(concurrency=2)
         yield running
 
