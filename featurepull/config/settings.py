@@ -254,7 +254,7 @@ class JobSettings(BaseModel):
         "default); read_mode auto reads a larger job with BatchGetItem, and scan refuses it.",
     )
     scan_task_bytes: int = Field(
-        default=256 * 1024**2, ge=1,
+        default=64 * 1024**2, ge=1,
         description="Table bytes a scan job's scan task reads at least (its share of the "
         "Scan's segments): each task first loads every key of the job, so fewer, larger "
         "tasks do that fewer times. A job has at most one scan task per shard.",

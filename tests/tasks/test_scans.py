@@ -104,7 +104,7 @@ DESCRIPTION = {"TableName": "t", "ItemCount": 200_000, "TableSizeBytes": 60_000_
 
 
 def settings(read_mode: str, max_scan_keys: int = 2_000_000,
-             scan_task_bytes: int = 256 * 1024**2) -> Settings:
+             scan_task_bytes: int = 64 * 1024**2) -> Settings:
     return Settings(dynamodb={"read_mode": read_mode},
                     jobs={"max_scan_keys": max_scan_keys, "scan_task_bytes": scan_task_bytes})
 
