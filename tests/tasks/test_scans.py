@@ -1,10 +1,13 @@
 """The pieces of a scan job, in this process against the real redis-server: the scan keys of
 a job (the map in featurepull/tasks/store.py's docstring), where each key sits in the entity
 shards (repeats across shards included), what a scan task stores by shard and how a shard's
-rows come back from it, the segments of each scan task, and the read plan made at submit."""
+rows come back from it, the segments of each scan task, the read plan made at submit, and
+the messages a scan job is sent (and re-sent by the watchdog) in."""
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -135,3 +138,40 @@ def test_the_read_plan_made_at_submit() -> None:
     assert views["mode"] == "batch-get" and "several views" in views["reason"]
     with pytest.raises(ScanRefused, match="several views"):
         plan_job_read(settings("scan"), "t", None, 0, shards=3, references=True)
+
+
+def test_a_scan_job_sends_its_scan_tasks_first_and_the_watchdog_what_is_missing(
+        redis_server: RedisService) -> None:
+    # No worker: the messages stay on the queue, where we read which tasks they name.
+    from featurepull.tasks.celery_tasks import enqueue_shards
+    from featurepull.tasks.watchdog import resend_stalled
+    from featurepull.worker.producer import producer_app
+
+    url = f"redis://127.0.0.1:{redis_server.port}/15"
+    queue = "scan-messages"
+    store = JobStore(connect(url), TTL, idle_s=1)
+    app = producer_app(Settings(redis_url=url, jobs={"queue": queue}))
+
+    def sent() -> list[tuple[str, list[Any]]]:
+        bodies = [json.loads(m) for m in store.redis.lrange(queue, 0, -1)]
+        store.redis.delete(queue)
+        return sorted((b["headers"]["task"], json.loads(base64.b64decode(b["body"]))[0])
+                      for b in bodies)
+
+    try:
+        job_id = scan_job(store, [ids(1, 2, 1), ids(3, 1, 9)], scan_tasks=2)
+        enqueue_shards(app, store.meta(job_id), queue)  # as submit does
+        assert sent() == [("featurepull.scan_segments", [job_id, 0]),
+                          ("featurepull.scan_segments", [job_id, 1])]
+        store.put_scan_part(job_id, 0, {}, {})
+        store.redis.delete(f"featurepull:job:{job_id}:alive")  # idle past the limit
+        assert resend_stalled(app, store, queue) == {job_id: [0, 1]}
+        assert sent() == [("featurepull.scan_segments", [job_id, 1])]  # the task not done
+        store.put_scan_part(job_id, 1, {}, {})
+        store.redis.delete(f"featurepull:job:{job_id}:alive")
+        resend_stalled(app, store, queue)  # the scan is complete: now the shards
+        assert sent() == [("featurepull.read_shard", [job_id, 0]),
+                          ("featurepull.read_shard", [job_id, 1])]
+    finally:
+        app.close()
+        store.redis.flushdb()
