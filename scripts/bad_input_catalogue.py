@@ -160,8 +160,6 @@ CASES: list[Case] = [
     Case("unwritable output (a directory that does not exist)",
          lambda d: [*_plain(_good_csv(d)), "--output", str(d / "no" / "such" / "dir.parquet")]),
     Case("--batch-size 101", lambda d: [*_plain(_good_csv(d)), "--batch-size", "101"]),
-    Case("--read-mode bogus (not batch-get, scan or auto)",
-         lambda d: [*_plain(_good_csv(d)), "--read-mode", "bogus"]),
     Case("dynamodb.read_mode = \"scan-all\" in the config file",
          lambda d: ["--config", _toml(d, '[dynamodb]\nread_mode = "scan-all"\n'),
                     *_plain(_good_csv(d))]),

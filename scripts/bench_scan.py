@@ -12,7 +12,8 @@ with ``--items`` drivers. For each fraction, that share of the drivers (shuffled
 twice through ``featurepull.dynamo.planned.read_planned`` — the path ``featurepull pull``
 takes — once with ``mode="batch-get"`` and once with ``mode="scan"``; both outputs must be
 identical row for row. Each cell reports the read units the endpoint charged, the requests
-it answered and the wall time, and what ``auto`` would have picked. The crossover is where a
+it answered, the wall time and this process's CPU time (the endpoint's is its own), and what
+``auto`` would have picked. The crossover is where a
 scan's (constant) cost meets batch-get's (per key): in read units from the measured costs,
 in wall time by a line through the batch-get times.
 
@@ -48,12 +49,12 @@ def cell(endpoint: EndpointProcess, settings: DynamoSettings, keys: list[Any],
     reader.check_table()
     endpoint.reset_stats()
     gc.collect()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result, plan = read_planned(reader, keys, list(FEATURES), mode=mode)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     wire = endpoint.stats()
     stats = result.stats
-    return {"mode": plan.mode, "seconds": round(seconds, 3),
+    return {"mode": plan.mode, "seconds": round(seconds, 3), "cpu_s": round(cpu, 3),
             "consumed_rcu": round(wire["consumed_rcu"], 1),
             "requests": wire["batch_get_item"] + wire["scan"],
             "pages": stats.pages, "items_scanned": stats.items_scanned,
@@ -119,11 +120,11 @@ def main(argv: list[str] | None = None) -> None:
           f"({description['TableSizeBytes'] / 2**20:.1f} MiB), {args.latency_ms:g} ms per "
           f"request, {args.workers} requests in flight")
     print(f"{'keys':>8} {'share':>6} {'mode':>9} {'RCU':>9} {'requests':>8} {'seconds':>8}"
-          f" {'auto':>9}")
+          f" {'CPU s':>6} {'auto':>9}")
     for row in rows:
         print(f"{row['keys']:>8,} {row['fraction']:>6.0%} {row['mode']:>9} "
               f"{row['consumed_rcu']:>9,.1f} {row['requests']:>8,} {row['seconds']:>8.2f} "
-              f"{row['auto']:>9}")
+              f"{row['cpu_s']:>6.2f} {row['auto']:>9}")
     print(f"crossover: scan costs fewer RCU above {point['rcu_fraction']:.1%} of the keys; "
           + (f"it is faster above {point['time_fraction']:.1%}"
              if point["time_fraction"] is not None else "no time crossover measured"))

@@ -20,9 +20,11 @@ reserves an estimate (learned from the pages before it) and settles with the
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Container, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,8 +108,6 @@ class _Segment:
     number: int
     start_key: dict[str, Any] | None = None
     done: bool = False
-    busy: bool = False  # a page in flight
-    ready_at: float = 0.0
     attempts: int = 0
     first_failure: float | None = None
 
@@ -215,6 +215,11 @@ class _ScanRun:
         self.scanner = scanner
         self.settings = scanner.settings
         self.segments = segments
+        # Segments with no page in flight, in the order they may send: a queue of those
+        # ready now, and a heap of those waiting out a backoff (ready_at, number, segment).
+        self.idle: deque[_Segment] = deque(segments)
+        self.backing_off: list[tuple[float, int, _Segment]] = []
+        self.unfinished = len(segments)
         self.total = total
         self.wanted = wanted
         self.progress = progress
@@ -254,18 +259,21 @@ class _ScanRun:
         def refill(now: float) -> None:
             while len(inflight) < window.limit and (segment := self._next(now)):
                 reserved, wait = pace.reserve(1, now)
-                if wait > 0:
+                if wait > 0:  # the budget is spent: this segment goes first when it refills
+                    self.idle.appendleft(segment)
                     self.pause_until = max(self.pause_until, now + wait)
                     break
-                segment.busy = True
                 inflight.add(asyncio.ensure_future(
                     self._request(transport, segment, reserved)))
 
         try:
-            while inflight or any(not s.done for s in self.segments):
+            while inflight or self.unfinished:
                 now = time.monotonic()
                 refill(now)
                 timeout = self._wait_hint(now) if len(inflight) < window.limit else None
+                if not inflight and timeout is None:  # would wait forever: a bug, say so
+                    raise RuntimeError(f"{self.unfinished} Scan segments of "
+                                       f"{scanner.where()} left, none of them sendable")
                 pages, inflight = await next_answers(inflight, timeout)
                 for page in pages:
                     self._settle(page)
@@ -282,16 +290,19 @@ class _ScanRun:
             await close_requests(inflight, transport)
 
     def _next(self, now: float) -> _Segment | None:
+        """A segment whose next page may be sent now: one past its backoff first."""
         if now < self.pause_until:
             return None
-        return next((s for s in self.segments
-                     if not s.done and not s.busy and s.ready_at <= now), None)
+        if self.backing_off and self.backing_off[0][0] <= now:
+            return heapq.heappop(self.backing_off)[2]
+        return self.idle.popleft() if self.idle else None
 
     def _wait_hint(self, now: float) -> float | None:
-        waiting = [s.ready_at for s in self.segments if not s.done and not s.busy]
-        if not waiting:
-            return None
-        return max(0.0, max(min(waiting), self.pause_until) - now)
+        if self.idle:
+            return max(0.0, self.pause_until - now)
+        if self.backing_off:
+            return max(0.0, max(self.backing_off[0][0], self.pause_until) - now)
+        return None
 
     async def _request(self, transport: Transport, segment: _Segment,
                        reserved: float) -> _Page:
@@ -332,7 +343,6 @@ class _ScanRun:
     def _settle(self, page: _Page) -> None:
         """Count one answer; move its segment on, or schedule the page again."""
         stats, segment, now = self.stats, page.segment, time.monotonic()
-        segment.busy = False
         stats.requests += 1
         stats.latencies_ms.append(page.latency_ms)
         stats.consumed_rcu += page.rcu
@@ -343,6 +353,10 @@ class _ScanRun:
             segment.start_key = page.last_key
             segment.done = page.last_key is None
             segment.attempts, segment.first_failure = 0, None
+            if segment.done:
+                self.unfinished -= 1
+            else:
+                self.idle.append(segment)
             return
         stats.count_failure(page.failure)
         self.tally.note(page.failure, page.detail)
@@ -352,7 +366,7 @@ class _ScanRun:
             self._give_up(now)
         segment.attempts += 1
         delay = self.scanner.backoff.delay(segment.attempts, self.scanner._rng)
-        segment.ready_at = now + delay
+        heapq.heappush(self.backing_off, (now + delay, segment.number, segment))
         # As BatchReader: a refused page says something about the table or the endpoint.
         self.pause_until = max(self.pause_until, now + delay)
 
