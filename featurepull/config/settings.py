@@ -254,10 +254,10 @@ class JobSettings(BaseModel):
         "default); read_mode auto reads a larger job with BatchGetItem, and scan refuses it.",
     )
     scan_task_bytes: int = Field(
-        default=64 * 1024**2, ge=1,
+        default=8 * 1024**2, ge=1,
         description="Table bytes a scan job's scan task reads at least (its share of the "
-        "Scan's segments): each task first loads every key of the job, so fewer, larger "
-        "tasks do that fewer times. A job has at most one scan task per shard.",
+        "Scan's segments), and 100 per unique key of the job: each task first loads every "
+        "key of the job. A job has at most one scan task per shard.",
     )
     redelivery_check_s: int = Field(
         default=10, ge=1, le=600,

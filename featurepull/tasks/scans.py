@@ -4,8 +4,9 @@ instead of BatchGetItem, and builds its shards' rows from what the Scan matched.
 How a scan job runs (docs/fleet.md, "Scan jobs"):
 
     create_job       stores the entity shards as for any job, and the job's read plan: the
-                     mode, why, T segments in S scan tasks, one per jobs.scan_task_bytes of
-                     table and at most one per entity shard (:func:`plan_job_read`)
+                     mode, why, T segments in S scan tasks, each worth scanning after
+                     loading every key of the job, at most one per entity shard
+                     (:func:`plan_job_read`)
     scan_segments p  S tasks; task p scans segments [p*T/S, (p+1)*T/S) of T, keeps the items
                      whose key is one of the job's and stores them by entity shard, as
                      (position in the shard, row) (:func:`run_scan_part`); the last one to
@@ -54,6 +55,10 @@ BATCH_GET = "batch-get"
 # Measured for Feast keys (32-character hex ids) in a dict of key -> int: the key object,
 # its dict slot and the int. A scan task holds this for every unique key of its job.
 MAP_BYTES_PER_KEY = 150
+# Table bytes a scan task scans per key of its job: building the key map took ~3 us a key,
+# scanning ~15 us per 100 bytes of items (one busy core, Feast keys): the map is about a
+# fifth of the task.
+SCAN_BYTES_PER_KEY = 100
 # Where a key sits: its entity shard in the high bits, its first position there in the low.
 _POSITION_BITS = 32
 _POSITION_MASK = (1 << _POSITION_BITS) - 1
@@ -103,10 +108,12 @@ def plan_job_read(settings: Settings, table: str, description: Mapping[str, Any]
         "scan_rcu": round(plan.scan_rcu, 1),
     }
     if plan.mode == SCAN:
-        # Each scan task builds the job's key map once, so it scans at least
-        # jobs.scan_task_bytes of table to pay for it; at most one task per entity shard.
+        # Each scan task first builds the job's key map, so it scans enough table to pay for
+        # it: SCAN_BYTES_PER_KEY per unique key, and at least jobs.scan_task_bytes; at most
+        # one task per entity shard.
         size = float(description.get("TableSizeBytes", 0) or 0)
-        tasks = max(1, min(shards, math.ceil(size / settings.jobs.scan_task_bytes)))
+        share = max(settings.jobs.scan_task_bytes, unique_keys * SCAN_BYTES_PER_KEY)
+        tasks = max(1, min(shards, math.ceil(size / share)))
         # A segment has one page in flight: enough of them that each task keeps
         # max_read_workers pages in flight, as a shard's reader keeps its requests.
         total = min(MAX_SEGMENTS, max(plan.total_segments,

@@ -107,7 +107,7 @@ DESCRIPTION = {"TableName": "t", "ItemCount": 200_000, "TableSizeBytes": 60_000_
 
 
 def settings(read_mode: str, max_scan_keys: int = 2_000_000,
-             scan_task_bytes: int = 64 * 1024**2) -> Settings:
+             scan_task_bytes: int = 8 * 1024**2) -> Settings:
     return Settings(dynamodb={"read_mode": read_mode},
                     jobs={"max_scan_keys": max_scan_keys, "scan_task_bytes": scan_task_bytes})
 
@@ -115,16 +115,17 @@ def settings(read_mode: str, max_scan_keys: int = 2_000_000,
 def test_the_read_plan_made_at_submit() -> None:
     scan = plan_job_read(settings("auto"), "t", DESCRIPTION, 150_000, shards=3)
     assert scan["mode"] == "scan" and scan["requested"] == "auto"
-    assert scan["reason"].startswith("read_mode=scan: ~") and scan["scan_rcu"] < scan["batch_get_rcu"]
-    # 60 MB of table: one scan task of max_read_workers segments (the planner's count).
-    assert (scan["scan_tasks"], scan["total_segments"]) == (1, 10)
-    # A task per 25 MB: 3 (but never more than the shards), each with 10 segments.
-    split = plan_job_read(settings("auto", scan_task_bytes=25_000_000), "t", DESCRIPTION,
-                          150_000, shards=3)
-    assert (split["scan_tasks"], split["total_segments"]) == (3, 30)
-    finer = plan_job_read(settings("auto", scan_task_bytes=1_000_000), "t", DESCRIPTION,
-                          150_000, shards=5)
-    assert (finer["scan_tasks"], finer["total_segments"]) == (5, 50)
+    assert scan["reason"].startswith("read_mode=scan: ~")
+    assert scan["scan_rcu"] < scan["batch_get_rcu"]
+    # A scan task scans 100 bytes per key (15 MB here) of the 60 MB table: 4 tasks, but
+    # never more than the shards; max_read_workers (10) segments each.
+    assert (scan["scan_tasks"], scan["total_segments"]) == (3, 30)
+    many = plan_job_read(settings("auto"), "t", DESCRIPTION, 150_000, shards=10)
+    assert (many["scan_tasks"], many["total_segments"]) == (4, 40)
+    # jobs.scan_task_bytes when it is more: 30 MB a task.
+    big = plan_job_read(settings("auto", scan_task_bytes=30_000_000), "t", DESCRIPTION,
+                        150_000, shards=10)
+    assert (big["scan_tasks"], big["total_segments"]) == (2, 20)
     few = plan_job_read(settings("auto"), "t", DESCRIPTION, 1_000, shards=1)
     assert few["mode"] == "batch-get" and "total_segments" not in few
     asked = plan_job_read(settings("batch-get"), "t", None, 0, shards=3)
