@@ -22,6 +22,8 @@ if TYPE_CHECKING:
         ReadResult,
         ReadStats,
         RetryDeadlineExceeded,
+        ScanResult,
+        SegmentScanner,
         UnknownFeatureError,
     )
     from featurepull.pull import PullRequest, pull
@@ -32,7 +34,8 @@ _LAZY = {
                     "featurepull.client"),
     **dict.fromkeys(("DynamoSettings", "Settings", "load_settings"), "featurepull.config"),
     **dict.fromkeys(("BatchReader", "FeastLayout", "PlainLayout", "ReadError", "ReadResult",
-                     "ReadStats", "RetryDeadlineExceeded", "UnknownFeatureError"),
+                     "ReadStats", "RetryDeadlineExceeded", "ScanResult", "SegmentScanner",
+                     "UnknownFeatureError"),
                     "featurepull.dynamo"),
     **dict.fromkeys(("PullRequest", "pull"), "featurepull.pull"),
 }
@@ -68,6 +71,8 @@ __all__ = [
     "ReadStats",
     "RetryDeadlineExceeded",
     "RunFailed",
+    "ScanResult",
+    "SegmentScanner",
     "Settings",
     "UnknownFeatureError",
     "load_settings",

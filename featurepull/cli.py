@@ -59,6 +59,7 @@ def _dynamo_flags(opts: dict[str, Any]) -> dict[str, Any]:
         "consistent_reads": opts.get("consistent_reads"),
         "retry_deadline_s": opts.get("retry_deadline"),
         "max_rcu_per_s": opts.get("max_rcu_per_s"),
+        "read_mode": opts.get("read_mode"),  # a job carries it (docs/fleet.md#scan-jobs)
     }
 
 
@@ -98,6 +99,8 @@ def _settings_from(opts: dict[str, Any]) -> Settings:
         overrides["redis_url"] = opts["redis_url"]
     if opts.get("shard_size"):
         overrides["jobs"] = {"shard_size": opts["shard_size"]}
+    if opts.get("read_mode"):
+        overrides["dynamodb"] = {**overrides.get("dynamodb", {}), "read_mode": opts["read_mode"]}
     return load_settings(_config_file(opts), opts.get("feature_store_yaml"), overrides)
 
 
@@ -281,8 +284,15 @@ def main() -> None:
     """Pull the latest features of many entities from DynamoDB, in input order."""
 
 
+read_mode_option = click.option(
+    "--read-mode", type=click.Choice(["batch-get", "scan", "auto"]),
+    help="batch-get (per key), scan (one parallel Scan joined to the keys) or auto (the "
+    "cheaper; default, dynamodb.read_mode); see docs/read-modes.md.")
+
+
 @main.command("pull")
 @request_options(output_required=True)
+@read_mode_option
 def pull_command(**opts: Any) -> None:
     """Read features in this process (no broker) and write them in input order."""
     from featurepull.pull import PullRequest, pull
@@ -328,17 +338,21 @@ def pull_command(**opts: Any) -> None:
         _print_warnings(outcome.warnings)
         if opts["as_json"]:
             summary = {"output": outcome.output, "rows_written": outcome.rows_written,
-                       **outcome.stats.to_dict()}
+                       **outcome.stats.to_dict(),
+                       "read_plans": [plan.to_dict() for plan in outcome.read_plans]}
             if outcome.warnings:
                 summary["warnings"] = outcome.warnings
             click.echo(json.dumps(summary))
         else:
             click.echo(f"featurepull: wrote {outcome.rows_written} rows to {outcome.output}")
             click.echo(outcome.stats.summary_line())
+            for plan in outcome.read_plans:
+                click.echo(f"featurepull: {plan.table}: {plan.reason}")
 
 
 @main.command("submit")
 @request_options(output_required=False)
+@read_mode_option
 @click.option("--shard-size", type=int, help="Entities per shard task (default 50,000).")
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
 @click.option("--notify-task",
@@ -372,6 +386,8 @@ def submit_command(**opts: Any) -> None:
             return
         click.echo(f"featurepull: job {job.id}: {status.rows:,} entities in "
                    f"{status.shards} shards", err=True)
+        if status.read_reason:
+            click.echo(f"featurepull: {status.read_reason}", err=True)
         try:
             final = job.wait(timeout=opts["timeout"], progress=sys.stderr.isatty(),
                              on_no_worker=lambda text: click.echo(f"featurepull: {text}",
@@ -419,11 +435,13 @@ def status_command(job_id: str, as_json: bool, **opts: Any) -> None:
     with _exit_codes():
         job = _job(opts, job_id)
         status = job.status()
-        capacity = job.capacity() if status.shards_done else {}
+        capacity = job.capacity() if status.shards_done or status.scan_tasks_done else {}
         if as_json:
             click.echo(json.dumps({**status.__dict__, "capacity": capacity}))
             return
         click.echo(status.line())
+        if status.read_reason:
+            click.echo(status.read_reason)
         if status.summary:
             _print_summary(status.summary, False)
         elif capacity:

@@ -65,11 +65,20 @@ class JobStatus:
     error: str | None
     summary: dict[str, Any] | None
     error_kind: ErrorKind | None = None  # "input" (JobRefused) or "failed"
+    # How the job reads and why (featurepull.tasks.scans); None for a job stored before
+    # it was recorded. A scan job also counts its scan tasks.
+    read_mode: str | None = None
+    read_reason: str | None = None
+    scan_tasks: int = 0
+    scan_tasks_done: int = 0
 
     def line(self) -> str:
         """One human line for ``featurepull status``."""
-        text = (f"job {self.job_id}: {self.state}, {self.shards_done}/{self.shards} shards, "
-                f"{self.rows_done:,}/{self.rows:,} keys read")
+        text = f"job {self.job_id}: {self.state}, "
+        if self.scan_tasks:
+            text += f"{self.scan_tasks_done}/{self.scan_tasks} scan tasks, "
+        text += (f"{self.shards_done}/{self.shards} shards, "
+                 f"{self.rows_done:,}/{self.rows:,} keys read")
         return text + (f" — {self.error}" if self.error else "")
 
 
@@ -87,21 +96,28 @@ class Job:
 
     def status(self) -> JobStatus:
         """The job's state now."""
+        from featurepull.tasks.scans import scan_status
+
         meta, done, answered = self.store.snapshot(self.id)  # one round trip, any job size
         return JobStatus(self.id, meta.state, meta.shards, done, meta.rows,
-                         min(answered, meta.rows), meta.error, meta.summary, meta.error_kind)
+                         min(answered, meta.rows), meta.error, meta.summary, meta.error_kind,
+                         **scan_status(meta, self.store))
 
     def capacity(self) -> dict[str, Any]:
-        """What the shards done so far spent of the table's capacity: consumed RCU/s since
-        the job started, its budget, seconds held back for it, requests in flight."""
+        """What the shards (and a scan job's scan tasks) done so far spent of the table's
+        capacity: consumed RCU/s since the job started, its budget, seconds held back for it,
+        requests in flight; a scan's pages and items scanned and matched."""
         from featurepull.tasks.shards import capacity_fields, shard_totals
 
         meta = self.store.meta(self.id)
         total = shard_totals(self.store.all_stats(self.id), latencies=False)
+        total.merge(shard_totals(self.store.all_scan_stats(self.id), latencies=False))
         since = meta.started or meta.created
         elapsed = (meta.finished or time.time()) - since
+        scanned = ({"pages": total.pages, "items_scanned": total.items_scanned,
+                    "items_matched": total.items_matched} if total.pages else {})
         return {"consumed_rcu": round(total.consumed_rcu, 3),
-                **capacity_fields(total, elapsed)}
+                **capacity_fields(total, elapsed), **scanned}
 
     def wait(self, timeout: float | None = None, progress: bool = True,
              poll_s: float = 0.5, on_no_worker: Callable[[str], None] | None = None,

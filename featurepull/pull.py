@@ -17,6 +17,8 @@ from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.found import found_mask
 from featurepull.dynamo.layouts import unique_keys
 from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
+from featurepull.dynamo.planned import read_planned
+from featurepull.dynamo.planner import ReadPlan
 from featurepull.dynamo.reader import Progress, cyclic_gc_paused
 from featurepull.io import (
     EntityTable,
@@ -65,13 +67,15 @@ class PullRequest:
 
 @dataclass
 class PullOutcome:
-    """A finished pull: the rows written, the read's statistics, and warnings for the user
-    (e.g. that no entity was found)."""
+    """A finished pull: the rows written, the read's statistics, warnings for the user
+    (e.g. that no entity was found), and how each table was read (batch-get or scan, and
+    why: :mod:`featurepull.dynamo.planner`)."""
 
     output: str
     rows_written: int
     stats: ReadStats
     warnings: list[str] = field(default_factory=list)
+    read_plans: list[ReadPlan] = field(default_factory=list)
 
 
 def pull(request: PullRequest, entities_path: str, output_path: str, settings: Settings,
@@ -93,18 +97,28 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     check_destination(output_path, overwrite, settings.s3)
     entities = read_entities(entities_path, s3=settings.s3)
     reader, spec, table_name = _checked_reader(request, entities, settings)
+    views = bool(spec.get("views"))
     with cyclic_gc_paused():  # keys, rows and their Arrow columns: no cycles among them
         # Distinct keys and each row's index among them, where the layout can tell before
         # hashing (ViewsReader's layout cannot: its reader de-duplicates per view).
         keys, positions = unique_keys(reader.layout, entities.columns, entities.source)
         if on_keys is not None:
             on_keys(len(keys) if positions is not None else len(set(keys)))
-        unique = {"positions": positions} if positions is not None else {}
-        result = reader.read(keys, request.features, progress=progress,
-                             allow_missing_features=request.allow_missing_features, **unique)
+        if views:
+            from featurepull.dynamo.views import ViewsReader
+
+            assert isinstance(reader, ViewsReader)
+            result = reader.read(keys, request.features, progress=progress,
+                                 allow_missing_features=request.allow_missing_features)
+            plans = list(reader.plans)
+        else:
+            assert isinstance(reader, BatchReader)
+            result, plan = read_planned(reader, keys, request.features, progress,
+                                        allow_missing_features=request.allow_missing_features,
+                                        positions=positions)
+            plans = [plan]
     names = spec["key_columns"]
     key_columns = {n: entities.columns[n] for n in names}
-    views = bool(spec.get("views"))
     if scorer is None and not is_dataset(output_path) and not views:
         with cyclic_gc_paused():
             written = write_rows(output_path, key_columns, result.rows, request.features,
@@ -115,7 +129,8 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
         written = _write_table(output_path, table, result.rows, names, request, scorer,
                                overwrite=overwrite, settings=settings)
     warning = nothing_found_warning(spec, table_name, result.stats.keys, result.stats.found)
-    return PullOutcome(output_path, written, result.stats, [warning] if warning else [])
+    return PullOutcome(output_path, written, result.stats, [warning] if warning else [],
+                       plans)
 
 
 def _checked_reader(request: PullRequest, entities: EntityTable, settings: Settings
@@ -135,7 +150,7 @@ def _checked_reader(request: PullRequest, entities: EntityTable, settings: Setti
                            full_feature_names=request.full_feature_names,
                            respect_ttl=request.respect_ttl)
     views = plan_for(fields, list(entities.columns), entities.source, settings)
-    reader = ViewsReader.build(views, settings)
+    reader = ViewsReader.build(views, settings, planned=True)
     reader.check_table()
     spec = {"layout": "feast", "views": True, "key_columns": views.key_columns}
     return reader, spec, ", ".join(view.table for view in views.views)

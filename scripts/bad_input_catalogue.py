@@ -160,6 +160,13 @@ CASES: list[Case] = [
     Case("unwritable output (a directory that does not exist)",
          lambda d: [*_plain(_good_csv(d)), "--output", str(d / "no" / "such" / "dir.parquet")]),
     Case("--batch-size 101", lambda d: [*_plain(_good_csv(d)), "--batch-size", "101"]),
+    Case("dynamodb.read_mode = \"scan-all\" in the config file",
+         lambda d: ["--config", _toml(d, '[dynamodb]\nread_mode = "scan-all"\n'),
+                    *_plain(_good_csv(d))]),
+    Case("--read-mode scan on a job over jobs.max_scan_keys (submit; refused before a "
+         "shard is enqueued)",
+         lambda d: ["--config", _toml(d, "[jobs]\nmax_scan_keys = 1\n"),
+                    *_plain(_good_csv(d)), "--read-mode", "scan"], command="submit"),
     Case("relative --output that exists in the submitter's directory (submit; refused "
          "before anything is enqueued)",
          lambda d: [*_plain(_good_csv(d)), "--output", OUTPUT, "--wait"], command="submit",

@@ -2,8 +2,9 @@
 
 It misbehaves only on BatchGetItem — throttles, 500s, keys moved to UnprocessedKeys,
 shuffled responses, responses cut mid-body, latency and latency spikes, a throttling storm
-of a set length — so a reader can be proven correct when DynamoDB is not polite. Every other
-request passes through untouched, so tables can be built and inspected through the same
+of a set length — and, with ``FaultPlan(scan=True)``, on Scan pages alike (those of the
+faults that apply to a whole request), so a reader can be proven correct when DynamoDB is
+not polite. Every other request passes through untouched, so tables can be built and inspected through the same
 endpoint.
 
     with FaultProxy(endpoint_url, FaultPlan(throttle_rate=0.3, seed=1)) as proxy:
@@ -30,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 BATCH_GET_TARGET = "DynamoDB_20120810.BatchGetItem"
+SCAN_TARGET = "DynamoDB_20120810.Scan"
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
 UPSTREAM_TIMEOUT_S = 30.0
 _PTEE = "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"
@@ -43,7 +45,7 @@ INTERNAL_ERROR_TYPE = "com.amazonaws.dynamodb.v20120810#InternalServerError"
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                          "transfer-encoding", "upgrade", "expect", "content-length"})
 COUNT_NAMES = ("batch_requests", "throttled", "errors_500", "dropped", "unprocessed_keys",
-               "shuffled", "keys_requested", "spikes", "storm_throttled")
+               "shuffled", "keys_requested", "spikes", "storm_throttled", "scan_requests")
 
 Headers = list[tuple[str, str]]
 
@@ -69,6 +71,9 @@ class FaultPlan:
     storm_s: float = 0.0
     storm_after: int = 0
     seed: int = 0
+    # Scan pages get the whole-request faults too: throttling (storm included), 500s, cuts,
+    # latency and spikes (counted in the same counts, and in scan_requests).
+    scan: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -220,22 +225,9 @@ class FaultProxy:
         tables = list(items)
         self._bump("batch_requests")
         self._bump("keys_requested", sum(len(spec.get("Keys", [])) for spec in items.values()))
-        if plan.latency_s:
-            time.sleep(plan.latency_s)
-        if self._chance(plan.spike_rate):
-            self._bump("spikes")
-            time.sleep(plan.spike_s)
-        if self._in_storm(plan) or self._chance(plan.throttle_rate):
-            with self._lock:
-                error_type = THROTTLE_TYPES[self._throttle_seq % len(THROTTLE_TYPES)]
-                self._throttle_seq += 1
-                self._counts["throttled"] += 1
-            return _json_reply(400, {"__type": error_type,
-                                     "message": "faultproxy: throughput exceeded"}), ""
-        if self._chance(plan.error_rate):
-            self._bump("errors_500")
-            return _json_reply(500, {"__type": INTERNAL_ERROR_TYPE,
-                                     "message": "faultproxy: internal server error"}), ""
+        refused = self._refuse(plan)
+        if refused is not None:
+            return refused, ""
 
         removed = self._remove_keys(items, plan.unprocessed_rate)
         if removed and not items:
@@ -251,6 +243,40 @@ class FaultProxy:
             # Counted only when delivered: keys in a response that is then cut never reach
             # the client as unprocessed (it resends the whole request instead).
             self._bump("unprocessed_keys", sum(len(spec["Keys"]) for spec in removed.values()))
+            return reply, ""
+        self._bump("dropped")
+        return reply, "rst" if plan.drop_reset else "fin"
+
+    def _refuse(self, plan: FaultPlan) -> _Reply | None:
+        """Latency, then a throttle or 500 for the whole request (None: let it through)."""
+        if plan.latency_s:
+            time.sleep(plan.latency_s)
+        if self._chance(plan.spike_rate):
+            self._bump("spikes")
+            time.sleep(plan.spike_s)
+        if self._in_storm(plan) or self._chance(plan.throttle_rate):
+            with self._lock:
+                error_type = THROTTLE_TYPES[self._throttle_seq % len(THROTTLE_TYPES)]
+                self._throttle_seq += 1
+                self._counts["throttled"] += 1
+            return _json_reply(400, {"__type": error_type,
+                                     "message": "faultproxy: throughput exceeded"})
+        if self._chance(plan.error_rate):
+            self._bump("errors_500")
+            return _json_reply(500, {"__type": INTERNAL_ERROR_TYPE,
+                                     "message": "faultproxy: internal server error"})
+        return None
+
+    def _scan(self, method: str, path: str, headers: Headers, body: bytes) -> tuple[
+            _Reply, str]:
+        """The reply to one Scan page under a plan with ``scan``: refused, cut or passed."""
+        plan = self.plan
+        self._bump("scan_requests")
+        refused = self._refuse(plan)
+        if refused is not None:
+            return refused, ""
+        reply = self._forward(method, path, headers, body)
+        if not self._chance(plan.drop_rate):
             return reply, ""
         self._bump("dropped")
         return reply, "rst" if plan.drop_reset else "fin"
@@ -351,8 +377,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP]
         proxy = self.server.proxy
-        if self.headers.get("X-Amz-Target") == BATCH_GET_TARGET:
+        target = self.headers.get("X-Amz-Target")
+        if target == BATCH_GET_TARGET:
             reply, drop = proxy._batch_get(self.command, self.path, headers, body)
+        elif target == SCAN_TARGET and proxy.plan.scan:
+            reply, drop = proxy._scan(self.command, self.path, headers, body)
         else:
             reply, drop = proxy._forward(self.command, self.path, headers, body), ""
         self._send(reply, drop)

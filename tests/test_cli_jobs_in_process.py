@@ -29,6 +29,9 @@ from featurepull.tasks.store import connect
 IDS = [5, 1, 1_500, 5, 0]
 JOB_IDS = [*range(245), *IDS]  # 3 shards of 100 (the least shard size): 100, 100, 50
 DB = 15  # the worker fleets of the tests use 1-14; nothing consumes this db's queue
+# How a job of these 250 entities reads, and why (planned at submit: docs/fleet.md).
+PLAN = ("read_mode=batch-get: ~123 RCU vs ~22 RCU for scan (the table holds ~1,000 items, "
+        "under dynamodb.scan_min_items=100,000)")
 
 
 @pytest.fixture(scope="module")
@@ -169,18 +172,20 @@ def test_status_cancel_and_cleanup_of_a_queued_job(endpoint: EndpointProcess, tm
     job_id = submitted(endpoint, tmp_path, redis_url)
     status = invoke("status", job_id, "--redis-url", redis_url)
     assert (status.exit_code, status.stdout) == (
-        0, f"job {job_id}: queued, 0/3 shards, 0/250 keys read\n")
+        0, f"job {job_id}: queued, 0/3 shards, 0/250 keys read\n{PLAN}\n")
     as_json = json.loads(invoke("status", job_id, "--json", "--redis-url", redis_url).stdout)
     assert as_json == {"job_id": job_id, "state": "queued", "shards": 3, "shards_done": 0,
                        "rows": 250, "rows_done": 0, "error": None, "summary": None,
-                       "error_kind": None, "capacity": {}}
+                       "error_kind": None, "read_mode": "batch-get", "read_reason": PLAN,
+                       "scan_tasks": 0, "scan_tasks_done": 0, "capacity": {}}
     cancel = invoke("cancel", job_id, "--redis-url", redis_url)
     assert (cancel.exit_code, cancel.stdout) == (0, f"featurepull: job {job_id} cancelled\n")
     again = invoke("cancel", job_id, "--redis-url", redis_url)
     assert (again.exit_code, again.stdout) == (
         0, f"featurepull: job {job_id} had already ended; nothing to cancel\n")
     assert invoke("status", job_id, "--redis-url", redis_url).stdout == (
-        f"job {job_id}: cancelled, 0/3 shards, 0/250 keys read — cancelled by request\n")
+        f"job {job_id}: cancelled, 0/3 shards, 0/250 keys read — cancelled by request\n"
+        f"{PLAN}\n")
     cleanup = invoke("cleanup", job_id, "--redis-url", redis_url)
     assert (cleanup.exit_code, cleanup.stdout) == (
         0, f"featurepull: removed 5 keys of job {job_id}\n")  # meta, alive, 3 shards' keys
@@ -204,6 +209,7 @@ def test_status_and_fetch_of_a_finished_job(endpoint: EndpointProcess, tmp_path:
     as_json = json.loads(invoke("status", job_id, "--json", "--redis-url", redis_url).stdout)
     summary = as_json["summary"]
     assert lines[0] == f"job {job_id}: succeeded, 3/3 shards, 249/250 keys read"
+    assert lines.pop(1) == PLAN
     assert lines[1] == (
         f"featurepull: job {job_id} succeeded: 250 rows in 3 shards to Redis (featurepull "
         f"fetch JOB --output FILE) in {summary['seconds']}s ({summary['rows_per_s']:,.0f} "
@@ -238,8 +244,9 @@ def test_status_of_a_running_job_shows_the_shards_done(endpoint: EndpointProcess
     status = invoke("status", job_id, "--redis-url", redis_url)
     lines = status.stdout.splitlines()
     assert lines[0] == f"job {job_id}: running, 1/3 shards, 100/250 keys read"
-    assert lines[1].startswith("shards done so far: ")
-    assert len(lines) == 2
+    assert lines[1] == PLAN
+    assert lines[2].startswith("shards done so far: ")
+    assert len(lines) == 3
 
 
 # --- pull: DynamoDB flags and settings files on the wire ----------------------------------------
@@ -316,7 +323,7 @@ def test_status_of_a_finished_job_names_its_output(endpoint: EndpointProcess, tm
     out = tmp_path / "out.parquet"
     job_id = submitted(endpoint, tmp_path, redis_url, "--output", str(out))
     run_here(redis_url, job_id, endpoint)
-    line = invoke("status", job_id, "--redis-url", redis_url).stdout.splitlines()[1]
+    line = invoke("status", job_id, "--redis-url", redis_url).stdout.splitlines()[2]
     assert line.startswith(f"featurepull: job {job_id} succeeded: 250 rows in 3 shards to "
                            f"{out} in ")
     assert out.is_file()

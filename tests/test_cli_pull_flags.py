@@ -109,13 +109,15 @@ def test_batch_size_is_the_keys_per_request(wire: EndpointProcess, entities: Pat
     assert_rows(out, SOME.split(","))
 
 
-def test_without_json_the_summary_is_two_lines_of_text(wire: EndpointProcess, entities: Path,
-                                                       tmp_path: Path) -> None:
+def test_without_json_the_summary_is_three_lines_of_text(wire: EndpointProcess,
+                                                         entities: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
     proc = pull_lean(wire, entities, out)
-    first, second = proc.stdout.splitlines()
+    first, second, third = proc.stdout.splitlines()
     assert first == f"featurepull: wrote {len(IDS)} rows to {out}"
     assert f"rows={len(IDS)} " in second and f"requests={math.ceil(UNIQUE / 100)} " in second
+    assert third.startswith(f"featurepull: {TABLE}: read_mode=batch-get: ~{UNIQUE / 2:,.0f} "
+                            "RCU vs ~"), third
     assert out.read_text().splitlines()[0] == "driver_id,event_timestamp,conv_rate,city"
 
 

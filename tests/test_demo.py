@@ -61,9 +61,10 @@ def stop_demos_left_running() -> Iterator[None]:
             proc.communicate(timeout=120)
 
 
-def start_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+def start_demo(tmp_path: Path, *args: str,
+               env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
     marker = uuid.uuid4().hex
-    env = {**os.environ, "DEMO_TEST_MARKER": marker}
+    env = {**os.environ, **(env or {}), "DEMO_TEST_MARKER": marker}
     proc = subprocess.Popen([sys.executable, "-m", "featurepull", "demo", "--out-dir",
                              str(tmp_path / "out"), *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -159,7 +160,10 @@ def wait_until_halfway(redis_url: str, timeout: float = 120) -> tuple[int, int]:
 
 
 def test_ctrl_c_halfway_stops_everything_with_a_clear_message(tmp_path: Path) -> None:
-    proc, marker = start_demo(tmp_path, "--drivers", "400000")
+    # By key: auto would scan this table, and a scan job's shards start only once the whole
+    # table is scanned — this test stops the demo halfway through its shards.
+    proc, marker = start_demo(tmp_path, "--drivers", "400000",
+                              env={"FEATUREPULL_DYNAMODB__READ_MODE": "batch-get"})
     started = read_until(proc, "submitting a job")
     redis_url = re.search(r"redis-server on (redis://\S+)", started)
     assert redis_url is not None, started

@@ -97,6 +97,25 @@ class Capacity:
         usage.per_second[int(self.wall())] += units
         return served
 
+    def charge(self, client: str, units: float) -> bool:
+        """A request whose cost is known only once served (a Scan page): served while the
+        bucket holds any capacity, which may then go below zero, as DynamoDB lets a scan
+        overdraw; False means refused. Records the client's consumption."""
+        usage = self.clients[client]
+        usage.requests += 1
+        if self.provisioned:
+            now = self.clock()
+            self._tokens = min(self.rcu * self.burst_s,
+                               self._tokens + (now - self._last) * self.rcu)
+            self._last = now
+            if self._tokens <= 0:
+                usage.throttled += 1
+                return False
+            self._tokens -= units
+        usage.rcu += units
+        usage.per_second[int(self.wall())] += units
+        return True
+
     def stats(self) -> dict[str, Any]:
         """``GET /stats/capacity``."""
         return {"provisioned_rcu": self.rcu, "burst_s": self.burst_s,

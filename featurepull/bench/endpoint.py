@@ -7,8 +7,11 @@ DynamoDB JSON protocol with so little CPU of its own that the client's cost show
     with start_endpoint(drivers=200_000, latency_ms=5) as endpoint:
         BatchReader(DEFAULT_TABLE, layout, DynamoSettings(endpoint_url=endpoint.url, ...))
 
-It answers DescribeTable and BatchGetItem (projections, ConsumedCapacity, DynamoDB's
-validation errors, UnprocessedKeys and throttling at chosen rates), ``GET /stats`` (counters,
+It answers DescribeTable (with ``ItemCount`` and ``TableSizeBytes``), BatchGetItem
+(projections, ConsumedCapacity, DynamoDB's validation errors, UnprocessedKeys and throttling
+at chosen rates) and Scan (``Segment``/``TotalSegments`` by hash range, pages of at most 1 MB
+or ``Limit`` items, ``ExclusiveStartKey``/``LastEvaluatedKey``, ConsumedCapacity by the size
+read: 0.5 RCU per started 4 KB, 1 strongly consistent), ``GET /stats`` (counters,
 including what tests check on the wire: calls in flight at once, ConsistentRead, the SigV4
 region) and ``DELETE /stats`` (zero them). With ``--provisioned-rcu`` it enforces a table's
 read capacity as DynamoDB does (``featurepull.bench.capacity``) and reports each client's
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import functools
 import gc
 import json
@@ -57,6 +61,9 @@ DEFAULT_TABLE = "demo.driver_stats"
 FEATURES = ("conv_rate", "acc_rate", "avg_daily_trips", "city", "last_trip_at")
 CITIES = ("Amsterdam", "Berlin", "Lisbon", "Montréal", "Nairobi", "São Paulo", "Tokyo", "Oslo")
 MAX_BATCH_KEYS = 100  # DynamoDB's BatchGetItem limit
+SCAN_PAGE_BYTES = 1024 * 1024  # DynamoDB's Scan reads at most 1 MB of items per page
+MAX_TOTAL_SEGMENTS = 1_000_000
+RCU_BYTES = 4096
 STARTUP_TIMEOUT_S = 120.0  # 1M drivers take a few seconds; a slow CI box more
 _BASE_TS = datetime(2026, 11, 1, tzinfo=UTC)
 _LAST_TRIP_BASE = 1_780_000_000
@@ -267,7 +274,11 @@ class Counters:
     throttled: int = 0
     errors: int = 0  # 4xx answers other than throttling
     connections: int = 0
-    consistent_reads: int = 0  # BatchGetItem calls with ConsistentRead true
+    consistent_reads: int = 0  # BatchGetItem and Scan calls with ConsistentRead true
+    scan: int = 0  # Scan calls (pages asked for; refused ones included)
+    scan_pages: int = 0  # Scan pages answered
+    scanned_items: int = 0  # items Scan pages read
+    consumed_rcu: float = 0.0  # ConsumedCapacity charged, BatchGetItem and Scan
     in_flight: int = 0  # DynamoDB calls received and not yet answered (latency included)
     max_in_flight: int = 0
     # SigV4 credential scope region of each call (the region the client signed for).
@@ -285,12 +296,14 @@ class DynamoTable:
     seed: int = 0
     counters: Counters = field(default_factory=Counters)
     capacity: Capacity = field(default_factory=Capacity)
+    zero_counts: bool = False  # DescribeTable says 0 items, 0 bytes (a table not yet counted)
 
     def __post_init__(self) -> None:
         self._caller = ""
         self._rng = random.Random(self.seed)
         self._name_json = json.dumps(self.name)
         self._projections: dict[Any, Render | None] = {}
+        self._scan_index: tuple[list[str], list[int]] | None = None
 
     def handle(self, target: str, body: bytes, client: str = "") -> tuple[int, bytes]:
         """HTTP status and JSON body for one call (``X-Amz-Target``, request body, and the
@@ -327,7 +340,8 @@ class DynamoTable:
             "KeySchema": [{"AttributeName": "entity_id", "KeyType": "HASH"}],
             "AttributeDefinitions": [{"AttributeName": "entity_id", "AttributeType": "S"}],
             "TableStatus": "ACTIVE",
-            "ItemCount": len(self.records),
+            "ItemCount": 0 if self.zero_counts else len(self.records),
+            "TableSizeBytes": 0 if self.zero_counts else sum(self._index()[1]),
             **self.capacity.describe(),
         }})
 
@@ -379,6 +393,7 @@ class DynamoTable:
         left.extend(keys[served:])
         ids = ids[:served]
         self.counters.keys += len(ids) + len(left)
+        self.counters.consumed_rcu += per_key * len(ids)
         records = self.records
         found = [] if render is None else [
             render(entity_id, record) for entity_id in ids
@@ -392,6 +407,64 @@ class DynamoTable:
                       repr(per_key * len(ids)), "}]"]
         parts.append("}")
         return "".join(parts)
+
+    def scan(self, request: dict[str, Any]) -> str:
+        """Scan: one page of a segment (items in entity_id order within the segment's hash
+        range), at most 1 MB or ``Limit`` items, charged by the size of the items read."""
+        self.counters.scan += 1
+        self._check_table(request.get("TableName"))
+        segment, total = _segments(request)
+        limit = request.get("Limit")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise _validation("1 validation error detected: Value at 'limit' failed to "
+                              "satisfy constraint: Member must have value greater than or "
+                              "equal to 1")
+        consistent = request.get("ConsistentRead") is True
+        if consistent:
+            self.counters.consistent_reads += 1
+        render = self._renderer(request)
+        if self.throttle_rate and self._rng.random() < self.throttle_rate:
+            raise DynamoError("ProvisionedThroughputExceededException", _THROTTLE_MESSAGE)
+        ids, sizes = self._index()
+        start, end = _segment_range(ids, segment, total)
+        after = request.get("ExclusiveStartKey")
+        if after is not None:
+            start = max(start, bisect.bisect_right(ids, _entity_ids([after])[0], start, end))
+        stop, read = start, 0
+        while stop < end and (limit is None or stop - start < limit) \
+                and read + sizes[stop] <= SCAN_PAGE_BYTES:
+            read += sizes[stop]
+            stop += 1
+        units = max(1, -(-read // RCU_BYTES)) * (1.0 if consistent else 0.5)
+        if not self.capacity.charge(self._caller, units):
+            raise DynamoError("ProvisionedThroughputExceededException", _THROTTLE_MESSAGE)
+        records = self.records
+        found = [] if render is None else [render(entity_id, records[entity_id])
+                                           for entity_id in ids[start:stop]]
+        counters = self.counters
+        counters.scan_pages += 1
+        counters.scanned_items += stop - start
+        counters.items += len(found)
+        counters.consumed_rcu += units
+        parts = ['{"Items":[', ",".join(found), '],"Count":', str(len(found)),
+                 ',"ScannedCount":', str(stop - start)]
+        # Stopped by the page size or the limit (even on the segment's last item, as
+        # DynamoDB does): more may follow.
+        if stop > start and (stop < end or stop - start == limit):
+            parts += [',"LastEvaluatedKey":{"entity_id":{"S":"', ids[stop - 1], '"}}']
+        if request.get("ReturnConsumedCapacity") in ("TOTAL", "INDEXES"):
+            parts += [',"ConsumedCapacity":{"TableName":', self._name_json,
+                      ',"CapacityUnits":', repr(units), "}"]
+        parts.append("}")
+        return "".join(parts)
+
+    def _index(self) -> tuple[list[str], list[int]]:
+        """Entity ids in key order and each item's size in bytes (DynamoDB's measure:
+        attribute names plus values), built at the first call that needs them."""
+        if self._scan_index is None:
+            ids = sorted(self.records)
+            self._scan_index = ids, [_item_size(i, self.records[i]) for i in ids]
+        return self._scan_index
 
     def _unprocessed(self, spec: dict[str, Any], left: list[Any]) -> str:
         if not left:
@@ -435,7 +508,50 @@ _THROTTLE_MESSAGE = ("The level of configured provisioned throughput for the tab
 _OPERATIONS: dict[str, Callable[[DynamoTable, dict[str, Any]], str]] = {
     "DescribeTable": DynamoTable.describe_table,
     "BatchGetItem": DynamoTable.batch_get_item,
+    "Scan": DynamoTable.scan,
 }
+
+
+def _segments(request: dict[str, Any]) -> tuple[int, int]:
+    """``(Segment, TotalSegments)``, ``(0, 1)`` without them; validated as DynamoDB does."""
+    segment, total = request.get("Segment"), request.get("TotalSegments")
+    if segment is None and total is None:
+        return 0, 1
+    if segment is None or total is None:
+        raise _validation("The Segment parameter is required but was not present in the "
+                          "request when parameter TotalSegments is present" if segment is None
+                          else "The TotalSegments parameter is required but was not present "
+                          "in the request when Segment parameter is present")
+    if not isinstance(total, int) or not 1 <= total <= MAX_TOTAL_SEGMENTS:
+        raise _validation("1 validation error detected: Value at 'totalSegments' failed to "
+                          f"satisfy constraint: Member must have value between 1 and "
+                          f"{MAX_TOTAL_SEGMENTS}")
+    if not isinstance(segment, int) or not 0 <= segment < total:
+        raise _validation("The Segment parameter is zero-based and must be less than "
+                          "parameter TotalSegments")
+    return segment, total
+
+
+def _segment_range(ids: list[str], segment: int, total: int) -> tuple[int, int]:
+    """The slice of ``ids`` (sorted entity_ids, hex) in a segment: the segments split the
+    hash space (the first 32 bits) into ``total`` equal ranges, as DynamoDB splits it by
+    partitions, so every item is in exactly one segment."""
+    bound = [format(-(-n * 2**32 // total), "08x") for n in (segment, segment + 1)]
+    start = bisect.bisect_left(ids, bound[0])
+    end = len(ids) if segment + 1 == total else bisect.bisect_left(ids, bound[1])
+    return start, end
+
+
+def _item_size(entity_id: str, record: WireRecord) -> int:
+    """An item's size as DynamoDB counts it: each attribute's name and value bytes (a B
+    value's decoded length), map entries likewise, plus 3 bytes per map and 1 per entry."""
+    size = len("entity_id") + len(entity_id) + len("event_ts") + len(record[0]) - 8  # {"S":""}
+    size += len("values") + 3
+    for fragment in record[1:]:
+        name, _, value = fragment.partition(":")
+        encoded = value[6:-2]  # {"B":"...."}
+        size += len(name) - 2 + 1 + len(encoded) * 3 // 4 - encoded.count("=")
+    return size
 
 
 def _entity_ids(keys: list[Any]) -> list[str]:
@@ -684,14 +800,16 @@ def start_endpoint(drivers: int, latency_ms: float = 0.0, unprocessed_rate: floa
                    throttle_rate: float = 0.0, seed: int = 0, table: str = DEFAULT_TABLE,
                    port: int = 0, timeout: float = STARTUP_TIMEOUT_S,
                    provisioned_rcu: float = 0.0, burst_s: float = 1.0,
-                   on_demand_max_rcu: float = 0.0) -> EndpointProcess:
+                   on_demand_max_rcu: float = 0.0, zero_counts: bool = False
+                   ) -> EndpointProcess:
     """Start the endpoint in a subprocess and wait until it listens."""
     workdir = Path(tempfile.mkdtemp(prefix="featurepull-bench-"))
     args = [sys.executable, "-m", "featurepull.bench.endpoint", "--port", str(port),
             "--drivers", str(drivers), "--latency-ms", str(latency_ms),
             "--unprocessed-rate", str(unprocessed_rate), "--throttle-rate", str(throttle_rate),
             "--seed", str(seed), "--table", table, "--provisioned-rcu", str(provisioned_rcu),
-            "--burst-s", str(burst_s), "--on-demand-max-rcu", str(on_demand_max_rcu)]
+            "--burst-s", str(burst_s), "--on-demand-max-rcu", str(on_demand_max_rcu),
+            *(["--zero-counts"] if zero_counts else [])]
     with open(workdir / "endpoint.log", "wb") as log:
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=log, start_new_session=True)
@@ -752,6 +870,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="seconds of unused capacity a provisioned table keeps for bursts")
     parser.add_argument("--on-demand-max-rcu", type=float, default=0.0,
                         help="on-demand: the MaxReadRequestUnits DescribeTable reports")
+    parser.add_argument("--zero-counts", action="store_true",
+                        help="DescribeTable reports ItemCount and TableSizeBytes 0, as for a "
+                        "table DynamoDB has not counted yet (it counts about every 6 hours)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     gc.disable()  # a million small tuples would trigger full collections for nothing
@@ -764,7 +885,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{build_s:.1f}s, max RSS {rss_mb:.0f} MB", file=sys.stderr, flush=True)
     capacity = Capacity(args.provisioned_rcu, args.burst_s, args.on_demand_max_rcu)
     table = DynamoTable(args.table, records, args.unprocessed_rate, args.throttle_rate, args.seed,
-                        capacity=capacity)
+                        capacity=capacity, zero_counts=args.zero_counts)
 
     def ready(url: str) -> None:
         print(f"LISTENING {url}", flush=True)

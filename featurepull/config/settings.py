@@ -20,6 +20,7 @@ from featurepull.config.budget import parse_budget
 
 RetryMode = Literal["legacy", "standard", "adaptive"]
 Transport = Literal["fast", "botocore"]
+ReadMode = Literal["batch-get", "scan", "auto"]
 # What a schedule's output template may name: filled in when the run starts (UTC).
 OUTPUT_PLACEHOLDERS = ("name", "date", "datetime")
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
@@ -107,6 +108,17 @@ class DynamoSettings(BaseModel):
         default=True,
         description="Halve the requests in flight on throttling and add one back after a "
         "run of clean answers (AIMD); off keeps max_read_workers in flight throughout.",
+    )
+    read_mode: ReadMode = Field(
+        default="auto",
+        description="How keys are read: batch-get (BatchGetItem per key), scan (one "
+        "parallel Scan of the table, joined to the keys) or auto (the cheaper by "
+        "DescribeTable's counts, with guard rails); see docs/read-modes.md.",
+    )
+    scan_min_items: int = Field(
+        default=100_000, ge=0,
+        description="auto never scans a table DescribeTable says holds fewer items: the "
+        "read units saved are too few to be worth a pass over the table.",
     )
 
     @field_validator("table_name_template")
@@ -235,6 +247,18 @@ class JobSettings(BaseModel):
         description="The Redis key prefix a featurepull.submit_job message's redis-key: "
         "entities must start with ('' allows any key).",
     )
+    max_scan_keys: int = Field(
+        default=2_000_000, ge=0,
+        description="Largest job, in unique keys, read with a Scan on the fleet: each scan "
+        "task holds every key of its job (~150 bytes each for Feast keys, so ~300 MB at the "
+        "default); read_mode auto reads a larger job with BatchGetItem, and scan refuses it.",
+    )
+    scan_task_bytes: int = Field(
+        default=8 * 1024**2, ge=1,
+        description="Table bytes a scan job's scan task reads at least (its share of the "
+        "Scan's segments), and 100 per unique key of the job: each task first loads every "
+        "key of the job. A job has at most one scan task per shard.",
+    )
     redelivery_check_s: int = Field(
         default=10, ge=1, le=600,
         description="How often a worker looks for shards whose worker died (past "
@@ -280,7 +304,8 @@ class JobSettings(BaseModel):
 # DynamoDB settings a job may choose for itself; credentials and pools stay the worker's.
 JOB_DYNAMO_OVERRIDES = frozenset({"region", "endpoint_url", "table_name_template", "batch_size",
                                   "max_read_workers", "consistent_reads", "retry_deadline_s",
-                                  "max_rcu_per_s"})
+                                  "max_rcu_per_s", "read_mode"})
+READ_MODES = ("batch-get", "scan", "auto")
 
 
 class Notify(BaseModel):
@@ -365,6 +390,9 @@ class RequestFields(BaseModel):
         if unknown:
             raise ValueError(f"a job may not set {', '.join(unknown)}; allowed: "
                              f"{', '.join(sorted(JOB_DYNAMO_OVERRIDES))}")
+        if "read_mode" in value and value["read_mode"] not in READ_MODES:
+            raise ValueError(f"read_mode {value['read_mode']!r} is not one of "
+                             f"{', '.join(READ_MODES)} (auto: the cheaper of the two)")
         if "max_rcu_per_s" in value:  # refused with the request, not when a shard runs
             try:
                 parse_budget(value["max_rcu_per_s"])

@@ -15,6 +15,7 @@ from featurepull.dynamo.feast_values import decode_value
 from featurepull.dynamo.layouts import FeastLayout, Layout, PlainLayout, Row
 from featurepull.dynamo.reader import BatchReader, ReadResult
 from featurepull.dynamo.retry import Backoff
+from featurepull.dynamo.scan import ScanResult, SegmentScanner
 from featurepull.dynamo.stats import ReadStats
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "ReadStats",
     "RetryDeadlineExceeded",
     "Row",
+    "ScanResult",
+    "SegmentScanner",
     "TableError",
     "UnknownFeatureError",
     "build_client",

@@ -71,6 +71,10 @@ class Layout(Protocol):
     def key_of(self, item: Mapping[str, Any]) -> Hashable:
         """The key of a returned item (or of an UnprocessedKeys entry)."""
 
+    def item_key(self, item: Mapping[str, Any]) -> Hashable:
+        """The key of a scanned item, equal to the one :meth:`keys_for` makes for its
+        entity (a Scan's items are joined to the entity rows by it)."""
+
     def features_of(self, item: Mapping[str, Any]) -> Iterable[str]:
         """The names of the features a returned item holds (of those projected)."""
 
@@ -198,6 +202,10 @@ class FeastLayout:
         return orjson.Fragment(f"{_KEYS_BEFORE}{joined}{_KEYS_AFTER}")
 
     def key_of(self, item: Mapping[str, Any]) -> Hashable:
+        return str(item["entity_id"]["S"])
+
+    def item_key(self, item: Mapping[str, Any]) -> Hashable:
+        # keys_for makes the hex entity_id, which is what the table's hash key holds.
         return str(item["entity_id"]["S"])
 
     def features_of(self, item: Mapping[str, Any]) -> Iterable[str]:
@@ -350,6 +358,10 @@ class PlainLayout:
             raw = item[name][atype]
             parts.append(canonical_number(raw) if atype == "N" else raw)
         return parts[0] if len(parts) == 1 else tuple(parts)
+
+    def item_key(self, item: Mapping[str, Any]) -> Hashable:
+        # keys_for makes canonical Decimals of N keys, as key_of does of an item's N text.
+        return self.key_of(item)
 
     def features_of(self, item: Mapping[str, Any]) -> Iterable[str]:
         # Every attribute, keys included: a feature may be requested under any name.

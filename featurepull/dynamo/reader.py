@@ -28,11 +28,11 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine, Hashable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import botocore.exceptions
 import botocore.parsers
@@ -88,6 +88,7 @@ UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 # Retries of one kind less than this far apart are one burst, and get one log line. INFO,
@@ -150,6 +151,7 @@ class BatchReader:
         self._pacers = pacers
         self._pacer: Pacer | None = None
         self.budget: float | None = None  # RCU/s, resolved by check_table
+        self.description: dict[str, Any] | None = None  # DescribeTable's, from check_table
         self.reading: ReadStats | None = None  # the read under way, for progress reports
         self.backoff = Backoff(settings.retry_base_delay_s, settings.retry_max_delay_s,
                                settings.retry_deadline_s)
@@ -190,12 +192,18 @@ class BatchReader:
         if not self._checked:
             description = self.describe()
             self.layout.check_table(self.table, description)
+            self.description = description
             self.budget = effective_budget(self.settings.max_rcu_per_s,
                                            self.settings.table_budgets.get(self.table),
                                            self.table, description)
             if self.budget is not None:
                 self._pacer = self._pacers(self.table, self.budget)
             self._checked = True
+
+    @property
+    def pacer(self) -> Pacer | None:
+        """The table's read budget as a pacer (None without one), once check_table ran."""
+        return self._pacer
 
     def read(self, keys: Sequence[Hashable], features: Sequence[str],
              progress: Progress | None = None, row_offset: int = 0, *,
@@ -267,15 +275,10 @@ class BatchReader:
                 now = time.monotonic()
                 refill(now)
                 timeout = state.wait_hint(now) if len(inflight) < window.limit else None
-                if not inflight:
-                    await asyncio.sleep(timeout or 0.0)
-                    continue
-                done, inflight = await asyncio.wait(
-                    inflight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                outcomes = [task.result() for task in done]
+                outcomes, inflight = await next_answers(inflight, timeout)
                 answered = [self._settle(outcome, state) for outcome in outcomes]
                 for outcome, count in zip(outcomes, answered, strict=True):
-                    _adapt(outcome, count, pace, window, state.stats)
+                    adapt(outcome, count, pace, window, state.stats)
                 refill(time.monotonic())
                 for outcome, count in zip(outcomes, answered, strict=True):
                     self._store_rows(outcome, state, decode)
@@ -287,15 +290,7 @@ class BatchReader:
             pace.finish(time.monotonic())  # not after a failure: it may be Redis's
         finally:
             state.stats.budget_wait_s = pace.waited_s
-            for task in inflight:
-                task.cancel()
-            if inflight:
-                await asyncio.wait(inflight)
-                for task in inflight:  # retrieved, so asyncio does not log them at exit
-                    if not task.cancelled():
-                        task.exception()
-            transport.close()
-            await asyncio.sleep(0)  # let the closed connections say goodbye
+            await close_requests(inflight, transport)
 
     async def _request(self, transport: Transport, batch: list[int], state: _ReadState,
                        template: dict[str, Any], reserved: float = 0.0) -> _Outcome:
@@ -316,14 +311,10 @@ class BatchReader:
             state.retry_log.note(outcome.failure, table, outcome.detail)
             return outcome
         except ssl.SSLCertVerificationError as exc:
-            raise PermanentReadError(f"{self.where()}: the endpoint's TLS certificate does not "
-                                     f"verify ({exc.verify_message}); check --endpoint-url and "
-                                     "AWS_CA_BUNDLE") from None
+            raise self.untrusted(exc) from None
         except (*CONNECTION_ERRORS, *UNREACHABLE_ERRORS) as exc:
             outcome.failure = "connection"
-            outcome.detail = str(exc) or type(exc).__name__
-            detail = str(exc) if isinstance(exc, BrokenResponse) else type(exc).__name__
-            state.retry_log.note("connection", table, detail)
+            outcome.detail = connection_failure(exc, state.retry_log, table)
             return outcome
         finally:
             outcome.latency_ms = (time.perf_counter() - sent) * 1000.0
@@ -388,20 +379,35 @@ class BatchReader:
 
     def _decode_one(self, decode: RowDecoder, item: dict[str, Any], state: _ReadState,
                     wanted: dict[Hashable, int]) -> Row:
+        return self.decode_item(decode, item, lambda key: state.first_row(wanted[key]) + 1
+                                + state.row_offset)
+
+    def decode_item(self, decode: RowDecoder, item: dict[str, Any],
+                    entity_row: Callable[[Hashable], int] | None = None) -> Row:
+        """One item's row; an item that cannot be decoded raises a ReadError naming the
+        table, the key and (``entity_row`` of the key) the entity file's row."""
         try:
             return decode(item)
         except ItemDecodeError as exc:
             key = self.layout.key_of(item)
             parts = key if isinstance(key, tuple) else (key,)
-            row = state.first_row(wanted[key]) + 1 + state.row_offset
-            raise ReadError(f"{self.where()}: the item of key {', '.join(map(str, parts))} "
-                            f"(entity row {row:,}): {exc}") from exc
+            row = f" (entity row {entity_row(key):,})" if entity_row is not None else ""
+            raise ReadError(f"{self.where()}: the item of key {', '.join(map(str, parts))}"
+                            f"{row}: {exc}") from exc
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise ReadError(f"{self.where()}: the item of key {self.layout.key_of(item)!r} "
                             f"cannot be decoded ({type(exc).__name__}: {exc}); is it in the "
                             f"{self.layout.name} layout?") from exc
 
-    def _classify(self, exc: botocore.exceptions.ClientError) -> str:
+    def untrusted(self, exc: ssl.SSLCertVerificationError) -> PermanentReadError:
+        """The error of an endpoint whose TLS certificate does not verify."""
+        return PermanentReadError(f"{self.where()}: the endpoint's TLS certificate does not "
+                                  f"verify ({exc.verify_message}); check --endpoint-url and "
+                                  "AWS_CA_BUNDLE")
+
+    def _classify(self, exc: botocore.exceptions.ClientError,
+                  operation: str = "BatchGetItem") -> str:
+        """"throttle" or "server" (retried), or raise PermanentReadError."""
         error = exc.response.get("Error", {})
         code = error.get("Code", "")
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -412,7 +418,7 @@ class BatchReader:
         message = error.get("Message", str(exc))
         if code == "ValidationException" and "key" in message.lower():
             message += f" (does the table's key schema match --layout {self.layout.name}?)"
-        raise PermanentReadError(f"{self.where()} refused BatchGetItem: {code}: {message}")
+        raise PermanentReadError(f"{self.where()} refused {operation}: {code}: {message}")
 
     def _settle(self, outcome: _Outcome, state: _ReadState) -> int:
         """Fold one outcome into the read (main thread); return keys newly answered."""
@@ -422,13 +428,7 @@ class BatchReader:
         stats.consumed_rcu += outcome.rcu
         stats.retries += outcome.sdk_retries
         if outcome.failure is not None:
-            stats.retries += 1
-            if outcome.failure == "throttle":
-                stats.throttles += 1
-            elif outcome.failure == "server":
-                stats.server_errors += 1
-            else:
-                stats.connection_errors += 1
+            stats.count_failure(outcome.failure)
             state.tally.note(outcome.failure, outcome.detail)
             # A whole request refused or lost says something about the table or the
             # endpoint, not about these keys: hold back new requests too. Without it a dead
@@ -472,9 +472,23 @@ class BatchReader:
         )
 
 
-def _adapt(outcome: _Outcome, answered: int, pace: ReadPace, window: Aimd,
-           stats: ReadStats) -> None:
-    """Settle one answer with the budget and the in-flight limit (AIMD)."""
+class Answer(Protocol):
+    """What :func:`adapt` reads of one request's outcome (BatchGetItem's or a Scan page's)."""
+
+    failure: str | None
+    reserved: float
+    rcu: float
+    rcu_known: bool
+    sent_at: float
+
+    @property
+    def unprocessed(self) -> Sized: ...
+
+
+def adapt(outcome: Answer, answered: int, pace: ReadPace, window: Aimd,
+          stats: ReadStats) -> None:
+    """Settle one answer with the budget and the in-flight limit (AIMD); ``answered``
+    counts what the pace's cost is learned per (keys, or 1 for a Scan page)."""
     refused = outcome.failure is not None
     pace.settle(outcome.reserved, outcome.rcu if outcome.rcu_known or refused else None,
                 answered)
@@ -488,6 +502,8 @@ def _adapt(outcome: _Outcome, answered: int, pace: ReadPace, window: Aimd,
 class _RetryLog:
     """Logs the first retry of each burst of each kind, from whichever thread meets it."""
 
+    lines: dict[str, str] = _RETRY_LINES
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
@@ -498,7 +514,7 @@ class _RetryLog:
             last = self._last.get(kind)
             self._last[kind] = now
         if last is None or now - last > BURST_GAP_S:
-            logger.info(_RETRY_LINES[kind], table, detail,
+            logger.info(self.lines[kind], table, detail,
                         extra={"table": table, "retry": kind, "detail": detail})
 
 
@@ -588,6 +604,40 @@ class _ReadState:
         if self.retry_heap:
             return max(0.0, max(self.retry_heap[0][0], self.pause_until) - now)
         return None
+
+
+async def next_answers(inflight: set[asyncio.Task[T]], timeout: float | None
+                       ) -> tuple[list[T], set[asyncio.Task[T]]]:
+    """The answers of the requests that finish first (waiting at most ``timeout``; for
+    ``timeout`` only when none is in flight), and the requests still in flight."""
+    if not inflight:
+        await asyncio.sleep(timeout or 0.0)
+        return [], inflight
+    done, pending = await asyncio.wait(inflight, timeout=timeout,
+                                       return_when=asyncio.FIRST_COMPLETED)
+    return [task.result() for task in done], pending
+
+
+async def close_requests(inflight: set[asyncio.Task[Any]], transport: Transport) -> None:
+    """End a read's event loop work: cancel the requests still in flight (a read that
+    failed), collect them, and close the transport."""
+    for task in inflight:
+        task.cancel()
+    if inflight:
+        await asyncio.wait(inflight)
+        for task in inflight:  # retrieved, so asyncio does not log them at exit
+            if not task.cancelled():
+                task.exception()
+    transport.close()
+    await asyncio.sleep(0)  # let the closed connections say goodbye
+
+
+def connection_failure(exc: BaseException, log: _RetryLog, table: str) -> str:
+    """Note a request that lost its connection or answer; its detail for the deadline
+    message."""
+    detail = str(exc) if isinstance(exc, BrokenResponse) else type(exc).__name__
+    log.note("connection", table, detail)
+    return str(exc) or type(exc).__name__
 
 
 @contextmanager

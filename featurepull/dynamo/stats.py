@@ -20,7 +20,9 @@ _EXTREMES = {"budget_rcu_per_s": max, "concurrency_min": min, "concurrency_max":
 
 @dataclass
 class ReadStats:
-    """Counters of one read. Keys count input rows; requests count BatchGetItem calls."""
+    """Counters of one read. Keys count input rows; requests count BatchGetItem calls, or
+    a Scan's pages (``pages`` too), whose items are ``items_scanned`` of which
+    ``items_matched`` were of the keys asked for. ``read_mode`` says which read ran."""
 
     keys: int = 0
     unique_keys: int = 0
@@ -40,6 +42,10 @@ class ReadStats:
     concurrency_min: int = 0  # the lowest and highest in-flight limit (AIMD)
     concurrency_max: int = 0
     stale: int = 0  # Feast views: rows x views older than the view's TTL (featurepull.dynamo.views)
+    pages: int = 0  # Scan pages answered (featurepull.dynamo.scan)
+    items_scanned: int = 0
+    items_matched: int = 0
+    read_mode: str = ""  # "batch-get" | "scan" ("mixed" for a sum of both); "" unknown
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -58,11 +64,24 @@ class ReadStats:
     def rcu_per_s(self) -> float:
         return self.consumed_rcu / self.seconds if self.seconds > 0 else 0.0
 
+    def count_failure(self, kind: str) -> None:
+        """One request refused or lost: ``kind`` "throttle", "server" or "connection"."""
+        self.retries += 1
+        if kind == "throttle":
+            self.throttles += 1
+        elif kind == "server":
+            self.server_errors += 1
+        else:
+            self.connection_errors += 1
+
     def merge(self, other: ReadStats) -> None:
         """Add another read's counters to these (job totals over shards)."""
         for name, value in asdict(other).items():
             if name == "latencies_ms":
                 self.latencies_ms.extend(other.latencies_ms)
+            elif name == "read_mode":
+                mine = self.read_mode
+                self.read_mode = mine if value in ("", mine) else value if not mine else "mixed"
             elif name in _EXTREMES:
                 # Not sums: the budget and the in-flight range are those of the whole job.
                 pick = _EXTREMES[name]
@@ -96,4 +115,7 @@ class ReadStats:
             f"p50={self.latency_p50_ms:.1f}ms p99={self.latency_p99_ms:.1f}ms "
             f"seconds={self.seconds:.2f} rows/s={self.rows_per_s:,.0f}"
             + (f" stale={self.stale}" if self.stale else "")
+            + (f" read_mode={self.read_mode}" if self.read_mode else "")
+            + (f" pages={self.pages} scanned={self.items_scanned} "
+               f"matched={self.items_matched}" if self.pages else "")
         )

@@ -1,8 +1,9 @@
-"""How one BatchGetItem request reaches DynamoDB and how its answer comes back.
+"""How one BatchGetItem (or Scan) request reaches DynamoDB and how its answer comes back.
 
-Both transports are awaited by the reader's event loop, take ``RequestItems`` and answer
-with botocore's output shape — ``Responses``, ``UnprocessedKeys``, ``ConsumedCapacity``,
-``ResponseMetadata``, B values as bytes — and fail alike: an error answer raises botocore's
+Both transports are awaited by the reader's event loop, take ``RequestItems`` (a Scan: its
+parameters) and answer with botocore's output shape — ``Responses``, ``UnprocessedKeys``
+(a Scan: ``Items``, ``LastEvaluatedKey``), ``ConsumedCapacity``, ``ResponseMetadata``, B
+values as bytes — and fail alike: an error answer raises botocore's
 ``ClientError`` (same ``Error`` and ``ResponseMetadata`` blocks), a lost connection or a
 damaged response raises an exception the reader counts as a connection failure
 (:class:`BrokenResponse`, urllib3's and botocore's).
@@ -40,6 +41,7 @@ from featurepull.dynamo.http import DEFAULT_PORTS, BrokenResponse, ConnectionPoo
 from featurepull.dynamo.sigv4 import PostSigner
 
 TARGET = "DynamoDB_20120810.BatchGetItem"
+SCAN_TARGET = "DynamoDB_20120810.Scan"
 CONTENT_TYPE = "application/x-amz-json-1.0"
 SIGNING_NAME = "dynamodb"
 USER_AGENT = f"featurepull (fast transport) botocore/{botocore.__version__}"
@@ -59,6 +61,9 @@ class Transport(Protocol):
 
     async def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
         """The answer to ``RequestItems``, with consumed capacity (TOTAL)."""
+
+    async def scan(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One page of a Scan with these parameters, with consumed capacity (TOTAL)."""
 
     def close(self) -> None:
         """Release connections and threads (the read is over)."""
@@ -91,6 +96,17 @@ class BotocoreTransport:
             raise BrokenResponse("response without Responses")
         return response
 
+    async def scan(self, request: dict[str, Any]) -> dict[str, Any]:
+        run = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, run, self._scan, request)
+
+    def _scan(self, request: dict[str, Any]) -> dict[str, Any]:
+        response: dict[str, Any] = self.client.scan(**request, ReturnConsumedCapacity="TOTAL")
+        if "Items" not in response:  # as for Responses above: a damaged answer
+            raise BrokenResponse("response without Items")
+        return response
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -118,6 +134,8 @@ class FastTransport:
         if parts.port is not None and parts.port != DEFAULT_PORTS[parts.scheme]:
             host = f"{host}:{parts.port}"
         self.signer = PostSigner(host, self.path, self.region, SIGNING_NAME, CONTENT_TYPE, TARGET)
+        self.scan_signer = PostSigner(host, self.path, self.region, SIGNING_NAME, CONTENT_TYPE,
+                                      SCAN_TARGET)
         self.headers = self.signer.headers
         self.pool = ConnectionPool(url, settings.connect_timeout, settings.read_timeout,
                                    client_verify(client))
@@ -132,19 +150,29 @@ class FastTransport:
             raise _error_answer(response.status, headers, data)
         return _parse_answer(data, headers, self.base64_values)
 
+    async def scan(self, request: dict[str, Any]) -> dict[str, Any]:
+        body = orjson.dumps({**request, "ReturnConsumedCapacity": "TOTAL"}, default=_base64)
+        response = await self.pool.request(self._request_bytes(body, self.scan_signer))
+        data, headers = response.body, response.headers
+        _check_complete(headers, data)
+        if response.status != 200:
+            raise _error_answer(response.status, headers, data, "Scan")
+        return _parse_scan_answer(data, headers, self.base64_values)
+
     def close(self) -> None:
         self.pool.close()
 
-    def _request_bytes(self, body: bytes) -> bytes:
+    def _request_bytes(self, body: bytes, signer: PostSigner | None = None) -> bytes:
         head = [f"POST {self.path} HTTP/1.1"]
-        head.extend(f"{name}: {value}" for name, value in self._signed_headers(body).items())
+        head.extend(f"{name}: {value}"
+                    for name, value in self._signed_headers(body, signer).items())
         head.append(f"Content-Length: {len(body)}\r\n\r\n")
         return "\r\n".join(head).encode("latin-1") + body
 
-    def _signed_headers(self, body: bytes) -> dict[str, str]:
+    def _signed_headers(self, body: bytes, signer: PostSigner | None = None) -> dict[str, str]:
         if self.credentials is None:
             raise botocore.exceptions.NoCredentialsError()  # as botocore's signing raises
-        headers = self.signer.sign(body, self.credentials.get_frozen_credentials())
+        headers = (signer or self.signer).sign(body, self.credentials.get_frozen_credentials())
         headers["User-Agent"] = USER_AGENT  # not signed, as botocore does not sign it
         headers["Accept-Encoding"] = "identity"  # x-amz-crc32 covers the uncompressed body
         return headers
@@ -186,9 +214,7 @@ def _metadata(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
 def _parse_answer(data: bytes, headers: Mapping[str, str],
                   base64_values: bool = False) -> dict[str, Any]:
     try:
-        answer = orjson.loads(data)
-        if not isinstance(answer, dict):
-            raise TypeError(f"a JSON {type(answer).__name__}, not an object")
+        answer = _json_object(data)
         responses = answer["Responses"]
         if not isinstance(responses, dict):
             raise TypeError(f"Responses is a JSON {type(responses).__name__}")
@@ -202,6 +228,32 @@ def _parse_answer(data: bytes, headers: Mapping[str, str],
         # A complete body (length and checksum matched) that is not a BatchGetItem answer:
         # a proxy's page, or a server fault. Like a cut body, it is sent again.
         raise BrokenResponse(f"not a BatchGetItem answer ({type(exc).__name__}: {exc}): "
+                             f"{data[:120]!r}") from None
+    answer["ResponseMetadata"] = _metadata(200, headers)
+    return answer
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    answer = orjson.loads(data)
+    if not isinstance(answer, dict):
+        raise TypeError(f"a JSON {type(answer).__name__}, not an object")
+    return answer
+
+
+def _parse_scan_answer(data: bytes, headers: Mapping[str, str],
+                       base64_values: bool = False) -> dict[str, Any]:
+    """A Scan page as botocore shapes it; B values of the LastEvaluatedKey always bytes
+    (it is sent back as the next page's ExclusiveStartKey, base64 again on the way)."""
+    try:
+        answer = _json_object(data)
+        items = answer["Items"]
+        if not isinstance(items, list):
+            raise TypeError(f"Items is a JSON {type(items).__name__}")
+        for item in () if base64_values else items:
+            _decode_binaries(item.values())
+        _decode_binaries(answer.get("LastEvaluatedKey", {}).values())
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # binascii.Error too
+        raise BrokenResponse(f"not a Scan answer ({type(exc).__name__}: {exc}): "
                              f"{data[:120]!r}") from None
     answer["ResponseMetadata"] = _metadata(200, headers)
     return answer
@@ -222,8 +274,8 @@ def _decode_binaries(values: Iterable[dict[str, Any]]) -> None:
             value["BS"] = [_a2b(member) for member in value["BS"]]
 
 
-def _error_answer(status: int, headers: Mapping[str, str],
-                  data: bytes) -> botocore.exceptions.ClientError:
+def _error_answer(status: int, headers: Mapping[str, str], data: bytes,
+                  operation: str = "BatchGetItem") -> botocore.exceptions.ClientError:
     """The ClientError botocore would raise for this error answer (``__type`` suffix as the
     code, ``message`` as the message)."""
     try:
@@ -239,4 +291,4 @@ def _error_answer(status: int, headers: Mapping[str, str],
         message = data[:200].decode("utf-8", "replace") or f"HTTP {status}"
     error = {"Error": {"Code": code or str(status), "Message": str(message)},
              "ResponseMetadata": _metadata(status, headers)}
-    return botocore.exceptions.ClientError(error, "BatchGetItem")
+    return botocore.exceptions.ClientError(error, operation)

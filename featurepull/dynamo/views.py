@@ -31,6 +31,8 @@ from featurepull.dynamo.feast_registry import (
     registry_location,
 )
 from featurepull.dynamo.layouts import FeastLayout, Row
+from featurepull.dynamo.planned import read_planned
+from featurepull.dynamo.planner import ReadPlan
 from featurepull.dynamo.reader import BatchReader, Progress, ReadResult
 from featurepull.dynamo.stats import ReadStats
 from featurepull.errors import RunFailed
@@ -217,21 +219,27 @@ class ViewsLayout:
 class ViewsReader:
     """Reads the views of a plan for the same entity rows, concurrently, one row per input
     row; used as a BatchReader is (``layout.keys_for``, then ``read``). ``readers`` holds
-    one BatchReader per view of the plan, in its order."""
+    one BatchReader per view of the plan, in its order. ``planned``: each view's table is
+    read in the mode its own plan picks (:mod:`featurepull.dynamo.planned`; a reader of all
+    the keys, not of a shard), and ``plans`` holds those plans after a read."""
 
-    def __init__(self, plan: ViewsPlan, readers: Sequence[BatchReader]) -> None:
+    def __init__(self, plan: ViewsPlan, readers: Sequence[BatchReader],
+                 planned: bool = False) -> None:
         self.plan = plan
         self.readers = list(readers)
         self.layout = ViewsLayout([cast(FeastLayout, r.layout) for r in self.readers])
+        self.planned = planned
+        self.plans: list[ReadPlan] = []
 
     @classmethod
-    def build(cls, plan: ViewsPlan, settings: Settings, **options: Any) -> ViewsReader:
+    def build(cls, plan: ViewsPlan, settings: Settings, planned: bool = False,
+              **options: Any) -> ViewsReader:
         """One BatchReader per view (``options`` go to each: pacers, a client)."""
         return cls(plan, [BatchReader(view.table,
                                       FeastLayout(view.key_types,
                                                   settings.entity_key_serialization_version),
                                       settings.dynamodb, **options)
-                          for view in plan.views])
+                          for view in plan.views], planned)
 
     @property
     def reading(self) -> ReadStats | None:
@@ -265,10 +273,16 @@ class ViewsReader:
                     for index in range(len(self.readers))]
         report = _Progress(progress, len(set(keys)), sum(len(set(k)) for k in per_view))
 
+        plans: list[ReadPlan | None] = [None] * len(self.readers)
+
         def read_view(index: int) -> ReadResult:
-            return self.readers[index].read(per_view[index], self.plan.views[index].features,
-                                            progress=report.add, row_offset=row_offset,
-                                            allow_missing_features=True)
+            reader, features = self.readers[index], self.plan.views[index].features
+            if self.planned:
+                result, plans[index] = read_planned(reader, per_view[index], features,
+                                                    report.add, allow_missing_features=True)
+                return result
+            return reader.read(per_view[index], features, progress=report.add,
+                               row_offset=row_offset, allow_missing_features=True)
 
         with ThreadPoolExecutor(len(self.readers), thread_name_prefix="featurepull-view") as pool:
             futures = [pool.submit(contextvars.copy_context().run, read_view, index)
@@ -289,6 +303,7 @@ class ViewsReader:
             if first is not None:
                 raise first
             results = [future.result() for future in futures]
+        self.plans = [plan for plan in plans if plan is not None]
         rows, stale = self._join([result.rows for result in results])
         stats = ReadStats()
         for result in results:

@@ -12,6 +12,9 @@ arguments are small JSON values — entity lists and rows stay in Redis.
 - ``featurepull.read_shard(job_id, shard)``: reads one shard; the last one to finish
   enqueues ``finish_job``. Reports ``PROGRESS`` with ``done``/``total`` keys, in the result
   backend and as a ``task-progress`` event (Flower shows state ``PROGRESS``).
+- ``featurepull.scan_segments(job_id, scan_task)``: a scan job's scan task (a range of its
+  Scan's segments); the last one to finish enqueues ``read_shard`` for every shard, which
+  builds its rows from what the scan tasks matched (``featurepull.tasks.scans``).
 - ``featurepull.finish_job(job_id)``: writes the ordered output and the job summary, once.
 - ``featurepull.run_schedule(name)``: sent by beat; starts a job from the worker's own
   schedule ``name``, or returns ``{"skipped": True, "running_job"}`` while its last job runs.
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -39,7 +42,7 @@ from kombu.exceptions import OperationalError
 from featurepull.config import Settings
 from featurepull.errors import FeaturepullError, RunFailed
 from featurepull.redact import redact_text
-from featurepull.tasks import monitor
+from featurepull.tasks import monitor, scans
 from featurepull.tasks.confine import Bounds, RequestOutOfBounds
 from featurepull.tasks.create import create_job
 from featurepull.tasks.finish import finish_job
@@ -184,14 +187,25 @@ def job_refused(exc: RequestOutOfBounds, request: dict[str, Any]) -> None:
 def job_created(meta: JobMeta) -> None:
     """Put a job a task just created into the task's log context, and log it."""
     structlog.contextvars.bind_contextvars(job_id=meta.job_id)
-    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.table)
+    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.table,
+             read_plan=scans.plan_line(meta.request.read_plan) or None)
 
 
 def enqueue_shards(app: Celery, meta: JobMeta, queue: str,
-                   shards: Iterable[int] | None = None) -> None:
+                   shards: Iterable[int] | None = None, store: JobStore | None = None) -> None:
     """One read_shard message per shard (or per one of ``shards``: the watchdog's re-sends);
-    each carries only the job id and shard number."""
+    each carries only the job id and shard number. A scan job whose scan tasks are not all
+    done (``store`` says which) gets a scan_segments message per scan task not done instead:
+    the last of them sends the shards (``featurepull.tasks.scans``)."""
+    pending = scans.scan_pending(meta, store) if store is not None else (
+        list(range(scans.scan_tasks(meta))))
     with app.producer_or_acquire() as producer:
+        if pending:
+            for part in pending:
+                app.send_task("featurepull.scan_segments", args=[meta.job_id, part],
+                              queue=queue, producer=producer,
+                              argsrepr=monitor.scan_args(meta, part))
+            return
         for shard in range(meta.shards) if shards is None else shards:
             app.send_task("featurepull.read_shard", args=[meta.job_id, shard], queue=queue,
                           producer=producer, argsrepr=monitor.shard_args(meta, shard))
@@ -244,37 +258,63 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
     """Read one shard of a job and store its rows; finish the job after the last shard."""
     settings, store = context()
     report = monitor.ShardProgress(self, store, job_id, shard)
+
+    def then() -> None:
+        # Sent here, inside the outage handling: a finish_job message that cannot be
+        # sent means a retry, which finds the shard done and sends it again.
+        finish.apply_async(args=[job_id], queue=settings.jobs.queue,
+                           argsrepr=monitor.finish_args(store.meta(job_id)))
+
+    return _job_part(self, job_id, {"shard": shard}, f"shard {shard}", then,
+                     lambda worker: run_shard(job_id, shard, settings, store, report,
+                                              worker=worker))
+
+
+@shared_task(name="featurepull.scan_segments", bind=True, max_retries=REDIS_MAX_RETRIES)
+def scan_segments(self: Any, job_id: str, scan_task: int) -> dict[str, Any]:
+    """Scan one scan task's segments of a scan job and store what matched its keys; after
+    the last scan task, send every shard (``featurepull.tasks.scans``)."""
+    settings, store = context()
+    structlog.contextvars.bind_contextvars(scan_task=scan_task)
+    return _job_part(self, job_id, {"scan_task": scan_task}, f"scan task {scan_task}",
+                     lambda: enqueue_shards(self.app, store.meta(job_id), settings.jobs.queue,
+                                            store=store),
+                     lambda worker: scans.run_scan_part(job_id, scan_task, settings, store,
+                                                        worker=worker))
+
+
+def _job_part(task: Any, job_id: str, part: dict[str, int], where: str,
+              then: Callable[[], None], run: Callable[[str], bool]) -> dict[str, Any]:
+    """Run one part of a job (a shard, a scan task): ``run`` returns True when it completed
+    the job's last part, and ``then`` sends what comes next. How it ends when it fails, is
+    stopped or runs past its time limit is the same for every part."""
+    settings, store = context()
     try:
-        last = run_shard(job_id, shard, settings, store, report,
-                         worker=f"{self.request.hostname or ''}:{os.getpid()}")
+        last = run(f"{task.request.hostname or ''}:{os.getpid()}")
         if last:
-            # Sent here, inside the outage handling: a finish_job message that cannot be
-            # sent means a retry, which finds the shard done and sends it again.
-            meta = store.meta(job_id)
-            finish.apply_async(args=[job_id], queue=settings.jobs.queue,
-                               argsrepr=monitor.finish_args(meta))
-        else:  # a shard skipped or read for a job that failed or was cancelled meanwhile
+            then()
+        else:  # skipped, or run for a job that failed or was cancelled meanwhile
             if store.state(job_id) in ("failed", "cancelled"):
                 discard_staged_output(job_id, settings, store)
-            announce_end(self.app, store, job_id, str(self.request.id))
+            announce_end(task.app, store, job_id, str(task.request.id))
     except JobStopped:
         discard_staged_output(job_id, settings, store)
-        announce_after_failure(self, store, job_id)
-        return {"job_id": job_id, "shard": shard, "stopped": True}
+        announce_after_failure(task, store, job_id)
+        return {"job_id": job_id, **part, "stopped": True}
     except UnknownJob as exc:
-        logger.warning("shard %s of unknown job %s skipped: %s", shard, job_id, exc)
-        return {"job_id": job_id, "shard": shard, "unknown_job": True}
+        logger.warning("%s of unknown job %s skipped: %s", where, job_id, exc)
+        return {"job_id": job_id, **part, "unknown_job": True}
     except SoftTimeLimitExceeded:
         limit = settings.jobs.shard_soft_time_limit_s
-        store.fail(job_id, f"shard {shard} ran past its soft time limit ({limit:g}s); "
+        store.fail(job_id, f"{where} ran past its soft time limit ({limit:g}s); "
                            "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")
         discard_staged_output(job_id, settings, store)
-        announce_after_failure(self, store, job_id)
+        announce_after_failure(task, store, job_id)
         raise
     except Exception as exc:
-        end_task(self, store, job_id, exc, f"shard {shard}",
+        end_task(task, store, job_id, exc, where,
                  retry_on=(*REDIS_OUTAGE_ERRORS, JobStoreError))
-    return {"job_id": job_id, "shard": shard, "last": last}
+    return {"job_id": job_id, **part, "last": last}
 
 
 @shared_task(name="featurepull.finish_job", bind=True, max_retries=None)

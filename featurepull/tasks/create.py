@@ -25,6 +25,7 @@ from featurepull.tasks.requests import (
     check_rows_kept,
     job_settings,
 )
+from featurepull.tasks.scans import planned
 from featurepull.tasks.scoring import check_registered
 from featurepull.tasks.store import JobMeta, JobStore
 from featurepull.tasks.streaming import open_entity_stream, streamed_shards
@@ -95,6 +96,7 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
         raise too_many_entities(entities.source, entities.num_rows, effective.jobs.max_entities)
     check_rows_kept(request, entities.num_rows, effective)
     shard_size = effective.jobs.shard_size
+    description = None
     if request.uses_registry:
         spec = {"request": request.model_dump(), "shard_size": shard_size,
                 **views_spec(request, entities, effective)}
@@ -105,9 +107,15 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
         layout.check_keys(entities.columns, entities.source)  # refuse bad keys now
         spec = {"request": request.model_dump(), "table": table, "shard_size": shard_size,
                 **layout_spec(layout)}
+        description = plan.reader.description
     job_id = store.new_job_id()
-    shards = _shard_tables(entities, spec["key_columns"], shard_size)
-    store.create(job_id, spec, shards)
+    shards = planned(_shard_tables(entities, spec["key_columns"], shard_size), spec,
+                     effective, description, references=request.uses_registry)
+    try:
+        store.create(job_id, spec, shards)
+    except BaseException:
+        store.delete(job_id)  # the shards stored before the plan refused the job
+        raise
     return store.meta(job_id)
 
 
@@ -128,8 +136,10 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore
                 **layout_spec(plan.layout)}
         job_id = store.new_job_id()
         try:
-            store.create(job_id, spec, streamed_shards(stream, plan.layout, spec["key_columns"],
-                                                       shard_size, _ARROW_KEY_TYPES))
+            shards = streamed_shards(stream, plan.layout, spec["key_columns"], shard_size,
+                                     _ARROW_KEY_TYPES)
+            store.create(job_id, spec, planned(shards, spec, settings,
+                                               plan.reader.description))
         except (EntityFileError, EntityKeyError):
             store.delete(job_id)
             return None

@@ -27,6 +27,7 @@ def job_totals(store: JobStore, meta: JobMeta) -> dict[str, Any]:
     """ReadStats summed over shards, and the slowest shards."""
     per_shard = store.all_stats(meta.job_id)
     total = shard_totals(per_shard)
+    total.merge(shard_totals(store.all_scan_stats(meta.job_id)))  # a scan job's scan tasks
     slowest = heapq.nlargest(3, per_shard.items(), key=lambda item: item[1]["seconds"])
     read = total.to_dict()
     # Shards overlap in time: their summed seconds are work done, not the job's duration.
@@ -89,6 +90,10 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
         "redelivered_shards": sum(n > 1 for n in store.attempts(job_id).values()),
         **job_totals(store, meta),
     }
+    plan = meta.request.read_plan
+    summary["read_mode"] = plan["mode"] if plan else "batch-get"
+    if plan:
+        summary["read_plan"] = plan
     read = summary["read"]
     read["rcu_per_s"] = round(read["consumed_rcu"] / seconds, 1) if seconds > 0 else 0.0
     warning = nothing_found_warning(meta.request.model_dump(), meta.request.table, read["keys"],

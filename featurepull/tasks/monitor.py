@@ -59,6 +59,12 @@ def shard_args(meta: JobMeta, shard: int) -> str:
     return text + (f" entities={rows}" if rows is not None else "")
 
 
+def scan_args(meta: JobMeta, part: int) -> str:
+    """``argsrepr`` of ``featurepull.scan_segments``: scan task of tasks, job, table."""
+    tasks = (meta.request.read_plan or {}).get("scan_tasks", "?")
+    return f"scan_task={part}/{tasks} job={meta.job_id} table={_short(meta.table)}"
+
+
 def finish_args(meta: JobMeta) -> str:
     """``argsrepr`` of ``featurepull.finish_job``: job, table, shards, entities, output."""
     output = meta.output

@@ -19,7 +19,7 @@ from featurepull.dynamo.layouts import unique_keys
 from featurepull.dynamo.plan import layout_from_spec
 from featurepull.dynamo.views import ViewsReader
 from featurepull.errors import RunFailed
-from featurepull.tasks import metrics
+from featurepull.tasks import metrics, scans
 from featurepull.tasks.capacity import redis_pacers
 from featurepull.tasks.confine import Bounds
 from featurepull.tasks.feast_views import VIEWS, shard_table, views_reader
@@ -55,8 +55,19 @@ def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStor
 
 
 def reset_process_state() -> None:
-    """Forget per-process readers (after fork: a child builds its own)."""
+    """Forget per-process readers and scanners (after fork: a child builds its own)."""
     _readers.clear()
+    scans.reset_scanners()
+
+
+def stop_if_ended(store: JobStore, job_id: str) -> None:
+    """Raise JobStopped if the job failed or was cancelled meanwhile, UnknownJob if it is
+    gone from Redis (restarted without persistence): a running task stops there."""
+    state = store.state(job_id)
+    if state is None:
+        raise UnknownJob(job_id)
+    if state in (JobState.FAILED, JobState.CANCELLED):
+        raise JobStopped(job_id)
 
 
 def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
@@ -70,6 +81,10 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     if store.is_done(job_id, shard):  # a redelivered shard that already finished
         log.info("shard_skipped", reason="already done (a redelivered message)")
         return store.done_count(job_id) == meta.shards
+    if scans.scan_pending(meta, store):  # sent before the job's scan ended (a re-send)
+        log.info("shard_skipped", reason="the job's scan tasks are not all done; the last "
+                 "one sends every shard")
+        return False
     spec = meta.request.model_dump()  # the layout helpers read its fields by name
     request = JobRequest(**spec["request"])
     # Before any request: a job stored without submit_job (or forged in Redis) is bounded too.
@@ -95,21 +110,21 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         now = time.monotonic()
         if now - last >= 0.5 or answered == unique:
             last = now
-            state = store.state(job_id)
-            if state is None:  # gone from Redis (restarted without persistence): stop here
-                raise UnknownJob(job_id)
-            if state in (JobState.FAILED, JobState.CANCELLED):
-                raise JobStopped(job_id)
+            stop_if_ended(store, job_id)
             store.set_progress(job_id, shard, answered)
             if report is not None:
                 report(answered, unique, capacity_fields(reader.reading, now - started))
 
     started = time.monotonic()
-    with metrics.shard_running(spec["table"]):
-        result = reader.read(keys, request.features, progress=progress,
-                             row_offset=shard * spec["shard_size"],
-                             allow_missing_features=request.allow_missing_features,
-                             **({"positions": positions} if positions is not None else {}))
+    if scans.is_scan(meta):  # the rows the job's scan tasks matched, joined here
+        by_row = keys if positions is None else [keys[p] for p in positions.to_pylist()]
+        result = scans.scanned_result(store, meta, shard, by_row)
+    else:
+        with metrics.shard_running(spec["table"]):
+            result = reader.read(keys, request.features, progress=progress,
+                                 row_offset=shard * spec["shard_size"],
+                                 allow_missing_features=request.allow_missing_features,
+                                 **({"positions": positions} if positions is not None else {}))
     table = shard_table(spec, columns, result.rows, request.features)
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
@@ -123,6 +138,8 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         staged_output(job_id, meta, effective).write_part(shard, table)
     done = store.put_shard_rows(job_id, shard, table, stats, keep_rows=not request.output)
     store.set_progress(job_id, shard, unique)
+    if scans.is_scan(meta):
+        store.drop_scan_partitions(job_id, shard, scans.scan_tasks(meta))
     if request.output and store.state(job_id) in ("failed", "cancelled"):
         discard_staged_output(job_id, settings, store)  # it ended while this part was written
     scored = {"scorer": scorer.name, "score_seconds": stats["score_seconds"]} if scorer else {}

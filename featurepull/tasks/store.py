@@ -23,6 +23,15 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
                       limit (jobs.visibility_timeout_s) at submit, at each shard start,
                       progress report and end, and while the finisher writes
 
+A scan job (``read_plan`` in the request field: ``featurepull.tasks.scans``) also has:
+
+    scan:{p}:{n}  str   the items scan task p matched of entity shard n's keys, Arrow IPC
+                        (a position in the shard and its row); stored with scan task p's
+                        ``scanned`` member in one transaction, deleted once shard n is done
+    scanned       set   scan task numbers whose partitions are stored (SADD is idempotent)
+    scan_stats    hash  p -> scan task p's ReadStats (JSON): pages, items scanned, RCU
+    scan_owners   hash  p -> "hostname:pid" of the worker process that last started task p
+
 ``featurepull:jobs:active`` (sorted set, job id -> created) lists the jobs the watchdog
 (``featurepull.tasks.watchdog``) looks after; it drops those that ended or expired.
 
@@ -218,6 +227,9 @@ class JobSpec(BaseModel):
     table: str = ""
     shard_size: int = 0  # 0: a job stored before it was recorded
     key_columns: list[str] = []
+    # How the job reads (featurepull.tasks.scans): None for a job stored before it was
+    # recorded, which reads with BatchGetItem.
+    read_plan: dict[str, Any] | None = None
 
 
 class JobMeta(BaseModel):
@@ -399,6 +411,68 @@ class JobStore:
         pipe.set(self._key(job_id, "alive"), "shard done", ex=self.idle_s)
         results = pipe.execute()
         return int(results[1])
+
+    def put_scan_part(self, job_id: str, part: int, partitions: dict[int, pa.Table],
+                      stats: dict[str, Any]) -> int:
+        """Store what scan task ``part`` matched, by entity shard, and its stats, and mark it
+        done, in one transaction (a task killed midway stored nothing); returns scan tasks
+        done so far. Written with SET: a task that runs twice writes the same again."""
+        done_key, stats_key = self._key(job_id, "scanned"), self._key(job_id, "scan_stats")
+        pipe = self.redis.pipeline(transaction=True)
+        for shard, table in partitions.items():
+            pipe.set(self._key(job_id, f"scan:{part}:{shard}"), table_to_bytes(table),
+                     ex=self.ttl_s)
+        pipe.hset(stats_key, str(part), json.dumps(stats))
+        pipe.sadd(done_key, part)
+        pipe.scard(done_key)
+        for key in (done_key, stats_key):
+            pipe.expire(key, self.ttl_s)
+        pipe.set(self._key(job_id, "alive"), "scan task done", ex=self.idle_s)
+        return int(pipe.execute()[len(partitions) + 2])  # SCARD's answer
+
+    def note_scan_owner(self, job_id: str, part: int, worker: str) -> None:
+        """Note which worker process runs scan task ``part`` now (a sign of life, too)."""
+        key = self._key(job_id, "scan_owners")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, str(part), worker)
+        pipe.expire(key, self.ttl_s)
+        pipe.set(self._key(job_id, "alive"), "scan task started", ex=self.idle_s)
+        pipe.execute()
+
+    def scan_owners(self, job_id: str) -> dict[int, str]:
+        """Scan task number -> the worker that last started it."""
+        raw = self.redis.hgetall(self._key(job_id, "scan_owners"))
+        return {int(k): v.decode() for k, v in raw.items()}
+
+    def scan_done_count(self, job_id: str) -> int:
+        return int(self.redis.scard(self._key(job_id, "scanned")))
+
+    def is_scan_done(self, job_id: str, part: int) -> bool:
+        return bool(self.redis.sismember(self._key(job_id, "scanned"), part))
+
+    def scan_parts_done(self, job_id: str) -> set[int]:
+        return {int(v) for v in self.redis.smembers(self._key(job_id, "scanned"))}
+
+    def scan_partitions(self, job_id: str, shard: int, parts: int) -> list[pa.Table]:
+        """What every scan task matched of entity shard ``shard`` (MGET, a thousand at a
+        time; a task that matched none of its keys stored nothing)."""
+        tables: list[pa.Table] = []
+        for start in range(0, parts, MGET_BATCH):
+            names = [self._key(job_id, f"scan:{p}:{shard}")
+                     for p in range(start, min(start + MGET_BATCH, parts))]
+            tables.extend(table_from_bytes(data) for data in self.redis.mget(names)
+                          if data is not None)
+        return tables
+
+    def drop_scan_partitions(self, job_id: str, shard: int, parts: int) -> None:
+        """Free what the scan tasks stored for an entity shard that is done."""
+        names = [self._key(job_id, f"scan:{p}:{shard}") for p in range(parts)]
+        for start in range(0, len(names), 1000):
+            self.redis.delete(*names[start:start + 1000])
+
+    def all_scan_stats(self, job_id: str) -> dict[int, dict[str, Any]]:
+        raw = self.redis.hgetall(self._key(job_id, "scan_stats"))
+        return {int(k): json.loads(v) for k, v in raw.items()}
 
     def shard_rows(self, job_id: str, shard: int) -> pa.Table:
         data = self.redis.get(self._key(job_id, f"rows:{shard}"))

@@ -39,7 +39,7 @@ def resend_stalled(app: Any, store: JobStore, queue: str) -> dict[str, list[int]
             continue
         meta = store.meta(job_id)
         if shards:
-            enqueue_shards(app, meta, queue, shards)
+            enqueue_shards(app, meta, queue, shards, store=store)  # or scan tasks
         else:
             app.send_task("featurepull.finish_job", args=[job_id], queue=queue,
                           argsrepr=monitor.finish_args(meta))

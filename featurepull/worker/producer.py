@@ -55,6 +55,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "soft_time_limit": jobs.shard_soft_time_limit_s,
                 "time_limit": jobs.shard_time_limit_s,
             },
+            "featurepull.scan_segments": {
+                "soft_time_limit": jobs.shard_soft_time_limit_s,
+                "time_limit": jobs.shard_time_limit_s,
+            },
             "featurepull.finish_job": {"time_limit": jobs.shard_time_limit_s},
         },
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import random
 import zlib
 from collections.abc import Iterator
@@ -16,7 +17,13 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from featurepull.bench.endpoint import FEATURES, EndpointProcess, SyntheticTable, start_endpoint
+from featurepull.bench.endpoint import (
+    FEATURES,
+    DynamoTable,
+    EndpointProcess,
+    SyntheticTable,
+    start_endpoint,
+)
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout, TableError, decode_value
 from featurepull.dynamo.layouts import parse_event_ts
@@ -227,3 +234,67 @@ def test_counts_what_tests_check_on_the_wire(table_name: str, synthetic: Synthet
         stats = slow.stats()
         assert (stats["batch_get_item"], stats["consistent_reads"]) == (1, 0)
         assert (stats["max_in_flight"], stats["regions"]) == (1, {"ap-south-2": 1})
+
+
+def scan_all(ddb: Any, table: str, total: int, **extra: Any) -> tuple[dict[str, Any], list[Any]]:
+    """Every item of every segment, by entity_id, and each page's answer."""
+    items: dict[str, Any] = {}
+    pages = []
+    for segment in range(total):
+        paginator = ddb.get_paginator("scan")
+        for page in paginator.paginate(TableName=table, Segment=segment, TotalSegments=total,
+                                       ReturnConsumedCapacity="TOTAL", **extra):
+            pages.append(page)
+            for item in page["Items"]:
+                assert item["entity_id"]["S"] not in items  # in one segment only
+                items[item["entity_id"]["S"]] = item
+    return items, pages
+
+
+def test_scan_segments_and_pages_hold_the_items_moto_holds(
+        endpoint: EndpointProcess, endpoint_url: str, moto_table: str, table_name: str) -> None:
+    # moto reads every item of the table for each page: few pages keep it quick.
+    ours, pages = scan_all(client(endpoint.url), table_name, 2, Limit=1_000)
+    theirs, _ = scan_all(client(endpoint_url), moto_table, 2, Limit=1_000)
+    assert ours == theirs and len(ours) == DRIVERS
+    assert all(len(page["Items"]) <= 1_000 for page in pages) and len(pages) >= 4
+    described = client(endpoint.url).describe_table(TableName=table_name)["Table"]
+    assert described["ItemCount"] == DRIVERS
+    per_item = described["TableSizeBytes"] / DRIVERS  # ~175 bytes: charged by started 4 KB
+    for page in pages:
+        read = len(page["Items"]) * per_item
+        assert page["ConsumedCapacity"]["CapacityUnits"] == pytest.approx(
+            max(0.5, 0.5 * math.ceil(read / 4096)), abs=0.5)
+        assert page["ScannedCount"] == page["Count"] == len(page["Items"])
+
+
+def test_a_scan_page_reads_at_most_1_mb_charged_by_started_4_kb() -> None:
+    table = DynamoTable("t", SyntheticTable(7_000, SEED).wire_records())  # ~1.2 MB
+    total = json.loads(table.describe_table({"TableName": "t"}))["Table"]["TableSizeBytes"]
+    assert total > 1024 * 1024
+    pages, after, charged = [], None, 0.0
+    while True:
+        request = {"TableName": "t", "ReturnConsumedCapacity": "TOTAL",
+                   **({"ExclusiveStartKey": after} if after else {})}
+        page = json.loads(table.scan(request))
+        pages.append(page["Count"])
+        charged += page["ConsumedCapacity"]["CapacityUnits"]
+        after = page.get("LastEvaluatedKey")
+        if after is None:
+            break
+    assert sum(pages) == 7_000 and len(pages) == 2
+    assert pages[0] * total / 7_000 <= 1024 * 1024 < (pages[0] + 2) * total / 7_000
+    assert charged == pytest.approx(0.5 * math.ceil(total / 4096), abs=0.5)
+
+
+@pytest.mark.parametrize("request_", [{"Segment": 1}, {"TotalSegments": 2},
+                                      {"Segment": 2, "TotalSegments": 2}])
+def test_scan_refuses_segments_as_moto_does(endpoint: EndpointProcess, endpoint_url: str,
+                                            moto_table: str, table_name: str,
+                                            request_: dict[str, int]) -> None:
+    errors = []
+    for url, table in ((endpoint.url, table_name), (endpoint_url, moto_table)):
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            client(url).scan(TableName=table, **request_)
+        errors.append(caught.value.response["Error"])
+    assert errors[0] == errors[1] and errors[0]["Code"] == "ValidationException"

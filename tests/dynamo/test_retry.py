@@ -155,6 +155,15 @@ def test_merge_keeps_the_budget_and_the_widest_in_flight_range() -> None:
             total.concurrency_max) == (2000.0, 2.0, 2, 10)
 
 
+def test_merge_names_the_read_mode_of_a_job_and_mixed_for_both() -> None:
+    total = ReadStats()
+    total.merge(ReadStats(read_mode="scan", pages=3))
+    total.merge(ReadStats(read_mode="scan", pages=2))
+    assert (total.read_mode, total.pages) == ("scan", 5)
+    total.merge(ReadStats(read_mode="batch-get"))
+    assert total.read_mode == "mixed"
+
+
 def test_to_dict_is_json_ready_with_rounded_summary_fields() -> None:
     stats = ReadStats(keys=1_000, unique_keys=900, found=800, missing=200, requests=9,
                       consumed_rcu=12.34567, seconds=2.00049,
@@ -168,7 +177,8 @@ def test_to_dict_is_json_ready_with_rounded_summary_fields() -> None:
         "retries": 0, "consumed_rcu": 12.346, "seconds": 2.0, "latency_p50_ms": 50.0,
         "latency_p99_ms": 99.0, "rows_per_s": 499.9, "rcu_per_s": 6.2,
         "budget_rcu_per_s": 0.0, "budget_wait_s": 0.0, "concurrency_min": 0,
-        "concurrency_max": 0, "stale": 0,
+        "concurrency_max": 0, "stale": 0, "pages": 0, "items_scanned": 0,
+        "items_matched": 0, "read_mode": "",
     }
 
 

@@ -69,6 +69,9 @@ class Fleet:
             "FEATUREPULL_DYNAMODB__RETRY_BASE_DELAY_S": "0.01",
             "FEATUREPULL_DYNAMODB__RETRY_MAX_DELAY_S": "0.2",
             "FEATUREPULL_JOBS__QUEUE": self.queue,
+            # The fleet tests were written for jobs whose shards read by key; auto would scan
+            # the larger ones. Scan jobs choose their read mode (tests/tasks/test_scan_jobs.py).
+            "FEATUREPULL_DYNAMODB__READ_MODE": "batch-get",
         }
         for name, value in jobs.items():
             self.env[f"FEATUREPULL_JOBS__{name.upper()}"] = str(value)
