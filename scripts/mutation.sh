@@ -31,6 +31,7 @@ for module in "${modules[@]}"; do
   mkdir -p "$work"
   ln -sfn ../../featurepull "$work/featurepull"
   ln -sfn ../../tests "$work/tests"
+  ln -sfn ../../docs "$work/docs"  # tests check the pages that texts name
   # The project's pyproject.toml (pytest options, mutmut settings) with only this module to
   # mutate and its own test selection.
   .venv/bin/python - "$module" "$work/pyproject.toml" <<'PY'
