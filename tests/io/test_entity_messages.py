@@ -1,5 +1,5 @@
-"""The whole message of each refusal of a JSONL or Parquet entity file, and what a file the
-readers accept leaves out or notes (test_entities.py checks the typing rules and the parts of
+"""The whole message of each refusal of a CSV, JSONL or Parquet entity file, and what a file
+the readers accept leaves out or notes (test_entities.py checks the typing rules and the parts of
 each message a user acts on; these pin the rest: the fix, the line or row, the source)."""
 
 from __future__ import annotations
@@ -124,3 +124,48 @@ def test_parquet_table_and_stream_name_their_source_and_rows(tmp_path: Path) -> 
         batches: list[Any] = list(stream.batches(["id"]))
         assert (stream.source, stream.num_rows, stream.types, batches) == (
             str(path), 3, {"id": "int64"}, [{"id": [3, 1, 2]}])
+
+
+@pytest.mark.parametrize(("data", "required", "message"), [
+    # Quotes send a file to the csv module's reader; these are its messages.
+    (b'id,"city"\n1,Paris\n', ("driver",),
+     "DIR/e.csv: required column(s) 'driver' not found; the file has 'id', 'city'; rename the "
+     "column in the file or ask for the key columns it has"),
+    (b'id,city\n1,"Par"is\n2,"x\n', (),
+     "DIR/e.csv: line 2: malformed CSV (',' expected after '\"'); check the quoting on that "
+     "line"),
+    (b"id,\xffcity\n1,x\n", (),
+     "DIR/e.csv: not UTF-8 text near line 1 (invalid start byte); save the file as UTF-8"),
+    (b"id,city\n1,Paris,extra\n", (),
+     "DIR/e.csv: line 2 has 3 fields but the header has 2; give every row one value per column "
+     "and quote values that contain commas"),
+    (b"id,city\n1,Paris\n\n2,Lyon\n", (),
+     "DIR/e.csv: line 3 is blank, which is not a row; every line after the header must be one "
+     "entity: delete the blank line, or fill in the entity it stands for"),
+])
+def test_csv_refusals(tmp_path: Path, data: bytes, required: tuple[str, ...],
+                      message: str) -> None:
+    assert refusal(tmp_path, "e.csv", data, required) == message
+
+
+@pytest.mark.parametrize(("data", "columns", "notes"), [
+    # Text that pyarrow would take for null is text; only an empty field is null.
+    (b"id,city\n1,NA\n2,NULL\n3,\n", {"id": [1, 2, 3], "city": ["NA", "NULL", None]}, {}),
+    # A row over two lines: lines are counted as the csv module does (where a row ends).
+    (b'id,note\n1,"two\nlines"\n7,x\nabc,y\n',
+     {"id": ["1", "7", "abc"], "note": ["two\nlines", "x", "y"]},
+     {"id": "mixes integers (line 3: '1') and other text (line 5: 'abc')"}),
+    # The int64 bounds are integers.
+    (b'id,note\n-9223372036854775808,"a"\nabc,y\n',
+     {"id": ["-9223372036854775808", "abc"], "note": ["a", "y"]},
+     {"id": "mixes integers (line 2: '-9223372036854775808') and other text (line 3: 'abc')"}),
+    (b'id,note\n9223372036854775807,"a"\nabc,y\n',
+     {"id": ["9223372036854775807", "abc"], "note": ["a", "y"]},
+     {"id": "mixes integers (line 2: '9223372036854775807') and other text (line 3: 'abc')"}),
+])
+def test_csv_values_and_notes(tmp_path: Path, data: bytes, columns: dict[str, list[Any]],
+                              notes: dict[str, str]) -> None:
+    path = tmp_path / "e.csv"
+    path.write_bytes(data)
+    table = read_entities(str(path))
+    assert (table.source, table.columns, table.notes) == (str(path), columns, notes)
