@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
 from featurepull.tasks.output import process_exists, remove_dead_finishers_file
 
@@ -37,10 +38,15 @@ def test_the_files_of_a_dead_finisher_on_this_host_are_removed(tmp_path: Path) -
     mine, theirs = leftovers(tmp_path, [dead, other])
     extra = tmp_path / f".out.parquet.tmp-{dead}-ffffffff"
     extra.write_bytes(b"")
-    remove_dead_finishers_file(str(tmp_path / "out.parquet"), f"{socket.gethostname()}:{dead}")
+    finisher = f"{socket.gethostname()}:{dead}"
+    with structlog.testing.capture_logs() as logs:
+        remove_dead_finishers_file(str(tmp_path / "out.parquet"), finisher)
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         [theirs.name, "out.parquet"])
     assert not mine.exists() and not extra.exists()
+    assert sorted(logs, key=lambda entry: entry["path"]) == [
+        {"event": "stale_output_removed", "log_level": "warning", "path": str(path),
+         "finisher": finisher} for path in sorted([mine, extra])]
 
 
 @pytest.mark.parametrize("finisher", [
