@@ -165,7 +165,9 @@ def request_options(output_required: bool) -> Callable[[Callable[..., Any]], Cal
                          "ending in / a Parquet dataset (part files, _manifest.json, "
                          "_SUCCESS): see docs/large-jobs.md."),
             click.option("--layout", type=click.Choice(["feast", "plain"]), default="feast",
-                         show_default=True),
+                         show_default=True,
+                         help="Table layout: feast (written by Feast's DynamoDB online "
+                         "store) or plain (key and feature attributes as they are)."),
             click.option("--join-keys", help="Feast join keys (default: every entity column)."),
             click.option("--join-key-types",
                          help="NAME=TYPE,... with TYPE int64, int32, string or bytes "

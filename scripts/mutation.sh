@@ -5,6 +5,8 @@
 #   bash scripts/mutation.sh featurepull.tasks.store featurepull.dynamo.layouts
 #   MUTATION_JOBS=2 bash scripts/mutation.sh ...      # parallel mutants (default 1: shared box)
 #   MUTATION_RECHECK=1 bash scripts/mutation.sh ...   # run last time's survivors again
+#   MUTATION_ONLY='featurepull.cli.x_request_options*' bash scripts/mutation.sh featurepull.cli
+#                                                     # only the mutants matching these globs
 #
 # Each module runs in its own folder, .mutation/MODULE (git-ignored), against its own fast
 # tests ([tool.featurepull.mutation-tests] in pyproject.toml; the [tool.mutmut] selection when
@@ -29,6 +31,7 @@ for module in "${modules[@]}"; do
   mkdir -p "$work"
   ln -sfn ../../featurepull "$work/featurepull"
   ln -sfn ../../tests "$work/tests"
+  ln -sfn ../../docs "$work/docs"  # tests check the pages that texts name
   # The project's pyproject.toml (pytest options, mutmut settings) with only this module to
   # mutate and its own test selection.
   .venv/bin/python - "$module" "$work/pyproject.toml" <<'PY'
@@ -59,6 +62,9 @@ PY
   if [ "${MUTATION_RECHECK:-0}" = 1 ] && [ -f "$work/results.txt" ]; then
     mapfile -t names < <(grep -v ': killed$\|: timeout$' "$work/results.txt" \
                          | sed -n 's/^ *\([^ ]*__mutmut_[0-9]*\): .*/\1/p')
+  fi
+  if [ -n "${MUTATION_ONLY:-}" ]; then
+    read -r -a names <<<"$MUTATION_ONLY"
   fi
   echo "mutation.sh: $module${names:+ (rechecking ${#names[@]} mutants)}" >&2
   (cd "$work" && "$root/.venv/bin/mutmut" run --max-children "${MUTATION_JOBS:-1}" \

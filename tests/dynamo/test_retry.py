@@ -226,3 +226,18 @@ def test_tally_advice_fits_each_kind(kind: str, says: str, advice: str) -> None:
     tally.note(kind, "InternalServerError" if kind == "server" else "")
     text = tally.explain()
     assert text.startswith(says) and advice in text and "--endpoint-url" not in text
+
+
+def test_tally_example_is_the_most_frequent_detail_not_the_first() -> None:
+    tally = FailureTally()
+    for detail in ["connection reset"] + ["could not connect to h:1: refused"] * 2:
+        tally.note("connection", detail)
+    assert "most often: could not connect to h:1: refused)" in tally.explain()
+
+
+def test_tally_without_details_says_so() -> None:
+    tally = FailureTally()
+    tally.note("throttle")
+    assert tally.explain().startswith("DynamoDB kept throttling (1 requests throttled; most "
+                                      "often: no detail). Failed requests by kind: 0 "
+                                      "connection, 0 server, 1 throttle, 0 unprocessed. ")
