@@ -416,22 +416,15 @@ class BatchReader:
         stats.retries += outcome.sdk_retries
         if outcome.failure is not None:
             stats.retries += 1
-            if outcome.failure == "throttle":
-                stats.throttles += 1
-            elif outcome.failure == "server":
-                stats.server_errors += 1
-            else:
-                stats.connection_errors += 1
-            state.tally.note(outcome.failure, outcome.detail)
+            state.tally.note(outcome.failure, outcome.detail)  # counted in stats by kind
             # A whole request refused or lost says something about the table or the
             # endpoint, not about these keys: hold back new requests too. Without it a dead
             # endpoint turns every unsent batch into an instant failure and a busy loop.
             self._retry_later(outcome.batch, state, now, pause=True)
             return 0
         if outcome.unprocessed:
-            stats.unprocessed_requests += 1
             stats.unprocessed_retries += len(outcome.unprocessed)
-            state.tally.note("unprocessed")
+            state.tally.note("unprocessed")  # counted in stats.unprocessed_requests
             # Keys left over are DynamoDB's throttle signal for BatchGetItem: with adaptive
             # concurrency they hold back new requests too, as a refused request does.
             self._retry_later(outcome.unprocessed, state, now,
@@ -517,7 +510,7 @@ class _ReadState:
         self.pause_until = 0.0
         self.stats = ReadStats(keys=len(keys), unique_keys=self.unique)
         self.retry_log = _RetryLog()
-        self.tally = FailureTally()
+        self.tally = FailureTally(self.stats)
         self.features = features
 
     def hold(self, batch: list[int], now: float, wait: float) -> None:

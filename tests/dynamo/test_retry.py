@@ -216,3 +216,17 @@ def test_tally_advice_fits_each_kind(kind: str, says: str, advice: str) -> None:
     tally.note(kind, "InternalServerError" if kind == "server" else "")
     text = tally.explain()
     assert text.startswith(says) and advice in text and "--endpoint-url" not in text
+
+
+def test_tally_counts_are_the_reads_own_stats() -> None:
+    # One place for each count: what the tally says is what ReadStats (summaries, logs,
+    # metrics) report, because it counts there.
+    stats = ReadStats(throttles=2)
+    tally = FailureTally(stats)
+    tally.note("throttle", "ThrottlingException")
+    tally.note("unprocessed")
+    tally.note("connection", "connection reset")
+    assert (stats.throttles, stats.unprocessed_requests, stats.connection_errors,
+            stats.server_errors) == (3, 1, 1, 0)
+    assert tally.counts == {"connection": 1, "server": 0, "throttle": 3, "unprocessed": 1}
+    assert "1 connection, 0 server, 3 throttle, 1 unprocessed" in tally.explain()
