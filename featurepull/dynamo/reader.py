@@ -99,10 +99,12 @@ _RETRY_LINES = {
 
 @dataclass
 class ReadResult:
-    """Rows in input order (``None`` where DynamoDB has no item) and what the read did."""
+    """Rows in input order (``None`` where DynamoDB has no item) and what the read did; a
+    read of several tables (Feast views) also gives each table's own, in ``by_table``."""
 
     rows: list[Row | None]
     stats: ReadStats
+    by_table: dict[str, ReadStats] = field(default_factory=dict)
 
 
 @dataclass

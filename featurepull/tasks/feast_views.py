@@ -61,6 +61,14 @@ def views_spec(request: RequestFields, entities: EntityTable,
             "key_types": key_types, "key_columns": plan.key_columns, VIEWS: plan.to_spec()}
 
 
+def spec_tables(spec: Mapping[str, Any]) -> list[str]:
+    """The DynamoDB tables a job spec reads: each view's (its ``table`` field joins their
+    names for people to read), else its one table."""
+    if VIEWS in spec:
+        return list(dict.fromkeys(view.table for view in ViewsPlan.from_spec(spec[VIEWS]).views))
+    return [spec["table"]]
+
+
 def views_reader(spec: Mapping[str, Any], settings: Settings,
                  pacers: PacerFactory) -> ViewsReader:
     """The reader of a job spec from :func:`views_spec`."""
