@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from featurepull.errors import InputError
+from featurepull.redact import Redactor, redact_text
 
 
 class ConfigError(InputError, ValueError):
@@ -24,7 +25,8 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    # Masked before it is cut short: a URL cut inside its password no longer looks like one.
+    text = repr(Redactor().value(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -48,10 +50,13 @@ def request_error_text(exc: ValidationError, what: str) -> str:
 
 def _error_lines(exc: ValidationError, path_of: Callable[[tuple[int | str, ...]], str],
                  unknown: str) -> list[str]:
+    # Each part masked on its own (featurepull.redact): a request's error goes back to its
+    # sender, into the result backend and the logs, and may quote a URL with a password or
+    # a secret-named field. The whole line is not: "password: required" is no secret.
     lines = []
     for err in exc.errors(include_url=False):
-        path = path_of(err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
+        path = redact_text(path_of(err["loc"]))
+        msg = redact_text(err["msg"].removeprefix("Value error, "))
         if err["type"] == "extra_forbidden":
             lines.append(f"{path}: {unknown}")
         elif err["type"] == "missing":

@@ -104,10 +104,12 @@ _RETRY_LINES = {
 
 @dataclass
 class ReadResult:
-    """Rows in input order (``None`` where DynamoDB has no item) and what the read did."""
+    """Rows in input order (``None`` where DynamoDB has no item) and what the read did; a
+    read of several tables (Feast views) also gives each table's own, in ``by_table``."""
 
     rows: Sequence[Row | None]  # a FoundRows: the decoded columns, and tuples on demand
     stats: ReadStats
+    by_table: dict[str, ReadStats] = field(default_factory=dict)
 
 
 @dataclass
@@ -285,8 +287,8 @@ class BatchReader:
                     if progress is not None and count:
                         progress(count)
                 if state.features.active:
-                    await self._refuse_unheld(transport, state, template, finished=False)
-            await self._refuse_unheld(transport, state, template, finished=True)
+                    await self._refuse_unheld(transport, state, template, pace, finished=False)
+            await self._refuse_unheld(transport, state, template, pace, finished=True)
             pace.finish(time.monotonic())  # not after a failure: it may be Redis's
         finally:
             state.stats.budget_wait_s = pace.waited_s
@@ -331,26 +333,37 @@ class BatchReader:
         return outcome
 
     async def _refuse_unheld(self, transport: Transport, state: _ReadState,
-                             template: dict[str, Any], finished: bool) -> None:
+                             template: dict[str, Any], pace: ReadPace,
+                             finished: bool) -> None:
         """Raise UnknownFeatureError for requested features no found item holds, once the
         rule of :mod:`featurepull.dynamo.features` has a verdict."""
         check = state.features
         missing = check.refused(finished)
         if missing:
-            held = await self._held_features(transport, check.sample, template)
+            held = await self._held_features(transport, check.sample, template, pace)
             raise UnknownFeatureError(
                 refusal_message(self.where(), check, missing, held, finished), missing, held)
 
     async def _held_features(self, transport: Transport, keys: list[Hashable],
-                             template: dict[str, Any]) -> list[str] | None:
+                             template: dict[str, Any], pace: ReadPace) -> list[str] | None:
         """The features the whole items of ``keys`` hold (one request, no projection);
-        None when that request fails or returns nothing."""
+        None when that request fails or returns nothing. Paid from the read budget like
+        every other request: it waits for the budget, and settles what DynamoDB charged."""
         request = {self.table: {"Keys": [self.layout.wire_key(key) for key in keys],
                                 "ConsistentRead": template["ConsistentRead"]}}
+        while True:
+            reserved, wait = pace.reserve(len(keys), time.monotonic())
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
         try:
             answer = await transport.batch_get_item(request)
         except (botocore.exceptions.ClientError, *CONNECTION_ERRORS, *UNREACHABLE_ERRORS):
+            pace.settle(reserved, 0.0, 0)  # refused or lost: nothing was charged
             return None
+        charged = [float(capacity.get("CapacityUnits", 0.0))
+                   for capacity in answer.get("ConsumedCapacity", ())]
+        pace.settle(reserved, sum(charged) if charged else None, len(keys))
         items = answer["Responses"].get(self.table, [])
         return sorted({name for item in items for name in self.layout.features_of(item)}
                       ) if items else None
@@ -428,17 +441,16 @@ class BatchReader:
         stats.consumed_rcu += outcome.rcu
         stats.retries += outcome.sdk_retries
         if outcome.failure is not None:
-            stats.count_failure(outcome.failure)
-            state.tally.note(outcome.failure, outcome.detail)
+            stats.retries += 1
+            state.tally.note(outcome.failure, outcome.detail)  # counted in stats by kind
             # A whole request refused or lost says something about the table or the
             # endpoint, not about these keys: hold back new requests too. Without it a dead
             # endpoint turns every unsent batch into an instant failure and a busy loop.
             self._retry_later(outcome.batch, state, now, pause=True)
             return 0
         if outcome.unprocessed:
-            stats.unprocessed_requests += 1
             stats.unprocessed_retries += len(outcome.unprocessed)
-            state.tally.note("unprocessed")
+            state.tally.note("unprocessed")  # counted in stats.unprocessed_requests
             # Keys left over are DynamoDB's throttle signal for BatchGetItem: with adaptive
             # concurrency they hold back new requests too, as a refused request does.
             self._retry_later(outcome.unprocessed, state, now,
@@ -549,7 +561,7 @@ class _ReadState:
         self.pause_until = 0.0
         self.stats = ReadStats(keys=len(self.positions), unique_keys=self.unique)
         self.retry_log = _RetryLog()
-        self.tally = FailureTally()
+        self.tally = FailureTally(self.stats)
         self.features = features
 
     def add_found(self, slots: list[int], columns: list[list[Any]]) -> None:

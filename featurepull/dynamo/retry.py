@@ -8,6 +8,8 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+from featurepull.dynamo.stats import ReadStats
+
 # Error codes DynamoDB (and the AWS front end) use when a request was refused for rate.
 THROTTLE_CODES = frozenset(
     {
@@ -69,6 +71,9 @@ _FAILURE_TEXT = {
         "(retry_deadline_s)."),
 }
 FAILURE_KINDS = tuple(_FAILURE_TEXT)
+# Where each kind is counted: the read's own statistics, the one place for each count.
+_COUNTED_AS = {"connection": "connection_errors", "server": "server_errors",
+               "throttle": "throttles", "unprocessed": "unprocessed_requests"}
 _EXAMPLE_CHARS = 200
 
 
@@ -76,30 +81,37 @@ _EXAMPLE_CHARS = 200
 class FailureTally:
     """What kept keys of one read unanswered, by kind (``FAILURE_KINDS``), with the most
     frequent detail of each, so a read that runs out of time names what actually failed —
-    a dead endpoint is not a throttled table — and gives the advice that fits."""
+    a dead endpoint is not a throttled table — and gives the advice that fits. The counts
+    are those of ``stats`` (the read's ReadStats): :meth:`note` counts there."""
 
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
+    stats: ReadStats = field(default_factory=ReadStats)
     details: dict[str, Counter[str]] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Failed requests (answers with keys unprocessed) by kind, from ``stats``."""
+        return {kind: getattr(self.stats, _COUNTED_AS[kind]) for kind in FAILURE_KINDS}
 
     def note(self, kind: str, detail: str = "") -> None:
         """One request that failed (or came back with keys unprocessed) this way."""
-        self.counts[kind] += 1
+        setattr(self.stats, _COUNTED_AS[kind], getattr(self.stats, _COUNTED_AS[kind]) + 1)
         if detail:
             self.details.setdefault(kind, Counter())[detail[:_EXAMPLE_CHARS]] += 1
 
     def dominant(self) -> str | None:
         """The kind most requests failed with (None before any failure)."""
-        kind = max(FAILURE_KINDS, key=lambda k: self.counts[k])
-        return kind if self.counts[kind] else None
+        counts = self.counts
+        kind = max(FAILURE_KINDS, key=lambda k: counts[k])
+        return kind if counts[kind] else None
 
     def explain(self) -> str:
         """The headline and advice of the dominant kind, with the count of every kind."""
-        kind = self.dominant()
-        counts = ", ".join(f"{self.counts[k]} {k}" for k in FAILURE_KINDS)
+        kind, counts = self.dominant(), self.counts
+        listed = ", ".join(f"{counts[k]} {k}" for k in FAILURE_KINDS)
         if kind is None:
-            return f"no request failed (failed requests by kind: {counts})."
+            return f"no request failed (failed requests by kind: {listed})."
         headline, advice = _FAILURE_TEXT[kind]
         common = self.details.get(kind)
         example = common.most_common(1)[0][0] if common else "no detail"
-        text = headline.format(n=self.counts[kind], example=example)
-        return f"{text}. Failed requests by kind: {counts}. {advice}"
+        text = headline.format(n=counts[kind], example=example)
+        return f"{text}. Failed requests by kind: {listed}. {advice}"

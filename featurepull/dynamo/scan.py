@@ -226,7 +226,7 @@ class _ScanRun:
         self.check = check
         self.found: dict[Hashable, Row] = {}
         self.stats = ReadStats(read_mode="scan")
-        self.tally = FailureTally()
+        self.tally = FailureTally(self.stats)
         self.log = _ScanLog()
         self.pause_until = 0.0
         layout = scanner.layout
@@ -358,8 +358,8 @@ class _ScanRun:
             else:
                 self.idle.append(segment)
             return
-        stats.count_failure(page.failure)
-        self.tally.note(page.failure, page.detail)
+        stats.retries += 1
+        self.tally.note(page.failure, page.detail)  # counted in stats by kind
         if segment.first_failure is None:
             segment.first_failure = now
         if self.scanner.backoff.expired(segment.first_failure, now):
@@ -408,8 +408,11 @@ class _ScanRun:
         missing = check.refused(finished)
         if missing:
             reader = self.scanner.reader
+            # Per key, from the same budget: this request is a BatchGetItem, not a page.
+            pace = ReadPace(reader.pacer, ReadCost(self.settings.consistent_reads))
             held = await reader._held_features(
-                transport, check.sample, {"ConsistentRead": self.settings.consistent_reads})
+                transport, check.sample, {"ConsistentRead": self.settings.consistent_reads},
+                pace)
             raise UnknownFeatureError(
                 refusal_message(reader.where(), check, missing, held, finished), missing, held)
 

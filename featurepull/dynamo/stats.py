@@ -64,16 +64,6 @@ class ReadStats:
     def rcu_per_s(self) -> float:
         return self.consumed_rcu / self.seconds if self.seconds > 0 else 0.0
 
-    def count_failure(self, kind: str) -> None:
-        """One request refused or lost: ``kind`` "throttle", "server" or "connection"."""
-        self.retries += 1
-        if kind == "throttle":
-            self.throttles += 1
-        elif kind == "server":
-            self.server_errors += 1
-        else:
-            self.connection_errors += 1
-
     def merge(self, other: ReadStats) -> None:
         """Add another read's counters to these (job totals over shards)."""
         for name, value in asdict(other).items():

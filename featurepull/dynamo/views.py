@@ -266,8 +266,9 @@ class ViewsReader:
 
         The stats sum the views' reads (``unique_keys`` is the reads made, one per view per
         unique key); ``keys``, ``found`` and ``missing`` count entity rows (found: in some
-        view); ``stale`` counts rows x views older than their view's TTL. ``progress`` gets
-        the answered keys scaled to ``len(set(keys))``, the total a caller counts."""
+        view); ``by_table`` holds each view's table's own read; ``stale`` counts rows x
+        views older than their view's TTL. ``progress`` gets the answered keys scaled to
+        ``len(set(keys))``, the total a caller counts."""
         started = time.perf_counter()
         per_view = [[key[index] for key in keys]  # type: ignore[index]
                     for index in range(len(self.readers))]
@@ -306,14 +307,16 @@ class ViewsReader:
         self.plans = [plan for plan in plans if plan is not None]
         rows, stale = self._join([result.rows for result in results])
         stats = ReadStats()
-        for result in results:
+        by_table: dict[str, ReadStats] = {}
+        for reader, result in zip(self.readers, results, strict=True):
             stats.merge(result.stats)
+            by_table.setdefault(reader.table, ReadStats()).merge(result.stats)
         stats.keys = len(rows)
         stats.found = sum(row is not None for row in rows)
         stats.missing = len(rows) - stats.found
         stats.stale = stale
         stats.seconds = time.perf_counter() - started
-        return ReadResult(rows, stats)
+        return ReadResult(rows, stats, by_table)
 
     def _join(self, per_view: list[Sequence[Row | None]]
               ) -> tuple[Sequence[Row | None], int]:

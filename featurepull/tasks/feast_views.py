@@ -61,6 +61,17 @@ def views_spec(request: RequestFields, entities: EntityTable,
             "key_types": key_types, "key_columns": plan.key_columns, VIEWS: plan.to_spec()}
 
 
+def spec_tables(spec: Mapping[str, Any]) -> list[str]:
+    """The DynamoDB tables a job spec reads: each view's (its ``table`` field joins their
+    names for people to read), else its one table. Never raises: a job whose record no
+    longer parses is still ended and counted (featurepull.tasks.notify)."""
+    plan = spec.get(VIEWS)
+    views = plan.get("views") if isinstance(plan, Mapping) else None
+    tables = [view.get("table") for view in views or () if isinstance(view, Mapping)]
+    named = [table for table in tables if isinstance(table, str) and table]
+    return list(dict.fromkeys(named)) if named else [str(spec.get("table") or "")]
+
+
 def views_reader(spec: Mapping[str, Any], settings: Settings,
                  pacers: PacerFactory) -> ViewsReader:
     """The reader of a job spec from :func:`views_spec`."""

@@ -1,5 +1,9 @@
 """Prometheus metrics of the shards and jobs this process runs: ``featurepull_*``, by table.
 
+One label value is one DynamoDB table. A job over several tables (Feast views) counts in
+each table's series: its rows, found and missing are those of that table's read, its
+requests and RCU those it sent there, and its shards and its end are counted in each.
+
 Recorded at two places only: where a shard's ReadStats are reported (``shard_done``) and
 where a job's end is announced (once per job, see ``featurepull.tasks.notify``). A worker with
 ``metrics_port`` keeps them in prometheus_client's multiprocess files, one set per pool
@@ -21,7 +25,7 @@ process, and serves their sum (``featurepull.worker.metrics``); elsewhere they s
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -88,8 +92,14 @@ def request_outcomes(stats: ReadStats) -> dict[str, int]:
     return {"ok": stats.requests - sum(failed.values()), **failed}
 
 
-def record_shard(table: str, stats: ReadStats, seconds: float) -> None:
-    """Count one shard read to the end (called where its ``shard_done`` line is logged)."""
+def record_shard(tables: Mapping[str, ReadStats], seconds: float) -> None:
+    """Count one shard read to the end (called where its ``shard_done`` line is logged):
+    the read of each of its tables (one, or one per Feast view) in that table's series."""
+    for table, stats in tables.items():
+        _record_read(table, stats, seconds)
+
+
+def _record_read(table: str, stats: ReadStats, seconds: float) -> None:
     m = _metrics()
     m.rows.labels(table).inc(stats.keys)
     m.found.labels(table).inc(stats.found)
@@ -105,19 +115,24 @@ def record_shard(table: str, stats: ReadStats, seconds: float) -> None:
 
 
 @contextmanager
-def shard_running(table: str) -> Iterator[None]:
-    """``featurepull_shards_running`` is one higher while the block runs."""
-    gauge = _metrics().shards_running.labels(table)
-    gauge.inc()
+def shard_running(tables: Iterable[str]) -> Iterator[None]:
+    """``featurepull_shards_running`` of each of the shard's tables is one higher while the
+    block runs."""
+    gauges = [_metrics().shards_running.labels(table) for table in tables]
+    for gauge in gauges:
+        gauge.inc()
     try:
         yield
     finally:
-        gauge.dec()
+        for gauge in gauges:
+            gauge.dec()
 
 
-def record_job_end(table: str, state: str) -> None:
-    """Count a job that ended (once per job, by whoever announces its end)."""
-    _metrics().jobs.labels(table, state).inc()
+def record_job_end(tables: Iterable[str], state: str) -> None:
+    """Count a job that ended in each table it read (once per job, by whoever announces
+    its end)."""
+    for table in tables:
+        _metrics().jobs.labels(table, state).inc()
 
 
 def queue_depth(redis: Any, queues: Iterable[str]) -> Metric:

@@ -281,7 +281,7 @@ def run_scan_part(job_id: str, part: int, settings: Settings, store: JobStore,
             store.heartbeat(job_id, "scan progress")
 
     started = time.monotonic()
-    with metrics.shard_running(spec["table"]):
+    with metrics.shard_running([spec["table"]]):
         result = scanner.scan(segments, int(plan["total_segments"]), request.features, where,
                               progress=progress,
                               allow_missing_features=request.allow_missing_features)
@@ -293,7 +293,7 @@ def run_scan_part(job_id: str, part: int, settings: Settings, store: JobStore,
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
     done = store.put_scan_part(job_id, part, partitions(result.found, where, request.features),
                                stats)
-    metrics.record_shard(spec["table"], result.stats, time.monotonic() - started)
+    metrics.record_shard({spec["table"]: result.stats}, time.monotonic() - started)
     log.info("scan_done", scan_task=part, pages=stats["pages"],
              items_scanned=stats["items_scanned"], items_matched=stats["items_matched"],
              rcu=stats["consumed_rcu"], throttles=stats["throttles"],

@@ -22,7 +22,7 @@ from featurepull.errors import RunFailed
 from featurepull.tasks import metrics, scans
 from featurepull.tasks.capacity import redis_pacers
 from featurepull.tasks.confine import Bounds
-from featurepull.tasks.feast_views import VIEWS, shard_table, views_reader
+from featurepull.tasks.feast_views import VIEWS, shard_table, spec_tables, views_reader
 from featurepull.tasks.output import discard_staged_output, staged_output
 from featurepull.tasks.requests import JobRequest, job_settings
 from featurepull.tasks.scoring import apply_scorer, registered_scorer
@@ -116,11 +116,12 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
                 report(answered, unique, capacity_fields(reader.reading, now - started))
 
     started = time.monotonic()
+    tables = spec_tables(spec)
     if scans.is_scan(meta):  # the rows the job's scan tasks matched, joined here
         by_row = keys if positions is None else [keys[p] for p in positions.to_pylist()]
         result = scans.scanned_result(store, meta, shard, by_row)
     else:
-        with metrics.shard_running(spec["table"]):
+        with metrics.shard_running(tables):
             result = reader.read(keys, request.features, progress=progress,
                                  row_offset=shard * spec["shard_size"],
                                  allow_missing_features=request.allow_missing_features,
@@ -143,7 +144,8 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     if request.output and store.state(job_id) in ("failed", "cancelled"):
         discard_staged_output(job_id, settings, store)  # it ended while this part was written
     scored = {"scorer": scorer.name, "score_seconds": stats["score_seconds"]} if scorer else {}
-    metrics.record_shard(spec["table"], result.stats, time.monotonic() - started)
+    metrics.record_shard(result.by_table or {tables[0]: result.stats},
+                         time.monotonic() - started)
     log.info("shard_done", **shard_log_fields(result.stats), **scored, shards_done=done,
              shards=meta.shards)
     return done == meta.shards

@@ -73,6 +73,23 @@ def test_nothing_found_gives_no_verdict(endpoint: EndpointProcess) -> None:
     assert feast_reader(endpoint).read(keys, ["conv_rat"]).rows == [None, None]
 
 
+def test_the_request_that_lists_what_items_hold_waits_for_the_read_budget() -> None:
+    # A table of 2 RCU/s (1 s of burst) read with a budget of the same 2 RCU/s: the read's
+    # one request (4 keys, 2 RCU) spends the table's whole bucket, so the request that
+    # lists what the items hold is throttled unless it, too, waits for the budget.
+    rate = 2.0
+    with start_endpoint(drivers=100, provisioned_rcu=rate, burst_s=1.0) as provisioned:
+        reader = BatchReader(DEFAULT_TABLE, LAYOUT,
+                             DynamoSettings(endpoint_url=provisioned.url, region=REGION,
+                                            max_rcu_per_s=rate))
+        with pytest.raises(UnknownFeatureError) as refused:
+            reader.read(LAYOUT.keys_for({"driver_id": [1, 2, 3, 4]}), ["conv_rat"])
+        usage = provisioned.capacity()["clients"]
+    assert refused.value.held == sorted(FEATURES), str(refused.value)
+    # On the wire: both requests served in full, within the table's capacity.
+    assert [(u["requests"], u["throttled"], u["rcu"]) for u in usage.values()] == [(2, 0, 3.5)]
+
+
 @pytest.fixture(scope="module")
 def sparse_table(ddb: Any) -> str:
     """40 users with ``plan``; only user u39 has ``referrer`` (a sparse attribute)."""

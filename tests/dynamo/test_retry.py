@@ -229,15 +229,29 @@ def test_tally_advice_fits_each_kind(kind: str, says: str, advice: str) -> None:
 
 
 def test_tally_example_is_the_most_frequent_detail_not_the_first() -> None:
-    tally = FailureTally()
+    tally = FailureTally(ReadStats())
     for detail in ["connection reset"] + ["could not connect to h:1: refused"] * 2:
         tally.note("connection", detail)
     assert "most often: could not connect to h:1: refused)" in tally.explain()
 
 
 def test_tally_without_details_says_so() -> None:
-    tally = FailureTally()
+    tally = FailureTally(ReadStats())
     tally.note("throttle")
     assert tally.explain().startswith("DynamoDB kept throttling (1 requests throttled; most "
                                       "often: no detail). Failed requests by kind: 0 "
                                       "connection, 0 server, 1 throttle, 0 unprocessed. ")
+
+
+def test_tally_counts_are_the_reads_own_stats() -> None:
+    # One place for each count: what the tally says is what ReadStats (summaries, logs,
+    # metrics) report, because it counts there.
+    stats = ReadStats(throttles=2)
+    tally = FailureTally(stats)
+    tally.note("throttle", "ThrottlingException")
+    tally.note("unprocessed")
+    tally.note("connection", "connection reset")
+    assert (stats.throttles, stats.unprocessed_requests, stats.connection_errors,
+            stats.server_errors) == (3, 1, 1, 0)
+    assert tally.counts == {"connection": 1, "server": 0, "throttle": 3, "unprocessed": 1}
+    assert "1 connection, 0 server, 3 throttle, 1 unprocessed" in tally.explain()

@@ -27,14 +27,19 @@ from featurepull.tasks.celery_tasks import enqueue_shards
 from featurepull.tasks.schedules import start_scheduled_job
 from featurepull.tasks.store import connect
 from featurepull.worker.app import producer_app
+from tests.conftest import service_port
 from tests.faultproxy import FaultProxy
 from tests.feast_registry.conftest import DRIVERS, FeastRepo, write_yaml
 from tests.feast_registry.test_pull_views import TWO_VIEWS, assert_same_as_feast
+from tests.ops.test_metrics import scrape, total, wait_for
 from tests.tasks.conftest import Fleet, fleet
 
 pytestmark = pytest.mark.slow  # starts a worker fleet
 
 SHARD = 100  # 300 entity rows: 3 shards
+# The views TWO_VIEWS reads, each a table of its own, and the join keys of each.
+VIEW_KEYS = {"driver_hourly_stats": ("driver_id",), "customer_profile": ("customer_id",),
+             "driver_customer": ("driver_id", "customer_id")}
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +53,21 @@ def workers(redis_server: RedisService, proxy: FaultProxy) -> Iterator[Fleet]:
     with fleet(redis_server, proxy.url, shard_size=SHARD) as running:
         running.env["FEATUREPULL_SCORERS"] = json.dumps(
             [{"name": "gold_conv", "path": "tests.feast_registry.scorers:gold_conv"}])
+        running.env["FEATUREPULL_METRICS_PORT"] = str(service_port())
         running.start_worker(concurrency=2)
         yield running
 
 
-def reads_per_shard(repo: FeastRepo) -> tuple[int, int]:
-    """Keys and BatchGetItem requests for one read per view per unique key of a shard."""
-    keys = requests = 0
+def reads_per_shard(repo: FeastRepo) -> tuple[int, dict[str, int]]:
+    """Keys, and BatchGetItem requests by view, for one read per view per unique key of a
+    shard."""
+    keys, requests = 0, dict.fromkeys(VIEW_KEYS, 0)
     for start in range(0, len(repo.rows), SHARD):
         rows = repo.rows[start:start + SHARD]
-        for unique in ({r["driver_id"] for r in rows}, {r["customer_id"] for r in rows},
-                       {(r["driver_id"], r["customer_id"]) for r in rows}):
+        for view, names in VIEW_KEYS.items():
+            unique = {tuple(r[name] for name in names) for r in rows}
             keys += len(unique)
-            requests += math.ceil(len(unique) / 100)
+            requests[view] += math.ceil(len(unique) / 100)
     return keys, requests
 
 
@@ -71,6 +78,8 @@ def test_a_job_over_three_views_equals_feast(feast_repo: FeastRepo, workers: Fle
                       registry_location(str(feast_repo.yaml)))
     out = tmp_path / "job.parquet"
     proxy.reset_counts()
+    port = int(workers.env["FEATUREPULL_METRICS_PORT"])
+    before = scrape(port)
     # A scoring app that shares the broker sends a JSON job request by task name.
     scoring = Celery("scoring", broker=workers.redis_url, backend=workers.redis_url)
     scoring.conf.update(task_serializer="json", accept_content=["json"],
@@ -87,10 +96,43 @@ def test_a_job_over_three_views_equals_feast(feast_repo: FeastRepo, workers: Fle
     assert got["driver_customer__event_timestamp"].count(None) > 0
     keys, requests = reads_per_shard(feast_repo)
     assert proxy.counts["keys_requested"] == keys < 3 * len(feast_repo.rows)
-    assert proxy.counts["batch_requests"] == requests
+    assert proxy.counts["batch_requests"] == sum(requests.values())
     summary = final.summary or {}
     assert summary["read"]["unique_keys"] == keys
     assert summary["read"]["keys"] == len(feast_repo.rows)
+
+    # /metrics: one series per table, each counting that table's reads (not one series
+    # labelled with the tables' names joined).
+    tables = {view: f"{feast_repo.project}.{view}" for view in VIEW_KEYS}
+
+    def added(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    # Every shard counted its reads before the job could succeed.
+    after = scrape(port)
+    labelled = {labels["table"] for samples in after.values() for labels, _ in samples
+                if "table" in labels}
+    assert [label for label in labelled if "," in label] == []
+    assert set(tables.values()) <= labelled
+    for view, table in tables.items():
+        found = len(got[f"{view}__event_timestamp"]) - got[f"{view}__event_timestamp"].count(None)
+        assert (added("featurepull_rows_total", table=table),
+                added("featurepull_keys_found_total", table=table),
+                added("featurepull_keys_missing_total", table=table),
+                added("featurepull_requests_total", table=table, outcome="ok"),
+                added("featurepull_requests_total", table=table),
+                added("featurepull_shard_seconds_count", table=table)) == (
+            len(feast_repo.rows), found, len(feast_repo.rows) - found, requests[view],
+            requests[view], 3), view
+
+    def job_counted() -> bool:
+        now = scrape(port)
+        return all(total(now, "featurepull_jobs_total", table=table, state="succeeded")
+                   - total(before, "featurepull_jobs_total", table=table, state="succeeded")
+                   == 1 for table in tables.values())
+
+    # Its end is counted by the task that announces it, just after the job is marked ended.
+    wait_for(job_counted, "the job's end counted in each table's featurepull_jobs_total")
 
 
 def test_a_scheduled_run_of_a_feature_service(feast_repo: FeastRepo, workers: Fleet,
