@@ -273,7 +273,7 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     (``view:feature``) or a ``feature_service`` are read from every view they name, through
     the registry of ``feature_store_yaml`` (``table`` is then ""; docs/feast-registry.md).
     """
-    from featurepull.tasks.celery_tasks import enqueue_shards
+    from featurepull.tasks.celery_tasks import shard_sender
     from featurepull.worker.producer import producer_app
 
     settings = settings or load_settings()
@@ -296,10 +296,10 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
         )
     except ValidationError as exc:
         raise InvalidJobRequest(request_error_text(exc, "job request")) from None
-    meta = create_job(request, settings, store, entity_table)
     app = producer_app(settings)
     try:
-        enqueue_shards(app, meta, settings.jobs.queue)
+        with shard_sender(app, settings.jobs.queue) as send:
+            meta = create_job(request, settings, store, entity_table, enqueue=send)
     finally:
         app.close()
     return Job(meta.job_id, settings, store)

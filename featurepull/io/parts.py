@@ -2,6 +2,7 @@
 whichever process reads the shard, then published all at once by one process.
 
     staged = StagedOutput(output, owner=job_id, parts=shards, s3=settings.s3)
+    staged.write_keys(n, keys)                       # the submitter: part n's entity keys
     staged.write_part(n, table)                      # any process, any order, idempotent
     rows = staged.publish(schema, schemas, part_rows, overwrite=False)   # once, at the end
     staged.discard()                                 # after publishing, or after a failure
@@ -85,22 +86,41 @@ class StagedOutput:
 
     def write_part(self, n: int, table: pa.Table) -> None:
         """Stage part `n` (replacing an earlier copy: a shard that runs twice writes twice)."""
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        self._put(self.staging + self.part_name(n), sink.getvalue().to_pybytes())
+        self._write_table(self.part_name(n), table)
 
     def read_part(self, n: int) -> pa.Table:
         """Part `n` as staged; OutputError if it is not there."""
-        path = self.staging + self.part_name(n)
+        table = self._read_table(self.part_name(n))
+        if table is None:
+            raise self._missing(n)
+        return table
+
+    def keys_name(self, n: int) -> str:
+        """``keys-00000.parquet``: the entity keys of part `n`, staged before it is read."""
+        return "keys-" + self.part_name(n)[len("part-"):]
+
+    def write_keys(self, n: int, table: pa.Table) -> None:
+        """Stage the entity keys part `n` will be made from (the submitter, once per part)."""
+        self._write_table(self.keys_name(n), table)
+
+    def read_keys(self, n: int) -> pa.Table | None:
+        """The entity keys staged for part `n`; None if they are not there."""
+        return self._read_table(self.keys_name(n))
+
+    def _write_table(self, name: str, table: pa.Table) -> None:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self._put(self.staging + name, sink.getvalue().to_pybytes())
+
+    def _read_table(self, name: str) -> pa.Table | None:
+        path = self.staging + name
         if self._local:
             try:
                 return pq.read_table(path)
             except FileNotFoundError:
-                raise self._missing(n) from None
+                return None
         data = self._get(path)
-        if data is None:
-            raise self._missing(n)
-        return pq.read_table(pa.BufferReader(data))
+        return None if data is None else pq.read_table(pa.BufferReader(data))
 
     def _missing(self, n: int) -> OutputError:
         return OutputError(f"{self.staging}{self.part_name(n)}: part {n} of {self.output} is "

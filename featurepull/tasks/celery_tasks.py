@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -191,10 +192,21 @@ def enqueue_shards(app: Celery, meta: JobMeta, queue: str,
                    shards: Iterable[int] | None = None) -> None:
     """One read_shard message per shard (or per one of ``shards``: the watchdog's re-sends);
     each carries only the job id and shard number."""
-    with app.producer_or_acquire() as producer:
+    with shard_sender(app, queue) as send:
         for shard in range(meta.shards) if shards is None else shards:
+            send(meta, shard)
+
+
+@contextmanager
+def shard_sender(app: Celery, queue: str) -> Iterator[Callable[[JobMeta, int], None]]:
+    """A function that sends one shard's read_shard message, over one producer: given to
+    ``create_job`` so that each shard is queued as soon as its keys are stored."""
+    with app.producer_or_acquire() as producer:
+        def send(meta: JobMeta, shard: int) -> None:
             app.send_task("featurepull.read_shard", args=[meta.job_id, shard], queue=queue,
                           producer=producer, argsrepr=monitor.shard_args(meta, shard))
+
+        yield send
 
 
 def send_submit_job(app: Celery, request: dict[str, Any], queue: str) -> AsyncResult:
@@ -221,9 +233,9 @@ def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
         job_refused(exc, request)
         # Redacted: the message is stored in the result backend and shown by Flower.
         raise RequestOutOfBounds(redact_text(str(exc)), exc.setting) from None
-    meta = create_job(job, settings, store)
+    with shard_sender(self.app, settings.jobs.queue) as send:
+        meta = create_job(job, settings, store, enqueue=send)
     job_created(meta)
-    enqueue_shards(self.app, meta, settings.jobs.queue)
     return {"job_id": meta.job_id, "shards": meta.shards, "rows": meta.rows}
 
 
