@@ -19,7 +19,14 @@ from tqdm import tqdm
 from featurepull.config import Notify, Settings, load_settings
 from featurepull.config.errors import request_error_text
 from featurepull.errors import InputError, RunFailed
-from featurepull.io import EntityTable, open_sink, unify_schemas
+from featurepull.io import (
+    EntityTable,
+    StagedOutput,
+    check_destination,
+    is_dataset,
+    open_sink,
+    unify_schemas,
+)
 from featurepull.redact import redact_url
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
 from featurepull.tasks.confine import REDIS_KEY_SCHEME
@@ -210,9 +217,22 @@ class Job:
             yield from table.to_pylist()
 
     def save(self, path: str, overwrite: bool = False) -> int:
-        """Write the rows to a .parquet/.csv/.jsonl file (local or s3://); rows written."""
+        """Write the rows to a .parquet/.csv/.jsonl file, or to a Parquet dataset when
+        ``path`` ends in ``/`` (local or s3://, one part per shard); rows written."""
         meta = self._require_success()
         schemas = self.store.shard_schemas(self.id, meta.shards)
+        if is_dataset(path):  # the layout `--output DIR/` writes (docs/large-jobs.md)
+            check_destination(path, overwrite, self.settings.s3)
+            staged = StagedOutput(path, self.id, meta.shards, self.settings.s3)
+            try:
+                rows: list[int] = []
+                for shard, table in enumerate(self.tables()):
+                    staged.write_part(shard, table)
+                    rows.append(table.num_rows)
+                return staged.publish(unify_schemas(schemas), schemas, rows,
+                                      overwrite=overwrite)
+            finally:
+                staged.discard()
         with open_sink(path, unify_schemas(schemas), overwrite=overwrite,
                        s3=self.settings.s3) as sink:
             for table in self.tables():

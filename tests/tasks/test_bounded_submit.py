@@ -11,17 +11,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
+from featurepull.cli import main
+from featurepull.client import Job
 from featurepull.config import Settings, load_settings
 from featurepull.dynamo.errors import EntityKeyError
-from featurepull.io import StagedOutput, _csv_stream, _parquet_entities
+from featurepull.io import OutputError, StagedOutput, _csv_stream, _parquet_entities
+from featurepull.io.parts import SUCCESS
 from featurepull.local import RedisService
 from featurepull.tasks import JobStore
 from featurepull.tasks.celery_tasks import shard_sender
 from featurepull.tasks.create import create_job
+from featurepull.tasks.finish import finish_job
 from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.shards import run_shard
 from featurepull.tasks.store import ACTIVE_JOBS, PREFIX, JobMeta, connect
@@ -223,3 +229,30 @@ def test_a_job_queued_behind_other_work_is_not_resent(settings: Settings, store:
         app.close()
         store.redis.delete(queue)
         store.redis.zrem(ACTIVE_JOBS, meta.job_id)
+
+
+def test_fetch_writes_a_job_kept_in_redis_as_a_dataset(settings: Settings, store: JobStore,
+                                                       tmp_path: Path) -> None:
+    entities = write_ids(tmp_path / "e.parquet", 1_200)
+    meta = create_job(job_request(entities, None), settings, store)  # rows kept in Redis
+    for shard in range(meta.shards):
+        run_shard(meta.job_id, shard, settings, store)
+    finish_job(meta.job_id, settings, store)
+    job = Job(meta.job_id, settings, store)
+    out = tmp_path / "fetched"
+    assert job.save(f"{out}/") == 1_200
+    dataset = ds.dataset(out, format="parquet").to_table()
+    assert dataset.to_pylist() == [row for table in job.tables() for row in table.to_pylist()]
+    assert dataset.column("driver_id").to_pylist() == pq.read_table(entities).column(0).to_pylist()
+    assert sorted(p.name for p in out.iterdir()) == [
+        SUCCESS, "_manifest.json", "part-00000.parquet", "part-00001.parquet",
+        "part-00002.parquet"]
+    with pytest.raises(OutputError, match="already holds files; pass --overwrite"):
+        job.save(f"{out}/")
+    fetched = CliRunner().invoke(main, ["fetch", meta.job_id, "--output", f"{out}/",
+                                        "--overwrite"],
+                                 env={"FEATUREPULL_REDIS_URL": settings.redis_url},
+                                 catch_exceptions=False)
+    assert fetched.exit_code == 0, fetched.output
+    assert "wrote 1,200 rows" in fetched.output
+    assert ds.dataset(out, format="parquet").to_table().equals(dataset)
