@@ -452,7 +452,8 @@ def status_command(job_id: str, as_json: bool, **opts: Any) -> None:
 
 @main.command("fetch")
 @click.argument("job_id")
-@click.option("--output", "output_path", required=True, help=".csv, .parquet or .jsonl file.")
+@click.option("--output", "output_path", required=True,
+              help=".csv, .parquet or .jsonl file, or DIR/ (a Parquet dataset).")
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @config_options
 def fetch_command(job_id: str, output_path: str, overwrite: bool, **opts: Any) -> None:

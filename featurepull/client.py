@@ -19,7 +19,14 @@ from tqdm import tqdm
 from featurepull.config import Notify, Settings, load_settings
 from featurepull.config.errors import request_error_text
 from featurepull.errors import InputError, RunFailed
-from featurepull.io import EntityTable, open_sink, unify_schemas
+from featurepull.io import (
+    EntityTable,
+    StagedOutput,
+    check_destination,
+    is_dataset,
+    open_sink,
+    unify_schemas,
+)
 from featurepull.redact import redact_url
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
 from featurepull.tasks.confine import REDIS_KEY_SCHEME
@@ -226,9 +233,22 @@ class Job:
             yield from table.to_pylist()
 
     def save(self, path: str, overwrite: bool = False) -> int:
-        """Write the rows to a .parquet/.csv/.jsonl file (local or s3://); rows written."""
+        """Write the rows to a .parquet/.csv/.jsonl file, or to a Parquet dataset when
+        ``path`` ends in ``/`` (local or s3://, one part per shard); rows written."""
         meta = self._require_success()
         schemas = self.store.shard_schemas(self.id, meta.shards)
+        if is_dataset(path):  # the layout `--output DIR/` writes (docs/large-jobs.md)
+            check_destination(path, overwrite, self.settings.s3)
+            staged = StagedOutput(path, self.id, meta.shards, self.settings.s3)
+            try:
+                rows: list[int] = []
+                for shard, table in enumerate(self.tables()):
+                    staged.write_part(shard, table)
+                    rows.append(table.num_rows)
+                return staged.publish(unify_schemas(schemas), schemas, rows,
+                                      overwrite=overwrite)
+            finally:
+                staged.discard()
         with open_sink(path, unify_schemas(schemas), overwrite=overwrite,
                        s3=self.settings.s3) as sink:
             for table in self.tables():
@@ -289,7 +309,7 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     (``view:feature``) or a ``feature_service`` are read from every view they name, through
     the registry of ``feature_store_yaml`` (``table`` is then ""; docs/feast-registry.md).
     """
-    from featurepull.tasks.celery_tasks import enqueue_shards
+    from featurepull.tasks.celery_tasks import shard_sender
     from featurepull.worker.producer import producer_app
 
     settings = settings or load_settings()
@@ -312,10 +332,10 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
         )
     except ValidationError as exc:
         raise InvalidJobRequest(request_error_text(exc, "job request")) from None
-    meta = create_job(request, settings, store, entity_table)
     app = producer_app(settings)
     try:
-        enqueue_shards(app, meta, settings.jobs.queue)
+        with shard_sender(app, settings.jobs.queue) as send:
+            meta = create_job(request, settings, store, entity_table, enqueue=send)
     finally:
         app.close()
     return Job(meta.job_id, settings, store)

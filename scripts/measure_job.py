@@ -265,6 +265,66 @@ def timed_submit(entities: Path, output: str, settings: Settings,
     return job, seconds
 
 
+# Run as a separate process: a fresh interpreter submits, as `featurepull submit` would, and
+# reports its own peak. The kernel's ru_maxrss is no good for this: a child started by fork
+# (or vfork) then exec keeps the parent's high-water mark as its own, so a child of this
+# script (which holds the whole entity list) would report this script's memory. VmHWM in
+# /proc/self/status belongs to the new process image alone.
+SEPARATE_SUBMIT = r"""
+import json, sys, threading, time
+import redis
+from featurepull.client import submit
+from featurepull.config import load_settings
+import featurepull.worker.app  # imported before timing, as in the in-process submit
+
+settings = load_settings(overrides=json.loads(sys.argv[1]))
+queue = settings.jobs.queue
+client = redis.Redis.from_url(settings.redis_url)
+first = []
+
+def watch(started):
+    while not first:
+        if client.llen(queue):
+            first.append(time.perf_counter() - started)
+        time.sleep(0.002)
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+before = hwm()
+started = time.perf_counter()
+watcher = threading.Thread(target=watch, args=(started,), daemon=True)
+watcher.start()
+submit(sys.argv[4], sys.argv[5].split(","), sys.argv[2], sys.argv[3], settings=settings)
+seconds = time.perf_counter() - started
+watcher.join(timeout=5)
+print(json.dumps({"peak_rss_mb": round(hwm(), 1), "after_imports_mb": round(before, 1),
+                  "submit_s": round(seconds, 3),
+                  "first_shard_queued_s": round(first[0], 3) if first else None}))
+"""
+
+
+def separate_submit(entities: Path, output: str, options: Options) -> dict[str, Any]:
+    """Submit in a new process on its own redis-server (no worker): its own peak RSS, the
+    submit's seconds and the seconds until the first shard's message was queued."""
+    with private_redis() as service:
+        overrides = {"project": PROJECT, "redis_url": service.url,
+                     "jobs": {"shard_size": options.shard_size, "queue": "measure-separate"},
+                     "dynamodb": {"endpoint_url": options.endpoint_url, "region": REGION}}
+        done = subprocess.run([sys.executable, "-c", SEPARATE_SUBMIT, json.dumps(overrides),
+                               str(entities), output, FEATURE_VIEW, ",".join(FEATURES)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the separate submitter failed:\n{done.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        result["redis_peak_mb"] = round(
+            redis_memory(redis.Redis.from_url(service.url))["used_memory_peak"] / MIB, 1)
+    return result
+
+
 def wait_for(job: Job, worker: subprocess.Popen[bytes], timeout_s: float) -> JobStatus:
     """``Job.wait`` in short slices, so a worker that died ends the wait at once."""
     deadline = time.monotonic() + timeout_s
@@ -303,6 +363,8 @@ class RunResult:
     shards: int
     submit_s: float
     submitter_peak_rss_mb: float
+    separate_submitter_rss_mb: float
+    first_shard_queued_s: float
     max_message_bytes: int
     redis_peak_mb: float
     worker_child_peak_rss_mb: float
@@ -314,7 +376,8 @@ class RunResult:
 
 
 TABLE_COLUMNS = ("entities", "shards", "submit_s", "submitter_peak_rss_mb",
-                 "max_message_bytes", "redis_peak_mb", "worker_child_peak_rss_mb",
+                 "separate_submitter_rss_mb", "first_shard_queued_s", "max_message_bytes",
+                 "redis_peak_mb", "worker_child_peak_rss_mb",
                  "worker_main_peak_rss_mb", "job_seconds", "publish_s", "rows_per_s")
 
 
@@ -323,6 +386,12 @@ DEFINITIONS = {
                 "shard keys, enqueue), no worker running; module imports done beforehand",
     "submitter_peak_rss_mb": "VmHWM of this (the submitting) process over the submit call, "
                              "reset just before it",
+    "separate_submitter_rss_mb": "VmHWM of a new Python process that only submits the same "
+                                 "file (as `featurepull submit` would) to its own redis-server "
+                                 "(not ru_maxrss: a child inherits its parent's high-water "
+                                 "mark across fork and exec)",
+    "first_shard_queued_s": "in that separate process: submit call start to the first "
+                            "read_shard message on the queue",
     "max_message_bytes": "largest message on the queue (LRANGE) after submit, before any "
                          "worker ran",
     "redis_peak_mb": "used_memory_peak of the run's own redis-server (MiB)",
@@ -347,6 +416,7 @@ class Options:
     seed: int
     profile_dir: Path | None
     output_kind: str = "file"
+    endpoint_url: str = ""
 
 
 def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
@@ -361,6 +431,11 @@ def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
     ids = pa.array(entity_ids(count, drivers, options.seed), pa.int64())
     pq.write_table(pa.table({"driver_id": ids}), entities_path)
     queue = f"measure-{uuid.uuid4().hex[:8]}"
+    log(f"{count:,} entities: submitting from a separate process (no worker)")
+    separate = separate_submit(entities_path, f"{output_path}-separate"
+                               + ("/" if options.output_kind == "dataset" else ".parquet"),
+                               options)
+    log(f"{count:,} entities: separate submitter {separate}")
     with ExitStack() as stack:
         service = stack.enter_context(private_redis())
         client = redis.Redis.from_url(service.url)
@@ -442,6 +517,7 @@ def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
             "peak_bytes_per_entity": round(end["used_memory_peak"] / count, 1),
         },
         "submitter_peak_rss_mb": submitter_peak_mb,
+        "separate_submitter": separate,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "submit_profiled": profile is not None,
         "worker_start_to_first_shard_s": round(started - worker_wall, 3),
@@ -458,6 +534,8 @@ def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
         shards=meta.shards,
         submit_s=round(submit_s, 3),
         submitter_peak_rss_mb=submitter_peak_mb,
+        separate_submitter_rss_mb=float(separate["peak_rss_mb"]),
+        first_shard_queued_s=float(separate["first_shard_queued_s"] or -1),
         max_message_bytes=max(messages, default=0),
         redis_peak_mb=round(end["used_memory_peak"] / MIB, 1),
         worker_child_peak_rss_mb=max((p.peak_mb for p in children), default=0.0),
@@ -480,7 +558,8 @@ def format_table(results: Sequence[RunResult]) -> str:
         values = asdict(result)
         rows.append([f"{values[name]:,}" if isinstance(values[name], int) else
                      f"{values[name]:,.2f}" if name in ("submit_s", "job_seconds",
-                                                          "publish_s") else
+                                                          "publish_s",
+                                                          "first_shard_queued_s") else
                      f"{values[name]:,.1f}" for name in TABLE_COLUMNS])
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
@@ -583,6 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         endpoint = stack.enter_context(start_endpoint(drivers=drivers,
                                                       timeout=ENDPOINT_TIMEOUT_S))
         log(f"endpoint ready at {endpoint.url} after {time.perf_counter() - started:.1f}s")
+        options.endpoint_url = endpoint.url
         for count in counts:
             results.append(measure(count, drivers, endpoint, workdir, options))
             log(read_stats_line(results[-1]))

@@ -36,7 +36,10 @@ def stream_parquet(stream: BinaryIO, source: str, required: tuple[str, ...] = ()
     """The file as an EntityStream: types from its schema, rows a batch at a time, each
     checked as it is read (a required column's empties, a uint64 beyond int64)."""
     try:
-        parquet = pq.ParquetFile(stream)
+        # pre_buffer (pyarrow's default) caches every row group's column chunks that one
+        # iter_batches reads until the iteration ends: memory would grow with the file
+        # (~4 bytes per int64 key), where a batch at a time is the point of streaming.
+        parquet = pq.ParquetFile(stream, pre_buffer=False)
         schema = parquet.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise EntityFileError(_unreadable_parquet_message(source, exc)) from None

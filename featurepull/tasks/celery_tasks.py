@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -199,16 +200,38 @@ def enqueue_shards(app: Celery, meta: JobMeta, queue: str,
     the last of them sends the shards (``featurepull.tasks.scans``)."""
     pending = scans.scan_pending(meta, store) if store is not None else (
         list(range(scans.scan_tasks(meta))))
-    with app.producer_or_acquire() as producer:
+    with shard_sender(app, queue) as send:
         if pending:
             for part in pending:
-                app.send_task("featurepull.scan_segments", args=[meta.job_id, part],
-                              queue=queue, producer=producer,
-                              argsrepr=monitor.scan_args(meta, part))
+                send.scan(meta, part)
             return
         for shard in range(meta.shards) if shards is None else shards:
-            app.send_task("featurepull.read_shard", args=[meta.job_id, shard], queue=queue,
-                          producer=producer, argsrepr=monitor.shard_args(meta, shard))
+            send(meta, shard)
+
+
+class MessageSender:
+    """Sends a job's messages over one producer; given to ``create_job`` (``Enqueue``) so
+    that each shard is queued as soon as its keys are stored."""
+
+    def __init__(self, app: Celery, queue: str, producer: Any) -> None:
+        self.app, self.queue, self.producer = app, queue, producer
+
+    def __call__(self, meta: JobMeta, shard: int) -> None:
+        self.app.send_task("featurepull.read_shard", args=[meta.job_id, shard],
+                           queue=self.queue, producer=self.producer,
+                           argsrepr=monitor.shard_args(meta, shard))
+
+    def scan(self, meta: JobMeta, part: int) -> None:
+        self.app.send_task("featurepull.scan_segments", args=[meta.job_id, part],
+                           queue=self.queue, producer=self.producer,
+                           argsrepr=monitor.scan_args(meta, part))
+
+
+@contextmanager
+def shard_sender(app: Celery, queue: str) -> Iterator[MessageSender]:
+    """A :class:`MessageSender` over one producer."""
+    with app.producer_or_acquire() as producer:
+        yield MessageSender(app, queue, producer)
 
 
 def send_submit_job(app: Celery, request: dict[str, Any], queue: str) -> AsyncResult:
@@ -235,9 +258,9 @@ def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
         job_refused(exc, request)
         # Redacted: the message is stored in the result backend and shown by Flower.
         raise RequestOutOfBounds(redact_text(str(exc)), exc.setting) from None
-    meta = create_job(job, settings, store)
+    with shard_sender(self.app, settings.jobs.queue) as send:
+        meta = create_job(job, settings, store, enqueue=send)
     job_created(meta)
-    enqueue_shards(self.app, meta, settings.jobs.queue)
     return {"job_id": meta.job_id, "shards": meta.shards, "rows": meta.rows}
 
 

@@ -7,7 +7,8 @@ store the entities' keys as shards (streamed a batch at a time when the file all
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -18,6 +19,7 @@ from featurepull.io import EntityFileError, EntityTable, check_destination, read
 from featurepull.io.entities import check_entity_file_size, too_many_entities
 from featurepull.tasks.confine import REDIS_KEY_SCHEME, Bounds
 from featurepull.tasks.feast_views import views_spec, with_yaml_choices
+from featurepull.tasks.output import discard_staged_output
 from featurepull.tasks.requests import (
     JobRequest,
     check_notify,
@@ -25,10 +27,21 @@ from featurepull.tasks.requests import (
     check_rows_kept,
     job_settings,
 )
-from featurepull.tasks.scans import planned
+from featurepull.tasks.scans import DistinctKeys, early_plan, late_plan, scan_tasks
 from featurepull.tasks.scoring import check_registered
+from featurepull.tasks.shard_keys import keys_in, put_shard_keys
 from featurepull.tasks.store import JobMeta, JobStore
 from featurepull.tasks.streaming import open_entity_stream, streamed_shards
+
+
+class Enqueue(Protocol):
+    """Sends a job's messages: a shard's as soon as its keys are stored, or (a scan job,
+    once planned) each scan task's."""
+
+    def __call__(self, meta: JobMeta, shard: int) -> None: ...
+
+    def scan(self, meta: JobMeta, part: int) -> None: ...
+
 
 _ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
                     "bytes": pa.binary(), "float": pa.float64(), "bool": pa.bool_(),
@@ -71,12 +84,17 @@ def _shard_tables(entities: EntityTable, key_columns: list[str],
 
 
 def create_job(request: JobRequest, settings: Settings, store: JobStore,
-               entities: EntityTable | None = None) -> JobMeta:
-    """Validate everything the read engine would reject, then store the job's shards.
+               entities: EntityTable | None = None, enqueue: Enqueue | None = None
+               ) -> JobMeta:
+    """Validate everything the read engine would reject, then store the job's shards,
+    calling ``enqueue`` with each as soon as its keys are stored (pipelined: the first
+    shard runs while the rest of the file is read).
 
     Nothing is stored unless the request is valid: the table exists with the right key
     schema, every entity key can be built, the output path can be written (within
     jobs.allowed_outputs), the endpoint is allowed, and a scorer it names is registered.
+    A key found bad only after some shards were sent fails the job those shards belong to
+    (they are skipped) and raises the error.
     """
     check_request_size(request.model_dump(), settings.jobs.max_request_bytes)
     request = with_yaml_choices(request)
@@ -88,7 +106,7 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     if request.output:
         check_destination(request.output, request.overwrite, effective.s3)
     if entities is None and not request.uses_registry:
-        meta = _create_streamed(request, effective, store)
+        meta = _create_streamed(request, effective, store, enqueue)
         if meta is not None:
             return meta
     entities = entities or load_entities(request.entities, effective, store)
@@ -108,19 +126,68 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
         spec = {"request": request.model_dump(), "table": table, "shard_size": shard_size,
                 **layout_spec(layout)}
         description = plan.reader.description
+    shards = _shard_tables(entities, spec["key_columns"], shard_size)
+    return _store_shards(spec, entities.num_rows, shards, effective, store, enqueue,
+                         description, references=request.uses_registry)
+
+
+def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Table],
+                  settings: Settings, store: JobStore, enqueue: Enqueue | None,
+                  description: Mapping[str, Any] | None, references: bool = False) -> JobMeta:
+    """Store the job's record, then each shard's keys (where ``keys_in`` says) and send it.
+    On any error the job is removed, or failed if a shard was already sent (its message
+    then finds the job ended), and whatever was staged is removed.
+
+    A job whose read plan needs its count of unique keys (``featurepull.tasks.scans``) is
+    planned once every shard is stored, and only then sent: its scan tasks or its shards."""
+    spec["keys_in"] = keys_in(spec["request"].get("output"))
+    shards = max(1, -(-rows // spec["shard_size"]))
+    spec["read_plan"] = early_plan(settings, spec, description, rows, shards, references)
+    distinct = None if spec["read_plan"] else DistinctKeys(spec["key_columns"],
+                                                           settings.jobs.max_scan_keys)
     job_id = store.new_job_id()
-    shards = planned(_shard_tables(entities, spec["key_columns"], shard_size), spec,
-                     effective, description, references=request.uses_registry)
+    store.open_job(job_id, spec, shards, rows)
+    meta = store.meta(job_id)
+    sent = stored = 0
     try:
-        store.create(job_id, spec, shards)
-    except BaseException:
-        store.delete(job_id)  # the shards stored before the plan refused the job
+        for shard, table in enumerate(shard_tables):
+            put_shard_keys(job_id, shard, table, meta, settings, store)
+            stored += 1
+            if distinct is not None:
+                distinct.add(table)
+            elif enqueue is not None:
+                enqueue(meta, shard)
+                sent += 1
+        if stored != shards:  # the file changed between its row count and its rows
+            raise EntityFileError(f"{meta.request.request.get('entities')}: changed while "
+                                  f"it was read ({rows} rows counted, {stored} shards read); "
+                                  "submit it again once it is complete")
+        if distinct is not None:
+            spec["read_plan"] = late_plan(settings, spec, description, distinct.count(),
+                                          shards)
+            store.update_spec(job_id, spec)
+            meta = store.meta(job_id)
+            if enqueue is not None:
+                for part in range(scan_tasks(meta)):
+                    enqueue.scan(meta, part)
+                    sent += 1
+                for shard in range(0 if sent else shards):
+                    enqueue(meta, shard)
+                    sent += 1
+    except BaseException as exc:
+        if sent:
+            store.fail(job_id, f"submit stopped after {sent} of {shards} shards were sent: "
+                               f"{type(exc).__name__}: {exc}")
+        discard_staged_output(job_id, settings, store)
+        store.drop_rows(job_id, shards)
+        if not sent:
+            store.delete(job_id)
         raise
-    return store.meta(job_id)
+    return meta
 
 
-def _create_streamed(request: JobRequest, settings: Settings, store: JobStore
-                     ) -> JobMeta | None:
+def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
+                     enqueue: Enqueue | None) -> JobMeta | None:
     """create_job with the entities read a batch at a time and stored as shards as they are
     read; None, with nothing stored, when the file must be read whole (JSONL, a CSV file
     only the exact reader can type) or holds a bad key (the whole-file path names its row)."""
@@ -134,16 +201,10 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore
         shard_size = settings.jobs.shard_size
         spec = {"request": request.model_dump(), "table": plan.table, "shard_size": shard_size,
                 **layout_spec(plan.layout)}
-        job_id = store.new_job_id()
+        shards = streamed_shards(stream, plan.layout, spec["key_columns"], shard_size,
+                                 _ARROW_KEY_TYPES)
         try:
-            shards = streamed_shards(stream, plan.layout, spec["key_columns"], shard_size,
-                                     _ARROW_KEY_TYPES)
-            store.create(job_id, spec, planned(shards, spec, settings,
-                                               plan.reader.description))
+            return _store_shards(spec, stream.num_rows, shards, settings, store, enqueue,
+                                 plan.reader.description)
         except (EntityFileError, EntityKeyError):
-            store.delete(job_id)
             return None
-        except BaseException:
-            store.delete(job_id)
-            raise
-    return store.meta(job_id)

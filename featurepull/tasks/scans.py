@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -90,7 +90,8 @@ def plan_job_read(settings: Settings, table: str, description: Mapping[str, Any]
     if references:
         why = "a job naming Feast references reads several views' tables; a Scan reads one"
     elif unique_keys > limit:
-        why = (f"the job has {unique_keys:,} unique keys, over jobs.max_scan_keys ({limit:,}): "
+        why = (f"the job has {unique_keys:,} or more unique keys, over jobs.max_scan_keys "
+               f"({limit:,}): "
                f"each scan task holds every key (~{MAP_BYTES_PER_KEY} bytes each)")
     if why is not None:
         if asked == SCAN:
@@ -122,28 +123,83 @@ def plan_job_read(settings: Settings, table: str, description: Mapping[str, Any]
     return chosen
 
 
-def planned(shards: Iterator[pa.Table], spec: dict[str, Any], settings: Settings,
-            description: Mapping[str, Any] | None, references: bool = False
-            ) -> Iterator[pa.Table]:
-    """The job's shards, passed through to ``JobStore.create``; after the last one, the
-    job's read plan is put in ``spec`` as ``read_plan`` — it needs the job's unique keys,
-    known only then, and ``create`` writes the job's record (``spec``) after its shards.
-    Only the key columns are kept meanwhile, and only when the plan needs them."""
-    count_keys = settings.dynamodb.read_mode != BATCH_GET and not references
-    kept: list[pa.Table] = []
-    count = 0
-    for table in shards:
-        count += 1
-        if count_keys:
-            kept.append(table)
-        yield table
-    unique = count_unique(kept, spec["key_columns"]) if count_keys else 0
-    plan = plan_job_read(settings, spec["table"], description, unique, count, references)
-    spec["read_plan"] = plan
+def early_plan(settings: Settings, spec: dict[str, Any], description: Mapping[str, Any] | None,
+               rows: int, shards: int, references: bool = False) -> dict[str, Any] | None:
+    """The job's read plan when it can be made before its keys are counted, so each shard
+    is sent as soon as it is stored; None when only the count of unique keys can decide.
+
+    Batch-get asked for, or Feast references: the mode is known. ``auto``: the job's entity
+    rows bound its unique keys from above, and more keys only make BatchGetItem dearer
+    against one Scan; so if the planner picks batch-get for ``rows`` keys, or ``rows`` is
+    over ``jobs.max_scan_keys``, it is batch-get whatever the count."""
+    asked = settings.dynamodb.read_mode
+    if asked == BATCH_GET or references:
+        return _logged(spec, plan_job_read(settings, spec.get("table", ""), description, 0,
+                                           shards, references))
+    if asked == SCAN:
+        return None
+    limit = settings.jobs.max_scan_keys
+    if rows > limit:
+        return _logged(spec, {
+            "mode": BATCH_GET, "requested": asked, "rows": rows,
+            "reason": f"read_mode=batch-get: the job has {rows:,} entity rows, over "
+                      f"jobs.max_scan_keys ({limit:,}): a scan task holds every key of its job "
+                      f"(~{MAP_BYTES_PER_KEY} bytes each)"})
+    bound = plan_job_read(settings, spec["table"], description, rows, shards)
+    return _logged(spec, bound) if bound["mode"] == BATCH_GET else None
+
+
+def late_plan(settings: Settings, spec: dict[str, Any], description: Mapping[str, Any] | None,
+              unique_keys: int, shards: int) -> dict[str, Any]:
+    """The job's read plan from its count of unique keys (every shard stored)."""
+    return _logged(spec, plan_job_read(settings, spec["table"], description, unique_keys,
+                                       shards))
+
+
+def _logged(spec: Mapping[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     # Standard logging: quiet in a submitting command (its stdout may be --json), shown in a
     # worker creating the job (featurepull.submit_job, a schedule), as the planner's line is.
-    logger.info("read_plan %s: %s", spec["table"], plan_line(plan),
-                extra={"table": spec["table"], "read_mode": plan["mode"]})
+    table = spec.get("table") or ", ".join(spec.get("tables", ()))
+    logger.info("read_plan %s: %s", table, plan_line(plan),
+                extra={"table": table, "read_mode": plan["mode"]})
+    return plan
+
+
+class DistinctKeys:
+    """Counts a job's distinct keys shard by shard, holding at most about ``limit`` of them
+    (duplicates dropped whenever the rows held pass it): past ``limit`` distinct keys the
+    count is only "over", which is all the plan needs."""
+
+    def __init__(self, columns: Sequence[str], limit: int) -> None:
+        self.columns = list(columns)
+        self.limit = limit
+        self.tables: list[pa.Table] = []
+        self.rows = 0
+        self.over = False
+
+    def add(self, table: pa.Table) -> None:
+        if self.over:
+            return
+        self.tables.append(table.select(self.columns))
+        self.rows += table.num_rows
+        if self.rows > self.limit:
+            distinct = _distinct(self.tables, self.columns)
+            self.tables, self.rows = [distinct], distinct.num_rows
+            self.over = self.rows > self.limit
+            if self.over:  # the count so far stays: "this many or more"
+                self.tables = []
+
+    def count(self) -> int:
+        """The distinct keys seen (once over the limit, those counted when it was passed)."""
+        return self.rows if self.over else count_unique(self.tables, self.columns)
+
+
+def _distinct(tables: Sequence[pa.Table], columns: Sequence[str]) -> pa.Table:
+    table = pa.concat_tables(tables)
+    try:
+        return table.group_by(list(columns)).aggregate([])
+    except pa.ArrowNotImplementedError:  # a key type Arrow cannot group: keep them all
+        return table
 
 
 def count_unique(tables: Sequence[pa.Table], columns: Sequence[str]) -> int:
@@ -205,12 +261,16 @@ def reset_scanners() -> None:
     _scanners.clear()
 
 
-def key_map(store: JobStore, meta: JobMeta, layout: Layout) -> KeyMap:
+def key_map(store: JobStore, meta: JobMeta, layout: Layout, settings: Settings) -> KeyMap:
     """Every unique key of the job -> where it sits: ``shard << 32 | position`` of its first
     row in each entity shard that holds it (a tuple when several do)."""
+    from featurepull.tasks.shard_keys import shard_keys  # it imports tasks.output
+
     where: KeyMap = {}
     for shard in range(meta.shards):
-        keys_table = store.shard_keys(meta.job_id, shard)
+        keys_table = shard_keys(meta.job_id, shard, meta, settings, store)
+        if keys_table is None:  # the shard is done (or the job ended): its rows are built
+            continue
         columns = {name: keys_table.column(name).to_pylist()
                    for name in meta.request.key_columns}
         keys = layout.keys_for(columns, f"job {meta.job_id} shard {shard}")
@@ -265,7 +325,7 @@ def run_scan_part(job_id: str, part: int, settings: Settings, store: JobStore,
     store.note_scan_owner(job_id, part, worker)
     effective = job_settings(settings, request)
     scanner = _scanner(spec, effective, store)
-    where = key_map(store, meta, scanner.layout)
+    where = key_map(store, meta, scanner.layout, effective)
     segments = segments_of(plan, part)
     log.info("scan_start", table=spec["table"], scan_task=part, scan_tasks=tasks,
              segments=f"{segments[0]}-{segments[-1]}" if segments else "none",

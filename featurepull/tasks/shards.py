@@ -26,6 +26,7 @@ from featurepull.tasks.feast_views import VIEWS, shard_table, spec_tables, views
 from featurepull.tasks.output import discard_staged_output, staged_output
 from featurepull.tasks.requests import JobRequest, job_settings
 from featurepull.tasks.scoring import apply_scorer, registered_scorer
+from featurepull.tasks.shard_keys import shard_keys
 from featurepull.tasks.store import JobState, JobStore, UnknownJob
 
 log = structlog.get_logger(__name__)
@@ -87,12 +88,17 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         return False
     spec = meta.request.model_dump()  # the layout helpers read its fields by name
     request = JobRequest(**spec["request"])
-    # Before any request: a job stored without submit_job (or forged in Redis) is bounded too.
-    Bounds.for_jobs(settings).check_endpoint(request.dynamodb.get("endpoint_url"))
+    # Before any request or file: a job stored without submit_job (or forged in Redis) is
+    # bounded too — its endpoint, and its output, beside which its keys and parts are staged.
+    Bounds.for_jobs(settings).check_job(request.output, request.dynamodb)
+    effective = job_settings(settings, request)
+    keys_table = shard_keys(job_id, shard, meta, effective, store)
+    if keys_table is None:
+        log.info("shard_skipped", reason="done meanwhile (a redelivered message), or the "
+                                         "job ended")
+        return store.done_count(job_id) == meta.shards
     store.mark_running(job_id)
     store.count_attempt(job_id, shard, worker)
-    effective = job_settings(settings, request)
-    keys_table = store.shard_keys(job_id, shard)
     columns = {name: keys_table.column(name).to_pylist() for name in spec["key_columns"]}
     reader = _reader(spec["table"], spec, effective, store)
     # Imported before reading: a worker without the scorer fails the job without reading.

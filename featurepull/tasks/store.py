@@ -7,6 +7,10 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
                       published_as (the job's local output file's identity, recorded once it
                       is in place: a finisher's retry knows the file as the job's own)
     keys:{n}    str   shard n's entity key columns, Arrow IPC (deleted once the shard is done)
+                      — only for a job without an output (at most
+                      jobs.max_entities_without_output entities); with one, the submitter
+                      stages them beside the output (``featurepull.tasks.shard_keys``), so
+                      Redis holds a fixed amount per shard whatever the job's size
     rows:{n}    str   shard n's output rows, Arrow IPC (written idempotently: SET) — only for
                       a job without an output; with one, each shard writes a Parquet part
                       beside the output instead (``featurepull.io.parts``): Redis holds no rows
@@ -54,7 +58,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from typing import Any, Literal, cast
 
@@ -129,18 +133,43 @@ return 1
 ENDED = b"sent"
 
 # The watchdog's check of one job, atomic so that one of many watchdogs acts: an ended or
-# expired job leaves the active set ({-1}); a job with signs of life is left alone ({-2});
-# else the alive key is taken for the idle limit and the shards not done are returned
-# ({0, n, ...}; none: every shard is done and the job needs its finisher).
+# expired job leaves the active set ({-1}); a job with signs of life is left alone ({-2}):
+# its alive key, or a message of its own still waiting in the broker's queue lists
+# (KEYS[5..4+ARGV[3]]) or held unacked by a worker (the hash after them) — a job queued
+# behind another job is waiting, not stalled, and counts as alive again. Else the alive key
+# is taken for the idle limit and the shards not done are returned ({0, n, ...}; none:
+# every shard is done and the job needs its finisher).
 _STALLED = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if (not state) or state == 'succeeded' or state == 'failed' or state == 'cancelled' then
     redis.call('ZREM', KEYS[4], ARGV[2])
     return {-1}
 end
-if not redis.call('SET', KEYS[2], 'watchdog', 'NX', 'EX', ARGV[1]) then
+if redis.call('EXISTS', KEYS[2]) == 1 then
     return {-2}
 end
+local lists = tonumber(ARGV[3])
+local function holds(messages)
+    for _, message in ipairs(messages) do
+        if string.find(message, ARGV[2], 1, true) then
+            return true
+        end
+    end
+    return false
+end
+local waiting = KEYS[5 + lists] ~= nil and holds(redis.call('HVALS', KEYS[5 + lists]))
+for i = 5, 4 + lists do
+    local length = redis.call('LLEN', KEYS[i])
+    for start = 0, length - 1, 500 do
+        if waiting then break end
+        waiting = holds(redis.call('LRANGE', KEYS[i], start, start + 499))
+    end
+end
+if waiting then
+    redis.call('SET', KEYS[2], 'queued', 'EX', ARGV[1])
+    return {-2}
+end
+redis.call('SET', KEYS[2], 'watchdog', 'EX', ARGV[1])
 local shards = tonumber(redis.call('HGET', KEYS[1], 'shards'))
 local missing = {0}
 for n = 0, shards - 1 do
@@ -311,14 +340,38 @@ class JobStore:
             shards, rows = shard + 1, rows + table.num_rows
             if shard % 16 == 15:
                 pipe.execute()
+        self._add_meta(pipe, job_id, request, shards, rows)
+        pipe.execute()
+        return shards, rows
+
+    def open_job(self, job_id: str, request: dict[str, Any], shards: int, rows: int) -> None:
+        """Store a new job's record before its shards' keys (``create_job`` then stores
+        and enqueues them one by one, so the first shard runs while the rest are read)."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._add_meta(pipe, job_id, request, shards, rows)
+        pipe.execute()
+
+    def update_spec(self, job_id: str, request: dict[str, Any]) -> None:
+        """Rewrite a job's stored request: its read plan, made once every shard is stored
+        and before any message is sent (``create_job``)."""
+        self.redis.hset(self._key(job_id, "meta"), "request", json.dumps(request))
+
+    def _add_meta(self, pipe: Any, job_id: str, request: dict[str, Any], shards: int,
+                  rows: int) -> None:
         meta = {"request": json.dumps(request), "state": JobState.QUEUED.value, "shards": shards,
                 "rows": rows, "created": time.time()}
         pipe.hset(self._key(job_id, "meta"), mapping=meta)
         pipe.expire(self._key(job_id, "meta"), self.ttl_s)
         pipe.set(self._key(job_id, "alive"), "submitted", ex=self.idle_s)
         pipe.zadd(ACTIVE_JOBS, {job_id: meta["created"]})
+
+    def put_shard_keys(self, job_id: str, shard: int, table: pa.Table) -> None:
+        """Store one shard's entity keys (a job without an output; see the docstring) and
+        count it as a sign of life of the job being submitted."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self._key(job_id, f"keys:{shard}"), table_to_bytes(table), ex=self.ttl_s)
+        pipe.set(self._key(job_id, "alive"), "submitting", ex=self.idle_s)
         pipe.execute()
-        return shards, rows
 
     def meta(self, job_id: str) -> JobMeta:
         return self._meta_from(job_id, self.redis.hgetall(self._key(job_id, "meta")))
@@ -564,12 +617,17 @@ class JobStore:
         """Ids of the jobs the watchdog looks after (not known to have ended), oldest first."""
         return [value.decode() for value in self.redis.zrange(ACTIVE_JOBS, 0, -1)]
 
-    def stalled(self, job_id: str) -> list[int] | None:
+    def stalled(self, job_id: str, queues: Sequence[str] = (), unacked: str | None = None
+                ) -> list[int] | None:
         """None while the job shows signs of life (or once it ended); else the shards not
         done (empty: it waits for its finisher), and the job counts as alive again for the
-        idle limit, so only one caller acts on it."""
+        idle limit, so only one caller acts on it. A message naming the job in one of the
+        broker's ``queues`` (lists) or its ``unacked`` hash is a sign of life: the job is
+        queued behind other work."""
         keys = [self._key(job_id, name) for name in ("meta", "alive", "done")]
-        reply = self.redis.eval(_STALLED, 4, *keys, ACTIVE_JOBS, self.idle_s, job_id)
+        broker = [*queues, *([unacked] if unacked else [])]
+        reply = self.redis.eval(_STALLED, 4 + len(broker), *keys, ACTIVE_JOBS, *broker,
+                                self.idle_s, job_id, len(queues))
         if int(reply[0]) < 0:
             return None
         return [int(n) for n in reply[1:]]

@@ -6,8 +6,10 @@ job would stay ``running`` forever. Every worker runs this check every
 ``jobs.redelivery_check_s`` on the jobs in ``featurepull:jobs:active``: a job whose ``alive``
 key has expired — no shard started, progressed or ended, and no finisher wrote, for
 ``jobs.visibility_timeout_s`` — has the shards it has not done sent again, or, with every
-shard done, its finisher. Shards are idempotent (a done shard is skipped, a part or row set
-is rewritten whole), so a re-send of a shard that was only slow costs a skipped message.
+shard done, its finisher. A job with a message still waiting in the queue (or held unacked
+by a worker) is queued behind other work, not stalled: that counts as a sign of life.
+Shards are idempotent (a done shard is skipped, a part or row set is rewritten whole), so a
+re-send of a shard that was only slow costs a skipped message.
 
 The decision is one Lua script per job (:meth:`JobStore.stalled`), which also marks the job
 alive again: of many workers' watchdogs, one re-sends, once per idle period.
@@ -33,8 +35,9 @@ def resend_stalled(app: Any, store: JobStore, queue: str) -> dict[str, list[int]
     from featurepull.tasks.celery_tasks import enqueue_shards
 
     resent: dict[str, list[int]] = {}
+    lists, unacked = broker_keys(app, queue)
     for job_id in store.active_jobs():
-        shards = store.stalled(job_id)
+        shards = store.stalled(job_id, lists, unacked)
         if shards is None:
             continue
         meta = store.meta(job_id)
@@ -48,6 +51,19 @@ def resend_stalled(app: Any, store: JobStore, queue: str) -> dict[str, list[int]
                     idle_s=store.idle_s)
         resent[job_id] = shards
     return resent
+
+
+def broker_keys(app: Any, queue: str) -> tuple[list[str], str]:
+    """The Redis keys where kombu's Redis transport keeps ``queue``'s waiting messages (a
+    list per priority step) and every worker's unacknowledged ones (a hash)."""
+    from kombu.transport.redis import Channel
+
+    options = app.conf.broker_transport_options or {}
+    steps = options.get("priority_steps", Channel.priority_steps)
+    sep = options.get("sep", Channel.sep)
+    prefix = options.get("global_keyprefix", "")
+    lists = [prefix + (f"{queue}{sep}{step}" if step else queue) for step in steps]
+    return lists, prefix + options.get("unacked_key", Channel.unacked_key)
 
 
 class Watchdog(threading.Thread):

@@ -57,7 +57,7 @@ def test_a_scan_task_stores_its_partitions_once_and_a_shard_joins_them(
     # Driver 1 is in both shards (twice in shard 0); driver 9 has no item.
     job_id = scan_job(store, [ids(1, 2, 1), ids(3, 1, 9)], scan_tasks=2)
     meta = store.meta(job_id)
-    where = key_map(store, meta, layout)
+    where = key_map(store, meta, layout, Settings())
     key = layout.keys_for({"driver_id": [1, 2, 3, 9]})
     assert where[key[0]] == (0 << 32 | 0, 1 << 32 | 1)  # first position in each shard
     assert where[key[1]] == 0 << 32 | 1 and where[key[2]] == 1 << 32 | 0
@@ -133,7 +133,7 @@ def test_the_read_plan_made_at_submit() -> None:
                      "reason": "read_mode=batch-get (requested)"}
     over = plan_job_read(settings("auto", 100_000), "t", DESCRIPTION, 150_000, shards=3)
     assert over["mode"] == "batch-get" and "over jobs.max_scan_keys (100,000)" in over["reason"]
-    with pytest.raises(ScanRefused, match=r"150,000 unique keys, over jobs.max_scan_keys"):
+    with pytest.raises(ScanRefused, match=r"150,000 or more unique keys, over jobs.max_scan_keys"):
         plan_job_read(settings("scan", 100_000), "t", DESCRIPTION, 150_000, shards=3)
     views = plan_job_read(settings("auto"), "t", None, 0, shards=3, references=True)
     assert views["mode"] == "batch-get" and "several views" in views["reason"]

@@ -1,0 +1,258 @@
+"""Submitting a job costs the same memory, in the submitting process and in Redis, whatever
+the job's size; each shard is queued as soon as it is stored; and a job queued behind other
+work is not taken for stalled. Real redis-server, real endpoint, real files, real Celery
+messages on the broker (no worker: what is on the queue is what is checked)."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from featurepull.bench.endpoint import EndpointProcess, start_endpoint
+from featurepull.cli import main
+from featurepull.client import Job
+from featurepull.config import Settings, load_settings
+from featurepull.dynamo.errors import EntityKeyError
+from featurepull.io import OutputError, StagedOutput, _csv_stream, _parquet_entities
+from featurepull.io.parts import SUCCESS
+from featurepull.local import RedisService
+from featurepull.tasks import JobStore
+from featurepull.tasks.celery_tasks import shard_sender
+from featurepull.tasks.create import create_job
+from featurepull.tasks.finish import finish_job
+from featurepull.tasks.requests import JobRequest
+from featurepull.tasks.shards import run_shard
+from featurepull.tasks.store import ACTIVE_JOBS, PREFIX, JobMeta, connect
+from featurepull.tasks.watchdog import broker_keys, resend_stalled
+from featurepull.worker.producer import producer_app
+
+SHARD = 500
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[EndpointProcess]:
+    with start_endpoint(drivers=100, table="demo.driver_stats") as running:
+        yield running
+
+
+@pytest.fixture
+def settings(redis_server: RedisService, endpoint: EndpointProcess,
+             request: pytest.FixtureRequest) -> Settings:
+    return load_settings(overrides={
+        "redis_url": redis_server.url, "project": "demo",
+        "dynamodb": {"endpoint_url": endpoint.url, "region": "us-east-1"},
+        "jobs": {"shard_size": SHARD, "queue": f"bounded-{request.node.name[:40]}",
+                 "visibility_timeout_s": 60, "shard_time_limit_s": 30,
+                 "shard_soft_time_limit_s": 20}})
+
+
+@pytest.fixture(autouse=True)
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A tuning constant, not behaviour: a few thousand rows then span many batches.
+    monkeypatch.setattr(_csv_stream, "_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(_parquet_entities, "_BATCH_ROWS", 5_000)
+
+
+@pytest.fixture
+def store(settings: Settings) -> JobStore:
+    return JobStore(connect(settings.redis_url), settings.jobs.ttl_s,
+                    settings.jobs.visibility_timeout_s)
+
+
+def write_ids(path: Path, count: int, row_group: int = 10_000) -> Path:
+    ids = pa.array([(i * 7919) % 1_000_003 for i in range(count)], pa.int64())
+    pq.write_table(pa.table({"driver_id": ids}), path, row_group_size=row_group)
+    return path
+
+
+def job_request(entities: Path, output: Path | None) -> JobRequest:
+    return JobRequest(table="driver_stats", features=["city"], entities=str(entities),
+                      output=None if output is None else str(output))
+
+
+def job_bytes(store: JobStore, job_id: str) -> dict[str, int]:
+    """Every Redis key of the job and the memory Redis says it takes."""
+    return {key.decode()[len(PREFIX) + len(job_id) + 1:]: int(store.redis.memory_usage(key))
+            for key in store.redis.scan_iter(match=f"{PREFIX}{job_id}:*")}
+
+
+def python_peak(settings: Settings, store: JobStore, entities: Path, output: Path) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        create_job(job_request(entities, output), settings, store)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_parquet_submit_holds_the_same_memory_at_four_times_the_rows(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    # pyarrow's ParquetFile pre-buffers by default: one iter_batches over the file then
+    # keeps every row group's column chunk until it ends (through a Python file object,
+    # as Python bytes), so the submitter grew with the file (~4 bytes per int64 key).
+    small = write_ids(tmp_path / "small.parquet", 60_000)
+    large = write_ids(tmp_path / "large.parquet", 240_000)
+    python_peak(settings, store, small, tmp_path / "warm.parquet")  # imports, table check
+    small_peak = python_peak(settings, store, small, tmp_path / "small-out.parquet")
+    large_peak = python_peak(settings, store, large, tmp_path / "large-out.parquet")
+    # Measured: ~1.37 MB either way; pre-buffered, 2.9 MB for the large file.
+    assert large_peak - small_peak < 600_000, (small_peak, large_peak)
+
+
+def test_redis_holds_a_fixed_amount_per_job_with_an_output(settings: Settings,
+                                                           store: JobStore,
+                                                           tmp_path: Path) -> None:
+    sizes = {}
+    for count in (2_000, 20_000):
+        entities = write_ids(tmp_path / f"{count}.parquet", count)
+        output = tmp_path / f"out-{count}.parquet"
+        meta = create_job(job_request(entities, output), settings, store)
+        held = job_bytes(store, meta.job_id)
+        assert sorted(held) == ["alive", "meta"]  # no key per shard, none per entity
+        sizes[count] = sum(held.values())
+        staged = StagedOutput(str(output), meta.job_id, meta.shards)
+        assert all(staged.read_keys(n) is not None for n in range(meta.shards))
+        assert pa.concat_tables(staged.read_keys(n) for n in range(meta.shards)).equals(
+            pq.read_table(entities))
+    assert sizes[20_000] - sizes[2_000] < 64, sizes  # the shard count's digits, no more
+
+
+def test_a_shard_is_read_from_its_staged_keys_and_they_go_with_the_job(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    entities = write_ids(tmp_path / "e.parquet", 1_200)
+    output = tmp_path / "out.parquet"
+    meta = create_job(job_request(entities, output), settings, store)
+    staging = Path(StagedOutput(str(output), meta.job_id, meta.shards).staging)
+    assert sorted(p.name for p in staging.iterdir()) == [
+        "keys-00000.parquet", "keys-00001.parquet", "keys-00002.parquet"]
+    assert [run_shard(meta.job_id, n, settings, store) for n in range(3)] == [
+        False, False, True]
+    assert run_shard(meta.job_id, 1, settings, store) is True  # a redelivered copy: skipped
+    assert store.attempts(meta.job_id) == {0: 1, 1: 1, 2: 1}
+    store.cancel(meta.job_id)
+    from featurepull.tasks.output import discard_staged_output
+
+    discard_staged_output(meta.job_id, settings, store)
+    assert not staging.exists()
+
+
+def test_each_shard_is_queued_as_soon_as_its_keys_are_stored(settings: Settings,
+                                                             store: JobStore,
+                                                             tmp_path: Path) -> None:
+    entities = write_ids(tmp_path / "e.parquet", 5 * SHARD)
+    output = tmp_path / "out.parquet"
+    queue = settings.jobs.queue
+    seen: list[tuple[int, int, int]] = []  # (shard, keys staged, messages on the queue)
+    app = producer_app(settings)
+    try:
+        with shard_sender(app, queue) as send:
+            def observed(meta: JobMeta, shard: int) -> None:
+                send(meta, shard)
+                staged = Path(StagedOutput(str(output), meta.job_id, meta.shards).staging)
+                seen.append((shard, len(list(staged.glob("keys-*"))),
+                             int(store.redis.llen(queue))))
+
+            create_job(job_request(entities, output), settings, store, enqueue=observed)
+    finally:
+        app.close()
+    # The first message was on the queue when one shard of five was stored.
+    assert seen == [(n, n + 1, n + 1) for n in range(5)]
+
+
+def test_a_bad_key_found_after_shards_were_sent_fails_that_job(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    # int32 keys: 2**31 on the last row fits the file's int64 column but not the join key.
+    path.write_text("driver_id\n" + "\n".join(map(str, [*range(4 * SHARD), 2**31])) + "\n")
+    output = tmp_path / "out.parquet"
+    sent: list[tuple[str, int]] = []
+    request = JobRequest(table="driver_stats", features=["city"], entities=str(path),
+                         output=str(output), join_keys=["driver_id"],
+                         join_key_types={"driver_id": "int32"})
+    with pytest.raises(EntityKeyError, match="entity row 2001"):
+        create_job(request, settings, store,
+                   enqueue=lambda meta, shard: sent.append((meta.job_id, shard)))
+    assert sent, "no shard was sent before the bad row was read"
+    job_id = sent[0][0]
+    assert [shard for _, shard in sent] == list(range(len(sent)))
+    meta = store.meta(job_id)
+    assert meta.state == "failed" and f"{len(sent)} of 5 shards" in (meta.error or "")
+    # Its messages find the job ended: nothing read, nothing staged, nothing left.
+    assert run_shard(job_id, 0, settings, store) is False
+    assert not list(tmp_path.glob(".out.parquet.parts-*")) and not output.exists()
+    assert not [k for k in job_bytes(store, job_id) if k.startswith("keys:")]
+
+
+def test_a_job_queued_behind_other_work_is_not_resent(settings: Settings, store: JobStore,
+                                                      tmp_path: Path) -> None:
+    entities = write_ids(tmp_path / "e.parquet", 3 * SHARD)
+    queue = settings.jobs.queue
+    lists, unacked = broker_keys(producer_app(settings), queue)
+    app = producer_app(settings)
+    try:
+        with shard_sender(app, queue) as send:
+            meta = create_job(job_request(entities, tmp_path / "out.parquet"), settings,
+                              store, enqueue=send)
+        alive = f"{PREFIX}{meta.job_id}:alive"
+
+        def waiting() -> int:  # this job's messages on the queue (the session's Redis is
+            return sum(meta.job_id.encode() in m  # shared: other jobs may be re-sent too)
+                       for m in store.redis.lrange(queue, 0, -1))
+
+        store.redis.delete(alive)  # idle for visibility_timeout_s: its sign of life expired
+        # Its three messages wait on the queue, behind other work: a sign of life.
+        assert meta.job_id not in resend_stalled(app, store, queue)
+        assert store.redis.get(alive) == b"queued"
+        assert waiting() == 3
+        # Held unacked by a worker (prefetched, not started) is waiting too.
+        messages = store.redis.lrange(queue, 0, -1)
+        store.redis.delete(queue)
+        store.redis.hset(unacked, "tag-1", messages[0])
+        store.redis.delete(alive)
+        assert meta.job_id not in resend_stalled(app, store, queue)
+        # Lost (kombu#305: neither queued nor unacked): the shards not done are sent again.
+        store.redis.hdel(unacked, "tag-1")
+        store.redis.delete(alive)
+        assert resend_stalled(app, store, queue)[meta.job_id] == [0, 1, 2]
+        assert waiting() == 3
+        assert lists[0] == queue
+    finally:
+        app.close()
+        store.redis.delete(queue)
+        store.redis.zrem(ACTIVE_JOBS, meta.job_id)
+
+
+def test_fetch_writes_a_job_kept_in_redis_as_a_dataset(settings: Settings, store: JobStore,
+                                                       tmp_path: Path) -> None:
+    entities = write_ids(tmp_path / "e.parquet", 1_200)
+    meta = create_job(job_request(entities, None), settings, store)  # rows kept in Redis
+    for shard in range(meta.shards):
+        run_shard(meta.job_id, shard, settings, store)
+    finish_job(meta.job_id, settings, store)
+    job = Job(meta.job_id, settings, store)
+    out = tmp_path / "fetched"
+    assert job.save(f"{out}/") == 1_200
+    dataset = ds.dataset(out, format="parquet").to_table()
+    assert dataset.to_pylist() == [row for table in job.tables() for row in table.to_pylist()]
+    assert dataset.column("driver_id").to_pylist() == pq.read_table(entities).column(0).to_pylist()
+    assert sorted(p.name for p in out.iterdir()) == [
+        SUCCESS, "_manifest.json", "part-00000.parquet", "part-00001.parquet",
+        "part-00002.parquet"]
+    with pytest.raises(OutputError, match="already holds files; pass --overwrite"):
+        job.save(f"{out}/")
+    fetched = CliRunner().invoke(main, ["fetch", meta.job_id, "--output", f"{out}/",
+                                        "--overwrite"],
+                                 env={"FEATUREPULL_REDIS_URL": settings.redis_url},
+                                 catch_exceptions=False)
+    assert fetched.exit_code == 0, fetched.output
+    assert "wrote 1,200 rows" in fetched.output
+    assert ds.dataset(out, format="parquet").to_table().equals(dataset)
