@@ -18,7 +18,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from featurepull.cli import config_options, main, request_options, settings_options
+from featurepull.cli import (
+    config_options,
+    main,
+    read_mode_option,
+    request_options,
+    settings_options,
+)
 from featurepull.config.settings import DynamoSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +36,11 @@ def _nothing(**opts: Any) -> None:
 
 def _built(kind: str) -> click.Command:
     if kind == "pull":
-        return click.command("pull")(request_options(output_required=True)(_nothing))
+        return click.command("pull")(
+            read_mode_option(request_options(output_required=True)(_nothing)))
     if kind == "submit":
-        return click.command("submit")(request_options(output_required=False)(_nothing))
+        return click.command("submit")(
+            read_mode_option(request_options(output_required=False)(_nothing)))
     if kind == "settings":
         return click.command("settings")(settings_options(_nothing))
     return click.command("config")(config_options(_nothing))
@@ -55,7 +63,7 @@ REQUEST_DEFAULTS = {
     "respect_ttl": False, "entities_path": "e.csv", "output_path": None, "layout": "feast",
     "join_keys": None, "join_key_types": None, "event_ts_attribute": "event_ts",
     "scorer": None, "with_features": False, "allow_missing_features": False,
-    "overwrite": False, "as_json": False, **SETTINGS_DEFAULTS}
+    "overwrite": False, "as_json": False, "read_mode": None, **SETTINGS_DEFAULTS}
 SUBMIT_ONLY = {"shard_size": None, "wait": False, "notify_task": None, "notify_queue": None,
                "timeout": None}
 
@@ -67,7 +75,8 @@ EVERY_FLAG = [
     "--features", "a,b", "--feature-service", "svc", "--full-feature-names", "--respect-ttl",
     "--entities", "e.csv", "--output", "o.parquet", "--layout", "plain", "--join-keys", "k",
     "--join-key-types", "k=int64", "--event-ts-attribute", "ts", "--scorer", "s",
-    "--with-features", "--allow-missing-features", "--overwrite", "--json"]
+    "--with-features", "--allow-missing-features", "--overwrite", "--json", "--read-mode",
+    "scan"]
 EVERY_VALUE = {
     "config": "cfg.toml", "redis_url": "redis://h:1/2", "feature_store_yaml": "fs.yaml",
     "project": "p", "table_name_template": "{project}-{table_name}",
@@ -77,7 +86,7 @@ EVERY_VALUE = {
     "respect_ttl": True, "entities_path": "e.csv", "output_path": "o.parquet",
     "layout": "plain", "join_keys": "k", "join_key_types": "k=int64",
     "event_ts_attribute": "ts", "scorer": "s", "with_features": True,
-    "allow_missing_features": True, "overwrite": True, "as_json": True}
+    "allow_missing_features": True, "overwrite": True, "as_json": True, "read_mode": "scan"}
 
 
 def parse(command: click.Command, *args: str) -> dict[str, Any]:
