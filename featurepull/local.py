@@ -10,7 +10,9 @@ nothing is left behind.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -20,9 +22,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
@@ -45,11 +48,49 @@ class ServiceError(RunFailed, RuntimeError):
     """An embedded service could not be started."""
 
 
+class PortTaken(ServiceError):
+    """Another process took the port before the service could listen there."""
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago (anything may take it since: for a
+    service to start there, use :func:`service_port`)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+# Ports for the services started here, below the kernel's ephemeral range: an outgoing
+# connection's own port never comes from there, so nothing takes one between the check and
+# the service's bind, nor while a killed server is down before its restart on the same
+# port — when clients retrying to reach it could otherwise connect to themselves (a TCP
+# self-connect holds the port). From a random start, so that parallel processes rarely meet;
+# when one does take the port first, the service that lost starts again on the next port.
+_SERVICE_PORTS = range(20_000, max(_ephemeral_ports().start, 21_000))
+_next_service_port = itertools.count(random.randrange(len(_SERVICE_PORTS)))
+PORT_ATTEMPTS = 5
+
+
+def service_port() -> int:
+    """A loopback port for a service: free now, below the ephemeral range, and not handed
+    out before by this process."""
+    for _ in range(len(_SERVICE_PORTS)):
+        port = _SERVICE_PORTS[next(_next_service_port) % len(_SERVICE_PORTS)]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise ServiceError(f"no free port in {_SERVICE_PORTS}")
 
 
 @dataclass
@@ -109,19 +150,41 @@ class MotoService(LocalService):
         return f"http://{self.host}:{self.port}"
 
 
-def _wait_for(check: object, service: LocalService, what: str) -> None:
+def _wait_for(check: Callable[[], bool], service: LocalService, what: str) -> None:
+    """Until the service's own process listens on its port and ``check`` passes: another
+    process listening there cannot pass for it. A service that exits because the port was
+    taken raises PortTaken (the caller may start it again on another port)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
-            raise ServiceError(
+            tail = service.log_tail()
+            service.stop()
+            error = PortTaken if "in use" in tail else ServiceError
+            raise error(
                 f"{service.name} exited with code {service.process.returncode} while starting; "
-                f"its log ends with:\n{service.log_tail()}"
+                f"its log ends with:\n{tail}"
             )
-        if callable(check) and check():
+        if _listens(service.process.pid, service.port) and check():
             return
         time.sleep(0.05)
     service.stop()
     raise ServiceError(f"{service.name} did not {what} within {STARTUP_TIMEOUT_S:.0f}s")
+
+
+Started = TypeVar("Started", bound=LocalService)
+
+
+def _on_a_port(start: Callable[[int], Started], port: int | None) -> Started:
+    """``start(port)``, or, with no port given, ``start`` on a service_port(), and again on
+    the next one when another process took that port first."""
+    if port:
+        return start(port)
+    for _ in range(PORT_ATTEMPTS - 1):
+        try:
+            return start(service_port())
+        except PortTaken:
+            continue
+    return start(service_port())
 
 
 def redis_server_binary() -> str:
@@ -144,7 +207,11 @@ def start_redis(port: int | None = None, password: str | None = None, *,
     a server killed and started again on the same ``workdir`` has every acknowledged write.
     A ``workdir`` passed in belongs to the caller: stopping the server leaves it in place.
     """
-    port = port or free_port()
+    return _on_a_port(lambda free: _start_redis(free, password, appendonly, workdir), port)
+
+
+def _start_redis(port: int, password: str | None, appendonly: bool,
+                 workdir: Path | None) -> RedisService:
     owned = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="featurepull-redis-")) if workdir is None else workdir
     log_path = workdir / "redis.log"
@@ -171,7 +238,10 @@ def start_redis(port: int | None = None, password: str | None = None, *,
 
 def start_moto(port: int | None = None) -> MotoService:
     """Start moto's server mode (DynamoDB, S3, ... over HTTP) on a free loopback port."""
-    port = port or free_port()
+    return _on_a_port(_start_moto, port)
+
+
+def _start_moto(port: int) -> MotoService:
     workdir = Path(tempfile.mkdtemp(prefix="featurepull-moto-"))
     log_path = workdir / "moto.log"
     env = dict(os.environ)
@@ -205,7 +275,10 @@ def start_flower(env: Mapping[str, str], port: int | None = None,
     ``env`` carries the settings (``FEATUREPULL_REDIS_URL``, ...) and any ``FLOWER_*``
     options; ``args`` are more Flower options, as ``--name=value``.
     """
-    port = port or free_port()
+    return _on_a_port(lambda free: _start_flower(env, free, args), port)
+
+
+def _start_flower(env: Mapping[str, str], port: int, args: Sequence[str]) -> FlowerService:
     workdir = Path(tempfile.mkdtemp(prefix="featurepull-flower-"))
     log_path = workdir / "flower.log"
     cmd = [sys.executable, "-m", "celery", "-A", "featurepull.worker", "flower",
@@ -382,6 +455,16 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> 
             proc.wait(timeout=10)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether the process ``pid`` itself holds a listening TCP socket on ``port``."""
+    try:
+        sockets = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port
+               for s in sockets)
 
 
 def _port_open(port: int) -> bool:

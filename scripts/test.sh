@@ -7,4 +7,6 @@ bash "$root/scripts/bootstrap.sh" test
 cd "$root"
 .venv/bin/ruff check featurepull tests scripts
 .venv/bin/mypy featurepull
-exec .venv/bin/pytest "$@"
+# Two test processes (pytest-xdist), each with its own services; a file's tests stay in one
+# process, so its module fixtures (fleets, endpoints) start once. `-n 0` runs in one process.
+exec .venv/bin/pytest -n 2 --dist loadfile "$@"

@@ -4,19 +4,18 @@ redis-server, each a real process on a free port, stopped at the end of the sess
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import random
 import socket
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
+from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.local import MotoService, RedisService, start_moto, start_redis
+from featurepull.local import service_port as service_port  # tests import it from here
 
 # moto accepts any credentials; these keep boto3 from looking for real ones.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -27,37 +26,9 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 REGION = "us-east-1"
-
-
-def _ephemeral_ports() -> range:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return range(int(low), int(high) + 1)
-    except (OSError, ValueError):
-        return range(32768, 61000)
-
-
-# Ports for the services the tests start, below the kernel's ephemeral range: an outgoing
-# connection's own port never comes from there, so nothing takes one between the check and
-# the service's bind, nor while a killed server is down before its restart on the same
-# port — when clients retrying to reach it could otherwise connect to themselves (a TCP
-# self-connect holds the port). From a random start, so parallel sessions rarely meet.
-_SERVICE_PORTS = range(20_000, max(_ephemeral_ports().start, 21_000))
-_next_service_port = itertools.count(random.randrange(len(_SERVICE_PORTS)))
-
-
-def service_port() -> int:
-    """A loopback port for a service a test starts: free now and not handed out before in
-    this session."""
-    for _ in range(len(_SERVICE_PORTS)):
-        port = _SERVICE_PORTS[next(_next_service_port) % len(_SERVICE_PORTS)]
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError(f"no free port in {_SERVICE_PORTS}")
+# The fast_dynamo endpoint's table (tests/tasks/conftest.py names them DRIVERS and TABLE).
+FAST_DRIVERS = 200_000
+FAST_TABLE = "demo.driver_stats"
 
 
 @contextlib.contextmanager
@@ -71,7 +42,7 @@ def refused_port() -> Iterator[int]:
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoService]:
-    service = start_moto(port=service_port())
+    service = start_moto()  # on a service_port(), another if that one is taken meanwhile
     try:
         yield service
     finally:
@@ -80,11 +51,19 @@ def moto_server() -> Iterator[MotoService]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisService]:
-    service = start_redis(port=service_port())
+    service = start_redis()
     try:
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="session")
+def fast_dynamo() -> Iterator[EndpointProcess]:
+    """200,000 Feast-layout drivers behind a lean BatchGetItem endpoint, for the whole
+    session (tests/tasks/conftest.py re-exports it for the modules that import it there)."""
+    with start_endpoint(drivers=FAST_DRIVERS, table=FAST_TABLE) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")

@@ -20,13 +20,14 @@ import psutil
 import pytest
 import redis
 
-from featurepull.bench.endpoint import EndpointProcess, start_endpoint
+from featurepull.bench.endpoint import EndpointProcess
 from featurepull.client import Job
 from featurepull.config import Settings, load_settings
 from featurepull.local import RedisService, start_worker, wait_for_worker, worker_hostname
+from tests.conftest import FAST_DRIVERS, FAST_TABLE
 
-DRIVERS = 200_000
-TABLE = "demo.driver_stats"
+DRIVERS = FAST_DRIVERS
+TABLE = FAST_TABLE
 # Redis dbs 1-14 of each server (by port) held by fleets not stopped yet, and the last one
 # handed out: a new fleet takes the next db no living fleet holds, so a module's fleet and
 # a test's fleet alive at once never share one (stop() empties its db), and a db just
@@ -45,11 +46,21 @@ def _take_db(port: int) -> int:
     raise RuntimeError(f"all 14 Redis dbs of port {port} are held by fleets not stopped")
 
 
+def local_job_settings(redis_url: str, endpoint_url: str, shard_size: int) -> Settings:
+    """Settings of a job whose steps run in the test's own process (no Celery): project
+    ``demo``, the endpoint at ``endpoint_url`` in us-east-1, shards of ``shard_size``."""
+    return load_settings(overrides={
+        "redis_url": redis_url, "project": "demo",
+        "dynamodb": {"endpoint_url": endpoint_url, "region": "us-east-1"},
+        "jobs": {"shard_size": shard_size}})
+
+
 @pytest.fixture(scope="session")
-def fast_dynamo() -> Iterator[EndpointProcess]:
-    """200,000 Feast-layout drivers behind a lean BatchGetItem endpoint."""
-    with start_endpoint(drivers=DRIVERS, table=TABLE) as endpoint:
-        yield endpoint
+def fast_dynamo(fast_dynamo: EndpointProcess) -> EndpointProcess:
+    """The session's 200,000-driver endpoint (tests/conftest.py). A module that imports this
+    name (``from tests.tasks.conftest import fast_dynamo``) gets this thin fixture, which
+    asks for the one above it: every module shares one endpoint (it takes seconds to start)."""
+    return fast_dynamo
 
 
 class Fleet:

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from featurepull.bench.endpoint import EndpointProcess
 from featurepull.cli import main
 from featurepull.client import Job
-from featurepull.config import Settings, load_settings
+from featurepull.config import Settings
 from featurepull.io.parts import SUCCESS
 from featurepull.local import RedisService
 from featurepull.pull import PullRequest, pull
@@ -28,6 +28,7 @@ from featurepull.tasks.create import create_job
 from featurepull.tasks.finish import finish_job
 from featurepull.tasks.requests import JobRequest, OutputRequired
 from featurepull.tasks.shards import run_shard
+from tests.tasks.conftest import local_job_settings
 
 FEATURES = ["conv_rate", "city"]
 # The session's 200,000 drivers (tests/tasks/conftest.py): 200,000.. are unknown; repeats.
@@ -46,10 +47,7 @@ class CountingConnection(redis.Connection):
 
 @pytest.fixture
 def settings(redis_server: RedisService, fast_dynamo: EndpointProcess) -> Settings:
-    return load_settings(overrides={
-        "redis_url": redis_server.url, "project": "demo",
-        "dynamodb": {"endpoint_url": fast_dynamo.url, "region": "us-east-1"},
-        "jobs": {"shard_size": 100}})
+    return local_job_settings(redis_server.url, fast_dynamo.url, shard_size=100)
 
 
 @pytest.fixture

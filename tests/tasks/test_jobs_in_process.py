@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurepull.bench.endpoint import EndpointProcess, SyntheticTable, start_endpoint
-from featurepull.config import Settings, load_settings
+from featurepull.config import Settings
 from featurepull.dynamo import decode_value
 from featurepull.dynamo.layouts import parse_event_ts
 from featurepull.local import RedisService
@@ -24,6 +24,7 @@ from featurepull.tasks.finish import finish_job
 from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.shards import JobStopped, run_shard
 from featurepull.tasks.store import connect
+from tests.tasks.conftest import local_job_settings
 
 DRIVERS = 1_000
 FEATURES = ["conv_rate", "city"]
@@ -38,10 +39,7 @@ def endpoint() -> Iterator[EndpointProcess]:
 
 @pytest.fixture
 def settings(redis_server: RedisService, endpoint: EndpointProcess) -> Settings:
-    return load_settings(overrides={
-        "redis_url": redis_server.url, "project": "demo",
-        "dynamodb": {"endpoint_url": endpoint.url, "region": "us-east-1"},
-        "jobs": {"shard_size": 100}})
+    return local_job_settings(redis_server.url, endpoint.url, shard_size=100)
 
 
 @pytest.fixture

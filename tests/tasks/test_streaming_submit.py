@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
-from featurepull.config import Settings, load_settings
+from featurepull.config import Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.layouts import FeastLayout
 from featurepull.io import EntityFileError, _csv_stream, _parquet_entities, read_entities
@@ -25,6 +25,7 @@ from featurepull.tasks.create import _shard_tables, create_job
 from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.store import PREFIX, connect
 from featurepull.tasks.streaming import open_entity_stream
+from tests.tasks.conftest import local_job_settings
 
 SHARD = 700
 
@@ -37,10 +38,7 @@ def endpoint() -> Iterator[EndpointProcess]:
 
 @pytest.fixture
 def settings(redis_server: RedisService, endpoint: EndpointProcess) -> Settings:
-    return load_settings(overrides={
-        "redis_url": redis_server.url, "project": "demo",
-        "dynamodb": {"endpoint_url": endpoint.url, "region": "us-east-1"},
-        "jobs": {"shard_size": SHARD}})
+    return local_job_settings(redis_server.url, endpoint.url, shard_size=SHARD)
 
 
 @pytest.fixture
