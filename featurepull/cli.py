@@ -138,6 +138,10 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-rcu-per-s",
                      help="Read budget for the table: RCU per second (e.g. 2000) or N% of "
                      "its read capacity (e.g. 50%); see docs/production.md."),
+        click.option("--read-mode", type=click.Choice(["batch-get", "scan", "auto"]),
+                     help="Batch-get (per key), scan (one parallel Scan joined to the keys) "
+                     "or auto (the cheaper; default, dynamodb.read_mode); see "
+                     "docs/read-modes.md."),
     ])
 
 
@@ -286,15 +290,8 @@ def main() -> None:
     """Pull the latest features of many entities from DynamoDB, in input order."""
 
 
-read_mode_option = click.option(
-    "--read-mode", type=click.Choice(["batch-get", "scan", "auto"]),
-    help="batch-get (per key), scan (one parallel Scan joined to the keys) or auto (the "
-    "cheaper; default, dynamodb.read_mode); see docs/read-modes.md.")
-
-
 @main.command("pull")
 @request_options(output_required=True)
-@read_mode_option
 def pull_command(**opts: Any) -> None:
     """Read features in this process (no broker) and write them in input order."""
     from featurepull.pull import PullRequest, pull
@@ -354,7 +351,6 @@ def pull_command(**opts: Any) -> None:
 
 @main.command("submit")
 @request_options(output_required=False)
-@read_mode_option
 @click.option("--shard-size", type=int, help="Entities per shard task (default 50,000).")
 @click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
 @click.option("--notify-task",

@@ -18,13 +18,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from featurepull.cli import (
-    config_options,
-    main,
-    read_mode_option,
-    request_options,
-    settings_options,
-)
+from featurepull.cli import config_options, main, request_options, settings_options
 from featurepull.config.settings import DynamoSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,11 +30,9 @@ def _nothing(**opts: Any) -> None:
 
 def _built(kind: str) -> click.Command:
     if kind == "pull":
-        return click.command("pull")(
-            read_mode_option(request_options(output_required=True)(_nothing)))
+        return click.command("pull")(request_options(output_required=True)(_nothing))
     if kind == "submit":
-        return click.command("submit")(
-            read_mode_option(request_options(output_required=False)(_nothing)))
+        return click.command("submit")(request_options(output_required=False)(_nothing))
     if kind == "settings":
         return click.command("settings")(settings_options(_nothing))
     return click.command("config")(config_options(_nothing))
@@ -57,13 +49,13 @@ SETTINGS_DEFAULTS = {
     "feature_store_yaml": None, "project": None, "table_name_template": None,
     "endpoint_url": None, "region": None, "max_read_workers": None, "batch_size": None,
     "consistent_reads": None, "retry_deadline": None, "max_rcu_per_s": None,
-    **CONFIG_DEFAULTS}
+    "read_mode": None, **CONFIG_DEFAULTS}
 REQUEST_DEFAULTS = {
     "table": None, "features": None, "feature_service": None, "full_feature_names": False,
     "respect_ttl": False, "entities_path": "e.csv", "output_path": None, "layout": "feast",
     "join_keys": None, "join_key_types": None, "event_ts_attribute": "event_ts",
     "scorer": None, "with_features": False, "allow_missing_features": False,
-    "overwrite": False, "as_json": False, "read_mode": None, **SETTINGS_DEFAULTS}
+    "overwrite": False, "as_json": False, **SETTINGS_DEFAULTS}
 SUBMIT_ONLY = {"shard_size": None, "wait": False, "notify_task": None, "notify_queue": None,
                "timeout": None}
 
@@ -174,7 +166,7 @@ def test_help_lists_the_options_in_order_each_with_a_sentence(source: str) -> No
         "event_ts_attribute", "scorer", "with_features", "allow_missing_features",
         "overwrite", "as_json", "feature_store_yaml", "project", "table_name_template",
         "endpoint_url", "region", "max_read_workers", "batch_size", "consistent_reads",
-        "retry_deadline", "max_rcu_per_s", "config", "redis_url"]
+        "retry_deadline", "max_rcu_per_s", "read_mode", "config", "redis_url"]
     for option in options:
         assert option.help and re.fullmatch(r"[A-Z][^\n]*[.)]", option.help), option.name
     shown = CliRunner().invoke(pull, ["--help"], terminal_width=200).output

@@ -146,7 +146,10 @@ def early_plan(settings: Settings, spec: dict[str, Any], description: Mapping[st
                       f"jobs.max_scan_keys ({limit:,}): a scan task holds every key of its job "
                       f"(~{MAP_BYTES_PER_KEY} bytes each)"})
     bound = plan_job_read(settings, spec["table"], description, rows, shards)
-    return _logged(spec, bound) if bound["mode"] == BATCH_GET else None
+    if bound["mode"] != BATCH_GET:
+        return None
+    bound["rows"] = bound.pop("unique_keys")  # its estimates are for every row as a key
+    return _logged(spec, bound)
 
 
 def late_plan(settings: Settings, spec: dict[str, Any], description: Mapping[str, Any] | None,
