@@ -3,9 +3,11 @@ for the read threads, configured from the settings, and never inherited across a
 
 from __future__ import annotations
 
+import faulthandler
 import itertools
 import multiprocessing
 import os
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -157,13 +159,16 @@ def run_in_fork(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     traceback). The child inherits this process's memory, including the client cache."""
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
+    stacks = tempfile.TemporaryFile()  # a stuck child's threads, for the failure message
 
     def child(conn: Connection) -> None:
+        faulthandler.dump_traceback_later(CHILD_TIMEOUT_S * 0.8, file=stacks)
         try:
             conn.send({"ok": True, **body()})
         except BaseException:
             conn.send({"ok": False, "error": traceback.format_exc()})
         finally:
+            faulthandler.cancel_dump_traceback_later()
             conn.close()
 
     process = ctx.Process(target=child, args=(send,))
@@ -171,7 +176,9 @@ def run_in_fork(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     send.close()
     try:
         if not receive.poll(CHILD_TIMEOUT_S):
-            pytest.fail(f"forked child did not answer within {CHILD_TIMEOUT_S}s (deadlock?)")
+            stacks.seek(0)
+            pytest.fail(f"forked child did not answer within {CHILD_TIMEOUT_S}s (deadlock?); "
+                        f"its threads then:\n{stacks.read().decode(errors='replace')}")
         report: dict[str, Any] = receive.recv()
     finally:
         process.join(CHILD_TIMEOUT_S)
@@ -179,6 +186,7 @@ def run_in_fork(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
             process.kill()
             process.join()
         receive.close()
+        stacks.close()
     assert process.exitcode == 0
     assert report.pop("ok"), report["error"]
     return report
