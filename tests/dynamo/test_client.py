@@ -159,7 +159,7 @@ def run_in_fork(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     traceback). The child inherits this process's memory, including the client cache."""
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    stacks = tempfile.TemporaryFile()  # a stuck child's threads, for the failure message
+    stacks = tempfile.TemporaryFile()  # noqa: SIM115 (closed below; the child writes to it)
 
     def child(conn: Connection) -> None:
         faulthandler.dump_traceback_later(CHILD_TIMEOUT_S * 0.8, file=stacks)
