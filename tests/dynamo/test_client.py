@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import faulthandler
 import itertools
-import multiprocessing
 import os
+import pickle
+import select
+import signal
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
@@ -156,38 +158,46 @@ def test_default_settings_leave_retries_to_featurepull(endpoint_url: str) -> Non
 
 def run_in_fork(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run ``body`` in a forked child and return what it reported (or fail with its
-    traceback). The child inherits this process's memory, including the client cache."""
-    ctx = multiprocessing.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
+    traceback). The child inherits this process's memory, including the client cache.
+
+    A bare ``os.fork``, not multiprocessing: its child closes ``sys.stdin`` first, which
+    deadlocks when another thread of this process is blocked reading stdin (pytest-xdist's
+    worker channel does) — a hang of the harness, not of the code under test."""
+    receive, send = os.pipe()
     stacks = tempfile.TemporaryFile()  # noqa: SIM115 (closed below; the child writes to it)
-
-    def child(conn: Connection) -> None:
-        faulthandler.dump_traceback_later(CHILD_TIMEOUT_S * 0.8, file=stacks)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, leave without any exit handler
         try:
-            conn.send({"ok": True, **body()})
-        except BaseException:
-            conn.send({"ok": False, "error": traceback.format_exc()})
-        finally:
+            os.close(receive)
+            faulthandler.dump_traceback_later(CHILD_TIMEOUT_S * 0.8, file=stacks)
+            try:
+                report = {"ok": True, **body()}
+            except BaseException:
+                report = {"ok": False, "error": traceback.format_exc()}
             faulthandler.cancel_dump_traceback_later()
-            conn.close()
-
-    process = ctx.Process(target=child, args=(send,))
-    process.start()
-    send.close()
+            with os.fdopen(send, "wb") as out:
+                pickle.dump(report, out)
+        finally:
+            os._exit(0)
+    os.close(send)
     try:
-        if not receive.poll(CHILD_TIMEOUT_S):
+        ready, _, _ = select.select([receive], [], [], CHILD_TIMEOUT_S)
+        if not ready:
             stacks.seek(0)
             pytest.fail(f"forked child did not answer within {CHILD_TIMEOUT_S}s (deadlock?); "
                         f"its threads then:\n{stacks.read().decode(errors='replace')}")
-        report: dict[str, Any] = receive.recv()
+        with os.fdopen(receive, "rb", closefd=False) as answer:
+            report: dict[str, Any] = pickle.load(answer)
     finally:
-        process.join(CHILD_TIMEOUT_S)
-        if process.is_alive():
-            process.kill()
-            process.join()
-        receive.close()
+        deadline = time.monotonic() + CHILD_TIMEOUT_S
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)
+        os.close(receive)
         stacks.close()
-    assert process.exitcode == 0
     assert report.pop("ok"), report["error"]
     return report
 
