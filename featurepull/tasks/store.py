@@ -485,12 +485,7 @@ class JobStore:
 
     def note_scan_owner(self, job_id: str, part: int, worker: str) -> None:
         """Note which worker process runs scan task ``part`` now (a sign of life, too)."""
-        key = self._key(job_id, "scan_owners")
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, str(part), worker)
-        pipe.expire(key, self.ttl_s)
-        pipe.set(self._key(job_id, "alive"), "scan task started", ex=self.idle_s)
-        pipe.execute()
+        self._set_field(job_id, "scan_owners", str(part), worker, alive="scan task started")
 
     def scan_owners(self, job_id: str) -> dict[int, str]:
         """Scan task number -> the worker that last started it."""
@@ -585,11 +580,16 @@ class JobStore:
             self.redis.delete(*(self._key(job_id, name) for name in names[start:start + 1000]))
 
     def set_progress(self, job_id: str, shard: int, answered: int) -> None:
-        key = self._key(job_id, "progress")
+        self._set_field(job_id, "progress", str(shard), answered, alive="shard progress")
+
+    def _set_field(self, job_id: str, name: str, field: str, value: str | int, alive: str
+                   ) -> None:
+        """One field of the job's hash ``name``, and the job's sign of life, in one trip."""
+        key = self._key(job_id, name)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, str(shard), answered)
+        pipe.hset(key, field, value)
         pipe.expire(key, self.ttl_s)
-        pipe.set(self._key(job_id, "alive"), "shard progress", ex=self.idle_s)
+        pipe.set(self._key(job_id, "alive"), alive, ex=self.idle_s)
         pipe.execute()
 
     def progress(self, job_id: str) -> int:

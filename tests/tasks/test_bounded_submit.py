@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.cli import main
 from featurepull.client import Job
-from featurepull.config import Settings, load_settings
+from featurepull.config import Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.io import OutputError, StagedOutput, _csv_stream, _parquet_entities
 from featurepull.io.parts import SUCCESS
@@ -33,6 +33,7 @@ from featurepull.tasks.shards import run_shard
 from featurepull.tasks.store import ACTIVE_JOBS, PREFIX, JobMeta, connect
 from featurepull.tasks.watchdog import broker_keys, resend_stalled
 from featurepull.worker.producer import producer_app
+from tests.tasks.conftest import local_job_settings
 
 SHARD = 500
 
@@ -46,12 +47,11 @@ def endpoint() -> Iterator[EndpointProcess]:
 @pytest.fixture
 def settings(redis_server: RedisService, endpoint: EndpointProcess,
              request: pytest.FixtureRequest) -> Settings:
-    return load_settings(overrides={
-        "redis_url": redis_server.url, "project": "demo",
-        "dynamodb": {"endpoint_url": endpoint.url, "region": "us-east-1"},
-        "jobs": {"shard_size": SHARD, "queue": f"bounded-{request.node.name[:40]}",
-                 "visibility_timeout_s": 60, "shard_time_limit_s": 30,
-                 "shard_soft_time_limit_s": 20}})
+    settings = local_job_settings(redis_server.url, endpoint.url, shard_size=SHARD)
+    settings.jobs = settings.jobs.model_copy(update={
+        "queue": f"bounded-{request.node.name[:40]}", "visibility_timeout_s": 60,
+        "shard_time_limit_s": 30, "shard_soft_time_limit_s": 20})
+    return settings
 
 
 @pytest.fixture(autouse=True)
