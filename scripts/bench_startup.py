@@ -6,8 +6,10 @@ DynamoDB request, and what ``import featurepull.cli`` and ``featurepull pull --h
     .venv/bin/python scripts/bench_startup.py --rounds 9 --tree before=OLD_CHECKOUT --tree after=.
 
 Each ``--tree NAME=DIR`` runs the featurepull package found in DIR (put first on
-PYTHONPATH; the same interpreter and libraries for every tree), and the trees take turns
-within every round, so a machine whose load drifts weighs on them alike. Cells:
+PYTHONPATH, and every process starts in a temporary folder: ``python -m`` and ``-c`` put the
+working directory before PYTHONPATH; the same interpreter and libraries for every tree), and
+the trees take turns within every round, so a machine whose load drifts weighs on them
+alike. Cells:
 
     import_cli     python -c "import featurepull.cli"
     pull_help      python -m featurepull pull --help
@@ -150,12 +152,13 @@ def _instructions(stderr: bytes) -> int | None:
     return None
 
 
-def _run_to_exit(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, int | None]:
+def _run_to_exit(cmd: list[str], env: dict[str, str], cwd: str
+                 ) -> tuple[float, float, str, int | None]:
     """Wall and CPU seconds of a command run to its end (its rusage, from wait4), the last
     line it printed, and its instructions when it ran under cachegrind."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        process = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
@@ -168,7 +171,7 @@ def _run_to_exit(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str
     return wall, usage.ru_utime + usage.ru_stime, lines[-1] if lines else "", instructions
 
 
-def _first_request(cmd_for: Any, env: dict[str, str], timeout_s: float
+def _first_request(cmd_for: Any, env: dict[str, str], cwd: str, timeout_s: float
                    ) -> tuple[float, float, str, int | None]:
     """Wall and CPU seconds of a pull until its first request reaches a listener, the
     request's X-Amz-Target, and (under cachegrind) its instructions; the process is then
@@ -177,7 +180,7 @@ def _first_request(cmd_for: Any, env: dict[str, str], timeout_s: float
         server.settimeout(timeout_s)
         cmd = cmd_for(f"http://127.0.0.1:{server.getsockname()[1]}")
         started = time.perf_counter()
-        process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+        process = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE)
         try:
             connection, _ = server.accept()
@@ -194,6 +197,14 @@ def _first_request(cmd_for: Any, env: dict[str, str], timeout_s: float
     target = next((line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
                    if line.lower().startswith(b"x-amz-target:")), "?")
     return wall, times.user + times.system, target, _instructions(err)
+
+
+def _check_found(last_line: str, entities: int) -> dict[str, Any]:
+    """The pull's --json summary, which must say it found every entity."""
+    summary: dict[str, Any] = json.loads(last_line)
+    if summary["found"] != entities:
+        raise RuntimeError(f"found {summary['found']} of {entities}")
+    return summary
 
 
 def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
@@ -231,29 +242,28 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
                     count: int | None = None
                     if cell == "import_cli":
                         wall, cpu, _, count = _run_to_exit(
-                            [*prefix, python, "-c", "import featurepull.cli"], env)
+                            [*prefix, python, "-c", "import featurepull.cli"], env, folder)
                     elif cell == "pull_help":
                         wall, cpu, _, count = _run_to_exit(
-                            [*prefix, python, "-m", "featurepull", "pull", "--help"], env)
+                            [*prefix, python, "-m", "featurepull", "pull", "--help"], env, folder)
                     elif cell == "first_request":
                         wall, cpu, sample["first_request"], count = _first_request(
-                            pull_cmd, env, timeout_s)
+                            pull_cmd, env, folder, timeout_s)
                     elif cell == "timeline":
                         assert endpoint is not None
                         started = time.time()
-                        wall, cpu, _, _ = _run_to_exit(
+                        wall, cpu, last, _ = _run_to_exit(
                             [python, "-c", TIMELINE_PROBE, *pull_cmd(endpoint.url)[3:],
-                             str(marks_file)], env)
+                             str(marks_file)], env, folder)
+                        _check_found(last, entities)
                         marks = json.loads(marks_file.read_text())
                         sample["marks"] = {label: [round(at - started, 4), round(used, 4)]
                                            for label, (at, used) in marks.items()}
                         sample["marks"]["exited"] = [round(wall, 4), round(cpu, 4)]
                     else:
                         assert endpoint is not None
-                        wall, cpu, last, _ = _run_to_exit(pull_cmd(endpoint.url), env)
-                        summary = json.loads(last)
-                        if summary["found"] != entities:
-                            raise RuntimeError(f"found {summary['found']} of {entities}")
+                        wall, cpu, last, _ = _run_to_exit(pull_cmd(endpoint.url), env, folder)
+                        summary = _check_found(last, entities)
                         sample["read_s"] = summary["seconds"]
                         sample["ratio"] = round(wall / summary["seconds"], 3)
                     if count is not None:
