@@ -254,7 +254,7 @@ def _lean_pull() -> Iterator[None]:
     """Run a pull, imports included, without what it does not need: pyarrow without numpy,
     cloudpickle and pandas (_NOT_FOR_A_PULL, unless something already imported one), and no
     cyclic garbage collection (a pull makes no garbage cycles worth the collector's passes
-    over every module and row: ~0.1 s of CPU at 100,000 rows; the read pauses it anyway).
+    over every module and row: 0.1-0.2 s of CPU at 100,000 rows; the read pauses it anyway).
 
     Only a pull without a scorer, in the console script's own process (``_own_process``):
     a scorer is user code, which may use pandas and numpy, and the finder is process-wide.
