@@ -78,6 +78,8 @@ class JobStatus:
     read_reason: str | None = None
     scan_tasks: int = 0
     scan_tasks_done: int = 0
+    # The DynamoDB tables it reads: one, or one per Feast view of a Feast-reference job.
+    tables: tuple[str, ...] = ()
 
     def line(self) -> str:
         """One human line for ``featurepull status``."""
@@ -103,12 +105,14 @@ class Job:
 
     def status(self) -> JobStatus:
         """The job's state now."""
+        from featurepull.tasks.feast_views import spec_tables
         from featurepull.tasks.scans import scan_status
 
         meta, done, answered = self.store.snapshot(self.id)  # one round trip, any job size
         return JobStatus(self.id, meta.state, meta.shards, done, meta.rows,
                          min(answered, meta.rows), meta.error, meta.summary, meta.error_kind,
-                         **scan_status(meta, self.store))
+                         **scan_status(meta, self.store),
+                         tables=tuple(spec_tables(meta.request.model_dump())))
 
     def capacity(self) -> dict[str, Any]:
         """What the shards (and a scan job's scan tasks) done so far spent of the table's

@@ -44,6 +44,7 @@ from featurepull.io import rows_to_table
 from featurepull.tasks import metrics
 from featurepull.tasks.capacity import redis_pacers
 from featurepull.tasks.confine import Bounds
+from featurepull.tasks.feast_views import logged_tables, spec_tables
 from featurepull.tasks.requests import JobRequest, job_settings
 from featurepull.tasks.store import JobMeta, JobStore
 
@@ -162,9 +163,8 @@ def late_plan(settings: Settings, spec: dict[str, Any], description: Mapping[str
 def _logged(spec: Mapping[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     # Standard logging: quiet in a submitting command (its stdout may be --json), shown in a
     # worker creating the job (featurepull.submit_job, a schedule), as the planner's line is.
-    table = spec.get("table") or ", ".join(spec.get("tables", ()))
-    logger.info("read_plan %s: %s", table, plan_line(plan),
-                extra={"table": table, "read_mode": plan["mode"]})
+    logger.info("read_plan %s: %s", ", ".join(spec_tables(spec)), plan_line(plan),
+                extra={**logged_tables(spec), "read_mode": plan["mode"]})
     return plan
 
 
