@@ -34,7 +34,7 @@ from featurepull.config import Settings
 from featurepull.local import RedisService
 from featurepull.tasks.requests import InvalidJobRequest
 from featurepull.tasks.scans import ScanRefused
-from tests.conftest import unique_name
+from tests.conftest import moto_table
 from tests.tasks.conftest import Fleet, fleet
 
 pytestmark = pytest.mark.slow  # starts a worker fleet
@@ -204,17 +204,10 @@ def test_a_bad_read_mode_is_refused_before_anything_is_stored(workers: Fleet,
 @pytest.fixture(scope="module")
 def plain_table(ddb: Any) -> str:
     """A plain-layout table on moto: a number hash key, features of three types."""
-    name = unique_name("plainscan")
-    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                     KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
-                     AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "N"}])
-    for start in range(0, USERS, 25):
-        ddb.batch_write_item(RequestItems={name: [{"PutRequest": {"Item": {
-            "user_id": {"N": str(i)}, "plan": {"S": f"p{i % 7}"},
-            "score": {"N": f"{i / 8}"}, "visits": {"N": str(i * 3)},
-            "event_ts": {"S": f"2026-11-{1 + i % 28:02d}T00:00:00+00:00"}}}}
-            for i in range(start, min(start + 25, USERS))]})
-    return name
+    return moto_table(ddb, "plainscan", [("user_id", "N")], [
+        {"user_id": {"N": str(i)}, "plan": {"S": f"p{i % 7}"}, "score": {"N": f"{i / 8}"},
+         "visits": {"N": str(i * 3)},
+         "event_ts": {"S": f"2026-11-{1 + i % 28:02d}T00:00:00+00:00"}} for i in range(USERS)])
 
 
 def test_a_plain_layout_scan_job_reads_what_batch_get_reads(
