@@ -46,8 +46,8 @@ A schedule (``featurepull beat``) keeps, under ``featurepull:schedule:{name}:``:
     runs        list  ids of the jobs its runs started, newest first (the last 100)
     lock        str   held while a run checks the last job and starts the next (SET NX, TTL)
 
-The fleet's read budgets (one bucket per table, ``featurepull:capacity:{table}``) are mapped
-in ``featurepull.tasks.capacity``.
+The fleet's read budgets (a bucket per table and one per budget, ``featurepull:capacity:*``)
+are mapped in ``featurepull.tasks.capacity``.
 
 Completion is a Redis set, not a Celery chord: a shard that runs twice (redelivered after a
 worker died) adds the same member again, so "all shards done" is exact under redelivery.
