@@ -453,6 +453,8 @@ def status_command(job_id: str, as_json: bool, **opts: Any) -> None:
             click.echo(json.dumps({**status.__dict__, "capacity": capacity}))
             return
         click.echo(status.line())
+        if len(status.tables) > 1:
+            click.echo(f"{len(status.tables)} tables: {', '.join(status.tables)}")
         if status.read_reason:
             click.echo(status.read_reason)
         if status.summary:

@@ -40,6 +40,8 @@ from featurepull.tasks.store import (
     connect,
 )
 
+# What Job.wait's bar counts (JobStatus.progress): a scan job's items scanned, then keys.
+SCAN_PHASE, READ_PHASE = "scan", "read"
 # How long a job may stay queued before Job.wait asks which workers consume its queue.
 NO_WORKER_AFTER_S = 5.0
 # How long that question waits for workers' replies (Celery remote control, through Redis).
@@ -78,15 +80,44 @@ class JobStatus:
     read_reason: str | None = None
     scan_tasks: int = 0
     scan_tasks_done: int = 0
+    # A scan job's items scanned so far, of the table's ~items when it was planned (0: not
+    # known): its progress while the scan tasks run, before any shard can start.
+    items_scanned: int = 0
+    table_items: int = 0
+    # The DynamoDB tables it reads: one, or one per Feast view of a Feast-reference job.
+    tables: tuple[str, ...] = ()
 
     def line(self) -> str:
         """One human line for ``featurepull status``."""
         text = f"job {self.job_id}: {self.state}, "
         if self.scan_tasks:
-            text += f"{self.scan_tasks_done}/{self.scan_tasks} scan tasks, "
+            of = f" of ~{self.table_items:,}" if self.table_items else ""
+            text += (f"{self.scan_tasks_done}/{self.scan_tasks} scan tasks "
+                     f"({self.items_scanned:,}{of} items scanned), ")
         text += (f"{self.shards_done}/{self.shards} shards, "
                  f"{self.rows_done:,}/{self.rows:,} keys read")
         return text + (f" — {self.error}" if self.error else "")
+
+    def progress(self) -> tuple[str, int, int | None]:
+        """The phase the job is in, what is done of it and of how much (None: unknown): a
+        scan job's ``scan`` (items scanned) while its scan tasks run, then ``read`` (keys
+        read by its shards)."""
+        if self.scan_tasks_done < self.scan_tasks and not self.state.terminal:
+            return SCAN_PHASE, self.items_scanned, self.table_items or None
+        return READ_PHASE, self.rows_done, self.rows
+
+
+def _show_progress(bar: tqdm[Any], status: JobStatus, shown: str) -> str:
+    """Move Job.wait's bar to ``status``; a new phase starts it again, with its own unit
+    (the scan phase would otherwise show 0 keys read until every scan task is done)."""
+    phase, done, total = status.progress()
+    if phase != shown:
+        bar.unit = "items" if phase == SCAN_PHASE else "keys"
+        bar.set_description(f"job {status.job_id[:8]}"
+                            + (" scanning" if phase == SCAN_PHASE else ""), refresh=False)
+        bar.reset(total=total)  # draws the new phase at 0
+    bar.update(done - bar.n)
+    return phase
 
 
 class Job:
@@ -103,12 +134,14 @@ class Job:
 
     def status(self) -> JobStatus:
         """The job's state now."""
+        from featurepull.tasks.feast_views import spec_tables
         from featurepull.tasks.scans import scan_status
 
         meta, done, answered = self.store.snapshot(self.id)  # one round trip, any job size
         return JobStatus(self.id, meta.state, meta.shards, done, meta.rows,
                          min(answered, meta.rows), meta.error, meta.summary, meta.error_kind,
-                         **scan_status(meta, self.store))
+                         **scan_status(meta, self.store),
+                         tables=tuple(spec_tables(meta.request.model_dump())))
 
     def capacity(self) -> dict[str, Any]:
         """What the shards (and a scan job's scan tasks) done so far spent of the table's
@@ -145,6 +178,7 @@ class Job:
         status = self._poll(None)
         with tqdm(total=status.rows, unit="keys", disable=not progress or None,
                   desc=f"job {self.id[:8]}", dynamic_ncols=True) as bar:
+            phase = _show_progress(bar, status, READ_PHASE)
             while not status.state.terminal:
                 if deadline is not None and time.monotonic() > deadline:
                     why = (f"; no worker consumes queue {self.settings.jobs.queue!r}"
@@ -159,7 +193,7 @@ class Job:
                         (on_no_worker or _warn)(self._no_worker_message(no_worker_after_s))
                 time.sleep(poll_s)
                 status = self._poll(status)
-                bar.update(status.rows_done - bar.n)
+                phase = _show_progress(bar, status, phase)
             bar.update(status.rows - bar.n if status.state == JobState.SUCCEEDED else 0)
         if status.state != JobState.SUCCEEDED:
             failure = JobRefused if status.error_kind == "input" else JobFailed

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import PrivateAttr, ValidationError, model_validator
 
 from featurepull.config import DynamoSettings
+from featurepull.config.errors import request_error_text
 from featurepull.config.settings import Transport
 from featurepull.dynamo import BatchReader, FeastLayout
 
@@ -93,10 +94,9 @@ class FeaturepullOnlineStoreConfig(DynamoDBOnlineStoreConfig):
             self._settings = DynamoSettings(
                 **{name: value for name, value in values.items() if value is not None})
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}"
-                for err in exc.errors(include_url=False))
-            raise ValueError(f"online_store ({STORE_TYPE}): {problems}") from None
+            # Masked as every quoted value is (featurepull.redact): Feast expands ${VARS}
+            # into the yaml, so a bad value may carry a secret.
+            raise ValueError(request_error_text(exc, f"online_store ({STORE_TYPE})")) from None
         return self
 
     @property

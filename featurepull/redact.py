@@ -8,7 +8,9 @@ stored in Redis go through :func:`redact_text`. Three rules, applied in this ord
 - the value after a secret-looking name (``AWS_SECRET_ACCESS_KEY=...``, ``password: ...``,
   ``X-Amz-Security-Token: ...``).
 
-Pure functions of their input: callers decide which secrets are known.
+Pure functions of their input: callers decide which secrets are known. Like
+``featurepull.errors`` it imports only the standard library, so every layer may use it —
+the config layer's error messages too (tests/test_layers.py).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import boto3
@@ -80,3 +80,21 @@ def ddb(endpoint_url: str) -> Any:
 def unique_name(prefix: str) -> str:
     """A table or project name no other test uses."""
     return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def moto_table(ddb: Any, prefix: str, keys: Sequence[tuple[str, str]],
+               items: Iterable[Mapping[str, Any]] = ()) -> str:
+    """A new on-demand table named ``prefix`` + a unique part, keyed by ``keys`` — (attribute,
+    type) pairs: the hash key, then the range key if any — holding ``items`` (written 25 at
+    a time, as BatchWriteItem takes them)."""
+    name = unique_name(prefix)
+    ddb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": attribute, "KeyType": kind}
+                   for (attribute, _), kind in zip(keys, ("HASH", "RANGE"), strict=False)],
+        AttributeDefinitions=[{"AttributeName": attribute, "AttributeType": kind}
+                              for attribute, kind in keys])
+    puts = [{"PutRequest": {"Item": dict(item)}} for item in items]
+    for start in range(0, len(puts), 25):
+        ddb.batch_write_item(RequestItems={name: puts[start:start + 25]})
+    return name

@@ -178,7 +178,9 @@ def test_status_cancel_and_cleanup_of_a_queued_job(endpoint: EndpointProcess, tm
     assert as_json == {"job_id": job_id, "state": "queued", "shards": 3, "shards_done": 0,
                        "rows": 250, "rows_done": 0, "error": None, "summary": None,
                        "error_kind": None, "read_mode": "batch-get", "read_reason": PLAN,
-                       "scan_tasks": 0, "scan_tasks_done": 0, "capacity": {}}
+                       "scan_tasks": 0, "scan_tasks_done": 0, "items_scanned": 0,
+                       "table_items": 0, "tables": ["cli.drivers"],
+                       "capacity": {}}
     cancel = invoke("cancel", job_id, "--redis-url", redis_url)
     assert (cancel.exit_code, cancel.stdout) == (0, f"featurepull: job {job_id} cancelled\n")
     again = invoke("cancel", job_id, "--redis-url", redis_url)

@@ -19,7 +19,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
 )
 
-from tests.conftest import REGION, unique_name
+from tests.conftest import REGION, moto_table
 from tests.faultproxy import COUNT_NAMES, FaultPlan, FaultProxy
 
 N_ITEMS = 50
@@ -33,19 +33,9 @@ def _key(i: int) -> dict[str, Any]:
 
 
 def _create_table(ddb: Any, n_items: int) -> str:
-    name = unique_name("faultproxy")
-    ddb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    items = [{**_key(i), "n": {"N": str(i)}, "blob": {"B": bytes([i, 0, 255])},
-              "tag": {"S": f"tag-{i}"}} for i in range(n_items)]
-    for start in range(0, n_items, 25):
-        chunk = items[start:start + 25]
-        ddb.batch_write_item(RequestItems={name: [{"PutRequest": {"Item": it}} for it in chunk]})
-    return name
+    return moto_table(ddb, "faultproxy", [("pk", "S")], [
+        {**_key(i), "n": {"N": str(i)}, "blob": {"B": bytes([i, 0, 255])},
+         "tag": {"S": f"tag-{i}"}} for i in range(n_items)])
 
 
 @pytest.fixture(scope="module")

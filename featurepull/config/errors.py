@@ -41,8 +41,9 @@ def settings_error(exc: Exception, source: str | None = None) -> ConfigError:
 
 
 def request_error_text(exc: ValidationError, what: str) -> str:
-    """One message listing every missing or invalid field of a request (no pydantic report:
-    a Celery caller of send_task sees only this text)."""
+    """One message listing every missing or invalid field of a request, or of a settings
+    block read outside :func:`load_settings` (Feast's ``online_store``), each value masked
+    (no pydantic report: a Celery caller of send_task sees only this text)."""
     lines = _error_lines(exc, lambda loc: ".".join(map(str, loc)) or "request",
                          "unknown field (check its spelling)")
     return f"invalid {what}:\n  " + "\n  ".join(lines)

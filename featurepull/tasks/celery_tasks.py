@@ -46,6 +46,7 @@ from featurepull.redact import redact_text
 from featurepull.tasks import monitor, scans
 from featurepull.tasks.confine import Bounds, RequestOutOfBounds
 from featurepull.tasks.create import create_job
+from featurepull.tasks.feast_views import logged_tables
 from featurepull.tasks.finish import finish_job
 from featurepull.tasks.notify import announce_end
 from featurepull.tasks.output import discard_staged_output
@@ -188,7 +189,8 @@ def job_refused(exc: RequestOutOfBounds, request: dict[str, Any]) -> None:
 def job_created(meta: JobMeta) -> None:
     """Put a job a task just created into the task's log context, and log it."""
     structlog.contextvars.bind_contextvars(job_id=meta.job_id)
-    log.info("job_created", shards=meta.shards, rows=meta.rows, table=meta.table,
+    log.info("job_created", shards=meta.shards, rows=meta.rows,
+             **logged_tables(meta.request.model_dump()),
              read_plan=scans.plan_line(meta.request.read_plan) or None)
 
 

@@ -63,13 +63,21 @@ def views_spec(request: RequestFields, entities: EntityTable,
 
 def spec_tables(spec: Mapping[str, Any]) -> list[str]:
     """The DynamoDB tables a job spec reads: each view's (its ``table`` field joins their
-    names for people to read), else its one table. Never raises: a job whose record no
-    longer parses is still ended and counted (featurepull.tasks.notify)."""
+    names), else its one table. Never raises: a job whose record no longer parses is still
+    ended and counted (featurepull.tasks.notify)."""
     plan = spec.get(VIEWS)
     views = plan.get("views") if isinstance(plan, Mapping) else None
     tables = [view.get("table") for view in views or () if isinstance(view, Mapping)]
     named = [table for table in tables if isinstance(table, str) and table]
     return list(dict.fromkeys(named)) if named else [str(spec.get("table") or "")]
+
+
+def logged_tables(spec: Mapping[str, Any]) -> dict[str, str | list[str]]:
+    """The field a log line names a job's tables by: ``table``, or ``tables`` (a list) for a
+    job reading several (a Feast-reference job's views) — a log search by table name finds
+    it, where one string joining the names would not."""
+    tables = spec_tables(spec)
+    return {"table": tables[0]} if len(tables) == 1 else {"tables": tables}
 
 
 def views_reader(spec: Mapping[str, Any], settings: Settings,

@@ -44,6 +44,7 @@ from featurepull.io import rows_to_table
 from featurepull.tasks import metrics
 from featurepull.tasks.capacity import redis_pacers
 from featurepull.tasks.confine import Bounds
+from featurepull.tasks.feast_views import logged_tables, spec_tables
 from featurepull.tasks.requests import JobRequest, job_settings
 from featurepull.tasks.store import JobMeta, JobStore
 
@@ -119,7 +120,10 @@ def plan_job_read(settings: Settings, table: str, description: Mapping[str, Any]
         # max_read_workers pages in flight, as a shard's reader keeps its requests.
         total = min(MAX_SEGMENTS, max(plan.total_segments,
                                       tasks * settings.dynamodb.max_read_workers))
-        chosen.update(total_segments=total, scan_tasks=min(tasks, total))
+        # What the scan tasks' progress is measured against (a count refreshed about every
+        # six hours: an estimate).
+        chosen.update(total_segments=total, scan_tasks=min(tasks, total),
+                      table_items=int(description.get("ItemCount", 0) or 0))
     return chosen
 
 
@@ -162,9 +166,8 @@ def late_plan(settings: Settings, spec: dict[str, Any], description: Mapping[str
 def _logged(spec: Mapping[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     # Standard logging: quiet in a submitting command (its stdout may be --json), shown in a
     # worker creating the job (featurepull.submit_job, a schedule), as the planner's line is.
-    table = spec.get("table") or ", ".join(spec.get("tables", ()))
-    logger.info("read_plan %s: %s", table, plan_line(plan),
-                extra={"table": table, "read_mode": plan["mode"]})
+    logger.info("read_plan %s: %s", ", ".join(spec_tables(spec)), plan_line(plan),
+                extra={**logged_tables(spec), "read_mode": plan["mode"]})
     return plan
 
 
@@ -333,15 +336,16 @@ def run_scan_part(job_id: str, part: int, settings: Settings, store: JobStore,
     log.info("scan_start", table=spec["table"], scan_task=part, scan_tasks=tasks,
              segments=f"{segments[0]}-{segments[-1]}" if segments else "none",
              total_segments=plan["total_segments"], unique_keys=len(where))
-    last = 0.0
+    last, scanned = 0.0, 0
 
-    def progress(*_: Any) -> None:
-        nonlocal last
+    def progress(items: int) -> None:
+        nonlocal last, scanned
+        scanned += items
         now = time.monotonic()
         if now - last >= 0.5:
             last = now
             stop_if_ended(store, job_id)
-            store.heartbeat(job_id, "scan progress")
+            store.set_scan_progress(job_id, part, scanned)
 
     started = time.monotonic()
     with metrics.shard_running([spec["table"]]):
@@ -391,7 +395,9 @@ def scan_status(meta: JobMeta, store: JobStore) -> dict[str, Any]:
     shown = {"read_mode": plan["mode"], "read_reason": plan_line(plan)}
     if plan["mode"] == SCAN:
         shown.update(scan_tasks=plan["scan_tasks"],
-                     scan_tasks_done=store.scan_done_count(meta.job_id))
+                     scan_tasks_done=store.scan_done_count(meta.job_id),
+                     items_scanned=store.scan_progress(meta.job_id),
+                     table_items=int(plan.get("table_items", 0)))
     return shown
 
 

@@ -22,7 +22,13 @@ from featurepull.errors import RunFailed
 from featurepull.tasks import metrics, scans
 from featurepull.tasks.capacity import redis_pacers
 from featurepull.tasks.confine import Bounds
-from featurepull.tasks.feast_views import VIEWS, shard_table, spec_tables, views_reader
+from featurepull.tasks.feast_views import (
+    VIEWS,
+    logged_tables,
+    shard_table,
+    spec_tables,
+    views_reader,
+)
 from featurepull.tasks.output import discard_staged_output, staged_output
 from featurepull.tasks.requests import JobRequest, job_settings
 from featurepull.tasks.scoring import apply_scorer, registered_scorer
@@ -105,7 +111,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
     keys, positions = unique_keys(reader.layout, columns, f"job {job_id} shard {shard}")
     unique = len(keys) if positions is not None else len(set(keys))
-    log.info("shard_start", table=spec["table"], rows=len(keys), unique_keys=unique,
+    log.info("shard_start", **logged_tables(spec), rows=len(keys), unique_keys=unique,
              shards=meta.shards, threads=effective.dynamodb.max_read_workers)
     answered = 0
     last = 0.0

@@ -34,6 +34,7 @@ A scan job (``read_plan`` in the request field: ``featurepull.tasks.scans``) als
                         ``scanned`` member in one transaction, deleted once shard n is done
     scanned       set   scan task numbers whose partitions are stored (SADD is idempotent)
     scan_stats    hash  p -> scan task p's ReadStats (JSON): pages, items scanned, RCU
+    scan_progress hash  p -> items scan task p scanned so far (its total once it is done)
     scan_owners   hash  p -> "hostname:pid" of the worker process that last started task p
 
 ``featurepull:jobs:active`` (sorted set, job id -> created) lists the jobs the watchdog
@@ -45,8 +46,8 @@ A schedule (``featurepull beat``) keeps, under ``featurepull:schedule:{name}:``:
     runs        list  ids of the jobs its runs started, newest first (the last 100)
     lock        str   held while a run checks the last job and starts the next (SET NX, TTL)
 
-The fleet's read budgets (one bucket per table, ``featurepull:capacity:{table}``) are mapped
-in ``featurepull.tasks.capacity``.
+The fleet's read budgets (a bucket per table and one per budget, ``featurepull:capacity:*``)
+are mapped in ``featurepull.tasks.capacity``.
 
 Completion is a Redis set, not a Celery chord: a shard that runs twice (redelivered after a
 worker died) adds the same member again, so "all shards done" is exact under redelivery.
@@ -475,10 +476,12 @@ class JobStore:
         for shard, table in partitions.items():
             pipe.set(self._key(job_id, f"scan:{part}:{shard}"), table_to_bytes(table),
                      ex=self.ttl_s)
+        progress_key = self._key(job_id, "scan_progress")
         pipe.hset(stats_key, str(part), json.dumps(stats))
         pipe.sadd(done_key, part)
         pipe.scard(done_key)
-        for key in (done_key, stats_key):
+        pipe.hset(progress_key, str(part), int(stats.get("items_scanned", 0)))
+        for key in (done_key, stats_key, progress_key):
             pipe.expire(key, self.ttl_s)
         pipe.set(self._key(job_id, "alive"), "scan task done", ex=self.idle_s)
         return int(pipe.execute()[len(partitions) + 2])  # SCARD's answer
@@ -486,6 +489,16 @@ class JobStore:
     def note_scan_owner(self, job_id: str, part: int, worker: str) -> None:
         """Note which worker process runs scan task ``part`` now (a sign of life, too)."""
         self._set_field(job_id, "scan_owners", str(part), worker, alive="scan task started")
+
+    def set_scan_progress(self, job_id: str, part: int, items_scanned: int) -> None:
+        """Items scan task ``part`` has scanned so far (a sign of life, too): a scan job's
+        progress before its shards can start."""
+        self._set_field(job_id, "scan_progress", str(part), items_scanned,
+                        alive="scan progress")
+
+    def scan_progress(self, job_id: str) -> int:
+        """Items the job's scan tasks have scanned so far (a task run again counts once)."""
+        return sum(int(v) for v in self.redis.hvals(self._key(job_id, "scan_progress")))
 
     def scan_owners(self, job_id: str) -> dict[int, str]:
         """Scan task number -> the worker that last started it."""

@@ -23,7 +23,7 @@ from featurepull.aws import default_session
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import client as client_module
 from featurepull.dynamo.client import client_owner_pid, process_client
-from tests.conftest import REGION, unique_name
+from tests.conftest import REGION, moto_table
 
 CHILD_TIMEOUT_S = 10.0
 # The client cache is per process and lives for the whole test session; a read timeout no
@@ -41,14 +41,7 @@ def fresh_settings(endpoint_url: str, **overrides: Any) -> DynamoSettings:
 
 @pytest.fixture(scope="module")
 def table(ddb: Any) -> str:
-    name = unique_name("client")
-    ddb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return name
+    return moto_table(ddb, "client", [("id", "S")])
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from featurepull.bench.endpoint import DEFAULT_TABLE, FEATURES, EndpointProcess,
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout, PlainLayout, UnknownFeatureError
 from featurepull.dynamo.features import CHECK_ITEMS, FeatureCheck
-from tests.conftest import REGION, unique_name
+from tests.conftest import REGION, moto_table
 
 DRIVERS = 3_000
 LAYOUT = FeastLayout({"driver_id": "int64"})
@@ -93,16 +93,9 @@ def test_the_request_that_lists_what_items_hold_waits_for_the_read_budget() -> N
 @pytest.fixture(scope="module")
 def sparse_table(ddb: Any) -> str:
     """40 users with ``plan``; only user u39 has ``referrer`` (a sparse attribute)."""
-    name = unique_name("sparse")
-    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                     KeySchema=[{"AttributeName": "user", "KeyType": "HASH"}],
-                     AttributeDefinitions=[{"AttributeName": "user", "AttributeType": "S"}])
-    for i in range(40):
-        item = {"user": {"S": f"u{i:02d}"}, "plan": {"S": "pro" if i % 2 else "free"}}
-        if i == 39:
-            item["referrer"] = {"S": "u00"}
-        ddb.put_item(TableName=name, Item=item)
-    return name
+    return moto_table(ddb, "sparse", [("user", "S")], [
+        {"user": {"S": f"u{i:02d}"}, "plan": {"S": "pro" if i % 2 else "free"},
+         **({"referrer": {"S": "u00"}} if i == 39 else {})} for i in range(40)])
 
 
 def plain_read(endpoint_url: str, table: str, features: list[str]) -> list[Any]:

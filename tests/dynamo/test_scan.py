@@ -25,7 +25,7 @@ from featurepull.dynamo import (
     UnknownFeatureError,
 )
 from featurepull.dynamo.scan import join
-from tests.conftest import REGION, unique_name
+from tests.conftest import REGION, moto_table, unique_name
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.feast_writer import create_feast_table, write_feast_rows
 
@@ -181,21 +181,11 @@ def moto_feast(ddb: Any) -> str:
 
 @pytest.fixture(scope="module")
 def moto_plain(ddb: Any) -> str:
-    name = unique_name("scanplain")
-    ddb.create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "user", "KeyType": "HASH"},
-                   {"AttributeName": "day", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "user", "AttributeType": "S"},
-                              {"AttributeName": "day", "AttributeType": "N"}])
-    items = [{"user": {"S": f"u{user}"}, "day": {"N": str(day * 10)},
-              "event_ts": {"N": str(1_700_000_000 + user)},
-              "spend": {"N": f"{user}.{day}5"}, "tier": {"S": f"t{user % 3}"}}
-             for user in range(60) for day in range(4)]
-    for start in range(0, len(items), 25):
-        ddb.batch_write_item(RequestItems={name: [{"PutRequest": {"Item": item}}
-                                                  for item in items[start:start + 25]]})
-    return name
+    return moto_table(ddb, "scanplain", [("user", "S"), ("day", "N")], [
+        {"user": {"S": f"u{user}"}, "day": {"N": str(day * 10)},
+         "event_ts": {"N": str(1_700_000_000 + user)},
+         "spend": {"N": f"{user}.{day}5"}, "tier": {"S": f"t{user % 3}"}}
+        for user in range(60) for day in range(4)])
 
 
 def test_moto_feast_layout_scan_is_batch_get(moto_feast: str, endpoint_url: str) -> None:

@@ -101,6 +101,21 @@ def test_a_job_over_three_views_equals_feast(feast_repo: FeastRepo, workers: Fle
     assert summary["read"]["unique_keys"] == keys
     assert summary["read"]["keys"] == len(feast_repo.rows)
 
+    # The job's tables as a user sees them: a list in its JSON log lines (a search by one
+    # table's name finds them), each named in `featurepull status` and a list in its JSON.
+    names = [f"{feast_repo.project}.{view}" for view in VIEW_KEYS]
+    logged = [record for record in map(json.loads, filter(
+        lambda line: line.startswith("{"), workers.log_text().splitlines()))
+        if record.get("job_id") == final.job_id
+        and record["event"] in ("job_created", "shard_start")]
+    assert sorted(record["event"] for record in logged) == ["job_created", *["shard_start"] * 3]
+    assert [(record.get("table"), record["tables"]) for record in logged] == [(None, names)] * 4
+    env = {k: v for k, v in workers.env.items() if k.startswith("FEATUREPULL_")}
+    shown = CliRunner(env=env).invoke(main, ["status", final.job_id], catch_exceptions=False)
+    assert shown.output.splitlines()[1] == f"3 tables: {', '.join(names)}"
+    as_json = CliRunner(env=env).invoke(main, ["status", final.job_id, "--json"])
+    assert json.loads(as_json.output)["tables"] == names
+
     # /metrics: one series per table, each counting that table's reads (not one series
     # labelled with the tables' names joined).
     tables = {view: f"{feast_repo.project}.{view}" for view in VIEW_KEYS}

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from feast.infra.online_stores.dynamodb import DynamoDBOnlineStoreConfig
 from feast.infra.online_stores.helpers import get_online_store_from_config
-from feast.repo_config import RepoConfig
+from feast.repo_config import FeastConfigError, RepoConfig, load_repo_config
 from pydantic import ValidationError
 
 from featurepull.config import DynamoSettings, load_settings
@@ -135,3 +135,26 @@ def test_importing_featurepull_does_not_import_feast() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_bad_value_is_quoted_with_its_secret_masked(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # Feast expands ${VARS} into feature_store.yaml: here a URL with a password landed in
+    # the wrong field. Every rule of featurepull.redact applies to the value and the message.
+    secret = "Pl4nted-Secret-9f3e"
+    monkeypatch.setenv("BUDGET_SOURCE", f"https://ops:{secret}@vault.internal/ddb")
+    yaml_path = tmp_path / "feature_store.yaml"
+    yaml_path.write_text(yaml.safe_dump({
+        "project": "p", "provider": "local", "registry": str(tmp_path / "registry.db"),
+        # pydantic's own report adds the block's first and last ~25 characters: the bad
+        # value sits between other fields, as it may in a real block.
+        "online_store": {"type": STORE_TYPE, "max_rcu_per_s": "${BUDGET_SOURCE}",
+                         "region": "eu-west-1", "endpoint_url": "http://127.0.0.1:1"}},
+        sort_keys=False))
+    with pytest.raises(FeastConfigError) as raised:
+        load_repo_config(tmp_path, yaml_path)
+    shown = str(raised.value)
+    assert secret not in shown
+    # Still names the field, shows where the value came from, and says what is allowed.
+    assert "max_rcu_per_s='https://ops:***@vault.internal/ddb'" in shown
+    assert "a percentage above 0 and at most 100" in shown

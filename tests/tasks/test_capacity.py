@@ -1,5 +1,6 @@
-"""The fleet's shared bucket in a real redis-server: one key per table on Redis's clock,
-settlements ride along with the next take, and nothing outlives an idle bucket."""
+"""The fleet's shared buckets in a real redis-server: a table's and a budget's, on Redis's
+clock; settlements ride along with the next take; nothing outlives an idle bucket; a small
+budget holds a larger one on the same table back by its units only."""
 
 from __future__ import annotations
 
@@ -68,3 +69,27 @@ def test_flush_sends_what_is_still_owed(client: redis.Redis) -> None:
     bucket.flush()
     waited = RedisBucket(client, table, rate=100.0, burst_s=0.0).reserve(1)
     assert waited >= 1.1 - (time.monotonic() - started) - EPSILON_S
+
+
+def test_a_small_budget_holds_a_large_one_on_the_same_table_back_by_its_units_only(
+        client: redis.Redis) -> None:
+    # A 10 RCU/s job's 50-unit request is 5 s of its own budget; it once cost the table's
+    # one bucket those 5 s, and a 2,000 RCU/s job beside it read nothing meanwhile.
+    table = f"t-{uuid.uuid4().hex[:6]}"
+    large = RedisBucket(client, table, rate=2000.0, burst_s=0.05)
+    small = RedisBucket(client, table, rate=10.0, burst_s=0.05)
+    assert large.reserve(50) == 0.0
+    started = time.monotonic()
+    assert small.reserve(50) == 0.0
+    # 150 units in all, past 2,000 RCU/s's 0.05 s (100 units) of depth by the small one's 50:
+    # the large one waits what 50 units take at its rate, not at the small one's.
+    assert 0.0 <= large.reserve(50) <= 50 / 2000
+    # Each within its own budget: the small one's next request waits its 5 s.
+    assert small.reserve(50) >= 5.0 - (time.monotonic() - started) - EPSILON_S
+    # Together within the larger budget: a job of 100 RCU/s takes 0.5 s of a fresh table,
+    # and one of 20 RCU/s, whose own bucket is full, waits what is left of them.
+    table = f"t-{uuid.uuid4().hex[:6]}"
+    started = time.monotonic()
+    assert RedisBucket(client, table, rate=100.0, burst_s=0.05).reserve(50) == 0.0
+    wait = RedisBucket(client, table, rate=20.0, burst_s=0.05).reserve(50)
+    assert 0.5 - (time.monotonic() - started) - EPSILON_S <= wait <= 0.5

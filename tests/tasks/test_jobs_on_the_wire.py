@@ -25,7 +25,7 @@ from featurepull.config import Settings
 from featurepull.dynamo import decode_value
 from featurepull.dynamo.layouts import parse_event_ts
 from featurepull.local import RedisService
-from tests.conftest import unique_name
+from tests.conftest import moto_table
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.tasks.conftest import DRIVERS, Fleet, fleet
 
@@ -161,16 +161,10 @@ def test_a_secret_in_a_failing_shards_error_is_masked(workers: Fleet, tmp_path: 
 
 @pytest.fixture(scope="module")
 def plain_table(ddb: Any) -> str:
-    name = unique_name("plainjob")
-    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                     KeySchema=[{"AttributeName": "user", "KeyType": "HASH"}],
-                     AttributeDefinitions=[{"AttributeName": "user", "AttributeType": "S"}])
-    for i in range(4):
-        ddb.put_item(TableName=name, Item={
-            "user": {"S": f"u{i}"}, "plan": {"S": f"p{i}"},
-            "event_ts": {"S": "2020-01-01T00:00:00+00:00"},
-            "updated_at": {"N": str(1_780_000_000 + i)}})
-    return name
+    return moto_table(ddb, "plainjob", [("user", "S")], [
+        {"user": {"S": f"u{i}"}, "plan": {"S": f"p{i}"},
+         "event_ts": {"S": "2020-01-01T00:00:00+00:00"},
+         "updated_at": {"N": str(1_780_000_000 + i)}} for i in range(4)])
 
 
 def test_a_plain_layout_job_keeps_its_event_time_attribute(workers: Fleet, endpoint_url: str,

@@ -9,9 +9,11 @@ charges ConsumedCapacity by size)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -32,7 +34,7 @@ from featurepull.config import Settings
 from featurepull.local import RedisService
 from featurepull.tasks.requests import InvalidJobRequest
 from featurepull.tasks.scans import ScanRefused
-from tests.conftest import unique_name
+from tests.conftest import moto_table
 from tests.tasks.conftest import Fleet, fleet
 
 pytestmark = pytest.mark.slow  # starts a worker fleet
@@ -202,17 +204,10 @@ def test_a_bad_read_mode_is_refused_before_anything_is_stored(workers: Fleet,
 @pytest.fixture(scope="module")
 def plain_table(ddb: Any) -> str:
     """A plain-layout table on moto: a number hash key, features of three types."""
-    name = unique_name("plainscan")
-    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                     KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
-                     AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "N"}])
-    for start in range(0, USERS, 25):
-        ddb.batch_write_item(RequestItems={name: [{"PutRequest": {"Item": {
-            "user_id": {"N": str(i)}, "plan": {"S": f"p{i % 7}"},
-            "score": {"N": f"{i / 8}"}, "visits": {"N": str(i * 3)},
-            "event_ts": {"S": f"2026-11-{1 + i % 28:02d}T00:00:00+00:00"}}}}
-            for i in range(start, min(start + 25, USERS))]})
-    return name
+    return moto_table(ddb, "plainscan", [("user_id", "N")], [
+        {"user_id": {"N": str(i)}, "plan": {"S": f"p{i % 7}"}, "score": {"N": f"{i / 8}"},
+         "visits": {"N": str(i * 3)},
+         "event_ts": {"S": f"2026-11-{1 + i % 28:02d}T00:00:00+00:00"}} for i in range(USERS)])
 
 
 def test_a_plain_layout_scan_job_reads_what_batch_get_reads(
@@ -273,6 +268,7 @@ def test_a_child_killed_mid_scan_loses_nothing_and_the_budget_paces_the_scan(
     read = (status.summary or {})["read"]
     # The killed task stored nothing: its segments count once, as scanned again.
     assert read["items_scanned"] == DRIVERS and read["budget_rcu_per_s"] == budget
+    assert status.items_scanned == DRIVERS  # and so does its progress
     # At the endpoint, second by second while the job ran: within the budget after the
     # first second (its burst), the killed task's pages included.
     meta = job.store.meta(job.id)
@@ -281,3 +277,45 @@ def test_a_child_killed_mid_scan_loses_nothing_and_the_budget_paces_the_scan(
               for s in range(int(meta.created), int(meta.finished or time.time()) + 1)]
     assert sum(series) >= read["consumed_rcu"] - 0.01, series
     assert all(units <= 1.1 * budget for units in series[1:]), series
+
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal: Job.wait's bar (tqdm) draws only on one."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_wait_shows_the_items_scanned_while_the_scan_tasks_run(
+        workers: Fleet, entities: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The budget stretches the scan over seconds (the table is ~430 RCU); no shard can
+    # start before every scan task is done, so keys read would show 0 all that time.
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    job = submit("driver_stats", ["city"], str(entities), settings=sized(workers.settings()),
+                 dynamodb={"read_mode": "scan", "max_rcu_per_s": 150})
+    status = job.wait(timeout=240, poll_s=0.1)
+    assert status.state == "succeeded"
+    frames = [frame.strip() for frame in re.split(r"[\r\n]", terminal.getvalue())
+              if frame.strip()]
+    drawn = [(match["phase"], int(match["done"]), int(match["total"]), match["unit"])
+             for match in map(_BAR.search, frames) if match]
+    assert len(drawn) == len(frames), frames
+    phases = [phase for phase, *_ in drawn]
+    first, last = phases.index(" scanning"), len(phases) - 1 - phases[::-1].index(" scanning")
+    before, scanning, reading = drawn[:first], drawn[first:last + 1], drawn[last + 1:]
+    # The scan's progress, against the table's item count: neither nothing nor all of it.
+    assert any(0 < done < DRIVERS for _, done, _, _ in scanning), frames
+    assert {(phase, total, unit) for phase, _, total, unit in scanning} == {
+        (" scanning", DRIVERS, "items")}
+    # Before it the bar's first frame, after it the keys the shards read, to the end.
+    assert {frame[::3] for frame in before + reading} == {("", "keys")}
+    assert reading[-1][1:] == (ENTITIES, ENTITIES, "keys")
+    # `featurepull status` says the same: every item scanned once.
+    assert status.items_scanned == DRIVERS and status.table_items == DRIVERS
+    assert f"({DRIVERS:,} of ~{DRIVERS:,} items scanned)" in status.line()
+
+
+# tqdm's bar: "job 1a2b3c4d scanning:  45%|████▌     | 9000/20000 [00:01<00:01, 8.0kitems/s]"
+_BAR = re.compile(r"^job [0-9a-f]{8}(?P<phase>( scanning)?): +\d+%\|[^|]*\| "
+                  r"(?P<done>\d+)/(?P<total>\d+) \[.*?(?P<unit>items|keys)/s\]$")
