@@ -189,15 +189,16 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
 def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
                      enqueue: Enqueue | None) -> JobMeta | None:
     """create_job with the entities read a batch at a time and stored as shards as they are
-    read; None, with nothing stored, when the file must be read whole (JSONL, a CSV file
-    only the exact reader can type) or holds a bad key (the whole-file path names its row)."""
+    read; None, with nothing stored, when the file must be read whole (a CSV file only the
+    exact reader can type) or holds a bad key (the whole-file path names its row)."""
     with open_entity_stream(request.entities, settings, store) as stream:
         if stream is None:
             return None
         if stream.num_rows > settings.jobs.max_entities:
             raise too_many_entities(stream.source, stream.num_rows, settings.jobs.max_entities)
         check_rows_kept(request, stream.num_rows, settings)
-        plan = plan_read(request, list(stream.types), stream.types, stream.source, settings)
+        plan = plan_read(request, list(stream.types), stream.types, stream.source, settings,
+                         stream.notes)
         shard_size = settings.jobs.shard_size
         spec = {"request": request.model_dump(), "table": plan.table, "shard_size": shard_size,
                 **layout_spec(plan.layout)}
