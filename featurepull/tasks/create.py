@@ -32,6 +32,7 @@ from featurepull.tasks.scoring import check_registered
 from featurepull.tasks.shard_keys import keys_in, put_shard_keys
 from featurepull.tasks.store import JobMeta, JobStore
 from featurepull.tasks.streaming import open_entity_stream, streamed_shards
+from featurepull.tasks.submitter import SubmitterHeartbeat
 
 
 class Enqueue(Protocol):
@@ -146,9 +147,11 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
     distinct = None if spec["read_plan"] else DistinctKeys(spec["key_columns"],
                                                            settings.jobs.max_scan_keys)
     job_id = store.new_job_id()
-    store.open_job(job_id, spec, shards, rows)
+    heartbeat = SubmitterHeartbeat(store, job_id, settings.jobs.submitter_timeout_s)
+    store.open_job(job_id, spec, shards, rows, heartbeat.owner, heartbeat.timeout_s)
     meta = store.meta(job_id)
     sent = stored = 0
+    heartbeat.start()
     try:
         for shard, table in enumerate(shard_tables):
             put_shard_keys(job_id, shard, table, meta, settings, store)
@@ -175,6 +178,7 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
                     enqueue(meta, shard)
                     sent += 1
     except BaseException as exc:
+        heartbeat.stop()
         if sent:
             store.fail(job_id, f"submit stopped after {sent} of {shards} shards were sent: "
                                f"{type(exc).__name__}: {exc}")
@@ -183,6 +187,8 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
         if not sent:
             store.delete(job_id)
         raise
+    heartbeat.stop()
+    store.submitted(job_id)
     return meta
 
 

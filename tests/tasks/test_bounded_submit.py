@@ -6,6 +6,13 @@ messages on the broker (no worker: what is on the queue is what is checked)."""
 from __future__ import annotations
 
 import gc
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -190,6 +197,103 @@ def test_a_shard_whose_staged_keys_are_lost_or_torn_fails_its_job(
         run_shard(meta.job_id, 2, settings, store)
     store.cancel(meta.job_id)  # ended: a late copy of its shard is skipped, not refused
     assert run_shard(meta.job_id, 0, settings, store) is False
+
+
+# Submits a five-shard job for real, and blocks after its second shard is sent: killed there.
+KILLED_SUBMITTER = r"""
+import json, sys, threading
+from featurepull.config import load_settings
+from featurepull.tasks.celery_tasks import shard_sender
+from featurepull.tasks.create import create_job
+from featurepull.tasks.requests import JobRequest
+from featurepull.tasks.store import JobStore, connect
+from featurepull.worker.producer import producer_app
+
+settings = load_settings(overrides=json.loads(sys.argv[1]))
+store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s, 60)
+with shard_sender(producer_app(settings), settings.jobs.queue) as send:
+    def enqueue(meta, shard):
+        send(meta, shard)
+        if shard == 1:
+            print(meta.job_id, flush=True)
+            threading.Event().wait()
+    create_job(JobRequest(**json.loads(sys.argv[2])), settings, store, enqueue=enqueue)
+"""
+
+
+def test_a_job_whose_submitter_is_killed_mid_submit_fails(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    # Without an output: its shards' keys are in Redis, and nothing else would end it.
+    entities = write_ids(tmp_path / "e.parquet", 5 * SHARD)
+    overrides = {"redis_url": settings.redis_url, "project": "demo",
+                 "dynamodb": {"endpoint_url": settings.dynamodb.endpoint_url,
+                              "region": "us-east-1"},
+                 "jobs": {"shard_size": SHARD, "queue": settings.jobs.queue,
+                          "submitter_timeout_s": 1}}
+    submitter = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SUBMITTER, json.dumps(overrides),
+         job_request(entities, None).model_dump_json()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    app = producer_app(settings)
+    queue = settings.jobs.queue
+    try:
+        assert submitter.stdout is not None and submitter.stderr is not None
+        job_id = submitter.stdout.readline().decode().strip()  # sent two shards, and waits
+        assert job_id, submitter.stderr.read().decode()[-3000:]
+        stored = sorted(key for key in job_bytes(store, job_id) if key.startswith("keys:"))
+        assert stored == ["keys:0", "keys:1"]  # of five shards
+        beat = f"{PREFIX}{job_id}:submitter"
+        first = store.redis.pttl(beat)
+        until(lambda: store.redis.pttl(beat) > first, "sign of life of the submitter")
+        # Alive, if blocked: its job is left alone (the sent shards' messages wait).
+        assert job_id not in resend_stalled(app, store, queue, settings)
+        assert store.state(job_id) == "queued"
+        os.kill(submitter.pid, signal.SIGKILL)
+        submitter.wait()
+        until(lambda: resend_stalled(app, store, queue, settings) == {} and
+              store.state(job_id) == "failed", "failure of the job")
+        resend_stalled(app, store, queue, settings)  # ended: no longer looked after
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+            submitter.wait()
+        app.close()
+        store.redis.delete(queue)
+    assert store.meta(job_id).error == (
+        f"the process that submitted the job ({socket.gethostname()}:{submitter.pid}) "
+        "stopped before it had stored and sent every shard (it was killed, or its machine "
+        "died); submit the job again")
+    assert not [key for key in job_bytes(store, job_id) if key.startswith("keys:")]
+    assert job_id not in store.active_jobs()
+    assert run_shard(job_id, 0, settings, store) is False  # its sent shards are skipped
+
+
+def test_a_job_left_half_submitted_loses_what_it_staged(settings: Settings, store: JobStore,
+                                                        tmp_path: Path) -> None:
+    output = tmp_path / "out.parquet"
+    meta = create_job(job_request(write_ids(tmp_path / "e.parquet", 3 * SHARD), output),
+                      settings, store)
+    staging = Path(StagedOutput(str(output), meta.job_id, meta.shards).staging)
+    assert len(list(staging.glob("keys-*"))) == 3
+    app = producer_app(settings)
+    try:
+        assert meta.job_id not in resend_stalled(app, store, settings.jobs.queue, settings)
+        # As its submitter left it when killed mid-submit (its sign of life expired).
+        store.redis.hset(f"{PREFIX}{meta.job_id}:meta", "submitting", "elsewhere:1")
+        resend_stalled(app, store, settings.jobs.queue, settings)
+    finally:
+        app.close()
+    assert store.meta(meta.job_id).error.startswith(  # type: ignore[union-attr]
+        "the process that submitted the job (elsewhere:1) stopped before")
+    assert not staging.exists() and not output.exists()
+
+
+def until(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    """Wait for ``check`` to hold, polling."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} in {timeout_s}s"
+        time.sleep(0.05)
 
 
 def test_each_shard_is_queued_as_soon_as_its_keys_are_stored(settings: Settings,
