@@ -63,8 +63,8 @@ def shard_keys(job_id: str, shard: int, meta: JobMeta, settings: Settings,
     if unreadable is not None:
         raise ShardKeysMissing(
             f"the entity keys of shard {shard} in {meta.output}'s staging area cannot be "
-            f"read ({unreadable}): they are not fsynced, so a machine that stopped can "
-            "leave them torn; submit the job again")
+            f"read ({unreadable}): a crash of the machine holding them can tear them (they "
+            "are not fsynced); submit the job again")
     raise ShardKeysMissing(
         f"the entity keys of shard {shard} are not in {meta.output}'s staging area: the "
         "submitting process stopped before it stored them, or the staging area was removed "

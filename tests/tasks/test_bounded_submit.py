@@ -185,8 +185,8 @@ def test_a_shard_whose_staged_keys_are_lost_or_torn_fails_its_job(
     torn.write_bytes(data)
     with pytest.raises(ShardKeysMissing, match=(
             r"^the entity keys of shard 0 in .*out\.parquet's staging area cannot be read "
-            r"\(.*checksum.*\): they are not fsynced, so a machine that stopped can leave "
-            r"them torn; submit the job again$")):
+            r"\(.*checksum.*\): a crash of the machine holding them can tear them \(they "
+            r"are not fsynced\); submit the job again$")):
         run_shard(meta.job_id, 0, settings, store)
     truncated = Path(staged.staging, staged.keys_name(1))
     truncated.write_bytes(truncated.read_bytes()[:100])
