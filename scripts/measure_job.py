@@ -223,6 +223,17 @@ def entity_ids(count: int, drivers: int, seed: int) -> list[int]:
     return ids
 
 
+def write_entities(path: Path, ids: pa.Array) -> None:
+    """The ids as a one-column entity file, in the format its extension names."""
+    if path.suffix == ".parquet":
+        pq.write_table(pa.table({"driver_id": ids}), path)
+        return
+    with open(path, "w") as stream:  # .jsonl
+        for start in range(0, len(ids), 1_000_000):
+            stream.write("".join(f'{{"driver_id": {n}}}\n'
+                                 for n in ids.slice(start, 1_000_000).to_pylist()))
+
+
 def weigh_queue(client: redis.Redis, queue: str) -> list[int]:
     """Byte size of every message waiting on ``queue`` (and kombu's priority sub-queues)."""
     sizes: list[int] = []
@@ -417,6 +428,24 @@ class Options:
     profile_dir: Path | None
     output_kind: str = "file"
     endpoint_url: str = ""
+    entity_format: str = "parquet"
+
+
+def measure_submit(count: int, workdir: Path, options: Options) -> dict[str, Any]:
+    """Only the separate submitter of a job of ``count`` entities (no worker: nothing is
+    read), for the submitting process's memory and time with each entity file format."""
+    run_dir = workdir / f"submit-{count}"
+    run_dir.mkdir()
+    entities_path = run_dir / f"entities.{options.entity_format}"
+    write_entities(entities_path, pa.array(entity_ids(count, count, options.seed), pa.int64()))
+    output = f"{run_dir / 'out'}" + ("/" if options.output_kind == "dataset" else ".parquet")
+    log(f"{count:,} entities ({options.entity_format}): submitting from a separate process")
+    result = {"entities": count, "entity_format": options.entity_format,
+              "entity_file_mb": round(entities_path.stat().st_size / MIB, 1),
+              **separate_submit(entities_path, output, options),
+              "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+    log(f"{count:,} entities: {result}")
+    return result
 
 
 def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
@@ -424,12 +453,12 @@ def measure(count: int, drivers: int, endpoint: EndpointProcess, workdir: Path,
     """One job of ``count`` entities, on its own redis-server and worker instance."""
     run_dir = workdir / f"run-{count}"
     run_dir.mkdir()
-    entities_path = run_dir / "entities.parquet"
+    entities_path = run_dir / f"entities.{options.entity_format}"
     output_path = run_dir / ("out" if options.output_kind == "dataset" else "out.parquet")
     # A dataset is named by a path ending in /.
     output = f"{output_path}/" if options.output_kind == "dataset" else str(output_path)
     ids = pa.array(entity_ids(count, drivers, options.seed), pa.int64())
-    pq.write_table(pa.table({"driver_id": ids}), entities_path)
+    write_entities(entities_path, ids)
     queue = f"measure-{uuid.uuid4().hex[:8]}"
     log(f"{count:,} entities: submitting from a separate process (no worker)")
     separate = separate_submit(entities_path, f"{output_path}-separate"
@@ -609,6 +638,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-kind", choices=["file", "dataset"], default="file",
                         help="the job's output: one Parquet file, or a Parquet dataset "
                         "(an output path ending in /)")
+    parser.add_argument("--entity-format", choices=["parquet", "jsonl"], default="parquet",
+                        help="the entity file's format")
+    parser.add_argument("--submit-only", action="store_true",
+                        help="only submit, from a separate process with no worker (its peak "
+                        "memory and time); the endpoint holds a few drivers")
     parser.add_argument("--profile-submit", action="store_true",
                         help="run submit under cProfile (slower); .prof files and the top "
                         "functions go next to --json-out")
@@ -651,12 +685,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = Options(shard_size=args.shard_size, workers=args.workers,
                       interval_s=args.interval, timeout_s=args.timeout, seed=args.seed,
                       profile_dir=args.json_out.parent if args.profile_submit else None,
-                      output_kind=args.output_kind)
+                      output_kind=args.output_kind, entity_format=args.entity_format)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     results: list[RunResult] = []
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(
             prefix="featurepull-measure-")))
+        if args.submit_only:
+            endpoint = stack.enter_context(start_endpoint(drivers=1_000))
+            options.endpoint_url = endpoint.url
+            submits = [measure_submit(count, workdir, options) for count in counts]
+            args.json_out.write_text(json.dumps({
+                "command": sys.argv if argv is None else ["scripts/measure_job.py", *argv],
+                "git": git_state(), "load_average_at_start": load_at_start,
+                "definitions": {"peak_rss_mb": DEFINITIONS["separate_submitter_rss_mb"],
+                                "first_shard_queued_s": DEFINITIONS["first_shard_queued_s"]},
+                "submits": submits}, indent=2) + "\n")
+            for submitted in submits:
+                print(json.dumps(submitted))
+            print(f"JSON: {args.json_out}")
+            return 0
         log(f"starting the bench endpoint with {drivers:,} drivers (table demo.driver_stats)")
         started = time.perf_counter()
         endpoint = stack.enter_context(start_endpoint(drivers=drivers,

@@ -264,6 +264,12 @@ class JobSettings(BaseModel):
         description="How often a worker looks for shards whose worker died (past "
         "visibility_timeout_s) and puts them back on the queue.",
     )
+    submitter_timeout_s: float = Field(
+        default=60.0, ge=1,
+        description="A job still being submitted whose submitting process showed no sign of "
+        "life for this long (killed, or its machine died) is failed by the workers' "
+        "watchdog; the process shows one every third of it.",
+    )
 
     @field_validator("allowed_inputs", "allowed_outputs")
     @classmethod

@@ -30,8 +30,8 @@ def _temporary_prefix(path: str, pid: int) -> str:
 
 
 @contextmanager
-def atomic_file(path: str, before_replace: Callable[[str], None] | None = None
-                ) -> Iterator[BinaryIO]:
+def atomic_file(path: str, before_replace: Callable[[str], None] | None = None,
+                durable: bool = True) -> Iterator[BinaryIO]:
     """A binary stream whose bytes replace `path` only if the `with` block completes.
 
     The data goes to a temporary file in the same directory (so the final rename cannot cross
@@ -39,7 +39,8 @@ def atomic_file(path: str, before_replace: Callable[[str], None] | None = None
     the temporary file is removed and `path` is untouched. OSError propagates to the caller.
     `before_replace` is called with the complete temporary file's path just before the
     rename (to record its `file_identity`: a writer killed right after the rename can then
-    tell that `path` is its own).
+    tell that `path` is its own). Not `durable`: no fsync, of the file or its directory (a
+    crash of the machine may then lose or truncate it; readers still never see it partial).
     """
     temporary = temporary_name(path)
     # 0o666 before the umask, as open() does; mkstemp's 0o600 would make the output private.
@@ -48,7 +49,8 @@ def atomic_file(path: str, before_replace: Callable[[str], None] | None = None
         with open(descriptor, "wb", buffering=_BUFFER_BYTES) as stream:
             yield stream
             stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                os.fsync(stream.fileno())
         if before_replace is not None:
             before_replace(temporary)
         os.replace(temporary, path)
@@ -56,7 +58,8 @@ def atomic_file(path: str, before_replace: Callable[[str], None] | None = None
         with suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-    _sync_directory(os.path.dirname(temporary))
+    if durable:
+        _sync_directory(os.path.dirname(temporary))
 
 
 def link_over(source: str, target: str) -> None:

@@ -38,12 +38,21 @@ class EntityStream:
     """An entity file whose column types are known before its rows are read, so that its
     rows can be taken a batch at a time (a submitter's memory then does not grow with the
     file). `batches(names)` reads those columns from the start, one {name: values} per
-    batch, each value as `EntityTable.columns` would hold it."""
+    batch, each value as `EntityTable.columns` would hold it; `notes` as the table's."""
 
     source: str
     types: dict[str, str]
     num_rows: int
     batches: Callable[[Sequence[str]], Iterator[dict[str, list[Any]]]]
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def table(self) -> EntityTable:
+        """Every row at once, for a caller that needs the whole table."""
+        columns: dict[str, list[Any]] = {name: [] for name in self.types}
+        for batch in self.batches(list(columns)):
+            for name, values in batch.items():
+                columns[name].extend(values)
+        return EntityTable(self.source, columns, self.types, self.notes)
 
 
 def check_unique(source: str, names: Sequence[str]) -> None:

@@ -23,12 +23,7 @@ _BATCH_ROWS = 65_536
 
 def read_parquet(stream: BinaryIO, source: str, required: tuple[str, ...]) -> EntityTable:
     """Read a Parquet entity file in batches; the typing rules are in `featurepull.io.entities`."""
-    entities = stream_parquet(stream, source, required)
-    columns: dict[str, list[Any]] = {name: [] for name in entities.types}
-    for batch in entities.batches(list(columns)):
-        for name, values in batch.items():
-            columns[name].extend(values)
-    return EntityTable(source, columns, entities.types)
+    return stream_parquet(stream, source, required).table()
 
 
 def stream_parquet(stream: BinaryIO, source: str, required: tuple[str, ...] = ()

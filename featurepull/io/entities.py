@@ -67,7 +67,7 @@ from featurepull.io._formats import (
     s3_location,
     unsupported_format_message,
 )
-from featurepull.io._jsonl_entities import read_jsonl
+from featurepull.io._jsonl_entities import read_jsonl, stream_jsonl
 from featurepull.io._parquet_entities import read_parquet, stream_parquet
 
 __all__ = ["EntityFileError", "EntityStream", "EntityTable", "check_entity_file_size",
@@ -77,6 +77,11 @@ _READERS: dict[FileFormat, Callable[[BinaryIO, str, tuple[str, ...]], EntityTabl
     "csv": read_csv,
     "jsonl": read_jsonl,
     "parquet": read_parquet,
+}
+_STREAMERS: dict[FileFormat, Callable[[BinaryIO, str], EntityStream | None]] = {
+    "csv": stream_csv,
+    "jsonl": stream_jsonl,
+    "parquet": stream_parquet,
 }
 
 
@@ -100,13 +105,10 @@ def stream_entities(path: str, *, s3: S3Settings | None = None,
                     limits: JobSettings | None = None) -> Iterator[EntityStream | None]:
     """The file as an EntityStream (types first, then rows a batch at a time: memory that
     does not grow with the file), open until the block ends; None when it must be read
-    whole with `read_entities` (JSONL, or a CSV file only the exact reader can type).
-    Opening fails as `read_entities` does."""
+    whole with `read_entities` (a CSV file only the exact reader can type). Opening fails
+    as `read_entities` does (a JSONL file's refusals come from its typing pass, here)."""
     with _opened(path, s3, limits) as (fmt, stream):
-        if fmt == "parquet":
-            yield stream_parquet(stream, path)
-        else:
-            yield stream_csv(stream, path) if fmt == "csv" else None
+        yield _STREAMERS[fmt](stream, path)
 
 
 @contextmanager

@@ -104,27 +104,31 @@ class StagedOutput:
         return "keys-" + self.part_name(n)[len("part-"):]
 
     def write_keys(self, n: int, table: pa.Table) -> None:
-        """Stage the entity keys part `n` will be made from (the submitter, once per part)."""
-        self._write_table(self.keys_name(n), table)
+        """Stage the entity keys part `n` will be made from (the submitter, once per part).
+        Not fsynced: they matter only while the job runs, and a crash that loses or tears
+        them fails it (`read_keys` finds them missing or unreadable): submitted again."""
+        self._write_table(self.keys_name(n), table, durable=False)
 
     def read_keys(self, n: int) -> pa.Table | None:
-        """The entity keys staged for part `n`; None if they are not there."""
+        """The entity keys staged for part `n`; None if they are not there (a torn file
+        raises: its pages' checksums do not match)."""
         return self._read_table(self.keys_name(n))
 
-    def _write_table(self, name: str, table: pa.Table) -> None:
+    def _write_table(self, name: str, table: pa.Table, durable: bool = True) -> None:
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        self._put(self.staging + name, sink.getvalue().to_pybytes())
+        pq.write_table(table, sink, write_page_checksum=True)
+        self._put(self.staging + name, sink.getvalue().to_pybytes(), durable)
 
     def _read_table(self, name: str) -> pa.Table | None:
         path = self.staging + name
         if self._local:
             try:
-                return pq.read_table(path)
+                return pq.read_table(path, page_checksum_verification=True)
             except FileNotFoundError:
                 return None
         data = self._get(path)
-        return None if data is None else pq.read_table(pa.BufferReader(data))
+        return None if data is None else pq.read_table(pa.BufferReader(data),
+                                                       page_checksum_verification=True)
 
     def _missing(self, n: int) -> OutputError:
         return OutputError(f"{self.staging}{self.part_name(n)}: part {n} of {self.output} is "
@@ -230,12 +234,12 @@ class StagedOutput:
             raise self._missing(n) if "no such object" in str(exc) else OutputError(
                 str(exc)) from None
 
-    def _put(self, path: str, data: bytes) -> None:
+    def _put(self, path: str, data: bytes, durable: bool = True) -> None:
         location = s3_location(path)
         if location is None:
             with reporting_write_errors(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                with atomic_file(path) as stream:
+                with atomic_file(path, durable=durable) as stream:
                     stream.write(data)
             return
         with _reporting_s3_errors():

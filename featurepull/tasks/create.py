@@ -32,6 +32,7 @@ from featurepull.tasks.scoring import check_registered
 from featurepull.tasks.shard_keys import keys_in, put_shard_keys
 from featurepull.tasks.store import JobMeta, JobStore
 from featurepull.tasks.streaming import open_entity_stream, streamed_shards
+from featurepull.tasks.submitter import SubmitterHeartbeat
 
 
 class Enqueue(Protocol):
@@ -146,9 +147,11 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
     distinct = None if spec["read_plan"] else DistinctKeys(spec["key_columns"],
                                                            settings.jobs.max_scan_keys)
     job_id = store.new_job_id()
-    store.open_job(job_id, spec, shards, rows)
+    heartbeat = SubmitterHeartbeat(store, job_id, settings.jobs.submitter_timeout_s)
+    store.open_job(job_id, spec, shards, rows, heartbeat.owner, heartbeat.timeout_s)
     meta = store.meta(job_id)
     sent = stored = 0
+    heartbeat.start()
     try:
         for shard, table in enumerate(shard_tables):
             put_shard_keys(job_id, shard, table, meta, settings, store)
@@ -175,6 +178,7 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
                     enqueue(meta, shard)
                     sent += 1
     except BaseException as exc:
+        heartbeat.stop()
         if sent:
             store.fail(job_id, f"submit stopped after {sent} of {shards} shards were sent: "
                                f"{type(exc).__name__}: {exc}")
@@ -183,21 +187,24 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
         if not sent:
             store.delete(job_id)
         raise
+    heartbeat.stop()
+    store.submitted(job_id)
     return meta
 
 
 def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
                      enqueue: Enqueue | None) -> JobMeta | None:
     """create_job with the entities read a batch at a time and stored as shards as they are
-    read; None, with nothing stored, when the file must be read whole (JSONL, a CSV file
-    only the exact reader can type) or holds a bad key (the whole-file path names its row)."""
+    read; None, with nothing stored, when the file must be read whole (a CSV file only the
+    exact reader can type) or holds a bad key (the whole-file path names its row)."""
     with open_entity_stream(request.entities, settings, store) as stream:
         if stream is None:
             return None
         if stream.num_rows > settings.jobs.max_entities:
             raise too_many_entities(stream.source, stream.num_rows, settings.jobs.max_entities)
         check_rows_kept(request, stream.num_rows, settings)
-        plan = plan_read(request, list(stream.types), stream.types, stream.source, settings)
+        plan = plan_read(request, list(stream.types), stream.types, stream.source, settings,
+                         stream.notes)
         shard_size = settings.jobs.shard_size
         spec = {"request": request.model_dump(), "table": plan.table, "shard_size": shard_size,
                 **layout_spec(plan.layout)}

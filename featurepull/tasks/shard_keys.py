@@ -24,7 +24,8 @@ STAGED = "staged"  # the spec's keys_in for keys staged beside the output
 
 class ShardKeysMissing(RunFailed):
     """A shard's staged keys are gone while its job runs: the submitter stopped before it
-    stored them, or the staging area was removed. The job fails (nothing to read)."""
+    stored them, the staging area was removed, or a crash tore them (they are not fsynced).
+    The job fails (nothing to read)."""
 
 
 def keys_in(output: str | None) -> str:
@@ -47,7 +48,11 @@ def shard_keys(job_id: str, shard: int, meta: JobMeta, settings: Settings,
     done meanwhile (a redelivered copy: skip it)."""
     if getattr(meta.request, "keys_in", None) != STAGED:
         return store.shard_keys(job_id, shard)  # UnknownJob once they are gone
-    table = staged_output(job_id, meta, settings).read_keys(shard)
+    try:
+        table = staged_output(job_id, meta, settings).read_keys(shard)
+        unreadable = None
+    except (pa.ArrowException, OSError) as exc:  # torn (a bad checksum), or not readable
+        table, unreadable = None, exc
     if table is not None:
         return table
     state = store.state(job_id)
@@ -55,6 +60,11 @@ def shard_keys(job_id: str, shard: int, meta: JobMeta, settings: Settings,
         raise UnknownJob(job_id)
     if state.terminal or store.is_done(job_id, shard):
         return None
+    if unreadable is not None:
+        raise ShardKeysMissing(
+            f"the entity keys of shard {shard} in {meta.output}'s staging area cannot be "
+            f"read ({unreadable}): a crash of the machine holding them can tear them (they "
+            "are not fsynced); submit the job again")
     raise ShardKeysMissing(
         f"the entity keys of shard {shard} are not in {meta.output}'s staging area: the "
         "submitting process stopped before it stored them, or the staging area was removed "

@@ -5,7 +5,9 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
     meta        hash  request (JSON), state, shards, rows, times, error, summary (JSON),
                       finisher ("host:pid" of the process that last began writing the output),
                       published_as (the job's local output file's identity, recorded once it
-                      is in place: a finisher's retry knows the file as the job's own)
+                      is in place: a finisher's retry knows the file as the job's own),
+                      submitting ("host:pid" of the process storing and sending its shards;
+                      removed once every shard is sent)
     keys:{n}    str   shard n's entity key columns, Arrow IPC (deleted once the shard is done)
                       — only for a job without an output (at most
                       jobs.max_entities_without_output entities); with one, the submitter
@@ -26,6 +28,9 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
     alive       str   exists while the job shows signs of life: set with a TTL of the idle
                       limit (jobs.visibility_timeout_s) at submit, at each shard start,
                       progress report and end, and while the finisher writes
+    submitter   str   exists while the submitting process lives: set with a TTL of
+                      jobs.submitter_timeout_s, again by it every third of that
+                      (``featurepull.tasks.submitter``), deleted with meta's submitting
 
 A scan job (``read_plan`` in the request field: ``featurepull.tasks.scans``) also has:
 
@@ -134,17 +139,22 @@ return 1
 ENDED = b"sent"
 
 # The watchdog's check of one job, atomic so that one of many watchdogs acts: an ended or
-# expired job leaves the active set ({-1}); a job with signs of life is left alone ({-2}):
-# its alive key, or a message of its own still waiting in the broker's queue lists
-# (KEYS[5..4+ARGV[3]]) or held unacked by a worker (the hash after them) — a job queued
-# behind another job is waiting, not stalled, and counts as alive again. Else the alive key
-# is taken for the idle limit and the shards not done are returned ({0, n, ...}; none:
-# every shard is done and the job needs its finisher).
+# expired job leaves the active set ({-1}); a job still being submitted whose submitter's
+# key (KEYS[5]) expired lost its submitter ({-3, "host:pid"}); a job with signs of life is
+# left alone ({-2}): its alive key, or a message of its own still waiting in the broker's
+# queue lists (KEYS[6..5+ARGV[3]]) or held unacked by a worker (the hash after them) — a
+# job queued behind another job is waiting, not stalled, and counts as alive again. Else
+# the alive key is taken for the idle limit and the shards not done are returned
+# ({0, n, ...}; none: every shard is done and the job needs its finisher).
 _STALLED = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if (not state) or state == 'succeeded' or state == 'failed' or state == 'cancelled' then
     redis.call('ZREM', KEYS[4], ARGV[2])
     return {-1}
+end
+local submitter = redis.call('HGET', KEYS[1], 'submitting')
+if submitter and redis.call('EXISTS', KEYS[5]) == 0 then
+    return {-3, submitter}
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
     return {-2}
@@ -158,8 +168,8 @@ local function holds(messages)
     end
     return false
 end
-local waiting = KEYS[5 + lists] ~= nil and holds(redis.call('HVALS', KEYS[5 + lists]))
-for i = 5, 4 + lists do
+local waiting = KEYS[6 + lists] ~= nil and holds(redis.call('HVALS', KEYS[6 + lists]))
+for i = 6, 5 + lists do
     local length = redis.call('LLEN', KEYS[i])
     for start = 0, length - 1, 500 do
         if waiting then break end
@@ -193,6 +203,17 @@ class RedisUnavailable(JobStoreError):
 
 class RedisRefused(InputError, JobStoreError):
     """Redis refused the credentials in the URL: a configuration error (exit 2)."""
+
+
+class SubmitterGone(RunFailed):
+    """A job's submitting process stopped showing signs of life before it had stored and
+    sent every shard (killed, or its machine died): the job can never complete."""
+
+    def __init__(self, job_id: str, submitter: str) -> None:
+        super().__init__(
+            f"the process that submitted the job ({submitter}) stopped before it had stored "
+            "and sent every shard (it was killed, or its machine died); submit the job again")
+        self.job_id = job_id
 
 
 class UnknownJob(InputError, KeyError):
@@ -345,11 +366,29 @@ class JobStore:
         pipe.execute()
         return shards, rows
 
-    def open_job(self, job_id: str, request: dict[str, Any], shards: int, rows: int) -> None:
+    def open_job(self, job_id: str, request: dict[str, Any], shards: int, rows: int,
+                 submitter: str | None = None, submitter_ttl_s: float = 0.0) -> None:
         """Store a new job's record before its shards' keys (``create_job`` then stores
-        and enqueues them one by one, so the first shard runs while the rest are read)."""
-        pipe = self.redis.pipeline(transaction=False)
+        and enqueues them one by one, so the first shard runs while the rest are read),
+        and its ``submitter``'s sign of life (see `submitter_alive`)."""
+        pipe = self.redis.pipeline(transaction=True)
         self._add_meta(pipe, job_id, request, shards, rows)
+        if submitter is not None:
+            pipe.hset(self._key(job_id, "meta"), "submitting", submitter)
+            pipe.set(self._key(job_id, "submitter"), submitter,
+                     ex=max(1, math.ceil(submitter_ttl_s)))
+        pipe.execute()
+
+    def submitter_alive(self, job_id: str, submitter: str, ttl_s: float) -> None:
+        """The submitting process's sign of life, for ``ttl_s``: the watchdog fails a job
+        still ``submitting`` without one (its submitter was killed mid-submit)."""
+        self.redis.set(self._key(job_id, "submitter"), submitter, ex=max(1, math.ceil(ttl_s)))
+
+    def submitted(self, job_id: str) -> None:
+        """Every shard of the job is stored and sent: its submitter is no longer needed."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(self._key(job_id, "meta"), "submitting")
+        pipe.delete(self._key(job_id, "submitter"))
         pipe.execute()
 
     def update_spec(self, job_id: str, request: dict[str, Any]) -> None:
@@ -639,8 +678,11 @@ class JobStore:
         queued behind other work."""
         keys = [self._key(job_id, name) for name in ("meta", "alive", "done")]
         broker = [*queues, *([unacked] if unacked else [])]
-        reply = self.redis.eval(_STALLED, 4 + len(broker), *keys, ACTIVE_JOBS, *broker,
+        reply = self.redis.eval(_STALLED, 5 + len(broker), *keys, ACTIVE_JOBS,
+                                self._key(job_id, "submitter"), *broker,
                                 self.idle_s, job_id, len(queues))
+        if int(reply[0]) == -3:
+            raise SubmitterGone(job_id, reply[1].decode())
         if int(reply[0]) < 0:
             return None
         return [int(n) for n in reply[1:]]

@@ -1,7 +1,7 @@
 """Streaming submit: a job's shards stored as its entity file is read, a batch at a time, so
 the submitting process's memory does not grow with the job.
 
-The file's types come first (a Parquet schema; a first pass over a CSV file's blocks), then
+The file's types come first (a Parquet schema; a first pass over a CSV or JSONL file), then
 each batch's key columns are checked as the whole-file path checks them (the layout's
 `check_keys`) and cut into shards of `shard_size` rows. Any problem, in the file or in a
 key, is not reported from here: the caller drops what was stored and runs the whole-file
@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pyarrow as pa
 
@@ -50,8 +51,7 @@ def open_entity_stream(reference: str, settings: Settings,
             return
         try:
             with stream_entities(tmp.name, limits=limits) as stream:
-                yield None if stream is None else EntityStream(
-                    reference, stream.types, stream.num_rows, stream.batches)
+                yield None if stream is None else replace(stream, source=reference)
         except EntityFileError as exc:  # name what the user gave, not our temporary file
             raise EntityFileError(str(exc).replace(tmp.name, reference)) from None
 

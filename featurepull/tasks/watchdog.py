@@ -13,10 +13,15 @@ re-send of a shard that was only slow costs a skipped message.
 
 The decision is one Lua script per job (:meth:`JobStore.stalled`), which also marks the job
 alive again: of many workers' watchdogs, one re-sends, once per idle period.
+
+A job whose submitting process died before it stored and sent every shard (its sign of life,
+``featurepull.tasks.submitter``, expired) would wait for shards that never come: it is
+failed, with an error that says to submit it again, and what it stored is removed.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -24,20 +29,28 @@ import structlog
 
 from featurepull.config import Settings
 from featurepull.tasks import monitor
-from featurepull.tasks.store import JobStore, connect
+from featurepull.tasks.notify import announce_end
+from featurepull.tasks.output import discard_staged_output
+from featurepull.tasks.store import JobStore, SubmitterGone, connect
 
 log = structlog.get_logger(__name__)
 
 
-def resend_stalled(app: Any, store: JobStore, queue: str) -> dict[str, list[int]]:
+def resend_stalled(app: Any, store: JobStore, queue: str,
+                   settings: Settings | None = None) -> dict[str, list[int]]:
     """Re-send what the stalled jobs wait for; job id -> shards re-sent (empty: the
-    finisher was)."""
+    finisher was). A job whose submitter died mid-submit is failed instead (with
+    ``settings``, the workers', its staged output is removed)."""
     from featurepull.tasks.celery_tasks import enqueue_shards
 
     resent: dict[str, list[int]] = {}
     lists, unacked = broker_keys(app, queue)
     for job_id in store.active_jobs():
-        shards = store.stalled(job_id, lists, unacked)
+        try:
+            shards = store.stalled(job_id, lists, unacked)
+        except SubmitterGone as exc:
+            fail_abandoned(app, store, job_id, str(exc), settings or Settings())
+            continue
         if shards is None:
             continue
         meta = store.meta(job_id)
@@ -51,6 +64,18 @@ def resend_stalled(app: Any, store: JobStore, queue: str) -> dict[str, list[int]
                     idle_s=store.idle_s)
         resent[job_id] = shards
     return resent
+
+
+def fail_abandoned(app: Any, store: JobStore, job_id: str, error: str,
+                   settings: Settings) -> None:
+    """Fail a job its submitter left half-submitted (once, of many watchdogs), remove what
+    it stored, and announce its end."""
+    if not store.fail(job_id, error):
+        return  # ended meanwhile, or another watchdog failed it
+    log.warning("job_submitter_gone", job_id=job_id, error=error)
+    discard_staged_output(job_id, settings, store)
+    store.drop_rows(job_id, store.meta(job_id).shards)
+    announce_end(app, store, job_id, f"watchdog:{os.getpid()}")
 
 
 def broker_keys(app: Any, queue: str) -> tuple[list[str], str]:
@@ -82,7 +107,7 @@ class Watchdog(threading.Thread):
             try:
                 store = store or JobStore(connect(self.settings.redis_url), jobs.ttl_s,
                                           jobs.visibility_timeout_s)
-                resend_stalled(self.app, store, jobs.queue)
+                resend_stalled(self.app, store, jobs.queue, self.settings)
             except Exception as exc:  # Redis away: the next round tries again
                 log.warning("watchdog_check_failed", error=f"{type(exc).__name__}: {exc}")
 

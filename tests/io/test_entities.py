@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featurepull.io import EntityFileError, EntityTable, read_entities
+from featurepull.io import EntityFileError, EntityTable, _jsonl_entities, read_entities
+from featurepull.io.entities import stream_entities
 
 
 def write_text(tmp_path: Path, name: str, text: str) -> str:
@@ -288,6 +290,51 @@ def test_jsonl_required_column_absent_everywhere(tmp_path: Path) -> None:
     path = write_text(tmp_path, "e.jsonl", '{"a": 1, "b": 2}\n')
     with raises(path, "'id'", "not found", "'a', 'b'"):
         read_entities(path, required=["id"])
+
+
+def test_jsonl_values_are_what_the_json_module_reads(tmp_path: Path) -> None:
+    # Lines orjson reads differently or refuses (a byte order mark, a lone surrogate,
+    # Infinity, 1E400, a float's last digit) are read by the json module: its reading is
+    # the rule.
+    lines = ['\ufeff{"f": 0.1000000000000000055511151231257827, "s": "\\ud800"}',
+             '{"f": 1E400, "s": "\u00e9"}', '{"f": -Infinity, "s": "x"}', '{"f": 5e-324}']
+    table = read_entities(write_text(tmp_path, "e.jsonl", "\n".join(lines) + "\n"))
+    decoded = [json.loads(line.encode()) for line in lines]
+    assert table.columns == {name: [row.get(name) for row in decoded] for name in ("f", "s")}
+    assert table.types == {"f": "float", "s": "string"}
+
+
+@pytest.mark.parametrize("text", ['{"id": 1}\n{"id": 18446744073709551616}\n',
+                                  '{"id": 18446744073709551616}\n'])
+def test_jsonl_integer_beyond_64_bits_is_refused_by_its_value(tmp_path: Path,
+                                                              text: str) -> None:
+    # orjson reads it as a float; it is an integer, too large for int64.
+    path = write_text(tmp_path, "e.jsonl", text)
+    with raises(path, f"line {text.count(chr(10))}", "value 18446744073709551616 does not fit"):
+        read_entities(path)
+
+
+def test_jsonl_streams_in_batches_once_its_types_are_known(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_jsonl_entities, "_CHUNK_BYTES", 256)  # many batches
+    lines = [f'{{"id": {n}, "w": {n / 4}, "tag": ["t"]}}' if n % 7 else "" for n in range(400)]
+    path = write_text(tmp_path, "e.jsonl", "\n".join(lines) + "\n")
+    with stream_entities(path) as stream:
+        assert stream is not None
+        assert (stream.types, stream.num_rows) == ({"id": "int64", "w": "float"}, 342)
+        assert stream.notes == {"tag": "holds a JSON array on line 2"}
+        batches = list(stream.batches(["w", "id"]))
+    assert len(batches) > 10
+    whole = read_entities(path)
+    assert [n for batch in batches for n in batch["id"]] == whole.columns["id"] == [
+        n for n in range(400) if n % 7]
+    assert [w for batch in batches for w in batch["w"]] == whole.columns["w"]
+    # A bad line is refused by the first pass, before any row is read.
+    lines[350] = '{"id": 350, "w": 1}'
+    write_text(tmp_path, "e.jsonl", "\n".join(lines) + "\n")
+    with raises(path, "line 351: column 'w' holds an integer, but line 2 holds a float"), \
+            stream_entities(path):
+        pass
 
 
 # --- Parquet ------------------------------------------------------------------------------

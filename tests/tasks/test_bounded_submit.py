@@ -6,8 +6,15 @@ messages on the broker (no worker: what is on the queue is what is checked)."""
 from __future__ import annotations
 
 import gc
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +28,13 @@ from featurepull.cli import main
 from featurepull.client import Job
 from featurepull.config import Settings
 from featurepull.dynamo.errors import EntityKeyError
-from featurepull.io import OutputError, StagedOutput, _csv_stream, _parquet_entities
+from featurepull.io import (
+    OutputError,
+    StagedOutput,
+    _csv_stream,
+    _jsonl_entities,
+    _parquet_entities,
+)
 from featurepull.io.parts import SUCCESS
 from featurepull.local import RedisService
 from featurepull.tasks import JobStore
@@ -29,6 +42,7 @@ from featurepull.tasks.celery_tasks import shard_sender
 from featurepull.tasks.create import create_job
 from featurepull.tasks.finish import finish_job
 from featurepull.tasks.requests import JobRequest
+from featurepull.tasks.shard_keys import ShardKeysMissing
 from featurepull.tasks.shards import run_shard
 from featurepull.tasks.store import ACTIVE_JOBS, PREFIX, JobMeta, connect
 from featurepull.tasks.watchdog import broker_keys, resend_stalled
@@ -59,6 +73,7 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     # A tuning constant, not behaviour: a few thousand rows then span many batches.
     monkeypatch.setattr(_csv_stream, "_BLOCK_BYTES", 4096)
     monkeypatch.setattr(_parquet_entities, "_BATCH_ROWS", 5_000)
+    monkeypatch.setattr(_jsonl_entities, "_CHUNK_BYTES", 16_384)
 
 
 @pytest.fixture
@@ -94,17 +109,29 @@ def python_peak(settings: Settings, store: JobStore, entities: Path, output: Pat
         tracemalloc.stop()
 
 
-def test_a_parquet_submit_holds_the_same_memory_at_four_times_the_rows(
-        settings: Settings, store: JobStore, tmp_path: Path) -> None:
-    # pyarrow's ParquetFile pre-buffers by default: one iter_batches over the file then
-    # keeps every row group's column chunk until it ends (through a Python file object,
-    # as Python bytes), so the submitter grew with the file (~4 bytes per int64 key).
-    small = write_ids(tmp_path / "small.parquet", 60_000)
-    large = write_ids(tmp_path / "large.parquet", 240_000)
+def write_jsonl_ids(path: Path, count: int) -> Path:
+    path.write_text("".join(f'{{"driver_id": {(i * 7919) % 1_000_003}, "note": "n{i}"}}\n'
+                            for i in range(count)))
+    return path
+
+
+@pytest.mark.parametrize(("write", "rows"), [(write_ids, 60_000), (write_jsonl_ids, 5_000)],
+                         ids=["parquet", "jsonl"])
+def test_a_submit_holds_the_same_memory_at_four_times_the_rows(
+        settings: Settings, store: JobStore, tmp_path: Path,
+        write: Callable[[Path, int], Path], rows: int) -> None:
+    # Parquet: pyarrow's ParquetFile pre-buffers by default: one iter_batches over the file
+    # then keeps every row group's column chunk until it ends (through a Python file
+    # object, as Python bytes), so the submitter grew with the file (~4 bytes per int64
+    # key). JSONL: the file was read whole, every value a Python object.
+    suffix = ".parquet" if write is write_ids else ".jsonl"
+    small = write(tmp_path / f"small{suffix}", rows)
+    large = write(tmp_path / f"large{suffix}", 4 * rows)
     python_peak(settings, store, small, tmp_path / "warm.parquet")  # imports, table check
     small_peak = python_peak(settings, store, small, tmp_path / "small-out.parquet")
     large_peak = python_peak(settings, store, large, tmp_path / "large-out.parquet")
-    # Measured: ~1.37 MB either way; pre-buffered, 2.9 MB for the large file.
+    # Measured: Parquet ~1.38 MB either way, 2.9 MB for the large file pre-buffered;
+    # JSONL ~1.27 MB either way; read whole, 1.6 MB and 3.1 MB.
     assert large_peak - small_peak < 600_000, (small_peak, large_peak)
 
 
@@ -143,6 +170,130 @@ def test_a_shard_is_read_from_its_staged_keys_and_they_go_with_the_job(
 
     discard_staged_output(meta.job_id, settings, store)
     assert not staging.exists()
+
+
+def test_a_shard_whose_staged_keys_are_lost_or_torn_fails_its_job(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    # Keys files are not fsynced: a machine that dies can lose one, or leave it torn.
+    entities = write_ids(tmp_path / "e.parquet", 3 * SHARD)
+    meta = create_job(job_request(entities, tmp_path / "out.parquet"), settings, store)
+    staged = StagedOutput(str(tmp_path / "out.parquet"), meta.job_id, meta.shards)
+    torn = Path(staged.staging, staged.keys_name(0))
+    data = bytearray(torn.read_bytes())
+    page = pq.ParquetFile(torn).metadata.row_group(0).column(0).data_page_offset
+    data[page + 30:page + 60] = bytes(30)  # zeros in a page: its checksum no longer matches
+    torn.write_bytes(data)
+    with pytest.raises(ShardKeysMissing, match=(
+            r"^the entity keys of shard 0 in .*out\.parquet's staging area cannot be read "
+            r"\(.*checksum.*\): a crash of the machine holding them can tear them \(they "
+            r"are not fsynced\); submit the job again$")):
+        run_shard(meta.job_id, 0, settings, store)
+    truncated = Path(staged.staging, staged.keys_name(1))
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    with pytest.raises(ShardKeysMissing, match=r"keys of shard 1 .* cannot be read"):
+        run_shard(meta.job_id, 1, settings, store)
+    Path(staged.staging, staged.keys_name(2)).unlink()
+    with pytest.raises(ShardKeysMissing, match=r"keys of shard 2 are not in .* submit the job"):
+        run_shard(meta.job_id, 2, settings, store)
+    store.cancel(meta.job_id)  # ended: a late copy of its shard is skipped, not refused
+    assert run_shard(meta.job_id, 0, settings, store) is False
+
+
+# Submits a five-shard job for real, and blocks after its second shard is sent: killed there.
+KILLED_SUBMITTER = r"""
+import json, sys, threading
+from featurepull.config import load_settings
+from featurepull.tasks.celery_tasks import shard_sender
+from featurepull.tasks.create import create_job
+from featurepull.tasks.requests import JobRequest
+from featurepull.tasks.store import JobStore, connect
+from featurepull.worker.producer import producer_app
+
+settings = load_settings(overrides=json.loads(sys.argv[1]))
+store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s, 60)
+with shard_sender(producer_app(settings), settings.jobs.queue) as send:
+    def enqueue(meta, shard):
+        send(meta, shard)
+        if shard == 1:
+            print(meta.job_id, flush=True)
+            threading.Event().wait()
+    create_job(JobRequest(**json.loads(sys.argv[2])), settings, store, enqueue=enqueue)
+"""
+
+
+def test_a_job_whose_submitter_is_killed_mid_submit_fails(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    # Without an output: its shards' keys are in Redis, and nothing else would end it.
+    entities = write_ids(tmp_path / "e.parquet", 5 * SHARD)
+    overrides = {"redis_url": settings.redis_url, "project": "demo",
+                 "dynamodb": {"endpoint_url": settings.dynamodb.endpoint_url,
+                              "region": "us-east-1"},
+                 "jobs": {"shard_size": SHARD, "queue": settings.jobs.queue,
+                          "submitter_timeout_s": 1}}
+    submitter = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SUBMITTER, json.dumps(overrides),
+         job_request(entities, None).model_dump_json()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    app = producer_app(settings)
+    queue = settings.jobs.queue
+    try:
+        assert submitter.stdout is not None and submitter.stderr is not None
+        job_id = submitter.stdout.readline().decode().strip()  # sent two shards, and waits
+        assert job_id, submitter.stderr.read().decode()[-3000:]
+        stored = sorted(key for key in job_bytes(store, job_id) if key.startswith("keys:"))
+        assert stored == ["keys:0", "keys:1"]  # of five shards
+        beat = f"{PREFIX}{job_id}:submitter"
+        first = store.redis.pttl(beat)
+        until(lambda: store.redis.pttl(beat) > first, "sign of life of the submitter")
+        # Alive, if blocked: its job is left alone (the sent shards' messages wait).
+        assert job_id not in resend_stalled(app, store, queue, settings)
+        assert store.state(job_id) == "queued"
+        os.kill(submitter.pid, signal.SIGKILL)
+        submitter.wait()
+        until(lambda: resend_stalled(app, store, queue, settings) == {} and
+              store.state(job_id) == "failed", "failure of the job")
+        resend_stalled(app, store, queue, settings)  # ended: no longer looked after
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+            submitter.wait()
+        app.close()
+        store.redis.delete(queue)
+    assert store.meta(job_id).error == (
+        f"the process that submitted the job ({socket.gethostname()}:{submitter.pid}) "
+        "stopped before it had stored and sent every shard (it was killed, or its machine "
+        "died); submit the job again")
+    assert not [key for key in job_bytes(store, job_id) if key.startswith("keys:")]
+    assert job_id not in store.active_jobs()
+    assert run_shard(job_id, 0, settings, store) is False  # its sent shards are skipped
+
+
+def test_a_job_left_half_submitted_loses_what_it_staged(settings: Settings, store: JobStore,
+                                                        tmp_path: Path) -> None:
+    output = tmp_path / "out.parquet"
+    meta = create_job(job_request(write_ids(tmp_path / "e.parquet", 3 * SHARD), output),
+                      settings, store)
+    staging = Path(StagedOutput(str(output), meta.job_id, meta.shards).staging)
+    assert len(list(staging.glob("keys-*"))) == 3
+    app = producer_app(settings)
+    try:
+        assert meta.job_id not in resend_stalled(app, store, settings.jobs.queue, settings)
+        # As its submitter left it when killed mid-submit (its sign of life expired).
+        store.redis.hset(f"{PREFIX}{meta.job_id}:meta", "submitting", "elsewhere:1")
+        resend_stalled(app, store, settings.jobs.queue, settings)
+    finally:
+        app.close()
+    assert store.meta(meta.job_id).error.startswith(  # type: ignore[union-attr]
+        "the process that submitted the job (elsewhere:1) stopped before")
+    assert not staging.exists() and not output.exists()
+
+
+def until(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    """Wait for ``check`` to hold, polling."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} in {timeout_s}s"
+        time.sleep(0.05)
 
 
 def test_each_shard_is_queued_as_soon_as_its_keys_are_stored(settings: Settings,

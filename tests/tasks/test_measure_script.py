@@ -46,3 +46,17 @@ def running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_measure_job_script_measures_a_jsonl_submit_alone(tmp_path: Path) -> None:
+    out = tmp_path / "submit.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "measure_job.py"), "--entities", "3000",
+         "--shard-size", "1000", "--submit-only", "--entity-format", "jsonl",
+         "--json-out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [submitted] = json.loads(out.read_text())["submits"]
+    assert (submitted["entities"], submitted["entity_format"]) == (3000, "jsonl")
+    assert submitted["peak_rss_mb"] >= submitted["after_imports_mb"] > 0
+    assert 0 < submitted["first_shard_queued_s"] <= submitted["submit_s"]

@@ -18,7 +18,13 @@ from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.config import Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.layouts import FeastLayout
-from featurepull.io import EntityFileError, _csv_stream, _parquet_entities, read_entities
+from featurepull.io import (
+    EntityFileError,
+    _csv_stream,
+    _jsonl_entities,
+    _parquet_entities,
+    read_entities,
+)
 from featurepull.local import RedisService
 from featurepull.tasks import JobStore
 from featurepull.tasks.create import _shard_tables, create_job
@@ -51,6 +57,7 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     # A tuning constant, not behaviour: a few thousand rows then span many batches.
     monkeypatch.setattr(_csv_stream, "_BLOCK_BYTES", 4096)
     monkeypatch.setattr(_parquet_entities, "_BATCH_ROWS", 333)
+    monkeypatch.setattr(_jsonl_entities, "_CHUNK_BYTES", 4096)
 
 
 def ids(count: int) -> list[int]:
@@ -77,12 +84,20 @@ def write_csv(path: Path, values: list[object], extra: bool = False) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def write_jsonl(path: Path, values: list[object]) -> Path:
+    path.write_text("".join(f'{{"driver_id": {value}, "note": "n{i}"}}\n'
+                            for i, value in enumerate(values)))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "jsonl"])
 def test_streamed_shards_are_the_whole_file_shards(settings: Settings, store: JobStore,
                                                    tmp_path: Path, kind: str) -> None:
     values = ids(3_000)
     if kind == "csv":
         path = write_csv(tmp_path / "e.csv", values, extra=True)
+    elif kind == "jsonl":
+        path = write_jsonl(tmp_path / "e.jsonl", values)
     else:
         path = tmp_path / "e.parquet"
         pq.write_table(pa.table({"driver_id": pa.array(values, pa.int64()),
@@ -122,6 +137,19 @@ def test_a_bad_key_late_in_the_file_is_the_whole_file_error_and_stores_nothing(
     with pytest.raises(EntityKeyError) as whole:
         FeastLayout({"driver_id": "int32"}).check_keys(entities.columns, entities.source)
     assert str(streamed.value) == str(whole.value)
+
+
+def test_a_bad_jsonl_line_late_in_the_file_is_refused_before_anything_is_stored(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "e.jsonl", [*ids(2_899), '"7"', 5])
+    before = job_keys(store)
+    with pytest.raises(EntityFileError) as streamed:
+        create_job(request(path), settings, store)
+    assert job_keys(store) == before
+    assert str(streamed.value) == (
+        f"{path}: line 2900: column 'driver_id' holds a string, but line 1 holds an integer; "
+        "a column needs one JSON type, so write every 'driver_id' value as an integer (e.g. "
+        "quote numbers that are ids)")
 
 
 def test_files_only_the_exact_reader_can_judge_are_read_whole(
