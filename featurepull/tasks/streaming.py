@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import pyarrow as pa
 
@@ -51,7 +52,8 @@ def open_entity_stream(reference: str, settings: Settings,
         try:
             with stream_entities(tmp.name, limits=limits) as stream:
                 yield None if stream is None else EntityStream(
-                    reference, stream.types, stream.num_rows, stream.batches)
+                    reference, stream.types, stream.num_rows, stream.batches,
+                    stream.arrow_batches)
         except EntityFileError as exc:  # name what the user gave, not our temporary file
             raise EntityFileError(str(exc).replace(tmp.name, reference)) from None
 
@@ -64,9 +66,11 @@ def streamed_shards(stream: EntityStream, layout: Layout, key_columns: Sequence[
     types = {name: arrow_types.get(stream.types.get(name, "")) for name in key_columns}
     pending: list[pa.Table] = []
     held = 0
-    for batch in stream.batches(list(key_columns)):
+    # Arrow batches where the reader offers them (layouts check Arrow columns as they
+    # check lists): no Python value per row, and no list for pyarrow to convert back.
+    for batch in (stream.arrow_batches or stream.batches)(list(key_columns)):
         layout.check_keys(batch, stream.source)
-        pending.append(pa.table({name: pa.array(values, type=types[name])
+        pending.append(pa.table({name: _typed(values, types[name])
                                  for name, values in batch.items()}))
         held += pending[-1].num_rows
         while held >= shard_size:
@@ -76,3 +80,11 @@ def streamed_shards(stream: EntityStream, layout: Layout, key_columns: Sequence[
     if held:
         yield pa.concat_tables(pending).combine_chunks()
 
+
+
+def _typed(values: Any, arrow_type: pa.DataType | None) -> pa.Array:
+    """A batch's column as an Arrow array of ``arrow_type`` (from a list or an array)."""
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values if arrow_type is None or values.type == arrow_type else (
+            values.cast(arrow_type))
+    return pa.array(values, type=arrow_type)
