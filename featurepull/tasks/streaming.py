@@ -83,8 +83,8 @@ def streamed_shards(stream: EntityStream, layout: Layout, key_columns: Sequence[
 
 
 def _typed(values: Any, arrow_type: pa.DataType | None) -> pa.Array:
-    """A batch's column as an Arrow array of ``arrow_type`` (from a list or an array)."""
-    if isinstance(values, pa.Array | pa.ChunkedArray):
-        return values if arrow_type is None or values.type == arrow_type else (
-            values.cast(arrow_type))
+    """A batch's column as an Arrow array of ``arrow_type``: an Arrow batch's column is
+    one already (``EntityStream.arrow_batches``), a list is converted."""
+    if isinstance(values, pa.Array):
+        return values
     return pa.array(values, type=arrow_type)
