@@ -9,11 +9,12 @@ feature that no found item holds — also when a job's shard finds it: `submit -
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -228,37 +229,50 @@ def _exit_codes() -> Iterator[None]:
         sys.exit(exc.exit_code)
 
 
-class _PandasBlocked:
-    """A sys.meta_path finder under which ``import pandas`` fails as if it were not
-    installed (see :func:`_without_pandas`)."""
+# What pyarrow imports when it is installed but a pull without a scorer never uses: numpy
+# and cloudpickle at `import pyarrow` (~300 M instructions, 0.1 s), pandas at its first list
+# conversion (~1,100 M) — only to recognise their objects among values, which a pull never
+# hands it. pyarrow runs without them (a configuration it supports).
+_NOT_FOR_A_PULL = ("pandas", "numpy", "cloudpickle")
+
+
+class _Blocked:
+    """A sys.meta_path finder under which importing these packages fails as if they were not
+    installed (see :func:`_lean_pull`)."""
+
+    def __init__(self, packages: tuple[str, ...]) -> None:
+        self.packages = packages
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
+        if name.partition(".")[0] in self.packages:
             raise ModuleNotFoundError(f"No module named {name!r} (featurepull pull runs "
-                                      "pyarrow without pandas)", name=name)
+                                      "pyarrow without it)", name=name)
 
 
 @contextmanager
-def _without_pandas() -> Iterator[None]:
-    """Run a pull's pyarrow as if pandas were not installed (a configuration pyarrow
-    supports), unless something already imported it.
+def _lean_pull() -> Iterator[None]:
+    """Run a pull, imports included, without what it does not need: pyarrow without numpy,
+    cloudpickle and pandas (_NOT_FOR_A_PULL, unless something already imported one), and no
+    cyclic garbage collection (a pull makes no garbage cycles worth the collector's passes
+    over every module and row: 0.1-0.2 s of CPU at 100,000 rows; the read pauses it anyway).
 
-    pyarrow imports pandas the first time it converts Python values — only to recognise
-    pandas objects (``pd.NA``, ``Timestamp``, a ``Series``) among them — which costs a
-    ``featurepull pull`` 0.1-0.5 s. A pull without a scorer gives it none: its values come
-    from the entity file and the read, and its timestamps are microseconds. A scorer is
-    user code, which may use pandas: the CLI does not wrap one. Nor does it wrap a pull in
-    a process that is not its own (``_own_process``): the finder would be process-wide.
+    Only a pull without a scorer, in the console script's own process (``_own_process``):
+    a scorer is user code, which may use pandas and numpy, and the finder is process-wide.
     """
-    if "pandas" in sys.modules:
-        yield
-        return
-    finder = _PandasBlocked()
+    blocked = tuple(name for name in _NOT_FOR_A_PULL if name not in sys.modules)
+    finder = _Blocked(blocked)
     sys.meta_path.insert(0, finder)
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
         sys.meta_path.remove(finder)
+        if collecting:
+            # Out of the collector's sight first: else its next pass would walk every object
+            # the pull made (its rows, 60 ms at 100,000), just before the process ends.
+            gc.freeze()
+            gc.enable()
 
 
 def run() -> None:
@@ -294,6 +308,11 @@ def main() -> None:
 @request_options(output_required=True)
 def pull_command(**opts: Any) -> None:
     """Read features in this process (no broker) and write them in input order."""
+    with _lean_pull() if _own_process and not opts["scorer"] else nullcontext():
+        _pull(opts)
+
+
+def _pull(opts: dict[str, Any]) -> None:
     from featurepull.pull import PullRequest, pull
 
     with _exit_codes():
@@ -322,15 +341,11 @@ def pull_command(**opts: Any) -> None:
         def advance(answered: int) -> None:
             bar.update(answered)
 
-        no_pandas: AbstractContextManager[None] = (
-            _without_pandas() if _own_process and not opts["scorer"] else nullcontext())
         try:
-            with no_pandas:
-                outcome = pull(request, opts["entities_path"], opts["output_path"], settings,
-                               overwrite=opts["overwrite"],
-                               progress=advance if bar else None,
-                               # Counting unique keys costs a pass over them: only for a bar.
-                               on_keys=on_keys if bar else None)
+            outcome = pull(request, opts["entities_path"], opts["output_path"], settings,
+                           overwrite=opts["overwrite"], progress=advance if bar else None,
+                           # Counting unique keys costs a pass over them: only for a bar.
+                           on_keys=on_keys if bar else None)
         finally:
             if bar is not None:
                 bar.close()

@@ -6,8 +6,10 @@ DynamoDB request, and what ``import featurepull.cli`` and ``featurepull pull --h
     .venv/bin/python scripts/bench_startup.py --rounds 9 --tree before=OLD_CHECKOUT --tree after=.
 
 Each ``--tree NAME=DIR`` runs the featurepull package found in DIR (put first on
-PYTHONPATH; the same interpreter and libraries for every tree), and the trees take turns
-within every round, so a machine whose load drifts weighs on them alike. Cells:
+PYTHONPATH, and every process starts in a temporary folder: ``python -m`` and ``-c`` put the
+working directory before PYTHONPATH; the same interpreter and libraries for every tree), and
+the trees take turns within every round, so a machine whose load drifts weighs on them
+alike. Cells:
 
     import_cli     python -c "import featurepull.cli"
     pull_help      python -m featurepull pull --help
@@ -17,6 +19,11 @@ within every round, so a machine whose load drifts weighs on them alike. Cells:
     whole_pull     the whole ``featurepull pull`` of those ids (all found, 5 features) from a
                    lean endpoint (10 ms a request, 10 in flight) to its exit, with the read's
                    own seconds from its ``--json`` summary: the issue's "process / read" ratio
+    timeline       the same whole pull with probes (TIMELINE_PROBE, run before the command in
+                   its process; featurepull itself is unchanged): when each step of it ended,
+                   in wall seconds from the spawn and in the process's CPU seconds — Python
+                   up, imports, settings, entity file, credentials, client, first request on
+                   the wire, keys, last answer, output written, exit
 
 For each cell and tree: the median and minimum of wall seconds (from just before the process
 is spawned) and of the process's CPU seconds (user+sys), and the load average seen. On a
@@ -46,7 +53,84 @@ from featurepull.bench.endpoint import FEATURES, start_endpoint
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
-CELLS = ("import_cli", "pull_help", "first_request", "whole_pull")
+CELLS = ("import_cli", "pull_help", "first_request", "whole_pull", "timeline")
+# Run in the pull's own process before the console script's run(): wraps a few functions as
+# their modules are first executed (so the names other modules import are the wrapped ones)
+# and notes, at the first call's start or end, the wall clock and the process's CPU time;
+# the first send on any socket is the first request on the wire. Written as JSON to the
+# file named by the last argument, just before the pull's os._exit (or at exit).
+TIMELINE_PROBE = """
+import atexit, importlib.abc, json, os, socket, sys, time
+
+OUT = sys.argv.pop()
+MARKS = {}
+
+def mark(label):
+    MARKS.setdefault(label, (time.time(), time.process_time()))
+
+mark("python up")
+# module -> [(attribute path, label at the first call's start or None, label at its end)]
+PROBES = {
+    "featurepull.cli": [("_settings_from", "imports done", "settings loaded")],
+    "botocore.session": [("Session.get_credentials", None, "credentials"),
+                         ("Session.create_client", None, "client built")],
+    "featurepull.io.entities": [("read_entities", "entity file: start", "entity file read")],
+    "featurepull.dynamo.layouts": [("unique_keys", None, "keys built")],
+    "featurepull.dynamo.planned": [("read_planned", None, "last answer")],
+    "featurepull.io.rows": [("write_rows", None, "output written")],
+}
+
+def wrapped(func, start, end):
+    def probe(*args, **kwargs):
+        if start:
+            mark(start)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if end:
+                mark(end)
+    return probe
+
+def patch(module):
+    for path, start, end in PROBES[module.__name__]:
+        owner, _, name = path.rpartition(".")
+        holder = getattr(module, owner) if owner else module
+        setattr(holder, name, wrapped(getattr(holder, name), start, end))
+
+class Probes(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name not in PROBES:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else finder.find_spec(name, path, target)
+            if spec is not None:
+                execute = spec.loader.exec_module
+                def exec_module(module, execute=execute):
+                    execute(module)
+                    patch(module)
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
+
+sys.meta_path.insert(0, Probes())
+for method in ("send", "sendall"):
+    def first_send(self, *args, _sent=getattr(socket.socket, method)):
+        mark("first request")
+        return _sent(self, *args)
+    setattr(socket.socket, method, first_send)
+
+def report():
+    mark("exit")
+    with open(OUT, "w") as file:
+        json.dump(MARKS, file)
+
+exit_now = os._exit
+os._exit = lambda code: (report(), exit_now(code))
+atexit.register(report)
+sys.argv[0] = "featurepull"
+from featurepull.cli import run
+run()
+"""
 CACHEGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
               "--cachegrind-out-file=/dev/null"]
 
@@ -68,12 +152,13 @@ def _instructions(stderr: bytes) -> int | None:
     return None
 
 
-def _run_to_exit(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, int | None]:
+def _run_to_exit(cmd: list[str], env: dict[str, str], cwd: str
+                 ) -> tuple[float, float, str, int | None]:
     """Wall and CPU seconds of a command run to its end (its rusage, from wait4), the last
     line it printed, and its instructions when it ran under cachegrind."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        process = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
@@ -86,7 +171,7 @@ def _run_to_exit(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str
     return wall, usage.ru_utime + usage.ru_stime, lines[-1] if lines else "", instructions
 
 
-def _first_request(cmd_for: Any, env: dict[str, str], timeout_s: float
+def _first_request(cmd_for: Any, env: dict[str, str], cwd: str, timeout_s: float
                    ) -> tuple[float, float, str, int | None]:
     """Wall and CPU seconds of a pull until its first request reaches a listener, the
     request's X-Amz-Target, and (under cachegrind) its instructions; the process is then
@@ -95,7 +180,7 @@ def _first_request(cmd_for: Any, env: dict[str, str], timeout_s: float
         server.settimeout(timeout_s)
         cmd = cmd_for(f"http://127.0.0.1:{server.getsockname()[1]}")
         started = time.perf_counter()
-        process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+        process = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE)
         try:
             connection, _ = server.accept()
@@ -114,12 +199,20 @@ def _first_request(cmd_for: Any, env: dict[str, str], timeout_s: float
     return wall, times.user + times.system, target, _instructions(err)
 
 
+def _check_found(last_line: str, entities: int) -> dict[str, Any]:
+    """The pull's --json summary, which must say it found every entity."""
+    summary: dict[str, Any] = json.loads(last_line)
+    if summary["found"] != entities:
+        raise RuntimeError(f"found {summary['found']} of {entities}")
+    return summary
+
+
 def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
         cells: Sequence[str], timeout_s: float = 120.0, instructions: bool = False
         ) -> list[dict[str, Any]]:
     """Every cell of every tree, ``rounds`` times, trees in turn within a round (under
     cachegrind with ``instructions``)."""
-    if instructions and "whole_pull" in cells:
+    if instructions and {"whole_pull", "timeline"} & set(cells):
         raise ValueError("--instructions counts import_cli, pull_help and first_request only")
     python = sys.executable
     prefix = CACHEGRIND if instructions else []
@@ -137,7 +230,8 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
                     "--region", "us-east-1", "--max-read-workers", "10", "--json"]
 
         endpoint = (start_endpoint(drivers=entities, latency_ms=10)
-                    if "whole_pull" in cells else None)
+                    if {"whole_pull", "timeline"} & set(cells) else None)
+        marks_file = Path(folder) / "timeline.json"
 
         for round_no in range(rounds):
             order = list(trees) if round_no % 2 == 0 else list(reversed(trees))
@@ -148,19 +242,28 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
                     count: int | None = None
                     if cell == "import_cli":
                         wall, cpu, _, count = _run_to_exit(
-                            [*prefix, python, "-c", "import featurepull.cli"], env)
+                            [*prefix, python, "-c", "import featurepull.cli"], env, folder)
                     elif cell == "pull_help":
                         wall, cpu, _, count = _run_to_exit(
-                            [*prefix, python, "-m", "featurepull", "pull", "--help"], env)
+                            [*prefix, python, "-m", "featurepull", "pull", "--help"], env, folder)
                     elif cell == "first_request":
                         wall, cpu, sample["first_request"], count = _first_request(
-                            pull_cmd, env, timeout_s)
+                            pull_cmd, env, folder, timeout_s)
+                    elif cell == "timeline":
+                        assert endpoint is not None
+                        started = time.time()
+                        wall, cpu, last, _ = _run_to_exit(
+                            [python, "-c", TIMELINE_PROBE, *pull_cmd(endpoint.url)[3:],
+                             str(marks_file)], env, folder)
+                        _check_found(last, entities)
+                        marks = json.loads(marks_file.read_text())
+                        sample["marks"] = {label: [round(at - started, 4), round(used, 4)]
+                                           for label, (at, used) in marks.items()}
+                        sample["marks"]["exited"] = [round(wall, 4), round(cpu, 4)]
                     else:
                         assert endpoint is not None
-                        wall, cpu, last, _ = _run_to_exit(pull_cmd(endpoint.url), env)
-                        summary = json.loads(last)
-                        if summary["found"] != entities:
-                            raise RuntimeError(f"found {summary['found']} of {entities}")
+                        wall, cpu, last, _ = _run_to_exit(pull_cmd(endpoint.url), env, folder)
+                        summary = _check_found(last, entities)
                         sample["read_s"] = summary["seconds"]
                         sample["ratio"] = round(wall / summary["seconds"], 3)
                     if count is not None:
@@ -199,6 +302,28 @@ def summarize(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def timelines(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per tree, each step of the timeline cell in the order it happened: the median wall
+    seconds from the spawn to its end, the median wall seconds since the step before, and
+    the median CPU seconds of the process by then."""
+    rows = []
+    for tree in dict.fromkeys(s["tree"] for s in samples if "marks" in s):
+        mine = [s["marks"] for s in samples if s.get("tree") == tree and "marks" in s]
+        labels = sorted({label for marks in mine for label in marks},
+                        key=lambda label: statistics.median(
+                            m[label][0] for m in mine if label in m))
+        previous: str | None = None
+        for label in labels:
+            have = [m for m in mine if label in m]
+            step = [m[label][0] - (m[previous][0] if previous in m else 0.0) for m in have]
+            rows.append({"tree": tree, "step": label, "n": len(have),
+                         "wall_s": round(statistics.median(m[label][0] for m in have), 3),
+                         "step_s": round(statistics.median(step), 3),
+                         "cpu_s": round(statistics.median(m[label][1] for m in have), 3)})
+            previous = label
+    return rows
+
+
 def _tree(text: str) -> tuple[str, str | None]:
     name, sep, folder = text.partition("=")
     if not sep or not name:
@@ -220,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     trees = args.tree or [("installed", None)]
-    cells = [c for c in args.cells if not (args.instructions and c == "whole_pull")]
+    cells = [c for c in args.cells
+             if not (args.instructions and c in ("whole_pull", "timeline"))]
     samples = run(trees, args.rounds, args.entities, cells, instructions=args.instructions)
     rows = summarize(samples)
     print(f"{'cell':14} {'tree':10} {'n':>3} {'wall med':>9} {'wall min':>9} "
@@ -233,9 +359,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                  f"(min {row['ratio_min']:.2f})" if "ratio_median" in row else "")
               + (f" {row['instructions_median'] / 1e6:,.0f}M instructions"
                  if "instructions_median" in row else ""))
+    steps = timelines(samples)
+    if steps:
+        print(f"\n{'timeline step':22} {'tree':10} {'n':>3} {'wall s':>7} {'step s':>7} "
+              f"{'cpu s':>7}   (medians; wall from the spawn, CPU of the process by then)")
+        for step in steps:
+            print(f"{step['step']:22} {step['tree']:10} {step['n']:>3} {step['wall_s']:>7.3f} "
+                  f"{step['step_s']:>7.3f} {step['cpu_s']:>7.3f}")
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps({"summary": rows, "samples": samples}, indent=1))
+        args.json_out.write_text(json.dumps({"summary": rows, "timeline": steps,
+                                             "samples": samples}, indent=1))
     return 0
 
 

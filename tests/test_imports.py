@@ -1,5 +1,6 @@
 """What a process loads: `featurepull pull` (a whole read, CSV in, Parquet out) never imports
-Celery, Flower or Redis, nor boto3, s3transfer or pandas (installed here: Feast needs them);
+Celery, Flower or Redis, nor boto3, s3transfer, pandas, numpy or cloudpickle (installed here:
+Feast needs them);
 `featurepull --help` not even pydantic or pyarrow; `featurepull submit` never builds the
 worker's Celery app. Each runs the console script's `run()` in a fresh interpreter, which then
 lists its sys.modules (a pull's, just before its `os._exit`)."""
@@ -23,8 +24,9 @@ from featurepull.local import RedisService
 
 JOB_MACHINERY = ("celery", "kombu", "redis", "flower", "billiard")
 # Not on a pull's way either: its clients are botocore's own (boto3 and s3transfer only for
-# an S3 transfer), and pyarrow runs without pandas (featurepull.cli._without_pandas).
-NOT_FOR_A_PULL = (*JOB_MACHINERY, "boto3", "s3transfer", "pandas")
+# an S3 transfer), and pyarrow runs without pandas, numpy and cloudpickle
+# (featurepull.cli._lean_pull).
+NOT_FOR_A_PULL = (*JOB_MACHINERY, "boto3", "s3transfer", "pandas", "numpy", "cloudpickle")
 IDS = [3, 1, 2, 3, 2_000]
 
 # Runs the console script's entry point as `featurepull ARGS` does, then prints the exit code

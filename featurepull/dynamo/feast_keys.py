@@ -255,8 +255,12 @@ def _arrow_encodable(column: Any, encoder: Callable[[Any], bytes]) -> bool:
 
 
 def _all_distinct(values: Any) -> bool:
-    """Whether an int64 Arrow array (no nulls) holds no value twice: one sort in numpy."""
-    import numpy as np
-
+    """Whether an int64 Arrow array (no nulls) holds no value twice: one sort in numpy.
+    False (not known) without numpy: the console ``pull`` runs pyarrow without it, and the
+    caller's hash table then tells."""
+    try:
+        import numpy as np
+    except ImportError:
+        return False
     ordered = np.sort(values.to_numpy(zero_copy_only=False))
     return bool(len(ordered) < 2 or (ordered[1:] != ordered[:-1]).all())

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from typing import Any
 
 import pyarrow as pa
@@ -160,3 +161,21 @@ def test_found_index_is_index_in_of_each_rows_key(seed: int) -> None:
                            else positions, value_set=pa.array(found, pa.int64()))
     assert index.to_pylist() == expected.to_pylist()
     assert rows.found_mask() == [row is not None for row in rows]
+
+
+def test_without_numpy_keys_and_found_index_are_the_same(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The console pull runs pyarrow without numpy (featurepull.cli): the hash-table paths.
+    rng = random.Random(11)
+    values = distinct_ints(rng, 500, 0, 10**9)
+    layout = FeastLayout({"k": "int64"})
+    unique = 500
+    found = rng.sample(range(unique), 60)
+    with_numpy = (unique_keys(layout, {"k": values}),
+                  FoundRows(list(range(unique)), unique, found, [found]).found_index())
+    monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy now raises ImportError
+    keys, positions = unique_keys(layout, {"k": values})
+    assert list(keys) == list(with_numpy[0][0])
+    assert positions.to_pylist() == with_numpy[0][1].to_pylist()
+    index = FoundRows(list(range(unique)), unique, found, [found]).found_index()
+    assert index.to_pylist() == with_numpy[1].to_pylist()
