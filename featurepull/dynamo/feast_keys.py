@@ -141,9 +141,13 @@ class EntityKeyEncoder:
         """Whether every row of these join-key columns (in the order of ``self.names``)
         surely encodes, checked a column at a time in C-speed passes (exact types, min and
         max, one UTF-8 encode per chunk) instead of encoding each key. False means "not
-        sure": encode row by row to find the row at fault."""
+        sure": encode row by row to find the row at fault. A column may be an Arrow array
+        (its type and null count, and for int32 its min and max, decide)."""
         for column, encoder in zip(columns, self._encoders, strict=True):
-            if encoder in _INT_BOUNDS:
+            if _is_arrow(column):
+                if not _arrow_encodable(column, encoder):
+                    return False
+            elif encoder in _INT_BOUNDS:
                 low, high = _INT_BOUNDS[encoder]
                 if not all(type(value) is int for value in column):  # no bool, no None
                     return False
@@ -167,7 +171,8 @@ class EntityKeyEncoder:
         check); None otherwise."""
         if len(self._encoders) != 1 or not self.columns_encodable(columns):
             return None
-        return self._hashed(columns[0])
+        column: Any = columns[0]
+        return self._hashed(column.to_pylist() if _is_arrow(column) else column)
 
     def unique_entity_ids(self, columns: Sequence[Sequence[Any]]
                           ) -> tuple[list[str], Any] | None:
@@ -175,7 +180,7 @@ class EntityKeyEncoder:
         first appear, and for each row the index of its id (an Arrow array): values are
         de-duplicated in Arrow before any is hashed, where equal values are equal keys
         (exact ints, exact strs). None where :meth:`entity_ids` would say None, or for
-        bytes keys."""
+        bytes keys. The column may be a list or an Arrow array."""
         if len(self._encoders) != 1 or not self.columns_encodable(columns):
             return None
         import pyarrow as pa  # not at import: a notebook reading a few keys needs no Arrow
@@ -184,11 +189,23 @@ class EntityKeyEncoder:
         encoder = self._encoders[0]
         if encoder is _enc_bytes:
             return None
+        arrow_type = pa.string() if encoder is _enc_string else pa.int64()
         try:
-            values = pa.array(columns[0], type=pa.string() if encoder is _enc_string
-                              else pa.int64())
+            column = columns[0]
+            values = (pc.cast(column, arrow_type) if _is_arrow(column)
+                      else pa.array(column, type=arrow_type))
         except (pa.ArrowException, ValueError, TypeError, OverflowError):
             return None
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if arrow_type == pa.int64() and _all_distinct(values):
+            # Most entity files name each entity once: a sort tells in ~10 ms per million,
+            # where a hash table of every value costs 0.1-0.3 s. First appearances are then
+            # the values themselves, and row i is distinct value i.
+            import numpy as np
+
+            return (self._hashed(values.to_pylist()),
+                    pa.array(np.arange(len(values), dtype=np.int32)))  # as dictionary_encode's
         encoded = pc.dictionary_encode(values)
         return self._hashed(encoded.dictionary.to_pylist()), encoded.indices
 
@@ -206,3 +223,44 @@ class EntityKeyEncoder:
     def entity_id(self, values: Sequence[Any]) -> str:
         """The hex MurmurHash3 x64-128 (seed 0) of the serialized key."""
         return str(mmh3.hash_bytes(self.serialize(values)).hex())
+
+
+def _is_arrow(column: Any) -> bool:
+    """Whether a join-key column is an Arrow array (an entity file's column as read)."""
+    return hasattr(column, "null_count") and hasattr(column, "type")
+
+
+def _arrow_encodable(column: Any, encoder: Callable[[Any], bytes]) -> bool:
+    """An Arrow column's :meth:`EntityKeyEncoder.columns_encodable`: no nulls, a type
+    whose every value the encoder takes (ints within range; text, which Arrow holds as
+    valid UTF-8; binary for bytes keys)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if column.null_count:
+        return False
+    if encoder in _INT_BOUNDS:
+        if not pa.types.is_integer(kind):
+            return False
+        if len(column) == 0:
+            return True
+        low, high = _INT_BOUNDS[encoder]
+        extremes = pc.min_max(column).as_py()
+        return bool(low <= extremes["min"] and extremes["max"] <= high)
+    if encoder is _enc_string:
+        return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+                or pa.types.is_fixed_size_binary(kind))
+
+
+def _all_distinct(values: Any) -> bool:
+    """Whether an int64 Arrow array (no nulls) holds no value twice: one sort in numpy.
+    False (not known) without numpy: the console ``pull`` runs pyarrow without it, and the
+    caller's hash table then tells."""
+    try:
+        import numpy as np
+    except ImportError:
+        return False
+    ordered = np.sort(values.to_numpy(zero_copy_only=False))
+    return bool(len(ordered) < 2 or (ordered[1:] != ordered[:-1]).all())

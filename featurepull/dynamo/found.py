@@ -52,12 +52,23 @@ class FoundRows(Sequence[Row | None]):
         """For each input row, the found item that is its row (an index into ``columns``),
         null where none was found: the index array of one Arrow ``take``."""
         import pyarrow as pa  # only the Arrow output asks: the read itself needs no Arrow
-        import pyarrow.compute as pc
 
         positions = self.positions
         if not isinstance(positions, pa.Array):
             positions = pa.array(positions, type=pa.int64())
-        return pc.index_in(positions, value_set=pa.array(self.slots, type=positions.type))
+        try:
+            import numpy as np
+        except ImportError:  # the console pull runs pyarrow without numpy: a hash table
+            import pyarrow.compute as pc
+
+            return pc.index_in(positions, value_set=pa.array(self.slots, type=positions.type))
+        # Each unique key's found item (the first, should one be found twice), scattered
+        # into an array of the unique keys, then taken by row: two C passes, no hash table.
+        of_key = np.full(self.unique, -1, dtype=np.int64)
+        found = np.arange(len(self.slots), dtype=np.int64)
+        of_key[np.asarray(self.slots, dtype=np.int64)[::-1]] = found[::-1]
+        by_key = pa.array(of_key, mask=of_key < 0)
+        return by_key.take(positions)
 
     def found_mask(self) -> list[bool]:
         """For each input row, whether an item was found (without making the rows)."""

@@ -118,6 +118,15 @@ def _missing_columns(needed: Sequence[str], columns: Mapping[str, Any], source: 
         )
 
 
+def python_columns(columns: Mapping[str, Any]) -> Mapping[str, Sequence[Any]]:
+    """Key columns as Python lists: an Arrow column (an entity file's, as read) converted,
+    for the paths that look at each value (and name the row of a bad one)."""
+    if not any(hasattr(column, "to_pylist") for column in columns.values()):
+        return columns
+    return {name: column.to_pylist() if hasattr(column, "to_pylist") else column
+            for name, column in columns.items()}
+
+
 def _row_error(source: str, row: int, column: str, problem: object) -> EntityKeyError:
     where = f"{source}, " if source else ""
     return EntityKeyError(f"{where}entity row {row + 1}, column {column!r}: {problem}")
@@ -153,6 +162,7 @@ class FeastLayout:
         fast = self.encoder.entity_ids([columns[n] for n in names])
         if fast is not None:
             return list(fast)
+        columns = python_columns(columns)
         entity_id = self.encoder.entity_id
         keys: list[Hashable] = []
         for row, values in enumerate(zip(*(columns[n] for n in names), strict=True)):
@@ -325,6 +335,7 @@ class PlainLayout:
     def keys_for(self, columns: Mapping[str, Sequence[Any]], source: str = "") -> list[Hashable]:
         names = [name for name, _ in self.key_schema]
         _missing_columns(names, columns, source)
+        columns = python_columns(columns)
         limits = (HASH_KEY_MAX_BYTES, RANGE_KEY_MAX_BYTES)
         converters = [_key_converter(atype, limit)
                       for (_, atype), limit in zip(self.key_schema, limits, strict=False)]

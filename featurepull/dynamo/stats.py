@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -66,7 +66,7 @@ class ReadStats:
 
     def merge(self, other: ReadStats) -> None:
         """Add another read's counters to these (job totals over shards)."""
-        for name, value in asdict(other).items():
+        for name, value in other._fields().items():
             if name == "latencies_ms":
                 self.latencies_ms.extend(other.latencies_ms)
             elif name == "read_mode":
@@ -82,7 +82,7 @@ class ReadStats:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (latencies reduced to p50/p99)."""
-        out = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
+        out = {k: v for k, v in self._fields().items() if k != "latencies_ms"}
         out["consumed_rcu"] = round(self.consumed_rcu, 3)
         out["seconds"] = round(self.seconds, 3)
         out["latency_p50_ms"] = round(self.latency_p50_ms, 2)
@@ -92,6 +92,11 @@ class ReadStats:
         out["budget_rcu_per_s"] = round(self.budget_rcu_per_s, 1)
         out["budget_wait_s"] = round(self.budget_wait_s, 3)
         return out
+
+    def _fields(self) -> dict[str, Any]:
+        # Not dataclasses.asdict: it deep-copies latencies_ms, a float per request (10,000
+        # per million keys, again for every shard summed), which no caller keeps.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def summary_line(self) -> str:
         """One human line: rows, found, missing, requests, retries, RCU, seconds, rows/s."""

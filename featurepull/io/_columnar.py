@@ -52,7 +52,7 @@ def columnar_table(view: RowView) -> pa.Table | None:
         arrays = [pa.array(columns[0], type=_TIMESTAMP_TYPE)]
         arrays += [_typed(values if isinstance(values, list) else list(values))
                    for values in columns[1:]]
-        keys = [_typed(values) for values in view.key_columns.values()]
+        keys = [_typed_keys(values) for values in view.key_columns.values()]
     except _ARROW_VALUE_ERRORS:
         return None
     found_table = pa.table(arrays, names=names[len(keys):])
@@ -64,6 +64,26 @@ def columnar_table(view: RowView) -> pa.Table | None:
 def _typed(values: list[Any]) -> pa.Array:
     # Two steps, as the row path does: infer from every value, then convert to that type.
     return pa.array(values, type=pa.infer_type(values))
+
+
+# Key column types that are what pyarrow infers from the column's Python values.
+_AS_INFERRED = (pa.int64(), pa.string(), pa.binary(), pa.float64(), pa.bool_(), pa.null())
+
+
+def _typed_keys(values: Any) -> pa.Array | pa.ChunkedArray:
+    """A key column as `_typed` types it; an Arrow column (a shard's keys, as stored) is
+    taken as it is where its type is the one inference would give, ints widened to int64
+    as inference widens them; anything else goes through its Python values."""
+    if not isinstance(values, pa.Array | pa.ChunkedArray):
+        return _typed(values)
+    if values.type in _AS_INFERRED:
+        return values
+    if pa.types.is_integer(values.type):
+        try:
+            return values.cast(pa.int64())
+        except pa.ArrowInvalid:  # a uint64 beyond int64: inference says uint64
+            pass
+    return _typed(values.to_pylist())
 
 
 def _all_utc(stamps: Sequence[Any]) -> bool:

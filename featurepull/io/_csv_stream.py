@@ -44,7 +44,11 @@ def stream_csv(stream: BinaryIO, source: str) -> EntityStream | None:
         for batch in _blocks(stream, header):
             yield {name: _values(batch.column(name), types[name]) for name in names}
 
-    return EntityStream(source, types, rows, batches)
+    def arrow_batches(names: Sequence[str]) -> Iterator[dict[str, Any]]:
+        for batch in _blocks(stream, header):
+            yield {name: _array(batch.column(name), types[name]) for name in names}
+
+    return EntityStream(source, types, rows, batches, arrow_batches)
 
 
 def _blocks(stream: BinaryIO, header: list[str]) -> Iterator[pa.RecordBatch]:
@@ -90,3 +94,12 @@ def _values(column: pa.Array, kind: str) -> list[Any]:
     if kind == "null":
         return [None] * len(column)
     return list(column.to_pylist())
+
+
+def _array(column: pa.Array, kind: str) -> pa.Array:
+    """`_values` as an Arrow array of the column's type (int64, string or null)."""
+    if kind == "int64":
+        return pc.cast(column, pa.int64())
+    if kind == "null":
+        return pa.nulls(len(column))
+    return column

@@ -44,6 +44,10 @@ class EntityStream:
     types: dict[str, str]
     num_rows: int
     batches: Callable[[Sequence[str]], Iterator[dict[str, list[Any]]]]
+    # The same batches as Arrow arrays of each column's logical type (int64, string, null),
+    # where the reader has them: a submitter then stores shards without a Python value per
+    # row. None where only `batches` is offered.
+    arrow_batches: Callable[[Sequence[str]], Iterator[dict[str, Any]]] | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
     def table(self) -> EntityTable:

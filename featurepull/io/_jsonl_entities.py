@@ -68,7 +68,7 @@ def stream_jsonl(stream: BinaryIO, source: str, required: tuple[str, ...] = ()
                 parsed = _json_records(first, lines, parsed, source)
             yield {name: [record.get(name) for record in parsed] for name in names}
 
-    return EntityStream(source, kinds, types.rows, batches, dict(types.left_out))
+    return EntityStream(source, kinds, types.rows, batches, notes=dict(types.left_out))
 
 
 class _InexactFloat(Exception):

@@ -31,7 +31,7 @@ ARROW_VALUE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
 
 
 def rows_to_table(
-    key_columns: dict[str, list[Any]],
+    key_columns: dict[str, Any],
     rows: Sequence[tuple[Any, ...] | None],
     features: Sequence[str],
     *,
@@ -40,11 +40,16 @@ def rows_to_table(
     """The rows as an Arrow table: the columns and types `write_rows` gives a Parquet file.
 
     Arguments as for `write_rows`; `source` (a shard's name, say) starts every error message.
+    A key column may also be an Arrow array (a shard's keys as stored): same table.
     """
     view = RowView(source, key_columns, rows, tuple(features))
     table = columnar_table(view)
     if table is not None:
         return table
+    # The row-by-row path, whose messages name the row: key columns as Python values.
+    view = RowView(source, {name: values.to_pylist() if hasattr(values, "to_pylist")
+                            else values for name, values in key_columns.items()},
+                   rows, tuple(features))
     view.validate()
     schema = arrow_schema(view)
     return pa.Table.from_batches(list(arrow_batches(view, schema)), schema=schema)

@@ -105,7 +105,11 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         return store.done_count(job_id) == meta.shards
     store.mark_running(job_id)
     store.count_attempt(job_id, shard, worker)
-    columns = {name: keys_table.column(name).to_pylist() for name in spec["key_columns"]}
+    # The keys as stored, in Arrow: hashed and put back in the output from the columns, with
+    # no Python value per row (a layout or table that must look at each value converts).
+    columns: dict[str, Any] = {name: keys_table.column(name) for name in spec["key_columns"]}
+    if VIEWS in spec:
+        columns = {name: column.to_pylist() for name, column in columns.items()}
     reader = _reader(spec["table"], spec, effective, store)
     # Imported before reading: a worker without the scorer fails the job without reading.
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import pyarrow as pa
 
@@ -64,9 +65,11 @@ def streamed_shards(stream: EntityStream, layout: Layout, key_columns: Sequence[
     types = {name: arrow_types.get(stream.types.get(name, "")) for name in key_columns}
     pending: list[pa.Table] = []
     held = 0
-    for batch in stream.batches(list(key_columns)):
+    # Arrow batches where the reader offers them (layouts check Arrow columns as they
+    # check lists): no Python value per row, and no list for pyarrow to convert back.
+    for batch in (stream.arrow_batches or stream.batches)(list(key_columns)):
         layout.check_keys(batch, stream.source)
-        pending.append(pa.table({name: pa.array(values, type=types[name])
+        pending.append(pa.table({name: _typed(values, types[name])
                                  for name, values in batch.items()}))
         held += pending[-1].num_rows
         while held >= shard_size:
@@ -76,3 +79,11 @@ def streamed_shards(stream: EntityStream, layout: Layout, key_columns: Sequence[
     if held:
         yield pa.concat_tables(pending).combine_chunks()
 
+
+
+def _typed(values: Any, arrow_type: pa.DataType | None) -> pa.Array:
+    """A batch's column as an Arrow array of ``arrow_type``: an Arrow batch's column is
+    one already (``EntityStream.arrow_batches``), a list is converted."""
+    if isinstance(values, pa.Array):
+        return values
+    return pa.array(values, type=arrow_type)
