@@ -13,30 +13,30 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
-from featurepull.bench.endpoint import EndpointProcess, start_endpoint
+from featurepull.bench.endpoint import EndpointProcess
 from featurepull.cli import main
 from featurepull.local import RedisService
+from tests.faultproxy import FaultPlan, FaultProxy
 
 IDS = [5, 1, 1_500, 5, 0]
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[EndpointProcess]:
-    with start_endpoint(drivers=1_000, table="cli.drivers") as running:
-        yield running
+def endpoint(cli_endpoint: EndpointProcess) -> EndpointProcess:
+    return cli_endpoint
 
 
-@pytest.fixture(scope="module")
-def throttling() -> Iterator[EndpointProcess]:
-    with start_endpoint(drivers=1_000, table="cli.drivers", throttle_rate=1.0) as running:
-        yield running
+@pytest.fixture
+def throttling(cli_endpoint: EndpointProcess) -> Iterator[FaultProxy]:
+    with FaultProxy(cli_endpoint.url, FaultPlan(throttle_rate=1.0)) as proxy:
+        yield proxy
 
 
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def pull_args(endpoint: EndpointProcess, tmp_path: Path, *extra: str) -> list[str]:
+def pull_args(endpoint: EndpointProcess | FaultProxy, tmp_path: Path, *extra: str) -> list[str]:
     entities = tmp_path / "ids.csv"
     entities.write_text("driver_id\n" + "\n".join(map(str, IDS)) + "\n")
     return ["pull", "--project", "cli", "--table", "drivers", "--features", "conv_rate,city",
@@ -76,7 +76,7 @@ def test_pull_refuses_bad_input(endpoint: EndpointProcess, tmp_path: Path, extra
     assert not out.exists()
 
 
-def test_a_failed_read_exits_1(throttling: EndpointProcess, tmp_path: Path) -> None:
+def test_a_failed_read_exits_1(throttling: FaultProxy, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     result = invoke(*pull_args(throttling, tmp_path, "--output", str(out),
                                "--retry-deadline", "0.2", "--max-read-workers", "1"))

@@ -17,7 +17,7 @@ import pyarrow.csv as pcsv
 import pytest
 from click.testing import CliRunner, Result
 
-from featurepull.bench.endpoint import EndpointProcess, start_endpoint
+from featurepull.bench.endpoint import EndpointProcess
 from featurepull.cli import main
 from featurepull.config import load_settings
 from featurepull.local import RedisService
@@ -36,9 +36,8 @@ PLAN = ("read_mode=batch-get: ~125 RCU vs ~22 RCU for scan (the table holds ~1,0
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[EndpointProcess]:
-    with start_endpoint(drivers=1_000, table="cli.drivers") as running:
-        yield running
+def endpoint(cli_endpoint: EndpointProcess) -> EndpointProcess:
+    return cli_endpoint
 
 
 @pytest.fixture
