@@ -59,9 +59,11 @@ def test_pull_json_and_text_summaries(endpoint: EndpointProcess, tmp_path: Path)
 
 
 @pytest.mark.parametrize(("extra", "code", "message"), [
-    (["--join-key-types", "driver_id"], 2, "'driver_id' is not NAME=TYPE"),
+    (["--join-key-types", "driver_id"], 2, "Error: Invalid value for --join-key-types: "
+                                           "'driver_id' is not NAME=TYPE (e.g. driver_id=int64)"),
     (["--join-key-types", "=int64"], 2, "'=int64' is not NAME=TYPE"),
     (["--join-key-types", "driver_id="], 2, "'driver_id=' is not NAME=TYPE"),
+    (["--join-key-types", "driver_id=int64=x"], 2, "join key 'driver_id' has type 'int64=x'"),
     (["--with-features"], 2, "--with-features keeps the features beside a scorer's scores; "
                              "add --scorer NAME"),
     (["--batch-size", "0"], 2, "featurepull: error: "),
@@ -74,6 +76,20 @@ def test_pull_refuses_bad_input(endpoint: EndpointProcess, tmp_path: Path, extra
     assert result.exit_code == code
     assert message in result.stderr
     assert not out.exists()
+
+
+def test_a_pull_that_found_nothing_warns_on_stderr(endpoint: EndpointProcess,
+                                                   tmp_path: Path) -> None:
+    entities = tmp_path / "absent.csv"
+    entities.write_text("driver_id\n5000\n5001\n")
+    out = tmp_path / "out.parquet"
+    args = pull_args(endpoint, tmp_path, "--output", str(out))
+    args[args.index("--entities") + 1] = str(entities)
+    result = invoke(*args)
+    assert result.exit_code == 0
+    assert result.stderr.startswith("featurepull: warning: 0 of 2 entities were found in "
+                                    "table cli.drivers; ")
+    assert result.stdout.startswith(f"featurepull: wrote 2 rows to {out}\n")
 
 
 def test_a_failed_read_exits_1(throttling: FaultProxy, tmp_path: Path) -> None:

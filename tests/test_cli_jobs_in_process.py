@@ -235,6 +235,36 @@ def test_status_and_fetch_of_a_finished_job(endpoint: EndpointProcess, tmp_path:
     assert overwrite.exit_code == 0, overwrite.output
 
 
+def test_status_of_a_job_that_found_nothing_warns_on_stderr(
+        endpoint: EndpointProcess, tmp_path: Path, redis_url: str) -> None:
+    result = invoke("submit", *read_args(endpoint, tmp_path, [5_000, 5_001]), "--redis-url",
+                    redis_url)
+    assert result.exit_code == 0, result.output
+    job_id = result.stdout.strip()
+    run_here(redis_url, job_id, endpoint)
+    status = invoke("status", job_id, "--redis-url", redis_url)
+    assert status.exit_code == 0
+    assert status.stderr == (
+        "featurepull: warning: 0 of 2 entities were found in table cli.drivers; their keys "
+        "were built from the join keys driver_id (int64). If the feature view's entities "
+        "have other join keys or types, name them with --join-keys and --join-key-types "
+        "(without --join-keys every column of the entity file is a join key; a CSV column "
+        "is int64 only when every value is a plain integer)\n")
+    assert status.stdout.startswith(f"job {job_id}: succeeded, 1/1 shards, 2/2 keys read\n")
+
+
+def test_submit_with_a_scorer_and_a_notify_task_on_the_default_queue(
+        endpoint: EndpointProcess, tmp_path: Path, redis_url: str) -> None:
+    scorers = json.dumps([{"name": "linear", "path": "tests.tasks.scorers_for_tests:linear"}])
+    result = invoke("submit", *read_args(endpoint, tmp_path), "--redis-url", redis_url,
+                    "--scorer", "linear", "--with-features", "--notify-task", "app.done",
+                    env={"FEATUREPULL_SCORERS": scorers})
+    assert result.exit_code == 0, result.output
+    request = store_of(redis_url).meta(result.stdout.strip()).request.request
+    assert (request["scorer"], request["with_features"], request["notify"]) == (
+        "linear", True, {"task": "app.done", "queue": "celery"})
+
+
 def test_status_of_a_running_job_shows_the_shards_done(endpoint: EndpointProcess,
                                                        tmp_path: Path, redis_url: str) -> None:
     job_id = submitted(endpoint, tmp_path, redis_url)
