@@ -87,7 +87,8 @@ def test_submit_stores_every_flag_in_the_job(endpoint: EndpointProcess, tmp_path
                     "--allow-missing-features", "--consistent-reads", "--batch-size", "7",
                     "--max-read-workers", "3", "--retry-deadline", "9.5",
                     "--max-rcu-per-s", "50", "--table-name-template", "{project}.{table_name}",
-                    "--notify-task", "app.done", "--notify-queue", "events")
+                    "--notify-task", "app.done", "--notify-queue", "events",
+                    "--read-mode", "batch-get")
     assert result.exit_code == 0, result.output
     job_id = result.stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{32}", job_id)
@@ -108,7 +109,7 @@ def test_submit_stores_every_flag_in_the_job(endpoint: EndpointProcess, tmp_path
         "region": "us-east-1", "endpoint_url": endpoint.url,
         "table_name_template": "{project}.{table_name}", "max_read_workers": 3,
         "batch_size": 7, "consistent_reads": True, "retry_deadline_s": 9.5,
-        "max_rcu_per_s": "50"}
+        "max_rcu_per_s": "50", "read_mode": "batch-get"}
 
 
 def test_submit_defaults_and_json(endpoint: EndpointProcess, tmp_path: Path,
@@ -125,6 +126,25 @@ def test_submit_defaults_and_json(endpoint: EndpointProcess, tmp_path: Path,
             request["allow_missing_features"]) == (None, False, "feast", [], {}, None, None,
                                                    False)
     assert request["dynamodb"] == {"region": "us-east-1", "endpoint_url": endpoint.url}
+
+
+def test_submit_sends_the_yaml_then_the_config_then_the_flags(
+        endpoint: EndpointProcess, tmp_path: Path, redis_url: str) -> None:
+    # The job's project and DynamoDB choices: --feature-store-yaml < --config < flags.
+    yaml = tmp_path / "feature_store.yaml"
+    yaml.write_text("project: cli\nprovider: aws\nonline_store:\n  type: dynamodb\n"
+                    "  region: us-east-1\n  batch_size: 2\n  consistent_reads: true\n")
+    config = tmp_path / "featurepull.toml"
+    config.write_text("[dynamodb]\nbatch_size = 5\nmax_read_workers = 3\n")
+    args = read_args(endpoint, tmp_path)[2:]  # no --project: the yaml's
+    result = invoke("submit", *args, "--redis-url", redis_url, "--feature-store-yaml",
+                    str(yaml), "--config", str(config), "--max-read-workers", "4")
+    assert result.exit_code == 0, result.output
+    request = store_of(redis_url).meta(result.stdout.strip()).request.request
+    assert request["project"] == "cli"
+    assert request["dynamodb"] == {"region": "us-east-1", "endpoint_url": endpoint.url,
+                                   "batch_size": 5, "consistent_reads": True,
+                                   "max_read_workers": 4}
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -328,6 +348,13 @@ def test_pull_takes_the_project_from_a_feature_store_yaml(endpoint: EndpointProc
                     str(tmp_path / "o.parquet"))
     assert result.exit_code == 0, result.output
     assert (endpoint.stats()["batch_get_item"], endpoint.stats()["consistent_reads"]) == (2, 2)
+
+
+def test_pull_read_mode_reaches_the_wire(endpoint: EndpointProcess, tmp_path: Path) -> None:
+    # A table this small is never scanned by choice (docs/read-modes.md): only when asked.
+    scanned = pulled(endpoint, tmp_path, "--read-mode", "scan")
+    assert scanned["summary"]["read_mode"] == "scan"
+    assert (scanned["wire"]["batch_get_item"], scanned["wire"]["scanned_items"]) == (0, 1_000)
 
 
 def test_pull_table_name_template(endpoint: EndpointProcess, tmp_path: Path) -> None:
