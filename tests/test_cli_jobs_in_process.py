@@ -357,6 +357,27 @@ def test_pull_read_mode_reaches_the_wire(endpoint: EndpointProcess, tmp_path: Pa
     assert (scanned["wire"]["batch_get_item"], scanned["wire"]["scanned_items"]) == (0, 1_000)
 
 
+@pytest.mark.parametrize(("version", "found"), [(3, 4), (2, 0)])
+def test_pull_hashes_keys_as_the_feature_store_yaml_says(
+        endpoint: EndpointProcess, tmp_path: Path, version: int, found: int) -> None:
+    # The endpoint's items are keyed by version 3 hashes: version 2 keys find none of them.
+    yaml = tmp_path / "feature_store.yaml"
+    yaml.write_text(f"project: cli\nprovider: aws\nentity_key_serialization_version: "
+                    f"{version}\nonline_store:\n  type: dynamodb\n  region: us-east-1\n")
+    summary = pulled(endpoint, tmp_path, "--feature-store-yaml", str(yaml))["summary"]
+    assert summary["found"] == found
+
+
+def test_job_commands_take_redis_from_the_config_file(
+        endpoint: EndpointProcess, tmp_path: Path, redis_url: str) -> None:
+    job_id = submitted(endpoint, tmp_path, redis_url)
+    config = tmp_path / "featurepull.toml"
+    config.write_text(f'redis_url = "{redis_url}"\n')
+    status = invoke("status", job_id, "--config", str(config))
+    assert status.exit_code == 0, status.output
+    assert status.stdout.startswith(f"job {job_id}: queued, 0/3 shards")
+
+
 def test_pull_table_name_template(endpoint: EndpointProcess, tmp_path: Path) -> None:
     out = tmp_path / "o.parquet"
     result = invoke("pull", *read_args(endpoint, tmp_path, IDS), "--output", str(out),
