@@ -2,9 +2,10 @@
 pull that succeeded ends at once, without the interpreter's teardown, its lines flushed
 first; every other command, and any failure, exits the ordinary way; a pull runs pyarrow
 with pandas blocked. ``run`` ends its process, so each case runs in a forked child of this
-one: the mutation runs (scripts/mutation.sh) follow only this process's code, and a child
-runs the same (possibly mutated) code. ``python -m featurepull`` itself is in
-test_cli_pull.py and test_imports.py."""
+one, which runs the same (possibly mutated) code. The mutation runs (scripts/mutation.sh)
+pick a function's tests by what runs in this process: each test also runs ``run`` here
+first (``own_process``), with a command that exits the ordinary way. ``python -m
+featurepull`` itself is in test_cli_pull.py and test_imports.py."""
 
 from __future__ import annotations
 
@@ -21,6 +22,18 @@ from featurepull.bench.endpoint import EndpointProcess
 
 IDS = [5, 1, 1_500]
 RERAISED = 100  # a child's exit code is this plus the code of the SystemExit run() raised
+
+
+@pytest.fixture
+def own_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run()`` in this process too, marking it the command's own (restored after); with
+    an unknown option, which exits 2 the ordinary way whatever run() checks."""
+    monkeypatch.setattr(cli, "_own_process", False)
+    monkeypatch.setattr(sys, "argv", ["featurepull", "--no-such-option"])
+    with pytest.raises(SystemExit) as exited:
+        cli.run()
+    assert exited.value.code == 2
+    assert cli._own_process is True
 
 
 def run_forked(argv: list[str], tmp_path: Path) -> tuple[int, str, str]:
@@ -52,6 +65,7 @@ def pull_argv(endpoint: EndpointProcess, tmp_path: Path, *extra: str) -> list[st
             "us-east-1", *extra]
 
 
+@pytest.mark.usefixtures("own_process")
 def test_a_pull_that_succeeded_exits_at_once_with_its_lines_flushed(
         cli_endpoint: EndpointProcess, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
@@ -66,6 +80,7 @@ def test_a_pull_that_succeeded_exits_at_once_with_its_lines_flushed(
     (["--version"], RERAISED + 0, "version"),
     (["pull", "--project", "cli"], RERAISED + 2, "Missing option"),
 ])
+@pytest.mark.usefixtures("own_process")
 def test_other_commands_and_failures_exit_the_ordinary_way(
         tmp_path: Path, argv: list[str], code: int, says: str) -> None:
     exit_code, stdout, stderr = run_forked(argv, tmp_path)
@@ -73,6 +88,7 @@ def test_other_commands_and_failures_exit_the_ordinary_way(
     assert says in stdout + stderr
 
 
+@pytest.mark.usefixtures("own_process")
 def test_a_failed_pull_exits_the_ordinary_way(cli_endpoint: EndpointProcess,
                                               tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
@@ -81,16 +97,6 @@ def test_a_failed_pull_exits_the_ordinary_way(cli_endpoint: EndpointProcess,
     assert code == RERAISED + 2
     assert stderr.startswith("featurepull: error: table cli.nope")
     assert not out.exists()
-
-
-def test_run_marks_the_process_as_the_commands_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    # In this process too (restored after): a pull then decides for the whole process.
-    monkeypatch.setattr(cli, "_own_process", False)
-    monkeypatch.setattr(sys, "argv", ["featurepull", "--version"])
-    with pytest.raises(SystemExit) as exited:
-        cli.run()
-    assert exited.value.code == 0
-    assert cli._own_process is True
 
 
 @pytest.mark.parametrize("name", ["pandas", "pandas.core.frame"])
