@@ -3,8 +3,9 @@ pull that succeeded ends at once, without the interpreter's teardown, its lines 
 first; every other command, and any failure, exits the ordinary way; a pull runs pyarrow
 with pandas blocked. ``run`` ends its process, so each case runs in a forked child of this
 one, which runs the same (possibly mutated) code. The mutation runs (scripts/mutation.sh)
-pick a function's tests by what runs in this process: each test also runs ``run`` here
-first (``own_process``), with a command that exits the ordinary way. ``python -m
+pick a function's tests by what runs in this process during a test (not in its fixtures):
+each test also runs ``run`` here first (``run_here``), with a command that exits the
+ordinary way. ``python -m
 featurepull`` itself is in test_cli_pull.py and test_imports.py."""
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ IDS = [5, 1, 1_500]
 RERAISED = 100  # a child's exit code is this plus the code of the SystemExit run() raised
 
 
-@pytest.fixture
-def own_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def run_here(monkeypatch: pytest.MonkeyPatch) -> None:
     """``run()`` in this process too, marking it the command's own (restored after); with
     an unknown option, which exits 2 the ordinary way whatever run() checks."""
     monkeypatch.setattr(cli, "_own_process", False)
@@ -65,9 +65,9 @@ def pull_argv(endpoint: EndpointProcess, tmp_path: Path, *extra: str) -> list[st
             "us-east-1", *extra]
 
 
-@pytest.mark.usefixtures("own_process")
 def test_a_pull_that_succeeded_exits_at_once_with_its_lines_flushed(
-        cli_endpoint: EndpointProcess, tmp_path: Path) -> None:
+        cli_endpoint: EndpointProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_here(monkeypatch)
     out = tmp_path / "out.parquet"
     code, stdout, stderr = run_forked(pull_argv(cli_endpoint, tmp_path, "--output", str(out)),
                                       tmp_path)
@@ -80,17 +80,18 @@ def test_a_pull_that_succeeded_exits_at_once_with_its_lines_flushed(
     (["--version"], RERAISED + 0, "version"),
     (["pull", "--project", "cli"], RERAISED + 2, "Missing option"),
 ])
-@pytest.mark.usefixtures("own_process")
 def test_other_commands_and_failures_exit_the_ordinary_way(
-        tmp_path: Path, argv: list[str], code: int, says: str) -> None:
+        tmp_path: Path, argv: list[str], code: int, says: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    run_here(monkeypatch)
     exit_code, stdout, stderr = run_forked(argv, tmp_path)
     assert exit_code == code
     assert says in stdout + stderr
 
 
-@pytest.mark.usefixtures("own_process")
-def test_a_failed_pull_exits_the_ordinary_way(cli_endpoint: EndpointProcess,
-                                              tmp_path: Path) -> None:
+def test_a_failed_pull_exits_the_ordinary_way(cli_endpoint: EndpointProcess, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    run_here(monkeypatch)
     out = tmp_path / "out.parquet"
     code, _, stderr = run_forked(pull_argv(cli_endpoint, tmp_path, "--output", str(out),
                                            "--table", "nope"), tmp_path)
