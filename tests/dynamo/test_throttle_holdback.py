@@ -25,8 +25,8 @@ def test_after_a_throttle_the_throttled_keys_go_before_any_new_key(
     # reader that holds back new requests sends nothing until its back-off is over, and then
     # the throttled keys (due by then) before any key it never sent; one that does not hold
     # back fills the freed slots at once with new keys. Back-offs are up to 0.3 s, drawn
-    # from a seeded generator (0.19, 0.22 and 0.24 s: well above the microseconds between a throttle and
-    # the next send), so a reader that does not hold back cannot pass by luck.
+    # from a seeded generator (0.19, 0.22 and 0.24 s: far above the microseconds between a
+    # throttle and the next send), so a reader that does not hold back cannot pass by luck.
     keys = LAYOUT.keys_for({"driver_id": list(range(1_000))})  # 10 requests of 100
     clean = BatchReader(TABLE, LAYOUT, DynamoSettings(
         region=REGION, endpoint_url=cli_endpoint.url)).read(keys, FEATURES)
