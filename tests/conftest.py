@@ -67,6 +67,15 @@ def fast_dynamo() -> Iterator[EndpointProcess]:
 
 
 @pytest.fixture(scope="session")
+def cli_endpoint() -> Iterator[EndpointProcess]:
+    """1,000 Feast-layout drivers in table ``cli.drivers``, for the in-process command-line
+    and reader tests; one per session, as each start costs seconds and mutation runs start a session
+    per mutant. Tests that count its ``/stats`` reset them first."""
+    with start_endpoint(drivers=1_000, table="cli.drivers") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
 def endpoint_url(moto_server: MotoService) -> str:
     return moto_server.url
 

@@ -2,13 +2,17 @@
 
 It misbehaves only on BatchGetItem — throttles, 500s, keys moved to UnprocessedKeys,
 shuffled responses, responses cut mid-body, latency and latency spikes, a throttling storm
-of a set length — and, with ``FaultPlan(scan=True)``, on Scan pages alike (those of the
+of a set length, answers held until the test says what they are — and, with ``FaultPlan(scan=True)``, on Scan pages alike (those of the
 faults that apply to a whole request), so a reader can be proven correct when DynamoDB is
 not polite. Every other request passes through untouched, so tables can be built and inspected through the same
 endpoint.
 
     with FaultProxy(endpoint_url, FaultPlan(throttle_rate=0.3, seed=1)) as proxy:
         client = boto3.client("dynamodb", endpoint_url=proxy.url, ...)
+
+With ``FaultPlan(hold=True)`` nothing is answered until the test decides: what a client
+sends while its earlier requests wait (``wait_held``, ``throttle_held``, ``release``) shows
+what it does between answers, whatever the machine's speed.
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ class FaultPlan:
     storm_s: float = 0.0
     storm_after: int = 0
     seed: int = 0
+    # Hold every BatchGetItem unanswered until the test throttles it (throttle_held) or lets
+    # all through (release); the other faults apply to what is let through.
+    hold: bool = False
     # Scan pages get the whole-request faults too: throttling (storm included), 500s, cuts,
     # latency and spikes (counted in the same counts, and in scan_requests).
     scan: bool = False
@@ -82,6 +89,15 @@ class FaultPlan:
         for name in ("latency_s", "spike_s", "storm_s", "storm_after"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class _Held:
+    """A BatchGetItem waiting at the proxy: its keys, and what the test decided."""
+
+    keys: frozenset[str]  # each key as canonical JSON
+    throttle: bool = False
+    decided: bool = False
 
 
 @dataclass
@@ -112,6 +128,9 @@ class FaultProxy:
         self.upstream_url = upstream_url
         self._upstream = (parts.scheme, parts.hostname, parts.port)
         self._lock = threading.Lock()
+        self._held_changed = threading.Condition(self._lock)
+        self._held: list[_Held] = []
+        self._holding = False
         self._counts = dict.fromkeys(COUNT_NAMES, 0)
         self._conns: set[socket.socket] = set()
         self._server: _Server | None = None
@@ -132,6 +151,7 @@ class FaultProxy:
             self._plan_requests = 0
             self._storm_started: float | None = None
             self._storm_last: float | None = None
+            self._holding = plan.hold
 
     @property
     def url(self) -> str:
@@ -164,7 +184,47 @@ class FaultProxy:
             self._thread.start()
         return self
 
+    def wait_held(self, n: int, timeout: float = 60.0) -> list[frozenset[str]]:
+        """Wait until ``n`` BatchGetItem requests are held (``FaultPlan(hold=True)``); the
+        keys of each held request (canonical JSON), in the order they arrived."""
+        with self._held_changed:
+            if not self._held_changed.wait_for(lambda: len(self._held) >= n, timeout):
+                raise TimeoutError(f"{len(self._held)} requests held after {timeout:g}s, "
+                                   f"waited for {n}")
+            return [held.keys for held in self._held]
+
+    def throttle_held(self, n: int) -> list[frozenset[str]]:
+        """Answer the first ``n`` held requests with a throttling error; their keys."""
+        with self._held_changed:
+            chosen, self._held = self._held[:n], self._held[n:]
+            for held in chosen:
+                held.throttle = held.decided = True
+            self._held_changed.notify_all()
+        return [held.keys for held in chosen]
+
+    def release(self) -> None:
+        """Stop holding: every held request and every later one goes on as the plan says."""
+        with self._held_changed:
+            for held in self._held:
+                held.decided = True
+            self._held, self._holding = [], False
+            self._held_changed.notify_all()
+
+    def _hold(self, items: dict[str, dict[str, Any]]) -> bool:
+        """Hold a request while the plan holds; True when the test throttled it."""
+        keys = frozenset(json.dumps(key, sort_keys=True)
+                         for spec in items.values() for key in spec.get("Keys", []))
+        held = _Held(keys)
+        with self._held_changed:
+            if not self._holding:
+                return False
+            self._held.append(held)
+            self._held_changed.notify_all()
+            self._held_changed.wait_for(lambda: held.decided)
+        return held.throttle
+
     def stop(self) -> None:
+        self.release()  # a held request would keep its handler (and its client) waiting
         server, self._server = self._server, None
         if server is None:
             return
@@ -225,6 +285,8 @@ class FaultProxy:
         tables = list(items)
         self._bump("batch_requests")
         self._bump("keys_requested", sum(len(spec.get("Keys", [])) for spec in items.values()))
+        if plan.hold and self._hold(items):
+            return self._throttle(), ""
         refused = self._refuse(plan)
         if refused is not None:
             return refused, ""
@@ -255,17 +317,20 @@ class FaultProxy:
             self._bump("spikes")
             time.sleep(plan.spike_s)
         if self._in_storm(plan) or self._chance(plan.throttle_rate):
-            with self._lock:
-                error_type = THROTTLE_TYPES[self._throttle_seq % len(THROTTLE_TYPES)]
-                self._throttle_seq += 1
-                self._counts["throttled"] += 1
-            return _json_reply(400, {"__type": error_type,
-                                     "message": "faultproxy: throughput exceeded"})
+            return self._throttle()
         if self._chance(plan.error_rate):
             self._bump("errors_500")
             return _json_reply(500, {"__type": INTERNAL_ERROR_TYPE,
                                      "message": "faultproxy: internal server error"})
         return None
+
+    def _throttle(self) -> _Reply:
+        with self._lock:
+            error_type = THROTTLE_TYPES[self._throttle_seq % len(THROTTLE_TYPES)]
+            self._throttle_seq += 1
+            self._counts["throttled"] += 1
+        return _json_reply(400, {"__type": error_type,
+                                 "message": "faultproxy: throughput exceeded"})
 
     def _scan(self, method: str, path: str, headers: Headers, body: bytes) -> tuple[
             _Reply, str]:

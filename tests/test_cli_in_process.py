@@ -13,30 +13,30 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
-from featurepull.bench.endpoint import EndpointProcess, start_endpoint
+from featurepull.bench.endpoint import EndpointProcess
 from featurepull.cli import main
 from featurepull.local import RedisService
+from tests.faultproxy import FaultPlan, FaultProxy
 
 IDS = [5, 1, 1_500, 5, 0]
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[EndpointProcess]:
-    with start_endpoint(drivers=1_000, table="cli.drivers") as running:
-        yield running
+def endpoint(cli_endpoint: EndpointProcess) -> EndpointProcess:
+    return cli_endpoint
 
 
-@pytest.fixture(scope="module")
-def throttling() -> Iterator[EndpointProcess]:
-    with start_endpoint(drivers=1_000, table="cli.drivers", throttle_rate=1.0) as running:
-        yield running
+@pytest.fixture
+def throttling(cli_endpoint: EndpointProcess) -> Iterator[FaultProxy]:
+    with FaultProxy(cli_endpoint.url, FaultPlan(throttle_rate=1.0)) as proxy:
+        yield proxy
 
 
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def pull_args(endpoint: EndpointProcess, tmp_path: Path, *extra: str) -> list[str]:
+def pull_args(endpoint: EndpointProcess | FaultProxy, tmp_path: Path, *extra: str) -> list[str]:
     entities = tmp_path / "ids.csv"
     entities.write_text("driver_id\n" + "\n".join(map(str, IDS)) + "\n")
     return ["pull", "--project", "cli", "--table", "drivers", "--features", "conv_rate,city",
@@ -59,9 +59,11 @@ def test_pull_json_and_text_summaries(endpoint: EndpointProcess, tmp_path: Path)
 
 
 @pytest.mark.parametrize(("extra", "code", "message"), [
-    (["--join-key-types", "driver_id"], 2, "'driver_id' is not NAME=TYPE"),
+    (["--join-key-types", "driver_id"], 2, "Error: Invalid value for --join-key-types: "
+                                           "'driver_id' is not NAME=TYPE (e.g. driver_id=int64)"),
     (["--join-key-types", "=int64"], 2, "'=int64' is not NAME=TYPE"),
     (["--join-key-types", "driver_id="], 2, "'driver_id=' is not NAME=TYPE"),
+    (["--join-key-types", "driver_id=int64=x"], 2, "join key 'driver_id' has type 'int64=x'"),
     (["--with-features"], 2, "--with-features keeps the features beside a scorer's scores; "
                              "add --scorer NAME"),
     (["--batch-size", "0"], 2, "featurepull: error: "),
@@ -76,7 +78,21 @@ def test_pull_refuses_bad_input(endpoint: EndpointProcess, tmp_path: Path, extra
     assert not out.exists()
 
 
-def test_a_failed_read_exits_1(throttling: EndpointProcess, tmp_path: Path) -> None:
+def test_a_pull_that_found_nothing_warns_on_stderr(endpoint: EndpointProcess,
+                                                   tmp_path: Path) -> None:
+    entities = tmp_path / "absent.csv"
+    entities.write_text("driver_id\n5000\n5001\n")
+    out = tmp_path / "out.parquet"
+    args = pull_args(endpoint, tmp_path, "--output", str(out))
+    args[args.index("--entities") + 1] = str(entities)
+    result = invoke(*args)
+    assert result.exit_code == 0
+    assert result.stderr.startswith("featurepull: warning: 0 of 2 entities were found in "
+                                    "table cli.drivers; ")
+    assert result.stdout.startswith(f"featurepull: wrote 2 rows to {out}\n")
+
+
+def test_a_failed_read_exits_1(throttling: FaultProxy, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     result = invoke(*pull_args(throttling, tmp_path, "--output", str(out),
                                "--retry-deadline", "0.2", "--max-read-workers", "1"))

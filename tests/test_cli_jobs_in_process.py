@@ -17,7 +17,7 @@ import pyarrow.csv as pcsv
 import pytest
 from click.testing import CliRunner, Result
 
-from featurepull.bench.endpoint import EndpointProcess, start_endpoint
+from featurepull.bench.endpoint import EndpointProcess
 from featurepull.cli import main
 from featurepull.config import load_settings
 from featurepull.local import RedisService
@@ -36,9 +36,8 @@ PLAN = ("read_mode=batch-get: ~125 RCU vs ~22 RCU for scan (the table holds ~1,0
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[EndpointProcess]:
-    with start_endpoint(drivers=1_000, table="cli.drivers") as running:
-        yield running
+def endpoint(cli_endpoint: EndpointProcess) -> EndpointProcess:
+    return cli_endpoint
 
 
 @pytest.fixture
@@ -88,7 +87,8 @@ def test_submit_stores_every_flag_in_the_job(endpoint: EndpointProcess, tmp_path
                     "--allow-missing-features", "--consistent-reads", "--batch-size", "7",
                     "--max-read-workers", "3", "--retry-deadline", "9.5",
                     "--max-rcu-per-s", "50", "--table-name-template", "{project}.{table_name}",
-                    "--notify-task", "app.done", "--notify-queue", "events")
+                    "--notify-task", "app.done", "--notify-queue", "events",
+                    "--read-mode", "batch-get")
     assert result.exit_code == 0, result.output
     job_id = result.stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{32}", job_id)
@@ -109,7 +109,7 @@ def test_submit_stores_every_flag_in_the_job(endpoint: EndpointProcess, tmp_path
         "region": "us-east-1", "endpoint_url": endpoint.url,
         "table_name_template": "{project}.{table_name}", "max_read_workers": 3,
         "batch_size": 7, "consistent_reads": True, "retry_deadline_s": 9.5,
-        "max_rcu_per_s": "50"}
+        "max_rcu_per_s": "50", "read_mode": "batch-get"}
 
 
 def test_submit_defaults_and_json(endpoint: EndpointProcess, tmp_path: Path,
@@ -126,6 +126,25 @@ def test_submit_defaults_and_json(endpoint: EndpointProcess, tmp_path: Path,
             request["allow_missing_features"]) == (None, False, "feast", [], {}, None, None,
                                                    False)
     assert request["dynamodb"] == {"region": "us-east-1", "endpoint_url": endpoint.url}
+
+
+def test_submit_sends_the_yaml_then_the_config_then_the_flags(
+        endpoint: EndpointProcess, tmp_path: Path, redis_url: str) -> None:
+    # The job's project and DynamoDB choices: --feature-store-yaml < --config < flags.
+    yaml = tmp_path / "feature_store.yaml"
+    yaml.write_text("project: cli\nprovider: aws\nonline_store:\n  type: dynamodb\n"
+                    "  region: us-east-1\n  batch_size: 2\n  consistent_reads: true\n")
+    config = tmp_path / "featurepull.toml"
+    config.write_text("[dynamodb]\nbatch_size = 5\nmax_read_workers = 3\n")
+    args = read_args(endpoint, tmp_path)[2:]  # no --project: the yaml's
+    result = invoke("submit", *args, "--redis-url", redis_url, "--feature-store-yaml",
+                    str(yaml), "--config", str(config), "--max-read-workers", "4")
+    assert result.exit_code == 0, result.output
+    request = store_of(redis_url).meta(result.stdout.strip()).request.request
+    assert request["project"] == "cli"
+    assert request["dynamodb"] == {"region": "us-east-1", "endpoint_url": endpoint.url,
+                                   "batch_size": 5, "consistent_reads": True,
+                                   "max_read_workers": 4}
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -238,6 +257,36 @@ def test_status_and_fetch_of_a_finished_job(endpoint: EndpointProcess, tmp_path:
     assert overwrite.exit_code == 0, overwrite.output
 
 
+def test_status_of_a_job_that_found_nothing_warns_on_stderr(
+        endpoint: EndpointProcess, tmp_path: Path, redis_url: str) -> None:
+    result = invoke("submit", *read_args(endpoint, tmp_path, [5_000, 5_001]), "--redis-url",
+                    redis_url)
+    assert result.exit_code == 0, result.output
+    job_id = result.stdout.strip()
+    run_here(redis_url, job_id, endpoint)
+    status = invoke("status", job_id, "--redis-url", redis_url)
+    assert status.exit_code == 0
+    assert status.stderr == (
+        "featurepull: warning: 0 of 2 entities were found in table cli.drivers; their keys "
+        "were built from the join keys driver_id (int64). If the feature view's entities "
+        "have other join keys or types, name them with --join-keys and --join-key-types "
+        "(without --join-keys every column of the entity file is a join key; a CSV column "
+        "is int64 only when every value is a plain integer)\n")
+    assert status.stdout.startswith(f"job {job_id}: succeeded, 1/1 shards, 2/2 keys read\n")
+
+
+def test_submit_with_a_scorer_and_a_notify_task_on_the_default_queue(
+        endpoint: EndpointProcess, tmp_path: Path, redis_url: str) -> None:
+    scorers = json.dumps([{"name": "linear", "path": "tests.tasks.scorers_for_tests:linear"}])
+    result = invoke("submit", *read_args(endpoint, tmp_path), "--redis-url", redis_url,
+                    "--scorer", "linear", "--with-features", "--notify-task", "app.done",
+                    env={"FEATUREPULL_SCORERS": scorers})
+    assert result.exit_code == 0, result.output
+    request = store_of(redis_url).meta(result.stdout.strip()).request.request
+    assert (request["scorer"], request["with_features"], request["notify"]) == (
+        "linear", True, {"task": "app.done", "queue": "celery"})
+
+
 def test_status_of_a_running_job_shows_the_shards_done(endpoint: EndpointProcess,
                                                        tmp_path: Path, redis_url: str) -> None:
     job_id = submitted(endpoint, tmp_path, redis_url)
@@ -301,6 +350,34 @@ def test_pull_takes_the_project_from_a_feature_store_yaml(endpoint: EndpointProc
                     str(tmp_path / "o.parquet"))
     assert result.exit_code == 0, result.output
     assert (endpoint.stats()["batch_get_item"], endpoint.stats()["consistent_reads"]) == (2, 2)
+
+
+def test_pull_read_mode_reaches_the_wire(endpoint: EndpointProcess, tmp_path: Path) -> None:
+    # A table this small is never scanned by choice (docs/read-modes.md): only when asked.
+    scanned = pulled(endpoint, tmp_path, "--read-mode", "scan")
+    assert scanned["summary"]["read_mode"] == "scan"
+    assert (scanned["wire"]["batch_get_item"], scanned["wire"]["scanned_items"]) == (0, 1_000)
+
+
+@pytest.mark.parametrize(("version", "found"), [(3, 4), (2, 0)])
+def test_pull_hashes_keys_as_the_feature_store_yaml_says(
+        endpoint: EndpointProcess, tmp_path: Path, version: int, found: int) -> None:
+    # The endpoint's items are keyed by version 3 hashes: version 2 keys find none of them.
+    yaml = tmp_path / "feature_store.yaml"
+    yaml.write_text(f"project: cli\nprovider: aws\nentity_key_serialization_version: "
+                    f"{version}\nonline_store:\n  type: dynamodb\n  region: us-east-1\n")
+    summary = pulled(endpoint, tmp_path, "--feature-store-yaml", str(yaml))["summary"]
+    assert summary["found"] == found
+
+
+def test_job_commands_take_redis_from_the_config_file(
+        endpoint: EndpointProcess, tmp_path: Path, redis_url: str) -> None:
+    job_id = submitted(endpoint, tmp_path, redis_url)
+    config = tmp_path / "featurepull.toml"
+    config.write_text(f'redis_url = "{redis_url}"\n')
+    status = invoke("status", job_id, "--config", str(config))
+    assert status.exit_code == 0, status.output
+    assert status.stdout.startswith(f"job {job_id}: queued, 0/3 shards")
 
 
 def test_pull_table_name_template(endpoint: EndpointProcess, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """Jobs through real prefork workers, observed on the wire: a throttle holds back new
-requests, a secret in a failing shard's error is masked wherever the error is kept, more
+requests (the throttled keys go again before any new one), a secret in a failing shard's error is masked wherever the error is kept, more
 than ten shards finishing out of order are written in shard order, and a plain-layout job
 keeps its event time attribute. One worker instance serves every test; each job points
 at its own endpoint (a job may choose its DynamoDB endpoint)."""
@@ -32,9 +32,10 @@ from tests.tasks.conftest import DRIVERS, Fleet, fleet
 pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
 FEATURES = ["conv_rate", "city"]
 SECRET = "Planted0Secret9"
-# Retries wait U(0, 0.3 s): long enough that holding back new requests after a throttle
-# shows as an order of magnitude fewer requests during a throttling storm.
+# Retries wait U(0, 0.3 s): a reader that holds back new requests after a throttle sends
+# nothing for that long, far longer than it takes to send a request once a slot is free.
 RETRY_DELAY_S = "0.3"
+SLOTS = 4  # max_read_workers of the throttle test
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,8 @@ def workers(redis_server: RedisService, fast_dynamo: EndpointProcess) -> Iterato
     with fleet(redis_server, fast_dynamo.url) as running:
         running.env["FEATUREPULL_DYNAMODB__RETRY_BASE_DELAY_S"] = RETRY_DELAY_S
         running.env["FEATUREPULL_DYNAMODB__RETRY_MAX_DELAY_S"] = RETRY_DELAY_S
+        # A fixed in-flight limit: in the throttle test only a throttle frees a slot.
+        running.env["FEATUREPULL_DYNAMODB__ADAPTIVE_CONCURRENCY"] = "false"
         running.start_worker(concurrency=2)
         yield running
 
@@ -73,22 +76,30 @@ def expected_rows(ids: list[int]) -> list[dict[str, Any]]:
 
 def test_a_throttle_holds_back_new_requests(workers: Fleet, fast_dynamo: EndpointProcess,
                                             tmp_path: Path) -> None:
-    # Every request is throttled for 2 s once 5 have passed. A reader that holds back new
-    # requests after a throttle sends a few per back-off; one that does not keeps all four
-    # slots busy with fresh and retried keys, hundreds of requests into the storm.
-    ids = list(range(0, 10_000, 2))
-    plan = FaultPlan(storm_s=2.0, storm_after=5, latency_s=0.01)
-    with FaultProxy(fast_dynamo.url, plan) as proxy:
+    # The proxy holds every answer until the test decides, so what the worker sends after a
+    # throttle is what it chose to send, at any machine load. Four requests wait; three are
+    # throttled, each freeing a slot. A reader that holds back new requests sends nothing
+    # until its back-off is over, and then the throttled keys (due by then) before any new
+    # key; one that does not fills the freed slots with new keys at once (it passes only if
+    # all three back-offs, drawn from [0, 0.3 s], are shorter than the moment between a
+    # throttle and the next send).
+    ids = list(range(0, 2_000, 2))  # 10 requests of 100 keys
+    with FaultProxy(fast_dynamo.url, FaultPlan(hold=True)) as proxy:
         out = tmp_path / "out.parquet"
         job = submit("driver_stats", FEATURES, str(write_ids(tmp_path / "e.parquet", ids)),
                      str(out), settings=with_shard_size(workers.settings(), 10_000),
-                     dynamodb={"endpoint_url": proxy.url, "max_read_workers": 4,
-                               "retry_deadline_s": 60})
+                     dynamodb={"endpoint_url": proxy.url, "max_read_workers": SLOTS,
+                               "retry_deadline_s": 60, "read_mode": "batch-get"})
+        first = proxy.wait_held(SLOTS, timeout=120)
+        throttled = proxy.throttle_held(SLOTS - 1)
+        then = proxy.wait_held(SLOTS, timeout=120)  # the one still held, then the next three
+        proxy.release()
         status = job.wait(timeout=120, progress=False)
         counts = proxy.counts
-    assert counts["storm_throttled"] > 0
-    assert counts["storm_throttled"] < 100, counts
-    assert (status.summary or {})["read"]["throttles"] == counts["throttled"]
+    assert len(set().union(*first)) == SLOTS * 100
+    assert then[0] == first[-1]
+    assert sorted(map(sorted, then[1:])) == sorted(map(sorted, throttled))
+    assert (status.summary or {})["read"]["throttles"] == counts["throttled"] == SLOTS - 1
     assert pq.read_table(out).to_pylist() == expected_rows(ids)
 
 
