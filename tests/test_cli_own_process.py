@@ -10,6 +10,7 @@ featurepull`` itself is in test_cli_pull.py and test_imports.py."""
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -100,28 +101,33 @@ def test_a_failed_pull_exits_the_ordinary_way(cli_endpoint: EndpointProcess, tmp
     assert not out.exists()
 
 
-@pytest.mark.parametrize("name", ["pandas", "pandas.core.frame"])
-def test_pandas_is_blocked_as_if_not_installed(name: str) -> None:
+@pytest.mark.parametrize("name", ["pandas", "pandas.core.frame", "numpy", "numpy.linalg",
+                                  "cloudpickle"])
+def test_what_a_pull_does_not_need_is_blocked_as_if_not_installed(name: str) -> None:
     with pytest.raises(ModuleNotFoundError) as blocked:
-        cli._PandasBlocked().find_spec(name)
+        cli._Blocked(cli._NOT_FOR_A_PULL).find_spec(name)
     assert blocked.value.name == name
     assert str(blocked.value) == (f"No module named {name!r} (featurepull pull runs pyarrow "
-                                  "without pandas)")
+                                  "without it)")
 
 
-@pytest.mark.parametrize("name", ["pandasql", "numpy", "pyarrow.pandas_compat", "geopandas"])
+@pytest.mark.parametrize("name", ["pandasql", "numpyro", "pyarrow.pandas_compat", "geopandas"])
 def test_other_modules_are_not_blocked(name: str) -> None:
-    assert cli._PandasBlocked().find_spec(name) is None
+    assert cli._Blocked(cli._NOT_FOR_A_PULL).find_spec(name) is None
 
 
-def test_pandas_is_blocked_only_inside_a_pull_and_only_when_not_yet_imported(
+def test_a_lean_pull_blocks_only_what_is_not_yet_imported_and_restores_gc(
         monkeypatch: pytest.MonkeyPatch) -> None:
     before = list(sys.meta_path)
     importlib.import_module("pandas")
-    with cli._without_pandas():  # already imported: nothing to block
-        assert sys.meta_path == before
+    assert gc.isenabled()
+    with cli._lean_pull():  # pandas already imported: left alone
+        assert importlib.import_module("pandas") is sys.modules["pandas"]
+        assert not gc.isenabled()
+    assert gc.isenabled()
     monkeypatch.delitem(sys.modules, "pandas")  # as if not imported yet (restored after)
-    with cli._without_pandas(), pytest.raises(ModuleNotFoundError,
-                                              match="runs pyarrow without pandas"):
+    with cli._lean_pull(), pytest.raises(ModuleNotFoundError,
+                                         match="runs pyarrow without it"):
         importlib.import_module("pandas")
     assert sys.meta_path == before
+    assert gc.isenabled()
