@@ -152,7 +152,10 @@ def _item_json(driver: int) -> dict[str, Any]:
 
 class ScriptedEndpoint(ThreadingHTTPServer):
     """DescribeTable for a Feast table, BatchGetItem from SyntheticTable items; each
-    BatchGetItem answer takes the next fault off ``script`` (then answers normally)."""
+    BatchGetItem answer takes the next fault off ``script`` (then answers normally):
+    an error answer, a damaged body, the second half of the keys left unprocessed
+    (``unprocessed``), or the first item's ``event_ts`` garbled (``bad-item``) or its
+    ``values`` not a map (``not-feast``)."""
 
     daemon_threads = True
 
@@ -208,9 +211,16 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
             self._answer(503, {"__type": ERR + "SomethingNewException", "message": "later"})
         else:
             keys = json.loads(body)["RequestItems"][TABLE]["Keys"]
-            found = [DRIVERS[k["entity_id"]["S"]] for k in keys if k["entity_id"]["S"] in DRIVERS]
-            self._answer(200, {"Responses": {TABLE: [_item_json(d) for d in found]},
-                               "UnprocessedKeys": {},
+            left = keys[len(keys) // 2:] if fault == "unprocessed" else []  # the second half
+            found = [DRIVERS[k["entity_id"]["S"]] for k in keys[:len(keys) - len(left)]
+                     if k["entity_id"]["S"] in DRIVERS]
+            items = [_item_json(d) for d in found]
+            if fault == "bad-item" and items:  # the first item's event_ts is not a time
+                items[0]["event_ts"] = {"S": "yesterday"}
+            if fault == "not-feast" and items:  # the first item's values are not a map
+                items[0]["values"] = {"S": "x"}
+            self._answer(200, {"Responses": {TABLE: items},
+                               "UnprocessedKeys": {TABLE: {"Keys": left}} if left else {},
                                "ConsumedCapacity": [{"TableName": TABLE,
                                                      "CapacityUnits": len(found) / 2}]},
                          fault)
