@@ -128,17 +128,33 @@ def test_every_kind_of_fault_is_resent_and_counted(
     assert lines[3][2].startswith(f"BatchGetItem on {TABLE} lost its connection or response (")
 
 
+@pytest.mark.parametrize(("transport", "fault", "counted", "logged", "explained"), [
+    ("fast", "500", "server_errors", "500",
+     "DynamoDB kept failing on its side ({n} requests answered with a server error; most "
+     "often: 500)."),
+    ("fast", "hang-up", "connection_errors", "connection closed before the response was complete",
+     "the endpoint could not be reached or its answers were lost ({n} requests failed on the "
+     "connection; most often: connection closed before the response was complete)."),
+    # botocore's exception: its class in the log line, its text in the message.
+    ("botocore", "hang-up", "connection_errors", "ConnectionClosedError",
+     "the endpoint could not be reached or its answers were lost ({n} requests failed on the "
+     "connection; most often: Connection was closed before we received a valid response from "
+     'endpoint URL: "{url}/".).'),
+])
 def test_a_read_that_runs_out_of_time_names_what_kept_its_keys(
-        scripted: ScriptedEndpoint) -> None:  # noqa: F811
-    # The first request is answered, then every request is refused as a 5xx.
-    scripted.script = ["", *["500"] * 10_000]
-    reader = scripted_reader(scripted, "fast", batch_size=5, retry_deadline_s=0.05)
+        scripted: ScriptedEndpoint, transport: str, fault: str, counted: str,  # noqa: F811
+        logged: str, explained: str, caplog: pytest.LogCaptureFixture) -> None:
+    # The first request is answered, then every request fails.
+    scripted.script = ["", *[fault] * 10_000]
+    caplog.set_level(logging.INFO, logger="featurepull.dynamo.reader")
+    reader = scripted_reader(scripted, transport, batch_size=5, retry_deadline_s=0.05)
     with pytest.raises(RetryDeadlineExceeded) as caught:
         reader.read(LAYOUT.keys_for({"driver_id": list(range(12))}), ["city"])
     error, failed = caught.value, len(scripted.batch_gets()) - 1
+    assert failed > 1
     assert error.keys_left == 7  # 12 keys, the first 5 answered
     assert error.stats is not None
-    assert (error.stats.requests, error.stats.server_errors, error.stats.retries) == (
+    assert (error.stats.requests, getattr(error.stats, counted), error.stats.retries) == (
         failed + 1, failed, failed)
     match = re.fullmatch(
         rf"7 of 12 keys of table {re.escape(TABLE)} \(region {REGION}, endpoint "
@@ -146,9 +162,10 @@ def test_a_read_that_runs_out_of_time_names_what_kept_its_keys(
         rf"\(retry_deadline_s=0\.05\): (.*) No rows were written\.", str(error), flags=re.S)
     assert match, str(error)
     assert float(match.group(1)) >= 0.05
-    assert match.group(2).startswith(
-        f"DynamoDB kept failing on its side ({failed} requests answered with a server error; "
-        "most often: 500).")
+    assert match.group(2).startswith(explained.format(n=failed, url=scripted.url)), match.group(2)
+    details = [r.detail for r in caplog.records  # type: ignore[attr-defined]
+               if r.name == "featurepull.dynamo.reader"]
+    assert details == [logged]  # one line for the burst
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -215,18 +232,25 @@ def test_a_feature_no_item_holds_is_refused_naming_what_they_hold(
     assert set(drivers(requests[-1])) <= set(ids)
 
 
-@pytest.mark.parametrize("sample_fails", [False, True])
+@pytest.mark.parametrize("sample", ["costly", "500"])
 def test_the_request_for_what_items_hold_is_paid_from_the_read_budget(
-        scripted: ScriptedEndpoint, sample_fails: bool) -> None:  # noqa: F811
+        scripted: ScriptedEndpoint, sample: str) -> None:  # noqa: F811
     # One read of 10 keys (5 RCU at 40 RCU/s: an eighth of a second of budget), then the
-    # request for what the items hold waits for the budget; it may fail (a 5xx): the
-    # refusal then names no held features.
-    scripted.script = ["", "500"] if sample_fails else []
+    # request for what the items hold waits for the budget, and what DynamoDB charged for
+    # it is settled with the budget (1,000 RCU: 25 s of it); or it fails (a 5xx), is
+    # charged nothing, and the refusal names no held features.
+    scripted.script = ["", sample]
     reader = scripted_reader(scripted, "fast", batch_size=10, max_rcu_per_s=40)
     with pytest.raises(UnknownFeatureError) as caught:
         reader.read(LAYOUT.keys_for({"driver_id": list(range(10))}), ["city", "nope"])
     assert caught.value.missing == ["nope"]
-    assert caught.value.held == (None if sample_fails else sorted(FEATURES))
+    failed = sample == "500"
+    assert caught.value.held == (None if failed else sorted(FEATURES))
     requests = sent(scripted)
     assert len(requests) == 2 and "ProjectionExpression" not in requests[1]
-    assert ("they hold in their values map" in str(caught.value)) != sample_fails
+    assert ("they hold in their values map" in str(caught.value)) != failed
+    # The next request of this reader waits for what the budget paid: seconds of it after
+    # the costly answer, at most the 0.125 s of the first read's otherwise.
+    assert reader.pacer is not None
+    wait = reader.pacer.reserve(1.0)
+    assert wait > 10 if not failed else wait < 1

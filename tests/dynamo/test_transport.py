@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import ssl
 import threading
 import zlib
@@ -153,9 +154,9 @@ def _item_json(driver: int) -> dict[str, Any]:
 class ScriptedEndpoint(ThreadingHTTPServer):
     """DescribeTable for a Feast table, BatchGetItem from SyntheticTable items; each
     BatchGetItem answer takes the next fault off ``script`` (then answers normally):
-    an error answer, a damaged body, the second half of the keys left unprocessed
+    an error answer, a damaged body, no answer (``hang-up``), the second half of the keys left unprocessed
     (``unprocessed``), or the first item's ``event_ts`` garbled (``bad-item``) or its
-    ``values`` not a map (``not-feast``)."""
+    ``values`` not a map (``not-feast``), or 1,000 RCU charged (``costly``)."""
 
     daemon_threads = True
 
@@ -196,6 +197,10 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
                 "AttributeDefinitions": [{"AttributeName": "entity_id", "AttributeType": "S"}],
             }})
             return
+        if fault == "hang-up":  # no answer at all: the connection is closed at once
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if fault == "throttle":
             self._answer(400, {"__type": ERR + "ProvisionedThroughputExceededException",
                                "message": "slow down"})
@@ -204,6 +209,9 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         elif fault == "denied":
             self._answer(400, {"__type": "com.amazon.coral.service#AccessDeniedException",
                                "Message": "User: tester is not authorized"})
+        elif fault == "denied-key":  # a refusal that mentions a key, not the key schema
+            self._answer(400, {"__type": "com.amazon.coral.service#AccessDeniedException",
+                               "Message": "User: tester may not use the table's KMS key"})
         elif fault == "bad-key":
             self._answer(400, {"__type": ERR + "ValidationException",
                                "message": "The provided key element does not match the schema"})
@@ -221,8 +229,9 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
                 items[0]["values"] = {"S": "x"}
             self._answer(200, {"Responses": {TABLE: items},
                                "UnprocessedKeys": {TABLE: {"Keys": left}} if left else {},
-                               "ConsumedCapacity": [{"TableName": TABLE,
-                                                     "CapacityUnits": len(found) / 2}]},
+                               "ConsumedCapacity": [{"TableName": TABLE, "CapacityUnits":
+                                                     1000.0 if fault == "costly"
+                                                     else len(found) / 2}]},
                          fault)
 
     def _answer(self, status: int, payload: Any, fault: str = "") -> None:
