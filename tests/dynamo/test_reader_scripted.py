@@ -201,6 +201,16 @@ def test_an_item_in_another_layout_is_named_with_the_layout(
         "layout?")
 
 
+def test_an_item_for_a_key_not_asked_for_ends_the_read(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    scripted.script = ["stranger"]
+    with pytest.raises(ReadError) as caught:
+        scripted_reader(scripted, "fast").read(LAYOUT.keys_for({"driver_id": [1, 2]}), ["city"])
+    assert str(caught.value) == (
+        f"table {TABLE} (region {REGION}, endpoint {scripted.url}) returned an item for a key "
+        f"that was not requested: {SYNTHETIC.entity_id(299)!r}")
+
+
 def test_a_composite_key_is_named_by_its_parts() -> None:
     # decode_item as a Scan calls it: no entity row to name.
     layout = PlainLayout([("id", "N"), ("sort", "S")])

@@ -156,7 +156,8 @@ class ScriptedEndpoint(ThreadingHTTPServer):
     BatchGetItem answer takes the next fault off ``script`` (then answers normally):
     an error answer, a damaged body, no answer (``hang-up``), the second half of the keys left unprocessed
     (``unprocessed``), or the first item's ``event_ts`` garbled (``bad-item``) or its
-    ``values`` not a map (``not-feast``), or 1,000 RCU charged (``costly``)."""
+    ``values`` not a map (``not-feast``), an item not asked for (``stranger``), or 1,000
+    RCU charged (``costly``)."""
 
     daemon_threads = True
 
@@ -227,6 +228,8 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
                 items[0]["event_ts"] = {"S": "yesterday"}
             if fault == "not-feast" and items:  # the first item's values are not a map
                 items[0]["values"] = {"S": "x"}
+            if fault == "stranger":  # and the item of driver 299, asked for or not
+                items.append(_item_json(299))
             self._answer(200, {"Responses": {TABLE: items},
                                "UnprocessedKeys": {TABLE: {"Keys": left}} if left else {},
                                "ConsumedCapacity": [{"TableName": TABLE, "CapacityUnits":
