@@ -242,6 +242,17 @@ def test_a_feature_no_item_holds_is_refused_naming_what_they_hold(
     assert set(drivers(requests[-1])) <= set(ids)
 
 
+def test_what_dynamodb_charged_is_settled_with_the_read_budget(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    # The answer says it cost 1,000 RCU (its items are large), not the 5 RCU estimated for
+    # 10 keys: at 40 RCU/s the reader's next request waits for 25 s of budget.
+    scripted.script = ["costly"]
+    reader = scripted_reader(scripted, "fast", batch_size=10, max_rcu_per_s=40)
+    result = reader.read(LAYOUT.keys_for({"driver_id": list(range(10))}), ["city"])
+    assert result.stats.consumed_rcu == 1000.0
+    assert reader.pacer is not None and reader.pacer.reserve(1.0) > 10
+
+
 @pytest.mark.parametrize("sample", ["costly", "500"])
 def test_the_request_for_what_items_hold_is_paid_from_the_read_budget(
         scripted: ScriptedEndpoint, sample: str) -> None:  # noqa: F811
