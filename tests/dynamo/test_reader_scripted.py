@@ -128,6 +128,15 @@ def test_every_kind_of_fault_is_resent_and_counted(
     assert lines[3][2].startswith(f"BatchGetItem on {TABLE} lost its connection or response (")
 
 
+def test_a_throttle_halves_the_requests_in_flight(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    scripted.script = ["throttle"]  # the first request only; no key is left unprocessed
+    result = scripted_reader(scripted, "fast", batch_size=4, max_read_workers=2).read(
+        LAYOUT.keys_for({"driver_id": IDS}), ["city"])
+    assert (result.stats.throttles, result.stats.unprocessed_requests) == (1, 0)
+    assert (result.stats.concurrency_min, result.stats.concurrency_max) == (1, 2)
+
+
 @pytest.mark.parametrize(("transport", "fault", "counted", "logged", "explained"), [
     ("fast", "500", "server_errors", "500",
      "DynamoDB kept failing on its side ({n} requests answered with a server error; most "
