@@ -40,6 +40,17 @@ def refused_port() -> Iterator[int]:
         yield int(held.getsockname()[1])
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under mutmut (scripts/mutation.sh), which names a mutant's tests in no set order and
+    stops at the first failure: the tests marked ``mutation_first`` (in-process, fast, and
+    strong) first, then each file's tests together in file order, so a module's endpoint or
+    moto server starts once, and only when no faster test has killed the mutant yet."""
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        return
+    items.sort(key=lambda item: (item.get_closest_marker("mutation_first") is None,
+                                 str(item.path), item.location[1] or 0))
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoService]:
     service = start_moto()  # on a service_port(), another if that one is taken meanwhile

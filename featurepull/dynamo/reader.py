@@ -371,14 +371,14 @@ class BatchReader:
     def _store_rows(self, outcome: _Outcome, state: _ReadState, decode: _Decoders) -> None:
         """Decode the items of one answer onto the read's found columns."""
         layout, wanted, items = self.layout, outcome.wanted, outcome.items
-        if state.features.active:
-            state.features.observe(items)
         try:
             columns = decode.columns(items)
         except (ValueError, TypeError, KeyError, OverflowError):
             # Item by item, to name the one at fault.
             rows = [self._decode_one(decode.one, item, state, wanted) for item in items]
             columns = [list(column) for column in zip(*rows, strict=True)]
+        if state.features.active:  # after decoding: an item in another layout is named
+            state.features.observe(items)
         slots = []
         for item in items:
             position = wanted.get(layout.key_of(item))

@@ -348,6 +348,8 @@ def test_a_5xx_with_an_unknown_code_is_retried_as_the_servers(
     ("bad-key", "ValidationException: The provided key element does not match the schema "
                 "(does the table's key schema match --layout feast?)"),
     ("denied", "AccessDeniedException: User: tester is not authorized"),
+    # Only a ValidationException about a key asks about the key schema.
+    ("denied-key", "AccessDeniedException: User: tester may not use the table's KMS key"),
 ])
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_refused_request_ends_the_read_naming_the_refusal(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import ssl
 import threading
 import zlib
@@ -152,7 +153,11 @@ def _item_json(driver: int) -> dict[str, Any]:
 
 class ScriptedEndpoint(ThreadingHTTPServer):
     """DescribeTable for a Feast table, BatchGetItem from SyntheticTable items; each
-    BatchGetItem answer takes the next fault off ``script`` (then answers normally)."""
+    BatchGetItem answer takes the next fault off ``script`` (then answers normally):
+    an error answer, a damaged body, no answer (``hang-up``), the second half of the keys left unprocessed
+    (``unprocessed``), or the first item's ``event_ts`` garbled (``bad-item``) or its
+    ``values`` not a map (``not-feast``), an item not asked for (``stranger``), or 1,000
+    RCU charged (``costly``)."""
 
     daemon_threads = True
 
@@ -193,6 +198,10 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
                 "AttributeDefinitions": [{"AttributeName": "entity_id", "AttributeType": "S"}],
             }})
             return
+        if fault == "hang-up":  # no answer at all: the connection is closed at once
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if fault == "throttle":
             self._answer(400, {"__type": ERR + "ProvisionedThroughputExceededException",
                                "message": "slow down"})
@@ -201,6 +210,9 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         elif fault == "denied":
             self._answer(400, {"__type": "com.amazon.coral.service#AccessDeniedException",
                                "Message": "User: tester is not authorized"})
+        elif fault == "denied-key":  # a refusal that mentions a key, not the key schema
+            self._answer(400, {"__type": "com.amazon.coral.service#AccessDeniedException",
+                               "Message": "User: tester may not use the table's KMS key"})
         elif fault == "bad-key":
             self._answer(400, {"__type": ERR + "ValidationException",
                                "message": "The provided key element does not match the schema"})
@@ -208,11 +220,21 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
             self._answer(503, {"__type": ERR + "SomethingNewException", "message": "later"})
         else:
             keys = json.loads(body)["RequestItems"][TABLE]["Keys"]
-            found = [DRIVERS[k["entity_id"]["S"]] for k in keys if k["entity_id"]["S"] in DRIVERS]
-            self._answer(200, {"Responses": {TABLE: [_item_json(d) for d in found]},
-                               "UnprocessedKeys": {},
-                               "ConsumedCapacity": [{"TableName": TABLE,
-                                                     "CapacityUnits": len(found) / 2}]},
+            left = keys[len(keys) // 2:] if fault == "unprocessed" else []  # the second half
+            found = [DRIVERS[k["entity_id"]["S"]] for k in keys[:len(keys) - len(left)]
+                     if k["entity_id"]["S"] in DRIVERS]
+            items = [_item_json(d) for d in found]
+            if fault == "bad-item" and items:  # the first item's event_ts is not a time
+                items[0]["event_ts"] = {"S": "yesterday"}
+            if fault == "not-feast" and items:  # the first item's values are not a map
+                items[0]["values"] = {"S": "x"}
+            if fault == "stranger":  # and the item of driver 299, asked for or not
+                items.append(_item_json(299))
+            self._answer(200, {"Responses": {TABLE: items},
+                               "UnprocessedKeys": {TABLE: {"Keys": left}} if left else {},
+                               "ConsumedCapacity": [{"TableName": TABLE, "CapacityUnits":
+                                                     1000.0 if fault == "costly"
+                                                     else len(found) / 2}]},
                          fault)
 
     def _answer(self, status: int, payload: Any, fault: str = "") -> None:

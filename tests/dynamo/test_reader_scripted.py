@@ -1,0 +1,286 @@
+"""BatchReader against the scripted stand-in of tests/dynamo/test_transport.py, in this
+process: what each request carries on the wire, the exact rows and counters of a read
+through every kind of fault, the deadline, an item that does not decode, a feature no item
+holds. No subprocess: scripts/mutation.sh runs these first for every mutant of the reader
+(marked ``mutation_first``), so they must stay fast."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from typing import Any
+
+import pytest
+
+from featurepull.bench.endpoint import FEATURES
+from featurepull.config import DynamoSettings
+from featurepull.dynamo import BatchReader, FeastLayout, PlainLayout, RetryDeadlineExceeded
+from featurepull.dynamo.errors import ReadError, UnknownFeatureError
+from tests.conftest import REGION
+from tests.dynamo.test_transport import (  # noqa: F401
+    SYNTHETIC,
+    TABLE,
+    ScriptedEndpoint,
+    expected_row,
+    scripted,
+    scripted_reader,
+)
+
+pytestmark = pytest.mark.mutation_first
+
+LAYOUT = FeastLayout({"driver_id": "int64"})
+TRANSPORTS = ("fast", "botocore")
+# Duplicates, absent drivers (>= 300) and present ones, out of order: 13 unique keys.
+IDS = [5, 301, 5, 17, 2, 17, 400, 299, 0, 42, 8, 9, 10, 11, 12, 5]
+UNIQUE = list(dict.fromkeys(IDS))
+FOUND = [d for d in UNIQUE if d < 300]
+
+
+def sent(server: ScriptedEndpoint) -> list[dict[str, Any]]:
+    """The RequestItems of each BatchGetItem the server received, in arrival order."""
+    bodies = [json.loads(body) for _, body in server.batch_gets()]
+    assert all(body["ReturnConsumedCapacity"] == "TOTAL" for body in bodies)
+    assert all(set(body["RequestItems"]) == {TABLE} for body in bodies)
+    return [body["RequestItems"][TABLE] for body in bodies]
+
+
+def drivers(request: dict[str, Any]) -> list[int]:
+    ids = {SYNTHETIC.entity_id(d): d for d in range(500)}
+    return [ids[key["entity_id"]["S"]] for key in request["Keys"]]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("consistent", [True, False])
+def test_each_unique_key_is_asked_for_once_in_batches(
+        scripted: ScriptedEndpoint, transport: str, consistent: bool) -> None:  # noqa: F811
+    result = scripted_reader(scripted, transport, batch_size=4, max_read_workers=2,
+                             consistent_reads=consistent).read(
+        LAYOUT.keys_for({"driver_id": IDS}), ["city", "conv_rate"])
+    assert result.rows == [None if row is None else (row[0], row[4], row[1])
+                           for row in map(expected_row, IDS)]
+    requests = sent(scripted)
+    # Unique keys in first-seen order, cut into requests of at most 4 (two in flight: they
+    # may arrive in either order).
+    assert sorted(map(drivers, requests)) == sorted(
+        [UNIQUE[i:i + 4] for i in range(0, len(UNIQUE), 4)])
+    assert {request["ConsistentRead"] for request in requests} == {consistent}
+    names = {request["ExpressionAttributeNames"]["#v"] for request in requests}
+    assert names == {"values"}
+    stats = result.stats
+    assert (stats.keys, stats.unique_keys, stats.found, stats.missing) == (
+        len(IDS), len(UNIQUE), sum(d < 300 for d in IDS), sum(d >= 300 for d in IDS))
+    assert (stats.requests, stats.retries, stats.throttles, stats.server_errors,
+            stats.connection_errors, stats.unprocessed_retries,
+            stats.unprocessed_requests) == (math.ceil(len(UNIQUE) / 4), 0, 0, 0, 0, 0, 0)
+    assert stats.consumed_rcu == len(FOUND) / 2  # what the answers said they cost
+    assert len(stats.latencies_ms) == stats.requests
+    assert 0 < min(stats.latencies_ms) <= max(stats.latencies_ms) <= stats.seconds * 1000
+    assert (stats.concurrency_min, stats.concurrency_max) == (2, 2)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_every_kind_of_fault_is_resent_and_counted(
+        scripted: ScriptedEndpoint, transport: str,  # noqa: F811
+        caplog: pytest.LogCaptureFixture) -> None:
+    # One request at a time: the script's faults hit the first six requests in order.
+    scripted.script = ["throttle", "unprocessed", "500", "cut", "503", "unprocessed"]
+    caplog.set_level(logging.INFO, logger="featurepull.dynamo.reader")
+    progress: list[int] = []
+    result = scripted_reader(scripted, transport, batch_size=6).read(
+        LAYOUT.keys_for({"driver_id": IDS}), list(FEATURES), progress=progress.append)
+    assert result.rows == [expected_row(d) for d in IDS]
+    requests = [drivers(request) for request in sent(scripted)]
+    # A refused or lost request is sent again whole; keys left unprocessed are asked for
+    # again first, in a full batch with keys not sent yet.
+    assert requests == [
+        UNIQUE[0:6],  # throttled
+        UNIQUE[0:6],  # the second half left unprocessed
+        [*UNIQUE[3:6], *UNIQUE[6:9]],  # 500
+        [*UNIQUE[3:6], *UNIQUE[6:9]],  # connection cut
+        [*UNIQUE[3:6], *UNIQUE[6:9]],  # 503
+        [*UNIQUE[3:6], *UNIQUE[6:9]],  # the second half left unprocessed
+        [*UNIQUE[6:9], *UNIQUE[9:12]],
+        UNIQUE[12:],
+    ]
+    stats = result.stats
+    assert (stats.requests, stats.throttles, stats.server_errors, stats.connection_errors,
+            stats.unprocessed_retries, stats.unprocessed_requests, stats.retries) == (
+        8, 1, 2, 1, 6, 2, 4)
+    assert (stats.found, stats.missing) == (sum(d < 300 for d in IDS),
+                                            sum(d >= 300 for d in IDS))
+    assert len(stats.latencies_ms) == 8
+    assert progress == [3, 3, 6, 1]  # keys answered, as each answer is settled
+    # Keys left unprocessed say DynamoDB is busy: the in-flight limit comes down.
+    assert (stats.concurrency_min, stats.concurrency_max) == (1, 1)
+    lines = [(r.retry, r.detail, r.getMessage()) for r in caplog.records  # type: ignore[attr-defined]
+             if r.name == "featurepull.dynamo.reader"]
+    assert [kind for kind, _, _ in lines] == ["throttle", "unprocessed", "server", "connection"]
+    assert lines[0][1:] == ("ProvisionedThroughputExceededException",
+                            f"BatchGetItem on {TABLE} throttled "
+                            "(ProvisionedThroughputExceededException): backing off and "
+                            "holding back new requests")
+    assert lines[1][1:] == ("3 of 6 keys", f"BatchGetItem on {TABLE} left keys unprocessed "
+                                           "(3 of 6 keys): asking for them again")
+    assert lines[2][1:] == ("500", f"BatchGetItem on {TABLE} failed on the server (500): "
+                                   "retrying")
+    assert lines[3][2].startswith(f"BatchGetItem on {TABLE} lost its connection or response (")
+
+
+def test_a_throttle_halves_the_requests_in_flight(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    scripted.script = ["throttle"]  # the first request only; no key is left unprocessed
+    result = scripted_reader(scripted, "fast", batch_size=4, max_read_workers=2).read(
+        LAYOUT.keys_for({"driver_id": IDS}), ["city"])
+    assert (result.stats.throttles, result.stats.unprocessed_requests) == (1, 0)
+    assert (result.stats.concurrency_min, result.stats.concurrency_max) == (1, 2)
+
+
+@pytest.mark.parametrize(("transport", "fault", "counted", "logged", "explained"), [
+    ("fast", "500", "server_errors", "500",
+     "DynamoDB kept failing on its side ({n} requests answered with a server error; most "
+     "often: 500)."),
+    ("fast", "hang-up", "connection_errors", "connection closed before the response was complete",
+     "the endpoint could not be reached or its answers were lost ({n} requests failed on the "
+     "connection; most often: connection closed before the response was complete)."),
+    # botocore's exception: its class in the log line, its text in the message.
+    ("botocore", "hang-up", "connection_errors", "ConnectionClosedError",
+     "the endpoint could not be reached or its answers were lost ({n} requests failed on the "
+     "connection; most often: Connection was closed before we received a valid response from "
+     'endpoint URL: "{url}/".).'),
+])
+def test_a_read_that_runs_out_of_time_names_what_kept_its_keys(
+        scripted: ScriptedEndpoint, transport: str, fault: str, counted: str,  # noqa: F811
+        logged: str, explained: str, caplog: pytest.LogCaptureFixture) -> None:
+    # The first request is answered, then every request fails.
+    scripted.script = ["", *[fault] * 10_000]
+    caplog.set_level(logging.INFO, logger="featurepull.dynamo.reader")
+    reader = scripted_reader(scripted, transport, batch_size=5, retry_deadline_s=0.05)
+    with pytest.raises(RetryDeadlineExceeded) as caught:
+        reader.read(LAYOUT.keys_for({"driver_id": list(range(12))}), ["city"])
+    error, failed = caught.value, len(scripted.batch_gets()) - 1
+    assert failed > 1
+    assert error.keys_left == 7  # 12 keys, the first 5 answered
+    assert error.stats is not None
+    assert (error.stats.requests, getattr(error.stats, counted), error.stats.retries) == (
+        failed + 1, failed, failed)
+    match = re.fullmatch(
+        rf"7 of 12 keys of table {re.escape(TABLE)} \(region {REGION}, endpoint "
+        rf"{re.escape(scripted.url)}\) were still unanswered after retrying for (\d+\.\d)s "
+        rf"\(retry_deadline_s=0\.05\): (.*) No rows were written\.", str(error), flags=re.S)
+    assert match, str(error)
+    assert float(match.group(1)) >= 0.05
+    assert match.group(2).startswith(explained.format(n=failed, url=scripted.url)), match.group(2)
+    details = [r.detail for r in caplog.records  # type: ignore[attr-defined]
+               if r.name == "featurepull.dynamo.reader"]
+    assert details == [logged]  # one line for the burst
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("unique", [False, True])
+def test_an_item_that_does_not_decode_names_its_key_and_entity_row(
+        scripted: ScriptedEndpoint, transport: str, unique: bool) -> None:  # noqa: F811
+    scripted.script = ["", "bad-item"]
+    # The second request asks for 7 first: entity row 6 of the shard (its first row).
+    ids = {"driver_id": [3, 3, 4, 5, 6, 7, 7]}
+    # Keys as the reader de-duplicates them, or as pull gives them (distinct, with each
+    # row's index in an Arrow array).
+    keys, positions = LAYOUT.unique_keys_for(ids) if unique else (LAYOUT.keys_for(ids), None)
+    assert unique == (positions is not None)
+    with pytest.raises(ReadError) as caught:
+        scripted_reader(scripted, transport, batch_size=4).read(
+            keys, ["city"], row_offset=100, positions=positions)
+    assert str(caught.value) == (
+        f"table {TABLE} (region {REGION}, endpoint {scripted.url}): the item of key "
+        f"{SYNTHETIC.entity_id(7)} (entity row 106): attribute 'event_ts' holds "
+        "'yesterday', which is not a date-time as Feast writes it (e.g. '2024-05-01 "
+        "12:00:00+00:00')")
+
+
+def test_an_item_in_another_layout_is_named_with_the_layout(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    scripted.script = ["not-feast"]
+    with pytest.raises(ReadError) as caught:
+        scripted_reader(scripted, "fast").read(LAYOUT.keys_for({"driver_id": [9, 8]}),
+                                               ["city"])
+    assert str(caught.value) == (
+        f"table {TABLE} (region {REGION}, endpoint {scripted.url}): the item of key "
+        f"{SYNTHETIC.entity_id(9)!r} cannot be decoded (KeyError: 'M'); is it in the feast "
+        "layout?")
+
+
+def test_an_item_for_a_key_not_asked_for_ends_the_read(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    scripted.script = ["stranger"]
+    with pytest.raises(ReadError) as caught:
+        scripted_reader(scripted, "fast").read(LAYOUT.keys_for({"driver_id": [1, 2]}), ["city"])
+    assert str(caught.value) == (
+        f"table {TABLE} (region {REGION}, endpoint {scripted.url}) returned an item for a key "
+        f"that was not requested: {SYNTHETIC.entity_id(299)!r}")
+
+
+def test_a_composite_key_is_named_by_its_parts() -> None:
+    # decode_item as a Scan calls it: no entity row to name.
+    layout = PlainLayout([("id", "N"), ("sort", "S")])
+    reader = BatchReader("plain", layout, DynamoSettings(region=REGION,
+                                                        endpoint_url="http://127.0.0.1:9"))
+    item = {"id": {"N": "12"}, "sort": {"S": "b c"}, "event_ts": {"S": "never"},
+            "x": {"N": "1"}}
+    with pytest.raises(ReadError) as caught:
+        reader.decode_item(layout.row_decoder(["x"], base64_values=False), item)
+    assert str(caught.value) == (
+        f"table plain (region {REGION}, endpoint http://127.0.0.1:9): the item of key 12, "
+        "b c: attribute 'event_ts' holds 'never', which is not a date-time (ISO 8601 text or Unix seconds); name the attribute that holds the event time with --event-ts-attribute, or pass --event-ts-attribute '' to read without one")
+
+
+@pytest.mark.parametrize("consistent", [True, False])
+def test_a_feature_no_item_holds_is_refused_naming_what_they_hold(
+        scripted: ScriptedEndpoint, consistent: bool) -> None:  # noqa: F811
+    ids = list(range(40))
+    with pytest.raises(UnknownFeatureError) as caught:
+        scripted_reader(scripted, "fast", batch_size=10, consistent_reads=consistent).read(
+            LAYOUT.keys_for({"driver_id": ids}), ["city", "no_such_feature"])
+    assert caught.value.missing == ["no_such_feature"]
+    assert caught.value.held == sorted(FEATURES)
+    requests = sent(scripted)
+    # The reads, then one request for whole items (no projection) to say what they hold.
+    assert all("ProjectionExpression" in request for request in requests[:-1])
+    assert "ProjectionExpression" not in requests[-1]
+    assert {request["ConsistentRead"] for request in requests} == {consistent}
+    assert set(drivers(requests[-1])) <= set(ids)
+
+
+def test_what_dynamodb_charged_is_settled_with_the_read_budget(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    # The answer says it cost 1,000 RCU (its items are large), not the 5 RCU estimated for
+    # 10 keys: at 40 RCU/s the reader's next request waits for 25 s of budget.
+    scripted.script = ["costly"]
+    reader = scripted_reader(scripted, "fast", batch_size=10, max_rcu_per_s=40)
+    result = reader.read(LAYOUT.keys_for({"driver_id": list(range(10))}), ["city"])
+    assert result.stats.consumed_rcu == 1000.0
+    assert reader.pacer is not None and reader.pacer.reserve(1.0) > 10
+
+
+@pytest.mark.parametrize("sample", ["costly", "500"])
+def test_the_request_for_what_items_hold_is_paid_from_the_read_budget(
+        scripted: ScriptedEndpoint, sample: str) -> None:  # noqa: F811
+    # One read of 10 keys (5 RCU at 40 RCU/s: an eighth of a second of budget), then the
+    # request for what the items hold waits for the budget, and what DynamoDB charged for
+    # it is settled with the budget (1,000 RCU: 25 s of it); or it fails (a 5xx), is
+    # charged nothing, and the refusal names no held features.
+    scripted.script = ["", sample]
+    reader = scripted_reader(scripted, "fast", batch_size=10, max_rcu_per_s=40)
+    with pytest.raises(UnknownFeatureError) as caught:
+        reader.read(LAYOUT.keys_for({"driver_id": list(range(10))}), ["city", "nope"])
+    assert caught.value.missing == ["nope"]
+    failed = sample == "500"
+    assert caught.value.held == (None if failed else sorted(FEATURES))
+    requests = sent(scripted)
+    assert len(requests) == 2 and "ProjectionExpression" not in requests[1]
+    assert ("they hold in their values map" in str(caught.value)) != failed
+    # The next request of this reader waits for what the budget paid: seconds of it after
+    # the costly answer, at most the 0.125 s of the first read's otherwise.
+    assert reader.pacer is not None
+    wait = reader.pacer.reserve(1.0)
+    assert wait > 10 if not failed else wait < 1
