@@ -6,6 +6,8 @@ Real redis-server and the session's endpoint."""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from featurepull.config import Settings
 from featurepull.tasks import JobStore
 from featurepull.tasks.confine import RequestOutOfBounds
 from featurepull.tasks.create import create_job
-from featurepull.tasks.finish import end_summary, finish_job
+from featurepull.tasks.finish import end_summary, finish_job, job_totals
 from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.shards import run_shard
 from featurepull.tasks.store import JobMeta
@@ -60,7 +62,10 @@ def test_the_summary_adds_up_what_the_shards_stored(settings: Settings, store: J
     read = rest.pop("read")
     seconds = rest["seconds"]
     assert 0 < seconds < 600 and 0 <= rest["publish_seconds"] <= seconds
-    assert rest.pop("rows_per_s") == pytest.approx(len(IDS) / seconds, rel=0.01)
+    for timing in (seconds, rest["publish_seconds"]):  # to the millisecond
+        assert type(timing) is float and round(timing, 3) == timing
+    rows_per_s = rest.pop("rows_per_s")
+    assert rows_per_s == pytest.approx(len(IDS) / seconds, rel=0.01)
     assert rest.pop("slowest_shards") == [
         {"shard": n, "seconds": s["seconds"], "rows": s["keys"], "retries": 0,
          "throttles": 0}
@@ -79,6 +84,8 @@ def test_the_summary_adds_up_what_the_shards_stored(settings: Settings, store: J
     assert "seconds" not in read and "rows_per_s" not in read
     assert read["consumed_rcu"] == pytest.approx(counted) and counted > 0
     assert read["rcu_per_s"] == pytest.approx(read["consumed_rcu"] / seconds, rel=0.01)
+    for rate in (rows_per_s, read["rcu_per_s"]):  # to a tenth
+        assert type(rate) is float and round(rate, 1) == rate
     # The finisher's log line says the same.
     assert [entry for entry in logs if entry["event"] == "job_done"] == [{
         "event": "job_done", "log_level": "info", "rows": len(IDS), "shards": 3,
@@ -88,6 +95,10 @@ def test_the_summary_adds_up_what_the_shards_stored(settings: Settings, store: J
         "budget_rcu_per_s": read["budget_rcu_per_s"], "budget_wait_s": read["budget_wait_s"],
         "in_flight": f"{read['concurrency_min']}-{read['concurrency_max']}"}]
     assert not [entry for entry in logs if entry["log_level"] == "warning"]
+    # The finisher's sign of life for the watchdog, and the record of who finished it.
+    assert store.redis.get(f"featurepull:job:{meta.job_id}:alive") == b"finishing"
+    assert store.redis.hget(f"featurepull:job:{meta.job_id}:meta", "finisher") == (
+        f"{socket.gethostname()}:{os.getpid()}".encode())
     # Its end notification: the summary under the job's head fields.
     assert end_summary(store, store.meta(meta.job_id)) == {
         **summary, "state": "succeeded", "error": None}
@@ -99,9 +110,13 @@ def test_a_job_that_found_nothing_says_so(settings: Settings, store: JobStore,
     meta = new_job(unknown, settings, store, tmp_path)
     for shard in range(meta.shards):
         run_shard(meta.job_id, shard, settings, store)
+    # A job stored before read plans were recorded read by key.
+    spec = store.meta(meta.job_id).request.model_dump()
+    store.update_spec(meta.job_id, {**spec, "read_plan": None})
     with structlog.testing.capture_logs() as logs:
         summary = finish_job(meta.job_id, settings, store)
     assert summary is not None and summary["read"]["found"] == 0
+    assert summary["read_mode"] == "batch-get" and "read_plan" not in summary
     (warning,) = summary["warnings"]
     assert warning.startswith("0 of 150 entities were found in table demo.driver_stats; "
                               "their keys were built from the join keys driver_id (int64)")
@@ -136,3 +151,25 @@ def test_an_output_outside_the_allowed_places_is_not_written(
     with pytest.raises(RequestOutOfBounds, match="allowed_outputs"):
         finish_job(meta.job_id, bounded, store)
     assert not out.exists() and store.meta(meta.job_id).state == "running"
+
+
+def test_a_scan_jobs_totals_count_what_its_scan_tasks_read(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    meta = new_job(IDS, settings, store, tmp_path)
+    for shard in range(meta.shards):
+        run_shard(meta.job_id, shard, settings, store)
+    # Two scan tasks of the job stored what they read (featurepull.tasks.scans).
+    for part in (0, 1):
+        store.put_scan_part(meta.job_id, part, {}, {"pages": 2, "items_scanned": 10,
+                                                    "consumed_rcu": 4.0})
+    read = job_totals(store, store.meta(meta.job_id))["read"]
+    assert (read["pages"], read["items_scanned"], read["keys"]) == (4, 20, len(IDS))
+    assert read["consumed_rcu"] == pytest.approx(
+        8.0 + sum(s["consumed_rcu"] for s in store.all_stats(meta.job_id).values()))
+    # The summary says which read ran, from the plan stored at submit.
+    spec = store.meta(meta.job_id).request.model_dump()
+    spec["read_plan"] = {**spec["read_plan"], "mode": "scan"}
+    store.update_spec(meta.job_id, spec)
+    summary = finish_job(meta.job_id, settings, store)
+    assert summary is not None and summary["read_mode"] == "scan"
+    assert summary["read_plan"] == spec["read_plan"] and summary["read"]["pages"] == 4
