@@ -93,8 +93,14 @@ def test_a_finisher_removes_what_one_killed_mid_write_left_and_replaces_the_outp
     assert store.begin_finish(meta.job_id)
     store.note_finisher(meta.job_id, f"{socket.gethostname()}:{dead}")
 
-    summary = finish_job(meta.job_id, settings, store)
+    with structlog.testing.capture_logs() as logs:
+        summary = finish_job(meta.job_id, settings, store)
     assert summary is not None and summary["rows_written"] == len(IDS)
+    (done,) = [entry for entry in logs if entry["event"] == "job_done"]
+    assert (done["output"], done["rows_written"]) == (str(out), len(IDS))
+    # Redis keeps no part of the job's data once its output is in place.
+    assert [key for key in store.redis.scan_iter(f"featurepull:job:{meta.job_id}:*")
+            if key.decode().rsplit(":", 2)[-2] in ("rows", "keys", "schema")] == []
     assert not half_written.exists()
     assert published_ids(pq.read_table(out)) == IDS
     assert store.meta(meta.job_id).published_as == file_identity(str(out))
