@@ -19,6 +19,20 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/bootstrap.sh" "test,mutation"
 cd "$root"
+# One redis-server, moto and fast endpoint for every mutant's pytest session, instead of
+# starting them for each (tests/shared_services.py): only with one mutant at a time, as
+# tests take differences of the endpoint's counters.
+if [ "${MUTATION_JOBS:-1}" = 1 ]; then
+  mkdir -p .mutation
+  export MUTATION_SERVICES="$root/.mutation/services-$$.json"
+  .venv/bin/python -m tests.shared_services "$MUTATION_SERVICES" &
+  services=$!
+  trap 'kill "$services" 2>/dev/null || true; wait "$services" 2>/dev/null || true' EXIT
+  until [ -f "$MUTATION_SERVICES" ]; do
+    kill -0 "$services" 2>/dev/null || { echo "mutation.sh: the services did not start" >&2; exit 1; }
+    sleep 0.2
+  done
+fi
 modules=("$@")
 if [ ${#modules[@]} -eq 0 ]; then
   mapfile -t modules < <(.venv/bin/python -c '

@@ -16,6 +16,9 @@ import pytest
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.local import MotoService, RedisService, start_moto, start_redis
 from featurepull.local import service_port as service_port  # tests import it from here
+from tests.shared_services import FAST_DRIVERS as FAST_DRIVERS
+from tests.shared_services import FAST_TABLE as FAST_TABLE
+from tests.shared_services import shared
 
 # moto accepts any credentials; these keep boto3 from looking for real ones.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -26,9 +29,6 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 REGION = "us-east-1"
-# The fast_dynamo endpoint's table (tests/tasks/conftest.py names them DRIVERS and TABLE).
-FAST_DRIVERS = 200_000
-FAST_TABLE = "demo.driver_stats"
 
 
 @contextlib.contextmanager
@@ -53,6 +53,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoService]:
+    running = shared("moto")
+    if running is not None:  # started once for many sessions (tests/shared_services.py)
+        yield running
+        return
     service = start_moto()  # on a service_port(), another if that one is taken meanwhile
     try:
         yield service
@@ -62,6 +66,10 @@ def moto_server() -> Iterator[MotoService]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisService]:
+    running = shared("redis")
+    if running is not None:  # started once for many sessions (tests/shared_services.py)
+        yield running
+        return
     service = start_redis()
     try:
         yield service
@@ -73,6 +81,10 @@ def redis_server() -> Iterator[RedisService]:
 def fast_dynamo() -> Iterator[EndpointProcess]:
     """200,000 Feast-layout drivers behind a lean BatchGetItem endpoint, for the whole
     session (tests/tasks/conftest.py re-exports it for the modules that import it there)."""
+    running = shared("fast_dynamo")
+    if running is not None:  # started once for many sessions (tests/shared_services.py)
+        yield running
+        return
     with start_endpoint(drivers=FAST_DRIVERS, table=FAST_TABLE) as endpoint:
         yield endpoint
 

@@ -115,7 +115,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
     keys, positions = unique_keys(reader.layout, columns, f"job {job_id} shard {shard}")
     unique = len(keys) if positions is not None else len(set(keys))
-    log.info("shard_start", **logged_tables(spec), rows=len(keys), unique_keys=unique,
+    log.info("shard_start", **logged_tables(spec), rows=keys_table.num_rows, unique_keys=unique,
              shards=meta.shards, threads=effective.dynamodb.max_read_workers)
     answered = 0
     last = 0.0

@@ -24,6 +24,7 @@ from featurepull.bench.endpoint import EndpointProcess
 from featurepull.client import Job
 from featurepull.config import Settings, load_settings
 from featurepull.local import RedisService, start_worker, wait_for_worker, worker_hostname
+from featurepull.tasks.store import JobStore, connect
 from tests.conftest import FAST_DRIVERS, FAST_TABLE
 
 DRIVERS = FAST_DRIVERS
@@ -53,6 +54,18 @@ def local_job_settings(redis_url: str, endpoint_url: str, shard_size: int) -> Se
         "redis_url": redis_url, "project": "demo",
         "dynamodb": {"endpoint_url": endpoint_url, "region": "us-east-1"},
         "jobs": {"shard_size": shard_size}})
+
+
+@pytest.fixture
+def settings(redis_server: RedisService, fast_dynamo: EndpointProcess) -> Settings:
+    """A job run in this process: the session's redis-server and endpoint, shards of 100 (a
+    module may define its own)."""
+    return local_job_settings(redis_server.url, fast_dynamo.url, shard_size=100)
+
+
+@pytest.fixture
+def store(settings: Settings) -> JobStore:
+    return JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
 
 
 @pytest.fixture(scope="session")

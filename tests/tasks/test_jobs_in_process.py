@@ -5,7 +5,6 @@ this process; the same steps through prefork workers are in test_pipeline.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,38 +12,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featurepull.bench.endpoint import EndpointProcess, SyntheticTable, start_endpoint
+from featurepull.bench.endpoint import EndpointProcess, SyntheticTable
 from featurepull.config import Settings
 from featurepull.dynamo import decode_value
 from featurepull.dynamo.layouts import parse_event_ts
-from featurepull.local import RedisService
 from featurepull.tasks import JobStore
 from featurepull.tasks.create import create_job
 from featurepull.tasks.finish import finish_job
 from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.shards import JobStopped, run_shard
-from featurepull.tasks.store import connect
-from tests.tasks.conftest import local_job_settings
+from tests.tasks.conftest import DRIVERS
 
-DRIVERS = 1_000
 FEATURES = ["conv_rate", "city"]
-IDS = [(i * 37) % 1_200 for i in range(450)]  # 1,000..1,199 are unknown; repeats
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[EndpointProcess]:
-    with start_endpoint(drivers=DRIVERS, table="demo.driver_stats") as running:
-        yield running
-
-
-@pytest.fixture
-def settings(redis_server: RedisService, endpoint: EndpointProcess) -> Settings:
-    return local_job_settings(redis_server.url, endpoint.url, shard_size=100)
-
-
-@pytest.fixture
-def store(settings: Settings) -> JobStore:
-    return JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
+# The session's 200,000 drivers (tests/tasks/conftest.py): 200,000.. are unknown.
+IDS = [199_000 + (i * 37) % 1_200 for i in range(450)]
 
 
 def entities(tmp_path: Path) -> Path:
@@ -116,16 +97,16 @@ def test_rows_stay_in_redis_without_an_output(settings: Settings, store: JobStor
 
 
 def test_a_cancelled_or_failed_job_reads_no_more_shards(settings: Settings, store: JobStore,
-                                                        endpoint: EndpointProcess,
+                                                        fast_dynamo: EndpointProcess,
                                                         tmp_path: Path) -> None:
     request = JobRequest(table="driver_stats", features=FEATURES,
                          entities=str(entities(tmp_path)))
     meta = create_job(request, settings, store)
     run_shard(meta.job_id, 0, settings, store)
     assert store.cancel(meta.job_id)
-    before = endpoint.stats()["keys"]
+    before = fast_dynamo.stats()["keys"]
     assert run_shard(meta.job_id, 1, settings, store) is False
-    assert endpoint.stats()["keys"] == before
+    assert fast_dynamo.stats()["keys"] == before
     assert store.done_count(meta.job_id) == 1 and finish_job(meta.job_id, settings, store) is None
 
     other = create_job(request, settings, store)

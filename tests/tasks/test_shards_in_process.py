@@ -1,0 +1,176 @@
+"""Reading one shard of a job (featurepull.tasks.shards) in this process: what it reports
+while it reads, logs and stores when it is done, sums for status, skips, and what it does
+when its job ends or disappears meanwhile. Real redis-server and the session's endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import structlog
+
+from featurepull.bench.endpoint import EndpointProcess
+from featurepull.config import Settings
+from featurepull.tasks import JobStore
+from featurepull.tasks.create import create_job
+from featurepull.tasks.output import staged_output
+from featurepull.tasks.requests import JobRequest
+from featurepull.tasks.shards import reset_process_state, run_shard, shard_totals
+from featurepull.tasks.store import JobMeta, UnknownJob
+from tests.tasks.conftest import DRIVERS
+
+FEATURES = ["conv_rate", "city"]
+# 2 shards: 100 rows of 80 drivers (20 rows unknown), then 40 rows (20 unknown).
+IDS = [DRIVERS - 60 + i % 80 for i in range(100)] + [DRIVERS - 20 + i for i in range(40)]
+CAPACITY = {"rcu_per_s", "budget_rcu_per_s", "budget_wait_s", "in_flight"}
+
+
+def new_job(settings: Settings, store: JobStore, tmp_path: Path, **request: Any) -> JobMeta:
+    entities = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"driver_id": pa.array(IDS, pa.int64())}), entities)
+    return create_job(JobRequest(table="driver_stats", features=FEATURES,
+                                 entities=str(entities), **request), settings, store)
+
+
+def describes(endpoint: EndpointProcess) -> int:
+    """DynamoDB calls other than reads the endpoint answered (DescribeTable)."""
+    stats = endpoint.stats()
+    return int(stats["requests"] - stats["batch_get_item"] - stats["scan"])
+
+
+def test_a_shard_reports_logs_and_stores_what_it_read(settings: Settings, store: JobStore,
+                                                      fast_dynamo: EndpointProcess,
+                                                      tmp_path: Path) -> None:
+    meta = new_job(settings, store, tmp_path)
+    reports: list[tuple[int, int, dict[str, Any]]] = []
+    before = fast_dynamo.stats()["keys"]
+    with structlog.testing.capture_logs() as logs:
+        last = run_shard(meta.job_id, 0, settings, store, worker="host-a:1",
+                         report=lambda done, total, capacity: reports.append(
+                             (done, total, capacity)))
+    assert last is False
+    assert fast_dynamo.stats()["keys"] == before + 80  # each unique key asked for once
+    done, total, capacity = reports[-1]
+    assert (done, total) == (80, 80) and set(capacity) == CAPACITY
+    assert store.progress(meta.job_id) == 80
+    assert store.owners(meta.job_id) == {0: "host-a:1"}
+    assert store.attempts(meta.job_id) == {0: 1}
+    stats = store.all_stats(meta.job_id)[0]
+    assert (stats["keys"], stats["unique_keys"], stats["found"], stats["missing"]) == (
+        100, 80, 80, 20)
+    assert stats["latencies_ms"] == [stats["latency_p50_ms"]]  # one request, to 0.01 ms
+    rows = store.shard_rows(meta.job_id, 0).to_pylist()
+    assert [row["driver_id"] for row in rows] == IDS[:100]
+    assert [row["city"] is None for row in rows] == [d >= DRIVERS for d in IDS[:100]]
+
+    (start,) = [entry for entry in logs if entry["event"] == "shard_start"]
+    assert start == {"event": "shard_start", "log_level": "info",
+                     "table": "demo.driver_stats", "rows": 100, "unique_keys": 80,
+                     "shards": 2, "threads": settings.dynamodb.max_read_workers}
+    (finished,) = [entry for entry in logs if entry["event"] == "shard_done"]
+    seconds = stats["seconds"]
+    assert finished == {
+        "event": "shard_done", "log_level": "info", "rows": 100, "unique_keys": 80,
+        "found": 80, "missing": 20, "requests": 1, "retries": 0, "unprocessed_retries": 0,
+        "throttles": 0, "server_errors": 0, "connection_errors": 0,
+        "rcu": round(stats["consumed_rcu"], 3),
+        "rcu_per_s": finished["rcu_per_s"],
+        "budget_rcu_per_s": 0.0, "budget_wait_s": 0.0,
+        "in_flight": f"{stats['concurrency_min']}-{stats['concurrency_max']}",
+        "latency_p50_ms": round(stats["latency_p50_ms"], 2),
+        "latency_p99_ms": round(stats["latency_p99_ms"], 2),
+        "seconds": round(seconds, 3), "rows_per_s": round(stats["rows_per_s"], 1),
+        "shards_done": 1, "shards": 2}
+    assert finished["rcu"] > 0
+    # Per second of the shard's read, which is stored to the millisecond.
+    assert stats["consumed_rcu"] / (seconds + 0.0005) <= finished["rcu_per_s"] + 0.05
+    assert finished["rcu_per_s"] - 0.05 <= stats["consumed_rcu"] / max(seconds - 0.0005, 1e-9)
+
+    assert run_shard(meta.job_id, 1, settings, store) is True  # the last shard
+    # What status sums: every shard's counters, with or without their latencies.
+    everything = store.all_stats(meta.job_id)
+    total_stats = shard_totals(everything)
+    assert (total_stats.keys, total_stats.found, total_stats.requests) == (140, 100, 2)
+    assert sorted(total_stats.latencies_ms) == sorted(everything[0]["latencies_ms"]
+                                                      + everything[1]["latencies_ms"])
+    assert shard_totals(everything, latencies=False).latencies_ms == []
+    assert shard_totals(everything, latencies=False).keys == 140
+
+
+def test_a_process_describes_a_table_once(settings: Settings, store: JobStore,
+                                          fast_dynamo: EndpointProcess,
+                                          tmp_path: Path) -> None:
+    meta = new_job(settings, store, tmp_path)
+    reset_process_state()  # as after a fork: this process has no reader yet
+    before = describes(fast_dynamo)
+    run_shard(meta.job_id, 0, settings, store)
+    assert describes(fast_dynamo) == before + 1
+    run_shard(meta.job_id, 1, settings, store)
+    assert describes(fast_dynamo) == before + 1
+
+
+def test_shards_that_need_no_reading_are_skipped(settings: Settings, store: JobStore,
+                                                 fast_dynamo: EndpointProcess,
+                                                 tmp_path: Path) -> None:
+    meta = new_job(settings, store, tmp_path)
+    run_shard(meta.job_id, 0, settings, store)
+    before = fast_dynamo.stats()["keys"]
+    with structlog.testing.capture_logs() as logs:
+        assert run_shard(meta.job_id, 0, settings, store) is False  # done: 1 of 2 shards
+        run_shard(meta.job_id, 1, settings, store)
+        assert run_shard(meta.job_id, 1, settings, store) is True  # done: every shard
+        store.fail(meta.job_id, "failed elsewhere")  # a message sent again after it failed
+        assert run_shard(meta.job_id, 1, settings, store) is False
+    assert fast_dynamo.stats()["keys"] == before + 40  # shard 1, once
+    assert [entry["reason"] for entry in logs if entry["event"] == "shard_skipped"] == [
+        "already done (a redelivered message)", "already done (a redelivered message)",
+        "the job is failed"]
+    assert store.attempts(meta.job_id) == {0: 1, 1: 1}
+
+
+def test_a_shard_stops_when_its_job_is_gone(settings: Settings, store: JobStore,
+                                            tmp_path: Path) -> None:
+    meta = new_job(settings, store, tmp_path)
+
+    def cleaned_up(done: int, total: int, capacity: dict[str, Any]) -> None:
+        store.delete(meta.job_id)
+
+    slow = settings.model_copy(update={
+        "dynamodb": settings.dynamodb.model_copy(update={"batch_size": 10})})
+    with pytest.raises(UnknownJob):
+        run_shard(meta.job_id, 0, slow, store, report=cleaned_up)
+    assert store.state(meta.job_id) is None
+
+
+def test_a_part_written_after_its_job_was_cancelled_is_removed(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    meta = new_job(settings, store, tmp_path, output=str(out))
+    staging = Path(staged_output(meta.job_id, meta, settings).staging)
+    assert staging.is_dir()
+
+    def cancel_at_the_end(done: int, total: int, capacity: dict[str, Any]) -> None:
+        if done == total:  # after the last check: the shard goes on to write its part
+            store.cancel(meta.job_id)
+
+    assert run_shard(meta.job_id, 0, settings, store, report=cancel_at_the_end) is False
+    assert store.meta(meta.job_id).state == "cancelled"
+    assert not staging.exists() and not out.exists()
+
+
+def test_missing_features_are_null_when_the_job_allows_them(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    meta = new_job(settings, store, tmp_path, allow_missing_features=True)
+    request = meta.request.request
+    assert request["allow_missing_features"] is True
+    entities = tmp_path / "ids.parquet"
+    meta = create_job(JobRequest(table="driver_stats", features=[*FEATURES, "no_such_feature"],
+                                 entities=str(entities), allow_missing_features=True),
+                      settings, store)
+    run_shard(meta.job_id, 1, settings, store)
+    rows = store.shard_rows(meta.job_id, 1).to_pylist()
+    assert [row["no_such_feature"] for row in rows] == [None] * 40
+    assert [row["city"] is None for row in rows] == [d >= DRIVERS for d in IDS[100:]]
