@@ -18,6 +18,9 @@ from featurepull.bench.endpoint import FEATURES
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout, PlainLayout, RetryDeadlineExceeded
 from featurepull.dynamo.errors import ReadError, UnknownFeatureError
+from featurepull.dynamo.features import FeatureCheck
+from featurepull.dynamo.pacing import BURST_S
+from featurepull.dynamo.reader import _ReadState
 from tests.conftest import REGION
 from tests.dynamo.test_transport import (  # noqa: F401
     SYNTHETIC,
@@ -135,6 +138,16 @@ def test_a_throttle_halves_the_requests_in_flight(
         LAYOUT.keys_for({"driver_id": IDS}), ["city"])
     assert (result.stats.throttles, result.stats.unprocessed_requests) == (1, 0)
     assert (result.stats.concurrency_min, result.stats.concurrency_max) == (1, 2)
+
+
+def test_without_adaptive_concurrency_a_throttle_keeps_the_requests_in_flight(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    scripted.script = ["throttle"]
+    result = scripted_reader(scripted, "fast", batch_size=4, max_read_workers=2,
+                             adaptive_concurrency=False).read(
+        LAYOUT.keys_for({"driver_id": IDS}), ["city"])
+    assert (result.stats.throttles, result.stats.unprocessed_requests) == (1, 0)
+    assert (result.stats.concurrency_min, result.stats.concurrency_max) == (2, 2)
 
 
 @pytest.mark.parametrize(("transport", "fault", "counted", "logged", "explained"), [
@@ -284,3 +297,42 @@ def test_the_request_for_what_items_hold_is_paid_from_the_read_budget(
     assert reader.pacer is not None
     wait = reader.pacer.reserve(1.0)
     assert wait > 10 if not failed else wait < 1
+
+
+def test_only_a_throttle_of_a_request_sent_after_the_last_cut_halves_again(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    # Four requests in flight are throttled: they were all sent before the first cut, so
+    # the limit is halved once (4 -> 2). The next two requests, sent after that cut, are
+    # throttled too: the limit is halved again (2 -> 1).
+    scripted.script = ["throttle"] * 6
+    result = scripted_reader(scripted, "fast", batch_size=1, max_read_workers=4).read(
+        LAYOUT.keys_for({"driver_id": list(range(12))}), ["city"])
+    assert result.rows == [(row[0], row[4]) for row in map(expected_row, range(12))
+                           if row is not None]
+    assert (result.stats.throttles, result.stats.requests) == (6, 18)
+    assert (result.stats.concurrency_min, result.stats.concurrency_max) == (1, 4)
+
+
+def test_an_answer_that_cost_less_than_reserved_gives_the_rest_back(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    # 10 absent keys: 5 RCU reserved (1.25 s of a 4 RCU/s budget), 0 charged. The budget
+    # gets the 5 RCU back: it is full again, and its whole burst can be taken at once.
+    reader = scripted_reader(scripted, "fast", batch_size=10, max_rcu_per_s=4)
+    result = reader.read(LAYOUT.keys_for({"driver_id": list(range(300, 310))}), ["city"])
+    assert (result.stats.consumed_rcu, result.stats.missing) == (0.0, 10)
+    assert reader.pacer is not None and reader.pacer.reserve(4 * BURST_S) == 0.0
+
+
+def test_retried_keys_due_together_fill_one_batch_and_the_rest_waits_its_turn() -> None:
+    # Two groups due at once (2 keys left unprocessed, then a refused request of 4): a
+    # batch of 4 takes the first group and half of the second; the other half goes first
+    # in the next batch, before keys never sent. Nothing is due before its time.
+    state = _ReadState(list(range(10)), 4, FeatureCheck((), LAYOUT))
+    assert state.next_batch(0.0) == [0, 1, 2, 3]
+    assert state.next_batch(0.0) == [4, 5, 6, 7]
+    state.schedule([1, 3], 5.0)
+    state.schedule([4, 5, 6, 7], 5.0)
+    assert state.next_batch(4.0) == [8, 9]
+    assert state.next_batch(5.0) == [1, 3, 4, 5]
+    assert state.next_batch(5.0) == [6, 7]
+    assert not state.pending() and state.next_batch(9.0) == []

@@ -177,6 +177,19 @@ class ScriptedEndpoint(ThreadingHTTPServer):
                 ".BatchGetItem")]
 
 
+def _requested_keys(body: bytes) -> list[dict[str, Any]] | None:
+    """The keys of a well-formed BatchGetItem of TABLE (maps of ``entity_id`` alone), else
+    None: the stand-in refuses a malformed request at once, as DynamoDB does."""
+    try:
+        keys = json.loads(body)["RequestItems"][TABLE]["Keys"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(keys, list) or not all(
+            isinstance(k, dict) and set(k) == {"entity_id"} for k in keys):
+        return None
+    return keys
+
+
 class _ScriptedHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ScriptedEndpoint
@@ -218,8 +231,10 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
                                "message": "The provided key element does not match the schema"})
         elif fault == "503":  # a code the reader does not know, on a 5xx: still the server's
             self._answer(503, {"__type": ERR + "SomethingNewException", "message": "later"})
+        elif (keys := _requested_keys(body)) is None:  # as DynamoDB refuses a bad request
+            self._answer(400, {"__type": ERR + "ValidationException",
+                               "message": "1 validation error detected: RequestItems"})
         else:
-            keys = json.loads(body)["RequestItems"][TABLE]["Keys"]
             left = keys[len(keys) // 2:] if fault == "unprocessed" else []  # the second half
             found = [DRIVERS[k["entity_id"]["S"]] for k in keys[:len(keys) - len(left)]
                      if k["entity_id"]["S"] in DRIVERS]
