@@ -252,7 +252,8 @@ def test_a_job_whose_submitter_is_killed_mid_submit_fails(
         submitter.wait()
         until(lambda: resend_stalled(app, store, queue, settings) == {} and
               store.state(job_id) == "failed", "failure of the job")
-        resend_stalled(app, store, queue, settings)  # ended: no longer looked after
+        assert resend_stalled(app, store, queue, settings) == {}  # ended: not looked after
+        assert store.state(job_id) == "failed"
     finally:
         if submitter.poll() is None:
             submitter.kill()
