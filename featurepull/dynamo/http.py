@@ -55,10 +55,22 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._framed = False  # Content-Length or chunked: the parser knows where it ends
         self._headers_done = False
+        # Registered once: idle_and_open asks it at every checkout (None: no socket to ask).
+        self._poller: select.poll | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # poll, not select: a process with over 1,024 open files has fds select cannot
+            # take.
+            poller = select.poll()
+            try:
+                poller.register(sock.fileno(), select.POLLIN)
+            except (OSError, ValueError):
+                return  # idle_and_open then finds the transport closing, or trusts it
+            self._poller = poller
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:
@@ -97,18 +109,23 @@ class _Connection(asyncio.Protocol):
         self._complete()
 
     # ours
-    async def exchange(self, request: bytes) -> Response:
-        """Send one whole request and wait for its whole response."""
+    async def exchange(self, request: bytes, timeout: float) -> Response:
+        """Send one whole request and wait for its whole response, at most ``timeout``
+        seconds (then TimeoutError, and the connection is closed)."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Response] = loop.create_future()
         self._waiter = waiter
         self._headers, self._body = {}, []
         self._framed = self._headers_done = False
+        # One timer handle, not asyncio.timeout's context manager around the await: this
+        # runs for every request.
+        timer = loop.call_at(loop.time() + timeout, self._time_out)
         self.transport.write(request)
         try:
             return await waiter
         finally:
+            timer.cancel()
             self._waiter = None
 
     def close(self) -> None:
@@ -125,23 +142,23 @@ class _Connection(asyncio.Protocol):
         waiter.set_result(Response(self._parser.get_status_code(), self._headers,
                                    b"".join(self._body)))
 
-    def _fail(self, exc: BrokenResponse) -> None:
+    def _fail(self, exc: BrokenResponse | TimeoutError) -> None:
         self.close()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
+
+    def _time_out(self) -> None:
+        if self._waiter is not None and not self._waiter.done():  # not answered just now
+            self._fail(TimeoutError())
 
     def idle_and_open(self) -> bool:
         """Still usable: open, and the server has sent nothing (no EOF) while it was idle."""
         if self.closed or self.transport is None or self.transport.is_closing():
             return False
-        sock = self.transport.get_extra_info("socket")
-        if sock is None:
-            return True
-        # poll, not select: a process with over 1,024 open files has fds select cannot take.
-        poller = select.poll()
+        if self._poller is None:
+            return self.transport.get_extra_info("socket") is None
         try:
-            poller.register(sock.fileno(), select.POLLIN)
-            return not poller.poll(0)
+            return not self._poller.poll(0)
         except (OSError, ValueError):
             return False
 
@@ -167,8 +184,7 @@ class ConnectionPool:
         """Send ``raw`` (a whole HTTP/1.1 request) on an idle or new connection."""
         conn = await self._checkout()
         try:
-            async with asyncio.timeout(self.read_timeout):
-                response = await conn.exchange(raw)
+            response = await conn.exchange(raw, self.read_timeout)
         except TimeoutError:
             conn.close()
             raise BrokenResponse(f"no complete response within {self.read_timeout:g}s "

@@ -133,9 +133,13 @@ class FastTransport:
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         if parts.port is not None and parts.port != DEFAULT_PORTS[parts.scheme]:
             host = f"{host}:{parts.port}"
-        self.signer = PostSigner(host, self.path, self.region, SIGNING_NAME, CONTENT_TYPE, TARGET)
+        # User-Agent is not signed, as botocore does not sign it; x-amz-crc32 covers the
+        # uncompressed body, so no compression.
+        unsigned = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        self.signer = PostSigner(host, self.path, self.region, SIGNING_NAME, CONTENT_TYPE, TARGET,
+                                 unsigned)
         self.scan_signer = PostSigner(host, self.path, self.region, SIGNING_NAME, CONTENT_TYPE,
-                                      SCAN_TARGET)
+                                      SCAN_TARGET, unsigned)
         self.headers = self.signer.headers
         self.pool = ConnectionPool(url, settings.connect_timeout, settings.read_timeout,
                                    client_verify(client))
@@ -163,19 +167,19 @@ class FastTransport:
         self.pool.close()
 
     def _request_bytes(self, body: bytes, signer: PostSigner | None = None) -> bytes:
-        head = [f"POST {self.path} HTTP/1.1"]
-        head.extend(f"{name}: {value}"
-                    for name, value in self._signed_headers(body, signer).items())
-        head.append(f"Content-Length: {len(body)}\r\n\r\n")
-        return "\r\n".join(head).encode("latin-1") + body
+        return (signer or self.signer).request(body, self._frozen_credentials())
 
     def _signed_headers(self, body: bytes, signer: PostSigner | None = None) -> dict[str, str]:
+        """The request's headers, for an HTTP client that writes the request itself."""
+        signer = signer or self.signer
+        headers = signer.sign(body, self._frozen_credentials())
+        headers.update(signer.unsigned)
+        return headers
+
+    def _frozen_credentials(self) -> Any:
         if self.credentials is None:
             raise botocore.exceptions.NoCredentialsError()  # as botocore's signing raises
-        headers = (signer or self.signer).sign(body, self.credentials.get_frozen_credentials())
-        headers["User-Agent"] = USER_AGENT  # not signed, as botocore does not sign it
-        headers["Accept-Encoding"] = "identity"  # x-amz-crc32 covers the uncompressed body
-        return headers
+        return self.credentials.get_frozen_credentials()
 
 
 def transport_for(client: Any, settings: DynamoSettings,

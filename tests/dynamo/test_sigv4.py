@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from datetime import UTC, datetime
 from unittest import mock
@@ -65,3 +66,42 @@ def test_the_date_and_the_key_follow_the_clock(monkeypatch: pytest.MonkeyPatch) 
     third = signer.sign(b"{}", rotated.get_frozen_credentials())
     assert third == _botocore_headers("h", "/", "us-east-1", rotated, b"{}",
                                       third["X-Amz-Date"])
+
+
+def _request_from_headers(signer: PostSigner, body: bytes, credentials: Credentials) -> bytes:
+    """The request as the transport built it from sign()'s headers before request() did it
+    from the second's stamp: the exact path."""
+    headers = {**signer.sign(body, credentials.get_frozen_credentials()), **signer.unsigned}
+    head = [f"POST {signer.path} HTTP/1.1", *(f"{name}: {value}"
+                                                for name, value in headers.items()),
+            f"Content-Length: {len(body)}\r\n\r\n"]
+    return "\r\n".join(head).encode("latin-1") + body
+
+
+def test_request_bytes_follow_the_clock_and_the_credentials(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # request() keeps a stamp per second and credentials: on generated requests, while the
+    # clock runs over seconds and a day and the credentials rotate (within one second too),
+    # it gives the request built from sign()'s headers, which give botocore's.
+    rng = random.Random(7)
+    host, path, region, _ = CASES[rng.randrange(len(CASES))]
+    signer = PostSigner(host, path, region, "dynamodb", CONTENT_TYPE, TARGET,
+                        {"User-Agent": "featurepull test", "Accept-Encoding": "identity"})
+    clock = [datetime(2026, 12, 1, 23, 59, 58, tzinfo=UTC).timestamp()]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    credentials = Credentials("AKID0", "secret0", None)
+    seen: set[tuple[str, str]] = set()
+    for step in range(120):
+        if rng.random() < 0.3:
+            clock[0] += rng.choice([0.4, 1.0, 3.0])
+        if rng.random() < 0.15:
+            token = rng.choice([None, "", f"tok {step}  x", f"FwoG{step}+/=="])
+            credentials = Credentials(f"AKID{step}", f"secret{step}", token)
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
+        ours = signer.request(body, credentials.get_frozen_credentials())
+        assert ours == _request_from_headers(signer, body, credentials)
+        headers = signer.sign(body, credentials.get_frozen_credentials())
+        assert headers == _botocore_headers(host, path, region, credentials, body,
+                                            headers["X-Amz-Date"])
+        seen.add((headers["X-Amz-Date"], credentials.access_key))
+    assert len({date[:8] for date, _ in seen}) == 2 and len(seen) > 20

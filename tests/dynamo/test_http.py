@@ -1,0 +1,139 @@
+"""The fast transport's keep-alive pool (featurepull.dynamo.http) on a real socket server:
+a connection the server closed while it sat idle is not reused, a response that does not come
+within read_timeout fails that request alone, and a request's timer does not outlive it."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from featurepull.dynamo.http import BrokenResponse, ConnectionPool
+
+REQUEST = b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}"
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nanswer!"
+SLOW_S = 1.2  # a slow answer; the timer of the request before it expires meanwhile
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        # "close": close after each answer; "hang": never answer; "slow": answer after
+        # SLOW_S
+        self.mode = "keep-alive"
+        self.connections = 0
+        self.stop = threading.Event()
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        self.server.connections += 1
+        sock: socket.socket = self.request
+        buffered = b""
+        while not self.server.stop.is_set():
+            while REQUEST not in buffered:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                buffered += chunk
+            buffered = buffered[buffered.index(REQUEST) + len(REQUEST):]
+            if self.server.mode == "hang":
+                self.server.stop.wait(30)
+                return
+            if self.server.mode == "slow":
+                self.server.stop.wait(SLOW_S)
+            sock.sendall(ANSWER)
+            if self.server.mode == "close":
+                sock.close()
+                return
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.stop.set()
+        srv.shutdown()
+        srv.server_close()
+
+
+def _pool(server: _Server, read_timeout: float = 10.0) -> ConnectionPool:
+    host, port = server.server_address[:2]
+    return ConnectionPool(f"http://{host}:{port}", 5.0, read_timeout)
+
+
+def _run(work: Any) -> Any:
+    return asyncio.run(work)
+
+
+@pytest.mark.slow
+def test_a_timer_ends_with_its_request(server: _Server) -> None:
+    # Each answer takes SLOW_S; read_timeout is longer than one answer and shorter than
+    # two. The first request's timer expires while the second is waiting on the same
+    # connection: it must have been cancelled with the first answer, or it fails the
+    # second. 0.8 s of margin for a loaded machine to answer within read_timeout.
+    server.mode = "slow"
+
+    async def work() -> list[bytes]:
+        pool = _pool(server, read_timeout=2.0)
+        bodies = [(await pool.request(REQUEST)).body for _ in range(2)]
+        pool.close()
+        return bodies
+
+    assert _run(work()) == [b"answer!"] * 2
+    assert server.connections == 1
+
+
+def test_a_connection_closed_while_idle_is_not_reused(server: _Server) -> None:
+    # The server closes each connection after answering. The next request is sent before
+    # the loop has read that end of file: only the check at checkout (poll on the socket)
+    # can tell, and a new connection must carry it.
+    server.mode = "close"
+
+    async def work() -> list[bytes]:
+        pool = _pool(server)
+        bodies = [(await pool.request(REQUEST)).body]
+        for _ in range(3):
+            conn = pool._idle[-1]
+            assert conn.transport is not None
+            sock = conn.transport.get_extra_info("socket")
+            # Until the server's FIN is in this socket (no loop iteration in between).
+            readable, _, _ = select.select([sock.fileno()], [], [], 10.0)
+            assert readable and not conn.closed
+            bodies.append((await pool.request(REQUEST)).body)
+        pool.close()
+        return bodies
+
+    assert _run(work()) == [b"answer!"] * 4
+    assert server.connections == 4
+
+
+def test_no_answer_within_read_timeout_fails_that_request(server: _Server) -> None:
+    server.mode = "hang"
+
+    async def work() -> tuple[str, int]:
+        pool = _pool(server, read_timeout=0.2)
+        with pytest.raises(BrokenResponse) as failed:
+            await pool.request(REQUEST)
+        idle = len(pool._idle)
+        pool.close()
+        return str(failed.value), idle
+
+    message, idle = _run(work())
+    assert message == "no complete response within 0.2s (read_timeout)"
+    assert idle == 0  # the connection that timed out is closed, not kept
