@@ -157,13 +157,18 @@ class ScriptedEndpoint(ThreadingHTTPServer):
     an error answer, a damaged body, no answer (``hang-up``), the second half of the keys left unprocessed
     (``unprocessed``), or the first item's ``event_ts`` garbled (``bad-item``) or its
     ``values`` not a map (``not-feast``), an item not asked for (``stranger``), or 1,000
-    RCU charged (``costly``)."""
+    RCU charged (``costly``), or no answer until the test ends (``held``). DescribeTable
+    answers with ``describe``: the on-demand table (``""``), the table with 80 RCU/s
+    provisioned (``provisioned``) or keyed by ``user_id`` (``keyed-by-user``), or ``missing``,
+    ``denied``, ``hang-up``."""
 
     daemon_threads = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _ScriptedHandler)
         self.script: list[str] = []
+        self.describe = ""
+        self.released = threading.Event()  # set when the test ends: held requests go on
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.lock = threading.Lock()
 
@@ -204,14 +209,12 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
             self.server.requests.append((headers, body))
             batch = headers.get("X-Amz-Target", "").endswith(".BatchGetItem")
             fault = self.server.script.pop(0) if batch and self.server.script else ""
-        if not batch:
-            self._answer(200, {"Table": {
-                "TableName": TABLE, "TableStatus": "ACTIVE",
-                "KeySchema": [{"AttributeName": "entity_id", "KeyType": "HASH"}],
-                "AttributeDefinitions": [{"AttributeName": "entity_id", "AttributeType": "S"}],
-            }})
+        if fault == "held":
+            self.server.released.wait()
+        if not batch and self.server.describe != "hang-up":
+            self._describe(self.server.describe)
             return
-        if fault == "hang-up":  # no answer at all: the connection is closed at once
+        if fault == "hang-up" or not batch:  # no answer at all: the connection is closed
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
@@ -252,6 +255,23 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
                                                      else len(found) / 2}]},
                          fault)
 
+    def _describe(self, fault: str) -> None:
+        if fault == "missing":
+            self._answer(400, {"__type": ERR + "ResourceNotFoundException",
+                               "message": "Requested resource not found"})
+        elif fault == "denied":
+            self._answer(400, {"__type": "com.amazon.coral.service#AccessDeniedException",
+                               "Message": "User: tester may not describe it"})
+        else:
+            key = "user_id" if fault == "keyed-by-user" else "entity_id"
+            self._answer(200, {"Table": {
+                "TableName": TABLE, "TableStatus": "ACTIVE",
+                "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
+                "AttributeDefinitions": [{"AttributeName": key, "AttributeType": "S"}],
+                **({"ProvisionedThroughput": {"ReadCapacityUnits": 80, "WriteCapacityUnits": 1}}
+                   if fault == "provisioned" else {}),
+            }})
+
     def _answer(self, status: int, payload: Any, fault: str = "") -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         crc = zlib.crc32(body)
@@ -281,6 +301,7 @@ def scripted() -> Iterator[ScriptedEndpoint]:
     try:
         yield server
     finally:
+        server.released.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
