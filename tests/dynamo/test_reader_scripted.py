@@ -230,6 +230,20 @@ def test_an_item_that_does_not_decode_names_its_key_and_entity_row(
         "12:00:00+00:00')")
 
 
+def test_the_items_before_the_one_that_does_not_decode_decode_as_usual(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    # The answer's items are decoded one by one to find the one at fault: the first two
+    # decode (their values arrive as base64 text), the third is named.
+    scripted.script = ["bad-last-item"]
+    with pytest.raises(ReadError) as caught:
+        scripted_reader(scripted, "fast", batch_size=10).read(
+            LAYOUT.keys_for({"driver_id": [1, 2, 3]}), ["city"])
+    assert str(caught.value) == (
+        f"table {TABLE} (region {REGION}, endpoint {scripted.url}): the item of key "
+        f"{SYNTHETIC.entity_id(3)} (entity row 3): attribute 'event_ts' holds 'yesterday', "
+        "which is not a date-time as Feast writes it (e.g. '2024-05-01 12:00:00+00:00')")
+
+
 def test_an_item_in_another_layout_is_named_with_the_layout(
         scripted: ScriptedEndpoint) -> None:  # noqa: F811
     scripted.script = ["not-feast"]

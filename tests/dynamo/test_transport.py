@@ -155,7 +155,8 @@ class ScriptedEndpoint(ThreadingHTTPServer):
     """DescribeTable for a Feast table, BatchGetItem from SyntheticTable items; each
     BatchGetItem answer takes the next fault off ``script`` (then answers normally):
     an error answer, a damaged body, no answer (``hang-up``), the second half of the keys left unprocessed
-    (``unprocessed``), or the first item's ``event_ts`` garbled (``bad-item``) or its
+    (``unprocessed``), or the first item's ``event_ts`` garbled (``bad-item``; the last
+    item's: ``bad-last-item``) or its
     ``values`` not a map (``not-feast``), an item not asked for (``stranger``), or 1,000
     RCU charged (``costly``), or no answer until the test ends (``held``). DescribeTable
     answers with ``describe``: the on-demand table (``""``), the table with 80 RCU/s
@@ -244,6 +245,8 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
             items = [_item_json(d) for d in found]
             if fault == "bad-item" and items:  # the first item's event_ts is not a time
                 items[0]["event_ts"] = {"S": "yesterday"}
+            if fault == "bad-last-item" and items:  # the same of the last item
+                items[-1]["event_ts"] = {"S": "yesterday"}
             if fault == "not-feast" and items:  # the first item's values are not a map
                 items[0]["values"] = {"S": "x"}
             if fault == "stranger":  # and the item of driver 299, asked for or not
