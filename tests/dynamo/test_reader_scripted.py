@@ -31,7 +31,7 @@ from featurepull.dynamo.errors import (
     TableError,
     UnknownFeatureError,
 )
-from featurepull.dynamo.features import FeatureCheck
+from featurepull.dynamo.features import CHECK_ITEMS, FeatureCheck
 from featurepull.dynamo.pacing import BURST_S, BudgetError, Pacer, local_pacer
 from featurepull.dynamo.reader import _ReadState
 from tests.conftest import REGION, refused_port
@@ -295,6 +295,23 @@ def test_a_feature_no_item_holds_is_refused_naming_what_they_hold(
     assert "ProjectionExpression" not in requests[-1]
     assert {request["ConsistentRead"] for request in requests} == {consistent}
     assert set(drivers(requests[-1])) <= set(ids)
+
+
+def test_a_feature_no_item_holds_stops_the_read_once_enough_items_were_found(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    ids = list(range(10_000, 10_000 + CHECK_ITEMS + 500))
+    with pytest.raises(UnknownFeatureError) as caught:
+        scripted_reader(scripted, "fast", batch_size=100, consistent_reads=True).read(
+            LAYOUT.keys_for({"driver_id": ids}), ["city", "no_such_feature"])
+    assert "(the read stopped there)" in str(caught.value)
+    assert (caught.value.missing, caught.value.held) == (["no_such_feature"], sorted(FEATURES))
+    whole = [request for request in sent(scripted) if "ProjectionExpression" not in request]
+    assert len(whole) == 1 and whole[0]["ConsistentRead"] is True
+    assert {key["entity_id"]["S"] for key in whole[0]["Keys"]} <= {
+        SYNTHETIC.entity_id(d) for d in ids}
+    # Stopped after the request that found the CHECK_ITEMS-th item and the one in flight:
+    # the rest of the keys were never asked for.
+    assert len(sent(scripted)) - 1 <= CHECK_ITEMS // 100 + 1 < len(ids) // 100
 
 
 def test_what_dynamodb_charged_is_settled_with_the_read_budget(

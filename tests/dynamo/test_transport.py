@@ -141,7 +141,9 @@ def test_unprocessed_binary_keys_are_matched_back(binary_typed_table: str,
 
 TABLE = "scripted.driver_stats"
 SYNTHETIC = SyntheticTable(0)
-DRIVERS = {SYNTHETIC.entity_id(d): d for d in range(300)}
+# Drivers 0-299 have items, 300-9,999 none; 10,000-11,499 are there to find more than
+# features.CHECK_ITEMS items in one read.
+DRIVERS = {SYNTHETIC.entity_id(d): d for d in (*range(300), *range(10_000, 11_500))}
 
 
 def _item_json(driver: int) -> dict[str, Any]:
