@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import signal
+import ssl
 import threading
 import time
 from types import FrameType
@@ -35,6 +36,7 @@ from featurepull.dynamo.features import CHECK_ITEMS, FeatureCheck
 from featurepull.dynamo.pacing import BURST_S, BudgetError, Pacer, local_pacer
 from featurepull.dynamo.reader import _ReadState
 from tests.conftest import REGION, refused_port
+from tests.dynamo.test_tls import _certificates
 from tests.dynamo.test_transport import (  # noqa: F401
     SYNTHETIC,
     TABLE,
@@ -584,3 +586,31 @@ def test_a_percentage_budget_of_an_on_demand_table_names_the_table(
         scripted_reader(scripted, "fast", max_rcu_per_s="50%").read(
             LAYOUT.keys_for({"driver_id": [1]}), ["city"])
     assert scripted.batch_gets() == []
+
+
+def test_a_certificate_that_does_not_verify_fails_the_read_at_once(tmp_path: Any) -> None:
+    # The stand-in behind TLS, its certificate signed by a CA the client does not know.
+    _, cert, key = _certificates(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ScriptedEndpoint()
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        reader = BatchReader(TABLE, LAYOUT, DynamoSettings(region=REGION, endpoint_url=url))
+        # Past the table check (boto3 refuses the certificate with its own error): this is
+        # about the read's own connections.
+        reader._checked = True
+        with pytest.raises(PermanentReadError) as caught:
+            reader.read(LAYOUT.keys_for({"driver_id": [1, 2]}), ["city"])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert str(caught.value) == (
+        f"table {TABLE} (region {REGION}, endpoint {url}): the endpoint's TLS certificate does "
+        "not verify (unable to get local issuer certificate); check --endpoint-url and "
+        "AWS_CA_BUNDLE")
