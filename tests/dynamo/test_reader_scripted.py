@@ -6,22 +6,37 @@ holds. No subprocess: scripts/mutation.sh runs these first for every mutant of t
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import logging
 import math
 import re
+import signal
+import ssl
+import threading
+import time
+from types import FrameType
 from typing import Any
 
+import boto3
 import pytest
 
 from featurepull.bench.endpoint import FEATURES
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout, PlainLayout, RetryDeadlineExceeded
-from featurepull.dynamo.errors import ReadError, UnknownFeatureError
-from featurepull.dynamo.features import FeatureCheck
-from featurepull.dynamo.pacing import BURST_S
+from featurepull.dynamo.errors import (
+    EndpointUnreachable,
+    PermanentReadError,
+    ReadError,
+    TableError,
+    UnknownFeatureError,
+)
+from featurepull.dynamo.features import CHECK_ITEMS, FeatureCheck
+from featurepull.dynamo.pacing import BURST_S, BudgetError, Pacer, local_pacer
 from featurepull.dynamo.reader import _ReadState
-from tests.conftest import REGION
+from tests.conftest import REGION, refused_port
+from tests.dynamo.test_tls import _certificates
 from tests.dynamo.test_transport import (  # noqa: F401
     SYNTHETIC,
     TABLE,
@@ -58,9 +73,11 @@ def drivers(request: dict[str, Any]) -> list[int]:
 @pytest.mark.parametrize("consistent", [True, False])
 def test_each_unique_key_is_asked_for_once_in_batches(
         scripted: ScriptedEndpoint, transport: str, consistent: bool) -> None:  # noqa: F811
+    started = time.perf_counter()
     result = scripted_reader(scripted, transport, batch_size=4, max_read_workers=2,
                              consistent_reads=consistent).read(
         LAYOUT.keys_for({"driver_id": IDS}), ["city", "conv_rate"])
+    took = time.perf_counter() - started
     assert result.rows == [None if row is None else (row[0], row[4], row[1])
                            for row in map(expected_row, IDS)]
     requests = sent(scripted)
@@ -80,6 +97,7 @@ def test_each_unique_key_is_asked_for_once_in_batches(
     assert stats.consumed_rcu == len(FOUND) / 2  # what the answers said they cost
     assert len(stats.latencies_ms) == stats.requests
     assert 0 < min(stats.latencies_ms) <= max(stats.latencies_ms) <= stats.seconds * 1000
+    assert stats.seconds <= took
     assert (stats.concurrency_min, stats.concurrency_max) == (2, 2)
 
 
@@ -190,10 +208,12 @@ def test_a_read_that_runs_out_of_time_names_what_kept_its_keys(
     assert details == [logged]  # one line for the burst
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-@pytest.mark.parametrize("unique", [False, True])
+@pytest.mark.parametrize(("transport", "unique", "offset"), [
+    ("fast", False, 100), ("fast", True, 100), ("botocore", False, 100),
+    ("botocore", True, 100), ("fast", False, None)])
 def test_an_item_that_does_not_decode_names_its_key_and_entity_row(
-        scripted: ScriptedEndpoint, transport: str, unique: bool) -> None:  # noqa: F811
+        scripted: ScriptedEndpoint, transport: str, unique: bool,  # noqa: F811
+        offset: int | None) -> None:
     scripted.script = ["", "bad-item"]
     # The second request asks for 7 first: entity row 6 of the shard (its first row).
     ids = {"driver_id": [3, 3, 4, 5, 6, 7, 7]}
@@ -203,12 +223,27 @@ def test_an_item_that_does_not_decode_names_its_key_and_entity_row(
     assert unique == (positions is not None)
     with pytest.raises(ReadError) as caught:
         scripted_reader(scripted, transport, batch_size=4).read(
-            keys, ["city"], row_offset=100, positions=positions)
+            keys, ["city"], positions=positions,
+            **({"row_offset": offset} if offset is not None else {}))
     assert str(caught.value) == (
         f"table {TABLE} (region {REGION}, endpoint {scripted.url}): the item of key "
-        f"{SYNTHETIC.entity_id(7)} (entity row 106): attribute 'event_ts' holds "
+        f"{SYNTHETIC.entity_id(7)} (entity row {(offset or 0) + 6}): attribute 'event_ts' holds "
         "'yesterday', which is not a date-time as Feast writes it (e.g. '2024-05-01 "
         "12:00:00+00:00')")
+
+
+def test_the_items_before_the_one_that_does_not_decode_decode_as_usual(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    # The answer's items are decoded one by one to find the one at fault: the first two
+    # decode (their values arrive as base64 text), the third is named.
+    scripted.script = ["bad-last-item"]
+    with pytest.raises(ReadError) as caught:
+        scripted_reader(scripted, "fast", batch_size=10).read(
+            LAYOUT.keys_for({"driver_id": [1, 2, 3]}), ["city"])
+    assert str(caught.value) == (
+        f"table {TABLE} (region {REGION}, endpoint {scripted.url}): the item of key "
+        f"{SYNTHETIC.entity_id(3)} (entity row 3): attribute 'event_ts' holds 'yesterday', "
+        "which is not a date-time as Feast writes it (e.g. '2024-05-01 12:00:00+00:00')")
 
 
 def test_an_item_in_another_layout_is_named_with_the_layout(
@@ -262,6 +297,23 @@ def test_a_feature_no_item_holds_is_refused_naming_what_they_hold(
     assert "ProjectionExpression" not in requests[-1]
     assert {request["ConsistentRead"] for request in requests} == {consistent}
     assert set(drivers(requests[-1])) <= set(ids)
+
+
+def test_a_feature_no_item_holds_stops_the_read_once_enough_items_were_found(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    ids = list(range(10_000, 10_000 + CHECK_ITEMS + 500))
+    with pytest.raises(UnknownFeatureError) as caught:
+        scripted_reader(scripted, "fast", batch_size=100, consistent_reads=True).read(
+            LAYOUT.keys_for({"driver_id": ids}), ["city", "no_such_feature"])
+    assert "(the read stopped there)" in str(caught.value)
+    assert (caught.value.missing, caught.value.held) == (["no_such_feature"], sorted(FEATURES))
+    whole = [request for request in sent(scripted) if "ProjectionExpression" not in request]
+    assert len(whole) == 1 and whole[0]["ConsistentRead"] is True
+    assert {key["entity_id"]["S"] for key in whole[0]["Keys"]} <= {
+        SYNTHETIC.entity_id(d) for d in ids}
+    # Stopped after the request that found the CHECK_ITEMS-th item and the one in flight:
+    # the rest of the keys were never asked for.
+    assert len(sent(scripted)) - 1 <= CHECK_ITEMS // 100 + 1 < len(ids) // 100
 
 
 def test_what_dynamodb_charged_is_settled_with_the_read_budget(
@@ -336,3 +388,229 @@ def test_retried_keys_due_together_fill_one_batch_and_the_rest_waits_its_turn() 
     assert state.next_batch(5.0) == [1, 3, 4, 5]
     assert state.next_batch(5.0) == [6, 7]
     assert not state.pending() and state.next_batch(9.0) == []
+
+
+@pytest.mark.parametrize(("describe", "message"), [
+    ("missing", "{where} does not exist; check --table, --project, the table name template "
+                "and the region"),
+    ("denied", "cannot describe {where}: AccessDeniedException: An error occurred "
+               "(AccessDeniedException) when calling the DescribeTable operation (reached "
+               "max retries: 0): User: "
+               "tester may not describe it"),
+    ("hang-up", "cannot reach DynamoDB for {where}: Connection was closed before we received a "
+            'valid response from endpoint URL: "{url}/".'),
+])
+def test_a_table_that_cannot_be_described_is_named_before_any_read(
+        scripted: ScriptedEndpoint, describe: str, message: str) -> None:  # noqa: F811
+    scripted.describe = describe
+    reader = scripted_reader(scripted, "fast")
+    with pytest.raises(TableError) as caught:
+        reader.read(LAYOUT.keys_for({"driver_id": [1]}), ["city"])
+    where = f"table {TABLE} (region {REGION}, endpoint {scripted.url})"
+    assert str(caught.value) == message.format(where=where, url=scripted.url)
+    assert scripted.batch_gets() == []
+
+
+def test_an_endpoint_that_refuses_connections_is_named() -> None:
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        reader = BatchReader(TABLE, LAYOUT, DynamoSettings(region=REGION, endpoint_url=url))
+        with pytest.raises(EndpointUnreachable) as caught:
+            reader.read(LAYOUT.keys_for({"driver_id": [1]}), ["city"])
+    assert str(caught.value) == (f'Could not connect to the endpoint URL: "{url}/"; check '
+                                 "--endpoint-url, --region and the network")
+
+
+def test_no_credentials_are_named_with_the_credential_chain(
+        scripted: ScriptedEndpoint, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        tmp_path: Any) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    client = boto3.session.Session().client("dynamodb", region_name=REGION,
+                                            endpoint_url=scripted.url)
+    with pytest.raises(TableError) as caught:
+        scripted_reader(scripted, "fast", client).read(LAYOUT.keys_for({"driver_id": [1]}),
+                                                       ["city"])
+    assert str(caught.value) == (
+        f"no AWS credentials found to read table {TABLE} (region {REGION}, endpoint "
+        f"{scripted.url}): configure the credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...)")
+    assert scripted.requests == []
+
+
+CALLER = contextvars.ContextVar("CALLER", default="not bound")
+
+
+def test_a_read_inside_a_running_event_loop_runs_on_a_thread_in_the_callers_context(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    # A notebook cell or an async app: the read cannot run its loop in this thread, so it
+    # runs it on a thread of its own, with what the caller bound (log bindings).
+    seen: list[tuple[str, str]] = []
+
+    def progress(count: int) -> None:
+        seen.append((CALLER.get(), threading.current_thread().name))
+
+    async def notebook_cell() -> Any:
+        CALLER.set("the caller's")
+        return scripted_reader(scripted, "fast", batch_size=2).read(
+            LAYOUT.keys_for({"driver_id": [5, 6, 301]}), ["city"], progress=progress).rows
+
+    rows = asyncio.run(notebook_cell())
+    assert rows == [(row[0], row[4]) if row else None for row in map(expected_row, [5, 6, 301])]
+    assert len(seen) == 2
+    assert all(value == "the caller's" and thread.startswith("featurepull-loop_")
+               for value, thread in seen), seen
+
+
+class TimeLimit(Exception):
+    """Stands for celery.exceptions.SoftTimeLimitExceeded: an Exception, not a BaseException."""
+
+
+def test_an_exception_a_signal_handler_raises_in_a_loop_callback_ends_the_read(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    # Celery's soft time limit is raised by a signal handler wherever the thread is; here,
+    # for certain, inside a callback of the read's event loop (asyncio would log it and go
+    # on reading).
+    def alarm(signum: int, frame: FrameType | None) -> None:
+        raise TimeLimit("soft time limit")
+
+    def progress(count: int) -> None:
+        asyncio.get_running_loop().call_soon(signal.raise_signal, signal.SIGALRM)
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    try:
+        with pytest.raises(TimeLimit, match="soft time limit"):
+            scripted_reader(scripted, "fast", batch_size=1).read(
+                LAYOUT.keys_for({"driver_id": list(range(20))}), ["city"], progress=progress)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert len(scripted.batch_gets()) < 20
+
+
+def test_what_the_loop_reports_without_an_exception_is_logged_and_the_read_goes_on(
+        scripted: ScriptedEndpoint, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    def progress(count: int) -> None:
+        asyncio.get_running_loop().call_exception_handler({"message": "a note from the loop"})
+
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    result = scripted_reader(scripted, "fast", batch_size=2).read(
+        LAYOUT.keys_for({"driver_id": [1, 2, 3]}), ["city"], progress=progress)
+    assert result.rows == [(row[0], row[4]) for row in map(expected_row, [1, 2, 3])
+                           if row is not None]
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == [
+        "a note from the loop"] * 2
+
+
+def test_a_refused_request_ends_the_read_with_another_still_in_flight(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    # Two requests in flight: one is refused while the other waits for its answer. The read
+    # ends with the refusal (the other request cancelled), not with the cancellation.
+    scripted.script = ["held", "denied"]
+    with pytest.raises(PermanentReadError, match="AccessDeniedException: User: tester is not "
+                                                 "authorized"):
+        scripted_reader(scripted, "fast", batch_size=1, max_read_workers=2).read(
+            LAYOUT.keys_for({"driver_id": [1, 2, 3]}), ["city"])
+    assert len(scripted.batch_gets()) == 2
+
+
+def test_a_feature_no_item_holds_reads_as_null_when_missing_features_are_allowed(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    result = scripted_reader(scripted, "fast", batch_size=10).read(
+        LAYOUT.keys_for({"driver_id": [1, 2, 301]}), ["city", "no_such_feature"],
+        allow_missing_features=True)
+    assert result.rows == [(row[0], row[4], None) if row else None
+                           for row in map(expected_row, [1, 2, 301])]
+    assert len(scripted.batch_gets()) == 1  # no request for what the items hold
+
+
+def test_the_table_is_described_once_and_its_description_kept(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    reader = scripted_reader(scripted, "fast")
+    progress: list[Any] = []
+    assert reader.reading is None
+    for ids in ([1, 2], [3]):
+        result = reader.read(LAYOUT.keys_for({"driver_id": ids}), ["city"],
+                             progress=lambda n: progress.append(reader.reading))
+        # While reading, the read's own counters are there for progress reports.
+        assert progress[-1] is result.stats and reader.reading is None
+    assert [h["X-Amz-Target"] for h, _ in scripted.requests] == [
+        "DynamoDB_20120810.DescribeTable", *["DynamoDB_20120810.BatchGetItem"] * 2]
+    assert reader.description is not None
+    assert (reader.description["TableName"], reader.description["KeySchema"]) == (
+        TABLE, [{"AttributeName": "entity_id", "KeyType": "HASH"}])
+
+
+def test_a_table_keyed_otherwise_is_refused_naming_it(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    scripted.describe = "keyed-by-user"
+    with pytest.raises(TableError, match=rf"^table {re.escape(TABLE)} is keyed by user_id "
+                                         r"HASH \(S\), but the feast layout needs"):
+        scripted_reader(scripted, "fast").read(LAYOUT.keys_for({"driver_id": [1]}), ["city"])
+    assert scripted.batch_gets() == []
+
+
+@pytest.mark.parametrize(("describe", "job", "ceiling", "budget"), [
+    ("provisioned", "50%", None, 40.0),  # of the 80 RCU/s provisioned
+    ("provisioned", None, "25%", 20.0),  # the operator's ceiling for the table alone
+    ("provisioned", "50%", "25%", 20.0),  # the smaller of the two
+    ("", 10.0, 30.0, 10.0),
+    ("", None, None, None),
+])
+def test_the_read_budget_is_the_smaller_of_the_jobs_and_the_tables(
+        scripted: ScriptedEndpoint, describe: str, job: float | str | None,  # noqa: F811
+        ceiling: float | str | None, budget: float | None) -> None:
+    scripted.describe = describe
+    made: list[tuple[str, float]] = []
+
+    def pacers(table: str, rate: float) -> Pacer:
+        made.append((table, rate))
+        return local_pacer(table, rate)
+
+    reader = BatchReader(TABLE, LAYOUT, DynamoSettings(
+        region=REGION, endpoint_url=scripted.url, max_rcu_per_s=job,
+        table_budgets={TABLE: ceiling} if ceiling is not None else {}), pacers=pacers)
+    result = reader.read(LAYOUT.keys_for({"driver_id": [1, 2]}), ["city"])
+    assert result.stats.budget_rcu_per_s == (budget or 0.0)
+    assert made == ([] if budget is None else [(TABLE, budget)])
+    assert (reader.pacer is None) == (budget is None)
+
+
+def test_a_percentage_budget_of_an_on_demand_table_names_the_table(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    with pytest.raises(BudgetError, match=rf"^dynamodb.max_rcu_per_s=50%: table "
+                                          rf"{re.escape(TABLE)} is on-demand with no maximum"):
+        scripted_reader(scripted, "fast", max_rcu_per_s="50%").read(
+            LAYOUT.keys_for({"driver_id": [1]}), ["city"])
+    assert scripted.batch_gets() == []
+
+
+def test_a_certificate_that_does_not_verify_fails_the_read_at_once(tmp_path: Any) -> None:
+    # The stand-in behind TLS, its certificate signed by a CA the client does not know.
+    _, cert, key = _certificates(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ScriptedEndpoint()
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        reader = BatchReader(TABLE, LAYOUT, DynamoSettings(region=REGION, endpoint_url=url))
+        # Past the table check (boto3 refuses the certificate with its own error): this is
+        # about the read's own connections.
+        reader._checked = True
+        with pytest.raises(PermanentReadError) as caught:
+            reader.read(LAYOUT.keys_for({"driver_id": [1, 2]}), ["city"])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert str(caught.value) == (
+        f"table {TABLE} (region {REGION}, endpoint {url}): the endpoint's TLS certificate does "
+        "not verify (unable to get local issuer certificate); check --endpoint-url and "
+        "AWS_CA_BUNDLE")

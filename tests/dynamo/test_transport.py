@@ -141,7 +141,9 @@ def test_unprocessed_binary_keys_are_matched_back(binary_typed_table: str,
 
 TABLE = "scripted.driver_stats"
 SYNTHETIC = SyntheticTable(0)
-DRIVERS = {SYNTHETIC.entity_id(d): d for d in range(300)}
+# Drivers 0-299 have items, 300-9,999 none; 10,000-11,499 are there to find more than
+# features.CHECK_ITEMS items in one read.
+DRIVERS = {SYNTHETIC.entity_id(d): d for d in (*range(300), *range(10_000, 11_500))}
 
 
 def _item_json(driver: int) -> dict[str, Any]:
@@ -155,15 +157,21 @@ class ScriptedEndpoint(ThreadingHTTPServer):
     """DescribeTable for a Feast table, BatchGetItem from SyntheticTable items; each
     BatchGetItem answer takes the next fault off ``script`` (then answers normally):
     an error answer, a damaged body, no answer (``hang-up``), the second half of the keys left unprocessed
-    (``unprocessed``), or the first item's ``event_ts`` garbled (``bad-item``) or its
+    (``unprocessed``), or the first item's ``event_ts`` garbled (``bad-item``; the last
+    item's: ``bad-last-item``) or its
     ``values`` not a map (``not-feast``), an item not asked for (``stranger``), or 1,000
-    RCU charged (``costly``)."""
+    RCU charged (``costly``), or no answer until the test ends (``held``). DescribeTable
+    answers with ``describe``: the on-demand table (``""``), the table with 80 RCU/s
+    provisioned (``provisioned``) or keyed by ``user_id`` (``keyed-by-user``), or ``missing``,
+    ``denied``, ``hang-up``."""
 
     daemon_threads = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _ScriptedHandler)
         self.script: list[str] = []
+        self.describe = ""
+        self.released = threading.Event()  # set when the test ends: held requests go on
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.lock = threading.Lock()
 
@@ -204,14 +212,12 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
             self.server.requests.append((headers, body))
             batch = headers.get("X-Amz-Target", "").endswith(".BatchGetItem")
             fault = self.server.script.pop(0) if batch and self.server.script else ""
-        if not batch:
-            self._answer(200, {"Table": {
-                "TableName": TABLE, "TableStatus": "ACTIVE",
-                "KeySchema": [{"AttributeName": "entity_id", "KeyType": "HASH"}],
-                "AttributeDefinitions": [{"AttributeName": "entity_id", "AttributeType": "S"}],
-            }})
+        if fault == "held":
+            self.server.released.wait()
+        if not batch and self.server.describe != "hang-up":
+            self._describe(self.server.describe)
             return
-        if fault == "hang-up":  # no answer at all: the connection is closed at once
+        if fault == "hang-up" or not batch:  # no answer at all: the connection is closed
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
@@ -241,6 +247,8 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
             items = [_item_json(d) for d in found]
             if fault == "bad-item" and items:  # the first item's event_ts is not a time
                 items[0]["event_ts"] = {"S": "yesterday"}
+            if fault == "bad-last-item" and items:  # the same of the last item
+                items[-1]["event_ts"] = {"S": "yesterday"}
             if fault == "not-feast" and items:  # the first item's values are not a map
                 items[0]["values"] = {"S": "x"}
             if fault == "stranger":  # and the item of driver 299, asked for or not
@@ -251,6 +259,23 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
                                                      1000.0 if fault == "costly"
                                                      else len(found) / 2}]},
                          fault)
+
+    def _describe(self, fault: str) -> None:
+        if fault == "missing":
+            self._answer(400, {"__type": ERR + "ResourceNotFoundException",
+                               "message": "Requested resource not found"})
+        elif fault == "denied":
+            self._answer(400, {"__type": "com.amazon.coral.service#AccessDeniedException",
+                               "Message": "User: tester may not describe it"})
+        else:
+            key = "user_id" if fault == "keyed-by-user" else "entity_id"
+            self._answer(200, {"Table": {
+                "TableName": TABLE, "TableStatus": "ACTIVE",
+                "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
+                "AttributeDefinitions": [{"AttributeName": key, "AttributeType": "S"}],
+                **({"ProvisionedThroughput": {"ReadCapacityUnits": 80, "WriteCapacityUnits": 1}}
+                   if fault == "provisioned" else {}),
+            }})
 
     def _answer(self, status: int, payload: Any, fault: str = "") -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -281,6 +306,7 @@ def scripted() -> Iterator[ScriptedEndpoint]:
     try:
         yield server
     finally:
+        server.released.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
