@@ -14,6 +14,9 @@ import redis
 from featurepull.local import RedisService
 from featurepull.tasks.store import PREFIX, SCHEDULE_PREFIX, JobState, JobStore
 
+# In-process and fast: run before the job tests by scripts/mutation.sh.
+pytestmark = pytest.mark.mutation_first
+
 
 class TakeoverDuringRelease(redis.Redis):
     """A client that lets another owner take the lock at ``key`` over (as when the first
