@@ -195,11 +195,11 @@ def test_note_published_records_the_outputs_identity(store: JobStore) -> None:
 
 def test_active_jobs_oldest_first(store: JobStore) -> None:
     store.redis.delete(ACTIVE_JOBS)
-    first, second = opened(store), opened(store)
-    store.redis.zadd(ACTIVE_JOBS, {first: 2.0, second: 1.0})
-    assert store.active_jobs() == [second, first]
+    first, second, third = opened(store), opened(store), opened(store)
+    store.redis.zadd(ACTIVE_JOBS, {first: 2.0, second: 1.0, third: 3.0})
+    assert store.active_jobs() == [second, first, third]
     store.delete(second)
-    assert store.active_jobs() == [first]
+    assert store.active_jobs() == [first, third]
     store.redis.delete(ACTIVE_JOBS)
     assert store.active_jobs() == []
 

@@ -9,6 +9,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ import structlog
 from featurepull.config import Settings
 from featurepull.local import RedisService
 from featurepull.tasks import monitor
+from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.store import JobStore, connect
 from featurepull.tasks.watchdog import Watchdog, broker_keys, resend_stalled
 from featurepull.worker.producer import producer_app
@@ -70,33 +72,52 @@ def idle(store: JobStore, job_id: str) -> None:
 
 def test_a_stalled_job_is_sent_its_shards_not_done_then_its_finisher(
         store: JobStore, app: Any) -> None:
-    job_id = new_job(store, shards=3)
+    job_id = new_job(store, shards=23)
     busy = new_job(store, shards=1)  # alive: left alone
     assert resend_stalled(app, store, QUEUE) == {}
     store.put_shard_rows(job_id, 1, pa.table({"driver_id": [1]}), {})
     idle(store, job_id)
-    assert resend_stalled(app, store, QUEUE) == {job_id: [0, 2]}
+    with structlog.testing.capture_logs() as logs:
+        assert resend_stalled(app, store, QUEUE) == {job_id: [0, *range(2, 23)]}
     meta = store.meta(job_id)
-    assert sent(store) == [("featurepull.read_shard", [job_id, n], monitor.shard_args(meta, n))
-                           for n in (0, 2)]
+    assert sent(store) == sorted(
+        ("featurepull.read_shard", [job_id, n], monitor.shard_args(meta, n))
+        for n in (0, *range(2, 23)))
+    assert logs == [{"event": "job_stalled_resent", "log_level": "warning", "job_id": job_id,
+                     "state": "queued", "shards": [0, *range(2, 21)], "shards_resent": 22,
+                     "finisher": False, "idle_s": 60}]
     assert resend_stalled(app, store, QUEUE) == {}  # alive again for the idle limit
-    for shard in (0, 2):
+    for shard in (0, *range(2, 23)):
         store.put_shard_rows(job_id, shard, pa.table({"driver_id": [1]}), {})
     idle(store, job_id)
-    assert resend_stalled(app, store, QUEUE) == {job_id: []}
+    with structlog.testing.capture_logs() as logs:
+        assert resend_stalled(app, store, QUEUE) == {job_id: []}
     assert sent(store) == [("featurepull.finish_job", [job_id], monitor.finish_args(meta))]
+    assert [(e["event"], e["shards"], e["shards_resent"], e["finisher"]) for e in logs] == [
+        ("job_stalled_resent", [], 0, True)]
     assert busy in store.active_jobs()
 
 
-def test_a_job_whose_submitter_died_is_failed_once_and_its_keys_freed(
-        store: JobStore, app: Any, settings: Settings) -> None:
-    job_id = new_job(store, shards=2, request={"notify": {"task": "ended", "queue": QUEUE}})
+def test_a_job_whose_submitter_died_is_failed_once_and_what_it_stored_removed(
+        store: JobStore, app: Any, settings: Settings, tmp_path: Path) -> None:
+    output = tmp_path / "out.parquet"
+    request = JobRequest(table="driver_stats", features=["city"], entities="e.parquet",
+                         output=str(output), join_keys=["driver_id"],
+                         notify={"task": "ended", "queue": QUEUE})
+    job_id = new_job(store, shards=2, request=request.model_dump(mode="json"))
+    staging = tmp_path / f".out.parquet.parts-{job_id}"  # as the submitter left it
+    staging.mkdir()
+    (staging / "keys-0").write_bytes(b"staged")
     store.redis.hset(f"featurepull:job:{job_id}:meta", "submitting", "gone-host:77")
-    assert resend_stalled(app, store, QUEUE, settings) == {}
+    with structlog.testing.capture_logs() as logs:
+        assert resend_stalled(app, store, QUEUE, settings) == {}
+    error = ("the process that submitted the job (gone-host:77) stopped before it had stored "
+             "and sent every shard (it was killed, or its machine died); submit the job again")
     meta = store.meta(job_id)
-    assert (meta.state, meta.error) == ("failed", (
-        "the process that submitted the job (gone-host:77) stopped before it had stored and "
-        "sent every shard (it was killed, or its machine died); submit the job again"))
+    assert (meta.state, meta.error) == ("failed", error)
+    assert {"event": "job_submitter_gone", "log_level": "warning", "job_id": job_id,
+            "error": error} in logs
+    assert not staging.exists()
     assert not store.redis.exists(*(f"featurepull:job:{job_id}:keys:{n}" for n in (0, 1)))
     assert store.end_announced(job_id)
     [(task, args, shown)] = sent(store)  # the end announced: its notify task

@@ -1,0 +1,96 @@
+"""What the reader takes from a Feast layout besides keys and rows: the ready-made JSON of a
+batch's keys (``wire_keys_json``, the same bytes as the key dicts) and the items of one
+answer decoded a column at a time (``columns_decoder``: the rows of ``row_decoder``, with
+the default and a caller's value decoder). In-process, no endpoint."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from featurepull.dynamo.feast_values import ValueProto
+from featurepull.dynamo.layouts import FeastLayout
+
+pytestmark = pytest.mark.mutation_first  # in-process and fast (scripts/mutation.sh)
+
+LAYOUT = FeastLayout({"driver_id": "int64"})
+TS = "2026-11-01 12:00:00+00:00"
+
+
+def value(**field: Any) -> bytes:
+    return bytes(ValueProto(**field).SerializeToString())
+
+
+def item(ts: str | None = TS, **features: bytes) -> dict[str, Any]:
+    found: dict[str, Any] = {"entity_id": {"S": "ab12"}}
+    if ts is not None:
+        found["event_ts"] = {"S": ts}
+    if features:
+        found["values"] = {"M": {name: {"B": data} for name, data in features.items()}}
+    return found
+
+
+def as_base64(found: dict[str, Any]) -> dict[str, Any]:
+    """The item as the wire has it before decoding: B values as base64 text."""
+    copy = dict(found)
+    if "values" in found:
+        copy["values"] = {"M": {name: {"B": base64.b64encode(v["B"]).decode()}
+                                for name, v in found["values"]["M"].items()}}
+    return copy
+
+
+def test_the_keys_json_is_the_key_dicts_serialized() -> None:
+    keys: list[Any] = LAYOUT.keys_for({"driver_id": [1, 2, 3]})
+    assert orjson.dumps(LAYOUT.wire_keys_json(keys)) == orjson.dumps(
+        [LAYOUT.wire_key(key) for key in keys])
+    mixed_case = ["0aF9", "Bc"]
+    assert orjson.dumps(LAYOUT.wire_keys_json(mixed_case)) == (
+        b'[{"entity_id":{"S":"0aF9"}},{"entity_id":{"S":"Bc"}}]')
+    assert orjson.dumps(LAYOUT.wire_keys_json([])) == b"[]"
+
+
+@pytest.mark.parametrize("keys", [["ab", "g1"], ["ab", 'c"d'], ["ab", "é1"], ["ab", 12]],
+                         ids=["not hex", "a quote", "not ascii", "not text"])
+def test_keys_that_are_not_hex_text_get_the_dicts(keys: list[Any]) -> None:
+    assert LAYOUT.wire_keys_json(keys) is None
+
+
+def test_columns_are_the_rows_of_the_row_decoder() -> None:
+    items = [item(f=value(double_val=1.5), g=value(string_val="x")),
+             item(ts=None, f=value(double_val=-2.0), g=value(int64_val=7)),
+             item(ts="2026-11-02T00:00:00", f=value(double_val=0.25), g=value())]
+    rows = [LAYOUT.row_decoder(["f", "g"])(found) for found in items]
+    assert rows[0] == (datetime(2026, 11, 1, 12, tzinfo=UTC), 1.5, "x")
+    columns = LAYOUT.columns_decoder(["f", "g"])(items)
+    assert columns == [list(values) for values in zip(*rows, strict=True)]
+    assert LAYOUT.rows_decoder(["f", "g"])(items) == rows
+    encoded = [as_base64(found) for found in items]
+    assert LAYOUT.columns_decoder(["f", "g"], base64_values=True)(encoded) == columns
+
+
+def test_an_item_without_a_feature_is_decoded_row_by_row_to_the_same_columns() -> None:
+    items = [item(f=value(double_val=1.5)), item(g=value(string_val="y")), item(ts=None)]
+    columns = LAYOUT.columns_decoder(["f", "g"])(items)
+    assert columns == [[datetime(2026, 11, 1, 12, tzinfo=UTC)] * 2 + [None],
+                       [1.5, None, None], [None, "y", None]]
+    assert LAYOUT.columns_decoder(["f"])([]) == [[], []]
+
+
+def test_a_callers_value_decoder_decodes_each_value_of_a_column() -> None:
+    seen: list[bytes] = []
+
+    def decode(data: bytes) -> tuple[str, bytes]:
+        seen.append(data)
+        return ("mine", data)
+
+    layout = FeastLayout({"driver_id": "int64"}, value_decoder=decode)
+    first, second = value(double_val=1.5), value(double_val=2.5)
+    columns = layout.columns_decoder(["f"])([item(f=first), item(f=second)])
+    assert columns[1] == [("mine", first), ("mine", second)]
+    assert seen == [first, second]
+    missing = layout.columns_decoder(["f"])([item(f=first), item()])
+    assert missing[1] == [("mine", first), None]
