@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
 
+from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.feast_values import ValueProto
-from featurepull.dynamo.layouts import FeastLayout
+from featurepull.dynamo.layouts import FeastLayout, PlainLayout, unique_keys
 
 pytestmark = pytest.mark.mutation_first  # in-process and fast (scripts/mutation.sh)
 
@@ -94,3 +96,46 @@ def test_a_callers_value_decoder_decodes_each_value_of_a_column() -> None:
     assert seen == [first, second]
     missing = layout.columns_decoder(["f"])([item(f=first), item()])
     assert missing[1] == [("mine", first), None]
+
+
+def test_distinct_keys_and_each_rows_index_among_them() -> None:
+    columns = {"driver_id": [7, 3, 7, 9, 3]}
+    every = LAYOUT.keys_for(columns)
+    for keys, positions in (LAYOUT.unique_keys_for(columns), unique_keys(LAYOUT, columns)):
+        assert list(keys) == [every[0], every[1], every[3]]  # in order of first appearance
+        assert [keys[p] for p in positions.to_pylist()] == every
+    two = FeastLayout({"driver_id": "int64", "city": "string"})  # not de-duplicated first
+    both = {"driver_id": [1, 1], "city": ["a", "a"]}
+    assert two.unique_keys_for(both, "e.csv") == (two.keys_for(both), None)
+    assert unique_keys(two, both) == (two.keys_for(both), None)
+    plain = PlainLayout([("id", "N")])
+    assert unique_keys(plain, {"id": [5, 5]}) == ([Decimal(5), Decimal(5)], None)
+
+
+@pytest.mark.parametrize("layout", [LAYOUT, FeastLayout({"driver_id": "int64", "zone": "string"})],
+                         ids=["one key", "two keys"])
+def test_distinct_keys_of_entities_without_the_column_name_the_source(layout: FeastLayout
+                                                                      ) -> None:
+    with pytest.raises(EntityKeyError) as caught:
+        unique_keys(layout, {"id": [1]}, "e.csv")
+    assert str(caught.value).startswith("e.csv has no column 'driver_id'")
+    with pytest.raises(EntityKeyError, match=r"^the entities has no column 'driver_id'"):
+        layout.unique_keys_for({"id": [1]})
+
+
+def test_bad_keys_name_their_source_and_row_in_distinct_keys_too() -> None:
+    two = FeastLayout({"driver_id": "int64", "city": "string"})
+    with pytest.raises(EntityKeyError, match=r"^e\.csv, entity row 2, column 'city': "):
+        two.unique_keys_for({"driver_id": [1, 2], "city": ["a", None]}, "e.csv")
+    with pytest.raises(EntityKeyError, match=r"^entity row 2, column 'city': "):
+        unique_keys(two, {"driver_id": [1, 2], "city": ["a", None]})
+
+
+def test_a_scanned_items_key_is_the_key_its_entity_gets() -> None:
+    [key] = LAYOUT.keys_for({"driver_id": [42]})
+    assert LAYOUT.wire_key(key) == {"entity_id": {"S": key}}
+    assert LAYOUT.item_key(LAYOUT.wire_key(key)) == key
+    assert LAYOUT.item_key({"entity_id": {"S": "ab"}, "event_ts": {"S": TS}}) == "ab"
+    plain = PlainLayout([("id", "N"), ("day", "S")])
+    [pair] = plain.keys_for({"id": ["5.0"], "day": ["mon"]})
+    assert plain.item_key({"id": {"N": "5"}, "day": {"S": "mon"}, "x": {"N": "1"}}) == pair
