@@ -64,6 +64,52 @@ def client(redis_server: RedisService) -> Iterator[TakeoverDuringRelease]:
     connection.close()
 
 
+class InterferingPipeline(redis.client.Pipeline):
+    """A pipeline that lets another client write between its WATCHed read and its
+    transaction, once (``JobStoreRaced.interfere``)."""
+
+    owner: JobStoreRaced
+
+    def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        result = super().immediate_execute_command(*args, **options)
+        fire = self.owner.interfere
+        if fire is not None and args[0] == "HGET":
+            self.owner.interfere = None
+            fire()
+        return result
+
+
+class JobStoreRaced(redis.Redis):
+    """A client whose next state change races another writer: the job's meta changes after
+    the change read the state and before its transaction runs (so Redis refuses it)."""
+
+    interfere: Callable[[], None] | None = None
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = InterferingPipeline(self.connection_pool, self.response_callbacks, transaction,
+                                   shard_hint)
+        pipe.owner = self
+        return pipe
+
+
+@pytest.mark.parametrize(("other_writer", "failed"), [("notes its finisher", True),
+                                                      ("cancels the job", False)])
+def test_a_state_change_that_races_another_writer_is_tried_again(
+        redis_server: RedisService, other_writer: str, failed: bool) -> None:
+    plain = JobStore(redis.Redis.from_url(redis_server.url), ttl_s=60)
+    job = plain.new_job_id()
+    plain.create(job, {}, iter([]))
+    raced = JobStoreRaced.from_url(redis_server.url)
+    raced.interfere = (lambda: plain.note_finisher(job, "host:1")) if failed else (
+        lambda: plain.cancel(job))
+    assert JobStore(raced, ttl_s=60).fail(job, "boom") is failed
+    assert raced.interfere is None  # the other writer ran in between
+    meta = plain.meta(job)
+    assert (meta.state, meta.error) == (("failed", "boom") if failed else
+                                        ("cancelled", "cancelled by request"))
+    raced.close()
+
+
 def test_an_owner_releases_its_own_finisher_lock(redis_server: RedisService) -> None:
     store = JobStore(redis.Redis.from_url(redis_server.url), ttl_s=60)
     job = store.new_job_id()
