@@ -26,6 +26,7 @@ from featurepull.tasks.store import (
     SCHEDULE_PREFIX,
     JobState,
     JobStore,
+    JobStoreError,
     SubmitterGone,
     UnknownJob,
     connect,
@@ -322,8 +323,9 @@ def test_schemas_of_more_shards_than_one_mget(store: JobStore) -> None:
     assert store.shard_schemas(job_id, 1_002) == schemas
     assert store.shard_schemas(job_id, 1_001) == schemas[:1_001]
     store.redis.delete(key(job_id, "schema:1001"))
-    with pytest.raises(Exception, match=f"schema of shard 1001 of job {job_id} is gone"):
+    with pytest.raises(JobStoreError) as caught:
         store.shard_schemas(job_id, 1_002)
+    assert str(caught.value) == f"schema of shard 1001 of job {job_id} is gone from Redis"
 
 
 def test_snapshot_is_the_meta_shards_done_and_keys_answered(store: JobStore) -> None:
