@@ -11,11 +11,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pytest
 
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.feast_values import ValueProto
-from featurepull.dynamo.layouts import FeastLayout, PlainLayout, unique_keys
+from featurepull.dynamo.layouts import FeastLayout, PlainLayout, python_columns, unique_keys
 
 pytestmark = pytest.mark.mutation_first  # in-process and fast (scripts/mutation.sh)
 
@@ -139,3 +140,22 @@ def test_a_scanned_items_key_is_the_key_its_entity_gets() -> None:
     plain = PlainLayout([("id", "N"), ("day", "S")])
     [pair] = plain.keys_for({"id": ["5.0"], "day": ["mon"]})
     assert plain.item_key({"id": {"N": "5"}, "day": {"S": "mon"}, "x": {"N": "1"}}) == pair
+
+
+def test_arrow_key_columns_are_read_as_the_lists_they_hold() -> None:
+    lists = {"id": [5, 6], "day": ["mon", "tue"]}
+    assert python_columns(lists) is lists  # nothing to convert
+    converted = python_columns({"id": pa.array([5, None]), "day": ["mon", "tue"]})
+    assert converted == {"id": [5, None], "day": ["mon", "tue"]}
+    assert [type(column) for column in converted.values()] == [list, list]
+    plain = PlainLayout([("id", "S")])
+    assert plain.keys_for({"id": pa.array(["a", "b"])}) == ["a", "b"]
+    with pytest.raises(EntityKeyError) as caught:
+        plain.keys_for({"id": pa.array(["a", None])}, "e.parquet")
+    assert str(caught.value) == "e.parquet, entity row 2, column 'id': null key value"
+
+
+def test_distinct_keys_of_a_plain_layout_name_the_source_of_a_bad_key() -> None:
+    with pytest.raises(EntityKeyError) as caught:
+        unique_keys(PlainLayout([("id", "N")]), {"id": [1, None]}, "e.csv")
+    assert str(caught.value) == "e.csv, entity row 2, column 'id': null key value"
