@@ -520,6 +520,25 @@ def test_plain_rows_decoder_decodes_each_item() -> None:
     assert layout.rows_decoder(["x"])(items) == [(None, 1), (None, None)]
 
 
+def test_plain_columns_decoder_gives_the_rows_as_columns() -> None:
+    layout = PlainLayout([("id", "S")], event_ts_attribute="seen")
+    items = [{"id": {"S": "a"}, "x": {"N": "1"}, "seen": {"N": "60"}},
+             {"id": {"S": "b"}, "y": {"S": "t"}}]
+    decode = layout.columns_decoder(["x", "y"])
+    assert decode(items) == [[datetime(1970, 1, 1, 0, 1, tzinfo=UTC), None], [1, None],
+                             [None, "t"]]
+    assert decode([]) == [[], [], []]  # one empty column per feature and the event time
+    assert layout.columns_decoder([])([]) == [[]]
+    with pytest.raises(ValueError, match=r"^the plain layout decodes items with bytes values"):
+        layout.columns_decoder(["x"], base64_values=True)
+
+
+def test_a_bad_key_without_a_source_names_only_the_row() -> None:
+    with pytest.raises(EntityKeyError) as caught:
+        PlainLayout([("id", "S")]).keys_for({"id": ["a", None]})
+    assert str(caught.value) == "entity row 2, column 'id': null key value"
+
+
 @pytest.mark.parametrize(("value", "problem"), [
     ("1_00", "'1_00' is not a number as DynamoDB writes one (digits, an optional sign, point "
              "and exponent: no spaces or underscores)"),

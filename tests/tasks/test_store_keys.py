@@ -24,6 +24,9 @@ from featurepull.tasks.store import (
 
 TTL = 1_000
 
+# In-process and fast: run before the job tests by scripts/mutation.sh.
+pytestmark = pytest.mark.mutation_first
+
 
 @pytest.fixture
 def store(redis_server: RedisService) -> JobStore:
