@@ -180,6 +180,11 @@ def test_summaries_show_references_without_secrets() -> None:
                     "output=https://bucket.s3.amazonaws.com/out/f.parquet")
     # Inline entities (refused by submit) show as their type; nothing crashes on junk.
     assert submit_args({"entities": [1, 2, 3]}) == "table=None features=? entities=<list>"
+    # A Feast-reference request names no table: its views, or its feature service.
+    views = {"features": ["drivers:rate", "trips:count", "drivers:age"], "entities": "e.csv"}
+    assert submit_args(views) == "views=drivers,trips features=3 entities=e.csv"
+    service = {"feature_service": "scoring_v2", "entities": "e.csv"}
+    assert submit_args(service) == "feature_service=scoring_v2 features=? entities=e.csv"
     long = submit_args({"table": "t" * 500, "features": ["x"] * 500, "entities": "s3://b/" + "k" * 500})
     assert len(long) <= 190 and long.startswith("table=ttt")
     assert reference("s3://bucket/" + "d" * 200 + "/drivers.parquet").endswith("/drivers.parquet")

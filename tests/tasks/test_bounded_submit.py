@@ -362,7 +362,7 @@ def test_a_job_queued_behind_other_work_is_not_resent(settings: Settings, store:
 
         store.redis.delete(alive)  # idle for visibility_timeout_s: its sign of life expired
         # Its three messages wait on the queue, behind other work: a sign of life.
-        assert meta.job_id not in resend_stalled(app, store, queue)
+        assert meta.job_id not in resend_stalled(app, store, queue, settings)
         assert store.redis.get(alive) == b"queued"
         assert waiting() == 3
         # Held unacked by a worker (prefetched, not started) is waiting too.
@@ -370,11 +370,11 @@ def test_a_job_queued_behind_other_work_is_not_resent(settings: Settings, store:
         store.redis.delete(queue)
         store.redis.hset(unacked, "tag-1", messages[0])
         store.redis.delete(alive)
-        assert meta.job_id not in resend_stalled(app, store, queue)
+        assert meta.job_id not in resend_stalled(app, store, queue, settings)
         # Lost (kombu#305: neither queued nor unacked): the shards not done are sent again.
         store.redis.hdel(unacked, "tag-1")
         store.redis.delete(alive)
-        assert resend_stalled(app, store, queue)[meta.job_id] == [0, 1, 2]
+        assert resend_stalled(app, store, queue, settings)[meta.job_id] == [0, 1, 2]
         assert waiting() == 3
         assert lists[0] == queue
     finally:

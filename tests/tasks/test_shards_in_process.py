@@ -55,12 +55,13 @@ def test_a_shard_reports_logs_and_stores_what_it_read(settings: Settings, store:
     assert fast_dynamo.stats()["keys"] == before + 80  # each unique key asked for once
     done, total, capacity = reports[-1]
     assert (done, total) == (80, 80) and set(capacity) == CAPACITY
-    assert store.progress(meta.job_id) == 80
+    assert store.progress(meta.job_id) == 100  # entity rows, as status counts them
     assert store.owners(meta.job_id) == {0: "host-a:1"}
     assert store.attempts(meta.job_id) == {0: 1}
     stats = store.all_stats(meta.job_id)[0]
     assert (stats["keys"], stats["unique_keys"], stats["found"], stats["missing"]) == (
         100, 80, 80, 20)
+    assert stats["read_mode"] == "batch-get"
     assert stats["latencies_ms"] == [stats["latency_p50_ms"]]  # one request, to 0.01 ms
     rows = store.shard_rows(meta.job_id, 0).to_pylist()
     assert [row["driver_id"] for row in rows] == IDS[:100]
