@@ -100,8 +100,6 @@ def _settings_from(opts: dict[str, Any]) -> Settings:
         overrides["redis_url"] = opts["redis_url"]
     if opts.get("shard_size"):
         overrides["jobs"] = {"shard_size": opts["shard_size"]}
-    if opts.get("read_mode"):
-        overrides["dynamodb"] = {**overrides.get("dynamodb", {}), "read_mode": opts["read_mode"]}
     return load_settings(_config_file(opts), opts.get("feature_store_yaml"), overrides)
 
 

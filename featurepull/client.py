@@ -134,14 +134,13 @@ class Job:
 
     def status(self) -> JobStatus:
         """The job's state now."""
-        from featurepull.tasks.feast_views import spec_tables
         from featurepull.tasks.scans import scan_status
 
         meta, done, answered = self.store.snapshot(self.id)  # one round trip, any job size
         return JobStatus(self.id, meta.state, meta.shards, done, meta.rows,
                          min(answered, meta.rows), meta.error, meta.summary, meta.error_kind,
                          **scan_status(meta, self.store),
-                         tables=tuple(spec_tables(meta.request.model_dump())))
+                         tables=tuple(meta.tables))
 
     def capacity(self) -> dict[str, Any]:
         """What the shards (and a scan job's scan tasks) done so far spent of the table's

@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import boto3
@@ -107,6 +108,17 @@ def endpoint_url(moto_server: MotoService) -> str:
 def ddb(endpoint_url: str) -> Any:
     """A plain boto3 DynamoDB client on the test endpoint, for building tables."""
     return boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=REGION)
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Poll ``check`` until it returns something truthy, and return that; fail naming
+    ``what`` was awaited once ``timeout`` seconds have passed (a deadline, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout}s")
+        time.sleep(0.05)
+    return value
 
 
 def unique_name(prefix: str) -> str:

@@ -230,7 +230,8 @@ def test_status_and_fetch_of_a_finished_job(endpoint: EndpointProcess, tmp_path:
     lines = status.stdout.splitlines()
     as_json = json.loads(invoke("status", job_id, "--json", "--redis-url", redis_url).stdout)
     summary = as_json["summary"]
-    assert lines[0] == f"job {job_id}: succeeded, 3/3 shards, 249/250 keys read"
+    # Keys read count entity rows, as the total does: 1 and 5 twice in the last shard.
+    assert lines[0] == f"job {job_id}: succeeded, 3/3 shards, 250/250 keys read"
     assert lines.pop(1) == PLAN
     assert lines[1] == (
         f"featurepull: job {job_id} succeeded: 250 rows in 3 shards to Redis (featurepull "
@@ -243,7 +244,7 @@ def test_status_and_fetch_of_a_finished_job(endpoint: EndpointProcess, tmp_path:
     assert lines[3:] == [f"  slow shard {s['shard']}: {s['seconds']}s, {s['rows']:,} rows, "
                          f"{s['retries']} retries, {s['throttles']} throttles" for s in slowest]
     assert (as_json["state"], as_json["shards_done"], as_json["rows_done"]) == (
-        "succeeded", 3, 249)  # keys read: 1 and 5 twice in the last shard
+        "succeeded", 3, 250)
     assert as_json["summary"]["rows"] == 250
     assert isinstance(as_json["capacity"], dict) and as_json["capacity"]
     out = tmp_path / "fetched.csv"

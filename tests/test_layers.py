@@ -1,28 +1,38 @@
 """The layers' imports, read from the source (docs: DESIGN's layer table): the config layer
-uses pydantic (and yaml, for a feature_store.yaml) and the two leaf modules every layer may
-use — ``featurepull.errors`` and ``featurepull.redact`` — which import only the standard
-library; the read engine imports no job machinery."""
+uses pydantic (and yaml, for a feature_store.yaml) and the leaf modules every layer may
+use — ``featurepull.errors``, ``featurepull.redact`` and ``featurepull.arrow_columns`` — which
+import only the standard library; the read engine imports no job machinery. A relative
+import counts as the absolute name it stands for."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import sys
 from pathlib import Path
 
 import featurepull
 
 PACKAGE = Path(featurepull.__file__).parent
-LEAVES = {"featurepull.errors", "featurepull.redact"}
+LEAVES = {"featurepull.errors", "featurepull.redact", "featurepull.arrow_columns"}
 
 
-def _imports(path: Path) -> set[str]:
-    """Absolute module names a module imports, at its top or inside a function."""
+def _imports(path: Path, text: str | None = None) -> set[str]:
+    """Absolute module names a module imports, at its top or inside a function; a relative
+    import (``from ..tasks import store``) by the absolute name it resolves to."""
+    package = ".".join(("featurepull", *path.relative_to(PACKAGE).parent.parts))
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text() if text is None else text)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):  # relative: from the module's own package
+            base = importlib.util.resolve_name("." * node.level, package)
+            if node.module:
+                names.add(f"{base}.{node.module}")
+            else:  # ``from .. import tasks``: each name may be a module
+                names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -62,3 +72,14 @@ def test_the_read_engine_imports_no_job_machinery() -> None:
                                   or name.startswith(machinery[3:]))
                 for path in (PACKAGE / "dynamo").rglob("*.py")}
     assert {name: found for name, found in imported.items() if found} == {}
+
+
+
+def test_a_relative_import_is_seen_as_the_module_it_names() -> None:
+    # As if written in featurepull/dynamo/reader.py: what the read engine's test must see.
+    source = ("from ..tasks import store\nfrom .. import worker\n"
+              "def later():\n    from .layouts import Layout\n")
+    assert _imports(PACKAGE / "dynamo" / "reader.py", source) == {
+        "featurepull.tasks", "featurepull.worker", "featurepull.dynamo.layouts"}
+    assert _imports(PACKAGE / "tasks" / "__init__.py", "from . import store\n") == {
+        "featurepull.tasks.store"}

@@ -14,6 +14,7 @@ from typing import Any
 
 import mmh3
 
+from featurepull.arrow_columns import is_arrow
 from featurepull.dynamo.errors import EntityKeyError
 
 # Feast ValueType enum numbers of the join-key types it can serialize.
@@ -144,7 +145,7 @@ class EntityKeyEncoder:
         sure": encode row by row to find the row at fault. A column may be an Arrow array
         (its type and null count, and for int32 its min and max, decide)."""
         for column, encoder in zip(columns, self._encoders, strict=True):
-            if _is_arrow(column):
+            if is_arrow(column):
                 if not _arrow_encodable(column, encoder):
                     return False
             elif encoder in _INT_BOUNDS:
@@ -172,7 +173,7 @@ class EntityKeyEncoder:
         if len(self._encoders) != 1 or not self.columns_encodable(columns):
             return None
         column: Any = columns[0]
-        return self._hashed(column.to_pylist() if _is_arrow(column) else column)
+        return self._hashed(column.to_pylist() if is_arrow(column) else column)
 
     def unique_entity_ids(self, columns: Sequence[Sequence[Any]]
                           ) -> tuple[list[str], Any] | None:
@@ -192,7 +193,7 @@ class EntityKeyEncoder:
         arrow_type = pa.string() if encoder is _enc_string else pa.int64()
         try:
             column = columns[0]
-            values = (pc.cast(column, arrow_type) if _is_arrow(column)
+            values = (pc.cast(column, arrow_type) if is_arrow(column)
                       else pa.array(column, type=arrow_type))
         except (pa.ArrowException, ValueError, TypeError, OverflowError):
             return None
@@ -223,11 +224,6 @@ class EntityKeyEncoder:
     def entity_id(self, values: Sequence[Any]) -> str:
         """The hex MurmurHash3 x64-128 (seed 0) of the serialized key."""
         return str(mmh3.hash_bytes(self.serialize(values)).hex())
-
-
-def _is_arrow(column: Any) -> bool:
-    """Whether a join-key column is an Arrow array (an entity file's column as read)."""
-    return hasattr(column, "null_count") and hasattr(column, "type")
 
 
 def _arrow_encodable(column: Any, encoder: Callable[[Any], bytes]) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from featurepull.arrow_columns import python_columns
 from featurepull.dynamo.attributes import canonical_number, decode_attribute
 from featurepull.dynamo.errors import EntityKeyError, ItemDecodeError, TableError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
@@ -116,15 +117,6 @@ def _missing_columns(needed: Sequence[str], columns: Mapping[str, Any], source: 
             f"{source or 'the entities'} has no column {', '.join(map(repr, absent))}; "
             f"its columns are {', '.join(map(repr, columns)) or 'none'}"
         )
-
-
-def python_columns(columns: Mapping[str, Any]) -> Mapping[str, Sequence[Any]]:
-    """Key columns as Python lists: an Arrow column (an entity file's, as read) converted,
-    for the paths that look at each value (and name the row of a bad one)."""
-    if not any(hasattr(column, "to_pylist") for column in columns.values()):
-        return columns
-    return {name: column.to_pylist() if hasattr(column, "to_pylist") else column
-            for name, column in columns.items()}
 
 
 def _row_error(source: str, row: int, column: str, problem: object) -> EntityKeyError:

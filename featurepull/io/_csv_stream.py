@@ -40,13 +40,13 @@ def stream_csv(stream: BinaryIO, source: str) -> EntityStream | None:
     except (_Declined, pa.ArrowInvalid):
         return None
 
-    def batches(names: Sequence[str]) -> Iterator[dict[str, list[Any]]]:
-        for batch in _blocks(stream, header):
-            yield {name: _values(batch.column(name), types[name]) for name in names}
-
     def arrow_batches(names: Sequence[str]) -> Iterator[dict[str, Any]]:
         for batch in _blocks(stream, header):
             yield {name: _array(batch.column(name), types[name]) for name in names}
+
+    def batches(names: Sequence[str]) -> Iterator[dict[str, list[Any]]]:
+        for batch in arrow_batches(names):
+            yield {name: array.to_pylist() for name, array in batch.items()}
 
     return EntityStream(source, types, rows, batches, arrow_batches)
 
@@ -88,16 +88,8 @@ def _column_types(stream: BinaryIO, header: list[str]) -> tuple[dict[str, str], 
     return types, rows
 
 
-def _values(column: pa.Array, kind: str) -> list[Any]:
-    if kind == "int64":
-        return list(pc.cast(column, pa.int64()).to_pylist())
-    if kind == "null":
-        return [None] * len(column)
-    return list(column.to_pylist())
-
-
 def _array(column: pa.Array, kind: str) -> pa.Array:
-    """`_values` as an Arrow array of the column's type (int64, string or null)."""
+    """A column read as text as an Arrow array of its type (int64, string or null)."""
     if kind == "int64":
         return pc.cast(column, pa.int64())
     if kind == "null":

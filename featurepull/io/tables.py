@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from featurepull.arrow_columns import python_columns
 from featurepull.io._columnar import columnar_table
 from featurepull.io._row_view import CHUNK_ROWS, OutputError, RowView, column_role
 
@@ -47,9 +48,7 @@ def rows_to_table(
     if table is not None:
         return table
     # The row-by-row path, whose messages name the row: key columns as Python values.
-    view = RowView(source, {name: values.to_pylist() if hasattr(values, "to_pylist")
-                            else values for name, values in key_columns.items()},
-                   rows, tuple(features))
+    view = RowView(source, dict(python_columns(key_columns)), rows, tuple(features))
     view.validate()
     schema = arrow_schema(view)
     return pa.Table.from_batches(list(arrow_batches(view, schema)), schema=schema)

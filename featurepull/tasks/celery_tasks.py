@@ -112,10 +112,21 @@ def fail_job(task: Any, store: JobStore, job_id: str, error: str,
     """Mark the job failed with ``error`` (redacted), announce its end, and end the task
     with that error."""
     error = redact_text(error)
-    store.fail(job_id, error, kind)
-    discard_staged_output(job_id, configured_settings(), store)  # nothing half-written
-    announce_after_failure(task, store, job_id)
+    fail_and_announce(task.app, store, job_id, error, configured_settings(),
+                      str(task.request.id), kind)
     raise ShardFailed(error) from None
+
+
+def fail_and_announce(app: Any, store: JobStore, job_id: str, error: str, settings: Settings,
+                      owner: str, kind: ErrorKind = "failed") -> bool:
+    """The one way a job is failed, by a task or by the watchdog: record ``error``
+    (redacted; the first error wins), remove what the job staged for its output (nothing
+    half-written; ``settings`` are the worker's, the job's own are made from them), and
+    announce its end as ``owner``. False if the job had already ended."""
+    failed = store.fail(job_id, redact_text(error), kind)
+    discard_staged_output(job_id, settings, store)
+    _announce_failure(app, store, job_id, owner)
+    return failed
 
 
 def end_task(task: Any, store: JobStore, job_id: str, exc: Exception, where: str,
@@ -173,8 +184,12 @@ def configured_settings() -> Settings:
 def announce_after_failure(task: Any, store: JobStore, job_id: str) -> None:
     """Announce a job this task just failed, without hiding the failure: if Redis or the
     broker is down now, the next task that finds the job ended announces it."""
+    _announce_failure(task.app, store, job_id, str(task.request.id))
+
+
+def _announce_failure(app: Any, store: JobStore, job_id: str, owner: str) -> None:
     try:
-        announce_end(task.app, store, job_id, str(task.request.id))
+        announce_end(app, store, job_id, owner)
     except Exception as exc:
         logger.warning("the end of job %s is not announced yet: %s", job_id, exc)
 

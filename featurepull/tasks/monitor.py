@@ -74,13 +74,14 @@ def finish_args(meta: JobMeta) -> str:
 
 
 def submit_args(request: Mapping[str, Any]) -> str:
-    """``argsrepr`` of ``featurepull.submit_job``: table, feature count, entities reference.
+    """``argsrepr`` of ``featurepull.submit_job``: table (a Feast-reference request, which
+    names none: its feature service or views), feature count, entities reference.
 
     Safe for any request, valid or not: it only reads what is there.
     """
     features = request.get("features")
     count = len(features) if isinstance(features, list | tuple) else "?"
-    text = f"table={_short(str(request.get('table')))} features={count}"
+    text = f"{_read_from(request)} features={count}"
     if request.get("project"):
         text += f" project={_short(str(request['project']))}"
     text += f" entities={reference(request.get('entities'))}"
@@ -89,6 +90,20 @@ def submit_args(request: Mapping[str, Any]) -> str:
     if request.get("scorer"):
         text += f" scorer={_short(str(request['scorer']))}"
     return _short(text, MAX_SUMMARY_CHARS)
+
+
+def _read_from(request: Mapping[str, Any]) -> str:
+    """What a request reads: its table, else its Feast references (the tables are known only
+    once the registry is read, when the job is created)."""
+    if not request.get("table"):
+        if request.get("feature_service"):
+            return f"feature_service={_short(str(request['feature_service']))}"
+        features = request.get("features")
+        views = [name.split(":")[0] for name in features if isinstance(name, str) and ":" in name
+                 ] if isinstance(features, list | tuple) else []
+        if views:
+            return f"views={_short(','.join(dict.fromkeys(views)))}"
+    return f"table={_short(str(request.get('table')))}"
 
 
 class ShardProgress:

@@ -24,7 +24,6 @@ from typing import Any
 import structlog
 
 from featurepull.tasks import metrics
-from featurepull.tasks.feast_views import spec_tables
 from featurepull.tasks.finish import end_summary
 from featurepull.tasks.store import TERMINAL, JobState, JobStore
 
@@ -51,6 +50,6 @@ def announce_end(app: Any, store: JobStore, job_id: str, owner: str) -> bool:
                  state=meta.state)
     if meta.state != JobState.SUCCEEDED:  # a succeeded job has logged job_done already
         log.warning("job_ended", state=meta.state, error=meta.error)
-    metrics.record_job_end(spec_tables(meta.request.model_dump()), meta.state)
+    metrics.record_job_end(meta.tables, meta.state)
     store.mark_ended(job_id)
     return True

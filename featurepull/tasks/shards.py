@@ -119,6 +119,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
              shards=meta.shards, threads=effective.dynamodb.max_read_workers)
     answered = 0
     last = 0.0
+    rows = keys_table.num_rows
 
     def progress(n: int) -> None:
         nonlocal answered, last
@@ -127,7 +128,9 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         if now - last >= 0.5 or answered == unique:
             last = now
             stop_if_ended(store, job_id)
-            store.set_progress(job_id, shard, answered)
+            # In entity rows, as the job's total (its repeated keys too): the rows of the
+            # distinct keys answered, taken in proportion until the shard is done.
+            store.set_progress(job_id, shard, answered * rows // unique)
             if report is not None:
                 report(answered, unique, capacity_fields(reader.reading, now - started))
 
@@ -142,6 +145,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
                                  row_offset=shard * spec["shard_size"],
                                  allow_missing_features=request.allow_missing_features,
                                  **({"positions": positions} if positions is not None else {}))
+        result.stats.read_mode = scans.BATCH_GET  # as a scan shard's stats name theirs
     table = shard_table(spec, columns, result.rows, request.features)
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
@@ -154,7 +158,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         # Into a part file beside the output: Redis holds no rows of a job with an output.
         staged_output(job_id, meta, effective).write_part(shard, table)
     done = store.put_shard_rows(job_id, shard, table, stats, keep_rows=not request.output)
-    store.set_progress(job_id, shard, unique)
+    store.set_progress(job_id, shard, rows)
     if scans.is_scan(meta):
         store.drop_scan_partitions(job_id, shard, scans.scan_tasks(meta))
     if request.output and store.state(job_id) in ("failed", "cancelled"):

@@ -19,7 +19,7 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
     schema:{n}  str   shard n's Arrow schema (the finisher unifies them without the rows)
     done        set   shard numbers whose rows are stored (SADD is idempotent)
     stats       hash  n -> the shard's ReadStats (JSON)
-    progress    hash  n -> keys answered so far in shard n
+    progress    hash  n -> entity rows of shard n read so far (repeated keys each count)
     attempts    hash  n -> how many times shard n started (> 1: redelivered)
     owners      hash  n -> "hostname:pid" of the worker process that last started shard n
     finish      str   the finisher's lock (SET NX with a TTL)
@@ -286,7 +286,7 @@ class JobSpec(BaseModel):
 class JobMeta(BaseModel):
     """A job's record, as stored in its meta hash (the one place that reads it back).
 
-    ``request`` is the job's :class:`JobSpec`; :attr:`table`, :attr:`output`,
+    ``request`` is the job's :class:`JobSpec`; :attr:`table`, :attr:`tables`, :attr:`output`,
     :attr:`notify` and :attr:`shard_size` read it for the callers that need one field.
     """
 
@@ -311,6 +311,16 @@ class JobMeta(BaseModel):
     def table(self) -> str:
         """The DynamoDB table the job reads ("" for a spec without one)."""
         return self.request.table
+
+    @property
+    def tables(self) -> list[str]:
+        """The DynamoDB tables the job reads (one per Feast view of a multi-view job), read
+        from the two fields that name them rather than a dump of the whole request (status
+        asks at every poll)."""
+        from featurepull.tasks.feast_views import VIEWS, spec_tables
+
+        views = (self.request.model_extra or {}).get(VIEWS)
+        return spec_tables({"table": self.request.table, VIEWS: views})
 
     @property
     def shard_size(self) -> int | None:
@@ -375,14 +385,16 @@ class JobStore:
         self._add_meta(pipe, job_id, request, shards, rows)
         if submitter is not None:
             pipe.hset(self._key(job_id, "meta"), "submitting", submitter)
-            pipe.set(self._key(job_id, "submitter"), submitter,
-                     ex=max(1, math.ceil(submitter_ttl_s)))
+            self.submitter_alive(job_id, submitter, submitter_ttl_s, pipe)
         pipe.execute()
 
-    def submitter_alive(self, job_id: str, submitter: str, ttl_s: float) -> None:
+    def submitter_alive(self, job_id: str, submitter: str, ttl_s: float,
+                        pipe: Any = None) -> None:
         """The submitting process's sign of life, for ``ttl_s``: the watchdog fails a job
-        still ``submitting`` without one (its submitter was killed mid-submit)."""
-        self.redis.set(self._key(job_id, "submitter"), submitter, ex=max(1, math.ceil(ttl_s)))
+        still ``submitting`` without one (its submitter was killed mid-submit). With
+        ``pipe``, added to that pipeline instead of sent."""
+        target = self.redis if pipe is None else pipe  # an empty pipeline is falsy
+        target.set(self._key(job_id, "submitter"), submitter, ex=max(1, math.ceil(ttl_s)))
 
     def submitted(self, job_id: str) -> None:
         """Every shard of the job is stored and sent: its submitter is no longer needed."""

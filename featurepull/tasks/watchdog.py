@@ -29,18 +29,16 @@ import structlog
 
 from featurepull.config import Settings
 from featurepull.tasks import monitor
-from featurepull.tasks.notify import announce_end
-from featurepull.tasks.output import discard_staged_output
 from featurepull.tasks.store import JobStore, SubmitterGone, connect
 
 log = structlog.get_logger(__name__)
 
 
 def resend_stalled(app: Any, store: JobStore, queue: str,
-                   settings: Settings | None = None) -> dict[str, list[int]]:
+                   settings: Settings) -> dict[str, list[int]]:
     """Re-send what the stalled jobs wait for; job id -> shards re-sent (empty: the
-    finisher was). A job whose submitter died mid-submit is failed instead (with
-    ``settings``, the workers', its staged output is removed)."""
+    finisher was). A job whose submitter died mid-submit is failed instead (``settings``,
+    the workers', say where its staged output is, to remove it)."""
     from featurepull.tasks.celery_tasks import enqueue_shards
 
     resent: dict[str, list[int]] = {}
@@ -49,7 +47,7 @@ def resend_stalled(app: Any, store: JobStore, queue: str,
         try:
             shards = store.stalled(job_id, lists, unacked)
         except SubmitterGone as exc:
-            fail_abandoned(app, store, job_id, str(exc), settings or Settings())
+            fail_abandoned(app, store, job_id, str(exc), settings)
             continue
         if shards is None:
             continue
@@ -68,14 +66,13 @@ def resend_stalled(app: Any, store: JobStore, queue: str,
 
 def fail_abandoned(app: Any, store: JobStore, job_id: str, error: str,
                    settings: Settings) -> None:
-    """Fail a job its submitter left half-submitted (once, of many watchdogs), remove what
-    it stored, and announce its end."""
-    if not store.fail(job_id, error):
-        return  # ended meanwhile, or another watchdog failed it
-    log.warning("job_submitter_gone", job_id=job_id, error=error)
-    discard_staged_output(job_id, settings, store)
-    store.drop_rows(job_id, store.meta(job_id).shards)
-    announce_end(app, store, job_id, f"watchdog:{os.getpid()}")
+    """Fail a job its submitter left half-submitted as a task fails one, and (once, of many
+    watchdogs) remove the shard keys and rows it stored."""
+    from featurepull.tasks.celery_tasks import fail_and_announce
+
+    if fail_and_announce(app, store, job_id, error, settings, f"watchdog:{os.getpid()}"):
+        log.warning("job_submitter_gone", job_id=job_id, error=error)
+        store.drop_rows(job_id, store.meta(job_id).shards)
 
 
 def broker_keys(app: Any, queue: str) -> tuple[list[str], str]:

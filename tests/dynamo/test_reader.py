@@ -73,13 +73,17 @@ def test_every_row_belongs_to_its_input_row(baseline: Any, workload: list[int]) 
     assert 0 < stats.latency_p50_ms <= stats.latency_p99_ms
 
 
-@pytest.mark.slow  # 50,000 keys through moto
+@pytest.mark.slow  # 10,000 keys through moto
 @pytest.mark.parametrize(("workers", "batch_size"), [(1, 100), (32, 7)])
 def test_same_rows_for_any_threads_and_batch_size(
     drivers_table: FeastTable, workload: list[int], baseline: Any, workers: int, batch_size: int
 ) -> None:
-    result = read(drivers_table, workload, max_read_workers=workers, batch_size=batch_size)
-    assert result.rows == baseline.rows
+    # A fifth of the workload (its absent keys and repeats too) against the baseline's rows:
+    # the order at full size is test_every_row_belongs_to_its_input_row's.
+    part = workload[:5_000]
+    assert sum(d >= PRESENT for d in part) > 500 and len(set(part)) < len(part)
+    result = read(drivers_table, part, max_read_workers=workers, batch_size=batch_size)
+    assert result.rows == baseline.rows[:5_000]
     assert result.stats.requests == -(-result.stats.unique_keys // batch_size)
 
 

@@ -27,11 +27,11 @@ from featurepull.tasks.celery_tasks import enqueue_shards
 from featurepull.tasks.schedules import start_scheduled_job
 from featurepull.tasks.store import connect
 from featurepull.worker.app import producer_app
-from tests.conftest import service_port
+from tests.conftest import service_port, wait_until
 from tests.faultproxy import FaultProxy
 from tests.feast_registry.conftest import DRIVERS, FeastRepo, write_yaml
 from tests.feast_registry.test_pull_views import TWO_VIEWS, assert_same_as_feast
-from tests.ops.test_metrics import scrape, total, wait_for
+from tests.ops.test_metrics import scrape, total
 from tests.tasks.conftest import Fleet, fleet
 
 pytestmark = pytest.mark.slow  # starts a worker fleet
@@ -147,7 +147,7 @@ def test_a_job_over_three_views_equals_feast(feast_repo: FeastRepo, workers: Fle
                    == 1 for table in tables.values())
 
     # Its end is counted by the task that announces it, just after the job is marked ended.
-    wait_for(job_counted, "the job's end counted in each table's featurepull_jobs_total")
+    wait_until(job_counted, "count of the job's end in each table's featurepull_jobs_total")
 
 
 def test_a_scheduled_run_of_a_feature_service(feast_repo: FeastRepo, workers: Fleet,

@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from featurepull.tasks.celery_tasks import send_submit_job
 from featurepull.tasks.monitor import finish_args, reference, shard_args, submit_args
 from featurepull.tasks.store import JobMeta, JobSpec
 from featurepull.worker.app import producer_app
-from tests.conftest import service_port
+from tests.conftest import service_port, wait_until
 from tests.tasks.conftest import TABLE, fleet
 
 pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
@@ -48,16 +47,6 @@ def get_json(url: str) -> Any:
         return json.load(response)
 
 
-def wait_until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout}s")
-
-
 def test_flower_shows_a_running_job(redis_server: RedisService, slow_dynamo: EndpointProcess,
                                     tmp_path: Path) -> None:
     entities = tmp_path / "drivers.parquet"
@@ -78,7 +67,7 @@ def test_flower_shows_a_running_job(redis_server: RedisService, slow_dynamo: End
             # Flower knows a worker from its heartbeats: then it is receiving events.
             wait_until(lambda: sum(name.startswith(names) for name, alive in
                                    get_json(f"{flower.url}/api/workers?status=1").items()
-                                   if alive) == 2, 60, "Flower did not see both workers")
+                                   if alive) == 2, "sight of both workers in Flower")
             app = producer_app(workers.settings())
             try:
                 request = {"table": "driver_stats", "features": list(FEATURES),
@@ -97,7 +86,7 @@ def test_flower_shows_a_running_job(redis_server: RedisService, slow_dynamo: End
                             and t["state"] == "SUCCESS"]
                     return tasks if done else None
 
-                tasks = wait_until(finished, 120, "the job did not finish in Flower")
+                tasks = wait_until(finished, "end of the job in Flower", 120)
                 job_id = started.get(timeout=10)["job_id"]
             finally:
                 app.close()
@@ -160,7 +149,7 @@ def test_featurepull_flower_listens_on_loopback_and_shows_args(
                     assert proc.poll() is None, "featurepull flower exited"
                     return None
 
-            html = wait_until(page, 30, "featurepull flower did not answer")
+            html = wait_until(page, "answer from featurepull flower", 30)
             listening = Path("/proc/net/tcp").read_text().splitlines()[1:]
             local = {line.split()[1] for line in listening if line.split()[3] == "0A"}
         finally:
@@ -180,6 +169,11 @@ def test_summaries_show_references_without_secrets() -> None:
                     "output=https://bucket.s3.amazonaws.com/out/f.parquet")
     # Inline entities (refused by submit) show as their type; nothing crashes on junk.
     assert submit_args({"entities": [1, 2, 3]}) == "table=None features=? entities=<list>"
+    # A Feast-reference request names no table: its views, or its feature service.
+    views = {"features": ["drivers:rate", "trips:count", "drivers:age"], "entities": "e.csv"}
+    assert submit_args(views) == "views=drivers,trips features=3 entities=e.csv"
+    service = {"feature_service": "scoring_v2", "entities": "e.csv"}
+    assert submit_args(service) == "feature_service=scoring_v2 features=? entities=e.csv"
     long = submit_args({"table": "t" * 500, "features": ["x"] * 500, "entities": "s3://b/" + "k" * 500})
     assert len(long) <= 190 and long.startswith("table=ttt")
     assert reference("s3://bucket/" + "d" * 200 + "/drivers.parquet").endswith("/drivers.parquet")

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
 from featurepull.client import Job, submit
 from featurepull.local import RedisService
-from tests.conftest import service_port
+from tests.conftest import service_port, wait_until
 from tests.tasks.conftest import TABLE, Fleet, fleet, freeze_mid_shard
 
 DRIVERS = 5_000
@@ -100,15 +99,6 @@ def summary_of(job: Job) -> dict[str, Any]:
     return job.wait(timeout=120, progress=False).summary or {}
 
 
-def wait_for(check: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen in {timeout}s")
-
-
 def test_metrics_equal_the_summaries_also_after_a_pool_process_is_killed(
         redis_server: RedisService, slow_dynamo: EndpointProcess, entities: Path) -> None:
     port = service_port()
@@ -118,7 +108,7 @@ def test_metrics_equal_the_summaries_also_after_a_pool_process_is_killed(
         one = summary_of(first)
         read = one["read"]
         # A job's end is counted just after its summary is stored (announce_end).
-        wait_for(lambda: total(scrape(port), "featurepull_jobs_total") == 1, "the job's end")
+        wait_until(lambda: total(scrape(port), "featurepull_jobs_total") == 1, "end of the job")
         samples = scrape(port)
         assert total(samples, "featurepull_rows_total", table=TABLE) == ENTITIES
         assert total(samples, "featurepull_consumed_rcu_total", table=TABLE) == \
@@ -144,12 +134,12 @@ def test_metrics_equal_the_summaries_also_after_a_pool_process_is_killed(
         os.kill(victim, signal.SIGKILL)
         two = summary_of(second)
         assert two["redelivered_shards"] >= 1
-        wait_for(lambda: len(workers.children(worker)) == 2
-                 and victim not in workers.children(worker), "the pool process's replacement")
-        wait_for(lambda: total(scrape(port), "featurepull_shards_running") == 0,
-                 "the killed process's running shard dropped")
-        wait_for(lambda: total(scrape(port), "featurepull_jobs_total") == 2,
-                 "the second job's end")
+        wait_until(lambda: len(workers.children(worker)) == 2
+                 and victim not in workers.children(worker), "replacement of the pool process")
+        wait_until(lambda: total(scrape(port), "featurepull_shards_running") == 0,
+                 "drop of the killed process's running shard")
+        wait_until(lambda: total(scrape(port), "featurepull_jobs_total") == 2,
+                 "end of the second job")
         samples = scrape(port)
         assert total(samples, "featurepull_rows_total", table=TABLE) == 2 * ENTITIES
         assert total(samples, "featurepull_consumed_rcu_total", table=TABLE) == pytest.approx(

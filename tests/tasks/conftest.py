@@ -11,12 +11,14 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import redis
 
@@ -24,11 +26,13 @@ from featurepull.bench.endpoint import EndpointProcess
 from featurepull.client import Job
 from featurepull.config import Settings, load_settings
 from featurepull.local import RedisService, start_worker, wait_for_worker, worker_hostname
-from featurepull.tasks.store import JobStore, connect
+from featurepull.tasks.store import JobMeta, JobStore, connect
 from tests.conftest import FAST_DRIVERS, FAST_TABLE
 
 DRIVERS = FAST_DRIVERS
 TABLE = FAST_TABLE
+JOB_FEATURES = ["conv_rate", "city"]  # what the new_job fixture's jobs read
+NewJob = Callable[..., JobMeta]  # the new_job fixture
 # Redis dbs 1-14 of each server (by port) held by fleets not stopped yet, and the last one
 # handed out: a new fleet takes the next db no living fleet holds, so a module's fleet and
 # a test's fleet alive at once never share one (stop() empties its db), and a db just
@@ -66,6 +70,23 @@ def settings(redis_server: RedisService, fast_dynamo: EndpointProcess) -> Settin
 @pytest.fixture
 def store(settings: Settings) -> JobStore:
     return JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
+
+
+@pytest.fixture
+def new_job(settings: Settings, store: JobStore, tmp_path: Path) -> NewJob:
+    """Creates (not runs) a job reading ``JOB_FEATURES`` of driver_stats for the driver ids
+    it is given, written to a Parquet file in tmp_path; keywords are further JobRequest
+    fields (``output``, ``allow_missing_features``, ``features``, ...)."""
+    from featurepull.tasks.create import create_job
+    from featurepull.tasks.requests import JobRequest
+
+    def create(ids: Sequence[int], **request: Any) -> JobMeta:
+        entities = tmp_path / "ids.parquet"
+        pq.write_table(pa.table({"driver_id": pa.array(ids, pa.int64())}), entities)
+        fields = {"table": "driver_stats", "features": JOB_FEATURES, "entities": str(entities),
+                  **request}
+        return create_job(JobRequest(**fields), settings, store)
+    return create
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,6 +46,7 @@ from featurepull.tasks.shards import run_shard
 from featurepull.tasks.store import ACTIVE_JOBS, PREFIX, JobMeta, connect
 from featurepull.tasks.watchdog import broker_keys, resend_stalled
 from featurepull.worker.producer import producer_app
+from tests.conftest import wait_until
 from tests.tasks.conftest import local_job_settings
 
 SHARD = 500
@@ -244,14 +244,14 @@ def test_a_job_whose_submitter_is_killed_mid_submit_fails(
         assert stored == ["keys:0", "keys:1"]  # of five shards
         beat = f"{PREFIX}{job_id}:submitter"
         first = store.redis.pttl(beat)
-        until(lambda: store.redis.pttl(beat) > first, "sign of life of the submitter")
+        wait_until(lambda: store.redis.pttl(beat) > first, "sign of life of the submitter")
         # Alive, if blocked: its job is left alone (the sent shards' messages wait).
         assert job_id not in resend_stalled(app, store, queue, settings)
         assert store.state(job_id) == "queued"
         os.kill(submitter.pid, signal.SIGKILL)
         submitter.wait()
-        until(lambda: resend_stalled(app, store, queue, settings) == {} and
-              store.state(job_id) == "failed", "failure of the job")
+        wait_until(lambda: resend_stalled(app, store, queue, settings) == {} and
+                   store.state(job_id) == "failed", "failure of the job")
         assert resend_stalled(app, store, queue, settings) == {}  # ended: not looked after
         assert store.state(job_id) == "failed"
     finally:
@@ -287,14 +287,6 @@ def test_a_job_left_half_submitted_loses_what_it_staged(settings: Settings, stor
     assert store.meta(meta.job_id).error.startswith(  # type: ignore[union-attr]
         "the process that submitted the job (elsewhere:1) stopped before")
     assert not staging.exists() and not output.exists()
-
-
-def until(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    """Wait for ``check`` to hold, polling."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"no {what} in {timeout_s}s"
-        time.sleep(0.05)
 
 
 def test_each_shard_is_queued_as_soon_as_its_keys_are_stored(settings: Settings,
@@ -362,7 +354,7 @@ def test_a_job_queued_behind_other_work_is_not_resent(settings: Settings, store:
 
         store.redis.delete(alive)  # idle for visibility_timeout_s: its sign of life expired
         # Its three messages wait on the queue, behind other work: a sign of life.
-        assert meta.job_id not in resend_stalled(app, store, queue)
+        assert meta.job_id not in resend_stalled(app, store, queue, settings)
         assert store.redis.get(alive) == b"queued"
         assert waiting() == 3
         # Held unacked by a worker (prefetched, not started) is waiting too.
@@ -370,11 +362,11 @@ def test_a_job_queued_behind_other_work_is_not_resent(settings: Settings, store:
         store.redis.delete(queue)
         store.redis.hset(unacked, "tag-1", messages[0])
         store.redis.delete(alive)
-        assert meta.job_id not in resend_stalled(app, store, queue)
+        assert meta.job_id not in resend_stalled(app, store, queue, settings)
         # Lost (kombu#305: neither queued nor unacked): the shards not done are sent again.
         store.redis.hdel(unacked, "tag-1")
         store.redis.delete(alive)
-        assert resend_stalled(app, store, queue)[meta.job_id] == [0, 1, 2]
+        assert resend_stalled(app, store, queue, settings)[meta.job_id] == [0, 1, 2]
         assert waiting() == 3
         assert lists[0] == queue
     finally:

@@ -11,8 +11,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import structlog
 
@@ -20,24 +18,13 @@ from featurepull.bench.endpoint import EndpointProcess
 from featurepull.config import Settings
 from featurepull.tasks import JobStore
 from featurepull.tasks.confine import RequestOutOfBounds
-from featurepull.tasks.create import create_job
 from featurepull.tasks.finish import end_summary, finish_job, job_totals
-from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.shards import run_shard
-from featurepull.tasks.store import JobMeta
-from tests.tasks.conftest import DRIVERS
+from tests.tasks.conftest import DRIVERS, JOB_FEATURES, NewJob
 
-FEATURES = ["conv_rate", "city"]
+FEATURES = JOB_FEATURES
 IDS = [199_900 + 3 * i for i in range(250)]  # 3 shards of 100; 200,000.. are unknown
 FOUND = sum(driver < DRIVERS for driver in IDS)
-
-
-def new_job(ids: list[int], settings: Settings, store: JobStore, tmp_path: Path,
-            output: str | None = None) -> JobMeta:
-    entities = tmp_path / "ids.parquet"
-    pq.write_table(pa.table({"driver_id": pa.array(ids, pa.int64())}), entities)
-    return create_job(JobRequest(table="driver_stats", features=FEATURES,
-                                 entities=str(entities), output=output), settings, store)
 
 
 def per_second(amount: float, seconds: float, rate: float) -> bool:
@@ -50,10 +37,10 @@ def killed(done: int, total: int, capacity: dict[str, Any]) -> None:
     raise RuntimeError("the worker died mid-shard")
 
 
-def test_the_summary_adds_up_what_the_shards_stored(settings: Settings, store: JobStore,
-                                                    fast_dynamo: EndpointProcess,
-                                                    tmp_path: Path) -> None:
-    meta = new_job(IDS, settings, store, tmp_path)
+def test_the_summary_adds_up_what_the_shards_stored(
+        new_job: NewJob, settings: Settings, store: JobStore, fast_dynamo: EndpointProcess,
+        tmp_path: Path) -> None:
+    meta = new_job(IDS)
     with pytest.raises(RuntimeError, match="died mid-shard"):  # shard 1 runs twice
         run_shard(meta.job_id, 1, settings, store, report=killed)
     before = fast_dynamo.stats()  # what the job's stored shards read
@@ -110,10 +97,10 @@ def test_the_summary_adds_up_what_the_shards_stored(settings: Settings, store: J
         **summary, "state": "succeeded", "error": None}
 
 
-def test_a_job_that_found_nothing_says_so(settings: Settings, store: JobStore,
-                                          tmp_path: Path) -> None:
+def test_a_job_that_found_nothing_says_so(
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
     unknown = list(range(DRIVERS, DRIVERS + 150))
-    meta = new_job(unknown, settings, store, tmp_path)
+    meta = new_job(unknown)
     for shard in range(meta.shards):
         run_shard(meta.job_id, shard, settings, store)
     # A job stored before read plans were recorded read by key.
@@ -131,8 +118,8 @@ def test_a_job_that_found_nothing_says_so(settings: Settings, store: JobStore,
 
 
 def test_a_cancelled_jobs_notification_carries_the_shards_it_finished(
-        settings: Settings, store: JobStore, tmp_path: Path) -> None:
-    meta = new_job(IDS, settings, store, tmp_path)
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    meta = new_job(IDS)
     run_shard(meta.job_id, 2, settings, store)
     assert store.cancel(meta.job_id)
     assert finish_job(meta.job_id, settings, store) is None
@@ -146,10 +133,10 @@ def test_a_cancelled_jobs_notification_carries_the_shards_it_finished(
 
 
 def test_an_output_outside_the_allowed_places_is_not_written(
-        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
     """A job stored without submit's checks (or forged in Redis) is bounded at the end too."""
     out = tmp_path / "out.parquet"
-    meta = new_job(IDS, settings, store, tmp_path, output=str(out))
+    meta = new_job(IDS, output=str(out))
     for shard in range(meta.shards):
         run_shard(meta.job_id, shard, settings, store)
     bounded = settings.model_copy(update={"jobs": settings.jobs.model_copy(
@@ -160,8 +147,8 @@ def test_an_output_outside_the_allowed_places_is_not_written(
 
 
 def test_a_scan_jobs_totals_count_what_its_scan_tasks_read(
-        settings: Settings, store: JobStore, tmp_path: Path) -> None:
-    meta = new_job(IDS, settings, store, tmp_path)
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    meta = new_job(IDS)
     for shard in range(meta.shards):
         run_shard(meta.job_id, shard, settings, store)
     # Two scan tasks of the job stored what they read (featurepull.tasks.scans).

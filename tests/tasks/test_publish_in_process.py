@@ -19,16 +19,15 @@ import structlog
 from featurepull.config import S3Settings, Settings
 from featurepull.io._atomic import file_identity
 from featurepull.tasks import JobStore
-from featurepull.tasks.create import create_job
 from featurepull.tasks.finish import finish_job
 from featurepull.tasks.output import discard_staged_output, publish_output, staged_output
-from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.shards import run_shard
 from featurepull.tasks.store import JobMeta, UnknownJob
 from tests.conftest import REGION, unique_name
+from tests.tasks.conftest import JOB_FEATURES, NewJob
 from tests.tasks.test_output_leftovers import dead_pid, leftovers
 
-FEATURES = ["conv_rate", "city"]
+FEATURES = JOB_FEATURES
 IDS = [199_900 + 3 * i for i in range(250)]  # 3 shards of 100; 200,000.. are unknown
 
 
@@ -39,14 +38,10 @@ def settings(settings: Settings, endpoint_url: str) -> Settings:
                                                          region=REGION)})
 
 
-def read_job(output: str | None, settings: Settings, store: JobStore, tmp_path: Path,
-             overwrite: bool = False) -> JobMeta:
+def read_job(new_job: NewJob, settings: Settings, store: JobStore,
+             output: str | None, overwrite: bool = False) -> JobMeta:
     """A job of IDS whose shards have all been read (not finished)."""
-    entities = tmp_path / "ids.parquet"
-    pq.write_table(pa.table({"driver_id": pa.array(IDS, pa.int64())}), entities)
-    meta = create_job(JobRequest(table="driver_stats", features=FEATURES,
-                                 entities=str(entities), output=output, overwrite=overwrite),
-                      settings, store)
+    meta = new_job(IDS, output=output, overwrite=overwrite)
     for shard in range(meta.shards):
         run_shard(meta.job_id, shard, settings, store)
     return meta
@@ -57,9 +52,9 @@ def published_ids(table: pa.Table) -> list[Any]:
 
 
 def test_a_finisher_run_again_keeps_the_output_one_that_died_had_published(
-        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
-    meta = read_job(str(out), settings, store, tmp_path)
+    meta = read_job(new_job, settings, store, str(out))
     # The first finisher publishes, records the file, removes the staging area, and is
     # killed before it marks the job succeeded.
     assert store.begin_finish(meta.job_id)
@@ -84,11 +79,11 @@ def test_a_finisher_run_again_keeps_the_output_one_that_died_had_published(
 
 
 def test_a_finisher_removes_what_one_killed_mid_write_left_and_replaces_the_output(
-        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     dead = dead_pid()
     (half_written,) = leftovers(tmp_path, [dead])  # and an older output.parquet
-    meta = read_job(str(out), settings, store, tmp_path, overwrite=True)
+    meta = read_job(new_job, settings, store, str(out), overwrite=True)
     # The first finisher is killed while it writes the new output beside the old one.
     assert store.begin_finish(meta.job_id)
     store.note_finisher(meta.job_id, f"{socket.gethostname()}:{dead}")
@@ -108,11 +103,12 @@ def test_a_finisher_removes_what_one_killed_mid_write_left_and_replaces_the_outp
 
 
 def test_an_s3_output_is_staged_and_published_in_its_bucket(
-        settings: Settings, store: JobStore, endpoint_url: str, tmp_path: Path) -> None:
+        new_job: NewJob, settings: Settings, store: JobStore, endpoint_url: str,
+        tmp_path: Path) -> None:
     s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION)
     bucket = unique_name("featurepull-")
     s3.create_bucket(Bucket=bucket)
-    meta = read_job(f"s3://{bucket}/jobs/out.parquet", settings, store, tmp_path)
+    meta = read_job(new_job, settings, store, f"s3://{bucket}/jobs/out.parquet")
     summary = finish_job(meta.job_id, settings, store)
     assert summary is not None and summary["rows_written"] == len(IDS)
     body = s3.get_object(Bucket=bucket, Key="jobs/out.parquet")["Body"].read()
@@ -123,13 +119,10 @@ def test_an_s3_output_is_staged_and_published_in_its_bucket(
     assert store.meta(meta.job_id).published_as is None
 
 
-def test_what_a_job_that_ended_staged_is_removed(settings: Settings, store: JobStore,
-                                                 tmp_path: Path) -> None:
+def test_what_a_job_that_ended_staged_is_removed(
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
-    entities = tmp_path / "ids.parquet"
-    pq.write_table(pa.table({"driver_id": pa.array(IDS, pa.int64())}), entities)
-    meta = create_job(JobRequest(table="driver_stats", features=FEATURES,
-                                 entities=str(entities), output=str(out)), settings, store)
+    meta = new_job(IDS, output=str(out))
     run_shard(meta.job_id, 0, settings, store)
     staging = Path(staged_output(meta.job_id, meta, settings).staging)
     assert sorted(path.name for path in staging.iterdir() if path.name[0] != ".") == [
@@ -143,10 +136,10 @@ def test_what_a_job_that_ended_staged_is_removed(settings: Settings, store: JobS
     assert [entry for entry in logs if entry["log_level"] == "warning"] == []
 
 
-def test_removing_what_a_job_staged_never_raises(settings: Settings, store: JobStore,
-                                                 tmp_path: Path) -> None:
+def test_removing_what_a_job_staged_never_raises(
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
     # A job without an output staged nothing: nothing to say.
-    meta = read_job(None, settings, store, tmp_path)
+    meta = read_job(new_job, settings, store, None)
     with structlog.testing.capture_logs() as logs:
         discard_staged_output(meta.job_id, settings, store)
     assert logs == []

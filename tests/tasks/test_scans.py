@@ -151,7 +151,8 @@ def test_a_scan_job_sends_its_scan_tasks_first_and_the_watchdog_what_is_missing(
     url = f"redis://127.0.0.1:{redis_server.port}/15"
     queue = "scan-messages"
     store = JobStore(connect(url), TTL, idle_s=1)
-    app = producer_app(Settings(redis_url=url, jobs={"queue": queue}))
+    worker_settings = Settings(redis_url=url, jobs={"queue": queue})
+    app = producer_app(worker_settings)
 
     def sent() -> list[tuple[str, list[Any]]]:
         bodies = [json.loads(m) for m in store.redis.lrange(queue, 0, -1)]
@@ -166,11 +167,11 @@ def test_a_scan_job_sends_its_scan_tasks_first_and_the_watchdog_what_is_missing(
                           ("featurepull.scan_segments", [job_id, 1])]
         store.put_scan_part(job_id, 0, {}, {})
         store.redis.delete(f"featurepull:job:{job_id}:alive")  # idle past the limit
-        assert resend_stalled(app, store, queue) == {job_id: [0, 1]}
+        assert resend_stalled(app, store, queue, worker_settings) == {job_id: [0, 1]}
         assert sent() == [("featurepull.scan_segments", [job_id, 1])]  # the task not done
         store.put_scan_part(job_id, 1, {}, {})
         store.redis.delete(f"featurepull:job:{job_id}:alive")
-        resend_stalled(app, store, queue)  # the scan is complete: now the shards
+        resend_stalled(app, store, queue, worker_settings)  # the scan is complete: now the shards
         assert sent() == [("featurepull.read_shard", [job_id, 0]),
                           ("featurepull.read_shard", [job_id, 1])]
     finally:

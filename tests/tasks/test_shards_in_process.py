@@ -7,32 +7,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import structlog
 
 from featurepull.bench.endpoint import EndpointProcess
 from featurepull.config import Settings
+from featurepull.dynamo.errors import UnknownFeatureError
 from featurepull.tasks import JobStore
-from featurepull.tasks.create import create_job
 from featurepull.tasks.output import staged_output
-from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.shards import reset_process_state, run_shard, shard_totals
-from featurepull.tasks.store import JobMeta, UnknownJob
-from tests.tasks.conftest import DRIVERS
+from featurepull.tasks.store import UnknownJob
+from tests.tasks.conftest import DRIVERS, JOB_FEATURES, NewJob
 
-FEATURES = ["conv_rate", "city"]
+FEATURES = JOB_FEATURES
 # 2 shards: 100 rows of 80 drivers (20 rows unknown), then 40 rows (20 unknown).
 IDS = [DRIVERS - 60 + i % 80 for i in range(100)] + [DRIVERS - 20 + i for i in range(40)]
 CAPACITY = {"rcu_per_s", "budget_rcu_per_s", "budget_wait_s", "in_flight"}
-
-
-def new_job(settings: Settings, store: JobStore, tmp_path: Path, **request: Any) -> JobMeta:
-    entities = tmp_path / "ids.parquet"
-    pq.write_table(pa.table({"driver_id": pa.array(IDS, pa.int64())}), entities)
-    return create_job(JobRequest(table="driver_stats", features=FEATURES,
-                                 entities=str(entities), **request), settings, store)
 
 
 def describes(endpoint: EndpointProcess) -> int:
@@ -41,10 +31,10 @@ def describes(endpoint: EndpointProcess) -> int:
     return int(stats["requests"] - stats["batch_get_item"] - stats["scan"])
 
 
-def test_a_shard_reports_logs_and_stores_what_it_read(settings: Settings, store: JobStore,
-                                                      fast_dynamo: EndpointProcess,
-                                                      tmp_path: Path) -> None:
-    meta = new_job(settings, store, tmp_path)
+def test_a_shard_reports_logs_and_stores_what_it_read(
+        new_job: NewJob, settings: Settings, store: JobStore, fast_dynamo: EndpointProcess,
+        tmp_path: Path) -> None:
+    meta = new_job(IDS)
     reports: list[tuple[int, int, dict[str, Any]]] = []
     before = fast_dynamo.stats()["keys"]
     with structlog.testing.capture_logs() as logs:
@@ -55,12 +45,13 @@ def test_a_shard_reports_logs_and_stores_what_it_read(settings: Settings, store:
     assert fast_dynamo.stats()["keys"] == before + 80  # each unique key asked for once
     done, total, capacity = reports[-1]
     assert (done, total) == (80, 80) and set(capacity) == CAPACITY
-    assert store.progress(meta.job_id) == 80
+    assert store.progress(meta.job_id) == 100  # entity rows, as status counts them
     assert store.owners(meta.job_id) == {0: "host-a:1"}
     assert store.attempts(meta.job_id) == {0: 1}
     stats = store.all_stats(meta.job_id)[0]
     assert (stats["keys"], stats["unique_keys"], stats["found"], stats["missing"]) == (
         100, 80, 80, 20)
+    assert stats["read_mode"] == "batch-get"
     assert stats["latencies_ms"] == [stats["latency_p50_ms"]]  # one request, to 0.01 ms
     rows = store.shard_rows(meta.job_id, 0).to_pylist()
     assert [row["driver_id"] for row in rows] == IDS[:100]
@@ -100,10 +91,10 @@ def test_a_shard_reports_logs_and_stores_what_it_read(settings: Settings, store:
     assert shard_totals(everything, latencies=False).keys == 140
 
 
-def test_a_process_describes_a_table_once(settings: Settings, store: JobStore,
-                                          fast_dynamo: EndpointProcess,
-                                          tmp_path: Path) -> None:
-    meta = new_job(settings, store, tmp_path)
+def test_a_process_describes_a_table_once(
+        new_job: NewJob, settings: Settings, store: JobStore, fast_dynamo: EndpointProcess,
+        tmp_path: Path) -> None:
+    meta = new_job(IDS)
     reset_process_state()  # as after a fork: this process has no reader yet
     before = describes(fast_dynamo)
     run_shard(meta.job_id, 0, settings, store)
@@ -112,10 +103,10 @@ def test_a_process_describes_a_table_once(settings: Settings, store: JobStore,
     assert describes(fast_dynamo) == before + 1
 
 
-def test_shards_that_need_no_reading_are_skipped(settings: Settings, store: JobStore,
-                                                 fast_dynamo: EndpointProcess,
-                                                 tmp_path: Path) -> None:
-    meta = new_job(settings, store, tmp_path)
+def test_shards_that_need_no_reading_are_skipped(
+        new_job: NewJob, settings: Settings, store: JobStore, fast_dynamo: EndpointProcess,
+        tmp_path: Path) -> None:
+    meta = new_job(IDS)
     run_shard(meta.job_id, 0, settings, store)
     before = fast_dynamo.stats()["keys"]
     with structlog.testing.capture_logs() as logs:
@@ -131,24 +122,30 @@ def test_shards_that_need_no_reading_are_skipped(settings: Settings, store: JobS
     assert store.attempts(meta.job_id) == {0: 1, 1: 1}
 
 
-def test_a_shard_stops_when_its_job_is_gone(settings: Settings, store: JobStore,
-                                            tmp_path: Path) -> None:
-    meta = new_job(settings, store, tmp_path)
+def test_a_shard_stops_when_its_job_is_gone(new_job: NewJob, settings: Settings,
+                                            store: JobStore, tmp_path: Path) -> None:
+    meta = new_job(IDS)
+    reported: list[int] = []
 
     def cleaned_up(done: int, total: int, capacity: dict[str, Any]) -> None:
-        store.delete(meta.job_id)
+        reported.append(done)
+        store.delete(meta.job_id)  # as `featurepull cleanup` would, mid-read
 
-    slow = settings.model_copy(update={
+    slow = settings.model_copy(update={  # 8 requests: a first report before the last
         "dynamodb": settings.dynamodb.model_copy(update={"batch_size": 10})})
     with pytest.raises(UnknownJob):
         run_shard(meta.job_id, 0, slow, store, report=cleaned_up)
-    assert store.state(meta.job_id) is None
+    # It stopped at its next look at the job: no report after the first, and nothing of the
+    # job written back into Redis (progress, stats, rows, or its sign of life).
+    assert len(reported) == 1 and reported[0] < 80
+    assert list(store.redis.scan_iter(f"featurepull:job:{meta.job_id}:*")) == []
+    assert meta.job_id not in store.active_jobs()
 
 
 def test_a_part_written_after_its_job_was_cancelled_is_removed(
-        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
-    meta = new_job(settings, store, tmp_path, output=str(out))
+    meta = new_job(IDS, output=str(out))
     staging = Path(staged_output(meta.job_id, meta, settings).staging)
     assert staging.is_dir()
 
@@ -162,14 +159,12 @@ def test_a_part_written_after_its_job_was_cancelled_is_removed(
 
 
 def test_missing_features_are_null_when_the_job_allows_them(
-        settings: Settings, store: JobStore, tmp_path: Path) -> None:
-    meta = new_job(settings, store, tmp_path, allow_missing_features=True)
-    request = meta.request.request
-    assert request["allow_missing_features"] is True
-    entities = tmp_path / "ids.parquet"
-    meta = create_job(JobRequest(table="driver_stats", features=[*FEATURES, "no_such_feature"],
-                                 entities=str(entities), allow_missing_features=True),
-                      settings, store)
+        new_job: NewJob, settings: Settings, store: JobStore) -> None:
+    features = [*FEATURES, "no_such_feature"]
+    refused = new_job(IDS, features=features)  # no item holds it: a typo, so refused
+    with pytest.raises(UnknownFeatureError, match="no_such_feature"):
+        run_shard(refused.job_id, 1, settings, store)
+    meta = new_job(IDS, features=features, allow_missing_features=True)
     run_shard(meta.job_id, 1, settings, store)
     rows = store.shard_rows(meta.job_id, 1).to_pylist()
     assert [row["no_such_feature"] for row in rows] == [None] * 40
