@@ -11,6 +11,7 @@ import contextvars
 import json
 import logging
 import math
+import random
 import re
 import signal
 import ssl
@@ -388,6 +389,58 @@ def test_retried_keys_due_together_fill_one_batch_and_the_rest_waits_its_turn() 
     assert state.next_batch(5.0) == [1, 3, 4, 5]
     assert state.next_batch(5.0) == [6, 7]
     assert not state.pending() and state.next_batch(9.0) == []
+
+
+def test_the_dispatcher_sleeps_until_something_can_be_sent_and_not_longer() -> None:
+    # The hint is the time to the first moment next_batch gives keys: 0 while fresh keys
+    # can go, the end of a budget's hold, the first retry due; retries due together go in
+    # the order they were scheduled. Times are given, not read from a clock.
+    state = _ReadState(list(range(6)), 2, FeatureCheck((), LAYOUT))
+    assert state.wait_hint(0.0) == 0.0
+    state.hold(state.next_batch(0.0), 1.0, 0.5)  # the budget cannot pay until 1.5
+    assert state.wait_hint(1.25) == 0.25
+    assert state.next_batch(1.25) == []
+    assert state.next_batch(1.5) == [0, 1]  # the held batch first, at the end of the hold
+    assert state.next_batch(1.5) == [2, 3] and state.next_batch(1.5) == [4, 5]
+    state.schedule([4, 5], 3.0)
+    state.schedule([2, 3], 3.0)
+    assert state.wait_hint(2.75) == 0.25 and state.next_batch(2.75) == []
+    assert state.next_batch(3.0) == [4, 5]
+    assert state.next_batch(3.0) == [2, 3]
+    assert state.wait_hint(3.0) is None and not state.pending()
+
+
+class _TopJitter(random.Random):
+    """Full jitter at its top: each backoff delay is the bound for its attempt."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_a_keys_backoff_doubles_with_its_own_retries_and_its_deadline_is_its_own() -> None:
+    # retry_base_delay_s doubles per attempt of a key, up to retry_max_delay_s; a batch
+    # waits as long as its most retried key; retry_deadline_s counts from each key's first
+    # failure. The failures are given times, not read from a clock.
+    reader = BatchReader(TABLE, LAYOUT, DynamoSettings(
+        region=REGION, endpoint_url="http://127.0.0.1:9", retry_base_delay_s=1.0,
+        retry_max_delay_s=5.0, retry_deadline_s=60.0))
+    reader._rng = _TopJitter()
+    state = _ReadState(list(range(4)), 4, FeatureCheck((), LAYOUT))
+    assert state.next_batch(0.0) == [0, 1, 2, 3]  # every key sent once
+
+    def fail(keys: list[int], now: float, waits: float) -> None:
+        reader._retry_later(keys, state, now, pause=False)
+        assert state.wait_hint(now) == waits
+        assert state.next_batch(now + waits) == keys
+
+    fail([0, 1], 10.0, 1.0)
+    fail([0, 1], 11.0, 2.0)
+    fail([1, 2], 13.0, 4.0)  # key 1's third failure, key 2's first
+    fail([1], 17.0, 5.0)  # 8 s, capped
+    fail([2], 72.0, 2.0)  # its second failure, 59 s after its first: within its deadline
+    with pytest.raises(RetryDeadlineExceeded, match=r"^4 of 4 keys .* after retrying for "
+                       r"62\.0s \(retry_deadline_s=60\)"):
+        fail([0], 72.0, 5.0)  # 62 s after key 0's first
 
 
 @pytest.mark.parametrize(("describe", "message"), [
