@@ -450,6 +450,9 @@ def test_a_keys_backoff_doubles_with_its_own_retries_and_its_deadline_is_its_own
                "(AccessDeniedException) when calling the DescribeTable operation (reached "
                "max retries: 0): User: "
                "tester may not describe it"),
+    # An error without a code is named by its HTTP status, as a BatchGetItem's is.
+    ("no-code", "cannot describe {where}: HTTP 400: An error occurred () when calling "
+                "the DescribeTable operation (reached max retries: 0): no code given"),
     ("hang-up", "cannot reach DynamoDB for {where}: Connection was closed before we received a "
             'valid response from endpoint URL: "{url}/".'),
 ])
