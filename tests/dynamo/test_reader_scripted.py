@@ -26,6 +26,7 @@ import pytest
 from featurepull.bench.endpoint import FEATURES
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout, PlainLayout, RetryDeadlineExceeded
+from featurepull.dynamo.concurrency import Aimd
 from featurepull.dynamo.errors import (
     EndpointUnreachable,
     PermanentReadError,
@@ -34,8 +35,9 @@ from featurepull.dynamo.errors import (
     UnknownFeatureError,
 )
 from featurepull.dynamo.features import CHECK_ITEMS, FeatureCheck
-from featurepull.dynamo.pacing import BURST_S, BudgetError, Pacer, local_pacer
-from featurepull.dynamo.reader import _ReadState
+from featurepull.dynamo.pacing import BURST_S, BudgetError, Pacer, ReadCost, ReadPace, local_pacer
+from featurepull.dynamo.reader import _Outcome, _ReadState, adapt
+from featurepull.dynamo.stats import ReadStats
 from tests.conftest import REGION, refused_port
 from tests.dynamo.test_tls import _certificates
 from tests.dynamo.test_transport import (  # noqa: F401
@@ -408,6 +410,28 @@ def test_the_dispatcher_sleeps_until_something_can_be_sent_and_not_longer() -> N
     assert state.next_batch(3.0) == [4, 5]
     assert state.next_batch(3.0) == [2, 3]
     assert state.wait_hint(3.0) is None and not state.pending()
+
+
+def test_only_clean_answers_grow_the_requests_in_flight_back() -> None:
+    # After a throttle halves the limit (4 to 2), it grows by one after as many clean
+    # answers as the limit; a request refused by a server error or lost on the connection
+    # is not a clean answer.
+    window, stats, pace = Aimd(4), ReadStats(), ReadPace(None, ReadCost(consistent=False))
+
+    def answer(failure: str | None) -> None:
+        outcome = _Outcome([0], failure=failure, rcu=0.5, rcu_known=failure is None,
+                           sent_at=time.monotonic())
+        adapt(outcome, 0 if failure else 1, pace, window, stats)
+
+    answer("throttle")
+    assert window.limit == 2
+    answer("server")
+    answer("connection")
+    answer(None)
+    assert window.limit == 2
+    answer(None)
+    assert window.limit == 3
+    assert (stats.concurrency_min, stats.concurrency_max) == (2, 4)
 
 
 class _TopJitter(random.Random):
