@@ -174,7 +174,7 @@ class BatchReader:
         try:
             return dict(self.client.describe_table(TableName=self.table)["Table"])
         except botocore.exceptions.ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = _error_code(exc)
             if code == "ResourceNotFoundException":
                 raise TableError(f"{self.where()} does not exist; check --table, "
                                  "--project, the table name template and the region") from None

@@ -11,6 +11,7 @@ import contextvars
 import json
 import logging
 import math
+import random
 import re
 import signal
 import ssl
@@ -25,6 +26,7 @@ import pytest
 from featurepull.bench.endpoint import FEATURES
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout, PlainLayout, RetryDeadlineExceeded
+from featurepull.dynamo.concurrency import Aimd
 from featurepull.dynamo.errors import (
     EndpointUnreachable,
     PermanentReadError,
@@ -33,8 +35,9 @@ from featurepull.dynamo.errors import (
     UnknownFeatureError,
 )
 from featurepull.dynamo.features import CHECK_ITEMS, FeatureCheck
-from featurepull.dynamo.pacing import BURST_S, BudgetError, Pacer, local_pacer
-from featurepull.dynamo.reader import _ReadState
+from featurepull.dynamo.pacing import BURST_S, BudgetError, Pacer, ReadCost, ReadPace, local_pacer
+from featurepull.dynamo.reader import _Outcome, _ReadState, adapt
+from featurepull.dynamo.stats import ReadStats
 from tests.conftest import REGION, refused_port
 from tests.dynamo.test_tls import _certificates
 from tests.dynamo.test_transport import (  # noqa: F401
@@ -390,6 +393,80 @@ def test_retried_keys_due_together_fill_one_batch_and_the_rest_waits_its_turn() 
     assert not state.pending() and state.next_batch(9.0) == []
 
 
+def test_the_dispatcher_sleeps_until_something_can_be_sent_and_not_longer() -> None:
+    # The hint is the time to the first moment next_batch gives keys: 0 while fresh keys
+    # can go, the end of a budget's hold, the first retry due; retries due together go in
+    # the order they were scheduled. Times are given, not read from a clock.
+    state = _ReadState(list(range(6)), 2, FeatureCheck((), LAYOUT))
+    assert state.wait_hint(0.0) == 0.0
+    state.hold(state.next_batch(0.0), 1.0, 0.5)  # the budget cannot pay until 1.5
+    assert state.wait_hint(1.25) == 0.25
+    assert state.next_batch(1.25) == []
+    assert state.next_batch(1.5) == [0, 1]  # the held batch first, at the end of the hold
+    assert state.next_batch(1.5) == [2, 3] and state.next_batch(1.5) == [4, 5]
+    state.schedule([4, 5], 3.0)
+    state.schedule([2, 3], 3.0)
+    assert state.wait_hint(2.75) == 0.25 and state.next_batch(2.75) == []
+    assert state.next_batch(3.0) == [4, 5]
+    assert state.next_batch(3.0) == [2, 3]
+    assert state.wait_hint(3.0) is None and not state.pending()
+
+
+def test_only_clean_answers_grow_the_requests_in_flight_back() -> None:
+    # After a throttle halves the limit (4 to 2), it grows by one after as many clean
+    # answers as the limit; a request refused by a server error or lost on the connection
+    # is not a clean answer.
+    window, stats, pace = Aimd(4), ReadStats(), ReadPace(None, ReadCost(consistent=False))
+
+    def answer(failure: str | None) -> None:
+        outcome = _Outcome([0], failure=failure, rcu=0.5, rcu_known=failure is None,
+                           sent_at=time.monotonic())
+        adapt(outcome, 0 if failure else 1, pace, window, stats)
+
+    answer("throttle")
+    assert window.limit == 2
+    answer("server")
+    answer("connection")
+    answer(None)
+    assert window.limit == 2
+    answer(None)
+    assert window.limit == 3
+    assert (stats.concurrency_min, stats.concurrency_max) == (2, 4)
+
+
+class _TopJitter(random.Random):
+    """Full jitter at its top: each backoff delay is the bound for its attempt."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_a_keys_backoff_doubles_with_its_own_retries_and_its_deadline_is_its_own() -> None:
+    # retry_base_delay_s doubles per attempt of a key, up to retry_max_delay_s; a batch
+    # waits as long as its most retried key; retry_deadline_s counts from each key's first
+    # failure. The failures are given times, not read from a clock.
+    reader = BatchReader(TABLE, LAYOUT, DynamoSettings(
+        region=REGION, endpoint_url="http://127.0.0.1:9", retry_base_delay_s=1.0,
+        retry_max_delay_s=5.0, retry_deadline_s=60.0))
+    reader._rng = _TopJitter()
+    state = _ReadState(list(range(4)), 4, FeatureCheck((), LAYOUT))
+    assert state.next_batch(0.0) == [0, 1, 2, 3]  # every key sent once
+
+    def fail(keys: list[int], now: float, waits: float) -> None:
+        reader._retry_later(keys, state, now, pause=False)
+        assert state.wait_hint(now) == waits
+        assert state.next_batch(now + waits) == keys
+
+    fail([0, 1], 10.0, 1.0)
+    fail([0, 1], 11.0, 2.0)
+    fail([1, 2], 13.0, 4.0)  # key 1's third failure, key 2's first
+    fail([1], 17.0, 5.0)  # 8 s, capped
+    fail([2], 72.0, 2.0)  # its second failure, 59 s after its first: within its deadline
+    with pytest.raises(RetryDeadlineExceeded, match=r"^4 of 4 keys .* after retrying for "
+                       r"62\.0s \(retry_deadline_s=60\)"):
+        fail([0], 72.0, 5.0)  # 62 s after key 0's first
+
+
 @pytest.mark.parametrize(("describe", "message"), [
     ("missing", "{where} does not exist; check --table, --project, the table name template "
                 "and the region"),
@@ -397,6 +474,9 @@ def test_retried_keys_due_together_fill_one_batch_and_the_rest_waits_its_turn() 
                "(AccessDeniedException) when calling the DescribeTable operation (reached "
                "max retries: 0): User: "
                "tester may not describe it"),
+    # An error without a code is named by its HTTP status, as a BatchGetItem's is.
+    ("no-code", "cannot describe {where}: HTTP 400: An error occurred () when calling "
+                "the DescribeTable operation (reached max retries: 0): no code given"),
     ("hang-up", "cannot reach DynamoDB for {where}: Connection was closed before we received a "
             'valid response from endpoint URL: "{url}/".'),
 ])

@@ -163,7 +163,7 @@ class ScriptedEndpoint(ThreadingHTTPServer):
     RCU charged (``costly``), or no answer until the test ends (``held``). DescribeTable
     answers with ``describe``: the on-demand table (``""``), the table with 80 RCU/s
     provisioned (``provisioned``) or keyed by ``user_id`` (``keyed-by-user``), or ``missing``,
-    ``denied``, ``hang-up``."""
+    ``denied``, ``no-code`` (an error without a code), ``hang-up``."""
 
     daemon_threads = True
 
@@ -264,6 +264,8 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         if fault == "missing":
             self._answer(400, {"__type": ERR + "ResourceNotFoundException",
                                "message": "Requested resource not found"})
+        elif fault == "no-code":  # an error with an empty code (DynamoDB always sends one)
+            self._answer(400, {"__type": "", "message": "no code given"})
         elif fault == "denied":
             self._answer(400, {"__type": "com.amazon.coral.service#AccessDeniedException",
                                "Message": "User: tester may not describe it"})
