@@ -36,28 +36,33 @@ _ARROW_TYPED: dict[type, pa.DataType] = {int: pa.int64(), str: pa.string(), bool
 
 
 def text_array(values: Column, fmt: TextFormat) -> pa.Array | None:
-    """Each value's text in format `fmt` (`csv_field`, or `json_text` for JSONL), null
-    where the value is None; None when a value cannot be written (or not vouched for)."""
+    """Each value's text in format `fmt` (`csv_field` quoted as `csv.writer` quotes it, or
+    `json_text` for JSONL), null where the value is None; None when a value cannot be
+    written (or not vouched for)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if not isinstance(values, pa.Array):
         values = _arrow_column(values)
         if not isinstance(values, pa.Array):
-            return _python_texts(values, fmt)
+            return _quoted(_python_texts(values, fmt), fmt)
     try:
         texts = _arrow_texts(values, fmt)
     except _ARROW_ERRORS:
         texts = None
-    return texts if texts is not None else _python_texts(values.to_pylist(), fmt)
+    if texts is None:
+        return _quoted(_python_texts(values.to_pylist(), fmt), fmt)
+    # Numbers, booleans and timestamps never hold a character the csv module quotes.
+    text_type = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+    return _quoted(texts, fmt) if text_type else texts
 
 
 def csv_bytes(texts: Sequence[pa.Array]) -> pa.Buffer | None:
-    """The CSV lines of rows whose fields are `texts` (one array per column, nulls empty),
-    as `csv.writer` writes them; None for a single column (the csv module quotes a lone
-    empty field), which the row-by-row writer handles."""
+    """The CSV lines of rows whose fields are `texts` (`text_array`s, one per column, nulls
+    empty), as `csv.writer` writes them; None for a single column (the csv module quotes a
+    lone empty field), which the row-by-row writer handles."""
     if len(texts) < 2:
         return None
-    fields = [_csv_quoted(pc.fill_null(column, "")) for column in texts]
+    fields = [pc.fill_null(column, "") for column in texts]
     return _joined([pc.binary_join_element_wise(*fields, ",")], "\r\n")
 
 
@@ -83,8 +88,11 @@ def _joined(parts: list[Any], end: str) -> pa.Buffer:
     return scalar.as_buffer() or pa.py_buffer(b"")
 
 
-def _csv_quoted(fields: pa.Array) -> pa.Array:
-    quote = pc.match_substring_regex(fields, _CSV_QUOTED)
+def _quoted(fields: pa.Array | None, fmt: TextFormat) -> pa.Array | None:
+    """CSV fields quoted where the csv module quotes them (JSON texts as they are)."""
+    if fields is None or fmt != "csv":
+        return fields
+    quote = pc.fill_null(pc.match_substring_regex(fields, _CSV_QUOTED), False)
     if not pc.any(quote).as_py():
         return fields
     escaped = pc.binary_join_element_wise(
