@@ -201,7 +201,9 @@ class EntityKeyEncoder:
                 kind = _STRING if encoder is _enc_string else _BYTES
                 lengths = pc.cast(pc.binary_length(data), pa.int32())
                 parts += [pa.scalar(_PACK_U32(kind), pa.binary()), _packed(lengths, 4), data]
-        return pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
+        joined = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
+        # One array even from a shard's chunked key columns (dictionary_encode's indices).
+        return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
     def unique_entity_ids(self, columns: Sequence[Sequence[Any]]
                           ) -> tuple[list[str], Any] | None:

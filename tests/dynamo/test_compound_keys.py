@@ -44,8 +44,12 @@ def generated(rng: random.Random) -> tuple[dict[str, str], dict[str, Any], list[
             # Values beyond that Arrow type stay the list they are.
             with contextlib.suppress(pa.ArrowInvalid, OverflowError):
                 columns[name] = pa.array(values, arrow_type)
+                if rng.random() < 0.5:  # a shard's keys, read back from its Parquet file
+                    cut = rng.randint(0, rows)
+                    columns[name] = pa.chunked_array([columns[name][:cut], columns[name][cut:]],
+                                                     arrow_type)
     names = sorted(types)  # Feast's order
-    plain = {name: c.to_pylist() if isinstance(c, pa.Array) else c for name, c in columns.items()}
+    plain = {name: c if isinstance(c, list) else c.to_pylist() for name, c in columns.items()}
     return types, columns, list(zip(*(plain[n] for n in names), strict=True))
 
 
