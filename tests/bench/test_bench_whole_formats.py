@@ -19,6 +19,7 @@ from featurepull.io import write_rows
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # three processes start (the script, the endpoint, the pull): ~5-25 s
 def test_a_pull_cell_reads_parquet_and_writes_jsonl(tmp_path: Path) -> None:
     out = tmp_path / "whole.json"
     done = subprocess.run(
