@@ -24,7 +24,7 @@ error nothing is left behind. Rows are numbered from 1 in messages.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -81,24 +81,35 @@ def write_rows(
     with open_encoder(path, make, overwrite=overwrite, s3=s3) as encoder:
         for start in range(0, total, CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, total)
+            chunk = None if texts is None else texts(start, stop)
             with reporting_write_errors(path):
-                if texts is None or not encoder.write_texts(
-                        [column.slice(start, stop - start) for column in texts]):
+                if chunk is None or not encoder.write_texts(chunk):
                     encoder.write_records(view.records(start, stop), start + 1)
     return total
 
 
-def _column_texts(view: RowView, fmt: TextFormat) -> list[pa.Array] | None:
-    """Every output column as its field texts (`text_array`), in output order, or None
-    when the rows must be checked and written one by one."""
+def _column_texts(view: RowView, fmt: TextFormat
+                  ) -> Callable[[int, int], list[pa.Array] | None] | None:
+    """Rows [start, stop) as each output column's field texts (`text_array`), or None for
+    rows to write one by one: the found rows' texts made once, the keys' a chunk at a time
+    (memory for one chunk's text, not the output's). None when every row must be checked."""
     split = found_columns(view) if len(view.names) > 1 else None
     if split is None:
         return None
     found, found_index = split
-    keys = [text_array(values, fmt) for values in view.key_columns.values()]
     features = [text_array(values, fmt) for values in found]
-    if any(texts is None for texts in (*keys, *features)):
+    found_texts = [texts for texts in features if texts is not None]
+    if len(found_texts) != len(features):
         return None
-    if found_index is not None:
-        features = [texts.take(found_index) for texts in features if texts is not None]
-    return [texts for texts in (*keys, *features) if texts is not None]
+
+    def chunk(start: int, stop: int) -> list[pa.Array] | None:
+        keys = [text_array(values[start:stop], fmt) for values in view.key_columns.values()]
+        key_texts = [texts for texts in keys if texts is not None]
+        if len(key_texts) != len(keys):
+            return None
+        if found_index is None:  # every row found, in order
+            return [*key_texts, *(texts.slice(start, stop - start) for texts in found_texts)]
+        rows = found_index.slice(start, stop - start)
+        return [*key_texts, *(texts.take(rows) for texts in found_texts)]
+
+    return chunk

@@ -24,7 +24,7 @@ import pytest
 from featurepull.dynamo.found import FoundRows
 from featurepull.io import write_rows
 from featurepull.io._encoders import text_encoder
-from featurepull.io._row_view import RowView
+from featurepull.io._row_view import OutputError, RowView
 from featurepull.io._text_columns import text_array
 from featurepull.io.rows import _column_texts
 
@@ -80,7 +80,7 @@ def generated(rng: random.Random, rows: int) -> tuple[dict[str, list[Any]], list
 def exact_bytes(fmt: str, view: RowView) -> bytes:
     """What the row-by-row encoder writes for the view's rows."""
     stream = io.BytesIO()
-    encoder = text_encoder(fmt, stream, view.names, "out")  # type: ignore[arg-type]
+    encoder = text_encoder(fmt, stream, view.names, view.source)  # type: ignore[arg-type]
     encoder.write_records(view.records(0, len(view.rows)), 1)
     encoder.finish()
     return stream.getvalue()
@@ -167,7 +167,28 @@ def test_the_fast_path_is_taken_for_the_usual_columns() -> None:
     assert text_array([Level.LOW, object()], "csv") is None  # no text: the row path says why
     rows = [None, (STAMPS[0], 0.5, "x"), None]
     view = RowView("out", {"id": [1, 2, 3]}, as_found_rows(rows), ("f", "s"))
-    texts = _column_texts(view, "csv")
+    chunks = _column_texts(view, "csv")
+    texts = None if chunks is None else chunks(0, 3)
     assert texts is not None and [column.to_pylist() for column in texts] == [
         ["1", "2", "3"], [None, "2024-01-02T03:04:05+00:00", None], [None, "0.5", None],
         [None, "x", None]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_rows_over_several_chunks_and_a_bad_key_in_a_later_one(tmp_path: Path, fmt: str) -> None:
+    """Text is made a chunk (CHUNK_ROWS) at a time: the bytes across chunk boundaries are the
+    row writer's, and a key no text can be made of, in the second chunk, gets the row
+    writer's message naming its row, with nothing left behind."""
+    rows = 70_000
+    keys = {"id": list(range(rows))}
+    found = [None if n % 7 else (STAMPS[n % 2], n / 3, f"c{n % 5}") for n in range(rows)]
+    view = RowView("out", keys, as_found_rows(found), ("f", "s"))
+    write_rows(str(tmp_path / f"out.{fmt}"), keys, view.rows, ["f", "s"])
+    assert (tmp_path / f"out.{fmt}").read_bytes() == exact_bytes(fmt, view)
+    keys["id"][69_000] = object()
+    with pytest.raises(OutputError) as raised:
+        write_rows(str(tmp_path / f"bad.{fmt}"), keys, found, ["f", "s"])
+    with pytest.raises(OutputError) as exact:
+        exact_bytes(fmt, RowView(str(tmp_path / f"bad.{fmt}"), keys, found, ("f", "s")))
+    assert str(raised.value) == str(exact.value) and "row 69001" in str(raised.value)
+    assert not (tmp_path / f"bad.{fmt}").exists()
