@@ -527,6 +527,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--whole-methods", type=lambda s: [m for m in s.split(",") if m],
                         default=["pull", "submit_wait", "feast_online_read"],
                         help="--whole-process: subset of pull,submit_wait,feast_online_read")
+    parser.add_argument("--whole-formats", default="csv,parquet",
+                        type=lambda s: tuple(s.split(",")),
+                        help="--whole-process: the entity file's and the output's format "
+                        "(csv,parquet; e.g. parquet,csv or csv,jsonl)")
     parser.add_argument("--found-share", type=numbers(float), default=[0.1],
                         help="--whole-process: the shares of entities that exist, each its "
                         "own cells (0.1; 0.1,1.0 adds the all-found case)")
@@ -643,7 +647,8 @@ def whole_process(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         raise SystemExit("bench: --found-share takes shares from 0 to 1 (e.g. 0.1,1.0)")
     cells = [cell for share in args.found_share
              for cell in bench_whole.run(args.sizes, share, max(args.threads), args.latencies,
-                                         args.max_seconds_per_cell, log, args.whole_methods)]
+                                         args.max_seconds_per_cell, log, args.whole_methods,
+                                         args.whole_formats)]
     print(bench_whole.format_cells(cells))
     print()
     print(bench_whole.format_targets(cells))

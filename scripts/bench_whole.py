@@ -12,8 +12,9 @@ shuffled, no repeats. Cells, each in a process of its own:
     feast_online_read   Feast's own ``DynamoDBOnlineStore.online_read`` (``feast[aws]``,
                         skipped when not importable) with its default 10 read threads; the
                         read alone is timed (entity keys built before), as Feast users call it
-    pull                ``featurepull pull`` CSV in, Parquet out, T in flight: the whole
-                        command; its JSON summary gives the read's own seconds
+    pull                ``featurepull pull`` CSV in, Parquet out (``--whole-formats``), T
+                        in flight: the whole command; its JSON summary gives the read's
+                        own seconds
     submit_wait         ``featurepull submit --wait`` to one ready Celery worker of 2 prefork
                         processes on a private redis-server: the whole command, CPU summed
                         over the command, the worker's processes and redis-server
@@ -106,8 +107,8 @@ def _common_flags(endpoint_url: str, entities: Path, output: Path, threads: int)
 
 
 def pull_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
-              timeout_s: float) -> dict[str, Any]:
-    output = workdir / "pull.parquet"
+              timeout_s: float, output_format: str = "parquet") -> dict[str, Any]:
+    output = workdir / f"pull.{output_format}"
     cmd = [sys.executable, "-m", "featurepull", "pull",
            *_common_flags(endpoint_url, entities, output, threads), "--json"]
     before = _children_cpu()
@@ -115,19 +116,20 @@ def pull_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
     cpu = _children_cpu() - before
     summary = json.loads(out.strip().splitlines()[-1])
     return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-            "read_s": summary["seconds"], "rows": summary["rows_written"],
+            "read_s": summary["seconds"], "rows": summary["rows_written"], "output": output.name,
             "found": summary["found"], "read_mode": summary["read_mode"]}
 
 
 def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
-                timeout_s: float, processes: int = 2) -> dict[str, Any]:
+                timeout_s: float, processes: int = 2, output_format: str = "parquet"
+                ) -> dict[str, Any]:
     from bench_methods import celery_worker, cpu_seconds
 
     from featurepull.local import start_redis
 
     redis_service = start_redis()
     queue = f"bench-{uuid.uuid4().hex[:8]}"
-    output = workdir / "submit.parquet"
+    output = workdir / f"submit.{output_format}"
     env = _env({"FEATUREPULL_REDIS_URL": redis_service.url, "FEATUREPULL_PROJECT": PROJECT,
                 "FEATUREPULL_JOBS__QUEUE": queue, "FEATUREPULL_LOG_FORMAT": "console",
                 "FEATUREPULL_DYNAMODB__ENDPOINT_URL": endpoint_url,
@@ -147,10 +149,24 @@ def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
                 raise RuntimeError("a prefork child was replaced mid-job; its CPU is lost")
     finally:
         redis_service.stop()
-    rows = pq.read_table(output, columns=["event_timestamp"]).column(0)
+    rows = event_times(output)
     return {"wall_s": round(wall, 3), "cpu_s": round(fleet_cpu + submit_cpu, 3),
-            "submitter_cpu_s": round(submit_cpu, 3), "rows": len(rows),
+            "submitter_cpu_s": round(submit_cpu, 3), "rows": len(rows), "output": output.name,
             "found": len(rows) - rows.null_count, "processes": processes}
+
+
+def event_times(output: Path) -> Any:
+    """The output's event_timestamp column (null where an entity has no item)."""
+    if output.suffix == ".csv":
+        import pyarrow.csv as pa_csv
+
+        options = pa_csv.ConvertOptions(include_columns=["event_timestamp"])
+        return pa_csv.read_csv(output, convert_options=options).column(0)
+    if output.suffix == ".jsonl":
+        import pyarrow.json as pa_json
+
+        return pa_json.read_json(output).column("event_timestamp")
+    return pq.read_table(output, columns=["event_timestamp"]).column(0)
 
 
 def feast_cell(endpoint_url: str, entities: Path, timeout_s: float) -> dict[str, Any]:
@@ -205,10 +221,11 @@ METHODS = ("pull", "submit_wait", "feast_online_read")
 
 
 def run(sizes: Sequence[int], found_share: float, threads: int, latencies: Sequence[float],
-        timeout_s: float, log: Any = print, only: Sequence[str] = METHODS
-        ) -> list[dict[str, Any]]:
+        timeout_s: float, log: Any = print, only: Sequence[str] = METHODS,
+        formats: tuple[str, str] = ("csv", "parquet")) -> list[dict[str, Any]]:
     """The cells of the methods in ``only`` at every size and latency, one after another
-    (Feast's only when it is importable)."""
+    (Feast's only when it is importable); ``formats``: the entity file's and the output's
+    (Feast reads the CSV file's ids either way)."""
     cells: list[dict[str, Any]] = []
     methods = [m for m in only if m != "feast_online_read" or feast_importable()]
     with tempfile.TemporaryDirectory(prefix="featurepull-bench-whole-") as folder:
@@ -219,12 +236,21 @@ def run(sizes: Sequence[int], found_share: float, threads: int, latencies: Seque
                 for size in sizes:
                     entities = work / f"entities-{size}.csv"
                     write_entities(entities, size, int(size * found_share), seed=size)
+                    given = entities
+                    if formats[0] == "parquet":
+                        given = entities.with_suffix(".parquet")
+                        import pyarrow.csv as pa_csv
+
+                        pq.write_table(pa_csv.read_csv(entities), given)
                     for method in methods:
                         log(f"whole-process: {method} size={size:,} latency={latency}ms")
                         cell = {"method": method, "size": size, "latency_ms": latency,
                                 "found_share": found_share, "threads": threads,
-                                **_measure(method, endpoint.url, entities, work, threads,
-                                           timeout_s)}
+                                "entities": (entities if method == "feast_online_read"
+                                             else given).name,
+                                **_measure(method, endpoint.url,
+                                           entities if method == "feast_online_read"
+                                           else given, work, threads, timeout_s, formats[1])}
                         cell["cpu_us_per_row"] = round(cell["cpu_s"] / size * 1e6, 2)
                         cell["load_average"] = [round(v, 2) for v in os.getloadavg()]
                         cells.append(cell)
@@ -233,11 +259,12 @@ def run(sizes: Sequence[int], found_share: float, threads: int, latencies: Seque
 
 
 def _measure(method: str, endpoint_url: str, entities: Path, work: Path, threads: int,
-             timeout_s: float) -> dict[str, Any]:
+             timeout_s: float, output_format: str) -> dict[str, Any]:
     if method == "pull":
-        return pull_cell(endpoint_url, entities, work, threads, timeout_s)
+        return pull_cell(endpoint_url, entities, work, threads, timeout_s, output_format)
     if method == "submit_wait":
-        return submit_cell(endpoint_url, entities, work, threads, timeout_s)
+        return submit_cell(endpoint_url, entities, work, threads, timeout_s,
+                           output_format=output_format)
     return feast_cell(endpoint_url, entities, timeout_s)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import struct
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -167,26 +168,63 @@ class EntityKeyEncoder:
         return True
 
     def entity_ids(self, columns: Sequence[Sequence[Any]]) -> list[str] | None:
-        """The entity ids of whole join-key columns at once when there is one key and
-        :meth:`columns_encodable` vouches for it (the common case, without a per-row type
-        check); None otherwise."""
-        if len(self._encoders) != 1 or not self.columns_encodable(columns):
+        """The entity ids of whole join-key columns at once when :meth:`columns_encodable`
+        vouches for them (the common case, without a per-row type check); None otherwise.
+        Several join keys are serialized in Arrow (:meth:`serialized_keys`)."""
+        if not self.columns_encodable(columns):
             return None
+        if len(self._encoders) > 1:
+            serialized = self.serialized_keys(columns)
+            return None if serialized is None else _digests(serialized.to_pylist())
         column: Any = columns[0]
         return self._hashed(column.to_pylist() if is_arrow(column) else column)
 
+    def serialized_keys(self, columns: Sequence[Sequence[Any]]) -> Any:
+        """Every row's :meth:`serialize`, as one Arrow binary array built a column at a time
+        (each value's type and length fields, then its bytes, joined in Arrow); for columns
+        :meth:`columns_encodable` vouched for. None where Arrow's integers are not
+        little-endian, as Feast packs them."""
+        if sys.byteorder != "little":
+            return None
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        parts: list[Any] = [pa.scalar(self._prefix, pa.binary())]
+        for column, encoder in zip(columns, self._encoders, strict=True):
+            values: Any = column if is_arrow(column) else pa.array(column)
+            if encoder in _FIXED_WIDTH:
+                kind, pack = _FIXED_WIDTH[encoder]
+                width_type = pa.int64() if pack.size == 8 else pa.int32()
+                parts += [pa.scalar(_PACK_U32(kind) + _PACK_U32(pack.size), pa.binary()),
+                          _packed(pc.cast(values, width_type), pack.size)]
+            else:
+                data = pc.cast(values, pa.binary())
+                kind = _STRING if encoder is _enc_string else _BYTES
+                lengths = pc.cast(pc.binary_length(data), pa.int32())
+                parts += [pa.scalar(_PACK_U32(kind), pa.binary()), _packed(lengths, 4), data]
+        joined = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
+        # One array even from a shard's chunked key columns (dictionary_encode's indices).
+        return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+
     def unique_entity_ids(self, columns: Sequence[Sequence[Any]]
                           ) -> tuple[list[str], Any] | None:
-        """The distinct entity ids of one int or text join-key column, in the order they
-        first appear, and for each row the index of its id (an Arrow array): values are
-        de-duplicated in Arrow before any is hashed, where equal values are equal keys
-        (exact ints, exact strs). None where :meth:`entity_ids` would say None, or for
-        bytes keys. The column may be a list or an Arrow array."""
-        if len(self._encoders) != 1 or not self.columns_encodable(columns):
+        """The distinct entity ids of one int or text join-key column, or of several join
+        keys of any type, in the order they first appear, and for each row the index of its
+        id (an Arrow array): values (several keys: their serialized keys) are de-duplicated
+        in Arrow before any is hashed, where equal values are equal keys. None where
+        :meth:`entity_ids` would say None, or for one bytes key. A column may be a list or an
+        Arrow array."""
+        if not self.columns_encodable(columns):
             return None
         import pyarrow as pa  # not at import: a notebook reading a few keys needs no Arrow
         import pyarrow.compute as pc
 
+        if len(self._encoders) > 1:  # equal serialized keys are equal keys
+            serialized = self.serialized_keys(columns)
+            if serialized is None:
+                return None
+            encoded = pc.dictionary_encode(serialized)
+            return _digests(encoded.dictionary.to_pylist()), encoded.indices
         encoder = self._encoders[0]
         if encoder is _enc_bytes:
             return None
@@ -224,6 +262,23 @@ class EntityKeyEncoder:
     def entity_id(self, values: Sequence[Any]) -> str:
         """The hex MurmurHash3 x64-128 (seed 0) of the serialized key."""
         return str(mmh3.hash_bytes(self.serialize(values)).hex())
+
+
+def _digests(serialized: Sequence[bytes]) -> list[str]:
+    digest = mmh3.hash_bytes
+    return [digest(key).hex() for key in serialized]
+
+
+def _packed(values: Any, width: int) -> Any:
+    """An Arrow int32 or int64 array (no nulls) as each value's little-endian bytes, from
+    its own buffer: what ``struct.pack("<i"/"<q")`` makes of each value."""
+    import pyarrow as pa
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    fixed = pa.Array.from_buffers(pa.binary(width), len(values), [None, values.buffers()[1]],
+                                  offset=values.offset)
+    return fixed.cast(pa.binary())
 
 
 def _arrow_encodable(column: Any, encoder: Callable[[Any], bytes]) -> bool:

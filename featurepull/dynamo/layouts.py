@@ -329,6 +329,17 @@ class PlainLayout:
         _missing_columns(names, columns, source)
         columns = python_columns(columns)
         limits = (HASH_KEY_MAX_BYTES, RANGE_KEY_MAX_BYTES)
+        whole = [_plain_key_column(columns[name], atype, limit)
+                 for (name, atype), limit in zip(self.key_schema, limits, strict=False)]
+        vouched = [column for column in whole if column is not None]
+        if len(vouched) == len(whole):
+            return list(vouched[0] if len(vouched) == 1 else zip(*vouched, strict=True))
+        return self._keys_by_row(columns, source)
+
+    def _keys_by_row(self, columns: Mapping[str, Sequence[Any]], source: str) -> list[Hashable]:
+        """`keys_for` a value at a time: the path whose messages name the row at fault."""
+        names = [name for name, _ in self.key_schema]
+        limits = (HASH_KEY_MAX_BYTES, RANGE_KEY_MAX_BYTES)
         converters = [_key_converter(atype, limit)
                       for (_, atype), limit in zip(self.key_schema, limits, strict=False)]
         keys: list[Hashable] = []
@@ -420,6 +431,30 @@ def _plain_timestamp(name: str | None, value: dict[str, Any]) -> datetime | None
             "--event-ts-attribute, or pass --event-ts-attribute '' to read without one"
         ) from None
     return None
+
+
+def _plain_key_column(values: Sequence[Any], atype: str, max_bytes: int) -> Sequence[Any] | None:
+    """A whole key column converted as `_key_converter` converts each value, where a pass
+    over the column vouches for every value: text of one to `max_bytes` UTF-8 bytes, bytes
+    of that size, ints within 64 bits (a Decimal each, as the number's text would give).
+    None: convert value by value, to name the row at fault."""
+    kinds = set(map(type, values))
+    if not kinds:
+        return values
+    if kinds == {int} and atype == "N":
+        if min(values) >= -(2**63) and max(values) < 2**63:  # 19 digits at most
+            return list(map(Decimal, values))
+        return None
+    if kinds != ({str} if atype == "S" else {bytes} if atype == "B" else None):
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        sizes = pc.min_max(pc.binary_length(pa.array(values))).as_py()
+    except (pa.ArrowException, ValueError):  # text that is not UTF-8 (a lone surrogate)
+        return None
+    return values if sizes["min"] > 0 and sizes["max"] <= max_bytes else None
 
 
 def _wire_value(atype: str, value: Any) -> Any:

@@ -26,9 +26,10 @@ _TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 _ARROW_VALUE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
 
 
-def columnar_table(view: RowView) -> pa.Table | None:
-    """The view's table built by column, or None when only the row-by-row path can say
-    what is wrong (the caller runs it)."""
+def found_columns(view: RowView) -> tuple[list[Any], pa.Array | None] | None:
+    """The found rows' values by column (event times first, then each feature), and each
+    output row's place among them (null where it has no item; None when every row has one);
+    None when only the row-by-row path can say what is wrong with the view."""
     rows = view.rows
     names = view.names
     if len(set(names)) != len(names) or any(
@@ -48,6 +49,17 @@ def columnar_table(view: RowView) -> pa.Table | None:
         found_index = _found_index(rows) if len(found) != len(rows) else None
     if not _all_utc(columns[0]):
         return None
+    return columns, found_index
+
+
+def columnar_table(view: RowView) -> pa.Table | None:
+    """The view's table built by column, or None when only the row-by-row path can say
+    what is wrong (the caller runs it)."""
+    split = found_columns(view)
+    if split is None:
+        return None
+    columns, found_index = split
+    names = view.names
     try:
         arrays = [pa.array(columns[0], type=_TIMESTAMP_TYPE)]
         arrays += [_typed(values if isinstance(values, list) else list(values))

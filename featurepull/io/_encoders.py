@@ -3,7 +3,8 @@
 An encoder writes to a binary stream it does not own. It is fed Arrow tables (any format) or,
 for the text formats, runs of Python records; it is finished once after the last write, or
 abandoned after an error. The text encodings are `featurepull.io._text_values`, whether a
-value came from a Python row or from an Arrow table (via `to_pylist`).
+value came from a Python row or from an Arrow table; `_text_columns` makes the same bytes a
+column at a time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, TypeVar
 
@@ -22,6 +23,7 @@ from featurepull.config import S3Settings
 from featurepull.io._destinations import OwnerMark, open_output, reporting_write_errors
 from featurepull.io._formats import FileFormat
 from featurepull.io._row_view import CHUNK_ROWS, OutputError, column_role
+from featurepull.io._text_columns import TextFormat, csv_bytes, jsonl_bytes, text_array
 from featurepull.io._text_values import csv_field, json_text
 
 _Encoded = TypeVar("_Encoded")
@@ -79,7 +81,10 @@ class ParquetEncoder(Encoder):
 
 
 class TextEncoder(Encoder):
-    """CSV or JSONL: rows are encoded one by one from their Python values."""
+    """CSV or JSONL: rows encoded a column at a time where `_text_columns` can, else one by
+    one from their Python values (the same bytes either way)."""
+
+    fmt: TextFormat
 
     def __init__(self, stream: BinaryIO, names: list[str], source: str) -> None:
         super().__init__(stream, source)
@@ -89,11 +94,19 @@ class TextEncoder(Encoder):
     def write_records(self, records: Iterable[list[Any]], first_row: int) -> None:
         """Append rows given as their values in column order."""
 
+    @abstractmethod
+    def write_texts(self, texts: Sequence[pa.Array]) -> bool:
+        """Append rows given as one array of field texts per column (`text_array`, null
+        for None); False, with nothing written, when only `write_records` can."""
+
     def write_table(self, table: pa.Table, first_row: int) -> None:
         row = first_row
         for batch in table.to_batches(max_chunksize=CHUNK_ROWS):
-            columns = [column.to_pylist() for column in batch.columns]
-            self.write_records(map(list, zip(*columns, strict=True)), row)
+            texts = [text_array(column, self.fmt) for column in batch.columns]
+            if not all(text is not None for text in texts) or not self.write_texts(
+                    [text for text in texts if text is not None]):
+                columns = [column.to_pylist() for column in batch.columns]
+                self.write_records(map(list, zip(*columns, strict=True)), row)
             row += batch.num_rows
 
     def _encoded(
@@ -134,6 +147,8 @@ class TextEncoder(Encoder):
 class CsvEncoder(TextEncoder):
     """A header line, then one line per row; fields as `csv_field` writes them."""
 
+    fmt: TextFormat = "csv"
+
     def __init__(self, stream: BinaryIO, names: list[str], source: str) -> None:
         super().__init__(stream, names, source)
         self._text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
@@ -142,6 +157,14 @@ class CsvEncoder(TextEncoder):
 
     def write_records(self, records: Iterable[list[Any]], first_row: int) -> None:
         self._writer.writerows(self._encoded(records, first_row, _csv_record, csv_field))
+
+    def write_texts(self, texts: Sequence[pa.Array]) -> bool:
+        lines = csv_bytes(texts)
+        if lines is None:
+            return False
+        self._text.flush()  # the header and any rows the csv module wrote come first
+        self.stream.write(memoryview(lines))
+        return True
 
     def finish(self) -> None:
         self._text.flush()
@@ -158,6 +181,15 @@ def _csv_record(values: list[Any]) -> list[str]:
 
 class JsonlEncoder(TextEncoder):
     """One compact JSON object per line, keys in column order."""
+
+    fmt: TextFormat = "jsonl"
+
+    def write_texts(self, texts: Sequence[pa.Array]) -> bool:
+        lines = jsonl_bytes(self.names, texts)
+        if lines is None:
+            return False
+        self.stream.write(memoryview(lines))
+        return True
 
     def write_records(self, records: Iterable[list[Any]], first_row: int) -> None:
         names = self.names

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featurepull.io._entity_table import (
@@ -58,7 +59,50 @@ def stream_parquet(stream: BinaryIO, source: str, required: tuple[str, ...] = ()
         except (pa.ArrowException, OSError) as exc:
             raise EntityFileError(_unreadable_parquet_message(source, exc)) from None
 
-    return EntityStream(source, types, parquet.metadata.num_rows, batches)
+    def arrow_batches(names: Sequence[str]) -> Iterator[dict[str, Any]]:
+        # The same batches and checks as `batches`, each column as an Arrow array of its
+        # logical type: the checks run on the column unless it may fail them, and then on
+        # its values, for the exact message.
+        try:
+            offset = 0
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=list(names)):
+                arrays = {name: _logical_array(batch.column(name), types[name])
+                          for name in names}
+                for name in [name for name in names if name in checked]:
+                    array = arrays[name]
+                    if array is None or (name in required and not _all_present(array)):
+                        values = _arrow_values(batch.column(name))
+                        _check_parquet_values(source, name, values, offset, name in required)
+                yield {name: _logical_array(batch.column(name), types[name], safe=False)
+                       if array is None else array for name, array in arrays.items()}
+                offset += batch.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise EntityFileError(_unreadable_parquet_message(source, exc)) from None
+
+    return EntityStream(source, types, parquet.metadata.num_rows, batches, arrow_batches)
+
+
+_LOGICAL_ARROW_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
+                        "bytes": pa.binary(), "float": pa.float64(), "bool": pa.bool_(),
+                        "null": pa.null()}
+
+
+def _logical_array(array: Any, logical: str, safe: bool = True) -> Any:
+    """A column as an Arrow array of its logical type (what `pa.array` makes of its
+    values); None when a value does not fit it (a uint64 beyond int64), unless not `safe`."""
+    try:  # a dictionary-encoded column is decoded by the cast
+        return array.cast(_LOGICAL_ARROW_TYPES[logical], safe=safe)
+    except pa.ArrowInvalid:
+        return None
+
+
+def _all_present(array: Any) -> bool:
+    """Whether a required key column has no null and no empty text or bytes."""
+    if array.null_count:
+        return False
+    if len(array) and (pa.types.is_string(array.type) or pa.types.is_binary(array.type)):
+        return bool(pc.min(pc.binary_length(array)).as_py() > 0)
+    return True
 
 
 def _parquet_types(source: str, schema: Any, required: tuple[str, ...]) -> dict[str, str]:

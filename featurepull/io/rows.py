@@ -14,7 +14,8 @@ Encoding per format:
              datetimes ISO 8601, lists and dicts JSON text.
     JSONL    one object per line; bytes base64, datetimes ISO 8601 strings.
 CSV and JSONL encode each Python value as it is (a datetime keeps its own UTC offset, a column
-may mix ints and strings), without going through Arrow.
+may mix ints and strings): a column at a time where its values allow (`_text_columns`),
+else row by row, the same bytes either way.
 
 A local output goes to a hidden temporary file beside it, which is fsynced and then renamed
 over it; an s3:// output is staged in a local temporary file and uploaded at the end. After any
@@ -23,17 +24,18 @@ error nothing is left behind. Rows are numbered from 1 in messages.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import pyarrow as pa
 
 from featurepull.config import S3Settings
-from featurepull.io._columnar import columnar_table
+from featurepull.io._columnar import columnar_table, found_columns
 from featurepull.io._destinations import check_destination, output_format, reporting_write_errors
 from featurepull.io._encoders import open_encoder, text_encoder
 from featurepull.io._row_view import CHUNK_ROWS, EVENT_TIMESTAMP, OutputError, RowView
+from featurepull.io._text_columns import TextFormat, text_array
 from featurepull.io.sink import open_sink
 from featurepull.io.tables import arrow_batches, arrow_schema
 
@@ -66,7 +68,9 @@ def write_rows(
             for start in range(0, total, CHUNK_ROWS):
                 sink.write(table.slice(start, CHUNK_ROWS))
         return total
-    view.validate()
+    texts = None if fmt == "parquet" else _column_texts(view, fmt)
+    if texts is None:
+        view.validate()
     if fmt == "parquet":
         schema = arrow_schema(view)
         with open_sink(path, schema, overwrite=overwrite, s3=s3) as sink:
@@ -76,7 +80,36 @@ def write_rows(
     make = partial(text_encoder, fmt, names=view.names, source=path)
     with open_encoder(path, make, overwrite=overwrite, s3=s3) as encoder:
         for start in range(0, total, CHUNK_ROWS):
-            records = view.records(start, min(start + CHUNK_ROWS, total))
+            stop = min(start + CHUNK_ROWS, total)
+            chunk = None if texts is None else texts(start, stop)
             with reporting_write_errors(path):
-                encoder.write_records(records, start + 1)
+                if chunk is None or not encoder.write_texts(chunk):
+                    encoder.write_records(view.records(start, stop), start + 1)
     return total
+
+
+def _column_texts(view: RowView, fmt: TextFormat
+                  ) -> Callable[[int, int], list[pa.Array] | None] | None:
+    """Rows [start, stop) as each output column's field texts (`text_array`), or None for
+    rows to write one by one: the found rows' texts made once, the keys' a chunk at a time
+    (memory for one chunk's text, not the output's). None when every row must be checked."""
+    split = found_columns(view) if len(view.names) > 1 else None
+    if split is None:
+        return None
+    found, found_index = split
+    features = [text_array(values, fmt) for values in found]
+    found_texts = [texts for texts in features if texts is not None]
+    if len(found_texts) != len(features):
+        return None
+
+    def chunk(start: int, stop: int) -> list[pa.Array] | None:
+        keys = [text_array(values[start:stop], fmt) for values in view.key_columns.values()]
+        key_texts = [texts for texts in keys if texts is not None]
+        if len(key_texts) != len(keys):
+            return None
+        if found_index is None:  # every row found, in order
+            return [*key_texts, *(texts.slice(start, stop - start) for texts in found_texts)]
+        rows = found_index.slice(start, stop - start)
+        return [*key_texts, *(texts.take(rows) for texts in found_texts)]
+
+    return chunk

@@ -321,7 +321,8 @@ def test_whole_column_entity_ids_equal_row_by_row_ones(version: int) -> None:
     ids = [0, 1, -1, 2**63 - 1, -(2**63), *(random.Random(7).randrange(-(2**63), 2**63) for _ in range(500))]
     assert encoder.entity_ids([ids]) == [encoder.entity_id([value]) for value in ids]
     assert encoder.entity_ids([[1, None]]) is None  # not vouched for: row by row
-    assert EntityKeyEncoder({"a": "int64", "b": "int64"}).entity_ids([[1], [2]]) is None
+    pair = EntityKeyEncoder({"a": "int64", "b": "int64"}, version)  # two keys: Arrow-built
+    assert pair.entity_ids([[1, 3], [2, 4]]) == [pair.entity_id([1, 2]), pair.entity_id([3, 4])]
 
 
 def _wire_item(rng: random.Random, base64_text: bool) -> dict[str, Any]:

@@ -91,7 +91,9 @@ def test_unique_keys_declines_what_it_cannot_vouch_for(column: list[Any]) -> Non
 def test_unique_keys_of_compound_and_plain_keys_are_every_rows() -> None:
     compound = FeastLayout({"a": "int64", "b": "string"})
     columns = {"a": [1, 1, 2], "b": ["x", "x", "y"]}
-    assert unique_keys(compound, columns) == (compound.keys_for(columns), None)
+    keys, positions = unique_keys(compound, columns)  # de-duplicated serialized keys
+    every_row = compound.keys_for(columns)
+    assert (list(keys), positions.to_pylist()) == ([every_row[0], every_row[2]], [0, 0, 1])
     plain = PlainLayout([("id", "S")])
     assert unique_keys(plain, {"id": ["a", "a"]}) == (["a", "a"], None)
 

@@ -1,0 +1,173 @@
+"""CSV lines and JSONL objects made a column at a time, with the bytes the row-by-row text
+encoders write (`featurepull.io._encoders`, values as `featurepull.io._text_values` writes them).
+
+A column becomes an Arrow array of each value's text (null where the value is None); the
+lines are those texts joined in Arrow. Strings, integers, booleans and UTC timestamps are
+turned into text by Arrow compute; every other value (floats, whose shortest text Arrow writes
+in another style, bytes, lists, dicts, other timestamps) by the same Python function the
+row-by-row encoders call, one non-null value at a time, with no per-row record. Anything that
+function refuses, or that could come out other than it would row by row, returns None: the
+caller then takes the row-by-row path, whose message names the row and column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeAlias
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurepull.io._text_values import csv_field, json_text
+
+TextFormat = Literal["csv", "jsonl"]
+Column: TypeAlias = "pa.Array | pa.ChunkedArray | Sequence[Any]"
+
+_ARROW_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
+_UTC_MICROS = pa.timestamp("us", tz="UTC")
+_ISO_LENGTH = len("2024-01-01T00:00:00.000000")
+# What makes Python's csv module (QUOTE_MINIMAL, "\r\n" lines) quote a field.
+_CSV_QUOTED = r'[,"\r\n]'
+# What json.dumps(ensure_ascii=False) escapes inside a string.
+_JSON_ESCAPED = r'[\x00-\x1f"\\]'
+# Python values whose whole column Arrow converts and writes as they would be written alone.
+_ARROW_TYPED: dict[type, pa.DataType] = {int: pa.int64(), str: pa.string(), bool: pa.bool_()}
+
+
+def text_array(values: Column, fmt: TextFormat) -> pa.Array | None:
+    """Each value's text in format `fmt` (`csv_field` quoted as `csv.writer` quotes it, or
+    `json_text` for JSONL), null where the value is None; None when a value cannot be
+    written (or not vouched for)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = _arrow_column(values)
+        if not isinstance(values, pa.Array):
+            return _quoted(_python_texts(values, fmt), fmt)
+    try:
+        texts = _arrow_texts(values, fmt)
+    except _ARROW_ERRORS:
+        texts = None
+    if texts is None:
+        return _quoted(_python_texts(values.to_pylist(), fmt), fmt)
+    # Numbers, booleans and timestamps never hold a character the csv module quotes.
+    text_type = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+    return _quoted(texts, fmt) if text_type else texts
+
+
+def csv_bytes(texts: Sequence[pa.Array]) -> pa.Buffer | None:
+    """The CSV lines of rows whose fields are `texts` (`text_array`s, one per column, nulls
+    empty), as `csv.writer` writes them; None for a single column (the csv module quotes a
+    lone empty field), which the row-by-row writer handles."""
+    if len(texts) < 2:
+        return None
+    fields = [pc.fill_null(column, "") for column in texts]
+    return _joined([pc.binary_join_element_wise(*fields, ",")], "\r\n")
+
+
+def jsonl_bytes(names: Sequence[str], texts: Sequence[pa.Array]) -> pa.Buffer | None:
+    """One compact JSON object per row, keys in column order (nulls as null); None when
+    two columns share a name (a dict per row keeps one of them)."""
+    if len(set(names)) != len(names) or not names:
+        return None
+    parts: list[Any] = []
+    for index, (name, column) in enumerate(zip(names, texts, strict=True)):
+        parts += [pa.scalar(("{" if index == 0 else ",") + json_text(name) + ":"),
+                  pc.fill_null(column, "null")]
+    return _joined(parts, "}\n")
+
+
+def _joined(parts: list[Any], end: str) -> pa.Buffer:
+    """Every row's parts and `end` joined, all rows one after another, as one buffer."""
+    lines = pc.binary_join_element_wise(*parts, pa.scalar(end), "")
+    whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()),
+                                                    lines), "")
+    scalar = whole[0]
+    assert isinstance(scalar, pa.StringScalar)
+    return scalar.as_buffer() or pa.py_buffer(b"")
+
+
+def _quoted(fields: pa.Array | None, fmt: TextFormat) -> pa.Array | None:
+    """CSV fields quoted where the csv module quotes them (JSON texts as they are)."""
+    if fields is None or fmt != "csv":
+        return fields
+    quote = pc.fill_null(pc.match_substring_regex(fields, _CSV_QUOTED), False)
+    if not pc.any(quote).as_py():
+        return fields
+    escaped = pc.binary_join_element_wise(
+        pa.scalar('"'), pc.replace_substring(fields, '"', '""'), pa.scalar('"'), "")
+    return pc.if_else(quote, escaped, fields)
+
+
+def _arrow_column(values: Sequence[Any]) -> pa.Array | Sequence[Any]:
+    """A Python column as Arrow where Arrow's value is the same text as the Python value's:
+    one exact type of int, str or bool, or UTC datetimes; else the values as they are."""
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    if len(kinds) != 1:
+        return values
+    kind = kinds.pop()
+    arrow_type = _ARROW_TYPED.get(kind)
+    if arrow_type is None and kind is datetime and all(
+            value is None or value.tzinfo is UTC for value in values):
+        arrow_type = _UTC_MICROS
+    if arrow_type is None:
+        return values
+    try:
+        return pa.array(values, type=arrow_type)
+    except _ARROW_ERRORS:  # an int beyond 64 bits
+        return values
+
+
+def _arrow_texts(values: pa.Array, fmt: TextFormat) -> pa.Array | None:
+    """The texts of an Arrow column computed by Arrow, or None for a type it does not
+    write as Python does (the caller then converts its values one by one)."""
+    kind = values.type
+    if pa.types.is_null(kind):
+        return pa.nulls(len(values), pa.string())
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        return values.cast(pa.string())
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        texts = values.cast(pa.string())
+        return texts if fmt == "csv" else _json_strings(texts)
+    if kind == _UTC_MICROS or (pa.types.is_timestamp(kind) and kind.unit == "us"
+                               and kind.tz in ("UTC", "+00:00")):
+        stamps = _iso_utc(values)
+        if stamps is None or fmt == "csv":
+            return stamps
+        return pc.binary_join_element_wise(pa.scalar('"'), stamps, pa.scalar('"'), "")
+    return None
+
+
+def _iso_utc(values: pa.Array) -> pa.Array | None:
+    """`datetime.isoformat()` of UTC timestamps: microseconds only when not zero, then
+    +00:00; None if a year is out of the four-digit range isoformat writes."""
+    texts = pc.strftime(values.cast(pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%S")
+    lengths = pc.min_max(pc.utf8_length(texts))
+    if lengths["min"].as_py() not in (None, _ISO_LENGTH) or lengths["max"].as_py() not in (
+            None, _ISO_LENGTH):
+        return None
+    whole_seconds = pc.replace_substring_regex(texts, r"\.000000$", "")
+    return pc.binary_join_element_wise(whole_seconds, pa.scalar("+00:00"), "")
+
+
+def _json_strings(texts: pa.Array) -> pa.Array:
+    """Strings as JSON: quoted; the few holding a character JSON escapes, by `json_text`."""
+    quoted = pc.binary_join_element_wise(pa.scalar('"'), texts, pa.scalar('"'), "")
+    escape = pc.fill_null(pc.match_substring_regex(texts, _JSON_ESCAPED), False)
+    if not pc.any(escape).as_py():
+        return quoted
+    escaped = [json_text(text) for text in texts.filter(escape).to_pylist()]
+    return pc.replace_with_mask(quoted, escape, pa.array(escaped, pa.string()))
+
+
+def _python_texts(values: Sequence[Any], fmt: TextFormat) -> pa.Array | None:
+    """Each non-None value's text by the row-by-row encoders' own function."""
+    encode: Callable[[Any], str] = csv_field if fmt == "csv" else json_text
+    try:
+        return pa.array([None if value is None else encode(value) for value in values],
+                        pa.string())
+    except _ARROW_ERRORS:  # TypeError: no text for the value; ArrowException: not UTF-8
+        return None
+

@@ -1,0 +1,194 @@
+"""CSV and JSONL written a column at a time (`featurepull.io._text_columns`) are the bytes the
+row-by-row encoders write, on generated rows full of what text encoding is about: quotes,
+commas, line breaks, control characters, unicode, int64's edges and beyond, floats Arrow and
+Python write differently, NaN, bytes, UTC and other timestamps, lists, dicts, mixed columns.
+
+Both ways in: `write_rows` (a pull's rows, as tuples or as a read's `FoundRows`) and
+`TextEncoder.write_table` (the finisher's and the sink's Arrow tables). The exact path is
+the encoder's `write_records`, fed the rows one by one.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from featurepull.dynamo.found import FoundRows
+from featurepull.io import write_rows
+from featurepull.io._encoders import text_encoder
+from featurepull.io._row_view import OutputError, RowView
+from featurepull.io._text_columns import text_array
+from featurepull.io.rows import _column_texts
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+TEXTS = ["plain", "", "a,b", 'say "hi"', "line\nbreak", "cr\ronly", "crlf\r\n", "tab\there",
+         "back\\slash", "ctl\x01", "us\x1f", "nul\x00", "Montréal", "東京", "emoji 🚀", "\u2028sep", " lead", "trail ",
+         "del\x7f", "é,\"\n"]
+FLOATS = [0.0, -0.0, 1.0, 0.1, 1 / 3, 1e15, 1e16, 1e21, 1e-4, 1e-5, 1.5e-7, -66926478731690.96,
+          100.0, 5e-324, 1.7976931348623157e308, float("nan"), float("inf"), float("-inf")]
+INTS = [0, 1, -1, 42, 2**53 + 1, 2**63 - 1, -(2**63)]
+STAMPS = [datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2024, 1, 2, 3, 4, 5, 123, tzinfo=UTC),
+          datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+          datetime(999, 1, 1, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC)]
+# Columns of one kind each (the fast paths), and mixed ones (the exact function per value).
+KINDS: dict[str, Callable[[random.Random], Any]] = {
+    "int": lambda r: r.choice(INTS),
+    "str": lambda r: r.choice(TEXTS),
+    "float": lambda r: r.choice(FLOATS),
+    "bool": lambda r: r.random() < 0.5,
+    "bytes": lambda r: r.randbytes(r.randint(0, 5)),
+    "utc": lambda r: r.choice(STAMPS),
+    "zoned": lambda r: datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2))),
+    "list": lambda r: r.choice([[1, 2.5], [], ["a", None], [b"\x00"], (1, 2)]),
+    "dict": lambda r: r.choice([{"b": 1, "a": "é"}, {"a": float("nan")}, {}]),
+    "int_float": lambda r: r.choice([1, 2.5, 3]),
+    "int_str": lambda r: r.choice([7, "7", "x"]),
+    "big_int": lambda r: r.choice([2**64, -(2**70), 5]),
+    "enum": lambda r: r.choice([Level.LOW, 2]),
+}
+
+
+def generated(rng: random.Random, rows: int) -> tuple[dict[str, list[Any]], list[Any], list[str]]:
+    """Key columns, rows (None, or a timestamp and features) and feature names."""
+    key_kinds = rng.sample(["int", "str", "int_str", "big_int"], rng.randint(1, 2))
+    keys = {f"k_{kind}": [KINDS[kind](rng) for _ in range(rows)] for kind in key_kinds}
+    kinds = rng.sample(sorted(KINDS), rng.randint(1, 5))
+    found = rng.random()
+    records: list[Any] = []
+    for _ in range(rows):
+        if rng.random() > found:
+            records.append(None)
+            continue
+        stamp = None if rng.random() < 0.1 else rng.choice(STAMPS[:4])
+        records.append((stamp, *[None if rng.random() < 0.2 else KINDS[kind](rng)
+                                 for kind in kinds]))
+    return keys, records, [f"f_{kind}" for kind in kinds]
+
+
+def exact_bytes(fmt: str, view: RowView) -> bytes:
+    """What the row-by-row encoder writes for the view's rows."""
+    stream = io.BytesIO()
+    encoder = text_encoder(fmt, stream, view.names, view.source)  # type: ignore[arg-type]
+    encoder.write_records(view.records(0, len(view.rows)), 1)
+    encoder.finish()
+    return stream.getvalue()
+
+
+def as_found_rows(rows: list[Any]) -> FoundRows:
+    """The same rows as a read holds them: one column per value, each row's found item."""
+    found = [row for row in rows if row is not None]
+    positions, slots = [], []
+    for row in rows:
+        if row is None:
+            positions.append(len(rows))  # a key with no item
+        else:
+            positions.append(len(slots))
+            slots.append(len(slots))
+    width = len(found[0]) if found else 0
+    columns = [[row[c] for row in found] for c in range(width)]
+    return FoundRows(positions, len(rows) + 1, slots, columns)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("seed", range(12))
+def test_write_rows_writes_the_row_by_row_bytes(tmp_path: Path, fmt: str, seed: int) -> None:
+    rng = random.Random(seed)
+    keys, rows, features = generated(rng, rng.randint(1, 60))
+    want = exact_bytes(fmt, RowView("out", keys, rows, tuple(features)))
+    write_rows(str(tmp_path / f"tuples.{fmt}"), keys, rows, features)
+    assert (tmp_path / f"tuples.{fmt}").read_bytes() == want
+    if any(row is not None for row in rows):
+        write_rows(str(tmp_path / f"found.{fmt}"), keys, as_found_rows(rows), features)
+        assert (tmp_path / f"found.{fmt}").read_bytes() == want
+
+
+def arrow_table(rng: random.Random, rows: int) -> pa.Table:
+    """A table of the types shards and Parquet parts hold, with nulls, in several chunks."""
+    columns = {
+        "id": pa.array([rng.choice(INTS) for _ in range(rows)], pa.int64()),
+        "small": pa.array([rng.randint(0, 200) for _ in range(rows)], pa.uint8()),
+        "event_timestamp": pa.array([rng.choice([*STAMPS, None]) for _ in range(rows)],
+                                    pa.timestamp("us", tz="UTC")),
+        "s": pa.array([rng.choice([*TEXTS, None]) for _ in range(rows)], pa.large_string()),
+        "f": pa.array([rng.choice([*FLOATS, None]) for _ in range(rows)], pa.float64()),
+        "f32": pa.array([rng.choice([0.1, 1.0, None]) for _ in range(rows)], pa.float32()),
+        "b": pa.array([rng.choice([True, False, None]) for _ in range(rows)]),
+        "raw": pa.array([rng.choice([b"", b"\xff\x00", None]) for _ in range(rows)]),
+        "l": pa.array([rng.choice([[1.5, None], [], None]) for _ in range(rows)]),
+        "st": pa.array([rng.choice([{"x": 1, "y": "é"}, None]) for _ in range(rows)]),
+        "ms": pa.array([rng.choice(STAMPS[:3]) for _ in range(rows)], pa.timestamp("ms")),
+        "paris": pa.array([rng.choice(STAMPS[:3]) for _ in range(rows)],
+                          pa.timestamp("us", tz="Europe/Paris")),
+        "nothing": pa.nulls(rows),
+    }
+    # One column too: the csv module quotes a row's lone empty field.
+    names = rng.sample(sorted(columns), rng.randint(1, len(columns)))
+    table = pa.table({name: columns[name] for name in names})
+    cut = rng.randint(0, rows)
+    return pa.concat_tables([table.slice(0, cut), table.slice(cut)])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("seed", range(12))
+def test_write_table_writes_the_row_by_row_bytes(fmt: str, seed: int) -> None:
+    rng = random.Random(seed)
+    table = arrow_table(rng, rng.randint(1, 80))
+    records = [list(row.values()) for row in table.to_pylist()]
+    want = io.BytesIO()
+    exact = text_encoder(fmt, want, table.column_names, "out")  # type: ignore[arg-type]
+    exact.write_records(records, 1)
+    exact.finish()
+    got = io.BytesIO()
+    fast = text_encoder(fmt, got, table.column_names, "out")  # type: ignore[arg-type]
+    fast.write_table(table, 1)
+    fast.finish()
+    assert got.getvalue() == want.getvalue()
+
+
+def test_the_fast_path_is_taken_for_the_usual_columns() -> None:
+    """A pull's usual columns are encoded by Arrow, not value by value: the comparisons above
+    would pass vacuously if every column fell back to the exact function."""
+    for fmt in ("csv", "jsonl"):
+        for values in ([1, None, 3], ["a", None], [True, None], [STAMPS[1], None]):
+            texts = text_array(values, fmt)  # type: ignore[arg-type]
+            assert texts is not None and texts.null_count == 1
+    assert text_array([Level.LOW, object()], "csv") is None  # no text: the row path says why
+    rows = [None, (STAMPS[0], 0.5, "x"), None]
+    view = RowView("out", {"id": [1, 2, 3]}, as_found_rows(rows), ("f", "s"))
+    chunks = _column_texts(view, "csv")
+    texts = None if chunks is None else chunks(0, 3)
+    assert texts is not None and [column.to_pylist() for column in texts] == [
+        ["1", "2", "3"], [None, "2024-01-02T03:04:05+00:00", None], [None, "0.5", None],
+        [None, "x", None]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_rows_over_several_chunks_and_a_bad_key_in_a_later_one(tmp_path: Path, fmt: str) -> None:
+    """Text is made a chunk (CHUNK_ROWS) at a time: the bytes across chunk boundaries are the
+    row writer's, and a key no text can be made of, in the second chunk, gets the row
+    writer's message naming its row, with nothing left behind."""
+    rows = 70_000
+    keys = {"id": list(range(rows))}
+    found = [None if n % 7 else (STAMPS[n % 2], n / 3, f"c{n % 5}") for n in range(rows)]
+    view = RowView("out", keys, as_found_rows(found), ("f", "s"))
+    write_rows(str(tmp_path / f"out.{fmt}"), keys, view.rows, ["f", "s"])
+    assert (tmp_path / f"out.{fmt}").read_bytes() == exact_bytes(fmt, view)
+    keys["id"][69_000] = object()
+    with pytest.raises(OutputError) as raised:
+        write_rows(str(tmp_path / f"bad.{fmt}"), keys, found, ["f", "s"])
+    with pytest.raises(OutputError) as exact:
+        exact_bytes(fmt, RowView(str(tmp_path / f"bad.{fmt}"), keys, found, ("f", "s")))
+    assert str(raised.value) == str(exact.value) and "row 69001" in str(raised.value)
+    assert not (tmp_path / f"bad.{fmt}").exists()
