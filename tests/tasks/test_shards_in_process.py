@@ -26,6 +26,9 @@ FEATURES = ["conv_rate", "city"]
 # 2 shards: 100 rows of 80 drivers (20 rows unknown), then 40 rows (20 unknown).
 IDS = [DRIVERS - 60 + i % 80 for i in range(100)] + [DRIVERS - 20 + i for i in range(40)]
 CAPACITY = {"rcu_per_s", "budget_rcu_per_s", "budget_wait_s", "in_flight"}
+# scripts/mutation.sh runs these first for a mutant of featurepull.tasks.shards: they kill
+# most in seconds, before the bigger job tests in its list start.
+pytestmark = pytest.mark.mutation_first
 
 
 def new_job(settings: Settings, store: JobStore, tmp_path: Path, **request: Any) -> JobMeta:
