@@ -65,20 +65,27 @@ def test_a_feast_references_shard_reads_every_view_under_the_budget(
     rate_key = f"{PREFIX}{TABLE}:{BUDGET!r}"
     store.redis.delete(f"{PREFIX}{TABLE}", rate_key)
     meta = new_job(settings, store, tmp_path, dynamodb={"max_rcu_per_s": BUDGET})
-    # The spec a job naming one view's features stores (featurepull.tasks.feast_views).
-    plan = ViewsPlan([ViewRead("driver_hourly_stats", TABLE, {"driver_id": "int64"},
-                               list(FEATURES), 0.0)],
-                     list(FEATURES), [(0, 0), (0, 1)], ["driver_id"])
+    # The spec a job naming two views' features stores (featurepull.tasks.feast_views):
+    # both views' tables are the endpoint's one, which the spec's "table" names twice.
+    key = {"driver_id": "int64"}
+    plan = ViewsPlan([ViewRead("stats", TABLE, key, ["conv_rate"], 0.0),
+                      ViewRead("profile", TABLE, key, ["city"], 0.0)],
+                     list(FEATURES), [(0, 0), (1, 0)], ["driver_id"])
     spec = store.meta(meta.job_id).request.model_dump()
-    store.update_spec(meta.job_id, {**spec, "views": plan.to_spec()})
+    store.update_spec(meta.job_id, {**spec, "table": f"{TABLE}, {TABLE}",
+                                    "views": plan.to_spec()})
     before = fast_dynamo.stats()["keys"]
     reports: list[tuple[int, int]] = []
     run_shard(meta.job_id, 1, settings, store,
               report=lambda done, total, capacity: reports.append((done, total)))
-    assert fast_dynamo.stats()["keys"] == before + 40
+    assert fast_dynamo.stats()["keys"] == before + 2 * 40  # each view, each unique key
     assert store.redis.exists(rate_key) == 1
     assert reports[-1] == (40, 40)
-    assert rows_of(store, meta.job_id, 1) == expected(IDS[100:])
+    got = rows_of(store, meta.job_id, 1)
+    assert got == [{"driver_id": row["driver_id"],
+                    "stats__event_timestamp": row["event_timestamp"],
+                    "profile__event_timestamp": row["event_timestamp"],
+                    **{f: row[f] for f in FEATURES}} for row in expected(IDS[100:])]
     assert store.all_stats(meta.job_id)[1]["budget_rcu_per_s"] == BUDGET
 
 
