@@ -20,7 +20,9 @@ from featurepull.dynamo.plan import layout_from_spec
 from featurepull.dynamo.views import ViewRead, ViewsPlan
 from featurepull.tasks import JobStore
 from featurepull.tasks.capacity import PREFIX
+from featurepull.tasks.confine import RequestOutOfBounds
 from featurepull.tasks.create import create_job
+from featurepull.tasks.output import discard_staged_output
 from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.scans import key_map, partitions
 from featurepull.tasks.shards import JobStopped, run_shard
@@ -196,3 +198,41 @@ def test_a_shard_names_its_job_when_the_job_ended_or_is_gone(
     assert str(unknown.value) == (
         f"no job {gone.job_id!r} in Redis: check the id, and that it has not expired "
         "(jobs.ttl_s) or been cleaned up")
+
+
+def test_a_shard_whose_job_ended_meanwhile_reads_nothing(
+        settings: Settings, store: JobStore, fast_dynamo: EndpointProcess,
+        tmp_path: Path) -> None:
+    meta = new_job(settings, store, tmp_path, output=str(tmp_path / "out.parquet"))
+
+    class CancelledMeanwhile(JobStore):
+        """The job is cancelled, and its staged keys removed by another of its shards,
+        right after this shard checked that it had not run yet."""
+
+        def is_done(self, job_id: str, shard: int) -> bool:
+            done = super().is_done(job_id, shard)
+            store.cancel(job_id)
+            discard_staged_output(job_id, settings, store)
+            return done
+
+    racing = CancelledMeanwhile(store.redis, settings.jobs.ttl_s)
+    before = fast_dynamo.stats()["keys"]
+    with structlog.testing.capture_logs() as logs:
+        assert run_shard(meta.job_id, 0, settings, racing) is False
+    assert [(entry["event"], entry["reason"]) for entry in logs] == [
+        ("shard_skipped", "done meanwhile (a redelivered message), or the job ended")]
+    assert fast_dynamo.stats()["keys"] == before
+    assert store.attempts(meta.job_id) == {} and store.meta(meta.job_id).state == "cancelled"
+
+
+def test_a_job_whose_output_is_outside_the_allowed_places_reads_nothing(
+        settings: Settings, store: JobStore, fast_dynamo: EndpointProcess,
+        tmp_path: Path) -> None:
+    """A job stored without submit's checks (or forged in Redis) is bounded by each shard."""
+    meta = new_job(settings, store, tmp_path, output=str(tmp_path / "out.parquet"))
+    bounded = settings.model_copy(update={"jobs": settings.jobs.model_copy(
+        update={"allowed_outputs": [str(tmp_path / "elsewhere")]})})
+    before = fast_dynamo.stats()["keys"]
+    with pytest.raises(RequestOutOfBounds, match="allowed_outputs"):
+        run_shard(meta.job_id, 0, bounded, store)
+    assert fast_dynamo.stats()["keys"] == before and store.attempts(meta.job_id) == {}
