@@ -16,6 +16,7 @@ import structlog
 
 from featurepull.bench.endpoint import EndpointProcess
 from featurepull.config import ScorerSettings, Settings
+from featurepull.dynamo import ReadStats
 from featurepull.dynamo.plan import layout_from_spec
 from featurepull.dynamo.views import ViewRead, ViewsPlan
 from featurepull.tasks import JobStore
@@ -25,7 +26,12 @@ from featurepull.tasks.create import create_job
 from featurepull.tasks.output import discard_staged_output
 from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.scans import key_map, partitions
-from featurepull.tasks.shards import JobStopped, run_shard
+from featurepull.tasks.shards import (
+    JobStopped,
+    capacity_fields,
+    run_shard,
+    shard_log_fields,
+)
 from featurepull.tasks.store import UnknownJob
 from tests.tasks import scorers_for_tests
 from tests.tasks.conftest import DRIVERS, TABLE
@@ -236,3 +242,16 @@ def test_a_job_whose_output_is_outside_the_allowed_places_reads_nothing(
     with pytest.raises(RequestOutOfBounds, match="allowed_outputs"):
         run_shard(meta.job_id, 0, bounded, store)
     assert fast_dynamo.stats()["keys"] == before and store.attempts(meta.job_id) == {}
+
+
+def test_what_a_read_spends_of_the_tables_capacity() -> None:
+    stats = ReadStats(consumed_rcu=5.0, budget_rcu_per_s=100.04, budget_wait_s=0.12345,
+                      concurrency_min=3, concurrency_max=9)
+    assert capacity_fields(stats, 3.0) == {"rcu_per_s": 1.7, "budget_rcu_per_s": 100.0,
+                                           "budget_wait_s": 0.123, "in_flight": "3-9"}
+    assert capacity_fields(stats, 0.0)["rcu_per_s"] == 0.0  # no time yet: no rate
+    assert capacity_fields(None, 1.0) == {}  # no read under way (progress before the first)
+    # The shard_done line rounds what the stored stats (featurepull.dynamo.stats) keep.
+    logged = shard_log_fields(ReadStats(keys=10, consumed_rcu=2.12345, seconds=3.0))
+    assert (logged["rcu"], logged["rcu_per_s"], logged["rows_per_s"], logged["seconds"]) == (
+        2.123, 0.7, 3.3, 3.0)
