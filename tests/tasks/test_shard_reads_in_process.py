@@ -23,6 +23,7 @@ from featurepull.tasks import JobStore
 from featurepull.tasks.capacity import PREFIX
 from featurepull.tasks.confine import RequestOutOfBounds
 from featurepull.tasks.create import create_job
+from featurepull.tasks.finish import finish_job
 from featurepull.tasks.output import discard_staged_output
 from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.scans import key_map, partitions
@@ -206,29 +207,41 @@ def test_a_shard_names_its_job_when_the_job_ended_or_is_gone(
         "(jobs.ttl_s) or been cleaned up")
 
 
+@pytest.mark.parametrize("meanwhile", ["cancelled", "finished"])
 def test_a_shard_whose_job_ended_meanwhile_reads_nothing(
         settings: Settings, store: JobStore, fast_dynamo: EndpointProcess,
-        tmp_path: Path) -> None:
+        tmp_path: Path, meanwhile: str) -> None:
     meta = new_job(settings, store, tmp_path, output=str(tmp_path / "out.parquet"))
+    run_shard(meta.job_id, 1, settings, store)
 
-    class CancelledMeanwhile(JobStore):
-        """The job is cancelled, and its staged keys removed by another of its shards,
-        right after this shard checked that it had not run yet."""
+    class EndedMeanwhile(JobStore):
+        """Right after this shard checked that it had not run: the job is cancelled and its
+        staged keys removed by another of its shards, or another worker runs this shard
+        (a redelivered copy), the job's last, and the finisher publishes the output."""
 
         def is_done(self, job_id: str, shard: int) -> bool:
             done = super().is_done(job_id, shard)
-            store.cancel(job_id)
-            discard_staged_output(job_id, settings, store)
+            if meanwhile == "cancelled":
+                store.cancel(job_id)
+                discard_staged_output(job_id, settings, store)
+            else:
+                run_shard(job_id, shard, settings, store)
+                finish_job(job_id, settings, store)
             return done
 
-    racing = CancelledMeanwhile(store.redis, settings.jobs.ttl_s)
+    racing = EndedMeanwhile(store.redis, settings.jobs.ttl_s)
     before = fast_dynamo.stats()["keys"]
     with structlog.testing.capture_logs() as logs:
-        assert run_shard(meta.job_id, 0, settings, racing) is False
-    assert [(entry["event"], entry["reason"]) for entry in logs] == [
+        # True: this completed the job (as far as this shard knows), so its task calls the
+        # finisher, which finds the job finished.
+        assert run_shard(meta.job_id, 0, settings, racing) is (meanwhile == "finished")
+    skipped = [(entry["event"], entry["reason"]) for entry in logs if "reason" in entry]
+    assert skipped == [
         ("shard_skipped", "done meanwhile (a redelivered message), or the job ended")]
-    assert fast_dynamo.stats()["keys"] == before
-    assert store.attempts(meta.job_id) == {} and store.meta(meta.job_id).state == "cancelled"
+    read_meanwhile = 80 if meanwhile == "finished" else 0  # by the other worker
+    assert fast_dynamo.stats()["keys"] == before + read_meanwhile
+    assert store.attempts(meta.job_id).get(0, 0) == read_meanwhile // 80
+    assert store.meta(meta.job_id).state == ("succeeded" if read_meanwhile else "cancelled")
 
 
 def test_a_job_whose_output_is_outside_the_allowed_places_reads_nothing(
