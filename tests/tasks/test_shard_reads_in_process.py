@@ -258,9 +258,9 @@ def test_a_job_whose_output_is_outside_the_allowed_places_reads_nothing(
 
 
 def test_what_a_read_spends_of_the_tables_capacity() -> None:
-    stats = ReadStats(consumed_rcu=5.0, budget_rcu_per_s=100.04, budget_wait_s=0.12345,
+    stats = ReadStats(consumed_rcu=5.0, budget_rcu_per_s=100.44, budget_wait_s=0.12345,
                       concurrency_min=3, concurrency_max=9)
-    assert capacity_fields(stats, 3.0) == {"rcu_per_s": 1.7, "budget_rcu_per_s": 100.0,
+    assert capacity_fields(stats, 3.0) == {"rcu_per_s": 1.7, "budget_rcu_per_s": 100.4,
                                            "budget_wait_s": 0.123, "in_flight": "3-9"}
     assert capacity_fields(stats, 0.0)["rcu_per_s"] == 0.0  # no time yet: no rate
     assert capacity_fields(None, 1.0) == {}  # no read under way (progress before the first)
