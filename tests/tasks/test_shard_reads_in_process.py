@@ -17,6 +17,7 @@ import structlog
 from featurepull.bench.endpoint import EndpointProcess
 from featurepull.config import ScorerSettings, Settings
 from featurepull.dynamo import ReadStats
+from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.plan import layout_from_spec
 from featurepull.dynamo.views import ViewRead, ViewsPlan
 from featurepull.tasks import JobStore
@@ -33,7 +34,7 @@ from featurepull.tasks.shards import (
     run_shard,
     shard_log_fields,
 )
-from featurepull.tasks.store import UnknownJob
+from featurepull.tasks.store import UnknownJob, table_to_bytes
 from tests.tasks import scorers_for_tests
 from tests.tasks.conftest import DRIVERS, TABLE
 from tests.tasks.test_jobs_in_process import expected
@@ -85,17 +86,17 @@ def test_a_feast_references_shard_reads_every_view_under_the_budget(
                                     "views": plan.to_spec()})
     before = fast_dynamo.stats()["keys"]
     reports: list[tuple[int, int]] = []
-    run_shard(meta.job_id, 1, settings, store,
+    run_shard(meta.job_id, 0, settings, store,
               report=lambda done, total, capacity: reports.append((done, total)))
-    assert fast_dynamo.stats()["keys"] == before + 2 * 40  # each view, each unique key
+    assert fast_dynamo.stats()["keys"] == before + 2 * 80  # each view, each unique key
     assert store.redis.exists(rate_key) == 1
-    assert reports[-1] == (40, 40)
-    got = rows_of(store, meta.job_id, 1)
+    assert reports[-1] == (80, 80)  # 100 rows, 80 drivers
+    got = rows_of(store, meta.job_id, 0)
     assert got == [{"driver_id": row["driver_id"],
                     "stats__event_timestamp": row["event_timestamp"],
                     "profile__event_timestamp": row["event_timestamp"],
-                    **{f: row[f] for f in FEATURES}} for row in expected(IDS[100:])]
-    assert store.all_stats(meta.job_id)[1]["budget_rcu_per_s"] == BUDGET
+                    **{f: row[f] for f in FEATURES}} for row in expected(IDS[:100])]
+    assert store.all_stats(meta.job_id)[0]["budget_rcu_per_s"] == BUDGET
 
 
 def test_each_jobs_spec_gets_its_own_reader(settings: Settings, store: JobStore,
@@ -268,3 +269,13 @@ def test_what_a_read_spends_of_the_tables_capacity() -> None:
     logged = shard_log_fields(ReadStats(keys=10, consumed_rcu=2.12345, seconds=3.0))
     assert (logged["rcu"], logged["rcu_per_s"], logged["rows_per_s"], logged["seconds"]) == (
         2.123, 0.7, 3.3, 3.0)
+
+
+def test_a_bad_key_in_a_stored_shard_is_named_by_job_and_shard(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    """A job stored without submit's checks (or forged in Redis): the shard names itself."""
+    meta = new_job(settings, store, tmp_path)
+    forged = pa.table({"driver_id": pa.array([DRIVERS - 1, None], pa.int64())})
+    store.redis.set(f"featurepull:job:{meta.job_id}:keys:0", table_to_bytes(forged))
+    with pytest.raises(EntityKeyError, match=f"job {meta.job_id} shard 0"):
+        run_shard(meta.job_id, 0, settings, store)
