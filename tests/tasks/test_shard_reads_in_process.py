@@ -279,3 +279,17 @@ def test_a_bad_key_in_a_stored_shard_is_named_by_job_and_shard(
     store.redis.set(f"featurepull:job:{meta.job_id}:keys:0", table_to_bytes(forged))
     with pytest.raises(EntityKeyError, match=f"job {meta.job_id} shard 0"):
         run_shard(meta.job_id, 0, settings, store)
+
+
+def test_progress_is_stored_before_each_report_and_the_last_is_always_sent(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    meta = new_job(settings, store, tmp_path)
+    small = settings.model_copy(update={
+        "dynamodb": settings.dynamodb.model_copy(update={"batch_size": 10})})
+    reports: list[tuple[int, int, int, dict[str, Any]]] = []
+    run_shard(meta.job_id, 0, small, store, report=lambda done, total, capacity: reports.append(
+        (done, total, store.progress(meta.job_id), capacity)))
+    # 8 answers of 10 keys: reported at most every 0.5 s, and always the last.
+    assert [(done, total) for done, total, _, _ in reports][-1] == (80, 80)
+    assert all(stored == done for done, _, stored, _ in reports)
+    assert reports[-1][3]["rcu_per_s"] > 0  # per second of this shard's read so far
