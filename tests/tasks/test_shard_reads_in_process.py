@@ -178,7 +178,7 @@ def test_a_scorer_scores_the_rows_it_read(settings: Settings, store: JobStore,
     assert got.column("score").to_pylist() == by_hand.column("score").to_pylist()
     assert got.column("seen").to_pylist() == [d < DRIVERS for d in IDS[:100]]
     seconds = store.all_stats(scored.job_id)[0]["score_seconds"]
-    assert 0 <= seconds <= took and round(seconds, 3) == seconds
+    assert isinstance(seconds, float) and 0 <= seconds <= took and round(seconds, 3) == seconds
     (finished,) = [entry for entry in logs if entry["event"] == "shard_done"]
     assert (finished["scorer"], finished["score_seconds"]) == ("linear", seconds)
     assert "score_seconds" not in store.all_stats(plain.job_id)[0]

@@ -148,8 +148,9 @@ def test_a_shard_stops_when_its_job_is_gone(settings: Settings, store: JobStore,
     assert store.state(meta.job_id) is None
 
 
+@pytest.mark.parametrize("ended", ["cancelled", "failed"])
 def test_a_part_written_after_its_job_was_cancelled_is_removed(
-        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+        settings: Settings, store: JobStore, tmp_path: Path, ended: str) -> None:
     out = tmp_path / "out.parquet"
     meta = new_job(settings, store, tmp_path, output=str(out))
     staging = Path(staged_output(meta.job_id, meta, settings).staging)
@@ -157,10 +158,13 @@ def test_a_part_written_after_its_job_was_cancelled_is_removed(
 
     def cancel_at_the_end(done: int, total: int, capacity: dict[str, Any]) -> None:
         if done == total:  # after the last check: the shard goes on to write its part
-            store.cancel(meta.job_id)
+            if ended == "cancelled":
+                store.cancel(meta.job_id)
+            else:
+                store.fail(meta.job_id, "another shard failed")
 
     assert run_shard(meta.job_id, 0, settings, store, report=cancel_at_the_end) is False
-    assert store.meta(meta.job_id).state == "cancelled"
+    assert store.meta(meta.job_id).state == ended
     assert not staging.exists() and not out.exists()
 
 
