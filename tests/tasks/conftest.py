@@ -76,16 +76,17 @@ def store(settings: Settings) -> JobStore:
 def new_job(settings: Settings, store: JobStore, tmp_path: Path) -> NewJob:
     """Creates (not runs) a job reading ``JOB_FEATURES`` of driver_stats for the driver ids
     it is given, written to a Parquet file in tmp_path; keywords are further JobRequest
-    fields (``output``, ``allow_missing_features``, ``features``, ...)."""
+    fields (``output``, ``allow_missing_features``, ``features``, ...); ``using`` other
+    settings than the test's."""
     from featurepull.tasks.create import create_job
     from featurepull.tasks.requests import JobRequest
 
-    def create(ids: Sequence[int], **request: Any) -> JobMeta:
+    def create(ids: Sequence[int], using: Settings | None = None, **request: Any) -> JobMeta:
         entities = tmp_path / "ids.parquet"
         pq.write_table(pa.table({"driver_id": pa.array(ids, pa.int64())}), entities)
         fields = {"table": "driver_stats", "features": JOB_FEATURES, "entities": str(entities),
                   **request}
-        return create_job(JobRequest(**fields), settings, store)
+        return create_job(JobRequest(**fields), using or settings, store)
     return create
 
 

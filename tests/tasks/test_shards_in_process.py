@@ -23,6 +23,9 @@ FEATURES = JOB_FEATURES
 # 2 shards: 100 rows of 80 drivers (20 rows unknown), then 40 rows (20 unknown).
 IDS = [DRIVERS - 60 + i % 80 for i in range(100)] + [DRIVERS - 20 + i for i in range(40)]
 CAPACITY = {"rcu_per_s", "budget_rcu_per_s", "budget_wait_s", "in_flight"}
+# scripts/mutation.sh runs these first for a mutant of featurepull.tasks.shards: they kill
+# most in seconds, before the bigger job tests in its list start.
+pytestmark = pytest.mark.mutation_first
 
 
 def describes(endpoint: EndpointProcess) -> int:
@@ -142,8 +145,10 @@ def test_a_shard_stops_when_its_job_is_gone(new_job: NewJob, settings: Settings,
     assert meta.job_id not in store.active_jobs()
 
 
+@pytest.mark.parametrize("ended", ["cancelled", "failed"])
 def test_a_part_written_after_its_job_was_cancelled_is_removed(
-        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path, ended: str
+) -> None:
     out = tmp_path / "out.parquet"
     meta = new_job(IDS, output=str(out))
     staging = Path(staged_output(meta.job_id, meta, settings).staging)
@@ -151,10 +156,13 @@ def test_a_part_written_after_its_job_was_cancelled_is_removed(
 
     def cancel_at_the_end(done: int, total: int, capacity: dict[str, Any]) -> None:
         if done == total:  # after the last check: the shard goes on to write its part
-            store.cancel(meta.job_id)
+            if ended == "cancelled":
+                store.cancel(meta.job_id)
+            else:
+                store.fail(meta.job_id, "another shard failed")
 
     assert run_shard(meta.job_id, 0, settings, store, report=cancel_at_the_end) is False
-    assert store.meta(meta.job_id).state == "cancelled"
+    assert store.meta(meta.job_id).state == ended
     assert not staging.exists() and not out.exists()
 
 
