@@ -103,12 +103,15 @@ class EnvClient:
                             DESCRIBE_TARGET)
         headers = {**signer.sign(body, self.credentials), "User-Agent": USER_AGENT,
                    "Accept-Encoding": "identity"}
-        timeout = self.settings.connect_timeout + self.settings.read_timeout
+        timeout = self.settings.connect_timeout
         conn = (http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
                                             context=tls_context(self.verify))
                 if parts.scheme == "https" else
                 http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout))
         try:
+            conn.connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(self.settings.read_timeout)
             conn.request("POST", "/", body, headers)
             response = conn.getresponse()
             data = response.read()
