@@ -105,7 +105,7 @@ class EnvClient:
                    "Accept-Encoding": "identity"}
         timeout = self.settings.connect_timeout
         conn = (http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                            context=tls_context(self.verify))
+                                            context=tls_context(_ca_bundle(self.verify)))
                 if parts.scheme == "https" else
                 http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout))
         try:
@@ -136,6 +136,22 @@ def _clean_table(status: int, headers: dict[str, str], data: bytes) -> dict[str,
         return None
     table = answer.get("Table") if isinstance(answer, dict) else None
     return table if isinstance(table, dict) else None
+
+
+def _ca_bundle(verify: bool | str) -> bool | str:
+    """What botocore's HTTP session checks a certificate with (``get_cert_path``): the
+    bundle it was given, else certifi's, else botocore's own ``cacert.pem``."""
+    if verify is not True:
+        return verify
+    try:
+        from certifi import where
+    except ImportError:
+        import importlib.util
+
+        spec = importlib.util.find_spec("botocore")  # not imported: only where it lies
+        assert spec is not None and spec.submodule_search_locations is not None
+        return os.path.join(next(iter(spec.submodule_search_locations)), "cacert.pem")
+    return str(where())
 
 
 def _verify(environ: Mapping[str, str]) -> bool | str | None:
