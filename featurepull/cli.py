@@ -252,7 +252,9 @@ def _lean_pull() -> Iterator[None]:
     """Run a pull, imports included, without what it does not need: pyarrow without numpy,
     cloudpickle and pandas (_NOT_FOR_A_PULL, unless something already imported one), and no
     cyclic garbage collection (a pull makes no garbage cycles worth the collector's passes
-    over every module and row: 0.1-0.2 s of CPU at 100,000 rows; the read pauses it anyway).
+    over every module and row: 0.1-0.2 s of CPU at 100,000 rows; the read pauses it anyway),
+    and a DynamoDB client built without botocore where botocore's would be the same
+    (credentials in the environment, an explicit endpoint: featurepull.dynamo._env_client).
 
     Only a pull without a scorer, in the console script's own process (``_own_process``):
     a scorer is user code, which may use pandas and numpy, and the finder is process-wide.
@@ -262,9 +264,13 @@ def _lean_pull() -> Iterator[None]:
     sys.meta_path.insert(0, finder)
     collecting = gc.isenabled()
     gc.disable()
+    from featurepull.dynamo.client import env_clients  # the finder first: it imports pyarrow
+
+    env_clients(True)
     try:
         yield
     finally:
+        env_clients(False)
         sys.meta_path.remove(finder)
         if collecting:
             # Out of the collector's sight first: else its next pass would walk every object

@@ -22,7 +22,9 @@ alike. Cells:
     timeline       the same whole pull with probes (TIMELINE_PROBE, run before the command in
                    its process; featurepull itself is unchanged): when each step of it ended,
                    in wall seconds from the spawn and in the process's CPU seconds — Python
-                   up, imports, settings, entity file, credentials, client, first request on
+                   up, imports, settings, entity file, credentials (botocore's), client
+                   (botocore's, or the environment's: featurepull.dynamo._env_client), first
+                   request on
                    the wire, keys, last answer, output written, exit
 
 For each cell and tree: the median and minimum of wall seconds (from just before the process
@@ -74,6 +76,8 @@ PROBES = {
     "featurepull.cli": [("_settings_from", "imports done", "settings loaded")],
     "botocore.session": [("Session.get_credentials", None, "credentials"),
                          ("Session.create_client", None, "client built")],
+    # A console pull with credentials in the environment builds no botocore session.
+    "featurepull.dynamo._env_client": [("env_client", None, "client built")],
     "featurepull.io.entities": [("read_entities", "entity file: start", "entity file read")],
     "featurepull.dynamo.layouts": [("unique_keys", None, "keys built")],
     "featurepull.dynamo.planned": [("read_planned", None, "last answer")],

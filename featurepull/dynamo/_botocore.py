@@ -27,6 +27,7 @@ from typing import Any
 
 import botocore
 
+from featurepull.dynamo._env_client import EnvClient
 from featurepull.errors import RunFailed
 
 __all__ = ["BotocoreInternalsChanged", "client_proxy_url", "client_verify",
@@ -55,6 +56,8 @@ def _attribute(obj: Any, path: str, name: str) -> Any:
 def signing_credentials(client: Any) -> Any:
     """The credentials object the client's signer uses (None when boto3 found none);
     ``get_frozen_credentials()`` gives the current access key, secret and token."""
+    if isinstance(client, EnvClient):
+        return client.credentials
     path = "client._request_signer._credentials"
     signer = _attribute(client, path, "_request_signer")
     credentials = _attribute(signer, path, "_credentials")
@@ -73,6 +76,8 @@ def _http_session(client: Any, path: str) -> Any:
 def client_verify(client: Any) -> bool | str:
     """What the client verifies HTTPS with: True, False, or a CA bundle path (AWS_CA_BUNDLE,
     ``ca_bundle`` in the profile, or botocore's default bundle)."""
+    if isinstance(client, EnvClient):
+        return client.verify
     path = "client._endpoint.http_session._verify"
     value = _attribute(_http_session(client, path), path, "_verify")
     if not isinstance(value, bool | str):
@@ -82,6 +87,8 @@ def client_verify(client: Any) -> bool | str:
 
 def client_proxy_url(client: Any) -> str | None:
     """The proxy the client would send a request to its endpoint through, if any."""
+    if isinstance(client, EnvClient):
+        return None  # there is none: an EnvClient is made only where no proxy is set
     path = "client._endpoint.http_session._proxy_config.proxy_url_for"
     config = _attribute(_http_session(client, path), path, "_proxy_config")
     proxy_url_for = _attribute(config, path, "proxy_url_for")

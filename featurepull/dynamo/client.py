@@ -13,16 +13,15 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import botocore.config
-import botocore.exceptions
-
-from featurepull.aws import default_session, new_session
 from featurepull.config import ConfigError, DynamoSettings
 
 _T = TypeVar("_T")
 _lock = threading.Lock()
 # (kind, *settings) -> (pid that built it, the object): clients here, HTTP pools in transport.py.
 _clients: dict[tuple[Any, ...], tuple[int, Any]] = {}
+# Whether process_client may answer with an EnvClient (no botocore) where botocore's client
+# would be the same: set by the console `featurepull pull` (featurepull.cli._lean_pull).
+_env_clients = False
 
 
 def _reset_after_fork() -> None:
@@ -44,11 +43,17 @@ def _cache_key(settings: DynamoSettings) -> tuple[Any, ...]:
         settings.retry_mode,
         settings.total_max_retry_attempts,
         settings.session_based_auth,
+        settings.transport,  # an EnvClient serves the fast transport only
     )
 
 
 def build_client(settings: DynamoSettings) -> Any:
     """A new low-level DynamoDB client configured from ``settings``."""
+    import botocore.config
+    import botocore.exceptions
+
+    from featurepull.aws import default_session, new_session
+
     config = botocore.config.Config(
         max_pool_connections=settings.pool_size,
         connect_timeout=settings.connect_timeout,
@@ -81,6 +86,8 @@ def preload_botocore() -> None:
     processes forked from it: each child then builds its client in milliseconds, not the
     ~60 ms the first client of a process costs. The client made here uses placeholder
     credentials and a fixed region (no credential chain, no network) and is thrown away."""
+    from featurepull.aws import default_session
+
     default_session().create_client("dynamodb", region_name="us-east-1",
                                     aws_access_key_id="preload",
                                     aws_secret_access_key="preload")
@@ -99,9 +106,26 @@ def per_process(key: tuple[Any, ...], build: Callable[[], _T]) -> _T:
         return built
 
 
+def env_clients(allowed: bool) -> None:
+    """Let :func:`process_client` build an EnvClient where it is botocore's client without
+    botocore (:mod:`featurepull.dynamo._env_client`), or not (the default)."""
+    global _env_clients
+    _env_clients = allowed
+
+
+def _build(settings: DynamoSettings) -> Any:
+    if _env_clients:
+        from featurepull.dynamo._env_client import env_client
+
+        client = env_client(settings)
+        if client is not None:
+            return client
+    return build_client(settings)
+
+
 def process_client(settings: DynamoSettings) -> Any:
     """This process's client for ``settings``: created on first use, never a parent's."""
-    return per_process(("client", *_cache_key(settings)), lambda: build_client(settings))
+    return per_process(("client", *_cache_key(settings)), lambda: _build(settings))
 
 
 def client_owner_pid(settings: DynamoSettings) -> int | None:

@@ -20,7 +20,6 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from featurepull.aws import default_session
 from featurepull.config import S3Settings
 from featurepull.errors import InputError
 from featurepull.io._formats import S3Location
@@ -186,6 +185,9 @@ def _client(settings: S3Settings) -> Any:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
+            # Only an S3 read or write builds botocore's session (a local pull may not).
+            from featurepull.aws import default_session
+
             client = default_session().create_client(
                 "s3", endpoint_url=settings.endpoint_url, region_name=settings.region)
             _clients[key] = client

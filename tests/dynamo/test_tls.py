@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,6 +27,8 @@ from cryptography.x509.oid import NameOID
 from featurepull.bench.endpoint import FEATURES, expected_features, start_endpoint
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout, PermanentReadError
+from featurepull.dynamo._env_client import env_client
+from featurepull.dynamo.client import build_client
 from featurepull.dynamo.feast_values import decode_value
 from featurepull.dynamo.transport import FastTransport, transport_for
 
@@ -163,3 +166,27 @@ def test_a_certificate_that_does_not_verify_fails_at_once(
     reader._checked = True
     with pytest.raises(PermanentReadError, match="TLS certificate does not verify"):
         reader.read(LAYOUT.keys_for({"driver_id": [1, 2]}), ["city"])
+
+
+def test_env_client_describes_over_https_as_botocore(
+        tls: tuple[TlsForwarder, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A console pull's own client (featurepull.dynamo._env_client): its DescribeTable checks
+    # the certificate with what botocore's would (AWS_CA_BUNDLE, else certifi's bundle), and a
+    # certificate botocore refuses ends in botocore's own error.
+    forwarder, ca = tls
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws/config
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    settings = DynamoSettings(region="us-east-1", endpoint_url=forwarder.url,
+                              total_max_retry_attempts=1)
+    env = {"AWS_ACCESS_KEY_ID": "AKIDTLS", "AWS_SECRET_ACCESS_KEY": "secret"}
+    ours = env_client(settings, {**env, "AWS_CA_BUNDLE": str(ca)})
+    assert ours is not None and ours.verify == str(ca)
+    assert ours.describe_table(TableName=TABLE)["Table"]["TableName"] == TABLE
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    refusing = env_client(settings, env)
+    assert refusing is not None and refusing.verify is True
+    with pytest.raises(botocore.exceptions.SSLError) as mine:
+        refusing.describe_table(TableName=TABLE)
+    with pytest.raises(botocore.exceptions.SSLError) as botocores:
+        build_client(settings).describe_table(TableName=TABLE)
+    assert str(mine.value) == str(botocores.value)

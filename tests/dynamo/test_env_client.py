@@ -1,0 +1,176 @@
+"""The botocore-free client of a console pull (featurepull.dynamo._env_client): where it is
+made, it answers what botocore's client answers in the same environment (region, endpoint,
+signing credentials, CA bundle, no proxy, DescribeTable); wherever botocore might answer
+otherwise, none is made. Compared with the installed botocore, on a real endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import pytest
+
+from featurepull.bench.endpoint import EndpointProcess
+from featurepull.config import DynamoSettings
+from featurepull.dynamo._botocore import client_proxy_url, client_verify, signing_credentials
+from featurepull.dynamo._env_client import EnvClient, env_client
+from featurepull.dynamo.client import build_client
+from tests.conftest import FAST_TABLE
+
+ENDPOINT = "http://127.0.0.1:8000"
+ENV = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret"}
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """An environment with no AWS or proxy variable and a home without ~/.aws."""
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith(("AWS_", "BOTO")) or name.lower().endswith("_proxy") \
+                or name == "REQUESTS_CA_BUNDLE":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+def _botocore_client(settings: DynamoSettings) -> Any:
+    # A session of its own: the process's shared one keeps the credentials it found first.
+    return build_client(settings.model_copy(update={"session_based_auth": True}))
+
+
+def _same_as_botocore(settings: DynamoSettings) -> EnvClient:
+    """The EnvClient for the current environment, checked against botocore's client."""
+    import os
+
+    ours = env_client(settings, dict(os.environ))
+    assert ours is not None
+    theirs = _botocore_client(settings)
+    assert (ours.meta.region_name, ours.meta.endpoint_url) == (
+        theirs.meta.region_name, theirs.meta.endpoint_url)
+    frozen = signing_credentials(theirs).get_frozen_credentials()
+    mine = signing_credentials(ours).get_frozen_credentials()
+    assert (mine.access_key, mine.secret_key, mine.token) == (
+        frozen.access_key, frozen.secret_key, frozen.token)
+    assert client_verify(ours) == client_verify(theirs)
+    assert client_proxy_url(ours) is None and client_proxy_url(theirs) is None
+    return ours
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"AWS_SESSION_TOKEN": "token-1"},
+    {"AWS_CA_BUNDLE": "/etc/ssl/a-bundle.pem"},
+    {"REQUESTS_CA_BUNDLE": "/etc/ssl/requests-bundle.pem"},
+    {"AWS_CA_BUNDLE": "/a.pem", "REQUESTS_CA_BUNDLE": "/b.pem"},
+])
+def test_answers_what_botocore_answers(aws_env: pytest.MonkeyPatch,
+                                       extra: dict[str, str]) -> None:
+    for name, value in extra.items():
+        aws_env.setenv(name, value)
+    ours = _same_as_botocore(DynamoSettings(region="eu-west-2", endpoint_url=ENDPOINT))
+    assert ours.credentials.token == extra.get("AWS_SESSION_TOKEN")
+
+
+def test_region_from_the_environment_and_https(aws_env: pytest.MonkeyPatch) -> None:
+    aws_env.setenv("AWS_DEFAULT_REGION", "ap-southeast-2")
+    ours = _same_as_botocore(DynamoSettings(endpoint_url="https://dynamo.example.com:8443"))
+    assert ours.meta.region_name == "ap-southeast-2"
+    # The setting wins over the environment, in botocore and here.
+    assert _same_as_botocore(DynamoSettings(
+        region="us-west-2", endpoint_url=ENDPOINT)).meta.region_name == "us-west-2"
+
+
+@pytest.mark.parametrize(("env", "settings"), [
+    ({"AWS_PROFILE": "dev"}, {}),  # a profile's region, endpoint, CA bundle, ...
+    ({"AWS_DEFAULT_PROFILE": "dev"}, {}),
+    ({"AWS_CREDENTIAL_EXPIRATION": "2030-01-01T00:00:00Z"}, {}),  # refreshable credentials
+    ({"AWS_SECURITY_TOKEN": "old-name"}, {}),
+    ({"AWS_ACCOUNT_ID": "123456789012"}, {}),
+    ({"AWS_ENDPOINT_URL_DYNAMODB": "http://other:1"}, {}),
+    ({"AWS_ENDPOINT_URL": "http://other:1"}, {}),
+    ({"AWS_USE_FIPS_ENDPOINT": "true"}, {}),
+    ({"AWS_CONFIG_FILE": "/nowhere"}, {}),
+    ({"AWS_MAX_ATTEMPTS": "2"}, {}),
+    ({"BOTO_CONFIG": "/nowhere"}, {}),
+    ({"HTTPS_PROXY": "http://proxy:3128"}, {}),
+    ({"no_proxy": "localhost"}, {}),
+    ({"AWS_CA_BUNDLE": " "}, {}),  # botocore refuses a blank bundle
+    ({"AWS_SECRET_ACCESS_KEY": ""}, {}),  # botocore: partial credentials
+    ({}, {"endpoint_url": None}),  # botocore's endpoint rules
+    ({}, {"transport": "botocore"}),
+    ({}, {"region": "local"}),
+    ({}, {"endpoint_url": "http://[::1]:8000"}),
+    ({}, {"endpoint_url": "http://127.0.0.1:8000/path"}),
+    ({}, {"endpoint_url": "http://user@host:8000"}),
+])
+def test_none_where_botocore_may_answer_otherwise(aws_env: pytest.MonkeyPatch,
+                                                  env: dict[str, str],
+                                                  settings: dict[str, object]) -> None:
+    import os
+
+    for name, value in env.items():
+        aws_env.setenv(name, value)
+    chosen = DynamoSettings(**{"region": "us-east-1", "endpoint_url": ENDPOINT, **settings})
+    assert env_client(chosen, dict(os.environ)) is None
+
+
+def test_none_with_a_shared_config_file(aws_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    settings = DynamoSettings(region="us-east-1", endpoint_url=ENDPOINT)
+    assert env_client(settings, dict(os.environ)) is not None
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "config").write_text("[default]\nendpoint_url = http://other:1\n")
+    assert env_client(settings, dict(os.environ)) is None
+
+
+def test_describe_table_as_botocore(aws_env: pytest.MonkeyPatch,
+                                    fast_dynamo: EndpointProcess) -> None:
+    import os
+
+    settings = DynamoSettings(region="us-east-1", endpoint_url=fast_dynamo.url)
+    ours = env_client(settings, dict(os.environ))
+    assert ours is not None
+    table = ours.describe_table(TableName=FAST_TABLE)["Table"]
+    theirs = _botocore_client(settings).describe_table(TableName=FAST_TABLE)["Table"]
+    # Timestamps aside (botocore parses them to datetimes; nothing reads them), the same.
+    assert {k: v for k, v in table.items() if not k.endswith("DateTime")} == {
+        k: v for k, v in theirs.items() if not k.endswith("DateTime")}
+    assert table["KeySchema"] and table["ItemCount"] == theirs["ItemCount"]
+
+
+def test_describe_table_failure_is_botocores(aws_env: pytest.MonkeyPatch,
+                                             fast_dynamo: EndpointProcess) -> None:
+    # Anything but a clean answer is asked again of botocore: its error, its message.
+    import os
+
+    settings = DynamoSettings(region="us-east-1", endpoint_url=fast_dynamo.url)
+    ours = env_client(settings, dict(os.environ))
+    assert ours is not None
+    with pytest.raises(botocore.exceptions.ClientError) as mine:
+        ours.describe_table(TableName="no.such_table")
+    with pytest.raises(botocore.exceptions.ClientError) as botocores:
+        _botocore_client(settings).describe_table(TableName="no.such_table")
+    assert str(mine.value) == str(botocores.value)
+    assert mine.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_unreachable_endpoint_is_botocores(aws_env: pytest.MonkeyPatch) -> None:
+    import os
+
+    from tests.conftest import refused_port
+
+    with refused_port() as port:
+        settings = DynamoSettings(region="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
+                                  total_max_retry_attempts=1)
+        ours = env_client(settings, dict(os.environ))
+        assert ours is not None
+        with pytest.raises(botocore.exceptions.EndpointConnectionError) as mine:
+            ours.describe_table(TableName=FAST_TABLE)
+        with pytest.raises(botocore.exceptions.EndpointConnectionError) as botocores:
+            _botocore_client(settings).describe_table(TableName=FAST_TABLE)
+    assert str(mine.value) == str(botocores.value)
