@@ -72,14 +72,14 @@ def idle(store: JobStore, job_id: str) -> None:
 
 
 def test_a_stalled_job_is_sent_its_shards_not_done_then_its_finisher(
-        store: JobStore, app: Any) -> None:
+        store: JobStore, app: Any, settings: Settings) -> None:
     busy = new_job(store, shards=1)  # alive: left alone (and looked at first)
     job_id = new_job(store, shards=23)
-    assert resend_stalled(app, store, RESENT) == {}
+    assert resend_stalled(app, store, RESENT, settings) == {}
     store.put_shard_rows(job_id, 1, pa.table({"driver_id": [1]}), {})
     idle(store, job_id)
     with structlog.testing.capture_logs() as logs:
-        assert resend_stalled(app, store, RESENT) == {job_id: [0, *range(2, 23)]}
+        assert resend_stalled(app, store, RESENT, settings) == {job_id: [0, *range(2, 23)]}
     meta = store.meta(job_id)
     assert sent(store, RESENT) == sorted(
         ("featurepull.read_shard", [job_id, n], monitor.shard_args(meta, n))
@@ -87,12 +87,12 @@ def test_a_stalled_job_is_sent_its_shards_not_done_then_its_finisher(
     assert logs == [{"event": "job_stalled_resent", "log_level": "warning", "job_id": job_id,
                      "state": "queued", "shards": [0, *range(2, 21)], "shards_resent": 22,
                      "finisher": False, "idle_s": 60}]
-    assert resend_stalled(app, store, RESENT) == {}  # alive again for the idle limit
+    assert resend_stalled(app, store, RESENT, settings) == {}  # alive again for the idle limit
     for shard in (0, *range(2, 23)):
         store.put_shard_rows(job_id, shard, pa.table({"driver_id": [1]}), {})
     idle(store, job_id)
     with structlog.testing.capture_logs() as logs:
-        assert resend_stalled(app, store, RESENT) == {job_id: []}
+        assert resend_stalled(app, store, RESENT, settings) == {job_id: []}
     assert sent(store, RESENT) == [
         ("featurepull.finish_job", [job_id], monitor.finish_args(meta))]
     assert sent(store) == []  # nothing on the app's own queue
@@ -135,37 +135,24 @@ def test_a_job_whose_submitter_died_is_failed_once_and_what_it_stored_removed(
     assert sent(store) == []  # ended: not failed or announced again
 
 
-def test_a_job_whose_submitter_died_is_failed_without_the_workers_settings(
-        store: JobStore, app: Any, tmp_path: Path) -> None:
-    request = JobRequest(table="driver_stats", features=["city"], entities="e.parquet",
-                         output=str(tmp_path / "out.parquet"), join_keys=["driver_id"])
-    job_id = new_job(store, shards=1, request=request.model_dump(mode="json"))
-    staging = tmp_path / f".out.parquet.parts-{job_id}"
-    staging.mkdir()
-    store.redis.hset(f"featurepull:job:{job_id}:meta", "submitting", "gone-host:78")
-    assert resend_stalled(app, store, QUEUE) == {}
-    assert store.meta(job_id).state == "failed"
-    assert not store.redis.exists(f"featurepull:job:{job_id}:keys:0")
-    assert not staging.exists()  # the default settings know where a local output stages
-
-
-def test_a_job_whose_message_waits_in_the_broker_is_not_resent(store: JobStore,
-                                                                app: Any) -> None:
+def test_a_job_whose_message_waits_in_the_broker_is_not_resent(
+        store: JobStore, app: Any, settings: Settings) -> None:
     job_id = new_job(store, shards=2)
     lists, unacked = broker_keys(app, QUEUE)
     idle(store, job_id)
     store.redis.rpush(lists[-1], json.dumps({"args": [job_id, 1]}))  # queued, low priority
-    assert resend_stalled(app, store, QUEUE) == {}
+    assert resend_stalled(app, store, QUEUE, settings) == {}
     store.redis.delete(*lists)
     idle(store, job_id)
     store.redis.hset(unacked, "tag-1", json.dumps([{"args": [job_id, 0]}, "", QUEUE]))
-    assert resend_stalled(app, store, QUEUE) == {}  # held by a worker, not acked yet
+    assert resend_stalled(app, store, QUEUE, settings) == {}  # held by a worker, not acked yet
     store.redis.delete(unacked)
     idle(store, job_id)
-    assert resend_stalled(app, store, QUEUE) == {job_id: [0, 1]}  # lost: sent again
+    assert resend_stalled(app, store, QUEUE, settings) == {job_id: [0, 1]}  # lost: sent again
 
 
-def test_a_scan_job_is_sent_its_scan_tasks_not_done(store: JobStore, app: Any) -> None:
+def test_a_scan_job_is_sent_its_scan_tasks_not_done(store: JobStore, app: Any,
+                                                    settings: Settings) -> None:
     job_id = store.new_job_id()
     spec = {"table": "demo.t", "shard_size": 2, "layout": "feast",
             "key_types": {"driver_id": "int64"}, "key_columns": ["driver_id"],
@@ -174,21 +161,23 @@ def test_a_scan_job_is_sent_its_scan_tasks_not_done(store: JobStore, app: Any) -
     store.create(job_id, spec, iter([pa.table({"driver_id": [1, 2]})] * 2))
     store.put_scan_part(job_id, 0, {}, {})
     idle(store, job_id)
-    assert resend_stalled(app, store, QUEUE) == {job_id: [0, 1]}
+    assert resend_stalled(app, store, QUEUE, settings) == {job_id: [0, 1]}
     assert [(task, args) for task, args, _ in sent(store)] == [
         ("featurepull.scan_segments", [job_id, 1])]
 
 
-def test_a_job_failed_meanwhile_is_left_as_it_ended(store: JobStore, app: Any) -> None:
+def test_a_job_failed_meanwhile_is_left_as_it_ended(store: JobStore, app: Any,
+                                                    settings: Settings) -> None:
     from featurepull.tasks.watchdog import fail_abandoned
 
     job_id = new_job(store, shards=1)
     assert store.cancel(job_id)
-    fail_abandoned(app, store, job_id, "late", Settings())
+    fail_abandoned(app, store, job_id, "late", settings)
     meta = store.meta(job_id)
     assert (meta.state, meta.error) == ("cancelled", "cancelled by request")
     assert store.redis.exists(f"featurepull:job:{job_id}:keys:0")  # not the watchdog's to free
-    assert not store.end_announced(job_id)
+    # Its end is announced as it ended (once, whoever comes first), as a failing task does.
+    assert store.end_announced(job_id) and store.meta(job_id).state == "cancelled"
 
 
 def test_broker_keys_are_kombus_queue_lists_and_unacked_hash(app: Any) -> None:
