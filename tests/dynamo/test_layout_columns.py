@@ -105,10 +105,15 @@ def test_distinct_keys_and_each_rows_index_among_them() -> None:
     for keys, positions in (LAYOUT.unique_keys_for(columns), unique_keys(LAYOUT, columns)):
         assert list(keys) == [every[0], every[1], every[3]]  # in order of first appearance
         assert [keys[p] for p in positions.to_pylist()] == every
-    two = FeastLayout({"driver_id": "int64", "city": "string"})  # not de-duplicated first
-    both = {"driver_id": [1, 1], "city": ["a", "a"]}
-    assert two.unique_keys_for(both, "e.csv") == (two.keys_for(both), None)
-    assert unique_keys(two, both) == (two.keys_for(both), None)
+    two = FeastLayout({"driver_id": "int64", "city": "string"})  # serialized, then distinct
+    both = {"driver_id": [1, 2, 1], "city": ["a", "a", "a"]}
+    each = two.keys_for(both)
+    for keys, positions in (two.unique_keys_for(both, "e.csv"), unique_keys(two, both)):
+        assert (list(keys), positions.to_pylist()) == ([each[0], each[1]], [0, 1, 0])
+    blob = FeastLayout({"blob": "bytes"})  # one bytes key: not de-duplicated first
+    same = {"blob": [b"a", b"a"]}
+    assert blob.unique_keys_for(same, "e.csv") == (blob.keys_for(same), None)
+    assert unique_keys(blob, same) == (blob.keys_for(same), None)
     plain = PlainLayout([("id", "N")])
     assert unique_keys(plain, {"id": [5, 5]}) == ([Decimal(5), Decimal(5)], None)
 

@@ -64,3 +64,25 @@ def test_one_odd_value_in_a_column_is_what_the_row_path_makes_of_it(atype: str, 
     columns = {"id": [VALUES[atype][1], odd]}
     assert outcome(lambda: layout.keys_for(columns, "e.csv")) == outcome(
         lambda: layout._keys_by_row(columns, "e.csv"))
+
+
+@pytest.mark.parametrize("atype", ["S", "B"])
+def test_the_row_path_takes_keys_at_the_size_limits_and_refuses_one_byte_more(atype: str
+                                                                             ) -> None:
+    def key(size: int) -> Any:
+        return "k" * size if atype == "S" else b"k" * size
+
+    layout = PlainLayout([("id", atype), ("at", atype)])  # hash key 2,048 bytes, range 1,024
+    assert layout._keys_by_row({"id": [key(2048)], "at": [key(1024)]}, "e.csv") == [
+        (key(2048), key(1024))]
+    for too_long in ({"id": [key(2049)], "at": [key(1)]}, {"id": [key(1)], "at": [key(1025)]}):
+        with pytest.raises(EntityKeyError, match=r"key is (2049|1025) bytes; DynamoDB allows"):
+            layout._keys_by_row(too_long, "e.csv")
+
+
+def test_a_column_of_one_type_that_is_not_the_keys_goes_value_by_value() -> None:
+    # Ints for a text key are their text (not Decimals); bytes for a number key are refused.
+    assert PlainLayout([("id", "S")]).keys_for({"id": [5, 7]}) == ["5", "7"]
+    with pytest.raises(EntityKeyError, match=r"^e\.csv, entity row 1, column 'id': \"b'1'\" "
+                                             "is not a number"):
+        PlainLayout([("id", "N")]).keys_for({"id": [b"1", b"2"]}, "e.csv")
