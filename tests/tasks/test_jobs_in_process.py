@@ -8,19 +8,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from featurepull.bench.endpoint import EndpointProcess, SyntheticTable
-from featurepull.config import Settings
+from featurepull.config import S3Settings, Settings
 from featurepull.dynamo import decode_value
 from featurepull.dynamo.layouts import parse_event_ts
+from featurepull.io import EntityFileError, EntityTable
 from featurepull.tasks import JobStore
-from featurepull.tasks.create import create_job
+from featurepull.tasks.create import _shard_tables, create_job, load_entities
 from featurepull.tasks.finish import finish_job
 from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.shards import JobStopped, run_shard
+from featurepull.tasks.store import JobMeta
+from tests.conftest import REGION, unique_name
 from tests.tasks.conftest import DRIVERS
 
 FEATURES = ["conv_rate", "city"]
@@ -124,3 +128,149 @@ def test_a_cancelled_or_failed_job_reads_no_more_shards(settings: Settings, stor
         run_shard(other.job_id, 0, small_batches, store, report=fail_midway)
     assert store.done_count(other.job_id) == 0
     assert progress and store.meta(other.job_id).error == "shard 9: boom"
+
+
+class Sent:
+    """What create_job sends (an ``Enqueue``): shards and scan tasks, in order; raises
+    ``RuntimeError`` at the message numbered ``fail_at`` (from 0)."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.messages: list[tuple[str, str, int]] = []
+        self.fail_at = fail_at
+
+    def _send(self, kind: str, meta: JobMeta, number: int) -> None:
+        if len(self.messages) == self.fail_at:
+            self.messages.append(("failed", meta.job_id, number))
+            raise RuntimeError("the broker went away")
+        self.messages.append((kind, meta.job_id, number))
+
+    def __call__(self, meta: JobMeta, shard: int) -> None:
+        self._send("shard", meta, shard)
+
+    def scan(self, meta: JobMeta, part: int) -> None:
+        self._send("scan", meta, part)
+
+
+def job_keys(store: JobStore, job_id: str) -> list[str]:
+    return sorted(k.decode().split(f"{job_id}:", 1)[1]
+                  for k in store.redis.scan_iter(f"featurepull:job:{job_id}:*"))
+
+
+@pytest.mark.mutation_first
+def test_each_shard_is_stored_then_sent_in_order(settings: Settings, store: JobStore,
+                                                 tmp_path: Path) -> None:
+    request = JobRequest(table="driver_stats", features=FEATURES,
+                         entities=str(entities(tmp_path)))
+    sent = Sent()
+    meta = create_job(request, settings, store, enqueue=sent)
+    assert [(kind, shard) for kind, _, shard in sent.messages] == [
+        ("shard", n) for n in range(5)]
+    assert {job_id for _, job_id, _ in sent.messages} == {meta.job_id}
+    assert (meta.shards, meta.rows) == (5, len(IDS))
+    stored = [store.shard_keys(meta.job_id, n) for n in range(5)]
+    assert [t.num_rows for t in stored] == [100] * 4 + [50]
+    assert all(t.schema.field("driver_id").type == pa.int64() for t in stored)
+    assert [v for t in stored for v in t.column("driver_id").to_pylist()] == IDS
+    done = store.meta(meta.job_id)
+    assert done.request.read_plan is not None and done.request.read_plan["mode"] == "batch-get"
+    assert "submitting" not in store.redis.hgetall(f"featurepull:job:{meta.job_id}:meta")
+    assert not store.redis.exists(f"featurepull:job:{meta.job_id}:submitter")
+
+
+@pytest.mark.mutation_first
+def test_a_scan_job_sends_its_scan_tasks_once_every_shard_is_stored(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    scan = settings.model_copy(update={
+        "dynamodb": settings.dynamodb.model_copy(update={"read_mode": "scan"})})
+    request = JobRequest(table="driver_stats", features=FEATURES,
+                         entities=str(entities(tmp_path)))
+    sent = Sent()
+    meta = create_job(request, scan, store, enqueue=sent)
+    plan = store.meta(meta.job_id).request.read_plan
+    assert plan is not None and plan["mode"] == "scan" and meta.request.read_plan == plan
+    assert sent.messages == [("scan", meta.job_id, n) for n in range(plan["scan_tasks"])]
+    assert plan["scan_tasks"] >= 1
+
+
+@pytest.mark.mutation_first
+@pytest.mark.parametrize("fail_at", [0, 2])
+def test_a_submit_that_stops_leaves_no_job_or_fails_the_one_it_sent(
+        settings: Settings, store: JobStore, tmp_path: Path, fail_at: int) -> None:
+    request = JobRequest(table="driver_stats", features=FEATURES,
+                         entities=str(entities(tmp_path)))
+    sent = Sent(fail_at)
+    with pytest.raises(RuntimeError, match="the broker went away"):
+        create_job(request, settings, store, enqueue=sent)
+    job_id = sent.messages[0][1]
+    if fail_at == 0:  # nothing was sent: nothing is left
+        assert job_keys(store, job_id) == []
+        return
+    meta = store.meta(job_id)
+    assert meta.state == "failed" and meta.error == (
+        "submit stopped after 2 of 5 shards were sent: RuntimeError: the broker went away")
+    assert not [k for k in job_keys(store, job_id) if k.startswith(("keys:", "rows:"))]
+
+
+@pytest.mark.mutation_first
+def test_entities_are_loaded_within_the_limits_from_a_file_s3_or_redis(
+        settings: Settings, store: JobStore, endpoint_url: str, tmp_path: Path) -> None:
+    csv = b"driver_id\n1001\n1002\n"
+    path = tmp_path / "e.csv"
+    path.write_bytes(csv)
+    tight = settings.model_copy(update={"jobs": settings.jobs.model_copy(
+        update={"max_entity_file_bytes": len(csv) - 1})})
+    with pytest.raises(EntityFileError, match=rf"^{path} is {len(csv)} bytes; .*at most "
+                                              rf"{len(csv) - 1} bytes"):
+        load_entities(str(path), tight, store)
+    # s3:// with the settings' S3 endpoint.
+    s3: Any = boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION)
+    bucket = unique_name("featurepull-")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="e.csv", Body=csv)
+    on_s3 = settings.model_copy(update={"s3": S3Settings(endpoint_url=endpoint_url,
+                                                         region=REGION)})
+    loaded = load_entities(f"s3://{bucket}/e.csv", on_s3, store)
+    assert loaded.columns["driver_id"] == [1001, 1002]
+    # redis-key:NAME, a Parquet file's bytes: named as given, bounded by its length.
+    name = unique_name("entities-")
+    with pytest.raises(EntityFileError) as missing:
+        load_entities(f"redis-key:{name}", settings, store)
+    assert str(missing.value) == (f"redis-key:{name}: no such Redis key; store the entities "
+                                  "there as a Parquet file's bytes first")
+    table = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"driver_id": pa.array([7, 8, 9], pa.int32())}), table)
+    store.redis.set(name, table.read_bytes(), ex=60)
+    size = table.stat().st_size
+    small = settings.model_copy(update={"jobs": settings.jobs.model_copy(
+        update={"max_entity_file_bytes": size - 1})})
+    with pytest.raises(EntityFileError, match=rf"^redis-key:{name} is {size:,} bytes"):
+        load_entities(f"redis-key:{name}", small, store)
+    few = settings.model_copy(update={"jobs": settings.jobs.model_copy(
+        update={"max_entities": 2})})
+    with pytest.raises(EntityFileError) as over:  # the footer's rows, within the limits
+        load_entities(f"redis-key:{name}", few, store)
+    assert str(over.value).startswith(f"redis-key:{name} has 3 entities")
+    loaded = load_entities(f"redis-key:{name}", settings, store)
+    assert (loaded.source, loaded.columns, loaded.types) == (
+        f"redis-key:{name}", {"driver_id": [7, 8, 9]}, {"driver_id": "int32"})
+    store.redis.set(name, b"not parquet", ex=60)
+    with pytest.raises(EntityFileError) as bad:
+        load_entities(f"redis-key:{name}", settings, store)
+    assert str(bad.value).startswith(f"redis-key:{name}") and ".parquet" not in str(bad.value)
+
+
+@pytest.mark.mutation_first
+def test_shard_tables_keep_the_key_types_and_an_empty_file_is_one_shard(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    columns: dict[str, list[Any]] = {
+        "i64": [1, 2, 3], "i32": [1, 2, 3], "s": ["a", "b", "c"], "b": [b"a", b"b", b"c"],
+        "f": [1.5, 2.5, 3.5], "t": [True, False, True], "n": [None, None, None]}
+    types = {"i64": "int64", "i32": "int32", "s": "string", "b": "bytes", "f": "float",
+             "t": "bool", "n": "null"}
+    shards = list(_shard_tables(EntityTable("e", columns, types), list(columns), 2))
+    assert [t.num_rows for t in shards] == [2, 1]
+    assert pa.concat_tables(shards).to_pydict() == columns
+    assert [shards[0].schema.field(c).type for c in columns] == [
+        pa.int64(), pa.int32(), pa.string(), pa.binary(), pa.float64(), pa.bool_(), pa.null()]
+    empty = list(_shard_tables(EntityTable("e", {"i32": []}, {"i32": "int32"}), ["i32"], 2))
+    assert [(t.num_rows, t.schema.field("i32").type) for t in empty] == [(0, pa.int32())]
