@@ -14,14 +14,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurepull.bench.endpoint import EndpointProcess, SyntheticTable
-from featurepull.config import S3Settings, Settings
+from featurepull.config import ConfigError, S3Settings, Settings
 from featurepull.dynamo import decode_value
+from featurepull.dynamo.errors import EntityKeyError, TableError
 from featurepull.dynamo.layouts import parse_event_ts
-from featurepull.io import EntityFileError, EntityTable
+from featurepull.io import EntityFileError, EntityTable, OutputError
+from featurepull.io.parts import StagedOutput
 from featurepull.tasks import JobStore
+from featurepull.tasks.confine import RequestOutOfBounds
 from featurepull.tasks.create import _shard_tables, create_job, load_entities
 from featurepull.tasks.finish import finish_job
-from featurepull.tasks.requests import JobRequest
+from featurepull.tasks.requests import JobRequest, OutputRequired, RequestTooLarge
+from featurepull.tasks.scoring import UnknownScorer
 from featurepull.tasks.shards import JobStopped, run_shard
 from featurepull.tasks.store import JobMeta
 from tests.conftest import REGION, unique_name
@@ -175,6 +179,21 @@ def test_each_shard_is_stored_then_sent_in_order(settings: Settings, store: JobS
     assert done.request.read_plan is not None and done.request.read_plan["mode"] == "batch-get"
     assert "submitting" not in store.redis.hgetall(f"featurepull:job:{meta.job_id}:meta")
     assert not store.redis.exists(f"featurepull:job:{meta.job_id}:submitter")
+    assert getattr(done.request, "keys_in", None) == "redis"
+
+
+@pytest.mark.mutation_first
+def test_a_job_with_an_output_stages_its_keys_beside_it(settings: Settings, store: JobStore,
+                                                        tmp_path: Path) -> None:
+    output = tmp_path / "out.parquet"
+    request = JobRequest(table="driver_stats", features=FEATURES,
+                         entities=str(entities(tmp_path)), output=str(output))
+    meta = create_job(request, settings, store)
+    assert getattr(store.meta(meta.job_id).request, "keys_in", None) == "staged"
+    assert not [k for k in job_keys(store, meta.job_id) if k.startswith("keys:")]
+    staged = StagedOutput(str(output), meta.job_id, meta.shards)
+    assert pa.concat_tables(staged.read_keys(n) for n in range(meta.shards)).column(
+        "driver_id").to_pylist() == IDS
 
 
 @pytest.mark.mutation_first
@@ -272,5 +291,59 @@ def test_shard_tables_keep_the_key_types_and_an_empty_file_is_one_shard(
     assert pa.concat_tables(shards).to_pydict() == columns
     assert [shards[0].schema.field(c).type for c in columns] == [
         pa.int64(), pa.int32(), pa.string(), pa.binary(), pa.float64(), pa.bool_(), pa.null()]
+    one = list(_shard_tables(EntityTable("e", {"i32": [5]}, {"i32": "int32"}), ["i32"], 1))
+    assert [t.to_pydict() for t in one] == [{"i32": [5]}]
     empty = list(_shard_tables(EntityTable("e", {"i32": []}, {"i32": "int32"}), ["i32"], 2))
     assert [(t.num_rows, t.schema.field("i32").type) for t in empty] == [(0, pa.int32())]
+
+
+REFUSED: dict[str, tuple[dict[str, Any], dict[str, Any], type[Exception], str]] = {
+    # case: (jobs settings, request fields, error, what it says)
+    "request too large": ({"max_request_bytes": 300}, {"features": [f"f{n}" for n in range(40)]},
+                          RequestTooLarge, "jobs.max_request_bytes"),
+    "output not allowed": ({"allowed_outputs": ["ALLOWED"]}, {"output": "OUT"},
+                           RequestOutOfBounds, "outside the locations this deployment allows"),
+    "unknown scorer": ({}, {"scorer": "nope"}, UnknownScorer, "'nope' is not registered"),
+    "notify on the job queue": ({}, {"notify": {"task": "app.done", "queue": "featurepull"}},
+                                ConfigError, "is featurepull's own job queue"),
+    "output exists": ({}, {"output": "EXISTING"}, OutputError, "exists; pass --overwrite"),
+    "the request's project": ({}, {"project": "elsewhere"}, TableError, "does not exist"),
+    "too many entities": ({"max_entities": 449}, {}, EntityFileError,
+                          "has 450 entities; this deployment accepts at most 449 per job"),
+    "rows kept in Redis": ({"max_entities_without_output": 449}, {}, OutputRequired,
+                           "this job has 450 entities and no output"),
+    "a key that cannot be built": ({}, {"join_key_types": {"driver_id": "int32"}},
+                                   EntityKeyError, "entity row 450, column 'driver_id'"),
+}
+
+
+@pytest.mark.mutation_first
+@pytest.mark.parametrize("whole", [False, True], ids=["streamed", "read-whole"])
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_refused_request_stores_nothing(settings: Settings, store: JobStore, tmp_path: Path,
+                                          case: str, whole: bool) -> None:
+    jobs, fields, error, phrase = REFUSED[case]
+    ids = [*IDS[:-1], 2**31]  # the last key fits int64, not int32
+    if whole:  # quoted ids: a CSV file only the exact reader types, read whole
+        path = tmp_path / "ids.csv"
+        path.write_text("driver_id\n" + "".join(f'"{i}"\n' for i in ids))
+    else:
+        path = tmp_path / "ids.parquet"
+        pq.write_table(pa.table({"driver_id": pa.array(ids, pa.int64())}), path)
+    existing = tmp_path / "existing.parquet"
+    existing.write_bytes(b"keep me")
+    named = {"EXISTING": str(existing), "OUT": str(tmp_path / "out" / "o.parquet"),
+             "ALLOWED": str(tmp_path / "allowed")}
+    fields = {k: named.get(v, v) if isinstance(v, str) else v for k, v in fields.items()}
+    jobs = {k: [named[p] for p in v] if isinstance(v, list) else v for k, v in jobs.items()}
+    limited = settings.model_copy(update={"jobs": settings.jobs.model_copy(update=jobs)})
+    request = JobRequest(**{"table": "driver_stats", "features": FEATURES,
+                            "entities": str(path), **fields})
+    before = set(store.redis.scan_iter("featurepull:job:*"))
+    with pytest.raises(error, match=phrase):
+        create_job(request, limited, store)
+    assert set(store.redis.scan_iter("featurepull:job:*")) == before
+    assert existing.read_bytes() == b"keep me" and not (tmp_path / "out").exists()
+    if case == "output exists":  # unless it may be replaced
+        request = request.model_copy(update={"overwrite": True, "join_key_types": {}})
+        assert create_job(request, limited, store).rows == len(ids)
