@@ -5,6 +5,9 @@ this process; the same steps through prefork workers are in test_pipeline.py."""
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,13 @@ from featurepull.bench.endpoint import EndpointProcess, SyntheticTable
 from featurepull.config import ConfigError, S3Settings, Settings
 from featurepull.dynamo import decode_value
 from featurepull.dynamo.errors import EntityKeyError, TableError
-from featurepull.dynamo.layouts import parse_event_ts
+from featurepull.dynamo.layouts import FeastLayout, parse_event_ts
+from featurepull.dynamo.plan import layout_spec
 from featurepull.io import EntityFileError, EntityTable, OutputError
 from featurepull.io.parts import StagedOutput
 from featurepull.tasks import JobStore
 from featurepull.tasks.confine import RequestOutOfBounds
-from featurepull.tasks.create import _shard_tables, create_job, load_entities
+from featurepull.tasks.create import _shard_tables, _store_shards, create_job, load_entities
 from featurepull.tasks.finish import finish_job
 from featurepull.tasks.requests import JobRequest, OutputRequired, RequestTooLarge
 from featurepull.tasks.scoring import UnknownScorer
@@ -347,3 +351,63 @@ def test_a_refused_request_stores_nothing(settings: Settings, store: JobStore, t
     if case == "output exists":  # unless it may be replaced
         request = request.model_copy(update={"overwrite": True, "join_key_types": {}})
         assert create_job(request, limited, store).rows == len(ids)
+
+
+@pytest.mark.mutation_first
+def test_the_submitter_sends_each_shard_once_stored_and_shows_itself_alive(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    beating = settings.model_copy(update={"jobs": settings.jobs.model_copy(
+        update={"submitter_timeout_s": 3.0})})  # a sign of life every second
+    request = JobRequest(table="driver_stats", features=FEATURES,
+                         entities=str(entities(tmp_path)))
+    seen: list[tuple[int, int, str, int]] = []  # shard, keys stored, submitter, its TTL
+    renewed: list[bool] = []
+
+    def send(meta: JobMeta, shard: int) -> None:
+        key = f"featurepull:job:{meta.job_id}"
+        stored = sum(k.startswith("keys:") for k in job_keys(store, meta.job_id))
+        seen.append((shard, stored, store.redis.hget(f"{key}:meta", "submitting").decode(),
+                     int(store.redis.ttl(f"{key}:submitter"))))
+        if shard == 0:  # gone: the heartbeat sets it again within a second
+            store.redis.delete(f"{key}:submitter")
+            deadline = time.monotonic() + 30
+            while not store.redis.exists(f"{key}:submitter") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            renewed.append(bool(store.redis.exists(f"{key}:submitter")))
+
+    meta = create_job(request, beating, store, enqueue=send)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    assert [(shard, stored, who) for shard, stored, who, _ in seen] == [
+        (n, n + 1, owner) for n in range(5)]
+    assert all(2 <= ttl <= 3 for *_, ttl in seen) and renewed == [True]
+    plan = store.meta(meta.job_id).request.read_plan
+    assert plan is not None and plan["rows"] == len(IDS)
+    # One shard for a job under the shard size.
+    few = create_job(request.model_copy(update={"entities": str(pq_ids(tmp_path, [1, 2, 3]))}),
+                     settings, store)
+    assert (few.shards, few.rows) == (1, 3)
+
+
+def pq_ids(tmp_path: Path, ids: list[int]) -> Path:
+    path = tmp_path / f"ids-{len(ids)}.parquet"
+    pq.write_table(pa.table({"driver_id": pa.array(ids, pa.int64())}), path)
+    return path
+
+
+@pytest.mark.mutation_first
+def test_a_file_that_changed_while_it_was_read_is_refused(settings: Settings, store: JobStore,
+                                                          tmp_path: Path) -> None:
+    # Its footer counted 450 rows; the batches read held 400 (a file still being written).
+    request = JobRequest(table="driver_stats", features=FEATURES,
+                         entities=str(entities(tmp_path)))
+    spec = {"request": request.model_dump(), "table": "demo.driver_stats", "shard_size": 100,
+            **layout_spec(FeastLayout({"driver_id": "int64"}))}
+    keys = pa.table({"driver_id": pa.array(IDS[:400], pa.int64())})
+    before = set(store.redis.scan_iter("featurepull:job:*"))
+    with pytest.raises(EntityFileError) as changed:
+        _store_shards(spec, len(IDS), (keys.slice(n, 100) for n in range(0, 400, 100)), settings, store,
+                      None, {"TableSizeBytes": 60_000_000, "ItemCount": 200_000})
+    assert str(changed.value) == (
+        f"{request.entities}: changed while it was read (450 rows counted, 4 shards read); "
+        "submit it again once it is complete")
+    assert set(store.redis.scan_iter("featurepull:job:*")) == before
