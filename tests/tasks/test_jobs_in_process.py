@@ -142,11 +142,16 @@ class Sent:
     """What create_job sends (an ``Enqueue``): shards and scan tasks, in order; raises
     ``RuntimeError`` at the message numbered ``fail_at`` (from 0)."""
 
-    def __init__(self, fail_at: int | None = None) -> None:
+    def __init__(self, fail_at: int | None = None, store: JobStore | None = None) -> None:
         self.messages: list[tuple[str, str, int]] = []
         self.fail_at = fail_at
+        self.store = store
+        self.stored: list[int] = []  # with a store: the shards' keys stored at each message
 
     def _send(self, kind: str, meta: JobMeta, number: int) -> None:
+        if self.store is not None:
+            self.stored.append(sum(k.startswith("keys:") for k in job_keys(self.store,
+                                                                          meta.job_id)))
         if len(self.messages) == self.fail_at:
             self.messages.append(("failed", meta.job_id, number))
             raise RuntimeError("the broker went away")
@@ -201,18 +206,44 @@ def test_a_job_with_an_output_stages_its_keys_beside_it(settings: Settings, stor
 
 
 @pytest.mark.mutation_first
+@pytest.mark.parametrize("fail_at", [None, 2])
 def test_a_scan_job_sends_its_scan_tasks_once_every_shard_is_stored(
-        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+        settings: Settings, store: JobStore, tmp_path: Path, fail_at: int | None) -> None:
     scan = settings.model_copy(update={
         "dynamodb": settings.dynamodb.model_copy(update={"read_mode": "scan"})})
     request = JobRequest(table="driver_stats", features=FEATURES,
                          entities=str(entities(tmp_path)))
-    sent = Sent()
+    sent = Sent(fail_at)
+    if fail_at is not None:  # the third scan task's message fails: the job with it
+        with pytest.raises(RuntimeError):
+            create_job(request, scan, store, enqueue=sent)
+        assert store.meta(sent.messages[0][1]).error == (
+            "submit stopped after 2 of 5 shards were sent: RuntimeError: the broker went away")
+        return
     meta = create_job(request, scan, store, enqueue=sent)
     plan = store.meta(meta.job_id).request.read_plan
     assert plan is not None and plan["mode"] == "scan" and meta.request.read_plan == plan
-    assert sent.messages == [("scan", meta.job_id, n) for n in range(plan["scan_tasks"])]
-    assert plan["scan_tasks"] >= 1
+    assert plan["scan_tasks"] == 5  # 450 keys, 5 shards
+    assert sent.messages == [("scan", meta.job_id, n) for n in range(5)]
+
+
+@pytest.mark.mutation_first
+def test_shards_wait_for_the_plan_when_the_rows_cannot_decide_it(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    # 30,000 rows could make a scan cheaper; their 450 distinct keys do not: batch-get,
+    # known (and each shard sent) only once every shard is stored.
+    path = tmp_path / "repeated.parquet"
+    pq.write_table(pa.table({"driver_id": pa.array([IDS[n % 450] for n in range(30_000)],
+                                                   pa.int64())}), path)
+    big = settings.model_copy(update={"jobs": settings.jobs.model_copy(
+        update={"shard_size": 10_000})})
+    sent = Sent(store=store)
+    meta = create_job(JobRequest(table="driver_stats", features=FEATURES, entities=str(path)),
+                      big, store, enqueue=sent)
+    assert sent.messages == [("shard", meta.job_id, n) for n in range(3)]
+    assert sent.stored == [3, 3, 3]
+    plan = store.meta(meta.job_id).request.read_plan
+    assert plan is not None and (plan["mode"], plan["unique_keys"]) == ("batch-get", 450)
 
 
 @pytest.mark.mutation_first
@@ -220,11 +251,12 @@ def test_a_scan_job_sends_its_scan_tasks_once_every_shard_is_stored(
 def test_a_submit_that_stops_leaves_no_job_or_fails_the_one_it_sent(
         settings: Settings, store: JobStore, tmp_path: Path, fail_at: int) -> None:
     request = JobRequest(table="driver_stats", features=FEATURES,
-                         entities=str(entities(tmp_path)))
+                         entities=str(entities(tmp_path)), output=str(tmp_path / "o.parquet"))
     sent = Sent(fail_at)
     with pytest.raises(RuntimeError, match="the broker went away"):
         create_job(request, settings, store, enqueue=sent)
     job_id = sent.messages[0][1]
+    assert [p.name for p in tmp_path.iterdir()] == ["ids.parquet"]  # no staged keys left
     if fail_at == 0:  # nothing was sent: nothing is left
         assert job_keys(store, job_id) == []
         return
@@ -344,10 +376,17 @@ def test_a_refused_request_stores_nothing(settings: Settings, store: JobStore, t
     request = JobRequest(**{"table": "driver_stats", "features": FEATURES,
                             "entities": str(path), **fields})
     before = set(store.redis.scan_iter("featurepull:job:*"))
-    with pytest.raises(error, match=phrase):
+    with pytest.raises(error) as refused:
         create_job(request, limited, store)
+    assert phrase in str(refused.value)
     assert set(store.redis.scan_iter("featurepull:job:*")) == before
     assert existing.read_bytes() == b"keep me" and not (tmp_path / "out").exists()
+    if case == "too many entities":  # named by its path; at the limit, accepted
+        assert str(refused.value).startswith(f"{path} has 450")
+        at_limit = settings.model_copy(update={"jobs": settings.jobs.model_copy(
+            update={"max_entities": 450})})
+        assert create_job(request.model_copy(update={"join_key_types": {}}), at_limit,
+                          store).rows == 450
     if case == "output exists":  # unless it may be replaced
         request = request.model_copy(update={"overwrite": True, "join_key_types": {}})
         assert create_job(request, limited, store).rows == len(ids)
