@@ -449,3 +449,22 @@ def test_a_file_that_changed_while_it_was_read_is_refused(settings: Settings, st
         f"{request.entities}: changed while it was read (450 rows counted, 4 shards read); "
         "submit it again once it is complete")
     assert set(store.redis.scan_iter("featurepull:job:*")) == before
+
+
+@pytest.mark.mutation_first
+def test_a_streamed_files_key_errors_name_the_file_and_what_its_reader_noted(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    csv = tmp_path / "ids.csv"
+    csv.write_text("driver_id\n1\n2\n")
+    with pytest.raises(EntityKeyError) as missing:
+        create_job(JobRequest(table="driver_stats", features=FEATURES, entities=str(csv),
+                              join_keys=["user_id"]), settings, store)
+    assert str(missing.value).startswith(f"{csv} has no column 'user_id' for --join-keys")
+    jsonl = tmp_path / "ids.jsonl"  # a column of arrays is left out, with a note why
+    jsonl.write_text('{"driver_id": 1, "tags": [1, 2]}\n{"driver_id": 2, "tags": []}\n')
+    with pytest.raises(EntityKeyError) as noted:
+        create_job(JobRequest(table="driver_stats", features=FEATURES, entities=str(jsonl),
+                              join_keys=["tags"]), settings, store)
+    assert str(noted.value).startswith(f"{jsonl}: column 'tags' holds ")
+    assert str(noted.value).endswith(", so it cannot be a join key; write its values as "
+                                     "integers or strings")
