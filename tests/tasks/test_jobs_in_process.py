@@ -308,6 +308,17 @@ def test_entities_are_loaded_within_the_limits_from_a_file_s3_or_redis(
     loaded = load_entities(f"redis-key:{name}", settings, store)
     assert (loaded.source, loaded.columns, loaded.types) == (
         f"redis-key:{name}", {"driver_id": [7, 8, 9]}, {"driver_id": "int32"})
+    # A bad key (2**31 as int32) stops the streamed read: the whole file is loaded from
+    # Redis again to name its row.
+    pq.write_table(pa.table({"driver_id": pa.array([7, 2**31], pa.int64())}), table)
+    store.redis.set(name, table.read_bytes(), ex=60)
+    with pytest.raises(EntityKeyError) as bad_key:
+        create_job(JobRequest(table="driver_stats", features=FEATURES,
+                              entities=f"redis-key:{name}",
+                              join_key_types={"driver_id": "int32"}), settings, store)
+    assert str(bad_key.value) == (
+        f"redis-key:{name}, entity row 2, column 'driver_id': 2147483648 is outside the "
+        "int32 range")
     store.redis.set(name, b"not parquet", ex=60)
     with pytest.raises(EntityFileError) as bad:
         load_entities(f"redis-key:{name}", settings, store)
