@@ -237,9 +237,14 @@ def test_shards_wait_for_the_plan_when_the_rows_cannot_decide_it(
                                                    pa.int64())}), path)
     big = settings.model_copy(update={"jobs": settings.jobs.model_copy(
         update={"shard_size": 10_000})})
+    request = JobRequest(table="driver_stats", features=FEATURES, entities=str(path))
+    failing = Sent(fail_at=2)
+    with pytest.raises(RuntimeError):
+        create_job(request, big, store, enqueue=failing)
+    assert store.meta(failing.messages[0][1]).error == (
+        "submit stopped after 2 of 3 shards were sent: RuntimeError: the broker went away")
     sent = Sent(store=store)
-    meta = create_job(JobRequest(table="driver_stats", features=FEATURES, entities=str(path)),
-                      big, store, enqueue=sent)
+    meta = create_job(request, big, store, enqueue=sent)
     assert sent.messages == [("shard", meta.job_id, n) for n in range(3)]
     assert sent.stored == [3, 3, 3]
     plan = store.meta(meta.job_id).request.read_plan
