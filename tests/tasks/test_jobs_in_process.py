@@ -291,6 +291,10 @@ def test_entities_are_loaded_within_the_limits_from_a_file_s3_or_redis(
                                                          region=REGION)})
     loaded = load_entities(f"s3://{bucket}/e.csv", on_s3, store)
     assert loaded.columns["driver_id"] == [1001, 1002]
+    s3.put_object(Bucket=bucket, Key="out.parquet", Body=b"keep me")  # an S3 output exists
+    with pytest.raises(OutputError, match="exists; pass --overwrite"):
+        create_job(JobRequest(table="driver_stats", features=FEATURES, entities=str(path),
+                              output=f"s3://{bucket}/out.parquet"), on_s3, store)
     # redis-key:NAME, a Parquet file's bytes: named as given, bounded by its length.
     name = unique_name("entities-")
     with pytest.raises(EntityFileError) as missing:
