@@ -2,7 +2,8 @@
 the queue is re-sent by the watchdog; a finisher killed right after publishing the output is
 completed by the retry, keeping the same file), a Parquet dataset written through
 `featurepull submit --output DIR/` equal to an in-process pull while a worker process is
-SIGKILLed, and no row of a job with an output ever in Redis. One fleet serves the module."""
+SIGKILLed, and no row of a job with an output ever in Redis. One fleet with few-second
+time limits serves the module; the killed-worker test has its own, with the default limits."""
 
 from __future__ import annotations
 
