@@ -17,11 +17,11 @@ import pyarrow as pa
 @contextmanager
 def arrow_file(stream: BinaryIO) -> Iterator[pa.NativeFile | BinaryIO]:
     """The file behind ``stream`` opened again by Arrow (at offset 0, closed on exit); a
-    stream without a descriptor (io.BytesIO) as it is."""
+    stream without a descriptor (io.BytesIO), or on a system without /dev/fd, as it is."""
     try:
-        fd = stream.fileno()
-    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError
+        native = pa.OSFile(f"/dev/fd/{stream.fileno()}")
+    except (AttributeError, OSError):  # io.UnsupportedOperation, ArrowIOError: OSErrors
         yield stream
         return
-    with pa.OSFile(f"/dev/fd/{fd}") as native:
+    with native:
         yield native
