@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from featurepull.io._arrow_file import arrow_file
 from featurepull.io._entity_table import (
     INT64_MAX,
     INT64_MIN,
@@ -79,8 +80,10 @@ def read_csv_fast(stream: BinaryIO, source: str, required: tuple[str, ...]
     if header is None:
         return None
     check_required_columns(source, header, required)
+    stream.seek(0)
     try:
-        table = pa_csv.read_csv(pa.py_buffer(data), **arrow_csv_options(header))
+        with arrow_file(stream) as file:  # not `data`: see featurepull.io._arrow_file
+            table = pa_csv.read_csv(file, **arrow_csv_options(header))
     except pa.ArrowInvalid:  # ragged rows, not UTF-8: the exact reader names the line
         return None
     if (table.num_rows == 0 or any(table.column(name).null_count for name in required)
@@ -98,9 +101,8 @@ def read_csv_fast(stream: BinaryIO, source: str, required: tuple[str, ...]
 
 def arrow_csv_options(header: list[str], block_size: int | None = None) -> dict[str, Any]:
     """pyarrow.csv's options for a file `plain_header` took: every column as text, an empty
-    field null, blank lines kept (as all-null rows), no quoting. One thread: pyarrow's
-    reader threads can still be winding down when a refused file ends the process, and
-    the process then aborts ("terminate called") instead of exiting 2."""
+    field null, blank lines kept (as all-null rows), no quoting, one thread. Give the
+    readers the file through `arrow_file`: their readahead runs on Arrow's I/O threads."""
     read = pa_csv.ReadOptions(column_names=header, skip_rows=1, use_threads=False)
     if block_size is not None:
         read.block_size = block_size

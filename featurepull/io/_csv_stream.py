@@ -6,13 +6,15 @@ line at fault."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing
 from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from featurepull.io._arrow_file import arrow_file
 from featurepull.io._csv_entities import (
     CSV_INT_PATTERN,
     arrow_csv_options,
@@ -41,8 +43,9 @@ def stream_csv(stream: BinaryIO, source: str) -> EntityStream | None:
         return None
 
     def arrow_batches(names: Sequence[str]) -> Iterator[dict[str, Any]]:
-        for batch in _blocks(stream, header):
-            yield {name: _array(batch.column(name), types[name]) for name in names}
+        with closing(_blocks(stream, header)) as blocks:
+            for batch in blocks:
+                yield {name: _array(batch.column(name), types[name]) for name in names}
 
     def batches(names: Sequence[str]) -> Iterator[dict[str, list[Any]]]:
         for batch in arrow_batches(names):
@@ -51,9 +54,13 @@ def stream_csv(stream: BinaryIO, source: str) -> EntityStream | None:
     return EntityStream(source, types, rows, batches, arrow_batches)
 
 
-def _blocks(stream: BinaryIO, header: list[str]) -> Iterator[pa.RecordBatch]:
+def _blocks(stream: BinaryIO, header: list[str]) -> Generator[pa.RecordBatch, None, None]:
+    """The file's blocks, read by Arrow from its own file object (`arrow_file`); the
+    reader is closed (its readahead stopped) when the generator is closed."""
     stream.seek(0)
-    yield from pa_csv.open_csv(stream, **arrow_csv_options(header, _BLOCK_BYTES))
+    with (arrow_file(stream) as source,
+          pa_csv.open_csv(source, **arrow_csv_options(header, _BLOCK_BYTES)) as reader):
+        yield from reader
 
 
 def _column_types(stream: BinaryIO, header: list[str]) -> tuple[dict[str, str], int]:
@@ -61,18 +68,19 @@ def _column_types(stream: BinaryIO, header: list[str]) -> tuple[dict[str, str], 
     rows = 0
     present = dict.fromkeys(header, 0)
     ints = dict.fromkeys(header, 0)
-    for batch in _blocks(stream, header):
-        if has_blank_row(batch):
-            raise _Declined
-        rows += batch.num_rows
-        for name, column in zip(header, batch.columns, strict=True):
-            if pc.any(pc.match_substring(column, '"')).as_py():
-                raise _Declined  # a quote: the csv module's quoting rules decide
-            matches = pc.sum(pc.match_substring_regex(column, CSV_INT_PATTERN)).as_py() or 0
-            if matches:
-                pc.cast(column, pa.int64())  # ArrowInvalid beyond int64, or if some is text
-            present[name] += len(column) - column.null_count
-            ints[name] += matches
+    with closing(_blocks(stream, header)) as blocks:
+        for batch in blocks:
+            if has_blank_row(batch):
+                raise _Declined
+            rows += batch.num_rows
+            for name, column in zip(header, batch.columns, strict=True):
+                if pc.any(pc.match_substring(column, '"')).as_py():
+                    raise _Declined  # a quote: the csv module's quoting rules decide
+                matches = pc.sum(pc.match_substring_regex(column, CSV_INT_PATTERN)).as_py() or 0
+                if matches:
+                    pc.cast(column, pa.int64())  # ArrowInvalid beyond int64, or if text
+                present[name] += len(column) - column.null_count
+                ints[name] += matches
     if rows == 0:
         raise _Declined
     types = {}

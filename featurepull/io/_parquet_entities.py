@@ -50,7 +50,10 @@ def stream_parquet(stream: BinaryIO, source: str, required: tuple[str, ...] = ()
     def batches(names: Sequence[str]) -> Iterator[dict[str, list[Any]]]:
         try:
             offset = 0
-            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=list(names)):
+            # One thread: Arrow's threads would read the Python file object, calling back
+            # into Python (see featurepull.io._arrow_file); this reads on the caller's.
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=list(names),
+                                              use_threads=False):
                 values = {name: _arrow_values(batch.column(name)) for name in names}
                 for name in [name for name in names if name in checked]:
                     _check_parquet_values(source, name, values[name], offset, name in required)

@@ -2,7 +2,8 @@
 the queue is re-sent by the watchdog; a finisher killed right after publishing the output is
 completed by the retry, keeping the same file), a Parquet dataset written through
 `featurepull submit --output DIR/` equal to an in-process pull while a worker process is
-SIGKILLed, and no row of a job with an output ever in Redis. One fleet serves the module."""
+SIGKILLed, and no row of a job with an output ever in Redis. One fleet with few-second
+time limits serves the module; the killed-worker test has its own, with the default limits."""
 
 from __future__ import annotations
 
@@ -140,9 +141,21 @@ def test_a_finisher_killed_right_after_publishing_is_completed(workers: Fleet, e
     wait_for_log(workers, f"pid:{finisher} exited with 'signal 9")  # logged when it is seen
 
 
-def test_a_dataset_through_submit_survives_a_killed_worker(workers: Fleet, entities: Path,
+@pytest.fixture
+def roomy_workers(redis_server: RedisService, fast_dynamo: EndpointProcess) -> Iterator[Fleet]:
+    """Workers with the default time limits: the kill is placed mid-shard by a condition
+    (freeze_mid_shard) and the killed shard is re-sent at once (reject_on_worker_lost), so
+    nothing here waits on a clock — and a loaded machine cannot push a shard, or a pool
+    child replacing the killed one, past the module fleet's few-second limits."""
+    with fleet(redis_server, fast_dynamo.url, shard_size=SHARD_SIZE) as running:
+        running.start_worker(concurrency=2)
+        yield running
+
+
+def test_a_dataset_through_submit_survives_a_killed_worker(roomy_workers: Fleet, entities: Path,
                                                            reference: pa.Table,
                                                            tmp_path: Path) -> None:
+    workers = roomy_workers
     out = f"{tmp_path}/features/"
     server = workers.redis()
     samples: list[tuple[int, int]] = []  # (rows keys, keys keys) of the job, seen in Redis
