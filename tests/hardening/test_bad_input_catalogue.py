@@ -32,6 +32,7 @@ def catalogue() -> ModuleType:
     return _load()
 
 
+@pytest.mark.timeout(900)  # 59 processes: 167 s at load 14, past pytest's 300 s at 17
 def test_bad_inputs_are_refused_and_write_nothing(catalogue: ModuleType,
                                                   redis_server: RedisService,
                                                   tmp_path: Path) -> None:
