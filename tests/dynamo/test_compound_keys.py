@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 
 from featurepull.dynamo import FeastLayout
+from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
 from featurepull.dynamo.layouts import unique_keys
 
@@ -76,5 +77,6 @@ def test_a_compound_key_it_cannot_vouch_for_gets_the_row_message() -> None:
     layout = FeastLayout({"a": "int64", "b": "string"})
     columns = {"a": [1, 2, None], "b": ["x", "y", "z"]}
     assert layout.encoder.entity_ids([columns["a"], columns["b"]]) is None
-    with pytest.raises(Exception, match=r"entity row 3, column 'a': null key value"):
+    with pytest.raises(EntityKeyError,
+                       match=r"^e\.csv, entity row 3, column 'a': null key value"):
         layout.keys_for(columns, "e.csv")

@@ -18,7 +18,7 @@ from featurepull.dynamo.http import BrokenResponse, ConnectionPool
 
 REQUEST = b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}"
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nanswer!"
-SLOW_S = 1.2  # a slow answer; the timer of the request before it expires meanwhile
+SLOW_S = 2.2  # a slow answer; the timer of the request before it expires meanwhile
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -86,11 +86,11 @@ def test_a_timer_ends_with_its_request(server: _Server) -> None:
     # Each answer takes SLOW_S; read_timeout is longer than one answer and shorter than
     # two. The first request's timer expires while the second is waiting on the same
     # connection: it must have been cancelled with the first answer, or it fails the
-    # second. 0.8 s of margin for a loaded machine to answer within read_timeout.
+    # second. 1.8 s of margin for a loaded machine to answer within read_timeout.
     server.mode = "slow"
 
     async def work() -> list[bytes]:
-        pool = _pool(server, read_timeout=2.0)
+        pool = _pool(server, read_timeout=4.0)
         bodies = [(await pool.request(REQUEST)).body for _ in range(2)]
         pool.close()
         return bodies

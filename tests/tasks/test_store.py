@@ -253,9 +253,9 @@ def test_open_job_stores_the_record_and_the_submitters_sign_of_life(store: JobSt
 
 def test_a_submitters_sign_of_life_lasts_at_least_a_second(store: JobStore) -> None:
     job_id = opened(store, submitter="h:1", submitter_ttl_s=0.01)
-    assert store.redis.ttl(key(job_id, "submitter")) == 1
+    assert 10 < store.redis.pttl(key(job_id, "submitter")) <= 1000
     store.submitter_alive(job_id, "h:1", 0.2)
-    assert store.redis.ttl(key(job_id, "submitter")) == 1
+    assert 200 < store.redis.pttl(key(job_id, "submitter")) <= 1000
     store.submitter_alive(job_id, "h:2", 40.5)
     assert store.redis.get(key(job_id, "submitter")) == b"h:2"
     assert 30 < store.redis.ttl(key(job_id, "submitter")) <= 41

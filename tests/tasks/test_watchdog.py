@@ -40,6 +40,7 @@ def settings(redis_server: RedisService) -> Settings:
 @pytest.fixture
 def store(settings: Settings) -> Iterator[JobStore]:
     store = JobStore(connect(settings.redis_url), TTL, idle_s=60)
+    store.redis.flushdb()  # a db of its own: what a killed earlier run left is not looked at
     yield store
     store.redis.flushdb()
 
@@ -59,7 +60,7 @@ def sent(store: JobStore, queue: str = QUEUE) -> list[tuple[str, list[Any], str]
                    b["headers"]["argsrepr"]) for b in bodies)
 
 
-def new_job(store: JobStore, shards: int, request: dict[str, Any] | None = None) -> str:
+def stored_job(store: JobStore, shards: int, request: dict[str, Any] | None = None) -> str:
     job_id = store.new_job_id()
     spec = {"table": "demo.t", "shard_size": 2, "request": request or {}}
     store.create(job_id, spec, iter([pa.table({"driver_id": [n, n + 10]})
@@ -73,8 +74,8 @@ def idle(store: JobStore, job_id: str) -> None:
 
 def test_a_stalled_job_is_sent_its_shards_not_done_then_its_finisher(
         store: JobStore, app: Any, settings: Settings) -> None:
-    busy = new_job(store, shards=1)  # alive: left alone (and looked at first)
-    job_id = new_job(store, shards=23)
+    busy = stored_job(store, shards=1)  # alive: left alone (and looked at first)
+    job_id = stored_job(store, shards=23)
     assert resend_stalled(app, store, RESENT, settings) == {}
     store.put_shard_rows(job_id, 1, pa.table({"driver_id": [1]}), {})
     idle(store, job_id)
@@ -107,12 +108,12 @@ def test_a_job_whose_submitter_died_is_failed_once_and_what_it_stored_removed(
     request = JobRequest(table="driver_stats", features=["city"], entities="e.parquet",
                          output=str(output), join_keys=["driver_id"],
                          notify={"task": "ended", "queue": QUEUE})
-    job_id = new_job(store, shards=2, request=request.model_dump(mode="json"))
+    job_id = stored_job(store, shards=2, request=request.model_dump(mode="json"))
     staging = tmp_path / f".out.parquet.parts-{job_id}"  # as the submitter left it
     staging.mkdir()
     (staging / "keys-0").write_bytes(b"staged")
     store.redis.hset(f"featurepull:job:{job_id}:meta", "submitting", "gone-host:77")
-    stalled = new_job(store, shards=1)  # looked at after it, in the same round
+    stalled = stored_job(store, shards=1)  # looked at after it, in the same round
     idle(store, stalled)
     with structlog.testing.capture_logs() as logs:
         assert resend_stalled(app, store, RESENT, settings) == {stalled: [0]}
@@ -137,7 +138,7 @@ def test_a_job_whose_submitter_died_is_failed_once_and_what_it_stored_removed(
 
 def test_a_job_whose_message_waits_in_the_broker_is_not_resent(
         store: JobStore, app: Any, settings: Settings) -> None:
-    job_id = new_job(store, shards=2)
+    job_id = stored_job(store, shards=2)
     lists, unacked = broker_keys(app, QUEUE)
     idle(store, job_id)
     store.redis.rpush(lists[-1], json.dumps({"args": [job_id, 1]}))  # queued, low priority
@@ -170,7 +171,7 @@ def test_a_job_failed_meanwhile_is_left_as_it_ended(store: JobStore, app: Any,
                                                     settings: Settings) -> None:
     from featurepull.tasks.watchdog import fail_abandoned
 
-    job_id = new_job(store, shards=1)
+    job_id = stored_job(store, shards=1)
     assert store.cancel(job_id)
     fail_abandoned(app, store, job_id, "late", settings)
     meta = store.meta(job_id)
@@ -198,9 +199,9 @@ def test_the_watchdog_thread_resends_until_stopped_and_outlives_a_failed_check(
         store: JobStore, app: Any, settings: Settings) -> None:
     # Checks every second: 20 s is a generous deadline (and what a mutant that stops the
     # checks costs scripts/mutation.sh).
-    job_id = new_job(store, shards=1)
+    job_id = stored_job(store, shards=1)
     idle(store, job_id)
-    gone = new_job(store, shards=1)
+    gone = stored_job(store, shards=1)
     store.redis.hset(f"featurepull:job:{gone}:meta", "submitting", "gone-host:79")
     settings.jobs = settings.jobs.model_copy(update={"visibility_timeout_s": 2_000})
     with structlog.testing.capture_logs() as logs:
