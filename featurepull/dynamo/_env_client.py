@@ -27,7 +27,7 @@ import http.client
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,8 +52,8 @@ class EnvCredentials:
     """The environment's credentials, as botocore's ``Credentials`` gives them to a signer."""
 
     access_key: str
-    secret_key: str
-    token: str | None
+    secret_key: str = field(repr=False)  # never in a traceback or a log
+    token: str | None = field(repr=False)
 
     def get_frozen_credentials(self) -> EnvCredentials:
         """Themselves: credentials from the environment are never refreshed."""
@@ -162,13 +162,25 @@ def _verify(environ: Mapping[str, str]) -> bool | str | None:
     return None if isinstance(verify, str) and not verify.strip() else verify
 
 
+def _port_ok(url: str) -> bool:
+    try:
+        urlsplit(url).port  # noqa: B018 -- raises for a port beyond 65535
+    except ValueError:
+        return False
+    return True
+
+
 def env_client(settings: DynamoSettings,
                environ: Mapping[str, str] = os.environ) -> EnvClient | None:
     """The client botocore would build from the environment alone, or None where botocore
     may answer otherwise (the module docstring lists when)."""
     if settings.transport != "fast" or settings.endpoint_url is None:
         return None
-    if not _ENDPOINT.fullmatch(settings.endpoint_url):
+    if not _ENDPOINT.fullmatch(settings.endpoint_url) or not _port_ok(settings.endpoint_url):
+        return None
+    import urllib.request
+
+    if urllib.request.getproxies():  # botocore's proxies: the variables, macOS/Windows settings
         return None
     if any((name.upper().startswith(("AWS_", "BOTO")) and name not in ENV_SETTINGS)
            or name.lower().endswith("_proxy") for name in environ):

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -32,13 +32,14 @@ class _Stamp:
     """What every request signed in one second with one set of credentials shares."""
 
     second: int
-    credentials: tuple[str, str, str | None]  # (access key, secret, token)
-    headers: dict[str, str]  # the signed headers, as sent, without Authorization
+    # Secrets (the token is also in the headers and head): never in a repr.
+    credentials: tuple[str, str, str | None] = field(repr=False)  # (access key, secret, token)
+    headers: dict[str, str] = field(repr=False)  # the signed headers, without Authorization
     canonical: str  # the canonical request, up to the payload's hash
     to_sign: str  # the string to sign, up to the canonical request's hash
-    key: bytes  # the derived signing key
+    key: bytes = field(repr=False)  # the derived signing key
     authorization: str  # the Authorization value, up to the signature
-    head: str  # the HTTP request (PostSigner.request) up to the signature
+    head: str = field(repr=False)  # the HTTP request (PostSigner.request) up to the signature
 
 
 class PostSigner:

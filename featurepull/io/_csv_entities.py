@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from featurepull.io._arrow_file import arrow_file
 from featurepull.io._entity_table import (
     INT64_MAX,
     INT64_MIN,
@@ -80,10 +79,8 @@ def read_csv_fast(stream: BinaryIO, source: str, required: tuple[str, ...]
     if header is None:
         return None
     check_required_columns(source, header, required)
-    stream.seek(0)
-    try:
-        with arrow_file(stream) as file:  # not `data`: see featurepull.io._arrow_file
-            table = pa_csv.read_csv(file, **arrow_csv_options(header))
+    try:  # the bytes just checked, not the file again: it may have changed meanwhile
+        table = pa_csv.read_csv(pa.py_buffer(data), **arrow_csv_options(header))
     except pa.ArrowInvalid:  # ragged rows, not UTF-8: the exact reader names the line
         return None
     if (table.num_rows == 0 or any(table.column(name).null_count for name in required)
@@ -101,8 +98,8 @@ def read_csv_fast(stream: BinaryIO, source: str, required: tuple[str, ...]
 
 def arrow_csv_options(header: list[str], block_size: int | None = None) -> dict[str, Any]:
     """pyarrow.csv's options for a file `plain_header` took: every column as text, an empty
-    field null, blank lines kept (as all-null rows), no quoting, one thread. Give the
-    readers the file through `arrow_file`: their readahead runs on Arrow's I/O threads."""
+    field null, blank lines kept (as all-null rows), no quoting, one thread. A streaming
+    reader gets the file through `arrow_file`: its readahead runs on Arrow's I/O threads."""
     read = pa_csv.ReadOptions(column_names=header, skip_rows=1, use_threads=False)
     if block_size is not None:
         read.block_size = block_size

@@ -68,7 +68,8 @@ def stream_parquet(stream: BinaryIO, source: str, required: tuple[str, ...] = ()
         # its values, for the exact message.
         try:
             offset = 0
-            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=list(names)):
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=list(names),
+                                               use_threads=False):  # as `batches`
                 arrays = {name: _logical_array(batch.column(name), types[name])
                           for name in names}
                 for name in [name for name in names if name in checked]:
