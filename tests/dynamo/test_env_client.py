@@ -106,6 +106,7 @@ def test_region_from_the_environment_and_https(aws_env: pytest.MonkeyPatch) -> N
     ({}, {"endpoint_url": "http://[::1]:8000"}),
     ({}, {"endpoint_url": "http://127.0.0.1:8000/path"}),
     ({}, {"endpoint_url": "http://user@host:8000"}),
+    ({}, {"endpoint_url": "http://localhost:99999"}),  # botocore's own error for the port
 ])
 def test_none_where_botocore_may_answer_otherwise(aws_env: pytest.MonkeyPatch,
                                                   env: dict[str, str],
@@ -116,6 +117,18 @@ def test_none_where_botocore_may_answer_otherwise(aws_env: pytest.MonkeyPatch,
         aws_env.setenv(name, value)
     chosen = DynamoSettings(**{"region": "us-east-1", "endpoint_url": ENDPOINT, **settings})
     assert env_client(chosen, dict(os.environ)) is None
+
+
+def test_no_secret_in_a_repr(aws_env: pytest.MonkeyPatch) -> None:
+    import os
+
+    aws_env.setenv("AWS_SESSION_TOKEN", "the-token")
+    client = env_client(DynamoSettings(region="us-east-1", endpoint_url=ENDPOINT),
+                        dict(os.environ))
+    assert client is not None
+    shown = repr(client.credentials)
+    assert client.credentials.access_key in shown
+    assert client.credentials.secret_key not in shown and "the-token" not in shown
 
 
 def test_none_with_a_shared_config_file(aws_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
