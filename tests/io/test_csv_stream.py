@@ -126,8 +126,8 @@ def test_the_stream_is_the_exact_readers_table_or_declines(tmp_path: Path, seed:
 
 
 @pytest.mark.parametrize("late", [
-    'x,"a"',                 # a quote: the csv module unquotes it
-    'x,"a"b',                # a quote the csv module refuses
+    '7,"a"',                 # a quote: the csv module unquotes it
+    '7,"a"b',                # a quote the csv module refuses
     f"{BEYOND},a",           # an integer's digits beyond int64 in an int64 column: "mixed"
     "abc,a",                 # text in an int64 column: "mixed"
     "",                      # a blank line: refused
