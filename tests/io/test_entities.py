@@ -304,6 +304,22 @@ def test_jsonl_values_are_what_the_json_module_reads(tmp_path: Path) -> None:
     assert table.types == {"f": "float", "s": "string"}
 
 
+def test_jsonl_int64_bounds_are_integers_as_a_columns_first_value(tmp_path: Path) -> None:
+    for first in (-(2**63), 2**63 - 1):
+        table = read_entities(write_text(tmp_path, "e.jsonl", f'{{"id": {first}}}\n{{"id": 1}}\n'))
+        assert (table.columns, table.types) == ({"id": [first, 1]}, {"id": "int64"})
+
+
+def test_jsonl_batches_of_lines_only_the_json_module_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_jsonl_entities, "_CHUNK_BYTES", 64)  # batches of 2-3 lines
+    # orjson refuses NaN: every line of every batch is the json module's to read.
+    lines = [f'{{"id": {n}, "w": NaN}}' if n % 5 else "" for n in range(60)]
+    table = read_entities(write_text(tmp_path, "e.jsonl", "\n".join(lines) + "\n"))
+    assert table.columns["id"] == [n for n in range(60) if n % 5]
+    assert all(w != w for w in table.columns["w"])  # NaN
+
+
 @pytest.mark.parametrize("text", ['{"id": 1}\n{"id": 18446744073709551616}\n',
                                   '{"id": 18446744073709551616}\n'])
 def test_jsonl_integer_beyond_64_bits_is_refused_by_its_value(tmp_path: Path,
