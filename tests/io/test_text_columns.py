@@ -292,3 +292,28 @@ def test_csv_and_jsonl_lines_of_field_texts() -> None:
         json_text({"id": key, "name": name}) + "\n" for key, name in zip(keys, names, strict=True))
     assert jsonl_bytes(["id", "id"], jsonl) is None
     assert jsonl_bytes([], []) is None
+
+
+@pytest.mark.mutation_first
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_chunk_of_rows_is_its_columns_texts(fmt: str) -> None:
+    """`write_rows` takes rows [start, stop) as each column's texts: the keys' slice, and the
+    found rows' texts sliced (every row found) or taken by the found index (nulls for the
+    rest), with one key and no feature too."""
+    stamps = [STAMPS[n % 3] for n in range(7)]
+    names = [f"n{n}" for n in range(7)]
+    keys: dict[str, list[Any]] = {"id": list(range(7)), "city": [TEXTS[n] for n in range(7)]}
+    every: list[Any] = [(stamp, name) for stamp, name in zip(stamps, names, strict=True)]
+    some = [None if n % 3 == 1 else row for n, row in enumerate(every)]
+    for rows in (every, as_found_rows(every), some, as_found_rows(some)):
+        chunks = _column_texts(RowView("out", keys, rows, ("name",)), fmt)  # type: ignore[arg-type]
+        texts = None if chunks is None else chunks(2, 5)
+        found: list[Any] = list(rows)[2:5]
+        assert texts is not None and [column.to_pylist() for column in texts] == [
+            exact_texts(keys["id"][2:5], fmt), exact_texts(keys["city"][2:5], fmt),
+            exact_texts([row and row[0] for row in found], fmt),
+            exact_texts([row and row[1] for row in found], fmt)]
+    only_keys = _column_texts(RowView("out", {"id": [1, 2]}, [(STAMPS[0],), None], ()), fmt)  # type: ignore[arg-type]
+    texts = None if only_keys is None else only_keys(0, 2)
+    assert texts is not None and [column.to_pylist() for column in texts] == [
+        exact_texts([1, 2], fmt), exact_texts([STAMPS[0], None], fmt)]
