@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from featurepull.io import (
 from featurepull.io.rows import CHUNK_ROWS
 from featurepull.local import start_moto
 from tests.conftest import REGION, service_port, unique_name
+from tests.io.conftest import FileSizeLimit
 
 TS = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
 KEYS: dict[str, list[Any]] = {"driver_id": [1001, 1002, 1001]}
@@ -266,4 +268,18 @@ def test_an_error_inside_the_sink_uploads_nothing(
     ) as sink:
         sink.write(table)
         raise RuntimeError("shard lost")
+    assert keys_in(s3, bucket) == []
+
+
+def test_a_write_the_disk_refuses_names_the_temporary_directory(
+    s3: Any, bucket: str, settings: S3Settings, file_size_limit: FileSizeLimit
+) -> None:
+    """An s3:// output is staged in the temporary directory: an OS error while writing it
+    (a full disk; here a file size limit) names that directory, and nothing is uploaded."""
+    uri = f"s3://{bucket}/big.csv"
+    rows: list[tuple[Any, ...] | None] = [(TS, "x" * 600)] * 2_000
+    with file_size_limit(64 * 1024), pytest.raises(OutputError) as raised:
+        write_rows(uri, {"id": list(range(2_000))}, rows, ["name"], s3=settings)
+    assert str(raised.value) == (f"{uri}: cannot write the output (File too large); check "
+                                 f"that {tempfile.gettempdir()} is writable and has free space")
     assert keys_in(s3, bucket) == []
