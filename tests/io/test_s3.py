@@ -25,6 +25,7 @@ from featurepull.io import (
     rows_to_table,
     write_rows,
 )
+from featurepull.io._destinations import STAGING_DIR, OwnerMark, marked_by
 from featurepull.io.rows import CHUNK_ROWS
 from featurepull.local import start_moto
 from tests.conftest import REGION, service_port, unique_name
@@ -283,3 +284,31 @@ def test_a_write_the_disk_refuses_names_the_temporary_directory(
     assert str(raised.value) == (f"{uri}: cannot write the output (File too large); check "
                                  f"that {tempfile.gettempdir()} is writable and has free space")
     assert keys_in(s3, bucket) == []
+
+
+def test_an_s3_dataset_prefix_holding_files_needs_overwrite(
+    s3: Any, bucket: str, settings: S3Settings
+) -> None:
+    """An s3:// dataset output (a prefix ending in /) is refused when objects are under it,
+    but an earlier run's staging, unless `overwrite`; the refusal names it and the fix."""
+    path = f"s3://{bucket}/ds/"
+    check_destination(path, s3=settings)  # nothing under it
+    s3.put_object(Bucket=bucket, Key=f"ds/{STAGING_DIR}/part-0.parquet", Body=b"x")
+    check_destination(path, s3=settings)  # only an earlier run's staging
+    s3.put_object(Bucket=bucket, Key="ds/part-0.parquet", Body=b"x")
+    with pytest.raises(OutputError) as refused:
+        check_destination(path, s3=settings)
+    assert str(refused.value) == (
+        f"{path} already holds files; pass --overwrite to replace its dataset "
+        "(part-*.parquet, _manifest.json, _SUCCESS), or name an empty or new directory")
+    check_destination(path, True, settings)
+
+
+def test_access_denied_to_a_dataset_or_an_owner_check_says_what_to_check(
+    denying_endpoint: str
+) -> None:
+    denied = S3Settings(endpoint_url=denying_endpoint, region=REGION)
+    with raises(OutputError, "s3://locked/ds/: access denied", "s3:ListBucket"):
+        check_destination("s3://locked/ds/", s3=denied)
+    with raises(OutputError, "s3://locked/out.csv: access denied", "s3:GetObject"):
+        marked_by("s3://locked/out.csv", OwnerMark("job-1"), denied)
