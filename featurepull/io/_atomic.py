@@ -47,7 +47,14 @@ def atomic_file(path: str, before_replace: Callable[[str], None] | None = None,
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with open(descriptor, "wb", buffering=_BUFFER_BYTES) as stream:
-            yield stream
+            try:
+                yield stream
+            except BaseException:
+                # Closing flushes the buffered rest, which fails again on a full disk; that
+                # second error must not replace the block's (the file is removed anyway).
+                with suppress(OSError):
+                    stream.close()
+                raise
             stream.flush()
             if durable:
                 os.fsync(stream.fileno())

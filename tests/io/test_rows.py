@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import enum
+import itertools
 import json
 import math
 import os
@@ -369,10 +370,12 @@ def test_a_write_the_disk_refuses_names_the_output_and_its_directory(
     tmp_path: Path, file_size_limit: FileSizeLimit
 ) -> None:
     """An OS error while rows are written (a full disk; here a file size limit) is an
-    OutputError naming the output and the directory to check, and nothing is left."""
+    OutputError naming the output and the directory to check, and nothing is left: written a
+    column at a time, or row by row (an event time not in UTC), where closing the file fails
+    again on the buffered rest, which must not replace the error."""
     keys: dict[str, list[Any]] = {"id": list(range(2_000))}
-    rows: list[tuple[Any, ...] | None] = [(TS1, "x" * 600)] * 2_000
-    for name in ("out.csv", "out.jsonl"):
+    for name, stamp in itertools.product(("out.csv", "out.jsonl"), (TS1, TS2)):
+        rows: list[tuple[Any, ...] | None] = [(stamp, "x" * 600)] * 2_000
         path = tmp_path / name
         with file_size_limit(64 * 1024), pytest.raises(OutputError) as raised:
             write_rows(str(path), keys, rows, ["name"])
