@@ -50,10 +50,7 @@ def atomic_file(path: str, before_replace: Callable[[str], None] | None = None,
             try:
                 yield stream
             except BaseException:
-                # Closing flushes the buffered rest, which fails again on a full disk; that
-                # second error must not replace the block's (the file is removed anyway).
-                with suppress(OSError):
-                    stream.close()
+                close_failed(stream)
                 raise
             stream.flush()
             if durable:
@@ -67,6 +64,13 @@ def atomic_file(path: str, before_replace: Callable[[str], None] | None = None,
         raise
     if durable:
         _sync_directory(os.path.dirname(temporary))
+
+
+def close_failed(stream: BinaryIO) -> None:
+    """Close the stream of an output whose writing failed, its buffered rest unwritten:
+    flushing it fails again on a full disk, and that error must not replace the first."""
+    with suppress(OSError):
+        stream.close()
 
 
 def link_over(source: str, target: str) -> None:

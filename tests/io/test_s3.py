@@ -6,7 +6,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -276,14 +276,17 @@ def test_a_write_the_disk_refuses_names_the_temporary_directory(
     s3: Any, bucket: str, settings: S3Settings, file_size_limit: FileSizeLimit
 ) -> None:
     """An s3:// output is staged in the temporary directory: an OS error while writing it
-    (a full disk; here a file size limit) names that directory, and nothing is uploaded."""
+    (a full disk; here a file size limit) names that directory, and nothing is uploaded;
+    written a column at a time or row by row (an event time not in UTC)."""
     uri = f"s3://{bucket}/big.csv"
-    rows: list[tuple[Any, ...] | None] = [(TS, "x" * 600)] * 2_000
-    with file_size_limit(64 * 1024), pytest.raises(OutputError) as raised:
-        write_rows(uri, {"id": list(range(2_000))}, rows, ["name"], s3=settings)
-    assert str(raised.value) == (f"{uri}: cannot write the output (File too large); check "
-                                 f"that {tempfile.gettempdir()} is writable and has free space")
-    assert keys_in(s3, bucket) == []
+    for stamp in (TS, TS.astimezone(timezone(timedelta(hours=2)))):
+        rows: list[tuple[Any, ...] | None] = [(stamp, "x" * 600)] * 2_000
+        with file_size_limit(64 * 1024), pytest.raises(OutputError) as raised:
+            write_rows(uri, {"id": list(range(2_000))}, rows, ["name"], s3=settings)
+        assert str(raised.value) == (
+            f"{uri}: cannot write the output (File too large); check that "
+            f"{tempfile.gettempdir()} is writable and has free space")
+        assert keys_in(s3, bucket) == []
 
 
 def test_an_s3_dataset_prefix_holding_files_needs_overwrite(
