@@ -47,7 +47,11 @@ def atomic_file(path: str, before_replace: Callable[[str], None] | None = None,
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with open(descriptor, "wb", buffering=_BUFFER_BYTES) as stream:
-            yield stream
+            try:
+                yield stream
+            except BaseException:
+                close_failed(stream)
+                raise
             stream.flush()
             if durable:
                 os.fsync(stream.fileno())
@@ -60,6 +64,13 @@ def atomic_file(path: str, before_replace: Callable[[str], None] | None = None,
         raise
     if durable:
         _sync_directory(os.path.dirname(temporary))
+
+
+def close_failed(stream: BinaryIO) -> None:
+    """Close the stream of an output whose writing failed, its buffered rest unwritten:
+    flushing it fails again on a full disk, and that error must not replace the first."""
+    with suppress(OSError):
+        stream.close()
 
 
 def link_over(source: str, target: str) -> None:
