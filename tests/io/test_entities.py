@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featurepull.io import EntityFileError, EntityTable, _jsonl_entities, read_entities
+from featurepull.io import EntityFileError, EntityTable, _jsonl_entities, entities, read_entities
 from featurepull.io.entities import stream_entities
 
 
@@ -335,6 +335,24 @@ def test_jsonl_streams_in_batches_once_its_types_are_known(
     with raises(path, "line 351: column 'w' holds an integer, but line 2 holds a float"), \
             stream_entities(path):
         pass
+
+
+def test_a_file_changed_while_it_is_read_whole_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_text(tmp_path, "e.jsonl", '{"id": 1}\n{"id": 2}\n')
+
+    def read_as_a_producer_appends(stream: Any, source: str, required: tuple[str, ...]
+                                   ) -> EntityTable:
+        table = _jsonl_entities.read_jsonl(stream, source, required)  # its two passes
+        with open(path, "a") as producer:
+            producer.write('{"id": 3}\n')
+        return table
+
+    monkeypatch.setitem(entities._READERS, "jsonl", read_as_a_producer_appends)
+    with raises(path, "changed while it was read", "submit it again once it is complete"):
+        read_entities(path)
+    monkeypatch.undo()
+    assert read_entities(path).columns == {"id": [1, 2, 3]}  # once nothing writes to it
 
 
 # --- Parquet ------------------------------------------------------------------------------

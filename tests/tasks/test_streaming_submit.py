@@ -19,6 +19,7 @@ from featurepull.config import Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.layouts import FeastLayout
 from featurepull.io import (
+    EntityFileChanged,
     EntityFileError,
     _csv_stream,
     _jsonl_entities,
@@ -29,7 +30,7 @@ from featurepull.local import RedisService
 from featurepull.tasks import JobStore
 from featurepull.tasks.create import _shard_tables, create_job
 from featurepull.tasks.requests import JobRequest
-from featurepull.tasks.store import PREFIX, connect
+from featurepull.tasks.store import PREFIX, JobMeta, connect
 from featurepull.tasks.streaming import open_entity_stream
 from tests.tasks.conftest import local_job_settings
 
@@ -164,6 +165,56 @@ def test_files_only_the_exact_reader_can_judge_are_read_whole(
     assert create_job(request(quoted), settings, store).rows == 1_000
     with pytest.raises(EntityFileError, match="line 1002 is blank"):
         create_job(request(blank), settings, store)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "jsonl"])
+def test_a_file_rewritten_between_its_passes_is_refused(settings: Settings, store: JobStore,
+                                                        tmp_path: Path, kind: str) -> None:
+    # The same rows, other keys (more digits: another size, whatever the clock's grain).
+    values, other = ids(1_500), [value * 10 for value in ids(1_500)]
+    if kind == "parquet":
+        path, rewritten = tmp_path / "e.parquet", tmp_path / "rewritten.parquet"
+        for target, keys in ((path, values), (rewritten, other)):
+            pq.write_table(pa.table({"driver_id": pa.array(keys, pa.int64())}), target)
+    else:
+        write = write_csv if kind == "csv" else write_jsonl
+        path, rewritten = (write(tmp_path / f"{name}.{kind}", keys)
+                           for name, keys in (("e", values), ("rewritten", other)))
+    with open_entity_stream(str(path), settings, store) as stream:
+        assert stream is not None and stream.num_rows == 1_500  # typed: the first pass ran
+        path.write_bytes(rewritten.read_bytes())  # in place: the same file, open here
+        with pytest.raises(EntityFileChanged) as refused:
+            next((stream.arrow_batches or stream.batches)(["driver_id"]))
+    assert str(refused.value) == (
+        f"{path}: changed while it was read (its size or modification time is not what it "
+        "was when it was opened); submit it again once it is complete")
+    assert refused.value.exit_code == 2
+
+
+def test_a_file_written_to_while_its_shards_are_stored_fails_its_job(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    # A producer still appending rows: 10 more, the same count of shards (5 of 700).
+    path = write_csv(tmp_path / "e.csv", ids(3_000))
+    sent: list[tuple[str, int]] = []
+
+    def send(meta: JobMeta, shard: int) -> None:
+        sent.append((meta.job_id, shard))
+        if shard == 0:
+            with path.open("a") as file:
+                file.write("".join(f"{value}\n" for value in ids(10)))
+
+    jobs = set(store.redis.scan_iter(match=f"{PREFIX}*:meta"))
+    with pytest.raises(EntityFileChanged, match="changed while it was read"):
+        create_job(request(path), settings, store, enqueue=send)  # type: ignore[arg-type]
+    job_id = sent[0][0]
+    meta = store.meta(job_id)
+    assert meta.state == "failed" and meta.error is not None
+    assert meta.error.startswith(f"submit stopped after {len(sent)} of 5 shards were sent: "
+                                 f"EntityFileChanged: {path}: changed while it was read")
+    # Refused, not read whole again into another job; its shards' keys are gone.
+    assert set(store.redis.scan_iter(match=f"{PREFIX}*:meta")) - jobs == {
+        f"{PREFIX}{job_id}:meta".encode()}
+    assert not [key for key in job_keys(store) if job_id.encode() in key]
 
 
 def python_peak(settings: Settings, store: JobStore, path: Path) -> int:
