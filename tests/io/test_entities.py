@@ -337,6 +337,44 @@ def test_jsonl_streams_in_batches_once_its_types_are_known(
         pass
 
 
+@pytest.mark.parametrize("kind", ["csv", "parquet", "jsonl"])
+def test_a_file_rewritten_between_its_passes_is_refused(tmp_path: Path, kind: str) -> None:
+    # The same rows, other keys (more digits: another size, whatever the clock's grain).
+    files = {}
+    for name, keys in (("e", range(1, 1_500)), ("rewritten", range(10, 15_000, 10))):
+        if kind == "parquet":
+            files[name] = write_parquet(tmp_path, {"id": list(keys)}, f"{name}.parquet")
+        else:
+            line = "{}\n" if kind == "csv" else '{{"id": {}}}\n'
+            header = "id\n" if kind == "csv" else ""
+            files[name] = write_text(tmp_path, f"{name}.{kind}",
+                                     header + "".join(line.format(key) for key in keys))
+    path = files["e"]
+    with stream_entities(path) as stream:
+        assert stream is not None and stream.num_rows == 1_499  # typed: the first pass ran
+        Path(path).write_bytes(Path(files["rewritten"]).read_bytes())  # in place: still open
+        for read in (stream.batches, stream.arrow_batches):
+            if read is not None:
+                with raises(path, "changed while it was read (its size or modification time "
+                            "is not what it was when it was opened); submit it again once it "
+                            "is complete") as refused:
+                    next(read(["id"]))
+                assert refused.value.exit_code == 2
+
+
+def test_a_file_appended_to_while_its_rows_are_read_is_refused_at_their_end(
+        tmp_path: Path) -> None:
+    path = write_text(tmp_path, "e.csv", "id\n1\n2\n")
+    with stream_entities(path) as stream:
+        assert stream is not None
+        batches = stream.batches(["id"])
+        assert next(batches) == {"id": [1, 2]}
+        with open(path, "a") as producer:
+            producer.write("3\n")
+        with raises(path, "changed while it was read"):
+            next(batches)
+
+
 def test_a_file_changed_while_it_is_read_whole_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_text(tmp_path, "e.jsonl", '{"id": 1}\n{"id": 2}\n')

@@ -167,30 +167,6 @@ def test_files_only_the_exact_reader_can_judge_are_read_whole(
         create_job(request(blank), settings, store)
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet", "jsonl"])
-def test_a_file_rewritten_between_its_passes_is_refused(settings: Settings, store: JobStore,
-                                                        tmp_path: Path, kind: str) -> None:
-    # The same rows, other keys (more digits: another size, whatever the clock's grain).
-    values, other = ids(1_500), [value * 10 for value in ids(1_500)]
-    if kind == "parquet":
-        path, rewritten = tmp_path / "e.parquet", tmp_path / "rewritten.parquet"
-        for target, keys in ((path, values), (rewritten, other)):
-            pq.write_table(pa.table({"driver_id": pa.array(keys, pa.int64())}), target)
-    else:
-        write = write_csv if kind == "csv" else write_jsonl
-        path, rewritten = (write(tmp_path / f"{name}.{kind}", keys)
-                           for name, keys in (("e", values), ("rewritten", other)))
-    with open_entity_stream(str(path), settings, store) as stream:
-        assert stream is not None and stream.num_rows == 1_500  # typed: the first pass ran
-        path.write_bytes(rewritten.read_bytes())  # in place: the same file, open here
-        with pytest.raises(EntityFileChanged) as refused:
-            next((stream.arrow_batches or stream.batches)(["driver_id"]))
-    assert str(refused.value) == (
-        f"{path}: changed while it was read (its size or modification time is not what it "
-        "was when it was opened); submit it again once it is complete")
-    assert refused.value.exit_code == 2
-
-
 def test_a_file_written_to_while_its_shards_are_stored_fails_its_job(
         settings: Settings, store: JobStore, tmp_path: Path) -> None:
     # A producer still appending rows: 10 more, the same count of shards (5 of 700).
