@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from featurepull.tasks.requests import JobRequest, OutputRequired, RequestTooLar
 from featurepull.tasks.scoring import UnknownScorer
 from featurepull.tasks.shards import JobStopped, run_shard
 from featurepull.tasks.store import JobMeta
-from tests.conftest import REGION, unique_name
+from tests.conftest import REGION, unique_name, wait_until
 from tests.tasks.conftest import DRIVERS
 
 FEATURES = ["conv_rate", "city"]
@@ -426,10 +425,8 @@ def test_the_submitter_sends_each_shard_once_stored_and_shows_itself_alive(
                      int(store.redis.ttl(f"{key}:submitter"))))
         if shard == 0:  # gone: the heartbeat sets it again within a second
             store.redis.delete(f"{key}:submitter")
-            deadline = time.monotonic() + 30
-            while not store.redis.exists(f"{key}:submitter") and time.monotonic() < deadline:
-                time.sleep(0.05)
-            renewed.append(bool(store.redis.exists(f"{key}:submitter")))
+            renewed.append(bool(wait_until(lambda: store.redis.exists(f"{key}:submitter"),
+                                           "the submitter's mark set again", 30)))
 
     meta = create_job(request, beating, store, enqueue=send)
     owner = f"{socket.gethostname()}:{os.getpid()}"
