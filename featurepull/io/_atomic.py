@@ -85,9 +85,10 @@ def link_over(source: str, target: str) -> None:
         raise
 
 
-def file_identity(path: str) -> str | None:
+def file_identity(path: str | int) -> str | None:
     """What tells one file from another at `path` across a rename (device, inode, size,
-    modification time); None when there is no file there."""
+    modification time); None when there is no file there. `path` may be an open file's
+    descriptor: a file rewritten in place then differs from before (its size or time)."""
     try:
         stat = os.stat(path)
     except FileNotFoundError:
