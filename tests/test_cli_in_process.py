@@ -5,9 +5,19 @@ scripts/mutation.sh traces only this process."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
+import struct
+import sys
+import termios
+import threading
 from collections.abc import Iterator
+from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +26,9 @@ from click.testing import CliRunner, Result
 from featurepull.bench.endpoint import EndpointProcess
 from featurepull.cli import main
 from featurepull.local import RedisService
+from tests.conftest import REGION
 from tests.faultproxy import FaultPlan, FaultProxy
+from tests.test_cli_pull_flags import plain_table  # noqa: F401 (a fixture)
 
 IDS = [5, 1, 1_500, 5, 0]
 
@@ -68,6 +80,9 @@ def test_pull_json_and_text_summaries(endpoint: EndpointProcess, tmp_path: Path)
                              "add --scorer NAME"),
     (["--batch-size", "0"], 2, "featurepull: error: "),
     (["--table", "nope"], 2, "featurepull: error: table cli.nope"),
+    (["--table", ""], 2, "featurepull: error: name a table and its features"),
+    (["--full-feature-names"], 2, "full_feature_names and respect_ttl apply to Feast references"),
+    (["--features", "conv_rate,nosuch"], 2, "pass --allow-missing-features to read it as null"),
 ])
 def test_pull_refuses_bad_input(endpoint: EndpointProcess, tmp_path: Path, extra: list[str],
                                 code: int, message: str) -> None:
@@ -76,6 +91,71 @@ def test_pull_refuses_bad_input(endpoint: EndpointProcess, tmp_path: Path, extra
     assert result.exit_code == code
     assert message in result.stderr
     assert not out.exists()
+
+
+def test_request_flags_reach_the_pull(endpoint: EndpointProcess, tmp_path: Path) -> None:
+    """--allow-missing-features and --join-keys, as the pull reads them (each is refused or
+    finds nothing without it, above and here)."""
+    out = tmp_path / "out.parquet"
+    sparse = invoke(*pull_args(endpoint, tmp_path, "--output", str(out)), "--features",
+                    "conv_rate,nosuch", "--allow-missing-features")
+    assert sparse.exit_code == 0, sparse.stderr
+    assert pq.read_table(out).column("nosuch").null_count == len(IDS)
+    entities = tmp_path / "two.csv"  # every column is a join key by default
+    entities.write_text("driver_id,batch\n" + "".join(f"{d},{d % 7}\n" for d in IDS))
+    args = pull_args(endpoint, tmp_path, "--output", str(out), "--overwrite", "--json")
+    args[args.index("--entities") + 1] = str(entities)
+    assert json.loads(invoke(*args).stdout)["found"] == 0
+    assert json.loads(invoke(*args, "--join-keys", "driver_id").stdout)["found"] == 4
+
+
+@pytest.mark.parametrize(("flag", "stamp"), [
+    (["--event-ts-attribute", "updated_at"],
+     lambda i: datetime.fromtimestamp(1_780_000_000 + i, UTC)),
+    (["--event-ts-attribute", ""], lambda i: None),
+])
+def test_plain_layout_and_event_ts_attribute(endpoint_url: str,
+                                             plain_table: str,  # noqa: F811
+                                             tmp_path: Path, flag: list[str],
+                                             stamp: Any) -> None:
+    """As test_cli_pull_flags.py's, in this process: --layout and --event-ts-attribute."""
+    entities = tmp_path / "users.jsonl"
+    entities.write_text("".join(json.dumps({"user": u}) + "\n" for u in ["u2", "u0"]))
+    out = tmp_path / "out.parquet"
+    result = invoke("pull", "--layout", "plain", "--table", plain_table, "--features",
+                    "plan", "--entities", str(entities), "--output", str(out),
+                    "--endpoint-url", endpoint_url, "--region", REGION, *flag)
+    assert result.exit_code == 0, result.stderr
+    assert pq.read_table(out).to_pylist() == [
+        {"user": "u2", "event_timestamp": stamp(2), "plan": "p2"},
+        {"user": "u0", "event_timestamp": stamp(0), "plan": "p0"}]
+
+
+def test_a_terminal_gets_a_progress_bar_in_keys(endpoint: EndpointProcess, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal (a real pty, 100 columns) the pull draws a bar that ends at the unique
+    keys, counted before the read; elsewhere (every other test here) none."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    drawn: list[bytes] = []
+
+    def read_terminal() -> None:  # as the pull draws: a full pty would block its writes
+        with suppress(OSError):  # EIO once the pull's side is closed and all is read
+            while chunk := os.read(master, 4096):
+                drawn.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        with open(slave, "w") as terminal:
+            monkeypatch.setattr(sys, "stderr", terminal)
+            main.main(pull_args(endpoint, tmp_path, "--output", str(tmp_path / "o.parquet")),
+                      standalone_mode=False)
+        reader.join(timeout=30)
+    finally:
+        os.close(master)
+    frames = b"".join(drawn).decode().split("\r")
+    assert re.search(r"\b4/4 \[.*keys/s\]", frames[-2]), frames  # IDS: 4 unique keys
 
 
 def test_a_pull_that_found_nothing_warns_on_stderr(endpoint: EndpointProcess,
