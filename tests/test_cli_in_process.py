@@ -135,6 +135,13 @@ def test_a_terminal_gets_a_progress_bar_in_keys(endpoint: EndpointProcess, tmp_p
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """On a terminal (a real pty, 100 columns) the pull draws a bar that ends at the unique
     keys, counted before the read; elsewhere (every other test here) none."""
+    from tqdm import tqdm
+
+    # tqdm's write lock is process-shared (a semaphore) and class-wide: under mutmut, whose
+    # forked mutants inherit it, one left held hangs every later bar. A lock of this test's
+    # own, and no monitor thread.
+    monkeypatch.setattr(tqdm, "_lock", threading.RLock(), raising=False)
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     drawn: list[bytes] = []
