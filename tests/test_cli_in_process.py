@@ -64,10 +64,15 @@ def test_pull_json_and_text_summaries(endpoint: EndpointProcess, tmp_path: Path)
     assert summary["output"] == str(out) and summary["rows_written"] == len(IDS)
     assert (summary["found"], summary["missing"], summary["requests"]) == (4, 1, 1)
     assert pq.read_table(out).column("driver_id").to_pylist() == IDS
+    [plan] = summary["read_plans"]
+    assert (plan["table"], plan["read_mode"]) == ("cli.drivers", "batch-get")
+    assert "warnings" not in summary  # every entity found but one: none
     text = invoke(*pull_args(endpoint, tmp_path, "--output", str(out), "--overwrite"))
     assert text.exit_code == 0
-    assert text.stdout.splitlines()[0] == f"featurepull: wrote {len(IDS)} rows to {out}"
-    assert "rows=5 " in text.stdout.splitlines()[1]
+    lines = text.stdout.splitlines()
+    assert lines[0] == f"featurepull: wrote {len(IDS)} rows to {out}"
+    assert "rows=5 " in lines[1]
+    assert lines[2] == f"featurepull: cli.drivers: {plan['reason']}"
 
 
 @pytest.mark.parametrize(("extra", "code", "message"), [
@@ -177,6 +182,8 @@ def test_a_pull_that_found_nothing_warns_on_stderr(endpoint: EndpointProcess,
     assert result.stderr.startswith("featurepull: warning: 0 of 2 entities were found in "
                                     "table cli.drivers; ")
     assert result.stdout.startswith(f"featurepull: wrote 2 rows to {out}\n")
+    summary = json.loads(invoke(*args, "--overwrite", "--json").stdout)
+    assert summary["warnings"] == [result.stderr.removeprefix("featurepull: warning: ").strip()]
 
 
 def test_a_failed_read_exits_1(throttling: FaultProxy, tmp_path: Path) -> None:
