@@ -346,10 +346,12 @@ def _pull(opts: dict[str, Any]) -> None:
             bar.update(answered)
 
         try:
+            # `bar is not None`, not `bar`: a tqdm of total 0 is falsy (it never advanced).
             outcome = pull(request, opts["entities_path"], opts["output_path"], settings,
-                           overwrite=opts["overwrite"], progress=advance if bar else None,
+                           overwrite=opts["overwrite"],
+                           progress=advance if bar is not None else None,
                            # Counting unique keys costs a pass over them: only for a bar.
-                           on_keys=on_keys if bar else None)
+                           on_keys=on_keys if bar is not None else None)
         finally:
             if bar is not None:
                 bar.close()

@@ -5,9 +5,19 @@ scripts/mutation.sh traces only this process."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
+import struct
+import sys
+import termios
+import threading
 from collections.abc import Iterator
+from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +26,9 @@ from click.testing import CliRunner, Result
 from featurepull.bench.endpoint import EndpointProcess
 from featurepull.cli import main
 from featurepull.local import RedisService
+from tests.conftest import REGION
 from tests.faultproxy import FaultPlan, FaultProxy
+from tests.test_cli_pull_flags import plain_table  # noqa: F401 (a fixture)
 
 IDS = [5, 1, 1_500, 5, 0]
 
@@ -52,10 +64,15 @@ def test_pull_json_and_text_summaries(endpoint: EndpointProcess, tmp_path: Path)
     assert summary["output"] == str(out) and summary["rows_written"] == len(IDS)
     assert (summary["found"], summary["missing"], summary["requests"]) == (4, 1, 1)
     assert pq.read_table(out).column("driver_id").to_pylist() == IDS
+    [plan] = summary["read_plans"]
+    assert (plan["table"], plan["read_mode"]) == ("cli.drivers", "batch-get")
+    assert "warnings" not in summary  # every entity found but one: none
     text = invoke(*pull_args(endpoint, tmp_path, "--output", str(out), "--overwrite"))
     assert text.exit_code == 0
-    assert text.stdout.splitlines()[0] == f"featurepull: wrote {len(IDS)} rows to {out}"
-    assert "rows=5 " in text.stdout.splitlines()[1]
+    lines = text.stdout.splitlines()
+    assert lines[0] == f"featurepull: wrote {len(IDS)} rows to {out}"
+    assert "rows=5 " in lines[1]
+    assert lines[2] == f"featurepull: cli.drivers: {plan['reason']}"
 
 
 @pytest.mark.parametrize(("extra", "code", "message"), [
@@ -68,6 +85,9 @@ def test_pull_json_and_text_summaries(endpoint: EndpointProcess, tmp_path: Path)
                              "add --scorer NAME"),
     (["--batch-size", "0"], 2, "featurepull: error: "),
     (["--table", "nope"], 2, "featurepull: error: table cli.nope"),
+    (["--table", ""], 2, "featurepull: error: name a table and its features"),
+    (["--full-feature-names"], 2, "full_feature_names and respect_ttl apply to Feast references"),
+    (["--features", "conv_rate,nosuch"], 2, "pass --allow-missing-features to read it as null"),
 ])
 def test_pull_refuses_bad_input(endpoint: EndpointProcess, tmp_path: Path, extra: list[str],
                                 code: int, message: str) -> None:
@@ -76,6 +96,78 @@ def test_pull_refuses_bad_input(endpoint: EndpointProcess, tmp_path: Path, extra
     assert result.exit_code == code
     assert message in result.stderr
     assert not out.exists()
+
+
+def test_request_flags_reach_the_pull(endpoint: EndpointProcess, tmp_path: Path) -> None:
+    """--allow-missing-features and --join-keys, as the pull reads them (each is refused or
+    finds nothing without it, above and here)."""
+    out = tmp_path / "out.parquet"
+    sparse = invoke(*pull_args(endpoint, tmp_path, "--output", str(out)), "--features",
+                    "conv_rate,nosuch", "--allow-missing-features")
+    assert sparse.exit_code == 0, sparse.stderr
+    assert pq.read_table(out).column("nosuch").null_count == len(IDS)
+    entities = tmp_path / "two.csv"  # every column is a join key by default
+    entities.write_text("driver_id,batch\n" + "".join(f"{d},{d % 7}\n" for d in IDS))
+    args = pull_args(endpoint, tmp_path, "--output", str(out), "--overwrite", "--json")
+    args[args.index("--entities") + 1] = str(entities)
+    assert json.loads(invoke(*args).stdout)["found"] == 0
+    assert json.loads(invoke(*args, "--join-keys", "driver_id").stdout)["found"] == 4
+
+
+@pytest.mark.parametrize(("flag", "stamp"), [
+    (["--event-ts-attribute", "updated_at"],
+     lambda i: datetime.fromtimestamp(1_780_000_000 + i, UTC)),
+    (["--event-ts-attribute", ""], lambda i: None),
+])
+def test_plain_layout_and_event_ts_attribute(endpoint_url: str,
+                                             plain_table: str,  # noqa: F811
+                                             tmp_path: Path, flag: list[str],
+                                             stamp: Any) -> None:
+    """As test_cli_pull_flags.py's, in this process: --layout and --event-ts-attribute."""
+    entities = tmp_path / "users.jsonl"
+    entities.write_text("".join(json.dumps({"user": u}) + "\n" for u in ["u2", "u0"]))
+    out = tmp_path / "out.parquet"
+    result = invoke("pull", "--layout", "plain", "--table", plain_table, "--features",
+                    "plan", "--entities", str(entities), "--output", str(out),
+                    "--endpoint-url", endpoint_url, "--region", REGION, *flag)
+    assert result.exit_code == 0, result.stderr
+    assert pq.read_table(out).to_pylist() == [
+        {"user": "u2", "event_timestamp": stamp(2), "plan": "p2"},
+        {"user": "u0", "event_timestamp": stamp(0), "plan": "p0"}]
+
+
+def test_a_terminal_gets_a_progress_bar_in_keys(endpoint: EndpointProcess, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal (a real pty, 100 columns) the pull draws a bar that ends at the unique
+    keys, counted before the read; elsewhere (every other test here) none."""
+    from tqdm import tqdm
+
+    # tqdm's write lock is process-shared (a semaphore) and class-wide: under mutmut, whose
+    # forked mutants inherit it, one left held hangs every later bar. A lock of this test's
+    # own, and no monitor thread.
+    monkeypatch.setattr(tqdm, "_lock", threading.RLock(), raising=False)
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    drawn: list[bytes] = []
+
+    def read_terminal() -> None:  # as the pull draws: a full pty would block its writes
+        with suppress(OSError):  # EIO once the pull's side is closed and all is read
+            while chunk := os.read(master, 4096):
+                drawn.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        with open(slave, "w") as terminal:
+            monkeypatch.setattr(sys, "stderr", terminal)
+            main.main(pull_args(endpoint, tmp_path, "--output", str(tmp_path / "o.parquet")),
+                      standalone_mode=False)
+        reader.join(timeout=30)
+    finally:
+        os.close(master)
+    frames = b"".join(drawn).decode().split("\r")
+    assert re.search(r"\b4/4 \[.*keys/s\]", frames[-2]), frames  # IDS: 4 unique keys
 
 
 def test_a_pull_that_found_nothing_warns_on_stderr(endpoint: EndpointProcess,
@@ -90,6 +182,8 @@ def test_a_pull_that_found_nothing_warns_on_stderr(endpoint: EndpointProcess,
     assert result.stderr.startswith("featurepull: warning: 0 of 2 entities were found in "
                                     "table cli.drivers; ")
     assert result.stdout.startswith(f"featurepull: wrote 2 rows to {out}\n")
+    summary = json.loads(invoke(*args, "--overwrite", "--json").stdout)
+    assert summary["warnings"] == [result.stderr.removeprefix("featurepull: warning: ").strip()]
 
 
 def test_a_failed_read_exits_1(throttling: FaultProxy, tmp_path: Path) -> None:

@@ -132,6 +132,7 @@ def test_required_options_and_bad_values_are_refused(source: str, tmp_path: Path
             ("--max-read-workers", "2.5", "'2.5' is not a valid integer."),
             ("--retry-deadline", "soon", "'soon' is not a valid float."),
             ("--layout", "dense", "'dense' is not one of 'feast', 'plain'."),
+            ("--read-mode", "fast", "'fast' is not one of 'batch-get', 'scan', 'auto'."),
             ("--config", str(tmp_path), f"File '{tmp_path}' is a directory."),
             ("--feature-store-yaml", str(tmp_path), f"File '{tmp_path}' is a directory.")):
         assert refusal(pull, *required, flag, value) == (
@@ -186,6 +187,6 @@ def test_what_the_help_says_is_so() -> None:
     assert f"Default {dynamo.table_name_template}." == helps["table_name_template"]
     assert "(default: $FEATUREPULL_CONFIG)" in str(helps["config"])
     assert "(FEATUREPULL_REDIS_URL)" in str(helps["redis_url"])
-    for name in ("max_rcu_per_s", "output_path", "feature_service"):
+    for name in ("max_rcu_per_s", "output_path", "feature_service", "read_mode"):
         pages = re.findall(r"docs/[\w-]+\.md", str(helps[name]))
         assert pages and all((ROOT / page).is_file() for page in pages), name

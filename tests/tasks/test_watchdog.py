@@ -64,6 +64,21 @@ def stored_job(store: JobStore, shards: int, request: dict[str, Any] | None = No
     return job_id
 
 
+def abandoned_job(store: JobStore, tmp_path: Path, submitter: str,
+                  notify_queue: str = QUEUE) -> tuple[str, Path]:
+    """A job with an output, left mid-submit by ``submitter`` with a staged key file: the
+    job and its staging folder."""
+    request = JobRequest(table="driver_stats", features=["city"], entities="e.parquet",
+                         output=str(tmp_path / "out.parquet"), join_keys=["driver_id"],
+                         notify={"task": "ended", "queue": notify_queue})
+    job_id = stored_job(store, shards=2, request=request.model_dump(mode="json"))
+    staging = tmp_path / f".out.parquet.parts-{job_id}"  # as the submitter left it
+    staging.mkdir()
+    (staging / "keys-0").write_bytes(b"staged")
+    store.redis.hset(f"featurepull:job:{job_id}:meta", "submitting", submitter)
+    return job_id, staging
+
+
 def idle(store: JobStore, job_id: str) -> None:
     store.redis.delete(f"featurepull:job:{job_id}:alive")  # no sign of life for the limit
 
@@ -100,15 +115,7 @@ def test_a_stalled_job_is_sent_its_shards_not_done_then_its_finisher(
 
 def test_a_job_whose_submitter_died_is_failed_once_and_what_it_stored_removed(
         store: JobStore, app: Any, settings: Settings, tmp_path: Path) -> None:
-    output = tmp_path / "out.parquet"
-    request = JobRequest(table="driver_stats", features=["city"], entities="e.parquet",
-                         output=str(output), join_keys=["driver_id"],
-                         notify={"task": "ended", "queue": QUEUE})
-    job_id = stored_job(store, shards=2, request=request.model_dump(mode="json"))
-    staging = tmp_path / f".out.parquet.parts-{job_id}"  # as the submitter left it
-    staging.mkdir()
-    (staging / "keys-0").write_bytes(b"staged")
-    store.redis.hset(f"featurepull:job:{job_id}:meta", "submitting", "gone-host:77")
+    job_id, staging = abandoned_job(store, tmp_path, "gone-host:77")
     stalled = stored_job(store, shards=1)  # looked at after it, in the same round
     idle(store, stalled)
     with structlog.testing.capture_logs() as logs:
@@ -192,13 +199,12 @@ def test_broker_keys_are_kombus_queue_lists_and_unacked_hash(app: Any) -> None:
 
 
 def test_the_watchdog_thread_resends_until_stopped_and_outlives_a_failed_check(
-        store: JobStore, app: Any, settings: Settings) -> None:
+        store: JobStore, app: Any, settings: Settings, tmp_path: Path) -> None:
     # Checks every second: 20 s is a generous deadline (and what a mutant that stops the
     # checks costs scripts/mutation.sh).
     job_id = stored_job(store, shards=1)
     idle(store, job_id)
-    gone = stored_job(store, shards=1)
-    store.redis.hset(f"featurepull:job:{gone}:meta", "submitting", "gone-host:79")
+    gone, staging = abandoned_job(store, tmp_path, "gone-host:79", notify_queue=RESENT)
     settings.jobs = settings.jobs.model_copy(update={"visibility_timeout_s": 2_000})
     with structlog.testing.capture_logs() as logs:
         watchdog = Watchdog(app, settings)
@@ -213,6 +219,9 @@ def test_the_watchdog_thread_resends_until_stopped_and_outlives_a_failed_check(
             assert 1_900 < store.redis.ttl(f"featurepull:job:{job_id}:alive") <= 2_000
             # ... and the workers' TTL: the announced end expires with the job.
             assert 0 < store.redis.ttl(f"featurepull:job:{gone}:ended") <= settings.jobs.ttl_s
+            # ... and the workers' settings: the abandoned job's staged output is found
+            # (removed before its end is announced).
+            assert store.meta(gone).state == "failed" and not staging.exists()
         finally:
             watchdog.stop()
             watchdog.join(timeout=20)
