@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -75,7 +76,29 @@ def columnar_table(view: RowView) -> pa.Table | None:
 
 def _typed(values: list[Any]) -> pa.Array:
     # Two steps, as the row path does: infer from every value, then convert to that type.
-    return pa.array(values, type=pa.infer_type(values))
+    return typed_array(values, pa.infer_type(values))
+
+
+def typed_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
+    """`values` as an array of `arrow_type`. An int among floats (a DynamoDB number that
+    happens to be integral) goes into a double column when the double's shortest text is
+    the same number, 1.5E+17 or 6.02214076E+23 (pyarrow refuses any int past 2**53); one
+    it would change, 2**53 + 1, still raises ArrowInvalid."""
+    try:
+        return pa.array(values, type=arrow_type)
+    except pa.ArrowInvalid:
+        if arrow_type != pa.float64():
+            raise
+    return pa.array([_same_double(value) if type(value) is int else value
+                     for value in values], type=arrow_type)
+
+
+def _same_double(value: int) -> float | int:
+    """The int as a float when that float's text is the same number, else as it is."""
+    as_float = float(value)  # OverflowError past 1.8e308, as pyarrow's own errors
+    if as_float == value or Decimal(repr(as_float)) == value:
+        return as_float
+    return value
 
 
 # Key column types that are what pyarrow infers from the column's Python values.

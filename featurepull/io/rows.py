@@ -31,13 +31,13 @@ from typing import Any
 import pyarrow as pa
 
 from featurepull.config import S3Settings
-from featurepull.io._columnar import columnar_table, found_columns
+from featurepull.io._columnar import columnar_table, found_columns, typed_array
 from featurepull.io._destinations import check_destination, output_format, reporting_write_errors
 from featurepull.io._encoders import open_encoder, text_encoder
 from featurepull.io._row_view import CHUNK_ROWS, EVENT_TIMESTAMP, OutputError, RowView
 from featurepull.io._text_columns import TextFormat, text_array
 from featurepull.io.sink import open_sink
-from featurepull.io.tables import arrow_batches, arrow_schema
+from featurepull.io.tables import ARROW_VALUE_ERRORS, arrow_batches, arrow_schema
 
 __all__ = ["CHUNK_ROWS", "EVENT_TIMESTAMP", "OutputError", "write_rows"]
 
@@ -62,7 +62,10 @@ def write_rows(
     check_destination(path, overwrite, s3)
     view = RowView(path, key_columns, rows, tuple(features))
     total = len(rows)
-    table = columnar_table(view) if fmt == "parquet" else None
+    # Every format from the table a Parquet output holds, so a CSV or JSONL column has the
+    # text of its type (an int among floats as the float it is there), as a job's finisher
+    # writes it from its shards' Parquet parts.
+    table = columnar_table(view)
     if table is not None:
         with open_sink(path, table.schema, overwrite=overwrite, s3=s3) as sink:
             for start in range(0, total, CHUNK_ROWS):
@@ -97,7 +100,7 @@ def _column_texts(view: RowView, fmt: TextFormat
     if split is None:
         return None
     found, found_index = split
-    features = [text_array(values, fmt) for values in found]
+    features = [text_array(_typed_or_as_is(values), fmt) for values in found]
     found_texts = [texts for texts in features if texts is not None]
     if len(found_texts) != len(features):
         return None
@@ -113,3 +116,15 @@ def _column_texts(view: RowView, fmt: TextFormat
         return [*key_texts, *(texts.take(rows) for texts in found_texts)]
 
     return chunk
+
+
+def _typed_or_as_is(values: Sequence[Any]) -> pa.Array | Sequence[Any]:
+    """A column of numbers as the double column the table of every other output makes of
+    it (its ints as floats); any other column's values as they are (datetimes keep their
+    own offsets, ints may sit beside strings), written one by one."""
+    try:
+        if pa.infer_type(values) == pa.float64():
+            return typed_array(list(values), pa.float64())
+    except ARROW_VALUE_ERRORS:
+        pass
+    return values

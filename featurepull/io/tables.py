@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from featurepull.arrow_columns import python_columns
-from featurepull.io._columnar import columnar_table
+from featurepull.io._columnar import columnar_table, typed_array
 from featurepull.io._row_view import CHUNK_ROWS, OutputError, RowView, column_role
 
 _TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
@@ -154,7 +154,7 @@ def _arrow_array(
 ) -> pa.Array:
     values = view.column(index, start, stop)
     try:
-        return pa.array(values, type=arrow_type)
+        return typed_array(values, arrow_type)
     except ARROW_VALUE_ERRORS as exc:
         # Inference looks at types, not every value: a str among ints fails only here.
         raise _type_conflict(view, index, values, start, exc) from exc

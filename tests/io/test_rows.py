@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featurepull.io import OutputError, write_rows
+from featurepull.io import OutputError, open_sink, rows_to_table, unify_schemas, write_rows
 from featurepull.io.rows import CHUNK_ROWS
 
 TS1 = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -139,6 +139,48 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     assert records[2]["profile"] == {"level": None, "vip": "no"}
     assert records[3] == ann
     assert base64.b64decode(records[0]["blob"]) == b"\x00\xff"
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.jsonl"])
+def test_text_has_the_column_type_as_a_jobs_finisher_writes_it(tmp_path: Path,
+                                                                name: str) -> None:
+    # A DynamoDB number column holding 1 and 1.5 is double in Parquet; its text is the
+    # floats' (1.0), the bytes a job's finisher writes from parts typed apart (int64, double).
+    keys = {"k": [1, 2, 3, 4, 5]}
+    rows: list[tuple[Any, ...] | None] = [
+        (TS1, 1, 7), (TS1, 150000000000000000, 2**53 + 1), (TS1, -0.0, -(2**63)),
+        (TS1, 6.02214076e23, 8), None]
+    path = tmp_path / name
+    write_rows(str(path), keys, rows, ["x", "big"])
+    shards = [rows_to_table({"k": keys["k"][:2]}, rows[:2], ["x", "big"]),
+              rows_to_table({"k": keys["k"][2:]}, rows[2:], ["x", "big"])]
+    assert [shard.schema.field("x").type for shard in shards] == [pa.int64(), pa.float64()]
+    finished = tmp_path / f"finished{path.suffix}"
+    with open_sink(str(finished), unify_schemas([shard.schema for shard in shards])) as sink:
+        for shard in shards:
+            sink.write(shard)
+    assert finished.read_bytes() == path.read_bytes()
+    texts = path.read_text().splitlines()
+    if name.endswith(".csv"):
+        fields = [line.split(",")[2:] for line in texts[1:]]
+    else:
+        fields = [[line.split('"x":')[1].split(",")[0],
+                   line.split('"big":')[1].rstrip("}")] for line in texts]
+    null = "" if name.endswith(".csv") else "null"
+    assert fields == [["1.0", "7"], ["1.5e+17", str(2**53 + 1)], ["-0.0", str(-(2**63))],
+                      ["6.02214076e+23", "8"], [null, null]]
+
+
+def test_text_of_a_column_no_arrow_type_holds_is_each_value(tmp_path: Path) -> None:
+    # 2**53 + 1 beside 1.5 has no Parquet column (Parquet refuses it); text keeps each value
+    # as it is, and the other number columns are still written as their double column.
+    rows: list[tuple[Any, ...] | None] = [(TS1, 2**53 + 1, 1, "a"), (TS1, 1.5, 2.5, 3), None]
+    path = tmp_path / "out.csv"
+    write_rows(str(path), {"k": [1, 2, 3]}, rows, ["wide", "x", "mixed"])
+    assert path.read_text().splitlines()[1:] == [
+        f"1,{TS1.isoformat()},{2**53 + 1},1.0,a", f"2,{TS1.isoformat()},1.5,2.5,3", "3,,,,"]
+    with raises(tmp_path / "out.parquet", "'wide'", 2**53 + 1):
+        write_rows(str(tmp_path / "out.parquet"), {"k": [1, 2, 3]}, rows, ["wide", "x", "mixed"])
 
 
 def test_nested_bytes_and_datetimes_are_text_in_csv_and_jsonl(tmp_path: Path) -> None:
