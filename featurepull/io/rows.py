@@ -13,9 +13,12 @@ Encoding per format:
     CSV      a header line; None is an empty field, bools are true/false, bytes base64,
              datetimes ISO 8601, lists and dicts JSON text.
     JSONL    one object per line; bytes base64, datetimes ISO 8601 strings.
-CSV and JSONL encode each Python value as it is (a datetime keeps its own UTC offset, a column
-may mix ints and strings): a column at a time where its values allow (`_text_columns`),
-else row by row, the same bytes either way.
+CSV and JSONL write the text of the table the Parquet output would hold (an int among floats
+as its double, 1.0), the bytes a job's finisher writes from its shards' Parquet parts. Where
+no such table can be made (a column mixing ints and strings, ints beyond 64 bits, a datetime
+outside UTC, which keeps its own offset) each value is written as it is, except that a
+column of ints and floats is still written as its doubles: a column at a time where the
+values allow (`_text_columns`), else row by row, the same bytes either way.
 
 A local output goes to a hidden temporary file beside it, which is fsynced and then renamed
 over it; an s3:// output is staged in a local temporary file and uploaded at the end. After any
