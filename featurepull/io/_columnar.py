@@ -63,7 +63,7 @@ def columnar_table(view: RowView) -> pa.Table | None:
     names = view.names
     try:
         arrays = [pa.array(columns[0], type=_TIMESTAMP_TYPE)]
-        arrays += [_typed(values if isinstance(values, list) else list(values))
+        arrays += [typed_column(values if isinstance(values, list) else list(values))
                    for values in columns[1:]]
         keys = [_typed_keys(values) for values in view.key_columns.values()]
     except _ARROW_VALUE_ERRORS:
@@ -74,7 +74,8 @@ def columnar_table(view: RowView) -> pa.Table | None:
     return pa.table([*keys, *found_table.columns], names=names)
 
 
-def _typed(values: list[Any]) -> pa.Array:
+def typed_column(values: list[Any]) -> pa.Array:
+    """A found column as the table types it (and so the text outputs, a column at a time)."""
     # Two steps, as the row path does: infer from every value, then convert to that type.
     return typed_array(values, pa.infer_type(values))
 
@@ -106,11 +107,11 @@ _AS_INFERRED = (pa.int64(), pa.string(), pa.binary(), pa.float64(), pa.bool_(), 
 
 
 def _typed_keys(values: Any) -> pa.Array | pa.ChunkedArray:
-    """A key column as `_typed` types it; an Arrow column (a shard's keys, as stored) is
+    """A key column as `typed_column` types it; an Arrow column (a shard's keys, as stored) is
     taken as it is where its type is the one inference would give, ints widened to int64
     as inference widens them; anything else goes through its Python values."""
     if not isinstance(values, pa.Array | pa.ChunkedArray):
-        return _typed(values)
+        return typed_column(values)
     if values.type in _AS_INFERRED:
         return values
     if pa.types.is_integer(values.type):
@@ -118,7 +119,7 @@ def _typed_keys(values: Any) -> pa.Array | pa.ChunkedArray:
             return values.cast(pa.int64())
         except pa.ArrowInvalid:  # a uint64 beyond int64: inference says uint64
             pass
-    return _typed(values.to_pylist())
+    return typed_column(values.to_pylist())
 
 
 def _all_utc(stamps: Sequence[Any]) -> bool:

@@ -13,12 +13,12 @@ Encoding per format:
     CSV      a header line; None is an empty field, bools are true/false, bytes base64,
              datetimes ISO 8601, lists and dicts JSON text.
     JSONL    one object per line; bytes base64, datetimes ISO 8601 strings.
-CSV and JSONL write the text of the table the Parquet output would hold (an int among floats
-as its double, 1.0), the bytes a job's finisher writes from its shards' Parquet parts. Where
-no such table can be made (a column mixing ints and strings, ints beyond 64 bits, a datetime
-outside UTC, which keeps its own offset) each value is written as it is, except that a
-column of ints and floats is still written as its doubles: a column at a time where the
-values allow (`_text_columns`), else row by row, the same bytes either way.
+CSV and JSONL write each column as the text of the type the Parquet output gives it (an int
+among floats as its double, 1.0): the bytes a job's finisher writes from its shards' Parquet
+parts. A column no Arrow type holds (ints and strings, ints beyond 64 bits) is written value
+by value as it is, and so is every column when an event time is not in UTC (each keeps its
+own offset): a column at a time where the values allow (`_text_columns`), else row by row,
+the same bytes either way.
 
 A local output goes to a hidden temporary file beside it, which is fsynced and then renamed
 over it; an s3:// output is staged in a local temporary file and uploaded at the end. After any
@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 
 from featurepull.config import S3Settings
-from featurepull.io._columnar import columnar_table, found_columns, typed_array
+from featurepull.io._columnar import columnar_table, found_columns, typed_column
 from featurepull.io._destinations import check_destination, output_format, reporting_write_errors
 from featurepull.io._encoders import open_encoder, text_encoder
 from featurepull.io._row_view import CHUNK_ROWS, EVENT_TIMESTAMP, OutputError, RowView
@@ -65,10 +65,7 @@ def write_rows(
     check_destination(path, overwrite, s3)
     view = RowView(path, key_columns, rows, tuple(features))
     total = len(rows)
-    # Every format from the table a Parquet output holds, so a CSV or JSONL column has the
-    # text of its type (an int among floats as the float it is there), as a job's finisher
-    # writes it from its shards' Parquet parts.
-    table = columnar_table(view)
+    table = columnar_table(view) if fmt == "parquet" else None
     if table is not None:
         with open_sink(path, table.schema, overwrite=overwrite, s3=s3) as sink:
             for start in range(0, total, CHUNK_ROWS):
@@ -98,7 +95,12 @@ def _column_texts(view: RowView, fmt: TextFormat
                   ) -> Callable[[int, int], list[pa.Array] | None] | None:
     """Rows [start, stop) as each output column's field texts (`text_array`), or None for
     rows to write one by one: the found rows' texts made once, the keys' a chunk at a time
-    (memory for one chunk's text, not the output's). None when every row must be checked."""
+    (memory for one chunk's text, not the output's). None when every row must be checked.
+
+    Each found column is typed as the Parquet output's table types it (`typed_column`), so
+    its text is the text of that type (an int among floats as its double, 1.0): the bytes a
+    job's finisher writes from its shards' Parquet parts. A column Arrow cannot type (ints
+    and strings, ints beyond 64 bits) is written value by value as it is."""
     split = found_columns(view) if len(view.names) > 1 else None
     if split is None:
         return None
@@ -122,12 +124,9 @@ def _column_texts(view: RowView, fmt: TextFormat
 
 
 def _typed_or_as_is(values: Sequence[Any]) -> pa.Array | Sequence[Any]:
-    """A column of numbers as the double column the table of every other output makes of
-    it (its ints as floats); any other column's values as they are (datetimes keep their
-    own offsets, ints may sit beside strings), written one by one."""
+    """The column as the Parquet output's table types it, or its values as they are where
+    Arrow cannot type them."""
     try:
-        if pa.infer_type(values) == pa.float64():
-            return typed_array(list(values), pa.float64())
+        return typed_column(values if isinstance(values, list) else list(values))
     except ARROW_VALUE_ERRORS:
-        pass
-    return values
+        return values

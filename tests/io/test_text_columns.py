@@ -10,6 +10,7 @@ the encoder's `write_records`, fed the rows one by one.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import io
 import random
@@ -23,7 +24,7 @@ import pytest
 
 from featurepull.dynamo.found import FoundRows
 from featurepull.io import write_rows
-from featurepull.io._columnar import columnar_table
+from featurepull.io._columnar import columnar_table, typed_column
 from featurepull.io._encoders import text_encoder
 from featurepull.io._row_view import OutputError, RowView
 from featurepull.io._text_columns import _arrow_texts, text_array
@@ -102,14 +103,16 @@ def records_bytes(fmt: str, names: list[str], records: Iterable[list[Any]],
     return stream.getvalue()
 
 
-def as_doubles(rows: list[Any]) -> list[Any]:
-    """The rows with every feature column of ints and floats (no bools) as floats."""
+def as_typed(rows: list[Any]) -> list[Any]:
+    """The rows with each found column's values as Arrow types the column (as they are
+    where it cannot)."""
     found = [row for row in rows if row is not None]
-    numbers = {index for index in range(1, len(found[0]) if found else 0)
-               if {type(row[index]) for row in found} - {type(None)} == {int, float}}
-    return [row if row is None else tuple(
-        float(value) if index in numbers and value is not None else value
-        for index, value in enumerate(row)) for row in rows]
+    columns = [[row[index] for row in found] for index in range(len(found[0]) if found else 0)]
+    for index, values in enumerate(columns):
+        with contextlib.suppress(pa.ArrowException, TypeError, ValueError, OverflowError):
+            columns[index] = typed_column(values).to_pylist()
+    typed = iter(zip(*columns, strict=True))
+    return [None if row is None else next(typed) for row in rows]
 
 
 def as_found_rows(rows: list[Any]) -> FoundRows:
@@ -130,18 +133,18 @@ def as_found_rows(rows: list[Any]) -> FoundRows:
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 @pytest.mark.parametrize("seed", range(16))
 def test_write_rows_writes_the_row_by_row_bytes(tmp_path: Path, fmt: str, seed: int) -> None:
-    # The row writer fed the values of the table a Parquet output holds (an int among floats
-    # as a float): the bytes a job's finisher writes; each value as it is where no table
-    # can be made, but a column of numbers still as its doubles.
+    # The row writer fed each column's values as Arrow types the column (an int among floats
+    # as a float), as they are where it cannot: where the Parquet output's table can be made
+    # (odd seeds), the bytes a job's finisher writes from it.
     rng = random.Random(seed)
     keys, rows, features = generated(rng, rng.randint(1, 60), typed=seed % 2 == 1)
     view = RowView("out", keys, rows, tuple(features))
+    want = exact_bytes(fmt, RowView("out", keys, as_typed(rows), tuple(features)))
     table = columnar_table(view)
     assert (table is not None) >= (seed % 2 == 1)
-    if table is None:
-        want = exact_bytes(fmt, RowView("out", keys, as_doubles(rows), tuple(features)))
-    else:
-        want = records_bytes(fmt, view.names, [list(row.values()) for row in table.to_pylist()])
+    if table is not None:
+        assert want == records_bytes(fmt, view.names,
+                                     [list(row.values()) for row in table.to_pylist()])
     write_rows(str(tmp_path / f"tuples.{fmt}"), keys, rows, features)
     assert (tmp_path / f"tuples.{fmt}").read_bytes() == want
     if any(row is not None for row in rows):
