@@ -177,11 +177,13 @@ def _double_texts(values: pa.Array, fmt: TextFormat) -> pa.Array:
 def _iso_utc(values: pa.Array) -> pa.Array | None:
     """`datetime.isoformat()` of UTC timestamps: microseconds only when not zero, then
     +00:00; None if a year is out of the four-digit range isoformat writes."""
-    texts = pc.strftime(values.cast(pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%S")
+    # Arrow's cast writes "2024-01-02 03:04:05.000000" (~40x faster than its strftime).
+    texts = values.cast(pa.timestamp("us")).cast(pa.string())
     lengths = pc.min_max(pc.utf8_length(texts))
     if lengths["min"].as_py() not in (None, _ISO_LENGTH) or lengths["max"].as_py() not in (
             None, _ISO_LENGTH):
         return None
+    texts = pc.replace_substring(texts, " ", "T", max_replacements=1)
     whole_seconds = pc.replace_substring_regex(texts, r"\.000000$", "")
     return pc.binary_join_element_wise(whole_seconds, pa.scalar("+00:00"), "")
 
