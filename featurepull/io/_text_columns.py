@@ -153,6 +153,17 @@ def _double_texts(values: pa.Array, fmt: TextFormat) -> pa.Array:
     1e-7 for 1e-07, and an exponent (5.1e+10) where repr has none. Fixed notation where repr
     has it gets ".0" if it has no point; an exponent where repr has one gets two digits;
     every other value (few) is written by the per-value function."""
+    texts, others = _repr_style(values)
+    if not pc.any(others).as_py():
+        return texts
+    encode: Callable[[Any], str] = csv_field if fmt == "csv" else json_text
+    written = [encode(value) for value in values.filter(others).to_pylist()]
+    return pc.replace_with_mask(texts, others, pa.array(written, pa.string()))
+
+
+def _repr_style(values: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Arrow's texts of the doubles put in `repr`'s style, and where that cannot be done
+    (true: the caller writes that value itself; nulls are neither)."""
     texts = values.cast(pa.string())
     size = pc.abs(values)
     fixed = pc.or_(pc.and_(pc.greater_equal(size, _FIXED_FROM), pc.less(size, _FIXED_BELOW)),
@@ -166,12 +177,7 @@ def _double_texts(values: pa.Array, fmt: TextFormat) -> pa.Array:
                        pc.binary_join_element_wise(texts, pa.scalar(".0"), ""), texts)
     texts = pc.if_else(as_exponent,
                        pc.replace_substring_regex(texts, r"e([+-])(\d)$", r"e\10\2"), texts)
-    others = pc.and_(pc.is_valid(values), pc.invert(pc.or_(as_fixed, as_exponent)))
-    if not pc.any(others).as_py():
-        return texts
-    encode: Callable[[Any], str] = csv_field if fmt == "csv" else json_text
-    written = [encode(value) for value in values.filter(others).to_pylist()]
-    return pc.replace_with_mask(texts, others, pa.array(written, pa.string()))
+    return texts, pc.and_(pc.is_valid(values), pc.invert(pc.or_(as_fixed, as_exponent)))
 
 
 def _iso_utc(values: pa.Array) -> pa.Array | None:

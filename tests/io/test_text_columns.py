@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import io
+import math
 import random
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
@@ -27,7 +28,8 @@ from featurepull.io import write_rows
 from featurepull.io._columnar import columnar_table, typed_column
 from featurepull.io._encoders import text_encoder
 from featurepull.io._row_view import OutputError, RowView
-from featurepull.io._text_columns import _arrow_texts, text_array
+from featurepull.io._text_columns import _arrow_column, _arrow_texts, _repr_style, text_array
+from featurepull.io._text_values import csv_field, json_text
 from featurepull.io.rows import _column_texts
 
 
@@ -233,3 +235,51 @@ def test_rows_over_several_chunks_and_a_bad_key_in_a_later_one(tmp_path: Path, f
         exact_bytes(fmt, RowView(str(tmp_path / f"bad.{fmt}"), keys, found, ("f", "s")))
     assert str(raised.value) == str(exact.value) and "row 69001" in str(raised.value)
     assert not (tmp_path / f"bad.{fmt}").exists()
+
+
+def test_doubles_in_repr_style_and_which_ones_arrow_cannot_write() -> None:
+    """Arrow's texts put in `repr`'s style where they can be, and the values left to the
+    per-value function: exactly those where the two styles differ (none of the common)."""
+    values = [0.0, -0.0, 1.0, 0.5, 1e-4, 9.999999999999999e15, 1e16, 1.5e-7, 2.5e300, 5e-324,
+              1e-5, 5.1e10, float("nan"), float("inf"), None]
+    texts, others = _repr_style(pa.array(values, pa.float64()))
+    fallback = [1e-5, 5.1e10]  # Arrow writes 0.00001 and 5.1e+10; repr 1e-05 and 51000000000.0
+    assert others.to_pylist() == [
+        value is not None and (value in fallback or not math.isfinite(value))
+        for value in values]
+    for value, text, other in zip(values, texts.to_pylist(), others.to_pylist(), strict=True):
+        assert other or text == (None if value is None else repr(value))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_arrow_alone_writes_the_exact_texts_of_its_types(fmt: str) -> None:
+    """The Arrow path of every type it takes, with no per-value safety net around it: the
+    texts the row writer's function gives each value (a failing Arrow step would otherwise
+    fall back to that function unseen)."""
+    encode = csv_field if fmt == "csv" else json_text
+    columns = [
+        pa.array([1, None, -(2**63)], pa.int64()), pa.array([7, None], pa.uint8()),
+        pa.array([True, False, None]), pa.array(["a", None, "é"], pa.string()),
+        pa.array(['b"', None], pa.large_string()), pa.array([*FLOATS, None], pa.float64()),
+        pa.array([*STAMPS[:4], None], pa.timestamp("us", tz="UTC")),
+        pa.array(STAMPS[:2], pa.timestamp("us", tz="+00:00")), pa.nulls(2)]
+    for column in columns:
+        texts = _arrow_texts(column, fmt)  # type: ignore[arg-type]
+        assert texts is not None, column.type
+        want = [None if value is None else encode(value) for value in column.to_pylist()]
+        assert texts.to_pylist() == want, column.type
+
+
+def test_python_columns_arrow_holds_exactly_become_arrow() -> None:
+    """One exact type of int, str, bool or float, or UTC datetimes, with Nones: an Arrow
+    column of that type; anything Arrow would write otherwise stays a list."""
+    zoned = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2)))
+    for values, arrow_type in (([1, None, 2], pa.int64()), (["a", None], pa.string()),
+                               ([True, None], pa.bool_()), ([1.5, None], pa.float64()),
+                               ([STAMPS[1], None], pa.timestamp("us", tz="UTC"))):
+        column = _arrow_column(values)
+        assert isinstance(column, pa.Array) and column.type == arrow_type
+        assert column.to_pylist() == values
+    for values in ([1, "a"], [1, 1.5], [2**64, None], [STAMPS[0], zoned], [zoned],
+                   [None, None], [b"x"], [Level.LOW]):
+        assert _arrow_column(values) is values
