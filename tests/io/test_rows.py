@@ -146,26 +146,32 @@ def test_text_has_the_column_type_as_a_jobs_finisher_writes_it(tmp_path: Path,
                                                                 name: str) -> None:
     # A DynamoDB number column holding 1 and 1.5 is double in Parquet; its text is the
     # floats' (1.0), the bytes a job's finisher writes from parts typed apart (int64, double).
-    keys = {"k": [1, 2, 3, 4, 5]}
+    keys = {"k": [1, 2, 3, 4, 5], "city": ["a,b", 'say "hi"', "c", "", "é"]}
     rows: list[tuple[Any, ...] | None] = [
         (TS1, 1, 7), (TS1, 150000000000000000, 2**53 + 1), (TS1, -0.0, -(2**63)),
         (TS1, 6.02214076e23, 8), None]
     path = tmp_path / name
     write_rows(str(path), keys, rows, ["x", "big"])
-    shards = [rows_to_table({"k": keys["k"][:2]}, rows[:2], ["x", "big"]),
-              rows_to_table({"k": keys["k"][2:]}, rows[2:], ["x", "big"])]
+    shards = [rows_to_table({name: values[:2] for name, values in keys.items()}, rows[:2],
+                            ["x", "big"]),
+              rows_to_table({name: values[2:] for name, values in keys.items()}, rows[2:],
+                            ["x", "big"])]
     assert [shard.schema.field("x").type for shard in shards] == [pa.int64(), pa.float64()]
     finished = tmp_path / f"finished{path.suffix}"
     with open_sink(str(finished), unify_schemas([shard.schema for shard in shards])) as sink:
         for shard in shards:
             sink.write(shard)
     assert finished.read_bytes() == path.read_bytes()
-    texts = path.read_text().splitlines()
     if name.endswith(".csv"):
-        fields = [line.split(",")[2:] for line in texts[1:]]
+        with open(path, newline="", encoding="utf-8") as stream:
+            lines = list(csv.reader(stream))[1:]
+        assert [line[1] for line in lines] == keys["city"]
+        fields = [line[3:] for line in lines]
     else:
-        fields = [[line.split('"x":')[1].split(",")[0],
-                   line.split('"big":')[1].rstrip("}")] for line in texts]
+        records = [json.loads(line, parse_float=str, parse_int=str)
+                   for line in path.read_text(encoding="utf-8").splitlines()]
+        assert [record["city"] for record in records] == keys["city"]
+        fields = [[record["x"] or "null", record["big"] or "null"] for record in records]
     null = "" if name.endswith(".csv") else "null"
     assert fields == [["1.0", "7"], ["1.5e+17", str(2**53 + 1)], ["-0.0", str(-(2**63))],
                       ["6.02214076e+23", "8"], [null, null]]
@@ -262,6 +268,12 @@ def test_large_outputs_are_written_in_chunks_and_keep_order(tmp_path: Path) -> N
     with open(csv_path, newline="") as stream:
         lines = list(csv.reader(stream))[1:]
     assert [line[2] for line in lines] == ["" if v is None else str(v) for v in expected]
+    # Every row found: the found rows' texts are sliced a chunk at a time, not taken.
+    found = [(TS1, i * 2) for i in range(total)]
+    assert write_rows(str(tmp_path / "all.csv"), keys, found, ["double"]) == total
+    with open(tmp_path / "all.csv", newline="") as stream:
+        lines = list(csv.reader(stream))[1:]
+    assert [(line[0], line[2]) for line in lines] == [(str(i), str(i * 2)) for i in range(total)]
 
 
 # --- Parquet typing errors ----------------------------------------------------------------
