@@ -138,8 +138,7 @@ def _arrow_texts(values: pa.Array, fmt: TextFormat) -> pa.Array | None:
         return texts if fmt == "csv" else _json_strings(texts)
     if kind == pa.float64():  # not float32: Arrow writes its own shortest digits
         return _double_texts(values, fmt)
-    if kind == _UTC_MICROS or (pa.types.is_timestamp(kind) and kind.unit == "us"
-                               and kind.tz in ("UTC", "+00:00")):
+    if pa.types.is_timestamp(kind) and kind.unit == "us" and kind.tz in ("UTC", "+00:00"):
         stamps = _iso_utc(values)
         if stamps is None or fmt == "csv":
             return stamps
@@ -189,7 +188,7 @@ def _iso_utc(values: pa.Array) -> pa.Array | None:
     if lengths["min"].as_py() not in (None, _ISO_LENGTH) or lengths["max"].as_py() not in (
             None, _ISO_LENGTH):
         return None
-    texts = pc.replace_substring(texts, " ", "T", max_replacements=1)
+    texts = pc.replace_substring(texts, " ", "T")  # the one space
     whole_seconds = pc.replace_substring_regex(texts, r"\.000000$", "")
     return pc.binary_join_element_wise(whole_seconds, pa.scalar("+00:00"), "")
 

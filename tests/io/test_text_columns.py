@@ -270,6 +270,15 @@ def test_arrow_alone_writes_the_exact_texts_of_its_types(fmt: str) -> None:
         assert texts.to_pylist() == want, column.type
 
 
+def test_timestamps_past_year_9999_are_left_to_python() -> None:
+    """Arrow holds years isoformat cannot write (10000): such a column has no Arrow text."""
+    year_10000 = 253_402_300_800_000_000  # µs since 1970
+    for micros in ([year_10000], [0, year_10000], [year_10000, 0, None]):
+        stamps = pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+        assert _arrow_texts(stamps, "csv") is None
+    assert _arrow_texts(pa.array([0, None], pa.timestamp("us", tz="UTC")), "csv") is not None
+
+
 def test_python_columns_arrow_holds_exactly_become_arrow() -> None:
     """One exact type of int, str, bool or float, or UTC datetimes, with Nones: an Arrow
     column of that type; anything Arrow would write otherwise stays a list."""
