@@ -57,7 +57,9 @@ class AiohttpTransport(FastTransport):
     async def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
         body = orjson.dumps({"RequestItems": request_items, "ReturnConsumedCapacity": "TOTAL"},
                             default=_base64)
-        headers = self._signed_headers(body)
+        # The fast transport's signer, as it signs (its unsigned headers after the signed).
+        headers = {**self.signer.sign(body, self.credentials.get_frozen_credentials()),
+                   **self.signer.unsigned}
         try:
             async with self._client_session().post(self.url, data=body,
                                                    headers=headers) as response:

@@ -121,6 +121,14 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
     return value
 
 
+def without_aws_settings(environment: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` without what boto3 and botocore would read from it: AWS_* and BOTO*
+    variables, proxies, REQUESTS_CA_BUNDLE (a test then sets the ones it means)."""
+    return {name: value for name, value in environment.items()
+            if not name.upper().startswith(("AWS_", "BOTO"))
+            and not name.lower().endswith("_proxy") and name != "REQUESTS_CA_BUNDLE"}
+
+
 def unique_name(prefix: str) -> str:
     """A table or project name no other test uses."""
     return f"{prefix}{uuid.uuid4().hex[:8]}"

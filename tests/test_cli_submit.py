@@ -27,7 +27,7 @@ from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.cli import main
 from featurepull.client import workers_on_queue
 from featurepull.local import MotoService, RedisService
-from tests.conftest import REGION, moto_table, refused_port, unique_name
+from tests.conftest import REGION, moto_table, refused_port, unique_name, wait_until
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.feast_writer import create_feast_table, write_feast_rows
 from tests.tasks.conftest import Fleet, fleet
@@ -261,15 +261,14 @@ def test_json_shard_size_and_status(services: Services, tmp_path: Path) -> None:
 
 
 def _wait_until_ended(services: Services, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ended() -> dict[str, Any] | None:
         shown = cli(services, "status", job_id, "--json")
         assert shown.exit_code == 0, shown.output
         status: dict[str, Any] = json.loads(shown.stdout)
-        if status["state"] in ("succeeded", "failed", "cancelled"):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end within {timeout}s")
+        return status if status["state"] in ("succeeded", "failed", "cancelled") else None
+
+    final: dict[str, Any] = wait_until(ended, f"end of job {job_id}", timeout)
+    return final
 
 
 @pytest.mark.parametrize("with_features", [False, True], ids=["scores", "with-features"])
@@ -389,9 +388,7 @@ def test_cancel_stops_later_shards_before_they_read(services: Services, tmp_path
     queued = cli(services, "submit", *slow, "--json")
     job_id = json.loads(queued.stdout)["job_id"]
     store = services.workers.redis()
-    deadline = time.monotonic() + 30
-    while store.scard(f"featurepull:job:{job_id}:done") < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: store.scard(f"featurepull:job:{job_id}:done") >= 2, "2 shards done", 30)
     cancelled = cli(services, "cancel", job_id)
     assert cancelled.stdout.strip() == f"featurepull: job {job_id} cancelled"
     # A job submitted after it runs once every message before it was taken (FIFO, one

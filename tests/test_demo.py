@@ -18,6 +18,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import wait_until
 from tests.test_readme import quick_start_commands
 
 pytestmark = pytest.mark.slow  # starts worker fleets or runs for many seconds
@@ -148,15 +149,17 @@ def wait_until_halfway(redis_url: str, timeout: float = 120) -> tuple[int, int]:
     from featurepull.tasks.store import JobStore, connect
 
     store = JobStore(connect(redis_url), ttl_s=60)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def halfway() -> tuple[int, int] | None:
         for key in store.redis.scan_iter("featurepull:job:*:meta"):
             job_id = key.decode().split(":")[2]
             done, shards = store.done_count(job_id), store.meta(job_id).shards
             if 0 < done < shards:
                 return done, shards
-        time.sleep(0.05)
-    raise AssertionError("the demo's job never got halfway")
+        return None
+
+    found: tuple[int, int] = wait_until(halfway, "demo job halfway", timeout)
+    return found
 
 
 def test_ctrl_c_halfway_stops_everything_with_a_clear_message(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import redis
 
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.local import RedisService
+from tests.conftest import without_aws_settings
 
 JOB_MACHINERY = ("celery", "kombu", "redis", "flower", "billiard")
 # Not on a pull's way either: its clients are botocore's own (boto3 and s3transfer only for
@@ -91,11 +92,8 @@ def test_pull_loads_no_job_machinery_boto3_or_pandas(endpoint: EndpointProcess,
 def _aws_env(home: Path, **extra: str) -> dict[str, str]:
     """This environment without AWS, botocore or proxy variables, a home without ~/.aws,
     credentials in the environment, and ``extra``."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.upper().startswith(("AWS_", "BOTO")) and not
-           name.lower().endswith("_proxy") and name != "REQUESTS_CA_BUNDLE"}
-    return {**env, "HOME": str(home), "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing", **extra}
+    return {**without_aws_settings(os.environ), "HOME": str(home),
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", **extra}
 
 
 def _pull_drivers(endpoint: EndpointProcess, tmp_path: Path, env: dict[str, str]

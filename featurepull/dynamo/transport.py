@@ -169,13 +169,6 @@ class FastTransport:
     def _request_bytes(self, body: bytes, signer: PostSigner | None = None) -> bytes:
         return (signer or self.signer).request(body, self._frozen_credentials())
 
-    def _signed_headers(self, body: bytes, signer: PostSigner | None = None) -> dict[str, str]:
-        """The request's headers, for an HTTP client that writes the request itself."""
-        signer = signer or self.signer
-        headers = signer.sign(body, self._frozen_credentials())
-        headers.update(signer.unsigned)
-        return headers
-
     def _frozen_credentials(self) -> Any:
         if self.credentials is None:
             raise botocore.exceptions.NoCredentialsError()  # as botocore's signing raises

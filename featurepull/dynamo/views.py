@@ -230,6 +230,9 @@ class ViewsReader:
         self.layout = ViewsLayout([cast(FeastLayout, r.layout) for r in self.readers])
         self.planned = planned
         self.plans: list[ReadPlan] = []
+        # During a read, each view's stats once its read is done: the last progress report
+        # comes after every view's read, and still has what they spent.
+        self._read: list[ReadStats | None] = []
 
     @classmethod
     def build(cls, plan: ViewsPlan, settings: Settings, planned: bool = False,
@@ -243,8 +246,10 @@ class ViewsReader:
 
     @property
     def reading(self) -> ReadStats | None:
-        """The views' reads under way, summed (for progress reports)."""
-        under_way = [r.reading for r in self.readers if r.reading is not None]
+        """The views' reads of the read under way, summed (for progress reports)."""
+        done = self._read or [None] * len(self.readers)
+        under_way = [stats for reader, read in zip(self.readers, done, strict=True)
+                     if (stats := reader.reading or read) is not None]
         if not under_way:
             return None
         total = ReadStats()
@@ -275,15 +280,19 @@ class ViewsReader:
         report = _Progress(progress, len(set(keys)), sum(len(set(k)) for k in per_view))
 
         plans: list[ReadPlan | None] = [None] * len(self.readers)
+        done: list[ReadStats | None] = [None] * len(self.readers)
+        self._read = done
 
         def read_view(index: int) -> ReadResult:
             reader, features = self.readers[index], self.plan.views[index].features
             if self.planned:
                 result, plans[index] = read_planned(reader, per_view[index], features,
                                                     report.add, allow_missing_features=True)
-                return result
-            return reader.read(per_view[index], features, progress=report.add,
-                               row_offset=row_offset, allow_missing_features=True)
+            else:
+                result = reader.read(per_view[index], features, progress=report.add,
+                                     row_offset=row_offset, allow_missing_features=True)
+            done[index] = result.stats
+            return result
 
         with ThreadPoolExecutor(len(self.readers), thread_name_prefix="featurepull-view") as pool:
             futures = [pool.submit(contextvars.copy_context().run, read_view, index)
@@ -298,6 +307,7 @@ class ViewsReader:
                         break
             finally:
                 report.stopped.set()  # the other views stop at their next answer
+                self._read = []
             failures = [f.exception() for f in futures]  # waits for every view
             first = next((e for e in failures if e is not None
                           and not isinstance(e, ReadStopped)), None)

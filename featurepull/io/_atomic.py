@@ -47,7 +47,11 @@ def atomic_file(path: str, before_replace: Callable[[str], None] | None = None,
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with open(descriptor, "wb", buffering=_BUFFER_BYTES) as stream:
-            yield stream
+            try:
+                yield stream
+            except BaseException:
+                close_failed(stream)
+                raise
             stream.flush()
             if durable:
                 os.fsync(stream.fileno())
@@ -62,6 +66,13 @@ def atomic_file(path: str, before_replace: Callable[[str], None] | None = None,
         _sync_directory(os.path.dirname(temporary))
 
 
+def close_failed(stream: BinaryIO) -> None:
+    """Close the stream of an output whose writing failed, its buffered rest unwritten:
+    flushing it fails again on a full disk, and that error must not replace the first."""
+    with suppress(OSError):
+        stream.close()
+
+
 def link_over(source: str, target: str) -> None:
     """Hard-link `source` at `target`, replacing whatever `target` was, atomically."""
     temporary = temporary_name(target)
@@ -74,9 +85,10 @@ def link_over(source: str, target: str) -> None:
         raise
 
 
-def file_identity(path: str) -> str | None:
+def file_identity(path: str | int) -> str | None:
     """What tells one file from another at `path` across a rename (device, inode, size,
-    modification time); None when there is no file there."""
+    modification time); None when there is no file there. `path` may be an open file's
+    descriptor: a file rewritten in place then differs from before (its size or time)."""
     try:
         stat = os.stat(path)
     except FileNotFoundError:

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from featurepull.config import S3Settings
 from featurepull.io import _s3
-from featurepull.io._atomic import atomic_file, file_identity, link_over
+from featurepull.io._atomic import atomic_file, close_failed, file_identity, link_over
 from featurepull.io._formats import (
     FileFormat,
     S3Location,
@@ -231,7 +231,11 @@ def _s3_output(
     except OSError as exc:
         raise _write_error(location.uri, exc) from exc
     with scratch:
-        yield scratch
+        try:
+            yield scratch
+        except BaseException:
+            close_failed(scratch)
+            raise
         with reporting_write_errors(location.uri):
             scratch.flush()
             _upload(scratch, location, overwrite, settings, metadata)

@@ -15,6 +15,11 @@ class EntityFileError(InputError, ValueError):
     """Bad entity input; the message names the file, the line or row, and the fix."""
 
 
+class EntityFileChanged(EntityFileError):
+    """The file changed while it was read (its passes saw different files): no other reader
+    would do better, so a caller that retries other readers on an EntityFileError stops."""
+
+
 @dataclass(frozen=True)
 class EntityTable:
     """The columns of one entity file: values in file order, and each column's logical type."""

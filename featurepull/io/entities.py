@@ -50,16 +50,23 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import BinaryIO
+from dataclasses import replace
+from typing import Any, BinaryIO, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurepull.config import JobSettings, S3Settings
 from featurepull.io import _s3
+from featurepull.io._atomic import file_identity
 from featurepull.io._csv_entities import read_csv
 from featurepull.io._csv_stream import stream_csv
-from featurepull.io._entity_table import EntityFileError, EntityStream, EntityTable
+from featurepull.io._entity_table import (
+    EntityFileChanged,
+    EntityFileError,
+    EntityStream,
+    EntityTable,
+)
 from featurepull.io._formats import (
     FileFormat,
     S3Location,
@@ -70,8 +77,10 @@ from featurepull.io._formats import (
 from featurepull.io._jsonl_entities import read_jsonl, stream_jsonl
 from featurepull.io._parquet_entities import read_parquet, stream_parquet
 
-__all__ = ["EntityFileError", "EntityStream", "EntityTable", "check_entity_file_size",
-           "read_entities", "stream_entities", "too_many_entities"]
+__all__ = ["EntityFileChanged", "EntityFileError", "EntityStream", "EntityTable",
+           "check_entity_file_size", "read_entities", "stream_entities", "too_many_entities"]
+
+_Batch = TypeVar("_Batch", dict[str, list[Any]], dict[str, Any])
 
 _READERS: dict[FileFormat, Callable[[BinaryIO, str, tuple[str, ...]], EntityTable]] = {
     "csv": read_csv,
@@ -97,7 +106,10 @@ def read_entities(
     """
     needed = (required,) if isinstance(required, str) else tuple(required)
     with _opened(path, s3, limits) as (fmt, stream):
-        return _READERS[fmt](stream, path, needed)
+        identity = file_identity(stream.fileno())
+        table = _READERS[fmt](stream, path, needed)
+        _check_unchanged(stream, path, identity)  # a JSONL file is read in two passes
+        return table
 
 
 @contextmanager
@@ -106,9 +118,38 @@ def stream_entities(path: str, *, s3: S3Settings | None = None,
     """The file as an EntityStream (types first, then rows a batch at a time: memory that
     does not grow with the file), open until the block ends; None when it must be read
     whole with `read_entities` (a CSV file only the exact reader can type). Opening fails
-    as `read_entities` does (a JSONL file's refusals come from its typing pass, here)."""
+    as `read_entities` does (a JSONL file's refusals come from its typing pass, here). A file
+    rewritten in place since it was opened is refused (EntityFileChanged) as its rows are
+    read: before the first batch and after the last."""
     with _opened(path, s3, limits) as (fmt, stream):
-        yield _STREAMERS[fmt](stream, path)
+        identity = file_identity(stream.fileno())
+        entities = _STREAMERS[fmt](stream, path)
+        yield None if entities is None else _read_unchanged(entities, stream, identity)
+
+
+def _read_unchanged(entities: EntityStream, stream: BinaryIO,
+                    identity: str | None) -> EntityStream:
+    """`entities` whose rows are refused unless the file is still the one its types came
+    from: the types and the rows are two passes over it."""
+
+    def checked(read: Callable[[Sequence[str]], Iterator[_Batch]]
+                ) -> Callable[[Sequence[str]], Iterator[_Batch]]:
+        def batches(names: Sequence[str]) -> Iterator[_Batch]:
+            _check_unchanged(stream, entities.source, identity)
+            yield from read(names)
+            _check_unchanged(stream, entities.source, identity)
+        return batches
+
+    arrow = entities.arrow_batches
+    return replace(entities, batches=checked(entities.batches),
+                   arrow_batches=None if arrow is None else checked(arrow))
+
+
+def _check_unchanged(stream: BinaryIO, source: str, identity: str | None) -> None:
+    if file_identity(stream.fileno()) != identity:
+        raise EntityFileChanged(
+            f"{source}: changed while it was read (its size or modification time is not what "
+            "it was when it was opened); submit it again once it is complete")
 
 
 @contextmanager

@@ -57,6 +57,7 @@ from featurepull.tasks.store import (
     REDIS_OUTAGE_WAIT_S,
     ErrorKind,
     JobMeta,
+    JobState,
     JobStore,
     JobStoreError,
     UnknownJob,
@@ -112,8 +113,8 @@ def fail_job(task: Any, store: JobStore, job_id: str, error: str,
     """Mark the job failed with ``error`` (redacted), announce its end, and end the task
     with that error."""
     error = redact_text(error)
-    fail_and_announce(task.app, store, job_id, error, configured_settings(),
-                      str(task.request.id), kind)
+    _fail_redacted(task.app, store, job_id, error, configured_settings(),
+                   str(task.request.id), kind)
     raise ShardFailed(error) from None
 
 
@@ -122,9 +123,19 @@ def fail_and_announce(app: Any, store: JobStore, job_id: str, error: str, settin
     """The one way a job is failed, by a task or by the watchdog: record ``error``
     (redacted; the first error wins), remove what the job staged for its output (nothing
     half-written; ``settings`` are the worker's, the job's own are made from them), and
-    announce its end as ``owner``. False if the job had already ended."""
-    failed = store.fail(job_id, redact_text(error), kind)
-    discard_staged_output(job_id, settings, store)
+    announce its end as ``owner``. False if the job had already ended: a job that succeeded
+    or failed keeps what that ending left (its output; its fail removes the rest), a
+    cancelled one's staged parts are nobody's, and go as every task that sees the cancel
+    removes them."""
+    return _fail_redacted(app, store, job_id, redact_text(error), settings, owner, kind)
+
+
+def _fail_redacted(app: Any, store: JobStore, job_id: str, error: str, settings: Settings,
+                   owner: str, kind: ErrorKind) -> bool:
+    """fail_and_announce with ``error`` redacted already (fail_job ends its task with it)."""
+    failed = store.fail(job_id, error, kind)
+    if failed or store.state(job_id) == JobState.CANCELLED:
+        discard_staged_output(job_id, settings, store)
     _announce_failure(app, store, job_id, owner)
     return failed
 

@@ -16,7 +16,11 @@ from featurepull.config import Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.plan import layout_spec, plan_read
 from featurepull.io import EntityFileError, EntityTable, check_destination, read_entities
-from featurepull.io.entities import check_entity_file_size, too_many_entities
+from featurepull.io.entities import (
+    EntityFileChanged,
+    check_entity_file_size,
+    too_many_entities,
+)
 from featurepull.tasks.confine import REDIS_KEY_SCHEME, Bounds
 from featurepull.tasks.feast_views import views_spec, with_yaml_choices
 from featurepull.tasks.output import discard_staged_output
@@ -162,7 +166,7 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
                 enqueue(meta, shard)
                 sent += 1
         if stored != shards:  # the file changed between its row count and its rows
-            raise EntityFileError(f"{meta.request.request.get('entities')}: changed while "
+            raise EntityFileChanged(f"{meta.request.request.get('entities')}: changed while "
                                   f"it was read ({rows} rows counted, {stored} shards read); "
                                   "submit it again once it is complete")
         if distinct is not None:
@@ -213,5 +217,7 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
         try:
             return _store_shards(spec, stream.num_rows, shards, settings, store, enqueue,
                                  plan.reader.description)
+        except EntityFileChanged:
+            raise  # read whole again, it would be yet another file
         except (EntityFileError, EntityKeyError):
             return None

@@ -49,14 +49,16 @@ def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStor
             ) -> BatchReader | ViewsReader:
     # One reader per table and settings in each process: it keeps the table's checked
     # key schema, so a worker describes each table once, not once per shard. Its read
-    # budget, if any, is the fleet's bucket for the table in Redis.
+    # budget, if any, is the fleet's bucket for the table in Redis. Keyed by the whole
+    # spec (a views job's plan too): jobs that differ in anything never share one.
     key = (table, settings.model_dump_json() + repr(sorted(spec.items())))
     reader = _readers.get(key)
-    if reader is None and VIEWS in spec:  # Feast references: every view's table
-        reader = views_reader(spec, settings, redis_pacers(store.redis))
-    elif reader is None:
-        reader = BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb,
-                             pacers=redis_pacers(store.redis))
+    if reader is None:
+        if VIEWS in spec:  # Feast references: every view's table
+            reader = views_reader(spec, settings, redis_pacers(store.redis))
+        else:
+            reader = BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb,
+                                 pacers=redis_pacers(store.redis))
         _readers[key] = reader
     return reader
 

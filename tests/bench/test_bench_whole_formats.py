@@ -28,9 +28,18 @@ def test_a_pull_cell_reads_parquet_and_writes_jsonl(tmp_path: Path) -> None:
          "--whole-formats", "parquet,jsonl", "--json-out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    [cell] = json.loads(out.read_text())["cells"]
+    report = json.loads(out.read_text())
+    [cell] = report["cells"]
     assert (cell["entities"], cell["output"], cell["rows"], cell["found"]) == (
         "entities-400.parquet", "pull.jsonl", 400, 40)
+    assert report["command"][report["command"].index("--whole-formats") + 1] == "parquet,jsonl"
+    assert {target["target"] for target in report["targets"]} == {"pull whole / read",
+                                                                   "pull CPU µs per row"}
+    # The table it prints: a header, then the cell's row (method, size, latency, found share).
+    header, row = done.stdout.splitlines()[:2]
+    assert header.split()[:4] == ["method", "size", "ms", "found"]
+    assert row.split()[:4] == ["pull", "400", "1", "0.1"]
+    assert f"json: {out}" in done.stdout
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])

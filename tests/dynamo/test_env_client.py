@@ -16,7 +16,7 @@ from featurepull.config import DynamoSettings
 from featurepull.dynamo._botocore import client_proxy_url, client_verify, signing_credentials
 from featurepull.dynamo._env_client import EnvClient, env_client
 from featurepull.dynamo.client import build_client
-from tests.conftest import FAST_TABLE
+from tests.conftest import FAST_TABLE, without_aws_settings
 
 ENDPOINT = "http://127.0.0.1:8000"
 ENV = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret"}
@@ -27,10 +27,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPat
     """An environment with no AWS or proxy variable and a home without ~/.aws."""
     import os
 
-    for name in list(os.environ):
-        if name.upper().startswith(("AWS_", "BOTO")) or name.lower().endswith("_proxy") \
-                or name == "REQUESTS_CA_BUNDLE":
-            monkeypatch.delenv(name)
+    for name in os.environ.keys() - without_aws_settings(os.environ).keys():
+        monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path))
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)

@@ -9,8 +9,8 @@ import select
 import socket
 import socketserver
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +19,7 @@ from featurepull.dynamo.http import BrokenResponse, ConnectionPool
 REQUEST = b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}"
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nanswer!"
 SLOW_S = 2.2  # a slow answer; the timer of the request before it expires meanwhile
+T = TypeVar("T")
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -72,13 +73,19 @@ def server() -> Iterator[_Server]:
         srv.server_close()
 
 
-def _pool(server: _Server, read_timeout: float = 10.0) -> ConnectionPool:
+def _with_pool(server: _Server, work: Callable[[ConnectionPool], Awaitable[T]],
+               read_timeout: float = 10.0) -> T:
+    """What ``work`` returns, given a pool to ``server`` (closed after), in a loop of its own."""
     host, port = server.server_address[:2]
-    return ConnectionPool(f"http://{host}:{port}", 5.0, read_timeout)
 
+    async def run() -> T:
+        pool = ConnectionPool(f"http://{host}:{port}", 5.0, read_timeout)
+        try:
+            return await work(pool)
+        finally:
+            pool.close()
 
-def _run(work: Any) -> Any:
-    return asyncio.run(work)
+    return asyncio.run(run())
 
 
 @pytest.mark.slow
@@ -89,13 +96,10 @@ def test_a_timer_ends_with_its_request(server: _Server) -> None:
     # second. 1.8 s of margin for a loaded machine to answer within read_timeout.
     server.mode = "slow"
 
-    async def work() -> list[bytes]:
-        pool = _pool(server, read_timeout=4.0)
-        bodies = [(await pool.request(REQUEST)).body for _ in range(2)]
-        pool.close()
-        return bodies
+    async def twice(pool: ConnectionPool) -> list[bytes]:
+        return [(await pool.request(REQUEST)).body for _ in range(2)]
 
-    assert _run(work()) == [b"answer!"] * 2
+    assert _with_pool(server, twice, read_timeout=4.0) == [b"answer!"] * 2
     assert server.connections == 1
 
 
@@ -105,8 +109,7 @@ def test_a_connection_closed_while_idle_is_not_reused(server: _Server) -> None:
     # can tell, and a new connection must carry it.
     server.mode = "close"
 
-    async def work() -> list[bytes]:
-        pool = _pool(server)
+    async def work(pool: ConnectionPool) -> list[bytes]:
         bodies = [(await pool.request(REQUEST)).body]
         for _ in range(3):
             conn = pool._idle[-1]
@@ -116,24 +119,20 @@ def test_a_connection_closed_while_idle_is_not_reused(server: _Server) -> None:
             readable, _, _ = select.select([sock.fileno()], [], [], 10.0)
             assert readable and not conn.closed
             bodies.append((await pool.request(REQUEST)).body)
-        pool.close()
         return bodies
 
-    assert _run(work()) == [b"answer!"] * 4
+    assert _with_pool(server, work) == [b"answer!"] * 4
     assert server.connections == 4
 
 
 def test_no_answer_within_read_timeout_fails_that_request(server: _Server) -> None:
     server.mode = "hang"
 
-    async def work() -> tuple[str, int]:
-        pool = _pool(server, read_timeout=0.2)
+    async def work(pool: ConnectionPool) -> tuple[str, int]:
         with pytest.raises(BrokenResponse) as failed:
             await pool.request(REQUEST)
-        idle = len(pool._idle)
-        pool.close()
-        return str(failed.value), idle
+        return str(failed.value), len(pool._idle)
 
-    message, idle = _run(work())
+    message, idle = _with_pool(server, work, read_timeout=0.2)
     assert message == "no complete response within 0.2s (read_timeout)"
     assert idle == 0  # the connection that timed out is closed, not kept

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from featurepull.bench.endpoint import FEATURES, EndpointProcess
 from featurepull.local import RedisService
 from featurepull.worker.app import producer_app
+from tests.conftest import wait_until
 from tests.hardening._util import wait_for_log
 from tests.ops.conftest import redis_contents
 from tests.tasks.conftest import Fleet, fast_dynamo, fleet  # noqa: F401
@@ -132,10 +132,7 @@ def test_an_invalid_request_echoes_no_secret_it_carries(workers: Fleet,
     for task_id in ids:
         wait_for_log(workers, f"{task_id}] raised")
     client = workers.redis()
-    deadline = time.monotonic() + 30
-    while client.hlen("unacked") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert client.hlen("unacked") == 0
+    wait_until(lambda: client.hlen("unacked") == 0, "empty unacked hash", 30)
     stored = redis_contents(client)
     # The scan sees the stored results, where Celery keeps each refusal's message.
     assert {f"celery-task-meta-{task_id}".encode() for task_id in ids} <= set(stored)

@@ -72,4 +72,6 @@ def test_the_parquet_reader_reads_on_the_callers_thread(tmp_path: Path) -> None:
     with Recorded(path) as stream:
         entities = stream_parquet(stream, str(path), ("user_id",))
         assert sum(len(b["user_id"]) for b in entities.batches(["user_id", "n"])) == ROWS
+        assert entities.arrow_batches is not None  # what a streamed submit reads
+        assert sum(len(b["n"]) for b in entities.arrow_batches(["user_id", "n"])) == ROWS
     assert stream.threads == {threading.get_ident()}

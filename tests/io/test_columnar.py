@@ -50,7 +50,7 @@ def generated_file(rng: random.Random) -> bytes:
         lines.append(",".join(fields))
     if rng.random() < 0.1:
         lines.insert(rng.randint(1, len(lines)), "")  # a blank line
-    end = rng.choice(["\n", "\r\n"])
+    end = rng.choice(["\n", "\r\n", "\r"])  # a lone CR: the csv module's line numbers
     text = end.join(lines) + (end if rng.random() < 0.8 else "")
     data = text.encode()
     return (b"\xef\xbb\xbf" + data) if rng.random() < 0.1 else data

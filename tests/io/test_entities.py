@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featurepull.io import EntityFileError, EntityTable, _jsonl_entities, read_entities
+from featurepull.io import EntityFileError, EntityTable, _jsonl_entities, entities, read_entities
 from featurepull.io.entities import stream_entities
 
 
@@ -304,6 +304,22 @@ def test_jsonl_values_are_what_the_json_module_reads(tmp_path: Path) -> None:
     assert table.types == {"f": "float", "s": "string"}
 
 
+def test_jsonl_int64_bounds_are_integers_as_a_columns_first_value(tmp_path: Path) -> None:
+    for first in (-(2**63), 2**63 - 1):
+        table = read_entities(write_text(tmp_path, "e.jsonl", f'{{"id": {first}}}\n{{"id": 1}}\n'))
+        assert (table.columns, table.types) == ({"id": [first, 1]}, {"id": "int64"})
+
+
+def test_jsonl_batches_of_lines_only_the_json_module_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_jsonl_entities, "_CHUNK_BYTES", 64)  # batches of 2-3 lines
+    # orjson refuses NaN: every line of every batch is the json module's to read.
+    lines = [f'{{"id": {n}, "w": NaN}}' if n % 5 else "" for n in range(60)]
+    table = read_entities(write_text(tmp_path, "e.jsonl", "\n".join(lines) + "\n"))
+    assert table.columns["id"] == [n for n in range(60) if n % 5]
+    assert all(w != w for w in table.columns["w"])  # NaN
+
+
 @pytest.mark.parametrize("text", ['{"id": 1}\n{"id": 18446744073709551616}\n',
                                   '{"id": 18446744073709551616}\n'])
 def test_jsonl_integer_beyond_64_bits_is_refused_by_its_value(tmp_path: Path,
@@ -335,6 +351,67 @@ def test_jsonl_streams_in_batches_once_its_types_are_known(
     with raises(path, "line 351: column 'w' holds an integer, but line 2 holds a float"), \
             stream_entities(path):
         pass
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "jsonl"])
+def test_a_file_rewritten_between_its_passes_is_refused(tmp_path: Path, kind: str) -> None:
+    # The same rows, other keys (more digits: another size, whatever the clock's grain).
+    files = {}
+    for name, keys in (("e", range(1, 1_500)), ("rewritten", range(10, 15_000, 10))):
+        if kind == "parquet":
+            files[name] = write_parquet(tmp_path, {"id": list(keys)}, f"{name}.parquet")
+        else:
+            line = "{}\n" if kind == "csv" else '{{"id": {}}}\n'
+            header = "id\n" if kind == "csv" else ""
+            files[name] = write_text(tmp_path, f"{name}.{kind}",
+                                     header + "".join(line.format(key) for key in keys))
+    path = files["e"]
+    with stream_entities(path) as stream:
+        assert stream is not None and stream.num_rows == 1_499  # typed: the first pass ran
+        reads = [stream.batches, stream.arrow_batches] if kind != "jsonl" else [stream.batches]
+        assert stream.arrow_batches is None or kind != "jsonl"
+        for read in reads:  # unchanged, each reads from the start as often as asked
+            first = next(read(["id"]))["id"]
+            assert (first.to_pylist() if isinstance(first, pa.Array) else first)[:2] == [1, 2]
+        Path(path).write_bytes(Path(files["rewritten"]).read_bytes())  # in place: still open
+        for read in reads:
+            if read is not None:  # (for mypy: arrow_batches is there for CSV and Parquet)
+                with raises(path, "changed while it was read (its size or modification time "
+                            "is not what it was when it was opened); submit it again once it "
+                            "is complete") as refused:
+                    next(read(["id"]))
+                assert refused.value.exit_code == 2
+
+
+def test_a_file_appended_to_while_its_rows_are_read_is_refused_at_their_end(
+        tmp_path: Path) -> None:
+    path = write_text(tmp_path, "e.csv", "id\n1\n2\n")
+    with stream_entities(path) as stream:
+        assert stream is not None
+        batches = stream.batches(["id"])
+        assert next(batches) == {"id": [1, 2]}
+        with open(path, "a") as producer:
+            producer.write("3\n")
+        with raises(path, "changed while it was read"):
+            next(batches)
+
+
+def test_a_file_changed_while_it_is_read_whole_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_text(tmp_path, "e.jsonl", '{"id": 1}\n{"id": 2}\n')
+
+    def read_as_a_producer_appends(stream: Any, source: str, required: tuple[str, ...]
+                                   ) -> EntityTable:
+        table = _jsonl_entities.read_jsonl(stream, source, required)  # its two passes
+        with open(path, "a") as producer:
+            producer.write('{"id": 3}\n')
+        return table
+
+    monkeypatch.setitem(entities._READERS, "jsonl", read_as_a_producer_appends)
+    with raises(path, "changed while it was read", "submit it again once it is complete"):
+        read_entities(path)
+    monkeypatch.undo()
+    assert read_entities(path).columns == {"id": [1, 2, 3]}  # once nothing writes to it
 
 
 # --- Parquet ------------------------------------------------------------------------------

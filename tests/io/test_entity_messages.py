@@ -155,6 +155,13 @@ def test_csv_refusals(tmp_path: Path, data: bytes, required: tuple[str, ...],
     (b'id,note\n1,"two\nlines"\n7,x\nabc,y\n',
      {"id": ["1", "7", "abc"], "note": ["two\nlines", "x", "y"]},
      {"id": "mixes integers (line 3: '1') and other text (line 5: 'abc')"}),
+    # Rows over several lines before (and after) the rows a note names.
+    (b'id,note\n1,x\n7,"a\nb"\n8,"c\nd\ne"\nabc,y\n',
+     {"id": ["1", "7", "8", "abc"], "note": ["x", "a\nb", "c\nd\ne", "y"]},
+     {"id": "mixes integers (line 2: '1') and other text (line 8: 'abc')"}),
+    (b'id,note\nabc,"a\nb"\nx,"c\nd"\n5,y\n',
+     {"id": ["abc", "x", "5"], "note": ["a\nb", "c\nd", "y"]},
+     {"id": "mixes integers (line 6: '5') and other text (line 3: 'abc')"}),
     # The int64 bounds are integers.
     (b'id,note\n-9223372036854775808,"a"\nabc,y\n',
      {"id": ["-9223372036854775808", "abc"], "note": ["a", "y"]},

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featurepull.io import EntityFileError
+from featurepull.io import EntityFileError, _parquet_entities
 from featurepull.io._parquet_entities import stream_parquet
 
 LOGICAL = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(), "bytes": pa.binary(),
@@ -82,3 +82,31 @@ def test_arrow_batches_are_the_python_batches(seed: int) -> None:
         types = stream().types
         assert {name: values.type for name, values in batch.items()} == {
             name: LOGICAL[types[name]] for name in names}
+
+
+def refusals(data: bytes, required: tuple[str, ...]) -> tuple[str, str]:
+    """The message of the Python batches and of the Arrow batches, read to the end."""
+    stream = stream_parquet(io.BytesIO(data), "e.parquet", required)
+    assert stream.arrow_batches is not None
+    python, arrow = outcome(stream.batches(["id"])), outcome(stream.arrow_batches(["id"]))
+    assert isinstance(python, str) and isinstance(arrow, str), (python, arrow)
+    return python, arrow
+
+
+def test_arrow_batches_name_a_late_bad_row_and_a_damaged_page_as_the_python_batches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_parquet_entities, "_BATCH_ROWS", 100)  # a tuning constant
+    data = io.BytesIO()
+    # An empty key in the fourth batch is named by its row in the file.
+    pq.write_table(pa.table({"id": [f"k{n}" for n in range(349)] + [""]}), data)
+    python, arrow = refusals(data.getvalue(), ("id",))
+    assert python == arrow and arrow.startswith("e.parquet: row 350: required column 'id'")
+    # A readable footer and a damaged page: the refusal comes while the rows are read.
+    data = io.BytesIO()
+    pq.write_table(pa.table({"id": [f"key-{n}" for n in range(5_000)]}), data,
+                   use_dictionary=False)
+    page = pq.ParquetFile(data).metadata.row_group(0).column(0).data_page_offset
+    damaged = bytearray(data.getvalue())
+    damaged[page + 40:page + 400] = b"\xab" * 360
+    python, arrow = refusals(bytes(damaged), ())
+    assert python == arrow and arrow.startswith("e.parquet: cannot read it as Parquet (")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import enum
+import itertools
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import pytest
 
 from featurepull.io import OutputError, open_sink, rows_to_table, unify_schemas, write_rows
 from featurepull.io.rows import CHUNK_ROWS
+from tests.io.conftest import FileSizeLimit
 
 TS1 = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
 TS2 = datetime(2024, 5, 2, 8, 0, tzinfo=timezone(timedelta(hours=2)))  # 06:00 UTC
@@ -416,3 +418,21 @@ def test_found_row_without_an_event_time_writes_a_null_timestamp(tmp_path: Path)
         {"id": 1, "event_timestamp": None, "f": 5},
         {"id": 2, "event_timestamp": None, "f": None},
     ]
+
+
+def test_a_write_the_disk_refuses_names_the_output_and_its_directory(
+    tmp_path: Path, file_size_limit: FileSizeLimit
+) -> None:
+    """An OS error while rows are written (a full disk; here a file size limit) is an
+    OutputError naming the output and the directory to check, and nothing is left: written a
+    column at a time, or row by row (an event time not in UTC), where closing the file fails
+    again on the buffered rest, which must not replace the error."""
+    keys: dict[str, list[Any]] = {"id": list(range(2_000))}
+    for name, stamp in itertools.product(("out.csv", "out.jsonl"), (TS1, TS2)):
+        rows: list[tuple[Any, ...] | None] = [(stamp, "x" * 600)] * 2_000
+        path = tmp_path / name
+        with file_size_limit(64 * 1024), pytest.raises(OutputError) as raised:
+            write_rows(str(path), keys, rows, ["name"])
+        assert str(raised.value) == (f"{path}: cannot write the output (File too large); "
+                                     f"check that {tmp_path} is writable and has free space")
+        assert os.listdir(tmp_path) == []

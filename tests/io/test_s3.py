@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from featurepull.io import (
     rows_to_table,
     write_rows,
 )
+from featurepull.io._destinations import STAGING_DIR, OwnerMark, marked_by
 from featurepull.io.rows import CHUNK_ROWS
 from featurepull.local import start_moto
 from tests.conftest import REGION, service_port, unique_name
+from tests.io.conftest import FileSizeLimit
 
 TS = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
 KEYS: dict[str, list[Any]] = {"driver_id": [1001, 1002, 1001]}
@@ -267,3 +270,48 @@ def test_an_error_inside_the_sink_uploads_nothing(
         sink.write(table)
         raise RuntimeError("shard lost")
     assert keys_in(s3, bucket) == []
+
+
+def test_a_write_the_disk_refuses_names_the_temporary_directory(
+    s3: Any, bucket: str, settings: S3Settings, file_size_limit: FileSizeLimit
+) -> None:
+    """An s3:// output is staged in the temporary directory: an OS error while writing it
+    (a full disk; here a file size limit) names that directory, and nothing is uploaded;
+    written a column at a time or row by row (an event time not in UTC)."""
+    uri = f"s3://{bucket}/big.csv"
+    for stamp in (TS, TS.astimezone(timezone(timedelta(hours=2)))):
+        rows: list[tuple[Any, ...] | None] = [(stamp, "x" * 600)] * 2_000
+        with file_size_limit(64 * 1024), pytest.raises(OutputError) as raised:
+            write_rows(uri, {"id": list(range(2_000))}, rows, ["name"], s3=settings)
+        assert str(raised.value) == (
+            f"{uri}: cannot write the output (File too large); check that "
+            f"{tempfile.gettempdir()} is writable and has free space")
+        assert keys_in(s3, bucket) == []
+
+
+def test_an_s3_dataset_prefix_holding_files_needs_overwrite(
+    s3: Any, bucket: str, settings: S3Settings
+) -> None:
+    """An s3:// dataset output (a prefix ending in /) is refused when objects are under it,
+    but an earlier run's staging, unless `overwrite`; the refusal names it and the fix."""
+    path = f"s3://{bucket}/ds/"
+    check_destination(path, s3=settings)  # nothing under it
+    s3.put_object(Bucket=bucket, Key=f"ds/{STAGING_DIR}/part-0.parquet", Body=b"x")
+    check_destination(path, s3=settings)  # only an earlier run's staging
+    s3.put_object(Bucket=bucket, Key="ds/part-0.parquet", Body=b"x")
+    with pytest.raises(OutputError) as refused:
+        check_destination(path, s3=settings)
+    assert str(refused.value) == (
+        f"{path} already holds files; pass --overwrite to replace its dataset "
+        "(part-*.parquet, _manifest.json, _SUCCESS), or name an empty or new directory")
+    check_destination(path, True, settings)
+
+
+def test_access_denied_to_a_dataset_or_an_owner_check_says_what_to_check(
+    denying_endpoint: str
+) -> None:
+    denied = S3Settings(endpoint_url=denying_endpoint, region=REGION)
+    with raises(OutputError, "s3://locked/ds/: access denied", "s3:ListBucket"):
+        check_destination("s3://locked/ds/", s3=denied)
+    with raises(OutputError, "s3://locked/out.csv: access denied", "s3:GetObject"):
+        marked_by("s3://locked/out.csv", OwnerMark("job-1"), denied)

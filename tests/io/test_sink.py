@@ -20,6 +20,7 @@ from featurepull.io import (
     unify_schemas,
     write_rows,
 )
+from tests.io.conftest import FileSizeLimit
 
 TS = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
 SEEN = datetime(2023, 1, 1, tzinfo=UTC)
@@ -287,3 +288,18 @@ def test_the_cast_refusal_is_one_whole_message(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f"{path}: column 'f' is double in this table and cannot be cast to the output's "
         "string; open the sink with unify_schemas() of every table's schema")
+
+
+def test_a_write_the_disk_refuses_names_the_output_and_its_directory(
+    tmp_path: Path, file_size_limit: FileSizeLimit
+) -> None:
+    """An OS error while a table is written (a full disk; here a file size limit) is an
+    OutputError naming the output and the directory to check, and nothing is left."""
+    table = pa.table({"id": list(range(2_000)), "name": ["x" * 600] * 2_000})
+    path = tmp_path / "out.csv"
+    with file_size_limit(64 * 1024), pytest.raises(OutputError) as raised, open_sink(
+            str(path), table.schema) as sink:
+        sink.write(table)
+    assert str(raised.value) == (f"{path}: cannot write the output (File too large); check "
+                                 f"that {tmp_path} is writable and has free space")
+    assert os.listdir(tmp_path) == []

@@ -11,6 +11,7 @@ the encoder's `write_records`, fed the rows one by one.
 from __future__ import annotations
 
 import contextlib
+import csv
 import enum
 import io
 import math
@@ -28,7 +29,16 @@ from featurepull.io import write_rows
 from featurepull.io._columnar import columnar_table, typed_column
 from featurepull.io._encoders import text_encoder
 from featurepull.io._row_view import OutputError, RowView
-from featurepull.io._text_columns import _arrow_column, _arrow_texts, _repr_style, text_array
+from featurepull.io._text_columns import (
+    _arrow_column,
+    _arrow_texts,
+    _iso_utc,
+    _quoted,
+    _repr_style,
+    csv_bytes,
+    jsonl_bytes,
+    text_array,
+)
 from featurepull.io._text_values import csv_field, json_text
 from featurepull.io.rows import _column_texts
 
@@ -270,15 +280,6 @@ def test_arrow_alone_writes_the_exact_texts_of_its_types(fmt: str) -> None:
         assert texts.to_pylist() == want, column.type
 
 
-def test_timestamps_past_year_9999_are_left_to_python() -> None:
-    """Arrow holds years isoformat cannot write (10000): such a column has no Arrow text."""
-    year_10000 = 253_402_300_800_000_000  # µs since 1970
-    for micros in ([year_10000], [0, year_10000], [year_10000, 0, None]):
-        stamps = pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-        assert _arrow_texts(stamps, "csv") is None
-    assert _arrow_texts(pa.array([0, None], pa.timestamp("us", tz="UTC")), "csv") is not None
-
-
 def test_python_columns_arrow_holds_exactly_become_arrow() -> None:
     """One exact type of int, str, bool or float, or UTC datetimes, with Nones: an Arrow
     column of that type; anything Arrow would write otherwise stays a list."""
@@ -292,3 +293,116 @@ def test_python_columns_arrow_holds_exactly_become_arrow() -> None:
     for values in ([1, "a"], [1, 1.5], [2**64, None], [STAMPS[0], zoned], [zoned],
                    [None, None], [b"x"], [Level.LOW]):
         assert _arrow_column(values) is values
+def csv_quoted(field: str) -> str:
+    """A field as the csv module writes it (in a row of two: it quotes a lone empty field)."""
+    line = io.StringIO()
+    csv.writer(line).writerow([field, ""])
+    return line.getvalue().removesuffix(",\r\n")
+
+
+def exact_texts(values: list[Any], fmt: str) -> list[str | None]:
+    """Each value's text as the row-by-row encoders write it, None for None."""
+    return [None if value is None else csv_quoted(csv_field(value)) if fmt == "csv"
+            else json_text(value) for value in values]
+
+
+UTC_PLUS_0 = pa.timestamp("us", tz="+00:00")
+# The columns Arrow writes itself (`_arrow_texts`): Arrow arrays of these types, and Python
+# columns of one exact type of int, str or bool, or UTC datetimes (`_arrow_column`).
+ARROW_WRITTEN: list[tuple[list[Any], pa.DataType]] = [
+    ([*INTS, None], pa.int64()), ([0, 255, None], pa.uint8()), ([-128, 7], pa.int8()),
+    ([True, None, False], pa.bool_()), ([*TEXTS, None], pa.string()),
+    ([*TEXTS, None], pa.large_string()), (["plain", "no escapes"], pa.string()),
+    ([*STAMPS, None], pa.timestamp("us", tz="UTC")), ([*STAMPS, None], UTC_PLUS_0),
+    ([None, None], pa.null()),
+]
+
+
+@pytest.mark.mutation_first
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_arrow_writes_the_usual_columns_texts_itself(fmt: str) -> None:
+    """Arrow's own texts of these columns are the exact function's, and Arrow makes them (a
+    failure there would fall back to the exact function unseen: the byte comparisons above
+    cannot tell the fast path from the fallback)."""
+    for values, kind in ARROW_WRITTEN:
+        column = pa.array(values, kind)
+        texts = _arrow_texts(column, fmt)  # type: ignore[arg-type]
+        assert texts is not None, kind
+        assert _quoted(texts, fmt).to_pylist() == exact_texts(values, fmt), kind  # type: ignore[arg-type, union-attr]
+        assert text_array(column, fmt).to_pylist() == exact_texts(values, fmt)  # type: ignore[arg-type, union-attr]
+        if kind in (pa.int64(), pa.string(), pa.bool_(), pa.timestamp("us", tz="UTC")):
+            python = _arrow_column(values)
+            assert isinstance(python, pa.Array) and python.type == kind
+            assert text_array(values, fmt).to_pylist() == exact_texts(values, fmt)  # type: ignore[arg-type, union-attr]
+    # One chunked column, as a table's.
+    chunked = pa.chunked_array([pa.array([1, None]), pa.array([3])])
+    assert text_array(chunked, fmt).to_pylist() == exact_texts([1, None, 3], fmt)  # type: ignore[arg-type, union-attr]
+
+
+@pytest.mark.mutation_first
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_columns_arrow_cannot_write_alone_are_written_value_by_value(fmt: str) -> None:
+    """float32, bytes, lists, other timestamps and mixed Python columns: each value by the
+    exact function, null where it is None; stay Python where Arrow's type would change the
+    text (ints beyond 64 bits, zoned datetimes, two types). (Doubles: Arrow, fixed up.)"""
+    zoned = KINDS["zoned"](random.Random(0))
+    for values in ([b"\x00", None, b""], [[1, 2.5], None, {"a": 1}], [1, 1.5, None],
+                   [1, "1", None], [2**64, None, 5], [zoned, None], [STAMPS[0], zoned]):
+        assert not isinstance(_arrow_column(values), pa.Array)
+        assert text_array(values, fmt).to_pylist() == exact_texts(values, fmt)  # type: ignore[arg-type, union-attr]
+    for values, kind in (([0.1, 1.0, None], pa.float32()), ([b"\xff", None], pa.binary()),
+                         ([STAMPS[0], None], pa.timestamp("ms", tz="UTC")),
+                         ([STAMPS[0], None], pa.timestamp("us"))):
+        column = pa.array(values, kind)
+        assert _arrow_texts(column, fmt) is None, kind  # type: ignore[arg-type]
+        want = exact_texts(column.to_pylist(), fmt)
+        assert text_array(column, fmt).to_pylist() == want, kind  # type: ignore[arg-type, union-attr]
+    # A year isoformat cannot write (Arrow holds years past 9999): the exact path says so.
+    far = pa.array([STAMPS[0], None, 253402300800000000], pa.timestamp("us", tz="UTC"))
+    assert _iso_utc(far) is None and _iso_utc(far.slice(0, 2)) is not None
+
+
+@pytest.mark.mutation_first
+def test_csv_and_jsonl_lines_of_field_texts() -> None:
+    """Lines made of the field texts are the csv module's and one JSON object per row (keys in
+    column order); a lone CSV column, no column, or two columns of one name are left to the
+    row writer (the csv module quotes a lone empty field; a row's dict keeps one name)."""
+    keys, names = [1, None, 3], ["", 'q"', None]
+    texts = [text_array(keys, "csv"), text_array(names, "csv")]
+    want = io.StringIO()
+    csv.writer(want).writerows([[csv_field(key), csv_field(name)] for key, name in
+                                zip(keys, names, strict=True)])
+    lines = csv_bytes(texts)
+    assert lines is not None and lines.to_pybytes().decode() == want.getvalue()
+    assert csv_bytes(texts[:1]) is None
+    jsonl = [text_array(keys, "jsonl"), text_array(names, "jsonl")]
+    lines = jsonl_bytes(["id", "name"], jsonl)
+    assert lines is not None and lines.to_pybytes().decode() == "".join(
+        json_text({"id": key, "name": name}) + "\n" for key, name in zip(keys, names, strict=True))
+    assert jsonl_bytes(["id", "id"], jsonl) is None
+    assert jsonl_bytes([], []) is None
+
+
+@pytest.mark.mutation_first
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_chunk_of_rows_is_its_columns_texts(fmt: str) -> None:
+    """`write_rows` takes rows [start, stop) as each column's texts: the keys' slice, and the
+    found rows' texts sliced (every row found) or taken by the found index (nulls for the
+    rest), with one key and no feature too."""
+    stamps = [STAMPS[n % 3] for n in range(7)]
+    names = [f"n{n}" for n in range(7)]
+    keys: dict[str, list[Any]] = {"id": list(range(7)), "city": [TEXTS[n] for n in range(7)]}
+    every: list[Any] = [(stamp, name) for stamp, name in zip(stamps, names, strict=True)]
+    some = [None if n % 3 == 1 else row for n, row in enumerate(every)]
+    for rows in (every, as_found_rows(every), some, as_found_rows(some)):
+        chunks = _column_texts(RowView("out", keys, rows, ("name",)), fmt)  # type: ignore[arg-type]
+        texts = None if chunks is None else chunks(2, 5)
+        found: list[Any] = list(rows)[2:5]
+        assert texts is not None and [column.to_pylist() for column in texts] == [
+            exact_texts(keys["id"][2:5], fmt), exact_texts(keys["city"][2:5], fmt),
+            exact_texts([row and row[0] for row in found], fmt),
+            exact_texts([row and row[1] for row in found], fmt)]
+    only_keys = _column_texts(RowView("out", {"id": [1, 2]}, [(STAMPS[0],), None], ()), fmt)  # type: ignore[arg-type]
+    texts = None if only_keys is None else only_keys(0, 2)
+    assert texts is not None and [column.to_pylist() for column in texts] == [
+        exact_texts([1, 2], fmt), exact_texts([STAMPS[0], None], fmt)]

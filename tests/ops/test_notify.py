@@ -28,6 +28,7 @@ from featurepull.bench.endpoint import FEATURES, EndpointProcess, start_endpoint
 from featurepull.client import Job, JobFailed
 from featurepull.config import ConfigError, load_settings
 from featurepull.local import RedisService
+from tests.conftest import wait_until
 from tests.hardening._util import freeze_finisher_mid_write
 from tests.ops import notify_receiver
 from tests.tasks.conftest import DRIVERS, TABLE, Fleet, fast_dynamo, fleet  # noqa: F401
@@ -192,9 +193,7 @@ def test_a_cancelled_job_notifies_once(workers: Fleet, receiver: Receiver,
         job_id = receiver.submit(entities=str(entities), notify=receiver.notify(),
                                  dynamodb={"endpoint_url": slow.url, "max_read_workers": 1})
         job = Job(job_id, workers.settings())
-        deadline = time.monotonic() + 30
-        while not job.store.owners(job_id) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: job.store.owners(job_id), "a started shard", 30)
         assert job.cancel()
         [summary] = receiver.received(job_id)
     assert summary["state"] == "cancelled" and summary["error"] == "cancelled by request"

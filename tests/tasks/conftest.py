@@ -4,6 +4,8 @@ fast HTTP DynamoDB endpoint (featurepull.bench.endpoint) so 200k-entity jobs tak
 from __future__ import annotations
 
 import atexit
+import base64
+import json
 import os
 import shutil
 import signal
@@ -27,7 +29,7 @@ from featurepull.client import Job
 from featurepull.config import Settings, load_settings
 from featurepull.local import RedisService, start_worker, wait_for_worker, worker_hostname
 from featurepull.tasks.store import JobMeta, JobStore, connect
-from tests.conftest import FAST_DRIVERS, FAST_TABLE
+from tests.conftest import FAST_DRIVERS, FAST_TABLE, wait_until
 
 DRIVERS = FAST_DRIVERS
 TABLE = FAST_TABLE
@@ -194,14 +196,21 @@ def fleet(redis_server: RedisService, endpoint_url: str, **jobs: Any) -> Iterato
         running.stop()
 
 
+def taken_messages(store: JobStore, queue: str) -> list[tuple[str, list[Any], str]]:
+    """The Celery messages waiting on ``queue`` (kombu's list in Redis), taken off it:
+    (task name, arguments, argsrepr), sorted. For tests that send with no worker."""
+    bodies = [json.loads(m) for m in store.redis.lrange(queue, 0, -1)]
+    store.redis.delete(queue)
+    return sorted((b["headers"]["task"], json.loads(base64.b64decode(b["body"]))[0],
+                   b["headers"]["argsrepr"]) for b in bodies)
+
+
 def wait_for_progress(job: Job, fraction: float, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def progressed() -> bool:
         status = job.status()
-        if status.rows_done >= fraction * status.rows or status.state == "succeeded":
-            return
-        time.sleep(0.05)
-    raise AssertionError("job made no progress")
+        return status.rows_done >= fraction * status.rows or status.state == "succeeded"
+
+    wait_until(progressed, f"progress to {fraction:.0%} of the job", timeout)
 
 
 def wait_until_running_on(job: Job, worker_prefix: str, timeout: float = 120) -> str:

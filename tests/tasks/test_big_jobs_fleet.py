@@ -31,6 +31,7 @@ from featurepull.io import open_sink
 from featurepull.io.parts import SUCCESS
 from featurepull.local import RedisService
 from featurepull.pull import PullRequest, pull
+from tests.conftest import wait_until
 from tests.hardening._util import freeze_finisher_mid_write, run_job, wait_for_log, write_entities
 from tests.tasks.conftest import DRIVERS, Fleet, fleet, freeze_mid_shard
 
@@ -121,9 +122,7 @@ def test_a_finisher_killed_right_after_publishing_is_completed(workers: Fleet, e
         server.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
         assert job.store.state(job.id) == "finishing"
         os.kill(finisher, signal.SIGCONT)
-        deadline = time.monotonic() + 60
-        while not out.exists() and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(out.exists, "published output", 60)
         published = os.stat(out)
         os.kill(finisher, signal.SIGKILL)
         assert job.store.state(job.id) == "finishing"

@@ -12,6 +12,7 @@ import redis
 
 from featurepull.local import RedisService
 from featurepull.tasks.capacity import PREFIX, RedisBucket
+from tests.conftest import wait_until
 
 # The waits are on Redis's clock, and the time since a take passes on both clocks: a wait is
 # checked against the time measured here (a slow moment shortens it, and the bound), never
@@ -53,10 +54,7 @@ def test_an_idle_bucket_expires_so_a_dead_reader_leaks_nothing(client: redis.Red
     bucket.reserve(100)  # as a worker SIGKILLed right after its take would leave it
     ttl_ms = client.pttl(f"{PREFIX}{table}")
     assert 0 < ttl_ms <= 1_200 + 1_000
-    deadline = time.monotonic() + 5
-    while client.exists(f"{PREFIX}{table}") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not client.exists(f"{PREFIX}{table}")
+    wait_until(lambda: not client.exists(f"{PREFIX}{table}"), "expiry of the bucket's key", 30)
     assert bucket.reserve(100) == 0.0  # a full bucket again
 
 

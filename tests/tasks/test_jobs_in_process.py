@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from featurepull.tasks.requests import JobRequest, OutputRequired, RequestTooLar
 from featurepull.tasks.scoring import UnknownScorer
 from featurepull.tasks.shards import JobStopped, run_shard
 from featurepull.tasks.store import JobMeta
-from tests.conftest import REGION, unique_name
+from tests.conftest import REGION, unique_name, wait_until
 from tests.tasks.conftest import DRIVERS
 
 FEATURES = ["conv_rate", "city"]
@@ -44,6 +43,12 @@ def entities(tmp_path: Path) -> Path:
     path = tmp_path / "ids.parquet"
     pq.write_table(pa.table({"driver_id": pa.array(IDS, pa.int64())}), path)
     return path
+
+
+def ids_request(tmp_path: Path, **fields: Any) -> JobRequest:
+    """A request for FEATURES of driver_stats for IDS (written to tmp_path), and ``fields``."""
+    return JobRequest(table="driver_stats", features=FEATURES,
+                      entities=str(entities(tmp_path)), **fields)
 
 
 def expected(ids: list[int]) -> list[dict[str, object]]:
@@ -64,8 +69,7 @@ def expected(ids: list[int]) -> list[dict[str, object]]:
 def test_shards_read_in_any_order_finish_in_input_order(settings: Settings, store: JobStore,
                                                         tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
-    request = JobRequest(table="driver_stats", features=FEATURES,
-                         entities=str(entities(tmp_path)), output=str(out))
+    request = ids_request(tmp_path, output=str(out))
     meta = create_job(request, settings, store)
     assert (meta.state, meta.shards, meta.rows) == ("queued", 5, len(IDS))
     assert finish_job(meta.job_id, settings, store) is None  # not every shard is done
@@ -96,8 +100,7 @@ def test_shards_read_in_any_order_finish_in_input_order(settings: Settings, stor
 
 def test_rows_stay_in_redis_without_an_output(settings: Settings, store: JobStore,
                                               tmp_path: Path) -> None:
-    request = JobRequest(table="driver_stats", features=FEATURES,
-                         entities=str(entities(tmp_path)))
+    request = ids_request(tmp_path)
     meta = create_job(request, settings, store)
     for shard in range(meta.shards):
         run_shard(meta.job_id, shard, settings, store)
@@ -111,8 +114,7 @@ def test_rows_stay_in_redis_without_an_output(settings: Settings, store: JobStor
 def test_a_cancelled_or_failed_job_reads_no_more_shards(settings: Settings, store: JobStore,
                                                         fast_dynamo: EndpointProcess,
                                                         tmp_path: Path) -> None:
-    request = JobRequest(table="driver_stats", features=FEATURES,
-                         entities=str(entities(tmp_path)))
+    request = ids_request(tmp_path)
     meta = create_job(request, settings, store)
     run_shard(meta.job_id, 0, settings, store)
     assert store.cancel(meta.job_id)
@@ -172,8 +174,7 @@ def job_keys(store: JobStore, job_id: str) -> list[str]:
 @pytest.mark.mutation_first
 def test_each_shard_is_stored_then_sent_in_order(settings: Settings, store: JobStore,
                                                  tmp_path: Path) -> None:
-    request = JobRequest(table="driver_stats", features=FEATURES,
-                         entities=str(entities(tmp_path)))
+    request = ids_request(tmp_path)
     sent = Sent()
     meta = create_job(request, settings, store, enqueue=sent)
     assert [(kind, shard) for kind, _, shard in sent.messages] == [
@@ -195,8 +196,7 @@ def test_each_shard_is_stored_then_sent_in_order(settings: Settings, store: JobS
 def test_a_job_with_an_output_stages_its_keys_beside_it(settings: Settings, store: JobStore,
                                                         tmp_path: Path) -> None:
     output = tmp_path / "out.parquet"
-    request = JobRequest(table="driver_stats", features=FEATURES,
-                         entities=str(entities(tmp_path)), output=str(output))
+    request = ids_request(tmp_path, output=str(output))
     meta = create_job(request, settings, store)
     assert getattr(store.meta(meta.job_id).request, "keys_in", None) == "staged"
     assert not [k for k in job_keys(store, meta.job_id) if k.startswith("keys:")]
@@ -211,8 +211,7 @@ def test_a_scan_job_sends_its_scan_tasks_once_every_shard_is_stored(
         settings: Settings, store: JobStore, tmp_path: Path, fail_at: int | None) -> None:
     scan = settings.model_copy(update={
         "dynamodb": settings.dynamodb.model_copy(update={"read_mode": "scan"})})
-    request = JobRequest(table="driver_stats", features=FEATURES,
-                         entities=str(entities(tmp_path)))
+    request = ids_request(tmp_path)
     sent = Sent(fail_at)
     if fail_at is not None:  # the third scan task's message fails: the job with it
         with pytest.raises(RuntimeError):
@@ -255,8 +254,7 @@ def test_shards_wait_for_the_plan_when_the_rows_cannot_decide_it(
 @pytest.mark.parametrize("fail_at", [0, 2])
 def test_a_submit_that_stops_leaves_no_job_or_fails_the_one_it_sent(
         settings: Settings, store: JobStore, tmp_path: Path, fail_at: int) -> None:
-    request = JobRequest(table="driver_stats", features=FEATURES,
-                         entities=str(entities(tmp_path)), output=str(tmp_path / "o.parquet"))
+    request = ids_request(tmp_path, output=str(tmp_path / "o.parquet"))
     sent = Sent(fail_at)
     with pytest.raises(RuntimeError, match="the broker went away"):
         create_job(request, settings, store, enqueue=sent)
@@ -416,8 +414,7 @@ def test_the_submitter_sends_each_shard_once_stored_and_shows_itself_alive(
         settings: Settings, store: JobStore, tmp_path: Path) -> None:
     beating = settings.model_copy(update={"jobs": settings.jobs.model_copy(
         update={"submitter_timeout_s": 3.0})})  # a sign of life every second
-    request = JobRequest(table="driver_stats", features=FEATURES,
-                         entities=str(entities(tmp_path)))
+    request = ids_request(tmp_path)
     seen: list[tuple[int, int, str, int]] = []  # shard, keys stored, submitter, its TTL
     renewed: list[bool] = []
 
@@ -428,10 +425,8 @@ def test_the_submitter_sends_each_shard_once_stored_and_shows_itself_alive(
                      int(store.redis.ttl(f"{key}:submitter"))))
         if shard == 0:  # gone: the heartbeat sets it again within a second
             store.redis.delete(f"{key}:submitter")
-            deadline = time.monotonic() + 30
-            while not store.redis.exists(f"{key}:submitter") and time.monotonic() < deadline:
-                time.sleep(0.05)
-            renewed.append(bool(store.redis.exists(f"{key}:submitter")))
+            renewed.append(bool(wait_until(lambda: store.redis.exists(f"{key}:submitter"),
+                                           "the submitter's mark set again", 30)))
 
     meta = create_job(request, beating, store, enqueue=send)
     owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -456,8 +451,7 @@ def pq_ids(tmp_path: Path, ids: list[int]) -> Path:
 def test_a_file_that_changed_while_it_was_read_is_refused(settings: Settings, store: JobStore,
                                                           tmp_path: Path) -> None:
     # Its footer counted 450 rows; the batches read held 400 (a file still being written).
-    request = JobRequest(table="driver_stats", features=FEATURES,
-                         entities=str(entities(tmp_path)))
+    request = ids_request(tmp_path)
     spec = {"request": request.model_dump(), "table": "demo.driver_stats", "shard_size": 100,
             **layout_spec(FeastLayout({"driver_id": "int64"}))}
     keys = pa.table({"driver_id": pa.array(IDS[:400], pa.int64())})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ from featurepull.config import Settings
 from featurepull.dynamo import decode_value
 from featurepull.dynamo.layouts import parse_event_ts
 from featurepull.local import RedisService
-from tests.conftest import moto_table
+from tests.conftest import moto_table, wait_until
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.tasks.conftest import DRIVERS, Fleet, fleet
 
@@ -164,10 +163,8 @@ def test_a_secret_in_a_failing_shards_error_is_masked(workers: Fleet, tmp_path: 
         results = [redis.get(key) or b"" for key in redis.scan_iter("celery-task-meta-*")]
         return [r for r in results if b'"FAILURE"' in r]
 
-    deadline = time.monotonic() + 60
-    while not failures() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert failures() and not [r for r in failures() if SECRET.encode() in r]
+    wait_until(failures, "FAILURE result", 60)
+    assert not [r for r in failures() if SECRET.encode() in r]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from featurepull.bench.endpoint import FEATURES, EndpointProcess
 from featurepull.client import Job, JobFailed, submit
 from featurepull.local import RedisService
 from featurepull.tasks import JobStoreError
+from tests.conftest import wait_until
 from tests.tasks.conftest import (
     DRIVERS,
     Fleet,
@@ -242,11 +242,8 @@ def test_cancel_stops_the_remaining_shards(redis_server: RedisService,
         # stays in kombu's unacked hash until its task has ended (acks_late): when both are
         # empty, every shard's task has run.
         queue = workers.redis()
-        deadline = time.monotonic() + 60
-        while ((queue.llen(workers.queue) or queue.hlen("unacked"))
-               and time.monotonic() < deadline):
-            time.sleep(0.1)
-        assert queue.llen(workers.queue) == 0 and queue.hlen("unacked") == 0
+        wait_until(lambda: not (queue.llen(workers.queue) or queue.hlen("unacked")),
+                   "empty queue and unacked hash", 60)
         # No shard began after the cancel. The one process may have checked the job's state
         # just before the cancel and recorded its shard's start just after the look above:
         # that one shard began before the cancel too.

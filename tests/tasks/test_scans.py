@@ -6,8 +6,6 @@ the messages a scan job is sent (and re-sent by the watchdog) in."""
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +25,7 @@ from featurepull.tasks.scans import (
     segments_of,
 )
 from featurepull.tasks.store import JobStore, connect
+from tests.tasks.conftest import taken_messages
 
 TTL = 1_000
 TS = datetime(2026, 11, 1, tzinfo=UTC)
@@ -155,10 +154,7 @@ def test_a_scan_job_sends_its_scan_tasks_first_and_the_watchdog_what_is_missing(
     app = producer_app(worker_settings)
 
     def sent() -> list[tuple[str, list[Any]]]:
-        bodies = [json.loads(m) for m in store.redis.lrange(queue, 0, -1)]
-        store.redis.delete(queue)
-        return sorted((b["headers"]["task"], json.loads(base64.b64decode(b["body"]))[0])
-                      for b in bodies)
+        return [(task, args) for task, args, _ in taken_messages(store, queue)]
 
     try:
         job_id = scan_job(store, [ids(1, 2, 1), ids(3, 1, 9)], scan_tasks=2)

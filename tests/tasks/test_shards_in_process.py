@@ -7,14 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import structlog
 
 from featurepull.bench.endpoint import EndpointProcess
 from featurepull.config import Settings
 from featurepull.dynamo.errors import UnknownFeatureError
+from featurepull.dynamo.views import ViewRead, ViewsPlan
 from featurepull.tasks import JobStore
+from featurepull.tasks.feast_views import VIEWS
 from featurepull.tasks.output import staged_output
+from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.shards import reset_process_state, run_shard, shard_totals
 from featurepull.tasks.store import UnknownJob
 from tests.tasks.conftest import DRIVERS, JOB_FEATURES, NewJob
@@ -104,6 +108,46 @@ def test_a_process_describes_a_table_once(
     assert describes(fast_dynamo) == before + 1
     run_shard(meta.job_id, 1, settings, store)
     assert describes(fast_dynamo) == before + 1
+
+
+def views_job(store: JobStore, features: list[str]) -> str:
+    """A Feast-references job of one view, driver_stats, as submit stores it (the plan a
+    registry would make, written out: the endpoint has no registry), 2 shards of IDS."""
+    plan = ViewsPlan([ViewRead("driver_stats", "demo.driver_stats", {"driver_id": "int64"},
+                               features, 0.0)],
+                     features, [(0, n) for n in range(len(features))], ["driver_id"])
+    request = JobRequest(features=[f"driver_stats:{name}" for name in features],
+                         entities="ids.parquet", feature_store_yaml="feature_store.yaml")
+    spec = {"request": request.model_dump(), "shard_size": 100, "table": "demo.driver_stats",
+            "layout": "feast", "key_types": {"driver_id": "int64"},
+            "key_columns": ["driver_id"], VIEWS: plan.to_spec()}
+    job_id = store.new_job_id()
+    store.create(job_id, spec, (pa.table({"driver_id": pa.array(IDS[n:n + 100], pa.int64())})
+                                for n in (0, 100)))
+    return job_id
+
+
+def test_a_views_job_reads_with_one_reader_per_process_and_reports_its_capacity(
+        settings: Settings, store: JobStore, fast_dynamo: EndpointProcess) -> None:
+    job_id = views_job(store, ["city"])
+    reset_process_state()  # as after a fork: this process has no reader yet
+    before = describes(fast_dynamo)
+    reports: list[tuple[int, int, dict[str, Any]]] = []
+    run_shard(job_id, 0, settings, store, report=lambda done, total, capacity: reports.append(
+        (done, total, capacity)))
+    assert describes(fast_dynamo) == before + 1
+    done, total, capacity = reports[-1]  # after the view's read: what it spent, still
+    assert (done, total) == (80, 80) and set(capacity) == CAPACITY
+    assert capacity["in_flight"] != "0-0"
+    assert run_shard(job_id, 1, settings, store) is True
+    assert describes(fast_dynamo) == before + 1  # its second shard: the same reader
+    # Another request is another reader (its features): never one cached for the first.
+    other = views_job(store, ["conv_rate"])
+    run_shard(other, 0, settings, store)
+    assert store.shard_rows(other, 0).column_names == ["driver_id", "event_timestamp",
+                                                       "conv_rate"]
+    assert store.shard_rows(job_id, 0).column_names == ["driver_id", "event_timestamp",
+                                                        "city"]
 
 
 def test_shards_that_need_no_reading_are_skipped(

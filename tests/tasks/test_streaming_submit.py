@@ -19,6 +19,7 @@ from featurepull.config import Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.layouts import FeastLayout
 from featurepull.io import (
+    EntityFileChanged,
     EntityFileError,
     _csv_stream,
     _jsonl_entities,
@@ -29,7 +30,7 @@ from featurepull.local import RedisService
 from featurepull.tasks import JobStore
 from featurepull.tasks.create import _shard_tables, create_job
 from featurepull.tasks.requests import JobRequest
-from featurepull.tasks.store import PREFIX, connect
+from featurepull.tasks.store import PREFIX, JobMeta, connect
 from featurepull.tasks.streaming import open_entity_stream
 from tests.tasks.conftest import local_job_settings
 
@@ -164,6 +165,32 @@ def test_files_only_the_exact_reader_can_judge_are_read_whole(
     assert create_job(request(quoted), settings, store).rows == 1_000
     with pytest.raises(EntityFileError, match="line 1002 is blank"):
         create_job(request(blank), settings, store)
+
+
+def test_a_file_written_to_while_its_shards_are_stored_fails_its_job(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    # A producer still appending rows: 10 more, the same count of shards (5 of 700).
+    path = write_csv(tmp_path / "e.csv", ids(3_000))
+    sent: list[tuple[str, int]] = []
+
+    def send(meta: JobMeta, shard: int) -> None:
+        sent.append((meta.job_id, shard))
+        if shard == 0:
+            with path.open("a") as file:
+                file.write("".join(f"{value}\n" for value in ids(10)))
+
+    jobs = set(store.redis.scan_iter(match=f"{PREFIX}*:meta"))
+    with pytest.raises(EntityFileChanged, match="changed while it was read"):
+        create_job(request(path), settings, store, enqueue=send)  # type: ignore[arg-type]
+    job_id = sent[0][0]
+    meta = store.meta(job_id)
+    assert meta.state == "failed" and meta.error is not None
+    assert meta.error.startswith(f"submit stopped after {len(sent)} of 5 shards were sent: "
+                                 f"EntityFileChanged: {path}: changed while it was read")
+    # Refused, not read whole again into another job; its shards' keys are gone.
+    assert set(store.redis.scan_iter(match=f"{PREFIX}*:meta")) - jobs == {
+        f"{PREFIX}{job_id}:meta".encode()}
+    assert not [key for key in job_keys(store) if job_id.encode() in key]
 
 
 def python_peak(settings: Settings, store: JobStore, path: Path) -> int:

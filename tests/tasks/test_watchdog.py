@@ -5,9 +5,7 @@ session's server, emptied after each test: the watchdog looks at every active jo
 
 from __future__ import annotations
 
-import base64
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,8 @@ from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.store import JobStore, connect
 from featurepull.tasks.watchdog import Watchdog, broker_keys, resend_stalled
 from featurepull.worker.producer import producer_app
+from tests.conftest import wait_until
+from tests.tasks.conftest import taken_messages
 
 pytestmark = pytest.mark.mutation_first  # in-process and fast (scripts/mutation.sh)
 
@@ -53,11 +53,7 @@ def app(settings: Settings) -> Iterator[Any]:
 
 
 def sent(store: JobStore, queue: str = QUEUE) -> list[tuple[str, list[Any], str]]:
-    """The messages on the queue (task, arguments, argsrepr), taken off it."""
-    bodies = [json.loads(m) for m in store.redis.lrange(queue, 0, -1)]
-    store.redis.delete(queue)
-    return sorted((b["headers"]["task"], json.loads(base64.b64decode(b["body"]))[0],
-                   b["headers"]["argsrepr"]) for b in bodies)
+    return taken_messages(store, queue)
 
 
 def stored_job(store: JobStore, shards: int, request: dict[str, Any] | None = None) -> str:
@@ -209,10 +205,8 @@ def test_the_watchdog_thread_resends_until_stopped_and_outlives_a_failed_check(
         assert (watchdog.name, watchdog.daemon) == ("featurepull-watchdog", True)
         watchdog.start()
         try:
-            deadline = time.monotonic() + 20
-            while not (store.redis.llen(QUEUE) and store.end_announced(gone)):
-                assert time.monotonic() < deadline, "nothing re-sent in 20 s"
-                time.sleep(0.05)
+            wait_until(lambda: store.redis.llen(QUEUE) and store.end_announced(gone),
+                       "re-send and announced end", 20)
             assert sent(store) == [("featurepull.read_shard", [job_id, 0],
                                     monitor.shard_args(store.meta(job_id), 0))]
             # Its store has the workers' idle limit as the alive key's TTL.
@@ -228,10 +222,8 @@ def test_the_watchdog_thread_resends_until_stopped_and_outlives_a_failed_check(
         watchdog = Watchdog(app, broken)
         watchdog.start()
         try:
-            deadline = time.monotonic() + 20
-            while len([e for e in logs if e["event"] == "watchdog_check_failed"]) < 2:
-                assert time.monotonic() < deadline, "no second check in 20 s"
-                time.sleep(0.05)
+            wait_until(lambda: len([e for e in logs if e["event"] == "watchdog_check_failed"])
+                       >= 2, "second failed check", 20)
         finally:
             watchdog.stop()
             watchdog.join(timeout=20)

@@ -1,0 +1,192 @@
+"""The streaming CSV reader (`stream_csv`) agrees with the csv-module reader it stands in for,
+on generated files read in many small blocks: its types, row count and rows (as Python lists
+and as Arrow arrays) are the exact reader's table, or it declines (None, read the file whole)
+— always for a file the exact reader refuses or calls "mixed", and only for the few things
+it leaves to that reader."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from featurepull.io import EntityFileError, _csv_stream
+from featurepull.io._csv_entities import _read_csv_exactly
+from featurepull.io._csv_stream import stream_csv
+from featurepull.io._entity_table import EntityStream, EntityTable
+
+pytestmark = pytest.mark.mutation_first  # in-process and fast (scripts/mutation.sh)
+
+# What the typing rules tell apart (as tests/io/test_columnar.py), and quotes.
+TOKENS = ["0", "1", "17", "-5", "007", "-0", "+3", "1.0", "abc", "é", "\uff11", "",
+          "9223372036854775807", "-9223372036854775808", "x y", "-"]
+BEYOND = "9223372036854775808"  # an integer's digits, beyond int64: only the exact reader
+RARE = [BEYOND, "99999999999999999999", '"7"', '"x"', '"7"8']
+ARROW_TYPES = {"int64": pa.int64(), "string": pa.string(), "null": pa.null()}
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tuning constants, not behaviour: a few hundred rows then span many blocks, and a
+    # quote or a bad value is found past the header's first read, by the typing pass.
+    monkeypatch.setattr(_csv_stream, "_BLOCK_BYTES", 256)
+    monkeypatch.setattr(_csv_stream, "_HEADER_BYTES", 32)
+
+
+def generated_file(rng: random.Random) -> bytes:
+    width = rng.randint(1, 3)
+    header = [f"c{i}" for i in range(width)]
+    # A kind per column, so that most files are typeable: ints (int64's edges, empties),
+    # text, then rarely empty only, or any token (mostly "mixed").
+    kinds = [TOKENS[:4], TOKENS[:4] + TOKENS[11:14], TOKENS[4:11], TOKENS[4:12]]
+    pools = [rng.choice(kinds) if rng.random() < 0.85 else rng.choice([[""], TOKENS])
+             for _ in header]
+    lines = [",".join(header)]
+    for _ in range(0 if rng.random() < 0.1 else rng.choice([1, rng.randint(2, 300)])):
+        lines.append(",".join(rng.choice(pool) for pool in pools))
+    if len(lines) > 1 and rng.random() < 0.3:  # one odd line, anywhere in the file
+        line = rng.randint(1, len(lines) - 1)
+        fields = lines[line].split(",")
+        fields[rng.randrange(width)] = rng.choice(RARE)
+        lines[line] = rng.choice([",".join(fields), "", lines[line] + ",extra"])
+    end = rng.choice(["\n", "\r\n"])
+    data = (end.join(lines) + end).encode()
+    if rng.random() < 0.05:
+        data = data[:-2] + b"\xff" + data[-2:]  # not UTF-8, near the end
+    return (b"\xef\xbb\xbf" + data) if rng.random() < 0.1 else data
+
+
+def exact(data: bytes) -> EntityTable | str:
+    try:
+        return _read_csv_exactly(io.BytesIO(data), "f.csv", ())
+    except EntityFileError as exc:
+        return str(exc)
+
+
+def left_to_the_exact_reader(data: bytes, expected: EntityTable | str) -> bool:
+    """What the stream declines: a refused file, a "mixed" column, a quote, a value that
+    looks like an integer but is beyond int64, a row of empty fields (Arrow reads a blank
+    line so)."""
+    if isinstance(expected, str) or "mixed" in expected.types.values() or b'"' in data:
+        return True
+    rows = list(zip(*expected.columns.values(), strict=True))
+    return any(value == BEYOND or row.count(None) == len(row) for row in rows for value in row)
+
+
+def read_back(stream: EntityStream, names: list[str]) -> tuple[dict[str, list[Any]], int]:
+    """Every row of ``names`` from the Python batches, checked against the Arrow batches,
+    and the number of batches."""
+    assert stream.arrow_batches is not None
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    count = 0
+    # One after the other: both read the one file object when it has no descriptor.
+    python, arrows = list(stream.batches(names)), list(stream.arrow_batches(names))
+    for batch, arrow in zip(python, arrows, strict=True):
+        assert list(batch) == list(arrow) == names
+        for name in names:
+            assert arrow[name].type == ARROW_TYPES[stream.types[name]]
+            assert arrow[name].to_pylist() == batch[name]
+            columns[name] += batch[name]
+        count += 1
+    return columns, count
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_stream_is_the_exact_readers_table_or_declines(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    taken = 0
+    for case in range(40):
+        data = generated_file(rng)
+        path = tmp_path / f"{case}.csv"
+        path.write_bytes(data)
+        expected = exact(data)
+        # A real file (Arrow reopens it) and one in memory (Arrow reads the Python object).
+        with open(path, "rb") as file:
+            for source in (file, io.BytesIO(data)):
+                stream = stream_csv(source, str(path))
+                if left_to_the_exact_reader(data, expected):
+                    assert stream is None, data
+                    continue
+                assert isinstance(expected, EntityTable) and stream is not None, data
+                assert (stream.source, stream.types, stream.notes) == (
+                    str(path), expected.types, {})
+                names = list(expected.columns)
+                rng.shuffle(names)
+                columns = read_back(stream, names)[0]
+                assert columns == expected.columns
+                assert stream.num_rows == len(columns[names[0]])
+                # A second read starts from the top again.
+                assert read_back(stream, names[:1])[0] == {names[0]: columns[names[0]]}
+                taken += 1
+    assert taken > 20, taken
+
+
+@pytest.mark.parametrize("late", [
+    '7,"a"',                 # a quote: the csv module unquotes it
+    '7,"a"b',                # a quote the csv module refuses
+    f"{BEYOND},a",           # an integer's digits beyond int64 in an int64 column: "mixed"
+    "abc,a",                 # text in an int64 column: "mixed"
+    "",                      # a blank line: refused
+    ",",                     # a row of empty fields: Arrow reads a blank line so
+    "1,a,extra",             # a ragged row: refused
+    "1",                     # a short row: refused
+])
+def test_what_only_the_exact_reader_judges_is_declined_in_any_block(late: str) -> None:
+    rows = ["id,name", *(f"{n},u{n}" for n in range(200))]  # many blocks of 256 bytes
+    assert stream_csv(io.BytesIO(("\n".join(rows) + "\n").encode()), "f.csv") is not None
+    for at in (1, 100, 200):  # in the first block, in the middle, in the last
+        data = ("\n".join([*rows[:at], late, *rows[at:]]) + "\n").encode()
+        assert stream_csv(io.BytesIO(data), "f.csv") is None, (late, at)
+
+
+def test_a_stream_of_many_blocks_counts_every_row() -> None:
+    data = ("id,name\n" + "".join(f"{n},u{n}\n" for n in range(1_000))).encode()
+    stream = stream_csv(io.BytesIO(data), "f.csv")
+    assert stream is not None
+    assert (stream.types, stream.num_rows) == ({"id": "int64", "name": "string"}, 1_000)
+    columns, blocks = read_back(stream, ["id", "name"])
+    assert blocks > 10
+    assert columns == {"id": list(range(1_000)), "name": [f"u{n}" for n in range(1_000)]}
+
+
+def test_a_header_longer_than_the_first_read_is_left_to_the_exact_reader() -> None:
+    name = "c" * 40  # past the 32 bytes of the first read here (64 KiB in use)
+    data = f"{name}\n1\n2\n".encode()
+    assert stream_csv(io.BytesIO(data), "f.csv") is None
+    assert stream_csv(io.BytesIO(data.replace(name.encode(), b"c")), "f.csv") is not None
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+def test_arrows_own_file_is_closed_after_each_read(tmp_path: Path) -> None:
+    path = tmp_path / "ids.csv"
+    path.write_text("id\n" + "".join(f"{n}\n" for n in range(1_000)))
+    with open(path, "rb") as file:
+        before = len(list(Path("/proc/self/fd").iterdir()))
+        stream = stream_csv(file, str(path))  # the typing pass, read to the end
+        assert stream is not None
+        assert len(read_back(stream, ["id"])[0]["id"]) == 1_000
+        batches = stream.batches(["id"])
+        next(batches)  # a read given up after its first batch (a refused key)
+        del batches
+        assert len(list(Path("/proc/self/fd").iterdir())) == before
+
+
+class Unnamed:
+    """A file object without `fileno` (a wrapper from another library): Arrow reads it as
+    it is."""
+
+    def __init__(self, data: bytes) -> None:
+        self._file = io.BytesIO(data)
+        self.read, self.seek, self.tell = self._file.read, self._file.seek, self._file.tell
+        self.closed = False
+
+
+def test_a_file_object_without_a_descriptor_is_read_as_it_is() -> None:
+    data = b"id,name\n1,a\n2,b\n"
+    stream = stream_csv(Unnamed(data), "f.csv")  # type: ignore[arg-type]
+    assert stream is not None
+    assert read_back(stream, ["name", "id"])[0] == {"name": ["a", "b"], "id": [1, 2]}
