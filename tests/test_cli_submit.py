@@ -27,7 +27,7 @@ from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.cli import main
 from featurepull.client import workers_on_queue
 from featurepull.local import MotoService, RedisService
-from tests.conftest import REGION, refused_port, unique_name, wait_until
+from tests.conftest import REGION, moto_table, refused_port, unique_name, wait_until
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.feast_writer import create_feast_table, write_feast_rows
 from tests.tasks.conftest import Fleet, fleet
@@ -534,3 +534,112 @@ def test_unreachable_redis_is_a_run_failure(tmp_path: Path, command: str) -> Non
     assert failed.stderr.startswith(
         f"featurepull: failed: cannot reach Redis at redis://:***@127.0.0.1:{port}/0 (")
     assert "hunter2" not in failed.output
+
+
+# Numbers as DynamoDB holds them (N text) in a plain-layout table, one item per user; with
+# shards of 100 rows the first shard's "mixed" values are all integral (an int64 part) and
+# the second's are not (a double part), so the finisher widens one part as `pull` types the
+# whole column; the third holds a missing key. Real DynamoDB refuses NaN and Infinity in an N attribute and keeps no -0;
+# those are Feast doubles (below).
+NUMBERS = {
+    "mixed": ["1", "2", "-3", "-0", "1.5", "0.1", "1.5E+17", "1E-7", "-2.25E-30",
+              "123456789.123456789123456789"],
+    "big": [str(2**53 + 1), str(2**63 - 1), str(-(2**63)), "12345678901234567", "0", "-1",
+            "9007199254740992", "1E+18", "42", str(2**62)],
+    "digits": ["0.12345678901234567890123456789012345678",
+               "3.1415926535897932384626433832795028841", "-0.000001234567890123456789",
+               "1E-129", "1E+100", "0.5", "2.5E-5",
+               "1.000000000000000000000000000000000001", "77.7", "6.02214076E+23"],
+}
+# Feast doubles: what a DynamoDB number cannot hold, and the float texts' edges.
+DOUBLES = [-0.0, math.nan, math.inf, -math.inf, 1.0, 1e16, 1e-5, 5e-324, 0.1,
+           1.7976931348623157e308, 9.999999999999999e15, 1e-4, 2.5e-7, 123456.789, -1e22,
+           2.2250738585072014e-308]
+
+
+@pytest.fixture(scope="module")
+def number_tables(services: Services, ddb: Any) -> tuple[list[str], list[str]]:
+    """Flags reading the plain numbers table and the Feast doubles view (both in moto)."""
+    users = [f"n{n:02d}" for n in range(len(NUMBERS["mixed"]))]
+    plain = moto_table(ddb, "nums", [("user_id", "S")], [
+        {"user_id": {"S": user}, **{name: {"N": values[n]} for name, values in NUMBERS.items()}}
+        for n, user in enumerate(users)])
+    doubles = unique_name("dbl")
+    create_feast_table(ddb, f"{services.project}.{doubles}")
+    ts = datetime(2026, 3, 1, tzinfo=UTC)
+    write_feast_rows(ddb, f"{services.project}.{doubles}",
+                     [({"driver_id": ("int64", d)}, ts, {"x": ("double_val", value)})
+                      for d, value in enumerate(DOUBLES)])
+    common = ["--endpoint-url", services.moto.url, "--shard-size", "100"]
+    user_rows = _in_three_shards(users, integral=4)
+    driver_rows = _in_three_shards(list(map(str, range(len(DOUBLES)))), integral=5)
+    return ([*common, "--layout", "plain", "--table", plain, "--features", ",".join(NUMBERS),
+             "--entities", services.file("nums.csv", "\n".join(["user_id", *user_rows, ""]))],
+            [*common, "--project", services.project, "--table", doubles, "--features", "x",
+             "--entities", services.file("dbl.csv", "\n".join(["driver_id", *driver_rows,
+                                                                   "99", ""]))])
+
+
+def _in_three_shards(ids: list[str], integral: int) -> list[str]:
+    """100 rows of the first `integral` ids, 100 of all ids in turn (in order first),
+    then a missing one and the first: three shards of 100."""
+    return [*(ids[n % integral] for n in range(100)), *(ids[n % len(ids)] for n in range(100)),
+            "n99" if ids[0].startswith("n") else "99", ids[0]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("table", ["plain numbers", "feast doubles"])
+def test_pull_and_submit_write_the_same_text_bytes(services: Services, tmp_path: Path,
+                                                   number_tables: tuple[list[str], list[str]],
+                                                   fmt: str, table: str) -> None:
+    args = number_tables[0] if table == "plain numbers" else number_tables[1]
+    pulled, submitted = tmp_path / f"pulled.{fmt}", tmp_path / f"submitted.{fmt}"
+    pull_args = [arg for arg in args if arg not in ("--shard-size", "100")]
+    assert cli(services, "pull", *pull_args, "--output", str(pulled)).exit_code == 0
+    done = cli(services, "submit", *args, "--output", str(submitted), "--wait", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["shards"] == 3
+    assert submitted.read_bytes() == pulled.read_bytes()
+    # The text follows the column's type, as the Parquet output's: an int among floats is
+    # written as the float it is in a double column; an int64 column keeps every digit.
+    text = pulled.read_text()
+    if table == "plain numbers":
+        if fmt == "csv":
+            parquet = tmp_path / "pulled.parquet"
+            assert cli(services, "pull", *pull_args, "--output", str(parquet)).exit_code == 0
+            assert [str(pq.read_schema(parquet).field(name).type) for name in NUMBERS] == [
+                "double", "int64", "double"]
+        rows = ([line.split(",") for line in text.splitlines()[1:]] if fmt == "csv" else
+                [list(map(str, json.loads(line, parse_float=str, parse_int=str).values()))
+                 for line in text.splitlines()])
+        assert [row[2] for row in rows[100:108]] == [
+            "1.0", "2.0", "-3.0", "0.0", "1.5", "0.1", "1.5e+17", "1e-07"]
+        assert [row[3] for row in rows[100:104]] == [str(2**53 + 1), str(2**63 - 1),
+                                                     str(-(2**63)), "12345678901234567"]
+        # More digits than a double holds: the double's shortest text, in both paths.
+        assert [row[4] for row in rows[100:110]] == [repr(float(number)) for number in
+                                                     NUMBERS["digits"]]
+    else:
+        values = [line.rsplit(",", 1)[1] if fmt == "csv" else line.rsplit(":", 1)[1][:-1]
+                  for line in text.splitlines()[1 if fmt == "csv" else 0:]]
+        assert values[100:100 + len(DOUBLES)] == [
+            repr(value) if fmt == "csv" or math.isfinite(value) else "null"
+            for value in DOUBLES]
+
+
+def test_an_int_a_double_would_change_beside_floats(services: Services, ddb: Any,
+                                                    tmp_path: Path) -> None:
+    # No Parquet column holds 2**53 + 1 and 1.5: pull writes each value as it is, a job
+    # (whose shards stage Parquet) fails naming the column; neither rounds the int.
+    table = moto_table(ddb, "wide", [("user_id", "S")], [
+        {"user_id": {"S": "a"}, "v": {"N": str(2**53 + 1)}},
+        {"user_id": {"S": "b"}, "v": {"N": "1.5"}}, {"user_id": {"S": "c"}, "v": {"N": "1"}}])
+    args = ["--endpoint-url", services.moto.url, "--layout", "plain", "--table", table,
+            "--features", "v", "--entities", services.file("wide.csv", "user_id\na\nb\nc\n")]
+    pulled = cli(services, "pull", *args, "--output", str(tmp_path / "p.csv"))
+    assert pulled.exit_code == 0, pulled.output
+    assert [line.rsplit(",", 1)[1] for line in
+            (tmp_path / "p.csv").read_text().splitlines()] == ["v", str(2**53 + 1), "1.5", "1"]
+    submitted = cli(services, "submit", *args, "--output", str(tmp_path / "s.csv"), "--wait")
+    assert submitted.exit_code != 0 and not (tmp_path / "s.csv").exists()
+    assert "feature column 'v'" in submitted.stderr and str(2**53 + 1) in submitted.stderr

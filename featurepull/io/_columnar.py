@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -62,7 +63,7 @@ def columnar_table(view: RowView) -> pa.Table | None:
     names = view.names
     try:
         arrays = [pa.array(columns[0], type=_TIMESTAMP_TYPE)]
-        arrays += [_typed(values if isinstance(values, list) else list(values))
+        arrays += [typed_column(values if isinstance(values, list) else list(values))
                    for values in columns[1:]]
         keys = [_typed_keys(values) for values in view.key_columns.values()]
     except _ARROW_VALUE_ERRORS:
@@ -73,9 +74,32 @@ def columnar_table(view: RowView) -> pa.Table | None:
     return pa.table([*keys, *found_table.columns], names=names)
 
 
-def _typed(values: list[Any]) -> pa.Array:
+def typed_column(values: list[Any]) -> pa.Array:
+    """A found column as the table types it (and so the text outputs, a column at a time)."""
     # Two steps, as the row path does: infer from every value, then convert to that type.
-    return pa.array(values, type=pa.infer_type(values))
+    return typed_array(values, pa.infer_type(values))
+
+
+def typed_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
+    """`values` as an array of `arrow_type`. An int among floats (a DynamoDB number that
+    happens to be integral) goes into a double column when the double's shortest text is
+    the same number, 1.5E+17 or 6.02214076E+23 (pyarrow refuses any int past 2**53); one
+    it would change, 2**53 + 1, still raises ArrowInvalid."""
+    try:
+        return pa.array(values, type=arrow_type)
+    except pa.ArrowInvalid:
+        if arrow_type != pa.float64():
+            raise
+    return pa.array([_same_double(value) if type(value) is int else value
+                     for value in values], type=arrow_type)
+
+
+def _same_double(value: int) -> float | int:
+    """The int as a float when that float's text is the same number, else as it is."""
+    as_float = float(value)  # OverflowError past 1.8e308, as pyarrow's own errors
+    if as_float == value or Decimal(repr(as_float)) == value:
+        return as_float
+    return value
 
 
 # Key column types that are what pyarrow infers from the column's Python values.
@@ -83,11 +107,11 @@ _AS_INFERRED = (pa.int64(), pa.string(), pa.binary(), pa.float64(), pa.bool_(), 
 
 
 def _typed_keys(values: Any) -> pa.Array | pa.ChunkedArray:
-    """A key column as `_typed` types it; an Arrow column (a shard's keys, as stored) is
+    """A key column as `typed_column` types it; an Arrow column (a shard's keys, as stored) is
     taken as it is where its type is the one inference would give, ints widened to int64
     as inference widens them; anything else goes through its Python values."""
     if not isinstance(values, pa.Array | pa.ChunkedArray):
-        return _typed(values)
+        return typed_column(values)
     if values.type in _AS_INFERRED:
         return values
     if pa.types.is_integer(values.type):
@@ -95,7 +119,7 @@ def _typed_keys(values: Any) -> pa.Array | pa.ChunkedArray:
             return values.cast(pa.int64())
         except pa.ArrowInvalid:  # a uint64 beyond int64: inference says uint64
             pass
-    return _typed(values.to_pylist())
+    return typed_column(values.to_pylist())
 
 
 def _all_utc(stamps: Sequence[Any]) -> bool:

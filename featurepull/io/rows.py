@@ -13,9 +13,12 @@ Encoding per format:
     CSV      a header line; None is an empty field, bools are true/false, bytes base64,
              datetimes ISO 8601, lists and dicts JSON text.
     JSONL    one object per line; bytes base64, datetimes ISO 8601 strings.
-CSV and JSONL encode each Python value as it is (a datetime keeps its own UTC offset, a column
-may mix ints and strings): a column at a time where its values allow (`_text_columns`),
-else row by row, the same bytes either way.
+CSV and JSONL write each column as the text of the type the Parquet output gives it (an int
+among floats as its double, 1.0): the bytes a job's finisher writes from its shards' Parquet
+parts. A column no Arrow type holds (ints and strings, ints beyond 64 bits) is written value
+by value as it is, and so is every column when an event time is not in UTC (each keeps its
+own offset): a column at a time where the values allow (`_text_columns`), else row by row,
+the same bytes either way.
 
 A local output goes to a hidden temporary file beside it, which is fsynced and then renamed
 over it; an s3:// output is staged in a local temporary file and uploaded at the end. After any
@@ -31,13 +34,13 @@ from typing import Any
 import pyarrow as pa
 
 from featurepull.config import S3Settings
-from featurepull.io._columnar import columnar_table, found_columns
+from featurepull.io._columnar import columnar_table, found_columns, typed_column
 from featurepull.io._destinations import check_destination, output_format, reporting_write_errors
 from featurepull.io._encoders import open_encoder, text_encoder
 from featurepull.io._row_view import CHUNK_ROWS, EVENT_TIMESTAMP, OutputError, RowView
 from featurepull.io._text_columns import TextFormat, text_array
 from featurepull.io.sink import open_sink
-from featurepull.io.tables import arrow_batches, arrow_schema
+from featurepull.io.tables import ARROW_VALUE_ERRORS, arrow_batches, arrow_schema
 
 __all__ = ["CHUNK_ROWS", "EVENT_TIMESTAMP", "OutputError", "write_rows"]
 
@@ -92,12 +95,17 @@ def _column_texts(view: RowView, fmt: TextFormat
                   ) -> Callable[[int, int], list[pa.Array] | None] | None:
     """Rows [start, stop) as each output column's field texts (`text_array`), or None for
     rows to write one by one: the found rows' texts made once, the keys' a chunk at a time
-    (memory for one chunk's text, not the output's). None when every row must be checked."""
+    (memory for one chunk's text, not the output's). None when every row must be checked.
+
+    Each found column is typed as the Parquet output's table types it (`typed_column`), so
+    its text is the text of that type (an int among floats as its double, 1.0): the bytes a
+    job's finisher writes from its shards' Parquet parts. A column Arrow cannot type (ints
+    and strings, ints beyond 64 bits) is written value by value as it is."""
     split = found_columns(view) if len(view.names) > 1 else None
     if split is None:
         return None
     found, found_index = split
-    features = [text_array(values, fmt) for values in found]
+    features = [text_array(_typed_or_as_is(values), fmt) for values in found]
     found_texts = [texts for texts in features if texts is not None]
     if len(found_texts) != len(features):
         return None
@@ -113,3 +121,12 @@ def _column_texts(view: RowView, fmt: TextFormat
         return [*key_texts, *(texts.take(rows) for texts in found_texts)]
 
     return chunk
+
+
+def _typed_or_as_is(values: Sequence[Any]) -> pa.Array | Sequence[Any]:
+    """The column as the Parquet output's table types it, or its values as they are where
+    Arrow cannot type them."""
+    try:
+        return typed_column(values if isinstance(values, list) else list(values))
+    except ARROW_VALUE_ERRORS:
+        return values

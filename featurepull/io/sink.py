@@ -22,6 +22,7 @@ from functools import partial
 import pyarrow as pa
 
 from featurepull.config import S3Settings
+from featurepull.io._columnar import typed_array
 from featurepull.io._destinations import (
     OwnerMark,
     check_destination,
@@ -80,9 +81,14 @@ class TableSink:
         problem = None
         if widens_to(column.type, field.type):
             try:
-                return column.cast(field.type)  # safe: refuses ints that a double would round
+                return column.cast(field.type)  # safe: refuses ints past 2**53
             except _CAST_ERRORS as exc:
                 problem = str(exc)
+            if field.type == pa.float64():  # ints past 2**53 a double writes as they are
+                try:
+                    return pa.chunked_array([typed_array(column.to_pylist(), field.type)])
+                except _CAST_ERRORS as exc:
+                    problem = str(exc)
         raise OutputError(
             f"{self.path}: column {field.name!r} is {column.type} in this table and cannot "
             f"be cast to the output's {field.type}{f' ({problem})' if problem else ''}; open "

@@ -22,13 +22,15 @@ from typing import Any
 import pyarrow as pa
 
 from featurepull.arrow_columns import python_columns
-from featurepull.io._columnar import columnar_table
+from featurepull.io._columnar import columnar_table, typed_array
 from featurepull.io._row_view import CHUNK_ROWS, OutputError, RowView, column_role
 
 _TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 # What pyarrow raises for values it cannot put in one array (ArrowInvalid is a ValueError,
 # ArrowTypeError a TypeError; ints beyond 64 bits raise OverflowError).
 ARROW_VALUE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
+# Text keeps such values only where the rows never become a table: a job stages Parquet parts.
+_PULL_ONLY = " with `featurepull pull` (a job's shards are staged as Parquet)"
 
 
 def rows_to_table(
@@ -154,7 +156,7 @@ def _arrow_array(
 ) -> pa.Array:
     values = view.column(index, start, stop)
     try:
-        return pa.array(values, type=arrow_type)
+        return typed_array(values, arrow_type)
     except ARROW_VALUE_ERRORS as exc:
         # Inference looks at types, not every value: a str among ints fails only here.
         raise _type_conflict(view, index, values, start, exc) from exc
@@ -170,13 +172,13 @@ def _type_conflict(
         return OutputError(
             f"{view.source}: {column_role(view.names, index)} {view.names[index]!r} holds "
             f"{value} (row {offset + at + 1}), an integer too large for 64 bits, which Parquet "
-            "cannot store; write .jsonl or .csv, which keep every digit"
+            f"cannot store; write .jsonl or .csv, which keep every digit{_PULL_ONLY}"
         )
     detail = _describe_bad_values(values, offset) or "has values that cannot share one column"
     return OutputError(
         f"{view.source}: {column_role(view.names, index)} {view.names[index]!r} {detail} "
         f"({exc}); an Arrow or Parquet column holds one type, so make the values one type "
-        "or write .jsonl or .csv"
+        f"or write .jsonl or .csv{_PULL_ONLY}"
     )
 
 

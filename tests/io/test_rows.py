@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featurepull.io import OutputError, write_rows
+from featurepull.io import OutputError, open_sink, rows_to_table, unify_schemas, write_rows
 from featurepull.io.rows import CHUNK_ROWS
 from tests.io.conftest import FileSizeLimit
 
@@ -143,6 +143,54 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     assert base64.b64decode(records[0]["blob"]) == b"\x00\xff"
 
 
+@pytest.mark.parametrize("name", ["out.csv", "out.jsonl"])
+def test_text_has_the_column_type_as_a_jobs_finisher_writes_it(tmp_path: Path,
+                                                                name: str) -> None:
+    # A DynamoDB number column holding 1 and 1.5 is double in Parquet; its text is the
+    # floats' (1.0), the bytes a job's finisher writes from parts typed apart (int64, double).
+    keys = {"k": [1, 2, 3, 4, 5], "city": ["a,b", 'say "hi"', "c", "", "é"]}
+    rows: list[tuple[Any, ...] | None] = [
+        (TS1, 1, 7), (TS1, 150000000000000000, 2**53 + 1), (TS1, -0.0, -(2**63)),
+        (TS1, 6.02214076e23, 8), None]
+    path = tmp_path / name
+    write_rows(str(path), keys, rows, ["x", "big"])
+    shards = [rows_to_table({name: values[:2] for name, values in keys.items()}, rows[:2],
+                            ["x", "big"]),
+              rows_to_table({name: values[2:] for name, values in keys.items()}, rows[2:],
+                            ["x", "big"])]
+    assert [shard.schema.field("x").type for shard in shards] == [pa.int64(), pa.float64()]
+    finished = tmp_path / f"finished{path.suffix}"
+    with open_sink(str(finished), unify_schemas([shard.schema for shard in shards])) as sink:
+        for shard in shards:
+            sink.write(shard)
+    assert finished.read_bytes() == path.read_bytes()
+    if name.endswith(".csv"):
+        with open(path, newline="", encoding="utf-8") as stream:
+            lines = list(csv.reader(stream))[1:]
+        assert [line[1] for line in lines] == keys["city"]
+        fields = [line[3:] for line in lines]
+    else:
+        records = [json.loads(line, parse_float=str, parse_int=str)
+                   for line in path.read_text(encoding="utf-8").splitlines()]
+        assert [record["city"] for record in records] == keys["city"]
+        fields = [[record["x"] or "null", record["big"] or "null"] for record in records]
+    null = "" if name.endswith(".csv") else "null"
+    assert fields == [["1.0", "7"], ["1.5e+17", str(2**53 + 1)], ["-0.0", str(-(2**63))],
+                      ["6.02214076e+23", "8"], [null, null]]
+
+
+def test_text_of_a_column_no_arrow_type_holds_is_each_value(tmp_path: Path) -> None:
+    # 2**53 + 1 beside 1.5 has no Parquet column (Parquet refuses it); text keeps each value
+    # as it is, and the other number columns are still written as their double column.
+    rows: list[tuple[Any, ...] | None] = [(TS1, 2**53 + 1, 1, "a"), (TS1, 1.5, 2.5, 3), None]
+    path = tmp_path / "out.csv"
+    write_rows(str(path), {"k": [1, 2, 3]}, rows, ["wide", "x", "mixed"])
+    assert path.read_text().splitlines()[1:] == [
+        f"1,{TS1.isoformat()},{2**53 + 1},1.0,a", f"2,{TS1.isoformat()},1.5,2.5,3", "3,,,,"]
+    with raises(tmp_path / "out.parquet", "'wide'", 2**53 + 1):
+        write_rows(str(tmp_path / "out.parquet"), {"k": [1, 2, 3]}, rows, ["wide", "x", "mixed"])
+
+
 def test_nested_bytes_and_datetimes_are_text_in_csv_and_jsonl(tmp_path: Path) -> None:
     rows: list[tuple[Any, ...] | None] = [(TS1, [b"\x01", TS2], {"at": TS1, "raw": b"\x02"})]
     write_rows(str(tmp_path / "n.csv"), {"k": [1]}, rows, ["l", "d"])
@@ -222,6 +270,12 @@ def test_large_outputs_are_written_in_chunks_and_keep_order(tmp_path: Path) -> N
     with open(csv_path, newline="") as stream:
         lines = list(csv.reader(stream))[1:]
     assert [line[2] for line in lines] == ["" if v is None else str(v) for v in expected]
+    # Every row found: the found rows' texts are sliced a chunk at a time, not taken.
+    found = [(TS1, i * 2) for i in range(total)]
+    assert write_rows(str(tmp_path / "all.csv"), keys, found, ["double"]) == total
+    with open(tmp_path / "all.csv", newline="") as stream:
+        lines = list(csv.reader(stream))[1:]
+    assert [(line[0], line[2]) for line in lines] == [(str(i), str(i * 2)) for i in range(total)]
 
 
 # --- Parquet typing errors ----------------------------------------------------------------

@@ -184,11 +184,25 @@ def test_a_table_that_cannot_be_cast_fails_the_output(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
+def test_a_list_of_ints_a_double_cannot_hold_is_refused_with_arrows_reason(
+        tmp_path: Path) -> None:
+    ints = rows_to_table({"id": [1]}, [(TS, [2**60 + 1])], ["f"])
+    doubles = rows_to_table({"id": [2]}, [(TS, [0.5])], ["f"])
+    path = tmp_path / "out.jsonl"
+    with raises(path, "column 'f' is list<item: int64> in this table",
+                f"Integer value {2**60 + 1} not in range"), \
+            open_sink(str(path), unify_schemas([ints.schema, doubles.schema])) as sink:
+        sink.write(doubles)
+        sink.write(ints)
+    assert os.listdir(tmp_path) == []
+
+
 def test_ints_a_double_cannot_hold_exactly_are_refused(tmp_path: Path) -> None:
     ints = rows_to_table({"id": [1]}, [(TS, 2**60 + 1)], ["f"])
     doubles = rows_to_table({"id": [2]}, [(TS, 0.5)], ["f"])
     path = tmp_path / "out.parquet"
-    with raises(path, "column 'f' is int64 in this table", "output's double", "not in range"), \
+    with raises(path, "column 'f' is int64 in this table", "output's double",
+                f"Integer value {2**60 + 1} is outside"), \
             open_sink(str(path), unify_schemas([ints.schema, doubles.schema])) as sink:
         sink.write(doubles)
         sink.write(ints)

@@ -10,11 +10,13 @@ the encoder's `write_records`, fed the rows one by one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import enum
 import io
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import pytest
 
 from featurepull.dynamo.found import FoundRows
 from featurepull.io import write_rows
+from featurepull.io._columnar import columnar_table, typed_column
 from featurepull.io._encoders import text_encoder
 from featurepull.io._row_view import OutputError, RowView
 from featurepull.io._text_columns import (
@@ -31,6 +34,7 @@ from featurepull.io._text_columns import (
     _arrow_texts,
     _iso_utc,
     _quoted,
+    _repr_style,
     csv_bytes,
     jsonl_bytes,
     text_array,
@@ -63,18 +67,27 @@ KINDS: dict[str, Callable[[random.Random], Any]] = {
     "zoned": lambda r: datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2))),
     "list": lambda r: r.choice([[1, 2.5], [], ["a", None], [b"\x00"], (1, 2)]),
     "dict": lambda r: r.choice([{"b": 1, "a": "é"}, {"a": float("nan")}, {}]),
-    "int_float": lambda r: r.choice([1, 2.5, 3]),
+    "int_float": lambda r: r.choice([1, 2.5, 3, 150000000000000000, 6.02214076e23, 1e-7]),
     "int_str": lambda r: r.choice([7, "7", "x"]),
     "big_int": lambda r: r.choice([2**64, -(2**70), 5]),
     "enum": lambda r: r.choice([Level.LOW, 2]),
 }
 
 
-def generated(rng: random.Random, rows: int) -> tuple[dict[str, list[Any]], list[Any], list[str]]:
-    """Key columns, rows (None, or a timestamp and features) and feature names."""
-    key_kinds = rng.sample(["int", "str", "int_str", "big_int"], rng.randint(1, 2))
+# Kinds every value of which one Arrow column holds (the path a pull's rows usually take).
+TYPED = ["int", "str", "float", "bool", "bytes", "utc", "zoned", "int_float"]
+
+
+def generated(rng: random.Random, rows: int, typed: bool = False
+              ) -> tuple[dict[str, list[Any]], list[Any], list[str]]:
+    """Key columns, rows (None, or a timestamp and features) and feature names; `typed`:
+    only kinds one Arrow column holds."""
+    key_kinds = rng.sample(["int", "str"] if typed else ["int", "str", "int_str", "big_int"],
+                           rng.randint(1, 2))
     keys = {f"k_{kind}": [KINDS[kind](rng) for _ in range(rows)] for kind in key_kinds}
-    kinds = rng.sample(sorted(KINDS), rng.randint(1, 5))
+    kinds = rng.sample(TYPED if typed else sorted(KINDS), rng.randint(1, 5))
+    if "int_float" not in kinds and rng.random() < 0.5:  # a DynamoDB number column, often
+        kinds.append("int_float")
     found = rng.random()
     records: list[Any] = []
     for _ in range(rows):
@@ -89,11 +102,29 @@ def generated(rng: random.Random, rows: int) -> tuple[dict[str, list[Any]], list
 
 def exact_bytes(fmt: str, view: RowView) -> bytes:
     """What the row-by-row encoder writes for the view's rows."""
+    return records_bytes(fmt, view.names, view.records(0, len(view.rows)), view.source)
+
+
+def records_bytes(fmt: str, names: list[str], records: Iterable[list[Any]],
+                  source: str = "out") -> bytes:
+    """What the row-by-row encoder writes for these records (values in column order)."""
     stream = io.BytesIO()
-    encoder = text_encoder(fmt, stream, view.names, view.source)  # type: ignore[arg-type]
-    encoder.write_records(view.records(0, len(view.rows)), 1)
+    encoder = text_encoder(fmt, stream, names, source)  # type: ignore[arg-type]
+    encoder.write_records(records, 1)
     encoder.finish()
     return stream.getvalue()
+
+
+def as_typed(rows: list[Any]) -> list[Any]:
+    """The rows with each found column's values as Arrow types the column (as they are
+    where it cannot)."""
+    found = [row for row in rows if row is not None]
+    columns = [[row[index] for row in found] for index in range(len(found[0]) if found else 0)]
+    for index, values in enumerate(columns):
+        with contextlib.suppress(pa.ArrowException, TypeError, ValueError, OverflowError):
+            columns[index] = typed_column(values).to_pylist()
+    typed = iter(zip(*columns, strict=True))
+    return [None if row is None else next(typed) for row in rows]
 
 
 def as_found_rows(rows: list[Any]) -> FoundRows:
@@ -112,11 +143,20 @@ def as_found_rows(rows: list[Any]) -> FoundRows:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_write_rows_writes_the_row_by_row_bytes(tmp_path: Path, fmt: str, seed: int) -> None:
+    # The row writer fed each column's values as Arrow types the column (an int among floats
+    # as a float), as they are where it cannot: where the Parquet output's table can be made
+    # (odd seeds), the bytes a job's finisher writes from it.
     rng = random.Random(seed)
-    keys, rows, features = generated(rng, rng.randint(1, 60))
-    want = exact_bytes(fmt, RowView("out", keys, rows, tuple(features)))
+    keys, rows, features = generated(rng, rng.randint(1, 60), typed=seed % 2 == 1)
+    view = RowView("out", keys, rows, tuple(features))
+    want = exact_bytes(fmt, RowView("out", keys, as_typed(rows), tuple(features)))
+    table = columnar_table(view)
+    assert (table is not None) >= (seed % 2 == 1)
+    if table is not None:
+        assert want == records_bytes(fmt, view.names,
+                                     [list(row.values()) for row in table.to_pylist()])
     write_rows(str(tmp_path / f"tuples.{fmt}"), keys, rows, features)
     assert (tmp_path / f"tuples.{fmt}").read_bytes() == want
     if any(row is not None for row in rows):
@@ -175,6 +215,9 @@ def test_the_fast_path_is_taken_for_the_usual_columns() -> None:
             texts = text_array(values, fmt)  # type: ignore[arg-type]
             assert texts is not None and texts.null_count == 1
     assert text_array([Level.LOW, object()], "csv") is None  # no text: the row path says why
+    doubles = pa.array([1.0, 1e-7, 5.1e10, None])  # Arrow's cast, fixed up where it differs
+    assert _arrow_texts(doubles, "csv") is not None
+    assert _arrow_texts(doubles.cast(pa.float32()), "csv") is None  # its own shortest digits
     rows = [None, (STAMPS[0], 0.5, "x"), None]
     view = RowView("out", {"id": [1, 2, 3]}, as_found_rows(rows), ("f", "s"))
     chunks = _column_texts(view, "csv")
@@ -204,6 +247,52 @@ def test_rows_over_several_chunks_and_a_bad_key_in_a_later_one(tmp_path: Path, f
     assert not (tmp_path / f"bad.{fmt}").exists()
 
 
+def test_doubles_in_repr_style_and_which_ones_arrow_cannot_write() -> None:
+    """Arrow's texts put in `repr`'s style where they can be, and the values left to the
+    per-value function: exactly those where the two styles differ (none of the common)."""
+    values = [0.0, -0.0, 1.0, 0.5, 1e-4, 9.999999999999999e15, 1e16, 1.5e-7, 2.5e300, 5e-324,
+              1e-5, 5.1e10, float("nan"), float("inf"), None]
+    texts, others = _repr_style(pa.array(values, pa.float64()))
+    fallback = [1e-5, 5.1e10]  # Arrow writes 0.00001 and 5.1e+10; repr 1e-05 and 51000000000.0
+    assert others.to_pylist() == [
+        value is not None and (value in fallback or not math.isfinite(value))
+        for value in values]
+    for value, text, other in zip(values, texts.to_pylist(), others.to_pylist(), strict=True):
+        assert other or text == (None if value is None else repr(value))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_arrow_alone_writes_the_exact_texts_of_its_types(fmt: str) -> None:
+    """The Arrow path of every type it takes, with no per-value safety net around it: the
+    texts the row writer's function gives each value (a failing Arrow step would otherwise
+    fall back to that function unseen)."""
+    encode = csv_field if fmt == "csv" else json_text
+    columns = [
+        pa.array([1, None, -(2**63)], pa.int64()), pa.array([7, None], pa.uint8()),
+        pa.array([True, False, None]), pa.array(["a", None, "é"], pa.string()),
+        pa.array(['b"', None], pa.large_string()), pa.array([*FLOATS, None], pa.float64()),
+        pa.array([*STAMPS[:4], None], pa.timestamp("us", tz="UTC")),
+        pa.array(STAMPS[:2], pa.timestamp("us", tz="+00:00")), pa.nulls(2)]
+    for column in columns:
+        texts = _arrow_texts(column, fmt)  # type: ignore[arg-type]
+        assert texts is not None, column.type
+        want = [None if value is None else encode(value) for value in column.to_pylist()]
+        assert texts.to_pylist() == want, column.type
+
+
+def test_python_columns_arrow_holds_exactly_become_arrow() -> None:
+    """One exact type of int, str, bool or float, or UTC datetimes, with Nones: an Arrow
+    column of that type; anything Arrow would write otherwise stays a list."""
+    zoned = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2)))
+    for values, arrow_type in (([1, None, 2], pa.int64()), (["a", None], pa.string()),
+                               ([True, None], pa.bool_()), ([1.5, None], pa.float64()),
+                               ([STAMPS[1], None], pa.timestamp("us", tz="UTC"))):
+        column = _arrow_column(values)
+        assert isinstance(column, pa.Array) and column.type == arrow_type
+        assert column.to_pylist() == values
+    for values in ([1, "a"], [1, 1.5], [2**64, None], [STAMPS[0], zoned], [zoned],
+                   [None, None], [b"x"], [Level.LOW]):
+        assert _arrow_column(values) is values
 def csv_quoted(field: str) -> str:
     """A field as the csv module writes it (in a row of two: it quotes a lone empty field)."""
     line = io.StringIO()
@@ -253,15 +342,15 @@ def test_arrow_writes_the_usual_columns_texts_itself(fmt: str) -> None:
 @pytest.mark.mutation_first
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_columns_arrow_cannot_write_alone_are_written_value_by_value(fmt: str) -> None:
-    """Floats, bytes, lists, other timestamps and mixed Python columns: each value by the
+    """float32, bytes, lists, other timestamps and mixed Python columns: each value by the
     exact function, null where it is None; stay Python where Arrow's type would change the
-    text (ints beyond 64 bits, zoned datetimes, two types)."""
+    text (ints beyond 64 bits, zoned datetimes, two types). (Doubles: Arrow, fixed up.)"""
     zoned = KINDS["zoned"](random.Random(0))
-    for values in ([*FLOATS, None], [b"\x00", None, b""], [[1, 2.5], None, {"a": 1}],
+    for values in ([b"\x00", None, b""], [[1, 2.5], None, {"a": 1}], [1, 1.5, None],
                    [1, "1", None], [2**64, None, 5], [zoned, None], [STAMPS[0], zoned]):
         assert not isinstance(_arrow_column(values), pa.Array)
         assert text_array(values, fmt).to_pylist() == exact_texts(values, fmt)  # type: ignore[arg-type, union-attr]
-    for values, kind in (([*FLOATS, None], pa.float64()), ([b"\xff", None], pa.binary()),
+    for values, kind in (([0.1, 1.0, None], pa.float32()), ([b"\xff", None], pa.binary()),
                          ([STAMPS[0], None], pa.timestamp("ms", tz="UTC")),
                          ([STAMPS[0], None], pa.timestamp("us"))):
         column = pa.array(values, kind)
