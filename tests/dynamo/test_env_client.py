@@ -187,3 +187,46 @@ def test_unreachable_endpoint_is_botocores(aws_env: pytest.MonkeyPatch) -> None:
         with pytest.raises(botocore.exceptions.EndpointConnectionError) as botocores:
             _botocore_client(settings).describe_table(TableName=FAST_TABLE)
     assert str(mine.value) == str(botocores.value)
+
+
+@pytest.mark.parametrize("errors", [1, 2])
+def test_describe_table_answered_500_then_botocores_answer(
+        aws_env: pytest.MonkeyPatch, fast_dynamo: EndpointProcess, errors: int) -> None:
+    # Our request gets the first 500 and is asked again through botocore's client, which
+    # retries a further 500 itself (here it may make 2 attempts): the answer is botocore's.
+    import os
+
+    from tests.faultproxy import FaultPlan, FaultProxy
+
+    with FaultProxy(fast_dynamo.url, FaultPlan(describe_errors=errors)) as proxy:
+        settings = DynamoSettings(region="us-east-1", endpoint_url=proxy.url,
+                                  total_max_retry_attempts=2)
+        ours = env_client(settings, dict(os.environ))
+        assert ours is not None
+        table = ours.describe_table(TableName=FAST_TABLE)
+        assert (proxy.counts["describe_requests"], proxy.counts["describe_errors"]) == (
+            errors + 1, errors)
+    theirs = _botocore_client(DynamoSettings(region="us-east-1", endpoint_url=fast_dynamo.url))
+    assert table["Table"] == theirs.describe_table(TableName=FAST_TABLE)["Table"]
+    assert table["ResponseMetadata"]["RetryAttempts"] == errors - 1
+
+
+def test_the_switch_is_part_of_the_process_clients_key(aws_env: pytest.MonkeyPatch) -> None:
+    # A client cached while EnvClients were allowed is not handed out once they are not.
+    from featurepull.dynamo.client import env_clients, process_client
+
+    settings = DynamoSettings(region="us-east-1", endpoint_url="http://127.0.0.1:8009")
+    env_clients(True)
+    try:
+        allowed = process_client(settings)
+    finally:
+        env_clients(False)
+    assert isinstance(allowed, EnvClient)
+    botocores = process_client(settings)
+    assert not isinstance(botocores, EnvClient)
+    assert botocores.meta.endpoint_url == "http://127.0.0.1:8009"
+    env_clients(True)
+    try:
+        assert process_client(settings) is allowed  # each still cached under its own key
+    finally:
+        env_clients(False)
