@@ -88,6 +88,9 @@ def test_pull_loads_no_job_machinery_boto3_or_pandas(endpoint: EndpointProcess,
     assert "featurepull.dynamo.reader" in modules and "featurepull.pull" in modules
     assert "pyarrow.parquet" in modules
     assert _machinery(modules, NOT_FOR_A_PULL) == []
+    # Its values are plain scalars (a double, a string), read from the bytes: no protobuf.
+    assert "featurepull.dynamo._feast_value_proto" not in modules
+    assert _machinery(modules, ("google",)) == []
 
 
 def _aws_env(home: Path, **extra: str) -> dict[str, str]:
