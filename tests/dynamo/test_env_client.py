@@ -141,7 +141,10 @@ def test_none_with_a_shared_config_file(aws_env: pytest.MonkeyPatch, tmp_path: P
 
     settings = DynamoSettings(region="us-east-1", endpoint_url=ENDPOINT)
     assert env_client(settings, dict(os.environ)) is not None
+    # A shared credentials file alone changes nothing: the environment's keys come first.
     (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "credentials").write_text("[default]\naws_access_key_id = other\n")
+    assert env_client(settings, dict(os.environ)) is not None
     (tmp_path / ".aws" / "config").write_text("[default]\nendpoint_url = http://other:1\n")
     assert env_client(settings, dict(os.environ)) is None
 
