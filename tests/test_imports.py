@@ -14,7 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,7 +23,9 @@ import redis
 
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.local import RedisService
-from tests.faultproxy import FaultPlan, FaultProxy
+
+if TYPE_CHECKING:
+    from tests.faultproxy import FaultProxy
 
 JOB_MACHINERY = ("celery", "kombu", "redis", "flower", "billiard")
 # Not on a pull's way either: its clients are botocore's own (boto3 and s3transfer only for
@@ -161,6 +163,8 @@ def test_a_botocore_free_pull_retries_error_answers_as_botocore_would(
     # The first BatchGetItems are throttled (a storm from the first request on): the fast
     # transport raises botocore's ClientError for them, importing its exceptions only then,
     # and the reader retries them as throttles; botocore's client is still never built.
+    from tests.faultproxy import FaultPlan, FaultProxy
+
     with FaultProxy(endpoint.url, FaultPlan(storm_s=0.2)) as proxy:
         modules, written, summary = _pull_summary(proxy, tmp_path, _aws_env(tmp_path))
         assert proxy.counts["storm_throttled"] >= 1
@@ -174,6 +178,8 @@ def test_a_describe_table_that_fails_once_succeeds_through_botocore(
         endpoint: EndpointProcess, clean_pull: tuple[list[str], bytes], tmp_path: Path) -> None:
     # DescribeTable answers 500 once: the env client's own request gets it, asks again
     # through botocore's client (built now), which gets the table; the pull goes on.
+    from tests.faultproxy import FaultPlan, FaultProxy
+
     with FaultProxy(endpoint.url, FaultPlan(describe_errors=1)) as proxy:
         modules, written, _ = _pull_summary(proxy, tmp_path, _aws_env(tmp_path))
         assert (proxy.counts["describe_requests"], proxy.counts["describe_errors"]) == (2, 1)
