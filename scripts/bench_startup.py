@@ -27,6 +27,12 @@ alike. Cells:
                    request on
                    the wire, keys, last answer, output written, exit
 
+Each tree's featurepull package is byte-compiled first (``compileall``, into its
+``__pycache__``), as ``pip install`` does: a process then loads featurepull's bytecode, as an
+installed featurepull's would. ``--no-compile`` runs a copy of each tree's package without
+bytecode, under ``PYTHONDONTWRITEBYTECODE`` (set in this machine's shells): every featurepull
+module is then compiled from source at every start, as earlier sessions' figures were taken.
+
 For each cell and tree: the median and minimum of wall seconds (from just before the process
 is spawned) and of the process's CPU seconds (user+sys), and the load average seen. On a
 loaded machine both swell; ``--instructions`` runs the first three cells under valgrind's
@@ -39,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -148,6 +155,28 @@ def _env(tree: str | None) -> dict[str, str]:
     return env
 
 
+def _package(tree: str | None) -> Path:
+    """The featurepull package a tree runs: the tree's, or the installed one."""
+    if tree is None:
+        import featurepull
+
+        return Path(featurepull.__file__).parent
+    return Path(tree).resolve() / "featurepull"
+
+
+def _compile(tree: str | None) -> None:
+    """Byte-compile the tree's featurepull package, as pip does when it installs one."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(_package(tree))],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def _source_only(tree: str | None, folder: Path) -> str:
+    """A copy of the tree's package without its bytecode, in ``folder``: a tree to run."""
+    shutil.copytree(_package(tree), folder / "featurepull",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return str(folder)
+
+
 def _instructions(stderr: bytes) -> int | None:
     """The instruction count cachegrind printed ("I refs"), if it ran."""
     for line in stderr.decode(errors="replace").splitlines():
@@ -212,17 +241,22 @@ def _check_found(last_line: str, entities: int) -> dict[str, Any]:
 
 
 def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
-        cells: Sequence[str], timeout_s: float = 120.0, instructions: bool = False
-        ) -> list[dict[str, Any]]:
+        cells: Sequence[str], timeout_s: float = 120.0, instructions: bool = False,
+        compiled: bool = True) -> list[dict[str, Any]]:
     """Every cell of every tree, ``rounds`` times, trees in turn within a round (under
-    cachegrind with ``instructions``)."""
+    cachegrind with ``instructions``); each tree byte-compiled first with ``compiled``."""
     if instructions and {"whole_pull", "timeline"} & set(cells):
         raise ValueError("--instructions counts import_cli, pull_help and first_request only")
+    for _, tree in trees if compiled else ():
+        _compile(tree)
     python = sys.executable
     prefix = CACHEGRIND if instructions else []
     timeout_s = timeout_s * 10 if instructions else timeout_s
     samples: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="featurepull-startup-") as folder:
+        if not compiled:
+            trees = [(name, _source_only(tree, Path(folder) / f"source-{name}"))
+                     for name, tree in trees]
         ids = Path(folder) / "ids.csv"
         ids.write_text("driver_id\n" + "\n".join(map(str, range(entities))) + "\n")
         output = Path(folder) / "out.parquet"
@@ -242,6 +276,8 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
             for cell in cells:
                 for name, tree in order:
                     env = _env(tree)
+                    if not compiled:
+                        env["PYTHONDONTWRITEBYTECODE"] = "1"
                     sample: dict[str, Any] = {"tree": name, "cell": cell, "round": round_no}
                     count: int | None = None
                     if cell == "import_cli":
@@ -347,11 +383,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions under valgrind's cachegrind (not whole_pull)")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--no-compile", action="store_true",
+                        help="do not byte-compile the trees first (featurepull's modules are "
+                        "then compiled at every start where PYTHONDONTWRITEBYTECODE is set)")
     args = parser.parse_args(argv)
     trees = args.tree or [("installed", None)]
     cells = [c for c in args.cells
              if not (args.instructions and c in ("whole_pull", "timeline"))]
-    samples = run(trees, args.rounds, args.entities, cells, instructions=args.instructions)
+    samples = run(trees, args.rounds, args.entities, cells, instructions=args.instructions,
+                  compiled=not args.no_compile)
     rows = summarize(samples)
     print(f"{'cell':14} {'tree':10} {'n':>3} {'wall med':>9} {'wall min':>9} "
           f"{'cpu med':>8} {'cpu min':>8}  load      notes")

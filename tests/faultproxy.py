@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 BATCH_GET_TARGET = "DynamoDB_20120810.BatchGetItem"
 SCAN_TARGET = "DynamoDB_20120810.Scan"
+DESCRIBE_TARGET = "DynamoDB_20120810.DescribeTable"
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
 UPSTREAM_TIMEOUT_S = 30.0
 _PTEE = "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"
@@ -49,7 +50,8 @@ INTERNAL_ERROR_TYPE = "com.amazonaws.dynamodb.v20120810#InternalServerError"
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                          "transfer-encoding", "upgrade", "expect", "content-length"})
 COUNT_NAMES = ("batch_requests", "throttled", "errors_500", "dropped", "unprocessed_keys",
-               "shuffled", "keys_requested", "spikes", "storm_throttled", "scan_requests")
+               "shuffled", "keys_requested", "spikes", "storm_throttled", "scan_requests",
+               "describe_requests", "describe_errors")
 
 Headers = list[tuple[str, str]]
 
@@ -81,12 +83,15 @@ class FaultPlan:
     # Scan pages get the whole-request faults too: throttling (storm included), 500s, cuts,
     # latency and spikes (counted in the same counts, and in scan_requests).
     scan: bool = False
+    # The first describe_errors DescribeTable requests under this plan get HTTP 500
+    # InternalServerError (counted in describe_errors).
+    describe_errors: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name.endswith("_rate") and not 0.0 <= getattr(self, f.name) <= 1.0:
                 raise ValueError(f"{f.name} must be within [0, 1], got {getattr(self, f.name)}")
-        for name in ("latency_s", "spike_s", "storm_s", "storm_after"):
+        for name in ("latency_s", "spike_s", "storm_s", "storm_after", "describe_errors"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -149,6 +154,7 @@ class FaultProxy:
             self._rng = random.Random(plan.seed)
             self._throttle_seq = 0
             self._plan_requests = 0
+            self._plan_describes = 0
             self._storm_started: float | None = None
             self._storm_last: float | None = None
             self._holding = plan.hold
@@ -324,6 +330,18 @@ class FaultProxy:
                                      "message": "faultproxy: internal server error"})
         return None
 
+    def _describe(self, method: str, path: str, headers: Headers, body: bytes) -> _Reply:
+        with self._lock:
+            self._counts["describe_requests"] += 1
+            self._plan_describes += 1
+            failing = self._plan_describes <= self._plan.describe_errors
+            if failing:
+                self._counts["describe_errors"] += 1
+        if failing:
+            return _json_reply(500, {"__type": INTERNAL_ERROR_TYPE,
+                                     "message": "faultproxy: internal server error"})
+        return self._forward(method, path, headers, body)
+
     def _throttle(self) -> _Reply:
         with self._lock:
             error_type = THROTTLE_TYPES[self._throttle_seq % len(THROTTLE_TYPES)]
@@ -447,6 +465,8 @@ class _Handler(BaseHTTPRequestHandler):
             reply, drop = proxy._batch_get(self.command, self.path, headers, body)
         elif target == SCAN_TARGET and proxy.plan.scan:
             reply, drop = proxy._scan(self.command, self.path, headers, body)
+        elif target == DESCRIBE_TARGET:
+            reply, drop = proxy._describe(self.command, self.path, headers, body), ""
         else:
             reply, drop = proxy._forward(self.command, self.path, headers, body), ""
         self._send(reply, drop)

@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,6 +24,9 @@ import redis
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.local import RedisService
 from tests.conftest import without_aws_settings
+
+if TYPE_CHECKING:
+    from tests.faultproxy import FaultProxy
 
 JOB_MACHINERY = ("celery", "kombu", "redis", "flower", "billiard")
 # Not on a pull's way either: its clients are botocore's own (boto3 and s3transfer only for
@@ -87,6 +91,9 @@ def test_pull_loads_no_job_machinery_boto3_or_pandas(endpoint: EndpointProcess,
     assert "featurepull.dynamo.reader" in modules and "featurepull.pull" in modules
     assert "pyarrow.parquet" in modules
     assert _machinery(modules, NOT_FOR_A_PULL) == []
+    # Its values are plain scalars (a double, a string), read from the bytes: no protobuf.
+    assert "featurepull.dynamo._feast_value_proto" not in modules
+    assert _machinery(modules, ("google",)) == []
 
 
 def _aws_env(home: Path, **extra: str) -> dict[str, str]:
@@ -96,28 +103,48 @@ def _aws_env(home: Path, **extra: str) -> dict[str, str]:
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", **extra}
 
 
-def _pull_drivers(endpoint: EndpointProcess, tmp_path: Path, env: dict[str, str]
+def _pull_drivers(endpoint: EndpointProcess | FaultProxy, tmp_path: Path, env: dict[str, str]
                   ) -> tuple[list[str], bytes]:
+    modules, written, _ = _pull_summary(endpoint, tmp_path, env)
+    return modules, written
+
+
+def _pull_summary(endpoint: EndpointProcess | FaultProxy, tmp_path: Path, env: dict[str, str]
+                  ) -> tuple[list[str], bytes, dict[str, Any]]:
+    """The modules, the Parquet written and the --json summary of a pull of IDS."""
     entities, out = tmp_path / "ids.csv", tmp_path / "out.parquet"
     entities.write_text("driver_id\n" + "\n".join(map(str, IDS)) + "\n")
     code, modules, printed = _loaded(
         "pull", "--project", "imports", "--table", "drivers", "--features", "conv_rate,city",
         "--entities", str(entities), "--output", str(out), "--endpoint-url", endpoint.url,
-        "--region", "us-east-1", "--overwrite", env=env)
+        "--region", "us-east-1", "--overwrite", "--json", env=env)
     assert code == 0, printed
     assert pq.read_table(out).column("driver_id").to_pylist() == IDS
-    return modules, out.read_bytes()
+    return modules, out.read_bytes(), json.loads(printed[-1])
+
+
+@pytest.fixture(scope="module")
+def clean_pull(endpoint: EndpointProcess, tmp_path_factory: pytest.TempPathFactory
+               ) -> tuple[list[str], bytes]:
+    """The modules and the Parquet of a fault-free pull with credentials in the environment."""
+    home = tmp_path_factory.mktemp("clean")
+    return _pull_drivers(endpoint, home, _aws_env(home))
+
+
+def _same_rows(one: bytes, other: bytes) -> bool:
+    return bool(pq.read_table(pa.BufferReader(one)).equals(pq.read_table(pa.BufferReader(other))))
 
 
 def test_pull_with_credentials_in_the_environment_builds_no_botocore_client(
-        endpoint: EndpointProcess, tmp_path: Path) -> None:
+        endpoint: EndpointProcess, clean_pull: tuple[list[str], bytes], tmp_path: Path) -> None:
     # botocore's chain would take these credentials first: the pull signs them itself
     # (featurepull.dynamo._env_client), and botocore's session and client are never loaded.
-    modules, written = _pull_drivers(endpoint, tmp_path, _aws_env(tmp_path))
+    modules, written = clean_pull
     assert "featurepull.dynamo._env_client" in modules
-    assert [name for name in modules if name in (
-        "botocore.session", "botocore.client", "botocore.credentials", "botocore.config",
-        "botocore.endpoint", "featurepull.aws")] == []
+    # Not even botocore's or urllib3's exceptions: the reader names them only when it
+    # matches an exception (featurepull.dynamo._aws_errors).
+    assert [name for name in modules if name.split(".")[0] in ("botocore", "urllib3")
+            or name == "featurepull.aws"] == []
     # A profile (here with its own config file) is botocore's to resolve: the same pull
     # then builds botocore's client, and writes the same rows.
     (tmp_path / ".aws").mkdir()
@@ -126,8 +153,36 @@ def test_pull_with_credentials_in_the_environment_builds_no_botocore_client(
         modules, again = _pull_drivers(endpoint, tmp_path, _aws_env(tmp_path, **extra))
         assert "botocore.client" in modules and "botocore.session" in modules, extra
         assert "featurepull.dynamo._env_client" in modules  # asked, and it declined
-        assert pq.read_table(pa.BufferReader(again)).equals(
-            pq.read_table(pa.BufferReader(written)))
+        assert _same_rows(again, written)
+
+
+def test_a_botocore_free_pull_retries_error_answers_as_botocore_would(
+        endpoint: EndpointProcess, clean_pull: tuple[list[str], bytes], tmp_path: Path) -> None:
+    # The first BatchGetItems are throttled (a storm from the first request on): the fast
+    # transport raises botocore's ClientError for them, importing its exceptions only then,
+    # and the reader retries them as throttles; botocore's client is still never built.
+    from tests.faultproxy import FaultPlan, FaultProxy
+
+    with FaultProxy(endpoint.url, FaultPlan(storm_s=0.2)) as proxy:
+        modules, written, summary = _pull_summary(proxy, tmp_path, _aws_env(tmp_path))
+        assert proxy.counts["storm_throttled"] >= 1
+    assert summary["throttles"] == proxy.counts["storm_throttled"]
+    assert "botocore.exceptions" in modules
+    assert [name for name in modules if name in ("botocore.session", "botocore.client")] == []
+    assert _same_rows(written, clean_pull[1])
+
+
+def test_a_describe_table_that_fails_once_succeeds_through_botocore(
+        endpoint: EndpointProcess, clean_pull: tuple[list[str], bytes], tmp_path: Path) -> None:
+    # DescribeTable answers 500 once: the env client's own request gets it, asks again
+    # through botocore's client (built now), which gets the table; the pull goes on.
+    from tests.faultproxy import FaultPlan, FaultProxy
+
+    with FaultProxy(endpoint.url, FaultPlan(describe_errors=1)) as proxy:
+        modules, written, _ = _pull_summary(proxy, tmp_path, _aws_env(tmp_path))
+        assert (proxy.counts["describe_requests"], proxy.counts["describe_errors"]) == (2, 1)
+    assert "featurepull.dynamo._env_client" in modules and "botocore.client" in modules
+    assert _same_rows(written, clean_pull[1])
 
 
 def test_a_pull_with_a_scorer_may_use_pandas(endpoint: EndpointProcess, tmp_path: Path) -> None:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import botocore
-
 from featurepull.dynamo._env_client import EnvClient
 from featurepull.errors import RunFailed
 
@@ -39,6 +37,8 @@ class BotocoreInternalsChanged(RunFailed, RuntimeError):
     (exit 1: the input is fine, the installation is not)."""
 
     def __init__(self, path: str, problem: str) -> None:
+        import botocore  # only a botocore client has these attributes: it is loaded
+
         super().__init__(
             f"botocore {botocore.__version__} changed {path} ({problem}), which featurepull's "
             "fast transport reads; set dynamodb.transport = 'botocore' "

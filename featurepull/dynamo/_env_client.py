@@ -89,30 +89,24 @@ class EnvClient:
         return answer
 
     def _describe(self, table: str) -> dict[str, Any] | None:
-        from featurepull.dynamo.http import DEFAULT_PORTS, tls_context
-        from featurepull.dynamo.sigv4 import PostSigner
-        from featurepull.dynamo.transport import CONTENT_TYPE, SIGNING_NAME, USER_AGENT
+        from featurepull.dynamo.http import tls_context
+        from featurepull.dynamo.transport import post_signer
 
         parts = urlsplit(self.meta.endpoint_url)
         assert parts.hostname is not None
-        host = parts.hostname  # as the fast transport's Host: a default port left out
-        if parts.port is not None and parts.port != DEFAULT_PORTS[parts.scheme]:
-            host = f"{host}:{parts.port}"
         body = orjson.dumps({"TableName": table})
-        signer = PostSigner(host, "/", self.meta.region_name, SIGNING_NAME, CONTENT_TYPE,
-                            DESCRIBE_TARGET)
-        headers = {**signer.sign(body, self.credentials), "User-Agent": USER_AGENT,
-                   "Accept-Encoding": "identity"}
+        signer = post_signer(self.meta.endpoint_url, self.meta.region_name, DESCRIBE_TARGET)
+        headers = {**signer.sign(body, self.credentials), **signer.unsigned}
         timeout = self.settings.connect_timeout
         conn = (http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                            context=tls_context(_ca_bundle(self.verify)))
+                                            context=tls_context(self.verify))
                 if parts.scheme == "https" else
                 http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout))
         try:
             conn.connect()
             assert conn.sock is not None
             conn.sock.settimeout(self.settings.read_timeout)
-            conn.request("POST", "/", body, headers)
+            conn.request("POST", signer.path, body, headers)
             response = conn.getresponse()
             data = response.read()
             status = response.status
@@ -136,22 +130,6 @@ def _clean_table(status: int, headers: dict[str, str], data: bytes) -> dict[str,
         return None
     table = answer.get("Table") if isinstance(answer, dict) else None
     return table if isinstance(table, dict) else None
-
-
-def _ca_bundle(verify: bool | str) -> bool | str:
-    """What botocore's HTTP session checks a certificate with (``get_cert_path``): the
-    bundle it was given, else certifi's, else botocore's own ``cacert.pem``."""
-    if verify is not True:
-        return verify
-    try:
-        from certifi import where
-    except ImportError:
-        import importlib.util
-
-        spec = importlib.util.find_spec("botocore")  # not imported: only where it lies
-        assert spec is not None and spec.submodule_search_locations is not None
-        return os.path.join(next(iter(spec.submodule_search_locations)), "cacert.pem")
-    return str(where())
 
 
 def _verify(environ: Mapping[str, str]) -> bool | str | None:

@@ -123,12 +123,18 @@ def _build(settings: DynamoSettings) -> Any:
     return build_client(settings)
 
 
+def _client_key(settings: DynamoSettings) -> tuple[Any, ...]:
+    # With the switch: a client made while EnvClients were allowed may be one; once they are
+    # not, botocore's is asked for (and the other way round).
+    return ("client", _env_clients, *_cache_key(settings))
+
+
 def process_client(settings: DynamoSettings) -> Any:
     """This process's client for ``settings``: created on first use, never a parent's."""
-    return per_process(("client", *_cache_key(settings)), lambda: _build(settings))
+    return per_process(_client_key(settings), lambda: _build(settings))
 
 
 def client_owner_pid(settings: DynamoSettings) -> int | None:
     """The pid that built the cached client for ``settings`` (None if none yet)."""
-    cached = _clients.get(("client", *_cache_key(settings)))
+    cached = _clients.get(_client_key(settings))
     return cached[0] if cached else None

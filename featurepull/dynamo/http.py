@@ -226,14 +226,32 @@ class ConnectionPool:
 
 
 def tls_context(verify: bool | str) -> ssl.SSLContext:
-    """This process's TLS context: the system's (or ``verify``'s) CA bundle, or, with
-    ``verify=False``, no certificate check (as boto3's ``verify=False``)."""
+    """This process's TLS context, trusting what botocore's HTTP session trusts (the CA
+    bundle ``verify`` names, else :func:`default_ca_bundle` — not the system's store), or,
+    with ``verify=False``, no certificate check (as boto3's ``verify=False``)."""
     def build() -> ssl.SSLContext:
         if verify is False:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
             return context
-        return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+        return ssl.create_default_context(
+            cafile=verify if isinstance(verify, str) else default_ca_bundle())
 
     return per_process(("tls-context", verify), build)
+
+
+def default_ca_bundle() -> str:
+    """The CA bundle botocore's HTTP session checks certificates with when given no other
+    (``botocore.httpsession.get_cert_path(True)``): certifi's, else botocore's own
+    ``cacert.pem`` (found without importing botocore)."""
+    try:
+        from certifi import where
+    except ImportError:
+        import importlib.util
+        import os
+
+        spec = importlib.util.find_spec("botocore")
+        assert spec is not None and spec.submodule_search_locations is not None
+        return os.path.join(next(iter(spec.submodule_search_locations)), "cacert.pem")
+    return str(where())

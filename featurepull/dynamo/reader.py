@@ -34,11 +34,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import botocore.exceptions
-import botocore.parsers
-import urllib3.exceptions
-
 from featurepull.config import DynamoSettings
+from featurepull.dynamo._aws_errors import (
+    client_errors,
+    connection_errors,
+    no_credentials_errors,
+    unreachable_errors,
+)
 from featurepull.dynamo.client import process_client
 from featurepull.dynamo.concurrency import Aimd
 from featurepull.dynamo.errors import (
@@ -68,24 +70,7 @@ from featurepull.dynamo.transport import BrokenResponse, Transport, transport_fo
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-# Exceptions botocore/urllib3 raise when a connection breaks or a response arrives cut or
-# garbled; the request is sent again.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.HTTPClientError,  # ConnectionClosed, ReadTimeout
-    botocore.exceptions.IncompleteReadError,
-    botocore.exceptions.ChecksumError,  # x-amz-crc32 mismatch on a damaged body
-    botocore.parsers.ResponseParserError,
-    urllib3.exceptions.HTTPError,
-    ConnectionError,  # and the fast transport's BrokenResponse (length, crc32, not JSON)
-)
-# botocore's when it cannot connect at all (refused, timed out). Before a read, DescribeTable
-# lets them through (the command line says the endpoint cannot be reached); during one, the
-# endpoint went away, and the request is retried like one that lost its connection.
-UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectTimeoutError,
-)
+    from botocore.exceptions import ClientError
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -173,18 +158,18 @@ class BatchReader:
         """DescribeTable's ``Table`` block, with failures turned into TableError."""
         try:
             return dict(self.client.describe_table(TableName=self.table)["Table"])
-        except botocore.exceptions.ClientError as exc:
+        except client_errors() as exc:
             code = _error_code(exc)
             if code == "ResourceNotFoundException":
                 raise TableError(f"{self.where()} does not exist; check --table, "
                                  "--project, the table name template and the region") from None
             raise TableError(f"cannot describe {self.where()}: {code}: {exc}") from None
-        except CONNECTION_ERRORS as exc:
+        except connection_errors() as exc:
             raise TableError(f"cannot reach DynamoDB for {self.where()}: {exc}") from None
-        except UNREACHABLE_ERRORS as exc:
+        except unreachable_errors() as exc:
             raise EndpointUnreachable(f"{exc}; check --endpoint-url, --region and the "
                                       "network") from None
-        except botocore.exceptions.NoCredentialsError:
+        except no_credentials_errors():
             raise TableError(f"no AWS credentials found to read {self.where()}: configure the "
                              "credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...)") from None
 
@@ -307,14 +292,14 @@ class BatchReader:
         sent = time.perf_counter()
         try:
             response = await transport.batch_get_item(request)
-        except botocore.exceptions.ClientError as exc:
+        except client_errors() as exc:
             outcome.failure = self._classify(exc)
             outcome.detail = _error_code(exc)
             state.retry_log.note(outcome.failure, table, outcome.detail)
             return outcome
         except ssl.SSLCertVerificationError as exc:
             raise self.untrusted(exc) from None
-        except (*CONNECTION_ERRORS, *UNREACHABLE_ERRORS) as exc:
+        except (*connection_errors(), *unreachable_errors()) as exc:
             outcome.failure = "connection"
             outcome.detail = connection_failure(exc, state.retry_log, table)
             return outcome
@@ -358,7 +343,7 @@ class BatchReader:
             await asyncio.sleep(wait)
         try:
             answer = await transport.batch_get_item(request)
-        except (botocore.exceptions.ClientError, *CONNECTION_ERRORS, *UNREACHABLE_ERRORS):
+        except (*client_errors(), *connection_errors(), *unreachable_errors()):
             pace.settle(reserved, 0.0, 0)  # refused or lost: nothing was charged
             return None
         charged = [float(capacity.get("CapacityUnits", 0.0))
@@ -418,7 +403,7 @@ class BatchReader:
                                   f"verify ({exc.verify_message}); check --endpoint-url and "
                                   "AWS_CA_BUNDLE")
 
-    def _classify(self, exc: botocore.exceptions.ClientError,
+    def _classify(self, exc: ClientError,
                   operation: str = "BatchGetItem") -> str:
         """"throttle" or "server" (retried), or raise PermanentReadError."""
         error = exc.response.get("Error", {})
@@ -711,7 +696,7 @@ def _no_fragment(keys: list[Hashable]) -> None:
     return None
 
 
-def _error_code(exc: botocore.exceptions.ClientError) -> str:
+def _error_code(exc: ClientError) -> str:
     code = exc.response.get("Error", {}).get("Code", "")
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return str(code or (f"HTTP {status}" if status else type(exc).__name__))

@@ -29,9 +29,8 @@ from collections.abc import Callable, Container, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import botocore.exceptions
-
 from featurepull.config import DynamoSettings
+from featurepull.dynamo._aws_errors import client_errors, connection_errors, unreachable_errors
 from featurepull.dynamo.concurrency import Aimd
 from featurepull.dynamo.errors import (
     RetryDeadlineExceeded,
@@ -41,8 +40,6 @@ from featurepull.dynamo.features import FeatureCheck, refusal_message
 from featurepull.dynamo.layouts import Layout, Row, RowsDecoder
 from featurepull.dynamo.pacing import PacerFactory, ReadCost, ReadPace, local_pacer
 from featurepull.dynamo.reader import (
-    CONNECTION_ERRORS,
-    UNREACHABLE_ERRORS,
     BatchReader,
     _check_features,
     _error_code,
@@ -315,14 +312,14 @@ class _ScanRun:
         sent = time.perf_counter()
         try:
             answer = await transport.scan(request)
-        except botocore.exceptions.ClientError as exc:
+        except client_errors() as exc:
             page.failure = scanner.reader._classify(exc, "Scan")
             page.detail = _error_code(exc)
             self.log.note(page.failure, scanner.table, page.detail)
             return page
         except ssl.SSLCertVerificationError as exc:
             raise scanner.reader.untrusted(exc) from None
-        except (*CONNECTION_ERRORS, *UNREACHABLE_ERRORS) as exc:
+        except (*connection_errors(), *unreachable_errors()) as exc:
             page.failure = "connection"
             page.detail = connection_failure(exc, self.log, scanner.table)
             return page

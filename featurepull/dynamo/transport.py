@@ -25,14 +25,13 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextvars
+import functools
 import zlib
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import botocore
-import botocore.exceptions
 import orjson
 
 from featurepull.config import ConfigError, DynamoSettings
@@ -40,15 +39,17 @@ from featurepull.dynamo._botocore import client_proxy_url, client_verify, signin
 from featurepull.dynamo.http import DEFAULT_PORTS, BrokenResponse, ConnectionPool
 from featurepull.dynamo.sigv4 import PostSigner
 
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
+
 TARGET = "DynamoDB_20120810.BatchGetItem"
 SCAN_TARGET = "DynamoDB_20120810.Scan"
 CONTENT_TYPE = "application/x-amz-json-1.0"
 SIGNING_NAME = "dynamodb"
-USER_AGENT = f"featurepull (fast transport) botocore/{botocore.__version__}"
 _a2b = binascii.a2b_base64
 
 __all__ = ["BotocoreTransport", "BrokenResponse", "FastTransport", "Transport",
-           "transport_for"]
+           "post_signer", "transport_for"]
 
 
 class Transport(Protocol):
@@ -125,21 +126,12 @@ class FastTransport:
             raise ConfigError(f"cannot send BatchGetItem to endpoint {url!r}; give "
                               "--endpoint-url as http://HOST[:PORT] or https://HOST[:PORT]")
         self.url = url + "/"
-        self.path = (parts.path or "") + "/"
         self.region = str(client.meta.region_name)
         # The very object botocore signs with: a RefreshableCredentials (roles, SSO, ...) is
         # refreshed by get_frozen_credentials() as boto3 would refresh it.
         self.credentials = signing_credentials(client)
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        if parts.port is not None and parts.port != DEFAULT_PORTS[parts.scheme]:
-            host = f"{host}:{parts.port}"
-        # User-Agent is not signed, as botocore does not sign it; x-amz-crc32 covers the
-        # uncompressed body, so no compression.
-        unsigned = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        self.signer = PostSigner(host, self.path, self.region, SIGNING_NAME, CONTENT_TYPE, TARGET,
-                                 unsigned)
-        self.scan_signer = PostSigner(host, self.path, self.region, SIGNING_NAME, CONTENT_TYPE,
-                                      SCAN_TARGET, unsigned)
+        self.signer = post_signer(url, self.region, TARGET)
+        self.scan_signer = post_signer(url, self.region, SCAN_TARGET)
         self.headers = self.signer.headers
         self.pool = ConnectionPool(url, settings.connect_timeout, settings.read_timeout,
                                    client_verify(client))
@@ -171,8 +163,34 @@ class FastTransport:
 
     def _frozen_credentials(self) -> Any:
         if self.credentials is None:
-            raise botocore.exceptions.NoCredentialsError()  # as botocore's signing raises
+            from botocore.exceptions import NoCredentialsError
+
+            raise NoCredentialsError()  # as botocore's signing raises
         return self.credentials.get_frozen_credentials()
+
+
+def post_signer(url: str, region: str, target: str) -> PostSigner:
+    """The signer of DynamoDB POSTs with ``target`` to ``url`` (``scheme://host[:port]
+    [/path]``, no trailing slash): Host as the request carries it (IPv6 in brackets, a default
+    port left out), and the headers sent unsigned — User-Agent, as botocore leaves it
+    unsigned, and no compression (x-amz-crc32 covers the uncompressed body)."""
+    parts = urlsplit(url)
+    assert parts.hostname  # FastTransport and env_client accept no other URL
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if parts.port is not None and parts.port != DEFAULT_PORTS[parts.scheme]:
+        host = f"{host}:{parts.port}"
+    unsigned = {"User-Agent": user_agent(), "Accept-Encoding": "identity"}
+    return PostSigner(host, (parts.path or "") + "/", region, SIGNING_NAME, CONTENT_TYPE,
+                      target, unsigned)
+
+
+@functools.cache
+def user_agent() -> str:
+    """The fast transport's User-Agent, naming the botocore it answers like; its version
+    from the installed distribution, since a console pull may never import botocore."""
+    from importlib.metadata import version
+
+    return f"featurepull (fast transport) botocore/{version('botocore')}"
 
 
 def transport_for(client: Any, settings: DynamoSettings,
@@ -272,7 +290,7 @@ def _decode_binaries(values: Iterable[dict[str, Any]]) -> None:
 
 
 def _error_answer(status: int, headers: Mapping[str, str], data: bytes,
-                  operation: str = "BatchGetItem") -> botocore.exceptions.ClientError:
+                  operation: str = "BatchGetItem") -> ClientError:
     """The ClientError botocore would raise for this error answer (``__type`` suffix as the
     code, ``message`` as the message)."""
     try:
@@ -288,4 +306,6 @@ def _error_answer(status: int, headers: Mapping[str, str], data: bytes,
         message = data[:200].decode("utf-8", "replace") or f"HTTP {status}"
     error = {"Error": {"Code": code or str(status), "Message": str(message)},
              "ResponseMetadata": _metadata(status, headers)}
-    return botocore.exceptions.ClientError(error, operation)
+    from botocore.exceptions import ClientError  # an error answer: botocore's error
+
+    return ClientError(error, operation)

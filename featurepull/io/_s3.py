@@ -13,13 +13,6 @@ import os
 import threading
 from typing import Any, BinaryIO
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    EndpointConnectionError,
-    NoCredentialsError,
-)
-
 from featurepull.config import S3Settings
 from featurepull.errors import InputError
 from featurepull.io._formats import S3Location
@@ -36,12 +29,21 @@ class S3Error(InputError, ValueError):
     """An S3 request failed; the message names the object and what to check."""
 
 
+def _botocore_errors() -> tuple[type[Exception], ...]:
+    """What a request through botocore's client raises. Imported when an exception is being
+    matched, after ``_client`` built that client: botocore is loaded by then, and a pull that
+    never touches S3 does not import it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return BotoCoreError, ClientError
+
+
 def download(location: S3Location, settings: S3Settings, stream: BinaryIO) -> None:
     """Copy the object into `stream` (a local file), in parallel ranges for a large one."""
     client = _client(settings)
     try:
         _transfers().download_fileobj(client, location.bucket, location.key, stream)
-    except (BotoCoreError, ClientError) as exc:
+    except _botocore_errors() as exc:
         raise _read_error(exc, location, settings, client) from None
 
 
@@ -50,7 +52,7 @@ def object_size(location: S3Location, settings: S3Settings) -> int:
     client = _client(settings)
     try:
         head = client.head_object(Bucket=location.bucket, Key=location.key)
-    except (BotoCoreError, ClientError) as exc:
+    except _botocore_errors() as exc:
         raise _read_error(exc, location, settings, client) from None
     return int(head["ContentLength"])
 
@@ -65,7 +67,7 @@ def upload(stream: BinaryIO, location: S3Location, settings: S3Settings,
     try:
         _transfers().upload_fileobj(client, stream, location.bucket, location.key,
                                     ExtraArgs=extra)
-    except (BotoCoreError, ClientError) as exc:
+    except _botocore_errors() as exc:
         raise _explain(exc, location, client, "s3:PutObject") from None
 
 
@@ -74,7 +76,7 @@ def object_metadata(location: S3Location, settings: S3Settings) -> dict[str, str
     client = _client(settings)
     try:
         head = client.head_object(Bucket=location.bucket, Key=location.key)
-    except (BotoCoreError, ClientError) as exc:
+    except _botocore_errors() as exc:
         if _code(exc) in _NOT_FOUND:
             return None
         raise _explain(exc, location, client, "s3:GetObject") from None
@@ -86,7 +88,7 @@ def put_bytes(location: S3Location, data: bytes, settings: S3Settings) -> None:
     client = _client(settings)
     try:
         client.put_object(Bucket=location.bucket, Key=location.key, Body=data)
-    except (BotoCoreError, ClientError) as exc:
+    except _botocore_errors() as exc:
         raise _explain(exc, location, client, "s3:PutObject") from None
 
 
@@ -95,7 +97,7 @@ def get_bytes(location: S3Location, settings: S3Settings) -> bytes | None:
     client = _client(settings)
     try:
         return bytes(client.get_object(Bucket=location.bucket, Key=location.key)["Body"].read())
-    except (BotoCoreError, ClientError) as exc:
+    except _botocore_errors() as exc:
         if _code(exc) in _NOT_FOUND:
             return None
         raise _explain(exc, location, client, "s3:GetObject") from None
@@ -110,7 +112,7 @@ def list_keys(location: S3Location, settings: S3Settings) -> list[str]:
                                                                  Prefix=location.key)
         for page in pages:
             keys += [item["Key"] for item in page.get("Contents", [])]
-    except (BotoCoreError, ClientError) as exc:
+    except _botocore_errors() as exc:
         raise _explain(exc, location, client, "s3:ListBucket") from None
     return keys
 
@@ -122,7 +124,7 @@ def delete_keys(bucket: S3Location, keys: list[str], settings: S3Settings) -> No
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start:start + 1000]]
             client.delete_objects(Bucket=bucket.bucket, Delete={"Objects": batch, "Quiet": True})
-    except (BotoCoreError, ClientError) as exc:
+    except _botocore_errors() as exc:
         raise _explain(exc, bucket, client, "s3:DeleteObject") from None
 
 
@@ -132,7 +134,7 @@ def copy(source: S3Location, target: S3Location, settings: S3Settings) -> None:
     try:
         _transfers().copy(client, {"Bucket": source.bucket, "Key": source.key}, target.bucket,
                           target.key)
-    except (BotoCoreError, ClientError) as exc:
+    except _botocore_errors() as exc:
         if _code(exc) in _NOT_FOUND:
             raise S3Error(f"{source.uri}: no such object in bucket {source.bucket!r}") from None
         raise _explain(exc, target, client, "s3:GetObject and s3:PutObject") from None
@@ -143,7 +145,7 @@ def require_bucket(location: S3Location, settings: S3Settings) -> None:
     client = _client(settings)
     try:
         client.head_bucket(Bucket=location.bucket)
-    except (BotoCoreError, ClientError) as exc:
+    except _botocore_errors() as exc:
         if _code(exc) in _NOT_FOUND | {"NoSuchBucket"}:
             raise S3Error(_missing_bucket_message(location, client)) from None
         raise _explain(exc, location, client, "s3:ListBucket") from None
@@ -154,7 +156,7 @@ def object_exists(location: S3Location, settings: S3Settings) -> bool:
     client = _client(settings)
     try:
         client.head_object(Bucket=location.bucket, Key=location.key)
-    except (BotoCoreError, ClientError) as exc:
+    except _botocore_errors() as exc:
         if _code(exc) in _NOT_FOUND:
             return False
         raise _explain(exc, location, client, "s3:GetObject and s3:ListBucket") from None
@@ -203,6 +205,8 @@ def _transfers() -> Any:
 
 
 def _code(exc: Exception) -> str | None:
+    from botocore.exceptions import ClientError
+
     if isinstance(exc, ClientError):
         code: str | None = exc.response.get("Error", {}).get("Code")
         return code
@@ -224,6 +228,8 @@ def _missing_bucket_message(location: S3Location, client: Any) -> str:
 def _explain(
     exc: Exception, location: S3Location, client: Any, permission: str
 ) -> S3Error:
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
     code = _code(exc)
     if code == "NoSuchBucket":
         return S3Error(_missing_bucket_message(location, client))

@@ -5,6 +5,11 @@ otherwise, none is made. Compared with the installed botocore, on a real endpoin
 
 from __future__ import annotations
 
+import socket
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +139,10 @@ def test_none_with_a_shared_config_file(aws_env: pytest.MonkeyPatch, tmp_path: P
 
     settings = DynamoSettings(region="us-east-1", endpoint_url=ENDPOINT)
     assert env_client(settings, dict(os.environ)) is not None
+    # A shared credentials file alone changes nothing: the environment's keys come first.
     (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "credentials").write_text("[default]\naws_access_key_id = other\n")
+    assert env_client(settings, dict(os.environ)) is not None
     (tmp_path / ".aws" / "config").write_text("[default]\nendpoint_url = http://other:1\n")
     assert env_client(settings, dict(os.environ)) is None
 
@@ -143,10 +151,15 @@ def test_describe_table_as_botocore(aws_env: pytest.MonkeyPatch,
                                     fast_dynamo: EndpointProcess) -> None:
     import os
 
+    from tests.faultproxy import FaultProxy
+
+    with FaultProxy(fast_dynamo.url) as proxy:  # counts the requests
+        settings = DynamoSettings(region="us-east-1", endpoint_url=proxy.url)
+        ours = env_client(settings, dict(os.environ))
+        assert ours is not None
+        table = ours.describe_table(TableName=FAST_TABLE)["Table"]
+        assert proxy.counts["describe_requests"] == 1  # its own request answered: no botocore
     settings = DynamoSettings(region="us-east-1", endpoint_url=fast_dynamo.url)
-    ours = env_client(settings, dict(os.environ))
-    assert ours is not None
-    table = ours.describe_table(TableName=FAST_TABLE)["Table"]
     theirs = _botocore_client(settings).describe_table(TableName=FAST_TABLE)["Table"]
     # Timestamps aside (botocore parses them to datetimes; nothing reads them), the same.
     assert {k: v for k, v in table.items() if not k.endswith("DateTime")} == {
@@ -185,3 +198,183 @@ def test_unreachable_endpoint_is_botocores(aws_env: pytest.MonkeyPatch) -> None:
         with pytest.raises(botocore.exceptions.EndpointConnectionError) as botocores:
             _botocore_client(settings).describe_table(TableName=FAST_TABLE)
     assert str(mine.value) == str(botocores.value)
+
+
+@pytest.mark.parametrize("errors", [1, 2])
+def test_describe_table_answered_500_then_botocores_answer(
+        aws_env: pytest.MonkeyPatch, fast_dynamo: EndpointProcess, errors: int) -> None:
+    # Our request gets the first 500 and is asked again through botocore's client, which
+    # retries a further 500 itself (here it may make 2 attempts): the answer is botocore's.
+    import os
+
+    from tests.faultproxy import FaultPlan, FaultProxy
+
+    with FaultProxy(fast_dynamo.url, FaultPlan(describe_errors=errors)) as proxy:
+        settings = DynamoSettings(region="us-east-1", endpoint_url=proxy.url,
+                                  total_max_retry_attempts=2)
+        ours = env_client(settings, dict(os.environ))
+        assert ours is not None
+        table = ours.describe_table(TableName=FAST_TABLE)
+        assert (proxy.counts["describe_requests"], proxy.counts["describe_errors"]) == (
+            errors + 1, errors)
+    theirs = _botocore_client(DynamoSettings(region="us-east-1", endpoint_url=fast_dynamo.url))
+    assert table["Table"] == theirs.describe_table(TableName=FAST_TABLE)["Table"]
+    assert table["ResponseMetadata"]["RetryAttempts"] == errors - 1
+
+
+def test_the_switch_is_part_of_the_process_clients_key(aws_env: pytest.MonkeyPatch) -> None:
+    # A client cached while EnvClients were allowed is not handed out once they are not.
+    from featurepull.dynamo.client import env_clients, process_client
+
+    settings = DynamoSettings(region="us-east-1", endpoint_url="http://127.0.0.1:8009")
+    env_clients(True)
+    try:
+        allowed = process_client(settings)
+    finally:
+        env_clients(False)
+    assert isinstance(allowed, EnvClient)
+    botocores = process_client(settings)
+    assert not isinstance(botocores, EnvClient)
+    assert botocores.meta.endpoint_url == "http://127.0.0.1:8009"
+    env_clients(True)
+    try:
+        assert process_client(settings) is allowed  # each still cached under its own key
+    finally:
+        env_clients(False)
+
+
+@contextmanager
+def _unaccepted_port() -> Iterator[int]:
+    """A loopback port whose listen queue is full: Linux drops a new connection's SYN, so a
+    connect waits out its own timeout."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        fillers = [socket.socket() for _ in range(8)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                filler.connect_ex(server.getsockname())
+            yield int(server.getsockname()[1])
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+@contextmanager
+def _raw_endpoint(reply: bytes | None) -> Iterator[str]:
+    """An HTTP endpoint on loopback that answers every request with the bytes ``reply``, or
+    (None) reads it and never answers."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return  # closed: the test is over
+            held.append(conn)
+            conn.recv(65536)
+            if reply is not None:
+                conn.sendall(reply)
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone would not)
+        server.close()
+        thread.join(10)
+        for conn in held:
+            conn.close()
+
+
+def _describe_within(client: EnvClient, seconds: float = 30.0) -> object:
+    """``client._describe``'s answer, which must come within ``seconds`` (a generous bound
+    on timeouts of a fraction of a second: without them it would wait for minutes)."""
+    answers: list[object] = []
+    thread = threading.Thread(target=lambda: answers.append(client._describe(FAST_TABLE)),
+                              daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert answers, f"DescribeTable still waiting after {seconds} s: no timeout"
+    return answers[0]
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_connection_that_never_opens_times_out(aws_env: pytest.MonkeyPatch,
+                                                 scheme: str) -> None:
+    # connect_timeout: then botocore's turn (None), which has its own.
+    import os
+
+    with _unaccepted_port() as port:
+        settings = DynamoSettings(region="us-east-1", endpoint_url=f"{scheme}://127.0.0.1:{port}",
+                                  connect_timeout=0.3)
+        ours = env_client(settings, dict(os.environ))
+        assert ours is not None
+        assert _describe_within(ours) is None
+
+
+def test_an_endpoint_that_never_answers_times_out(aws_env: pytest.MonkeyPatch) -> None:
+    import os
+
+    with _raw_endpoint(None) as url:
+        settings = DynamoSettings(region="us-east-1", endpoint_url=url, read_timeout=0.3)
+        ours = env_client(settings, dict(os.environ))
+        assert ours is not None
+        assert _describe_within(ours) is None
+
+
+@pytest.mark.parametrize(("body", "crc"), [
+    (b"[]", b""), (b'{"Table": []}', b""), (b'{"Table": "t"}', b""), (b"{}", b""), (b"{", b""),
+    (b'{"Table": {"TableName": "t"}}', b"X-Amz-Crc32: 1\r\n"),  # damaged on the way
+])
+def test_a_200_that_is_no_description_is_botocores_to_judge(aws_env: pytest.MonkeyPatch,
+                                                            body: bytes, crc: bytes) -> None:
+    import os
+
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n%s"
+             b"Content-Length: %d\r\n\r\n%s" % (crc, len(body), body))
+    with _raw_endpoint(reply) as url:
+        ours = env_client(DynamoSettings(region="us-east-1", endpoint_url=url),
+                          dict(os.environ))
+        assert ours is not None
+        assert _describe_within(ours) is None
+    # and a clean one is taken, header names in any case
+    good = b'{"Table": {"TableName": "t"}}'
+    reply = (b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: %d\r\nX-AMZ-CRC32: %d\r\n\r\n%s"
+             % (len(good), zlib.crc32(good), good))
+    with _raw_endpoint(reply) as url:
+        ours = env_client(DynamoSettings(region="us-east-1", endpoint_url=url),
+                          dict(os.environ))
+        assert ours is not None
+        assert _describe_within(ours) == {"TableName": "t"}
+
+
+@pytest.mark.parametrize("missing", ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+def test_none_without_both_keys(aws_env: pytest.MonkeyPatch, missing: str) -> None:
+    # Not set at all (an empty one is in the table above): botocore looks further.
+    import os
+
+    aws_env.delenv(missing)
+    assert env_client(DynamoSettings(region="us-east-1", endpoint_url=ENDPOINT),
+                      dict(os.environ)) is None
+
+
+def test_none_without_a_region(aws_env: pytest.MonkeyPatch) -> None:
+    import os
+
+    assert env_client(DynamoSettings(endpoint_url=ENDPOINT), dict(os.environ)) is None
+
+
+@pytest.mark.parametrize("name", ["HTTPS_PROXY", "no_proxy"])
+def test_none_with_a_proxy_in_the_environment_given(aws_env: pytest.MonkeyPatch,
+                                                   name: str) -> None:
+    # The environment passed in, not only this process's (which urllib reads).
+    import os
+
+    assert env_client(DynamoSettings(region="us-east-1", endpoint_url=ENDPOINT),
+                      {**os.environ, name: "http://proxy:3128"}) is None

@@ -190,3 +190,38 @@ def test_env_client_describes_over_https_as_botocore(
     with pytest.raises(botocore.exceptions.SSLError) as botocores:
         build_client(settings).describe_table(TableName=TABLE)
     assert str(mine.value) == str(botocores.value)
+
+
+def test_trusts_what_botocore_trusts_not_the_system_store(
+        tls: tuple[TlsForwarder, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # With no CA bundle given, botocore checks certificates against certifi's bundle
+    # (botocore.httpsession.get_cert_path), not the system's store. Here the system store
+    # (SSL_CERT_FILE) trusts the test CA and certifi's does not: botocore refuses the
+    # endpoint, and so must the fast transport's reads and the env client's DescribeTable.
+    import botocore.httpsession
+
+    import featurepull.dynamo.client as clients
+    from featurepull.dynamo.http import tls_context
+
+    forwarder, ca = tls
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws/config
+    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(clients, "_clients", {})  # no TLS context built before SSL_CERT_FILE
+    assert ssl.create_default_context().get_ca_certs()  # the system store: the test CA
+    botocores = ssl.create_default_context(cafile=botocore.httpsession.get_cert_path(True))
+    assert tls_context(True).get_ca_certs() == botocores.get_ca_certs()
+
+    settings = DynamoSettings(region="us-east-1", endpoint_url=forwarder.url,
+                              total_max_retry_attempts=1)
+    with pytest.raises(botocore.exceptions.SSLError):
+        build_client(settings).describe_table(TableName=TABLE)
+    reader = _reader(forwarder.url, None)
+    reader._checked = True  # past DescribeTable (botocore refuses it): the read's connections
+    with pytest.raises(PermanentReadError, match="TLS certificate does not verify"):
+        reader.read(LAYOUT.keys_for({"driver_id": [1, 2]}), ["city"])
+    ours = env_client(settings, {"AWS_ACCESS_KEY_ID": "AKIDTLS", "AWS_SECRET_ACCESS_KEY": "s"})
+    assert ours is not None and ours._describe(TABLE) is None  # refused: botocore's turn
+    with pytest.raises(botocore.exceptions.SSLError):
+        ours.describe_table(TableName=TABLE)
