@@ -11,8 +11,10 @@ Each layer sends the same 100-key requests (Feast layout, 5 features, entity ids
 that every request finds about ``--found-share`` of its keys) with ``--in-flight`` at once,
 and prints user+sys CPU seconds of this process per request (``resource.getrusage``) with
 the load average. On a shared machine compare runs of two trees interleaved, or count
-instructions under valgrind (two ``--keys`` sizes against one ``--endpoint-url``; their
-difference over the difference in requests is a request's instructions, imports cancelled).
+instructions under valgrind: two ``--keys`` sizes, each against an endpoint serving
+``keys * found-share`` drivers (so that both find the same share); their difference over the
+difference in requests is a request's instructions, imports cancelled. Against one endpoint
+both sizes find the same items, and the difference leaves out decoding them.
 """
 
 from __future__ import annotations

@@ -245,7 +245,7 @@ class BatchReader:
         window = Aimd(self.settings.max_read_workers, self.settings.adaptive_concurrency)
         pace = ReadPace(self._pacer, ReadCost(self.settings.consistent_reads))
         state.stats.budget_rcu_per_s = pace.rate
-        inflight: set[asyncio.Task[_Outcome]] = set()
+        inflight: InFlight[_Outcome] = InFlight()
 
         def refill(now: float) -> None:
             while len(inflight) < window.limit and (batch := state.next_batch(now)):
@@ -253,16 +253,14 @@ class BatchReader:
                 if wait > 0:
                     state.hold(batch, now, wait)
                     break
-                # A task runs in a copy of this context: log bindings go with it.
-                inflight.add(asyncio.ensure_future(
-                    self._request(transport, batch, state, template, reserved)))
+                inflight.send(self._request(transport, batch, state, template, reserved))
 
         try:
             while state.pending() or inflight:
                 now = time.monotonic()
                 refill(now)
                 timeout = state.wait_hint(now) if len(inflight) < window.limit else None
-                outcomes, inflight = await next_answers(inflight, timeout)
+                outcomes = await inflight.answers(timeout)
                 answered = [self._settle(outcome, state) for outcome in outcomes]
                 for outcome, count in zip(outcomes, answered, strict=True):
                     adapt(outcome, count, pace, window, state.stats)
@@ -356,6 +354,8 @@ class BatchReader:
     def _store_rows(self, outcome: _Outcome, state: _ReadState, decode: _Decoders) -> None:
         """Decode the items of one answer onto the read's found columns."""
         layout, wanted, items = self.layout, outcome.wanted, outcome.items
+        if not items:  # nothing found: nothing to decode, nothing to observe
+            return
         try:
             columns = decode.columns(items)
         except (ValueError, TypeError, KeyError, OverflowError):
@@ -364,15 +364,13 @@ class BatchReader:
             columns = [list(column) for column in zip(*rows, strict=True)]
         if state.features.active:  # after decoding: an item in another layout is named
             state.features.observe(items)
-        slots = []
-        for item in items:
-            position = wanted.get(layout.key_of(item))
-            if position is None:
-                raise ReadError(f"{self.where()} returned an item for a key that was not "
-                                f"requested: {layout.key_of(item)!r}")
-            slots.append(position)
-        if slots:
-            state.add_found(slots, columns)
+        try:
+            slots = [wanted[layout.key_of(item)] for item in items]
+        except KeyError:
+            stray = next(key for key in map(layout.key_of, items) if key not in wanted)
+            raise ReadError(f"{self.where()} returned an item for a key that was not "
+                            f"requested: {stray!r}") from None
+        state.add_found(slots, columns)
         outcome.items = []
 
     def _decode_one(self, decode: RowDecoder, item: dict[str, Any], state: _ReadState,
@@ -603,19 +601,54 @@ class _ReadState:
         return None
 
 
-async def next_answers(inflight: set[asyncio.Task[T]], timeout: float | None
-                       ) -> tuple[list[T], set[asyncio.Task[T]]]:
-    """The answers of the requests that finish first (waiting at most ``timeout``; for
-    ``timeout`` only when none is in flight), and the requests still in flight."""
-    if not inflight:
-        await asyncio.sleep(timeout or 0.0)
-        return [], inflight
-    done, pending = await asyncio.wait(inflight, timeout=timeout,
-                                       return_when=asyncio.FIRST_COMPLETED)
-    return [task.result() for task in done], pending
+class InFlight(set[asyncio.Task[T]]):
+    """A read's requests in flight (each an asyncio task), and the answers of those that
+    finished, in the order they finished. Waiting costs nothing per request still in
+    flight, where ``asyncio.wait`` adds and removes a callback on each, every time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._finished: list[asyncio.Task[T]] = []
+        self._wakeup: asyncio.Future[None] | None = None
+
+    def send(self, request: Coroutine[Any, Any, T]) -> None:
+        """Start a request: a task, which runs in a copy of this context (log bindings go
+        with it)."""
+        task = asyncio.ensure_future(request)
+        task.add_done_callback(self._finish)
+        self.add(task)
+
+    def _finish(self, task: asyncio.Task[T]) -> None:
+        self._finished.append(task)
+        _wake(self._wakeup)
+
+    async def answers(self, timeout: float | None) -> list[T]:
+        """The answers of the requests finished since the last call, waiting for one at
+        most ``timeout`` (for ``timeout`` only when none is in flight)."""
+        if not self._finished:
+            if not self:
+                await asyncio.sleep(timeout or 0.0)
+                return []
+            loop = asyncio.get_running_loop()
+            self._wakeup = wakeup = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, _wake, wakeup)
+            try:
+                await wakeup
+            finally:
+                self._wakeup = None
+                if timer is not None:
+                    timer.cancel()
+        finished, self._finished = self._finished, []
+        self.difference_update(finished)
+        return [task.result() for task in finished]
 
 
-async def close_requests(inflight: set[asyncio.Task[Any]], transport: Transport) -> None:
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+async def close_requests(inflight: InFlight[Any], transport: Transport) -> None:
     """End a read's event loop work: cancel the requests still in flight (a read that
     failed), collect them, and close the transport."""
     for task in inflight:

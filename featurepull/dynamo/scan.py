@@ -19,7 +19,6 @@ reserves an estimate (learned from the pages before it) and settles with the
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import random
 import ssl
@@ -41,6 +40,7 @@ from featurepull.dynamo.layouts import Layout, Row, RowsDecoder
 from featurepull.dynamo.pacing import PacerFactory, ReadCost, ReadPace, local_pacer
 from featurepull.dynamo.reader import (
     BatchReader,
+    InFlight,
     _check_features,
     _error_code,
     _RetryLog,
@@ -49,7 +49,6 @@ from featurepull.dynamo.reader import (
     close_requests,
     connection_failure,
     cyclic_gc_paused,
-    next_answers,
 )
 from featurepull.dynamo.retry import FailureTally
 from featurepull.dynamo.stats import ReadStats
@@ -251,7 +250,7 @@ class _ScanRun:
                                      settings.consistent_reads, scanner.page_limit)
         pace = ReadPace(scanner.reader.pacer, cost)  # a "key" here is one page
         self.stats.budget_rcu_per_s = pace.rate
-        inflight: set[asyncio.Task[_Page]] = set()
+        inflight: InFlight[_Page] = InFlight()
 
         def refill(now: float) -> None:
             while len(inflight) < window.limit and (segment := self._next(now)):
@@ -260,8 +259,7 @@ class _ScanRun:
                     self.idle.appendleft(segment)
                     self.pause_until = max(self.pause_until, now + wait)
                     break
-                inflight.add(asyncio.ensure_future(
-                    self._request(transport, segment, reserved)))
+                inflight.send(self._request(transport, segment, reserved))
 
         try:
             while inflight or self.unfinished:
@@ -271,7 +269,7 @@ class _ScanRun:
                 if not inflight and timeout is None:  # would wait forever: a bug, say so
                     raise RuntimeError(f"{self.unfinished} Scan segments of "
                                        f"{scanner.where()} left, none of them sendable")
-                pages, inflight = await next_answers(inflight, timeout)
+                pages = await inflight.answers(timeout)
                 for page in pages:
                     self._settle(page)
                     adapt(page, int(page.failure is None), pace, window, self.stats)

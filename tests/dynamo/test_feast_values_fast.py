@@ -240,6 +240,11 @@ def test_a_column_decodes_as_each_of_its_values(name: str) -> None:
     column = COLUMNS[name]
     assert name not in ("an int among doubles", "a string among doubles") or len(
         set(map(len, column))) == 1
+    _decodes_as_each_value(column)
+
+
+def _decodes_as_each_value(column: list[bytes]) -> None:
+    """decode_values gives what decode_value gives for each value, or its first error."""
     slow = [_outcome(decode_value, value) for value in column]
     if any(kind == "error" for kind, _ in slow):
         with pytest.raises(Exception) as raised:
@@ -247,5 +252,68 @@ def test_a_column_decodes_as_each_of_its_values(name: str) -> None:
         assert type(raised.value) is next(value for kind, value in slow if kind == "error")
         return
     fast = feast_values.decode_values(column)
-    assert len(fast) == len(slow)
-    assert all(_same(f, s) for f, (_, s) in zip(fast, slow, strict=True)), name
+    assert len(fast) == len(slow), column
+    assert all(_same(f, s) and type(f) is type(s)
+               for f, (_, s) in zip(fast, slow, strict=True)), column
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+# One-varint kinds by tag: int32_val, int64_val, bool_val, unix_timestamp_val.
+VARINT_TAGS = (0x18, 0x20, 0x38, 0x40)
+
+
+def _varint_column(rng: random.Random) -> list[bytes]:
+    """A column of one-varint Values, mostly of one size, sometimes damaged: cut, a byte
+    changed, an overlong or longer varint, another tag, an early end."""
+    tag, bits = rng.choice(VARINT_TAGS), rng.choice([7, 14, 21, 28, 31, 32, 35, 40, 64])
+    column = [bytes((tag,)) + _varint(rng.randrange(1 << bits))
+              for _ in range(rng.randint(2, 12))]
+    at = rng.randrange(len(column))
+    value = bytearray(column[at])
+    damage = rng.randrange(8)
+    if damage == 0:
+        value[rng.randrange(len(value))] = rng.randrange(256)
+    elif damage == 1 and len(value) > 2:
+        value[1] &= 0x7F  # the varint ends early; the rest reads as another field
+    elif damage == 2:
+        value[0] = rng.choice(VARINT_TAGS)
+    elif damage == 3:
+        value = value[:-1] + bytes((value[-1] | 0x80, 0))  # overlong: one byte more
+    column[at] = bytes(value)
+    return column
+
+
+def test_varint_columns_decode_as_each_of_their_values() -> None:
+    rng = random.Random(SEED)
+    for _ in range(3000):
+        _decodes_as_each_value(_varint_column(rng))
+
+
+@pytest.mark.parametrize("kind,values", [
+    ("unix_timestamp_val", [1_780_000_000 + n for n in range(10)]),
+    ("int64_val", [128 + n for n in range(20)]),
+    ("int64_val", [2**35 - 1, 2**34]),
+    ("int32_val", [2**28 + 5, 2**30, 2**31 - 1]),
+    ("bool_val", [True, True]),
+])
+def test_a_varint_column_is_read_at_once(kind: str, values: list[Any]) -> None:
+    """Every value of one size: one parse for the column, not one per value."""
+    column = [_encode(kind, value) for value in values]
+    assert len(set(map(len, column))) == 1
+    slow = [decode_value(value) for value in column]
+    real = feast_values.decode_value
+    try:
+        feast_values.decode_value = None  # type: ignore[assignment]
+        fast = feast_values.decode_values(column)
+    finally:
+        feast_values.decode_value = real
+    assert fast == slow
+    assert [type(value) for value in fast] == [type(value) for value in slow]
