@@ -22,9 +22,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from featurepull.dynamo.feast_values import FeastValueError, timestamp_from_seconds
+from featurepull.dynamo.feast_values import _VARINT_KINDS, FeastValueError, timestamp_from_seconds
 
-__all__ = ["ValueProto", "parse"]
+__all__ = ["ValueProto", "parse", "parse_varint_columns"]
 
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -147,6 +147,23 @@ def _file_descriptor() -> descriptor_pb2.FileDescriptorProto:
 _pool = descriptor_pool.DescriptorPool()
 _pool.Add(_file_descriptor())
 ValueProto: Any = message_factory.GetMessageClass(_pool.FindMessageTypeByName("feast.types.Value"))
+
+
+def _varint_columns_descriptor() -> descriptor_pb2.FileDescriptorProto:
+    """One message whose repeated fields have the numbers and types of Value's one-varint
+    scalars: the Values of a column, joined, parse as it in one C call."""
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="featurepull/varint_columns.proto", package="featurepull", syntax="proto3")
+    column = fdp.message_type.add(name="VarintColumns")
+    for name, number, ftype, _ in _VALUE_FIELDS:
+        if name in _VARINT_KINDS.values():
+            column.field.append(_field(name, number, ftype, repeated=True))
+    return fdp
+
+
+_pool.Add(_varint_columns_descriptor())
+parse_varint_columns: Callable[[bytes], Any] = message_factory.GetMessageClass(
+    _pool.FindMessageTypeByName("featurepull.VarintColumns")).FromString
 
 
 def _map_to_dict(msg: Any) -> dict[str, Any]:

@@ -148,23 +148,6 @@ _VARINT_KINDS = {0x18: "int32_val", 0x20: "int64_val", 0x38: "bool_val",
                  0x40: "unix_timestamp_val"}
 
 
-def _varint_columns_descriptor() -> descriptor_pb2.FileDescriptorProto:
-    """One message whose repeated fields have the numbers and types of Value's one-varint
-    scalars: the Values of a column, joined, parse as it in one C call."""
-    fdp = descriptor_pb2.FileDescriptorProto(
-        name="featurepull/varint_columns.proto", package="featurepull", syntax="proto3")
-    column = fdp.message_type.add(name="VarintColumns")
-    for name, number, ftype, _ in _VALUE_FIELDS:
-        if name in _VARINT_KINDS.values():
-            column.field.append(_field(name, number, ftype, repeated=True))
-    return fdp
-
-
-_pool.Add(_varint_columns_descriptor())
-_parse_varint_columns = message_factory.GetMessageClass(
-    _pool.FindMessageTypeByName("featurepull.VarintColumns")).FromString
-
-
 def decode_values(values: Sequence[bytes]) -> list[Any]:
     """``[decode_value(v) for v in values]``, faster for a column (one feature across one
     answer's items) of doubles or floats, all unpacked by one struct call, or of ints,
@@ -208,7 +191,9 @@ def _varint_column(joined: bytes, size: int) -> list[Any] | None:
     shape = _VARINT_SHAPES[size]
     if joined.translate(_HIGH_BITS) != shape * (len(joined) // size):
         return None
-    parsed = list(getattr(_parse_varint_columns(joined), kind))
+    from featurepull.dynamo._feast_value_proto import parse_varint_columns  # first use only
+
+    parsed = list(getattr(parse_varint_columns(joined), kind))
     return list(map(timestamp_from_seconds, parsed)) if joined[0] == 0x40 else parsed
 
 
