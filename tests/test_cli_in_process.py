@@ -167,7 +167,8 @@ def test_a_terminal_gets_a_progress_bar_in_keys(endpoint: EndpointProcess, tmp_p
     finally:
         os.close(master)
     frames = b"".join(drawn).decode().split("\r")
-    assert re.search(r"\b4/4 \[.*keys/s\]", frames[-2]), frames  # IDS: 4 unique keys
+    # IDS: 4 unique keys (the rate is keys/s, or s/keys past 4 s on a loaded machine)
+    assert re.search(r"\b4/4 \[.*(keys/s|s/keys)\]", frames[-2]), frames
 
 
 def test_a_pull_that_found_nothing_warns_on_stderr(endpoint: EndpointProcess,

@@ -639,8 +639,11 @@ class InFlight(set[asyncio.Task[T]]):
                 if timer is not None:
                     timer.cancel()
         finished, self._finished = self._finished, []
+        # Results first: a task whose error is raised here leaves the others in the set,
+        # where close_requests collects them (asyncio would log each as never retrieved).
+        results = [task.result() for task in finished]
         self.difference_update(finished)
-        return [task.result() for task in finished]
+        return results
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:

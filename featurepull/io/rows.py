@@ -125,8 +125,17 @@ def _column_texts(view: RowView, fmt: TextFormat
 
 def _typed_or_as_is(values: Sequence[Any]) -> pa.Array | Sequence[Any]:
     """The column as the Parquet output's table types it, or its values as they are where
-    Arrow cannot type them."""
+    Arrow cannot type them or its type would change what a value says: strings among bytes
+    (Arrow makes them bytes, written as base64), datetimes in several zones (Arrow puts them
+    all in the first one's)."""
+    listed = values if isinstance(values, list) else list(values)
     try:
-        return typed_column(values if isinstance(values, list) else list(values))
+        typed = typed_column(listed)
     except ARROW_VALUE_ERRORS:
         return values
+    if pa.types.is_binary(typed.type) and any(type(value) is str for value in listed):
+        return values
+    if (pa.types.is_timestamp(typed.type) and typed.type.tz is not None
+            and len({value.utcoffset() for value in listed if value is not None}) > 1):
+        return values
+    return typed

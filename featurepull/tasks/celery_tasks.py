@@ -124,9 +124,8 @@ def fail_and_announce(app: Any, store: JobStore, job_id: str, error: str, settin
     (redacted; the first error wins), remove what the job staged for its output (nothing
     half-written; ``settings`` are the worker's, the job's own are made from them), and
     announce its end as ``owner``. False if the job had already ended: a job that succeeded
-    or failed keeps what that ending left (its output; its fail removes the rest), a
-    cancelled one's staged parts are nobody's, and go as every task that sees the cancel
-    removes them."""
+    keeps its output; a failed or cancelled one's staged parts are nobody's (a part staged
+    after the first fail's discard would otherwise be left), and go again."""
     return _fail_redacted(app, store, job_id, redact_text(error), settings, owner, kind)
 
 
@@ -134,7 +133,7 @@ def _fail_redacted(app: Any, store: JobStore, job_id: str, error: str, settings:
                    owner: str, kind: ErrorKind) -> bool:
     """fail_and_announce with ``error`` redacted already (fail_job ends its task with it)."""
     failed = store.fail(job_id, error, kind)
-    if failed or store.state(job_id) == JobState.CANCELLED:
+    if failed or store.state(job_id) != JobState.SUCCEEDED:
         discard_staged_output(job_id, settings, store)
     _announce_failure(app, store, job_id, owner)
     return failed

@@ -74,7 +74,7 @@ def load_entities(reference: str, settings: Settings, store: JobStore) -> Entity
         try:
             table = read_entities(tmp.name, limits=limits)
         except EntityFileError as exc:  # name what the user gave, not our temporary file
-            raise EntityFileError(str(exc).replace(tmp.name, reference)) from None
+            raise type(exc)(str(exc).replace(tmp.name, reference)) from None
     return EntityTable(reference, table.columns, table.types, table.notes)
 
 

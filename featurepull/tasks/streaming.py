@@ -54,7 +54,7 @@ def open_entity_stream(reference: str, settings: Settings,
             with stream_entities(tmp.name, limits=limits) as stream:
                 yield None if stream is None else replace(stream, source=reference)
         except EntityFileError as exc:  # name what the user gave, not our temporary file
-            raise EntityFileError(str(exc).replace(tmp.name, reference)) from None
+            raise type(exc)(str(exc).replace(tmp.name, reference)) from None
 
 
 def streamed_shards(stream: EntityStream, layout: Layout, key_columns: Sequence[str],

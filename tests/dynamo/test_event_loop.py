@@ -23,6 +23,7 @@ from featurepull.bench.endpoint import FEATURES, EndpointProcess, expected_featu
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout
 from featurepull.dynamo.feast_values import decode_value
+from featurepull.dynamo.reader import InFlight, close_requests
 from tests.conftest import REGION
 
 LAYOUT = FeastLayout({"driver_id": "int64"})
@@ -97,3 +98,35 @@ def test_connections_are_closed_when_the_read_returns(slow_endpoint: EndpointPro
     assert result.stats.requests == 40
     assert _sockets() == before
     assert gc.isenabled()  # the read pauses the cyclic collector, and only while it reads
+
+
+def test_requests_that_fail_together_are_all_collected() -> None:
+    # The first failure is raised; the others stay in flight, where close_requests takes
+    # their errors: asyncio logs each error nobody retrieved ("Task exception was never
+    # retrieved"), which a worker would show as an error of its own.
+    async def refused(n: int) -> None:
+        raise PermissionError(f"request {n}: AccessDenied")
+
+    unretrieved: list[dict[str, object]] = []
+
+    class Closed:
+        def close(self) -> None:
+            pass
+
+    async def main() -> int:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: unretrieved.append(context))
+        inflight: InFlight[None] = InFlight()
+        for n in range(3):
+            inflight.send(refused(n))
+        await asyncio.wait(set(inflight))
+        with pytest.raises(PermissionError, match="request 0"):
+            await inflight.answers(None)
+        left = len(inflight)
+        await close_requests(inflight, Closed())  # type: ignore[arg-type]
+        inflight.clear()
+        gc.collect()
+        return left
+
+    assert asyncio.run(main()) == 3
+    assert unretrieved == []

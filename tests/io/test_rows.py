@@ -191,6 +191,23 @@ def test_text_of_a_column_no_arrow_type_holds_is_each_value(tmp_path: Path) -> N
         write_rows(str(tmp_path / "out.parquet"), {"k": [1, 2, 3]}, rows, ["wide", "x", "mixed"])
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_text_keeps_what_each_value_says_where_the_column_type_would_not(
+        tmp_path: Path, fmt: str) -> None:
+    # Arrow types strings among bytes as bytes (the string would be written as base64) and
+    # datetimes in several zones in the first one's (another wall-clock time): text keeps
+    # each value, the string as it is and each datetime in its own zone.
+    east = datetime(2024, 1, 1, 12, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    west = datetime(2024, 1, 1, 12, tzinfo=timezone(timedelta(hours=-7)))
+    rows: list[tuple[Any, ...] | None] = [(TS1, b"x", east), (TS1, "plain", west), None]
+    path = tmp_path / f"out.{fmt}"
+    write_rows(str(path), {"k": [1, 2, 3]}, rows, ["mixed", "when"])
+    text = path.read_text()
+    assert base64.b64encode(b"x").decode() in text and "plain" in text
+    assert "2024-01-01T12:00:00+05:30" in text and "2024-01-01T12:00:00-07:00" in text
+    assert base64.b64encode(b"plain").decode() not in text
+
+
 def test_nested_bytes_and_datetimes_are_text_in_csv_and_jsonl(tmp_path: Path) -> None:
     rows: list[tuple[Any, ...] | None] = [(TS1, [b"\x01", TS2], {"at": TS1, "raw": b"\x02"})]
     write_rows(str(tmp_path / "n.csv"), {"k": [1]}, rows, ["l", "d"])

@@ -293,6 +293,8 @@ def test_python_columns_arrow_holds_exactly_become_arrow() -> None:
     for values in ([1, "a"], [1, 1.5], [2**64, None], [STAMPS[0], zoned], [zoned],
                    [None, None], [b"x"], [Level.LOW]):
         assert _arrow_column(values) is values
+
+
 def csv_quoted(field: str) -> str:
     """A field as the csv module writes it (in a row of two: it quotes a lone empty field)."""
     line = io.StringIO()

@@ -61,7 +61,7 @@ def test_a_fail_lost_to_another_ending_leaves_what_that_ending_left(
     after = store.meta(job_id)
     assert (after.state, after.error, after.summary) == (before.state, before.error,
                                                          before.summary)
-    # A cancelled job's staged keys are nobody's: removed, as every task that sees the
-    # cancel removes them. The other endings' are theirs.
-    assert staged(tmp_path) == ([] if ending == "cancelled" else ["keys-00000.parquet"])
+    # Only a job that succeeded keeps what it staged: a failed or cancelled job's parts are
+    # nobody's (one staged after the first fail's discard would be left for good).
+    assert staged(tmp_path) == (["keys-00000.parquet"] if ending == "succeeded" else [])
     assert store.end_announced(job_id)  # as it ended, once
