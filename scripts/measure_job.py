@@ -282,22 +282,22 @@ def timed_submit(entities: Path, output: str, settings: Settings,
 # script (which holds the whole entity list) would report this script's memory. VmHWM in
 # /proc/self/status belongs to the new process image alone.
 SEPARATE_SUBMIT = r"""
-import json, sys, threading, time
-import redis
+import json, sys, time
+from celery.signals import after_task_publish
 from featurepull.client import submit
 from featurepull.config import load_settings
 import featurepull.worker.app  # imported before timing, as in the in-process submit
 
 settings = load_settings(overrides=json.loads(sys.argv[1]))
-queue = settings.jobs.queue
-client = redis.Redis.from_url(settings.redis_url)
 first = []
 
-def watch(started):
-    while not first:
-        if client.llen(queue):
-            first.append(time.perf_counter() - started)
-        time.sleep(0.002)
+# Celery sends after_task_publish in the publishing thread once the broker took the message
+# (for Redis: the LPUSH returned), so the first shard's time is read on the same clock, from
+# the same start, inside the submit call: never after the submit ended.
+@after_task_publish.connect(sender="featurepull.read_shard", weak=False)
+def queued(**_):
+    if not first:
+        first.append(time.perf_counter() - started)
 
 def hwm():
     for line in open("/proc/self/status"):
@@ -307,11 +307,8 @@ def hwm():
 
 before = hwm()
 started = time.perf_counter()
-watcher = threading.Thread(target=watch, args=(started,), daemon=True)
-watcher.start()
 submit(sys.argv[4], sys.argv[5].split(","), sys.argv[2], sys.argv[3], settings=settings)
 seconds = time.perf_counter() - started
-watcher.join(timeout=5)
 print(json.dumps({"peak_rss_mb": round(hwm(), 1), "after_imports_mb": round(before, 1),
                   "submit_s": round(seconds, 3),
                   "first_shard_queued_s": round(first[0], 3) if first else None}))
@@ -401,8 +398,9 @@ DEFINITIONS = {
                                  "file (as `featurepull submit` would) to its own redis-server "
                                  "(not ru_maxrss: a child inherits its parent's high-water "
                                  "mark across fork and exec)",
-    "first_shard_queued_s": "in that separate process: submit call start to the first "
-                            "read_shard message on the queue",
+    "first_shard_queued_s": "in that separate process: submit call start to the broker "
+                            "taking the first read_shard message (Celery's "
+                            "after_task_publish, within the submit call)",
     "max_message_bytes": "largest message on the queue (LRANGE) after submit, before any "
                          "worker ran",
     "redis_peak_mb": "used_memory_peak of the run's own redis-server (MiB)",

@@ -86,12 +86,17 @@ class FaultPlan:
     # The first describe_errors DescribeTable requests under this plan get HTTP 500
     # InternalServerError (counted in describe_errors).
     describe_errors: int = 0
+    # The first first_hits draws of each fault with a nonzero rate hit (unprocessed_rate:
+    # the first keys drawn for), then the seeded draws go on. Concurrent requests reach the
+    # shared RNG in any order, so only this makes "each fault kind happened" certain.
+    first_hits: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name.endswith("_rate") and not 0.0 <= getattr(self, f.name) <= 1.0:
                 raise ValueError(f"{f.name} must be within [0, 1], got {getattr(self, f.name)}")
-        for name in ("latency_s", "spike_s", "storm_s", "storm_after", "describe_errors"):
+        for name in ("latency_s", "spike_s", "storm_s", "storm_after", "describe_errors",
+                     "first_hits"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -155,6 +160,7 @@ class FaultProxy:
             self._throttle_seq = 0
             self._plan_requests = 0
             self._plan_describes = 0
+            self._hits: dict[str, int] = {}
             self._storm_started: float | None = None
             self._storm_last: float | None = None
             self._holding = plan.hold
@@ -258,10 +264,14 @@ class FaultProxy:
         with self._lock:
             self._counts[name] += n
 
-    def _chance(self, rate: float) -> bool:
+    def _chance(self, rate: float, fault: str) -> bool:
+        """Whether this draw for ``fault`` (a plan's rate field) hits."""
         if rate <= 0.0:
             return False
         with self._lock:
+            if self._hits.get(fault, 0) < self._plan.first_hits:
+                self._hits[fault] = self._hits.get(fault, 0) + 1
+                return True
             return rate >= 1.0 or self._rng.random() < rate
 
     def _in_storm(self, plan: FaultPlan) -> bool:
@@ -307,7 +317,7 @@ class FaultProxy:
             reply = self._forward(method, path, headers, body)
         if reply.status == 200 and (removed or plan.shuffle):
             reply = self._rewrite(reply, tables, removed, plan.shuffle)
-        if not self._chance(plan.drop_rate):
+        if not self._chance(plan.drop_rate, "drop_rate"):
             # Counted only when delivered: keys in a response that is then cut never reach
             # the client as unprocessed (it resends the whole request instead).
             self._bump("unprocessed_keys", sum(len(spec["Keys"]) for spec in removed.values()))
@@ -319,12 +329,12 @@ class FaultProxy:
         """Latency, then a throttle or 500 for the whole request (None: let it through)."""
         if plan.latency_s:
             time.sleep(plan.latency_s)
-        if self._chance(plan.spike_rate):
+        if self._chance(plan.spike_rate, "spike_rate"):
             self._bump("spikes")
             time.sleep(plan.spike_s)
-        if self._in_storm(plan) or self._chance(plan.throttle_rate):
+        if self._in_storm(plan) or self._chance(plan.throttle_rate, "throttle_rate"):
             return self._throttle()
-        if self._chance(plan.error_rate):
+        if self._chance(plan.error_rate, "error_rate"):
             self._bump("errors_500")
             return _json_reply(500, {"__type": INTERNAL_ERROR_TYPE,
                                      "message": "faultproxy: internal server error"})
@@ -359,7 +369,7 @@ class FaultProxy:
         if refused is not None:
             return refused, ""
         reply = self._forward(method, path, headers, body)
-        if not self._chance(plan.drop_rate):
+        if not self._chance(plan.drop_rate, "drop_rate"):
             return reply, ""
         self._bump("dropped")
         return reply, "rst" if plan.drop_reset else "fin"
@@ -373,7 +383,7 @@ class FaultProxy:
             keep: list[Any] = []
             drop: list[Any] = []
             for key in spec.get("Keys", []):
-                (drop if self._chance(rate) else keep).append(key)
+                (drop if self._chance(rate, "unprocessed_rate") else keep).append(key)
             if not drop:
                 continue
             # Same shape as DynamoDB: the keys plus the request's projection/consistency.

@@ -258,7 +258,8 @@ def test_latency_and_reset_counts(proxy: FaultProxy, client: Any, table: str) ->
 
 
 def test_counts_add_up_under_concurrency(proxy: FaultProxy, client: Any, table: str) -> None:
-    proxy.plan = FaultPlan(throttle_rate=0.2, error_rate=0.2, unprocessed_rate=0.3, seed=11)
+    proxy.plan = FaultPlan(throttle_rate=0.2, error_rate=0.2, unprocessed_rate=0.3, seed=11,
+                           first_hits=1)
     seen = {"throttled": 0, "errors_500": 0, "unprocessed_keys": 0, "ok": 0}
     lock = threading.Lock()
 
@@ -290,9 +291,32 @@ def test_counts_add_up_under_concurrency(proxy: FaultProxy, client: Any, table: 
         assert counts[name] == seen[name] > 0, name
 
 
+def test_first_hits_are_certain_then_the_rate_draws(
+    proxy: FaultProxy, client: Any, table: str
+) -> None:
+    # Rates so low that a seeded draw (seed 0) never hits in these few requests.
+    proxy.plan = FaultPlan(error_rate=0.001, first_hits=2)
+    answers = []
+    for _ in range(4):
+        try:
+            client.batch_get_item(RequestItems={table: {"Keys": [_key(1)]}})
+            answers.append(200)
+        except client.exceptions.InternalServerError:
+            answers.append(500)
+    assert answers == [500, 500, 200, 200]
+    assert proxy.counts["errors_500"] == 2
+
+    proxy.plan = FaultPlan(unprocessed_rate=0.001, first_hits=3)  # a new plan counts anew
+    keys = [_key(i) for i in range(10)]
+    resp = client.batch_get_item(RequestItems={table: {"Keys": keys}})
+    assert resp["UnprocessedKeys"][table]["Keys"] == keys[:3]
+    assert sorted(_pks(resp["Responses"][table])) == _pks(keys[3:])
+
+
 def test_plan_rejects_bad_rates() -> None:
     bad_plans: list[dict[str, Any]] = [
-        {"throttle_rate": 1.5}, {"unprocessed_rate": -0.1}, {"latency_s": -1.0}]
+        {"throttle_rate": 1.5}, {"unprocessed_rate": -0.1}, {"latency_s": -1.0},
+        {"first_hits": -1}]
     for bad in bad_plans:
         with pytest.raises(ValueError):
             FaultPlan(**bad)

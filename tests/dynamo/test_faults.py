@@ -46,8 +46,10 @@ def reader_via(proxy: FaultProxy, table: FeastTable, **overrides: Any) -> BatchR
 def test_rows_survive_every_fault_at_once(
     proxy: FaultProxy, drivers_table: FeastTable, workload: list[Any], clean_rows: list[Any]
 ) -> None:
+    # first_hits: 16 requests at a time reach the proxy's RNG in any order; without it a
+    # loaded machine could see no 500 at all.
     proxy.plan = FaultPlan(unprocessed_rate=0.3, throttle_rate=0.1, error_rate=0.02,
-                           drop_rate=0.03, shuffle=True, seed=5)
+                           drop_rate=0.03, shuffle=True, seed=5, first_hits=6)
     proxy.reset_counts()
     result = reader_via(proxy, drivers_table, max_read_workers=16).read(workload, FEATURES)
     counts = proxy.counts
@@ -112,7 +114,7 @@ def test_latency_is_only_slower(proxy: FaultProxy, drivers_table: FeastTable,
 
 def test_connection_resets_are_resent(proxy: FaultProxy, drivers_table: FeastTable,
                                       workload: list[Any], clean_rows: list[Any]) -> None:
-    proxy.plan = FaultPlan(drop_rate=0.2, drop_reset=True, seed=3)
+    proxy.plan = FaultPlan(drop_rate=0.2, drop_reset=True, seed=3, first_hits=1)
     proxy.reset_counts()
     result = reader_via(proxy, drivers_table).read(workload[:2000], FEATURES)
     assert result.rows == clean_rows[:2000]

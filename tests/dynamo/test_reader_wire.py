@@ -160,7 +160,8 @@ def test_the_table_is_described_once_per_reader(endpoint: EndpointProcess) -> No
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_every_fault_is_counted_and_retried(proxy: FaultProxy, transport: str,
                                             caplog: pytest.LogCaptureFixture) -> None:
-    proxy.plan = FaultPlan(unprocessed_rate=0.2, throttle_rate=0.2, error_rate=0.15, seed=3)
+    proxy.plan = FaultPlan(unprocessed_rate=0.2, throttle_rate=0.2, error_rate=0.15, seed=3,
+                           first_hits=1)
     ids = list(range(0, 600, 2))  # 250 found, 50 unknown
     caplog.set_level(logging.INFO, logger="featurepull.dynamo.reader")
     result = reader(proxy.url, transport=transport, batch_size=20, max_read_workers=4).read(
@@ -201,7 +202,7 @@ def test_every_fault_is_counted_and_retried(proxy: FaultProxy, transport: str,
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_lost_connections_are_resent(proxy: FaultProxy, transport: str,
                                      caplog: pytest.LogCaptureFixture) -> None:
-    proxy.plan = FaultPlan(drop_rate=0.3, drop_reset=True, seed=4)
+    proxy.plan = FaultPlan(drop_rate=0.3, drop_reset=True, seed=4, first_hits=1)
     ids = list(range(200))
     caplog.set_level(logging.INFO, logger="featurepull.dynamo.reader")
     result = reader(proxy.url, transport=transport, batch_size=20, max_read_workers=2).read(

@@ -107,7 +107,7 @@ def test_more_than_ten_shards_finishing_out_of_order_are_written_in_order(
     # 13 shards of 100 keys, one request each; a third of the requests are slowed down, so
     # shards finish out of order. Text order (0, 1, 10, 11, 12, 2, ...) would show at once.
     ids = [(i * 7919) % DRIVERS for i in range(1_250)] + [DRIVERS + i for i in range(50)]
-    plan = FaultPlan(spike_rate=0.35, spike_s=0.25, seed=4)
+    plan = FaultPlan(spike_rate=0.35, spike_s=0.25, seed=4, first_hits=1)
     with FaultProxy(fast_dynamo.url, plan) as proxy:
         out = tmp_path / "out.parquet"
         job = submit("driver_stats", FEATURES, str(write_ids(tmp_path / "e.parquet", ids)),
