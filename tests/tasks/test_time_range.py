@@ -1,6 +1,7 @@
 """Event times at the edges of Python's datetime range (years 1 and 9999), and past them in
 UTC (a DynamoDB text such as 9999-12-31T23:00:00-05:00 is year 10000 in UTC), through
-`featurepull pull` and a job's steps in this process (tests/tasks/test_jobs_in_process.py):
+`featurepull pull` and a job's steps in this process (tests/tasks/test_jobs_in_process.py),
+and once through a prefork worker:
 each output holds the time, or the text outputs of a job, which write UTC, refuse it naming
 the row and column, and leave nothing.
 
@@ -20,15 +21,18 @@ import pytest
 from click.testing import CliRunner
 
 from featurepull.cli import main
+from featurepull.client import JobRefused, submit
 from featurepull.config import Settings
 from featurepull.dynamo.layouts import parse_event_ts
 from featurepull.io import OutputError
+from featurepull.local import RedisService
 from featurepull.tasks import JobStore
 from featurepull.tasks.create import create_job
 from featurepull.tasks.finish import finish_job
 from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.shards import run_shard
 from tests.conftest import REGION, moto_table
+from tests.tasks.conftest import fleet
 
 EDGES = {"first": "0001-01-01T00:00:00+00:00", "last": "9999-12-31T23:59:59.999999+00:00",
          "late": "0001-01-01T06:00:00+05:00"}  # year 1 in UTC too
@@ -141,3 +145,25 @@ def test_a_job_refuses_a_utc_year_outside_1_to_9999_as_text(
     assert "outside the years 1 to 9999" in str(refused.value)
     assert "write a .parquet output" in str(refused.value)
     assert not out.exists()
+
+
+@pytest.mark.slow  # starts a worker
+def test_through_a_worker_the_job_fails_naming_the_row_and_parquet_holds_it(
+        redis_server: RedisService, edge_table: str, endpoint_url: str, tmp_path: Path) -> None:
+    users = entities(tmp_path, ["last", "year10000"])
+    with fleet(redis_server, endpoint_url) as running:
+        running.start_worker(concurrency=1)
+        for fmt in ("jsonl", "parquet"):
+            out = tmp_path / f"out.{fmt}"
+            job = submit(edge_table, ["plan"], str(users), str(out), layout="plain",
+                         event_ts_attribute="updated_at", settings=running.settings())
+            if fmt == "parquet":
+                job.wait(timeout=120, progress=False)
+                assert pq.read_table(out).column("event_timestamp").cast(
+                    pa.int64()).to_pylist() == [micros(EDGES["last"]), micros(BEYOND["year10000"])]
+                continue
+            with pytest.raises(JobRefused) as refused:
+                job.wait(timeout=120, progress=False)
+            assert (f"writing the output failed: {out}: row 2: column 'event_timestamp' holds "
+                    "10000-01-01 04:00:00") in str(refused.value)
+            assert not out.exists()
