@@ -105,9 +105,32 @@ class TextEncoder(Encoder):
             texts = [text_array(column, self.fmt) for column in batch.columns]
             if not all(text is not None for text in texts) or not self.write_texts(
                     [text for text in texts if text is not None]):
-                columns = [column.to_pylist() for column in batch.columns]
+                columns = [self._python_values(index, column, row)
+                           for index, column in enumerate(batch.columns)]
                 self.write_records(map(list, zip(*columns, strict=True)), row)
             row += batch.num_rows
+
+    def _python_values(self, index: int, column: pa.Array, first_row: int) -> list[Any]:
+        """Column `index` of a batch as Python values; a value Python cannot hold (a time
+        outside the years 1 to 9999, which a DynamoDB text such as 9999-12-31T23:00:00-05:00
+        becomes in UTC) is an OutputError naming its row, rather than a bare OverflowError."""
+        try:
+            values: list[Any] = column.to_pylist()
+            return values
+        except (OverflowError, ValueError):
+            pass
+        for offset in range(len(column)):
+            value = column.slice(offset, 1)
+            try:
+                value.to_pylist()
+            except (OverflowError, ValueError) as exc:
+                raise OutputError(
+                    f"{self.source}: row {first_row + offset}: {column_role(self.names, index)} "
+                    f"{self.names[index]!r} holds {value.cast(pa.string())[0]} ({column.type}), "
+                    "outside the years 1 to 9999 that CSV and JSONL write (ISO 8601, as "
+                    "Python's datetime); write a .parquet output, which holds it"
+                ) from exc
+        raise AssertionError("to_pylist failed on no single value")  # pragma: no cover
 
     def _encoded(
         self,

@@ -24,7 +24,7 @@ class OutputError(InputError, ValueError):
 
 def column_role(names: Sequence[str], index: int) -> str:
     """How messages name output column `index`: key columns come before event_timestamp."""
-    if EVENT_TIMESTAMP not in names:
+    if EVENT_TIMESTAMP not in names or names[index] == EVENT_TIMESTAMP:
         return "column"
     return "key column" if index < names.index(EVENT_TIMESTAMP) else "feature column"
 

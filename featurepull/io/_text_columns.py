@@ -55,7 +55,11 @@ def text_array(values: Column, fmt: TextFormat) -> pa.Array | None:
     except _ARROW_ERRORS:
         texts = None
     if texts is None:
-        return _quoted(_python_texts(values.to_pylist(), fmt), fmt)
+        try:
+            python_values = values.to_pylist()
+        except _ARROW_ERRORS:  # a timestamp Python's datetime cannot hold (years 1 to 9999)
+            return None
+        return _quoted(_python_texts(python_values, fmt), fmt)
     # Numbers, booleans and timestamps never hold a character the csv module quotes.
     text_type = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
     return _quoted(texts, fmt) if text_type else texts
@@ -181,12 +185,12 @@ def _repr_style(values: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 def _iso_utc(values: pa.Array) -> pa.Array | None:
     """`datetime.isoformat()` of UTC timestamps: microseconds only when not zero, then
-    +00:00; None if a year is out of the four-digit range isoformat writes."""
+    +00:00; None for a year outside Python's 1 to 9999 (Arrow writes 0000, -0001, 10000)."""
     # Arrow's cast writes "2024-01-02 03:04:05.000000" (~40x faster than its strftime).
     texts = values.cast(pa.timestamp("us")).cast(pa.string())
     lengths = pc.min_max(pc.utf8_length(texts))
     if lengths["min"].as_py() not in (None, _ISO_LENGTH) or lengths["max"].as_py() not in (
-            None, _ISO_LENGTH):
+            None, _ISO_LENGTH) or pc.any(pc.starts_with(texts, "0000-")).as_py():
         return None
     texts = pc.replace_substring(texts, " ", "T")  # the one space
     whole_seconds = pc.replace_substring_regex(texts, r"\.000000$", "")

@@ -408,3 +408,61 @@ def test_a_chunk_of_rows_is_its_columns_texts(fmt: str) -> None:
     texts = None if only_keys is None else only_keys(0, 2)
     assert texts is not None and [column.to_pylist() for column in texts] == [
         exact_texts([1, 2], fmt), exact_texts([STAMPS[0], None], fmt)]
+
+
+# Times Python holds only with their own offset: in UTC (as Arrow holds them) year 0 and
+# year 10000 (a DynamoDB text such as 9999-12-31T23:00:00-05:00), beside the years' edges.
+PAST_UTC = [datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+            datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))]
+EDGE_STAMPS = [STAMPS[3], STAMPS[5], datetime(1, 1, 1, 6, tzinfo=timezone(timedelta(hours=5)))]
+
+
+@pytest.mark.mutation_first
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_pull_writes_times_past_utcs_years_as_they_are(tmp_path: Path, fmt: str,
+                                                         seed: int) -> None:
+    """A pull's column of such times (one offset: Arrow types it, as the Parquet output, but
+    cannot give them back to Python) is written value by value with its offset, the row
+    writer's bytes; Arrow's own path writes the UTC edges."""
+    rng = random.Random(seed)
+    rows = [None if rng.random() < 0.2 else
+            (rng.choice(EDGE_STAMPS), rng.choice([PAST_UTC[seed % 2], None]))
+            for _ in range(rng.randint(2, 30))]
+    rows.append((STAMPS[0], PAST_UTC[seed % 2]))
+    keys = {"id": list(range(len(rows)))}
+    typed = typed_column([row[1] for row in rows if row is not None])
+    assert typed.type.tz in ("+05:00", "-05:00")  # one Arrow type: Parquet holds the column
+    view = RowView("out", keys, rows, ("when",))
+    write_rows(str(tmp_path / f"out.{fmt}"), keys, rows, ["when"])
+    assert (tmp_path / f"out.{fmt}").read_bytes() == exact_bytes(fmt, view)
+    assert text_array(typed, fmt) is None  # type: ignore[arg-type]  # ... by the row writer
+    utc = pa.array(STAMPS[3:4] + STAMPS[5:] + [None], pa.timestamp("us", tz="UTC"))
+    assert _arrow_texts(utc, fmt) is not None  # type: ignore[arg-type]
+    assert text_array(utc, fmt).to_pylist() == exact_texts(utc.to_pylist(), fmt)  # type: ignore[arg-type, union-attr]
+
+
+@pytest.mark.mutation_first
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("names", [["id", "event_timestamp", "f"], ["event_timestamp"]])
+@pytest.mark.parametrize("stamp", PAST_UTC, ids=["year0", "year10000"])
+def test_a_table_refuses_a_utc_year_python_cannot_write(fmt: str, names: list[str],
+                                                        stamp: datetime) -> None:
+    """A job's (Arrow) UTC time outside the years 1 to 9999 is an OutputError naming its
+    row and column, whether the table is written a column at a time or (one column: CSV)
+    row by row; before, year 0 was written as 0000-12-31T19:00:00+00:00 the first way and
+    a bare OverflowError the second."""
+    rows = 5
+    columns = {"id": pa.array(range(rows)), "f": pa.array([0.5] * rows),
+               "event_timestamp": pa.array([STAMPS[3], None, STAMPS[5], stamp, STAMPS[0]],
+                                           pa.timestamp("us", tz="UTC"))}
+    table = pa.table({name: columns[name] for name in names})
+    assert _iso_utc(table.column("event_timestamp").combine_chunks()) is None
+    assert _iso_utc(table.column("event_timestamp").slice(0, 3).combine_chunks()) is not None
+    encoder = text_encoder(fmt, io.BytesIO(), names, "out")  # type: ignore[arg-type]
+    with pytest.raises(OutputError) as refused:
+        encoder.write_table(table, 11)
+    year = "0000-12-31 19:00:00" if stamp.year == 1 else "10000-01-01 04:00:00"
+    assert str(refused.value).startswith(
+        f"out: row 14: column 'event_timestamp' holds {year}.000000Z (timestamp[us, tz=UTC]), "
+        "outside the years 1 to 9999")
