@@ -15,8 +15,9 @@ Encoding per format:
     JSONL    one object per line; bytes base64, datetimes ISO 8601 strings.
 CSV and JSONL write each column as the text of the type the Parquet output gives it (an int
 among floats as its double, 1.0): the bytes a job's finisher writes from its shards' Parquet
-parts. A column no Arrow type holds (ints and strings, ints beyond 64 bits) is written value
-by value as it is, and so is every column when an event time is not in UTC (each keeps its
+parts. A column no Arrow type holds (ints and strings, ints beyond 64 bits), or whose type
+would change what a value says (`_typed_or_as_is`), is written value by value as it is, and so
+is every column when an event time is not in UTC (each keeps its
 own offset): a column at a time where the values allow (`_text_columns`), else row by row,
 the same bytes either way.
 
@@ -95,12 +96,8 @@ def _column_texts(view: RowView, fmt: TextFormat
                   ) -> Callable[[int, int], list[pa.Array] | None] | None:
     """Rows [start, stop) as each output column's field texts (`text_array`), or None for
     rows to write one by one: the found rows' texts made once, the keys' a chunk at a time
-    (memory for one chunk's text, not the output's). None when every row must be checked.
-
-    Each found column is typed as the Parquet output's table types it (`typed_column`), so
-    its text is the text of that type (an int among floats as its double, 1.0): the bytes a
-    job's finisher writes from its shards' Parquet parts. A column Arrow cannot type (ints
-    and strings, ints beyond 64 bits) is written value by value as it is."""
+    (memory for one chunk's text, not the output's), each found column typed as the module
+    says. None when every row must be checked."""
     split = found_columns(view) if len(view.names) > 1 else None
     if split is None:
         return None
