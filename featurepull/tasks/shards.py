@@ -7,6 +7,7 @@ read statistics a shard logs and stores.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,7 +43,10 @@ class JobStopped(RunFailed):
     """The job failed or was cancelled elsewhere; this shard stops early."""
 
 
-_readers: dict[tuple[str, str], BatchReader | ViewsReader] = {}
+# The readers a process keeps, the most recently used: a job's request is part of its
+# spec, so each job has a reader of its own, and a long-lived worker would keep every one.
+READERS_KEPT = 8
+_readers: OrderedDict[tuple[str, str], BatchReader | ViewsReader] = OrderedDict()
 
 
 def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStore
@@ -51,15 +55,20 @@ def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStor
     # key schema, so a worker describes each table once, not once per shard. Its read
     # budget, if any, is the fleet's bucket for the table in Redis. Keyed by the whole
     # spec (a views job's plan too): jobs that differ in anything never share one.
+    # A reader dropped holds nothing to close: its client is the process's shared one
+    # (featurepull.dynamo.client), its pacer uses the store's connection pool, and each
+    # read opens and closes its own transport.
     key = (table, settings.model_dump_json() + repr(sorted(spec.items())))
-    reader = _readers.get(key)
+    reader = _readers.pop(key, None)
     if reader is None:
         if VIEWS in spec:  # Feast references: every view's table
             reader = views_reader(spec, settings, redis_pacers(store.redis))
         else:
             reader = BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb,
                                  pacers=redis_pacers(store.redis))
-        _readers[key] = reader
+    _readers[key] = reader  # the most recent last
+    while len(_readers) > READERS_KEPT:
+        _readers.popitem(last=False)
     return reader
 
 
