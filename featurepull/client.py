@@ -95,13 +95,13 @@ class JobStatus:
             text += (f"{self.scan_tasks_done}/{self.scan_tasks} scan tasks "
                      f"({self.items_scanned:,}{of} items scanned), ")
         text += (f"{self.shards_done}/{self.shards} shards, "
-                 f"{self.rows_done:,}/{self.rows:,} keys read")
+                 f"{self.rows_done:,}/{self.rows:,} rows read")
         return text + (f" — {self.error}" if self.error else "")
 
     def progress(self) -> tuple[str, int, int | None]:
         """The phase the job is in, what is done of it and of how much (None: unknown): a
-        scan job's ``scan`` (items scanned) while its scan tasks run, then ``read`` (keys
-        read by its shards)."""
+        scan job's ``scan`` (items scanned) while its scan tasks run, then ``read`` (entity
+        rows read by its shards)."""
         if self.scan_tasks_done < self.scan_tasks and not self.state.terminal:
             return SCAN_PHASE, self.items_scanned, self.table_items or None
         return READ_PHASE, self.rows_done, self.rows
@@ -109,10 +109,10 @@ class JobStatus:
 
 def _show_progress(bar: tqdm[Any], status: JobStatus, shown: str) -> str:
     """Move Job.wait's bar to ``status``; a new phase starts it again, with its own unit
-    (the scan phase would otherwise show 0 keys read until every scan task is done)."""
+    (the scan phase would otherwise show 0 rows read until every scan task is done)."""
     phase, done, total = status.progress()
     if phase != shown:
-        bar.unit = "items" if phase == SCAN_PHASE else "keys"
+        bar.unit = "items" if phase == SCAN_PHASE else "rows"
         bar.set_description(f"job {status.job_id[:8]}"
                             + (" scanning" if phase == SCAN_PHASE else ""), refresh=False)
         bar.reset(total=total)  # draws the new phase at 0
@@ -175,7 +175,7 @@ class Job:
         deadline = None if timeout is None else started + timeout
         asked, idle = False, False
         status = self._poll(None)
-        with tqdm(total=status.rows, unit="keys", disable=not progress or None,
+        with tqdm(total=status.rows, unit="rows", disable=not progress or None,
                   desc=f"job {self.id[:8]}", dynamic_ncols=True) as bar:
             phase = _show_progress(bar, status, READ_PHASE)
             while not status.state.terminal:

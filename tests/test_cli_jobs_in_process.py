@@ -192,7 +192,7 @@ def test_status_cancel_and_cleanup_of_a_queued_job(endpoint: EndpointProcess, tm
     job_id = submitted(endpoint, tmp_path, redis_url)
     status = invoke("status", job_id, "--redis-url", redis_url)
     assert (status.exit_code, status.stdout) == (
-        0, f"job {job_id}: queued, 0/3 shards, 0/250 keys read\n{PLAN}\n")
+        0, f"job {job_id}: queued, 0/3 shards, 0/250 rows read\n{PLAN}\n")
     as_json = json.loads(invoke("status", job_id, "--json", "--redis-url", redis_url).stdout)
     assert as_json == {"job_id": job_id, "state": "queued", "shards": 3, "shards_done": 0,
                        "rows": 250, "rows_done": 0, "error": None, "summary": None,
@@ -206,7 +206,7 @@ def test_status_cancel_and_cleanup_of_a_queued_job(endpoint: EndpointProcess, tm
     assert (again.exit_code, again.stdout) == (
         0, f"featurepull: job {job_id} had already ended; nothing to cancel\n")
     assert invoke("status", job_id, "--redis-url", redis_url).stdout == (
-        f"job {job_id}: cancelled, 0/3 shards, 0/250 keys read — cancelled by request\n"
+        f"job {job_id}: cancelled, 0/3 shards, 0/250 rows read — cancelled by request\n"
         f"{PLAN}\n")
     cleanup = invoke("cleanup", job_id, "--redis-url", redis_url)
     assert (cleanup.exit_code, cleanup.stdout) == (
@@ -231,7 +231,7 @@ def test_status_and_fetch_of_a_finished_job(endpoint: EndpointProcess, tmp_path:
     as_json = json.loads(invoke("status", job_id, "--json", "--redis-url", redis_url).stdout)
     summary = as_json["summary"]
     # Keys read count entity rows, as the total does: 1 and 5 twice in the last shard.
-    assert lines[0] == f"job {job_id}: succeeded, 3/3 shards, 250/250 keys read"
+    assert lines[0] == f"job {job_id}: succeeded, 3/3 shards, 250/250 rows read"
     assert lines.pop(1) == PLAN
     assert lines[1] == (
         f"featurepull: job {job_id} succeeded: 250 rows in 3 shards to Redis (featurepull "
@@ -273,7 +273,7 @@ def test_status_of_a_job_that_found_nothing_warns_on_stderr(
         "have other join keys or types, name them with --join-keys and --join-key-types "
         "(without --join-keys every column of the entity file is a join key; a CSV column "
         "is int64 only when every value is a plain integer)\n")
-    assert status.stdout.startswith(f"job {job_id}: succeeded, 1/1 shards, 2/2 keys read\n")
+    assert status.stdout.startswith(f"job {job_id}: succeeded, 1/1 shards, 2/2 rows read\n")
 
 
 def test_submit_with_a_scorer_and_a_notify_task_on_the_default_queue(
@@ -296,7 +296,7 @@ def test_status_of_a_running_job_shows_the_shards_done(endpoint: EndpointProcess
     run_shard(job_id, 0, settings, store)
     status = invoke("status", job_id, "--redis-url", redis_url)
     lines = status.stdout.splitlines()
-    assert lines[0] == f"job {job_id}: running, 1/3 shards, 100/250 keys read"
+    assert lines[0] == f"job {job_id}: running, 1/3 shards, 100/250 rows read"
     assert lines[1] == PLAN
     assert lines[2].startswith("shards done so far: ")
     assert len(lines) == 3

@@ -253,7 +253,7 @@ def test_json_shard_size_and_status(services: Services, tmp_path: Path) -> None:
     assert final["summary"]["output"] == str(out)
     plain = cli(services, "status", job["job_id"])
     assert plain.stdout.splitlines()[0] == (
-        f"job {job['job_id']}: succeeded, 4/4 shards, {len(IDS):,}/{len(IDS):,} keys read")
+        f"job {job['job_id']}: succeeded, 4/4 shards, {len(IDS):,}/{len(IDS):,} rows read")
     assert f"succeeded: {len(IDS):,} rows in 4 shards to {out}" in plain.stdout
     pulled = run_read(services, "pull", _lean(services), tmp_path / "pulled.parquet")
     assert pq.read_table(out).to_pylist() == pulled.rows

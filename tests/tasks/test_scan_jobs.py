@@ -289,7 +289,7 @@ class _Terminal(io.StringIO):
 def test_wait_shows_the_items_scanned_while_the_scan_tasks_run(
         workers: Fleet, entities: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The budget stretches the scan over seconds (the table is ~430 RCU); no shard can
-    # start before every scan task is done, so keys read would show 0 all that time.
+    # start before every scan task is done, so rows read would show 0 all that time.
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     job = submit("driver_stats", ["city"], str(entities), settings=sized(workers.settings()),
@@ -308,9 +308,9 @@ def test_wait_shows_the_items_scanned_while_the_scan_tasks_run(
     assert any(0 < done < DRIVERS for _, done, _, _ in scanning), frames
     assert {(phase, total, unit) for phase, _, total, unit in scanning} == {
         (" scanning", DRIVERS, "items")}
-    # Before it the bar's first frame, after it the keys the shards read, to the end.
-    assert {frame[::3] for frame in before + reading} == {("", "keys")}
-    assert reading[-1][1:] == (ENTITIES, ENTITIES, "keys")
+    # Before it the bar's first frame, after it the entity rows the shards read, to the end.
+    assert {frame[::3] for frame in before + reading} == {("", "rows")}
+    assert reading[-1][1:] == (ENTITIES, ENTITIES, "rows")
     # `featurepull status` says the same: every item scanned once.
     assert status.items_scanned == DRIVERS and status.table_items == DRIVERS
     assert f"({DRIVERS:,} of ~{DRIVERS:,} items scanned)" in status.line()
@@ -318,4 +318,4 @@ def test_wait_shows_the_items_scanned_while_the_scan_tasks_run(
 
 # tqdm's bar: "job 1a2b3c4d scanning:  45%|████▌     | 9000/20000 [00:01<00:01, 8.0kitems/s]"
 _BAR = re.compile(r"^job [0-9a-f]{8}(?P<phase>( scanning)?): +\d+%\|[^|]*\| "
-                  r"(?P<done>\d+)/(?P<total>\d+) \[.*?(?P<unit>items|keys)/s\]$")
+                  r"(?P<done>\d+)/(?P<total>\d+) \[.*?(?P<unit>items|rows)/s\]$")
