@@ -21,11 +21,16 @@ from tests.test_cli_pull import leftovers, run_pull
 
 KINDS = sorted(SAMPLES)
 WRITTEN_AT = datetime(2026, 3, 1, tzinfo=UTC)
+# Feast ZonedTimestamps (Unix seconds, zone) a datetime holds in UTC but not in their zone:
+# 9999-12-31 22:59:59 UTC is in year 10000 at +05:00, 0001-01-01 01:00 UTC in year 0 at -05:00.
+BEYOND_DATETIME = {4: (253_402_297_199, "+05:00"), 5: (-62_135_593_200, "-05:00")}
+BEYOND_SHOWN = {4: "9999-12-31 22:59:59+00:00", 5: "0001-01-01 01:00:00+00:00"}
 
 
 @pytest.fixture(scope="module")
 def project(ddb: Any) -> str:
-    """Drivers 1 and 2 hold every kind; driver 3 only a zoned timestamp in an unknown zone."""
+    """Drivers 1 and 2 hold every kind; driver 3 only a zoned timestamp in an unknown zone;
+    drivers 4 and 5 (BEYOND_DATETIME) only one whose local time no datetime holds."""
     name = unique_name("kinds")
     create_feast_table(ddb, f"{name}.every_kind")
     every = {kind: (kind, SAMPLES[kind].writer) for kind in KINDS}
@@ -34,6 +39,9 @@ def project(ddb: Any) -> str:
         ({"driver_id": ("int64", 2)}, WRITTEN_AT, every),
         ({"driver_id": ("int64", 3)}, WRITTEN_AT,
          {"zoned_timestamp_val": ("zoned_timestamp_val", (5, "Mars/Olympus_Mons"))}),
+        *[({"driver_id": ("int64", driver)}, WRITTEN_AT,
+           {"zoned_timestamp_val": ("zoned_timestamp_val", stamp)})
+          for driver, stamp in BEYOND_DATETIME.items()],
     ])
     return name
 
@@ -88,4 +96,20 @@ def test_an_undecodable_value_fails_naming_feature_and_kind(endpoint_url: str, p
     assert proc.returncode == 1, proc.stderr
     assert "feature 'zoned_timestamp_val'" in proc.stderr
     assert "zoned_timestamp_val has zone 'Mars/Olympus_Mons'" in proc.stderr
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("driver", sorted(BEYOND_DATETIME))
+def test_a_zoned_time_beyond_the_years_a_datetime_holds_fails_naming_it(
+        endpoint_url: str, project: str, tmp_path: Path, driver: int) -> None:
+    entities = tmp_path / "entities.csv"
+    entities.write_text(f"driver_id\n1\n{driver}\n")
+    out = tmp_path / "features.parquet"
+    proc = run_pull(endpoint_url, "--project", project, "--table", "every_kind",
+                    "--features", "zoned_timestamp_val", "--entities", str(entities),
+                    "--output", str(out))
+    assert proc.returncode == 1, proc.stderr
+    assert "(entity row 2): feature 'zoned_timestamp_val': zoned_timestamp_val " \
+        f"{BEYOND_SHOWN[driver]} in zone {BEYOND_DATETIME[driver][1]!r} is a local time " \
+        "outside the years 1 to 9999" in proc.stderr
     assert leftovers(tmp_path) == []

@@ -198,7 +198,17 @@ def _zone(name: str) -> tzinfo:
 
 def _zoned(msg: Any) -> datetime:
     stamp = msg.zoned_timestamp_val
-    return timestamp_from_seconds(stamp.unix_timestamp).astimezone(_zone(stamp.zone))
+    zone = _zone(stamp.zone)
+    try:
+        instant = timestamp_from_seconds(stamp.unix_timestamp)
+    except ValueError as exc:
+        raise FeastValueError(f"zoned_timestamp_val: {exc}") from None
+    try:
+        return instant.astimezone(zone)
+    except OverflowError:  # within years 1 to 9999 in UTC, not in its zone
+        raise FeastValueError(
+            f"zoned_timestamp_val {instant.isoformat(sep=' ')} in zone {stamp.zone!r} is "
+            "a local time outside the years 1 to 9999, which no datetime holds") from None
 
 
 def _map_key(key: Any) -> Any:

@@ -96,6 +96,15 @@ def test_an_unknown_zone_fails_loudly(zone: str) -> None:
         decode_value(data)
 
 
+def test_a_zoned_time_beyond_the_years_of_a_datetime_in_utc_fails_naming_the_kind() -> None:
+    # Its local time outside them is checked end to end (tests/test_cli_pull_kinds.py).
+    data = Value(zoned_timestamp_val={"unix_timestamp": 253_402_300_800,  # year 10000
+                                      "zone": "UTC"}).SerializeToString()
+    with pytest.raises(FeastValueError, match=r"^zoned_timestamp_val: Unix timestamp "
+                                              r"253402300800 \(seconds\) is outside"):
+        decode_value(data)
+
+
 @pytest.mark.parametrize(("zone", "offset_minutes"), [
     ("", 0), ("UTC", 0), ("GMT", 0), (" UTC", 0), ("+05:30", 330), ("UTC-07:00", -420), ("-0300", -180),
     ("Asia/Kathmandu", 345)])
