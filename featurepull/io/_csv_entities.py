@@ -244,6 +244,8 @@ def _type_csv_column(column: list[Any], lines: _LineIndex) -> tuple[str, str | N
 
 
 def _type_csv_column_slowly(column: list[Any], lines: _LineIndex) -> tuple[str, str | None]:
+    # Reached with integers beyond int64 (other text here) or with integers and other text:
+    # a column of int64 literals alone is typed before, so this one is never int64.
     first_int = first_other = None
     for row, value in enumerate(column):
         if value is None:
@@ -257,9 +259,6 @@ def _type_csv_column_slowly(column: list[Any], lines: _LineIndex) -> tuple[str, 
             return "mixed", (
                 f"mixes integers (line {lines.line(first_int)}: {column[first_int]!r}) and "
                 f"other text (line {lines.line(first_other)}: {column[first_other]!r})")
-    if first_int is not None:
-        column[:] = [None if value is None else int(value) for value in column]
-        return "int64", None
     return "string", None
 
 

@@ -65,7 +65,8 @@ def stream_parquet(stream: BinaryIO, source: str, required: tuple[str, ...] = ()
     def arrow_batches(names: Sequence[str]) -> Iterator[dict[str, Any]]:
         # The same batches and checks as `batches`, each column as an Arrow array of its
         # logical type: the checks run on the column unless it may fail them, and then on
-        # its values, for the exact message.
+        # its values, for the exact message. A column that does not cast (a uint64 beyond
+        # int64) is one of the checked ones, and its check refuses it.
         try:
             offset = 0
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=list(names),
@@ -77,8 +78,7 @@ def stream_parquet(stream: BinaryIO, source: str, required: tuple[str, ...] = ()
                     if array is None or (name in required and not _all_present(array)):
                         values = _arrow_values(batch.column(name))
                         _check_parquet_values(source, name, values, offset, name in required)
-                yield {name: _logical_array(batch.column(name), types[name], safe=False)
-                       if array is None else array for name, array in arrays.items()}
+                yield arrays
                 offset += batch.num_rows
         except (pa.ArrowException, OSError) as exc:
             raise EntityFileError(_unreadable_parquet_message(source, exc)) from None
@@ -91,11 +91,11 @@ _LOGICAL_ARROW_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.s
                         "null": pa.null()}
 
 
-def _logical_array(array: Any, logical: str, safe: bool = True) -> Any:
+def _logical_array(array: Any, logical: str) -> Any:
     """A column as an Arrow array of its logical type (what `pa.array` makes of its
-    values); None when a value does not fit it (a uint64 beyond int64), unless not `safe`."""
+    values); None when a value does not fit it (a uint64 beyond int64)."""
     try:  # a dictionary-encoded column is decoded by the cast
-        return array.cast(_LOGICAL_ARROW_TYPES[logical], safe=safe)
+        return array.cast(_LOGICAL_ARROW_TYPES[logical])
     except pa.ArrowInvalid:
         return None
 

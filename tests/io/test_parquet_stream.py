@@ -110,3 +110,19 @@ def test_arrow_batches_name_a_late_bad_row_and_a_damaged_page_as_the_python_batc
     damaged[page + 40:page + 400] = b"\xab" * 360
     python, arrow = refusals(bytes(damaged), ())
     assert python == arrow and arrow.startswith("e.parquet: cannot read it as Parquet (")
+
+
+@pytest.mark.parametrize("encode", [False, True])
+def test_a_column_that_does_not_cast_is_refused_before_its_batch(encode: bool) -> None:
+    # The one cast to a logical type that fails: a uint64 beyond int64, plain or
+    # dictionary-encoded, also in a column that holds no key. Its values are checked.
+    big = pa.array([1, 2**64 - 1], pa.uint64())
+    data = io.BytesIO()
+    pq.write_table(pa.table({"id": ["a", "b"], "n": big.dictionary_encode() if encode else big}),
+                   data)
+    stream = stream_parquet(io.BytesIO(data.getvalue()), "e.parquet", ("id",))
+    assert stream.arrow_batches is not None
+    python, arrow = (outcome(read(["id", "n"])) for read in (stream.batches,
+                                                              stream.arrow_batches))
+    assert python == arrow == ("e.parquet: row 2: column 'n' value 18446744073709551615 does "
+                               "not fit in int64; store the column as int64 or string")
