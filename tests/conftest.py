@@ -150,3 +150,13 @@ def moto_table(ddb: Any, prefix: str, keys: Sequence[tuple[str, str]],
     for start in range(0, len(puts), 25):
         ddb.batch_write_item(RequestItems={name: puts[start:start + 25]})
     return name
+
+
+@pytest.fixture(scope="module")
+def plain_table(ddb: Any) -> str:
+    """A plain table on moto: user (S) key, a plan, visits and two time attributes that
+    disagree (the `pull` tests of --layout plain and --event-ts-attribute)."""
+    return moto_table(ddb, "plainflags", [("user", "S")], [
+        {"user": {"S": f"u{i}"}, "plan": {"S": f"p{i}"}, "visits": {"N": str(10 * i)},
+         "event_ts": {"S": f"2026-01-0{i + 1}T00:00:00+00:00"},
+         "updated_at": {"N": str(1_780_000_000 + i)}} for i in range(3)])

@@ -28,7 +28,6 @@ from featurepull.cli import main
 from featurepull.local import RedisService
 from tests.conftest import REGION
 from tests.faultproxy import FaultPlan, FaultProxy
-from tests.test_cli_pull_flags import plain_table  # noqa: F401 (a fixture)
 
 IDS = [5, 1, 1_500, 5, 0]
 
@@ -120,7 +119,7 @@ def test_request_flags_reach_the_pull(endpoint: EndpointProcess, tmp_path: Path)
     (["--event-ts-attribute", ""], lambda i: None),
 ])
 def test_plain_layout_and_event_ts_attribute(endpoint_url: str,
-                                             plain_table: str,  # noqa: F811
+                                             plain_table: str,
                                              tmp_path: Path, flag: list[str],
                                              stamp: Any) -> None:
     """As test_cli_pull_flags.py's, in this process: --layout and --event-ts-attribute."""

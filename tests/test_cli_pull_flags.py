@@ -26,7 +26,7 @@ from featurepull.bench.endpoint import (
 )
 from featurepull.dynamo import decode_value
 from featurepull.dynamo.layouts import parse_event_ts
-from tests.conftest import REGION, moto_table
+from tests.conftest import REGION
 
 PROJECT = "fp"
 TABLE = f"{PROJECT}.drivers"
@@ -264,15 +264,6 @@ def test_feature_store_yaml_then_config_then_flags(wire: EndpointProcess, entiti
                      "--batch-size", "90", "--eventual-reads")
     assert with_flags["batch_get_item"] == math.ceil(UNIQUE / 90)
     assert with_flags["consistent_reads"] == 0 and set(with_flags["regions"]) == {"eu-north-1"}
-
-
-@pytest.fixture(scope="module")
-def plain_table(ddb: Any) -> str:
-    """A plain table: user (S) key, a plan and two time attributes that disagree."""
-    return moto_table(ddb, "plainflags", [("user", "S")], [
-        {"user": {"S": f"u{i}"}, "plan": {"S": f"p{i}"}, "visits": {"N": str(10 * i)},
-         "event_ts": {"S": f"2026-01-0{i + 1}T00:00:00+00:00"},
-         "updated_at": {"N": str(1_780_000_000 + i)}} for i in range(3)])
 
 
 @pytest.mark.parametrize(("flag", "stamp"), [
