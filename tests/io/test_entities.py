@@ -94,6 +94,13 @@ def test_csv_mixed_column_notes_count_physical_lines(tmp_path: Path) -> None:
     assert table.notes == {"id": "mixes integers (line 4: '7') and other text (line 3: 'abc')"}
 
 
+def test_csv_mixed_column_with_empty_fields_between(tmp_path: Path) -> None:
+    path = write_text(tmp_path, "e.csv", "id,note\n7,x\n,y\nabc,z\n")
+    table = read_entities(path)
+    assert table.types["id"] == "mixed"
+    assert table.notes == {"id": "mixes integers (line 2: '7') and other text (line 4: 'abc')"}
+
+
 @pytest.mark.parametrize("header", ["id", '"id"'])  # a quote: the csv module's reader
 def test_csv_int64_limits_are_int64(tmp_path: Path, header: str) -> None:
     path = write_text(tmp_path, "e.csv", f"{header}\n9223372036854775807\n-9223372036854775808\n")
