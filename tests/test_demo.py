@@ -3,6 +3,7 @@ DynamoDB endpoint and 2 worker processes, and leaves none of them behind — als
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -51,6 +52,13 @@ def descendants(root: int) -> list[int]:
 _STARTED: list[subprocess.Popen[str]] = []
 
 
+def default_ctrl_c() -> None:
+    """Run in the demo's process before it starts: Ctrl-C's default action. A process
+    started with SIGINT ignored (pytest as a background job of a non-interactive shell)
+    passes that on, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(autouse=True)
 def stop_demos_left_running() -> Iterator[None]:
     """A failed assertion must not leave a demo (and its services) running."""
@@ -68,7 +76,8 @@ def start_demo(tmp_path: Path, *args: str,
     env = {**os.environ, **(env or {}), "DEMO_TEST_MARKER": marker}
     proc = subprocess.Popen([sys.executable, "-m", "featurepull", "demo", "--out-dir",
                              str(tmp_path / "out"), *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=default_ctrl_c)
     _STARTED.append(proc)
     return proc, marker
 
@@ -88,10 +97,9 @@ def read_until(proc: subprocess.Popen[str], phrase: str, timeout: float = 120) -
 
 
 def gone(marker: str, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while marked_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return not marked_processes(marker)
+    """Wait until no process carries the marker; fail if one still does after ``timeout``."""
+    return bool(wait_until(lambda: not marked_processes(marker), "end of the demo's processes",
+                           timeout))
 
 
 def _start_time(pid: int) -> float | None:
@@ -108,12 +116,12 @@ def still_running(started: dict[int, float | None], timeout: float = 30) -> list
     """Which of the processes (pid: start time) still run, waiting up to ``timeout`` for
     them to end: a SIGKILL is delivered at once, but the process ends when it is scheduled.
     A pid that now belongs to a process started later is not one of them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [pid for pid, at in started.items() if at is not None and _start_time(pid) == at]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.2)
+    def left() -> list[int]:
+        return [pid for pid, at in started.items() if at is not None and _start_time(pid) == at]
+
+    with contextlib.suppress(AssertionError):  # the caller names the pids left
+        wait_until(lambda: not left(), "end of the demo's processes", timeout)
+    return left()
 
 
 def test_the_readme_demo_command_writes_every_row_in_order_and_stops_everything(
@@ -125,7 +133,7 @@ def test_the_readme_demo_command_writes_every_row_in_order_and_stops_everything(
     proc = subprocess.Popen([*shlex.split(commands[0]), "--drivers", "20000", "--out-dir",
                              str(tmp_path / "out")], env={**os.environ, "DEMO_TEST_MARKER": marker},
                             cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, preexec_fn=default_ctrl_c)
     _STARTED.append(proc)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output
