@@ -110,14 +110,16 @@ def ddb(endpoint_url: str) -> Any:
     return boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=REGION)
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    """Poll ``check`` until it returns something truthy, and return that; fail naming
-    ``what`` was awaited once ``timeout`` seconds have passed (a deadline, not a sleep)."""
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 60,
+               every_s: float = 0.05) -> Any:
+    """Poll ``check`` every ``every_s`` until it returns something truthy, and return that;
+    fail naming ``what`` was awaited once ``timeout`` seconds have passed (a deadline, not a
+    sleep)."""
     deadline = time.monotonic() + timeout
     while not (value := check()):
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} within {timeout}s")
-        time.sleep(0.05)
+        time.sleep(every_s)
     return value
 
 

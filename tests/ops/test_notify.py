@@ -13,7 +13,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,18 +83,21 @@ class Receiver:
         """Every notification for ``job_id``, once nothing that could send one is left:
         no message queued or unacknowledged on either app's queue."""
         client = self.workers.redis()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def settled() -> list[dict[str, Any]] | None:
             busy = (client.llen(self.workers.queue) or client.llen(self.queue)
                     or client.hlen("unacked"))
             records = [json.loads(r) for r in client.lrange(notify_receiver.RECEIVED_KEY, 0, -1)]
             mine = [r for r in records if r["summary"]["job_id"] == job_id]
-            if mine and not busy:
-                assert not any(r["featurepull_imported"] for r in mine)
-                return [r["summary"] for r in mine]
-            time.sleep(0.1)
-        raise AssertionError(f"no notification for job {job_id}; logs:\n"
-                             f"{self.workers.log_text()[-3000:]}")
+            return mine if mine and not busy else None
+
+        try:
+            mine: list[dict[str, Any]] = wait_until(settled, f"notification for job {job_id}",
+                                                    60, every_s=0.1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; logs:\n{self.workers.log_text()[-3000:]}") from None
+        assert not any(r["featurepull_imported"] for r in mine)
+        return [r["summary"] for r in mine]
 
 
 @pytest.fixture(scope="module")

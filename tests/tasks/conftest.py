@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -196,13 +195,23 @@ def fleet(redis_server: RedisService, endpoint_url: str, **jobs: Any) -> Iterato
         running.stop()
 
 
+def queued_messages(redis: Any, queue: str) -> list[tuple[str, list[Any], str, bytes]]:
+    """The Celery messages waiting on ``queue`` (kombu's list in Redis), left there: (task
+    name, arguments, argsrepr, the message as stored), in the list's order."""
+    found = []
+    for raw in redis.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        found.append((message["headers"]["task"], json.loads(base64.b64decode(message["body"]))[0],
+                      message["headers"]["argsrepr"], raw))
+    return found
+
+
 def taken_messages(store: JobStore, queue: str) -> list[tuple[str, list[Any], str]]:
-    """The Celery messages waiting on ``queue`` (kombu's list in Redis), taken off it:
-    (task name, arguments, argsrepr), sorted. For tests that send with no worker."""
-    bodies = [json.loads(m) for m in store.redis.lrange(queue, 0, -1)]
+    """The Celery messages waiting on ``queue``, taken off it: (task name, arguments,
+    argsrepr), sorted. For tests that send with no worker."""
+    messages = queued_messages(store.redis, queue)
     store.redis.delete(queue)
-    return sorted((b["headers"]["task"], json.loads(base64.b64decode(b["body"]))[0],
-                   b["headers"]["argsrepr"]) for b in bodies)
+    return sorted((task, args, argsrepr) for task, args, argsrepr, _ in messages)
 
 
 def wait_for_progress(job: Job, fraction: float, timeout: float = 120) -> None:
@@ -211,18 +220,6 @@ def wait_for_progress(job: Job, fraction: float, timeout: float = 120) -> None:
         return status.rows_done >= fraction * status.rows or status.state == "succeeded"
 
     wait_until(progressed, f"progress to {fraction:.0%} of the job", timeout)
-
-
-def wait_until_running_on(job: Job, worker_prefix: str, timeout: float = 120) -> str:
-    """Until a shard not yet done was last started by a worker whose "hostname:pid" starts
-    with the prefix; returns that owner."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for shard, owner in job.store.owners(job.id).items():
-            if owner.startswith(worker_prefix) and not job.store.is_done(job.id, shard):
-                return owner
-        time.sleep(0.02)
-    raise AssertionError(f"no shard ever ran on {worker_prefix}")
 
 
 def freeze_mid_shard(job: Job, prefix: str = "", group: int | None = None,
@@ -243,8 +240,7 @@ def freeze_mid_shard(job: Job, prefix: str = "", group: int | None = None,
         else:
             os.killpg(group, sig)
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def frozen() -> int | None:
         for owner in set(job.store.owners(job.id).values()):
             victim = int(owner.rsplit(":", 1)[1])
             if not owner.startswith(prefix) or (among is not None and victim not in among):
@@ -254,5 +250,8 @@ def freeze_mid_shard(job: Job, prefix: str = "", group: int | None = None,
                 if running(owner):
                     return victim
                 signal_(victim, signal.SIGCONT)
-        time.sleep(0.02)
-    raise AssertionError(f"no pool child of {prefix!r} was caught in the middle of a shard")
+        return None
+
+    victim: int = wait_until(frozen, f"pool child of {prefix!r} caught in the middle of a "
+                             "shard", timeout, every_s=0.02)
+    return victim

@@ -7,7 +7,6 @@ time limits serves the module; the killed-worker test has its own, with the defa
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -33,7 +32,7 @@ from featurepull.local import RedisService
 from featurepull.pull import PullRequest, pull
 from tests.conftest import wait_until
 from tests.hardening._util import freeze_finisher_mid_write, run_job, wait_for_log, write_entities
-from tests.tasks.conftest import DRIVERS, Fleet, fleet, freeze_mid_shard
+from tests.tasks.conftest import DRIVERS, Fleet, fleet, freeze_mid_shard, queued_messages
 
 pytestmark = pytest.mark.slow  # starts a worker fleet
 
@@ -70,13 +69,9 @@ def reference(entities: Path, workers: Fleet,
 
 def shard_messages(workers: Fleet) -> dict[int, bytes]:
     """The read_shard messages waiting on the queue, by shard number."""
-    found: dict[int, bytes] = {}
-    for raw in workers.redis().lrange(workers.queue, 0, -1):
-        message = json.loads(raw)
-        if message["headers"]["task"] == "featurepull.read_shard":
-            args = json.loads(base64.b64decode(message["body"]))[0]
-            found[int(args[1])] = raw
-    return found
+    return {int(args[1]): raw for task, args, _, raw in queued_messages(workers.redis(),
+                                                                        workers.queue)
+            if task == "featurepull.read_shard"}
 
 
 def test_a_shard_message_lost_from_the_queue_is_resent(workers: Fleet, entities: Path,

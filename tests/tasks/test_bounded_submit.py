@@ -47,7 +47,7 @@ from featurepull.tasks.store import ACTIVE_JOBS, PREFIX, JobMeta, connect
 from featurepull.tasks.watchdog import broker_keys, resend_stalled
 from featurepull.worker.producer import producer_app
 from tests.conftest import wait_until
-from tests.tasks.conftest import local_job_settings
+from tests.tasks.conftest import local_job_settings, queued_messages
 
 SHARD = 500
 
@@ -351,8 +351,8 @@ def test_a_job_queued_behind_other_work_is_not_resent(settings: Settings, store:
         alive = f"{PREFIX}{meta.job_id}:alive"
 
         def waiting() -> int:  # this job's messages on the queue (the session's Redis is
-            return sum(meta.job_id.encode() in m  # shared: other jobs may be re-sent too)
-                       for m in store.redis.lrange(queue, 0, -1))
+            return sum(args[0] == meta.job_id  # shared: other jobs may be re-sent too)
+                       for _, args, _, _ in queued_messages(store.redis, queue))
 
         store.redis.delete(alive)  # idle for visibility_timeout_s: its sign of life expired
         # Its three messages wait on the queue, behind other work: a sign of life.

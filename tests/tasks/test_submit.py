@@ -22,7 +22,7 @@ from featurepull.io import EntityFileError, OutputError
 from featurepull.local import RedisService
 from featurepull.tasks import JobStoreError, UnknownJob
 from tests.conftest import refused_port
-from tests.tasks.conftest import Fleet, fleet
+from tests.tasks.conftest import Fleet, fleet, queued_messages
 
 
 def write_ids(path: Path, ids: list[Any], arrow_type: Any = None) -> Path:
@@ -120,12 +120,11 @@ def test_messages_carry_ids_not_entities(redis_server: RedisService,
     with fleet(redis_server, fast_dynamo.url, shard_size=10_000) as workers:
         job = submit("driver_stats", list(FEATURES), str(entities), None,
                      settings=workers.settings())
-        messages = workers.redis().lrange(workers.queue, 0, -1)
-        assert len(messages) == 12
-        assert max(len(m) for m in messages) < 4_096  # far under the 1 MB ceiling
-        bodies = [json.loads(m) for m in messages]
-        assert {b["headers"]["task"] for b in bodies} == {"featurepull.read_shard"}
-        assert all(b["content-type"] == "application/json" for b in bodies)
+        queued = queued_messages(workers.redis(), workers.queue)
+        assert sorted((task, args) for task, args, _, _ in queued) == [
+            ("featurepull.read_shard", [job.id, shard]) for shard in range(12)]
+        assert max(len(raw) for *_, raw in queued) < 4_096  # far under the 1 MB ceiling
+        assert all(json.loads(raw)["content-type"] == "application/json" for *_, raw in queued)
         assert job.status().state == "queued"
 
 
