@@ -99,7 +99,7 @@ def read_until(proc: subprocess.Popen[str], phrase: str, timeout: float = 120) -
 def gone(marker: str, timeout: float = 30) -> bool:
     """Wait until no process carries the marker; fail if one still does after ``timeout``."""
     return bool(wait_until(lambda: not marked_processes(marker), "end of the demo's processes",
-                           timeout))
+                           timeout, every_s=0.2))  # a look at every process's environment
 
 
 def _start_time(pid: int) -> float | None:
@@ -120,7 +120,7 @@ def still_running(started: dict[int, float | None], timeout: float = 30) -> list
         return [pid for pid, at in started.items() if at is not None and _start_time(pid) == at]
 
     with contextlib.suppress(AssertionError):  # the caller names the pids left
-        wait_until(lambda: not left(), "end of the demo's processes", timeout)
+        wait_until(lambda: not left(), "end of the demo's processes", timeout, every_s=0.2)
     return left()
 
 
