@@ -198,6 +198,8 @@ CASES: list[Case] = [
          lambda d: _plain(_write(d / "e.csv", "user_id\nbad-ts\n"))),
     Case("Feast unix_timestamp feature out of range (year 31 million)",
          lambda d: _feast(_write(d / "e.csv", "driver_id\n1\n"), ["seen"])),
+    Case("Feast zoned timestamp whose local time is past year 9999 (+05:00)",
+         lambda d: _feast(_write(d / "e.csv", "driver_id\n1\n"), ["zoned"])),
     Case("30-digit DynamoDB number to Parquet",
          lambda d: _plain(_write(d / "e.csv", "user_id\nbig-number\n"), ["big"])),
     Case("plain N key beyond DynamoDB's range (1e126)",
@@ -287,14 +289,17 @@ def create_tables(endpoint_url: str) -> None:
 
 
 def _put_feast_drivers(ddb: Any) -> None:
-    """Drivers 1-3 in the Feast view: non-finite doubles, and a timestamp past year 9999."""
+    """Drivers 1-3 in the Feast view: non-finite doubles, a timestamp past year 9999, and a
+    zoned timestamp whose local time is past it."""
     from featurepull.dynamo.feast_keys import EntityKeyEncoder
     from featurepull.dynamo.feast_values import ValueProto
 
     encoder = EntityKeyEncoder({"driver_id": "int64"})
     for driver, score in ((1, math.nan), (2, math.inf), (3, -math.inf)):
         values = {"score": ValueProto(double_val=score),
-                  "seen": ValueProto(unix_timestamp_val=10**15)}
+                  "seen": ValueProto(unix_timestamp_val=10**15),
+                  "zoned": ValueProto(zoned_timestamp_val={"unix_timestamp": 253_402_297_199,
+                                                           "zone": "+05:00"})}
         ddb.put_item(TableName=f"{FEAST_PROJECT}.{FEAST_TABLE}", Item={
             "entity_id": {"S": encoder.entity_id([driver])},
             "event_ts": {"S": "2024-05-01 12:00:00+00:00"},
