@@ -249,3 +249,14 @@ def test_submit_never_builds_the_workers_app(endpoint: EndpointProcess, redis_se
         for key in client.scan_iter(match=f"featurepull:job:{job_id}:*"):
             client.delete(key)
         client.delete(queue)
+
+
+def test_a_workers_pool_processes_inherit_pandas_from_its_main_process() -> None:
+    # pyarrow imports pandas at its first conversion of a list (~0.4 s of CPU): the worker's
+    # main process does it before the pool forks, not each pool process in its first shard.
+    script = ("import sys; from featurepull.worker.app import _preload_before_fork; "
+              "before = 'pandas' in sys.modules; _preload_before_fork(); "
+              "print(before, 'pandas' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert proc.stdout.split() == ["False", "True"]

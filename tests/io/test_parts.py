@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,23 @@ def test_an_s3_file_output_knows_its_own_publisher(endpoint_url: str, s3: Any,
     staged.discard()
     assert [item["Key"] for item in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [
         "out/features.parquet"]
+
+
+_READ_STAGED = """
+import sys
+from featurepull.io import StagedOutput
+staged = StagedOutput(sys.argv[1], "job-1", 4)
+keys, part = staged.read_keys(1), staged.read_part(3)
+print(keys.num_rows, part.num_rows, "pyarrow.dataset" in sys.modules)
+"""
+
+
+def test_staged_files_are_read_without_pyarrow_dataset(tmp_path: Path) -> None:
+    # A pool process reads its shard's keys first: importing pyarrow.dataset (and pandas
+    # with it) there would cost ~0.4 s of CPU in every process's first shard.
+    output = str(tmp_path / "out.parquet")
+    staged = stage(output)
+    staged.write_keys(1, part_table(1).select(["driver_id"]))
+    proc = subprocess.run([sys.executable, "-c", _READ_STAGED, output], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert proc.stdout.split() == [str(SIZE), str(SIZE), "False"]
