@@ -245,6 +245,8 @@ def test_submit_never_builds_the_workers_app(endpoint: EndpointProcess, redis_se
         assert client.llen(queue) == 1  # the shard's message was sent
         assert "featurepull.worker.producer" in modules
         assert "featurepull.worker.app" not in modules
+        # Submitted as lean as a pull reads: pyarrow without pandas, numpy, cloudpickle.
+        assert _machinery(modules, ("pandas", "numpy", "cloudpickle")) == []
     finally:
         for key in client.scan_iter(match=f"featurepull:job:{job_id}:*"):
             client.delete(key)
