@@ -21,6 +21,7 @@ import pytest
 from featurepull.config import S3Settings
 from featurepull.io import OutputError, StagedOutput, check_destination, unify_schemas
 from featurepull.io.parts import MANIFEST, SUCCESS
+from featurepull.io.sink import open_sink
 from tests.conftest import REGION, unique_name
 
 ROWS = 1_000
@@ -201,3 +202,25 @@ def test_staged_files_are_read_without_pyarrow_dataset(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", _READ_STAGED, output], capture_output=True,
                           text=True, timeout=60, check=True)
     assert proc.stdout.split() == [str(SIZE), str(SIZE), "False"]
+
+
+def test_a_local_file_outputs_parts_are_plain_and_publish_the_same_bytes(
+        tmp_path: Path) -> None:
+    # Read once by the finisher: uncompressed pages without dictionaries, half the CPU.
+    # What the finisher writes from them is the file one sink writes from the shards' rows.
+    output = str(tmp_path / "out.parquet")
+    staged = stage(output)
+    staged.write_keys(0, part_table(0).select(["driver_id"]))
+    for name in (staged.part_name(1), staged.keys_name(0)):
+        column = pq.ParquetFile(staged.staging + name).metadata.row_group(0).column(0)
+        assert (column.compression, column.has_dictionary_page) == ("UNCOMPRESSED", False)
+    publish(staged)
+    direct = str(tmp_path / "direct.parquet")
+    with open_sink(direct, expected().schema) as sink:
+        for n in range(PARTS):
+            sink.write(part_table(n))
+    assert Path(output).read_bytes() == Path(direct).read_bytes()
+    # A dataset's parts are its files: compressed as any Parquet output.
+    dataset = stage(str(tmp_path / "ds") + "/")
+    first = pq.ParquetFile(dataset.staging + dataset.part_name(0)).metadata.row_group(0)
+    assert first.column(0).compression != "UNCOMPRESSED"
