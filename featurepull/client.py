@@ -42,7 +42,7 @@ from featurepull.tasks.store import (
 
 # What Job.wait's bar counts (JobStatus.progress): a scan job's items scanned, then keys.
 SCAN_PHASE, READ_PHASE = "scan", "read"
-# How often Job.wait asks for the job's status (one pipelined round trip, ~0.3 ms of CPU):
+# How often Job.wait asks for the job's status (one pipelined round trip, under 1 ms of CPU):
 # the job's end is seen this long after it, at most.
 POLL_S = 0.1
 # How long a job may stay queued before Job.wait asks which workers consume its queue.
