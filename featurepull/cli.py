@@ -256,8 +256,9 @@ def _lean_pull() -> Iterator[None]:
     and a DynamoDB client built without botocore where botocore's would be the same
     (credentials in the environment, an explicit endpoint: featurepull.dynamo._env_client).
 
-    Only a pull without a scorer, in the console script's own process (``_own_process``):
-    a scorer is user code, which may use pandas and numpy, and the finder is process-wide.
+    Only a pull without a scorer, or a submit (its scorer runs in the workers), in the
+    console script's own process (``_own_process``): a scorer is user code, which may use
+    pandas and numpy, and the finder is process-wide.
     """
     blocked = tuple(name for name in _NOT_FOR_A_PULL if name not in sys.modules)
     finder = _Blocked(blocked)
@@ -282,17 +283,18 @@ def _lean_pull() -> Iterator[None]:
 def run() -> None:
     """The ``featurepull`` command (console script and ``python -m featurepull``).
 
-    A ``pull`` that succeeded ends without the interpreter's teardown: its output is written
-    and closed, so freeing every module and the read's objects one by one (0.3-1 s after a
-    100,000-entity pull, a fifth of the process) buys nothing. Streams and logging are
-    flushed first. Every other command, and any failure, exits the ordinary way.
+    A ``pull`` or ``submit`` that succeeded ends without the interpreter's teardown: its
+    output is written and closed (a submit's messages are in Redis), so freeing every module
+    and the read's objects one by one (0.3-1 s after a 100,000-entity pull, a fifth of the
+    process) buys nothing. Streams and logging are flushed first. Every other command, and
+    any failure, exits the ordinary way.
     """
     global _own_process
     _own_process = True
     try:
         main()
     except SystemExit as exc:
-        if exc.code in (0, None) and sys.argv[1:2] == ["pull"]:
+        if exc.code in (0, None) and sys.argv[1:2] in (["pull"], ["submit"]):
             import logging
 
             logging.shutdown()
@@ -382,22 +384,27 @@ def _pull(opts: dict[str, Any]) -> None:
               help="With --wait: give up after this many seconds, cancel the job, exit 1.")
 def submit_command(**opts: Any) -> None:
     """Submit a job to the worker fleet; prints its id (or waits for it with --wait)."""
-    from featurepull.client import JobFailed, submit
-
     if opts["timeout"] is not None and not opts["wait"]:
         raise click.UsageError("--timeout limits --wait; add --wait")
     with _exit_codes():
-        settings = _settings_from(opts)
-        choices = _read_choices(opts)
-        job = submit(
-            opts["table"] or "", _split(opts["features"]), opts["entities_path"],
-            opts["output_path"], settings=settings, layout=opts["layout"],
-            join_keys=_split(opts["join_keys"]), join_key_types=_key_types(opts["join_key_types"]),
-            event_ts_attribute=opts["event_ts_attribute"] or None, overwrite=opts["overwrite"],
-            project=choices["project"], dynamodb=choices["dynamodb"],
-            allow_missing_features=opts["allow_missing_features"], **_scorer_flags(opts),
-            notify=_notify_flags(opts), **_registry_flags(opts),
-        )
+        # Submitted as lean as a pull reads (a scorer it names runs in the workers); the
+        # wait after it, however long, with the garbage collector on.
+        with _lean_pull() if _own_process else nullcontext():
+            from featurepull.client import JobFailed, submit
+
+            settings = _settings_from(opts)
+            choices = _read_choices(opts)
+            job = submit(
+                opts["table"] or "", _split(opts["features"]), opts["entities_path"],
+                opts["output_path"], settings=settings, layout=opts["layout"],
+                join_keys=_split(opts["join_keys"]),
+                join_key_types=_key_types(opts["join_key_types"]),
+                event_ts_attribute=opts["event_ts_attribute"] or None,
+                overwrite=opts["overwrite"], project=choices["project"],
+                dynamodb=choices["dynamodb"],
+                allow_missing_features=opts["allow_missing_features"], **_scorer_flags(opts),
+                notify=_notify_flags(opts), **_registry_flags(opts),
+            )
         status = job.status()
         if not opts["wait"]:
             click.echo(json.dumps({"job_id": job.id, "shards": status.shards,

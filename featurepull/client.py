@@ -42,6 +42,9 @@ from featurepull.tasks.store import (
 
 # What Job.wait's bar counts (JobStatus.progress): a scan job's items scanned, then keys.
 SCAN_PHASE, READ_PHASE = "scan", "read"
+# How often Job.wait asks for the job's status (one pipelined round trip, under 1 ms of CPU):
+# the job's end is seen this long after it, at most.
+POLL_S = 0.1
 # How long a job may stay queued before Job.wait asks which workers consume its queue.
 NO_WORKER_AFTER_S = 5.0
 # How long that question waits for workers' replies (Celery remote control, through Redis).
@@ -159,7 +162,7 @@ class Job:
                 **capacity_fields(total, elapsed), **scanned}
 
     def wait(self, timeout: float | None = None, progress: bool = True,
-             poll_s: float = 0.5, on_no_worker: Callable[[str], None] | None = None,
+             poll_s: float = POLL_S, on_no_worker: Callable[[str], None] | None = None,
              no_worker_after_s: float = NO_WORKER_AFTER_S) -> JobStatus:
         """Block until the job ends; raise JobFailed if it did not succeed (JobRefused when
         it failed on its input), TimeoutError (the job left as it is) after ``timeout``

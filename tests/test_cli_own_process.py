@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import gc
 import importlib
+import json
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import redis
 
 from featurepull import cli
 from featurepull.bench.endpoint import EndpointProcess
+from featurepull.local import RedisService
 
 IDS = [5, 1, 1_500]
 RERAISED = 100  # a child's exit code is this plus the code of the SystemExit run() raised
@@ -131,3 +135,25 @@ def test_a_lean_pull_blocks_only_what_is_not_yet_imported_and_restores_gc(
         importlib.import_module("pandas")
     assert sys.meta_path == before
     assert gc.isenabled()
+
+
+def test_a_submit_that_succeeded_exits_at_once_with_its_lines_flushed(
+        cli_endpoint: EndpointProcess, redis_server: RedisService, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its messages are in Redis once submit() returns: nothing is left for a teardown.
+    run_here(monkeypatch)
+    queue = f"own-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("FEATUREPULL_JOBS__QUEUE", queue)
+    argv = pull_argv(cli_endpoint, tmp_path, "--redis-url", redis_server.url, "--json")
+    code, stdout, stderr = run_forked(["submit", *argv[1:]], tmp_path)
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert (code, stderr) == (0, "")
+        assert json.loads(stdout)["rows"] == len(IDS)
+        assert client.llen(queue) == 1
+    finally:
+        client.delete(queue)
+        if stdout:
+            job_id = json.loads(stdout)["job_id"]
+            for key in client.scan_iter(match=f"featurepull:job:{job_id}:*"):
+                client.delete(key)

@@ -245,7 +245,20 @@ def test_submit_never_builds_the_workers_app(endpoint: EndpointProcess, redis_se
         assert client.llen(queue) == 1  # the shard's message was sent
         assert "featurepull.worker.producer" in modules
         assert "featurepull.worker.app" not in modules
+        # Submitted as lean as a pull reads: pyarrow without pandas, numpy, cloudpickle.
+        assert _machinery(modules, ("pandas", "numpy", "cloudpickle")) == []
     finally:
         for key in client.scan_iter(match=f"featurepull:job:{job_id}:*"):
             client.delete(key)
         client.delete(queue)
+
+
+def test_a_workers_pool_processes_inherit_pandas_from_its_main_process() -> None:
+    # pyarrow imports pandas at its first conversion of a list (~0.4 s of CPU): the worker's
+    # main process does it before the pool forks, not each pool process in its first shard.
+    script = ("import sys; from featurepull.worker.app import _preload_before_fork; "
+              "before = 'pandas' in sys.modules; _preload_before_fork(); "
+              "print(before, 'pandas' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert proc.stdout.split() == ["False", "True"]

@@ -32,12 +32,15 @@ def test_a_pull_cell_reads_parquet_and_writes_jsonl(tmp_path: Path) -> None:
     [cell] = report["cells"]
     assert (cell["entities"], cell["output"], cell["rows"], cell["found"]) == (
         "entities-400.parquet", "pull.jsonl", 400, 40)
+    # The endpoint's own CPU, apart from the pull's (4 requests: 0.00 s at a 10 ms clock).
+    assert cell["endpoint_cpu_s"] >= 0
     assert report["command"][report["command"].index("--whole-formats") + 1] == "parquet,jsonl"
     assert {target["target"] for target in report["targets"]} == {"pull whole / read",
                                                                    "pull CPU µs per row"}
     # The table it prints: a header, then the cell's row (method, size, latency, found share).
     header, row = done.stdout.splitlines()[:2]
     assert header.split()[:4] == ["method", "size", "ms", "found"]
+    assert "endpoint cpu s" in header
     assert row.split()[:4] == ["pull", "400", "1", "0.1"]
     assert f"json: {out}" in done.stdout
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 from featurepull.config import S3Settings
 from featurepull.io import OutputError, StagedOutput, check_destination, unify_schemas
 from featurepull.io.parts import MANIFEST, SUCCESS
+from featurepull.io.sink import open_sink
 from tests.conftest import REGION, unique_name
 
 ROWS = 1_000
@@ -179,3 +182,45 @@ def test_an_s3_file_output_knows_its_own_publisher(endpoint_url: str, s3: Any,
     staged.discard()
     assert [item["Key"] for item in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [
         "out/features.parquet"]
+
+
+_READ_STAGED = """
+import sys
+from featurepull.io import StagedOutput
+staged = StagedOutput(sys.argv[1], "job-1", 4)
+keys, part = staged.read_keys(1), staged.read_part(3)
+print(keys.num_rows, part.num_rows, "pyarrow.dataset" in sys.modules)
+"""
+
+
+def test_staged_files_are_read_without_pyarrow_dataset(tmp_path: Path) -> None:
+    # A pool process reads its shard's keys first: importing pyarrow.dataset (and pandas
+    # with it) there would cost ~0.4 s of CPU in every process's first shard.
+    output = str(tmp_path / "out.parquet")
+    staged = stage(output)
+    staged.write_keys(1, part_table(1).select(["driver_id"]))
+    proc = subprocess.run([sys.executable, "-c", _READ_STAGED, output], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert proc.stdout.split() == [str(SIZE), str(SIZE), "False"]
+
+
+def test_a_local_file_outputs_parts_are_plain_and_publish_the_same_bytes(
+        tmp_path: Path) -> None:
+    # Read once by the finisher: uncompressed pages without dictionaries, half the CPU.
+    # What the finisher writes from them is the file one sink writes from the shards' rows.
+    output = str(tmp_path / "out.parquet")
+    staged = stage(output)
+    staged.write_keys(0, part_table(0).select(["driver_id"]))
+    for name in (staged.part_name(1), staged.keys_name(0)):
+        column = pq.ParquetFile(staged.staging + name).metadata.row_group(0).column(0)
+        assert (column.compression, column.has_dictionary_page) == ("UNCOMPRESSED", False)
+    publish(staged)
+    direct = str(tmp_path / "direct.parquet")
+    with open_sink(direct, expected().schema) as sink:
+        for n in range(PARTS):
+            sink.write(part_table(n))
+    assert Path(output).read_bytes() == Path(direct).read_bytes()
+    # A dataset's parts are its files: compressed as any Parquet output.
+    dataset = stage(str(tmp_path / "ds") + "/")
+    first = pq.ParquetFile(dataset.staging + dataset.part_name(0)).metadata.row_group(0)
+    assert first.column(0).compression != "UNCOMPRESSED"
