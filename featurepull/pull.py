@@ -80,12 +80,15 @@ class PullOutcome:
 
 def pull(request: PullRequest, entities_path: str, output_path: str, settings: Settings,
          *, overwrite: bool = False, progress: Progress | None = None,
-         on_keys: Progress | None = None) -> PullOutcome:
+         on_keys: Progress | None = None, keep: list[object] | None = None) -> PullOutcome:
     """Read the features of every entity in a file and write one row per entity, in order.
 
     ``on_keys`` is called once with the number of unique keys before reading starts (for a
     progress bar's total). Nothing is written unless every key was read or confirmed absent
-    (and, with a scorer, it scored every row).
+    (and, with a scorer, it scored every row). ``keep`` gets the pull's largest objects (the
+    entity columns, the keys, the rows) instead of letting them be freed when it returns:
+    for a process that ends without freeing anything (the console pull, ``cli.run``), which
+    so skips freeing them one by one (~50 ms of CPU at 100,000 rows).
     """
     check_with_features(request.scorer, request.with_features)
     problem = reference_problem(request.table, request.features, request.feature_service,
@@ -128,6 +131,8 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
                  rows_to_table(key_columns, result.rows, request.features, source=output_path))
         written = _write_table(output_path, table, result.rows, names, request, scorer,
                                overwrite=overwrite, settings=settings)
+    if keep is not None:
+        keep += [entities, keys, positions, result]
     warning = nothing_found_warning(spec, table_name, result.stats.keys, result.stats.found)
     return PullOutcome(output_path, written, result.stats, [warning] if warning else [],
                        plans)
