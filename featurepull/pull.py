@@ -5,7 +5,9 @@ and the same scoring step the workers run."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -99,12 +101,13 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
     check_destination(output_path, overwrite, settings.s3)
     entities = read_entities(entities_path, s3=settings.s3)
-    reader, spec, table_name = _checked_reader(request, entities, settings)
+    reader, spec, table_name = _planned_reader(request, entities, settings)
     views = bool(spec.get("views"))
     with cyclic_gc_paused():  # keys, rows and their Arrow columns: no cycles among them
         # Distinct keys and each row's index among them, where the layout can tell before
         # hashing (ViewsReader's layout cannot: its reader de-duplicates per view).
-        keys, positions = unique_keys(reader.layout, entities.columns, entities.source)
+        with _checking_table(reader):
+            keys, positions = unique_keys(reader.layout, entities.columns, entities.source)
         if on_keys is not None:
             on_keys(len(keys) if positions is not None else len(set(keys)))
         if views:
@@ -138,13 +141,14 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
                        plans)
 
 
-def _checked_reader(request: PullRequest, entities: EntityTable, settings: Settings
+def _planned_reader(request: PullRequest, entities: EntityTable, settings: Settings
                     ) -> tuple[BatchReader | ViewsReader, dict[str, Any], str]:
-    """The reader of the request's table, or of every view its Feast references name (its
-    tables checked), the layout's description (:func:`layout_spec`) and the table name(s)."""
+    """The reader of the request's table (not checked yet: :func:`_checking_table`), or of
+    every view its Feast references name (their tables checked), the layout's description
+    (:func:`layout_spec`) and the table name(s)."""
     if not uses_registry(request.features, request.feature_service):
         plan = plan_read(request, list(entities.columns), entities.types, entities.source,
-                         settings, entities.notes)
+                         settings, entities.notes, check=False)
         return plan.reader, layout_spec(plan.layout), plan.table
     from featurepull.dynamo.views import ViewsReader
     from featurepull.tasks.feast_views import plan_for
@@ -159,6 +163,21 @@ def _checked_reader(request: PullRequest, entities: EntityTable, settings: Setti
     reader.check_table()
     spec = {"layout": "feast", "views": True, "key_columns": views.key_columns}
     return reader, spec, ", ".join(view.table for view in views.views)
+
+
+@contextmanager
+def _checking_table(reader: BatchReader | ViewsReader) -> Iterator[None]:
+    """Check the reader's table (a DescribeTable: one round trip) on a thread while the
+    block runs, as a pull builds its keys meanwhile. Its error wins over the block's, as
+    when the check ran first."""
+    with ThreadPoolExecutor(1, thread_name_prefix="featurepull-describe") as pool:
+        checked = pool.submit(reader.check_table)
+        try:
+            yield
+        except Exception:
+            checked.result()
+            raise
+        checked.result()
 
 
 def _views_table(reader: BatchReader | ViewsReader, key_columns: dict[str, Any],
