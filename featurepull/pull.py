@@ -4,9 +4,9 @@ and the same scoring step the workers run."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -169,15 +169,28 @@ def _planned_reader(request: PullRequest, entities: EntityTable, settings: Setti
 def _checking_table(reader: BatchReader | ViewsReader) -> Iterator[None]:
     """Check the reader's table (a DescribeTable: one round trip) on a thread while the
     block runs, as a pull builds its keys meanwhile. Its error wins over the block's, as
-    when the check ran first."""
-    with ThreadPoolExecutor(1, thread_name_prefix="featurepull-describe") as pool:
-        checked = pool.submit(reader.check_table)
+    when the check ran first. A daemon thread: an interrupt ends the pull at once, as it
+    would end a DescribeTable waiting on a hung endpoint in this thread."""
+    failed: list[BaseException] = []
+
+    def check() -> None:
         try:
-            yield
-        except Exception:
-            checked.result()
-            raise
-        checked.result()
+            reader.check_table()
+        except BaseException as exc:  # raised in the pull's thread, below
+            failed.append(exc)
+
+    thread = threading.Thread(target=check, name="featurepull-describe", daemon=True)
+    thread.start()
+    try:
+        yield
+    except Exception:
+        thread.join()
+        if failed:
+            raise failed[0] from None
+        raise
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _views_table(reader: BatchReader | ViewsReader, key_columns: dict[str, Any],
