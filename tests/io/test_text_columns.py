@@ -364,25 +364,60 @@ def test_columns_arrow_cannot_write_alone_are_written_value_by_value(fmt: str) -
     assert _iso_utc(far) is None and _iso_utc(far.slice(0, 2)) is not None
 
 
+def joined(pieces: list[pa.Buffer] | None) -> str:
+    assert pieces is not None
+    return b"".join(piece.to_pybytes() for piece in pieces).decode()
+
+
 @pytest.mark.mutation_first
 def test_csv_and_jsonl_lines_of_field_texts() -> None:
     """Lines made of the field texts are the csv module's and one JSON object per row (keys in
-    column order); a lone CSV column, no column, or two columns of one name are left to the
-    row writer (the csv module quotes a lone empty field; a row's dict keeps one name)."""
+    column order); a lone CSV column quotes an empty field (the csv module's lone empty
+    field), a name given twice keeps its first place and last value (a row's dict), no
+    column is left to the row writer, and no row writes nothing."""
     keys, names = [1, None, 3], ["", 'q"', None]
     texts = [text_array(keys, "csv"), text_array(names, "csv")]
     want = io.StringIO()
     csv.writer(want).writerows([[csv_field(key), csv_field(name)] for key, name in
                                 zip(keys, names, strict=True)])
-    lines = csv_bytes(texts)
-    assert lines is not None and lines.to_pybytes().decode() == want.getvalue()
-    assert csv_bytes(texts[:1]) is None
+    assert joined(csv_bytes(texts)) == want.getvalue()
+    assert joined(csv_bytes(texts[1:])) == '""\r\n"q"""\r\n""\r\n'
+    assert joined(csv_bytes(texts[:1])) == '1\r\n""\r\n3\r\n'
+    assert csv_bytes([]) is None
     jsonl = [text_array(keys, "jsonl"), text_array(names, "jsonl")]
-    lines = jsonl_bytes(["id", "name"], jsonl)
-    assert lines is not None and lines.to_pybytes().decode() == "".join(
+    assert joined(jsonl_bytes(["id", "name"], jsonl)) == "".join(
         json_text({"id": key, "name": name}) + "\n" for key, name in zip(keys, names, strict=True))
-    assert jsonl_bytes(["id", "id"], jsonl) is None
+    assert joined(jsonl_bytes(["name"], jsonl[1:])) == '{"name":""}\n{"name":"q\\""}\n{"name":null}\n'
+    assert joined(jsonl_bytes(["id", "x", "id"], [*jsonl, jsonl[1]])) == (
+        '{"id":"","x":""}\n{"id":"q\\"","x":"q\\""}\n{"id":null,"x":null}\n')
     assert jsonl_bytes([], []) is None
+    assert joined(csv_bytes([pa.array([], pa.string())] * 2)) == ""
+    assert joined(jsonl_bytes(["id"], [pa.array([], pa.string())])) == ""
+
+
+@pytest.mark.mutation_first
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("seed", range(24))
+def test_lines_of_generated_columns_are_the_row_writers(fmt: str, seed: int) -> None:
+    """The lines joined in Arrow (`write_texts`) are the row writer's bytes for columns of
+    every type a table holds, one or several, names given twice among them: nulls, quotes,
+    commas, CR and LF, unicode, empty texts. Every column here has its texts in Arrow, so
+    nothing goes to the row writer unseen."""
+    rng = random.Random(seed)
+    table = arrow_table(rng, rng.randint(0, 80))
+    names = list(table.column_names)
+    if len(names) > 1 and seed % 3 == 0:
+        names[rng.randrange(1, len(names))] = names[0]
+    texts = [text_array(column, fmt) for column in table.columns]  # type: ignore[arg-type]
+    assert all(text is not None for text in texts)
+    records = [list(row) for row in
+               zip(*(column.to_pylist() for column in table.columns), strict=True)]
+    want = records_bytes(fmt, names, records)
+    got = io.BytesIO()
+    fast = text_encoder(fmt, got, names, "out")  # type: ignore[arg-type]
+    assert fast.write_texts(texts)  # type: ignore[arg-type]
+    fast.finish()
+    assert got.getvalue() == want
 
 
 @pytest.mark.mutation_first
