@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pytest
@@ -40,7 +41,7 @@ from featurepull.io._text_columns import (
     text_array,
 )
 from featurepull.io._text_values import csv_field, json_text
-from featurepull.io.rows import _column_texts
+from featurepull.io.rows import _column_texts, _typed_or_as_is
 
 
 class Level(enum.IntEnum):
@@ -418,6 +419,24 @@ def test_lines_of_generated_columns_are_the_row_writers(fmt: str, seed: int) -> 
     assert fast.write_texts(texts)  # type: ignore[arg-type]
     fast.finish()
     assert got.getvalue() == want
+
+
+@pytest.mark.mutation_first
+def test_a_pull_types_a_time_column_when_its_times_have_one_offset() -> None:
+    """A found column of aware times is typed (written a column at a time) when every time
+    has one UTC offset — one fixed zone, two zone objects of one offset, one named zone
+    outside its changes — and written as it is when the offsets differ (Arrow would put
+    them all in the first one's zone)."""
+    paris = ZoneInfo("Europe/Paris")
+    winter, summer = datetime(2024, 1, 2, tzinfo=paris), datetime(2024, 7, 2, tzinfo=paris)
+    plus2 = timezone(timedelta(hours=2))
+    for values in ([STAMPS[0], None, STAMPS[1]], [STAMPS[0], STAMPS[1].replace(
+            tzinfo=timezone(timedelta(0)))], [winter, None, winter.replace(day=3)],
+                   [datetime(2024, 1, 2, tzinfo=plus2)] * 2):
+        typed = _typed_or_as_is(values)
+        assert isinstance(typed, pa.Array) and typed.to_pylist() == values
+    for values in ([winter, summer], [STAMPS[0], None, datetime(2024, 1, 2, tzinfo=plus2)]):
+        assert _typed_or_as_is(values) is values
 
 
 @pytest.mark.mutation_first
