@@ -186,11 +186,20 @@ def _repr_style(values: pa.Array) -> tuple[pa.Array, pa.Array]:
     as_exponent = pc.fill_null(pc.and_(pc.and_not(exponent, fixed), pc.is_finite(values)),
                                False)
     pointed = pc.match_substring(texts, ".")
-    texts = pc.if_else(pc.and_not(as_fixed, pointed),
-                       pc.binary_join_element_wise(texts, pa.scalar(".0"), ""), texts)
-    texts = pc.if_else(as_exponent,
-                       pc.replace_substring_regex(texts, r"e([+-])(\d)$", r"e\10\2"), texts)
+    texts = _changed_where(pc.and_not(as_fixed, pointed), texts,
+                           lambda some: pc.binary_join_element_wise(some, ".0", ""))
+    texts = _changed_where(as_exponent, texts, lambda some: pc.replace_substring_regex(
+        some, r"e([+-])(\d)$", r"e\10\2"))
     return texts, pc.and_(pc.is_valid(values), pc.invert(pc.or_(as_fixed, as_exponent)))
+
+
+def _changed_where(where: pa.Array, texts: pa.Array,
+                   change: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    """The texts with `change` made to those where `where` is true (few or none: most
+    doubles need neither fix-up), and no pass over them when it is true nowhere."""
+    if not pc.any(where).as_py():
+        return texts
+    return pc.replace_with_mask(texts, where, change(texts.filter(where)))
 
 
 def _iso_utc(values: pa.Array) -> pa.Array | None:
@@ -203,7 +212,8 @@ def _iso_utc(values: pa.Array) -> pa.Array | None:
             None, _ISO_LENGTH) or pc.any(pc.starts_with(texts, "0000-")).as_py():
         return None
     texts = pc.replace_substring(texts, " ", "T")  # the one space
-    whole_seconds = pc.replace_substring_regex(texts, r"\.000000$", "")
+    # The one point, at a fixed place in texts of one length: no regex needed.
+    whole_seconds = pc.replace_substring(texts, ".000000", "")
     return pc.binary_join_element_wise(whole_seconds, pa.scalar("+00:00"), "")
 
 
