@@ -84,15 +84,14 @@ def jsonl_bytes(names: Sequence[str], texts: Sequence[pa.Array]) -> list[pa.Buff
     """One compact JSON object per row, keys in column order (nulls as null), in pieces to
     write one after another; a name given twice keeps its first place and its last column's
     value, as a dict per row does. None for no column."""
-    columns = {name: column for name, column in zip(names, texts, strict=True)}
+    columns = dict(zip(names, texts, strict=True))
     if not columns:
         return None
-    keys = [json_text(name) + ":" for name in columns]
-    parts: list[Any] = [next(iter(columns.values()))]
-    for key, column in zip(keys[1:], list(columns.values())[1:], strict=True):
-        parts += [pa.scalar("," + key), column]
-    lines = pc.binary_join_element_wise(*parts, "", options=_JSON_NULLS)
-    return _joined(lines, "{" + keys[0], "}\n")
+    parts: list[Any] = []
+    for name, column in columns.items():
+        parts += [pa.scalar("," + json_text(name) + ":"), column]
+    lines = pc.binary_join_element_wise(*parts[1:], "", options=_JSON_NULLS)
+    return _joined(lines, "{" + json_text(names[0]) + ":", "}\n")
 
 
 def _joined(lines: pa.Array, start: str, end: str) -> list[pa.Buffer]:
@@ -100,11 +99,10 @@ def _joined(lines: pa.Array, start: str, end: str) -> list[pa.Buffer]:
     another: the lines joined in one Arrow call, with `end` and `start` between them."""
     if not len(lines):
         return []
-    whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()),
-                                                    lines), end + start)[0]
-    assert isinstance(whole, pa.StringScalar)
-    return [pa.py_buffer(start.encode()), whole.as_buffer() or pa.py_buffer(b""),
-            pa.py_buffer(end.encode())]
+    whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)]), lines),
+                           end + start)[0].as_buffer()
+    assert whole is not None  # no line is null: the joins replace nulls
+    return [pa.py_buffer(start.encode()), whole, pa.py_buffer(end.encode())]
 
 
 def _quoted(fields: pa.Array | None, fmt: TextFormat) -> pa.Array | None:

@@ -392,6 +392,8 @@ def test_csv_and_jsonl_lines_of_field_texts() -> None:
     assert joined(jsonl_bytes(["id", "x", "id"], [*jsonl, jsonl[1]])) == (
         '{"id":"","x":""}\n{"id":"q\\"","x":"q\\""}\n{"id":null,"x":null}\n')
     assert jsonl_bytes([], []) is None
+    with pytest.raises(ValueError):  # a name with no texts
+        jsonl_bytes(["id", "name"], jsonl[:1])
     assert joined(csv_bytes([pa.array([], pa.string())] * 2)) == ""
     assert joined(jsonl_bytes(["id"], [pa.array([], pa.string())])) == ""
 
