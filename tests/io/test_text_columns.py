@@ -505,9 +505,9 @@ def test_a_pull_writes_times_past_utcs_years_as_they_are(tmp_path: Path, fmt: st
 def test_a_table_refuses_a_utc_year_python_cannot_write(fmt: str, names: list[str],
                                                         stamp: datetime) -> None:
     """A job's (Arrow) UTC time outside the years 1 to 9999 is an OutputError naming its
-    row and column, whether the table is written a column at a time or (one column: CSV)
-    row by row; before, year 0 was written as 0000-12-31T19:00:00+00:00 the first way and
-    a bare OverflowError the second."""
+    row and column, with one column or several (the column of times is written row by row:
+    `text_array` declines it); before, year 0 was written as 0000-12-31T19:00:00+00:00 with
+    several columns and was a bare OverflowError with one."""
     rows = 5
     columns = {"id": pa.array(range(rows)), "f": pa.array([0.5] * rows),
                "event_timestamp": pa.array([STAMPS[3], None, STAMPS[5], stamp, STAMPS[0]],
