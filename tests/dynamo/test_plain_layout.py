@@ -503,7 +503,7 @@ def test_plain_decodes_bytes_values_only() -> None:
 
 
 @pytest.mark.parametrize(("ts", "shown"), [({"S": "yesterday"}, "'yesterday'"),
-                                           ({"N": "1e400"}, "'1e400'")])
+                                           ({"N": "NaN"}, "'NaN'")])
 def test_plain_event_time_that_is_not_a_date(ts: dict[str, Any], shown: str) -> None:
     layout = PlainLayout([("id", "S")], event_ts_attribute="seen")
     with pytest.raises(ItemDecodeError) as caught:
@@ -512,6 +512,22 @@ def test_plain_event_time_that_is_not_a_date(ts: dict[str, Any], shown: str) -> 
         f"attribute 'seen' holds {shown}, which is not a date-time (ISO 8601 text or Unix "
         "seconds); name the attribute that holds the event time with --event-ts-attribute, "
         "or pass --event-ts-attribute '' to read without one")
+
+
+@pytest.mark.parametrize("ts", [{"S": "9999-12-31T23:00:00-05:00"},
+                                {"S": "0001-01-01T00:00:00+05:00"},
+                                {"N": "253402300800"}, {"N": "1e400"}])
+def test_plain_event_time_outside_the_utc_years_1_to_9999(ts: dict[str, Any]) -> None:
+    # Year 10000 or 0 in UTC: kept, an output would hold what Python cannot read back.
+    layout = PlainLayout([("id", "S")], event_ts_attribute="seen")
+    with pytest.raises(ItemDecodeError) as caught:
+        layout.row_decoder(["x"])({"id": {"S": "k"}, "seen": ts})
+    assert str(caught.value) == (
+        f"attribute 'seen' holds {next(iter(ts.values()))!r}, a time outside the years 1 to "
+        "9999 in UTC: an output holding it could not be read back by Python or pandas; fix "
+        "the value in the table, or pass --event-ts-attribute '' to read without one")
+    edge = {"S": "9999-12-31T23:00:00+05:00"}  # 18:00 in UTC
+    assert layout.row_decoder(["x"])({"id": {"S": "k"}, "seen": edge})[0].year == 9999
 
 
 def test_plain_rows_decoder_decodes_each_item() -> None:
