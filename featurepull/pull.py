@@ -4,8 +4,10 @@ and the same scoring step the workers run."""
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -80,12 +82,15 @@ class PullOutcome:
 
 def pull(request: PullRequest, entities_path: str, output_path: str, settings: Settings,
          *, overwrite: bool = False, progress: Progress | None = None,
-         on_keys: Progress | None = None) -> PullOutcome:
+         on_keys: Progress | None = None, keep: list[object] | None = None) -> PullOutcome:
     """Read the features of every entity in a file and write one row per entity, in order.
 
     ``on_keys`` is called once with the number of unique keys before reading starts (for a
     progress bar's total). Nothing is written unless every key was read or confirmed absent
-    (and, with a scorer, it scored every row).
+    (and, with a scorer, it scored every row). ``keep`` gets the pull's largest objects (the
+    entity columns, the keys, the rows) instead of letting them be freed when it returns:
+    for a process that ends without freeing anything (the console pull, ``cli.run``), which
+    so skips freeing them one by one (~50 ms of CPU at 100,000 rows).
     """
     check_with_features(request.scorer, request.with_features)
     problem = reference_problem(request.table, request.features, request.feature_service,
@@ -96,12 +101,13 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
     check_destination(output_path, overwrite, settings.s3)
     entities = read_entities(entities_path, s3=settings.s3)
-    reader, spec, table_name = _checked_reader(request, entities, settings)
+    reader, spec, table_name = _planned_reader(request, entities, settings)
     views = bool(spec.get("views"))
     with cyclic_gc_paused():  # keys, rows and their Arrow columns: no cycles among them
         # Distinct keys and each row's index among them, where the layout can tell before
         # hashing (ViewsReader's layout cannot: its reader de-duplicates per view).
-        keys, positions = unique_keys(reader.layout, entities.columns, entities.source)
+        with _checking_table(reader):
+            keys, positions = unique_keys(reader.layout, entities.columns, entities.source)
         if on_keys is not None:
             on_keys(len(keys) if positions is not None else len(set(keys)))
         if views:
@@ -128,18 +134,21 @@ def pull(request: PullRequest, entities_path: str, output_path: str, settings: S
                  rows_to_table(key_columns, result.rows, request.features, source=output_path))
         written = _write_table(output_path, table, result.rows, names, request, scorer,
                                overwrite=overwrite, settings=settings)
+    if keep is not None:
+        keep += [entities, keys, positions, result]
     warning = nothing_found_warning(spec, table_name, result.stats.keys, result.stats.found)
     return PullOutcome(output_path, written, result.stats, [warning] if warning else [],
                        plans)
 
 
-def _checked_reader(request: PullRequest, entities: EntityTable, settings: Settings
+def _planned_reader(request: PullRequest, entities: EntityTable, settings: Settings
                     ) -> tuple[BatchReader | ViewsReader, dict[str, Any], str]:
-    """The reader of the request's table, or of every view its Feast references name (its
-    tables checked), the layout's description (:func:`layout_spec`) and the table name(s)."""
+    """The reader of the request's table (not checked yet: :func:`_checking_table`), or of
+    every view its Feast references name (their tables checked), the layout's description
+    (:func:`layout_spec`) and the table name(s)."""
     if not uses_registry(request.features, request.feature_service):
         plan = plan_read(request, list(entities.columns), entities.types, entities.source,
-                         settings, entities.notes)
+                         settings, entities.notes, check=False)
         return plan.reader, layout_spec(plan.layout), plan.table
     from featurepull.dynamo.views import ViewsReader
     from featurepull.tasks.feast_views import plan_for
@@ -154,6 +163,34 @@ def _checked_reader(request: PullRequest, entities: EntityTable, settings: Setti
     reader.check_table()
     spec = {"layout": "feast", "views": True, "key_columns": views.key_columns}
     return reader, spec, ", ".join(view.table for view in views.views)
+
+
+@contextmanager
+def _checking_table(reader: BatchReader | ViewsReader) -> Iterator[None]:
+    """Check the reader's table (a DescribeTable: one round trip) on a thread while the
+    block runs, as a pull builds its keys meanwhile. Its error wins over the block's, as
+    when the check ran first. A daemon thread: an interrupt ends the pull at once, as it
+    would end a DescribeTable waiting on a hung endpoint in this thread."""
+    failed: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            reader.check_table()
+        except BaseException as exc:  # raised in the pull's thread, below
+            failed.append(exc)
+
+    thread = threading.Thread(target=check, name="featurepull-describe", daemon=True)
+    thread.start()
+    try:
+        yield
+    except Exception:
+        thread.join()
+        if failed:
+            raise failed[0] from None
+        raise
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _views_table(reader: BatchReader | ViewsReader, key_columns: dict[str, Any],

@@ -227,3 +227,20 @@ def test_flower_defaults_leave_given_options_alone(monkeypatch: pytest.MonkeyPat
         "--tasks_columns=name,state,args,result,received,runtime,worker,uuid"]
     monkeypatch.setenv("FLOWER_TASKS_COLUMNS", "name")
     assert _flower_defaults(["--tasks-columns=x"]) == ["--address=127.0.0.1"]
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("nope", "featurepull: error: table cli.nope"),
+    ("drivers", "row 2"),
+])
+def test_the_tables_error_comes_before_a_keys_though_both_are_checked_at_once(
+        endpoint: EndpointProcess, tmp_path: Path, table: str, message: str) -> None:
+    # The DescribeTable runs on a thread while the keys are built (pull._checking_table).
+    entities = tmp_path / "too_large.csv"
+    entities.write_text("driver_id\n5\n3000000000\n")
+    out = tmp_path / "out.parquet"
+    result = invoke(*pull_args(endpoint, tmp_path, "--output", str(out)), "--table", table,
+                    "--entities", str(entities), "--join-key-types", "driver_id=int32")
+    assert result.exit_code == 2
+    assert message in result.stderr, result.stderr
+    assert not out.exists()

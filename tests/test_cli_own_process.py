@@ -24,6 +24,8 @@ import redis
 
 from featurepull import cli
 from featurepull.bench.endpoint import EndpointProcess
+from featurepull.dynamo import ReadResult
+from featurepull.io import EntityTable
 from featurepull.local import RedisService
 
 IDS = [5, 1, 1_500]
@@ -157,3 +159,24 @@ def test_a_submit_that_succeeded_exits_at_once_with_its_lines_flushed(
             job_id = json.loads(stdout)["job_id"]
             for key in client.scan_iter(match=f"featurepull:job:{job_id}:*"):
                 client.delete(key)
+
+
+@pytest.mark.parametrize("own_process", [True, False])
+def test_only_a_pull_in_its_own_process_keeps_its_rows_until_the_end(
+        cli_endpoint: EndpointProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        own_process: bool) -> None:
+    # run() ends that process without freeing them; a pull inside another program (a
+    # notebook, click's test runner) lets them go when it returns.
+    kept: list[object] = []
+    monkeypatch.setattr(cli, "_kept_until_exit", kept)
+    monkeypatch.setattr(cli, "_own_process", own_process)
+    out = tmp_path / "out.parquet"
+    cli.main(pull_argv(cli_endpoint, tmp_path, "--output", str(out)), standalone_mode=False)
+    assert pq.read_table(out).column("driver_id").to_pylist() == IDS
+    results = [held for held in kept if isinstance(held, ReadResult)]
+    entities = [held for held in kept if isinstance(held, EntityTable)]
+    if not own_process:
+        assert kept == []
+        return
+    assert [len(result.rows) for result in results] == [len(IDS)]
+    assert [entity.columns["driver_id"] for entity in entities] == [IDS]

@@ -178,7 +178,8 @@ class ReadRequest(Protocol):
 
 @dataclass
 class ReadPlan:
-    """A checked plan: the physical table, its layout, and a reader whose table exists."""
+    """A plan: the physical table, its layout, and a reader whose table exists (checked,
+    unless planned with ``check=False``)."""
 
     table: str
     layout: Layout
@@ -187,8 +188,9 @@ class ReadPlan:
 
 def plan_read(request: ReadRequest, columns: Sequence[str], column_types: Mapping[str, str],
               source: str, settings: Settings,
-              notes: Mapping[str, str] | None = None) -> ReadPlan:
-    """Resolve the table and layout of a request and check the table (DescribeTable once)."""
+              notes: Mapping[str, str] | None = None, *, check: bool = True) -> ReadPlan:
+    """Resolve the table and layout of a request and check the table (DescribeTable once;
+    not with ``check=False``: the caller runs ``reader.check_table()``)."""
     table = physical_table(request.layout, request.table, settings)
     description = None
     if request.layout == "plain":
@@ -199,5 +201,6 @@ def plan_read(request: ReadRequest, columns: Sequence[str], column_types: Mappin
                          column_types=column_types, source=source, settings=settings,
                          description=description, notes=notes)
     reader = BatchReader(table, layout, settings.dynamodb)
-    reader.check_table()
+    if check:
+        reader.check_table()
     return ReadPlan(table, layout, reader)

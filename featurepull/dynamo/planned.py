@@ -12,9 +12,10 @@ import time
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING
 
+from featurepull.dynamo.found import FoundRows, Row
 from featurepull.dynamo.planner import ReadPlan, plan_read
 from featurepull.dynamo.reader import BatchReader, Progress, ReadResult
-from featurepull.dynamo.scan import SegmentScanner, join
+from featurepull.dynamo.scan import ScanResult, SegmentScanner, join
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -41,8 +42,9 @@ def read_planned(reader: BatchReader, keys: Sequence[Hashable], features: Sequen
         result.stats.read_mode = "batch-get"
         return result, plan
     started = time.perf_counter()
-    if wanted is None:
-        wanted = set(keys)
+    # Distinct keys (with positions): each one's index, the slot of its found row.
+    matching: set[Hashable] | dict[Hashable, int] = (
+        wanted if wanted is not None else dict(zip(keys, range(len(keys)), strict=True)))
     scanner = SegmentScanner.for_reader(reader)
     reported = 0
 
@@ -54,16 +56,32 @@ def read_planned(reader: BatchReader, keys: Sequence[Hashable], features: Sequen
         reported = now
 
     scanned = scanner.scan(range(plan.total_segments), plan.total_segments, features,
-                           wanted, matched, allow_missing_features=allow_missing_features)
-    if progress is not None and len(wanted) > reported:
-        progress(len(wanted) - reported)
-    rows = join(keys, scanned.found)
-    if positions is not None:
-        by_row = positions if isinstance(positions, Sequence) else positions.to_pylist()
-        rows = [rows[p] for p in by_row]
+                           matching, matched, allow_missing_features=allow_missing_features)
+    if progress is not None and len(matching) > reported:
+        progress(len(matching) - reported)
+    rows = _rows(keys, matching, scanned, positions)
     stats = scanned.stats
-    stats.keys, stats.unique_keys = len(rows), len(wanted)
-    stats.found = sum(row is not None for row in rows)
+    stats.keys, stats.unique_keys = len(rows), len(matching)
+    stats.found = (rows.found_count if isinstance(rows, FoundRows) else
+                   sum(row is not None for row in rows))
     stats.missing = len(rows) - stats.found
     stats.seconds = time.perf_counter() - started
     return ReadResult(rows, stats), plan
+
+
+def _rows(keys: Sequence[Hashable], matching: set[Hashable] | dict[Hashable, int],
+          scanned: ScanResult, positions: Sequence[int] | pa.Array | None
+          ) -> Sequence[Row | None]:
+    """One row per input row: with ``positions`` (distinct keys, ``matching`` their indexes)
+    the scan's columns as they are (:class:`FoundRows`, no tuple made), else joined by key."""
+    # The stats count distinct keys: fewer than the matches when one matched twice (then
+    # its last row, as the join by key takes it).
+    if (positions is not None and isinstance(matching, dict)
+            and scanned.stats.found == len(scanned.keys)):
+        slots = list(map(matching.__getitem__, scanned.keys))
+        return FoundRows(positions, len(keys), slots, scanned.columns)
+    rows = join(keys, scanned.found)
+    if positions is None:
+        return rows
+    by_row = positions if isinstance(positions, Sequence) else positions.to_pylist()
+    return [rows[p] for p in by_row]

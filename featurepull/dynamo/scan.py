@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Container, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from featurepull.config import DynamoSettings
@@ -36,7 +37,7 @@ from featurepull.dynamo.errors import (
     UnknownFeatureError,
 )
 from featurepull.dynamo.features import FeatureCheck, refusal_message
-from featurepull.dynamo.layouts import Layout, Row, RowsDecoder
+from featurepull.dynamo.layouts import ColumnsDecoder, Layout, Row
 from featurepull.dynamo.pacing import PacerFactory, ReadCost, ReadPace, local_pacer
 from featurepull.dynamo.reader import (
     BatchReader,
@@ -68,11 +69,20 @@ _SCAN_LINES = {
 
 @dataclass
 class ScanResult:
-    """The rows of the matched items by key (as ``layout.keys_for`` makes keys; rows as
-    BatchReader's: ``(event_ts, *features)``) and what the scan did."""
+    """The matched items' keys (as ``layout.keys_for`` makes them) in the order they came,
+    their values by column as the layout decodes them (``columns[0]`` the event times, then
+    the features; ``columns[c][i]`` is key ``keys[i]``'s), and what the scan did. ``found``
+    is the same as rows by key (BatchReader's ``(event_ts, *features)``), made when first
+    asked for: a pull's output takes the columns as they are (:mod:`featurepull.io`)."""
 
-    found: dict[Hashable, Row]
+    keys: list[Hashable]
+    columns: list[list[Any]]
     stats: ReadStats
+
+    @cached_property
+    def found(self) -> dict[Hashable, Row]:
+        """Each matched key's row (a key matched twice: its last row)."""
+        return dict(zip(self.keys, zip(*self.columns, strict=True), strict=True))
 
 
 def join(keys: Sequence[Hashable], found: Mapping[Hashable, Row]) -> list[Row | None]:
@@ -197,9 +207,9 @@ class SegmentScanner:
         finally:
             self.reading = None
         stats = run.stats
-        stats.found = len(run.found)
+        stats.found = len(set(run.keys))
         stats.seconds = time.perf_counter() - started
-        return ScanResult(run.found, stats)
+        return ScanResult(run.keys, run.columns, stats)
 
 
 class _ScanRun:
@@ -220,7 +230,8 @@ class _ScanRun:
         self.wanted = wanted
         self.progress = progress
         self.check = check
-        self.found: dict[Hashable, Row] = {}
+        self.keys: list[Hashable] = []  # matched, in the order they came
+        self.columns: list[list[Any]] = [[] for _ in range(1 + len(features))]
         self.stats = ReadStats(read_mode="scan")
         self.tally = FailureTally(self.stats)
         self.log = _ScanLog()
@@ -232,7 +243,7 @@ class _ScanRun:
         if scanner.page_limit:
             self.template["Limit"] = scanner.page_limit
         self.features = features
-        self.decode: RowsDecoder | None = None
+        self.decode: ColumnsDecoder | None = None
         self.base64 = False  # the transport leaves B values as base64 text
 
     # -- dispatch ------------------------------------------------------------------------
@@ -242,7 +253,7 @@ class _ScanRun:
         throttling, paced by the budget) until every segment is scanned to its end."""
         scanner, settings = self.scanner, self.settings
         self.base64 = transport.base64_values
-        self.decode = scanner.layout.rows_decoder(self.features, base64_values=self.base64)
+        self.decode = scanner.layout.columns_decoder(self.features, base64_values=self.base64)
         window = Aimd(max(1, min(settings.max_read_workers, len(self.segments))),
                       settings.adaptive_concurrency)
         cost = ReadCost(settings.consistent_reads)
@@ -382,13 +393,15 @@ class _ScanRun:
         if matched:
             if self.check.active:
                 self.check.observe(matched)
-            assert self.decode is not None
-            self.found.update(zip(keys, self._rows(matched), strict=True))
+            columns = self._columns(matched)
+            self.keys += keys
+            for kept, values in zip(self.columns, columns, strict=True):
+                kept += values
         self.stats.items_matched += len(matched)
         if self.progress is not None and page.scanned:
             self.progress(page.scanned)
 
-    def _rows(self, items: list[dict[str, Any]]) -> list[Row]:
+    def _columns(self, items: list[dict[str, Any]]) -> list[list[Any]]:
         assert self.decode is not None
         try:
             return self.decode(items)
@@ -396,7 +409,8 @@ class _ScanRun:
             # Item by item, to name the one at fault.
             layout = self.scanner.layout
             one = layout.row_decoder(self.features, base64_values=self.base64)
-            return [self.scanner.reader.decode_item(one, item) for item in items]
+            rows = [self.scanner.reader.decode_item(one, item) for item in items]
+            return [list(values) for values in zip(*rows, strict=True)]
 
     async def _refuse_unheld(self, transport: Transport, finished: bool) -> None:
         check = self.check

@@ -186,7 +186,7 @@ class CsvEncoder(TextEncoder):
         if lines is None:
             return False
         self._text.flush()  # the header and any rows the csv module wrote come first
-        self.stream.write(memoryview(lines))
+        _write_all(self.stream, lines)
         return True
 
     def finish(self) -> None:
@@ -211,7 +211,7 @@ class JsonlEncoder(TextEncoder):
         lines = jsonl_bytes(self.names, texts)
         if lines is None:
             return False
-        self.stream.write(memoryview(lines))
+        _write_all(self.stream, lines)
         return True
 
     def write_records(self, records: Iterable[list[Any]], first_row: int) -> None:
@@ -222,6 +222,11 @@ class JsonlEncoder(TextEncoder):
 
         lines = self._encoded(records, first_row, line, json_text)
         self.stream.write("".join(lines).encode("utf-8"))
+
+
+def _write_all(stream: BinaryIO, pieces: Sequence[pa.Buffer]) -> None:
+    for piece in pieces:
+        stream.write(memoryview(piece))
 
 
 def text_encoder(fmt: FileFormat, stream: BinaryIO, names: list[str], source: str) -> TextEncoder:

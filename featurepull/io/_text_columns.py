@@ -30,6 +30,9 @@ _UTC_MICROS = pa.timestamp("us", tz="UTC")
 _ISO_LENGTH = len("2024-01-01T00:00:00.000000")
 # What makes Python's csv module (QUOTE_MINIMAL, "\r\n" lines) quote a field.
 _CSV_QUOTED = r'[,"\r\n]'
+# Null fields: an empty CSV field, a JSON null (the key and separator texts are never null).
+_CSV_NULLS = pc.JoinOptions(null_handling="replace", null_replacement="")
+_JSON_NULLS = pc.JoinOptions(null_handling="replace", null_replacement="null")
 # What json.dumps(ensure_ascii=False) escapes inside a string.
 _JSON_ESCAPED = r'[\x00-\x1f"\\]'
 # Python values whose whole column Arrow converts and writes as they would be written alone.
@@ -65,36 +68,41 @@ def text_array(values: Column, fmt: TextFormat) -> pa.Array | None:
     return _quoted(texts, fmt) if text_type else texts
 
 
-def csv_bytes(texts: Sequence[pa.Array]) -> pa.Buffer | None:
+def csv_bytes(texts: Sequence[pa.Array]) -> list[pa.Buffer] | None:
     """The CSV lines of rows whose fields are `texts` (`text_array`s, one per column, nulls
-    empty), as `csv.writer` writes them; None for a single column (the csv module quotes a
-    lone empty field), which the row-by-row writer handles."""
-    if len(texts) < 2:
+    empty), as `csv.writer` writes them, in pieces to write one after another; None for no
+    column (no text says how many rows)."""
+    if not texts:
         return None
-    fields = [pc.fill_null(column, "") for column in texts]
-    return _joined([pc.binary_join_element_wise(*fields, ",")], "\r\n")
+    if len(texts) == 1:  # the csv module quotes a lone empty field: the row would be empty
+        field = pc.fill_null(texts[0], "")
+        return _joined(pc.if_else(pc.equal(field, ""), pa.scalar('""'), field), "", "\r\n")
+    return _joined(pc.binary_join_element_wise(*texts, ",", options=_CSV_NULLS), "", "\r\n")
 
 
-def jsonl_bytes(names: Sequence[str], texts: Sequence[pa.Array]) -> pa.Buffer | None:
-    """One compact JSON object per row, keys in column order (nulls as null); None when
-    two columns share a name (a dict per row keeps one of them)."""
-    if len(set(names)) != len(names) or not names:
+def jsonl_bytes(names: Sequence[str], texts: Sequence[pa.Array]) -> list[pa.Buffer] | None:
+    """One compact JSON object per row, keys in column order (nulls as null), in pieces to
+    write one after another; a name given twice keeps its first place and its last column's
+    value, as a dict per row does. None for no column."""
+    columns = dict(zip(names, texts, strict=True))
+    if not columns:
         return None
     parts: list[Any] = []
-    for index, (name, column) in enumerate(zip(names, texts, strict=True)):
-        parts += [pa.scalar(("{" if index == 0 else ",") + json_text(name) + ":"),
-                  pc.fill_null(column, "null")]
-    return _joined(parts, "}\n")
+    for name, column in columns.items():
+        parts += [pa.scalar("," + json_text(name) + ":"), column]
+    lines = pc.binary_join_element_wise(*parts[1:], "", options=_JSON_NULLS)
+    return _joined(lines, "{" + json_text(names[0]) + ":", "}\n")
 
 
-def _joined(parts: list[Any], end: str) -> pa.Buffer:
-    """Every row's parts and `end` joined, all rows one after another, as one buffer."""
-    lines = pc.binary_join_element_wise(*parts, pa.scalar(end), "")
-    whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()),
-                                                    lines), "")
-    scalar = whole[0]
-    assert isinstance(scalar, pa.StringScalar)
-    return scalar.as_buffer() or pa.py_buffer(b"")
+def _joined(lines: pa.Array, start: str, end: str) -> list[pa.Buffer]:
+    """Every line with `start` before it and `end` after it, in pieces to write one after
+    another: the lines joined in one Arrow call, with `end` and `start` between them."""
+    if not len(lines):
+        return []
+    whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)]), lines),
+                           end + start)[0].as_buffer()
+    assert whole is not None  # no line is null: the joins replace nulls
+    return [pa.py_buffer(start.encode()), whole, pa.py_buffer(end.encode())]
 
 
 def _quoted(fields: pa.Array | None, fmt: TextFormat) -> pa.Array | None:
@@ -176,11 +184,20 @@ def _repr_style(values: pa.Array) -> tuple[pa.Array, pa.Array]:
     as_exponent = pc.fill_null(pc.and_(pc.and_not(exponent, fixed), pc.is_finite(values)),
                                False)
     pointed = pc.match_substring(texts, ".")
-    texts = pc.if_else(pc.and_not(as_fixed, pointed),
-                       pc.binary_join_element_wise(texts, pa.scalar(".0"), ""), texts)
-    texts = pc.if_else(as_exponent,
-                       pc.replace_substring_regex(texts, r"e([+-])(\d)$", r"e\10\2"), texts)
+    texts = _changed_where(pc.and_not(as_fixed, pointed), texts,
+                           lambda some: pc.binary_join_element_wise(some, ".0", ""))
+    texts = _changed_where(as_exponent, texts, lambda some: pc.replace_substring_regex(
+        some, r"e([+-])(\d)$", r"e\10\2"))
     return texts, pc.and_(pc.is_valid(values), pc.invert(pc.or_(as_fixed, as_exponent)))
+
+
+def _changed_where(where: pa.Array, texts: pa.Array,
+                   change: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    """The texts with `change` made to those where `where` is true (few or none: most
+    doubles need neither fix-up), and no pass over them when it is true nowhere."""
+    if not pc.any(where).as_py():
+        return texts
+    return pc.replace_with_mask(texts, where, change(texts.filter(where)))
 
 
 def _iso_utc(values: pa.Array) -> pa.Array | None:
@@ -193,7 +210,8 @@ def _iso_utc(values: pa.Array) -> pa.Array | None:
             None, _ISO_LENGTH) or pc.any(pc.starts_with(texts, "0000-")).as_py():
         return None
     texts = pc.replace_substring(texts, " ", "T")  # the one space
-    whole_seconds = pc.replace_substring_regex(texts, r"\.000000$", "")
+    # The one point, at a fixed place in texts of one length: no regex needed.
+    whole_seconds = pc.replace_substring(texts, ".000000", "")
     return pc.binary_join_element_wise(whole_seconds, pa.scalar("+00:00"), "")
 
 

@@ -29,7 +29,9 @@ error nothing is left behind. Rows are numbered from 1 in messages.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timezone
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
@@ -133,6 +135,15 @@ def _typed_or_as_is(values: Sequence[Any]) -> pa.Array | Sequence[Any]:
     if pa.types.is_binary(typed.type) and any(type(value) is str for value in listed):
         return values
     if (pa.types.is_timestamp(typed.type) and typed.type.tz is not None
-            and len({value.utcoffset() for value in listed if value is not None}) > 1):
+            and not _one_offset(listed)):
         return values
     return typed
+
+
+def _one_offset(stamps: list[Any]) -> bool:
+    """Whether the aware datetimes (and Nones) have one UTC offset: one fixed-offset zone
+    (`datetime.timezone`: the reader's UTC) found at C speed, else each value's offset."""
+    zones = set(map(attrgetter("tzinfo"), filter(None, stamps)))
+    if len(zones) == 1 and isinstance(zones.pop(), timezone):
+        return True
+    return len({value.utcoffset() for value in stamps if value is not None}) <= 1

@@ -24,7 +24,11 @@ from featurepull.dynamo import (
     SegmentScanner,
     UnknownFeatureError,
 )
-from featurepull.dynamo.scan import join
+from featurepull.dynamo.found import FoundRows
+from featurepull.dynamo.layouts import unique_keys
+from featurepull.dynamo.planned import _rows, read_planned
+from featurepull.dynamo.scan import ScanResult, join
+from featurepull.dynamo.stats import ReadStats
 from tests.conftest import REGION, moto_table, unique_name
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.feast_writer import create_feast_table, write_feast_rows
@@ -74,6 +78,40 @@ def test_scan_joined_to_the_keys_is_what_batch_get_reads(lean: EndpointProcess,
     assert [row is None for row in rows] == [i >= DRIVERS for i in ids] and len(rows) == 970
     assert len(result.found) == result.stats.found == result.stats.items_matched == 900
     assert result.stats.read_mode == "scan"
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_a_planned_scan_of_distinct_keys_keeps_its_columns_as_batch_get_rows(
+        lean: EndpointProcess, seed: int) -> None:
+    # Distinct keys and each row's position among them (a console pull's): the rows are the
+    # scan's columns as they came (FoundRows, as BatchReader's), the same rows as by key.
+    dynamo = settings(lean.url)
+    ids = driver_ids(DRIVERS // 2, seed=seed)
+    keys, positions = unique_keys(LAYOUT, {"driver_id": ids})
+    assert positions is not None
+    expected = BatchReader(DEFAULT_TABLE, LAYOUT, dynamo).read(
+        LAYOUT.keys_for({"driver_id": ids}), ALL).rows
+    result, plan = read_planned(BatchReader(DEFAULT_TABLE, LAYOUT, dynamo), keys, ALL,
+                                mode="scan", positions=positions)
+    assert plan.mode == "scan" and isinstance(result.rows, FoundRows)
+    assert result.rows._rows is None  # no row made: the output takes the columns
+    assert len(result.rows.slots) == DRIVERS // 2 < len(keys)
+    assert list(result.rows) == list(expected)
+    stats = result.stats
+    assert (stats.keys, stats.unique_keys) == (len(ids), len(keys))
+    assert (stats.found, stats.missing) == (sum(row is not None for row in expected),
+                                            sum(row is None for row in expected))
+
+
+def test_a_key_a_scan_matched_twice_keeps_its_last_row_as_the_join_by_key() -> None:
+    scanned = ScanResult(["b", "a", "b"], [[1, 2, 3], ["x", "y", "z"]], ReadStats(found=2))
+    assert scanned.found == {"b": (3, "z"), "a": (2, "y")}
+    keys = ["a", "b", "c"]
+    rows = _rows(keys, {key: index for index, key in enumerate(keys)}, scanned, [2, 1, 0, 1])
+    assert rows == [None, (3, "z"), (2, "y"), (3, "z")]
+    once = ScanResult(["b", "a"], [[1, 2], ["x", "y"]], ReadStats(found=2))
+    rows = _rows(keys, {key: index for index, key in enumerate(keys)}, once, [2, 1, 0, 1])
+    assert isinstance(rows, FoundRows) and rows == [None, (1, "x"), (2, "y"), (1, "x")]
 
 
 def test_pages_scanned_matched_and_rcu_are_what_the_endpoint_counted(

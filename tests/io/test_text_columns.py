@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pytest
@@ -40,7 +41,7 @@ from featurepull.io._text_columns import (
     text_array,
 )
 from featurepull.io._text_values import csv_field, json_text
-from featurepull.io.rows import _column_texts
+from featurepull.io.rows import _column_texts, _typed_or_as_is
 
 
 class Level(enum.IntEnum):
@@ -349,25 +350,80 @@ def test_columns_arrow_cannot_write_alone_are_written_value_by_value(fmt: str) -
     assert _iso_utc(far) is None and _iso_utc(far.slice(0, 2)) is not None
 
 
+def joined(pieces: list[pa.Buffer] | None) -> str:
+    assert pieces is not None
+    return b"".join(piece.to_pybytes() for piece in pieces).decode()
+
+
 @pytest.mark.mutation_first
 def test_csv_and_jsonl_lines_of_field_texts() -> None:
     """Lines made of the field texts are the csv module's and one JSON object per row (keys in
-    column order); a lone CSV column, no column, or two columns of one name are left to the
-    row writer (the csv module quotes a lone empty field; a row's dict keeps one name)."""
+    column order); a lone CSV column quotes an empty field (the csv module's lone empty
+    field), a name given twice keeps its first place and last value (a row's dict), no
+    column is left to the row writer, and no row writes nothing."""
     keys, names = [1, None, 3], ["", 'q"', None]
     texts = [text_array(keys, "csv"), text_array(names, "csv")]
     want = io.StringIO()
     csv.writer(want).writerows([[csv_field(key), csv_field(name)] for key, name in
                                 zip(keys, names, strict=True)])
-    lines = csv_bytes(texts)
-    assert lines is not None and lines.to_pybytes().decode() == want.getvalue()
-    assert csv_bytes(texts[:1]) is None
+    assert joined(csv_bytes(texts)) == want.getvalue()
+    assert joined(csv_bytes(texts[1:])) == '""\r\n"q"""\r\n""\r\n'
+    assert joined(csv_bytes(texts[:1])) == '1\r\n""\r\n3\r\n'
+    assert csv_bytes([]) is None
     jsonl = [text_array(keys, "jsonl"), text_array(names, "jsonl")]
-    lines = jsonl_bytes(["id", "name"], jsonl)
-    assert lines is not None and lines.to_pybytes().decode() == "".join(
+    assert joined(jsonl_bytes(["id", "name"], jsonl)) == "".join(
         json_text({"id": key, "name": name}) + "\n" for key, name in zip(keys, names, strict=True))
-    assert jsonl_bytes(["id", "id"], jsonl) is None
+    assert joined(jsonl_bytes(["name"], jsonl[1:])) == '{"name":""}\n{"name":"q\\""}\n{"name":null}\n'
+    assert joined(jsonl_bytes(["id", "x", "id"], [*jsonl, jsonl[1]])) == (
+        '{"id":"","x":""}\n{"id":"q\\"","x":"q\\""}\n{"id":null,"x":null}\n')
     assert jsonl_bytes([], []) is None
+    with pytest.raises(ValueError):  # a name with no texts
+        jsonl_bytes(["id", "name"], jsonl[:1])
+    assert joined(csv_bytes([pa.array([], pa.string())] * 2)) == ""
+    assert joined(jsonl_bytes(["id"], [pa.array([], pa.string())])) == ""
+
+
+@pytest.mark.mutation_first
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("seed", range(24))
+def test_lines_of_generated_columns_are_the_row_writers(fmt: str, seed: int) -> None:
+    """The lines joined in Arrow (`write_texts`) are the row writer's bytes for columns of
+    every type a table holds, one or several, names given twice among them: nulls, quotes,
+    commas, CR and LF, unicode, empty texts. Every column here has its texts in Arrow, so
+    nothing goes to the row writer unseen."""
+    rng = random.Random(seed)
+    table = arrow_table(rng, rng.randint(0, 80))
+    names = list(table.column_names)
+    if len(names) > 1 and seed % 3 == 0:
+        names[rng.randrange(1, len(names))] = names[0]
+    texts = [text_array(column, fmt) for column in table.columns]  # type: ignore[arg-type]
+    assert all(text is not None for text in texts)
+    records = [list(row) for row in
+               zip(*(column.to_pylist() for column in table.columns), strict=True)]
+    want = records_bytes(fmt, names, records)
+    got = io.BytesIO()
+    fast = text_encoder(fmt, got, names, "out")  # type: ignore[arg-type]
+    assert fast.write_texts(texts)  # type: ignore[arg-type]
+    fast.finish()
+    assert got.getvalue() == want
+
+
+@pytest.mark.mutation_first
+def test_a_pull_types_a_time_column_when_its_times_have_one_offset() -> None:
+    """A found column of aware times is typed (written a column at a time) when every time
+    has one UTC offset — one fixed zone, two zone objects of one offset, one named zone
+    outside its changes — and written as it is when the offsets differ (Arrow would put
+    them all in the first one's zone)."""
+    paris = ZoneInfo("Europe/Paris")
+    winter, summer = datetime(2024, 1, 2, tzinfo=paris), datetime(2024, 7, 2, tzinfo=paris)
+    plus2 = timezone(timedelta(hours=2))
+    for values in ([STAMPS[0], None, STAMPS[1]], [STAMPS[0], STAMPS[1].replace(
+            tzinfo=timezone(timedelta(0)))], [winter, None, winter.replace(day=3)],
+                   [datetime(2024, 1, 2, tzinfo=plus2)] * 2):
+        typed = _typed_or_as_is(values)
+        assert isinstance(typed, pa.Array) and typed.to_pylist() == values
+    for values in ([winter, summer], [STAMPS[0], None, datetime(2024, 1, 2, tzinfo=plus2)]):
+        assert _typed_or_as_is(values) is values
 
 
 @pytest.mark.mutation_first
@@ -434,9 +490,9 @@ def test_a_pull_writes_times_past_utcs_years_as_they_are(tmp_path: Path, fmt: st
 def test_a_table_refuses_a_utc_year_python_cannot_write(fmt: str, names: list[str],
                                                         stamp: datetime) -> None:
     """A job's (Arrow) UTC time outside the years 1 to 9999 is an OutputError naming its
-    row and column, whether the table is written a column at a time or (one column: CSV)
-    row by row; before, year 0 was written as 0000-12-31T19:00:00+00:00 the first way and
-    a bare OverflowError the second."""
+    row and column, with one column or several (the column of times is written row by row:
+    `text_array` declines it); before, year 0 was written as 0000-12-31T19:00:00+00:00 with
+    several columns and was a bare OverflowError with one."""
     rows = 5
     columns = {"id": pa.array(range(rows)), "f": pa.array([0.5] * rows),
                "event_timestamp": pa.array([STAMPS[3], None, STAMPS[5], stamp, STAMPS[0]],
