@@ -134,7 +134,7 @@ def test_the_collector_resumes_without_walking_what_was_made_meanwhile(
         endpoint: EndpointProcess) -> None:
     # A caller that reads and makes its rows with the collector paused, as `pull` does: more
     # new containers than gen 0's threshold. Resumed as it was, the collector would walk them
-    # all at the next allocation (~60 ms at 100,000 rows); they go to the oldest generation.
+    # all at the next allocation (~30 ms at 100,000 rows); they go to the oldest generation.
     ids = list(range(DRIVERS + 100))
     collections: list[int] = []
 
