@@ -196,6 +196,8 @@ CASES: list[Case] = [
          works=True, output="out.jsonl"),
     Case("plain-layout event_ts that is not a date-time",
          lambda d: _plain(_write(d / "e.csv", "user_id\nbad-ts\n"))),
+    Case("plain-layout event_ts past year 9999 in UTC (9999-12-31T23:00:00-05:00)",
+         lambda d: _plain(_write(d / "e.csv", "user_id\nlate-ts\n"))),
     Case("Feast unix_timestamp feature out of range (year 31 million)",
          lambda d: _feast(_write(d / "e.csv", "driver_id\n1\n"), ["seen"])),
     Case("Feast zoned timestamp whose local time is past year 9999 (+05:00)",
@@ -283,6 +285,8 @@ def create_tables(endpoint_url: str) -> None:
                                         "city": {"S": "Oslo"}})
     ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "bad-ts"}, "age": {"N": "7"},
                                         "event_ts": {"S": "yesterday"}})
+    ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "late-ts"}, "age": {"N": "7"},
+                                        "event_ts": {"S": "9999-12-31T23:00:00-05:00"}})
     ddb.put_item(TableName=PLAIN, Item={"user_id": {"S": "big-number"},
                                         "big": {"N": "123456789012345678901234567890"}})
     _put_feast_drivers(ddb)

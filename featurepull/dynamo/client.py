@@ -1,24 +1,33 @@
 """One DynamoDB client per process, built lazily and shared by that process's threads.
 
 botocore clients are thread-safe but not fork-safe: a child that inherited its parent's
-client would share the parent's pooled sockets. Each cached client (and each HTTP pool of the
-fast transport, through :func:`per_process`) remembers the pid that built it, and a different
-pid always builds a new one.
+client would share the parent's pooled sockets. Each cached client (and the fast transport's
+TLS context, through :func:`per_process`) remembers the pid that built it, and a different pid
+always builds a new one.
+
+The cache keeps the objects of the ``CLIENTS_KEPT`` most recently used keys: a job's
+``dynamodb`` settings are part of the key, so a long-lived worker would otherwise keep a client
+and its connection pool for every combination it ever read with. One dropped is not closed: a
+thread may still be reading through it; it closes its sockets when the last holder lets go
+(garbage collection), as a client nobody cached would.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from featurepull.config import ConfigError, DynamoSettings
 
 _T = TypeVar("_T")
+CLIENTS_KEPT = 8  # objects cached per process (clients, TLS contexts)
 _lock = threading.Lock()
-# (kind, *settings) -> (pid that built it, the object): clients here, HTTP pools in transport.py.
-_clients: dict[tuple[Any, ...], tuple[int, Any]] = {}
+# (kind, *settings) -> (pid that built it, the object), the most recently used last: clients
+# here, TLS contexts in http.py.
+_clients: OrderedDict[tuple[Any, ...], tuple[int, Any]] = OrderedDict()
 # Whether process_client may answer with an EnvClient (no botocore) where botocore's client
 # would be the same: set by the console `featurepull pull` (featurepull.cli._lean_pull).
 _env_clients = False
@@ -94,15 +103,15 @@ def preload_botocore() -> None:
 
 
 def per_process(key: tuple[Any, ...], build: Callable[[], _T]) -> _T:
-    """This process's object for ``key``: built on first use, never one a parent built."""
+    """This process's object for ``key``: built on first use, never one a parent built, and
+    again after :data:`CLIENTS_KEPT` other keys were used since."""
     pid = os.getpid()
     with _lock:
-        cached = _clients.get(key)
-        if cached is not None and cached[0] == pid:
-            built: _T = cached[1]
-            return built
-        built = build()
-        _clients[key] = (pid, built)
+        cached = _clients.pop(key, None)
+        built: _T = cached[1] if cached is not None and cached[0] == pid else build()
+        _clients[key] = (pid, built)  # the most recent last
+        while len(_clients) > CLIENTS_KEPT:
+            _clients.popitem(last=False)
         return built
 
 

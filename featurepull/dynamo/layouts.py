@@ -95,9 +95,22 @@ class Layout(Protocol):
 
 
 def parse_event_ts(text: str) -> datetime:
-    """Feast writes ``str(aware datetime)``; a naive value is taken as UTC, as Feast does."""
+    """Feast writes ``str(aware datetime)``; a naive value is taken as UTC, as Feast does.
+    OverflowError for a time whose UTC instant is outside the years 1 to 9999 (only an offset
+    carries one there: 9999-12-31T23:00:00-05:00): an output could not be read back by Python
+    or pandas, and a job's UTC text could not write it."""
     parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    if parsed.year in (1, 9999):
+        parsed.astimezone(UTC)  # raises OverflowError past the range
+    return parsed
+
+
+def _outside_utc_years(name: str, shown: object, remedy: str = "") -> ItemDecodeError:
+    return ItemDecodeError(f"attribute {name!r} holds {shown!r}, a time outside the years 1 "
+                           "to 9999 in UTC: an output holding it could not be read back by "
+                           f"Python or pandas; fix the value in the table{remedy}")
 
 
 def _key_schema(description: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -285,8 +298,10 @@ def _feast_item_error(ts: Any, stored: Mapping[str, Any], features: Sequence[str
     try:
         if ts is not None:
             parse_event_ts(ts["S"])
-    except _DECODE_ERRORS:
+    except _DECODE_ERRORS as exc:
         shown = next(iter(ts.values()), ts) if isinstance(ts, dict) else ts
+        if isinstance(exc, OverflowError):
+            return _outside_utc_years("event_ts", shown)
         return ItemDecodeError(f"attribute 'event_ts' holds {shown!r}, which is not a "
                                "date-time as Feast writes it (e.g. '2024-05-01 "
                                "12:00:00+00:00')")
@@ -417,18 +432,23 @@ class PlainLayout:
             if items else [[] for _ in range(width)]
 
 
+_WITHOUT_TIMES = ", or pass --event-ts-attribute '' to read without one"
+
+
 def _plain_timestamp(name: str | None, value: dict[str, Any]) -> datetime | None:
     try:
         if "S" in value:
             return parse_event_ts(value["S"])
         if "N" in value:
             return EPOCH + timedelta(seconds=float(Decimal(value["N"])))
-    except _DECODE_ERRORS:
+    except _DECODE_ERRORS as exc:
         shown = next(iter(value.values()))
+        if isinstance(exc, OverflowError):
+            raise _outside_utc_years(str(name), shown, _WITHOUT_TIMES) from None
         raise ItemDecodeError(
             f"attribute {name!r} holds {shown!r}, which is not a date-time (ISO 8601 text or "
             "Unix seconds); name the attribute that holds the event time with "
-            "--event-ts-attribute, or pass --event-ts-attribute '' to read without one"
+            f"--event-ts-attribute{_WITHOUT_TIMES}"
         ) from None
     return None
 

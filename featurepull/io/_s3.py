@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from typing import Any, BinaryIO
 
 from featurepull.config import S3Settings
@@ -176,23 +177,30 @@ def _read_error(exc: Exception, location: S3Location, settings: S3Settings,
     return _explain(exc, location, client, permission)
 
 
-_clients: dict[tuple[int, str | None, str | None], Any] = {}
+CLIENTS_KEPT = 8
+# (pid, endpoint, region) -> client, the most recently used last.
+_clients: OrderedDict[tuple[int, str | None, str | None], Any] = OrderedDict()
 _clients_lock = threading.Lock()
 
 
 def _client(settings: S3Settings) -> Any:
     # Kept per process (a client does not cross a fork) and settings: a job's finisher
-    # makes a request per part, and building a client costs more than the request.
+    # makes a request per part, and building a client costs more than the request. Only
+    # the CLIENTS_KEPT most recently used are kept (jobs may name other endpoints); one
+    # dropped is not closed, as a transfer in another thread may be using it: it closes
+    # its connections when garbage collected.
     key = (os.getpid(), settings.endpoint_url, settings.region)
     with _clients_lock:
-        client = _clients.get(key)
+        client = _clients.pop(key, None)
         if client is None:
             # Only an S3 read or write builds botocore's session (a local pull may not).
             from featurepull.aws import default_session
 
             client = default_session().create_client(
                 "s3", endpoint_url=settings.endpoint_url, region_name=settings.region)
-            _clients[key] = client
+        _clients[key] = client  # the most recent last
+        while len(_clients) > CLIENTS_KEPT:
+            _clients.popitem(last=False)
         return client
 
 

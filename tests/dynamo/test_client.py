@@ -4,6 +4,7 @@ for the read threads, configured from the settings, and never inherited across a
 from __future__ import annotations
 
 import faulthandler
+import gc
 import itertools
 import os
 import pickle
@@ -13,6 +14,7 @@ import tempfile
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,8 +24,9 @@ import pytest
 from featurepull.aws import default_session
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import client as client_module
-from featurepull.dynamo.client import client_owner_pid, process_client
+from featurepull.dynamo.client import CLIENTS_KEPT, client_owner_pid, process_client
 from tests.conftest import REGION, moto_table
+from tests.faultproxy import FaultPlan, FaultProxy
 
 CHILD_TIMEOUT_S = 10.0
 # The client cache is per process and lives for the whole test session; a read timeout no
@@ -104,6 +107,38 @@ def test_different_settings_give_different_clients(endpoint_url: str) -> None:
     ]
     clients = [process_client(s) for s in [base, *variants]]
     assert len({id(c) for c in clients}) == len(clients)
+
+
+def test_a_process_keeps_the_clients_of_its_latest_settings_only(
+        endpoint_url: str, ddb: Any) -> None:
+    # A job's dynamodb overrides are part of a client's key: a long-lived worker keeps the
+    # CLIENTS_KEPT most recently used clients. One dropped while a read holds it serves that
+    # read to its end; let go, it is garbage (its pool with it); asked for again, it is new.
+    table = moto_table(ddb, "kept", [("id", "S")], [{"id": {"S": "a"}, "v": {"N": "1"}}])
+    keys = {table: {"Keys": [{"id": {"S": "a"}}]}}
+    with FaultProxy(endpoint_url, FaultPlan(hold=True)) as proxy:
+        oldest = fresh_settings(proxy.url)
+        held = process_client(oldest)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(held.batch_get_item, RequestItems=keys)
+            proxy.wait_held(1)  # the request is at the endpoint, unanswered
+            newer = [fresh_settings(endpoint_url) for _ in range(CLIENTS_KEPT)]
+            for settings in newer:
+                process_client(settings)
+            assert len(client_module._clients) == CLIENTS_KEPT
+            assert client_owner_pid(oldest) is None  # dropped: the least recently used
+            gc.collect()
+            proxy.release()
+            assert answer.result()["Responses"][table] == [{"id": {"S": "a"}, "v": {"N": "1"}}]
+        assert held.get_item(TableName=table, Key={"id": {"S": "a"}})["Item"]["v"] == {"N": "1"}
+        dropped = weakref.ref(held)
+        del held, answer
+        gc.collect()
+        assert dropped() is None
+        again = process_client(oldest)
+        assert again.get_item(TableName=table, Key={"id": {"S": "a"}})["Item"]["v"] == {"N": "1"}
+    assert client_owner_pid(newer[0]) is None  # dropped for it
+    assert [client_owner_pid(s) for s in newer[1:]] == [os.getpid()] * (CLIENTS_KEPT - 1)
 
 
 def test_client_for_unknown_settings_has_no_owner_yet(endpoint_url: str) -> None:

@@ -405,6 +405,16 @@ def test_feast_event_time_that_is_not_a_date(ts: dict[str, Any], shown: str) -> 
         "(e.g. '2024-05-01 12:00:00+00:00')")
 
 
+@pytest.mark.parametrize("text", ["9999-12-31 23:00:00-05:00", "0001-01-01 00:00:00+05:00"])
+def test_feast_event_time_outside_the_utc_years_1_to_9999(text: str) -> None:
+    with pytest.raises(ItemDecodeError) as caught:
+        FEAST.row_decoder(["a"])(feast_item({"S": text}, a=GOOD))
+    assert str(caught.value) == (
+        f"attribute 'event_ts' holds {text!r}, a time outside the years 1 to 9999 in UTC: an "
+        "output holding it could not be read back by Python or pandas; fix the value in the "
+        "table")
+
+
 def test_feast_feature_that_does_not_decode_is_named() -> None:
     decode = FEAST.row_decoder(["absent", "a", "b"])
     item = feast_item({"S": "2026-01-01 00:00:00+00:00"}, a=GOOD, b=BAD, c=BAD)

@@ -502,16 +502,26 @@ def test_plain_decodes_bytes_values_only() -> None:
     assert str(caught.value) == "the plain layout decodes items with bytes values only"
 
 
-@pytest.mark.parametrize(("ts", "shown"), [({"S": "yesterday"}, "'yesterday'"),
-                                           ({"N": "1e400"}, "'1e400'")])
-def test_plain_event_time_that_is_not_a_date(ts: dict[str, Any], shown: str) -> None:
+NOT_A_DATE = ("which is not a date-time (ISO 8601 text or Unix seconds); name the attribute "
+              "that holds the event time with --event-ts-attribute")
+# Year 10000 or 0 in UTC: an output would hold what Python cannot read back.
+OUTSIDE = ("a time outside the years 1 to 9999 in UTC: an output holding it could not be read "
+           "back by Python or pandas; fix the value in the table")
+
+
+@pytest.mark.parametrize(("ts", "problem"), [
+    ({"S": "yesterday"}, NOT_A_DATE), ({"N": "NaN"}, NOT_A_DATE),
+    ({"S": "9999-12-31T23:00:00-05:00"}, OUTSIDE), ({"S": "0001-01-01T00:00:00+05:00"}, OUTSIDE),
+    ({"N": "253402300800"}, OUTSIDE), ({"N": "1e400"}, OUTSIDE)])
+def test_plain_event_time_that_is_not_a_date(ts: dict[str, str], problem: str) -> None:
     layout = PlainLayout([("id", "S")], event_ts_attribute="seen")
     with pytest.raises(ItemDecodeError) as caught:
         layout.row_decoder(["x"])({"id": {"S": "k"}, "seen": ts})
     assert str(caught.value) == (
-        f"attribute 'seen' holds {shown}, which is not a date-time (ISO 8601 text or Unix "
-        "seconds); name the attribute that holds the event time with --event-ts-attribute, "
-        "or pass --event-ts-attribute '' to read without one")
+        f"attribute 'seen' holds {next(iter(ts.values()))!r}, {problem}, or pass "
+        "--event-ts-attribute '' to read without one")
+    edge = {"S": "9999-12-31T23:00:00+05:00"}  # 18:00 in UTC
+    assert layout.row_decoder(["x"])({"id": {"S": "k"}, "seen": edge})[0].year == 9999
 
 
 def test_plain_rows_decoder_decodes_each_item() -> None:

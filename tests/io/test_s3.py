@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import tempfile
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -19,6 +21,7 @@ from featurepull.config import S3Settings
 from featurepull.io import (
     EntityFileError,
     OutputError,
+    _s3,
     check_destination,
     open_sink,
     read_entities,
@@ -26,6 +29,7 @@ from featurepull.io import (
     write_rows,
 )
 from featurepull.io._destinations import STAGING_DIR, OwnerMark, marked_by
+from featurepull.io._formats import S3Location
 from featurepull.io.rows import CHUNK_ROWS
 from featurepull.local import start_moto
 from tests.conftest import REGION, service_port, unique_name
@@ -114,6 +118,29 @@ def test_missing_bucket_and_key_say_what_to_check(bucket: str, settings: S3Setti
     with raises(EntityFileError, f"s3://{bucket}/no/such.parquet", "no such object",
                 "check the key"):
         read_entities(f"s3://{bucket}/no/such.parquet", s3=settings)
+
+
+def test_a_process_keeps_the_clients_of_its_latest_settings_only(
+        s3: Any, bucket: str, endpoint_url: str) -> None:
+    # One client per process and (endpoint, region), the CLIENTS_KEPT most recently used
+    # kept: one dropped still serves whoever holds it, then is garbage; asked for again,
+    # it is new and works.
+    s3.put_object(Bucket=bucket, Key="k", Body=b"kept")
+    where = S3Location(bucket, "k")
+    regions = [f"eu-kept-{n}" for n in range(_s3.CLIENTS_KEPT + 1)]
+    every = [S3Settings(endpoint_url=endpoint_url, region=region) for region in regions]
+    held = _s3._client(every[0])  # as a transfer in another thread holds it
+    for settings in every:
+        assert _s3.get_bytes(where, settings) == b"kept"
+    assert len(_s3._clients) == _s3.CLIENTS_KEPT
+    assert (os.getpid(), endpoint_url, regions[0]) not in _s3._clients
+    assert held.get_object(Bucket=bucket, Key="k")["Body"].read() == b"kept"
+    dropped = weakref.ref(held)
+    del held
+    gc.collect()
+    assert dropped() is None
+    assert _s3.get_bytes(where, every[0]) == b"kept"  # built again
+    assert (os.getpid(), endpoint_url, regions[1]) not in _s3._clients  # dropped for it
 
 
 @pytest.mark.parametrize("uri", ["s3://bucket-only", "s3://bucket-only/", "s3:///e.csv"])
