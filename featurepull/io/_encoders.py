@@ -112,8 +112,8 @@ class TextEncoder(Encoder):
 
     def _python_values(self, index: int, column: pa.Array, first_row: int) -> list[Any]:
         """Column `index` of a batch as Python values; a value Python cannot hold (a time
-        outside the years 1 to 9999, which a DynamoDB text such as 9999-12-31T23:00:00-05:00
-        becomes in UTC) is an OutputError naming its row, rather than a bare OverflowError."""
+        outside the years 1 to 9999: the reader refuses such event times, but a scorer's Arrow
+        table can hold one) is an OutputError naming its row, rather than a bare OverflowError."""
         try:
             values: list[Any] = column.to_pylist()
             return values
