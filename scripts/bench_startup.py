@@ -24,8 +24,8 @@ alike. Cells:
                    in wall seconds from the spawn and in the process's CPU seconds — Python
                    up, imports, settings, entity file, credentials (botocore's), client
                    (botocore's, or the environment's: featurepull.dynamo._env_client), first
-                   request on
-                   the wire, keys, last answer, output written, exit
+                   request on the wire, table described, keys, last answer, output written,
+                   exit
     submit_start   ``featurepull submit`` of those ids (no worker; a private redis-server) with
                    the same probes, stopped once its first shard is queued: when the submitter
                    typed the entity file, described the table, stored and queued the first

@@ -9,26 +9,42 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 # The order of a feast-layout pull (CSV in, Parquet out): the table is checked (the first
 # request, DescribeTable) before the keys are built, then read. The script's credentials are
 # in the environment, so the client is the pull's own (no botocore "credentials" step).
 STEPS = ["python up", "imports done", "settings loaded", "entity file: start",
-         "entity file read", "client built", "first request", "keys built",
+         "entity file read", "client built", "first request", "table described", "keys built",
          "last answer", "output written", "exit", "exited"]
 
 
-def test_tiny_timeline_has_every_step_in_order(tmp_path: Path) -> None:
-    out = tmp_path / "startup.json"
+def _one_round(cell: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """The script's printout and JSON report of one round of ``cell`` on 300 ids."""
+    out = tmp_path / f"{cell}.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_startup.py"), "--rounds", "1",
-         "--entities", "300", "--cells", "timeline", "--json-out", str(out)],
+         "--entities", "300", "--cells", cell, "--json-out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(out.read_text())
+    return done.stdout, json.loads(out.read_text())
+
+
+def test_tiny_timeline_has_every_step_in_order(tmp_path: Path) -> None:
+    printed, report = _one_round("timeline", tmp_path)
     (sample,) = report["samples"]
     marks = sample["marks"]
     assert sorted(marks, key=lambda label: marks[label][0]) == STEPS
     assert [step["step"] for step in report["timeline"]] == STEPS
-    assert "first request" in done.stdout and "output written" in done.stdout
+    assert "first request" in printed and "output written" in printed
+
+
+def test_tiny_submit_start_marks_each_step_to_the_first_shard(tmp_path: Path) -> None:
+    (sample,) = _one_round("submit_start", tmp_path)[1]["samples"]
+    marks = sample["marks"]
+    steps = ["imports done", "job checks: start", "entity file typed", "table described",
+             "first shard stored", "first shard queued"]
+    assert sorted(steps, key=lambda label: marks[label][0]) == steps
+    # Wall from the spawn, the process's CPU and its main thread's, each step.
+    assert all(len(marks[label]) == 3 for label in steps)
