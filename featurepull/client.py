@@ -9,12 +9,11 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import redis
 from pydantic import ValidationError
-from tqdm import tqdm
 
 from featurepull.config import Notify, Settings, load_settings
 from featurepull.config.errors import request_error_text
@@ -39,6 +38,9 @@ from featurepull.tasks.store import (
     UnknownJob,
     connect,
 )
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 # What Job.wait's bar counts (JobStatus.progress): a scan job's items scanned, then keys.
 SCAN_PHASE, READ_PHASE = "scan", "read"
@@ -174,6 +176,8 @@ class Job:
         (``REDIS_OUTAGE_WAIT_S`` at most, then RedisUnavailable); a job whose keys vanish
         meanwhile (Redis restarted without persistence) raises JobFailed saying so.
         """
+        from tqdm import tqdm  # the wait's, not the submit's: after its first shard is queued
+
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         asked, idle = False, False
@@ -345,35 +349,33 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     (``view:feature``) or a ``feature_service`` are read from every view they name, through
     the registry of ``feature_store_yaml`` (``table`` is then ""; docs/feast-registry.md).
     """
-    from featurepull.tasks.celery_tasks import shard_sender
-    from featurepull.worker.producer import producer_app
+    from featurepull.tasks.sending import LazySender
 
     settings = settings or load_settings()
-    store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s,
-                     settings.jobs.visibility_timeout_s)
+    send = LazySender(settings)
     try:
-        request = JobRequest(
-            table=table, features=list(features), entities=_from_here(entities),
-            output=None if output is None else _from_here(output),
-            overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
-            join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
-            event_ts_attribute=event_ts_attribute, project=project,
-            dynamodb=dict(dynamodb or {}), scorer=scorer, with_features=with_features,
-            notify=Notify(**notify) if notify else None,
-            allow_missing_features=allow_missing_features,
-            feature_store_yaml=(None if feature_store_yaml is None
-                                else _from_here(feature_store_yaml)),
-            feature_service=feature_service, full_feature_names=full_feature_names,
-            respect_ttl=respect_ttl,
-        )
-    except ValidationError as exc:
-        raise InvalidJobRequest(request_error_text(exc, "job request")) from None
-    app = producer_app(settings)
-    try:
-        with shard_sender(app, settings.jobs.queue) as send:
-            meta = create_job(request, settings, store, entity_table, enqueue=send)
+        store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s,
+                         settings.jobs.visibility_timeout_s)
+        try:
+            request = JobRequest(
+                table=table, features=list(features), entities=_from_here(entities),
+                output=None if output is None else _from_here(output),
+                overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
+                join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
+                event_ts_attribute=event_ts_attribute, project=project,
+                dynamodb=dict(dynamodb or {}), scorer=scorer, with_features=with_features,
+                notify=Notify(**notify) if notify else None,
+                allow_missing_features=allow_missing_features,
+                feature_store_yaml=(None if feature_store_yaml is None
+                                    else _from_here(feature_store_yaml)),
+                feature_service=feature_service, full_feature_names=full_feature_names,
+                respect_ttl=respect_ttl,
+            )
+        except ValidationError as exc:
+            raise InvalidJobRequest(request_error_text(exc, "job request")) from None
+        meta = create_job(request, settings, store, entity_table, enqueue=send)
     finally:
-        app.close()
+        send.close()
     return Job(meta.job_id, settings, store)
 
 

@@ -24,8 +24,13 @@ alike. Cells:
                    in wall seconds from the spawn and in the process's CPU seconds — Python
                    up, imports, settings, entity file, credentials (botocore's), client
                    (botocore's, or the environment's: featurepull.dynamo._env_client), first
-                   request on
-                   the wire, keys, last answer, output written, exit
+                   request on the wire, read planned (a pull describes the table on a
+                   thread of its own meanwhile), keys, last answer, output written, exit
+    submit_start   ``featurepull submit`` of those ids (no worker; a private redis-server) with
+                   the same probes, stopped once its first shard is queued: when the submitter
+                   typed the entity file, planned the read (describing the table), stored
+                   and queued the first shard, and its main thread's CPU by then; with
+                   ``--instructions``, under cachegrind
 
 Each tree's featurepull package is byte-compiled first (``compileall``, into its
 ``__pycache__``), as ``pip install`` does: a process then loads featurepull's bytecode, as an
@@ -62,7 +67,7 @@ from featurepull.bench.endpoint import FEATURES, start_endpoint
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
-CELLS = ("import_cli", "pull_help", "first_request", "whole_pull", "timeline")
+CELLS = ("import_cli", "pull_help", "first_request", "whole_pull", "timeline", "submit_start")
 # Run in the pull's own process before the console script's run(): wraps a few functions as
 # their modules are first executed (so the names other modules import are the wrapped ones)
 # and notes, at the first call's start or end, the wall clock and the process's CPU time;
@@ -72,10 +77,11 @@ TIMELINE_PROBE = """
 import atexit, importlib.abc, json, os, socket, sys, time
 
 OUT = sys.argv.pop()
+STOP_AT_FIRST_SHARD = os.environ.pop("BENCH_STOP_AT_FIRST_SHARD", "")
 MARKS = {}
 
 def mark(label):
-    MARKS.setdefault(label, (time.time(), time.process_time()))
+    MARKS.setdefault(label, (time.time(), time.process_time(), time.thread_time()))
 
 mark("python up")
 # module -> [(attribute path, label at the first call's start or None, label at its end)]
@@ -89,6 +95,13 @@ PROBES = {
     "featurepull.dynamo.layouts": [("unique_keys", None, "keys built")],
     "featurepull.dynamo.planned": [("read_planned", None, "last answer")],
     "featurepull.io.rows": [("write_rows", None, "output written")],
+    # A submit's steps up to its first shard (no worker takes it).
+    "featurepull.tasks.create": [("create_job", "job checks: start", None)],
+    "featurepull.io._csv_stream": [("stream_csv", None, "entity file typed")],
+    "featurepull.dynamo.plan": [("plan_read", None, "read planned")],
+    "featurepull.tasks.shard_keys": [("put_shard_keys", None, "first shard stored")],
+    "featurepull.tasks.sending": [("MessageSender.__call__", None, "first shard queued")],
+    "featurepull.tasks.celery_tasks": [("MessageSender.__call__", None, "first shard queued")],
 }
 
 def wrapped(func, start, end):
@@ -100,13 +113,17 @@ def wrapped(func, start, end):
         finally:
             if end:
                 mark(end)
+                if end == "first shard queued" and STOP_AT_FIRST_SHARD:
+                    report()
+                    exit_now(0)
     return probe
 
 def patch(module):
     for path, start, end in PROBES[module.__name__]:
         owner, _, name = path.rpartition(".")
-        holder = getattr(module, owner) if owner else module
-        setattr(holder, name, wrapped(getattr(holder, name), start, end))
+        holder = getattr(module, owner, None) if owner else module
+        if hasattr(holder, name):  # MessageSender: in celery_tasks, then in sending
+            setattr(holder, name, wrapped(getattr(holder, name), start, end))
 
 class Probes(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -246,7 +263,8 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
     """Every cell of every tree, ``rounds`` times, trees in turn within a round (under
     cachegrind with ``instructions``); each tree byte-compiled first with ``compiled``."""
     if instructions and {"whole_pull", "timeline"} & set(cells):
-        raise ValueError("--instructions counts import_cli, pull_help and first_request only")
+        raise ValueError("--instructions counts import_cli, pull_help, first_request and "
+                         "submit_start only")
     for _, tree in trees if compiled else ():
         _compile(tree)
     python = sys.executable
@@ -261,14 +279,20 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
         ids.write_text("driver_id\n" + "\n".join(map(str, range(entities))) + "\n")
         output = Path(folder) / "out.parquet"
 
+        def request_flags(url: str) -> list[str]:
+            return ["--project", "demo", "--table", "driver_stats", "--features",
+                    ",".join(FEATURES), "--entities", str(ids), "--output", str(output),
+                    "--overwrite", "--endpoint-url", url, "--region", "us-east-1"]
+
         def pull_cmd(url: str) -> list[str]:
-            return [*prefix, python, "-m", "featurepull", "pull", "--project", "demo", "--table",
-                    "driver_stats", "--features", ",".join(FEATURES), "--entities", str(ids),
-                    "--output", str(output), "--overwrite", "--endpoint-url", url,
-                    "--region", "us-east-1", "--max-read-workers", "10", "--json"]
+            return [*prefix, python, "-m", "featurepull", "pull", *request_flags(url),
+                    "--max-read-workers", "10", "--json"]
 
         endpoint = (start_endpoint(drivers=entities, latency_ms=10)
                     if {"whole_pull", "timeline"} & set(cells) else None)
+        # A submit reads no item before its first shard: the table's description only.
+        submit_endpoint = (start_endpoint(drivers=1, latency_ms=10)
+                           if "submit_start" in cells else None)
         marks_file = Path(folder) / "timeline.json"
 
         for round_no in range(rounds):
@@ -297,9 +321,16 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
                              str(marks_file)], env, folder)
                         _check_found(last, entities)
                         marks = json.loads(marks_file.read_text())
-                        sample["marks"] = {label: [round(at - started, 4), round(used, 4)]
-                                           for label, (at, used) in marks.items()}
+                        sample["marks"] = _marks(marks, started)
                         sample["marks"]["exited"] = [round(wall, 4), round(cpu, 4)]
+                    elif cell == "submit_start":
+                        assert submit_endpoint is not None
+                        started = time.time()
+                        wall, cpu, count = _submit_start(
+                            [*prefix, python, "-c", TIMELINE_PROBE, "submit",
+                             *request_flags(submit_endpoint.url), "--read-mode", "batch-get",
+                             str(marks_file)], env, folder)
+                        sample["marks"] = _marks(json.loads(marks_file.read_text()), started)
                     else:
                         assert endpoint is not None
                         wall, cpu, last, _ = _run_to_exit(pull_cmd(endpoint.url), env, folder)
@@ -310,9 +341,34 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
                         sample["instructions"] = count
                     samples.append({**sample, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4),
                                     "load_average": round(os.getloadavg()[0], 2)})
-        if endpoint is not None:
-            endpoint.stop()
+        for running in (endpoint, submit_endpoint):
+            if running is not None:
+                running.stop()
     return samples
+
+
+def _marks(marks: dict[str, list[float]], started: float) -> dict[str, list[float]]:
+    """Each probe's mark: wall seconds from the spawn, the process's CPU seconds by then and
+    (a submit's) its main thread's."""
+    return {label: [round(at - started, 4), *(round(used, 4) for used in cpu)]
+            for label, (at, *cpu) in marks.items()}
+
+
+def _submit_start(cmd: list[str], env: dict[str, str], cwd: str
+                  ) -> tuple[float, float, int | None]:
+    """``featurepull submit`` under the probes to its first shard queued, on a private
+    redis-server: wall and CPU seconds, instructions under cachegrind."""
+    from featurepull.local import start_redis
+
+    service = start_redis()
+    try:
+        env = {**env, "FEATUREPULL_REDIS_URL": service.url,
+               "FEATUREPULL_JOBS__QUEUE": "bench-submit-start",
+               "BENCH_STOP_AT_FIRST_SHARD": "1"}
+        wall, cpu, _, count = _run_to_exit(cmd, env, cwd)
+    finally:
+        service.stop()
+    return wall, cpu, count
 
 
 def summarize(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -343,12 +399,14 @@ def summarize(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def timelines(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per tree, each step of the timeline cell in the order it happened: the median wall
-    seconds from the spawn to its end, the median wall seconds since the step before, and
-    the median CPU seconds of the process by then."""
+    """Per cell with probes (timeline, submit_start) and tree, each step in the order it
+    happened: the median wall seconds from the spawn to its end, the median wall seconds
+    since the step before, and the median CPU seconds of the process (and of its main
+    thread, where noted) by then."""
     rows = []
-    for tree in dict.fromkeys(s["tree"] for s in samples if "marks" in s):
-        mine = [s["marks"] for s in samples if s.get("tree") == tree and "marks" in s]
+    for cell, tree in dict.fromkeys((s["cell"], s["tree"]) for s in samples if "marks" in s):
+        mine = [s["marks"] for s in samples
+                if s["cell"] == cell and s["tree"] == tree and "marks" in s]
         labels = sorted({label for marks in mine for label in marks},
                         key=lambda label: statistics.median(
                             m[label][0] for m in mine if label in m))
@@ -356,10 +414,13 @@ def timelines(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for label in labels:
             have = [m for m in mine if label in m]
             step = [m[label][0] - (m[previous][0] if previous in m else 0.0) for m in have]
-            rows.append({"tree": tree, "step": label, "n": len(have),
+            main = [m[label][2] for m in have if len(m[label]) > 2]
+            rows.append({"cell": cell, "tree": tree, "step": label, "n": len(have),
                          "wall_s": round(statistics.median(m[label][0] for m in have), 3),
                          "step_s": round(statistics.median(step), 3),
-                         "cpu_s": round(statistics.median(m[label][1] for m in have), 3)})
+                         "cpu_s": round(statistics.median(m[label][1] for m in have), 3),
+                         "main_thread_cpu_s": round(statistics.median(main), 3) if main
+                         else None})
             previous = label
     return rows
 
@@ -405,11 +466,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                  if "instructions_median" in row else ""))
     steps = timelines(samples)
     if steps:
-        print(f"\n{'timeline step':22} {'tree':10} {'n':>3} {'wall s':>7} {'step s':>7} "
-              f"{'cpu s':>7}   (medians; wall from the spawn, CPU of the process by then)")
+        print(f"\n{'cell':13} {'step':26} {'tree':10} {'n':>3} {'wall s':>7} {'step s':>7} "
+              f"{'cpu s':>7} {'main':>7}   (medians; wall from the spawn, CPU of the process "
+              "and of its main thread by then)")
         for step in steps:
-            print(f"{step['step']:22} {step['tree']:10} {step['n']:>3} {step['wall_s']:>7.3f} "
-                  f"{step['step_s']:>7.3f} {step['cpu_s']:>7.3f}")
+            main = step["main_thread_cpu_s"]
+            print(f"{step['cell']:13} {step['step']:26} {step['tree']:10} {step['n']:>3} "
+                  f"{step['wall_s']:>7.3f} {step['step_s']:>7.3f} {step['cpu_s']:>7.3f} "
+                  f"{'' if main is None else f'{main:.3f}':>7}")
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps({"summary": rows, "timeline": steps,

@@ -247,10 +247,30 @@ def test_submit_never_builds_the_workers_app(endpoint: EndpointProcess, redis_se
         assert "featurepull.worker.app" not in modules
         # Submitted as lean as a pull reads: pyarrow without pandas, numpy, cloudpickle.
         assert _machinery(modules, ("pandas", "numpy", "cloudpickle")) == []
+        # Nor what only the workers or a wait use, before its first shard is queued: the
+        # tasks module (the read and finish machinery), the Feast registry (protobuf), the
+        # Redis result backend (a shard's result is never waited on here), tqdm.
+        assert [name for name in modules if name.startswith((
+            "featurepull.tasks.celery_tasks", "featurepull.tasks.shards",
+            "featurepull.dynamo.feast_registry", "google.protobuf", "celery.backends.redis",
+            "tqdm"))] == []
     finally:
         for key in client.scan_iter(match=f"featurepull:job:{job_id}:*"):
             client.delete(key)
         client.delete(queue)
+
+
+def test_a_submit_refused_before_its_first_shard_loads_no_celery(
+        endpoint: EndpointProcess, redis_server: RedisService, tmp_path: Path) -> None:
+    # The producer is made at the first message: a bad entity file never gets there.
+    entities = tmp_path / "ids.csv"
+    entities.write_text("driver_id\n1\n\n2\n")  # a blank line: the exact reader refuses it
+    code, modules, printed = _loaded(
+        "submit", "--redis-url", redis_server.url, "--project", "imports", "--table",
+        "drivers", "--features", "conv_rate", "--entities", str(entities), "--endpoint-url",
+        endpoint.url, "--region", "us-east-1")
+    assert code == 2, printed
+    assert [name for name in modules if name.split(".")[0] in ("celery", "kombu")] == []
 
 
 def test_a_workers_pool_processes_inherit_pandas_from_its_main_process() -> None:

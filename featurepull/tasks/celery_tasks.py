@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -52,6 +51,8 @@ from featurepull.tasks.notify import announce_end
 from featurepull.tasks.output import discard_staged_output
 from featurepull.tasks.requests import check_request_size, parse_job_request
 from featurepull.tasks.schedules import start_scheduled_job
+from featurepull.tasks.sending import MessageSender as MessageSender
+from featurepull.tasks.sending import shard_sender as shard_sender
 from featurepull.tasks.shards import JobStopped, reset_process_state, run_shard
 from featurepull.tasks.store import (
     REDIS_OUTAGE_WAIT_S,
@@ -234,31 +235,6 @@ def enqueue_shards(app: Celery, meta: JobMeta, queue: str,
             return
         for shard in range(meta.shards) if shards is None else shards:
             send(meta, shard)
-
-
-class MessageSender:
-    """Sends a job's messages over one producer; given to ``create_job`` (``Enqueue``) so
-    that each shard is queued as soon as its keys are stored."""
-
-    def __init__(self, app: Celery, queue: str, producer: Any) -> None:
-        self.app, self.queue, self.producer = app, queue, producer
-
-    def __call__(self, meta: JobMeta, shard: int) -> None:
-        self.app.send_task("featurepull.read_shard", args=[meta.job_id, shard],
-                           queue=self.queue, producer=self.producer,
-                           argsrepr=monitor.shard_args(meta, shard))
-
-    def scan(self, meta: JobMeta, part: int) -> None:
-        self.app.send_task("featurepull.scan_segments", args=[meta.job_id, part],
-                           queue=self.queue, producer=self.producer,
-                           argsrepr=monitor.scan_args(meta, part))
-
-
-@contextmanager
-def shard_sender(app: Celery, queue: str) -> Iterator[MessageSender]:
-    """A :class:`MessageSender` over one producer."""
-    with app.producer_or_acquire() as producer:
-        yield MessageSender(app, queue, producer)
 
 
 def send_submit_job(app: Celery, request: dict[str, Any], queue: str) -> AsyncResult:

@@ -4,21 +4,26 @@ At submit, the registry resolves the references into a plan (:mod:`featurepull.d
 that is stored with the job, so its shards read the views the registry held then, without
 reading it again. A shard reads every view for its rows concurrently and stores one table:
 the join-key columns, the views' event times, the features as Feast names them.
+
+The registry's code (:mod:`featurepull.dynamo.views`: protobuf, yaml) is imported only for a
+job that names references: a one-table submit queues its first shard without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
 from featurepull.config import RequestFields, Settings
 from featurepull.config.loading import read_feature_store_yaml
 from featurepull.config.settings import JOB_DYNAMO_OVERRIDES
-from featurepull.dynamo.pacing import PacerFactory
-from featurepull.dynamo.views import ViewsPlan, ViewsReader, registry_plan
 from featurepull.io import EntityTable, rows_to_table
+
+if TYPE_CHECKING:
+    from featurepull.dynamo.pacing import PacerFactory
+    from featurepull.dynamo.views import ViewsPlan, ViewsReader
 
 VIEWS = "views"  # the key of a job spec that holds a ViewsPlan
 R = TypeVar("R", bound=RequestFields)
@@ -40,6 +45,8 @@ def with_yaml_choices(request: R) -> R:
 def plan_for(request: RequestFields, columns: Sequence[str], source: str,
              settings: Settings) -> ViewsPlan:
     """The views a request's references read (``settings``: the job's own)."""
+    from featurepull.dynamo.views import registry_plan
+
     return registry_plan(request.features, request.feature_service,
                          request.feature_store_yaml, columns, source, settings,
                          full_feature_names=request.full_feature_names,
@@ -50,6 +57,8 @@ def views_spec(request: RequestFields, entities: EntityTable,
                settings: Settings) -> dict[str, Any]:
     """What a job stores to read the views: their plan, checked against the tables and the
     entity rows (every key can be built), in the fields a one-table job stores."""
+    from featurepull.dynamo.views import ViewsReader
+
     plan = plan_for(request, list(entities.columns), entities.source, settings)
     reader = ViewsReader.build(plan, settings)
     reader.check_table()
@@ -83,6 +92,8 @@ def logged_tables(spec: Mapping[str, Any]) -> dict[str, str | list[str]]:
 def views_reader(spec: Mapping[str, Any], settings: Settings,
                  pacers: PacerFactory) -> ViewsReader:
     """The reader of a job spec from :func:`views_spec`."""
+    from featurepull.dynamo.views import ViewsPlan, ViewsReader
+
     return ViewsReader.build(ViewsPlan.from_spec(spec[VIEWS]), settings, pacers=pacers)
 
 
@@ -97,5 +108,7 @@ def shard_table(spec: Mapping[str, Any], key_columns: dict[str, list[Any]],
                 rows: Sequence[tuple[Any, ...] | None], features: Sequence[str]) -> pa.Table:
     """A shard's rows as a table: of the views of a views job, else of its one table."""
     if VIEWS in spec:
+        from featurepull.dynamo.views import ViewsPlan
+
         return views_table(ViewsPlan.from_spec(spec[VIEWS]), key_columns, rows)
     return rows_to_table(key_columns, rows, features)

@@ -64,8 +64,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def producer_app(settings: Settings) -> Celery:
-    """A Celery app that only sends featurepull tasks (a submitting process, not a worker)."""
+def producer_app(settings: Settings, results: bool = True) -> Celery:
+    """A Celery app that only sends featurepull tasks (a submitting process, not a worker).
+
+    ``results=False``: without the result backend, for a sender that never waits on what it
+    sends (a job's state is in its own record): Celery's ``send_task`` would otherwise load
+    the Redis backend and subscribe to each message's result channel (a second connection,
+    a SUBSCRIBE and an UNSUBSCRIBE per shard). The messages are the same either way."""
     app = Celery("featurepull-producer", set_as_current=False)
     app.conf.update(celery_config(settings))
+    if not results:
+        app.conf.result_backend = None
     return app

@@ -9,35 +9,53 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 # The order of a feast-layout pull (CSV in, Parquet out): the table is checked on a thread
-# of its own (its client built, then the first request, DescribeTable) while the keys are
-# built, so the keys come anywhere among those two; then the read. The script's credentials
-# are in the environment, so the client is the pull's own (no botocore "credentials" step).
+# of its own (its client built, then the first request, DescribeTable) while the main thread
+# plans the read and builds the keys, so the two threads' steps interleave; then the read. The script's
+# credentials are in the environment, so the client is the pull's own (no botocore
+# "credentials" step).
 STEPS = ["python up", "imports done", "settings loaded", "entity file: start",
-         "entity file read", "client built", "first request", "keys built",
+         "entity file read", "client built", "first request", "read planned", "keys built",
          "last answer", "output written", "exit", "exited"]
-AT_ONCE = slice(5, 8)
+AT_ONCE = slice(5, 9)
 
 
 def assert_in_order(steps: list[str]) -> None:
     assert steps[:AT_ONCE.start] == STEPS[:AT_ONCE.start]
     assert sorted(steps[AT_ONCE]) == sorted(STEPS[AT_ONCE])
     assert steps.index("client built") < steps.index("first request")
+    assert steps.index("read planned") < steps.index("keys built")
     assert steps[AT_ONCE.stop:] == STEPS[AT_ONCE.stop:]
 
 
-def test_tiny_timeline_has_every_step_in_order(tmp_path: Path) -> None:
-    out = tmp_path / "startup.json"
+def _one_round(cell: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """The script's printout and JSON report of one round of ``cell`` on 300 ids."""
+    out = tmp_path / f"{cell}.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_startup.py"), "--rounds", "1",
-         "--entities", "300", "--cells", "timeline", "--json-out", str(out)],
+         "--entities", "300", "--cells", cell, "--json-out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(out.read_text())
+    return done.stdout, json.loads(out.read_text())
+
+
+def test_tiny_timeline_has_every_step_in_order(tmp_path: Path) -> None:
+    printed, report = _one_round("timeline", tmp_path)
     (sample,) = report["samples"]
     marks = sample["marks"]
     assert_in_order(sorted(marks, key=lambda label: marks[label][0]))
     assert_in_order([step["step"] for step in report["timeline"]])
-    assert "first request" in done.stdout and "output written" in done.stdout
+    assert "first request" in printed and "output written" in printed
+
+
+def test_tiny_submit_start_marks_each_step_to_the_first_shard(tmp_path: Path) -> None:
+    (sample,) = _one_round("submit_start", tmp_path)[1]["samples"]
+    marks = sample["marks"]
+    steps = ["imports done", "job checks: start", "entity file typed", "read planned",
+             "first shard stored", "first shard queued"]
+    assert sorted(steps, key=lambda label: marks[label][0]) == steps
+    # Wall from the spawn, the process's CPU and its main thread's, each step.
+    assert all(len(marks[label]) == 3 for label in steps)
