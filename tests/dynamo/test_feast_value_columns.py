@@ -24,6 +24,13 @@ SEED = 20261202
 B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
+@pytest.fixture(autouse=True)
+def _short_columns_joined_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The joined paths for columns of any length, so that short generated columns (easy
+    to read when one fails) go through them."""
+    monkeypatch.setattr(feast_values, "MIN_JOINED", 2)
+
+
 def _column_as_each(column_decode: Any, one: Any, column: list[Any]) -> None:
     """The column decoder gives what ``one`` gives for each value, or its first error."""
     slow = [_outcome(one, value) for value in column]
@@ -173,6 +180,14 @@ def test_texts_of_other_widths_are_not_read_as_one_width() -> None:
     assert [len(text) for text in texts] == [12, 8, 16]
     assert _outcome(decode_base64_values, texts) == _outcome(_each_text, texts)
     assert _outcome(_each_text, texts)[0] == "error"
+
+
+def test_padding_inside_a_text_is_not_read_as_its_end() -> None:
+    """As many "=" as texts of two padding characters have, one of them moved inside."""
+    texts = [_b64(_encode("int64_val", n)) for n in (20_000, 30_000, 40_000)]
+    assert all(len(text) == 8 and text.endswith("==") for text in texts)
+    texts[1] = texts[1][:5] + "=" + texts[1][5] + "="
+    assert _outcome(decode_base64_values, texts) == _outcome(_each_text, texts)
 
 
 @pytest.mark.parametrize("kind,values", [
