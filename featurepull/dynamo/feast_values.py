@@ -165,18 +165,22 @@ def decode_values(values: Sequence[bytes]) -> list[Any]:
     floats (one struct call), ints, bools or Unix timestamps (one protobuf call), strings
     of up to 127 bytes (C calls only). Anything else, or anything odd, goes value by value."""
     count = len(values)
-    if count > 1:
+    if count >= MIN_JOINED:
         try:
             sizes = bytes(map(len, values))
         except ValueError:  # a value of 256 bytes or more
             sizes = b""
         if sizes and min(sizes) >= 2:
             size = sizes[0]
-            if sizes.count(size) == count:
-                column = _one_size_column(b"".join(values), 0, size, size, count)
-            else:
-                column = _mixed_size_column(values, sizes, count) if count >= MIN_JOINED \
-                    else None
+            column = _one_size_column(b"".join(values), 0, size, size, count) \
+                if sizes.count(size) == count else _mixed_size_column(values, sizes, count)
+            if column is not None:
+                return column
+    elif count > 1:
+        lengths = set(map(len, values))
+        size = lengths.pop()
+        if size >= 2 and not lengths:
+            column = _one_size_column(b"".join(values), 0, size, size, count)
             if column is not None:
                 return column
     return [decode_value(value) for value in values]
@@ -261,7 +265,7 @@ def decode_base64_values(texts: Sequence[str]) -> list[Any]:
     """``decode_values([a2b_base64(t) for t in texts])``: a column of B values as the
     wire has them. Texts of one width are decoded as one text (with separators, which the
     decoder skips) and read where they lie when their kind is one of one size."""
-    column = _one_width_column(texts)
+    column = _one_width_column(texts) if len(texts) >= MIN_JOINED else None
     return column if column is not None else decode_values(list(map(a2b_base64, texts)))
 
 
