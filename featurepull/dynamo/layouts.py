@@ -17,6 +17,7 @@ from binascii import a2b_base64
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Protocol
 
 import orjson
@@ -25,7 +26,12 @@ from featurepull.arrow_columns import python_columns
 from featurepull.dynamo.attributes import canonical_number, decode_attribute
 from featurepull.dynamo.errors import EntityKeyError, ItemDecodeError, TableError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
-from featurepull.dynamo.feast_values import EPOCH, decode_value, decode_values
+from featurepull.dynamo.feast_values import (
+    EPOCH,
+    decode_base64_values,
+    decode_value,
+    decode_values,
+)
 
 Row = tuple[Any, ...]
 RowDecoder = Callable[[dict[str, Any]], Row]
@@ -264,20 +270,16 @@ class FeastLayout:
     def columns_decoder(self, features: Sequence[str],
                         base64_values: bool = False) -> ColumnsDecoder:
         wanted = tuple(features)
-        raw: Callable[[Any], bytes] = a2b_base64 if base64_values else bytes
         one = self.row_decoder(features, base64_values)
-        custom = self.value_decoder
-        column: Callable[[list[bytes]], list[Any]] = (
-            decode_values if custom is None else lambda values: list(map(custom, values)))
+        column = _column_decoder(self.value_decoder, base64_values)
 
         def decode_columns(items: list[dict[str, Any]]) -> list[list[Any]]:
-            # A feature at a time: a column of doubles or floats is one struct call.
+            # A feature at a time: a column of one kind is a few C calls (decode_values).
             stored = [item["values"]["M"] if "values" in item else _NOTHING for item in items]
-            columns = [[parse_event_ts(item["event_ts"]["S"]) if "event_ts" in item else None
-                        for item in items]]
+            columns = [event_times(items)]
             for feature in wanted:
                 try:
-                    values = [raw(values[feature]["B"]) for values in stored]
+                    values = [values[feature]["B"] for values in stored]
                 except KeyError:  # an item without this feature: no column to speed up
                     rows = [one(item) for item in items]
                     return [list(values) for values in zip(*rows, strict=True)] if rows \
@@ -289,6 +291,34 @@ class FeastLayout:
 
 
 _DECODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
+
+
+def _column_decoder(custom: ValueDecoder | None, base64_values: bool
+                    ) -> Callable[[list[Any]], list[Any]]:
+    """One feature's stored B values (base64 text or bytes) across an answer's items to
+    their values, as the row decoder decodes each."""
+    if custom is not None:
+        raw: Callable[[Any], bytes] = a2b_base64 if base64_values else bytes
+        return lambda values: list(map(custom, list(map(raw, values))))
+    if base64_values:
+        return decode_base64_values
+    return lambda values: decode_values(list(map(bytes, values)))
+
+
+def event_times(items: list[dict[str, Any]]) -> list[datetime | None]:
+    """The ``event_ts`` of each item (None where it has none), as :func:`parse_event_ts`."""
+    try:
+        texts = [item["event_ts"]["S"] for item in items]
+    except KeyError:  # an item without one
+        return [parse_event_ts(item["event_ts"]["S"]) if "event_ts" in item else None
+                for item in items]
+    stamps: list[datetime | None] = list(map(datetime.fromisoformat, texts))
+    if None in map(_zone, stamps):  # a naive time is taken as UTC, as Feast does
+        return list(map(parse_event_ts, texts))
+    return stamps
+
+
+_zone = attrgetter("tzinfo")
 
 
 def _feast_item_error(ts: Any, stored: Mapping[str, Any], features: Sequence[str],

@@ -14,6 +14,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from featurepull.dynamo import layouts
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.feast_values import ValueProto
 from featurepull.dynamo.layouts import FeastLayout, PlainLayout, python_columns, unique_keys
@@ -97,6 +98,37 @@ def test_a_callers_value_decoder_decodes_each_value_of_a_column() -> None:
     assert seen == [first, second]
     missing = layout.columns_decoder(["f"])([item(f=first), item()])
     assert missing[1] == [("mine", first), None]
+
+
+def test_a_callers_value_decoder_gets_the_bytes_of_base64_values() -> None:
+    layout = FeastLayout({"driver_id": "int64"}, value_decoder=lambda data: ("mine", data))
+    first, second = value(double_val=1.5), value(string_val="x")
+    items = [as_base64(item(f=first)), as_base64(item(f=second))]
+    assert layout.columns_decoder(["f"], base64_values=True)(items)[1] == [
+        ("mine", first), ("mine", second)]
+
+
+class _NoRows(FeastLayout):
+    def row_decoder(self, features: Any, base64_values: bool = False) -> Any:
+        def refuse(found: dict[str, Any]) -> Any:
+            raise AssertionError(f"decoded as a row: {found}")
+        return refuse
+
+
+def test_complete_items_are_decoded_a_column_at_a_time(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    """Items that all have an event time and every feature: no row decoder, and no event
+    time parsed on its own (what an item without one needs)."""
+    items = [item(f=value(double_val=1.5), g=value(string_val="x")),
+             item(ts="2026-11-02 00:00:00.250000+00:00", f=value(double_val=-2.0),
+                  g=value(string_val="yz"))]
+    expected = LAYOUT.columns_decoder(["f", "g"])(items)
+    monkeypatch.setattr(layouts, "parse_event_ts", None)
+    layout = _NoRows({"driver_id": "int64"})
+    assert layout.columns_decoder(["f", "g"])(items) == expected
+    encoded = [as_base64(found) for found in items]
+    assert layout.columns_decoder(["f", "g"], base64_values=True)(encoded) == expected
+    assert expected[0][1] == datetime(2026, 11, 2, 0, 0, 0, 250000, tzinfo=UTC)
 
 
 def test_distinct_keys_and_each_rows_index_among_them() -> None:
