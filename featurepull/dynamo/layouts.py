@@ -313,12 +313,15 @@ def event_times(items: list[dict[str, Any]]) -> list[datetime | None]:
         return [parse_event_ts(item["event_ts"]["S"]) if "event_ts" in item else None
                 for item in items]
     stamps: list[datetime | None] = list(map(datetime.fromisoformat, texts))
-    if None in map(_zone, stamps):  # a naive time is taken as UTC, as Feast does
+    # A naive time is taken as UTC, as Feast does; a year 1 or 9999 may be outside them in UTC.
+    if None in map(_zone, stamps) or not _EDGE_YEARS.isdisjoint(map(_year, stamps)):
         return list(map(parse_event_ts, texts))
     return stamps
 
 
 _zone = attrgetter("tzinfo")
+_year = attrgetter("year")
+_EDGE_YEARS = frozenset((1, 9999))
 
 
 def _feast_item_error(ts: Any, stored: Mapping[str, Any], features: Sequence[str],

@@ -407,6 +407,10 @@ def test_feast_event_time_that_is_not_a_date(ts: dict[str, Any], shown: str) -> 
 
 @pytest.mark.parametrize("text", ["9999-12-31 23:00:00-05:00", "0001-01-01 00:00:00+05:00"])
 def test_feast_event_time_outside_the_utc_years_1_to_9999(text: str) -> None:
+    # An answer's columns fail (the reader then decodes item by item, to name the one).
+    fine = feast_item({"S": "9999-12-31 23:59:59+00:00"}, a=GOOD)
+    with pytest.raises(OverflowError):
+        FEAST.columns_decoder(["a"])([fine, feast_item({"S": text}, a=GOOD)])
     with pytest.raises(ItemDecodeError) as caught:
         FEAST.row_decoder(["a"])(feast_item({"S": text}, a=GOOD))
     assert str(caught.value) == (
