@@ -278,7 +278,8 @@ def _lean_pull() -> Iterator[None]:
         sys.meta_path.remove(finder)
         if collecting:
             # Out of the collector's sight first: else its next pass would walk every object
-            # the pull made (its rows, 60 ms at 100,000), just before the process ends.
+            # the pull made (its rows, 60 ms at 100,000) just before the process ends, or
+            # while a submit waits for its job.
             gc.freeze()
             gc.enable()
 

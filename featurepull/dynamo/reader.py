@@ -681,15 +681,17 @@ def cyclic_gc_paused() -> Iterator[None]:
     Nothing a read makes holds a reference cycle, so reference counting frees it all.
     The objects made meanwhile go to the oldest generation unexamined (freeze, unfreeze):
     re-enabled as they were, the collector would walk them all at the next allocation (a
-    row tuple each: ~30 ms of CPU at 100,000 rows) only to find no garbage."""
+    row tuple each: ~30 ms of CPU at 100,000 rows) only to find no garbage. Not where the
+    caller froze objects itself (a pre-fork server): unfreezing would release those too."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
-            gc.freeze()
-            gc.unfreeze()
+            if not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 

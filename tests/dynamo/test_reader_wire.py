@@ -419,3 +419,21 @@ def test_keys_always_left_unprocessed_run_out_of_time(proxy: FaultProxy) -> None
     assert stats.requests > 1
     assert stats.unprocessed_retries == 3 * stats.requests
     assert "unprocessed" in str(caught.value)
+
+
+def test_the_collector_resumes_leaving_the_callers_frozen_objects_frozen(
+        endpoint: EndpointProcess) -> None:
+    # A program that froze its objects (a server before it forks) keeps them frozen: the
+    # pause does not unfreeze what it did not freeze.
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        with cyclic_gc_paused():
+            result = reader(endpoint.url).read(LAYOUT.keys_for({"driver_id": IDS}), ["city"])
+        # Unfrozen, the count is 0; frozen objects freed meanwhile (by reference counting)
+        # leave it a little below what was frozen.
+        assert gc.isenabled() and gc.get_freeze_count() > frozen // 2
+    finally:
+        gc.unfreeze()
+    assert result.stats.found == FOUND_ROWS
