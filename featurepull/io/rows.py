@@ -31,13 +31,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import timezone
 from functools import partial
-from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
 
 from featurepull.config import S3Settings
-from featurepull.io._columnar import columnar_table, found_columns, typed_column
+from featurepull.io._columnar import columnar_table, found_columns, typed_column, zones
 from featurepull.io._destinations import check_destination, output_format, reporting_write_errors
 from featurepull.io._encoders import open_encoder, text_encoder
 from featurepull.io._row_view import CHUNK_ROWS, EVENT_TIMESTAMP, OutputError, RowView
@@ -143,7 +142,7 @@ def _typed_or_as_is(values: Sequence[Any]) -> pa.Array | Sequence[Any]:
 def _one_offset(stamps: list[Any]) -> bool:
     """Whether the aware datetimes (and Nones) have one UTC offset: one fixed-offset zone
     (`datetime.timezone`: the reader's UTC) found at C speed, else each value's offset."""
-    zones = set(map(attrgetter("tzinfo"), filter(None, stamps)))
-    if len(zones) == 1 and isinstance(zones.pop(), timezone):
+    found = zones(stamps)
+    if len(found) == 1 and isinstance(found.pop(), timezone):
         return True
     return len({value.utcoffset() for value in stamps if value is not None}) <= 1
