@@ -103,7 +103,7 @@ def _column_texts(view: RowView, fmt: TextFormat
     if split is None:
         return None
     found, found_index = split
-    features = [text_array(_typed_or_as_is(values), fmt) for values in found]
+    features = [_texts_in_order(_typed_or_as_is(values), found_index, fmt) for values in found]
     found_texts = [texts for texts in features if texts is not None]
     if len(found_texts) != len(features):
         return None
@@ -113,12 +113,23 @@ def _column_texts(view: RowView, fmt: TextFormat
         key_texts = [texts for texts in keys if texts is not None]
         if len(key_texts) != len(keys):
             return None
-        if found_index is None:  # every row found, in order
-            return [*key_texts, *(texts.slice(start, stop - start) for texts in found_texts)]
-        rows = found_index.slice(start, stop - start)
-        return [*key_texts, *(texts.take(rows) for texts in found_texts)]
+        return [*key_texts, *(texts.slice(start, stop - start) for texts in found_texts)]
 
     return chunk
+
+
+def _texts_in_order(column: pa.Array | Sequence[Any], found_index: pa.Array | None,
+                    fmt: TextFormat) -> pa.Array | None:
+    """A found column's texts in output order (`found_index`; None: already in it). A typed
+    column no shorter than the output is put in order before its texts are made (taking
+    numbers costs less than taking texts); else the texts of its values, taken after (when
+    most rows are missing, texts of the found values alone cost less)."""
+    if found_index is None:
+        return text_array(column, fmt)
+    if isinstance(column, pa.Array) and len(column) >= len(found_index):
+        return text_array(column.take(found_index), fmt)
+    texts = text_array(column, fmt)
+    return None if texts is None else texts.take(found_index)
 
 
 def _typed_or_as_is(values: Sequence[Any]) -> pa.Array | Sequence[Any]:
