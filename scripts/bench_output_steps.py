@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """CPU seconds of the output steps alone, each in a process of its own: a pull's `write_rows`,
-a job finisher publishing its staged parts, and the text lines alone (`write_texts` of
-ready field texts), for CSV, JSONL and Parquet.
+a job finisher publishing its staged parts, the text lines alone (`write_texts` of
+ready field texts), and the field texts alone (every chunk's, as `write_rows` makes them),
+for CSV, JSONL and Parquet.
 
     .venv/bin/python scripts/bench_output_steps.py [--rows 1000000] [--found-share 0.1,1.0] \\
-        [--steps write_rows,publish,lines] [--formats csv,jsonl,parquet] [--rounds 3] \\
+        [--steps write_rows,publish,lines,texts] [--formats csv,jsonl,parquet] [--rounds 3] \\
         [--tree before=OLD_CHECKOUT --tree after=.] [--json-out FILE]
 
 The rows are the whole-process bench's (`featurepull.bench.endpoint`): one int64 key, UTC
@@ -31,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-STEPS = ("write_rows", "publish", "lines")
+STEPS = ("write_rows", "publish", "lines", "texts")
 FORMATS = ("csv", "jsonl", "parquet")
 PART_ROWS = 50_000
 RESULT = "STEP-RESULT "
@@ -76,6 +77,17 @@ def child(step: str, fmt: str, size: int, share: float, folder: Path) -> dict[st
     if step == "write_rows":
         started = _cpu()
         write_rows(output, {"driver_id": keys}, rows, FEATURES)
+        return {"cpu_s": _cpu() - started}
+    if step == "texts":
+        from featurepull.io._row_view import CHUNK_ROWS
+        from featurepull.io.rows import _column_texts
+
+        view = RowView(output, {"driver_id": keys}, rows, FEATURES)
+        started = _cpu()
+        chunk = _column_texts(view, fmt)  # type: ignore[arg-type]
+        assert chunk is not None
+        for start in range(0, size, CHUNK_ROWS):
+            assert chunk(start, min(start + CHUNK_ROWS, size)) is not None
         return {"cpu_s": _cpu() - started}
     table = columnar_table(RowView(output, {"driver_id": keys}, rows, FEATURES))
     assert table is not None
@@ -154,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(args.steps) - set(STEPS) or set(args.formats) - set(FORMATS):
         parser.error(f"steps: {', '.join(STEPS)}; formats: {', '.join(FORMATS)}")
     cells = [(step, fmt, share) for share in args.found_share for step in args.steps
-             for fmt in args.formats if not (step == "lines" and fmt == "parquet")]
+             for fmt in args.formats if not (step in ("lines", "texts") and fmt == "parquet")]
     results = run(args.tree or [("installed", "")], cells, args.rows, args.rounds)
     print(f"{'step':<12}{'format':<9}{'found':>6}  " + "".join(
         f"{name:>12}" for name, _ in args.tree or [("cpu_s", "")]))

@@ -13,9 +13,10 @@ takes the value-by-value path, whose messages name the row at fault.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
@@ -122,11 +123,19 @@ def _typed_keys(values: Any) -> pa.Array | pa.ChunkedArray:
     return typed_column(values.to_pylist())
 
 
+def zones(stamps: Iterable[Any]) -> set[Any]:
+    """The zones (tzinfo) of the datetimes among the Nones, found at C speed (zones equal as
+    `datetime.timezone`s are, one offset, are one): the reader's times hold one, UTC."""
+    return set(map(attrgetter("tzinfo"), filter(None, stamps)))
+
+
+_UTC_KINDS = {datetime, type(None)}
+
+
 def _all_utc(stamps: Sequence[Any]) -> bool:
     """Whether every timestamp is None or a datetime in UTC (what the reader's layouts
-    make); anything else is checked row by row."""
-    return all(stamp is None or (type(stamp) is datetime and stamp.tzinfo is UTC)
-               for stamp in stamps)
+    make), checked at C speed; anything else is checked row by row."""
+    return set(map(type, stamps)) <= _UTC_KINDS and zones(stamps) <= {UTC}
 
 
 def _found_index(rows: Any) -> pa.Array:

@@ -31,13 +31,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import timezone
 from functools import partial
-from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
 
 from featurepull.config import S3Settings
-from featurepull.io._columnar import columnar_table, found_columns, typed_column
+from featurepull.io._columnar import columnar_table, found_columns, typed_column, zones
 from featurepull.io._destinations import check_destination, output_format, reporting_write_errors
 from featurepull.io._encoders import open_encoder, text_encoder
 from featurepull.io._row_view import CHUNK_ROWS, EVENT_TIMESTAMP, OutputError, RowView
@@ -104,7 +103,7 @@ def _column_texts(view: RowView, fmt: TextFormat
     if split is None:
         return None
     found, found_index = split
-    features = [text_array(_typed_or_as_is(values), fmt) for values in found]
+    features = [_texts_in_order(_typed_or_as_is(values), found_index, fmt) for values in found]
     found_texts = [texts for texts in features if texts is not None]
     if len(found_texts) != len(features):
         return None
@@ -114,12 +113,23 @@ def _column_texts(view: RowView, fmt: TextFormat
         key_texts = [texts for texts in keys if texts is not None]
         if len(key_texts) != len(keys):
             return None
-        if found_index is None:  # every row found, in order
-            return [*key_texts, *(texts.slice(start, stop - start) for texts in found_texts)]
-        rows = found_index.slice(start, stop - start)
-        return [*key_texts, *(texts.take(rows) for texts in found_texts)]
+        return [*key_texts, *(texts.slice(start, stop - start) for texts in found_texts)]
 
     return chunk
+
+
+def _texts_in_order(column: pa.Array | Sequence[Any], found_index: pa.Array | None,
+                    fmt: TextFormat) -> pa.Array | None:
+    """A found column's texts in output order (`found_index`; None: already in it). A typed
+    column no shorter than the output is put in order before its texts are made (taking
+    numbers costs less than taking texts); else the texts of its values, taken after (when
+    most rows are missing, texts of the found values alone cost less)."""
+    if found_index is None:
+        return text_array(column, fmt)
+    if isinstance(column, pa.Array) and len(column) >= len(found_index):
+        return text_array(column.take(found_index), fmt)
+    texts = text_array(column, fmt)
+    return None if texts is None else texts.take(found_index)
 
 
 def _typed_or_as_is(values: Sequence[Any]) -> pa.Array | Sequence[Any]:
@@ -143,7 +153,7 @@ def _typed_or_as_is(values: Sequence[Any]) -> pa.Array | Sequence[Any]:
 def _one_offset(stamps: list[Any]) -> bool:
     """Whether the aware datetimes (and Nones) have one UTC offset: one fixed-offset zone
     (`datetime.timezone`: the reader's UTC) found at C speed, else each value's offset."""
-    zones = set(map(attrgetter("tzinfo"), filter(None, stamps)))
-    if len(zones) == 1 and isinstance(zones.pop(), timezone):
+    found = zones(stamps)
+    if len(found) == 1 and isinstance(found.pop(), timezone):
         return True
     return len({value.utcoffset() for value in stamps if value is not None}) <= 1

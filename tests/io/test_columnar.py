@@ -14,12 +14,13 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pytest
 
 from featurepull.io import EntityFileError, read_entities, rows_to_table
-from featurepull.io._columnar import columnar_table
+from featurepull.io._columnar import _all_utc, columnar_table
 from featurepull.io._csv_entities import _read_csv_exactly, read_csv_fast
 from featurepull.io._row_view import RowView
 from featurepull.io.tables import arrow_batches, arrow_schema
@@ -138,3 +139,44 @@ def test_columnar_table_declines_what_the_row_path_must_explain() -> None:
     # The public conversion still takes it, through the row path: same table as before.
     table = rows_to_table({"id": [1]}, [(other_zone, 1)], ["f"])
     assert table.column("event_timestamp").to_pylist() == [other_zone]
+
+
+class Stamp(datetime):
+    """A datetime of another type (pandas' Timestamp is one): checked row by row."""
+
+
+# Event times the UTC check tells apart: UTC, zones of offset 0 (a `datetime.timezone`, or
+# not), other offsets, naive times, values that are not datetimes.
+EVENT_TIMES: list[Any] = [None, TS, TS.replace(tzinfo=timezone(timedelta(0))),
+                          TS.replace(tzinfo=timezone(timedelta(0), "Z")),
+                          TS.replace(tzinfo=ZoneInfo("UTC")),
+                          TS.replace(tzinfo=timezone(timedelta(hours=2))), TS.replace(tzinfo=None),
+                          Stamp(2024, 5, 1, tzinfo=UTC), "2024-05-01T00:00:00+00:00",
+                          TS.date(), 0]
+
+
+def is_utc(value: Any) -> bool:
+    """The per-value check: None, or a datetime (not a subclass) in a zone of offset 0."""
+    return value is None or (type(value) is datetime and type(value.tzinfo) is timezone
+                             and value.utcoffset() == timedelta(0))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_utc_check_is_the_per_value_check(seed: int) -> None:
+    """`_all_utc` (types and zones at C speed) says what the per-value check says, on
+    generated event-time columns; where it lets the columnar table be built, that table is
+    the row path's."""
+    rng = random.Random(seed)
+    for _ in range(200):
+        usual = rng.sample(EVENT_TIMES[:4], rng.randint(0, 4))
+        stamps = [rng.choice(usual or [None]) for _ in range(rng.randint(0, 6))]
+        if rng.random() < 0.5:
+            stamps.insert(rng.randint(0, len(stamps)), rng.choice(EVENT_TIMES))
+        assert _all_utc(stamps) == all(map(is_utc, stamps)), stamps
+        rows = [None if stamp is None and rng.random() < 0.5 else (stamp, 1) for stamp in stamps]
+        table = columnar_table(RowView("rows", {"id": list(range(len(rows)))}, rows, ("f",)))
+        assert (table is not None) == all(map(is_utc, (row[0] for row in rows if row)))
+        if table is not None:
+            expected = row_path({"id": list(range(len(rows)))}, rows, ["f"])
+            assert table.schema.equals(expected.schema)
+            assert table.to_pylist() == expected.to_pylist()

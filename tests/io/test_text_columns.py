@@ -507,3 +507,34 @@ def test_a_table_refuses_a_utc_year_python_cannot_write(fmt: str, names: list[st
     assert str(refused.value).startswith(
         f"out: row 14: column 'event_timestamp' holds {year}.000000Z (timestamp[us, tz=UTC]), "
         "outside the years 1 to 9999")
+
+
+def as_found_twice(rng: random.Random, rows: list[Any]) -> FoundRows:
+    """The rows as a read holds them when items come back in any order and some twice (the
+    same item): the found columns no shorter than the output even with rows missing."""
+    items = {n: row for n, row in enumerate(rows) if row is not None}
+    slots = [*items, *rng.sample(sorted(items), len(items) // 2)]
+    while len(slots) < len(rows):
+        slots.append(rng.choice(slots))
+    rng.shuffle(slots)
+    width = len(rows[slots[0]])
+    columns = [[items[slot][c] for slot in slots] for c in range(width)]
+    positions = [n if row is not None else len(rows) for n, row in enumerate(rows)]
+    return FoundRows(positions, len(rows) + 1, slots, columns)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("seed", range(12))
+def test_columns_taken_into_order_before_their_texts(tmp_path: Path, fmt: str,
+                                                     seed: int) -> None:
+    """Found columns no shorter than the output are put in order as Arrow arrays, then made
+    text (`_texts_in_order`): the row writer's bytes, missing rows' nulls included."""
+    rng = random.Random(seed)
+    keys, rows, features = generated(rng, rng.randint(2, 60), typed=seed % 2 == 1)
+    if all(row is None for row in rows):
+        rows[0] = (STAMPS[0], *[KINDS[name[2:]](rng) for name in features])
+    found = as_found_twice(rng, rows)
+    assert len(found.columns[0]) >= len(rows) and list(found) == rows
+    want = exact_bytes(fmt, RowView("out", keys, as_typed(rows), tuple(features)))
+    write_rows(str(tmp_path / f"out.{fmt}"), keys, found, features)
+    assert (tmp_path / f"out.{fmt}").read_bytes() == want
