@@ -23,6 +23,7 @@ import redis
 
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.local import RedisService
+from featurepull.tasks.store import ACTIVE_JOBS
 from tests.conftest import without_aws_settings
 
 if TYPE_CHECKING:
@@ -257,6 +258,7 @@ def test_submit_never_builds_the_workers_app(endpoint: EndpointProcess, redis_se
     finally:
         for key in client.scan_iter(match=f"featurepull:job:{job_id}:*"):
             client.delete(key)
+        client.zrem(ACTIVE_JOBS, job_id)  # the watchdog's list
         client.delete(queue)
 
 
