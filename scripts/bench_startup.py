@@ -48,9 +48,11 @@ up to its SIGTERM), which no other process's load changes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -59,6 +61,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import psutil
@@ -288,62 +291,62 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
             return [*prefix, python, "-m", "featurepull", "pull", *request_flags(url),
                     "--max-read-workers", "10", "--json"]
 
-        endpoint = (start_endpoint(drivers=entities, latency_ms=10)
-                    if {"whole_pull", "timeline"} & set(cells) else None)
-        # A submit reads no item before its first shard: the table's description only.
-        submit_endpoint = (start_endpoint(drivers=1, latency_ms=10)
-                           if "submit_start" in cells else None)
         marks_file = Path(folder) / "timeline.json"
-
-        for round_no in range(rounds):
-            order = list(trees) if round_no % 2 == 0 else list(reversed(trees))
-            for cell in cells:
-                for name, tree in order:
-                    env = _env(tree)
-                    if not compiled:
-                        env["PYTHONDONTWRITEBYTECODE"] = "1"
-                    sample: dict[str, Any] = {"tree": name, "cell": cell, "round": round_no}
-                    count: int | None = None
-                    if cell == "import_cli":
-                        wall, cpu, _, count = _run_to_exit(
-                            [*prefix, python, "-c", "import featurepull.cli"], env, folder)
-                    elif cell == "pull_help":
-                        wall, cpu, _, count = _run_to_exit(
-                            [*prefix, python, "-m", "featurepull", "pull", "--help"], env, folder)
-                    elif cell == "first_request":
-                        wall, cpu, sample["first_request"], count = _first_request(
-                            pull_cmd, env, folder, timeout_s)
-                    elif cell == "timeline":
-                        assert endpoint is not None
-                        started = time.time()
-                        wall, cpu, last, _ = _run_to_exit(
-                            [python, "-c", TIMELINE_PROBE, *pull_cmd(endpoint.url)[3:],
-                             str(marks_file)], env, folder)
-                        _check_found(last, entities)
-                        marks = json.loads(marks_file.read_text())
-                        sample["marks"] = _marks(marks, started)
-                        sample["marks"]["exited"] = [round(wall, 4), round(cpu, 4)]
-                    elif cell == "submit_start":
-                        assert submit_endpoint is not None
-                        started = time.time()
-                        wall, cpu, count = _submit_start(
-                            [*prefix, python, "-c", TIMELINE_PROBE, "submit",
-                             *request_flags(submit_endpoint.url), "--read-mode", "batch-get",
-                             str(marks_file)], env, folder)
-                        sample["marks"] = _marks(json.loads(marks_file.read_text()), started)
-                    else:
-                        assert endpoint is not None
-                        wall, cpu, last, _ = _run_to_exit(pull_cmd(endpoint.url), env, folder)
-                        summary = _check_found(last, entities)
-                        sample["read_s"] = summary["seconds"]
-                        sample["ratio"] = round(wall / summary["seconds"], 3)
-                    if count is not None:
-                        sample["instructions"] = count
-                    samples.append({**sample, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4),
-                                    "load_average": round(os.getloadavg()[0], 2)})
-        for running in (endpoint, submit_endpoint):
-            if running is not None:
-                running.stop()
+        # Each endpoint (in its own session) is stopped however the rounds end: a failing
+        # round, ^C, or a SIGTERM (main makes it a KeyboardInterrupt).
+        with contextlib.ExitStack() as running:
+            endpoint = (running.enter_context(start_endpoint(drivers=entities, latency_ms=10))
+                        if {"whole_pull", "timeline"} & set(cells) else None)
+            # A submit reads no item before its first shard: the table's description only.
+            submit_endpoint = (running.enter_context(start_endpoint(drivers=1, latency_ms=10))
+                               if "submit_start" in cells else None)
+            for round_no in range(rounds):
+                order = list(trees) if round_no % 2 == 0 else list(reversed(trees))
+                for cell in cells:
+                    for name, tree in order:
+                        env = _env(tree)
+                        if not compiled:
+                            env["PYTHONDONTWRITEBYTECODE"] = "1"
+                        sample: dict[str, Any] = {"tree": name, "cell": cell, "round": round_no}
+                        count: int | None = None
+                        if cell == "import_cli":
+                            wall, cpu, _, count = _run_to_exit(
+                                [*prefix, python, "-c", "import featurepull.cli"], env, folder)
+                        elif cell == "pull_help":
+                            wall, cpu, _, count = _run_to_exit(
+                                [*prefix, python, "-m", "featurepull", "pull", "--help"], env,
+                                folder)
+                        elif cell == "first_request":
+                            wall, cpu, sample["first_request"], count = _first_request(
+                                pull_cmd, env, folder, timeout_s)
+                        elif cell == "timeline":
+                            assert endpoint is not None
+                            started = time.time()
+                            wall, cpu, last, _ = _run_to_exit(
+                                [python, "-c", TIMELINE_PROBE, *pull_cmd(endpoint.url)[3:],
+                                 str(marks_file)], env, folder)
+                            _check_found(last, entities)
+                            marks = json.loads(marks_file.read_text())
+                            sample["marks"] = _marks(marks, started)
+                            sample["marks"]["exited"] = [round(wall, 4), round(cpu, 4)]
+                        elif cell == "submit_start":
+                            assert submit_endpoint is not None
+                            started = time.time()
+                            wall, cpu, count = _submit_start(
+                                [*prefix, python, "-c", TIMELINE_PROBE, "submit",
+                                 *request_flags(submit_endpoint.url), "--read-mode", "batch-get",
+                                 str(marks_file)], env, folder)
+                            sample["marks"] = _marks(json.loads(marks_file.read_text()), started)
+                        else:
+                            assert endpoint is not None
+                            wall, cpu, last, _ = _run_to_exit(pull_cmd(endpoint.url), env, folder)
+                            summary = _check_found(last, entities)
+                            sample["read_s"] = summary["seconds"]
+                            sample["ratio"] = round(wall / summary["seconds"], 3)
+                        if count is not None:
+                            sample["instructions"] = count
+                        samples.append({**sample, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4),
+                                        "load_average": round(os.getloadavg()[0], 2)})
     return samples
 
 
@@ -432,6 +435,10 @@ def _tree(text: str) -> tuple[str, str | None]:
     return name, folder
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", type=_tree, action="append",
@@ -448,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="do not byte-compile the trees first (featurepull's modules are "
                         "then compiled at every start where PYTHONDONTWRITEBYTECODE is set)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # so the endpoints are stopped (run)
     trees = args.tree or [("installed", None)]
     cells = [c for c in args.cells
              if not (args.instructions and c in ("whole_pull", "timeline"))]

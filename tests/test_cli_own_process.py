@@ -27,6 +27,7 @@ from featurepull.bench.endpoint import EndpointProcess
 from featurepull.dynamo import ReadResult
 from featurepull.io import EntityTable
 from featurepull.local import RedisService
+from featurepull.tasks.store import ACTIVE_JOBS
 
 IDS = [5, 1, 1_500]
 RERAISED = 100  # a child's exit code is this plus the code of the SystemExit run() raised
@@ -159,6 +160,7 @@ def test_a_submit_that_succeeded_exits_at_once_with_its_lines_flushed(
             job_id = json.loads(stdout)["job_id"]
             for key in client.scan_iter(match=f"featurepull:job:{job_id}:*"):
                 client.delete(key)
+            client.zrem(ACTIVE_JOBS, job_id)  # the watchdog's list
 
 
 @pytest.mark.parametrize("own_process", [True, False])

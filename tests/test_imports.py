@@ -23,6 +23,7 @@ import redis
 
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.local import RedisService
+from featurepull.tasks.store import ACTIVE_JOBS
 from tests.conftest import without_aws_settings
 
 if TYPE_CHECKING:
@@ -257,6 +258,7 @@ def test_submit_never_builds_the_workers_app(endpoint: EndpointProcess, redis_se
     finally:
         for key in client.scan_iter(match=f"featurepull:job:{job_id}:*"):
             client.delete(key)
+        client.zrem(ACTIVE_JOBS, job_id)  # the watchdog's list
         client.delete(queue)
 
 
@@ -275,9 +277,12 @@ def test_a_submit_refused_before_its_first_shard_loads_no_celery(
 
 def test_a_workers_pool_processes_inherit_pandas_from_its_main_process() -> None:
     # pyarrow imports pandas at its first conversion of a list (~0.4 s of CPU): the worker's
-    # main process does it before the pool forks, not each pool process in its first shard.
-    script = ("import sys; from featurepull.worker.app import _preload_before_fork; "
-              "before = 'pandas' in sys.modules; _preload_before_fork(); "
+    # main process does it before the pool forks (Celery's celeryd_init, sent once in the
+    # main process), not each pool process in its first shard.
+    script = ("import sys; from celery.signals import celeryd_init; "
+              "from featurepull.worker.app import connect_signals; "
+              "before = 'pandas' in sys.modules; connect_signals(); "
+              "celeryd_init.send(sender='test', instance=None, conf=None, options={}); "
               "print(before, 'pandas' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, check=True)

@@ -7,9 +7,9 @@ always builds a new one.
 
 The cache keeps the objects of the ``CLIENTS_KEPT`` most recently used keys: a job's
 ``dynamodb`` settings are part of the key, so a long-lived worker would otherwise keep a client
-and its connection pool for every combination it ever read with. One dropped is not closed: a
-thread may still be reading through it; it closes its sockets when the last holder lets go
-(garbage collection), as a client nobody cached would.
+and its connection pool for every combination it ever read with. One dropped is not closed:
+it closes its sockets when the last holder lets go (garbage collection), as a client nobody
+cached would.
 """
 
 from __future__ import annotations

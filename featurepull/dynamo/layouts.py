@@ -312,7 +312,10 @@ def event_times(items: list[dict[str, Any]]) -> list[datetime | None]:
     except KeyError:  # an item without one
         return [parse_event_ts(item["event_ts"]["S"]) if "event_ts" in item else None
                 for item in items]
-    stamps: list[datetime | None] = list(map(datetime.fromisoformat, texts))
+    try:
+        stamps: list[datetime | None] = list(map(datetime.fromisoformat, texts))
+    except ValueError:  # a text that is not a time: each in order, to raise what it raises
+        return list(map(parse_event_ts, texts))
     # A naive time is taken as UTC, as Feast does; a year 1 or 9999 may be outside them in UTC.
     if None in map(_zone, stamps) or not _EDGE_YEARS.isdisjoint(map(_year, stamps)):
         return list(map(parse_event_ts, texts))

@@ -187,8 +187,7 @@ def _client(settings: S3Settings) -> Any:
     # Kept per process (a client does not cross a fork) and settings: a job's finisher
     # makes a request per part, and building a client costs more than the request. Only
     # the CLIENTS_KEPT most recently used are kept (jobs may name other endpoints); one
-    # dropped is not closed, as a transfer in another thread may be using it: it closes
-    # its connections when garbage collected.
+    # dropped is not closed: it closes its connections when garbage collected.
     key = (os.getpid(), settings.endpoint_url, settings.region)
     with _clients_lock:
         client = _clients.pop(key, None)

@@ -5,11 +5,16 @@ are the script's output, never asserted here."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 # The order of a feast-layout pull (CSV in, Parquet out): the table is checked on a thread
@@ -59,3 +64,31 @@ def test_tiny_submit_start_marks_each_step_to_the_first_shard(tmp_path: Path) ->
     assert sorted(steps, key=lambda label: marks[label][0]) == steps
     # Wall from the spawn, the process's CPU and its main thread's, each step.
     assert all(len(marks[label]) == 3 for label in steps)
+
+
+def test_a_failing_round_stops_the_endpoints(monkeypatch: Any) -> None:
+    """The endpoints run in sessions of their own: a round that raises must not leave them."""
+    spec = importlib.util.spec_from_file_location("bench_startup",
+                                                  ROOT / "scripts" / "bench_startup.py")
+    assert spec is not None and spec.loader is not None
+    bench_startup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_startup)
+    started: list[EndpointProcess] = []
+
+    def start(**kwargs: Any) -> EndpointProcess:
+        started.append(start_endpoint(**kwargs))
+        return started[-1]
+
+    def fail(*args: Any) -> None:
+        raise RuntimeError("the round fails")
+
+    monkeypatch.setattr(bench_startup, "start_endpoint", start)
+    monkeypatch.setattr(bench_startup, "_run_to_exit", fail)
+    try:
+        with pytest.raises(RuntimeError, match="the round fails"):
+            bench_startup.run([("installed", None)], 1, 10, ["whole_pull", "submit_start"])
+        assert len(started) == 2
+        assert [endpoint.process.poll() is not None for endpoint in started] == [True, True]
+    finally:
+        for endpoint in started:
+            endpoint.stop()

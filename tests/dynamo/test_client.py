@@ -26,7 +26,6 @@ from featurepull.config import DynamoSettings
 from featurepull.dynamo import client as client_module
 from featurepull.dynamo.client import CLIENTS_KEPT, client_owner_pid, process_client
 from tests.conftest import REGION, moto_table
-from tests.faultproxy import FaultPlan, FaultProxy
 
 CHILD_TIMEOUT_S = 10.0
 # The client cache is per process and lives for the whole test session; a read timeout no
@@ -112,31 +111,22 @@ def test_different_settings_give_different_clients(endpoint_url: str) -> None:
 def test_a_process_keeps_the_clients_of_its_latest_settings_only(
         endpoint_url: str, ddb: Any) -> None:
     # A job's dynamodb overrides are part of a client's key: a long-lived worker keeps the
-    # CLIENTS_KEPT most recently used clients. One dropped while a read holds it serves that
-    # read to its end; let go, it is garbage (its pool with it); asked for again, it is new.
+    # CLIENTS_KEPT most recently used clients. One dropped is garbage (its pool with it)
+    # once its holder lets go; asked for again, it is new.
     table = moto_table(ddb, "kept", [("id", "S")], [{"id": {"S": "a"}, "v": {"N": "1"}}])
-    keys = {table: {"Keys": [{"id": {"S": "a"}}]}}
-    with FaultProxy(endpoint_url, FaultPlan(hold=True)) as proxy:
-        oldest = fresh_settings(proxy.url)
-        held = process_client(oldest)
-        with ThreadPoolExecutor(1) as pool:
-            answer = pool.submit(held.batch_get_item, RequestItems=keys)
-            proxy.wait_held(1)  # the request is at the endpoint, unanswered
-            newer = [fresh_settings(endpoint_url) for _ in range(CLIENTS_KEPT)]
-            for settings in newer:
-                process_client(settings)
-            assert len(client_module._clients) == CLIENTS_KEPT
-            assert client_owner_pid(oldest) is None  # dropped: the least recently used
-            gc.collect()
-            proxy.release()
-            assert answer.result()["Responses"][table] == [{"id": {"S": "a"}, "v": {"N": "1"}}]
-        assert held.get_item(TableName=table, Key={"id": {"S": "a"}})["Item"]["v"] == {"N": "1"}
-        dropped = weakref.ref(held)
-        del held, answer
-        gc.collect()
-        assert dropped() is None
-        again = process_client(oldest)
-        assert again.get_item(TableName=table, Key={"id": {"S": "a"}})["Item"]["v"] == {"N": "1"}
+    oldest = fresh_settings(endpoint_url)
+    held = process_client(oldest)
+    newer = [fresh_settings(endpoint_url) for _ in range(CLIENTS_KEPT)]
+    for settings in newer:
+        process_client(settings)
+    assert len(client_module._clients) == CLIENTS_KEPT
+    assert client_owner_pid(oldest) is None  # dropped: the least recently used
+    dropped = weakref.ref(held)
+    del held
+    gc.collect()
+    assert dropped() is None
+    again = process_client(oldest)
+    assert again.get_item(TableName=table, Key={"id": {"S": "a"}})["Item"]["v"] == {"N": "1"}
     assert client_owner_pid(newer[0]) is None  # dropped for it
     assert [client_owner_pid(s) for s in newer[1:]] == [os.getpid()] * (CLIENTS_KEPT - 1)
 

@@ -60,6 +60,6 @@ def test_a_producer_that_cannot_be_made_fails_the_first_message(settings: Settin
                                                                new_job: NewJob) -> None:
     meta = new_job([1])
     lazy = LazySender(settings.model_copy(update={"redis_url": "redis://127.0.0.1:port/0"}))
-    with pytest.raises(ValueError, match="Port could not be cast"):
+    with pytest.raises(ValueError):  # redis-py's, of the URL's port
         lazy(meta, 0)
     lazy.close()  # nothing was made: nothing to release

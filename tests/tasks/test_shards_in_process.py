@@ -122,27 +122,29 @@ def test_a_process_keeps_the_readers_of_its_latest_jobs_only(
         pq.write_table(pa.table({"driver_id": pa.array(IDS, pa.int64())}), entities)
         jobs.append(new_job(IDS, entities=str(entities)).job_id)
     reset_process_state()  # as after a fork: this process has no reader yet
-    before = describes(fast_dynamo)
-    for job_id in jobs:
-        run_shard(job_id, 0, settings, store)
-    assert describes(fast_dynamo) == before + len(jobs)
-    assert len(shards._readers) == shards.READERS_KEPT
+    try:
+        before = describes(fast_dynamo)
+        for job_id in jobs:
+            run_shard(job_id, 0, settings, store)
+        assert describes(fast_dynamo) == before + len(jobs)
+        assert len(shards._readers) == shards.READERS_KEPT
 
-    def second_shard(job_id: str) -> int:
-        """Run shard 1 of the job; how many tables it described (1: its reader was new)."""
-        start = describes(fast_dynamo)
-        assert run_shard(job_id, 1, settings, store) is True
-        rows = store.shard_rows(job_id, 1).to_pylist()
-        assert [row["driver_id"] for row in rows] == IDS[100:]
-        assert [row["city"] is None for row in rows] == [d >= DRIVERS for d in IDS[100:]]
-        return describes(fast_dynamo) - start
+        def second_shard(job_id: str) -> int:
+            """Run shard 1 of the job; how many tables it described (1: its reader was new)."""
+            start = describes(fast_dynamo)
+            assert run_shard(job_id, 1, settings, store) is True
+            rows = store.shard_rows(job_id, 1).to_pylist()
+            assert [row["driver_id"] for row in rows] == IDS[100:]
+            assert [row["city"] is None for row in rows] == [d >= DRIVERS for d in IDS[100:]]
+            return describes(fast_dynamo) - start
 
-    assert second_shard(jobs[1]) == 0  # kept, and now the most recently used
-    assert second_shard(jobs[0]) == 1  # the oldest was dropped: built again, reads the same
-    assert second_shard(jobs[2]) == 1  # dropped for it: the least recently used
-    assert second_shard(jobs[-1]) == 0
-    assert len(shards._readers) == shards.READERS_KEPT
-    reset_process_state()
+        assert second_shard(jobs[1]) == 0  # kept, and now the most recently used
+        assert second_shard(jobs[0]) == 1  # the oldest was dropped: built again, reads the same
+        assert second_shard(jobs[2]) == 1  # dropped for it: the least recently used
+        assert second_shard(jobs[-1]) == 0
+        assert len(shards._readers) == shards.READERS_KEPT
+    finally:
+        reset_process_state()  # the readers of these jobs not left for other tests
 
 
 def views_job(store: JobStore, features: list[str]) -> str:

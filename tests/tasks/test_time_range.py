@@ -2,7 +2,7 @@
 UTC (a DynamoDB text such as 9999-12-31T23:00:00-05:00 is year 10000 in UTC), through
 `featurepull pull` and a job's steps in this process (tests/tasks/test_jobs_in_process.py),
 and once through a prefork worker: each output holds a time at the edges; a time past them
-in UTC is refused as its item is read, by `pull` and a job alike and for every format,
+in UTC is refused as its item is read (before any format), by `pull` and a job alike,
 naming the item's row, the attribute and its value, and nothing is written (a Parquet file
 would hold it, but Python and pandas could not read it back).
 
@@ -33,6 +33,7 @@ from featurepull.tasks.finish import finish_job
 from featurepull.tasks.requests import JobRequest
 from featurepull.tasks.shards import run_shard
 from tests.conftest import REGION, moto_table
+from tests.feast_writer import create_feast_table, entity_id, feast_item
 from tests.tasks.conftest import fleet
 
 EDGES = {"first": "0001-01-01T00:00:00+00:00", "last": "9999-12-31T23:59:59.999999+00:00",
@@ -141,7 +142,7 @@ def test_a_job_writes_the_edges_in_utc(settings: Settings, store: JobStore, edge
 
 
 @pytest.mark.parametrize("user", list(BEYOND))
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])  # refused as read: before any format
 def test_pull_and_a_job_refuse_a_utc_year_outside_1_to_9999(
         settings: Settings, store: JobStore, edge_table: str, endpoint_url: str,
         tmp_path: Path, fmt: str, user: str) -> None:
@@ -157,6 +158,48 @@ def test_pull_and_a_job_refuse_a_utc_year_outside_1_to_9999(
     with pytest.raises(ReadError) as refused:
         run_job(settings, store, edge_table, endpoint_url, tmp_path, users, out)
     assert refusal(user, 3) in str(refused.value)
+    assert not out.exists()
+
+
+FEAST_TIMES = {"ok": "9999-12-31 23:59:59+00:00", "past": "9999-12-31 23:00:00-05:00"}
+
+
+@pytest.fixture(scope="module")
+def feast_edges(ddb: Any) -> str:
+    """A Feast-layout table ("edges" of project "timeedges"): user -> event_ts, plan."""
+    name = "timeedges.edges"
+    create_feast_table(ddb, name)
+    for user, text in FEAST_TIMES.items():
+        item = feast_item({"user": ("string", user)}, EPOCH, {"plan": ("string_val", user)})
+        ddb.put_item(TableName=name, Item={**item, "event_ts": {"S": text}})
+    return name
+
+
+def test_a_feast_event_time_past_9999_in_utc_is_refused(
+        feast_edges: str, settings: Settings, store: JobStore, endpoint_url: str,
+        tmp_path: Path) -> None:
+    """The Feast layout decodes an answer's event times as a column (layouts.event_times):
+    its year-9999 text 5 hours west of UTC is refused there too, by `pull` and a job."""
+    out = tmp_path / "out.jsonl"
+    users = entities(tmp_path, ["ok", "past"])
+    key = entity_id({"user": ("string", "past")})  # a Feast item is named by its entity_id
+    said = (f"the item of key {key} (entity row 2): attribute 'event_ts' holds "
+            f"'{FEAST_TIMES['past']}', a time outside the years 1 to 9999 in UTC")
+    result = CliRunner().invoke(main, [
+        "pull", "--project", "timeedges", "--table", "edges", "--features", "plan",
+        "--entities", str(users), "--output", str(out), "--endpoint-url", endpoint_url,
+        "--region", REGION], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert said in result.stderr
+    assert not out.exists()
+    request = JobRequest(project="timeedges", table="edges", features=["plan"],
+                         entities=str(users), output=str(out),
+                         dynamodb={"endpoint_url": endpoint_url})
+    meta = create_job(request, settings, store)
+    with pytest.raises(ReadError) as refused:
+        for shard in range(meta.shards):
+            run_shard(meta.job_id, shard, settings, store)
+    assert said in str(refused.value)
     assert not out.exists()
 
 
