@@ -20,6 +20,7 @@ from featurepull.dynamo.feast_values import ValueProto, decode_base64_values, de
 from featurepull.dynamo.layouts import event_times, parse_event_ts
 from tests.dynamo.test_feast_values_fast import _outcome, _same
 
+pytestmark = pytest.mark.mutation_first  # in-process and fast (scripts/mutation.sh)
 SEED = 20261202
 B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
@@ -27,8 +28,9 @@ B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/
 @pytest.fixture(autouse=True)
 def _short_columns_joined_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """The joined paths for columns of any length, so that short generated columns (easy
-    to read when one fails) go through them."""
+    to read when one fails) go through them; no struct cached by an earlier test."""
     monkeypatch.setattr(feast_values, "MIN_JOINED", 2)
+    monkeypatch.setattr(feast_values, "_column_structs", {})  # each test makes its own structs
 
 
 def _column_as_each(column_decode: Any, one: Any, column: list[Any]) -> None:
@@ -158,9 +160,11 @@ def test_generated_base64_columns_decode_as_each_of_their_texts() -> None:
 
 @pytest.mark.parametrize("kind,values", [
     ("double_val", [0.5, -1.25, math.inf]),
+    ("double_val", [0.5, -1.25]),  # exactly MIN_JOINED texts
     ("float_val", [0.5, 3.25, -2.0]),  # one "=" of padding each
     ("unix_timestamp_val", [1_780_000_000, 1_780_000_777, 1_780_086_400]),
-    ("int64_val", [1, 127, 100]),  # two "=" each
+    ("int64_val", [1, 127, 100]),  # one "=" each (2 bytes)
+    ("int64_val", [20_000, 30_000, 2**21 - 1]),  # two "=" each (4 bytes)
     ("string_val", ["Oslo", "Rome", "Lima"]),
 ])
 def test_texts_of_one_width_are_decoded_as_one(kind: str, values: list[Any]) -> None:
@@ -182,6 +186,10 @@ def test_texts_of_other_widths_are_not_read_as_one_width() -> None:
     assert _outcome(_each_text, texts)[0] == "error"
 
 
+def test_empty_texts_are_empty_values() -> None:
+    assert decode_base64_values(["", "", ""]) == [None, None, None]
+
+
 def test_padding_inside_a_text_is_not_read_as_its_end() -> None:
     """As many "=" as texts of two padding characters have, one of them moved inside."""
     texts = [_b64(_encode("int64_val", n)) for n in (20_000, 30_000, 40_000)]
@@ -195,6 +203,11 @@ def test_padding_inside_a_text_is_not_read_as_its_end() -> None:
     ("bool_val", [True, False, True]),
     ("unix_timestamp_val", [0, 1_780_000_000, 5]),
     ("string_val", ["Oslo", "São Paulo", "", "x" * 127]),
+    ("int64_val", [1, 300]),  # exactly MIN_JOINED values
+    # one size each: the smallest and largest strings, the longest varints
+    ("string_val", ["", "", ""]),
+    ("string_val", ["x" * 127, "y" * 127]),
+    ("int64_val", [-1, -5, -(2**40)]),
 ])
 def test_values_of_several_sizes_are_decoded_as_a_column(kind: str, values: list[Any]) -> None:
     column = [_encode(kind, value) for value in values]
@@ -214,6 +227,31 @@ def _value_by_value_off(decode: Any, column: list[Any], *names: str) -> Any:
     finally:
         for name, function in real.items():
             setattr(feast_values, name, function)
+
+
+def test_columns_the_joined_paths_must_decline_decode_as_each_of_their_values() -> None:
+    """A string of 130 bytes whose length byte is 128 (not a one-byte varint: protobuf
+    refuses it), alone and among other sizes; bytes values (a length too, but no text) of
+    several sizes; one-varint values of a tag that is none of the varint kinds."""
+    long_length = b"\x12\x80" + b"a" * 128
+    columns = [[long_length] * 3, [long_length, _encode("string_val", "Oslo")],
+               [_encode("bytes_val", b"x" * size) for size in (1, 5, 40)],
+               [b"\x08\x80\x01"] * 3]
+    for column in columns:
+        _column_as_each(feast_values.decode_values, decode_value, column)
+
+
+def test_the_structs_of_columns_are_made_once_and_kept_for_256_shapes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(feast_values, "_column_structs", {})
+    doubles = [_encode("double_val", float(n)) for n in range(300)]
+    for count in range(2, 300):
+        assert feast_values.decode_values(doubles[:count]) == [float(n) for n in range(count)]
+    kept = feast_values._column_structs
+    assert len(kept) == 256
+    assert all(unpack.format == "<" + (item + "x" * pad) * count
+               for (item, pad, count), unpack in kept.items())
+    assert feast_values._column_struct("xd", 0, 2) is feast_values._column_struct("xd", 0, 2)
 
 
 def test_timestamps_out_of_the_c_range_take_the_same_fallback() -> None:

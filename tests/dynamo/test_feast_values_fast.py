@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import random
 import struct
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -130,9 +130,14 @@ def test_the_fast_path_takes_the_common_encodings() -> None:
         for kind, value in [("double_val", 0.25), ("float_val", 0.5), ("int64_val", 400),
                             ("int64_val", 2**35 - 1), ("int32_val", 7), ("bool_val", True),
                             ("string_val", "Montréal"), ("string_val", "x" * 1000),
-                            ("unix_timestamp_val", 1_780_000_000), ("null_val", 0)]:
+                            ("unix_timestamp_val", 1_780_000_000), ("null_val", 0),
+                            # zeros, and varints of 1 to 4 bytes (values of 2 to 5 bytes)
+                            ("int64_val", 0), ("int64_val", 1), ("int64_val", 2**14),
+                            ("int64_val", 2**21), ("int32_val", 0), ("int32_val", 300),
+                            ("bool_val", False), ("unix_timestamp_val", 0), ("string_val", "")]:
             decode_value(_encode(kind, value))
         decode_value(b"")
+        decode_value(b"\x38\x80\x01")  # true as a 2-byte varint (128)
     finally:
         feast_values._decode_proto = real  # type: ignore[assignment]
     assert calls == []
@@ -193,6 +198,11 @@ def test_malformed_or_cut_input_decodes_as_protobuf_does() -> None:
         _check(b"\x12" + bytes([len(raw)]) + raw)
         long_raw = b"x" * 200 + raw
         _check(b"\x12" + bytes([len(long_raw) & 0x7F | 0x80, len(long_raw) >> 7]) + long_raw)
+    # Lengths that are not what they seem: a one-byte length of 128 (a varint goes on), 200
+    # with a 0x80 byte after it (the varint goes on into the text), and 3 bytes whose third
+    # counts 2^14 times (not 2^7): protobuf refuses each.
+    for prefix, size in ((b"\x80", 128), (b"\xc8\x81\x80", 200), (b"\x80\x82\x01", 384)):
+        _check(b"\x12" + prefix + b"a" * size)
 
 
 def test_out_of_range_timestamps_use_the_same_fallback() -> None:
@@ -200,6 +210,27 @@ def test_out_of_range_timestamps_use_the_same_fallback() -> None:
         data = _encode("unix_timestamp_val", seconds)
         _check(data)
     assert decode_value(_encode("unix_timestamp_val", 2**35 - 1)).year == 3058
+
+
+class _NarrowCTime(datetime):
+    """A platform whose C time takes no seconds at all (a 32-bit ``time_t`` takes 1901-2038)."""
+
+    @classmethod
+    def fromtimestamp(cls, t: float, tz: Any = None) -> Any:
+        raise OverflowError("timestamp out of range for platform time_t")
+
+
+def test_seconds_the_c_time_refuses_are_added_to_the_epoch(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    seconds = [-62_135_596_800, -86_400 * 365 * 100, -1, 0, 1_780_000_000, 253_402_300_799]
+    expected = [datetime.fromtimestamp(s, UTC) for s in seconds]
+    monkeypatch.setattr(feast_values, "datetime", _NarrowCTime)
+    assert [feast_values.timestamp_from_seconds(s) for s in seconds] == expected
+    assert feast_values.timestamps_from_seconds(seconds) == expected
+    with pytest.raises(ValueError) as raised:
+        feast_values.timestamp_from_seconds(10**12)
+    assert str(raised.value) == ("Unix timestamp 1000000000000 (seconds) is outside the dates "
+                                 "a datetime can hold (years 1 to 9999)")
 
 
 # ---------------------------------------------------------------------------------------

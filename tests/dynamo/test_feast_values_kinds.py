@@ -84,6 +84,15 @@ def test_a_kind_newer_than_this_mirror_fails_loudly() -> None:
             decode_value(data)
 
 
+def test_the_module_gives_protobufs_value_class_and_no_other_name() -> None:
+    from featurepull.dynamo import _feast_value_proto
+
+    assert feast_values.ValueProto is _feast_value_proto.ValueProto
+    with pytest.raises(AttributeError, match=r"^module 'featurepull\.dynamo\.feast_values' has "
+                                             r"no attribute 'ValueProtos'$"):
+        feast_values.ValueProtos  # noqa: B018
+
+
 def test_an_empty_value_is_none() -> None:
     assert decode_value(b"") is None
     assert decode_value(Value(map_val={"val": {"a": Value()}}).SerializeToString()) == {"a": None}
