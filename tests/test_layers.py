@@ -1,8 +1,8 @@
 """The layers' imports, read from the source (docs: DESIGN's layer table): the config layer
 uses pydantic (and yaml, for a feature_store.yaml) and the leaf modules every layer may
-use — ``featurepull.errors``, ``featurepull.redact`` and ``featurepull.arrow_columns`` — which
-import only the standard library; the read engine imports no job machinery. A relative
-import counts as the absolute name it stands for."""
+use — ``featurepull.errors``, ``featurepull.redact``, ``featurepull.arrow_columns`` and
+``featurepull._recently_used`` — which import only the standard library; the read engine
+imports no job machinery. A relative import counts as the absolute name it stands for."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 import featurepull
 
 PACKAGE = Path(featurepull.__file__).parent
-LEAVES = {"featurepull.errors", "featurepull.redact", "featurepull.arrow_columns"}
+LEAVES = {"featurepull.errors", "featurepull.redact", "featurepull.arrow_columns",
+          "featurepull._recently_used"}
 
 
 def _imports(path: Path, text: str | None = None) -> set[str]:

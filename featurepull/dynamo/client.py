@@ -15,31 +15,19 @@ cached would.
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from featurepull._recently_used import RecentlyUsed
 from featurepull.config import ConfigError, DynamoSettings
 
 _T = TypeVar("_T")
 CLIENTS_KEPT = 8  # objects cached per process (clients, TLS contexts)
-_lock = threading.Lock()
-# (kind, *settings) -> (pid that built it, the object), the most recently used last: clients
-# here, TLS contexts in http.py.
-_clients: OrderedDict[tuple[Any, ...], tuple[int, Any]] = OrderedDict()
+# (kind, *settings) -> (pid that built it, the object): clients here, TLS contexts in http.py.
+_clients: RecentlyUsed[tuple[Any, ...], tuple[int, Any]] = RecentlyUsed(CLIENTS_KEPT)
 # Whether process_client may answer with an EnvClient (no botocore) where botocore's client
 # would be the same: set by the console `featurepull pull` (featurepull.cli._lean_pull).
 _env_clients = False
-
-
-def _reset_after_fork() -> None:
-    # A lock held by another thread at fork time stays locked forever in the child.
-    global _lock
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _cache_key(settings: DynamoSettings) -> tuple[Any, ...]:
@@ -106,13 +94,8 @@ def per_process(key: tuple[Any, ...], build: Callable[[], _T]) -> _T:
     """This process's object for ``key``: built on first use, never one a parent built, and
     again after :data:`CLIENTS_KEPT` other keys were used since."""
     pid = os.getpid()
-    with _lock:
-        cached = _clients.pop(key, None)
-        built: _T = cached[1] if cached is not None and cached[0] == pid else build()
-        _clients[key] = (pid, built)  # the most recent last
-        while len(_clients) > CLIENTS_KEPT:
-            _clients.popitem(last=False)
-        return built
+    built: _T = _clients.get(key, lambda: (pid, build()), lambda kept: kept[0] == pid)[1]
+    return built
 
 
 def env_clients(allowed: bool) -> None:
@@ -145,5 +128,5 @@ def process_client(settings: DynamoSettings) -> Any:
 
 def client_owner_pid(settings: DynamoSettings) -> int | None:
     """The pid that built the cached client for ``settings`` (None if none yet)."""
-    cached = _clients.get(_client_key(settings))
+    cached = _clients.peek(_client_key(settings))
     return cached[0] if cached else None

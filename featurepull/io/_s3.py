@@ -10,10 +10,9 @@ and what to check; callers re-raise it as their own error type.
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from typing import Any, BinaryIO
 
+from featurepull._recently_used import RecentlyUsed
 from featurepull.config import S3Settings
 from featurepull.errors import InputError
 from featurepull.io._formats import S3Location
@@ -178,9 +177,8 @@ def _read_error(exc: Exception, location: S3Location, settings: S3Settings,
 
 
 CLIENTS_KEPT = 8
-# (pid, endpoint, region) -> client, the most recently used last.
-_clients: OrderedDict[tuple[int, str | None, str | None], Any] = OrderedDict()
-_clients_lock = threading.Lock()
+# (pid, endpoint, region) -> client.
+_clients: RecentlyUsed[tuple[int, str | None, str | None], Any] = RecentlyUsed(CLIENTS_KEPT)
 
 
 def _client(settings: S3Settings) -> Any:
@@ -188,19 +186,14 @@ def _client(settings: S3Settings) -> Any:
     # makes a request per part, and building a client costs more than the request. Only
     # the CLIENTS_KEPT most recently used are kept (jobs may name other endpoints); one
     # dropped is not closed: it closes its connections when garbage collected.
-    key = (os.getpid(), settings.endpoint_url, settings.region)
-    with _clients_lock:
-        client = _clients.pop(key, None)
-        if client is None:
-            # Only an S3 read or write builds botocore's session (a local pull may not).
-            from featurepull.aws import default_session
+    def build() -> Any:
+        # Only an S3 read or write builds botocore's session (a local pull may not).
+        from featurepull.aws import default_session
 
-            client = default_session().create_client(
-                "s3", endpoint_url=settings.endpoint_url, region_name=settings.region)
-        _clients[key] = client  # the most recent last
-        while len(_clients) > CLIENTS_KEPT:
-            _clients.popitem(last=False)
-        return client
+        return default_session().create_client(
+            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region)
+
+    return _clients.get((os.getpid(), settings.endpoint_url, settings.region), build)
 
 
 def _transfers() -> Any:

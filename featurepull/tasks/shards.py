@@ -7,12 +7,12 @@ read statistics a shard logs and stores.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 
+from featurepull._recently_used import RecentlyUsed
 from featurepull.config import Settings
 from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.found import found_mask
@@ -46,7 +46,7 @@ class JobStopped(RunFailed):
 # The readers a process keeps, the most recently used: a job's request is part of its
 # spec, so each job has a reader of its own, and a long-lived worker would keep every one.
 READERS_KEPT = 8
-_readers: OrderedDict[tuple[str, str], BatchReader | ViewsReader] = OrderedDict()
+_readers: RecentlyUsed[tuple[str, str], BatchReader | ViewsReader] = RecentlyUsed(READERS_KEPT)
 
 
 def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStore
@@ -58,18 +58,14 @@ def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStor
     # A reader dropped holds nothing to close: its client is the process's shared one
     # (featurepull.dynamo.client), its pacer uses the store's connection pool, and each
     # read opens and closes its own transport.
-    key = (table, settings.model_dump_json() + repr(sorted(spec.items())))
-    reader = _readers.pop(key, None)
-    if reader is None:
+    def build() -> BatchReader | ViewsReader:
         if VIEWS in spec:  # Feast references: every view's table
-            reader = views_reader(spec, settings, redis_pacers(store.redis))
-        else:
-            reader = BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb,
-                                 pacers=redis_pacers(store.redis))
-    _readers[key] = reader  # the most recent last
-    while len(_readers) > READERS_KEPT:
-        _readers.popitem(last=False)
-    return reader
+            return views_reader(spec, settings, redis_pacers(store.redis))
+        return BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb,
+                           pacers=redis_pacers(store.redis))
+
+    return _readers.get((table, settings.model_dump_json() + repr(sorted(spec.items()))),
+                        build)
 
 
 def reset_process_state() -> None:

@@ -259,7 +259,7 @@ def test_fork_while_another_thread_holds_the_client_lock_does_not_deadlock_the_c
     locked, release = threading.Event(), threading.Event()
 
     def hold_lock() -> None:
-        with client_module._lock:
+        with client_module._clients._lock:  # the cache's lock
             locked.set()
             release.wait(CHILD_TIMEOUT_S)
 

@@ -13,7 +13,6 @@ import datetime
 import ipaddress
 import ssl
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from featurepull._recently_used import RecentlyUsed
 from featurepull.bench.endpoint import FEATURES, expected_features, start_endpoint
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout, PermanentReadError
@@ -209,7 +209,8 @@ def test_trusts_what_botocore_trusts_not_the_system_store(
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws/config
     for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(clients, "_clients", OrderedDict())  # no TLS context built before SSL_CERT_FILE
+    # No TLS context built before SSL_CERT_FILE:
+    monkeypatch.setattr(clients, "_clients", RecentlyUsed(clients.CLIENTS_KEPT))
     assert ssl.create_default_context().get_ca_certs()  # the system store: the test CA
     botocores = ssl.create_default_context(cafile=botocore.httpsession.get_cert_path(True))
     assert tls_context(True).get_ca_certs() == botocores.get_ca_certs()

@@ -1,0 +1,36 @@
+"""The per-process cache of the most recently used objects (featurepull._recently_used)."""
+
+from __future__ import annotations
+
+import os
+
+from featurepull._recently_used import RecentlyUsed
+
+
+def test_it_keeps_the_most_recently_used_and_drops_the_least() -> None:
+    cache: RecentlyUsed[str, list[str]] = RecentlyUsed(2)
+    built: list[str] = []
+
+    def get(key: str) -> list[str]:
+        return cache.get(key, lambda: built.append(key) or [key])
+
+    a = get("a")
+    get("b")
+    assert get("a") is a  # used again: now the most recent
+    get("c")  # drops "b", the least recently used
+    assert "b" not in cache and "a" in cache and "c" in cache and len(cache) == 2
+    assert cache.peek("b") is None and cache.peek("a") is a
+    get("b")  # built again; drops "a" (peek did not make it recent)
+    assert built == ["a", "b", "c", "b"] and "a" not in cache
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_an_object_it_may_not_reuse_is_built_again() -> None:
+    # As per-process objects: one another pid built is replaced, in its slot.
+    cache: RecentlyUsed[str, tuple[int, object]] = RecentlyUsed(8)
+    cache.get("client", lambda: (-1, object()))
+    mine = cache.get("client", lambda: (os.getpid(), object()),
+                     lambda kept: kept[0] == os.getpid())
+    assert mine[0] == os.getpid() and cache.peek("client") is mine and len(cache) == 1
+    assert cache.get("client", lambda: (0, object()), lambda kept: kept[0] == os.getpid()) is mine
