@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 # decide for it (no interpreter teardown, no pandas). Not when `main` runs inside another
 # program (click's test runner, a user's script).
 _own_process = False
-# What a pull in its own process made (its entities, keys and rows: `pull`'s `keep`), held
-# until run() ends the process: freed one by one, they would cost ~50 ms at 100,000 rows.
+# What a pull in its own process made (its entities, keys and rows: `_pull_keeping`'s
+# `keep`), held until run() ends the process: freed one by one, they would cost ~50 ms at
+# 100,000 rows.
 _kept_until_exit: list[object] = []
 
 
@@ -323,7 +324,7 @@ def pull_command(**opts: Any) -> None:
 
 
 def _pull(opts: dict[str, Any]) -> None:
-    from featurepull.pull import PullRequest, pull
+    from featurepull.pull import PullRequest, _pull_keeping
 
     with _exit_codes():
         settings = _settings_from(opts)
@@ -353,12 +354,12 @@ def _pull(opts: dict[str, Any]) -> None:
 
         try:
             # `bar is not None`, not `bar`: a tqdm of total 0 is falsy (it never advanced).
-            outcome = pull(request, opts["entities_path"], opts["output_path"], settings,
-                           overwrite=opts["overwrite"],
-                           keep=_kept_until_exit if _own_process else None,
-                           progress=advance if bar is not None else None,
-                           # Counting unique keys costs a pass over them: only for a bar.
-                           on_keys=on_keys if bar is not None else None)
+            outcome = _pull_keeping(
+                request, opts["entities_path"], opts["output_path"], settings,
+                overwrite=opts["overwrite"], keep=_kept_until_exit if _own_process else None,
+                progress=advance if bar is not None else None,
+                # Counting unique keys costs a pass over them: only for a bar.
+                on_keys=on_keys if bar is not None else None)
         finally:
             if bar is not None:
                 bar.close()

@@ -82,16 +82,24 @@ class PullOutcome:
 
 def pull(request: PullRequest, entities_path: str, output_path: str, settings: Settings,
          *, overwrite: bool = False, progress: Progress | None = None,
-         on_keys: Progress | None = None, keep: list[object] | None = None) -> PullOutcome:
+         on_keys: Progress | None = None) -> PullOutcome:
     """Read the features of every entity in a file and write one row per entity, in order.
 
     ``on_keys`` is called once with the number of unique keys before reading starts (for a
     progress bar's total). Nothing is written unless every key was read or confirmed absent
-    (and, with a scorer, it scored every row). ``keep`` gets the pull's largest objects (the
-    entity columns, the keys, the rows) instead of letting them be freed when it returns:
-    for a process that ends without freeing anything (the console pull, ``cli.run``), which
-    so skips freeing them one by one (~50 ms of CPU at 100,000 rows).
+    (and, with a scorer, it scored every row).
     """
+    return _pull_keeping(request, entities_path, output_path, settings, overwrite=overwrite,
+                         progress=progress, on_keys=on_keys, keep=None)
+
+
+def _pull_keeping(request: PullRequest, entities_path: str, output_path: str,
+                  settings: Settings, *, overwrite: bool, progress: Progress | None,
+                  on_keys: Progress | None, keep: list[object] | None) -> PullOutcome:
+    """:func:`pull`, and ``keep`` gets the pull's largest objects (the entity columns, the
+    keys, the rows) instead of letting them be freed when it returns: for a process that
+    ends without freeing anything (the console pull, ``cli.run``), which so skips freeing
+    them one by one (~50 ms of CPU at 100,000 rows)."""
     check_with_features(request.scorer, request.with_features)
     problem = reference_problem(request.table, request.features, request.feature_service,
                                 request.join_keys or request.join_key_types, request.layout,
