@@ -51,8 +51,7 @@ from featurepull.tasks.notify import announce_end
 from featurepull.tasks.output import discard_staged_output
 from featurepull.tasks.requests import check_request_size, parse_job_request
 from featurepull.tasks.schedules import start_scheduled_job
-from featurepull.tasks.sending import MessageSender as MessageSender
-from featurepull.tasks.sending import shard_sender as shard_sender
+from featurepull.tasks.sending import shard_sender
 from featurepull.tasks.shards import JobStopped, reset_process_state, run_shard
 from featurepull.tasks.store import (
     REDIS_OUTAGE_WAIT_S,

@@ -37,10 +37,10 @@ from featurepull.io import (
 from featurepull.io.parts import SUCCESS
 from featurepull.local import RedisService
 from featurepull.tasks import JobStore
-from featurepull.tasks.celery_tasks import shard_sender
 from featurepull.tasks.create import create_job
 from featurepull.tasks.finish import finish_job
 from featurepull.tasks.requests import JobRequest
+from featurepull.tasks.sending import shard_sender
 from featurepull.tasks.shard_keys import ShardKeysMissing
 from featurepull.tasks.shards import run_shard
 from featurepull.tasks.store import ACTIVE_JOBS, PREFIX, JobMeta, connect
@@ -205,9 +205,9 @@ def test_a_shard_whose_staged_keys_are_lost_or_torn_fails_its_job(
 KILLED_SUBMITTER = r"""
 import json, sys, threading
 from featurepull.config import load_settings
-from featurepull.tasks.celery_tasks import shard_sender
 from featurepull.tasks.create import create_job
 from featurepull.tasks.requests import JobRequest
+from featurepull.tasks.sending import shard_sender
 from featurepull.tasks.store import JobStore, connect
 from featurepull.worker.producer import producer_app
 
