@@ -278,12 +278,16 @@ def test_a_submit_refused_before_its_first_shard_loads_no_celery(
 def test_a_workers_pool_processes_inherit_pandas_from_its_main_process() -> None:
     # pyarrow imports pandas at its first conversion of a list (~0.4 s of CPU): the worker's
     # main process does it before the pool forks (Celery's celeryd_init, sent once in the
-    # main process), not each pool process in its first shard.
+    # main process), not each pool process in its first shard. Only that receiver is
+    # called: the signal's others would set up logging, scorers and metrics from the
+    # environment.
     script = ("import sys; from celery.signals import celeryd_init; "
-              "from featurepull.worker.app import connect_signals; "
-              "before = 'pandas' in sys.modules; connect_signals(); "
-              "celeryd_init.send(sender='test', instance=None, conf=None, options={}); "
-              "print(before, 'pandas' in sys.modules)")
+              "from featurepull.worker.app import _preload_before_fork, connect_signals; "
+              "connect_signals(); before = 'pandas' in sys.modules; "
+              "connected = any(r is _preload_before_fork for _, r in celeryd_init.receivers); "
+              "_preload_before_fork(signal=celeryd_init, sender='test', instance=None, "
+              "conf=None, options={}); "
+              "print(before, connected, 'pandas' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, check=True)
-    assert proc.stdout.split() == ["False", "True"]
+    assert proc.stdout.split() == ["False", "True", "True"]
