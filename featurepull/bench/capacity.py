@@ -77,6 +77,12 @@ class Capacity:
                                                "MaxWriteRequestUnits": -1}
         return described
 
+    def _refill(self) -> None:
+        # The capacity earned since the last request, up to burst_s seconds of it.
+        now = self.clock()
+        self._tokens = min(self.rcu * self.burst_s, self._tokens + (now - self._last) * self.rcu)
+        self._last = now
+
     def admit(self, client: str, keys: int, per_key: float) -> int:
         """How many of ``keys`` (each costing ``per_key``) this request is served; records
         the client's consumption. 0 means the request is refused."""
@@ -84,10 +90,7 @@ class Capacity:
         usage.requests += 1
         served = keys
         if self.provisioned:
-            now = self.clock()
-            self._tokens = min(self.rcu * self.burst_s,
-                               self._tokens + (now - self._last) * self.rcu)
-            self._last = now
+            self._refill()
             served = min(keys, int(self._tokens / per_key + 1e-9))
             self._tokens -= served * per_key
         if served < keys:
@@ -104,10 +107,7 @@ class Capacity:
         usage = self.clients[client]
         usage.requests += 1
         if self.provisioned:
-            now = self.clock()
-            self._tokens = min(self.rcu * self.burst_s,
-                               self._tokens + (now - self._last) * self.rcu)
-            self._last = now
+            self._refill()
             if self._tokens <= 0:
                 usage.throttled += 1
                 return False
