@@ -271,8 +271,6 @@ def decode_base64_values(texts: Sequence[str]) -> list[Any]:
 
 def _one_width_column(texts: Sequence[str]) -> list[Any] | None:
     count = len(texts)
-    if count < MIN_JOINED:
-        return None
     try:
         joined = ",".join(texts)
     except TypeError:  # not all text: the exact path says what

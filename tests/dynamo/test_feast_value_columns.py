@@ -190,6 +190,10 @@ def test_empty_texts_are_empty_values() -> None:
     assert decode_base64_values(["", "", ""]) == [None, None, None]
 
 
+def test_a_column_of_no_texts_is_no_values() -> None:
+    assert decode_base64_values([]) == []  # below MIN_JOINED: never asked as one width
+
+
 def test_padding_inside_a_text_is_not_read_as_its_end() -> None:
     """As many "=" as texts of two padding characters have, one of them moved inside."""
     texts = [_b64(_encode("int64_val", n)) for n in (20_000, 30_000, 40_000)]
