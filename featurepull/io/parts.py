@@ -81,6 +81,8 @@ class StagedOutput:
                 head = os.path.dirname(os.path.abspath(output))
             self.staging = f"{head}/.{name}.parts-{owner}/"
         self._local = s3_location(output) is None
+        # Parts only staged (read once, then discarded), not the output's own files.
+        self._staged_only = self._local and not self.dataset
         self.mark = OwnerMark(owner, self.staging + _WITNESS, recorded)
 
     def part_name(self, n: int) -> str:
@@ -90,15 +92,26 @@ class StagedOutput:
 
     def write_part(self, n: int, table: pa.Table) -> None:
         """Stage part `n` (replacing an earlier copy: a shard that runs twice writes twice)."""
-        # A dataset's parts are its files, and S3 is paid by the byte: compressed. A local
-        # file output's parts (and keys) are read once: plain pages cost half the CPU (a
-        # tenth for a keys file), and the table read back is the same.
-        self._write_table(self.part_name(n), table,
-                          plain=self._local and not self.dataset)
+        # A dataset's parts are its files, and S3 is paid by the byte: compressed (and a
+        # dataset's durable). A local file output's parts (and keys) are read once, before
+        # the job ends: plain pages cost half the CPU (a tenth for a keys file), and the
+        # table read back is the same; not fsynced (an fsync held each shard ~15-45 ms
+        # here): a crash of the machine that loses or tears one fails the job in
+        # `read_part`, never a wrong output. The output itself is fsynced.
+        self._write_table(self.part_name(n), table, durable=not self._staged_only,
+                          plain=self._staged_only)
 
     def read_part(self, n: int) -> pa.Table:
-        """Part `n` as staged; OutputError if it is not there."""
-        table = self._read_table(self.part_name(n))
+        """Part `n` as staged; OutputError if it is not there, or torn (page checksums)."""
+        try:
+            table = self._read_table(self.part_name(n))
+        except (pa.ArrowException, OSError) as exc:
+            if not self._staged_only:
+                raise
+            raise OutputError(
+                f"{self.staging}{self.part_name(n)}: part {n} of {self.output} cannot be read "
+                f"({exc}): a crash of the machine holding it can tear it (staged parts are "
+                "not fsynced); submit the job again") from None
         if table is None:
             raise self._missing(n)
         return table
