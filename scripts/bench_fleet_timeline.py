@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -33,9 +34,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_whole import submit_cell, write_entities  # noqa: E402
+from bench_methods import cpu_seconds
+from bench_whole import submit_cell, write_entities
 
-from featurepull.bench.endpoint import start_endpoint  # noqa: E402
+from featurepull.bench.endpoint import start_endpoint
 
 SHARD_TASK = "featurepull.read_shard"
 SUCCEEDED = re.compile(r"Task (\S+)\[[^]]+\] succeeded in ([0-9.e-]+)s")
@@ -110,7 +112,7 @@ def timeline(log: Path, spawned_at: float, wall: float, pool: Sequence[int]
     for pid, pid_spans in spans.items():
         ordered = sorted(pid_spans)
         if ordered:
-            idle[str(pid)] = round(sum(b[0] - a[1] for a, b in zip(ordered, ordered[1:])), 3)
+            idle[str(pid)] = round(sum(b[0] - a[1] for a, b in itertools.pairwise(ordered)), 3)
             marks_pid = out.setdefault("pool_first_task_s", {})
             marks_pid[str(pid)] = round(ordered[0][0], 3)
     out["idle_between_tasks_s"] = idle
@@ -135,11 +137,15 @@ def run(trees: Sequence[tuple[str, str]], rounds: int, size: int, found_share: f
                 for name, tree in order:
                     cell_dir = work / f"{name}-{round_no}"
                     cell_dir.mkdir()
+                    endpoint_cpu = cpu_seconds(endpoint.process.pid)
                     cell = submit_cell(endpoint.url, entities, cell_dir, threads, 600.0,
                                        processes=processes,
                                        extra_env={"PYTHONPATH": str(Path(tree).resolve()),
                                                   **(tree_env or {}).get(name, {})},
                                        log_format="json")
+                    # Not ours: a real DynamoDB would not share this machine's cores.
+                    cell["endpoint_cpu_s"] = round(cpu_seconds(endpoint.process.pid)
+                                                   - endpoint_cpu, 3)
                     steps = timeline(cell_dir / "worker.log", cell["spawned_at"],
                                      cell["wall_s"], cell["pool_pids"])
                     sample = {"tree": name, "round": round_no, **cell, **steps,
@@ -147,7 +153,7 @@ def run(trees: Sequence[tuple[str, str]], rounds: int, size: int, found_share: f
                     runs.append(sample)
                     print(json.dumps({k: sample[k] for k in (
                         "tree", "round", "wall_s", "cpu_s", "submitter_cpu_s",
-                        "cpu_by_process_s", "marks", "idle_between_tasks_s",
+                        "cpu_by_process_s", "endpoint_cpu_s", "marks", "idle_between_tasks_s",
                         "load_average")}), flush=True)
     return runs
 
@@ -169,7 +175,7 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
         rows.append((f"a shard's {step}, s", [med([r["shard_steps_s"][step] for r in runs
                                                     if r["tree"] == n and "shard_steps_s" in r])
                                                for n in names]))
-    for key in ("wall_s", "cpu_s", "submitter_cpu_s"):
+    for key in ("wall_s", "cpu_s", "submitter_cpu_s", "endpoint_cpu_s"):
         rows.append((key, [med([r[key] for r in runs if r["tree"] == n and key in r])
                            for n in names]))
     for role in ("pool", "worker_main", "redis"):
