@@ -123,8 +123,12 @@ def pull_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
 
 
 def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
-                timeout_s: float, processes: int = 2, output_format: str = "parquet"
+                timeout_s: float, processes: int = 2, output_format: str = "parquet",
+                extra_env: dict[str, str] | None = None, log_format: str = "console"
                 ) -> dict[str, Any]:
+    """``extra_env`` (e.g. PYTHONPATH: another tree's featurepull) goes to the worker and the
+    command; the worker's log stays in ``workdir/worker.log`` (``log_format``: json for
+    scripts/bench_fleet_timeline.py), ``spawned_at`` is the command's start (epoch s)."""
     from bench_methods import celery_worker, cpu_seconds
 
     from featurepull.local import start_redis
@@ -133,10 +137,10 @@ def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     output = workdir / f"submit.{output_format}"
     env = _env({"FEATUREPULL_REDIS_URL": redis_service.url, "FEATUREPULL_PROJECT": PROJECT,
-                "FEATUREPULL_JOBS__QUEUE": queue, "FEATUREPULL_LOG_FORMAT": "console",
+                "FEATUREPULL_JOBS__QUEUE": queue, "FEATUREPULL_LOG_FORMAT": log_format,
                 "FEATUREPULL_DYNAMODB__ENDPOINT_URL": endpoint_url,
                 "FEATUREPULL_DYNAMODB__REGION": REGION,
-                "FEATUREPULL_DYNAMODB__MAX_READ_WORKERS": str(threads)})
+                "FEATUREPULL_DYNAMODB__MAX_READ_WORKERS": str(threads), **(extra_env or {})})
     try:
         with celery_worker(env, queue, processes, workdir / "worker.log") as worker:
             children = worker.pool_pids()
@@ -146,6 +150,7 @@ def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
                       _children_cpu())
             cmd = [sys.executable, "-m", "featurepull", "submit",
                    *_common_flags(endpoint_url, entities, output, threads), "--wait"]
+            spawned_at = time.time()
             wall, _ = _run_timed(cmd, env, timeout_s)
             by_process = {role: round(sum(map(cpu_seconds, pids)) - before[0][role], 3)
                           for role, pids in watched.items()}
@@ -159,7 +164,8 @@ def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
     return {"wall_s": round(wall, 3), "cpu_s": round(fleet_cpu + submit_cpu, 3),
             "submitter_cpu_s": round(submit_cpu, 3), "cpu_by_process_s": by_process,
             "rows": len(rows), "output": output.name,
-            "found": len(rows) - rows.null_count, "processes": processes}
+            "found": len(rows) - rows.null_count, "processes": processes,
+            "spawned_at": spawned_at, "pool_pids": children}
 
 
 def event_times(output: Path) -> Any:

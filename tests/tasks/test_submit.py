@@ -152,3 +152,17 @@ def test_unknown_job_id_says_so(redis_server: RedisService) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "no job 'nope' in Redis" in proc.stderr
+
+
+def test_wait_polls_more_often_once_every_shard_is_done() -> None:
+    # Only the finisher is left then: its end is what a `submit --wait` waits for.
+    from featurepull.client import FINISHING_POLL_S, JobStatus, poll_interval
+    from featurepull.tasks.store import JobState
+
+    def status(state: JobState, shards: int, done: int) -> JobStatus:
+        return JobStatus("j", state, shards, done, 10, 0, None, None)
+
+    assert poll_interval(status(JobState.QUEUED, 0, 0), 0.1) == 0.1  # not stored yet
+    assert poll_interval(status(JobState.RUNNING, 3, 2), 0.1) == 0.1
+    assert poll_interval(status(JobState.FINISHING, 3, 3), 0.1) == FINISHING_POLL_S < 0.1
+    assert poll_interval(status(JobState.RUNNING, 3, 3), 0.01) == 0.01  # never longer
