@@ -708,12 +708,14 @@ class _Latency:
     def _run_due(self) -> None:
         loop = asyncio.get_running_loop()
         end, due = loop.time() + self._RESOLUTION, self.due
-        while due and due[0][0] < end:  # callbacks may add answers; armed keeps one timer
-            due.popleft()[1]()
-        if due:
-            loop.call_at(due[0][0], self._run_due)
-        else:
-            self.armed = False
+        try:
+            while due and due[0][0] < end:  # callbacks may add answers; armed keeps one timer
+                due.popleft()[1]()
+        finally:  # an answer that failed (the loop logs it) must not hold up the others
+            if due:
+                loop.call_at(due[0][0], self._run_due)
+            else:
+                self.armed = False
 
 
 @dataclass
