@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import collections
 import functools
 import gc
 import itertools
@@ -52,6 +53,7 @@ from types import TracebackType
 from typing import Any
 
 import mmh3
+import orjson
 
 from featurepull.bench.capacity import Capacity, client_of
 from featurepull.dynamo import EntityKeyEncoder
@@ -304,6 +306,9 @@ class DynamoTable:
         self._rng = random.Random(self.seed)
         self._name_json = json.dumps(self.name)
         self._projections: dict[Any, Render | None] = {}
+        # Most ids asked for are absent: a set answers "absent" from about one cache line, a
+        # dict from two or three (its index, then its entries).
+        self._ids = frozenset(self.records)
         self._scan_index: tuple[list[str], list[int]] | None = None
 
     def handle(self, target: str, body: bytes, client: str = "") -> tuple[int, bytes]:
@@ -316,7 +321,7 @@ class DynamoTable:
             if not target.startswith("DynamoDB_20120810.") or operation not in _OPERATIONS:
                 raise DynamoError("UnknownOperationException", f"Unknown operation: {target!r}")
             try:
-                request = json.loads(body) if body else {}
+                request = _json_request(body) if body else {}
             except ValueError:
                 raise DynamoError("SerializationException", "Start of structure or map found "
                                   "where not expected") from None
@@ -396,9 +401,11 @@ class DynamoTable:
         self.counters.keys += len(ids) + len(left)
         self.counters.consumed_rcu += per_key * len(ids)
         records = self.records
-        found = [] if render is None else [
-            render(entity_id, record) for entity_id in ids
-            if (record := records.get(entity_id)) is not None]
+        found = []
+        # One C-level pass finds the few stored ids; only those are looked up, in the order asked.
+        if render is not None and (stored := self._ids.intersection(ids)):
+            found = [render(entity_id, records[entity_id]) for entity_id in ids
+                     if entity_id in stored]
         self.counters.items += len(found)
         self.counters.unprocessed_keys += len(left)
         parts = ['{"Responses":{', self._name_json, ":[", ",".join(found), ']},"UnprocessedKeys":',
@@ -568,6 +575,22 @@ def _item_size(entity_id: str, record: WireRecord) -> int:
     return size
 
 
+_DIGITS_AS_NINES = bytes.maketrans(b"0123456789", b"9" * 10)
+_NINETEEN_DIGITS = b"9" * 19
+
+
+def _json_request(body: bytes) -> Any:
+    """``json.loads(body)``, read by orjson where that gives the same objects: orjson reads
+    an integer beyond 64 bits as a float (any run of 19 digits goes to ``json``, which keeps
+    it an int) and refuses what ``json`` takes on (NaN, lone surrogates, UTF-16, ...)."""
+    if _NINETEEN_DIGITS not in body.translate(_DIGITS_AS_NINES):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body)
+
+
 def _entity_ids(keys: list[Any]) -> list[str]:
     """The entity_id of every key, refusing any other key shape as DynamoDB does."""
     try:
@@ -600,7 +623,6 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.buffer = bytearray()
         self.busy = False  # a response is waiting out the latency
-        self.timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.call_open = False  # a DynamoDB call counted in flight, not yet answered
 
@@ -610,8 +632,7 @@ class _Connection(asyncio.Protocol):
         self.server.table.counters.connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        # An answer still waiting out the latency finds no transport and is dropped.
         self._call_answered()
         self.transport = None
 
@@ -633,11 +654,10 @@ class _Connection(asyncio.Protocol):
                     return
                 self.call_open = request.method == "POST" and request.path == "/"
                 status, body, keep_alive = self.server.answer(request)
-                delay = self.server.latency_s
-                if delay > 0:
+                if self.server.waiting.latency_s > 0:
                     self.busy = True
-                    self.timer = asyncio.get_running_loop().call_later(
-                        delay, self._send_later, status, body, keep_alive)
+                    self.server.waiting.call_later(
+                        functools.partial(self._send_later, status, body, keep_alive))
                 else:
                     self._call_answered()
                     self._send(status, body, keep_alive)
@@ -645,7 +665,7 @@ class _Connection(asyncio.Protocol):
             self._send(400, json.dumps({"message": str(exc)}).encode(), keep_alive=False)
 
     def _send_later(self, status: int, body: bytes, keep_alive: bool) -> None:
-        self.busy, self.timer = False, None
+        self.busy = False
         self._call_answered()
         self._send(status, body, keep_alive)
         self._answer_buffered()
@@ -663,6 +683,39 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             self.transport.close()
             self.transport = None
+
+
+class _Latency:
+    """Answers waiting out the endpoint's latency. The latency is one constant, so they fall
+    due in the order they were made: one loop timer for the earliest of them, not one per
+    request (a TimerHandle each, kept in a heap by a Python ``__lt__``)."""
+
+    _RESOLUTION = time.get_clock_info("monotonic").resolution  # as asyncio's loop allows
+
+    def __init__(self, latency_s: float) -> None:
+        self.latency_s = latency_s
+        self.due: collections.deque[tuple[float, Callable[[], None]]] = collections.deque()
+        self.armed = False  # a loop timer will run the earliest answer
+
+    def call_later(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the latency has passed."""
+        loop = asyncio.get_running_loop()
+        self.due.append((loop.time() + self.latency_s, callback))
+        if not self.armed:
+            self.armed = True
+            loop.call_at(self.due[0][0], self._run_due)
+
+    def _run_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        end, due = loop.time() + self._RESOLUTION, self.due
+        try:
+            while due and due[0][0] < end:  # callbacks may add answers; armed keeps one timer
+                due.popleft()[1]()
+        finally:  # an answer that failed (the loop logs it) must not hold up the others
+            if due:
+                loop.call_at(due[0][0], self._run_due)
+            else:
+                self.armed = False
 
 
 @dataclass
@@ -710,7 +763,7 @@ def _signed_region(authorization: str) -> str:
 @dataclass
 class _Server:
     table: DynamoTable
-    latency_s: float
+    waiting: _Latency
     extra_stats: dict[str, float] = field(default_factory=dict)
     sent: int = 0
 
@@ -744,7 +797,7 @@ async def serve(table: DynamoTable, host: str, port: int, latency_s: float,
                 ready: Callable[[str], None], extra_stats: dict[str, float] | None = None) -> None:
     """Serve until SIGTERM or SIGINT; ``ready(url)`` is called once the socket listens."""
     loop = asyncio.get_running_loop()
-    server_state = _Server(table, latency_s, extra_stats or {})
+    server_state = _Server(table, _Latency(latency_s), extra_stats or {})
     server = await loop.create_server(lambda: _Connection(server_state), host, port,
                                       backlog=1024, reuse_address=True)
     bound = server.sockets[0].getsockname()

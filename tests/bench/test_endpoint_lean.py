@@ -1,0 +1,194 @@
+"""The bench endpoint's cheap paths answer as its plain ones do: request bodies read by
+orjson give what ``json.loads`` gives, BatchGetItem finds items through its id set in the
+order asked, and answers waiting out the latency go out in order, also on a connection
+that sends several requests at once or hangs up while one waits."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import socket
+from typing import Any
+
+import pytest
+
+from featurepull.bench.endpoint import (
+    DEFAULT_TABLE,
+    FEATURES,
+    DynamoTable,
+    SyntheticTable,
+    _json_request,
+    start_endpoint,
+)
+
+DRIVERS = 500
+SEED = 3
+TARGET = "DynamoDB_20120810.BatchGetItem"
+
+
+def _number(rng: random.Random) -> str:
+    """A JSON number text, edge values included (big ints, long mantissas, exponents)."""
+    kind = rng.randrange(6)
+    if kind == 0:
+        return str(rng.choice([0, -0, 1, -1, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, 2**64,
+                               -(2**63) - 1, 10**30, -(10**19)]))
+    if kind == 1:
+        return "-0" if rng.random() < 0.5 else "-0.0"
+    if kind == 2:
+        return str(rng.randrange(-10**rng.randrange(1, 25), 10**rng.randrange(1, 25)))
+    if kind == 3:
+        return repr(rng.uniform(-1e6, 1e6))
+    digits = "".join(rng.choice("0123456789") for _ in range(rng.randrange(1, 25)))
+    return f"{rng.choice(['', '-'])}{digits[0]}.{digits[1:] or '0'}e{rng.randrange(-330, 330)}"
+
+
+def _text(rng: random.Random) -> str:
+    pieces = ["a", "é", "\\u00e9", "\\ud83d\\ude00", "\\ud800", "\\\"", "\\n", " ", "7",
+              "0123456789012345678901", "entity_id", "\\u0000"]
+    return '"' + "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 6))) + '"'
+
+
+def _value(rng: random.Random, depth: int = 0) -> str:
+    kind = rng.randrange(9 if depth < 3 else 5)
+    if kind == 0:
+        return _number(rng)
+    if kind == 1:
+        return _text(rng)
+    if kind == 2:
+        return rng.choice(["true", "false", "null", "NaN", "Infinity", "-Infinity"])
+    if kind in (3, 4):
+        return rng.choice(["1", '"S"', "[]", "{}"])
+    if kind in (5, 6):
+        items = [_value(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
+        return "[" + rng.choice([",", ", ", " ,\n"]).join(items) + "]"
+    names = [_text(rng) for _ in range(rng.randrange(0, 4))]
+    names += names[:rng.randrange(0, 2)]  # a name twice: the last value counts
+    members = [f"{name}:{_value(rng, depth + 1)}" for name in names]
+    return "{" + ",".join(members) + "}"
+
+
+def _outcome(read: Any, body: bytes) -> tuple[str, Any]:
+    """What reading ``body`` gives: the objects, spelled with their types, or the error."""
+    try:
+        return "ok", _typed(read(body))
+    except ValueError as exc:
+        return "error", (type(exc), str(exc))
+
+
+def _typed(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ("dict", [(key, _typed(item)) for key, item in value.items()])
+    if isinstance(value, list):
+        return ("list", [_typed(item) for item in value])
+    if isinstance(value, float) and value != value:
+        return ("float", "nan")
+    return (type(value).__name__, repr(value))
+
+
+def test_request_bodies_read_as_json_loads_reads_them() -> None:
+    rng = random.Random(19)
+    cheap = 0
+    for _ in range(3_000):
+        text = _value(rng)
+        body = text.encode("utf-8", "surrogatepass")
+        if rng.random() < 0.1:  # encodings and damage json.loads handles its own way
+            body = rng.choice([b"\xef\xbb\xbf" + body, text.encode("utf-16"), body[:-1],
+                               body + b" x", b" \n" + body + b"\t", body.replace(b"a", b"\xff")])
+        assert _outcome(_json_request, body) == _outcome(json.loads, body), body
+        cheap += "9" * 19 not in body.decode("latin-1")
+    assert cheap > 1_000  # most bodies did take the orjson path
+
+
+def _plain_answer(synthetic: SyntheticTable, drivers: dict[str, int], ids: list[str],
+                  features: list[str] | None) -> list[dict[str, Any]]:
+    """The items a BatchGetItem of ``ids`` returns, in the order asked, from the generator."""
+    items = []
+    for entity_id in ids:
+        if entity_id not in drivers:
+            continue
+        item = synthetic.item(drivers[entity_id])
+        item["values"]["M"] = {name: {"B": base64.b64encode(value["B"]).decode()}
+                               for name, value in item["values"]["M"].items()
+                               if features is None or name in features}
+        if features is not None:
+            item["values"]["M"] = {name: item["values"]["M"][name] for name in FEATURES
+                                   if name in features}
+            if not item["values"]["M"]:
+                del item["values"]
+        items.append(item)
+    return items
+
+
+def test_batch_get_finds_items_in_the_order_asked() -> None:
+    rng = random.Random(7)
+    synthetic = SyntheticTable(DRIVERS, SEED)
+    table = DynamoTable(DEFAULT_TABLE, synthetic.wire_records(), seed=SEED)
+    drivers = {synthetic.entity_id(d): d for d in range(DRIVERS)}
+    for _ in range(300):
+        asked = rng.sample(range(2 * DRIVERS), rng.randrange(1, 101))  # half are absent
+        ids = [synthetic.entity_id(d) if d < DRIVERS else f"{d:032x}" for d in asked]
+        spec: dict[str, Any] = {"Keys": [{"entity_id": {"S": i}} for i in ids]}
+        features = None
+        if rng.random() < 0.5:
+            features = rng.sample([*FEATURES, "absent"], rng.randrange(1, 4))
+            names = {"#v": "values", **{f"#f{n}": f for n, f in enumerate(features)}}
+            spec["ProjectionExpression"] = ", ".join(
+                ["entity_id", "event_ts", *(f"#v.#f{n}" for n in range(len(features)))])
+            spec["ExpressionAttributeNames"] = names
+        duplicate = rng.random() < 0.1
+        if duplicate:
+            spec["Keys"].append(rng.choice(spec["Keys"]))
+        status, body = table.handle(TARGET, json.dumps({"RequestItems": {DEFAULT_TABLE: spec}})
+                                    .encode())
+        answer = json.loads(body)
+        if duplicate:
+            assert (status, answer["message"]) == (400, "Provided list of item keys contains "
+                                                         "duplicates")
+            continue
+        assert status == 200
+        assert answer == {"Responses": {DEFAULT_TABLE: _plain_answer(synthetic, drivers, ids,
+                                                                     features)},
+                          "UnprocessedKeys": {}}
+
+
+def _http_post(body: bytes, close: bool = False) -> bytes:
+    head = (f"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: {TARGET}\r\n"
+            f"{'Connection: close' + chr(13) + chr(10) if close else ''}"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def _read_answer(sock: socket.socket, buffer: bytearray) -> bytes:
+    while b"\r\n\r\n" not in buffer:
+        buffer += sock.recv(65536)
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    buffer[:] = rest[length:]
+    return rest[:length]
+
+
+@pytest.mark.parametrize("latency_ms", [0, 20])
+def test_pipelined_requests_are_answered_in_order(latency_ms: int) -> None:
+    synthetic = SyntheticTable(DRIVERS, SEED)
+    bodies = [json.dumps({"RequestItems": {DEFAULT_TABLE: {"Keys": [
+        {"entity_id": {"S": synthetic.entity_id(d)}}]}}}).encode() for d in range(6)]
+    with start_endpoint(drivers=DRIVERS, seed=SEED, latency_ms=latency_ms) as endpoint:
+        host, port = endpoint.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as left, \
+                socket.create_connection((host, int(port))) as gone, \
+                socket.create_connection((host, int(port))) as right:
+            gone.sendall(_http_post(bodies[0]))  # then hangs up while its answer waits
+            gone.close()
+            left.sendall(b"".join(_http_post(b) for b in bodies[:3]))
+            right.sendall(b"".join(_http_post(b) for b in bodies[3:]))
+            buffers = bytearray(), bytearray()
+            answers = [_read_answer(left, buffers[0]) for _ in range(3)]
+            answers += [_read_answer(right, buffers[1]) for _ in range(3)]
+        for driver, answer in enumerate(answers):
+            items = json.loads(answer)["Responses"][DEFAULT_TABLE]
+            assert [item["entity_id"]["S"] for item in items] == [synthetic.entity_id(driver)]
+        stats = endpoint.stats()
+        assert (stats["batch_get_item"], stats["in_flight"]) == (7, 0)
