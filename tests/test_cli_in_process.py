@@ -135,6 +135,22 @@ def test_plain_layout_and_event_ts_attribute(endpoint_url: str,
         {"user": "u0", "event_timestamp": stamp(0), "plan": "p0"}]
 
 
+def test_a_plain_pull_describes_its_table_once(endpoint_url: str, plain_table: str,
+                                              tmp_path: Path) -> None:
+    """The plain layout is built from the table's DescribeTable, and the check before the
+    read checks that same answer: one DescribeTable on the wire, not two."""
+    entities = tmp_path / "users.csv"
+    entities.write_text("user\nu1\nu9\n")
+    out = tmp_path / "out.parquet"
+    with FaultProxy(endpoint_url) as proxy:
+        result = invoke("pull", "--layout", "plain", "--table", plain_table, "--features",
+                        "plan", "--entities", str(entities), "--output", str(out),
+                        "--endpoint-url", proxy.url, "--region", REGION)
+        assert result.exit_code == 0, result.stderr
+        assert proxy.counts["describe_requests"] == 1
+    assert pq.read_table(out).column("plan").to_pylist() == ["p1", None]
+
+
 def test_a_terminal_gets_a_progress_bar_in_keys(endpoint: EndpointProcess, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """On a terminal (a real pty, 100 columns) the pull draws a bar that ends at the unique
