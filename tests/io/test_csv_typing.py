@@ -1,8 +1,10 @@
 """The CSV fast path's typing pass (`_type_text_column`: an int64 cast checked by writing it
 back, else a regex pass in Arrow) types every column as the exact reader's rule does
 (`_type_csv_column`, value by value in Python): the same type, values and note, on generated
-columns of the values the rule tells apart, in one chunk or several; and the cast alone
-(`_int64_column`) takes exactly the columns the rule calls int64."""
+columns of the values the rule tells apart, in one chunk or several, and for an int64 or
+string column the same values as an Arrow array of that type (`EntityTable.arrays`, which a
+pull's Feast keys are built from); and the cast alone (`_int64_column`) takes exactly the
+columns the rule calls int64."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ INTS = ["0", "1", "17", "-5", "9223372036854775807", "-9223372036854775808", "10
 NOT_INTS = ["007", "00", "-0", "-007", "+3", "+0", " 5", "5 ", "1e3", "1.0", "0x10", "1_000",
             "\uff11", "\u0661", "9223372036854775808", "-9223372036854775809",
             "99999999999999999999", "abc", "-", "x y"]
+ARROW_TYPES = {"int64": pa.int64(), "string": pa.string()}
 
 
 def generated_column(rng: random.Random) -> list[str | None]:
@@ -68,9 +71,14 @@ def test_the_typing_pass_is_the_exact_readers(seed: int) -> None:
         values = generated_column(rng)
         column = chunked(values, rng)
         expected = plain_typing(values)
-        fast = _type_text_column(column)
-        assert fast == expected, values
+        *fast, array = _type_text_column(column)
+        assert tuple(fast) == expected, values
         assert [type(value) for value in fast[1]] == [type(value) for value in expected[1]]
+        if expected[0] in ARROW_TYPES:  # the same values, as Arrow, for the keys
+            assert array is not None and array.type == ARROW_TYPES[expected[0]], values
+            assert array.to_pylist() == expected[1]
+        else:
+            assert array is None
         kinds[expected[0]] = kinds.get(expected[0], 0) + 1
         if expected[0] != "null":
             numbers = _int64_column(column)
@@ -102,5 +110,8 @@ def test_a_generated_file_reads_as_the_exact_reader_reads_it(seed: int) -> None:
         exact = _read_csv_exactly(io.BytesIO(data), "f.csv", ())
         assert (fast.columns, fast.types, fast.notes) == (exact.columns, exact.types,
                                                           exact.notes), data
+        assert {name: array.to_pylist() for name, array in fast.arrays.items()} == {
+            name: values for name, values in exact.columns.items()
+            if exact.types[name] in ARROW_TYPES}
         taken += 1
     assert taken > 30, taken
