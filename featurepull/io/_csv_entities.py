@@ -165,7 +165,8 @@ def _int64_column(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
     (no sign but "-", no leading zero), so equal texts mean every value is one (cheaper at
     1M ids than the regex pass, which then runs only for a column that is not int64).
     Its first value decides whether to try: a cast that fails reads every value first."""
-    first = column[pc.index(pc.is_valid(column), True).as_py()].as_py()
+    # (Not pc.index: its Python scalar argument makes pyarrow import pandas where it can.)
+    first = (column if column.null_count == 0 else column.drop_null())[0].as_py()
     if not _is_int64_literal(first):
         return None
     try:
