@@ -17,7 +17,7 @@ from featurepull.config import ConfigError, RequestFields, Settings
 from featurepull.config.settings import reference_problem, uses_registry
 from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.found import found_mask
-from featurepull.dynamo.layouts import unique_keys
+from featurepull.dynamo.layouts import FeastLayout, unique_keys
 from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
 from featurepull.dynamo.planned import read_planned
 from featurepull.dynamo.planner import ReadPlan
@@ -115,7 +115,8 @@ def _pull_keeping(request: PullRequest, entities_path: str, output_path: str,
         # Distinct keys and each row's index among them, where the layout can tell before
         # hashing (ViewsReader's layout cannot: its reader de-duplicates per view).
         with _checking_table(reader):
-            keys, positions = unique_keys(reader.layout, entities.columns, entities.source)
+            keys, positions = unique_keys(reader.layout, _key_source(entities, reader),
+                                          entities.source)
         if on_keys is not None:
             on_keys(len(keys) if positions is not None else len(set(keys)))
         if views:
@@ -171,6 +172,16 @@ def _planned_reader(request: PullRequest, entities: EntityTable, settings: Setti
     reader.check_table()
     spec = {"layout": "feast", "views": True, "key_columns": views.key_columns}
     return reader, spec, ", ".join(view.table for view in views.views)
+
+
+def _key_source(entities: EntityTable, reader: BatchReader | ViewsReader
+                ) -> dict[str, Any]:
+    """The entity columns the keys are built from: a Feast layout's as Arrow arrays where
+    the reader made them (checked and de-duplicated in Arrow, not value by value), else
+    the Python lists (a plain layout looks at each value anyway)."""
+    if isinstance(reader.layout, FeastLayout):
+        return {**entities.columns, **entities.arrays}
+    return entities.columns
 
 
 @contextmanager

@@ -135,6 +135,42 @@ def test_plain_layout_and_event_ts_attribute(endpoint_url: str,
         {"user": "u0", "event_timestamp": stamp(0), "plan": "p0"}]
 
 
+def test_a_csv_pulls_the_rows_its_ids_read_as_python_values_pull(endpoint: EndpointProcess,
+                                                                  tmp_path: Path) -> None:
+    """A CSV file's Feast keys are built from its columns as Arrow arrays
+    (`EntityTable.arrays`), a JSONL file's from Python values: the same ids (repeats, an
+    unknown one) give the same rows, in the same order."""
+    ids = [*IDS, 1_500, 7_777_777, 1, *range(2, 40, 3)]
+    outputs = []
+    for name, text in (("many.csv", "driver_id\n" + "".join(f"{i}\n" for i in ids)),
+                       ("many.jsonl", "".join(json.dumps({"driver_id": i}) + "\n" for i in ids))):
+        entities, out = tmp_path / name, tmp_path / f"{name}.parquet"
+        entities.write_text(text)
+        args = pull_args(endpoint, tmp_path, "--output", str(out))
+        args[args.index("--entities") + 1] = str(entities)
+        assert invoke(*args).exit_code == 0
+        outputs.append(pq.read_table(out))
+    assert outputs[0].equals(outputs[1])
+    assert outputs[0].column("driver_id").to_pylist() == ids
+    assert 0 < outputs[0].column("city").null_count < len(ids)
+
+
+def test_a_plain_pull_describes_its_table_once(endpoint_url: str, plain_table: str,
+                                              tmp_path: Path) -> None:
+    """The plain layout is built from the table's DescribeTable, and the check before the
+    read checks that same answer: one DescribeTable on the wire, not two."""
+    entities = tmp_path / "users.csv"
+    entities.write_text("user\nu1\nu9\n")
+    out = tmp_path / "out.parquet"
+    with FaultProxy(endpoint_url) as proxy:
+        result = invoke("pull", "--layout", "plain", "--table", plain_table, "--features",
+                        "plan", "--entities", str(entities), "--output", str(out),
+                        "--endpoint-url", proxy.url, "--region", REGION)
+        assert result.exit_code == 0, result.stderr
+        assert proxy.counts["describe_requests"] == 1
+    assert pq.read_table(out).column("plan").to_pylist() == ["p1", None]
+
+
 def test_a_terminal_gets_a_progress_bar_in_keys(endpoint: EndpointProcess, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """On a terminal (a real pty, 100 columns) the pull draws a bar that ends at the unique

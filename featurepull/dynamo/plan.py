@@ -190,7 +190,8 @@ def plan_read(request: ReadRequest, columns: Sequence[str], column_types: Mappin
               source: str, settings: Settings,
               notes: Mapping[str, str] | None = None, *, check: bool = True) -> ReadPlan:
     """Resolve the table and layout of a request and check the table (DescribeTable once;
-    not with ``check=False``: the caller runs ``reader.check_table()``)."""
+    not with ``check=False``: the caller runs ``reader.check_table()``, which for the plain
+    layout checks the description its layout was built from, with no second request)."""
     table = physical_table(request.layout, request.table, settings)
     description = None
     if request.layout == "plain":
@@ -200,7 +201,7 @@ def plan_read(request: ReadRequest, columns: Sequence[str], column_types: Mappin
                          event_ts_attribute=request.event_ts_attribute, columns=columns,
                          column_types=column_types, source=source, settings=settings,
                          description=description, notes=notes)
-    reader = BatchReader(table, layout, settings.dynamodb)
+    reader = BatchReader(table, layout, settings.dynamodb, described=description)
     if check:
         reader.check_table()
     return ReadPlan(table, layout, reader)

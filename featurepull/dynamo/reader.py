@@ -28,7 +28,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine, Hashable, Iterator, Sequence, Sized
+from collections.abc import Callable, Coroutine, Hashable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -128,13 +128,17 @@ class BatchReader:
 
     def __init__(self, table: str, layout: Layout, settings: DynamoSettings,
                  client: Any | None = None, seed: int | None = None,
-                 pacers: PacerFactory = local_pacer) -> None:
+                 pacers: PacerFactory = local_pacer, *,
+                 described: Mapping[str, Any] | None = None) -> None:
         self.table = table
         self.layout = layout
         self.settings = settings
         self._client = client
         self._rng = random.Random(seed)
         self._checked = False
+        # A DescribeTable block its caller already asked for (the plain layout's plan):
+        # check_table checks it instead of asking again.
+        self._described = described
         self._pacers = pacers
         self._pacer: Pacer | None = None
         self.budget: float | None = None  # RCU/s, resolved by check_table
@@ -177,7 +181,8 @@ class BatchReader:
         """Check once that the table exists and has the layout's key schema, and resolve
         its read budget (a percentage needs the table's capacity)."""
         if not self._checked:
-            description = self.describe()
+            description = (self.describe() if self._described is None
+                           else dict(self._described))
             self.layout.check_table(self.table, description)
             self.description = description
             self.budget = effective_budget(self.settings.max_rcu_per_s,

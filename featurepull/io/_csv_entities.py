@@ -89,11 +89,14 @@ def read_csv_fast(stream: BinaryIO, source: str, required: tuple[str, ...]
     columns: dict[str, list[Any]] = {}
     types: dict[str, str] = {}
     notes: dict[str, str] = {}
+    arrays: dict[str, pa.ChunkedArray] = {}
     for name in header:
-        types[name], columns[name], note = _type_text_column(table.column(name))
+        types[name], columns[name], note, array = _type_text_column(table.column(name))
         if note:
             notes[name] = note
-    return EntityTable(source, columns, types, notes)
+        if array is not None:
+            arrays[name] = array
+    return EntityTable(source, columns, types, notes, arrays)
 
 
 def arrow_csv_options(header: list[str], block_size: int | None = None) -> dict[str, Any]:
@@ -134,24 +137,45 @@ def plain_header(data: bytes) -> list[str] | None:
     return header
 
 
-def _type_text_column(column: pa.ChunkedArray) -> tuple[str, list[Any], str | None]:
-    """The logical type of a column read as text, its values, and a "mixed" column's note:
-    the common cases decided by one regex pass in C; any other goes value by value."""
+def _type_text_column(column: pa.ChunkedArray
+                      ) -> tuple[str, list[Any], str | None, pa.ChunkedArray | None]:
+    """The logical type of a column read as text, its values, a "mixed" column's note, and
+    the values as an Arrow array of that type (int64 or string; else None): the common
+    cases decided in C (an int64 column by a cast, text by one regex pass); any other goes
+    value by value."""
     present = len(column) - column.null_count
     if present == 0:
-        return "null", [None] * len(column), None
+        return "null", [None] * len(column), None, None
+    numbers = _int64_column(column)
+    if numbers is not None:
+        return "int64", numbers.to_pylist(), None, numbers
     ints = pc.sum(pc.match_substring_regex(column, CSV_INT_PATTERN)).as_py() or 0
     if ints == 0:
-        return "string", column.to_pylist(), None
-    if ints == present:
-        try:
-            return "int64", pc.cast(column, pa.int64()).to_pylist(), None
-        except pa.ArrowInvalid:  # beyond int64: the rule below says how
-            pass
+        return "string", column.to_pylist(), None, column
     values = column.to_pylist()
     # No quotes, so no value spans lines: row r is on line r + 2, as a fresh index says.
-    kind, note = _type_csv_column(values, _LineIndex())
-    return kind, values, note
+    kind, note = _type_csv_column(values, _LineIndex())  # never int64: cast above
+    return kind, values, note, column if kind == "string" else None
+
+
+def _int64_column(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """The column as int64 when every value is an int64 literal of the typing rule, else
+    None. Arrow's cast also takes "007", "-0", "+3" and the like, so the cast is written
+    back as text: a value the rule takes is exactly the text Arrow writes for its number
+    (no sign but "-", no leading zero), so equal texts mean every value is one (cheaper at
+    1M ids than the regex pass, which then runs only for a column that is not int64).
+    Its first value decides whether to try: a cast that fails reads every value first."""
+    # (Not pc.index: its Python scalar argument makes pyarrow import pandas where it can.)
+    first = (column if column.null_count == 0 else column.drop_null())[0].as_py()
+    if not _is_int64_literal(first):
+        return None
+    try:
+        numbers = pc.cast(column, pa.int64())
+    except pa.ArrowInvalid:  # text, or digits beyond int64
+        return None
+    if not pc.all(pc.equal(pc.cast(numbers, pa.string()), column)).as_py():
+        return None
+    return numbers
 
 
 class _LineIndex:
