@@ -73,10 +73,9 @@ def utc_timestamps(column: Any) -> Any:
     import pyarrow as pa  # only an Arrow output asks
 
     utc = pa.timestamp("us", tz="UTC")
-    if column.kind == "seconds":
-        seconds = pa.array(column.raw, type=pa.int64())
-        return seconds.cast(pa.timestamp("s", tz="UTC")).cast(utc)
+    if column.kind == "seconds":  # within the years 1 to 9999: their datetimes were made
+        return pa.array(column.raw, type=pa.timestamp("s")).cast(utc)
     try:
-        return pa.array(column.raw, type=pa.string()).cast(utc)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array(column.raw).cast(utc)
+    except pa.ArrowInvalid:
         return None
