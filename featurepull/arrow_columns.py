@@ -30,27 +30,34 @@ TimeKind = Literal["iso", "seconds"]
 
 class TimeColumn(list[Any]):
     """Aware UTC datetimes, as a list, and what the answer held for them (``raw``, in the
-    same order): the Arrow output makes its timestamp column from ``raw`` with one cast,
-    where converting the datetimes would cost a Python call per value (pyarrow asks each
-    its UTC offset)."""
+    same order; ``kind`` says which): the Arrow output makes its timestamp column from
+    ``raw`` with one cast, where converting the datetimes would cost a Python call per value
+    (pyarrow asks each its UTC offset). Made by :func:`time_column`."""
 
-    def __init__(self, stamps: Iterable[Any], raw: list[Any], kind: TimeKind) -> None:
-        super().__init__(stamps)
-        self.raw = raw
-        self.kind = kind
+    __slots__ = ("kind", "raw")
+    raw: list[Any]
+    kind: TimeKind
+
+
+def time_column(stamps: Iterable[Any], raw: list[Any], kind: TimeKind) -> TimeColumn:
+    """The datetimes ``stamps`` with ``raw``, what the answer held for them."""
+    column = TimeColumn(stamps)  # list's own constructor: no __init__ in Python
+    column.raw = raw
+    column.kind = kind
+    return column
 
 
 def extend_column(kept: list[Any], values: list[Any]) -> list[Any]:
     """``kept`` with ``values`` after it (a read's found column grown by one answer's):
     time columns of one kind stay a :class:`TimeColumn`, anything else a plain list."""
-    if has_raw_times(values):
+    if type(values) is TimeColumn and values:
         if not kept:
-            return TimeColumn(values, list(values.raw), values.kind)
-        if isinstance(kept, TimeColumn) and kept.kind == values.kind:
+            return time_column(values, list(values.raw), values.kind)
+        if type(kept) is TimeColumn and kept.kind == values.kind:
             kept.extend(values)
             kept.raw.extend(values.raw)
             return kept
-    if values and isinstance(kept, TimeColumn):
+    if type(kept) is TimeColumn and values:
         kept = list(kept)
     kept.extend(values)
     return kept

@@ -28,7 +28,7 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
-from featurepull.arrow_columns import TimeColumn
+from featurepull.arrow_columns import time_column
 from featurepull.errors import InputError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -306,12 +306,12 @@ def _one_width_column(texts: Sequence[str]) -> list[Any] | None:
 def timestamps_from_seconds(seconds: list[int]) -> list[datetime]:
     """``[timestamp_from_seconds(s) for s in seconds]``, in C calls where every one is
     within what the platform's C time takes; the seconds kept beside them (a
-    :class:`TimeColumn`), for the Arrow output to cast all at once."""
+     ``TimeColumn``), for the Arrow output to cast all at once."""
     try:
         stamps = map(datetime.fromtimestamp, seconds, repeat(UTC, len(seconds)))
-        return TimeColumn(stamps, seconds, "seconds")
+        return time_column(stamps, seconds, "seconds")
     except (OverflowError, OSError, ValueError):
-        return TimeColumn(map(timestamp_from_seconds, seconds), seconds, "seconds")
+        return time_column(map(timestamp_from_seconds, seconds), seconds, "seconds")
 
 
 _HIGH_BITS = bytes(byte & 0x80 for byte in range(256))

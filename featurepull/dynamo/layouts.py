@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from featurepull.arrow_columns import TimeColumn, python_columns
+from featurepull.arrow_columns import python_columns, time_column
 from featurepull.dynamo.attributes import canonical_number, decode_attribute
 from featurepull.dynamo.errors import EntityKeyError, ItemDecodeError, TableError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
@@ -307,7 +307,7 @@ def _column_decoder(custom: ValueDecoder | None, base64_values: bool
 
 def event_times(items: list[dict[str, Any]]) -> list[datetime | None]:
     """The ``event_ts`` of each item (None where it has none), as :func:`parse_event_ts`;
-    a :class:`TimeColumn` keeping the texts when every one is a time in UTC (Feast's own),
+    a ``TimeColumn`` keeping the texts when every one is a time in UTC (Feast's own),
     for the Arrow output to parse all at once."""
     try:
         texts = [item["event_ts"]["S"] for item in items]
@@ -315,7 +315,7 @@ def event_times(items: list[dict[str, Any]]) -> list[datetime | None]:
         return [parse_event_ts(item["event_ts"]["S"]) if "event_ts" in item else None
                 for item in items]
     try:
-        stamps = TimeColumn(map(datetime.fromisoformat, texts), texts, "iso")
+        stamps = time_column(map(datetime.fromisoformat, texts), texts, "iso")
     except ValueError:  # a text that is not a time: each in order, to raise what it raises
         return list(map(parse_event_ts, texts))
     # A naive time is taken as UTC, as Feast does; a year 1 or 9999 may be outside them in UTC.

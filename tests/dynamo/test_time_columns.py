@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from featurepull.arrow_columns import TimeColumn, extend_column, has_raw_times, utc_timestamps
+from featurepull.arrow_columns import extend_column, has_raw_times, time_column, utc_timestamps
 from featurepull.dynamo import feast_values
 from featurepull.dynamo.feast_values import ValueProto, decode_values
 from featurepull.dynamo.layouts import event_times, parse_event_ts
@@ -141,7 +141,7 @@ def _column(kind: str, count: int, rng: random.Random) -> list[Any]:
     if kind == "plain":
         return stamps
     raw: list[Any] = seconds if kind == "seconds" else [str(stamp) for stamp in stamps]
-    return TimeColumn(stamps, raw, "seconds" if kind == "seconds" else "iso")
+    return time_column(stamps, raw, "seconds" if kind == "seconds" else "iso")
 
 
 def test_a_found_column_keeps_its_raw_values_while_every_part_has_them_of_one_kind() -> None:
