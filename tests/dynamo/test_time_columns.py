@@ -161,5 +161,8 @@ def test_a_found_column_keeps_its_raw_values_while_every_part_has_them_of_one_ki
         if raw:
             assert kept.raw == [value for part in joined for value in part.raw]
             assert utc_timestamps(kept).equals(_as_arrow(kept))
+    # No value, no type: an empty column is left to pyarrow (the null type), as a list is.
+    assert utc_timestamps(event_times([])) is None
+    assert utc_timestamps(time_column([], [], "seconds")) is None
     first = _column("seconds", 2, rng)
     assert extend_column([], first).raw is not first.raw  # a copy: the answer's is not grown
