@@ -5,8 +5,8 @@ A leaf module: it imports only the standard library, so every layer may use it."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TypeGuard
 
 
 def is_arrow(column: Any) -> bool:
@@ -21,3 +21,68 @@ def python_columns(columns: Mapping[str, Any]) -> Mapping[str, Any]:
         return columns
     return {name: column.to_pylist() if is_arrow(column) else column
             for name, column in columns.items()}
+
+
+# What an answer held for a column of times, kept beside the datetimes decoded from it:
+# ISO 8601 texts whose zone is UTC ("iso"), or Unix seconds ("seconds").
+TimeKind = Literal["iso", "seconds"]
+
+
+class TimeColumn(list[Any]):
+    """Aware UTC datetimes, as a list, and what the answer held for them (``raw``, in the
+    same order; ``kind`` says which): the Arrow output makes its timestamp column from
+    ``raw`` with one cast, where converting the datetimes would cost a Python call per value
+    (pyarrow asks each its UTC offset). Made by :func:`time_column`."""
+
+    __slots__ = ("kind", "raw")
+    raw: list[Any]
+    kind: TimeKind
+
+
+def time_column(stamps: Iterable[Any], raw: list[Any], kind: TimeKind) -> TimeColumn:
+    """The datetimes ``stamps`` with ``raw``, what the answer held for them."""
+    column = TimeColumn(stamps)  # list's own constructor: no __init__ in Python
+    column.raw = raw
+    column.kind = kind
+    return column
+
+
+def extend_column(kept: list[Any], values: list[Any]) -> list[Any]:
+    """``kept`` with ``values`` after it (a read's found column grown by one answer's):
+    time columns of one kind stay a :class:`TimeColumn`, anything else a plain list."""
+    if type(values) is TimeColumn and values:
+        if not kept:
+            return time_column(values, list(values.raw), values.kind)
+        if type(kept) is TimeColumn and kept.kind == values.kind:
+            kept.extend(values)
+            kept.raw.extend(values.raw)
+            return kept
+    if type(kept) is TimeColumn and values:
+        kept = list(kept)
+    kept.extend(values)
+    return kept
+
+
+def has_raw_times(column: Any) -> TypeGuard[TimeColumn]:
+    """Whether ``column`` is a :class:`TimeColumn` (its datetimes all UTC) with a value (no
+    value says no type: pyarrow makes an empty column the null type)."""
+    return isinstance(column, TimeColumn) and len(column) > 0
+
+
+def utc_timestamps(column: Any) -> Any:
+    """A :class:`TimeColumn` as an Arrow timestamp[us, UTC] array made from its ``raw``
+    (the values its datetimes convert to), or None where it has none or Arrow cannot parse
+    a text (the caller converts the datetimes). Arrow parses fewer shapes of ISO text than
+    ``datetime.fromisoformat`` (no week dates, no comma, no other separator than T or a
+    space, at most 6 digits of a second): each it parses, it reads as Python does."""
+    if not has_raw_times(column):
+        return None
+    import pyarrow as pa  # only an Arrow output asks
+
+    utc = pa.timestamp("us", tz="UTC")
+    if column.kind == "seconds":  # within the years 1 to 9999: their datetimes were made
+        return pa.array(column.raw, type=pa.timestamp("s")).cast(utc)
+    try:
+        return pa.array(column.raw).cast(utc)
+    except pa.ArrowInvalid:
+        return None

@@ -10,8 +10,9 @@ for CSV, JSONL and Parquet.
 
 The rows are the whole-process bench's (`featurepull.bench.endpoint`): one int64 key, UTC
 event times, then a float, a double, an int, a city and a Unix timestamp per found driver,
-decoded as the reader decodes them and held as a read holds them (`FoundRows`, found items in
-shuffled order). The finisher's parts are 50,000 rows each, staged as shards stage them.
+decoded as the reader decodes them (answers of 100 items, the layout's column decoder) and
+held as a read holds them (`FoundRows`, found items in shuffled order). The finisher's parts
+are 50,000 rows each, staged as shards stage them.
 Only the step is timed (user+sys of the process, around the call); the inputs are built
 first. Each ``--tree NAME=DIR`` runs the featurepull package of DIR (first on PYTHONPATH);
 trees take turns within every round, and each cell's best round is printed.
@@ -28,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +44,30 @@ def _cpu() -> float:
 
 
 def _rows(size: int, share: float) -> tuple[list[int], Any]:
-    """The key column and a read's `FoundRows` of `size` drivers, `share` of them found."""
-    from featurepull.bench.endpoint import SyntheticTable
-    from featurepull.dynamo.feast_values import decode_value
+    """The key column and a read's `FoundRows` of `size` drivers, `share` of them found:
+    answers of 100 items decoded by the Feast layout's column decoder, and grown into the
+    read's found columns, as the reader does (`extend_column`, where the tree has it)."""
+    from featurepull.bench.endpoint import FEATURES, SyntheticTable
     from featurepull.dynamo.found import FoundRows
+    from featurepull.dynamo.layouts import FeastLayout
+
+    try:
+        from featurepull.arrow_columns import extend_column
+    except ImportError:  # a tree from before time columns: lists extended
+        def extend_column(kept: list[Any], values: list[Any]) -> list[Any]:
+            kept.extend(values)
+            return kept
 
     table = SyntheticTable(size)
     rng = random.Random(7)
     found = sorted(rng.sample(range(size), round(size * share)))
     rng.shuffle(found)  # in the order answers come back
-    decoded: dict[bytes, Any] = {}
+    decode = FeastLayout({"driver_id": "int64"}).columns_decoder(FEATURES)
     columns: list[list[Any]] = [[] for _ in range(6)]
-    for driver in found:
-        columns[0].append(datetime.fromisoformat(table.event_ts(driver)).replace(tzinfo=UTC))
-        for column, data in zip(columns[1:], table.expected_features(driver).values(),
-                                strict=True):
-            if data not in decoded:
-                decoded[data] = decode_value(data)
-            column.append(decoded[data])
+    for start in range(0, len(found), 100):
+        answer = decode([table.item(driver) for driver in found[start:start + 100]])
+        columns = [extend_column(kept, values)
+                   for kept, values in zip(columns, answer, strict=True)]
     return list(range(size)), FoundRows(list(range(size)), size, found, columns)
 
 

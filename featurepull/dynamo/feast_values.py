@@ -28,6 +28,7 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
+from featurepull.arrow_columns import time_column
 from featurepull.errors import InputError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -302,11 +303,13 @@ def _one_width_column(texts: Sequence[str]) -> list[Any] | None:
 
 def timestamps_from_seconds(seconds: list[int]) -> list[datetime]:
     """``[timestamp_from_seconds(s) for s in seconds]``, in C calls where every one is
-    within what the platform's C time takes."""
+    within what the platform's C time takes; the seconds kept beside them (a
+     ``TimeColumn``), for the Arrow output to cast all at once."""
     try:
-        return list(map(datetime.fromtimestamp, seconds, repeat(UTC, len(seconds))))
+        stamps = map(datetime.fromtimestamp, seconds, repeat(UTC, len(seconds)))
+        return time_column(stamps, seconds, "seconds")
     except (OverflowError, OSError, ValueError):
-        return list(map(timestamp_from_seconds, seconds))
+        return time_column(map(timestamp_from_seconds, seconds), seconds, "seconds")
 
 
 _HIGH_BITS = bytes(byte & 0x80 for byte in range(256))

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from featurepull.arrow_columns import python_columns
+from featurepull.arrow_columns import python_columns, time_column
 from featurepull.dynamo.attributes import canonical_number, decode_attribute
 from featurepull.dynamo.errors import EntityKeyError, ItemDecodeError, TableError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
@@ -306,25 +306,29 @@ def _column_decoder(custom: ValueDecoder | None, base64_values: bool
 
 
 def event_times(items: list[dict[str, Any]]) -> list[datetime | None]:
-    """The ``event_ts`` of each item (None where it has none), as :func:`parse_event_ts`."""
+    """The ``event_ts`` of each item (None where it has none), as :func:`parse_event_ts`;
+    a ``TimeColumn`` keeping the texts when every one is a time in UTC (Feast's own),
+    for the Arrow output to parse all at once."""
     try:
         texts = [item["event_ts"]["S"] for item in items]
     except KeyError:  # an item without one
         return [parse_event_ts(item["event_ts"]["S"]) if "event_ts" in item else None
                 for item in items]
     try:
-        stamps: list[datetime | None] = list(map(datetime.fromisoformat, texts))
+        stamps = time_column(map(datetime.fromisoformat, texts), texts, "iso")
     except ValueError:  # a text that is not a time: each in order, to raise what it raises
         return list(map(parse_event_ts, texts))
     # A naive time is taken as UTC, as Feast does; a year 1 or 9999 may be outside them in UTC.
-    if None in map(_zone, stamps) or not _EDGE_YEARS.isdisjoint(map(_year, stamps)):
+    found_zones = set(map(_zone, stamps))
+    if None in found_zones or not _EDGE_YEARS.isdisjoint(map(_year, stamps)):
         return list(map(parse_event_ts, texts))
-    return stamps
+    return stamps if found_zones == _UTC_ONLY else list(stamps)
 
 
 _zone = attrgetter("tzinfo")
 _year = attrgetter("year")
 _EDGE_YEARS = frozenset((1, 9999))
+_UTC_ONLY = {UTC}
 
 
 def _feast_item_error(ts: Any, stored: Mapping[str, Any], features: Sequence[str],

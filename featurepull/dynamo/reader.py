@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from featurepull.arrow_columns import extend_column
 from featurepull.config import DynamoSettings
 from featurepull.dynamo._aws_errors import (
     client_errors,
@@ -555,8 +556,8 @@ class _ReadState:
     def add_found(self, slots: list[int], columns: list[list[Any]]) -> None:
         """The decoded columns of one answer's items, whose unique keys are ``slots``."""
         self.slots.extend(slots)
-        for mine, theirs in zip(self.columns, columns, strict=True):
-            mine.extend(theirs)
+        self.columns = [extend_column(mine, theirs)
+                        for mine, theirs in zip(self.columns, columns, strict=True)]
 
     def first_row(self, unique: int) -> int:
         """The first input row (from 0) whose key is unique key ``unique``."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from featurepull.arrow_columns import extend_column
 from featurepull.config import DynamoSettings
 from featurepull.dynamo._aws_errors import client_errors, connection_errors, unreachable_errors
 from featurepull.dynamo.concurrency import Aimd
@@ -395,8 +396,8 @@ class _ScanRun:
                 self.check.observe(matched)
             columns = self._columns(matched)
             self.keys += keys
-            for kept, values in zip(self.columns, columns, strict=True):
-                kept += values
+            self.columns = [extend_column(kept, values)
+                            for kept, values in zip(self.columns, columns, strict=True)]
         self.stats.items_matched += len(matched)
         if self.progress is not None and page.scanned:
             self.progress(page.scanned)

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featurepull.arrow_columns import has_raw_times, utc_timestamps
 from featurepull.io._row_view import RowView
 
 _TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
@@ -49,7 +50,7 @@ def found_columns(view: RowView) -> tuple[list[Any], pa.Array | None] | None:
             return None
         columns = list(zip(*found, strict=True)) if found else [()] * width
         found_index = _found_index(rows) if len(found) != len(rows) else None
-    if not _all_utc(columns[0]):
+    if not (has_raw_times(columns[0]) or _all_utc(columns[0])):
         return None
     return columns, found_index
 
@@ -63,7 +64,8 @@ def columnar_table(view: RowView) -> pa.Table | None:
     columns, found_index = split
     names = view.names
     try:
-        arrays = [pa.array(columns[0], type=_TIMESTAMP_TYPE)]
+        stamps = utc_timestamps(columns[0])
+        arrays = [stamps if stamps is not None else pa.array(columns[0], type=_TIMESTAMP_TYPE)]
         arrays += [typed_column(values if isinstance(values, list) else list(values))
                    for values in columns[1:]]
         keys = [_typed_keys(values) for values in view.key_columns.values()]
@@ -77,6 +79,9 @@ def columnar_table(view: RowView) -> pa.Table | None:
 
 def typed_column(values: list[Any]) -> pa.Array:
     """A found column as the table types it (and so the text outputs, a column at a time)."""
+    stamps = utc_timestamps(values)  # times the answer held as texts or Unix seconds
+    if stamps is not None:
+        return stamps
     # Two steps, as the row path does: infer from every value, then convert to that type.
     return typed_array(values, pa.infer_type(values))
 
