@@ -14,9 +14,11 @@ Cells (``--cells``), each on ``--keys`` distinct entities in shuffled order:
 
 Each (round, cell, tree) is a fresh process (PYTHONPATH=tree): it builds its input, warms up
 on 1,000 keys, then times one call (user+sys CPU, ``time.process_time``, and wall). Trees
-take turns within each round. Prints the median and minimum CPU per cell and tree, the
-ratio of the last tree to the first, and a digest of the ids (the same in every tree, or the
-run fails); saves JSON (``--json``). The load average is printed with the table.
+take turns within each round. ``--instructions`` counts the call's instructions under
+valgrind instead (the process with the call less the same process without it), per key.
+Prints the median and minimum per cell and tree, the ratio of the last tree to the first,
+and checks that every tree made the same ids (a digest of them); saves JSON (``--json``).
+The load average is printed with the table.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -35,7 +38,7 @@ CELLS = ("pull_int", "pull_text", "shard_int", "ids_int", "ids_text", "check_int
 
 _CHILD = r"""
 import hashlib, json, random, sys, time
-cell, size = sys.argv[1], int(sys.argv[2])
+cell, size, timed = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "call"
 if cell.startswith("pull"):
     sys.modules["numpy"] = None  # as featurepull pull runs pyarrow
 import pyarrow as pa
@@ -65,7 +68,7 @@ def call(column):
 
 call(column[:1000])
 start_cpu, start = time.process_time(), time.perf_counter()
-keys, positions = call(column)
+keys, positions = call(column) if timed else ([], None)
 cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start
 digest = hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
 if positions is not None:
@@ -74,14 +77,32 @@ print(json.dumps({"cpu": cpu, "wall": wall, "digest": digest}))
 """
 
 
-def _run(tree: str, cell: str, size: int) -> dict[str, Any]:
+def _run(tree: str, cell: str, size: int, instructions: bool = False) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
-    done = subprocess.run([sys.executable, "-c", _CHILD, cell, str(size)], env=env,
-                          capture_output=True, text=True, check=False)
+    child = [sys.executable, "-c", _CHILD, cell, str(size)]
+    if not instructions:
+        done = _child([*child, "call"], env, f"{tree} {cell}")
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+    # The call's instructions: the child with it less the child without it (input, imports).
+    counts = []
+    for timed in ("call", "skip"):
+        done = _child(["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                       "--cachegrind-out-file=/dev/null", *child, timed], env, f"{tree} {cell}")
+        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        if found is None:
+            raise SystemExit(f"{tree} {cell}: no instruction count in {done.stderr[-500:]}")
+        counts.append(int(found.group(1).replace(",", "")))
+        if timed == "call":
+            digest = json.loads(done.stdout.strip().splitlines()[-1])["digest"]
+    return {"instructions": counts[0] - counts[1], "digest": digest}
+
+
+def _child(command: list[str], env: dict[str, str], what: str) -> Any:
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
-        raise SystemExit(f"{tree} {cell}: {done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+        raise SystemExit(f"{what}: {done.stderr[-2000:]}")
+    return done
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default="bench_keys.json")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count the call's instructions under valgrind (cachegrind) instead "
+                        "of timing it: load-independent; one round is enough")
     args = parser.parse_args(argv)
     trees = dict(item.split("=", 1) for item in args.tree) or {"this": "."}
     cells = [cell for cell in args.cells.split(",") if cell]
@@ -99,11 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for _ in range(args.rounds):
         for cell in cells:
             for name, tree in trees.items():
-                runs[cell][name].append(_run(tree, cell, args.keys))
+                runs[cell][name].append(_run(tree, cell, args.keys, args.instructions))
     load = os.getloadavg()
     names = list(trees)
+    measure = "instructions" if args.instructions else "cpu"
+    what = "instructions per key" if args.instructions else "CPU seconds"
     print(f"{args.keys:,} keys, {args.rounds} rounds, load average "
-          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; CPU seconds, median (min)")
+          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; {what}, median (min)")
     print(f"{'cell':<10}" + "".join(f"{n:>18}" for n in names)
           + (f"{names[-1] + '/' + names[0]:>14}" if len(names) > 1 else ""))
     table: dict[str, Any] = {}
@@ -111,12 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         digests = {run["digest"] for name in names for run in runs[cell][name]}
         if len(digests) != 1:
             raise SystemExit(f"{cell}: the trees' ids differ: {sorted(digests)}")
-        cpus = {name: [run["cpu"] for run in runs[cell][name]] for name in names}
+        per = args.keys if args.instructions else 1
+        cpus = {name: [run[measure] / per for run in runs[cell][name]] for name in names}
         medians = {name: statistics.median(cpus[name]) for name in names}
-        row = "".join(f"{medians[n]:>10.3f} ({min(cpus[n]):.3f})" for n in names)
+        row = "".join(f"{medians[n]:>10.3f} ({min(cpus[n]):.3f})" if not args.instructions
+                      else f"{medians[n]:>18,.0f}" for n in names)
         ratio = medians[names[-1]] / medians[names[0]] if len(names) > 1 else None
         print(f"{cell:<10}{row}" + (f"{ratio:>14.2f}" if ratio is not None else ""))
-        table[cell] = {"runs": runs[cell], "median_cpu": medians, "ratio": ratio,
+        table[cell] = {"runs": runs[cell], f"median_{measure}": medians, "ratio": ratio,
                        "digest": digests.pop()}
     Path(args.json).write_text(json.dumps({"keys": args.keys, "rounds": args.rounds,
                                            "load": load, "trees": trees, "cells": table},

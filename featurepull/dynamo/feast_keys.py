@@ -151,15 +151,16 @@ class EntityKeyEncoder:
         """Whether every row of these join-key columns (in the order of ``self.names``)
         surely encodes, checked a column at a time in C-speed passes instead of encoding each
         key. False means "not sure": encode row by row to find the row at fault."""
-        return self._arrow_columns(columns) is not None
+        return self._arrow_columns(columns, convert=False) is not None
 
-    def _arrow_columns(self, columns: Sequence[Sequence[Any]]) -> list[Any] | None:
+    def _arrow_columns(self, columns: Sequence[Sequence[Any]], convert: bool = True
+                       ) -> list[Any] | None:
         """The join-key columns as Arrow arrays of the keys' own types (int64, int32,
         string, binary; one chunk, no nulls) when every row surely encodes, else None (see
         :meth:`columns_encodable`). A list vouches by the exact type of every value (no bool,
         None, float or str for an int) and converts in Arrow, which refuses what its type
         cannot hold (an int beyond int64, a lone surrogate); an Arrow column by its type and
-        null count, and for ints its min and max."""
+        null count, and for ints its min and max (and is converted only if ``convert``)."""
         import pyarrow as pa  # not at import: a notebook reading a few keys needs no Arrow
 
         arrays = []
@@ -168,7 +169,7 @@ class EntityKeyEncoder:
             if is_arrow(column):
                 if not _arrow_encodable(column, encoder):
                     return None
-                values = cast(Any, column).cast(kind)
+                values = cast(Any, column).cast(kind) if convert else column
             else:
                 if set(map(type, column)) - {_PYTHON_TYPES[encoder]}:
                     return None
@@ -176,7 +177,7 @@ class EntityKeyEncoder:
                     values = pa.array(column, kind)
                 except (pa.ArrowException, OverflowError, UnicodeEncodeError):
                     return None
-            if isinstance(values, pa.ChunkedArray):
+            if convert and isinstance(values, pa.ChunkedArray):
                 values = values.combine_chunks()
             arrays.append(values)
         return arrays
