@@ -38,7 +38,8 @@ CELLS = ("pull_int", "pull_text", "shard_int", "ids_int", "ids_text", "check_int
 
 _CHILD = r"""
 import hashlib, json, random, sys, time
-cell, size, timed = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "call"
+# "call": time the call; "count": the call alone (valgrind counts); "skip": no call.
+cell, size, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if cell.startswith("pull"):
     sys.modules["numpy"] = None  # as featurepull pull runs pyarrow
 import pyarrow as pa
@@ -68,8 +69,10 @@ def call(column):
 
 call(column[:1000])
 start_cpu, start = time.process_time(), time.perf_counter()
-keys, positions = call(column) if timed else ([], None)
+keys, positions = call(column) if mode != "skip" else ([], None)
 cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start
+if mode != "call":
+    sys.exit(0)
 digest = hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
 if positions is not None:
     digest += "/" + hashlib.sha256(str(positions.to_pylist()).encode()).hexdigest()[:8]
@@ -84,17 +87,17 @@ def _run(tree: str, cell: str, size: int, instructions: bool = False) -> dict[st
         done = _child([*child, "call"], env, f"{tree} {cell}")
         result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         return result
-    # The call's instructions: the child with it less the child without it (input, imports).
+    # The call's instructions: the child with it less the child without it (input, imports);
+    # the ids' digest from a run of its own (it is not counted).
     counts = []
-    for timed in ("call", "skip"):
+    for mode in ("count", "skip"):
         done = _child(["valgrind", "--tool=cachegrind", "--cache-sim=no",
-                       "--cachegrind-out-file=/dev/null", *child, timed], env, f"{tree} {cell}")
+                       "--cachegrind-out-file=/dev/null", *child, mode], env, f"{tree} {cell}")
         found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
         if found is None:
             raise SystemExit(f"{tree} {cell}: no instruction count in {done.stderr[-500:]}")
         counts.append(int(found.group(1).replace(",", "")))
-        if timed == "call":
-            digest = json.loads(done.stdout.strip().splitlines()[-1])["digest"]
+    digest = _run(tree, cell, size)["digest"]
     return {"instructions": counts[0] - counts[1], "digest": digest}
 
 
