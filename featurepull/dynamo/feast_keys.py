@@ -11,7 +11,7 @@ import re
 import struct
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import mmh3
 
@@ -28,6 +28,8 @@ _INT64_RANGE = (-(2**63), 2**63 - 1)
 _PACK_U32 = struct.Struct("<I").pack
 _PACK_I32 = struct.Struct("<i").pack
 _PACK_I64 = struct.Struct("<q").pack
+# Feast packs integers little-endian; whole columns are hashed from Arrow's own buffers.
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def _as_int(value: Any, bounds: tuple[int, int], type_name: str) -> int:
@@ -91,7 +93,13 @@ _ENCODERS: dict[str, Callable[[Any], bytes]] = {
 
 _INT_BOUNDS: dict[Callable[[Any], bytes], tuple[int, int]] = {
     _enc_int64: _INT64_RANGE, _enc_int32: _INT32_RANGE, _enc_ts: _INT64_RANGE}
-_CHECK_CHUNK = 100_000
+# What a column of each join-key type is hashed from: the Python type every value of a list
+# must have, and the Arrow type (by name: pyarrow is imported on first use).
+_PYTHON_TYPES: dict[Callable[[Any], bytes], type] = {
+    _enc_int64: int, _enc_int32: int, _enc_ts: int, _enc_string: str, _enc_bytes: bytes}
+_ARROW_TYPES: dict[Callable[[Any], bytes], str] = {
+    _enc_int64: "int64", _enc_int32: "int32", _enc_ts: "int64", _enc_string: "string",
+    _enc_bytes: "binary"}
 # Fixed-width join keys: the ValueType number and the struct of the value's bytes.
 _FIXED_WIDTH: dict[Callable[[Any], bytes], tuple[int, struct.Struct]] = {
     _enc_int64: (_INT64, struct.Struct("<q")), _enc_int32: (_INT32, struct.Struct("<i")),
@@ -141,70 +149,78 @@ class EntityKeyEncoder:
 
     def columns_encodable(self, columns: Sequence[Sequence[Any]]) -> bool:
         """Whether every row of these join-key columns (in the order of ``self.names``)
-        surely encodes, checked a column at a time in C-speed passes (exact types, min and
-        max, one UTF-8 encode per chunk) instead of encoding each key. False means "not
-        sure": encode row by row to find the row at fault. A column may be an Arrow array
-        (its type and null count, and for int32 its min and max, decide)."""
+        surely encodes, checked a column at a time in C-speed passes instead of encoding each
+        key. False means "not sure": encode row by row to find the row at fault."""
+        return self._arrow_columns(columns, convert=False) is not None
+
+    def _arrow_columns(self, columns: Sequence[Sequence[Any]], convert: bool = True
+                       ) -> list[Any] | None:
+        """The join-key columns as Arrow arrays of the keys' own types (int64, int32,
+        string, binary; one chunk, no nulls) when every row surely encodes, else None (see
+        :meth:`columns_encodable`). A list vouches by the exact type of every value (no bool,
+        None, float or str for an int) and converts in Arrow, which refuses what its type
+        cannot hold (an int beyond int64, a lone surrogate); an Arrow column by its type and
+        null count, and for ints its min and max (and is converted only if ``convert``)."""
+        import pyarrow as pa  # not at import: a notebook reading a few keys needs no Arrow
+
+        arrays = []
         for column, encoder in zip(columns, self._encoders, strict=True):
+            kind = pa.type_for_alias(_ARROW_TYPES[encoder])
             if is_arrow(column):
                 if not _arrow_encodable(column, encoder):
-                    return False
-            elif encoder in _INT_BOUNDS:
-                low, high = _INT_BOUNDS[encoder]
-                if not all(type(value) is int for value in column):  # no bool, no None
-                    return False
-                if column and not (low <= min(column) and max(column) <= high):
-                    return False
-            elif encoder is _enc_string:
-                if not all(type(value) is str for value in column):
-                    return False
-                for start in range(0, len(column), _CHECK_CHUNK):
-                    try:  # a lone surrogate cannot be UTF-8: Feast could not hash it either
-                        "".join(column[start:start + _CHECK_CHUNK]).encode("utf8")
-                    except UnicodeEncodeError:
-                        return False
-            elif not all(type(value) is bytes for value in column):
-                return False
-        return True
+                    return None
+                values = cast(Any, column).cast(kind) if convert else column
+            else:
+                if set(map(type, column)) - {_PYTHON_TYPES[encoder]}:
+                    return None
+                try:
+                    values = pa.array(column, kind)
+                except (pa.ArrowException, OverflowError, UnicodeEncodeError):
+                    return None
+            if convert and isinstance(values, pa.ChunkedArray):
+                values = values.combine_chunks()
+            arrays.append(values)
+        return arrays
 
     def entity_ids(self, columns: Sequence[Sequence[Any]]) -> list[str] | None:
         """The entity ids of whole join-key columns at once when :meth:`columns_encodable`
-        vouches for them (the common case, without a per-row type check); None otherwise.
-        Several join keys are serialized in Arrow (:meth:`serialized_keys`)."""
-        if not self.columns_encodable(columns):
-            return None
-        if len(self._encoders) > 1:
-            serialized = self.serialized_keys(columns)
-            return None if serialized is None else _digests(serialized.to_pylist())
-        column: Any = columns[0]
-        return self._hashed(column.to_pylist() if is_arrow(column) else column)
+        vouches for them (the common case, without a per-row type check); None otherwise."""
+        arrays = self._arrow_columns(columns)
+        return None if arrays is None or not _LITTLE_ENDIAN else self._ids(arrays)
 
-    def serialized_keys(self, columns: Sequence[Sequence[Any]]) -> Any:
+    def _serialized_keys(self, arrays: Sequence[Any]) -> Any:
         """Every row's :meth:`serialize`, as one Arrow binary array built a column at a time
-        (each value's type and length fields, then its bytes, joined in Arrow); for columns
-        :meth:`columns_encodable` vouched for. None where Arrow's integers are not
-        little-endian, as Feast packs them."""
-        if sys.byteorder != "little":
-            return None
+        (each value's type and length fields, then its bytes, joined in Arrow); ``arrays``
+        from :meth:`_arrow_columns`, on a little-endian machine, as Feast packs integers."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         parts: list[Any] = [pa.scalar(self._prefix, pa.binary())]
-        for column, encoder in zip(columns, self._encoders, strict=True):
-            values: Any = column if is_arrow(column) else pa.array(column)
+        for values, encoder in zip(arrays, self._encoders, strict=True):
             if encoder in _FIXED_WIDTH:
                 kind, pack = _FIXED_WIDTH[encoder]
-                width_type = pa.int64() if pack.size == 8 else pa.int32()
                 parts += [pa.scalar(_PACK_U32(kind) + _PACK_U32(pack.size), pa.binary()),
-                          _packed(pc.cast(values, width_type), pack.size)]
+                          _packed(values, pack.size)]
             else:
-                data = pc.cast(values, pa.binary())
+                data = values.cast(pa.binary())
                 kind = _STRING if encoder is _enc_string else _BYTES
                 lengths = pc.cast(pc.binary_length(data), pa.int32())
                 parts += [pa.scalar(_PACK_U32(kind), pa.binary()), _packed(lengths, 4), data]
-        joined = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
-        # One array even from a shard's chunked key columns (dictionary_encode's indices).
-        return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+        return pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
+
+    def _ids(self, arrays: Sequence[Any]) -> list[str]:
+        """The entity id of every row of ``arrays`` (from :meth:`_arrow_columns`): one int
+        join key hashed a column at a time (featurepull.dynamo._murmur), other keys
+        serialized in Arrow and hashed one by one in mmh3."""
+        encoder = self._encoders[0]
+        if len(arrays) == 1 and encoder in _FIXED_WIDTH:
+            from featurepull.dynamo._murmur import fixed_width_hex
+
+            kind, pack = _FIXED_WIDTH[encoder]
+            head = self._prefix + _PACK_U32(kind) + _PACK_U32(pack.size)
+            return fixed_width_hex(head, _as_uint64(arrays[0]), pack.size)
+        digest = mmh3.hash_bytes
+        return [digest(key).hex() for key in self._serialized_keys(arrays).to_pylist()]
 
     def unique_entity_ids(self, columns: Sequence[Sequence[Any]]
                           ) -> tuple[list[str], Any] | None:
@@ -214,59 +230,33 @@ class EntityKeyEncoder:
         in Arrow before any is hashed, where equal values are equal keys. None where
         :meth:`entity_ids` would say None, or for one bytes key. A column may be a list or an
         Arrow array."""
-        if not self.columns_encodable(columns):
+        if len(self._encoders) == 1 and self._encoders[0] is _enc_bytes:
             return None
-        import pyarrow as pa  # not at import: a notebook reading a few keys needs no Arrow
+        arrays = self._arrow_columns(columns)
+        if arrays is None or not _LITTLE_ENDIAN:
+            return None
+        import pyarrow as pa
         import pyarrow.compute as pc
 
-        if len(self._encoders) > 1:  # equal serialized keys are equal keys
-            serialized = self.serialized_keys(columns)
-            if serialized is None:
-                return None
-            encoded = pc.dictionary_encode(serialized)
-            return _digests(encoded.dictionary.to_pylist()), encoded.indices
-        encoder = self._encoders[0]
-        if encoder is _enc_bytes:
-            return None
-        arrow_type = pa.string() if encoder is _enc_string else pa.int64()
-        try:
-            column = columns[0]
-            values = (pc.cast(column, arrow_type) if is_arrow(column)
-                      else pa.array(column, type=arrow_type))
-        except (pa.ArrowException, ValueError, TypeError, OverflowError):
-            return None
-        if isinstance(values, pa.ChunkedArray):
-            values = values.combine_chunks()
-        if arrow_type == pa.int64() and _all_distinct(values):
+        if len(arrays) > 1:  # equal serialized keys are equal keys
+            encoded = pc.dictionary_encode(self._serialized_keys(arrays))
+            digest = mmh3.hash_bytes
+            return [digest(key).hex() for key in encoded.dictionary.to_pylist()], encoded.indices
+        values = arrays[0]
+        if pa.types.is_integer(values.type) and _all_distinct(values):
             # Most entity files name each entity once: a sort tells in ~10 ms per million,
             # where a hash table of every value costs 0.1-0.3 s. First appearances are then
             # the values themselves, and row i is distinct value i.
             import numpy as np
 
-            return (self._hashed(values.to_pylist()),
+            return (self._ids([values]),
                     pa.array(np.arange(len(values), dtype=np.int32)))  # as dictionary_encode's
         encoded = pc.dictionary_encode(values)
-        return self._hashed(encoded.dictionary.to_pylist()), encoded.indices
-
-    def _hashed(self, column: Sequence[Any]) -> list[str]:
-        digest = mmh3.hash_bytes
-        encoder = self._encoders[0]
-        if encoder in _INT_BOUNDS:
-            kind, pack = _FIXED_WIDTH[encoder]
-            head = self._prefix + _PACK_U32(kind) + _PACK_U32(pack.size)
-            return [digest(head + pack.pack(value)).hex() for value in column]
-        head = self._prefix + _PACK_U32(_STRING if encoder is _enc_string else _BYTES)
-        data = [value.encode("utf8") for value in column] if encoder is _enc_string else column
-        return [digest(head + _PACK_U32(len(value)) + value).hex() for value in data]
+        return self._ids([encoded.dictionary]), encoded.indices
 
     def entity_id(self, values: Sequence[Any]) -> str:
         """The hex MurmurHash3 x64-128 (seed 0) of the serialized key."""
         return str(mmh3.hash_bytes(self.serialize(values)).hex())
-
-
-def _digests(serialized: Sequence[bytes]) -> list[str]:
-    digest = mmh3.hash_bytes
-    return [digest(key).hex() for key in serialized]
 
 
 def _packed(values: Any, width: int) -> Any:
@@ -274,11 +264,20 @@ def _packed(values: Any, width: int) -> Any:
     its own buffer: what ``struct.pack("<i"/"<q")`` makes of each value."""
     import pyarrow as pa
 
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
     fixed = pa.Array.from_buffers(pa.binary(width), len(values), [None, values.buffers()[1]],
                                   offset=values.offset)
     return fixed.cast(pa.binary())
+
+
+def _as_uint64(values: Any) -> Any:
+    """An Arrow int64 or int32 array (no nulls) as uint64 numbers of the same bytes: an int64
+    reread in place, an int32 reread as uint32 and zero-extended."""
+    import pyarrow as pa
+
+    unsigned = pa.uint64() if values.type.bit_width == 64 else pa.uint32()
+    reread = pa.Array.from_buffers(unsigned, len(values), [None, values.buffers()[1]],
+                                   offset=values.offset)
+    return reread.cast(pa.uint64())
 
 
 def _arrow_encodable(column: Any, encoder: Callable[[Any], bytes]) -> bool:
