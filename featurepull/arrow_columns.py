@@ -67,22 +67,3 @@ def has_raw_times(column: Any) -> TypeGuard[TimeColumn]:
     """Whether ``column`` is a :class:`TimeColumn` (its datetimes all UTC) with a value (no
     value says no type: pyarrow makes an empty column the null type)."""
     return isinstance(column, TimeColumn) and len(column) > 0
-
-
-def utc_timestamps(column: Any) -> Any:
-    """A :class:`TimeColumn` as an Arrow timestamp[us, UTC] array made from its ``raw``
-    (the values its datetimes convert to), or None where it has none or Arrow cannot parse
-    a text (the caller converts the datetimes). Arrow parses fewer shapes of ISO text than
-    ``datetime.fromisoformat`` (no week dates, no comma, no other separator than T or a
-    space, at most 6 digits of a second): each it parses, it reads as Python does."""
-    if not has_raw_times(column):
-        return None
-    import pyarrow as pa  # only an Arrow output asks
-
-    utc = pa.timestamp("us", tz="UTC")
-    if column.kind == "seconds":  # within the years 1 to 9999: their datetimes were made
-        return pa.array(column.raw, type=pa.timestamp("s")).cast(utc)
-    try:
-        return pa.array(column.raw).cast(utc)
-    except pa.ArrowInvalid:
-        return None

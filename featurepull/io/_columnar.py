@@ -22,11 +22,27 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurepull.arrow_columns import has_raw_times, utc_timestamps
+from featurepull.arrow_columns import has_raw_times
 from featurepull.io._row_view import RowView
 
 _TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 _ARROW_VALUE_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
+
+
+def utc_timestamps(column: Any) -> Any:
+    """A :class:`TimeColumn` as an Arrow timestamp[us, UTC] array made from its ``raw``
+    (the values its datetimes convert to), or None where it has none or Arrow cannot parse
+    a text (the caller converts the datetimes). Arrow parses fewer shapes of ISO text than
+    ``datetime.fromisoformat`` (no week dates, no comma, no other separator than T or a
+    space, at most 6 digits of a second): each it parses, it reads as Python does."""
+    if not has_raw_times(column):
+        return None
+    if column.kind == "seconds":  # within the years 1 to 9999: their datetimes were made
+        return pa.array(column.raw, type=pa.timestamp("s")).cast(_TIMESTAMP_TYPE)
+    try:
+        return pa.array(column.raw).cast(_TIMESTAMP_TYPE)
+    except pa.ArrowInvalid:
+        return None
 
 
 def found_columns(view: RowView) -> tuple[list[Any], pa.Array | None] | None:

@@ -14,10 +14,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from featurepull.arrow_columns import extend_column, has_raw_times, time_column, utc_timestamps
+from featurepull.arrow_columns import extend_column, has_raw_times, time_column
 from featurepull.dynamo import feast_values
 from featurepull.dynamo.feast_values import ValueProto, decode_values
 from featurepull.dynamo.layouts import event_times, parse_event_ts
+from featurepull.io._columnar import utc_timestamps
 
 pytestmark = pytest.mark.mutation_first  # in-process and fast (scripts/mutation.sh)
 SEED = 20261203
