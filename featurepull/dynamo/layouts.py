@@ -270,7 +270,6 @@ class FeastLayout:
     def columns_decoder(self, features: Sequence[str],
                         base64_values: bool = False) -> ColumnsDecoder:
         wanted = tuple(features)
-        one = self.row_decoder(features, base64_values)
         column = _column_decoder(self.value_decoder, base64_values)
 
         def decode_columns(items: list[dict[str, Any]]) -> list[list[Any]]:
@@ -280,10 +279,14 @@ class FeastLayout:
             for feature in wanted:
                 try:
                     values = [values[feature]["B"] for values in stored]
-                except KeyError:  # an item without this feature: no column to speed up
-                    rows = [one(item) for item in items]
-                    return [list(values) for values in zip(*rows, strict=True)] if rows \
-                        else [[] for _ in range(1 + len(wanted))]
+                except KeyError:  # items without this feature (a sparse one): None there
+                    held = [i for i, values in enumerate(stored) if feature in values]
+                    found: list[Any] = [None] * len(stored)
+                    for i, value in zip(held, column([stored[i][feature]["B"] for i in held]),
+                                        strict=True):
+                        found[i] = value
+                    columns.append(found)
+                    continue
                 columns.append(column(values))
             return columns
 

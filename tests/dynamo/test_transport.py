@@ -6,6 +6,7 @@ keep-alive pool per process."""
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import socket
 import ssl
@@ -163,13 +164,15 @@ class ScriptedEndpoint(ThreadingHTTPServer):
     RCU charged (``costly``), or no answer until the test ends (``held``). DescribeTable
     answers with ``describe``: the on-demand table (``""``), the table with 80 RCU/s
     provisioned (``provisioned``) or keyed by ``user_id`` (``keyed-by-user``), or ``missing``,
-    ``denied``, ``no-code`` (an error without a code), ``hang-up``."""
+    ``denied``, ``no-code`` (an error without a code), ``hang-up``. Items put in ``items`` (by
+    ``entity_id``, as the wire has them) are served too, as they are."""
 
     daemon_threads = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _ScriptedHandler)
         self.script: list[str] = []
+        self.items: dict[str, dict[str, Any]] = {}  # entity_id -> item JSON, served as it is
         self.describe = ""
         self.released = threading.Event()  # set when the test ends: held requests go on
         self.requests: list[tuple[dict[str, str], bytes]] = []
@@ -242,9 +245,11 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
                                "message": "1 validation error detected: RequestItems"})
         else:
             left = keys[len(keys) // 2:] if fault == "unprocessed" else []  # the second half
-            found = [DRIVERS[k["entity_id"]["S"]] for k in keys[:len(keys) - len(left)]
-                     if k["entity_id"]["S"] in DRIVERS]
-            items = [_item_json(d) for d in found]
+            extra = self.server.items
+            found = [k["entity_id"]["S"] for k in keys[:len(keys) - len(left)]
+                     if k["entity_id"]["S"] in DRIVERS or k["entity_id"]["S"] in extra]
+            items = [copy.deepcopy(extra[e]) if e in extra else _item_json(DRIVERS[e])
+                     for e in found]
             if fault == "bad-item" and items:  # the first item's event_ts is not a time
                 items[0]["event_ts"] = {"S": "yesterday"}
             if fault == "bad-last-item" and items:  # the same of the last item
