@@ -40,6 +40,7 @@ from featurepull.bench.endpoint import DEFAULT_TABLE, FEATURES, SyntheticTable
 from featurepull.dynamo.transport import TARGET, post_signer
 
 KEYS_PER_REQUEST = 100
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def request_bodies(drivers: int, requests: int, found: float, seed: int) -> list[bytes]:
@@ -150,7 +151,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    trees = dict(t.split("=", 1) for t in args.tree) or {"this": "."}
+    # This script's own checkout, wherever it is run from (`-m` imports from the tree's folder).
+    trees = dict(t.split("=", 1) for t in args.tree) or {"this": str(ROOT)}
     bodies = request_bodies(args.drivers, args.requests, args.found, args.seed)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     for round_ in range(args.rounds):
