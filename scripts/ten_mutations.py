@@ -49,12 +49,21 @@ MUTATIONS = (
                "            self.keys: Sequence[Hashable] = list(keys)"),),
              ("tests/dynamo/test_reader.py",)),
     Mutation("finisher writes shards in text order", "featurepull/io/parts.py", "publish",
-             (("for n in range(self.parts):\n                    sink.write(",
-               "for n in sorted(range(self.parts), key=str):\n                    sink.write("),),
+             (("reading = None\n                for n in range(self.parts):",
+               "reading = None\n                order = sorted(range(self.parts), key=str)\n"
+               "                for i, n in enumerate(order):"),
+              ("if n + 1 < self.parts:\n                        reading = ahead.submit("
+               "self.read_part, n + 1)",
+               "if i + 1 < self.parts:\n                        reading = ahead.submit("
+               "self.read_part, order[i + 1])")),
              ("tests/tasks/test_jobs_on_the_wire.py", "-k", "ten_shards")),
     Mutation("event timestamps shifted 1 h", "featurepull/dynamo/layouts.py", "event_times",
-             (("list(map(datetime.fromisoformat, texts))",
-               "[datetime.fromisoformat(text) + timedelta(hours=1) for text in texts]"),),
+             # Both forms an answer's times are kept in: the datetimes and the texts the
+             # Arrow output parses.
+             (("time_column(map(datetime.fromisoformat, texts), texts, \"iso\")",
+               "time_column(*(lambda shifted: (shifted, [t.isoformat() for t in shifted]))("
+               "[datetime.fromisoformat(text) + timedelta(hours=1) for text in texts]), "
+               "\"iso\")"),),
              ("tests/test_cli_pull.py", "-k", "input_order")),
     Mutation("CLI submit ignores --overwrite and --wait", "featurepull/cli.py", "submit_command",
              (('overwrite=opts["overwrite"]', "overwrite=False"),
