@@ -44,12 +44,12 @@ import time
 import urllib.request
 import zlib
 from base64 import b64encode
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import mmh3
@@ -290,10 +290,12 @@ class Counters:
 
 @dataclass
 class DynamoTable:
-    """Answers DynamoDB JSON-protocol calls for one synthetic table (no I/O here)."""
+    """Answers DynamoDB JSON-protocol calls for one synthetic table (no I/O here).
+    ``records`` is handed over: read-only from then on (the set of ids and the scan index
+    are built from it once)."""
 
     name: str
-    records: dict[str, WireRecord]
+    records: Mapping[str, WireRecord]
     unprocessed_rate: float = 0.0
     throttle_rate: float = 0.0
     seed: int = 0
@@ -308,6 +310,7 @@ class DynamoTable:
         self._projections: dict[Any, Render | None] = {}
         # Most ids asked for are absent: a set answers "absent" from about one cache line, a
         # dict from two or three (its index, then its entries).
+        self.records = MappingProxyType(self.records)
         self._ids = frozenset(self.records)
         self._scan_index: tuple[list[str], list[int]] | None = None
 
