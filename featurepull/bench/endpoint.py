@@ -310,7 +310,9 @@ class DynamoTable:
         self._projections: dict[Any, Render | None] = {}
         # Most ids asked for are absent: a set answers "absent" from about one cache line, a
         # dict from two or three (its index, then its entries).
-        self.records = MappingProxyType(self.records)
+        # Looked up per found item through the dict itself: a proxy costs ~75 ns more each.
+        self._records = self.records
+        self.records = MappingProxyType(self._records)
         self._ids = frozenset(self.records)
         self._scan_index: tuple[list[str], list[int]] | None = None
 
@@ -403,7 +405,7 @@ class DynamoTable:
         ids = ids[:served]
         self.counters.keys += len(ids) + len(left)
         self.counters.consumed_rcu += per_key * len(ids)
-        records = self.records
+        records = self._records
         found = []
         # One C-level pass finds the few stored ids; only those are looked up, in the order asked.
         if render is not None and (stored := self._ids.intersection(ids)):
@@ -449,7 +451,7 @@ class DynamoTable:
         units = max(1, -(-read // RCU_BYTES)) * (1.0 if consistent else 0.5)
         if not self.capacity.charge(self._caller, units):
             raise DynamoError("ProvisionedThroughputExceededException", _THROTTLE_MESSAGE)
-        records = self.records
+        records = self._records
         found = [] if render is None else [render(entity_id, records[entity_id])
                                            for entity_id in ids[start:stop]]
         counters = self.counters
