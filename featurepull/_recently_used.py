@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
@@ -27,8 +28,7 @@ class RecentlyUsed(Generic[_K, _V]):
         self.kept = kept
         self._objects: OrderedDict[_K, _V] = OrderedDict()
         self._lock = threading.Lock()
-        # A lock held by another thread at fork time stays locked forever in the child.
-        os.register_at_fork(after_in_child=self._new_lock)
+        _instances.add(self)
 
     def _new_lock(self) -> None:
         self._lock = threading.Lock()
@@ -59,3 +59,18 @@ class RecentlyUsed(Generic[_K, _V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._objects
+
+
+# A lock held by another thread at fork time stays locked forever in the child: each live
+# instance gets a new one there (kept objects stay: `get`'s ``reusable`` judges them). One
+# hook for all, over weak references: a hook per instance would keep each one alive, and
+# run, in every child, forever.
+_instances: weakref.WeakSet[RecentlyUsed[Any, Any]] = weakref.WeakSet()
+
+
+def _new_locks() -> None:
+    for cache in _instances:
+        cache._new_lock()
+
+
+os.register_at_fork(after_in_child=_new_locks)

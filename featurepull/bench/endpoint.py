@@ -44,12 +44,12 @@ import time
 import urllib.request
 import zlib
 from base64 import b64encode
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import mmh3
@@ -290,10 +290,12 @@ class Counters:
 
 @dataclass
 class DynamoTable:
-    """Answers DynamoDB JSON-protocol calls for one synthetic table (no I/O here)."""
+    """Answers DynamoDB JSON-protocol calls for one synthetic table (no I/O here).
+    ``records`` is handed over: read-only from then on (the set of ids and the scan index
+    are built from it once)."""
 
     name: str
-    records: dict[str, WireRecord]
+    records: Mapping[str, WireRecord]
     unprocessed_rate: float = 0.0
     throttle_rate: float = 0.0
     seed: int = 0
@@ -308,6 +310,9 @@ class DynamoTable:
         self._projections: dict[Any, Render | None] = {}
         # Most ids asked for are absent: a set answers "absent" from about one cache line, a
         # dict from two or three (its index, then its entries).
+        # Looked up per found item through the dict itself: a proxy costs ~75 ns more each.
+        self._records = self.records
+        self.records = MappingProxyType(self._records)
         self._ids = frozenset(self.records)
         self._scan_index: tuple[list[str], list[int]] | None = None
 
@@ -400,7 +405,7 @@ class DynamoTable:
         ids = ids[:served]
         self.counters.keys += len(ids) + len(left)
         self.counters.consumed_rcu += per_key * len(ids)
-        records = self.records
+        records = self._records
         found = []
         # One C-level pass finds the few stored ids; only those are looked up, in the order asked.
         if render is not None and (stored := self._ids.intersection(ids)):
@@ -446,7 +451,7 @@ class DynamoTable:
         units = max(1, -(-read // RCU_BYTES)) * (1.0 if consistent else 0.5)
         if not self.capacity.charge(self._caller, units):
             raise DynamoError("ProvisionedThroughputExceededException", _THROTTLE_MESSAGE)
-        records = self.records
+        records = self._records
         found = [] if render is None else [render(entity_id, records[entity_id])
                                            for entity_id in ids[start:stop]]
         counters = self.counters

@@ -106,7 +106,7 @@ class StagedOutput:
         try:
             table = self._read_table(self.part_name(n))
         except (pa.ArrowException, OSError) as exc:
-            if not self._staged_only:
+            if not (self._staged_only and _torn(exc, self.staging + self.part_name(n))):
                 raise
             raise OutputError(
                 f"{self.staging}{self.part_name(n)}: part {n} of {self.output} cannot be read "
@@ -297,6 +297,14 @@ def _read_parquet(source: str | pa.BufferReader) -> pa.Table:
     costs a pool process ~0.4 s of CPU at its first shard."""
     with pq.ParquetFile(source, page_checksum_verification=True) as file:
         return file.read()
+
+
+def _torn(exc: Exception, path: str) -> bool:
+    """Whether reading the file at `path` failed on its bytes (what a crash that tears or
+    empties it makes Arrow raise: ArrowInvalid, or an OSError of Arrow's own, without an
+    errno, such as a page checksum) rather than on the file system (the OS's errors carry
+    an errno; Arrow's "is a directory" has none, hence the regular-file check)."""
+    return getattr(exc, "errno", None) is None and os.path.isfile(path)
 
 
 @contextmanager

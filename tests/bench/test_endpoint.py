@@ -299,3 +299,12 @@ def test_scan_refuses_segments_as_moto_does(endpoint: EndpointProcess, endpoint_
             client(url).scan(TableName=table, **request_)
         errors.append(caught.value.response["Error"])
     assert errors[0] == errors[1] and errors[0]["Code"] == "ValidationException"
+
+
+def test_a_tables_records_are_read_only_once_it_is_built() -> None:
+    # Its set of ids is built once: a record added later would be answered as absent.
+    table = DynamoTable("t", SyntheticTable(3, SEED).wire_records())
+    record = next(iter(table.records.values()))
+    with pytest.raises(TypeError, match="does not support item assignment"):
+        table.records["added"] = record  # type: ignore[index]
+    assert len(table.records) == 3

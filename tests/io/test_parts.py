@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -255,3 +256,38 @@ def test_a_local_file_outputs_torn_or_lost_part_fails_its_publishing(tmp_path: P
     with pytest.raises(pa.ArrowInvalid, match="magic bytes") as raised:
         dataset.read_part(1)
     assert not isinstance(raised.value, OutputError)
+
+
+def test_a_local_file_outputs_part_the_file_system_refuses_keeps_its_own_error(
+        tmp_path: Path) -> None:
+    # Only a part a crash can make (torn, emptied, lost) is blamed on a crash: an error of the
+    # file system (a directory in its place, no descriptor left, a staging area that is no
+    # directory; all of them as root too) keeps its own message and path.
+    output = tmp_path / "out.parquet"
+    staged = stage(str(output))
+    part = Path(staged.staging, staged.part_name(1))
+    part.write_bytes(b"")  # emptied
+    with pytest.raises(OutputError, match=r"part 1 of .* cannot be read \(.*0 bytes\): a crash"):
+        staged.read_part(1)
+    part.unlink()
+    part.mkdir()
+    with pytest.raises(OSError, match=r"^Cannot open for reading: path '.*/part-00001\.parquet' "
+                                      r"is a directory$") as raised:
+        staged.read_part(1)
+    assert not isinstance(raised.value, OutputError)
+    part.rmdir()
+    staged.write_part(1, part_table(1))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (3, hard))  # 0-2 are taken: none left
+    try:  # a regular file, but no descriptor left to open it with
+        with pytest.raises(OSError, match=r"part-00001\.parquet.*Too many open files") as raised:
+            staged.read_part(1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not isinstance(raised.value, OutputError)
+    staging = Path(staged.staging)
+    os.rename(staging, tmp_path / "elsewhere")
+    staging.write_bytes(b"not a directory")
+    with pytest.raises(NotADirectoryError, match=r"part-00001\.parquet.*Not a directory"):
+        staged.read_part(1)
+    assert not output.exists()
