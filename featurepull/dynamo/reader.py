@@ -382,8 +382,9 @@ class BatchReader:
             return
         try:
             slots = [wanted[key] for key in map(self.layout.key_of, items)]
-        except Exception:  # a stray key, or a key that is not one: raised as alone, its
-            # decode error first (and what waits, decoded on the way out, before it)
+        except _DECODE_ERRORS:  # a stray key, or a key that is not one: raised as alone,
+            # its decode error first (and what waits, decoded on the way out, before it).
+            # Not any Exception: a signal handler's (Celery's soft time limit) ends the read.
             self._store_answer(items, wanted, state, decode)
             return
         state.waiting.append((items, slots, wanted))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import random
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -166,3 +168,37 @@ def test_an_item_that_does_not_decode_is_named_before_what_came_after_it(
         "holds 'yesterday', which is not a date-time as Feast writes it (e.g. '2024-05-01 "
         "12:00:00+00:00')"))
     assert _read(scripted, ids, 1_000, **read) == alone
+
+
+class TimeLimit(Exception):
+    """Stands for celery.exceptions.SoftTimeLimitExceeded: an Exception, not a BaseException."""
+
+
+def test_an_exception_raised_while_an_answer_is_matched_to_its_keys_ends_the_read(
+        scripted: ScriptedEndpoint) -> None:  # noqa: F811
+    # A signal handler raises wherever the thread is (Celery's soft time limit): here while
+    # the items of the first answer to wait are matched to their keys. Raised from a trace
+    # function at that call, as the handler would: no part of the reader replaced.
+    ids = list(range(40))  # the scripted endpoint's own drivers: all found
+    raised: list[str] = []
+
+    def trace(frame: FrameType, event: str, arg: object) -> None:
+        # Called by _store_rows' comprehension (mutmut names the function it runs
+        # xǁBatchReaderǁ_store_rows__mutmut_orig).
+        callers = (frame.f_back, frame.f_back and frame.f_back.f_back)
+        if event == "call" and frame.f_code.co_name == "key_of" and any(
+                "_store_rows" in caller.f_code.co_name for caller in callers if caller):
+            raised.append(frame.f_code.co_name)
+            raise TimeLimit("soft time limit")
+
+    reader = scripted_reader(scripted, "fast", batch_size=10)
+    previous = sys.gettrace()
+    sys.settrace(trace)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(TimeLimit, match="soft time limit"):
+            reader.read(LAYOUT.keys_for({"driver_id": ids}), list(NAMES),
+                        allow_missing_features=True)
+    finally:
+        sys.settrace(previous)
+    assert raised == ["key_of"]
+    assert len(scripted.batch_gets()) < 4  # ended at its first answer, not read to the end

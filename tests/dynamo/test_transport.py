@@ -6,6 +6,7 @@ keep-alive pool per process."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import socket
@@ -167,10 +168,14 @@ class ScriptedEndpoint(ThreadingHTTPServer):
     ``denied``, ``no-code`` (an error without a code), ``hang-up``. Items put in ``items`` (by
     ``entity_id``, as the wire has them) are served too, as they are."""
 
-    daemon_threads = True
+    # Its handler threads end with it (server_close joins them): one left waiting on a
+    # kept-alive connection would close its socket whenever the client's pool lets go of its
+    # end, in the middle of a later test that counts this process's sockets.
+    daemon_threads = False
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _ScriptedHandler)
+        self.connections: set[socket.socket] = set()
         self.script: list[str] = []
         self.items: dict[str, dict[str, Any]] = {}  # entity_id -> item JSON, served as it is
         self.describe = ""
@@ -181,6 +186,27 @@ class ScriptedEndpoint(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        """Stop listening, end every connection (a handler waiting for the next request on
+        one reads its end) and wait for the handler threads."""
+        self.released.set()
+        with self.lock:
+            connections = list(self.connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        super().server_close()
 
     def batch_gets(self) -> list[tuple[dict[str, str], bytes]]:
         with self.lock:
