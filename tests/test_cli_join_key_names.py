@@ -27,7 +27,7 @@ KEY = "fahrer_größe"
 WRITTEN_AT = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 
 
-def run_pull(endpoint: str, table: str, folder: Path, convention: str | None
+def run_pull(endpoint: str, table: str, folder: Path, convention: str | None, *more: str
              ) -> subprocess.CompletedProcess[str]:
     entities = folder / "entities.csv"
     entities.write_text(f"{KEY}\n" + "\n".join(map(str, range(10))) + "\n", encoding="utf8")
@@ -37,7 +37,8 @@ def run_pull(endpoint: str, table: str, folder: Path, convention: str | None
     project, name = table.split(".")
     cmd = [sys.executable, "-m", "featurepull", "pull", "--endpoint-url", endpoint,
            "--region", REGION, "--project", project, "--table", name, "--features", "score",
-           "--entities", str(entities), "--output", str(folder / "out.parquet"), "--json"]
+           "--entities", str(entities), "--output", str(folder / "out.parquet"), "--json",
+           *more]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -78,3 +79,18 @@ def test_the_chosen_convention_finds_every_row(ddb: Any, endpoint_url: str, tmp_
     other = "chars" if convention == "bytes" else "bytes"
     (tmp_path / "out.parquet").unlink()
     assert json.loads(run_pull(endpoint_url, table, tmp_path, other).stdout)["found"] == 0
+
+
+def test_the_choice_is_read_from_a_feature_store_yaml(ddb: Any, endpoint_url: str,
+                                                      tmp_path: Path) -> None:
+    """``join_key_name_length`` in the online_store of featurepull's Feast store."""
+    table = write_table(ddb, "bytes")
+    yaml_path = tmp_path / "feature_store.yaml"
+    yaml_path.write_text(
+        f"project: {table.split('.')[0]}\nregistry: registry.db\nprovider: aws\n"
+        "online_store:\n  type: featurepull.feast_store.FeaturepullOnlineStore\n"
+        f"  region: {REGION}\n  join_key_name_length: bytes\n", encoding="utf8")
+    proc = run_pull(endpoint_url, table, tmp_path, None, "--feature-store-yaml",
+                    str(yaml_path))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["found"] == 10

@@ -8,6 +8,7 @@ against Feast's own ``serialize_entity_key`` + mmh3 ("bytes") and against hand-b
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 from typing import Any
@@ -18,8 +19,11 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
+from featurepull.config import Settings
+from featurepull.dynamo import FeastLayout
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
+from featurepull.dynamo.plan import layout_from_spec, layout_spec
 
 NAMES = ["driver_id", "fahrer_größe", "東京", "🚀x", "é", "a\u0301", "zz"]
 KINDS: dict[str, tuple[str, list[Any]]] = {
@@ -103,3 +107,21 @@ def test_ascii_names_and_version_2_need_no_setting() -> None:
 def test_an_unknown_convention_is_refused() -> None:
     with pytest.raises(EntityKeyError, match="join_key_name_length 'utf8' is not one of"):
         EntityKeyEncoder({"driver_id": "int64"}, 3, "utf8")
+
+
+def test_a_jobs_layout_spec_carries_the_submitters_choice() -> None:
+    """Shards rebuild the layout from the job's spec: the submitter's join_key_name_length
+    wins over the worker's settings; a spec stored before it existed takes the worker's."""
+    types = {"fahrer_größe": "int64"}
+    row = {"fahrer_größe": 7}
+    spec = layout_spec(FeastLayout(types, 3, name_length="chars"))
+    worker = Settings(join_key_name_length="bytes")
+    rebuilt = layout_from_spec(json.loads(json.dumps(spec)), worker)
+    assert isinstance(rebuilt, FeastLayout)
+    assert rebuilt.encoder.entity_id([7]) == expected_id(types, row, "chars")
+    del spec["name_length"]
+    older = layout_from_spec(spec, worker)
+    assert isinstance(older, FeastLayout)
+    assert older.encoder.entity_id([7]) == expected_id(types, row, "bytes")
+    with pytest.raises(EntityKeyError, match="fahrer_größe"):
+        layout_from_spec(spec, Settings(join_key_name_length=None))
