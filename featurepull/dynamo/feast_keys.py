@@ -279,8 +279,9 @@ def _name_length(name: str, encoded: bytes, convention: str | None) -> int:
         f"its length as {len(encoded)} UTF-8 bytes (recent Feast) or as {len(name)} "
         "characters (older Feast), so its entity ids differ, and featurepull cannot tell "
         "which Feast wrote the table; set join_key_name_length to \"bytes\" (recent "
-        "Feast; 0.67 does) or \"chars\" (older Feast): FEATUREPULL_JOIN_KEY_NAME_LENGTH, the config file, or "
-        "the online_store of a feature_store.yaml using featurepull's Feast store")
+        "Feast; 0.67 does) or \"chars\" (older Feast): FEATUREPULL_JOIN_KEY_NAME_LENGTH, "
+        "the config file, or the online_store of a feature_store.yaml using featurepull's "
+        "Feast store")
 
 
 def _packed(values: Any, width: int) -> Any:
