@@ -24,6 +24,7 @@ from featurepull.dynamo import FeastLayout
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
 from featurepull.dynamo.plan import layout_from_spec, layout_spec
+from featurepull.dynamo.views import ViewRead, ViewsPlan, ViewsReader
 
 NAMES = ["driver_id", "fahrer_größe", "東京", "🚀x", "é", "a\u0301", "zz"]
 KINDS: dict[str, tuple[str, list[Any]]] = {
@@ -125,3 +126,16 @@ def test_a_jobs_layout_spec_carries_the_submitters_choice() -> None:
     assert older.encoder.entity_id([7]) == expected_id(types, row, "bytes")
     with pytest.raises(EntityKeyError, match="fahrer_größe"):
         layout_from_spec(spec, Settings(join_key_name_length=None))
+
+
+def test_feast_references_read_with_the_settings_choice() -> None:
+    """A read of feature-view references builds each view's layout from the settings."""
+    plan = ViewsPlan([ViewRead("fahrer", "p.fahrer", {"fahrer_größe": "int64"}, ["score"],
+                               0.0)], ["score"], [(0, 0)], ["fahrer_größe"])
+    chosen = ViewsReader.build(plan, Settings(join_key_name_length="chars"))
+    layout = chosen.readers[0].layout
+    assert isinstance(layout, FeastLayout)
+    assert layout.encoder.entity_id([7]) == expected_id({"fahrer_größe": "int64"},
+                                                        {"fahrer_größe": 7}, "chars")
+    with pytest.raises(EntityKeyError, match="fahrer_größe"):
+        ViewsReader.build(plan, Settings(join_key_name_length=None))
