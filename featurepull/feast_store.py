@@ -83,6 +83,10 @@ class FeaturepullOnlineStoreConfig(DynamoDBOnlineStoreConfig):
     table's read capacity (see featurepull's ``dynamodb.max_rcu_per_s``)."""
     adaptive_concurrency: bool = _DEFAULTS.adaptive_concurrency
     """Halve the requests in flight on throttling, add one back after clean answers."""
+    join_key_name_length: Literal["bytes", "chars"] | None = None
+    """How entity key serialization version 3 packed a non-ASCII join-key name's length in
+    the table: ``bytes`` (recent Feast) or ``chars`` (older Feast); unset refuses such a name
+    (featurepull's ``join_key_name_length``)."""
 
     _settings: DynamoSettings = PrivateAttr()
 
@@ -150,10 +154,12 @@ class FeaturepullOnlineStore(DynamoDBOnlineStore):
     def _reader(self, online: FeaturepullOnlineStoreConfig, table_name: str,
                 key_types: dict[str, str], version: int) -> BatchReader:
         settings = online.read_settings
-        cache_key = (id(settings), table_name, tuple(sorted(key_types.items())), version)
+        cache_key = (id(settings), table_name, tuple(sorted(key_types.items())), version,
+                     online.join_key_name_length)
         reader = self._readers.get(cache_key)
         if reader is None or reader.settings is not settings:
-            layout = FeastLayout(key_types, version, value_decoder=_feast_value)
+            layout = FeastLayout(key_types, version, value_decoder=_feast_value,
+                                 name_length=online.join_key_name_length)
             reader = self._readers[cache_key] = BatchReader(table_name, layout, settings)
         return reader
 

@@ -180,6 +180,8 @@ CASES: list[Case] = [
     # Issue 18 (items 3, 4, 8, 9): input that used to read wrong or name no problem.
     Case("CSV join key mixing integers and other text (1, abc; feast layout)",
          lambda d: _feast(_write(d / "e.csv", "driver_id\n1\nabc\n"))),
+    Case("non-ASCII Feast join-key name (fahrer_größe: recent and older Feast give it "
+         "other ids)", lambda d: _feast(_write(d / "e.csv", "fahrer_größe\n1\n2\n"))),
     Case("CSV join key mixing 7 and 007 (zero-padded code or number?)",
          lambda d: _feast(_write(d / "e.csv", "driver_id\n7\n007\n"))),
     Case("CSV join key mixing integers with -0, 1.0 and a value past int64",

@@ -64,6 +64,8 @@ def read_feature_store_yaml(path: str | Path) -> dict[str, Any]:
         )
     known = set(DynamoSettings.model_fields)
     dynamo = {k: v for k, v in store.items() if k not in _FEAST_IGNORED}
+    if "join_key_name_length" in dynamo:  # featurepull's Feast store: a top-level setting
+        out["join_key_name_length"] = dynamo.pop("join_key_name_length")
     unknown = sorted(set(dynamo) - known)
     if unknown:
         raise ConfigError(

@@ -506,6 +506,12 @@ class Settings(BaseSettings):
     entity_key_serialization_version: Literal[2, 3] = Field(
         default=3, description="Feast entity key serialization version (3 is Feast's default)."
     )
+    join_key_name_length: Literal["bytes", "chars"] | None = Field(
+        default=None,
+        description="How serialization version 3 packs the length of a non-ASCII join-key "
+        "name: bytes (UTF-8 bytes, as recent Feast writes) or chars (characters, as older "
+        "Feast wrote). Unset: a non-ASCII join-key name is refused; ASCII names need nothing.",
+    )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Redis broker and job store."
     )

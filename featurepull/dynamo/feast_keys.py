@@ -21,6 +21,8 @@ from featurepull.dynamo.errors import EntityKeyError
 # Feast ValueType enum numbers of the join-key types it can serialize.
 _STRING, _BYTES, _INT32, _INT64, _UNIX_TIMESTAMP = 2, 1, 3, 4, 8
 KEY_TYPES = ("int64", "int32", "string", "bytes", "unix_timestamp")
+# How version 3 packs a join key's name length: UTF-8 bytes (recent Feast) or characters.
+NAME_LENGTHS = ("bytes", "chars")
 _INT32_RANGE = (-(2**31), 2**31 - 1)
 _INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
 _INT64_RANGE = (-(2**63), 2**63 - 1)
@@ -109,7 +111,8 @@ _FIXED_WIDTH: dict[Callable[[Any], bytes], tuple[int, struct.Struct]] = {
 class EntityKeyEncoder:
     """Turns rows of join-key values into Feast ``entity_id`` strings."""
 
-    def __init__(self, key_types: Mapping[str, str], version: int = 3) -> None:
+    def __init__(self, key_types: Mapping[str, str], version: int = 3,
+                 name_length: str | None = None) -> None:
         if version not in (2, 3):
             raise EntityKeyError(
                 f"entity_key_serialization_version {version} is not supported; use 2 or 3"
@@ -122,13 +125,16 @@ class EntityKeyEncoder:
                 )
         self.names = sorted(key_types)
         self._encoders = [_ENCODERS[key_types[name]] for name in self.names]
+        if name_length not in (None, *NAME_LENGTHS):
+            raise EntityKeyError(f"join_key_name_length {name_length!r} is not one of "
+                                 f"{', '.join(NAME_LENGTHS)}")
         parts = [_PACK_U32(len(self.names))] if version >= 3 else []
         for name in self.names:
+            encoded = name.encode("utf8")
             parts.append(_PACK_U32(_STRING))
             if version >= 3:
-                # Feast packs len() of the str, not of its UTF-8 bytes: reproduce it exactly.
-                parts.append(_PACK_U32(len(name)))
-            parts.append(name.encode("utf8"))
+                parts.append(_PACK_U32(_name_length(name, encoded, name_length)))
+            parts.append(encoded)
         self._prefix = b"".join(parts)
 
     def serialize(self, values: Sequence[Any]) -> bytes:
@@ -257,6 +263,25 @@ class EntityKeyEncoder:
     def entity_id(self, values: Sequence[Any]) -> str:
         """The hex MurmurHash3 x64-128 (seed 0) of the serialized key."""
         return str(mmh3.hash_bytes(self.serialize(values)).hex())
+
+
+def _name_length(name: str, encoded: bytes, convention: str | None) -> int:
+    """The length version 3 packs before a join key's name. Older Feast packed ``len()`` of
+    the str, recent Feast (0.67 at least) its UTF-8 bytes: the two differ only for a
+    non-ASCII name, and nothing in a table tells which Feast wrote it, so such a name needs
+    ``join_key_name_length``."""
+    if len(encoded) == len(name) or convention == "bytes":
+        return len(encoded)
+    if convention == "chars":
+        return len(name)
+    raise EntityKeyError(
+        f"join key {name!r} is not ASCII: Feast's entity key serialization version 3 packs "
+        f"its length as {len(encoded)} UTF-8 bytes (recent Feast) or as {len(name)} "
+        "characters (older Feast), so its entity ids differ, and featurepull cannot tell "
+        "which Feast wrote the table; set join_key_name_length to \"bytes\" (recent "
+        "Feast; 0.67 does) or \"chars\" (older Feast): FEATUREPULL_JOIN_KEY_NAME_LENGTH, "
+        "the config file, or the online_store of a feature_store.yaml using featurepull's "
+        "Feast store")
 
 
 def _packed(values: Any, width: int) -> Any:

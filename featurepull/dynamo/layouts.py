@@ -150,11 +150,13 @@ class FeastLayout:
     decodes_base64 = True
 
     def __init__(self, key_types: Mapping[str, str], serialization_version: int = 3,
-                 value_decoder: ValueDecoder | None = None) -> None:
+                 value_decoder: ValueDecoder | None = None,
+                 name_length: str | None = None) -> None:
         if not key_types:
             raise EntityKeyError("the feast layout needs at least one join key (--join-keys)")
         self.key_types = dict(key_types)
-        self.encoder = EntityKeyEncoder(self.key_types, serialization_version)
+        self.name_length = name_length
+        self.encoder = EntityKeyEncoder(self.key_types, serialization_version, name_length)
         # None: featurepull's own Python values (decode_value, a column of doubles at once).
         self.value_decoder = value_decoder
 

@@ -129,7 +129,9 @@ def nothing_found_warning(spec: Mapping[str, Any], table: str, keys: int,
 def layout_from_spec(spec: Mapping[str, Any], settings: Settings) -> Layout:
     """Rebuild a layout from :func:`layout_spec` output (JSON-safe, stored with a job)."""
     if spec["layout"] == "feast":
-        return FeastLayout(spec["key_types"], settings.entity_key_serialization_version)
+        # The submitter's join_key_name_length travels with the job (older specs lack it).
+        return FeastLayout(spec["key_types"], settings.entity_key_serialization_version,
+                           name_length=spec.get("name_length", settings.join_key_name_length))
     return PlainLayout([(n, t) for n, t in spec["key_schema"]], spec["event_ts_attribute"])
 
 
@@ -137,7 +139,7 @@ def layout_spec(layout: Layout) -> dict[str, Any]:
     """A JSON-safe description of a layout, enough to rebuild it in another process."""
     if isinstance(layout, FeastLayout):
         return {"layout": "feast", "key_types": layout.key_types,
-                "key_columns": list(layout.key_types)}
+                "key_columns": list(layout.key_types), "name_length": layout.name_length}
     assert isinstance(layout, PlainLayout)
     return {"layout": "plain", "key_schema": layout.key_schema,
             "event_ts_attribute": layout.event_ts_attribute,
@@ -155,7 +157,8 @@ def plan_layout(layout: LayoutName, *, join_keys: Sequence[str],
         chosen = feast_join_keys(join_keys, columns, source, notes)
         types = feast_key_types(chosen, join_key_types, column_types, source, notes=notes,
                                 defaulted=not join_keys)
-        return FeastLayout(types, settings.entity_key_serialization_version)
+        return FeastLayout(types, settings.entity_key_serialization_version,
+                           name_length=settings.join_key_name_length)
     if description is None:
         raise ValueError("the plain layout needs the table's description")
     return PlainLayout.from_description(description, event_ts_attribute)

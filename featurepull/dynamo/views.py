@@ -240,7 +240,8 @@ class ViewsReader:
         """One BatchReader per view (``options`` go to each: pacers, a client)."""
         return cls(plan, [BatchReader(view.table,
                                       FeastLayout(view.key_types,
-                                                  settings.entity_key_serialization_version),
+                                                  settings.entity_key_serialization_version,
+                                                  name_length=settings.join_key_name_length),
                                       settings.dynamodb, **options)
                           for view in plan.views], planned)
 

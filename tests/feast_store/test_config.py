@@ -46,7 +46,7 @@ def test_every_feast_field_keeps_its_name_and_default() -> None:
             assert (mine[name].default, mine[name].is_required()) == (
                 field.default, field.is_required()), name
     assert set(mine) - set(feast_fields) == {"retry_deadline_s", "transport", "max_rcu_per_s",
-                                             "adaptive_concurrency"}
+                                             "adaptive_concurrency", "join_key_name_length"}
 
 
 def test_the_read_settings_come_from_the_online_store_block(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_featurepulls_own_commands_read_the_same_yaml(tmp_path: Path) -> None:
         max_read_workers=32, max_pool_connections=40, keepalive_timeout=12.0,
         connect_timeout=3, read_timeout=4, total_max_retry_attempts=2, retry_mode="legacy",
         retry_deadline_s=9, transport="botocore", max_rcu_per_s=300.0,
-        adaptive_concurrency=False)
+        adaptive_concurrency=False, join_key_name_length="chars")
     block = online.model_dump()
     assert {name for name, value in block.items()
             if value == FeaturepullOnlineStoreConfig.model_fields[name].default} == {"type"}
@@ -100,7 +100,9 @@ def test_featurepulls_own_commands_read_the_same_yaml(tmp_path: Path) -> None:
     yaml_path.write_text(yaml.safe_dump({"project": "rides", "online_store": block}))
     settings = load_settings(feature_store_yaml=yaml_path)
     assert settings.project == "rides"
-    used = set(block) - {"type", "tags", "keepalive_timeout", "warmup_connections"}
+    assert settings.join_key_name_length == "chars"  # a top-level setting of featurepull's
+    used = set(block) - {"type", "tags", "keepalive_timeout", "warmup_connections",
+                         "join_key_name_length"}
     assert settings.dynamodb.model_dump(include=used) == {name: block[name] for name in used}
 
 
