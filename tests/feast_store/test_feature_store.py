@@ -106,7 +106,8 @@ def _stores(repo: Path) -> tuple[FeatureStore, FeatureStore]:
     mine = FeatureStore(repo_path=str(repo))
     values = mine.config.model_dump(by_alias=True, exclude_none=True)
     values["online_store"] = {**mine.config.online_store.model_dump(), "type": "dynamodb"}
-    for name in ("retry_deadline_s", "transport", "max_rcu_per_s", "adaptive_concurrency"):
+    for name in ("retry_deadline_s", "transport", "max_rcu_per_s", "adaptive_concurrency",
+                 "join_key_name_length"):
         values["online_store"].pop(name)
     feast = FeatureStore(config=RepoConfig(**values), repo_path=str(repo))
     return mine, feast
