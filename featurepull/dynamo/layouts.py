@@ -257,7 +257,7 @@ class FeastLayout:
                 values = [value(raw(stored[f]["B"])) if f in stored else None
                           for f in wanted]
                 return (parse_event_ts(ts["S"]) if ts is not None else None, *values)
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 error = _feast_item_error(ts, stored, wanted, raw, value)
                 if error is None:
                     raise
@@ -295,7 +295,8 @@ class FeastLayout:
         return decode_columns
 
 
-_DECODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
+# What decoding a malformed item raises (the reader falls back item by item on these).
+DECODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
 
 
 def _column_decoder(custom: ValueDecoder | None, base64_values: bool
@@ -343,7 +344,7 @@ def _feast_item_error(ts: Any, stored: Mapping[str, Any], features: Sequence[str
     try:
         if ts is not None:
             parse_event_ts(ts["S"])
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         shown = next(iter(ts.values()), ts) if isinstance(ts, dict) else ts
         if isinstance(exc, OverflowError):
             return _outside_utc_years("event_ts", shown)
@@ -354,7 +355,7 @@ def _feast_item_error(ts: Any, stored: Mapping[str, Any], features: Sequence[str
         try:
             if feature in stored:
                 value(raw(stored[feature]["B"]))
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return ItemDecodeError(f"feature {feature!r}: {exc}; fix the value in the table, "
                                    "or leave the feature out of --features")
     return None
@@ -486,7 +487,7 @@ def _plain_timestamp(name: str | None, value: dict[str, Any]) -> datetime | None
             return parse_event_ts(value["S"])
         if "N" in value:
             return EPOCH + timedelta(seconds=float(Decimal(value["N"])))
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         shown = next(iter(value.values()))
         if isinstance(exc, OverflowError):
             raise _outside_utc_years(str(name), shown, _WITHOUT_TIMES) from None

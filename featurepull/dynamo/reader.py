@@ -56,7 +56,7 @@ from featurepull.dynamo.errors import (
 )
 from featurepull.dynamo.features import FeatureCheck, refusal_message
 from featurepull.dynamo.found import FoundRows
-from featurepull.dynamo.layouts import ColumnsDecoder, Layout, Row, RowDecoder
+from featurepull.dynamo.layouts import DECODE_ERRORS, ColumnsDecoder, Layout, Row, RowDecoder
 from featurepull.dynamo.pacing import (
     Pacer,
     PacerFactory,
@@ -382,7 +382,7 @@ class BatchReader:
             return
         try:
             slots = [wanted[key] for key in map(self.layout.key_of, items)]
-        except _DECODE_ERRORS:  # a stray key, or a key that is not one: raised as alone,
+        except DECODE_ERRORS:  # a stray key, or a key that is not one: raised as alone,
             # its decode error first (and what waits, decoded on the way out, before it).
             # Not any Exception: a signal handler's (Celery's soft time limit) ends the read.
             self._store_answer(items, wanted, state, decode)
@@ -401,7 +401,7 @@ class BatchReader:
         state.waiting, state.waiting_items = [], 0
         try:
             columns = decode.columns([item for items, _, _ in waiting for item in items])
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             for items, slots, wanted in waiting:
                 state.add_found(slots, self._answer_columns(items, wanted, state, decode))
             return
@@ -426,7 +426,7 @@ class BatchReader:
                         state: _ReadState, decode: _Decoders) -> list[list[Any]]:
         try:
             return decode.columns(items)
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             # Item by item, to name the one at fault.
             rows = [self._decode_one(decode.one, item, state, wanted) for item in items]
             return [list(column) for column in zip(*rows, strict=True)]
@@ -795,8 +795,6 @@ def _run_here(work: Coroutine[Any, Any, None]) -> None:
             raise escaped[0] from None
         raise
 
-
-_DECODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError)
 
 
 def _no_fragment(keys: list[Hashable]) -> None:
