@@ -24,6 +24,7 @@ from featurepull.io import OutputError, StagedOutput, check_destination, unify_s
 from featurepull.io.parts import MANIFEST, SUCCESS
 from featurepull.io.sink import open_sink
 from tests.conftest import REGION, unique_name
+from tests.damage import tear_first_page
 
 ROWS = 1_000
 PARTS = 4
@@ -233,10 +234,8 @@ def test_a_local_file_outputs_torn_or_lost_part_fails_its_publishing(tmp_path: P
     output = tmp_path / "out.parquet"
     staged = stage(str(output))
     torn = Path(staged.staging, staged.part_name(1))
-    data = bytearray(torn.read_bytes())
-    page = pq.ParquetFile(torn).metadata.row_group(0).column(0).data_page_offset
-    data[page + 30:page + 60] = bytes(30)  # zeros in a page: its checksum no longer matches
-    torn.write_bytes(data)
+    tear_first_page(torn)
+    data = torn.read_bytes()
     with pytest.raises(OutputError, match=(
             r"^.*/\.out\.parquet\.parts-job-1/part-00001\.parquet: part 1 of .*out\.parquet "
             r"cannot be read \(.*checksum.*\): a crash of the machine holding it can tear it "

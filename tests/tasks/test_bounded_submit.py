@@ -47,6 +47,7 @@ from featurepull.tasks.store import ACTIVE_JOBS, PREFIX, JobMeta, connect
 from featurepull.tasks.watchdog import broker_keys, resend_stalled
 from featurepull.worker.producer import producer_app
 from tests.conftest import wait_until
+from tests.damage import tear_first_page
 from tests.tasks.conftest import local_job_settings, queued_messages
 
 SHARD = 500
@@ -181,10 +182,7 @@ def test_a_shard_whose_staged_keys_are_lost_or_torn_fails_its_job(
     meta = create_job(job_request(entities, tmp_path / "out.parquet"), settings, store)
     staged = StagedOutput(str(tmp_path / "out.parquet"), meta.job_id, meta.shards)
     torn = Path(staged.staging, staged.keys_name(0))
-    data = bytearray(torn.read_bytes())
-    page = pq.ParquetFile(torn).metadata.row_group(0).column(0).data_page_offset
-    data[page + 30:page + 60] = bytes(30)  # zeros in a page: its checksum no longer matches
-    torn.write_bytes(data)
+    tear_first_page(torn)
     with pytest.raises(ShardKeysMissing, match=(
             r"^the entity keys of shard 0 in .*out\.parquet's staging area cannot be read "
             r"\(.*checksum.*\): a crash of the machine holding them can tear them \(they "
