@@ -547,3 +547,12 @@ class Settings(BaseSettings):
             kind = str(info.field_name).removesuffix("s")
             raise ValueError(f"{kind} names must be unique; repeated: {', '.join(repeated)}")
         return value
+
+    @field_validator("entity_key_serialization_version", mode="before")
+    @classmethod
+    def _version_from_text(cls, value: Any) -> Any:
+        # An environment variable is text, and a Literal of ints takes no text: "3" from
+        # FEATUREPULL_ENTITY_KEY_SERIALIZATION_VERSION would be refused as "not 2 or 3".
+        if isinstance(value, str) and value.strip() in ("2", "3"):
+            return int(value)
+        return value

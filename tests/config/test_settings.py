@@ -90,6 +90,17 @@ def test_bad_values_name_field_value_and_what_is_allowed(
     assert expected in str(failure.value)
 
 
+@pytest.mark.parametrize("text", ["2", "3"])
+def test_the_serialization_version_is_read_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """An environment variable is text; the version is one of two ints."""
+    monkeypatch.setenv("FEATUREPULL_ENTITY_KEY_SERIALIZATION_VERSION", text)
+    assert load_settings().entity_key_serialization_version == int(text)
+    monkeypatch.setenv("FEATUREPULL_ENTITY_KEY_SERIALIZATION_VERSION", "4")
+    with pytest.raises(ConfigError, match=r"SERIALIZATION_VERSION\)='4': Input should be 2 or 3"):
+        load_settings()
+
+
 def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEATUREPULL_DYNAMODB__BATCH_SIZE", "abc")
     with pytest.raises(ConfigError, match=r"FEATUREPULL_DYNAMODB__BATCH_SIZE.*'abc'"):
