@@ -155,6 +155,7 @@ class FeastLayout:
         if not key_types:
             raise EntityKeyError("the feast layout needs at least one join key (--join-keys)")
         self.key_types = dict(key_types)
+        self.serialization_version = serialization_version
         self.name_length = name_length
         self.encoder = EntityKeyEncoder(self.key_types, serialization_version, name_length)
         # None: featurepull's own Python values (decode_value, a column of doubles at once).

@@ -129,8 +129,11 @@ def nothing_found_warning(spec: Mapping[str, Any], table: str, keys: int,
 def layout_from_spec(spec: Mapping[str, Any], settings: Settings) -> Layout:
     """Rebuild a layout from :func:`layout_spec` output (JSON-safe, stored with a job)."""
     if spec["layout"] == "feast":
-        # The submitter's join_key_name_length travels with the job (older specs lack it).
-        return FeastLayout(spec["key_types"], settings.entity_key_serialization_version,
+        # The submitter's key encoding travels with the job, so a worker configured
+        # otherwise still builds the keys the submitter checked; a spec stored before it
+        # did (no serialization_version, or no name_length either) takes the worker's.
+        return FeastLayout(spec["key_types"], spec.get("serialization_version",
+                                                       settings.entity_key_serialization_version),
                            name_length=spec.get("name_length", settings.join_key_name_length))
     return PlainLayout([(n, t) for n, t in spec["key_schema"]], spec["event_ts_attribute"])
 
@@ -139,7 +142,8 @@ def layout_spec(layout: Layout) -> dict[str, Any]:
     """A JSON-safe description of a layout, enough to rebuild it in another process."""
     if isinstance(layout, FeastLayout):
         return {"layout": "feast", "key_types": layout.key_types,
-                "key_columns": list(layout.key_types), "name_length": layout.name_length}
+                "key_columns": list(layout.key_types), "name_length": layout.name_length,
+                "serialization_version": layout.serialization_version}
     assert isinstance(layout, PlainLayout)
     return {"layout": "plain", "key_schema": layout.key_schema,
             "event_ts_attribute": layout.event_ts_attribute,

@@ -53,6 +53,21 @@ class ViewRead:
 
 
 @dataclass(frozen=True)
+class KeyEncoding:
+    """How the views' entity keys are serialized: the settings of whoever planned the read
+    (a job's submitter), carried with a job so that its shards build the keys the submitter
+    checked, whatever the worker's own settings say."""
+
+    serialization_version: int
+    name_length: str | None  # join_key_name_length
+
+    @classmethod
+    def of(cls, settings: Settings) -> KeyEncoding:
+        """The encoding ``settings`` choose."""
+        return cls(settings.entity_key_serialization_version, settings.join_key_name_length)
+
+
+@dataclass(frozen=True)
 class ViewsPlan:
     """The views a set of references reads, and where each output feature comes from."""
 
@@ -61,6 +76,8 @@ class ViewsPlan:
     picks: list[tuple[int, int]]  # per output feature: (view, feature) indexes
     key_columns: list[str]  # the entity columns some view joins on, in file order
     respect_ttl: bool = False
+    # None: a plan stored before plans carried it; its reader uses its own settings'.
+    key_encoding: KeyEncoding | None = None
 
     @property
     def timestamp_names(self) -> list[str]:
@@ -81,16 +98,21 @@ class ViewsPlan:
 
     def to_spec(self) -> dict[str, Any]:
         """JSON-safe, for a job's stored spec (:meth:`from_spec` reverses it)."""
-        return {"views": [asdict(view) for view in self.views], "names": self.names,
+        spec = {"views": [asdict(view) for view in self.views], "names": self.names,
                 "picks": [list(pick) for pick in self.picks],
                 "key_columns": self.key_columns, "respect_ttl": self.respect_ttl}
+        if self.key_encoding is not None:
+            spec["key_encoding"] = asdict(self.key_encoding)
+        return spec
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> ViewsPlan:
         """The plan :meth:`to_spec` stored."""
+        encoding = spec.get("key_encoding")
         return cls([ViewRead(**view) for view in spec["views"]], list(spec["names"]),
                    [(v, f) for v, f in spec["picks"]], list(spec["key_columns"]),
-                   bool(spec["respect_ttl"]))
+                   bool(spec["respect_ttl"]),
+                   None if encoding is None else KeyEncoding(**encoding))
 
 
 class _Progress:
@@ -175,7 +197,7 @@ def plan_views(registry: FeastRegistry, references: Sequence[str], columns: Sequ
         views.append(ViewRead(view_name, table, dict(view.join_keys), wanted[view_name],
                               view.ttl_s))
     key_columns = [name for name in columns if name in needed]
-    plan = ViewsPlan(views, names, picks, key_columns, respect_ttl)
+    plan = ViewsPlan(views, names, picks, key_columns, respect_ttl, KeyEncoding.of(settings))
     clash = sorted(set(key_columns) & {*plan.timestamp_names, *names})
     if clash:
         raise RegistryError(f"output column {clash[0]!r} would be both a join key and a "
@@ -237,11 +259,14 @@ class ViewsReader:
     @classmethod
     def build(cls, plan: ViewsPlan, settings: Settings, planned: bool = False,
               **options: Any) -> ViewsReader:
-        """One BatchReader per view (``options`` go to each: pacers, a client)."""
+        """One BatchReader per view (``options`` go to each: pacers, a client). The keys
+        are encoded as the plan says; ``settings`` say it only for a plan that does not
+        (one stored before plans carried their encoding)."""
+        encoding = plan.key_encoding or KeyEncoding.of(settings)
         return cls(plan, [BatchReader(view.table,
                                       FeastLayout(view.key_types,
-                                                  settings.entity_key_serialization_version,
-                                                  name_length=settings.join_key_name_length),
+                                                  encoding.serialization_version,
+                                                  name_length=encoding.name_length),
                                       settings.dynamodb, **options)
                           for view in plan.views], planned)
 

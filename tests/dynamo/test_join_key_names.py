@@ -24,7 +24,7 @@ from featurepull.dynamo import FeastLayout
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
 from featurepull.dynamo.plan import layout_from_spec, layout_spec
-from featurepull.dynamo.views import ViewRead, ViewsPlan, ViewsReader
+from featurepull.dynamo.views import KeyEncoding, ViewRead, ViewsPlan, ViewsReader
 
 NAMES = ["driver_id", "fahrer_größe", "東京", "🚀x", "é", "a\u0301", "zz"]
 KINDS: dict[str, tuple[str, list[Any]]] = {
@@ -126,6 +126,52 @@ def test_a_jobs_layout_spec_carries_the_submitters_choice() -> None:
     assert older.encoder.entity_id([7]) == expected_id(types, row, "bytes")
     with pytest.raises(EntityKeyError, match="fahrer_größe"):
         layout_from_spec(spec, Settings(join_key_name_length=None))
+
+
+def v2_id(name: str, value: int) -> str:
+    """Version 2's id of one int64 key: no key count, no name lengths."""
+    data = struct.pack("<I", STRING) + name.encode("utf8")
+    return str(mmh3.hash_bytes(data + struct.pack("<IIq", 4, 8, value)).hex())
+
+
+def test_a_jobs_layout_spec_carries_the_submitters_serialization_version() -> None:
+    """A worker set to version 2 still builds the version 3 ids its submitter checked; a spec
+    stored before the version travelled takes the worker's."""
+    types, row = {"fahrer_größe": "int64"}, {"fahrer_größe": 7}
+    spec = json.loads(json.dumps(layout_spec(FeastLayout(types, 3, name_length="chars"))))
+    worker = Settings(entity_key_serialization_version=2, join_key_name_length="bytes")
+    rebuilt = layout_from_spec(spec, worker)
+    assert isinstance(rebuilt, FeastLayout)
+    assert rebuilt.encoder.entity_id([7]) == expected_id(types, row, "chars")
+    del spec["serialization_version"]
+    older = layout_from_spec(spec, worker)
+    assert isinstance(older, FeastLayout)
+    assert older.encoder.entity_id([7]) == v2_id("fahrer_größe", 7)
+
+
+def test_a_feature_reference_jobs_plan_carries_the_submitters_encoding() -> None:
+    """A job of feature references stores its plan with the submitter's key encoding, and
+    each shard's reader uses it over the worker's settings; a plan stored before plans
+    carried it takes the worker's (so a worker without join_key_name_length refuses the
+    name, as before)."""
+    types, row = {"fahrer_größe": "int64"}, {"fahrer_größe": 7}
+    plan = ViewsPlan([ViewRead("fahrer", "p.fahrer", types, ["score"], 0.0)], ["score"],
+                     [(0, 0)], ["fahrer_größe"], key_encoding=KeyEncoding.of(
+                         Settings(join_key_name_length="chars")))
+    spec = json.loads(json.dumps(plan.to_spec()))
+    assert ViewsPlan.from_spec(spec) == plan
+    for worker in (Settings(join_key_name_length="bytes"),
+                   Settings(join_key_name_length=None, entity_key_serialization_version=2)):
+        layout = ViewsReader.build(ViewsPlan.from_spec(spec), worker).readers[0].layout
+        assert isinstance(layout, FeastLayout)
+        assert layout.encoder.entity_id([7]) == expected_id(types, row, "chars")
+    del spec["key_encoding"]
+    older = ViewsReader.build(ViewsPlan.from_spec(spec), Settings(
+        join_key_name_length="bytes", entity_key_serialization_version=2)).readers[0].layout
+    assert isinstance(older, FeastLayout)
+    assert older.encoder.entity_id([7]) == v2_id("fahrer_größe", 7)
+    with pytest.raises(EntityKeyError, match="fahrer_größe"):
+        ViewsReader.build(ViewsPlan.from_spec(spec), Settings(join_key_name_length=None))
 
 
 def test_feast_references_read_with_the_settings_choice() -> None:
