@@ -9,7 +9,9 @@ Layout reproduced (Feast ``online_stores/dynamodb.py`` and ``key_encoding_utils.
 
 * table ``{project}.{feature_view}``, hash key ``entity_id`` (S), on-demand billing;
 * item ``{"entity_id": S, "event_ts": S, "values": M {feature: B <serialized Value>}}``;
-* ``entity_id = mmh3.hash_bytes(serialize_entity_key(key)).hex()``;
+* ``entity_id = mmh3.hash_bytes(serialize_entity_key(key)).hex()``, a non-ASCII join-key
+  name's length packed in UTF-8 bytes as current Feast does (``name_length="bytes"``), or in
+  characters as older Feast did (``"chars"``);
 * ``event_ts = str(make_tzaware(ts))``.
 """
 
@@ -309,8 +311,16 @@ def _key_value_bytes(type_name: str, value: object) -> bytes:
     raise ValueError(f"entity key type not supported by Feast: {type_name!r}")
 
 
-def serialize_entity_key(join_keys: Mapping[str, tuple[str, object]], version: int = 3) -> bytes:
-    """Feast's ``serialize_entity_key`` for ``{join_key: (type, value)}``, version 2 or 3."""
+NAME_LENGTHS = ("bytes", "chars")
+
+
+def serialize_entity_key(join_keys: Mapping[str, tuple[str, object]], version: int = 3,
+                         name_length: str = "bytes") -> bytes:
+    """Feast's ``serialize_entity_key`` for ``{join_key: (type, value)}``, version 2 or 3;
+    version 3 packs each name's length in UTF-8 bytes (``name_length="bytes"``, Feast now)
+    or in characters (``"chars"``, older Feast: ``len()`` of the str)."""
+    if name_length not in NAME_LENGTHS:
+        raise ValueError(f"name_length is one of {NAME_LENGTHS}, not {name_length!r}")
     if version not in (2, 3):
         raise ValueError(f"unsupported entity key serialization version: {version}")
     if not join_keys:
@@ -322,11 +332,12 @@ def serialize_entity_key(join_keys: Mapping[str, tuple[str, object]], version: i
         out += struct.pack("<I", len(ordered))
     for name, _ in ordered:
         out += struct.pack("<I", _VALUE_TYPE_STRING)
+        encoded = name.encode("utf8")
         if version >= 3:
-            # Feast quirk: the length is len() of the str (characters), not of its UTF-8
-            # bytes, so non-ASCII key names get a "wrong" length. Reproduce it exactly.
-            out += struct.pack("<I", len(name))
-        out += name.encode("utf8")
+            # Older Feast packed len() of the str (characters), not of its UTF-8 bytes, so a
+            # non-ASCII name got a "wrong" length; current Feast packs the bytes'.
+            out += struct.pack("<I", len(encoded) if name_length == "bytes" else len(name))
+        out += encoded
     for _, (type_name, value) in ordered:
         val = _key_value_bytes(type_name, value)
         out += struct.pack("<I", _KEY_TYPES[type_name])
@@ -335,9 +346,10 @@ def serialize_entity_key(join_keys: Mapping[str, tuple[str, object]], version: i
     return bytes(out)
 
 
-def entity_id(join_keys: Mapping[str, tuple[str, object]], version: int = 3) -> str:
+def entity_id(join_keys: Mapping[str, tuple[str, object]], version: int = 3,
+              name_length: str = "bytes") -> str:
     """The ``entity_id`` hash key: hex MurmurHash3 x64-128 (seed 0) of the serialized key."""
-    return mmh3.hash_bytes(serialize_entity_key(join_keys, version)).hex()
+    return mmh3.hash_bytes(serialize_entity_key(join_keys, version, name_length)).hex()
 
 
 # --------------------------------------------------------------------------------------
@@ -371,10 +383,11 @@ def feast_item(
     event_ts: datetime,
     features: Mapping[str, tuple[str, object]],
     version: int = 3,
+    name_length: str = "bytes",
 ) -> dict[str, Any]:
     """One item in low-level client (typed attribute) form, as Feast stores it."""
     return {
-        "entity_id": {"S": entity_id(join_keys, version)},
+        "entity_id": {"S": entity_id(join_keys, version, name_length)},
         "event_ts": {"S": str(_make_tzaware(event_ts))},
         "values": {
             "M": {name: {"B": encode_value(kind, v)} for name, (kind, v) in features.items()}
@@ -382,7 +395,8 @@ def feast_item(
     }
 
 
-def write_feast_rows(client: Any, table_name: str, rows: Iterable[Row], version: int = 3) -> None:
+def write_feast_rows(client: Any, table_name: str, rows: Iterable[Row], version: int = 3,
+                     name_length: str = "bytes") -> None:
     """Put ``rows`` with ``batch_write_item`` in chunks of 25, re-sending UnprocessedItems.
 
     Rows sharing an entity key collapse to the last one, as Feast's
@@ -391,7 +405,7 @@ def write_feast_rows(client: Any, table_name: str, rows: Iterable[Row], version:
     """
     items: dict[str, dict[str, Any]] = {}
     for join_keys, event_ts, features in rows:
-        item = feast_item(join_keys, event_ts, features, version)
+        item = feast_item(join_keys, event_ts, features, version, name_length)
         items[item["entity_id"]["S"]] = item
     pending = list(items.values())
     for start in range(0, len(pending), _BATCH):

@@ -1,8 +1,8 @@
 """`featurepull pull` of a Feast table whose join-key name is not ASCII: without
 ``join_key_name_length`` it is refused before any request (a closed port answers nothing),
 naming the key and both Feast conventions; with it, every row written under that
-convention is found (``chars`` as older Feast wrote, ``bytes`` as Feast's own
-``serialize_entity_key`` writes now)."""
+convention is found (``chars`` as older Feast wrote, ``bytes`` as Feast writes now:
+tests/feast_writer.py writes either)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import mmh3
 import pytest
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import Value
 
 from tests.conftest import REGION, refused_port, unique_name
 from tests.feast_writer import create_feast_table, feast_item
@@ -43,16 +39,13 @@ def run_pull(endpoint: str, table: str, folder: Path, convention: str | None, *m
 
 
 def write_table(ddb: Any, convention: str) -> str:
-    """Drivers 0-9 under ids of that convention: Feast's own for "bytes"."""
+    """Drivers 0-9 under ids of that convention ("bytes": as current Feast writes)."""
     table = f"{unique_name('keyname')}.drivers"
     create_feast_table(ddb, table)
     items = []
     for driver in range(10):
         item = feast_item({KEY: ("int64", driver)}, WRITTEN_AT,
-                          {"score": ("double_val", driver / 4)})
-        if convention == "bytes":
-            key = EntityKey(join_keys=[KEY], entity_values=[Value(int64_val=driver)])
-            item["entity_id"] = {"S": mmh3.hash_bytes(serialize_entity_key(key, 3)).hex()}
+                          {"score": ("double_val", driver / 4)}, name_length=convention)
         items.append({"PutRequest": {"Item": item}})
     ddb.batch_write_item(RequestItems={table: items})
     return table

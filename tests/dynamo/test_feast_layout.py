@@ -187,35 +187,43 @@ KEY_CASES: dict[str, tuple[dict[str, str], list[dict[str, tuple[str, object]]], 
 }
 
 
-KeysTable = tuple[FeastTable, int]  # a table of every KEY_CASES item, and its key version
+# A table of every KEY_CASES item, its key version and how it packs a name's length.
+KeysTable = tuple[FeastTable, int, str]
 
 
-@pytest.fixture(scope="module", params=[2, 3], ids=["v2", "v3"])
+@pytest.fixture(scope="module", params=[(2, "bytes"), (3, "bytes"), (3, "chars")],
+                ids=["v2", "v3", "v3-chars"])
 def keys_table(request: pytest.FixtureRequest, ddb: Any, endpoint_url: str) -> KeysTable:
-    version: int = request.param
+    version, name_length = request.param
     table = FeastTable(unique_name("proj"), f"compound_v{version}", endpoint_url)
     create_feast_table(ddb, table.name)
     rows = [(keys, WRITTEN_AT, {"label": ("string_val", f"{case}/{i}")})
             for case, (_, written, _) in KEY_CASES.items() for i, keys in enumerate(written)]
-    write_feast_rows(ddb, table.name, rows, version=version)
-    return table, version
+    write_feast_rows(ddb, table.name, rows, version=version, name_length=name_length)
+    return table, version, name_length
 
 
 @pytest.mark.parametrize("case", list(KEY_CASES))
 def test_compound_join_keys_find_the_item_feast_wrote(keys_table: KeysTable, case: str) -> None:
-    table, version = keys_table
+    table, version, name_length = keys_table
     types, written, absent = KEY_CASES[case]
     columns = {name: [keys[name][1] for keys in written] + [absent[name]] for name in types}
-    # tests.feast_writer packs a name's length in characters, as older Feast did.
-    layout = FeastLayout(types, serialization_version=version, name_length="chars")
+    # The table packs a non-ASCII name's length as current Feast does (bytes) or as older
+    # Feast did (chars): the layout is told which.
+    layout = FeastLayout(types, serialization_version=version, name_length=name_length)
     keys = layout.keys_for(columns, source="test")
     rows = BatchReader(table.name, layout, table.settings()).read(keys, ["label"]).rows
     assert [row and row[1] for row in rows] == [f"{case}/{i}" for i in range(len(written))] + [None]
     # The other serialization version hashes to other ids: nothing is found.
-    other = FeastLayout(types, serialization_version=5 - version, name_length="chars")
+    other = FeastLayout(types, serialization_version=5 - version, name_length=name_length)
     other_keys = other.keys_for(columns, source="test")
     assert BatchReader(table.name, other, table.settings()).read(other_keys, ["label"]).rows == [
         None] * len(rows)
+    if version == 3 and case == "non-ascii-name":  # so does the other name-length convention
+        other = FeastLayout(types, 3, name_length="chars" if name_length == "bytes" else "bytes")
+        other_keys = other.keys_for(columns, source="test")
+        assert BatchReader(table.name, other, table.settings()).read(
+            other_keys, ["label"]).rows == [None] * len(rows)
 
 
 # --- Key agreement without DynamoDB ------------------------------------------------------
@@ -232,8 +240,10 @@ def random_key_value(rng: random.Random, type_name: str) -> Any:
     }[type_name]()
 
 
+@pytest.mark.parametrize("name_length", ["bytes", "chars"])
 @pytest.mark.parametrize("version", [2, 3])
-def test_entity_ids_agree_with_the_writer_for_random_compound_keys(version: int) -> None:
+def test_entity_ids_agree_with_the_writer_for_random_compound_keys(version: int,
+                                                                   name_length: str) -> None:
     rng = random.Random(version)
     names = ["driver_id", "city", "a", "Z", "città", "運転手", "id_2", "é"]
     types = ["int64", "int32", "unix_timestamp", "string", "bytes"]
@@ -241,9 +251,9 @@ def test_entity_ids_agree_with_the_writer_for_random_compound_keys(version: int)
         key_types = {name: rng.choice(types) for name in rng.sample(names, rng.randint(1, 4))}
         values = {name: random_key_value(rng, t) for name, t in key_types.items()}
         written = {name: (key_types[name], value) for name, value in values.items()}
-        encoder = EntityKeyEncoder(key_types, version, "chars")  # as tests.feast_writer
+        encoder = EntityKeyEncoder(key_types, version, name_length)
         got = encoder.entity_id([values[name] for name in sorted(key_types)])
-        assert got == entity_id(written, version), written
+        assert got == entity_id(written, version, name_length), written
 
 
 # --- Key-type errors -----------------------------------------------------------------------

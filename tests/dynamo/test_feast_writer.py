@@ -200,10 +200,31 @@ def test_entity_key_compound_sorted_by_name() -> None:
     assert entity_id(key) != entity_id(key, version=2)
 
 
-def test_entity_key_non_ascii_name_uses_character_length() -> None:
-    # Feast quirk: len(k) of the str (2 characters) though "né" is 3 UTF-8 bytes.
-    expected = _u32(1) + _u32(2) + _u32(2) + b"n\xc3\xa9" + _u32(2) + _u32(1) + b"x"
-    assert serialize_entity_key({"né": ("string", "x")}) == expected
+def test_entity_key_non_ascii_name_length_in_either_convention() -> None:
+    # Older Feast: len(k) of the str (2 characters) though "né" is 3 UTF-8 bytes; current
+    # Feast (the default): the 3 bytes.
+    tail = b"n\xc3\xa9" + _u32(2) + _u32(1) + b"x"
+    chars = serialize_entity_key({"né": ("string", "x")}, name_length="chars")
+    assert chars == _u32(1) + _u32(2) + _u32(2) + tail
+    assert serialize_entity_key({"né": ("string", "x")}) == _u32(1) + _u32(2) + _u32(3) + tail
+    with pytest.raises(ValueError, match="name_length"):
+        serialize_entity_key({"né": ("string", "x")}, name_length="utf8")
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_entity_key_bytes_is_what_current_feast_writes(version: int) -> None:
+    """The default convention against Feast's own serialization (the one place this module's
+    output is checked against Feast's code rather than the wire spec)."""
+    from feast.infra.key_encoding_utils import serialize_entity_key as feast_serialize
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    key = {"運転手": ("int32", -3), "città": ("string", "Zürich"), "driver_id": ("int64", 5)}
+    proto = EntityKey(join_keys=["città", "driver_id", "運転手"], entity_values=[
+        Value(string_val="Zürich"), Value(int64_val=5), Value(int32_val=-3)])
+    feast = feast_serialize(proto, entity_key_serialization_version=version)
+    assert serialize_entity_key(key, version) == feast
+    assert entity_id(key, version) == mmh3.hash_bytes(feast).hex()
 
 
 def test_entity_key_value_length_uses_utf8_bytes() -> None:
