@@ -23,7 +23,10 @@ Row = tuple[Any, ...]
 class FoundRows(Sequence[Row | None]):
     """Rows in input order. Input row ``i`` is the found item of unique key
     ``positions[i]``, if one was found: ``slots[s]`` is the unique key of found item ``s``,
-    whose values are ``columns[c][s]`` (column 0 the event time, then the features)."""
+    whose values are ``columns[c][s]`` (column 0 the event time, then the features).
+
+    Each unique key has at most one found item (:meth:`repeated_slot` says which breaks
+    that): the count, the Arrow index and the tuples all rest on it."""
 
     def __init__(self, positions: Sequence[int] | pa.Array, unique: int, slots: list[int],
                  columns: list[list[Any]]) -> None:
@@ -47,6 +50,20 @@ class FoundRows(Sequence[Row | None]):
         if not isinstance(positions, Sequence):  # an Arrow array
             positions = positions.to_pylist()
         return sum(map(found.__getitem__, positions))
+
+    def repeated_slot(self) -> int | None:
+        """The first unique key with more than one found item, or None. DynamoDB answers
+        each key at most once; an endpoint that answers one twice (a proxy or emulator
+        with a bug) leaves two rows for one key, so its reader refuses the read."""
+        slots = self.slots
+        if len(set(slots)) == len(slots):  # one C pass: the common case
+            return None
+        seen: set[int] = set()
+        for slot in slots:
+            if slot in seen:
+                return slot
+            seen.add(slot)
+        raise AssertionError("unreachable: a repeated slot was counted")
 
     def found_index(self) -> pa.Array:
         """For each input row, the found item that is its row (an index into ``columns``),

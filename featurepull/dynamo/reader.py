@@ -235,6 +235,12 @@ class BatchReader:
         stats = state.stats
         self.reading = None
         rows = state.found_rows()
+        repeated = rows.repeated_slot()
+        if repeated is not None:
+            raise ReadError(f"{self.where()} answered key {state.keys[repeated]!r} with two "
+                            "items; DynamoDB answers each key of a BatchGetItem at most once, "
+                            "so the endpoint (a proxy or an emulator?) is not answering as "
+                            "DynamoDB does and the read is not used")
         stats.found = rows.found_count
         stats.missing = len(rows) - stats.found
         stats.seconds = time.perf_counter() - started

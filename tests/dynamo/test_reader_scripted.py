@@ -271,6 +271,25 @@ def test_an_item_for_a_key_not_asked_for_ends_the_read(
         f"that was not requested: {SYNTHETIC.entity_id(299)!r}")
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("fault", ["twice", "also-unprocessed"])
+def test_a_key_answered_twice_ends_the_read(scripted: ScriptedEndpoint,  # noqa: F811
+                                            transport: str, fault: str) -> None:
+    """DynamoDB answers each key at most once. An endpoint that answers one twice (two
+    items in one answer; or an item, the same key left unprocessed, and its retry answered
+    again) would leave two rows of one key that the count, the Arrow output and the rows
+    tell apart — and here count driver 1 twice where driver 301 is missing."""
+    scripted.script = [fault]
+    keys = LAYOUT.keys_for({"driver_id": [1, 2, 301]})
+    with pytest.raises(ReadError) as caught:
+        scripted_reader(scripted, transport).read(keys, ["city"])
+    assert str(caught.value) == (
+        f"table {TABLE} (region {REGION}, endpoint {scripted.url}) answered key "
+        f"{SYNTHETIC.entity_id(1)!r} with two items; DynamoDB answers each key of a "
+        "BatchGetItem at most once, so the endpoint (a proxy or an emulator?) is not "
+        "answering as DynamoDB does and the read is not used")
+
+
 def test_a_composite_key_is_named_by_its_parts() -> None:
     # decode_item as a Scan calls it: no entity row to name.
     layout = PlainLayout([("id", "N"), ("sort", "S")])

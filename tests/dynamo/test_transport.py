@@ -161,7 +161,9 @@ class ScriptedEndpoint(ThreadingHTTPServer):
     an error answer, a damaged body, no answer (``hang-up``), the second half of the keys left unprocessed
     (``unprocessed``), or the first item's ``event_ts`` garbled (``bad-item``; the last
     item's: ``bad-last-item``) or its
-    ``values`` not a map (``not-feast``), an item not asked for (``stranger``), or 1,000
+    ``values`` not a map (``not-feast``), an item not asked for (``stranger``), the first
+    item twice, the copy's city another (``twice``), the first found key also left
+    unprocessed (``also-unprocessed``), or 1,000
     RCU charged (``costly``), or no answer until the test ends (``held``). DescribeTable
     answers with ``describe``: the on-demand table (``""``), the table with 80 RCU/s
     provisioned (``provisioned``) or keyed by ``user_id`` (``keyed-by-user``), or ``missing``,
@@ -284,6 +286,11 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
                 items[0]["values"] = {"S": "x"}
             if fault == "stranger":  # and the item of driver 299, asked for or not
                 items.append(_item_json(299))
+            if fault == "twice" and items:  # the first item again, its city changed
+                items.append(copy.deepcopy(items[0]))
+                items[-1]["values"]["M"]["city"] = _item_json(299)["values"]["M"]["city"]
+            if fault == "also-unprocessed" and found:  # the first found key left too
+                left = [*left, {"entity_id": {"S": found[0]}}]
             self._answer(200, {"Responses": {TABLE: items},
                                "UnprocessedKeys": {TABLE: {"Keys": left}} if left else {},
                                "ConsumedCapacity": [{"TableName": TABLE, "CapacityUnits":
