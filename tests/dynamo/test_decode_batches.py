@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -183,12 +184,17 @@ def test_an_exception_raised_while_an_answer_is_matched_to_its_keys_ends_the_rea
     raised: list[str] = []
 
     def trace(frame: FrameType, event: str, arg: object) -> None:
-        # Called by _store_rows' comprehension (mutmut names the function it runs
-        # xǁBatchReaderǁ_store_rows__mutmut_orig).
-        callers = (frame.f_back, frame.f_back and frame.f_back.f_back)
-        if event == "call" and frame.f_code.co_name == "key_of" and any(
-                "_store_rows" in caller.f_code.co_name for caller in callers if caller):
-            raised.append(frame.f_code.co_name)
+        # Called by _store_rows' comprehension. Under mutmut a mutated module's function
+        # runs as xǁClassǁname__mutmut_orig (or __mutmut_N), called by a trampoline: the
+        # reader's _store_rows so, and key_of so when the layouts are mutated.
+        name = re.sub(r"__mutmut_\w+$", "", frame.f_code.co_name).rpartition("ǁ")[2]
+        callers, caller = [], frame.f_back
+        while caller is not None and len(callers) < 4:  # a trampoline and its wrapper
+            callers.append(caller)
+            caller = caller.f_back
+        if event == "call" and name == "key_of" and any(
+                "_store_rows" in caller.f_code.co_name for caller in callers):
+            raised.append(name)
             raise TimeLimit("soft time limit")
 
     reader = scripted_reader(scripted, "fast", batch_size=10)
