@@ -136,8 +136,8 @@ def _pull_keeping(request: PullRequest, entities_path: str, output_path: str,
     key_columns = {n: entities.columns[n] for n in names}
     if scorer is None and not is_dataset(output_path) and not views:
         with cyclic_gc_paused():
-            written = write_rows(output_path, key_columns, result.rows, request.features,
-                                 overwrite=overwrite, s3=settings.s3)
+            written = write_rows(output_path, _output_keys(entities, names), result.rows,
+                                 request.features, overwrite=overwrite, s3=settings.s3)
     else:
         table = (_views_table(reader, key_columns, result.rows, output_path) if views else
                  rows_to_table(key_columns, result.rows, request.features, source=output_path))
@@ -182,6 +182,16 @@ def _key_source(entities: EntityTable, reader: BatchReader | ViewsReader
     if isinstance(reader.layout, FeastLayout):
         return {**entities.columns, **entities.arrays}
     return entities.columns
+
+
+def _output_keys(entities: EntityTable, names: Sequence[str]) -> dict[str, Any]:
+    """The output's key columns: the Arrow arrays the entity file's reader made (int64,
+    string: the types the output gives their values; an entity file has rows, so none is
+    empty, which the values would type as null), in one chunk as the output makes them
+    of the values, else the Python values: the same file, without typing a million."""
+    arrays = entities.arrays
+    return {name: arrays[name].combine_chunks() if len(arrays.get(name, ())) else
+            entities.columns[name] for name in names}
 
 
 @contextmanager
