@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -175,12 +175,14 @@ def _planned_reader(request: PullRequest, entities: EntityTable, settings: Setti
 
 
 def _key_source(entities: EntityTable, reader: BatchReader | ViewsReader
-                ) -> dict[str, Any]:
+                ) -> Mapping[str, Any]:
     """The entity columns the keys are built from: a Feast layout's as Arrow arrays where
     the reader made them (checked and de-duplicated in Arrow, not value by value), else
     the Python lists (a plain layout looks at each value anyway)."""
     if isinstance(reader.layout, FeastLayout):
-        return {**entities.columns, **entities.arrays}
+        arrays = entities.arrays  # (the lists of `columns` are made only when asked for)
+        return {name: arrays[name] if name in arrays else entities.columns[name]
+                for name in entities.columns}
     return entities.columns
 
 
