@@ -133,12 +133,12 @@ def _pull_keeping(request: PullRequest, entities_path: str, output_path: str,
                                         positions=positions)
             plans = [plan]
     names = spec["key_columns"]
-    key_columns = {n: entities.columns[n] for n in names}
     if scorer is None and not is_dataset(output_path) and not views:
         with cyclic_gc_paused():
             written = write_rows(output_path, _output_keys(entities, names), result.rows,
                                  request.features, overwrite=overwrite, s3=settings.s3)
     else:
+        key_columns = {n: entities.columns[n] for n in names}
         table = (_views_table(reader, key_columns, result.rows, output_path) if views else
                  rows_to_table(key_columns, result.rows, request.features, source=output_path))
         written = _write_table(output_path, table, result.rows, names, request, scorer,
