@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -133,12 +133,12 @@ def _pull_keeping(request: PullRequest, entities_path: str, output_path: str,
                                         positions=positions)
             plans = [plan]
     names = spec["key_columns"]
-    key_columns = {n: entities.columns[n] for n in names}
     if scorer is None and not is_dataset(output_path) and not views:
         with cyclic_gc_paused():
-            written = write_rows(output_path, key_columns, result.rows, request.features,
-                                 overwrite=overwrite, s3=settings.s3)
+            written = write_rows(output_path, _output_keys(entities, names), result.rows,
+                                 request.features, overwrite=overwrite, s3=settings.s3)
     else:
+        key_columns = {n: entities.columns[n] for n in names}
         table = (_views_table(reader, key_columns, result.rows, output_path) if views else
                  rows_to_table(key_columns, result.rows, request.features, source=output_path))
         written = _write_table(output_path, table, result.rows, names, request, scorer,
@@ -175,13 +175,25 @@ def _planned_reader(request: PullRequest, entities: EntityTable, settings: Setti
 
 
 def _key_source(entities: EntityTable, reader: BatchReader | ViewsReader
-                ) -> dict[str, Any]:
+                ) -> Mapping[str, Any]:
     """The entity columns the keys are built from: a Feast layout's as Arrow arrays where
     the reader made them (checked and de-duplicated in Arrow, not value by value), else
     the Python lists (a plain layout looks at each value anyway)."""
     if isinstance(reader.layout, FeastLayout):
-        return {**entities.columns, **entities.arrays}
+        arrays = entities.arrays  # (the lists of `columns` are made only when asked for)
+        return {name: arrays[name] if name in arrays else entities.columns[name]
+                for name in entities.columns}
     return entities.columns
+
+
+def _output_keys(entities: EntityTable, names: Sequence[str]) -> dict[str, Any]:
+    """The output's key columns: the Arrow arrays the entity file's reader made (int64,
+    string: the types the output gives their values; an entity file has rows, so none is
+    empty, which the values would type as null), in one chunk as the output makes them
+    of the values, else the Python values: the same file, without typing a million."""
+    arrays = entities.arrays
+    return {name: arrays[name].combine_chunks() if len(arrays.get(name, ())) else
+            entities.columns[name] for name in names}
 
 
 @contextmanager

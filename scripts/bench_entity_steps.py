@@ -59,7 +59,11 @@ def child(size: int, folder: Path, stop: str = "") -> dict[str, float]:
     read = _cpu()
     if stop == "entity_file":
         return {}
-    columns = {**entities.columns, **getattr(entities, "arrays", {})}
+    # As pull._key_source hands them: an Arrow array where the reader made one (without
+    # asking for the Python values of a column that makes them on demand).
+    arrays = getattr(entities, "arrays", {})
+    columns = {name: arrays[name] if name in arrays else entities.columns[name]
+               for name in entities.columns}
     keys, _ = unique_keys(layout, columns, entities.source)
     done = _cpu()
     assert len(keys) == size

@@ -17,7 +17,9 @@ alike. Cells:
                    a listener that notes when the first request arrives (which one: its
                    X-Amz-Target), then stops the process: startup, CSV in and pre-read steps
     whole_pull     the whole ``featurepull pull`` of those ids (all found, 5 features) from a
-                   lean endpoint (10 ms a request, 10 in flight) to its exit, with the read's
+                   lean endpoint (10 ms a request, 10 in flight; ``--found-share 0.1
+                   --max-read-workers 32 --entities 1000000``: the whole-process bench's
+                   pull, its file and endpoint) to its exit, with the read's
                    own seconds from its ``--json`` summary: the issue's "process / read" ratio
     timeline       the same whole pull with probes (TIMELINE_PROBE, run before the command in
                    its process; featurepull itself is unchanged): when each step of it ended,
@@ -262,9 +264,13 @@ def _check_found(last_line: str, entities: int) -> dict[str, Any]:
 
 def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
         cells: Sequence[str], timeout_s: float = 120.0, instructions: bool = False,
-        compiled: bool = True) -> list[dict[str, Any]]:
+        compiled: bool = True, found_share: float = 1.0, in_flight: int = 10
+        ) -> list[dict[str, Any]]:
     """Every cell of every tree, ``rounds`` times, trees in turn within a round (under
-    cachegrind with ``instructions``); each tree byte-compiled first with ``compiled``."""
+    cachegrind with ``instructions``); each tree byte-compiled first with ``compiled``.
+    ``found_share`` below 1: the endpoint holds that share of the entities, and the file
+    holds them and unknown ids, shuffled (the whole-process bench's file)."""
+    known = int(entities * found_share) if found_share < 1 else entities
     if instructions and {"whole_pull", "timeline"} & set(cells):
         raise ValueError("--instructions counts import_cli, pull_help, first_request and "
                          "submit_start only")
@@ -279,7 +285,12 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
             trees = [(name, _source_only(tree, Path(folder) / f"source-{name}"))
                      for name, tree in trees]
         ids = Path(folder) / "ids.csv"
-        ids.write_text("driver_id\n" + "\n".join(map(str, range(entities))) + "\n")
+        if known < entities:
+            from bench_whole import write_entities
+
+            write_entities(ids, entities, known, seed=entities)
+        else:
+            ids.write_text("driver_id\n" + "\n".join(map(str, range(entities))) + "\n")
         output = Path(folder) / "out.parquet"
 
         def request_flags(url: str) -> list[str]:
@@ -289,13 +300,13 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
 
         def pull_cmd(url: str) -> list[str]:
             return [*prefix, python, "-m", "featurepull", "pull", *request_flags(url),
-                    "--max-read-workers", "10", "--json"]
+                    "--max-read-workers", str(in_flight), "--json"]
 
         marks_file = Path(folder) / "timeline.json"
         # Each endpoint (in its own session) is stopped however the rounds end: a failing
         # round, ^C, or a SIGTERM (main makes it a KeyboardInterrupt).
         with contextlib.ExitStack() as running:
-            endpoint = (running.enter_context(start_endpoint(drivers=entities, latency_ms=10))
+            endpoint = (running.enter_context(start_endpoint(drivers=known, latency_ms=10))
                         if {"whole_pull", "timeline"} & set(cells) else None)
             # A submit reads no item before its first shard: the table's description only.
             submit_endpoint = (running.enter_context(start_endpoint(drivers=1, latency_ms=10))
@@ -325,7 +336,7 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
                             wall, cpu, last, _ = _run_to_exit(
                                 [python, "-c", TIMELINE_PROBE, *pull_cmd(endpoint.url)[3:],
                                  str(marks_file)], env, folder)
-                            _check_found(last, entities)
+                            _check_found(last, known)
                             marks = json.loads(marks_file.read_text())
                             sample["marks"] = _marks(marks, started)
                             sample["marks"]["exited"] = [round(wall, 4), round(cpu, 4)]
@@ -340,7 +351,7 @@ def run(trees: Sequence[tuple[str, str | None]], rounds: int, entities: int,
                         else:
                             assert endpoint is not None
                             wall, cpu, last, _ = _run_to_exit(pull_cmd(endpoint.url), env, folder)
-                            summary = _check_found(last, entities)
+                            summary = _check_found(last, known)
                             sample["read_s"] = summary["seconds"]
                             sample["ratio"] = round(wall / summary["seconds"], 3)
                         if count is not None:
@@ -447,6 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--entities", type=int, default=100_000,
                         help="rows of the CSV entity file the pull reads first")
+    parser.add_argument("--found-share", type=float, default=1.0,
+                        help="whole_pull, timeline: the share of the entities the endpoint "
+                        "holds (0.1: the whole-process bench's file, shuffled)")
+    parser.add_argument("--max-read-workers", type=int, default=10,
+                        help="whole_pull, timeline: requests in flight (the whole-process "
+                        "bench: 32)")
     parser.add_argument("--cells", type=lambda s: s.split(","), default=list(CELLS))
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions under valgrind's cachegrind (not whole_pull)")
@@ -460,7 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells = [c for c in args.cells
              if not (args.instructions and c in ("whole_pull", "timeline"))]
     samples = run(trees, args.rounds, args.entities, cells, instructions=args.instructions,
-                  compiled=not args.no_compile)
+                  compiled=not args.no_compile, found_share=args.found_share,
+                  in_flight=args.max_read_workers)
     rows = summarize(samples)
     print(f"{'cell':14} {'tree':10} {'n':>3} {'wall med':>9} {'wall min':>9} "
           f"{'cpu med':>8} {'cpu min':>8}  load      notes")

@@ -71,9 +71,37 @@ def found_columns(view: RowView) -> tuple[list[Any], pa.Array | None] | None:
     return columns, found_index
 
 
-def columnar_table(view: RowView) -> pa.Table | None:
-    """The view's table built by column, or None when only the row-by-row path can say
-    what is wrong (the caller runs it)."""
+class ColumnarParts:
+    """The view's table as its parts: the key columns, the found rows' typed columns and
+    each output row's place among them; rows [start, stop) are made on demand (one `take`
+    of the found rows), so that a writer can encode rows while the next ones are made."""
+
+    def __init__(self, names: list[str], keys: list[Any], found_table: pa.Table,
+                 found_index: pa.Array | None) -> None:
+        self.names = names
+        self.keys = keys
+        self.found_table = found_table
+        self.found_index = found_index
+        self.schema = pa.schema([pa.field(name, column.type) for name, column in
+                                 zip(names, [*keys, *found_table.columns], strict=True)])
+
+    def rows(self, start: int, count: int) -> pa.Table:
+        """Output rows [start, start + count) as a table of `schema`."""
+        found = (self.found_table.slice(start, count) if self.found_index is None
+                 else self.found_table.take(self.found_index.slice(start, count)))
+        keys = [values.slice(start, count) for values in self.keys]
+        return pa.table([*keys, *found.columns], names=self.names)
+
+    def table(self) -> pa.Table:
+        """Every output row."""
+        found = (self.found_table if self.found_index is None
+                 else self.found_table.take(self.found_index))
+        return pa.table([*self.keys, *found.columns], names=self.names)
+
+
+def columnar_parts(view: RowView) -> ColumnarParts | None:
+    """The view's table built by column, as parts, or None when only the row-by-row path
+    can say what is wrong (the caller runs it)."""
     split = found_columns(view)
     if split is None:
         return None
@@ -87,10 +115,14 @@ def columnar_table(view: RowView) -> pa.Table | None:
         keys = [_typed_keys(values) for values in view.key_columns.values()]
     except _ARROW_VALUE_ERRORS:
         return None
-    found_table = pa.table(arrays, names=names[len(keys):])
-    if found_index is not None:
-        found_table = found_table.take(found_index)
-    return pa.table([*keys, *found_table.columns], names=names)
+    return ColumnarParts(names, keys, pa.table(arrays, names=names[len(keys):]), found_index)
+
+
+def columnar_table(view: RowView) -> pa.Table | None:
+    """The view's table built by column, or None when only the row-by-row path can say
+    what is wrong (the caller runs it)."""
+    parts = columnar_parts(view)
+    return None if parts is None else parts.table()
 
 
 def typed_column(values: list[Any]) -> pa.Array:

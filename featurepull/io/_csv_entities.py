@@ -15,6 +15,7 @@ import pyarrow.csv as pa_csv
 from featurepull.io._entity_table import (
     INT64_MAX,
     INT64_MIN,
+    ArrowBackedColumns,
     EntityFileError,
     EntityTable,
     check_required_columns,
@@ -86,17 +87,17 @@ def read_csv_fast(stream: BinaryIO, source: str, required: tuple[str, ...]
     if (table.num_rows == 0 or any(table.column(name).null_count for name in required)
             or has_blank_row(table)):
         return None  # no rows; an empty key; maybe a blank line (pyarrow reads it as nulls)
-    columns: dict[str, list[Any]] = {}
+    columns: dict[str, Any] = {}
     types: dict[str, str] = {}
     notes: dict[str, str] = {}
     arrays: dict[str, pa.ChunkedArray] = {}
     for name in header:
-        types[name], columns[name], note, array = _type_text_column(table.column(name))
+        types[name], columns[name], note, array = _typed_text_column(table.column(name))
         if note:
             notes[name] = note
         if array is not None:
             arrays[name] = array
-    return EntityTable(source, columns, types, notes, arrays)
+    return EntityTable(source, ArrowBackedColumns(columns), types, notes, arrays)
 
 
 def arrow_csv_options(header: list[str], block_size: int | None = None) -> dict[str, Any]:
@@ -143,15 +144,24 @@ def _type_text_column(column: pa.ChunkedArray
     the values as an Arrow array of that type (int64 or string; else None): the common
     cases decided in C (an int64 column by a cast, text by one regex pass); any other goes
     value by value."""
+    kind, values, note, array = _typed_text_column(column)
+    return kind, values if isinstance(values, list) else values.to_pylist(), note, array
+
+
+def _typed_text_column(column: pa.ChunkedArray
+                       ) -> tuple[str, list[Any] | pa.ChunkedArray, str | None,
+                                  pa.ChunkedArray | None]:
+    """`_type_text_column`, an int64 or string column's values left as its Arrow array
+    (made Python values when asked for: `ArrowBackedColumns`)."""
     present = len(column) - column.null_count
     if present == 0:
         return "null", [None] * len(column), None, None
     numbers = _int64_column(column)
     if numbers is not None:
-        return "int64", numbers.to_pylist(), None, numbers
+        return "int64", numbers, None, numbers
     ints = pc.sum(pc.match_substring_regex(column, CSV_INT_PATTERN)).as_py() or 0
     if ints == 0:
-        return "string", column.to_pylist(), None, column
+        return "string", column, None, column
     values = column.to_pylist()
     # No quotes, so no value spans lines: row r is on line r + 2, as a fresh index says.
     kind, note = _type_csv_column(values, _LineIndex())  # never int64: cast above

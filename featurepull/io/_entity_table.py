@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +20,36 @@ class EntityFileChanged(EntityFileError):
     would do better, so a caller that retries other readers on an EntityFileError stops."""
 
 
+class ArrowBackedColumns(Mapping[str, list[Any]]):
+    """Columns of Python values, each made from its Arrow array when it is first asked for:
+    a Feast pull takes the arrays (`EntityTable.arrays`) for its keys and its output and
+    never asks, which spares a million Python values per column (~50 ms of CPU at 1M ids)."""
+
+    def __init__(self, columns: dict[str, Any]) -> None:
+        self._columns = columns  # a list, or an Arrow array not converted yet
+
+    def __getitem__(self, name: str) -> list[Any]:
+        column = self._columns[name]
+        if not isinstance(column, list):
+            column = self._columns[name] = column.to_pylist()
+        return column  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
 @dataclass(frozen=True)
 class EntityTable:
     """The columns of one entity file: values in file order, and each column's logical type."""
 
     source: str
-    columns: dict[str, list[Any]]
+    columns: Mapping[str, list[Any]]
     types: dict[str, str]
     # Why a column cannot be a join key as read, for the messages of whoever picks the keys:
     # column -> "mixes integers (line 2: '1') and other text (line 3: 'abc')" (a CSV column
@@ -39,7 +63,9 @@ class EntityTable:
     @property
     def num_rows(self) -> int:
         """How many entity rows the file holds (every column has this many values)."""
-        return len(next(iter(self.columns.values()), []))
+        for name in self.columns:
+            return len(self.arrays[name] if name in self.arrays else self.columns[name])
+        return 0
 
 
 @dataclass(frozen=True)

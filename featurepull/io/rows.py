@@ -28,15 +28,17 @@ error nothing is left behind. Rows are numbered from 1 in messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timezone
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from featurepull.arrow_columns import python_columns
 from featurepull.config import S3Settings
-from featurepull.io._columnar import columnar_table, found_columns, typed_column, zones
+from featurepull.io._columnar import columnar_parts, found_columns, typed_column, zones
 from featurepull.io._destinations import check_destination, output_format, reporting_write_errors
 from featurepull.io._encoders import open_encoder, text_encoder
 from featurepull.io._row_view import CHUNK_ROWS, EVENT_TIMESTAMP, OutputError, RowView
@@ -46,10 +48,12 @@ from featurepull.io.tables import ARROW_VALUE_ERRORS, arrow_batches, arrow_schem
 
 __all__ = ["CHUNK_ROWS", "EVENT_TIMESTAMP", "OutputError", "write_rows"]
 
+T = TypeVar("T")
+
 
 def write_rows(
     path: str,
-    key_columns: dict[str, list[Any]],
+    key_columns: dict[str, Any],
     rows: Sequence[tuple[Any, ...] | None],
     features: Sequence[str],
     *,
@@ -59,7 +63,8 @@ def write_rows(
     """Write one output row per input row to `path` (format from its extension).
 
     `path` may be `s3://bucket/key` (reached with the `s3` settings). Refuses an existing
-    output unless `overwrite`. Returns the number of rows written.
+    output unless `overwrite`. Returns the number of rows written. A key column may also be
+    an Arrow array (an entity file's, as read): the same file.
     """
     fmt = output_format(path)
     # Before the rows are looked at (typing millions of values takes a while); opening the
@@ -67,14 +72,17 @@ def write_rows(
     check_destination(path, overwrite, s3)
     view = RowView(path, key_columns, rows, tuple(features))
     total = len(rows)
-    table = columnar_table(view) if fmt == "parquet" else None
-    if table is not None:
-        with open_sink(path, table.schema, overwrite=overwrite, s3=s3) as sink:
-            for start in range(0, total, CHUNK_ROWS):
-                sink.write(table.slice(start, CHUNK_ROWS))
+    parts = columnar_parts(view) if fmt == "parquet" else None
+    if parts is not None:
+        with open_sink(path, parts.schema, overwrite=overwrite, s3=s3) as sink:
+            # Each row group's rows taken into order on a thread while the one before is
+            # encoded (both in Arrow, without the GIL).
+            for table in _made_ahead(parts.rows, range(0, total, CHUNK_ROWS), CHUNK_ROWS):
+                sink.write(table)
         return total
     texts = None if fmt == "parquet" else _column_texts(view, fmt)
     if texts is None:
+        view = _by_row(view)
         view.validate()
     if fmt == "parquet":
         schema = arrow_schema(view)
@@ -89,8 +97,33 @@ def write_rows(
             chunk = None if texts is None else texts(start, stop)
             with reporting_write_errors(path):
                 if chunk is None or not encoder.write_texts(chunk):
+                    view = _by_row(view)
                     encoder.write_records(view.records(start, stop), start + 1)
     return total
+
+
+def _by_row(view: RowView) -> RowView:
+    """The view for the paths that look at each value, whose messages name the row: its
+    key columns as Python values (an Arrow one, as `rows_to_table` takes it, converted)."""
+    columns = python_columns(view.key_columns)
+    if columns is view.key_columns:
+        return view
+    return RowView(view.source, dict(columns), view.rows, view.features)
+
+
+def _made_ahead(make: Callable[[int, int], T], starts: Iterable[int], count: int
+               ) -> Iterator[T]:
+    """``make(start, count)`` for each of ``starts``, in order, each made on a thread while
+    the caller uses the one before."""
+    with ThreadPoolExecutor(1, thread_name_prefix="featurepull-output") as pool:
+        pending: Future[T] | None = None
+        for start in starts:
+            future = pool.submit(make, start, count)
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
 
 
 def _column_texts(view: RowView, fmt: TextFormat

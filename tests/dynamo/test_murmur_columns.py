@@ -8,14 +8,20 @@ inputs (seeded):
   and more keys than one chunk, from lists and from sliced or chunked Arrow arrays;
 - text join keys (unicode with astral characters, empty strings, long strings ending at every
   tail length) and several join keys, in both serialization versions;
+- more distinct values than one chunk (its rows hashed while a thread finds the distinct
+  values): none repeated, one repeated in the last chunk, many repeated; ints
+  also in a process without numpy, as a console pull runs (no numpy sort then);
 - a column the fast path cannot vouch for (a bool, None, a float, a numeric string among
   ints, an int beyond its type, a lone surrogate, a bytearray) says "not sure".
 """
 
 from __future__ import annotations
 
+import json
 import random
 import struct
+import subprocess
+import sys
 from typing import Any
 
 import mmh3
@@ -23,7 +29,7 @@ import pyarrow as pa
 import pytest
 
 from featurepull.dynamo import _murmur
-from featurepull.dynamo.feast_keys import EntityKeyEncoder
+from featurepull.dynamo.feast_keys import _ID_CHUNK, EntityKeyEncoder
 
 INT64_EDGES = [0, 1, -1, 2**63 - 1, -(2**63), 2**32, -(2**32), 255, 256, -256]
 INT32_EDGES = [0, 1, -1, 2**31 - 1, -(2**31), 255, -256, 65536]
@@ -150,3 +156,50 @@ def test_a_column_it_cannot_vouch_for_is_not_sure(kind: str, column: list[Any]) 
     assert not encoder.columns_encodable([column])
     assert encoder.entity_ids([column]) is None
     assert encoder.unique_entity_ids([column]) is None
+
+
+def _long_columns(values: list[Any]) -> list[list[Any]]:
+    """Distinct values over two chunks, and the same with a repeat in the last chunk (found
+    once the first chunk is hashed) and with many repeats."""
+    rng = random.Random(10)
+    return [values, [*values[:-1], values[0]], rng.choices(values[:1000], k=len(values))]
+
+
+def _check_long(encoder: EntityKeyEncoder, column: list[Any], keys: list[str],
+                positions: list[int]) -> None:
+    ids = {value: encoder.entity_id((value,)) for value in set(column)}
+    exact = [ids[value] for value in column]
+    assert keys == _first_seen(exact)
+    assert [keys[p] for p in positions] == exact
+
+
+def test_long_text_columns_are_each_rows_first_seen() -> None:
+    encoder = EntityKeyEncoder({"name": "string"})
+    for column in _long_columns([f"é{i}" for i in range(_ID_CHUNK + 100)]):
+        unique = encoder.unique_entity_ids([column])
+        assert unique is not None
+        _check_long(encoder, column, unique[0], unique[1].to_pylist())
+
+
+_WITHOUT_NUMPY = """
+import json, sys
+from featurepull.cli import _NOT_FOR_A_PULL, _Blocked
+sys.meta_path.insert(0, _Blocked(_NOT_FOR_A_PULL))
+from featurepull.dynamo.feast_keys import EntityKeyEncoder
+encoder = EntityKeyEncoder({"driver_id": "int64"})
+for column in json.load(sys.stdin):
+    keys, positions = encoder.unique_entity_ids([column])
+    print(json.dumps([keys, positions.to_pylist()]))
+assert "numpy" not in sys.modules
+"""
+
+
+def test_long_int_columns_without_numpy_are_each_rows_first_seen() -> None:
+    # As a console pull hashes them (numpy blocked): no sort tells that the values are
+    # distinct, a hash table on a thread does.
+    encoder = EntityKeyEncoder({"driver_id": "int64"})
+    columns = _long_columns([v * 7919 - 2**40 for v in range(_ID_CHUNK + 100)])
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_NUMPY], input=json.dumps(columns),
+                          capture_output=True, text=True, check=True)
+    for column, line in zip(columns, done.stdout.splitlines(), strict=True):
+        _check_long(encoder, column, *json.loads(line))

@@ -5,6 +5,8 @@ replace, on generated inputs.
   the same keys as Python lists: same columns, same types (ints widened to int64 as
   inference widens them), same values; a row only the row path can judge gets the same
   message.
+- `write_rows` with Arrow key columns (`pull` hands it its entity file's arrays) writes the
+  file of the same keys as Python lists, byte for byte, in every format and on the row path.
 - A streamed submit's shard tables from a CSV file's Arrow batches are the tables of its
   Python-list batches, and a bad key is refused with the same message.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import io
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -22,9 +24,10 @@ import pytest
 from featurepull.dynamo import FeastLayout, PlainLayout
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.found import FoundRows
-from featurepull.io import OutputError, rows_to_table
+from featurepull.io import OutputError, rows_to_table, write_rows
 from featurepull.io._csv_stream import stream_csv
 from featurepull.io._entity_table import EntityStream
+from featurepull.io._row_view import CHUNK_ROWS
 from featurepull.tasks.create import _ARROW_KEY_TYPES
 from featurepull.tasks.streaming import streamed_shards
 
@@ -147,3 +150,43 @@ def test_a_bad_streamed_key_gets_the_message_of_the_lists(kind: str, value: int)
                                               zip(outcomes[0], outcomes[1], strict=True)))
     if kind == "int32":
         assert "entity row 3" in outcomes[0]
+
+
+def written(folder: Any, fmt: str, key_columns: dict[str, Any], rows: Any) -> bytes | str:
+    """The file `write_rows` writes in ``folder``, or its message (without the folder)."""
+    folder.mkdir(exist_ok=True)
+    path = folder / f"out.{fmt}"
+    try:
+        write_rows(str(path), key_columns, rows, ["f", "g"], overwrite=True)
+    except OutputError as exc:
+        return str(exc).replace(str(folder), "")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+@pytest.mark.parametrize(("arrow_type", "size"), [
+    (pa.int64(), CHUNK_ROWS + 1_000), (pa.string(), 300), (pa.int64(), 1)])
+def test_a_file_of_arrow_keys_is_the_file_of_their_values(
+        tmp_path: Any, fmt: str, arrow_type: pa.DataType, size: int) -> None:
+    # `pull` hands write_rows its entity file's int64 and string arrays; Parquet takes each
+    # row group's rows into order while the one before is written (several row groups).
+    rng = random.Random(f"{arrow_type}{size}")
+    values = key_values(rng, arrow_type, size)
+    rows = found_rows(rng, size)
+    expected = written(tmp_path / "lists", fmt, {"k": values}, rows)
+    assert isinstance(expected, bytes)
+    for column in (pa.array(values, arrow_type),
+                   pa.chunked_array([values[:5], values[5:]], arrow_type)):
+        assert written(tmp_path / "arrow", fmt, {"k": column}, rows) == expected
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_rows_only_the_row_path_writes_are_written_alike_with_arrow_keys(
+        tmp_path: Any, fmt: str) -> None:
+    other_zone = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    malformed: list[Any] = [(STAMP, 1.0, None), (STAMP, 2.0, "u", "extra")]
+    zoned: list[Any] = [(STAMP, 1.0, None), None, (other_zone, 2.5, "u")]
+    for rows in (malformed, zoned):
+        keys = list(range(len(rows)))
+        expected = written(tmp_path / "lists", fmt, {"k": keys}, rows)
+        assert written(tmp_path / "arrow", fmt, {"k": pa.array(keys)}, rows) == expected
