@@ -66,6 +66,7 @@ from featurepull.io._entity_table import (
     EntityFileError,
     EntityStream,
     EntityTable,
+    StreamDeclined,
 )
 from featurepull.io._formats import (
     FileFormat,
@@ -139,7 +140,11 @@ def _read_unchanged(entities: EntityStream, stream: BinaryIO,
                 ) -> Callable[[Sequence[str]], Iterator[_Batch]]:
         def batches(names: Sequence[str]) -> Iterator[_Batch]:
             _check_unchanged(stream, entities.source, identity)
-            yield from read(names)
+            try:
+                yield from read(names)
+            except StreamDeclined:  # rows that a writer was still writing, maybe
+                _check_unchanged(stream, entities.source, identity)
+                raise
             _check_unchanged(stream, entities.source, identity)
         return batches
 

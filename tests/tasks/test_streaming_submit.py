@@ -216,46 +216,23 @@ def test_submitter_memory_does_not_grow_with_the_file(settings: Settings, store:
     assert large_peak < 2 * small_peak, (small_peak, large_peak)
 
 
-def test_a_late_mixed_join_key_fails_the_job_sent_on_the_first_rows_types(
+
+def test_a_file_written_to_with_rows_that_decline_the_stream_fails_its_job(
         settings: Settings, store: JobStore, tmp_path: Path) -> None:
-    # The first shards are sent once the first block is typed; text past it makes the join
-    # key "mixed": the whole-file path's refusal, and the job its shards went to is failed.
-    path = write_csv(tmp_path / "e.csv", [*ids(2_000), "abc", 5], extra=True)
-    sent: list[tuple[str, int]] = []
-    jobs = set(store.redis.scan_iter(match=f"{PREFIX}*:meta"))
-    with pytest.raises(EntityKeyError) as streamed:
-        create_job(request(path), settings, store,
-                   enqueue=lambda meta, shard: sent.append((meta.job_id, shard)))  # type: ignore[arg-type]
-    with pytest.raises(EntityKeyError) as whole:
-        create_job(request(path), settings, store, entities=read_entities(str(path)))
-    assert str(streamed.value) == str(whole.value)
-    assert "mixes integers" in str(streamed.value)
-    job_id = sent[0][0]
-    assert sent[0] == (job_id, 0)
-    assert store.meta(job_id).state == "failed"
-    assert set(store.redis.scan_iter(match=f"{PREFIX}*:meta")) - jobs == {
-        f"{PREFIX}{job_id}:meta".encode()}
-    assert not [key for key in job_keys(store) if job_id.encode() in key]
-
-
-@pytest.mark.parametrize("late", ["note", "join key of a given type"])
-def test_what_the_whole_file_path_takes_past_the_first_rows_is_one_job(
-        settings: Settings, store: JobStore, tmp_path: Path, late: str) -> None:
-    # A mixed column that is not a join key streams; a mixed join key of a given type is
-    # read to its end before anything is stored (then read whole).
-    path = tmp_path / "e.csv"
-    if late == "note":
-        path.write_text("driver_id,note\n" + "".join(
-            f"{value},{'x' if i < 2_000 else 7}\n" for i, value in enumerate(ids(2_002))))
-    else:
-        write_csv(path, [*ids(2_000), "007", 5], extra=True)
-    types = {"driver_id": "string"} if late != "note" else None
+    # Rows appended past the first block that the stream would leave to the exact reader:
+    # the file changed, so no whole-file read into another job either.
+    path = write_csv(tmp_path / "e.csv", ids(3_000))
     sent: list[str] = []
+
+    def send(meta: JobMeta, shard: int) -> None:
+        sent.append(meta.job_id)
+        if shard == 0:
+            with path.open("a") as file:
+                file.write("abc\n")
+
     jobs = set(store.redis.scan_iter(match=f"{PREFIX}*:meta"))
-    meta = create_job(request(path, types), settings, store,
-                      enqueue=lambda meta, shard: sent.append(meta.job_id))  # type: ignore[arg-type]
-    assert set(sent) == {meta.job_id} and meta.rows == 2_002
+    with pytest.raises(EntityFileChanged, match="changed while it was read"):
+        create_job(request(path), settings, store, enqueue=send)  # type: ignore[arg-type]
     assert set(store.redis.scan_iter(match=f"{PREFIX}*:meta")) - jobs == {
-        f"{PREFIX}{meta.job_id}:meta".encode()}
-    whole = pa.concat_tables(_shard_tables(read_entities(str(path)), ["driver_id"], SHARD))
-    assert stored_shards(store, meta.job_id, meta.shards).equals(whole)
+        f"{PREFIX}{sent[0]}:meta".encode()}
+    assert store.meta(sent[0]).state == "failed"
