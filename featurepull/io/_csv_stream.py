@@ -125,7 +125,7 @@ def _column_types(stream: BinaryIO, header: list[str], blocks: int | None = None
 def _counted_rows(stream: BinaryIO) -> int:
     """The file's rows (lines after the header) counted from its bytes, as Arrow will read
     them: declined for a quote (the csv module's rules decide) or a line ended by a lone CR
-    (where the count would need the CR's own rules), or no rows."""
+    (where the count would need the CR's own rules)."""
     stream.seek(0)
     ends = 0
     last = b""
@@ -136,12 +136,9 @@ def _counted_rows(stream: BinaryIO) -> int:
             raise _Declined
         ends += chunk.count(b"\n")
         last = chunk
-    if last.endswith(b"\r"):
-        raise _Declined
-    rows = ends - 1 + (not last.endswith(b"\n"))  # the header's line; an unended last line
-    if rows <= 0:
-        raise _Declined
-    return rows
+    # The header's line; an unended last line (a CR alone at the end ends it for both).
+    # No rows: the first block's typing declines the file.
+    return ends - 1 + (not last.endswith(b"\n"))
 
 
 def _lone_cr(data: bytes) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from featurepull.io import EntityFileError, _csv_stream
+from featurepull.io import EntityFileChanged, EntityFileError, _csv_stream
 from featurepull.io._csv_entities import _read_csv_exactly
 from featurepull.io._csv_stream import stream_csv
 from featurepull.io._entity_table import EntityStream, EntityTable, StreamDeclined
@@ -270,3 +271,72 @@ def test_quotes_and_lone_carriage_returns_anywhere_are_declined_up_front(
     rows = b"id,name\n" + b"".join(b"%d,u%d\n" % (n, n) for n in range(200))
     for data in (rows + odd + b"\n", odd.join([rows[:700], rows[700:]]), rows + odd):
         assert stream_csv(io.BytesIO(data), "f.csv", first_block=True) is None, data
+
+
+@pytest.mark.parametrize(("kind", "late", "taken"), [
+    ("int64", "007", False), ("int64", "abc", False), ("int64", BEYOND, False),
+    ("string", "5", False), ("string", "9223372036854775807", False),
+    ("string", "-9223372036854775808", False), ("string", BEYOND, True),
+    ("string", "-0", True)])
+def test_a_later_block_is_checked_against_the_first_blocks_type(
+        kind: str, late: str, taken: bool) -> None:
+    first = [str(n) for n in range(300)] if kind == "int64" else [f"u{n}" for n in range(300)]
+    data = ("id\n" + "\n".join([*first, late, first[0]]) + "\n").encode()
+    stream = stream_csv(io.BytesIO(data), "f.csv", first_block=True)
+    assert stream is not None and stream.types == {"id": kind}  # the first block's type
+    if taken:  # digits beyond int64 are text, as the exact reader says
+        expected = exact(data)
+        assert isinstance(expected, EntityTable) and expected.types == {"id": "string"}
+        assert read_all(stream) == expected.columns
+        return
+    with pytest.raises(StreamDeclined) as declined:
+        read_all_or_raise(stream)
+    # Arrow's own error where its cast refused the value (text, or beyond int64).
+    arrow = kind == "int64" and late != "007"
+    assert re.fullmatch(r"f\.csv: rows after the first \d+ need the exact CSV reader \(a column "
+                        r"typed otherwise than by the first rows, or a row it refuses"
+                        + (r": .+\)" if arrow else r"\)"), str(declined.value)), declined.value
+
+
+def read_all_or_raise(stream: EntityStream) -> None:
+    assert stream.arrow_batches is not None
+    for _ in stream.arrow_batches(list(stream.types)):
+        pass
+
+
+def test_a_late_contradiction_in_the_second_block_is_read_not_declined_up_front() -> None:
+    data = ("id\n" + "".join(f"{n}\n" for n in range(100)) + "abc\n").encode()  # 2 blocks
+    assert stream_csv(io.BytesIO(data), "f.csv") is None  # the typing pass reads it all
+    stream = stream_csv(io.BytesIO(data), "f.csv", first_block=True)
+    assert stream is not None and stream.num_rows == 101
+    with pytest.raises(StreamDeclined):
+        read_all_or_raise(stream)
+
+
+def test_rows_written_after_the_count_are_the_file_changing(tmp_path: Path) -> None:
+    path = tmp_path / "ids.csv"
+    path.write_text("id\n" + "".join(f"{n}\n" for n in range(300)))
+    with open(path, "rb") as file:
+        stream = stream_csv(file, str(path), first_block=True)
+        assert stream is not None and stream.num_rows == 300
+        with path.open("a") as more:
+            more.write("300\n")
+        with pytest.raises(EntityFileChanged) as changed:
+            read_all_or_raise(stream)
+    assert str(changed.value) == (f"{path}: changed while it was read (300 rows counted, 301 "
+                                  "read); submit it again once it is complete")
+
+
+@pytest.mark.parametrize("scan", range(1, 12))
+def test_a_lone_carriage_return_across_any_two_reads_is_declined(
+        monkeypatch: pytest.MonkeyPatch, scan: int) -> None:
+    monkeypatch.setattr(_csv_stream, "_SCAN_BYTES", scan)
+    for data in (b"id\n1\r2\n3\n", b"id\r\n1\r\n2\r3\r\n", b"id\n1\n2\r"):
+        stream = stream_csv(io.BytesIO(data), "f.csv", first_block=True)
+        if data.endswith(b"2\r"):  # a CR at the very end ends the last line, counted so
+            assert stream is not None and stream.num_rows == 2
+            assert read_all(stream) == {"id": [1, 2]}
+        else:
+            assert stream is None, (data, scan)
+    crlf = stream_csv(io.BytesIO(b"id\r\n1\r\n2\r\n"), "f.csv", first_block=True)
+    assert crlf is not None and crlf.num_rows == 2
