@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
-from itertools import islice
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -56,7 +55,7 @@ def stream_csv(stream: BinaryIO, source: str, *, first_block: bool = False
     try:
         if first_block:
             rows = _counted_rows(stream)
-            types = _column_types(stream, header, blocks=1)[0]
+            types = _column_types(stream, header, first_block=True)[0]
         else:
             types, rows = _column_types(stream, header)
     except (_Declined, pa.ArrowInvalid):
@@ -87,15 +86,32 @@ def _blocks(stream: BinaryIO, header: list[str]) -> Generator[pa.RecordBatch, No
         yield from reader
 
 
-def _column_types(stream: BinaryIO, header: list[str], blocks: int | None = None
+def _first_block(stream: BinaryIO, header: list[str]
+                 ) -> Generator[pa.RecordBatch, None, None]:
+    """The whole lines of the file's first block, read by Arrow from a copy in memory: a
+    reader given up after its first block would leave its readahead reading the file
+    object (sharing its offset, when it has no descriptor of its own) behind our back."""
+    stream.seek(0)
+    head = stream.read(_BLOCK_BYTES)
+    if len(head) == _BLOCK_BYTES:  # not the whole file: its lines up to the last LF
+        head = head[:head.rfind(b"\n") + 1]
+    if not head:
+        raise _Declined  # a line longer than a block
+    with pa_csv.open_csv(pa.BufferReader(head),
+                         **arrow_csv_options(header, _BLOCK_BYTES)) as reader:
+        yield from reader
+
+
+def _column_types(stream: BinaryIO, header: list[str], first_block: bool = False
                   ) -> tuple[dict[str, str], int]:
-    """Every column's type by the CSV rules, counted block by block (the first ``blocks``),
-    and the row count."""
+    """Every column's type by the CSV rules, counted block by block (of the first block's
+    whole lines only, with ``first_block``), and the row count."""
     rows = 0
     present = dict.fromkeys(header, 0)
     ints = dict.fromkeys(header, 0)
-    with closing(_blocks(stream, header)) as read:
-        for batch in islice(read, blocks):
+    with closing(_first_block(stream, header) if first_block
+                 else _blocks(stream, header)) as read:
+        for batch in read:
             if has_blank_row(batch):
                 raise _Declined
             rows += batch.num_rows
@@ -150,8 +166,9 @@ def _lone_cr(data: bytes) -> bool:
 def _checked_batches(stream: BinaryIO, header: list[str], names: Sequence[str],
                      types: dict[str, str], rows: int, source: str
                      ) -> Iterator[dict[str, Any]]:
-    """The columns ``names`` a block at a time, each block after the first (which typed
-    them) checked to type them so too; and every row counted."""
+    """The columns ``names`` a block at a time, each block checked to type them as the first
+    block's lines did (the first one too: its lines were typed from a copy, whose blocks
+    need not be these); and every row counted."""
     read = 0
     with closing(_blocks(stream, header)) as blocks:
         while True:
@@ -159,10 +176,9 @@ def _checked_batches(stream: BinaryIO, header: list[str], names: Sequence[str],
                 batch = next(blocks, None)
                 if batch is None:
                     break
-                if read and has_blank_row(batch):
+                if has_blank_row(batch):
                     raise _Declined
-                columns = {name: (_checked_array(batch.column(name), types[name]) if read
-                                  else _array(batch.column(name), types[name]))
+                columns = {name: _checked_array(batch.column(name), types[name])
                            for name in names}
             except (_Declined, pa.ArrowInvalid) as exc:
                 raise StreamDeclined(
