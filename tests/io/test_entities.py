@@ -562,3 +562,21 @@ def test_unsupported_extension(tmp_path: Path, name: str) -> None:
 
 def test_extension_is_case_insensitive(tmp_path: Path) -> None:
     assert read_entities(write_text(tmp_path, "E.CSV", "id\n1\n")).columns == {"id": [1]}
+
+
+def test_a_first_block_stream_declined_by_rows_written_meanwhile_is_the_file_changing(
+        tmp_path: Path) -> None:
+    # Rows appended after the count that the stream would leave to the exact reader: not a
+    # file to read whole, but one that changed while it was read.
+    path = tmp_path / "ids.csv"
+    path.write_text("id\n" + "".join(f"{n}\n" for n in range(300)))
+    with stream_entities(str(path), first_block=True) as stream:
+        assert stream is not None and stream.first_block_types and stream.arrow_batches
+        with path.open("a") as more:
+            more.write("abc\n")
+        with pytest.raises(EntityFileError) as changed:
+            list(stream.arrow_batches(["id"]))
+    assert str(changed.value) == (
+        f"{path}: changed while it was read (its size or modification time is not what it "
+        "was when it was opened); submit it again once it is complete")
+    assert type(changed.value).__name__ == "EntityFileChanged"
