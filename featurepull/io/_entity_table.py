@@ -44,6 +44,12 @@ class ArrowBackedColumns(Mapping[str, list[Any]]):
         return repr(dict(self))
 
 
+class StreamDeclined(EntityFileError):
+    """A streamed file found, past its first rows, to need the exact reader after all (a
+    stream whose types are its first block's, `EntityStream.first_block_types`): read it
+    whole, whose messages name the line."""
+
+
 @dataclass(frozen=True)
 class EntityTable:
     """The columns of one entity file: values in file order, and each column's logical type."""
@@ -84,6 +90,11 @@ class EntityStream:
     # row. None where only `batches` is offered.
     arrow_batches: Callable[[Sequence[str]], Iterator[dict[str, Any]]] | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    # The types are those of the file's first block (a CSV file streamed with
+    # ``first_block``): reading a column past it raises StreamDeclined where the whole
+    # file's typing pass would have typed the column otherwise (or left the file to the
+    # exact reader). `num_rows` is the whole file's all the same.
+    first_block_types: bool = False
 
     def table(self) -> EntityTable:
         """Every row at once, for a caller that needs the whole table."""

@@ -66,6 +66,7 @@ from featurepull.io._entity_table import (
     EntityFileError,
     EntityStream,
     EntityTable,
+    StreamDeclined,
 )
 from featurepull.io._formats import (
     FileFormat,
@@ -114,16 +115,19 @@ def read_entities(
 
 @contextmanager
 def stream_entities(path: str, *, s3: S3Settings | None = None,
-                    limits: JobSettings | None = None) -> Iterator[EntityStream | None]:
+                    limits: JobSettings | None = None,
+                    first_block: bool = False) -> Iterator[EntityStream | None]:
     """The file as an EntityStream (types first, then rows a batch at a time: memory that
     does not grow with the file), open until the block ends; None when it must be read
     whole with `read_entities` (a CSV file only the exact reader can type). Opening fails
     as `read_entities` does (a JSONL file's refusals come from its typing pass, here). A file
     rewritten in place since it was opened is refused (EntityFileChanged) as its rows are
-    read: before the first batch and after the last."""
+    read: before the first batch and after the last. ``first_block``: a CSV file typed by
+    its first block (`EntityStream.first_block_types`)."""
     with _opened(path, s3, limits) as (fmt, stream):
         identity = file_identity(stream.fileno())
-        entities = _STREAMERS[fmt](stream, path)
+        entities = (stream_csv(stream, path, first_block=True) if first_block and fmt == "csv"
+                    else _STREAMERS[fmt](stream, path))
         yield None if entities is None else _read_unchanged(entities, stream, identity)
 
 
@@ -136,7 +140,11 @@ def _read_unchanged(entities: EntityStream, stream: BinaryIO,
                 ) -> Callable[[Sequence[str]], Iterator[_Batch]]:
         def batches(names: Sequence[str]) -> Iterator[_Batch]:
             _check_unchanged(stream, entities.source, identity)
-            yield from read(names)
+            try:
+                yield from read(names)
+            except StreamDeclined:  # rows that a writer was still writing, maybe
+                _check_unchanged(stream, entities.source, identity)
+                raise
             _check_unchanged(stream, entities.source, identity)
         return batches
 

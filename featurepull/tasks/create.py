@@ -14,8 +14,15 @@ import pyarrow as pa
 
 from featurepull.config import Settings
 from featurepull.dynamo.errors import EntityKeyError
+from featurepull.dynamo.layouts import FeastLayout, Layout
 from featurepull.dynamo.plan import layout_spec, plan_read
-from featurepull.io import EntityFileError, EntityTable, check_destination, read_entities
+from featurepull.io import (
+    EntityFileError,
+    EntityStream,
+    EntityTable,
+    check_destination,
+    read_entities,
+)
 from featurepull.io.entities import (
     EntityFileChanged,
     check_entity_file_size,
@@ -201,7 +208,7 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
     """create_job with the entities read a batch at a time and stored as shards as they are
     read; None, with nothing stored, when the file must be read whole (a CSV file only the
     exact reader can type) or holds a bad key (the whole-file path names its row)."""
-    with open_entity_stream(request.entities, settings, store) as stream:
+    with open_entity_stream(request.entities, settings, store, first_block=True) as stream:
         if stream is None:
             return None
         if stream.num_rows > settings.jobs.max_entities:
@@ -215,9 +222,28 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
         shards = streamed_shards(stream, plan.layout, spec["key_columns"], shard_size,
                                  _ARROW_KEY_TYPES)
         try:
+            if stream.first_block_types and not _first_block_decides(request, plan.layout):
+                _read_key_columns(stream, spec["key_columns"])
             return _store_shards(spec, stream.num_rows, shards, settings, store, enqueue,
                                  plan.reader.description)
         except EntityFileChanged:
             raise  # read whole again, it would be yet another file
         except (EntityFileError, EntityKeyError):
             return None
+
+
+def _first_block_decides(request: JobRequest, layout: Layout) -> bool:
+    """Whether a stream typed by its first block (`EntityStream.first_block_types`) may
+    send shards before the rest is read: where a later row that would type a key column
+    otherwise makes it "mixed", which the whole-file path refuses (a Feast join key without
+    --join-key-types). A plain-layout key, or a join key of a given type, takes a mixed
+    column: a job sent on the first block's types could not then be the whole file's."""
+    return isinstance(layout, FeastLayout) and not set(request.join_key_types) & set(
+        layout.key_types)
+
+
+def _read_key_columns(stream: EntityStream, key_columns: list[str]) -> None:
+    """Every row of the key columns read, and so typed, before anything is stored (raising
+    StreamDeclined where the first block's types do not hold)."""
+    for _ in (stream.arrow_batches or stream.batches)(key_columns):
+        pass

@@ -30,13 +30,15 @@ _COPY_BYTES = 8 << 20  # a redis-key: file is copied to a temporary file this mu
 
 
 @contextmanager
-def open_entity_stream(reference: str, settings: Settings,
-                       store: JobStore) -> Iterator[EntityStream | None]:
+def open_entity_stream(reference: str, settings: Settings, store: JobStore, *,
+                       first_block: bool = False) -> Iterator[EntityStream | None]:
     """The entities a job names (a path, s3:// or redis-key:NAME) as an EntityStream, or
-    None when they must be read whole; refused over the job limits as the whole read is."""
+    None when they must be read whole; refused over the job limits as the whole read is.
+    ``first_block``: a CSV file's types from its first block (`stream_entities`)."""
     limits = settings.jobs
     if not reference.startswith(REDIS_KEY_SCHEME):
-        with stream_entities(reference, s3=settings.s3, limits=limits) as stream:
+        with stream_entities(reference, s3=settings.s3, limits=limits,
+                             first_block=first_block) as stream:
             yield stream
         return
     name = reference[len(REDIS_KEY_SCHEME):]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featurepull.io import EntityFileError, EntityTable, _jsonl_entities, entities, read_entities
+from featurepull.io import (
+    EntityFileError,
+    EntityTable,
+    _csv_stream,
+    _jsonl_entities,
+    entities,
+    read_entities,
+)
 from featurepull.io.entities import stream_entities
 
 
@@ -562,3 +570,23 @@ def test_unsupported_extension(tmp_path: Path, name: str) -> None:
 
 def test_extension_is_case_insensitive(tmp_path: Path) -> None:
     assert read_entities(write_text(tmp_path, "E.CSV", "id\n1\n")).columns == {"id": [1]}
+
+
+def test_a_first_block_stream_declined_in_a_file_changed_meanwhile_is_the_file_changing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A late block the stream leaves to the exact reader, in a file touched since it was
+    # opened: not a file to read whole, but one that changed while it was read.
+    monkeypatch.setattr(_csv_stream, "_BLOCK_BYTES", 256)  # a tuning constant
+    path = tmp_path / "ids.csv"
+    path.write_text("id\n" + "".join(f"{n}\n" for n in range(300)) + "abc\n")
+    with stream_entities(str(path), first_block=True) as stream:
+        assert stream is not None and stream.first_block_types and stream.arrow_batches
+        batches = stream.arrow_batches(["id"])
+        next(batches)
+        os.utime(path, ns=(1, 1))
+        with pytest.raises(EntityFileError) as changed:
+            list(batches)
+    assert str(changed.value) == (
+        f"{path}: changed while it was read (its size or modification time is not what it "
+        "was when it was opened); submit it again once it is complete")
+    assert type(changed.value).__name__ == "EntityFileChanged"

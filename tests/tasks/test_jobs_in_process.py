@@ -21,7 +21,7 @@ from featurepull.dynamo import decode_value
 from featurepull.dynamo.errors import EntityKeyError, TableError
 from featurepull.dynamo.layouts import FeastLayout, parse_event_ts
 from featurepull.dynamo.plan import layout_spec
-from featurepull.io import EntityFileError, EntityTable, OutputError
+from featurepull.io import EntityFileError, EntityTable, OutputError, _csv_stream
 from featurepull.io.parts import StagedOutput
 from featurepull.tasks import JobStore
 from featurepull.tasks.confine import RequestOutOfBounds
@@ -482,3 +482,60 @@ def test_a_streamed_files_key_errors_name_the_file_and_what_its_reader_noted(
     assert str(noted.value).startswith(f"{jsonl}: column 'tags' holds ")
     assert str(noted.value).endswith(", so it cannot be a join key; write its values as "
                                      "integers or strings")
+
+
+def late_csv(path: Path, late: str, at: int = 2_000) -> Path:
+    """ids then ``late`` as a driver_id (a note column beside), in blocks of 4 KiB."""
+    path.write_text("driver_id,note\n" + "".join(
+        f"{value},n{i}\n" for i, value in enumerate([*range(at), late, 5])))
+    return path
+
+
+@pytest.fixture
+def small_csv_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_csv_stream, "_BLOCK_BYTES", 4096)  # a tuning constant
+
+
+def test_a_late_mixed_join_key_fails_the_job_sent_on_the_first_rows_types(
+        settings: Settings, store: JobStore, tmp_path: Path, small_csv_blocks: None) -> None:
+    # The first shards are sent once the first block is typed; text past it makes the join
+    # key "mixed": the whole-file path's refusal, and the job its shards went to is failed.
+    path = late_csv(tmp_path / "e.csv", "abc")
+    request = JobRequest(table="driver_stats", features=FEATURES, entities=str(path),
+                         join_keys=["driver_id"])
+    sent: list[tuple[str, int]] = []
+    with pytest.raises(EntityKeyError) as streamed:
+        create_job(request, settings, store,
+                   enqueue=lambda meta, shard: sent.append((meta.job_id, shard)))  # type: ignore[arg-type]
+    with pytest.raises(EntityKeyError) as whole:
+        create_job(request, settings, store, entities=load_entities(str(path), settings, store))
+    assert str(streamed.value) == str(whole.value)
+    assert "mixes integers" in str(streamed.value)
+    job_id = sent[0][0]
+    assert sent[0] == (job_id, 0) and {job for job, _ in sent} == {job_id}
+    meta = store.meta(job_id)
+    assert meta.state == "failed" and meta.error is not None
+    assert meta.error.startswith(f"submit stopped after {len(sent)} of 21 shards were sent: "
+                                 f"StreamDeclined: {path}: rows after the first ")
+
+
+@pytest.mark.parametrize(("late", "types"), [("7", {}), ("007", {"driver_id": "string"}),
+                                             ("007", {"driver_id": "int64"})])
+def test_what_the_whole_file_path_takes_past_the_first_rows_is_one_job(
+        settings: Settings, store: JobStore, tmp_path: Path, small_csv_blocks: None,
+        late: str, types: dict[str, str]) -> None:
+    # A join key of a given type that is mixed past the first block: read to its end
+    # before anything is sent or stored, then read whole. A mixed column that is not a
+    # join key (the note, late "7" beside "n0"...) streams.
+    path = late_csv(tmp_path / "e.csv", late)
+    if not types:
+        path.write_text(path.read_text().replace(",n2001\n", ",7\n"))
+    request = JobRequest(table="driver_stats", features=FEATURES, entities=str(path),
+                         join_keys=["driver_id"], join_key_types=types)
+    sent: list[str] = []
+    meta = create_job(request, settings, store,
+                      enqueue=lambda meta, shard: sent.append(meta.job_id))  # type: ignore[arg-type]
+    assert sent == [meta.job_id] * 21 and meta.rows == 2_002
+    keys = pa.concat_tables([store.shard_keys(meta.job_id, n) for n in range(21)])
+    whole = _shard_tables(load_entities(str(path), settings, store), ["driver_id"], 100)
+    assert keys.equals(pa.concat_tables(list(whole)))

@@ -214,3 +214,25 @@ def test_submitter_memory_does_not_grow_with_the_file(settings: Settings, store:
     small_peak, large_peak = python_peak(settings, store, small), python_peak(settings, store,
                                                                               large)
     assert large_peak < 2 * small_peak, (small_peak, large_peak)
+
+
+
+def test_a_file_written_to_with_rows_that_decline_the_stream_fails_its_job(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    # Rows appended past the first block that the stream would leave to the exact reader:
+    # the file changed, so no whole-file read into another job either.
+    path = write_csv(tmp_path / "e.csv", ids(3_000))
+    sent: list[str] = []
+
+    def send(meta: JobMeta, shard: int) -> None:
+        sent.append(meta.job_id)
+        if shard == 0:
+            with path.open("a") as file:
+                file.write("abc\n")
+
+    jobs = set(store.redis.scan_iter(match=f"{PREFIX}*:meta"))
+    with pytest.raises(EntityFileChanged, match="changed while it was read"):
+        create_job(request(path), settings, store, enqueue=send)  # type: ignore[arg-type]
+    assert set(store.redis.scan_iter(match=f"{PREFIX}*:meta")) - jobs == {
+        f"{PREFIX}{sent[0]}:meta".encode()}
+    assert store.meta(sent[0]).state == "failed"
