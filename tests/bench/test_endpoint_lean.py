@@ -237,6 +237,8 @@ def _batch_body(rng: random.Random, synthetic: SyntheticTable) -> bytes:
         outer.append(_member("ReturnConsumedCapacity", rng.choice(["TOTAL", "NONE", "INDEXES"])))
     rng.shuffle(outer)
     text = "{" + ",".join(outer) + "}"
+    if rng.random() < 0.3:  # as botocore writes it
+        text = json.dumps(json.loads(text))
     if rng.random() < 0.05:
         text = text.replace('"TOTAL"', '"TOT\\u0041L"')
     return text.encode()
@@ -245,8 +247,8 @@ def _batch_body(rng: random.Random, synthetic: SyntheticTable) -> bytes:
 def test_batch_get_bodies_read_in_pieces_answer_as_read_whole() -> None:
     """Two tables with the same faults (throttling, UnprocessedKeys, a provisioned capacity
     on a stopped clock) and the same callers: one is sent each body as written (the reader's
-    compact keys are read in pieces), the other the same request re-spaced by json.dumps
-    (always read whole). Every answer and every counter is the same."""
+    and botocore's plain keys are read in pieces), the other the same request indented by
+    json.dumps (always read whole). Every answer and every counter is the same."""
     rng = random.Random(11)
     synthetic = SyntheticTable(DRIVERS, SEED)
     records = synthetic.wire_records()
@@ -262,7 +264,7 @@ def test_batch_get_bodies_read_in_pieces_answer_as_read_whole() -> None:
         body = _batch_body(rng, synthetic)
         in_pieces += split_keys(body) is not None
         caller = rng.choice(["AKIDONE", "AKIDTWO"])
-        respaced = json.dumps(json.loads(body)).encode()
+        respaced = json.dumps(json.loads(body), indent=1).encode()
         assert split_keys(respaced) is None
         assert compact.handle(TARGET, body, caller) == spaced.handle(TARGET, respaced, caller)
     assert compact.stats() == spaced.stats()
@@ -280,9 +282,10 @@ def test_split_keys_gives_back_the_body() -> None:
         split = split_keys(body)
         if split is not None:
             before, after, ids = split
-            keys = ",".join(json.dumps({"entity_id": {"S": i}}, separators=(",", ":"))
-                            for i in ids)
-            assert before + f"[{keys}]".encode() + after == body
+            keys = [{"entity_id": {"S": i}} for i in ids]
+            array = body[len(before):len(body) - len(after)]
+            assert before + array + after == body
+            assert array.decode() in (json.dumps(keys), json.dumps(keys, separators=(",", ":")))
             joined = "".join(ids)  # an id may be empty, as JSON allows
             assert joined.isascii() and joined.isalnum()
 
