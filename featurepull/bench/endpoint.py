@@ -56,6 +56,7 @@ import mmh3
 import orjson
 
 from featurepull.bench.capacity import Capacity, client_of
+from featurepull.bench.wire_keys import KEYS_MARK, MARK, split_keys
 from featurepull.dynamo import EntityKeyEncoder
 from featurepull.dynamo.feast_values import ValueProto
 from featurepull.local import ServiceError
@@ -185,6 +186,8 @@ def _validation(message: str) -> DynamoError:
 
 
 Render = Callable[[str, WireRecord], str]
+# A BatchGetItem read through its plan: request, spec, ids, renderer (_planned_batch_get).
+_Planned = tuple[dict[str, Any], Any, list[str], Render | None]
 
 
 @dataclass(frozen=True)
@@ -308,6 +311,8 @@ class DynamoTable:
         self._rng = random.Random(self.seed)
         self._name_json = json.dumps(self.name)
         self._projections: dict[Any, Render | None] = {}
+        # The rest of a BatchGetItem body around its keys -> what it holds (_plan).
+        self._plans: dict[tuple[bytes, bytes], Any] = {}
         # Most ids asked for are absent: a set answers "absent" from about one cache line, a
         # dict from two or three (its index, then its entries).
         # Looked up per found item through the dict itself: a proxy costs ~75 ns more each.
@@ -325,14 +330,18 @@ class DynamoTable:
         try:
             if not target.startswith("DynamoDB_20120810.") or operation not in _OPERATIONS:
                 raise DynamoError("UnknownOperationException", f"Unknown operation: {target!r}")
+            planned = self._planned_batch_get(body) if operation == "BatchGetItem" else None
+            if planned is None:
+                try:
+                    request = _json_request(body) if body else {}
+                except ValueError:
+                    raise DynamoError("SerializationException", "Start of structure or map "
+                                      "found where not expected") from None
+                if not isinstance(request, dict):
+                    raise DynamoError("SerializationException", "Expected a JSON object")
             try:
-                request = _json_request(body) if body else {}
-            except ValueError:
-                raise DynamoError("SerializationException", "Start of structure or map found "
-                                  "where not expected") from None
-            if not isinstance(request, dict):
-                raise DynamoError("SerializationException", "Expected a JSON object")
-            try:
+                if planned is not None:
+                    return 200, self._batch_get_planned(*planned).encode()
                 return 200, _OPERATIONS[operation](self, request).encode()
             except (AttributeError, KeyError, TypeError) as exc:  # a member of the wrong type
                 raise _validation(f"malformed {operation} request: {exc!r}") from None
@@ -365,13 +374,7 @@ class DynamoTable:
         """BatchGetItem: validated like DynamoDB, then throttled or partly left unprocessed
         at the configured rates; absent keys are simply not in Responses."""
         self.counters.batch_get_item += 1
-        tables = request.get("RequestItems")
-        if not isinstance(tables, dict) or not tables:
-            raise _validation("1 validation error detected: Value null at 'requestItems' "
-                              "failed to satisfy constraint: Member must not be null")
-        for name in tables:
-            self._check_table(name)
-        spec = tables[self.name]
+        spec = self._batch_spec(request)
         keys = spec.get("Keys")
         if not isinstance(keys, list) or not keys:
             raise _validation("1 validation error detected: Value at 'requestItems."
@@ -384,24 +387,84 @@ class DynamoTable:
             self.counters.consistent_reads += 1
         if len(set(ids)) != len(ids):
             raise _validation("Provided list of item keys contains duplicates")
-        render = self._renderer(spec)
+        return self._batch_answer(request, spec, ids, self._renderer(spec))
+
+    def _batch_spec(self, request: dict[str, Any]) -> Any:
+        """The one table's part of a BatchGetItem's ``RequestItems``."""
+        tables = request.get("RequestItems")
+        if not isinstance(tables, dict) or not tables:
+            raise _validation("1 validation error detected: Value null at 'requestItems' "
+                              "failed to satisfy constraint: Member must not be null")
+        for name in tables:
+            self._check_table(name)
+        return tables[self.name]
+
+    def _planned_batch_get(self, body: bytes) -> _Planned | None:
+        """A BatchGetItem whose keys are the plain array (:mod:`featurepull.bench.wire_keys`)
+        and whose rest is one this table has read before and found valid: the request
+        (``Keys`` the mark), its spec, renderer and ids. None when anything is unusual —
+        then :meth:`batch_get_item` reads the body and says what is wrong, as before."""
+        split = split_keys(body)
+        if split is None:
+            return None
+        before, after, ids = split
+        plan = self._plans.get((before, after), _UNREAD)
+        if plan is _UNREAD:
+            plan = self._plan(before, after)
+            if len(self._plans) < _MAX_PLANS:
+                self._plans[before, after] = plan
+        if plan is None or len(ids) > MAX_BATCH_KEYS or len(set(ids)) != len(ids):
+            return None
+        request, spec, render = plan
+        return request, spec, ids, render
+
+    def _plan(self, before: bytes, after: bytes
+              ) -> tuple[dict[str, Any], Any, Render | None] | None:
+        """What :meth:`batch_get_item` finds in a body of these pieces around its keys,
+        validated as it validates them; None when it would find anything else."""
+        if b"\\" in before or b"\\" in after:
+            return None
+        try:
+            request = _json_request(before + KEYS_MARK + after)
+        except ValueError:
+            return None
+        if not isinstance(request, dict):
+            return None
+        try:
+            spec = self._batch_spec(request)
+            if not isinstance(spec, dict) or spec.get("Keys") != MARK:
+                return None
+            return request, spec, self._renderer(spec)
+        except (DynamoError, AttributeError, KeyError, TypeError):
+            return None
+
+    def _batch_get_planned(self, request: dict[str, Any], spec: Any, ids: list[str],
+                           render: Render | None) -> str:
+        """:meth:`batch_get_item` of a request already validated (:meth:`_planned_batch_get`)."""
+        self.counters.batch_get_item += 1
+        if spec.get("ConsistentRead") is True:
+            self.counters.consistent_reads += 1
+        return self._batch_answer(request, spec, ids, render)
+
+    def _batch_answer(self, request: dict[str, Any], spec: Any, ids: list[str],
+                      render: Render | None) -> str:
+        """A valid BatchGetItem's answer (or its throttling), its capacity and counters."""
         if self.throttle_rate and self._rng.random() < self.throttle_rate:
             raise DynamoError("ProvisionedThroughputExceededException", _THROTTLE_MESSAGE)
         per_key = 1.0 if spec.get("ConsistentRead") else 0.5
-        left: list[Any] = []
+        left: list[str] = []
         if self.unprocessed_rate:
-            draw, rate, kept, kept_keys = self._rng.random, self.unprocessed_rate, [], []
-            for key, entity_id in zip(keys, ids, strict=True):
+            draw, rate, kept = self._rng.random, self.unprocessed_rate, []
+            for entity_id in ids:
                 if draw() < rate:
-                    left.append(key)
+                    left.append(entity_id)
                 else:
                     kept.append(entity_id)
-                    kept_keys.append(key)
-            ids, keys = kept, kept_keys
+            ids = kept
         served = self.capacity.admit(self._caller, len(ids), per_key) if ids else 0
         if ids and not served:
             raise DynamoError("ProvisionedThroughputExceededException", _THROTTLE_MESSAGE)
-        left.extend(keys[served:])
+        left.extend(ids[served:])
         ids = ids[:served]
         self.counters.keys += len(ids) + len(left)
         self.counters.consumed_rcu += per_key * len(ids)
@@ -492,10 +555,11 @@ class DynamoTable:
             self._scan_index = ids, [_item_size(i, self.records[i]) for i in ids]
         return self._scan_index
 
-    def _unprocessed(self, spec: dict[str, Any], left: list[Any]) -> str:
+    def _unprocessed(self, spec: dict[str, Any], left: list[str]) -> str:
         if not left:
             return "{}"
-        again: dict[str, Any] = {"Keys": left}
+        # The keys as they were sent: each exactly {"entity_id": {"S": id}} (_entity_ids).
+        again: dict[str, Any] = {"Keys": [{"entity_id": {"S": entity_id}} for entity_id in left]}
         for name in ("ProjectionExpression", "ExpressionAttributeNames", "AttributesToGet",
                      "ConsistentRead"):
             if name in spec:
@@ -531,6 +595,9 @@ class DynamoTable:
 _THROTTLE_MESSAGE = ("The level of configured provisioned throughput for the table was "
                      "exceeded. Consider increasing your provisioning level with the "
                      "UpdateTable API.")
+# Bodies of distinct rests kept: a client sends a handful (one per projection and flags).
+_MAX_PLANS = 256
+_UNREAD = object()
 _OPERATIONS: dict[str, Callable[[DynamoTable, dict[str, Any]], str]] = {
     "DescribeTable": DynamoTable.describe_table,
     "BatchGetItem": DynamoTable.batch_get_item,
@@ -741,10 +808,8 @@ def _parse_request(buffer: bytearray) -> _Request | None:
         return None
     lines = buffer[:end].decode("latin-1").split("\r\n")
     method, path, version = [*lines[0].split(" ", 2), "", ""][:3]
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
+    headers = {name.strip().lower(): value.strip()
+               for line in lines[1:] for name, _, value in [line.partition(":")]}
     if "transfer-encoding" in headers:  # botocore never sends DynamoDB a chunked body
         raise ValueError("chunked request bodies are not supported; send Content-Length")
     length = int(headers.get("content-length", "0") or 0)
@@ -758,11 +823,16 @@ def _parse_request(buffer: bytearray) -> _Request | None:
     return _Request(method, path, version, headers, body)
 
 
-def _signed_region(authorization: str) -> str:
-    """The region of a SigV4 ``Authorization`` header's credential scope ('' if unsigned)."""
+def _signer(authorization: str) -> tuple[str, str]:
+    """The access key id (``client_of``) and the region of a SigV4 ``Authorization``
+    header's credential scope ('' if unsigned)."""
     _, found, rest = authorization.partition("Credential=")
     scope = rest.split(",", 1)[0].split("/") if found else []
-    return scope[2] if len(scope) == 5 else ""
+    region = scope[2] if len(scope) == 5 else ""
+    # client_of's first match is here when the scope starts with a plain word and a "/".
+    if len(scope) > 1 and scope[0].isalnum():
+        return scope[0], region
+    return client_of(authorization), region
 
 
 @dataclass
@@ -781,10 +851,9 @@ class _Server:
             counters = self.table.counters
             counters.in_flight += 1  # until _Connection sends the answer
             counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
-            region = _signed_region(request.headers.get("authorization", ""))
+            client, region = _signer(request.headers.get("authorization", ""))
             counters.regions[region] = counters.regions.get(region, 0) + 1
             target = request.headers.get("x-amz-target", "")
-            client = client_of(request.headers.get("authorization", ""))
             status, body = self.table.handle(target, request.body, client)
             return status, body, keep_alive
         if method == "GET" and path == "/stats":

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from featurepull.bench.capacity import Capacity
 from featurepull.bench.endpoint import (
     DEFAULT_TABLE,
     FEATURES,
@@ -21,6 +22,7 @@ from featurepull.bench.endpoint import (
     _json_request,
     start_endpoint,
 )
+from featurepull.bench.wire_keys import split_keys
 
 DRIVERS = 500
 SEED = 3
@@ -192,3 +194,124 @@ def test_pipelined_requests_are_answered_in_order(latency_ms: int) -> None:
             assert [item["entity_id"]["S"] for item in items] == [synthetic.entity_id(driver)]
         stats = endpoint.stats()
         assert (stats["batch_get_item"], stats["in_flight"]) == (7, 0)
+
+
+def _member(name: str, value: Any) -> str:
+    return f"{json.dumps(name)}:{json.dumps(value, separators=(',', ':'))}"
+
+
+def _batch_body(rng: random.Random, synthetic: SyntheticTable) -> bytes:
+    """A BatchGetItem body as the reader writes one (compact, keys last or first), or one
+    of many odd ones: odd ids or key shapes, duplicates, too many keys, other tables,
+    projections DynamoDB refuses, a second ``Keys`` member, escapes, spaces."""
+    drivers = rng.sample(range(2 * DRIVERS), rng.choice([1, 5, 100, 100, 101]))
+    ids = [synthetic.entity_id(d) if d < DRIVERS else f"{d:032x}" for d in drivers]
+    if rng.random() < 0.15:
+        ids[rng.randrange(len(ids))] = rng.choice(
+            ["", "id-1", 'a"b', "é", "\x00", "a\\b", "0}},{", "ABC123", "x" * 40])
+    keys: list[Any] = [{"entity_id": {"S": i}} for i in ids]
+    if rng.random() < 0.05:
+        keys[0] = rng.choice([{"entity_id": {"S": 5}}, {"entity_id": {"N": "1"}},
+                              {"entity_id": {"S": "a"}, "x": {"S": "b"}}, "k"])
+    if rng.random() < 0.05:
+        keys.append(rng.choice(keys))
+    members = [_member("Keys", keys)]
+    if rng.random() < 0.6:
+        names = {"#k": "entity_id", "#t": "event_ts", "#v": "values", "#f0": "city"}
+        if rng.random() < 0.1:
+            names["#unused"] = "x"
+        expression = rng.choice(["#k, #t, #v.#f0", "#k,#v.#f0", "values.city"])
+        members += [_member("ProjectionExpression", expression),
+                    _member("ExpressionAttributeNames", names)]
+    if rng.random() < 0.5:
+        members.append(_member("ConsistentRead", rng.choice([True, False, 1])))
+    if rng.random() < 0.05:
+        members.append(_member("Keys", keys[:1]))  # the last one counts
+    rng.shuffle(members)
+    table = DEFAULT_TABLE if rng.random() < 0.95 else "other.table"
+    tables = [f"{json.dumps(table)}:{{{','.join(members)}}}"]
+    if rng.random() < 0.03:
+        tables.append(_member("other.table", {"Keys": []}))
+    outer = [f'"RequestItems":{{{",".join(tables)}}}']
+    if rng.random() < 0.7:
+        outer.append(_member("ReturnConsumedCapacity", rng.choice(["TOTAL", "NONE", "INDEXES"])))
+    rng.shuffle(outer)
+    text = "{" + ",".join(outer) + "}"
+    if rng.random() < 0.3:  # as botocore writes it
+        text = json.dumps(json.loads(text))
+    if rng.random() < 0.05:
+        text = text.replace('"TOTAL"', '"TOT\\u0041L"')
+    return text.encode()
+
+
+def test_batch_get_bodies_read_in_pieces_answer_as_read_whole() -> None:
+    """Two tables with the same faults (throttling, UnprocessedKeys, a provisioned capacity
+    on a stopped clock) and the same callers: one is sent each body as written (the reader's
+    and botocore's plain keys are read in pieces), the other the same request indented by
+    json.dumps (always read whole). Every answer and every counter is the same."""
+    rng = random.Random(11)
+    synthetic = SyntheticTable(DRIVERS, SEED)
+    records = synthetic.wire_records()
+
+    def table() -> DynamoTable:
+        capacity = Capacity(rcu=3_000.0, clock=lambda: 0.0, wall=lambda: 0.0)
+        return DynamoTable(DEFAULT_TABLE, records, unprocessed_rate=0.1, throttle_rate=0.05,
+                           seed=SEED, capacity=capacity)
+
+    compact, spaced = table(), table()
+    in_pieces = 0
+    for _ in range(600):
+        body = _batch_body(rng, synthetic)
+        in_pieces += split_keys(body) is not None
+        caller = rng.choice(["AKIDONE", "AKIDTWO"])
+        respaced = json.dumps(json.loads(body), indent=1).encode()
+        assert split_keys(respaced) is None
+        assert compact.handle(TARGET, body, caller) == spaced.handle(TARGET, respaced, caller)
+    assert compact.stats() == spaced.stats()
+    assert compact.capacity.stats() == spaced.capacity.stats()
+    stats = compact.stats()
+    assert stats["throttled"] > 0 and stats["unprocessed_keys"] > 0 and stats["errors"] > 0
+    assert in_pieces > 300
+
+
+def test_split_keys_gives_back_the_body() -> None:
+    rng = random.Random(12)
+    synthetic = SyntheticTable(DRIVERS, SEED)
+    for _ in range(600):
+        body = _batch_body(rng, synthetic)
+        split = split_keys(body)
+        if split is not None:
+            before, after, ids = split
+            keys = [{"entity_id": {"S": i}} for i in ids]
+            array = body[len(before):len(body) - len(after)]
+            assert before + array + after == body
+            assert array.decode() in (json.dumps(keys), json.dumps(keys, separators=(",", ":")))
+            joined = "".join(ids)  # an id may be empty, as JSON allows
+            assert joined.isascii() and joined.isalnum()
+
+
+@pytest.mark.parametrize("body", [
+    b'{"RequestItems":{"demo.driver_stats":{"Keys":[{"entity_id":{"S":"ab"}}]}',
+    b'{"RequestItems":{"demo.driver_stats":{"Keys":[{"entity_id":{"S":"ab"}}],}}}',
+    b'{"RequestItems":{"demo.driver_stats":{"Keys":[{"entity_id":{"S":"ab"}}]}}}}',
+    b'["Keys":[{"entity_id":{"S":"ab"}}]]',
+])
+def test_a_broken_body_with_plain_keys_is_refused_as_before(body: bytes) -> None:
+    table = DynamoTable(DEFAULT_TABLE, SyntheticTable(10, SEED).wire_records())
+    status, answer = table.handle(TARGET, body)
+    assert (status, json.loads(answer)["__type"]) == (
+        400, "com.amazonaws.dynamodb.v20120810#SerializationException")
+
+
+def test_keys_text_inside_a_member_name_is_not_taken_for_the_keys() -> None:
+    # The plain array is the value of a member named 'a"Keys'; "Keys" itself is the very
+    # string that stands for the array while the rest is read: refused, as read whole.
+    body = (b'{"RequestItems":{"demo.driver_stats":{"a\\"Keys":[{"entity_id":{"S":"ab"}}],'
+            b'"Keys":"\\u0000"}}}')
+    assert split_keys(body) is not None
+    table = DynamoTable(DEFAULT_TABLE, SyntheticTable(10, SEED).wire_records())
+    status, answer = table.handle(TARGET, body)
+    assert (status, json.loads(answer)["message"]) == (
+        400, "1 validation error detected: Value at 'requestItems.demo.driver_stats.member."
+             "keys' failed to satisfy constraint: Member must have length greater than or "
+             "equal to 1")
