@@ -27,6 +27,7 @@ from featurepull.tasks import JobStore
 from featurepull.tasks.confine import RequestOutOfBounds
 from featurepull.tasks.create import _shard_tables, _store_shards, create_job, load_entities
 from featurepull.tasks.finish import finish_job
+from featurepull.tasks.fleet import forget_pool, record_pool
 from featurepull.tasks.requests import JobRequest, OutputRequired, RequestTooLarge
 from featurepull.tasks.scoring import UnknownScorer
 from featurepull.tasks.shards import JobStopped, run_shard
@@ -482,3 +483,29 @@ def test_a_streamed_files_key_errors_name_the_file_and_what_its_reader_noted(
     assert str(noted.value).startswith(f"{jsonl}: column 'tags' holds ")
     assert str(noted.value).endswith(", so it cannot be a join key; write its values as "
                                      "integers or strings")
+
+
+def test_a_job_cut_for_its_fleet_writes_the_file_shards_of_shard_size_write(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    ids = [199_000 + (i * 37) % 1_200 for i in range(1_000)]
+    entity_file = str(pq_ids(tmp_path, ids))
+    cut = settings.model_copy(deep=True)
+    cut.jobs.queue = unique_name("fleet")
+    cut.jobs.max_shard_size = 200
+    record_pool(store.redis, "w@test", [cut.jobs.queue], 1)
+    before = settings.model_copy(deep=True)  # shard_size 100 set alone: every shard 100
+    outputs = []
+    for name, using, shards, unit in (("fleet", cut, 5, 100), ("before", before, 10, 0)):
+        out = tmp_path / f"{name}.parquet"
+        request = JobRequest(table="driver_stats", features=FEATURES, entities=entity_file,
+                             output=str(out))
+        meta = create_job(request, using, store)
+        assert (meta.shards, meta.request.shard_unit) == (shards, unit)
+        for shard in range(meta.shards):
+            run_shard(meta.job_id, shard, using, store)
+        assert finish_job(meta.job_id, using, store) is not None
+        outputs.append(out.read_bytes())
+    forget_pool(store.redis, "w@test", [cut.jobs.queue])
+    assert outputs[0] == outputs[1]
+    assert pq.read_table(tmp_path / "fleet.parquet").to_pylist() == expected(ids)
+    assert pq.ParquetFile(tmp_path / "fleet.parquet").num_row_groups == 10
