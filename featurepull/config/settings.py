@@ -201,10 +201,10 @@ class JobSettings(BaseModel):
     max_shard_size: int | None = Field(
         default=None, ge=100, le=2_000_000,
         description="Largest shard of a job cut for its fleet: a job writing an output file "
-        "(not a dataset, no scorer) gets shards as large as leave at least 4 for each pool "
-        "process that the workers on its queue recorded in Redis, in multiples of "
-        "shard_size, at most this. Unset: 200000 while shard_size is unset too; an explicit "
-        "shard_size alone keeps every shard that size.",
+        "(not a dataset, no scorer, no read budget) gets shards as large as leave at least "
+        "4 for each pool process that the workers on its queue recorded in Redis, in "
+        "multiples of shard_size, at most this. Unset: 200000 while shard_size is unset "
+        "too; an explicit shard_size alone keeps every shard that size.",
     )
     max_entities: int = Field(
         default=50_000_000, ge=1,

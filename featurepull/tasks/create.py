@@ -119,7 +119,7 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     if entities.num_rows > effective.jobs.max_entities:
         raise too_many_entities(entities.source, entities.num_rows, effective.jobs.max_entities)
     check_rows_kept(request, entities.num_rows, effective)
-    sizing = shard_sizing(request, entities.num_rows, settings.jobs, store)
+    sizing = shard_sizing(request, entities.num_rows, settings.jobs, effective, store)
     description = None
     if request.uses_registry:
         spec = {"request": request.model_dump(), **sizing,
@@ -197,13 +197,15 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
     return meta
 
 
-def shard_sizing(request: JobRequest, rows: int, jobs: JobSettings,
+def shard_sizing(request: JobRequest, rows: int, jobs: JobSettings, effective: Settings,
                  store: JobStore) -> dict[str, Any]:
     """The job record's ``shard_size`` (``featurepull.tasks.fleet``: for its fleet, or
     jobs.shard_size) and, when the fleet was asked, ``fleet_processes`` and ``shard_unit``
     (jobs.shard_size: the output is written in slices of it). ``jobs``: the settings as
-    loaded, which know whether jobs.shard_size was set (not a copy made from a dump)."""
-    size, chosen = job_shard_size(jobs, rows, request.output, request.scorer, store.redis)
+    loaded, which know whether jobs.shard_size was set (not a copy made from a dump);
+    ``effective``: the job's settings (its read budget)."""
+    size, chosen = job_shard_size(jobs, effective.dynamodb, rows, request.output,
+                                  request.scorer, store.redis)
     if chosen:  # a job the fleet was not asked for is recorded as before
         chosen["shard_unit"] = jobs.shard_size
     return {"shard_size": size, **chosen}
@@ -223,7 +225,7 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
         plan = plan_read(request, list(stream.types), stream.types, stream.source, settings,
                          stream.notes)
         spec = {"request": request.model_dump(), "table": plan.table,
-                **shard_sizing(request, stream.num_rows, jobs, store),
+                **shard_sizing(request, stream.num_rows, jobs, settings, store),
                 **layout_spec(plan.layout)}
         shards = streamed_shards(stream, plan.layout, spec["key_columns"], spec["shard_size"],
                                  _ARROW_KEY_TYPES)

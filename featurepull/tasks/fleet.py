@@ -29,7 +29,7 @@ from typing import Any
 import redis
 import structlog
 
-from featurepull.config import JobSettings
+from featurepull.config import DynamoSettings, JobSettings
 from featurepull.tasks.store import connect
 
 log = structlog.get_logger(__name__)
@@ -104,18 +104,21 @@ def fleet_shard_size(rows: int, processes: int, smallest: int, largest: int) -> 
     return max(smallest, min(largest, fair) // smallest * smallest)
 
 
-def job_shard_size(jobs: JobSettings, rows: int, output: str | None, scorer: str | None,
-                   client: redis.Redis) -> tuple[int, dict[str, Any]]:
+def job_shard_size(jobs: JobSettings, dynamo: DynamoSettings, rows: int, output: str | None,
+                   scorer: str | None, client: redis.Redis) -> tuple[int, dict[str, Any]]:
     """The shard size of a new job, and what the job records of how it was chosen
-    (``fleet_processes`` when the fleet was asked).
+    (``fleet_processes`` when the fleet was asked); ``dynamo``: the job's own settings.
 
-    Only a job writing an output file, with no scorer, is cut for its fleet: a dataset's
-    parts, the tables of a job kept in Redis and a scorer's calls are one per shard, and
-    stay ``jobs.shard_size``. So does every job while ``jobs.max_shard_size`` is not above
-    ``jobs.shard_size`` (an explicit ``jobs.shard_size`` alone: ``JobSettings``)."""
+    Only a job writing an output file, with no scorer and no read budget, is cut for its
+    fleet: a dataset's parts, the tables of a job kept in Redis and a scorer's calls are one
+    per shard, and a budget (``max_rcu_per_s``, ``table_budgets``) paces every shard, so a
+    bigger one could outlast ``jobs.shard_soft_time_limit_s``: they stay ``jobs.shard_size``.
+    So does every job while ``jobs.max_shard_size`` is not above ``jobs.shard_size`` (an
+    explicit ``jobs.shard_size`` alone: ``JobSettings.largest_shard``)."""
     smallest, largest = jobs.shard_size, jobs.largest_shard
+    paced = dynamo.max_rcu_per_s is not None or bool(dynamo.table_budgets)
     if (largest < 2 * smallest or not output or output.endswith("/") or scorer is not None
-            or rows < SHARDS_PER_PROCESS * 2 * smallest):
+            or paced or rows < SHARDS_PER_PROCESS * 2 * smallest):
         return smallest, {}  # nothing to choose: every fleet gets shards of shard_size
     try:
         processes = fleet_processes(client, jobs.queue)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from featurepull.config import ConfigError, JobSettings, Settings, load_settings
+from featurepull.config import ConfigError, DynamoSettings, JobSettings, Settings, load_settings
 from featurepull.local import RedisService
 from featurepull.tasks.fleet import (
     RECORD_TTL_S,
@@ -22,6 +22,8 @@ from featurepull.tasks.fleet import (
     record_pool,
 )
 from featurepull.tasks.store import connect
+
+DYNAMO = DynamoSettings()
 
 
 @pytest.fixture
@@ -108,21 +110,26 @@ def test_which_jobs_are_cut_for_the_fleet(client: redis.Redis, queue: str) -> No
     jobs = JobSettings(queue=queue)
     record_pool(client, "w@host", [queue], 2)
     try:
-        assert job_shard_size(jobs, 1_000_000, "/out/x.parquet", None, client) == (
+        assert job_shard_size(jobs, DYNAMO, 1_000_000, "/out/x.parquet", None, client) == (
             100_000, {"fleet_processes": 2})
-        assert job_shard_size(jobs, 1_000_000, "s3://b/x.csv", None, client)[0] == 100_000
+        assert job_shard_size(jobs, DYNAMO, 1_000_000, "s3://b/x.csv", None, client)[0] == 100_000
         # One part or scorer call per shard: a dataset, rows kept in Redis, a scorer.
-        assert job_shard_size(jobs, 1_000_000, "/out/x/", None, client) == (50_000, {})
-        assert job_shard_size(jobs, 1_000_000, None, None, client) == (50_000, {})
-        assert job_shard_size(jobs, 1_000_000, "/out/x.parquet", "risk", client) == (
+        assert job_shard_size(jobs, DYNAMO, 1_000_000, "/out/x/", None, client) == (50_000, {})
+        assert job_shard_size(jobs, DYNAMO, 1_000_000, None, None, client) == (50_000, {})
+        assert job_shard_size(jobs, DYNAMO, 1_000_000, "/out/x.parquet", "risk", client) == (
             50_000, {})
+        # A read budget paces every shard: a bigger one could outlast the soft time limit.
+        for paced in (DynamoSettings(max_rcu_per_s=500), DynamoSettings(
+                table_budgets={"p.t": "50%"})):
+            assert job_shard_size(jobs, paced, 1_000_000, "/out/x.parquet", None,
+                                  client) == (50_000, {})
         # Too small for any fleet to want more than shard_size: Redis is not asked.
-        assert job_shard_size(jobs, 399_999, "/out/x.parquet", None, client) == (50_000, {})
+        assert job_shard_size(jobs, DYNAMO, 399_999, "/out/x.parquet", None, client) == (50_000, {})
         # An explicit shard_size alone.
-        assert job_shard_size(JobSettings(queue=queue, shard_size=50_000), 1_000_000,
+        assert job_shard_size(JobSettings(queue=queue, shard_size=50_000), DYNAMO, 1_000_000,
                               "/out/x.parquet", None, client) == (50_000, {})
     finally:
         forget_pool(client, "w@host", [queue])
     # No worker recorded: shards of shard_size, and the job records that none was.
-    assert job_shard_size(jobs, 1_000_000, "/out/x.parquet", None, client) == (
+    assert job_shard_size(jobs, DYNAMO, 1_000_000, "/out/x.parquet", None, client) == (
         50_000, {"fleet_processes": 0})
