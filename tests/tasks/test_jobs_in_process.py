@@ -505,6 +505,12 @@ def test_a_job_cut_for_its_fleet_writes_the_file_shards_of_shard_size_write(
             run_shard(meta.job_id, shard, using, store)
         assert finish_job(meta.job_id, using, store) is not None
         outputs.append(out.read_bytes())
+    # A scorer is called once per shard: its job keeps jobs.shard_size, fleet or not.
+    cut.scorers = [{"name": "linear", "path": "tests.tasks.scorers_for_tests:linear"}]
+    scored = create_job(JobRequest(table="driver_stats", features=FEATURES,
+                                   entities=entity_file, output=str(tmp_path / "s.parquet"),
+                                   scorer="linear"), cut, store)
+    assert (scored.shards, scored.request.shard_unit) == (10, 0)
     forget_pool(store.redis, "w@test", [cut.jobs.queue])
     assert outputs[0] == outputs[1]
     assert pq.read_table(tmp_path / "fleet.parquet").to_pylist() == expected(ids)
