@@ -511,6 +511,13 @@ def test_a_job_cut_for_its_fleet_writes_the_file_shards_of_shard_size_write(
                                    entities=entity_file, output=str(tmp_path / "s.parquet"),
                                    scorer="linear"), cut, store)
     assert (scored.shards, scored.request.shard_unit) == (10, 0)
+    # A file read whole (quoted values: only the exact reader types them) is cut alike.
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text("driver_id\n" + "".join(f'"{i}"\n' for i in ids))
+    whole = create_job(JobRequest(table="driver_stats", features=FEATURES,
+                                  entities=str(quoted), output=str(tmp_path / "w.parquet")),
+                       cut, store)
+    assert (whole.shards, whole.request.shard_unit) == (5, 100)
     forget_pool(store.redis, "w@test", [cut.jobs.queue])
     assert outputs[0] == outputs[1]
     assert pq.read_table(tmp_path / "fleet.parquet").to_pylist() == expected(ids)
