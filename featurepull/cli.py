@@ -436,6 +436,14 @@ def _print_warnings(warnings: list[str]) -> None:
         click.echo(f"featurepull: warning: {warning}", err=True)
 
 
+def _shard_plan_line(cut: dict[str, int]) -> str:
+    processes = cut["fleet_processes"]
+    why = (f"{processes} pool processes on the queue, at least 4 shards each"
+           if processes else "no worker had recorded its pool on the queue")
+    return (f"shards of {cut['shard_size']:,} entities ({why}; jobs.shard_size "
+            f"{cut['shard_unit']:,})")
+
+
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     _print_warnings(summary.get("warnings", []))
     if as_json:
@@ -468,14 +476,18 @@ def status_command(job_id: str, as_json: bool, **opts: Any) -> None:
         job = _job(opts, job_id)
         status = job.status()
         capacity = job.capacity() if status.shards_done or status.scan_tasks_done else {}
+        cut = job.shard_plan()
         if as_json:
-            click.echo(json.dumps({**status.__dict__, "capacity": capacity}))
+            click.echo(json.dumps({**status.__dict__, "capacity": capacity,
+                                   **({"shard_plan": cut} if cut else {})}))
             return
         click.echo(status.line())
         if len(status.tables) > 1:
             click.echo(f"{len(status.tables)} tables: {', '.join(status.tables)}")
         if status.read_reason:
             click.echo(status.read_reason)
+        if cut:
+            click.echo(_shard_plan_line(cut))
         if status.summary:
             _print_summary(status.summary, False)
         elif capacity:

@@ -157,6 +157,18 @@ class Job:
                          **scan_status(meta, self.store),
                          tables=tuple(meta.tables))
 
+    def shard_plan(self) -> dict[str, int] | None:
+        """How a job cut for its fleet (``featurepull.tasks.fleet``) was cut: its
+        ``shard_size``, ``shard_unit`` (jobs.shard_size) and ``fleet_processes`` (the pool
+        processes the workers on its queue had recorded; 0: none, so shards of
+        jobs.shard_size). None for any other job: every shard was jobs.shard_size."""
+        spec = self.store.meta(self.id).request
+        processes = (spec.model_extra or {}).get("fleet_processes")
+        if processes is None:
+            return None
+        return {"shard_size": spec.shard_size, "shard_unit": spec.shard_unit,
+                "fleet_processes": int(processes)}
+
     def capacity(self) -> dict[str, Any]:
         """What the shards (and a scan job's scan tasks) done so far spent of the table's
         capacity: consumed RCU/s since the job started, its budget, seconds held back for it,

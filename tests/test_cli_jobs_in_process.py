@@ -23,6 +23,7 @@ from featurepull.config import load_settings
 from featurepull.local import RedisService
 from featurepull.tasks import JobStore
 from featurepull.tasks.finish import finish_job
+from featurepull.tasks.fleet import record_pool
 from featurepull.tasks.shards import run_shard
 from featurepull.tasks.store import connect
 
@@ -421,3 +422,31 @@ def test_flower_defaults_by_option_and_by_variable(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("FLOWER_ADDRESS", "10.0.0.1")
     assert _flower_defaults([]) == [
         "--tasks_columns=name,state,args,result,received,runtime,worker,uuid"]
+
+
+def test_status_shows_how_a_job_was_cut_for_its_fleet(endpoint: EndpointProcess,
+                                                      tmp_path: Path, redis_url: str) -> None:
+    env = {"FEATUREPULL_JOBS__MAX_SHARD_SIZE": "200", "FEATUREPULL_JOBS__QUEUE": "cli-fleet"}
+    args = [*read_args(endpoint, tmp_path, list(range(1_000))), "--redis-url", redis_url,
+            "--shard-size", "100"]
+    shown = []
+    for name in ("none", "one"):  # no worker recorded yet, then one of 1 process
+        if name == "one":
+            record_pool(connect(redis_url), "w@test", ["cli-fleet"], 1)
+        submitted = invoke("submit", *args, "--output", str(tmp_path / f"{name}.parquet"),
+                           env=env)
+        assert submitted.exit_code == 0, submitted.output
+        job_id = submitted.stdout.strip()
+        status = invoke("status", job_id, "--redis-url", redis_url)
+        assert status.exit_code == 0, status.output
+        shown.append(status.stdout.splitlines()[-1])
+        as_json = json.loads(invoke("status", job_id, "--json", "--redis-url", redis_url).stdout)
+        assert (as_json["shards"], as_json["shard_plan"]) == (
+            (10, {"shard_size": 100, "shard_unit": 100, "fleet_processes": 0})
+            if name == "none" else
+            (5, {"shard_size": 200, "shard_unit": 100, "fleet_processes": 1}))
+    assert shown == [
+        "shards of 100 entities (no worker had recorded its pool on the queue; "
+        "jobs.shard_size 100)",
+        "shards of 200 entities (1 pool processes on the queue, at least 4 shards each; "
+        "jobs.shard_size 100)"]

@@ -183,13 +183,28 @@ class S3Settings(BaseModel):
     region: str | None = Field(default=None, description="S3 region.")
 
 
+# jobs.max_shard_size while neither it nor jobs.shard_size is set: 4 x the default shard.
+DEFAULT_MAX_SHARD_SIZE = 200_000
+
+
 class JobSettings(BaseModel):
     """How jobs are cut into shards and how long their data lives in Redis."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     shard_size: int = Field(
-        default=50_000, ge=100, le=2_000_000, description="Entities per shard task."
+        default=50_000, ge=100, le=2_000_000,
+        description="Entities per shard task; with neither this nor max_shard_size set, the "
+        "smallest shard of a job cut for its fleet (see max_shard_size). Set alone, every "
+        "shard's size.",
+    )
+    max_shard_size: int | None = Field(
+        default=None, ge=100, le=2_000_000,
+        description="Largest shard of a job cut for its fleet: a job writing an output file "
+        "(not a dataset, no scorer, no read budget) gets shards as large as leave at least "
+        "4 for each pool process that the workers on its queue recorded in Redis, in "
+        "multiples of shard_size, at most this. Unset: 200000 while shard_size is unset "
+        "too; an explicit shard_size alone keeps every shard that size.",
     )
     max_entities: int = Field(
         default=50_000_000, ge=1,
@@ -304,7 +319,24 @@ class JobSettings(BaseModel):
                 f"shard_time_limit_s ({self.shard_time_limit_s:g}), or Redis redelivers "
                 "shards that are still running"
             )
+        if self.max_shard_size is not None and self.max_shard_size < self.shard_size:
+            raise ValueError(
+                f"max_shard_size ({self.max_shard_size}) must not be below shard_size "
+                f"({self.shard_size})"
+            )
         return self
+
+    @property
+    def largest_shard(self) -> int:
+        """The largest shard a job may be cut into for its fleet: max_shard_size; unset,
+        DEFAULT_MAX_SHARD_SIZE, or shard_size when that was set (a user's shard size is
+        not overridden by a default). A copy made from a dump of these settings counts
+        every field as set: it keeps shard_size, as before fleet-sized shards."""
+        if self.max_shard_size is not None:
+            return self.max_shard_size
+        if "shard_size" in self.model_fields_set:
+            return self.shard_size
+        return DEFAULT_MAX_SHARD_SIZE
 
 
 # DynamoDB settings a job may choose for itself; credentials and pools stay the worker's.

@@ -66,8 +66,12 @@ class StagedOutput:
     """One output's staging area and how to publish it (see the module docstring)."""
 
     def __init__(self, output: str, owner: str, parts: int, s3: S3Settings | None = None,
-                 recorded: str | None = None) -> None:
+                 recorded: str | None = None, rows_per_write: int | None = None) -> None:
         self.output = output
+        # A file output is written in slices of this many rows (None: a part at a time): a
+        # Parquet file's row groups end where the writes do, so parts of several slices
+        # make the file that parts of one slice each would have made.
+        self.rows_per_write = rows_per_write
         self.owner = owner
         self.parts = parts
         self.s3 = s3 or S3Settings()
@@ -189,7 +193,9 @@ class StagedOutput:
                     table = self.read_part(n) if reading is None else reading.result()
                     if n + 1 < self.parts:
                         reading = ahead.submit(self.read_part, n + 1)
-                    sink.write(table)
+                    step = self.rows_per_write or table.num_rows
+                    for start in range(0, max(table.num_rows, 1), max(step, 1)):
+                        sink.write(table.slice(start, step))
         return sum(part_rows)
 
     def discard(self) -> None:

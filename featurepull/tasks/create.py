@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from featurepull.config import Settings
+from featurepull.config import JobSettings, Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.layouts import FeastLayout, Layout
 from featurepull.dynamo.plan import layout_spec, plan_read
@@ -30,6 +30,7 @@ from featurepull.io.entities import (
 )
 from featurepull.tasks.confine import REDIS_KEY_SCHEME, Bounds
 from featurepull.tasks.feast_views import views_spec, with_yaml_choices
+from featurepull.tasks.fleet import job_shard_size
 from featurepull.tasks.output import discard_staged_output
 from featurepull.tasks.requests import (
     JobRequest,
@@ -118,27 +119,27 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     if request.output:
         check_destination(request.output, request.overwrite, effective.s3)
     if entities is None and not request.uses_registry:
-        meta = _create_streamed(request, effective, store, enqueue)
+        meta = _create_streamed(request, effective, store, enqueue, settings.jobs)
         if meta is not None:
             return meta
     entities = entities or load_entities(request.entities, effective, store)
     if entities.num_rows > effective.jobs.max_entities:
         raise too_many_entities(entities.source, entities.num_rows, effective.jobs.max_entities)
     check_rows_kept(request, entities.num_rows, effective)
-    shard_size = effective.jobs.shard_size
+    sizing = shard_sizing(request, entities.num_rows, settings.jobs, effective, store)
     description = None
     if request.uses_registry:
-        spec = {"request": request.model_dump(), "shard_size": shard_size,
+        spec = {"request": request.model_dump(), **sizing,
                 **views_spec(request, entities, effective)}
     else:
         plan = plan_read(request, list(entities.columns), entities.types, entities.source,
                          effective, entities.notes)
         table, layout = plan.table, plan.layout
         layout.check_keys(entities.columns, entities.source)  # refuse bad keys now
-        spec = {"request": request.model_dump(), "table": table, "shard_size": shard_size,
+        spec = {"request": request.model_dump(), "table": table, **sizing,
                 **layout_spec(layout)}
         description = plan.reader.description
-    shards = _shard_tables(entities, spec["key_columns"], shard_size)
+    shards = _shard_tables(entities, spec["key_columns"], spec["shard_size"])
     return _store_shards(spec, entities.num_rows, shards, effective, store, enqueue,
                          description, references=request.uses_registry)
 
@@ -203,8 +204,22 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
     return meta
 
 
+def shard_sizing(request: JobRequest, rows: int, jobs: JobSettings, effective: Settings,
+                 store: JobStore) -> dict[str, Any]:
+    """The job record's ``shard_size`` (``featurepull.tasks.fleet``: for its fleet, or
+    jobs.shard_size) and, when the fleet was asked, ``fleet_processes`` and ``shard_unit``
+    (jobs.shard_size: the output is written in slices of it). ``jobs``: the settings as
+    loaded, which know whether jobs.shard_size was set (not a copy made from a dump);
+    ``effective``: the job's settings (its read budget)."""
+    size, chosen = job_shard_size(jobs, effective.dynamodb, rows, request.output,
+                                  request.scorer, store.redis)
+    if chosen:  # a job the fleet was not asked for is recorded as before
+        chosen["shard_unit"] = jobs.shard_size
+    return {"shard_size": size, **chosen}
+
+
 def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
-                     enqueue: Enqueue | None) -> JobMeta | None:
+                     enqueue: Enqueue | None, jobs: JobSettings) -> JobMeta | None:
     """create_job with the entities read a batch at a time and stored as shards as they are
     read; None, with nothing stored, when the file must be read whole (a CSV file only the
     exact reader can type) or holds a bad key (the whole-file path names its row)."""
@@ -216,10 +231,10 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
         check_rows_kept(request, stream.num_rows, settings)
         plan = plan_read(request, list(stream.types), stream.types, stream.source, settings,
                          stream.notes)
-        shard_size = settings.jobs.shard_size
-        spec = {"request": request.model_dump(), "table": plan.table, "shard_size": shard_size,
+        spec = {"request": request.model_dump(), "table": plan.table,
+                **shard_sizing(request, stream.num_rows, jobs, settings, store),
                 **layout_spec(plan.layout)}
-        shards = streamed_shards(stream, plan.layout, spec["key_columns"], shard_size,
+        shards = streamed_shards(stream, plan.layout, spec["key_columns"], spec["shard_size"],
                                  _ARROW_KEY_TYPES)
         try:
             if stream.first_block_types and not _first_block_decides(request, plan.layout):

@@ -36,7 +36,8 @@ def remove_dead_finishers_file(output: str, finisher: str | None) -> None:
 def staged_output(job_id: str, meta: JobMeta, settings: Settings) -> StagedOutput:
     """Where the job's shards stage their parts and how its finisher publishes them."""
     return StagedOutput(str(meta.request.request["output"]), job_id, meta.shards,
-                        settings.s3, recorded=meta.published_as)
+                        settings.s3, recorded=meta.published_as,
+                        rows_per_write=meta.request.shard_unit or None)
 
 
 def discard_staged_output(job_id: str, settings: Settings, store: JobStore) -> None:

@@ -277,6 +277,10 @@ class JobSpec(BaseModel):
     request: dict[str, Any] = {}
     table: str = ""
     shard_size: int = 0  # 0: a job stored before it was recorded
+    # A job cut for its fleet (featurepull.tasks.fleet): jobs.shard_size when it was
+    # stored; shard_size is a multiple of it, and the finisher writes the output in slices
+    # of it. 0: any other job (its output written a part at a time).
+    shard_unit: int = 0
     key_columns: list[str] = []
     # How the job reads (featurepull.tasks.scans): None for a job stored before it was
     # recorded, which reads with BatchGetItem.

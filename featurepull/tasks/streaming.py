@@ -3,7 +3,9 @@ the submitting process's memory does not grow with the job.
 
 The file's types come first (a Parquet schema; a first pass over a CSV or JSONL file), then
 each batch's key columns are checked as the whole-file path checks them (the layout's
-`check_keys`) and cut into shards of `shard_size` rows. Any problem, in the file or in a
+`check_keys`) and cut into shards of `shard_size` rows: the key columns of at most one shard
+and one batch are held (twice while a shard is cut from them: ~4 MB of int64 keys at
+jobs.max_shard_size's 200,000 rows, a job cut for its fleet). Any problem, in the file or in a
 key, is not reported from here: the caller drops what was stored and runs the whole-file
 path, whose messages name the line or row at fault — so every bad-input message is the
 one it always was.

@@ -32,6 +32,7 @@ from featurepull.config import ConfigError, Settings, load_settings
 from featurepull.dynamo.client import preload_botocore, process_client
 from featurepull.tasks import celery_tasks, scoring
 from featurepull.tasks.confine import start_warning
+from featurepull.tasks.fleet import PoolRecord
 from featurepull.tasks.schedules import beat_entry, check_schedules
 from featurepull.tasks.shards import reset_process_state
 from featurepull.tasks.watchdog import Watchdog
@@ -133,6 +134,27 @@ def _stop_watchdog(**_: Any) -> None:
         _watchdogs.pop().stop()
 
 
+_pool_records: list[PoolRecord] = []
+
+
+def _record_pool(sender: Any, **_: Any) -> None:
+    # In the main process, once the pool is up, and before the worker answers a ping:
+    # submitters cut a job's shards for the processes serving its queue.
+    controller = sender.controller
+    pool = controller.pool
+    record = PoolRecord(celery_tasks.configured_settings().redis_url, controller.hostname,
+                        sorted(q.name for q in sender.app.amqp.queues.consume_from.values()),
+                        lambda: int(pool.num_processes))
+    record.record()
+    record.start()
+    _pool_records.append(record)
+
+
+def _forget_pool(**_: Any) -> None:
+    while _pool_records:
+        _pool_records.pop().stop()
+
+
 def _pool_process_exits(pid: int | None = None, **_: Any) -> None:
     worker_metrics.process_exited(pid or os.getpid())
 
@@ -179,7 +201,9 @@ _RECEIVERS = (
     (worker_ready, _serve_metrics_and_say_ready),
     (worker_ready, _warn_unbounded_jobs),
     (worker_ready, _start_watchdog),
+    (worker_ready, _record_pool),
     (worker_shutdown, _stop_watchdog),
+    (worker_shutdown, _forget_pool),
     (worker_process_shutdown, _pool_process_exits),
     (worker_shutdown, _remove_metrics_files),
     (celeryd_init, _early_logging),

@@ -27,6 +27,7 @@ from featurepull.tasks import JobStore
 from featurepull.tasks.confine import RequestOutOfBounds
 from featurepull.tasks.create import _shard_tables, _store_shards, create_job, load_entities
 from featurepull.tasks.finish import finish_job
+from featurepull.tasks.fleet import forget_pool, record_pool
 from featurepull.tasks.requests import JobRequest, OutputRequired, RequestTooLarge
 from featurepull.tasks.scoring import UnknownScorer
 from featurepull.tasks.shards import JobStopped, run_shard
@@ -539,3 +540,42 @@ def test_what_the_whole_file_path_takes_past_the_first_rows_is_one_job(
     keys = pa.concat_tables([store.shard_keys(meta.job_id, n) for n in range(21)])
     whole = _shard_tables(load_entities(str(path), settings, store), ["driver_id"], 100)
     assert keys.equals(pa.concat_tables(list(whole)))
+
+
+def test_a_job_cut_for_its_fleet_writes_the_file_shards_of_shard_size_write(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    ids = [199_000 + (i * 37) % 1_200 for i in range(1_000)]
+    entity_file = str(pq_ids(tmp_path, ids))
+    cut = settings.model_copy(deep=True)
+    cut.jobs.queue = unique_name("fleet")
+    cut.jobs.max_shard_size = 200
+    record_pool(store.redis, "w@test", [cut.jobs.queue], 1)
+    before = settings.model_copy(deep=True)  # shard_size 100 set alone: every shard 100
+    outputs = []
+    for name, using, shards, unit in (("fleet", cut, 5, 100), ("before", before, 10, 0)):
+        out = tmp_path / f"{name}.parquet"
+        request = JobRequest(table="driver_stats", features=FEATURES, entities=entity_file,
+                             output=str(out))
+        meta = create_job(request, using, store)
+        assert (meta.shards, meta.request.shard_unit) == (shards, unit)
+        for shard in range(meta.shards):
+            run_shard(meta.job_id, shard, using, store)
+        assert finish_job(meta.job_id, using, store) is not None
+        outputs.append(out.read_bytes())
+    # A scorer is called once per shard: its job keeps jobs.shard_size, fleet or not.
+    cut.scorers = [{"name": "linear", "path": "tests.tasks.scorers_for_tests:linear"}]
+    scored = create_job(JobRequest(table="driver_stats", features=FEATURES,
+                                   entities=entity_file, output=str(tmp_path / "s.parquet"),
+                                   scorer="linear"), cut, store)
+    assert (scored.shards, scored.request.shard_unit) == (10, 0)
+    # A file read whole (quoted values: only the exact reader types them) is cut alike.
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text("driver_id\n" + "".join(f'"{i}"\n' for i in ids))
+    whole = create_job(JobRequest(table="driver_stats", features=FEATURES,
+                                  entities=str(quoted), output=str(tmp_path / "w.parquet")),
+                       cut, store)
+    assert (whole.shards, whole.request.shard_unit) == (5, 100)
+    forget_pool(store.redis, "w@test", [cut.jobs.queue])
+    assert outputs[0] == outputs[1]
+    assert pq.read_table(tmp_path / "fleet.parquet").to_pylist() == expected(ids)
+    assert pq.ParquetFile(tmp_path / "fleet.parquet").num_row_groups == 10

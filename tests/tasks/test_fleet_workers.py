@@ -1,0 +1,124 @@
+"""Shards cut for the fleet, end to end: real prefork workers record their pools in Redis at
+worker_ready, a submit to their queue cuts a job into the shards their processes call for,
+and the output file is byte for byte the one shards of jobs.shard_size write. The fleet's
+jobs.shard_size is 100 and jobs.max_shard_size 500, so small jobs show the rule."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from featurepull.bench.endpoint import FEATURES, EndpointProcess
+from featurepull.cli import main
+from featurepull.client import Job, submit
+from featurepull.config import Settings
+from featurepull.local import RedisService
+from featurepull.tasks.fleet import fleet_processes, record_pool
+from tests.tasks.conftest import DRIVERS, fleet
+
+pytestmark = pytest.mark.slow  # starts worker fleets
+
+ENTITIES = 3_000
+SMALLEST, LARGEST = 100, 500
+
+
+@pytest.fixture(scope="module")
+def entities(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Known drivers, 10% unknown ids and some repeats, shuffled."""
+    rng = random.Random(5)
+    ids = rng.sample(range(DRIVERS), ENTITIES - 450) + [DRIVERS + i for i in range(300)]
+    ids += rng.choices(ids, k=ENTITIES - len(ids))
+    rng.shuffle(ids)
+    path = tmp_path_factory.mktemp("entities") / "drivers.parquet"
+    pq.write_table(pa.table({"driver_id": pa.array(ids, pa.int64())}), path)
+    return path
+
+
+def run_job(settings: Settings, entities: Path, output: Path) -> Job:
+    job = submit("driver_stats", list(FEATURES), str(entities), str(output), settings=settings)
+    assert job.wait(timeout=120, progress=False).state == "succeeded"
+    return job
+
+
+def cut(job: Job) -> tuple[int | None, int, object]:
+    """The job's shard size, shard count and the fleet's processes as it recorded them."""
+    meta = job.store.meta(job.id)
+    return meta.shard_size, meta.shards, (meta.request.model_extra or {}).get("fleet_processes")
+
+
+def as_before(settings: Settings) -> Settings:
+    """The same settings with every shard of jobs.shard_size (what a job was cut into
+    before shards were sized for the fleet)."""
+    before = settings.model_copy(deep=True)
+    before.jobs.max_shard_size = before.jobs.shard_size
+    return before
+
+
+def test_a_worker_records_its_pool_and_a_job_is_cut_for_it(
+        redis_server: RedisService, fast_dynamo: EndpointProcess, entities: Path,
+        tmp_path: Path) -> None:
+    with fleet(redis_server, fast_dynamo.url, shard_size=SMALLEST,
+               max_shard_size=LARGEST) as workers:
+        proc = workers.start_worker(concurrency=2)
+        # Recorded before the worker answered its first ping (start_worker waited for one).
+        assert fleet_processes(workers.redis(), workers.queue) == 2
+        settings = workers.settings()
+        for name in ("job.parquet", "job.csv"):
+            job = run_job(settings, entities, tmp_path / name)
+            # 3,000 entities for 4 shards a process: 375, down to a multiple of 100.
+            assert cut(job) == (300, 10, 2)
+            assert job.shard_plan() == {"shard_size": 300, "shard_unit": SMALLEST,
+                                        "fleet_processes": 2}
+            before = run_job(as_before(settings), entities, tmp_path / f"before-{name}")
+            assert cut(before) == (SMALLEST, 30, None) and before.shard_plan() is None
+            assert (tmp_path / name).read_bytes() == (tmp_path / f"before-{name}").read_bytes()
+        assert pq.ParquetFile(tmp_path / "job.parquet").num_row_groups == 30
+        shown = CliRunner().invoke(main, ["status", job.id, "--redis-url", workers.redis_url])
+        assert shown.stdout.splitlines()[2] == (
+            "shards of 300 entities (2 pool processes on the queue, at least 4 shards each; "
+            "jobs.shard_size 100)")
+        shown = CliRunner().invoke(main, ["status", job.id, "--json", "--redis-url",
+                                          workers.redis_url])
+        assert json.loads(shown.stdout)["shard_plan"] == job.shard_plan()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        # A worker that stops removes its record: a job is then cut as before.
+        assert fleet_processes(workers.redis(), workers.queue) == 0
+        assert workers.redis().keys(f"featurepull:fleet:{workers.queue}*") == []
+
+
+def test_absent_or_stale_records_fall_back_and_two_workers_add_up(
+        redis_server: RedisService, fast_dynamo: EndpointProcess, entities: Path,
+        tmp_path: Path) -> None:
+    with fleet(redis_server, fast_dynamo.url, shard_size=SMALLEST,
+               max_shard_size=LARGEST) as workers:
+        settings = workers.settings()
+        client = workers.redis()
+        # A worker killed without its shutdown: its record expired, its name is left.
+        record_pool(client, "killed@host", [workers.queue], 8)
+        client.delete(f"featurepull:fleet:{workers.queue}:killed@host")
+        # No worker yet (or only workers of a version before pool records, which record
+        # nothing): the job is cut in shards of jobs.shard_size, and says none was seen.
+        first = submit("driver_stats", list(FEATURES), str(entities),
+                       str(tmp_path / "first.parquet"), settings=settings)
+        assert cut(first) == (SMALLEST, ENTITIES // SMALLEST, 0)
+        shown = CliRunner().invoke(main, ["status", first.id, "--redis-url", workers.redis_url])
+        assert shown.stdout.splitlines()[-1] == (
+            "shards of 100 entities (no worker had recorded its pool on the queue; "
+            "jobs.shard_size 100)")
+        workers.start_worker(concurrency=2, name="machine-a")
+        workers.start_worker(concurrency=1, name="machine-b")
+        assert first.wait(timeout=120, progress=False).state == "succeeded"
+        assert fleet_processes(client, workers.queue) == 3
+        job = run_job(settings, entities, tmp_path / "job.parquet")
+        assert cut(job) == (200, 15, 3)  # 3,000 for 4 shards of each of 3 processes: 250
+        assert (tmp_path / "job.parquet").read_bytes() == (
+            tmp_path / "first.parquet").read_bytes()
