@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from celery import Celery
 
-from featurepull.client import Job, JobStatus
+from featurepull.client import Job, JobStatus, submit
 from featurepull.config import ScheduleSettings
 from featurepull.local import RedisService
 from featurepull.tasks import JobStore
@@ -136,3 +136,16 @@ def test_a_scheduled_run_reads_with_its_yamls_version(version_2: Path, worker: F
                                   lambda meta: enqueue_shards(app, meta, settings.jobs.queue))
     final = Job(started["job_id"], settings, store).wait(timeout=120, progress=False)
     assert_every_row(final, tmp_path / "fahrer.parquet")
+
+
+def test_a_job_submitted_from_python_without_settings_reads_with_its_yamls_version(
+        version_2: Path, worker: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # featurepull.submit's settings are then this process's environment: the worker's.
+    for name, value in worker.env.items():
+        if name.startswith("FEATUREPULL_"):
+            monkeypatch.setenv(name, value)
+    out = tmp_path / "out.parquet"
+    job = submit("", ["fahrer_stats:score"], str(entities(tmp_path)), str(out),
+                 feature_store_yaml=str(version_2))
+    assert_every_row(job.wait(timeout=120, progress=False), out)
