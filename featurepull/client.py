@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from featurepull.config import Notify, Settings, load_settings
 from featurepull.config.errors import request_error_text
+from featurepull.config.loading import with_yaml_key_encoding
 from featurepull.errors import InputError, RunFailed
 from featurepull.io import (
     EntityTable,
@@ -373,7 +374,8 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     """
     from featurepull.tasks.sending import LazySender
 
-    settings = settings or load_settings()
+    # No settings: this process's environment, under the yaml's key encoding (as the CLI).
+    settings = settings or with_yaml_key_encoding(load_settings(), feature_store_yaml)
     send = LazySender(settings)
     try:
         store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s,

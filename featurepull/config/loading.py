@@ -75,6 +75,29 @@ def read_feature_store_yaml(path: str | Path) -> dict[str, Any]:
     return out
 
 
+# What a feature_store.yaml says of how its tables' keys were written.
+KEY_ENCODING = ("entity_key_serialization_version", "join_key_name_length")
+
+
+def with_yaml_key_encoding(settings: Settings, feature_store_yaml: str | Path | None
+                           ) -> Settings:
+    """``settings`` with the key encoding ``feature_store_yaml`` names on top (its
+    ``entity_key_serialization_version``, a featurepull store's
+    ``online_store.join_key_name_length``), as ``--feature-store-yaml`` puts it over the
+    environment: a job a worker creates for a request or a schedule that names the yaml
+    builds the keys the yaml's tables hold, whatever the worker's own settings say."""
+    if not feature_store_yaml:
+        return settings
+    chosen = read_feature_store_yaml(feature_store_yaml)
+    encoding = {name: chosen[name] for name in KEY_ENCODING if name in chosen}
+    if not encoding:
+        return settings
+    try:
+        return Settings(**merge(settings.model_dump(), encoding))
+    except ValueError as exc:
+        raise settings_error(exc, str(feature_store_yaml)) from None
+
+
 def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """Deep-merge two settings dicts; ``over`` wins, None values in ``over`` are skipped."""
     merged = dict(base)

@@ -40,6 +40,7 @@ from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 
 from featurepull.config import Settings
+from featurepull.config.loading import with_yaml_key_encoding
 from featurepull.errors import FeaturepullError, RunFailed
 from featurepull.redact import redact_text
 from featurepull.tasks import monitor, scans
@@ -260,6 +261,8 @@ def submit_job(self: Any, request: dict[str, Any]) -> dict[str, Any]:
         job_refused(exc, request)
         # Redacted: the message is stored in the result backend and shown by Flower.
         raise RequestOutOfBounds(redact_text(str(exc)), exc.setting) from None
+    # The keys as the yaml says its tables hold them (the worker's settings are for the rest).
+    settings = with_yaml_key_encoding(settings, job.feature_store_yaml)
     with shard_sender(self.app, settings.jobs.queue) as send:
         meta = create_job(job, settings, store, enqueue=send)
     job_created(meta)

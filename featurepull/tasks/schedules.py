@@ -19,6 +19,7 @@ from celery.utils.log import get_task_logger
 from pydantic import ValidationError
 
 from featurepull.config import ConfigError, ScheduleSettings, Settings
+from featurepull.config.loading import with_yaml_key_encoding
 from featurepull.config.settings import CRON_FIELDS
 from featurepull.tasks.create import create_job
 from featurepull.tasks.requests import JobRequest, check_notify
@@ -130,7 +131,8 @@ def start_scheduled_job(name: str, settings: Settings, store: JobStore, owner: s
             # A template may name a new directory per run ({date}/...); pull and submit
             # refuse a missing directory, a schedule makes it.
             Path(request.output).parent.mkdir(parents=True, exist_ok=True)
-        meta = create_job(request, settings, store)
+        meta = create_job(request, with_yaml_key_encoding(settings, request.feature_store_yaml),
+                          store)
         # Recorded before enqueueing: a run is never stacked on one whose shards are queued.
         store.record_schedule_run(name, meta.job_id)
         enqueue(meta)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from featurepull.config import ConfigError, DynamoSettings, Settings, load_settings
+from featurepull.config.loading import with_yaml_key_encoding
 
 
 def test_defaults_mirror_feast_dynamodb_online_store_config() -> None:
@@ -67,6 +68,30 @@ def test_precedence_env_then_yaml_then_toml_then_flags(
     assert settings.dynamodb.batch_size == 22
     assert settings.dynamodb.max_read_workers == 4
     assert settings.project == "yaml-project"
+
+
+def test_a_yamls_key_encoding_goes_over_a_workers_settings_and_nothing_else(
+        tmp_path: Path) -> None:
+    worker = Settings(project="fleet", entity_key_serialization_version=3,
+                      join_key_name_length="chars", dynamodb={"region": "eu-west-1"})
+    yaml_path = tmp_path / "feature_store.yaml"
+    yaml_path.write_text("project: fraud\nentity_key_serialization_version: 2\nonline_store:\n"
+                         "  type: featurepull.feast_store.FeaturepullOnlineStore\n"
+                         "  region: us-west-2\n  join_key_name_length: bytes\n")
+    job = with_yaml_key_encoding(worker, yaml_path)
+    assert (job.entity_key_serialization_version, job.join_key_name_length) == (2, "bytes")
+    assert job.model_dump() == {**worker.model_dump(), "entity_key_serialization_version": 2,
+                                "join_key_name_length": "bytes"}
+    assert with_yaml_key_encoding(worker, None) is worker
+    yaml_path.write_text("project: fraud\nonline_store:\n  type: dynamodb\n")
+    assert with_yaml_key_encoding(worker, yaml_path) is worker
+    # A bad version: the message the command line gives for the same yaml.
+    yaml_path.write_text("project: fraud\nentity_key_serialization_version: 4\n")
+    with pytest.raises(ConfigError) as cli:
+        load_settings(feature_store_yaml=yaml_path)
+    with pytest.raises(ConfigError, match="entity_key_serialization_version") as sent:
+        with_yaml_key_encoding(worker, yaml_path)
+    assert str(sent.value) == str(cli.value)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,9 @@ import pytest
 from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64, String
 
+from featurepull.local import RedisService
 from tests.conftest import REGION, unique_name
+from tests.tasks.conftest import Fleet, fleet
 
 DRIVERS = 60
 CUSTOMERS = 40
@@ -63,6 +66,36 @@ def write_yaml(path: Path, project: str, endpoint_url: str, registry: str) -> Pa
                     f"  endpoint_url: {endpoint_url}\n"
                     "entity_key_serialization_version: 3\n")
     return yaml
+
+
+def written_view(yaml: Path, key: str, drivers: int) -> Iterator[Path]:
+    """The repo of ``yaml`` with one view, ``fahrer_stats`` (``score``: driver / 4), keyed by
+    ``key`` and written by Feast for drivers 0..drivers-1; yields ``yaml``, then tears the
+    repo's tables down."""
+    store = FeatureStore(repo_path=str(yaml.parent))
+    source = FileSource(path=str(yaml.parent / "unused.parquet"),
+                        timestamp_field="event_timestamp")
+    fahrer = Entity(name="fahrer", join_keys=[key], value_type=ValueType.INT64)
+    view = FeatureView(name="fahrer_stats", entities=[fahrer], ttl=timedelta(0),
+                       source=source, schema=[Field(name=key, dtype=Int64),
+                                              Field(name="score", dtype=Float64)])
+    store.apply([fahrer, view])
+    store.write_to_online_store("fahrer_stats", pd.DataFrame({
+        key: list(range(drivers)), "score": [d / 4 for d in range(drivers)],
+        "event_timestamp": [datetime.now(UTC)] * drivers}))
+    yield yaml
+    store.teardown()
+
+
+@contextmanager
+def encoding_worker(redis_server: RedisService, endpoint_url: str, version: int,
+                    name_length: str) -> Iterator[Fleet]:
+    """A fleet of one worker whose own key encoding is ``version`` and ``name_length``."""
+    with fleet(redis_server, endpoint_url) as running:
+        running.env["FEATUREPULL_JOIN_KEY_NAME_LENGTH"] = name_length
+        running.env["FEATUREPULL_ENTITY_KEY_SERIALIZATION_VERSION"] = str(version)
+        running.start_worker(concurrency=1)
+        yield running
 
 
 def _objects(path: Path) -> list[Any]:

@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
-from feast.types import Float64, Int64
 
 from featurepull.cli import main
 from featurepull.local import RedisService
 from tests.conftest import unique_name
-from tests.feast_registry.conftest import write_yaml
-from tests.tasks.conftest import Fleet, fleet
+from tests.feast_registry.conftest import encoding_worker, write_yaml, written_view
+from tests.tasks.conftest import Fleet
 
 pytestmark = pytest.mark.slow  # starts a worker
 
@@ -39,28 +35,14 @@ DRIVERS = 12  # written: drivers 0..11; the entity file also asks for 12..14
 def repo(endpoint_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The repo's feature_store.yaml (Feast's own DynamoDB online store, version 3)."""
     path = tmp_path_factory.mktemp("fahrer-repo")
-    yaml = write_yaml(path, unique_name("fahrer"), endpoint_url, "data/registry.db")
-    store = FeatureStore(repo_path=str(path))
-    source = FileSource(path=str(path / "unused.parquet"), timestamp_field="event_timestamp")
-    fahrer = Entity(name="fahrer", join_keys=[KEY], value_type=ValueType.INT64)
-    view = FeatureView(name="fahrer_stats", entities=[fahrer], ttl=timedelta(0),
-                       source=source, schema=[Field(name=KEY, dtype=Int64),
-                                              Field(name="score", dtype=Float64)])
-    store.apply([fahrer, view])
-    store.write_to_online_store("fahrer_stats", pd.DataFrame({
-        KEY: list(range(DRIVERS)), "score": [d / 4 for d in range(DRIVERS)],
-        "event_timestamp": [datetime.now(UTC)] * DRIVERS}))
-    yield yaml
-    store.teardown()
+    yield from written_view(write_yaml(path, unique_name("fahrer"), endpoint_url,
+                                       "data/registry.db"), KEY, DRIVERS)
 
 
 @pytest.fixture(scope="module")
 def worker(redis_server: RedisService, endpoint_url: str) -> Iterator[Fleet]:
     """One worker whose key encoding is not the submitter's."""
-    with fleet(redis_server, endpoint_url) as running:
-        running.env["FEATUREPULL_JOIN_KEY_NAME_LENGTH"] = "chars"
-        running.env["FEATUREPULL_ENTITY_KEY_SERIALIZATION_VERSION"] = "2"
-        running.start_worker(concurrency=1)
+    with encoding_worker(redis_server, endpoint_url, 2, "chars") as running:
         yield running
 
 
