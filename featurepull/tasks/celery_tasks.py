@@ -48,6 +48,7 @@ from featurepull.tasks.confine import Bounds, RequestOutOfBounds
 from featurepull.tasks.create import create_job
 from featurepull.tasks.feast_views import logged_tables
 from featurepull.tasks.finish import finish_job
+from featurepull.tasks.fleet import LOWER_SHARD_SIZE, time_limit_advice
 from featurepull.tasks.notify import announce_end
 from featurepull.tasks.output import discard_staged_output
 from featurepull.tasks.requests import check_request_size, parse_job_request
@@ -295,7 +296,8 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
 
     return _job_part(self, job_id, {"shard": shard}, f"shard {shard}", then,
                      lambda worker: run_shard(job_id, shard, settings, store, report,
-                                              worker=worker))
+                                              worker=worker),
+                     too_long=lambda: time_limit_advice(store.meta(job_id).request))
 
 
 @shared_task(name="featurepull.scan_segments", bind=True, max_retries=REDIS_MAX_RETRIES)
@@ -312,10 +314,12 @@ def scan_segments(self: Any, job_id: str, scan_task: int) -> dict[str, Any]:
 
 
 def _job_part(task: Any, job_id: str, part: dict[str, int], where: str,
-              then: Callable[[], None], run: Callable[[str], bool]) -> dict[str, Any]:
+              then: Callable[[], None], run: Callable[[str], bool],
+              too_long: Callable[[], str] = lambda: LOWER_SHARD_SIZE) -> dict[str, Any]:
     """Run one part of a job (a shard, a scan task): ``run`` returns True when it completed
     the job's last part, and ``then`` sends what comes next. How it ends when it fails, is
-    stopped or runs past its time limit is the same for every part."""
+    stopped or runs past its time limit is the same for every part; ``too_long`` says what
+    to change when it runs past its soft time limit."""
     settings, store = context()
     try:
         last = run(f"{task.request.hostname or ''}:{os.getpid()}")
@@ -334,8 +338,7 @@ def _job_part(task: Any, job_id: str, part: dict[str, int], where: str,
         return {"job_id": job_id, **part, "unknown_job": True}
     except SoftTimeLimitExceeded:
         limit = settings.jobs.shard_soft_time_limit_s
-        store.fail(job_id, f"{where} ran past its soft time limit ({limit:g}s); "
-                           "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")
+        store.fail(job_id, f"{where} ran past its soft time limit ({limit:g}s); {too_long()}")
         discard_staged_output(job_id, settings, store)
         announce_after_failure(task, store, job_id)
         raise

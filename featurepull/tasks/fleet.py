@@ -30,7 +30,7 @@ import redis
 import structlog
 
 from featurepull.config import DynamoSettings, JobSettings
-from featurepull.tasks.store import connect
+from featurepull.tasks.store import JobSpec, connect
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +42,9 @@ RECORD_EVERY_S = 10.0
 # together — the last shards are the only ones a process may run alone — and few enough
 # that each shard's fixed cost is small against its read (docs/whole-process.md).
 SHARDS_PER_PROCESS = 4
+# What a part of a job that ran past jobs.shard_soft_time_limit_s says to change, unless its
+# shards were sized for the fleet (time_limit_advice).
+LOWER_SHARD_SIZE = "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s"
 
 
 def _members(queue: str) -> str:
@@ -126,6 +129,18 @@ def job_shard_size(jobs: JobSettings, dynamo: DynamoSettings, rows: int, output:
         log.warning("fleet_unknown", queue=jobs.queue, error=f"{type(exc).__name__}: {exc}")
         return smallest, {}
     return fleet_shard_size(rows, processes, smallest, largest), {"fleet_processes": processes}
+
+
+def time_limit_advice(spec: JobSpec) -> str:
+    """What to change when a shard of the job ran past ``jobs.shard_soft_time_limit_s``:
+    the setting that sized its shards. Shards cut for the fleet above ``jobs.shard_size``
+    were sized by the pool processes, at most ``jobs.max_shard_size``: a lower
+    ``jobs.shard_size`` alone may leave them as large."""
+    if spec.shard_unit and spec.shard_size > spec.shard_unit:
+        return (f"the job's shards of {spec.shard_size:,} entities were sized for its fleet: "
+                f"lower jobs.max_shard_size (not below jobs.shard_size, {spec.shard_unit:,}) "
+                "or raise jobs.shard_soft_time_limit_s")
+    return LOWER_SHARD_SIZE
 
 
 class PoolRecord(threading.Thread):

@@ -18,10 +18,11 @@ from click.testing import CliRunner
 
 from featurepull.bench.endpoint import FEATURES, EndpointProcess
 from featurepull.cli import main
-from featurepull.client import Job, submit
+from featurepull.client import Job, JobFailed, submit
 from featurepull.config import Settings
 from featurepull.local import RedisService
 from featurepull.tasks.fleet import fleet_processes, record_pool
+from tests.faultproxy import FaultPlan, FaultProxy
 from tests.tasks.conftest import DRIVERS, fleet
 
 pytestmark = pytest.mark.slow  # starts worker fleets
@@ -122,3 +123,35 @@ def test_absent_or_stale_records_fall_back_and_two_workers_add_up(
         assert cut(job) == (200, 15, 3)  # 3,000 for 4 shards of each of 3 processes: 250
         assert (tmp_path / "job.parquet").read_bytes() == (
             tmp_path / "first.parquet").read_bytes()
+
+
+def test_a_shard_past_its_soft_time_limit_names_the_setting_that_sized_it(
+        redis_server: RedisService, fast_dynamo: EndpointProcess, entities: Path,
+        tmp_path: Path) -> None:
+    # Every BatchGetItem is held unanswered: the first shard runs past its 1 s soft limit
+    # in its read, whatever its size. Shards sized for the fleet grow with
+    # jobs.max_shard_size, not jobs.shard_size: the message names the one to lower.
+    with (FaultProxy(fast_dynamo.url, FaultPlan(hold=True)) as proxy,
+          fleet(redis_server, proxy.url, shard_size=SMALLEST, max_shard_size=LARGEST,
+                shard_soft_time_limit_s=1, shard_time_limit_s=30) as workers):
+        workers.start_worker(concurrency=1)
+        settings = workers.settings()
+        try:
+            for using, size, advice in (
+                    (settings, LARGEST, "the job's shards of 500 entities were sized for its "
+                     "fleet: lower jobs.max_shard_size (not below jobs.shard_size, 100) or "
+                     "raise jobs.shard_soft_time_limit_s"),
+                    (as_before(settings), SMALLEST,
+                     "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")):
+                output = tmp_path / f"{size}.parquet"
+                job = submit("driver_stats", list(FEATURES), str(entities), str(output),
+                             settings=using)
+                assert job.store.meta(job.id).shard_size == size
+                with pytest.raises(JobFailed) as failed:
+                    job.wait(timeout=120, progress=False)
+                assert str(failed.value) == (f"job {job.id} failed: shard 0 ran past its soft "
+                                             f"time limit (1s); {advice}")
+                assert job.status().error_kind == "failed"
+        finally:
+            proxy.release()
+        assert list(tmp_path.iterdir()) == []  # no output, no part left beside it
