@@ -26,6 +26,7 @@ from click.testing import CliRunner, Result
 from featurepull.bench.endpoint import EndpointProcess, start_endpoint
 from featurepull.cli import main
 from featurepull.client import workers_on_queue
+from featurepull.io import _csv_stream
 from featurepull.local import MotoService, RedisService
 from tests.conftest import REGION, moto_table, refused_port, unique_name, wait_until
 from tests.faultproxy import FaultPlan, FaultProxy
@@ -377,6 +378,42 @@ def test_join_keys_and_types(services: Services, tmp_path: Path, csv: str, flags
     assert submitted.result.exit_code == 0, submitted.result.output
     assert submitted.rows == pulled.rows and submitted.rows
     assert [row["src"] is not None for row in submitted.rows] == found
+
+
+def test_a_bad_row_past_the_first_block_exits_2_as_pull_does_and_publishes_nothing(
+        services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Blocks of 4 KiB: the first ~800 ids are typed and their shards sent to the worker
+    # before "abc" on line 2,002 makes the join key mixed. The job those shards went to is
+    # failed; the submit refuses the file with the whole-file message, exit 2, as pull does.
+    monkeypatch.setattr(_csv_stream, "_BLOCK_BYTES", 4096)  # a tuning constant
+    entities = services.file("late.csv", "driver_id\n" + "".join(
+        f"{value}\n" for value in [*IDS, "abc"]))
+    args = ["--table", "driver_stats", "--features", FEATURES, "--entities", entities]
+    out = tmp_path / "never.parquet"
+    jobs = _job_ids(services)
+    submitted = cli(services, "submit", *args, "--output", str(out), "--shard-size", "100",
+                    "--wait")
+    pulled = cli(services, "pull", *args, "--output", str(tmp_path / "pulled.parquet"))
+    assert (submitted.exit_code, pulled.exit_code) == (2, 2)
+    assert "mixes integers" in pulled.stderr
+    assert submitted.stderr.splitlines()[-1] == pulled.stderr.splitlines()[-1]
+    [job_id] = _job_ids(services) - jobs
+    status = json.loads(cli(services, "status", job_id, "--json").stdout)
+    assert status["state"] == "failed"
+    assert status["error"].startswith("submit stopped after ")
+    assert " of 21 shards were sent: StreamDeclined: " in status["error"]
+    # The one worker process takes messages in order: once a later job is done, so is every
+    # shard of the failed one (skipped, or what it staged removed).
+    later = cli(services, "submit", *_lean(services), "--output", str(tmp_path / "later.csv"),
+                "--wait")
+    assert later.exit_code == 0, later.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["later.csv"]
+
+
+def _job_ids(services: Services) -> set[str]:
+    prefix, suffix = "featurepull:job:", ":meta"
+    return {key.decode()[len(prefix):-len(suffix)]
+            for key in services.workers.redis().scan_iter(match=f"{prefix}*{suffix}")}
 
 
 def test_cancel_stops_later_shards_before_they_read(services: Services, tmp_path: Path) -> None:
