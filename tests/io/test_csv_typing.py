@@ -21,6 +21,7 @@ from featurepull.io._csv_entities import (
     _read_csv_exactly,
     _type_csv_column,
     _type_text_column,
+    _typed_text_column,
     read_csv_fast,
 )
 
@@ -86,6 +87,17 @@ def test_the_typing_pass_is_the_exact_readers(seed: int) -> None:
             if numbers is not None:
                 assert numbers.type == pa.int64() and numbers.to_pylist() == expected[1]
     assert min(kinds.get(kind, 0) for kind in ("int64", "string", "mixed", "null")) > 10, kinds
+
+
+@pytest.mark.parametrize(("values", "kind"), [
+    (["1", None, "-7"], "int64"), (["abc", "007", None], "string"), (["x"] * 3, "string")])
+def test_an_int64_or_text_column_is_left_as_its_arrow_array(values: list[str | None],
+                                                            kind: str) -> None:
+    # What spares a pull a million Python values (ArrowBackedColumns converts when asked).
+    typed, column, note, array = _typed_text_column(pa.chunked_array([values], pa.string()))
+    assert (typed, note) == (kind, None)
+    assert isinstance(column, pa.ChunkedArray) and column is array
+    assert column.type == ARROW_TYPES[kind]
 
 
 @pytest.mark.parametrize("seed", range(2))
