@@ -2,7 +2,7 @@
 
 Columns: the entity key columns (in the order given), then `event_timestamp`, then the
 features in the requested order. `rows[i]` is None for an entity with no item, else
-`(event_timestamp, f1, f2, ...)`. Rows are numbered from 1 in messages.
+`(event_timestamp, f1, f2, ...)`. Rows are numbered from 1 in messages (from `first_row`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class RowView:
     key_columns: dict[str, list[Any]]
     rows: Sequence[tuple[Any, ...] | None]
     features: tuple[str, ...]
+    first_row: int = 1  # the number messages give rows[0] (a shard's first entity row)
 
     @property
     def names(self) -> list[str]:
@@ -79,7 +80,7 @@ class RowView:
                     f"{self.source}: key column {name!r} has {len(values)} values "
                     f"for {len(self.rows)} rows"
                 )
-        for number, row in enumerate(self.rows, start=1):
+        for number, row in enumerate(self.rows, start=self.first_row):
             if row is not None:
                 self._validate_row(number, row)
 

@@ -39,10 +39,12 @@ def rows_to_table(
     features: Sequence[str],
     *,
     source: str = "rows",
+    first_row: int = 1,
 ) -> pa.Table:
     """The rows as an Arrow table: the columns and types `write_rows` gives a Parquet file.
 
-    Arguments as for `write_rows`; `source` (a shard's name, say) starts every error message.
+    Arguments as for `write_rows`; `source` (a shard's name, say) starts every error message,
+    which numbers the rows from `first_row` (a shard's first entity row in its job).
     A key column may also be an Arrow array (a shard's keys as stored): same table.
     """
     view = RowView(source, key_columns, rows, tuple(features))
@@ -50,7 +52,7 @@ def rows_to_table(
     if table is not None:
         return table
     # The row-by-row path, whose messages name the row: key columns as Python values.
-    view = RowView(source, dict(python_columns(key_columns)), rows, tuple(features))
+    view = RowView(source, dict(python_columns(key_columns)), rows, tuple(features), first_row)
     view.validate()
     schema = arrow_schema(view)
     return pa.Table.from_batches(list(arrow_batches(view, schema)), schema=schema)
@@ -165,6 +167,7 @@ def _arrow_array(
 def _type_conflict(
     view: RowView, index: int, values: list[Any], offset: int, exc: Exception
 ) -> OutputError:
+    offset += view.first_row - 1  # the number of rows before values[0], in messages
     big = _first_wide_int(values)
     if big is not None:
         # A DynamoDB number has up to 38 digits; Arrow integers have 64 bits.

@@ -98,17 +98,24 @@ def views_reader(spec: Mapping[str, Any], settings: Settings,
 
 
 def views_table(plan: ViewsPlan, key_columns: dict[str, list[Any]],
-                rows: Sequence[tuple[Any, ...] | None], source: str = "rows") -> pa.Table:
+                rows: Sequence[tuple[Any, ...] | None], source: str = "rows",
+                first_row: int = 1) -> pa.Table:
     """Joined rows as an Arrow table, named as Feast names them."""
-    table = rows_to_table(key_columns, rows, plan.row_features, source=source)
+    table = rows_to_table(key_columns, rows, plan.row_features, source=source,
+                          first_row=first_row)
     return table.rename_columns(plan.output_names(table.column_names))
 
 
 def shard_table(spec: Mapping[str, Any], key_columns: dict[str, list[Any]],
-                rows: Sequence[tuple[Any, ...] | None], features: Sequence[str]) -> pa.Table:
-    """A shard's rows as a table: of the views of a views job, else of its one table."""
+                rows: Sequence[tuple[Any, ...] | None], features: Sequence[str],
+                first_row: int = 1) -> pa.Table:
+    """A shard's rows as a table: of the views of a views job, else of its one table.
+    ``first_row``: the shard's first entity row in its job, which messages name the rows
+    by ("entity rows 201-400: ... (row 251)")."""
+    source = f"entity rows {first_row:,}-{first_row + len(rows) - 1:,}"
     if VIEWS in spec:
         from featurepull.dynamo.views import ViewsPlan
 
-        return views_table(ViewsPlan.from_spec(spec[VIEWS]), key_columns, rows)
-    return rows_to_table(key_columns, rows, features)
+        return views_table(ViewsPlan.from_spec(spec[VIEWS]), key_columns, rows, source,
+                           first_row)
+    return rows_to_table(key_columns, rows, features, source=source, first_row=first_row)

@@ -153,7 +153,8 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
                                  allow_missing_features=request.allow_missing_features,
                                  **({"positions": positions} if positions is not None else {}))
         result.stats.read_mode = scans.BATCH_GET  # as a scan shard's stats name theirs
-    table = shard_table(spec, columns, result.rows, request.features)
+    table = shard_table(spec, columns, result.rows, request.features,
+                        first_row=shard * spec["shard_size"] + 1)
     stats = result.stats.to_dict()
     stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
     if scorer is not None:

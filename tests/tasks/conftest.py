@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from featurepull.client import Job
 from featurepull.config import Settings, load_settings
 from featurepull.local import RedisService, start_worker, wait_for_worker, worker_hostname
 from featurepull.tasks.store import JobMeta, JobStore, connect
-from tests.conftest import FAST_DRIVERS, FAST_TABLE, wait_until
+from tests.conftest import FAST_DRIVERS, FAST_TABLE, unique_name, wait_until
+from tests.feast_writer import create_feast_table, write_feast_rows
 
 DRIVERS = FAST_DRIVERS
 TABLE = FAST_TABLE
@@ -255,3 +257,15 @@ def freeze_mid_shard(job: Job, prefix: str = "", group: int | None = None,
     victim: int = wait_until(frozen, f"pool child of {prefix!r} caught in the middle of a "
                              "shard", timeout, every_s=0.02)
     return victim
+
+
+def mixed_scores_table(ddb: Any) -> str:
+    """A new Feast table in moto (project demo) whose ``score`` is a double for driver 250
+    and a string for driver 350 (no other driver): its name, without the project."""
+    name = unique_name("mixed")
+    create_feast_table(ddb, f"demo.{name}")
+    stamp = datetime(2026, 3, 1, tzinfo=UTC)
+    write_feast_rows(ddb, f"demo.{name}", [
+        ({"driver_id": ("int64", 250)}, stamp, {"score": ("double_val", 1.5)}),
+        ({"driver_id": ("int64", 350)}, stamp, {"score": ("string_val", "high")})])
+    return name

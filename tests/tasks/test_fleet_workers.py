@@ -9,7 +9,10 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,10 +23,11 @@ from featurepull.bench.endpoint import FEATURES, EndpointProcess
 from featurepull.cli import main
 from featurepull.client import Job, JobFailed, submit
 from featurepull.config import Settings
-from featurepull.local import RedisService
+from featurepull.local import MotoService, RedisService
 from featurepull.tasks.fleet import fleet_processes, record_pool
+from tests.conftest import wait_until
 from tests.faultproxy import FaultPlan, FaultProxy
-from tests.tasks.conftest import DRIVERS, fleet
+from tests.tasks.conftest import DRIVERS, fleet, mixed_scores_table
 
 pytestmark = pytest.mark.slow  # starts worker fleets
 
@@ -152,6 +156,52 @@ def test_a_shard_past_its_soft_time_limit_names_the_setting_that_sized_it(
                 assert str(failed.value) == (f"job {job.id} failed: shard 0 ran past its soft "
                                              f"time limit (1s); {advice}")
                 assert job.status().error_kind == "failed"
+                announced(job)
         finally:
             proxy.release()
         assert list(tmp_path.iterdir()) == []  # no output, no part left beside it
+
+
+def test_a_feature_of_two_types_fails_the_job_naming_its_entity_rows(
+        redis_server: RedisService, moto_server: MotoService, ddb: Any,
+        tmp_path: Path) -> None:
+    # Driver 250's score is a double, driver 350's a string. Shards sized for the fleet (4
+    # of 200 on one process) hold both in shard 1, whose table cannot type the column;
+    # shards of 100 hold one each, whose schemas the finisher cannot unify. Either way: a
+    # message naming the column, the rows (in the job) and the fix; exit 2; nothing left.
+    name = mixed_scores_table(ddb)
+    entities = tmp_path / "ids.csv"
+    entities.write_text("driver_id\n" + "".join(f"{i}\n" for i in range(800)))
+    with fleet(redis_server, moto_server.url, shard_size=SMALLEST,
+               max_shard_size=LARGEST) as workers:
+        workers.start_worker(concurrency=1)
+        for largest, error in (
+                (LARGEST, "shard 1: entity rows 201-400: feature column 'score' mixes float "
+                          "(row 251) and str (row 351) (Could not convert 'high' with type "
+                          "str: tried to convert to double); an Arrow or Parquet column "
+                          "holds one type, so make the values one type or write .jsonl or "
+                          ".csv with `featurepull pull` (a job's shards are staged as "
+                          "Parquet)"),
+                (SMALLEST, "writing the output failed: column 'score' is string in schema 4 "
+                           "but double in schemas 1-3 (Unable to merge: Field score has "
+                           "incompatible types: double vs string); a column needs one type "
+                           "in every table, so convert its values to one type where the rows "
+                           "are made")):
+            proc = subprocess.run(
+                [sys.executable, "-m", "featurepull", "submit", "--table", name,
+                 "--features", "score", "--entities", str(entities), "--output",
+                 str(tmp_path / "out.parquet"), "--wait"],
+                capture_output=True, text=True, timeout=120,
+                env={**workers.env, "FEATUREPULL_JOBS__MAX_SHARD_SIZE": str(largest)})
+            assert proc.returncode == 2, proc.stderr
+            last = proc.stderr.splitlines()[-1]
+            assert last.startswith("featurepull: error: job ") and last.endswith(
+                f" failed: {error}"), last
+            announced(Job(last.split()[3], workers.settings()))
+            assert [path.name for path in tmp_path.iterdir()] == ["ids.csv"]
+
+
+def announced(job: Job) -> None:
+    """Wait until the failed job's end is announced: its worker removed what the job staged
+    (after recording the failure, which a waiting submit may see first)."""
+    wait_until(lambda: job.store.end_announced(job.id), f"the end of job {job.id} announced")

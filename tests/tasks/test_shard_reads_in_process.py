@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import structlog
 
@@ -20,6 +21,8 @@ from featurepull.dynamo import ReadStats
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.plan import layout_from_spec
 from featurepull.dynamo.views import ViewRead, ViewsPlan
+from featurepull.io import OutputError
+from featurepull.local import MotoService, RedisService
 from featurepull.tasks import JobStore
 from featurepull.tasks.capacity import PREFIX
 from featurepull.tasks.confine import RequestOutOfBounds
@@ -34,9 +37,9 @@ from featurepull.tasks.shards import (
     run_shard,
     shard_log_fields,
 )
-from featurepull.tasks.store import UnknownJob, table_to_bytes
+from featurepull.tasks.store import UnknownJob, connect, table_to_bytes
 from tests.tasks import scorers_for_tests
-from tests.tasks.conftest import DRIVERS, TABLE, NewJob
+from tests.tasks.conftest import DRIVERS, TABLE, NewJob, local_job_settings, mixed_scores_table
 from tests.tasks.test_jobs_in_process import expected
 from tests.tasks.test_shards_in_process import CAPACITY, FEATURES, IDS
 
@@ -279,6 +282,25 @@ def test_a_bad_key_in_a_stored_shard_is_named_by_job_and_shard(new_job: NewJob,
     store.redis.set(f"featurepull:job:{meta.job_id}:keys:0", table_to_bytes(forged))
     with pytest.raises(EntityKeyError, match=f"job {meta.job_id} shard 0"):
         run_shard(meta.job_id, 0, settings, store)
+
+
+def test_rows_that_cannot_share_a_type_are_named_by_their_entity_rows(
+        redis_server: RedisService, moto_server: MotoService, ddb: Any,
+        tmp_path: Path) -> None:
+    # Driver 250's score is a double, driver 350's a string: both in shard 1 of shards of
+    # 200, whose message numbers them in the job (entity rows 251 and 351, not 51 and 151).
+    name = mixed_scores_table(ddb)
+    settings = local_job_settings(redis_server.url, moto_server.url, shard_size=200)
+    store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s)
+    entities = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"driver_id": pa.array(range(600), pa.int64())}), entities)
+    meta = create_job(JobRequest(table=name, features=["score"], entities=str(entities)),
+                      settings, store)
+    with pytest.raises(OutputError) as refused:
+        run_shard(meta.job_id, 1, settings, store)
+    assert str(refused.value).startswith(
+        "entity rows 201-400: feature column 'score' mixes float (row 251) and str (row 351)")
+    store.delete(meta.job_id)
 
 
 def test_progress_is_stored_before_each_report_and_the_last_is_always_sent(new_job: NewJob,
