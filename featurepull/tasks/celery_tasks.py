@@ -297,7 +297,7 @@ def read_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
     return _job_part(self, job_id, {"shard": shard}, f"shard {shard}", then,
                      lambda worker: run_shard(job_id, shard, settings, store, report,
                                               worker=worker),
-                     too_long=lambda: time_limit_advice(store.meta(job_id).request))
+                     too_long=lambda: time_limit_advice(store, job_id))
 
 
 @shared_task(name="featurepull.scan_segments", bind=True, max_retries=REDIS_MAX_RETRIES)

@@ -30,7 +30,7 @@ import redis
 import structlog
 
 from featurepull.config import DynamoSettings, JobSettings
-from featurepull.tasks.store import JobSpec, connect
+from featurepull.tasks.store import JobStore, UnknownJob, connect
 
 log = structlog.get_logger(__name__)
 
@@ -131,11 +131,16 @@ def job_shard_size(jobs: JobSettings, dynamo: DynamoSettings, rows: int, output:
     return fleet_shard_size(rows, processes, smallest, largest), {"fleet_processes": processes}
 
 
-def time_limit_advice(spec: JobSpec) -> str:
+def time_limit_advice(store: JobStore, job_id: str) -> str:
     """What to change when a shard of the job ran past ``jobs.shard_soft_time_limit_s``:
     the setting that sized its shards. Shards cut for the fleet above ``jobs.shard_size``
     were sized by the pool processes, at most ``jobs.max_shard_size``: a lower
-    ``jobs.shard_size`` alone may leave them as large."""
+    ``jobs.shard_size`` alone may leave them as large. A job gone from Redis meanwhile
+    gets LOWER_SHARD_SIZE (failing it does nothing either)."""
+    try:
+        spec = store.meta(job_id).request
+    except UnknownJob:
+        return LOWER_SHARD_SIZE
     if spec.shard_unit and spec.shard_size > spec.shard_unit:
         return (f"the job's shards of {spec.shard_size:,} entities were sized for its fleet: "
                 f"lower jobs.max_shard_size (not below jobs.shard_size, {spec.shard_unit:,}) "

@@ -27,7 +27,12 @@ from featurepull.tasks import JobStore
 from featurepull.tasks.confine import RequestOutOfBounds
 from featurepull.tasks.create import _shard_tables, _store_shards, create_job, load_entities
 from featurepull.tasks.finish import finish_job
-from featurepull.tasks.fleet import forget_pool, record_pool
+from featurepull.tasks.fleet import (
+    LOWER_SHARD_SIZE,
+    forget_pool,
+    record_pool,
+    time_limit_advice,
+)
 from featurepull.tasks.requests import JobRequest, OutputRequired, RequestTooLarge
 from featurepull.tasks.scoring import UnknownScorer
 from featurepull.tasks.shards import JobStopped, run_shard
@@ -540,6 +545,29 @@ def test_what_the_whole_file_path_takes_past_the_first_rows_is_one_job(
     keys = pa.concat_tables([store.shard_keys(meta.job_id, n) for n in range(21)])
     whole = _shard_tables(load_entities(str(path), settings, store), ["driver_id"], 100)
     assert keys.equals(pa.concat_tables(list(whole)))
+
+
+def test_a_shard_past_its_time_limit_is_told_the_setting_that_sized_it(
+        settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    entity_file = str(pq_ids(tmp_path, list(range(1_000))))
+    cut = settings.model_copy(deep=True)
+    cut.jobs.queue = unique_name("fleet")
+    cut.jobs.max_shard_size = 200
+    record_pool(store.redis, "w@test", [cut.jobs.queue], 1)
+    try:
+        for using, advice in (
+                (cut, "the job's shards of 200 entities were sized for its fleet: lower "
+                      "jobs.max_shard_size (not below jobs.shard_size, 100) or raise "
+                      "jobs.shard_soft_time_limit_s"),
+                (settings, "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s")):
+            meta = create_job(JobRequest(table="driver_stats", features=FEATURES,
+                                         entities=entity_file,
+                                         output=str(tmp_path / "out.parquet")), using, store)
+            assert time_limit_advice(store, meta.job_id) == advice
+            store.delete(meta.job_id)  # gone meanwhile: the advice that needs no record
+            assert time_limit_advice(store, meta.job_id) == LOWER_SHARD_SIZE
+    finally:
+        forget_pool(store.redis, "w@test", [cut.jobs.queue])
 
 
 def test_a_job_cut_for_its_fleet_writes_the_file_shards_of_shard_size_write(
