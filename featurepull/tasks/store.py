@@ -100,6 +100,12 @@ class JobState(StrEnum):
 
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+def _state(value: bytes | None) -> JobState | None:
+    """A job's state as its meta hash holds it (None: the job is gone)."""
+    return JobState(value.decode()) if value is not None else None
+
 # How long a Redis outage (a restart, a failover) is waited out, by a shard before its retry
 # and by Job.wait before it gives up: the same for both, so a producer does not report a
 # job lost while the workers are still waiting to go on with it. Two minutes covers a
@@ -451,8 +457,7 @@ class JobStore:
         )
 
     def state(self, job_id: str) -> JobState | None:
-        value = self.redis.hget(self._key(job_id, "meta"), "state")
-        return JobState(value.decode()) if value is not None else None
+        return _state(self.redis.hget(self._key(job_id, "meta"), "state"))
 
     def _set_state(self, job_id: str, state: JobState, only_from: tuple[JobState, ...],
                    **fields: Any) -> bool:
@@ -503,6 +508,13 @@ class JobStore:
                        stats: dict[str, Any], keep_rows: bool = True) -> int:
         """Store a shard's stats and schema (and its rows, with ``keep_rows``: a job without
         an output) and mark it done; returns shards done so far. Its keys are dropped."""
+        return self.shard_stored(job_id, shard, table, stats, keep_rows)[0]
+
+    def shard_stored(self, job_id: str, shard: int, table: pa.Table, stats: dict[str, Any],
+                     keep_rows: bool = True, progress: int | None = None
+                     ) -> tuple[int, JobState | None]:
+        """:meth:`put_shard_rows`, with the shard's ``progress`` (entity rows) set and the
+        job's state read in the same transaction: shards done so far, and the state."""
         done_key = self._key(job_id, "done")
         stats_key = self._key(job_id, "stats")
         pipe = self.redis.pipeline(transaction=True)
@@ -518,8 +530,13 @@ class JobStore:
         # A redelivered copy of this shard finds it done before it looks for its keys.
         pipe.delete(self._key(job_id, f"keys:{shard}"))
         pipe.set(self._key(job_id, "alive"), "shard done", ex=self.idle_s)
+        if progress is not None:
+            progress_key = self._key(job_id, "progress")
+            pipe.hset(progress_key, str(shard), progress)
+            pipe.expire(progress_key, self.ttl_s)
+        pipe.hget(self._key(job_id, "meta"), "state")
         results = pipe.execute()
-        return int(results[1])
+        return int(results[1]), _state(results[-1])
 
     def put_scan_part(self, job_id: str, part: int, partitions: dict[int, pa.Table],
                       stats: dict[str, Any]) -> int:
@@ -650,15 +667,27 @@ class JobStore:
     def set_progress(self, job_id: str, shard: int, answered: int) -> None:
         self._set_field(job_id, "progress", str(shard), answered, alive="shard progress")
 
+    def report_progress(self, job_id: str, shard: int, answered: int) -> JobState | None:
+        """:meth:`set_progress`, and the job's state (None: gone), in one round trip (a
+        reading shard's report: it stops if the job ended)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self._key(job_id, "meta"), "state")
+        self._field_steps(pipe, job_id, "progress", str(shard), answered, "shard progress")
+        return _state(pipe.execute()[0])
+
     def _set_field(self, job_id: str, name: str, field: str, value: str | int, alive: str
                    ) -> None:
         """One field of the job's hash ``name``, and the job's sign of life, in one trip."""
-        key = self._key(job_id, name)
         pipe = self.redis.pipeline(transaction=False)
+        self._field_steps(pipe, job_id, name, field, value, alive)
+        pipe.execute()
+
+    def _field_steps(self, pipe: Any, job_id: str, name: str, field: str, value: str | int,
+                     alive: str) -> None:
+        key = self._key(job_id, name)
         pipe.hset(key, field, value)
         pipe.expire(key, self.ttl_s)
         pipe.set(self._key(job_id, "alive"), alive, ex=self.idle_s)
-        pipe.execute()
 
     def progress(self, job_id: str) -> int:
         values = self.redis.hvals(self._key(job_id, "progress"))
