@@ -36,6 +36,9 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 # Rows hashed at a time while their distinct values are being found (_ids_while_encoding):
 # _murmur's chunk, so a slice is hashed as the whole column would be.
 _ID_CHUNK = 1 << 16
+# Ids made at a time on the thread that makes a read's keys ahead of its requests
+# (unique_entity_ids_ahead): the first chunk waited for is short.
+_AHEAD_CHUNK = 1 << 14
 
 
 def _as_int(value: Any, bounds: tuple[int, int], type_name: str) -> int:
@@ -266,6 +269,32 @@ class EntityKeyEncoder:
             return self._ids([encoded.dictionary]), encoded.indices
         return self._ids_while_encoding(values)
 
+    def unique_entity_ids_ahead(self, columns: Sequence[Sequence[Any]], first: int
+                                ) -> tuple[list[str], Any, Callable[[int], None]] | None:
+        """:meth:`unique_entity_ids` of one int join-key column that names each entity once
+        (an entity file's usual case), with only the first ``first`` ids made when it
+        returns: the rest are made on a thread, a chunk at a time, into the same list, and
+        ``ready(n)`` blocks until its first ``n`` are there (raising the thread's error). A
+        read's first requests then go out while the rest of its keys are hashed (Arrow
+        holds no GIL). None for any other column (:meth:`unique_entity_ids` then)."""
+        if len(self._encoders) != 1 or self._encoders[0] not in _FIXED_WIDTH:
+            return None
+        arrays = self._arrow_columns(columns)
+        if arrays is None or not _LITTLE_ENDIAN:
+            return None
+        import pyarrow as pa
+
+        values = arrays[0]
+        if not pa.types.is_integer(values.type) or not _all_distinct(values):
+            return None
+        import numpy as np  # _all_distinct said True: numpy is there
+
+        ids = self._ids([values.slice(0, first)])
+        ids += [""] * (len(values) - len(ids))  # made on the thread, in place
+        ahead = _IdsAhead(self, values, ids, min(first, len(values)))
+        ahead.start()
+        return ids, pa.array(np.arange(len(values), dtype=np.int32)), ahead.ready
+
     def _ids_while_encoding(self, values: Any) -> tuple[list[str], Any]:
         """``dictionary_encode(values)``'s distinct values' ids and its indices. The
         encoding (a hash table of every value: ~0.1-0.2 s per million) runs on a thread,
@@ -288,6 +317,41 @@ class EntityKeyEncoder:
     def entity_id(self, values: Sequence[Any]) -> str:
         """The hex MurmurHash3 x64-128 (seed 0) of the serialized key."""
         return str(mmh3.hash_bytes(self.serialize(values)).hex())
+
+
+class _IdsAhead(threading.Thread):
+    """The entity ids of ``values[made:]``, a chunk at a time, written into ``ids`` in place
+    (same-length slice assignments: a reader of ``ids[:n]`` after ``ready(n)`` sees them
+    all)."""
+
+    def __init__(self, encoder: EntityKeyEncoder, values: Any, ids: list[str],
+                 made: int) -> None:
+        super().__init__(name="featurepull-keys-ahead", daemon=True)
+        self.encoder, self.values, self.ids = encoder, values, ids
+        self.made = made
+        self.error: BaseException | None = None
+        self.changed = threading.Condition()
+
+    def run(self) -> None:
+        try:
+            for start in range(self.made, len(self.values), _AHEAD_CHUNK):
+                chunk = self.encoder._ids([self.values.slice(start, _AHEAD_CHUNK)])
+                self.ids[start:start + len(chunk)] = chunk
+                with self.changed:
+                    self.made = start + len(chunk)
+                    self.changed.notify_all()
+        except BaseException as exc:  # raised in the reader's thread by ready()
+            with self.changed:
+                self.error = exc
+                self.changed.notify_all()
+
+    def ready(self, count: int) -> None:
+        """Block until the first ``count`` ids are made."""
+        with self.changed:
+            while self.made < count and self.error is None:
+                self.changed.wait()
+            if self.error is not None:
+                raise self.error
 
 
 class _Encoding(threading.Thread):

@@ -205,7 +205,8 @@ class BatchReader:
     def read(self, keys: Sequence[Hashable], features: Sequence[str],
              progress: Progress | None = None, row_offset: int = 0, *,
              allow_missing_features: bool = False,
-             positions: Sequence[int] | pa.Array | None = None) -> ReadResult:
+             positions: Sequence[int] | pa.Array | None = None,
+             keys_ready: Callable[[int], None] | None = None) -> ReadResult:
         """One row per key, in order: ``(event_timestamp, *features)`` or ``None``.
 
         ``row_offset`` is the number of entity rows before ``keys[0]`` (a shard's place in
@@ -213,13 +214,16 @@ class BatchReader:
         that none of the found items holds raises UnknownFeatureError (rule in
         :mod:`featurepull.dynamo.features`) unless ``allow_missing_features``. With
         ``positions`` (:func:`featurepull.dynamo.keys.unique_keys`) the keys are already
-        unique and input row ``i`` is ``keys[positions[i]]``."""
+        unique and input row ``i`` is ``keys[positions[i]]``; with ``keys_ready`` too
+        (:func:`featurepull.dynamo.layouts.unique_keys_ahead`) they are still being made:
+        ``keys_ready(n)`` returns once ``keys[:n]`` are, and is called before they are sent."""
         _check_features(features)
         self.check_table()
         started = time.perf_counter()
         check = FeatureCheck(() if allow_missing_features else features, self.layout)
         state = _ReadState(keys, self.settings.batch_size, check, row_offset, positions,
-                           width=1 + len(features), wire_keys=self.layout.wire_keys_json)
+                           width=1 + len(features), wire_keys=self.layout.wire_keys_json,
+                           keys_ready=keys_ready)
         self.reading = state.stats
         template = {
             **self.layout.projection(features),
@@ -584,8 +588,10 @@ class _ReadState:
     def __init__(self, keys: Sequence[Hashable], batch_size: int,
                  features: FeatureCheck, row_offset: int = 0,
                  positions: Sequence[int] | pa.Array | None = None, width: int = 1,
-                 wire_keys: Callable[[list[Hashable]], Any] | None = None) -> None:
+                 wire_keys: Callable[[list[Hashable]], Any] | None = None,
+                 keys_ready: Callable[[int], None] | None = None) -> None:
         self.row_offset = row_offset
+        self.keys_ready = keys_ready
         if positions is None:
             index: dict[Hashable, int] = {}
             setdefault = index.setdefault
@@ -655,6 +661,8 @@ class _ReadState:
             room = self.batch_size - len(batch)
         if room and self.cursor < self.unique:
             end = min(self.unique, self.cursor + room)
+            if self.keys_ready is not None:  # still being made (BatchReader.read)
+                self.keys_ready(end)
             batch.extend(range(self.cursor, end))
             self.cursor = end
         return batch
