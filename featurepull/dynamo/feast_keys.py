@@ -36,9 +36,9 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 # Rows hashed at a time while their distinct values are being found (_ids_while_encoding):
 # _murmur's chunk, so a slice is hashed as the whole column would be.
 _ID_CHUNK = 1 << 16
-# Ids made at a time on the thread that makes a read's keys ahead of its requests
-# (unique_entity_ids_ahead): the first chunk waited for is short.
-_AHEAD_CHUNK = 1 << 14
+# Ids made at a time as a read asks for its keys (unique_entity_ids_ahead): two windows of
+# 32 requests of 100 keys, ~1 ms each, so the read's event loop is never held long.
+_AHEAD_CHUNK = 6_400
 
 
 def _as_int(value: Any, bounds: tuple[int, int], type_name: str) -> int:
@@ -273,10 +273,10 @@ class EntityKeyEncoder:
                                 ) -> tuple[list[str], Any, Callable[[int], None]] | None:
         """:meth:`unique_entity_ids` of one int join-key column that names each entity once
         (an entity file's usual case), with only the first ``first`` ids made when it
-        returns: the rest are made on a thread, a chunk at a time, into the same list, and
-        ``ready(n)`` blocks until its first ``n`` are there (raising the thread's error). A
-        read's first requests then go out while the rest of its keys are hashed (Arrow
-        holds no GIL). None for any other column (:meth:`unique_entity_ids` then)."""
+        returns: ``ready(n)`` makes the rest up to ``n``, a chunk at a time, into the same
+        list. A read asks for each batch's keys as it sends it, so its first requests go
+        out before the rest are hashed, and the rest are hashed while requests are out.
+        None for any other column (:meth:`unique_entity_ids` then)."""
         if len(self._encoders) != 1 or self._encoders[0] not in _FIXED_WIDTH:
             return None
         arrays = self._arrow_columns(columns)
@@ -290,9 +290,8 @@ class EntityKeyEncoder:
         import numpy as np  # _all_distinct said True: numpy is there
 
         ids = self._ids([values.slice(0, first)])
-        ids += [""] * (len(values) - len(ids))  # made on the thread, in place
+        ids += [""] * (len(values) - len(ids))  # made in place by ready()
         ahead = _IdsAhead(self, values, ids, min(first, len(values)))
-        ahead.start()
         return ids, pa.array(np.arange(len(values), dtype=np.int32)), ahead.ready
 
     def _ids_while_encoding(self, values: Any) -> tuple[list[str], Any]:
@@ -319,39 +318,22 @@ class EntityKeyEncoder:
         return str(mmh3.hash_bytes(self.serialize(values)).hex())
 
 
-class _IdsAhead(threading.Thread):
-    """The entity ids of ``values[made:]``, a chunk at a time, written into ``ids`` in place
-    (same-length slice assignments: a reader of ``ids[:n]`` after ``ready(n)`` sees them
-    all)."""
+class _IdsAhead:
+    """The entity ids of ``values[made:]``, made into ``ids`` in place a chunk at a time, as
+    a reader asks for them (``ready``)."""
 
     def __init__(self, encoder: EntityKeyEncoder, values: Any, ids: list[str],
                  made: int) -> None:
-        super().__init__(name="featurepull-keys-ahead", daemon=True)
         self.encoder, self.values, self.ids = encoder, values, ids
         self.made = made
-        self.error: BaseException | None = None
-        self.changed = threading.Condition()
-
-    def run(self) -> None:
-        try:
-            for start in range(self.made, len(self.values), _AHEAD_CHUNK):
-                chunk = self.encoder._ids([self.values.slice(start, _AHEAD_CHUNK)])
-                self.ids[start:start + len(chunk)] = chunk
-                with self.changed:
-                    self.made = start + len(chunk)
-                    self.changed.notify_all()
-        except BaseException as exc:  # raised in the reader's thread by ready()
-            with self.changed:
-                self.error = exc
-                self.changed.notify_all()
 
     def ready(self, count: int) -> None:
-        """Block until the first ``count`` ids are made."""
-        with self.changed:
-            while self.made < count and self.error is None:
-                self.changed.wait()
-            if self.error is not None:
-                raise self.error
+        """Make the ids up to ``count`` (from 0) that are not made yet."""
+        while self.made < count:
+            start = self.made
+            chunk = self.encoder._ids([self.values.slice(start, _AHEAD_CHUNK)])
+            self.ids[start:start + len(chunk)] = chunk
+            self.made = start + len(chunk)
 
 
 class _Encoding(threading.Thread):

@@ -596,9 +596,9 @@ def unique_keys_ahead(layout: _KeysFor, columns: Mapping[str, Sequence[Any]], fi
                       ) -> tuple[Sequence[Hashable], Any, Callable[[int], None] | None]:
     """:func:`unique_keys`, and ``ready``: where the layout can make the keys a chunk at a
     time (one int Feast join key naming each entity once), only the first ``first`` are made
-    when it returns, the rest on a thread, and ``ready(n)`` blocks until ``keys[:n]`` are
-    (``BatchReader.read(keys_ready=ready)``): a read's first requests go out while the rest
-    are hashed. ``ready`` is None where every key is made."""
+    when it returns, and ``ready(n)`` makes ``keys[:n]`` (``BatchReader.read(keys_ready=
+    ready)``): a read's first requests go out before the rest are hashed. ``ready`` is None
+    where every key is made."""
     if isinstance(layout, FeastLayout):
         ahead = layout.unique_keys_ahead_for(columns, first, source)
         if ahead is not None:

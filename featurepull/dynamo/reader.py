@@ -215,8 +215,8 @@ class BatchReader:
         :mod:`featurepull.dynamo.features`) unless ``allow_missing_features``. With
         ``positions`` (:func:`featurepull.dynamo.keys.unique_keys`) the keys are already
         unique and input row ``i`` is ``keys[positions[i]]``; with ``keys_ready`` too
-        (:func:`featurepull.dynamo.layouts.unique_keys_ahead`) they are still being made:
-        ``keys_ready(n)`` returns once ``keys[:n]`` are, and is called before they are sent."""
+        (:func:`featurepull.dynamo.layouts.unique_keys_ahead`) they are not all made yet:
+        ``keys_ready(n)`` is called before any of ``keys[:n]`` is sent, and makes them."""
         _check_features(features)
         self.check_table()
         started = time.perf_counter()
@@ -661,7 +661,7 @@ class _ReadState:
             room = self.batch_size - len(batch)
         if room and self.cursor < self.unique:
             end = min(self.unique, self.cursor + room)
-            if self.keys_ready is not None:  # still being made (BatchReader.read)
+            if self.keys_ready is not None:  # not all made yet (BatchReader.read)
                 self.keys_ready(end)
             batch.extend(range(self.cursor, end))
             self.cursor = end

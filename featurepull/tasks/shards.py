@@ -131,8 +131,8 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     reader = _reader(spec["table"], spec, effective, store)
     # Imported before reading: a worker without the scorer fails the job without reading.
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
-    # The keys its first requests need are made first; the rest are made while those
-    # requests are out (a read's first round trip is otherwise an idle wait).
+    # The keys its first requests need are made first; the rest as the read sends them,
+    # while requests are out (its first round trip was an idle wait after all the hashing).
     first = effective.dynamodb.batch_size * effective.dynamodb.max_read_workers
     keys, positions, keys_ready = unique_keys_ahead(reader.layout, columns, first,
                                                     f"job {job_id} shard {shard}")

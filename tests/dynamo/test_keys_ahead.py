@@ -1,9 +1,9 @@
 """Keys made ahead of a read (`unique_keys_ahead`, `BatchReader.read(keys_ready=...)`).
 
-- `unique_keys_ahead` gives `unique_keys`'s keys and positions: where it makes them on a
-  thread (one int Feast join key, no value twice), `ready(n)` returns once the first n are
-  made, whatever n; any other column (a repeat, text) gets every key made (`ready` None).
-- A read whose keys are still being made asks for each key before it sends it: given a list
+- `unique_keys_ahead` gives `unique_keys`'s keys and positions: where it makes them as they
+  are asked for (one int Feast join key, no value twice), `ready(n)` makes the first n,
+  whatever n; any other column (a repeat, text) gets every key made (`ready` None).
+- A read whose keys are not all made asks for each key before it sends it: given a list
   that holds only the keys asked for, it reads what a read of all the keys reads.
 """
 
