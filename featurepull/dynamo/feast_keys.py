@@ -36,9 +36,6 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 # Rows hashed at a time while their distinct values are being found (_ids_while_encoding):
 # _murmur's chunk, so a slice is hashed as the whole column would be.
 _ID_CHUNK = 1 << 16
-# Ids made at a time as a read asks for its keys (unique_entity_ids_ahead): two windows of
-# 32 requests of 100 keys, ~1 ms each, so the read's event loop is never held long.
-_AHEAD_CHUNK = 6_400
 
 
 def _as_int(value: Any, bounds: tuple[int, int], type_name: str) -> int:
@@ -269,31 +266,6 @@ class EntityKeyEncoder:
             return self._ids([encoded.dictionary]), encoded.indices
         return self._ids_while_encoding(values)
 
-    def unique_entity_ids_ahead(self, columns: Sequence[Sequence[Any]], first: int
-                                ) -> tuple[list[str], Any, Callable[[int], None]] | None:
-        """:meth:`unique_entity_ids` of one int join-key column that names each entity once
-        (an entity file's usual case), with only the first ``first`` ids made when it
-        returns: ``ready(n)`` makes the rest up to ``n``, a chunk at a time, into the same
-        list. A read asks for each batch's keys as it sends it, so its first requests go
-        out before the rest are hashed, and the rest are hashed while requests are out.
-        None for any other column (:meth:`unique_entity_ids` then)."""
-        if len(self._encoders) != 1 or self._encoders[0] not in _FIXED_WIDTH:
-            return None
-        arrays = self._arrow_columns(columns)
-        if arrays is None or not _LITTLE_ENDIAN:
-            return None
-        import pyarrow as pa
-
-        values = arrays[0]
-        if not pa.types.is_integer(values.type) or not _all_distinct(values):
-            return None
-        import numpy as np  # _all_distinct said True: numpy is there
-
-        ids = self._ids([values.slice(0, first)])
-        ids += [""] * (len(values) - len(ids))  # made in place by ready()
-        ahead = _IdsAhead(self, values, ids, min(first, len(values)))
-        return ids, pa.array(np.arange(len(values), dtype=np.int32)), ahead.ready
-
     def _ids_while_encoding(self, values: Any) -> tuple[list[str], Any]:
         """``dictionary_encode(values)``'s distinct values' ids and its indices. The
         encoding (a hash table of every value: ~0.1-0.2 s per million) runs on a thread,
@@ -316,24 +288,6 @@ class EntityKeyEncoder:
     def entity_id(self, values: Sequence[Any]) -> str:
         """The hex MurmurHash3 x64-128 (seed 0) of the serialized key."""
         return str(mmh3.hash_bytes(self.serialize(values)).hex())
-
-
-class _IdsAhead:
-    """The entity ids of ``values[made:]``, made into ``ids`` in place a chunk at a time, as
-    a reader asks for them (``ready``)."""
-
-    def __init__(self, encoder: EntityKeyEncoder, values: Any, ids: list[str],
-                 made: int) -> None:
-        self.encoder, self.values, self.ids = encoder, values, ids
-        self.made = made
-
-    def ready(self, count: int) -> None:
-        """Make the ids up to ``count`` (from 0) that are not made yet."""
-        while self.made < count:
-            start = self.made
-            chunk = self.encoder._ids([self.values.slice(start, _AHEAD_CHUNK)])
-            self.ids[start:start + len(chunk)] = chunk
-            self.made = start + len(chunk)
 
 
 class _Encoding(threading.Thread):

@@ -201,15 +201,6 @@ class FeastLayout:
             return fast
         return self.keys_for(columns, source), None
 
-    def unique_keys_ahead_for(self, columns: Mapping[str, Sequence[Any]], first: int,
-                              source: str = ""
-                              ) -> tuple[list[str], Any, Callable[[int], None]] | None:
-        """:meth:`unique_keys_for` with only the first ``first`` keys made when it returns
-        (``EntityKeyEncoder.unique_entity_ids_ahead``); None where that does not apply."""
-        names = self.encoder.names
-        _missing_columns(names, columns, source)
-        return self.encoder.unique_entity_ids_ahead([columns[n] for n in names], first)
-
     def check_keys(self, columns: Mapping[str, Sequence[Any]], source: str = "") -> None:
         # Submitting a job checks every key: a pass per column is ~20x cheaper than hashing
         # each; only a column it cannot vouch for is encoded row by row, for the message.
@@ -589,19 +580,3 @@ def unique_keys(layout: _KeysFor, columns: Mapping[str, Sequence[Any]], source: 
     if isinstance(layout, FeastLayout):
         return layout.unique_keys_for(columns, source)
     return layout.keys_for(columns, source), None
-
-
-def unique_keys_ahead(layout: _KeysFor, columns: Mapping[str, Sequence[Any]], first: int,
-                      source: str = ""
-                      ) -> tuple[Sequence[Hashable], Any, Callable[[int], None] | None]:
-    """:func:`unique_keys`, and ``ready``: where the layout can make the keys a chunk at a
-    time (one int Feast join key naming each entity once), only the first ``first`` are made
-    when it returns, and ``ready(n)`` makes ``keys[:n]`` (``BatchReader.read(keys_ready=
-    ready)``): a read's first requests go out before the rest are hashed. ``ready`` is None
-    where every key is made."""
-    if isinstance(layout, FeastLayout):
-        ahead = layout.unique_keys_ahead_for(columns, first, source)
-        if ahead is not None:
-            return ahead
-    keys, positions = unique_keys(layout, columns, source)
-    return keys, positions, None

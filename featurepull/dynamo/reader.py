@@ -205,8 +205,7 @@ class BatchReader:
     def read(self, keys: Sequence[Hashable], features: Sequence[str],
              progress: Progress | None = None, row_offset: int = 0, *,
              allow_missing_features: bool = False,
-             positions: Sequence[int] | pa.Array | None = None,
-             keys_ready: Callable[[int], None] | None = None) -> ReadResult:
+             positions: Sequence[int] | pa.Array | None = None) -> ReadResult:
         """One row per key, in order: ``(event_timestamp, *features)`` or ``None``.
 
         ``row_offset`` is the number of entity rows before ``keys[0]`` (a shard's place in
@@ -214,16 +213,13 @@ class BatchReader:
         that none of the found items holds raises UnknownFeatureError (rule in
         :mod:`featurepull.dynamo.features`) unless ``allow_missing_features``. With
         ``positions`` (:func:`featurepull.dynamo.keys.unique_keys`) the keys are already
-        unique and input row ``i`` is ``keys[positions[i]]``; with ``keys_ready`` too
-        (:func:`featurepull.dynamo.layouts.unique_keys_ahead`) they are not all made yet:
-        ``keys_ready(n)`` is called before any of ``keys[:n]`` is sent, and makes them."""
+        unique and input row ``i`` is ``keys[positions[i]]``."""
         _check_features(features)
         self.check_table()
         started = time.perf_counter()
         check = FeatureCheck(() if allow_missing_features else features, self.layout)
         state = _ReadState(keys, self.settings.batch_size, check, row_offset, positions,
-                           width=1 + len(features), wire_keys=self.layout.wire_keys_json,
-                           keys_ready=keys_ready)
+                           width=1 + len(features), wire_keys=self.layout.wire_keys_json)
         self.reading = state.stats
         template = {
             **self.layout.projection(features),
@@ -588,10 +584,8 @@ class _ReadState:
     def __init__(self, keys: Sequence[Hashable], batch_size: int,
                  features: FeatureCheck, row_offset: int = 0,
                  positions: Sequence[int] | pa.Array | None = None, width: int = 1,
-                 wire_keys: Callable[[list[Hashable]], Any] | None = None,
-                 keys_ready: Callable[[int], None] | None = None) -> None:
+                 wire_keys: Callable[[list[Hashable]], Any] | None = None) -> None:
         self.row_offset = row_offset
-        self.keys_ready = keys_ready
         if positions is None:
             index: dict[Hashable, int] = {}
             setdefault = index.setdefault
@@ -661,8 +655,6 @@ class _ReadState:
             room = self.batch_size - len(batch)
         if room and self.cursor < self.unique:
             end = min(self.unique, self.cursor + room)
-            if self.keys_ready is not None:  # not all made yet (BatchReader.read)
-                self.keys_ready(end)
             batch.extend(range(self.cursor, end))
             self.cursor = end
         return batch

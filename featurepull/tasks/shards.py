@@ -16,7 +16,7 @@ from featurepull._recently_used import RecentlyUsed
 from featurepull.config import Settings
 from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.found import found_mask
-from featurepull.dynamo.layouts import unique_keys_ahead
+from featurepull.dynamo.layouts import unique_keys
 from featurepull.dynamo.plan import layout_from_spec
 from featurepull.dynamo.views import ViewsReader
 from featurepull.errors import RunFailed
@@ -131,11 +131,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     reader = _reader(spec["table"], spec, effective, store)
     # Imported before reading: a worker without the scorer fails the job without reading.
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
-    # The keys its first requests need are made first; the rest as the read sends them,
-    # while requests are out (its first round trip was an idle wait after all the hashing).
-    first = effective.dynamodb.batch_size * effective.dynamodb.max_read_workers
-    keys, positions, keys_ready = unique_keys_ahead(reader.layout, columns, first,
-                                                    f"job {job_id} shard {shard}")
+    keys, positions = unique_keys(reader.layout, columns, f"job {job_id} shard {shard}")
     unique = len(keys) if positions is not None else len(set(keys))
     log.info("shard_start", **logged_tables(spec), rows=keys_table.num_rows, unique_keys=unique,
              shards=meta.shards, threads=effective.dynamodb.max_read_workers)
@@ -159,8 +155,6 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     started = time.monotonic()
     tables = spec_tables(spec)
     if scans.is_scan(meta):  # the rows the job's scan tasks matched, joined here
-        if keys_ready is not None:
-            keys_ready(len(keys))
         by_row = keys if positions is None else [keys[p] for p in positions.to_pylist()]
         result = scans.scanned_result(store, meta, shard, by_row)
     else:
@@ -168,8 +162,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
             result = reader.read(keys, request.features, progress=progress,
                                  row_offset=shard * spec["shard_size"],
                                  allow_missing_features=request.allow_missing_features,
-                                 **({"positions": positions} if positions is not None else {}),
-                                 **({"keys_ready": keys_ready} if keys_ready else {}))
+                                 **({"positions": positions} if positions is not None else {}))
         result.stats.read_mode = scans.BATCH_GET  # as a scan shard's stats name theirs
     table = shard_table(spec, columns, result.rows, request.features)
     stats = result.stats.to_dict()
