@@ -123,6 +123,18 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
+# A reading shard's report: its progress and the job's sign of life, only while the job is
+# there and has not failed or been cancelled (a shard that stops writes nothing back into
+# a job that ended or was cleaned up); the state, as read, either way.
+_REPORT_PROGRESS = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'failed' and state ~= 'cancelled' then
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+    redis.call('EXPIRE', KEYS[2], ARGV[3])
+    redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
+end
+return state
+"""
 # Release only a lock this owner still holds, in one step: a GET then a DEL could delete
 # the lock of another owner that took it over between the two (after the TTL expired).
 _RELEASE_LOCK = """
@@ -668,26 +680,23 @@ class JobStore:
         self._set_field(job_id, "progress", str(shard), answered, alive="shard progress")
 
     def report_progress(self, job_id: str, shard: int, answered: int) -> JobState | None:
-        """:meth:`set_progress`, and the job's state (None: gone), in one round trip (a
+        """:meth:`set_progress` unless the job failed, was cancelled or is gone (nothing of
+        it written back then), and the job's state (None: gone), in one round trip (a
         reading shard's report: it stops if the job ended)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(self._key(job_id, "meta"), "state")
-        self._field_steps(pipe, job_id, "progress", str(shard), answered, "shard progress")
-        return _state(pipe.execute()[0])
+        keys = (self._key(job_id, "meta"), self._key(job_id, "progress"),
+                self._key(job_id, "alive"))
+        return _state(self.redis.eval(_REPORT_PROGRESS, len(keys), *keys, str(shard), answered,
+                                      self.ttl_s, "shard progress", self.idle_s))
 
     def _set_field(self, job_id: str, name: str, field: str, value: str | int, alive: str
                    ) -> None:
         """One field of the job's hash ``name``, and the job's sign of life, in one trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        self._field_steps(pipe, job_id, name, field, value, alive)
-        pipe.execute()
-
-    def _field_steps(self, pipe: Any, job_id: str, name: str, field: str, value: str | int,
-                     alive: str) -> None:
         key = self._key(job_id, name)
+        pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, field, value)
         pipe.expire(key, self.ttl_s)
         pipe.set(self._key(job_id, "alive"), alive, ex=self.idle_s)
+        pipe.execute()
 
     def progress(self, job_id: str) -> int:
         values = self.redis.hvals(self._key(job_id, "progress"))

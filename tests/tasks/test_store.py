@@ -319,6 +319,8 @@ def test_a_shards_report_and_its_end_each_read_the_jobs_state_in_the_same_trip(
     assert 0 < store.redis.ttl(key(job_id, "progress")) <= TTL
     assert_alive(store, job_id, b"shard progress")
     store.cancel(job_id)
+    assert store.report_progress(job_id, 2, 8) == JobState.CANCELLED
+    assert store.progress(job_id) == 7  # a stopping shard writes nothing back
     assert store.shard_stored(job_id, 2, ids(1), {"keys": 1}, progress=9) == (
         1, JobState.CANCELLED)
     assert store.progress(job_id) == 9 and store.is_done(job_id, 2)
@@ -327,6 +329,7 @@ def test_a_shards_report_and_its_end_each_read_the_jobs_state_in_the_same_trip(
     assert store.progress(job_id) == 9  # no progress given: left as it was
     gone = store.new_job_id()
     assert store.report_progress(gone, 0, 1) is None
+    assert list(store.redis.scan_iter(f"featurepull:job:{gone}:*")) == []
     assert store.shard_stored(gone, 0, ids(1), {"keys": 1}) == (1, None)
 
 
