@@ -57,6 +57,7 @@ from featurepull.tasks.sending import shard_sender
 from featurepull.tasks.shards import JobStopped, reset_process_state, run_shard
 from featurepull.tasks.store import (
     REDIS_OUTAGE_WAIT_S,
+    TERMINAL,
     ErrorKind,
     JobMeta,
     JobState,
@@ -326,9 +327,11 @@ def _job_part(task: Any, job_id: str, part: dict[str, int], where: str,
         if last:
             then()
         else:  # skipped, or run for a job that failed or was cancelled meanwhile
-            if store.state(job_id) in ("failed", "cancelled"):
+            state = store.state(job_id)
+            if state in (JobState.FAILED, JobState.CANCELLED):
                 discard_staged_output(job_id, settings, store)
-            announce_end(task.app, store, job_id, str(task.request.id))
+            if state in TERMINAL:  # else there is no end to announce
+                announce_end(task.app, store, job_id, str(task.request.id))
     except JobStopped:
         discard_staged_output(job_id, settings, store)
         announce_after_failure(task, store, job_id)

@@ -39,6 +39,13 @@ from featurepull.tasks.store import JobState, JobStore, UnknownJob
 log = structlog.get_logger(__name__)
 
 
+# A reading shard reports its progress (Redis, and Celery's PROGRESS state and event) at its
+# first answer, then at most this often, and at its last.
+PROGRESS_EVERY_S = 0.5
+# keys answered, of the shard's unique keys, and the read's capacity fields (capacity_fields)
+Report = Callable[[int, int, dict[str, Any]], None]
+
+
 class JobStopped(RunFailed):
     """The job failed or was cancelled elsewhere; this shard stops early."""
 
@@ -77,7 +84,11 @@ def reset_process_state() -> None:
 def stop_if_ended(store: JobStore, job_id: str) -> None:
     """Raise JobStopped if the job failed or was cancelled meanwhile, UnknownJob if it is
     gone from Redis (restarted without persistence): a running task stops there."""
-    state = store.state(job_id)
+    stop_if(store.state(job_id), job_id)
+
+
+def stop_if(state: JobState | None, job_id: str) -> None:
+    """:func:`stop_if_ended` for the job's ``state`` as just read."""
     if state is None:
         raise UnknownJob(job_id)
     if state in (JobState.FAILED, JobState.CANCELLED):
@@ -85,8 +96,7 @@ def stop_if_ended(store: JobStore, job_id: str) -> None:
 
 
 def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
-              report: Callable[[int, int, dict[str, Any]], None] | None = None,
-              worker: str = "") -> bool:
+              report: Report | None = None, worker: str = "") -> bool:
     """Read one shard and store its rows; True when this completed the last shard."""
     meta = store.meta(job_id)
     if meta.terminal:
@@ -110,7 +120,8 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         log.info("shard_skipped", reason="done meanwhile (a redelivered message), or the "
                                          "job ended")
         return store.done_count(job_id) == meta.shards
-    store.mark_running(job_id)
+    if meta.state == JobState.QUEUED:  # the job's first shards (it never goes back)
+        store.mark_running(job_id)
     store.count_attempt(job_id, shard, worker)
     # The keys as stored, in Arrow: hashed and put back in the output from the columns, with
     # no Python value per row (a layout or table that must look at each value converts).
@@ -132,14 +143,14 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         nonlocal answered, last
         answered += n
         now = time.monotonic()
-        if now - last >= 0.5 or answered == unique:
-            last = now
-            stop_if_ended(store, job_id)
-            # In entity rows, as the job's total (its repeated keys too): the rows of the
-            # distinct keys answered, taken in proportion until the shard is done.
-            store.set_progress(job_id, shard, answered * rows // unique)
-            if report is not None:
-                report(answered, unique, capacity_fields(reader.reading, now - started))
+        if now - last < PROGRESS_EVERY_S and answered < unique:
+            return
+        last = now
+        # In entity rows, as the job's total (its repeated keys too): the rows of the
+        # distinct keys answered, taken in proportion until the shard is done.
+        stop_if(store.report_progress(job_id, shard, answered * rows // unique), job_id)
+        if report is not None:
+            report(answered, unique, capacity_fields(reader.reading, now - started))
 
     started = time.monotonic()
     tables = spec_tables(spec)
@@ -165,11 +176,11 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     if request.output:
         # Into a part file beside the output: Redis holds no rows of a job with an output.
         staged_output(job_id, meta, effective).write_part(shard, table)
-    done = store.put_shard_rows(job_id, shard, table, stats, keep_rows=not request.output)
-    store.set_progress(job_id, shard, rows)
+    done, state = store.shard_stored(job_id, shard, table, stats,
+                                     keep_rows=not request.output, progress=rows)
     if scans.is_scan(meta):
         store.drop_scan_partitions(job_id, shard, scans.scan_tasks(meta))
-    if request.output and store.state(job_id) in ("failed", "cancelled"):
+    if request.output and state in (JobState.FAILED, JobState.CANCELLED):
         discard_staged_output(job_id, settings, store)  # it ended while this part was written
     scored = {"scorer": scorer.name, "score_seconds": stats["score_seconds"]} if scorer else {}
     metrics.record_shard(result.by_table or {tables[0]: result.stats},

@@ -100,6 +100,12 @@ class JobState(StrEnum):
 
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+def _state(value: bytes | None) -> JobState | None:
+    """A job's state as its meta hash holds it (None: the job is gone)."""
+    return JobState(value.decode()) if value is not None else None
+
 # How long a Redis outage (a restart, a failover) is waited out, by a shard before its retry
 # and by Job.wait before it gives up: the same for both, so a producer does not report a
 # job lost while the workers are still waiting to go on with it. Two minutes covers a
@@ -116,6 +122,18 @@ if held and held ~= ARGV[1] then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
+"""
+# A reading shard's report: its progress and the job's sign of life, only while the job is
+# there and has not failed or been cancelled (a shard that stops writes nothing back into
+# a job that ended or was cleaned up); the state, as read, either way.
+_REPORT_PROGRESS = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'failed' and state ~= 'cancelled' then
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+    redis.call('EXPIRE', KEYS[2], ARGV[3])
+    redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
+end
+return state
 """
 # Release only a lock this owner still holds, in one step: a GET then a DEL could delete
 # the lock of another owner that took it over between the two (after the TTL expired).
@@ -451,8 +469,7 @@ class JobStore:
         )
 
     def state(self, job_id: str) -> JobState | None:
-        value = self.redis.hget(self._key(job_id, "meta"), "state")
-        return JobState(value.decode()) if value is not None else None
+        return _state(self.redis.hget(self._key(job_id, "meta"), "state"))
 
     def _set_state(self, job_id: str, state: JobState, only_from: tuple[JobState, ...],
                    **fields: Any) -> bool:
@@ -503,6 +520,13 @@ class JobStore:
                        stats: dict[str, Any], keep_rows: bool = True) -> int:
         """Store a shard's stats and schema (and its rows, with ``keep_rows``: a job without
         an output) and mark it done; returns shards done so far. Its keys are dropped."""
+        return self.shard_stored(job_id, shard, table, stats, keep_rows)[0]
+
+    def shard_stored(self, job_id: str, shard: int, table: pa.Table, stats: dict[str, Any],
+                     keep_rows: bool = True, progress: int | None = None
+                     ) -> tuple[int, JobState | None]:
+        """:meth:`put_shard_rows`, with the shard's ``progress`` (entity rows) set and the
+        job's state read in the same transaction: shards done so far, and the state."""
         done_key = self._key(job_id, "done")
         stats_key = self._key(job_id, "stats")
         pipe = self.redis.pipeline(transaction=True)
@@ -518,8 +542,13 @@ class JobStore:
         # A redelivered copy of this shard finds it done before it looks for its keys.
         pipe.delete(self._key(job_id, f"keys:{shard}"))
         pipe.set(self._key(job_id, "alive"), "shard done", ex=self.idle_s)
+        if progress is not None:
+            progress_key = self._key(job_id, "progress")
+            pipe.hset(progress_key, str(shard), progress)
+            pipe.expire(progress_key, self.ttl_s)
+        pipe.hget(self._key(job_id, "meta"), "state")
         results = pipe.execute()
-        return int(results[1])
+        return int(results[1]), _state(results[-1])
 
     def put_scan_part(self, job_id: str, part: int, partitions: dict[int, pa.Table],
                       stats: dict[str, Any]) -> int:
@@ -649,6 +678,15 @@ class JobStore:
 
     def set_progress(self, job_id: str, shard: int, answered: int) -> None:
         self._set_field(job_id, "progress", str(shard), answered, alive="shard progress")
+
+    def report_progress(self, job_id: str, shard: int, answered: int) -> JobState | None:
+        """:meth:`set_progress` unless the job failed, was cancelled or is gone (nothing of
+        it written back then), and the job's state (None: gone), in one round trip (a
+        reading shard's report: it stops if the job ended)."""
+        keys = (self._key(job_id, "meta"), self._key(job_id, "progress"),
+                self._key(job_id, "alive"))
+        return _state(self.redis.eval(_REPORT_PROGRESS, len(keys), *keys, str(shard), answered,
+                                      self.ttl_s, "shard progress", self.idle_s))
 
     def _set_field(self, job_id: str, name: str, field: str, value: str | int, alive: str
                    ) -> None:

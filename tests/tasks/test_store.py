@@ -311,6 +311,28 @@ def test_every_step_of_a_shard_is_a_sign_of_life(store: JobStore) -> None:
     assert_alive(store, job_id, b"finishing")
 
 
+def test_a_shards_report_and_its_end_each_read_the_jobs_state_in_the_same_trip(
+        store: JobStore) -> None:
+    job_id = opened(store)
+    assert store.report_progress(job_id, 2, 7) == JobState.QUEUED
+    assert store.progress(job_id) == 7
+    assert 0 < store.redis.ttl(key(job_id, "progress")) <= TTL
+    assert_alive(store, job_id, b"shard progress")
+    store.cancel(job_id)
+    assert store.report_progress(job_id, 2, 8) == JobState.CANCELLED
+    assert store.progress(job_id) == 7  # a stopping shard writes nothing back
+    assert store.shard_stored(job_id, 2, ids(1), {"keys": 1}, progress=9) == (
+        1, JobState.CANCELLED)
+    assert store.progress(job_id) == 9 and store.is_done(job_id, 2)
+    assert 0 < store.redis.ttl(key(job_id, "progress")) <= TTL
+    assert store.shard_stored(job_id, 1, ids(1), {"keys": 1})[0] == 2
+    assert store.progress(job_id) == 9  # no progress given: left as it was
+    gone = store.new_job_id()
+    assert store.report_progress(gone, 0, 1) is None
+    assert list(store.redis.scan_iter(f"featurepull:job:{gone}:*")) == []
+    assert store.shard_stored(gone, 0, ids(1), {"keys": 1}) == (1, None)
+
+
 def test_a_shard_with_an_output_stores_no_rows(store: JobStore) -> None:
     job_id = opened(store)
     store.put_shard_keys(job_id, 1, ids(3))
