@@ -286,6 +286,7 @@ class _ScanRun:
                     self._settle(page)
                     adapt(page, int(page.failure is None), pace, window, self.stats)
                 refill(time.monotonic())
+                await inflight.started()
                 for page in pages:
                     self._keep(page)
                 if self.check.active:

@@ -8,6 +8,9 @@ import http.client
 import json
 import math
 import random
+import selectors
+import socket
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +25,7 @@ from featurepull.bench.endpoint import (
     DynamoTable,
     EndpointProcess,
     SyntheticTable,
+    _PreciseSelector,
     start_endpoint,
 )
 from featurepull.config import DynamoSettings
@@ -308,3 +312,24 @@ def test_a_tables_records_are_read_only_once_it_is_built() -> None:
     with pytest.raises(TypeError, match="does not support item assignment"):
         table.records["added"] = record  # type: ignore[index]
     assert len(table.records) == 3
+
+
+def test_the_endpoints_loop_waits_a_timeout_out_whole_and_still_sees_its_sockets() -> None:
+    # Its latency timers wait in select() on the epoll descriptor (to the microsecond, not
+    # epoll's whole milliseconds): never shorter than asked, so an answer is never early.
+    selector = _PreciseSelector()
+    ready, writer = socket.socketpair()
+    try:
+        selector.register(ready, selectors.EVENT_READ, "answer")
+        for timeout in (0.0003, 0.0021):
+            started = time.monotonic()
+            assert selector.select(timeout) == []
+            assert time.monotonic() - started >= timeout
+        writer.send(b"x")
+        for timeout in (5.0, 0.0003, 0, None):
+            assert [(key.data, events) for key, events in selector.select(timeout)] == [
+                ("answer", selectors.EVENT_READ)]
+    finally:
+        selector.close()
+        ready.close()
+        writer.close()

@@ -29,6 +29,7 @@ from tests.dynamo.test_transport import (  # noqa: F401
     ScriptedEndpoint,
     scripted,
     scripted_reader,
+    serving,
 )
 
 pytestmark = pytest.mark.mutation_first  # in-process and fast (scripts/mutation.sh)
@@ -168,7 +169,12 @@ def test_an_item_that_does_not_decode_is_named_before_what_came_after_it(
         f"key {SYNTHETIC.entity_id(bad)} (entity row {100 + 13 + 1}): attribute 'event_ts' "
         "holds 'yesterday', which is not a date-time as Feast writes it (e.g. '2024-05-01 "
         "12:00:00+00:00')"))
-    assert _read(scripted, ids, 1_000, **read) == alone
+    # Another endpoint: the read that failed had already written its next request, which
+    # could reach this one late and take a fault off the next read's script.
+    with serving() as fresh:
+        fresh.items = scripted.items
+        assert _read(fresh, ids, 1_000, **read) == ("error", alone[1].replace(scripted.url,
+                                                                              fresh.url))
 
 
 class TimeLimit(Exception):

@@ -88,6 +88,26 @@ def test_an_exception_raised_by_a_signal_handler_ends_the_read(
     assert time.monotonic() - started < 5  # half the read's ~10 s
 
 
+def test_answered_slots_are_refilled_on_the_wire_before_the_answers_are_taken_in(
+        slow_endpoint: EndpointProcess) -> None:
+    # A request task runs only once the dispatcher awaits; sending the refills and then
+    # decoding answers or reporting progress (a worker's Redis round trips) held them back
+    # for that long. When the first progress report runs, the endpoint has already
+    # received the requests that took the answered ones' places.
+    keys = LAYOUT.keys_for({"driver_id": list(range(100))})
+    reader = _reader(slow_endpoint, batch_size=10, max_read_workers=4)
+    reader.check_table()
+    before = slow_endpoint.stats()["batch_get_item"]
+    received: list[int] = []
+
+    def progress(answered: int) -> None:
+        if not received:
+            received.append(slow_endpoint.stats()["batch_get_item"] - before)
+
+    assert reader.read(keys, ["city"], progress=progress).stats.requests == 10
+    assert received[0] > 4  # the first 4, and at least one sent in an answered one's place
+
+
 def test_connections_are_closed_when_the_read_returns(slow_endpoint: EndpointProcess) -> None:
     keys = LAYOUT.keys_for({"driver_id": list(range(400))})
     reader = _reader(slow_endpoint, batch_size=10, max_read_workers=8)

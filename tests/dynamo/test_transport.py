@@ -339,6 +339,13 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def scripted() -> Iterator[ScriptedEndpoint]:
+    with serving() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[ScriptedEndpoint]:
+    """A ScriptedEndpoint answering on a thread until the block ends."""
     server = ScriptedEndpoint()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
