@@ -6,7 +6,8 @@ Shared by the in-process pull and job submission, so both accept and refuse the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -250,3 +251,39 @@ class DescribedAhead:
         if isinstance(outcome, BaseException):
             raise outcome
         return dict(outcome)
+
+
+class TableCheck(Protocol):
+    """A reader whose table is checked once before it reads (BatchReader, ViewsReader)."""
+
+    def check_table(self) -> None: ...
+
+
+@contextmanager
+def checking_table(reader: TableCheck, *, raising: bool = True) -> Iterator[None]:
+    """Check the reader's table (a DescribeTable: one round trip, the first time) on a thread
+    while the block runs: a pull builds its keys meanwhile, a shard hashes its keys. Its
+    error wins over the block's, as when the check ran first; not ``raising``, it is
+    dropped: the reader's read checks the table again and raises it where it always did (a
+    shard's). A daemon thread: an interrupt ends the process at once, as it would end a
+    DescribeTable waiting on a hung endpoint in this thread."""
+    failed: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            reader.check_table()
+        except BaseException as exc:  # raised in the caller's thread, below
+            failed.append(exc)
+
+    thread = threading.Thread(target=check, name="featurepull-describe", daemon=True)
+    thread.start()
+    try:
+        yield
+    except Exception:
+        thread.join()
+        if failed and raising:
+            raise failed[0] from None
+        raise
+    thread.join()
+    if failed and raising:
+        raise failed[0]
