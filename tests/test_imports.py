@@ -250,6 +250,8 @@ def test_submit_never_builds_the_workers_app(endpoint: EndpointProcess, redis_se
             "featurepull.worker.app", "featurepull.worker.producer"))] == []
         assert [name for name in modules if name.split(".")[0] in (
             "celery", "kombu", "billiard", "amqp")] == []
+        # Nor structlog (and rich, which it imports): its modules log only on a failure.
+        assert [name for name in modules if name.split(".")[0] in ("structlog", "rich")] == []
         # Submitted as lean as a pull reads: pyarrow without pandas, numpy, cloudpickle.
         assert _machinery(modules, ("pandas", "numpy", "cloudpickle")) == []
         # Nor what only the workers or a wait use, before its first shard is queued: the
