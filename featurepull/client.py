@@ -372,34 +372,32 @@ def submit(table: str, features: Sequence[str], entities: str, output: str | Non
     (``view:feature``) or a ``feature_service`` are read from every view they name, through
     the registry of ``feature_store_yaml`` (``table`` is then ""; docs/feast-registry.md).
     """
-    from featurepull.tasks.sending import LazySender
+    from featurepull.tasks.task_messages import RedisTaskSender
 
     # No settings: this process's environment, under the yaml's key encoding (as the CLI).
     settings = settings or with_yaml_key_encoding(load_settings(), feature_store_yaml)
-    send = LazySender(settings)
+    store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s,
+                     settings.jobs.visibility_timeout_s)
     try:
-        store = JobStore(connect(settings.redis_url), settings.jobs.ttl_s,
-                         settings.jobs.visibility_timeout_s)
-        try:
-            request = JobRequest(
-                table=table, features=list(features), entities=_from_here(entities),
-                output=None if output is None else _from_here(output),
-                overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
-                join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
-                event_ts_attribute=event_ts_attribute, project=project,
-                dynamodb=dict(dynamodb or {}), scorer=scorer, with_features=with_features,
-                notify=Notify(**notify) if notify else None,
-                allow_missing_features=allow_missing_features,
-                feature_store_yaml=(None if feature_store_yaml is None
-                                    else _from_here(feature_store_yaml)),
-                feature_service=feature_service, full_feature_names=full_feature_names,
-                respect_ttl=respect_ttl,
-            )
-        except ValidationError as exc:
-            raise InvalidJobRequest(request_error_text(exc, "job request")) from None
-        meta = create_job(request, settings, store, entity_table, enqueue=send)
-    finally:
-        send.close()
+        request = JobRequest(
+            table=table, features=list(features), entities=_from_here(entities),
+            output=None if output is None else _from_here(output),
+            overwrite=overwrite, layout=layout,  # type: ignore[arg-type]
+            join_keys=list(join_keys), join_key_types=dict(join_key_types or {}),
+            event_ts_attribute=event_ts_attribute, project=project,
+            dynamodb=dict(dynamodb or {}), scorer=scorer, with_features=with_features,
+            notify=Notify(**notify) if notify else None,
+            allow_missing_features=allow_missing_features,
+            feature_store_yaml=(None if feature_store_yaml is None
+                                else _from_here(feature_store_yaml)),
+            feature_service=feature_service, full_feature_names=full_feature_names,
+            respect_ttl=respect_ttl,
+        )
+    except ValidationError as exc:
+        raise InvalidJobRequest(request_error_text(exc, "job request")) from None
+    # The broker is the job store's Redis: its messages go there as Celery writes them.
+    meta = create_job(request, settings, store, entity_table,
+                      enqueue=RedisTaskSender(store.redis, settings.jobs.queue))
     return Job(meta.job_id, settings, store)
 
 

@@ -4,10 +4,8 @@ and the same scoring step the workers run."""
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +16,13 @@ from featurepull.config.settings import reference_problem, uses_registry
 from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.found import found_mask
 from featurepull.dynamo.layouts import FeastLayout, unique_keys
-from featurepull.dynamo.plan import LayoutName, layout_spec, nothing_found_warning, plan_read
+from featurepull.dynamo.plan import (
+    LayoutName,
+    checking_table,
+    layout_spec,
+    nothing_found_warning,
+    plan_read,
+)
 from featurepull.dynamo.planned import read_planned
 from featurepull.dynamo.planner import ReadPlan
 from featurepull.dynamo.reader import Progress, cyclic_gc_paused
@@ -114,7 +118,7 @@ def _pull_keeping(request: PullRequest, entities_path: str, output_path: str,
     with cyclic_gc_paused():  # keys, rows and their Arrow columns: no cycles among them
         # Distinct keys and each row's index among them, where the layout can tell before
         # hashing (ViewsReader's layout cannot: its reader de-duplicates per view).
-        with _checking_table(reader):
+        with checking_table(reader):
             keys, positions = unique_keys(reader.layout, _key_source(entities, reader),
                                           entities.source)
         if on_keys is not None:
@@ -152,7 +156,7 @@ def _pull_keeping(request: PullRequest, entities_path: str, output_path: str,
 
 def _planned_reader(request: PullRequest, entities: EntityTable, settings: Settings
                     ) -> tuple[BatchReader | ViewsReader, dict[str, Any], str]:
-    """The reader of the request's table (not checked yet: :func:`_checking_table`), or of
+    """The reader of the request's table (not checked yet: :func:`checking_table`), or of
     every view its Feast references name (their tables checked), the layout's description
     (:func:`layout_spec`) and the table name(s)."""
     if not uses_registry(request.features, request.feature_service):
@@ -194,34 +198,6 @@ def _output_keys(entities: EntityTable, names: Sequence[str]) -> dict[str, Any]:
     arrays = entities.arrays
     return {name: arrays[name].combine_chunks() if len(arrays.get(name, ())) else
             entities.columns[name] for name in names}
-
-
-@contextmanager
-def _checking_table(reader: BatchReader | ViewsReader) -> Iterator[None]:
-    """Check the reader's table (a DescribeTable: one round trip) on a thread while the
-    block runs, as a pull builds its keys meanwhile. Its error wins over the block's, as
-    when the check ran first. A daemon thread: an interrupt ends the pull at once, as it
-    would end a DescribeTable waiting on a hung endpoint in this thread."""
-    failed: list[BaseException] = []
-
-    def check() -> None:
-        try:
-            reader.check_table()
-        except BaseException as exc:  # raised in the pull's thread, below
-            failed.append(exc)
-
-    thread = threading.Thread(target=check, name="featurepull-describe", daemon=True)
-    thread.start()
-    try:
-        yield
-    except Exception:
-        thread.join()
-        if failed:
-            raise failed[0] from None
-        raise
-    thread.join()
-    if failed:
-        raise failed[0]
 
 
 def _views_table(reader: BatchReader | ViewsReader, key_columns: dict[str, Any],

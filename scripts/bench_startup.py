@@ -107,6 +107,7 @@ PROBES = {
     "featurepull.tasks.shard_keys": [("put_shard_keys", None, "first shard stored")],
     "featurepull.tasks.sending": [("MessageSender.__call__", None, "first shard queued")],
     "featurepull.tasks.celery_tasks": [("MessageSender.__call__", None, "first shard queued")],
+    "featurepull.tasks.task_messages": [("RedisTaskSender.__call__", None, "first shard queued")],
 }
 
 def wrapped(func, start, end):

@@ -5,7 +5,9 @@ Shared by the in-process pull and job submission, so both accept and refuse the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -195,20 +197,93 @@ class ReadPlan:
 
 def plan_read(request: ReadRequest, columns: Sequence[str], column_types: Mapping[str, str],
               source: str, settings: Settings,
-              notes: Mapping[str, str] | None = None, *, check: bool = True) -> ReadPlan:
+              notes: Mapping[str, str] | None = None, *, check: bool = True,
+              described: DescribedAhead | None = None) -> ReadPlan:
     """Resolve the table and layout of a request and check the table (DescribeTable once;
     not with ``check=False``: the caller runs ``reader.check_table()``, which for the plain
-    layout checks the description its layout was built from, with no second request)."""
+    layout checks the description its layout was built from, with no second request).
+    ``described``: the table's DescribeTable, asked for earlier on a thread, taken (and its
+    error raised) where this would describe the table."""
     table = physical_table(request.layout, request.table, settings)
     description = None
     if request.layout == "plain":
-        description = BatchReader(table, PlainLayout([]), settings.dynamodb).describe()
+        description = (described.result() if described is not None else
+                       BatchReader(table, PlainLayout([]), settings.dynamodb).describe())
     layout = plan_layout(request.layout, join_keys=request.join_keys,
                          join_key_types=request.join_key_types,
                          event_ts_attribute=request.event_ts_attribute, columns=columns,
                          column_types=column_types, source=source, settings=settings,
                          description=description, notes=notes)
+    if description is None and check and described is not None:
+        description = described.result()  # after the layout's checks, as check_table's
     reader = BatchReader(table, layout, settings.dynamodb, described=description)
     if check:
         reader.check_table()
     return ReadPlan(table, layout, reader)
+
+
+class DescribedAhead:
+    """A request's table described (DescribeTable, one round trip) on a thread of its own
+    from now on, while its caller does something else (a submit types its entity file), for
+    :func:`plan_read`: its result, or its error, is taken where the table would have been
+    described, so what the caller finds wrong before then still wins. A daemon thread: an
+    interrupt ends the process at once, as it ends a DescribeTable waiting on a hung
+    endpoint in the main thread."""
+
+    def __init__(self, request: ReadRequest, settings: Settings) -> None:
+        self._outcome: list[Any] = []
+        self._thread = threading.Thread(target=self._describe, args=(request, settings),
+                                        name="featurepull-describe", daemon=True)
+        self._thread.start()
+
+    def _describe(self, request: ReadRequest, settings: Settings) -> None:
+        try:
+            table = physical_table(request.layout, request.table, settings)
+            self._outcome.append(BatchReader(table, PlainLayout([]),
+                                             settings.dynamodb).describe())
+        except BaseException as exc:  # raised by result(), in the caller's thread
+            self._outcome.append(exc)
+
+    def result(self) -> dict[str, Any]:
+        """The table's DescribeTable block (waiting for it), or its error raised."""
+        self._thread.join()
+        outcome = self._outcome[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return dict(outcome)
+
+
+class TableCheck(Protocol):
+    """A reader whose table is checked once before it reads (BatchReader, ViewsReader)."""
+
+    def check_table(self) -> None: ...
+
+
+@contextmanager
+def checking_table(reader: TableCheck, *, raising: bool = True) -> Iterator[None]:
+    """Check the reader's table (a DescribeTable: one round trip, the first time) on a thread
+    while the block runs: a pull builds its keys meanwhile, a shard hashes its keys. Its
+    error wins over the block's, as when the check ran first; not ``raising``, it is
+    dropped: the reader's read checks the table again and raises it where it always did (a
+    shard's). A daemon thread: an interrupt ends the process at once, as it would end a
+    DescribeTable waiting on a hung endpoint in this thread."""
+    failed: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            reader.check_table()
+        except BaseException as exc:  # raised in the caller's thread, below
+            failed.append(exc)
+
+    thread = threading.Thread(target=check, name="featurepull-describe", daemon=True)
+    thread.start()
+    try:
+        yield
+    except Exception:
+        thread.join()
+        if failed and raising:
+            raise failed[0] from None
+        raise
+    thread.join()
+    if failed and raising:
+        raise failed[0]

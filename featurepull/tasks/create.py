@@ -15,7 +15,7 @@ import pyarrow as pa
 from featurepull.config import JobSettings, Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.layouts import FeastLayout, Layout
-from featurepull.dynamo.plan import layout_spec, plan_read
+from featurepull.dynamo.plan import DescribedAhead, layout_spec, plan_read
 from featurepull.io import (
     EntityFileError,
     EntityStream,
@@ -222,7 +222,9 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
                      enqueue: Enqueue | None, jobs: JobSettings) -> JobMeta | None:
     """create_job with the entities read a batch at a time and stored as shards as they are
     read; None, with nothing stored, when the file must be read whole (a CSV file only the
-    exact reader can type) or holds a bad key (the whole-file path names its row)."""
+    exact reader can type) or holds a bad key (the whole-file path names its row). The
+    table is described on a thread while the file's first block is typed."""
+    described = DescribedAhead(request, settings)
     with open_entity_stream(request.entities, settings, store, first_block=True) as stream:
         if stream is None:
             return None
@@ -230,7 +232,7 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
             raise too_many_entities(stream.source, stream.num_rows, settings.jobs.max_entities)
         check_rows_kept(request, stream.num_rows, settings)
         plan = plan_read(request, list(stream.types), stream.types, stream.source, settings,
-                         stream.notes)
+                         stream.notes, described=described)
         spec = {"request": request.model_dump(), "table": plan.table,
                 **shard_sizing(request, stream.num_rows, jobs, settings, store),
                 **layout_spec(plan.layout)}

@@ -27,12 +27,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
-import structlog
 
 from featurepull.config import DynamoSettings, JobSettings
+from featurepull.tasks._lazy_log import LazyLogger
 from featurepull.tasks.store import JobStore, UnknownJob, connect
 
-log = structlog.get_logger(__name__)
+log = LazyLogger(__name__)  # structlog at the first line: a submit imports this module
 
 PREFIX = "featurepull:fleet:"
 RECORD_TTL_S = 30

@@ -8,14 +8,13 @@ import contextlib
 import os
 import socket
 
-import structlog
-
 from featurepull.config import Settings
 from featurepull.io import StagedOutput, is_dataset, temporaries_of, unify_schemas
+from featurepull.tasks._lazy_log import LazyLogger
 from featurepull.tasks.requests import JobRequest, job_settings
 from featurepull.tasks.store import JobMeta, JobStore
 
-log = structlog.get_logger(__name__)
+log = LazyLogger(__name__)  # structlog at the first line: a submit imports this module
 
 
 def remove_dead_finishers_file(output: str, finisher: str | None) -> None:

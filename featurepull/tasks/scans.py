@@ -29,7 +29,6 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
-import structlog
 
 from featurepull.config import Settings
 from featurepull.dynamo import ReadStats
@@ -42,13 +41,14 @@ from featurepull.dynamo.scan import SegmentScanner, join
 from featurepull.errors import InputError
 from featurepull.io import rows_to_table
 from featurepull.tasks import metrics
+from featurepull.tasks._lazy_log import LazyLogger
 from featurepull.tasks.capacity import redis_pacers
 from featurepull.tasks.confine import Bounds
 from featurepull.tasks.feast_views import logged_tables, spec_tables
 from featurepull.tasks.requests import JobRequest, job_settings
 from featurepull.tasks.store import JobMeta, JobStore
 
-log = structlog.get_logger(__name__)
+log = LazyLogger(__name__)  # structlog at the first line: a submit imports this module
 logger = logging.getLogger(__name__)
 
 SCAN = "scan"

@@ -1,14 +1,12 @@
-"""Sending a job's task messages: the one place a submitting process touches Celery.
-
-Apart from :mod:`featurepull.tasks.celery_tasks` (the tasks themselves, with the read and
-finish machinery and the Feast registry they import) so that ``featurepull submit`` queues
-its first shard without importing what only the workers run.
+"""Sending a job's task messages through Celery, from a worker (a scan's last task, a
+``submit_job`` task). A submitting process writes the same messages without Celery
+(:mod:`featurepull.tasks.task_messages`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from featurepull.tasks import monitor
@@ -16,7 +14,6 @@ from featurepull.tasks import monitor
 if TYPE_CHECKING:
     from celery import Celery
 
-    from featurepull.config import Settings
     from featurepull.tasks.store import JobMeta
 
 
@@ -43,36 +40,3 @@ def shard_sender(app: Celery, queue: str) -> Iterator[MessageSender]:
     """A :class:`MessageSender` over one producer."""
     with app.producer_or_acquire() as producer:
         yield MessageSender(app, queue, producer)
-
-
-class LazySender:
-    """A :class:`MessageSender` on ``settings.jobs.queue`` whose producer is made at its first
-    message: a submit refused before it (a bad request, table or entity file) loads no Celery,
-    and Celery's and kombu's imports come after the entity file is typed and the table
-    described. The app has no result backend (``producer_app(results=False)``): a submit
-    waits on its job's record, not on its messages' results."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._resources = ExitStack()
-        self._sender: MessageSender | None = None
-
-    def _ready(self) -> MessageSender:
-        if self._sender is None:
-            from featurepull.worker.producer import producer_app
-
-            app = producer_app(self._settings, results=False)
-            self._resources.callback(app.close)
-            self._sender = self._resources.enter_context(
-                shard_sender(app, self._settings.jobs.queue))
-        return self._sender
-
-    def __call__(self, meta: JobMeta, shard: int) -> None:
-        self._ready()(meta, shard)
-
-    def scan(self, meta: JobMeta, part: int) -> None:
-        self._ready().scan(meta, part)
-
-    def close(self) -> None:
-        """Release the producer and close the app, if a message made them."""
-        self._resources.close()

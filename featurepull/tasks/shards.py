@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import structlog
@@ -17,7 +18,7 @@ from featurepull.config import Settings
 from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.found import found_mask
 from featurepull.dynamo.layouts import unique_keys
-from featurepull.dynamo.plan import layout_from_spec
+from featurepull.dynamo.plan import checking_table, layout_from_spec
 from featurepull.dynamo.views import ViewsReader
 from featurepull.errors import RunFailed
 from featurepull.tasks import metrics, scans
@@ -131,7 +132,11 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     reader = _reader(spec["table"], spec, effective, store)
     # Imported before reading: a worker without the scorer fails the job without reading.
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
-    keys, positions = unique_keys(reader.layout, columns, f"job {job_id} shard {shard}")
+    # A process's first shard of a table describes it while the keys are hashed: the
+    # DescribeTable's round trip off the way to its first request. (A scan job's shards
+    # read no table; a failed check is the read's to raise, as it was.)
+    with nullcontext() if scans.is_scan(meta) else checking_table(reader, raising=False):
+        keys, positions = unique_keys(reader.layout, columns, f"job {job_id} shard {shard}")
     unique = len(keys) if positions is not None else len(set(keys))
     log.info("shard_start", **logged_tables(spec), rows=keys_table.num_rows, unique_keys=unique,
              shards=meta.shards, threads=effective.dynamodb.max_read_workers)

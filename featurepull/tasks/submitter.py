@@ -16,11 +16,10 @@ import os
 import socket
 import threading
 
-import structlog
-
+from featurepull.tasks._lazy_log import LazyLogger
 from featurepull.tasks.store import JobStore
 
-log = structlog.get_logger(__name__)
+log = LazyLogger(__name__)  # structlog at the first line: a submit imports this module
 
 
 class SubmitterHeartbeat(threading.Thread):

@@ -67,6 +67,31 @@ def test_bad_requests_are_refused_before_anything_is_enqueued(
     assert existing.read_bytes() == b"keep me"
 
 
+# A request wrong in its entity file and in its table: the table is described on a thread
+# while the file is typed (featurepull.dynamo.plan.DescribedAhead), and what the file or the
+# layout's checks find still wins, as when the table was described after them.
+BOTH_WRONG = {
+    "blank line": ("driver_id\n1\n\n2\n", {}, EntityFileError, "line 3 is blank"),
+    "join key column missing": ("driver_id\n1\n2\n", {"join_keys": ["user_id"]},
+                                EntityKeyError, "no column 'user_id'"),
+    "mixed join key": ("driver_id\n1\nx\n", {}, EntityKeyError, "driver_id"),
+}
+
+
+@pytest.mark.parametrize("case", list(BOTH_WRONG), ids=list(BOTH_WRONG))
+def test_a_bad_entity_file_wins_over_a_missing_table(
+    redis_server: RedisService, fast_dynamo: EndpointProcess, tmp_path: Path, case: str
+) -> None:
+    text, changes, error, phrase = BOTH_WRONG[case]
+    entities = tmp_path / "ids.csv"
+    entities.write_text(text)
+    with fleet(redis_server, fast_dynamo.url) as workers:
+        with pytest.raises(error, match=phrase):
+            submit("no_such_view", list(FEATURES), str(entities), str(tmp_path / "out.parquet"),
+                   settings=workers.settings(), **changes)
+        assert nothing_stored(workers)
+
+
 @pytest.mark.parametrize(("ids", "arrow_type", "error", "phrase"), [
     ([1, None, 3], pa.int64(), EntityKeyError, "entity row 2, column .driver_id.: null key value"),
     ([1.5, 2.5], pa.float64(), EntityKeyError, "has type float"),
