@@ -10,7 +10,10 @@ whichever process reads the shard, then published all at once by one process.
 Two kinds of output:
 
 - a file (``.parquet``, ``.csv``, ``.jsonl``): parts are staged in ``.{name}.parts-{owner}/``
-  beside it; `publish` streams them, in order and one at a time, through `open_sink`.
+  beside it; `publish` streams them, in order and one at a time, through `open_sink`. A local
+  ``.parquet`` file's parts are encoded by `write_part` as the output's own row groups, and
+  `publish` copies their bytes (``_parquet_splice``): the same file, without decoding and
+  encoding every part again at the end of the job.
 - a dataset (a path or ``s3://`` prefix ending in ``/``): parts are staged in
   ``_temporary/{owner}/`` under it; `publish` puts them in place as ``part-00000.parquet``, ...
   (hard links locally, server-side copies on S3, eight at a time; a part whose schema is
@@ -28,12 +31,15 @@ can be discarded before the caller marks the output published, and nothing is le
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from typing import BinaryIO, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,12 +52,15 @@ from featurepull.io._destinations import (
     OwnerMark,
     check_destination,
     marked_by,
+    open_output,
     output_format,
     reporting_write_errors,
 )
+from featurepull.io._encoders import ParquetEncoder
 from featurepull.io._formats import is_dataset, s3_location
+from featurepull.io._parquet_splice import MAGIC, CannotSplice, Footer, read_footer, spliced_footer
 from featurepull.io._row_view import OutputError
-from featurepull.io.sink import open_sink
+from featurepull.io.sink import TableSink, open_sink
 
 __all__ = ["MANIFEST", "SUCCESS", "StagedOutput", "is_dataset"]
 
@@ -60,6 +69,9 @@ SUCCESS = "_SUCCESS"
 _WITNESS = "_published"
 # Parts copied into place at once on S3 (botocore's default pool holds 10 connections).
 _S3_COPIES_AT_ONCE = 8
+# pq.write_table's row groups (a plain part's): a part read back is one chunk a column up to
+# this, and an output's row groups encoded from other chunks could differ (page boundaries).
+_PLAIN_ROW_GROUP = 1024 * 1024
 
 
 class StagedOutput:
@@ -87,6 +99,8 @@ class StagedOutput:
         self._local = s3_location(output) is None
         # Parts only staged (read once, then discarded), not the output's own files.
         self._staged_only = self._local and not self.dataset
+        # A local Parquet file is made of its parts' row groups as they are (_parquet_splice).
+        self._spliced = self._staged_only and output_format(output) == "parquet"
         self.mark = OwnerMark(owner, self.staging + _WITNESS, recorded)
 
     def part_name(self, n: int) -> str:
@@ -94,8 +108,21 @@ class StagedOutput:
         width = max(5, len(str(max(self.parts - 1, 0))))
         return f"part-{n:0{width}d}.parquet"
 
-    def write_part(self, n: int, table: pa.Table) -> None:
-        """Stage part `n` (replacing an earlier copy: a shard that runs twice writes twice)."""
+    def write_part(self, n: int, table: pa.Table) -> int | None:
+        """Stage part `n` (replacing an earlier copy: a shard that runs twice writes twice).
+        A local Parquet file's part is encoded as the output's own row groups: returns the
+        CRC-32 of its bytes, for `publish` to tell a torn part (else None)."""
+        if self._spliced and table.num_rows <= _PLAIN_ROW_GROUP:
+            # The output's writer, slices and chunks (one a column, as a part read back):
+            # its row groups are then the output's, byte for byte, and `publish` copies them.
+            path = self.staging + self.part_name(n)
+            with reporting_write_errors(path):
+                os.makedirs(self.staging, exist_ok=True)
+                with atomic_file(path, durable=False) as stream:
+                    summed = _Summed(stream)
+                    encoder = ParquetEncoder(cast(BinaryIO, summed), table.schema, self.output)
+                    self._encode(table.combine_chunks(), encoder)
+            return summed.crc
         # A dataset's parts are its files, and S3 is paid by the byte: compressed (and a
         # dataset's durable). A local file output's parts (and keys) are read once, before
         # the job ends: plain pages cost half the CPU (a tenth for a keys file), and the
@@ -104,6 +131,7 @@ class StagedOutput:
         # `read_part`, never a wrong output. The output itself is fsynced.
         self._write_table(self.part_name(n), table, durable=not self._staged_only,
                           plain=self._staged_only)
+        return None
 
     def read_part(self, n: int) -> pa.Table:
         """Part `n` as staged; OutputError if it is not there, or torn (page checksums)."""
@@ -177,11 +205,14 @@ class StagedOutput:
         return None if self.dataset or not self._local else file_identity(self.output)
 
     def publish(self, schema: pa.Schema, schemas: Sequence[pa.Schema],
-                part_rows: Sequence[int], *, overwrite: bool = False) -> int:
-        """Make the output from the staged parts (`schemas` and `part_rows`: each part's);
-        returns the rows written."""
+                part_rows: Sequence[int], *, overwrite: bool = False,
+                checks: Sequence[int | None] | None = None) -> int:
+        """Make the output from the staged parts (`schemas` and `part_rows`: each part's;
+        `checks`: what `write_part` returned for each); returns the rows written."""
         if self.dataset:
             self._publish_dataset(schema, schemas, part_rows, overwrite)
+        elif self._spliced:
+            self._publish_spliced(schema, schemas, checks or [None] * self.parts, overwrite)
         else:
             with open_sink(self.output, schema, overwrite=overwrite, s3=self.s3,
                            mark=self.mark) as sink, ThreadPoolExecutor(max_workers=1) as ahead:
@@ -193,10 +224,80 @@ class StagedOutput:
                     table = self.read_part(n) if reading is None else reading.result()
                     if n + 1 < self.parts:
                         reading = ahead.submit(self.read_part, n + 1)
-                    step = self.rows_per_write or table.num_rows
-                    for start in range(0, max(table.num_rows, 1), max(step, 1)):
-                        sink.write(table.slice(start, step))
+                    self._encode(table, sink)
         return sum(part_rows)
+
+    def _encode(self, table: pa.Table, sink: TableSink | ParquetEncoder) -> None:
+        """Write `table` to the output's `sink` in slices of `rows_per_write`; a Parquet
+        encoder of its own (a part encoded as the output's row groups) is finished."""
+        step = self.rows_per_write or table.num_rows
+        try:
+            for start in range(0, max(table.num_rows, 1), max(step, 1)):
+                piece = table.slice(start, step)
+                if isinstance(sink, TableSink):
+                    sink.write(piece)
+                elif piece.num_rows:  # as TableSink.write: an empty piece adds no row group
+                    sink.write_table(piece, start + 1)
+        except BaseException:
+            if isinstance(sink, ParquetEncoder):
+                sink.abandon()
+            raise
+        if isinstance(sink, ParquetEncoder):
+            sink.finish()
+
+    def _publish_spliced(self, schema: pa.Schema, schemas: Sequence[pa.Schema],
+                         checks: Sequence[int | None], overwrite: bool) -> None:
+        """The output as its parts' row groups, copied, and one footer: ~0.02 s per million
+        rows where decoding and encoding them again took ~0.2. A part that cannot be copied
+        (its columns widened by another part's, staged by an older worker) is encoded again,
+        as the output's writer would have: the same bytes."""
+        empty = read_footer(self._encoded(schema, schema.empty_table()))
+        footers: list[Footer] = []
+        with open_output(self.output, overwrite=overwrite, s3=self.s3, mark=self.mark
+                         ) as stream:
+            self._write_out(stream, MAGIC)
+            for n, check in enumerate(checks):
+                data = None if check is None else self._checked_part(n, check)
+                footer = _spliceable(data, empty) if (
+                    data is not None and schemas[n].equals(schema)) else None
+                if data is None or footer is None:
+                    table = (self.read_part(n) if data is None
+                             else _read_parquet(pa.BufferReader(data)))
+                    data = self._encoded(schema, table)
+                    footer = read_footer(data)
+                self._write_out(stream, memoryview(data)[len(MAGIC):footer.body_end])
+                footers.append(footer)
+            self._write_out(stream, spliced_footer(empty, footers))
+
+    def _write_out(self, stream: BinaryIO, data: bytes | memoryview) -> None:
+        with reporting_write_errors(self.output):
+            stream.write(data)
+
+    def _encoded(self, schema: pa.Schema, table: pa.Table) -> bytes:
+        """A Parquet file of `table` cast to the output's `schema`, as the output's writer
+        writes it (in the same slices)."""
+        buffer = io.BytesIO()
+        encoder = ParquetEncoder(buffer, schema, self.output)
+        self._encode(table, TableSink(self.output, schema, encoder))
+        encoder.finish()
+        return buffer.getvalue()
+
+    def _checked_part(self, n: int, check: int) -> bytes:
+        """Part `n`'s bytes; OutputError if missing, or if they are not those its shard
+        wrote (`check`: their CRC-32)."""
+        path = self.staging + self.part_name(n)
+        try:
+            with open(path, "rb") as stream:
+                data = stream.read()
+        except FileNotFoundError:
+            raise self._missing(n) from None
+        if zlib.crc32(data) != check:
+            raise OutputError(
+                f"{path}: part {n} of {self.output} is not what its shard wrote (its CRC-32 "
+                "differs): a crash of the machine holding it can tear it (staged parts are "
+                "not fsynced), or a second run of the shard wrote it again; submit the job "
+                "again")
+        return data
 
     def discard(self) -> None:
         """Remove the staging area and everything in it (nothing if there is none)."""
@@ -295,6 +396,35 @@ class StagedOutput:
                 return None
         with _reporting_s3_errors():
             return _s3.get_bytes(location, self.s3)
+
+
+class _Summed:
+    """A binary stream that keeps the CRC-32 of what is written through it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.crc = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.crc = zlib.crc32(data, self.crc)
+        return self.stream.write(data)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _spliceable(data: bytes, empty: Footer) -> Footer | None:
+    """The footer of a part whose row groups can be copied into the output (its columns as
+    the output's, written by the same writer); else None."""
+    try:
+        footer = read_footer(data)
+    except CannotSplice:
+        return None
+    return footer if footer.same_schema(empty) else None
 
 
 def _read_parquet(source: str | pa.BufferReader) -> pa.Table:

@@ -78,8 +78,8 @@ def publish_output(job_id: str, meta: JobMeta, settings: Settings, store: JobSto
         if not is_dataset(staged.output):
             remove_dead_finishers_file(staged.output, previous)
         schemas = store.shard_schemas(job_id, meta.shards)
-        staged.publish(unify_schemas(schemas), schemas, part_rows,
-                       overwrite=request.overwrite)
+        staged.publish(unify_schemas(schemas), schemas, part_rows, overwrite=request.overwrite,
+                       checks=[per_shard[n].get("part_crc32") for n in range(meta.shards)])
     identity = staged.identity()
     if identity is not None:  # the proof that no longer needs the staging area
         store.note_published(job_id, identity)

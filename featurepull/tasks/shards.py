@@ -180,7 +180,9 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         stats["score_seconds"] = round(time.monotonic() - scoring, 3)
     if request.output:
         # Into a part file beside the output: Redis holds no rows of a job with an output.
-        staged_output(job_id, meta, effective).write_part(shard, table)
+        check = staged_output(job_id, meta, effective).write_part(shard, table)
+        if check is not None:  # how the finisher tells the part it wrote from a torn one
+            stats["part_crc32"] = check
     done, state = store.shard_stored(job_id, shard, table, stats,
                                      keep_rows=not request.output, progress=rows)
     if scans.is_scan(meta):

@@ -206,38 +206,102 @@ def test_staged_files_are_read_without_pyarrow_dataset(tmp_path: Path) -> None:
     assert proc.stdout.split() == [str(SIZE), str(SIZE), "False"]
 
 
-def test_a_local_file_outputs_parts_are_plain_and_publish_the_same_bytes(
-        tmp_path: Path) -> None:
-    # Read once by the finisher: uncompressed pages without dictionaries, half the CPU.
-    # What the finisher writes from them is the file one sink writes from the shards' rows.
+def stage_checked(output: str, rows_per_write: int | None = None
+                  ) -> tuple[StagedOutput, list[int | None]]:
+    """Parts staged as the shards stage them, with what each write_part returned."""
+    staged = StagedOutput(output, "job-1", PARTS, rows_per_write=rows_per_write)
+    checks: list[int | None] = [None] * PARTS
+    for n in (3, 1, 0, 2):
+        checks[n] = staged.write_part(n, part_table(n))
+    return staged, checks
+
+
+def publish_checked(staged: StagedOutput, checks: list[int | None]) -> int:
+    schemas = [part_table(n).schema for n in range(PARTS)]
+    return staged.publish(unify_schemas(schemas), schemas, [SIZE] * PARTS, checks=checks)
+
+
+def sink_written(path: str, rows_per_write: int | None = None) -> bytes:
+    """The output one sink writes from the shards' tables, in slices (the finisher before
+    it copied row groups)."""
+    step = rows_per_write or SIZE
+    with open_sink(path, expected().schema) as sink:
+        for n in range(PARTS):
+            for start in range(0, SIZE, step):
+                sink.write(part_table(n).slice(start, step))
+    return Path(path).read_bytes()
+
+
+@pytest.mark.parametrize("rows_per_write", [None, 100])
+def test_a_local_parquet_files_parts_are_its_row_groups_and_publish_the_same_bytes(
+        tmp_path: Path, rows_per_write: int | None) -> None:
+    # Encoded by the shards as the output's writer encodes them: the finisher copies their
+    # row groups. Parts 0, 1 and 3 have a null-typed column the output widens: those are
+    # encoded again, cast. Either way the bytes are those one sink writes.
     output = str(tmp_path / "out.parquet")
-    staged = stage(output)
+    staged, checks = stage_checked(output, rows_per_write)
+    assert all(isinstance(check, int) for check in checks)
+    column = pq.ParquetFile(staged.staging + staged.part_name(2)).metadata.row_group(0)
+    assert (column.column(0).compression, column.column(0).has_dictionary_page) == (
+        "SNAPPY", True)
+    assert publish_checked(staged, checks) == ROWS
+    assert Path(output).read_bytes() == sink_written(str(tmp_path / "direct.parquet"),
+                                                     rows_per_write)
+    assert pq.ParquetFile(output).num_row_groups == PARTS * -(-SIZE // (rows_per_write or SIZE))
+    # Parts staged without a check (a worker of an earlier version) are read and encoded.
+    again = str(tmp_path / "again.parquet")
+    staged, checks = stage_checked(again, rows_per_write)
+    publish_checked(staged, [None, *checks[1:]])
+    assert Path(again).read_bytes() == Path(output).read_bytes()
+
+
+def test_a_local_text_files_parts_are_plain(tmp_path: Path) -> None:
+    # Read once by the finisher: uncompressed pages without dictionaries, half the CPU.
+    output = str(tmp_path / "out.csv")
+    staged, checks = stage_checked(output)
+    assert checks == [None] * PARTS
     staged.write_keys(0, part_table(0).select(["driver_id"]))
     for name in (staged.part_name(1), staged.keys_name(0)):
         column = pq.ParquetFile(staged.staging + name).metadata.row_group(0).column(0)
         assert (column.compression, column.has_dictionary_page) == ("UNCOMPRESSED", False)
-    publish(staged)
-    direct = str(tmp_path / "direct.parquet")
-    with open_sink(direct, expected().schema) as sink:
-        for n in range(PARTS):
-            sink.write(part_table(n))
-    assert Path(output).read_bytes() == Path(direct).read_bytes()
+    publish_checked(staged, checks)
+    assert Path(output).read_bytes() == sink_written(str(tmp_path / "direct.csv"))
     # A dataset's parts are its files: compressed as any Parquet output.
     dataset = stage(str(tmp_path / "ds") + "/")
     first = pq.ParquetFile(dataset.staging + dataset.part_name(0)).metadata.row_group(0)
     assert first.column(0).compression != "UNCOMPRESSED"
 
 
+def test_a_local_parquet_files_torn_part_fails_its_publishing(tmp_path: Path) -> None:
+    # Its parts have no page checksums (the output has none): the CRC-32 its shard recorded
+    # of the whole part tells it, whichever byte a crash tore.
+    output = tmp_path / "out.parquet"
+    staged, checks = stage_checked(str(output))
+    torn = Path(staged.staging, staged.part_name(2))
+    tear_first_page(torn)
+    with pytest.raises(OutputError, match=(
+            r"^.*/\.out\.parquet\.parts-job-1/part-00002\.parquet: part 2 of .*out\.parquet "
+            r"is not what its shard wrote \(its CRC-32 differs\): a crash of the machine "
+            r"holding it can tear it \(staged parts are not fsynced\), or a second run of the "
+            r"shard wrote it again; submit the job again$")):
+        publish_checked(staged, checks)
+    torn.unlink()
+    with pytest.raises(OutputError, match=r"part 2 of .* is missing from its staging area"):
+        publish_checked(staged, checks)
+    assert not output.exists() and not list(tmp_path.glob(".out.parquet.tmp-*"))
+
+
 def test_a_local_file_outputs_torn_or_lost_part_fails_its_publishing(tmp_path: Path) -> None:
     # Staged parts of a local file output are not fsynced: a machine that dies can lose one,
-    # or leave it torn. The output is then refused, never written from a wrong part.
-    output = tmp_path / "out.parquet"
+    # or leave it torn. The output is then refused, never written from a wrong part. (A
+    # text output's parts are plain, with page checksums; a Parquet output's: below.)
+    output = tmp_path / "out.csv"
     staged = stage(str(output))
     torn = Path(staged.staging, staged.part_name(1))
     tear_first_page(torn)
     data = torn.read_bytes()
     with pytest.raises(OutputError, match=(
-            r"^.*/\.out\.parquet\.parts-job-1/part-00001\.parquet: part 1 of .*out\.parquet "
+            r"^.*/\.out\.csv\.parts-job-1/part-00001\.parquet: part 1 of .*out\.csv "
             r"cannot be read \(.*checksum.*\): a crash of the machine holding it can tear it "
             r"\(staged parts are not fsynced\); submit the job again$")):
         publish(staged)

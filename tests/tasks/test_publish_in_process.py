@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 from featurepull.config import S3Settings, Settings
+from featurepull.io import OutputError
 from featurepull.io._atomic import file_identity
 from featurepull.tasks import JobStore
 from featurepull.tasks.finish import finish_job
@@ -24,6 +25,7 @@ from featurepull.tasks.output import discard_staged_output, publish_output, stag
 from featurepull.tasks.shards import run_shard
 from featurepull.tasks.store import JobMeta, UnknownJob
 from tests.conftest import REGION, unique_name
+from tests.damage import tear_first_page
 from tests.tasks.conftest import JOB_FEATURES, NewJob
 from tests.tasks.test_output_leftovers import dead_pid, leftovers
 
@@ -100,6 +102,23 @@ def test_a_finisher_removes_what_one_killed_mid_write_left_and_replaces_the_outp
     assert published_ids(pq.read_table(out)) == IDS
     assert store.meta(meta.job_id).published_as == file_identity(str(out))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["ids.parquet", "out.parquet"]
+
+
+def test_a_parquet_outputs_parts_are_checked_against_what_their_shards_wrote(
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    # Each shard records its part's CRC-32 with its stats; the finisher copies the part's
+    # row groups only if its bytes match it (a part has no page checksums any more).
+    out = tmp_path / "out.parquet"
+    meta = read_job(new_job, settings, store, str(out))
+    checks = [stats.get("part_crc32") for _, stats in sorted(store.all_stats(meta.job_id)
+                                                             .items())]
+    assert len(checks) == meta.shards == 3 and all(isinstance(c, int) for c in checks)
+    staged = staged_output(meta.job_id, store.meta(meta.job_id), settings)
+    tear_first_page(Path(staged.staging, staged.part_name(1)))
+    with pytest.raises(OutputError, match=r"part 1 of .* is not what its shard wrote \(its "
+                                          r"CRC-32 differs\)"):
+        publish_output(meta.job_id, store.meta(meta.job_id), settings, store, None)
+    assert not out.exists()
 
 
 def test_an_s3_output_is_staged_and_published_in_its_bucket(
