@@ -401,7 +401,8 @@ def test_a_bad_row_past_the_first_block_exits_2_as_pull_does_and_publishes_nothi
     status = json.loads(cli(services, "status", job_id, "--json").stdout)
     assert status["state"] == "failed"
     assert status["error"].startswith("submit stopped after ")
-    assert " of 21 shards were sent: StreamDeclined: " in status["error"]
+    assert " of 21 shards were sent: " in status["error"]
+    assert "rows after the first " in status["error"]
     # The one worker process takes messages in order: once a later job is done, so is every
     # shard of the failed one (skipped, or what it staged removed).
     later = cli(services, "submit", *_lean(services), "--output", str(tmp_path / "later.csv"),

@@ -16,6 +16,7 @@ from featurepull.config import JobSettings, Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.layouts import FeastLayout, Layout
 from featurepull.dynamo.plan import DescribedAhead, layout_spec, plan_read
+from featurepull.errors import FeaturepullError
 from featurepull.io import (
     EntityFileError,
     EntityStream,
@@ -192,8 +193,9 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
     except BaseException as exc:
         heartbeat.stop()
         if sent:
-            store.fail(job_id, f"submit stopped after {sent} of {shards} shards were sent: "
-                               f"{type(exc).__name__}: {exc}")
+            # Our errors' messages name the problem; anything else is named by its type.
+            why = str(exc) if isinstance(exc, FeaturepullError) else f"{type(exc).__name__}: {exc}"
+            store.fail(job_id, f"submit stopped after {sent} of {shards} shards were sent: {why}")
         discard_staged_output(job_id, settings, store)
         store.drop_rows(job_id, shards)
         if not sent:

@@ -186,7 +186,7 @@ def test_a_file_written_to_while_its_shards_are_stored_fails_its_job(
     meta = store.meta(job_id)
     assert meta.state == "failed" and meta.error is not None
     assert meta.error.startswith(f"submit stopped after {len(sent)} of 5 shards were sent: "
-                                 f"EntityFileChanged: {path}: changed while it was read")
+                                 f"{path}: changed while it was read")
     # Refused, not read whole again into another job; its shards' keys are gone.
     assert set(store.redis.scan_iter(match=f"{PREFIX}*:meta")) - jobs == {
         f"{PREFIX}{job_id}:meta".encode()}
