@@ -283,21 +283,24 @@ def timed_submit(entities: Path, output: str, settings: Settings,
 # /proc/self/status belongs to the new process image alone.
 SEPARATE_SUBMIT = r"""
 import json, sys, time
-from celery.signals import after_task_publish
 from featurepull.client import submit
 from featurepull.config import load_settings
+from featurepull.tasks.task_messages import SHARD_TASK, RedisTaskSender
 import featurepull.worker.app  # imported before timing, as in the in-process submit
 
 settings = load_settings(overrides=json.loads(sys.argv[1]))
 first = []
+send = RedisTaskSender.send
 
-# Celery sends after_task_publish in the publishing thread once the broker took the message
-# (for Redis: the LPUSH returned), so the first shard's time is read on the same clock, from
-# the same start, inside the submit call: never after the submit ended.
-@after_task_publish.connect(sender="featurepull.read_shard", weak=False)
-def queued(**_):
-    if not first:
+# The submitter writes its task messages into Redis itself (no Celery publish, no
+# after_task_publish): the first shard is queued once its message's send has returned,
+# read on the same clock, from the same start, inside the submit call.
+def timed_send(self, task, args, argsrepr):
+    send(self, task, args, argsrepr)
+    if task == SHARD_TASK and not first:
         first.append(time.perf_counter() - started)
+
+RedisTaskSender.send = timed_send
 
 def hwm():
     for line in open("/proc/self/status"):
@@ -398,9 +401,9 @@ DEFINITIONS = {
                                  "file (as `featurepull submit` would) to its own redis-server "
                                  "(not ru_maxrss: a child inherits its parent's high-water "
                                  "mark across fork and exec)",
-    "first_shard_queued_s": "in that separate process: submit call start to the broker "
-                            "taking the first read_shard message (Celery's "
-                            "after_task_publish, within the submit call)",
+    "first_shard_queued_s": "in that separate process: submit call start to the first "
+                            "read_shard message written into Redis (its send returned, "
+                            "within the submit call)",
     "max_message_bytes": "largest message on the queue (LRANGE) after submit, before any "
                          "worker ran",
     "redis_peak_mb": "used_memory_peak of the run's own redis-server (MiB)",
