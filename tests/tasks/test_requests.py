@@ -4,6 +4,7 @@ the workers are in test_submit.py and tests/hardening/test_input_limits.py."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -99,13 +100,21 @@ def test_job_settings_are_built_once_per_process_for_what_they_are_built_from(
     again = job_settings(worker, JobRequest(**REQUEST, project="once_project",
                                             dynamodb={"batch_size": 21}))
     assert len(built) == 1 and again == first  # a shard after the first builds none
+    reordered = {"max_read_workers": 4, "batch_size": 21}
+    job_settings(worker, JobRequest(**REQUEST, project="once_project", dynamodb=reordered))
+    job_settings(worker, JobRequest(**REQUEST, project="once_project",
+                                    dynamodb=dict(reversed(reordered.items()))))
+    assert len(built) == 2  # the same choices in another order: the same settings
+    budget = {"max_rcu_per_s": Decimal("12.5")}  # a Python caller's value JSON cannot hold
+    budgeted = job_settings(worker, JobRequest(**REQUEST, dynamodb=budget))
+    assert budgeted.dynamodb.max_rcu_per_s == 12.5
     again.dynamodb.batch_size = 7  # each caller has a copy of its own
-    assert job_settings(worker, job).dynamodb.batch_size == 21 and len(built) == 1
+    assert job_settings(worker, job).dynamodb.batch_size == 21 and len(built) == 3
     # What they are built from, each in turn: another job's choices, the worker's settings
     another = JobRequest(**REQUEST, project="once_project", dynamodb={"batch_size": 22})
     assert job_settings(worker, another).dynamodb.batch_size == 22
     assert job_settings(other, job).dynamodb.region == "eu-west-2"
-    assert len(built) == 3
+    assert len(built) == 5
     # and the environment, which Settings() reads: a variable it refuses is refused again
     monkeypatch.setenv("FEATUREPULL_DYNAMODB__NO_SUCH_SETTING", "1")
     with pytest.raises(ValueError, match="no_such_setting"):
