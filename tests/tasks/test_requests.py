@@ -4,6 +4,7 @@ the workers are in test_submit.py and tests/hardening/test_input_limits.py."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -80,6 +81,44 @@ def test_job_settings_put_the_jobs_choices_on_the_workers() -> None:
             chosen.dynamodb.max_read_workers) == ("job_project", 20, "eu-west-1", 3)
     same = job_settings(worker, JobRequest(**REQUEST))
     assert (same.project, same.dynamodb.batch_size) == ("worker_project", 50)
+
+
+def test_job_settings_are_built_once_per_process_for_what_they_are_built_from(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[dict[str, Any]] = []
+    real_init = Settings.__init__
+
+    def counted(self: Settings, **values: Any) -> None:
+        built.append(values)
+        real_init(self, **values)
+
+    worker = Settings(dynamodb={"region": "eu-west-1", "batch_size": 50})
+    other = Settings(dynamodb={"region": "eu-west-2", "batch_size": 50})
+    job = JobRequest(**REQUEST, project="once_project", dynamodb={"batch_size": 21})
+    monkeypatch.setattr(Settings, "__init__", counted)
+    first = job_settings(worker, job)
+    again = job_settings(worker, JobRequest(**REQUEST, project="once_project",
+                                            dynamodb={"batch_size": 21}))
+    assert len(built) == 1 and again == first  # a shard after the first builds none
+    reordered = {"max_read_workers": 4, "batch_size": 21}
+    job_settings(worker, JobRequest(**REQUEST, project="once_project", dynamodb=reordered))
+    job_settings(worker, JobRequest(**REQUEST, project="once_project",
+                                    dynamodb=dict(reversed(reordered.items()))))
+    assert len(built) == 2  # the same choices in another order: the same settings
+    budget = {"max_rcu_per_s": Decimal("12.5")}  # a Python caller's value JSON cannot hold
+    budgeted = job_settings(worker, JobRequest(**REQUEST, dynamodb=budget))
+    assert budgeted.dynamodb.max_rcu_per_s == 12.5
+    again.dynamodb.batch_size = 7  # each caller has a copy of its own
+    assert job_settings(worker, job).dynamodb.batch_size == 21 and len(built) == 3
+    # What they are built from, each in turn: another job's choices, the worker's settings
+    another = JobRequest(**REQUEST, project="once_project", dynamodb={"batch_size": 22})
+    assert job_settings(worker, another).dynamodb.batch_size == 22
+    assert job_settings(other, job).dynamodb.region == "eu-west-2"
+    assert len(built) == 5
+    # and the environment, which Settings() reads: a variable it refuses is refused again
+    monkeypatch.setenv("FEATUREPULL_DYNAMODB__NO_SUCH_SETTING", "1")
+    with pytest.raises(ValueError, match="no_such_setting"):
+        job_settings(worker, job)
 
 
 def test_rows_kept_in_redis_are_limited_without_an_output() -> None:
