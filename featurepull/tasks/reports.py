@@ -26,10 +26,10 @@ class Reports(Generic[T]):
     """Reports sent in order by a thread of their own: ``send(item)`` for each item posted.
 
     An item posted while the one before it waits unsent replaces it (the newer count says
-    more), unless that one was posted as ``last``, or is the first: the first report and
-    the last are always sent. A ``send`` that raises ends the thread; its exception is
-    raised by :meth:`check` and :meth:`finish`. Leaving the ``with`` block waits for
-    the report being sent, drops the others after an exception, and ends the thread."""
+    more), unless that one is the first: the first report and the last are always sent. A
+    ``send`` that raises ends the thread; its exception is raised by :meth:`check` and
+    :meth:`finish`. Leaving the ``with`` block waits for the report being sent, drops the
+    others after an exception, and ends the thread."""
 
     def __init__(self, send: Callable[[T], object], name: str) -> None:
         self._send = send
@@ -53,12 +53,12 @@ class Reports(Generic[T]):
         else:  # the shard failed: its error is the one to raise, not a report's
             self._close(drop=True)
 
-    def post(self, item: T, last: bool = False) -> None:
+    def post(self, item: T) -> None:
         """Have ``item`` sent (in the caller's thread: the read's loop, so no waiting)."""
         with self._changed:
             if self._queue and self._queue[-1][1]:
                 self._queue.pop()
-            self._queue.append((item, not last and self._posted > 0))
+            self._queue.append((item, self._posted > 0))
             self._posted += 1
             self._changed.notify()
 

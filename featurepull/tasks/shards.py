@@ -164,12 +164,11 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         if now - last < PROGRESS_EVERY_S and answered < unique:
             return
         last = now
-        reports.post((answered, capacity_fields(reader.reading, now - started)),
-                     last=answered >= unique)
+        reports.post((answered, capacity_fields(reader.reading, now - started)))
 
     started = time.monotonic()
     tables = spec_tables(spec)
-    with nullcontext() if scans.is_scan(meta) else reports:
+    with reports:  # (a scan shard reads nothing: its thread starts and ends idle)
         if scans.is_scan(meta):  # the rows the job's scan tasks matched, joined here
             by_row = keys if positions is None else [keys[p] for p in positions.to_pylist()]
             result = scans.scanned_result(store, meta, shard, by_row)
