@@ -113,6 +113,9 @@ class ShardProgress:
 
     def __init__(self, task: Any, store: JobStore, job_id: str, shard: int) -> None:
         self.task = task
+        # Taken here, on the task's thread: Celery's ``task.request`` is the thread's own,
+        # and the reports are sent from a thread beside the read (featurepull.tasks.reports).
+        self.request = task.request
         self.store = store
         self.job_id = job_id
         self.shard = shard
@@ -125,7 +128,9 @@ class ShardProgress:
         info = {"job_id": self.job_id, "shard": self.shard, "done": done, "total": total,
                 "shards_done": self.store.done_count(self.job_id), "shards": self._shards,
                 **(capacity or {})}
-        self.task.update_state(state=PROGRESS_STATE, meta=info)
+        # What task.update_state and task.send_event do, with the task's request given.
+        request, app = self.request, self.task.app
+        self.task.backend.store_result(request.id, info, PROGRESS_STATE, request=request)
         # Flower shows a task's result column but not custom event fields: while the shard
         # reads, that column holds its progress; task-succeeded replaces it with the result.
         text = f"{done:,}/{total:,} keys; job {info['shards_done']}/{self._shards} shards done"
@@ -135,4 +140,7 @@ class ShardProgress:
                      + (f" of {budget:,.0f} budget, {capacity['budget_wait_s']:.1f}s waited"
                         if budget else ", no budget")
                      + f"; {capacity['in_flight']} in flight")
-        self.task.send_event(PROGRESS_EVENT, result=text, **info)
+        with app.events.default_dispatcher(hostname=request.hostname) as dispatcher:
+            dispatcher.send(PROGRESS_EVENT, uuid=request.id, retry=True,
+                            retry_policy=app.conf.task_publish_retry_policy, result=text,
+                            **info)

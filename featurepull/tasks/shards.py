@@ -32,6 +32,7 @@ from featurepull.tasks.feast_views import (
     views_reader,
 )
 from featurepull.tasks.output import discard_staged_output, staged_output
+from featurepull.tasks.reports import Reports
 from featurepull.tasks.requests import JobRequest, job_settings
 from featurepull.tasks.scoring import apply_scorer, registered_scorer
 from featurepull.tasks.shard_keys import shard_keys
@@ -41,7 +42,8 @@ log = structlog.get_logger(__name__)
 
 
 # A reading shard reports its progress (Redis, and Celery's PROGRESS state and event) at its
-# first answer, then at most this often, and at its last.
+# first answer, then at most this often, and at its last; from a thread beside the read
+# (featurepull.tasks.reports), which the read's event loop never waits for.
 PROGRESS_EVERY_S = 0.5
 # keys answered, of the shard's unique keys, and the read's capacity fields (capacity_fields)
 Report = Callable[[int, int, dict[str, Any]], None]
@@ -144,40 +146,51 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     last = 0.0
     rows = keys_table.num_rows
 
-    def progress(n: int) -> None:
+    def send(item: tuple[int, dict[str, Any]]) -> None:  # on the reports' thread
+        count, capacity = item
+        # In entity rows, as the job's total (its repeated keys too): the rows of the
+        # distinct keys answered, taken in proportion until the shard is done.
+        stop_if(store.report_progress(job_id, shard, count * rows // unique), job_id)
+        if report is not None:
+            report(count, unique, capacity)
+
+    reports: Reports[tuple[int, dict[str, Any]]] = Reports(send, f"featurepull-progress-{shard}")
+
+    def progress(n: int) -> None:  # in the read's event loop: it must not wait
         nonlocal answered, last
+        reports.check()  # a report raised (the job ended, Redis is gone): the read stops
         answered += n
         now = time.monotonic()
         if now - last < PROGRESS_EVERY_S and answered < unique:
             return
         last = now
-        # In entity rows, as the job's total (its repeated keys too): the rows of the
-        # distinct keys answered, taken in proportion until the shard is done.
-        stop_if(store.report_progress(job_id, shard, answered * rows // unique), job_id)
-        if report is not None:
-            report(answered, unique, capacity_fields(reader.reading, now - started))
+        reports.post((answered, capacity_fields(reader.reading, now - started)))
 
     started = time.monotonic()
     tables = spec_tables(spec)
-    if scans.is_scan(meta):  # the rows the job's scan tasks matched, joined here
-        by_row = keys if positions is None else [keys[p] for p in positions.to_pylist()]
-        result = scans.scanned_result(store, meta, shard, by_row)
-    else:
-        with metrics.shard_running(tables):
-            result = reader.read(keys, request.features, progress=progress,
-                                 row_offset=shard * spec["shard_size"],
-                                 allow_missing_features=request.allow_missing_features,
-                                 **({"positions": positions} if positions is not None else {}))
-        result.stats.read_mode = scans.BATCH_GET  # as a scan shard's stats name theirs
-    table = shard_table(spec, columns, result.rows, request.features,
-                        first_row=shard * spec["shard_size"] + 1)
-    stats = result.stats.to_dict()
-    stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
-    if scorer is not None:
-        scoring = time.monotonic()
-        table = apply_scorer(table, found_mask(result.rows), scorer,
-                             spec["key_columns"], with_features=request.with_features)
-        stats["score_seconds"] = round(time.monotonic() - scoring, 3)
+    with reports:  # (a scan shard reads nothing: its thread starts and ends idle)
+        if scans.is_scan(meta):  # the rows the job's scan tasks matched, joined here
+            by_row = keys if positions is None else [keys[p] for p in positions.to_pylist()]
+            result = scans.scanned_result(store, meta, shard, by_row)
+        else:
+            with metrics.shard_running(tables):
+                result = reader.read(keys, request.features, progress=progress,
+                                     row_offset=shard * spec["shard_size"],
+                                     allow_missing_features=request.allow_missing_features,
+                                     **({"positions": positions} if positions is not None
+                                        else {}))
+            result.stats.read_mode = scans.BATCH_GET  # as a scan shard's stats name theirs
+        table = shard_table(spec, columns, result.rows, request.features,
+                            first_row=shard * spec["shard_size"] + 1)
+        stats = result.stats.to_dict()
+        stats["latencies_ms"] = [round(v, 2) for v in result.stats.latencies_ms]
+        if scorer is not None:
+            scoring = time.monotonic()
+            table = apply_scorer(table, found_mask(result.rows), scorer,
+                                 spec["key_columns"], with_features=request.with_features)
+            stats["score_seconds"] = round(time.monotonic() - scoring, 3)
+    # Out of the block, the last report (its look at the job's state) is done: before the
+    # part is written and the shard stored. It was sent while the table was built.
     if request.output:
         # Into a part file beside the output: Redis holds no rows of a job with an output.
         check = staged_output(job_id, meta, effective).write_part(shard, table)

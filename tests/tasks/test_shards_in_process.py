@@ -4,6 +4,8 @@ when its job ends or disappears meanwhile. Real redis-server and the session's e
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +226,50 @@ def test_a_shard_stops_when_its_job_is_gone(new_job: NewJob, settings: Settings,
     assert len(reported) == 1 and reported[0] < 80
     assert list(store.redis.scan_iter(f"featurepull:job:{meta.job_id}:*")) == []
     assert meta.job_id not in store.active_jobs()
+
+
+def progress_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("featurepull-progress")]
+
+
+def test_a_shards_reports_are_sent_beside_its_read_not_in_its_event_loop(
+        new_job: NewJob, settings: Settings, store: JobStore) -> None:
+    meta = new_job(IDS)
+    sent: list[tuple[int, str, bool]] = []
+
+    def where(done: int, total: int, capacity: dict[str, Any]) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            sent.append((done, threading.current_thread().name, False))
+        else:  # a report made here would hold the requests the loop should send meanwhile
+            sent.append((done, threading.current_thread().name, True))
+
+    small_batches = settings.model_copy(update={  # 8 requests: a first report, a last
+        "dynamodb": settings.dynamodb.model_copy(update={"batch_size": 10})})
+    assert run_shard(meta.job_id, 0, small_batches, store, report=where) is False
+    assert len(sent) >= 2 and sent[0][0] < 80 and sent[-1][0] == 80
+    assert {(name, on_loop) for _, name, on_loop in sent} == {("featurepull-progress-0", False)}
+    assert store.progress(meta.job_id) == 100 and store.done_count(meta.job_id) == 1
+    assert progress_threads() == []  # none left running after the shard
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_report_that_fails_fails_its_shard(new_job: NewJob, settings: Settings,
+                                             store: JobStore, first: bool) -> None:
+    meta = new_job(IDS)
+
+    def broken(done: int, total: int, capacity: dict[str, Any]) -> None:
+        if first or done == total:
+            raise ConnectionError("the broker went away")
+
+    small_batches = settings.model_copy(update={
+        "dynamodb": settings.dynamodb.model_copy(update={"batch_size": 10})})
+    # Raised in the read at its next answer, or (the last report) before the shard stores.
+    with pytest.raises(ConnectionError, match="the broker went away"):
+        run_shard(meta.job_id, 0, small_batches, store, report=broken)
+    assert store.done_count(meta.job_id) == 0 and store.all_stats(meta.job_id) == {}
+    assert progress_threads() == []
 
 
 @pytest.mark.parametrize("ended", ["cancelled", "failed"])
