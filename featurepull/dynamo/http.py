@@ -162,10 +162,6 @@ class _Connection(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():  # not answered just now
             self._fail(TimeoutError())
 
-    def answer_begun(self) -> bool:
-        """Some of the last request's answer came (a status line and headers, at least)."""
-        return self._headers_done or bool(self._headers)
-
     def idle_and_open(self) -> bool:
         """Still usable: open, and the server has sent nothing (no EOF) while it was idle."""
         if self.closed or self.transport is None or self.transport.is_closing():
@@ -195,32 +191,22 @@ class ConnectionPool:
             tls_context(verify) if parts.scheme == "https" else None)
         self._idle: list[_Connection] = []
 
-    async def request(self, raw: bytes, fresh: bool = False) -> Response:
-        """Send ``raw`` (a whole HTTP/1.1 request) on an idle or new connection (``fresh``:
-        a new one). An idle one the server closed just as the request went out, before any
-        of an answer came, does not fail it: it is sent once more, on a new connection."""
-        conn = await (self._connect() if fresh else self._checkout())
+    async def request(self, raw: bytes) -> Response:
+        """Send ``raw`` (a whole HTTP/1.1 request) on an idle or new connection."""
+        conn = await self._checkout()
         try:
             response = await conn.exchange(raw, self.read_timeout)
         except TimeoutError:
             conn.close()
             raise BrokenResponse(f"no complete response within {self.read_timeout:g}s "
                                  "(read_timeout)") from None
-        except BrokenResponse:
-            conn.close()
-            if fresh or not conn.idle_since or conn.answer_begun():
-                raise
         except BaseException:
             conn.close()
             raise
-        else:
-            if not conn.closed:
-                conn.idle_since = time.monotonic()
-                self._idle.append(conn)
-            return response
-        # Its FIN was on the way (the check at checkout saw none). The requests are reads
-        # (BatchGetItem, Scan): sending one twice is harmless.
-        return await self.request(raw, fresh=True)
+        if not conn.closed:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+        return response
 
     async def _checkout(self) -> _Connection:
         while self._idle:
@@ -228,9 +214,6 @@ class ConnectionPool:
             if _reusable(conn, time.monotonic()):
                 return conn
             conn.close()
-        return await self._connect()
-
-    async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
