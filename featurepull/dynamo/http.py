@@ -10,7 +10,9 @@ uses) as the bytes arrive. Framing (Content-Length, chunked, read-until-close) i
 this module only keeps connections, timeouts, and turns every way a response can go wrong
 into :class:`BrokenResponse`.
 
-A :class:`ConnectionPool` belongs to one running loop and is closed with it.
+A :class:`ConnectionPool` belongs to one event loop. A read's own loop closes it at the read's
+end; a kept loop (:mod:`featurepull.dynamo.loops`) keeps it between reads, and a connection
+idle for :data:`IDLE_LIMIT_S`, or that the server closed, is not used again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import select
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -28,6 +31,13 @@ import httptools
 from featurepull.dynamo.client import per_process
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# A connection idle this long is closed, not reused. DynamoDB closes idle connections after
+# ~60 s (aws/aws-sdk-java#1365; ~90 s in feast-dev/feast#5167); boto 2 discarded its own after
+# 60 s, aiobotocore after 12 s. Half of DynamoDB's leaves the server's close far away (a
+# request sent as it closes would be lost), and stays well under the 350 s after which an AWS
+# NAT gateway silently forgets a connection (urllib3/urllib3#3184), which no check at
+# checkout can see. Shards of one job follow each other within a second.
+IDLE_LIMIT_S = 30.0
 
 
 class BrokenResponse(ConnectionError):
@@ -57,6 +67,7 @@ class _Connection(asyncio.Protocol):
         self._headers_done = False
         # Registered once: idle_and_open asks it at every checkout (None: no socket to ask).
         self._poller: select.poll | None = None
+        self.idle_since = 0.0  # time.monotonic() when it last went back to its pool
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -193,13 +204,14 @@ class ConnectionPool:
             conn.close()
             raise
         if not conn.closed:
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
         return response
 
     async def _checkout(self) -> _Connection:
         while self._idle:
             conn = self._idle.pop()
-            if conn.idle_and_open():
+            if _reusable(conn, time.monotonic()):
                 return conn
             conn.close()
         loop = asyncio.get_running_loop()
@@ -218,11 +230,24 @@ class ConnectionPool:
                                  f"{exc}") from None
         return conn
 
+    def close_stale(self) -> None:
+        """Close the idle connections that may not be used again (a kept pool, before a
+        read): idle for IDLE_LIMIT_S, or closed by the server meanwhile."""
+        now = time.monotonic()
+        stale = [conn for conn in self._idle if not _reusable(conn, now)]
+        for conn in stale:
+            conn.close()
+        self._idle = [conn for conn in self._idle if not conn.closed]
+
     def close(self) -> None:
         """Close every idle connection (call before the loop stops)."""
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+
+
+def _reusable(conn: _Connection, now: float) -> bool:
+    return now - conn.idle_since < IDLE_LIMIT_S and conn.idle_and_open()
 
 
 def tls_context(verify: bool | str) -> ssl.SSLContext:

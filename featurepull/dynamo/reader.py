@@ -20,7 +20,6 @@ reading, from any thread. Retries are logged once per burst of each kind, not on
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import gc
 import heapq
 import logging
@@ -29,7 +28,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine, Hashable, Iterator, Mapping, Sequence, Sized
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -57,6 +55,7 @@ from featurepull.dynamo.errors import (
 from featurepull.dynamo.features import FeatureCheck, refusal_message
 from featurepull.dynamo.found import FoundRows
 from featurepull.dynamo.layouts import DECODE_ERRORS, ColumnsDecoder, Layout, Row, RowDecoder
+from featurepull.dynamo.loops import kept_loop
 from featurepull.dynamo.pacing import (
     Pacer,
     PacerFactory,
@@ -225,13 +224,15 @@ class BatchReader:
             **self.layout.projection(features),
             "ConsistentRead": self.settings.consistent_reads,
         }
-        transport = transport_for(self.client, self.settings,
-                                  base64_values=self.layout.decodes_base64)
-        decode = _Decoders(
-            self.layout.columns_decoder(features, base64_values=transport.base64_values),
-            self.layout.row_decoder(features, base64_values=transport.base64_values))
-        with cyclic_gc_paused():
-            _run(self._dispatch(transport, state, template, decode, progress))
+        # On a loop kept between reads: its connections from the last read are this one's.
+        with kept_loop() as loop:
+            transport = transport_for(self.client, self.settings,
+                                      base64_values=self.layout.decodes_base64, loop=loop)
+            decode = _Decoders(
+                self.layout.columns_decoder(features, base64_values=transport.base64_values),
+                self.layout.row_decoder(features, base64_values=transport.base64_values))
+            with cyclic_gc_paused():
+                loop.run(self._dispatch(transport, state, template, decode, progress))
         stats = state.stats
         self.reading = None
         rows = state.found_rows()
@@ -775,47 +776,6 @@ def cyclic_gc_paused() -> Iterator[None]:
                 gc.freeze()
                 gc.unfreeze()
             gc.enable()
-
-
-def _run(work: Coroutine[Any, Any, None]) -> None:
-    """Run the read's event loop here, or — when this thread already runs one (a notebook,
-    an async app) — on a thread of its own, so ``read`` stays a plain blocking call."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        _run_here(work)
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="featurepull-loop") as pool:
-        pool.submit(contextvars.copy_context().run, _run_here, work).result()
-
-
-def _run_here(work: Coroutine[Any, Any, None]) -> None:
-    """``asyncio.run(work)``, except that an exception raised inside one of the loop's
-    callbacks ends the read with that exception instead of being logged and swallowed by
-    asyncio — Celery's soft time limit is raised by a signal handler wherever the thread is."""
-    escaped: list[BaseException] = []
-
-    async def main() -> None:
-        loop, task = asyncio.get_running_loop(), asyncio.current_task()
-
-        def on_error(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-            exc = context.get("exception")
-            if exc is None or task is None or task.done():
-                loop.default_exception_handler(context)
-                return
-            escaped.append(exc)
-            task.cancel()
-
-        loop.set_exception_handler(on_error)
-        await work
-
-    try:
-        asyncio.run(main())
-    except asyncio.CancelledError:
-        if escaped:
-            raise escaped[0] from None
-        raise
-
 
 
 def _no_fragment(keys: list[Hashable]) -> None:

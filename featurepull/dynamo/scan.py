@@ -39,6 +39,7 @@ from featurepull.dynamo.errors import (
 )
 from featurepull.dynamo.features import FeatureCheck, refusal_message
 from featurepull.dynamo.layouts import ColumnsDecoder, Layout, Row
+from featurepull.dynamo.loops import run as _run
 from featurepull.dynamo.pacing import PacerFactory, ReadCost, ReadPace, local_pacer
 from featurepull.dynamo.reader import (
     BatchReader,
@@ -46,7 +47,6 @@ from featurepull.dynamo.reader import (
     _check_features,
     _error_code,
     _RetryLog,
-    _run,
     adapt,
     close_requests,
     connection_failure,

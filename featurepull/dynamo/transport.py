@@ -15,7 +15,8 @@ damaged response raises an exception the reader counts as a connection failure
   validator, an event system, and a parser that walks every attribute of every item through
   the output shape. The body is ``orjson.dumps``; it is signed (SigV4, :mod:`.sigv4`) with
   the credentials of the client's own signer, refreshed as boto3 refreshes them, sent on a
-  keep-alive connection of the read's event loop (:mod:`featurepull.dynamo.http`), checked
+  keep-alive connection of the read's event loop (:mod:`featurepull.dynamo.http`; kept with
+  the loop between reads, :mod:`featurepull.dynamo.loops`), checked
   (length, ``x-amz-crc32``), parsed once with ``orjson.loads``, and B values are left as
   base64 for the layouts that decode them where they read them, else turned into bytes.
 """
@@ -41,6 +42,8 @@ from featurepull.dynamo.sigv4 import PostSigner
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
+
+    from featurepull.dynamo.loops import KeptLoop
 
 TARGET = "DynamoDB_20120810.BatchGetItem"
 SCAN_TARGET = "DynamoDB_20120810.Scan"
@@ -118,7 +121,7 @@ class FastTransport:
     json_fragments = True
 
     def __init__(self, client: Any, settings: DynamoSettings,
-                 base64_values: bool = False) -> None:
+                 base64_values: bool = False, loop: KeptLoop | None = None) -> None:
         self.base64_values = base64_values
         url = str(client.meta.endpoint_url).rstrip("/")
         parts = urlsplit(url)
@@ -133,8 +136,10 @@ class FastTransport:
         self.signer = post_signer(url, self.region, TARGET)
         self.scan_signer = post_signer(url, self.region, SCAN_TARGET)
         self.headers = self.signer.headers
-        self.pool = ConnectionPool(url, settings.connect_timeout, settings.read_timeout,
-                                   client_verify(client))
+        # On a kept loop, its pool for this endpoint: kept (not closed) when the read ends.
+        self.kept = loop is not None
+        self.pool = (loop.pool if loop is not None else ConnectionPool)(
+            url, settings.connect_timeout, settings.read_timeout, client_verify(client))
 
     async def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
         body = orjson.dumps({"RequestItems": request_items, "ReturnConsumedCapacity": "TOTAL"},
@@ -156,7 +161,8 @@ class FastTransport:
         return _parse_scan_answer(data, headers, self.base64_values)
 
     def close(self) -> None:
-        self.pool.close()
+        if not self.kept:
+            self.pool.close()
 
     def _request_bytes(self, body: bytes, signer: PostSigner | None = None) -> bytes:
         return (signer or self.signer).request(body, self._frozen_credentials())
@@ -193,15 +199,16 @@ def user_agent() -> str:
     return f"featurepull (fast transport) botocore/{version('botocore')}"
 
 
-def transport_for(client: Any, settings: DynamoSettings,
-                  base64_values: bool = False) -> Transport:
+def transport_for(client: Any, settings: DynamoSettings, base64_values: bool = False,
+                  loop: KeptLoop | None = None) -> Transport:
     """The transport ``settings.transport`` names, for one read; ``base64_values`` asks
-    (the fast transport) to leave B values of items as base64 text. An endpoint boto3
+    (the fast transport) to leave B values of items as base64 text; on ``loop`` (the read
+    runs there), the fast transport sends on the connections kept there. An endpoint boto3
     reaches through an HTTP proxy (HTTPS_PROXY, ...) is left to botocore, which knows how to
     tunnel."""
     if settings.transport == "botocore" or client_proxy_url(client) is not None:
         return BotocoreTransport(client, settings.max_read_workers)
-    return FastTransport(client, settings, base64_values)
+    return FastTransport(client, settings, base64_values, loop)
 
 
 def _base64(value: object) -> str:

@@ -3,7 +3,7 @@
 Each read runs its requests on an event loop in the calling thread; these tests pin down the
 cases a caller can put that loop in: called from inside a running event loop (a notebook, an
 async web app), interrupted by a signal handler that raises (Celery's soft time limit),
-and whether its connections are gone when it returns.
+and its connections kept for the next read (tests/dynamo/test_kept_loops.py: which are not).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from featurepull.bench.endpoint import FEATURES, EndpointProcess, expected_featu
 from featurepull.config import DynamoSettings
 from featurepull.dynamo import BatchReader, FeastLayout
 from featurepull.dynamo.feast_values import decode_value
+from featurepull.dynamo.loops import close_kept_loops
 from featurepull.dynamo.reader import InFlight, close_requests
 from tests.conftest import REGION
 
@@ -108,14 +109,21 @@ def test_answered_slots_are_refilled_on_the_wire_before_the_answers_are_taken_in
     assert received[0] > 4  # the first 4, and at least one sent in an answered one's place
 
 
-def test_connections_are_closed_when_the_read_returns(slow_endpoint: EndpointProcess) -> None:
+def test_connections_are_kept_for_the_next_read_and_closed_with_the_kept_loops(
+        slow_endpoint: EndpointProcess) -> None:
     keys = LAYOUT.keys_for({"driver_id": list(range(400))})
     reader = _reader(slow_endpoint, batch_size=10, max_read_workers=8)
     reader.check_table()  # the boto3 client's own pool is not the read's
+    close_kept_loops()
     gc.collect()
     before = _sockets()
     result = reader.read(keys, ["city"])
     assert result.stats.requests == 40
+    kept = _sockets()
+    assert before < kept <= before + 8 + 2  # its connections, and its loop's self-pipe
+    assert reader.read(keys, ["city"]).stats.requests == 40
+    assert _sockets() == kept
+    close_kept_loops()
     assert _sockets() == before
     assert gc.isenabled()  # the read pauses the cyclic collector, and only while it reads
 

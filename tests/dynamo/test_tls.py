@@ -2,17 +2,16 @@
 boto3 client's CA bundle, ``verify=False`` honoured, and a certificate that does not verify
 failing the read at once with the reason (not retried until the deadline).
 
-A TLS-terminating forwarder (asyncio, in a thread of the test process) sits in front of the
-lean bench endpoint, with a certificate for 127.0.0.1 signed by a CA made for the test.
+Reads in a row shake hands once. A TLS-terminating forwarder (asyncio, in a thread of the
+test process) sits in front of the lean bench endpoint, with a certificate for 127.0.0.1
+signed by a CA made for the test.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import ipaddress
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from featurepull.dynamo._env_client import env_client
 from featurepull.dynamo.client import build_client
 from featurepull.dynamo.feast_values import decode_value
 from featurepull.dynamo.transport import FastTransport, transport_for
+from tests.dynamo.forwarder import Forwarder
 
 TABLE = "tls.driver_stats"
 LAYOUT = FeastLayout({"driver_id": "int64"})
@@ -78,52 +78,13 @@ def _certificates(folder: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-class TlsForwarder:
+class TlsForwarder(Forwarder):
     """Accepts TLS on 127.0.0.1 and forwards the plain bytes to ``upstream``."""
 
     def __init__(self, upstream: str, cert: Path, key: Path) -> None:
-        host, port = upstream.removeprefix("http://").rsplit(":", 1)
-        self.upstream = (host, int(port))
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(cert, key)
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self.thread.start()
-        ready.wait(10)
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def _run(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(
-            self._serve, "127.0.0.1", 0, ssl=self.context))
-        self.port = server.sockets[0].getsockname()[1]
-        ready.set()
-        self.loop.run_forever()
-        server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except (ConnectionError, ssl.SSLError):
-                pass
-            finally:
-                sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        super().__init__(upstream, context)
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +117,19 @@ def test_reads_over_https(tls: tuple[TlsForwarder, Path], verify: str | bool) ->
     cities = [row[FEATURES.index("city") + 1] if row else None for row in result.rows]
     assert cities == [decode_value(expected_features(d)["city"]) for d in ids[:-1]] + [None]
     assert result.stats.requests == 7 and result.stats.connection_errors == 0
+
+
+def test_reads_in_a_row_shake_hands_once(tls: tuple[TlsForwarder, Path]) -> None:
+    # The read's connections are kept between reads (featurepull.dynamo.loops): against
+    # DynamoDB a TLS handshake costs a round trip or two more than the TCP connect.
+    forwarder, ca = tls
+    reader = _reader(forwarder.url, str(ca))
+    keys = LAYOUT.keys_for({"driver_id": list(range(200))})  # 8 requests, 4 in flight
+    assert reader.read(keys, ["city"]).stats.requests == 8
+    accepted = forwarder.accepted
+    for _ in range(3):
+        assert reader.read(keys, ["city"]).stats.connection_errors == 0
+    assert forwarder.accepted == accepted
 
 
 def test_a_certificate_that_does_not_verify_fails_at_once(
