@@ -10,10 +10,13 @@ uses) as the bytes arrive. Framing (Content-Length, chunked, read-until-close) i
 this module only keeps connections, timeouts, and turns every way a response can go wrong
 into :class:`BrokenResponse`.
 
-A request is written at once on an idle connection (:meth:`ConnectionPool.start`), and its
-response or failure handed to a callback from the protocol's own callbacks, as soon as the last
-byte is parsed: the reader writes the request that takes its place without waking a task
-(each wake-up is a turn of the loop, behind whatever else is ready).
+A request's response or failure is handed to a callback from the protocol's own callbacks,
+as soon as the last byte is parsed (:meth:`ConnectionPool.start`): the reader settles the
+answer and starts the request that takes its place there, without waking a task (each
+wake-up is a turn of the loop, behind whatever else is ready). The requests started while
+the loop handles one batch of ready sockets are written together, first thing in its next
+turn: written one at a time, each woke the endpoint for itself (one reader and the endpoint,
+~+10% and ~+20% CPU; a fleet's reads on two cores slower than before).
 
 A :class:`ConnectionPool` belongs to one running loop and is closed with it.
 """
@@ -221,6 +224,9 @@ class ConnectionPool:
         # close() closes or cancels besides the idle ones (a read that failed).
         self._busy: set[_Connection] = set()
         self._connecting: set[asyncio.Task[None]] = set()
+        # Requests started and not yet written (see the module's docstring): written by
+        # _write, scheduled by the first of them.
+        self._unwritten: list[tuple[_Connection, bytes, OnResponse]] = []
 
     async def request(self, raw: bytes) -> Response:
         """Send ``raw`` (a whole HTTP/1.1 request) on an idle or new connection."""
@@ -229,8 +235,9 @@ class ConnectionPool:
         return await waiter
 
     def start(self, raw: bytes, on_response: OnResponse) -> None:
-        """Send ``raw`` (a whole HTTP/1.1 request): written now on an idle connection, else
-        once a new one is made. ``on_response`` gets the response, or the failure (a
+        """Send ``raw`` (a whole HTTP/1.1 request) on an idle connection, written with the
+        others started in this turn of the loop at the start of the next, else once a new
+        connection is made. ``on_response`` gets the response, or the failure (a
         BrokenResponse, or the certificate's ssl.SSLCertVerificationError), from a callback
         of the loop — never from within this call; nothing after :meth:`close`."""
         while self._idle:
@@ -257,7 +264,17 @@ class ConnectionPool:
             on_response(outcome)
 
         self._busy.add(conn)
-        conn.send(raw, self.read_timeout, answered)
+        if not self._unwritten:
+            asyncio.get_running_loop().call_soon(self._write)
+        self._unwritten.append((conn, raw, answered))
+
+    def _write(self) -> None:
+        unwritten, self._unwritten = self._unwritten, []
+        for conn, raw, answered in unwritten:
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                answered(BrokenResponse("connection closed before the request was written"))
+            else:
+                conn.send(raw, self.read_timeout, answered)
 
     async def _connect_and_send(self, raw: bytes, on_response: OnResponse) -> None:
         try:
@@ -293,6 +310,7 @@ class ConnectionPool:
             conn.close()
         self._idle.clear()
         self._busy.clear()
+        self._unwritten.clear()
         for task in self._connecting:
             task.cancel()
 
