@@ -256,10 +256,11 @@ class BatchReader:
         """Keep ``max_read_workers`` requests in flight until every key is answered.
 
         A request's slot is refilled as soon as its answer is parsed, in the transport's
-        callback that hands the answer over (no task to wake, no turn of the loop between an
-        answer and the request that takes its place): the answer is settled (retries, the
-        budget, the in-flight limit) and the new request written there. Its items are
-        decoded and progress reported by this coroutine afterwards: decoding is most of a
+        callback that hands the answer over (no task per request, none to wake): the answer
+        is settled (retries, the budget, the in-flight limit) and the request that takes its
+        place started there, written with the others of that turn of the loop first thing in
+        the next (:mod:`.http`). Its items are decoded and progress reported by this
+        coroutine afterwards: decoding is most of a
         read's CPU, and done first it would hold every answer that arrives meanwhile, and
         the request that could follow it, in a queue.
 
@@ -329,8 +330,8 @@ class BatchReader:
     def _send(self, transport: Transport, batch: list[int], state: _ReadState,
               template: dict[str, Any], reserved: float,
               answered: Callable[[_Outcome, dict[str, Any] | BaseException], None]) -> None:
-        """Write one BatchGetItem now (or once its connection is made); ``answered`` gets
-        its outcome (items not yet decoded) and what the transport came back with."""
+        """Start one BatchGetItem (the transport writes it); ``answered`` gets its outcome
+        (items not yet decoded) and what the transport came back with."""
         layout, keys = self.layout, state.keys
         batch_keys = [keys[i] for i in batch]
         wire = state.wire_keys(batch_keys) if transport.json_fragments else None
