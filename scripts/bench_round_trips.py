@@ -90,16 +90,7 @@ def instrument_client(records: list[dict[str, Any]]) -> None:
 
     now = time.monotonic
     Conn = http._Connection
-    exchange, data_received, complete = Conn.exchange, Conn.data_received, Conn._complete
-
-    async def p_exchange(self: Any, request: bytes, timeout: float) -> Any:
-        record: dict[str, Any] = {"write": now()}
-        self.p_record = record
-        response = await exchange(self, request, timeout)
-        record["resumed"] = now()
-        record["id"] = int(response.headers["x-amzn-requestid"].rpartition("-")[2])
-        records.append(record)
-        return response
+    data_received, complete = Conn.data_received, Conn._complete
 
     def p_data_received(self: Any, data: bytes) -> None:
         record = getattr(self, "p_record", None)
@@ -113,7 +104,22 @@ def instrument_client(records: list[dict[str, Any]]) -> None:
             record["complete"] = now()
         complete(self)
 
-    Conn.exchange, Conn.data_received, Conn._complete = p_exchange, p_data_received, p_complete
+    Conn.data_received, Conn._complete = p_data_received, p_complete
+    if hasattr(http.ConnectionPool, "start"):
+        _instrument_callbacks(records, http)
+        return
+    exchange = Conn.exchange
+
+    async def p_exchange(self: Any, request: bytes, timeout: float) -> Any:
+        record: dict[str, Any] = {"write": now()}
+        self.p_record = record
+        response = await exchange(self, request, timeout)
+        record["resumed"] = now()
+        record["id"] = int(response.headers["x-amzn-requestid"].rpartition("-")[2])
+        records.append(record)
+        return response
+
+    Conn.exchange = p_exchange
     pool_request = http.ConnectionPool.request
 
     async def p_request(self: Any, raw: bytes) -> Any:
@@ -123,6 +129,40 @@ def instrument_client(records: list[dict[str, Any]]) -> None:
         return response
 
     http.ConnectionPool.request = p_request
+
+
+def _instrument_callbacks(records: list[dict[str, Any]], http: Any) -> None:
+    """Trees whose pool writes a request at once and calls back with its response
+    (``ConnectionPool.start``, ``_Connection.send``): "resumed" is the callback's start, where
+    the reader takes the answer; "asked" the pool's start (the write itself, for a request
+    that waited for its connection)."""
+    now = time.monotonic
+    Conn, Pool = http._Connection, http.ConnectionPool
+    send, start = Conn.send, Pool.start
+    asking: dict[str, float | None] = {"at": None}
+
+    def p_start(self: Any, raw: bytes, on_response: Any) -> None:
+        asking["at"] = now()
+        try:
+            start(self, raw, on_response)
+        finally:
+            asking["at"] = None
+
+    def p_send(self: Any, request: bytes, timeout: float, on_response: Any) -> None:
+        written = now()
+        record: dict[str, Any] = {"write": written, "asked": asking["at"] or written}
+        self.p_record = record
+
+        def p_on_response(outcome: Any) -> None:
+            record["resumed"] = now()
+            if isinstance(outcome, http.Response):
+                record["id"] = int(outcome.headers["x-amzn-requestid"].rpartition("-")[2])
+                records.append(record)
+            on_response(outcome)
+
+        send(self, request, timeout, p_on_response)
+
+    Conn.send, Pool.start = p_send, p_start
 
 
 def client(url: str, keys: int, found_share: float, in_flight: int, layer: str,

@@ -10,6 +10,14 @@ uses) as the bytes arrive. Framing (Content-Length, chunked, read-until-close) i
 this module only keeps connections, timeouts, and turns every way a response can go wrong
 into :class:`BrokenResponse`.
 
+A request's response or failure is handed to a callback from the protocol's own callbacks,
+as soon as the last byte is parsed (:meth:`ConnectionPool.start`): the reader settles the
+answer and starts the request that takes its place there, without waking a task (each
+wake-up is a turn of the loop, behind whatever else is ready). The requests started while
+the loop handles one batch of ready sockets are written together, first thing in its next
+turn: written one at a time, each woke the endpoint for itself (one reader and the endpoint,
+~+10% and ~+20% CPU; a fleet's reads on two cores slower than before).
+
 A :class:`ConnectionPool` belongs to one event loop. A read's own loop closes it at the read's
 end; a kept loop (:mod:`featurepull.dynamo.loops`) keeps it between reads, and a connection
 idle for :data:`IDLE_LIMIT_S`, or that the server closed, is not used again.
@@ -21,9 +29,9 @@ import asyncio
 import select
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeAlias, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -53,6 +61,12 @@ class Response:
     body: bytes
 
 
+# What a request ends with: its response, or why there is none (BrokenResponse, TimeoutError
+# from the connection; the pool's callers get a BrokenResponse for a timeout too).
+Outcome: TypeAlias = "Response | BaseException"
+OnResponse: TypeAlias = "Callable[[Response | BaseException], None]"
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: one request at a time, parsed by llhttp as it arrives."""
 
@@ -60,7 +74,11 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[Response] | None = None
+        # The request's callback while one is outstanding; its timer (read timeout); the
+        # response parsed, handed over once the parser has returned.
+        self._on_response: OnResponse | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._response: Response | None = None
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._framed = False  # Content-Length or chunked: the parser knows where it ends
@@ -84,7 +102,7 @@ class _Connection(asyncio.Protocol):
             self._poller = poller
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:
+        if self._on_response is None:
             # Bytes nobody asked for: the connection is out of step; never reuse it.
             self._fail(BrokenResponse(f"unexpected bytes from the server: {data[:80]!r}"))
             return
@@ -92,15 +110,23 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(BrokenResponse(f"malformed HTTP response ({exc}): {data[:80]!r}"))
+            return
+        response = self._response
+        if response is not None:
+            self._response = None
+            self._deliver(response)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._waiter is not None and not self._waiter.done():
-            if self._headers_done and not self._framed:
+        if self._on_response is not None:
+            if self._response is None and self._headers_done and not self._framed:
                 self._complete()  # a body that runs until the server closes
+            response, self._response = self._response, None
+            if response is not None:
+                self._deliver(response)
                 return
             reason = f" ({type(exc).__name__}: {exc})" if exc else ""
-            self._waiter.set_exception(
+            self._deliver(
                 BrokenResponse(f"connection closed before the response was complete{reason}"))
 
     # httptools callbacks
@@ -120,46 +146,61 @@ class _Connection(asyncio.Protocol):
         self._complete()
 
     # ours
-    async def exchange(self, request: bytes, timeout: float) -> Response:
-        """Send one whole request and wait for its whole response, at most ``timeout``
-        seconds (then TimeoutError, and the connection is closed)."""
+    def send(self, request: bytes, timeout: float, on_response: OnResponse) -> None:
+        """Write one whole request now; ``on_response`` gets its whole response, or the
+        failure (TimeoutError after ``timeout`` seconds, and the connection is closed),
+        from a callback of the loop — never from within this call."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Response] = loop.create_future()
-        self._waiter = waiter
+        self._on_response = on_response
         self._headers, self._body = {}, []
         self._framed = self._headers_done = False
-        # One timer handle, not asyncio.timeout's context manager around the await: this
-        # runs for every request.
-        timer = loop.call_at(loop.time() + timeout, self._time_out)
+        self._response = None
+        # One timer handle, not asyncio.timeout's context manager: this runs for every
+        # request.
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + timeout, self._time_out)
         self.transport.write(request)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
 
     def close(self) -> None:
+        """Close the connection; a request still outstanding is abandoned untold."""
         self.closed = True
+        self._take()
         if self.transport is not None:
             self.transport.close()
 
+    def _take(self) -> OnResponse | None:
+        """The outstanding request's callback, which this connection no longer owes."""
+        on_response, self._on_response = self._on_response, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return on_response
+
+    def _deliver(self, outcome: Outcome) -> None:
+        on_response = self._take()
+        if on_response is not None:
+            on_response(outcome)
+
     def _complete(self) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if self._on_response is None or self._response is not None:
             return
-        if not self._parser.should_keep_alive():
-            self.close()
-        waiter.set_result(Response(self._parser.get_status_code(), self._headers,
-                                   b"".join(self._body)))
+        keep_alive = self._parser.should_keep_alive()
+        self._response = Response(self._parser.get_status_code(), self._headers,
+                                  b"".join(self._body))
+        if not keep_alive:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
 
     def _fail(self, exc: BrokenResponse | TimeoutError) -> None:
+        on_response = self._take()
         self.close()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
+        if on_response is not None:
+            on_response(exc)
 
     def _time_out(self) -> None:
-        if self._waiter is not None and not self._waiter.done():  # not answered just now
+        self._timer = None
+        if self._on_response is not None:  # not answered just now
             self._fail(TimeoutError())
 
     def idle_and_open(self) -> bool:
@@ -190,30 +231,74 @@ class ConnectionPool:
         self.ssl: ssl.SSLContext | None = (
             tls_context(verify) if parts.scheme == "https" else None)
         self._idle: list[_Connection] = []
+        # Connections with a request outstanding, and connections being made for one: what
+        # close() closes or cancels besides the idle ones (a read that failed).
+        self._busy: set[_Connection] = set()
+        self._connecting: set[asyncio.Task[None]] = set()
+        # Requests started and not yet written (see the module's docstring): written by
+        # _write, scheduled by the first of them.
+        self._unwritten: list[tuple[_Connection, bytes, OnResponse]] = []
 
     async def request(self, raw: bytes) -> Response:
         """Send ``raw`` (a whole HTTP/1.1 request) on an idle or new connection."""
-        conn = await self._checkout()
-        try:
-            response = await conn.exchange(raw, self.read_timeout)
-        except TimeoutError:
-            conn.close()
-            raise BrokenResponse(f"no complete response within {self.read_timeout:g}s "
-                                 "(read_timeout)") from None
-        except BaseException:
-            conn.close()
-            raise
-        if not conn.closed:
-            conn.idle_since = time.monotonic()
-            self._idle.append(conn)
-        return response
+        waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self.start(raw, lambda outcome: _settle(waiter, outcome))
+        return await waiter
 
-    async def _checkout(self) -> _Connection:
+    def start(self, raw: bytes, on_response: OnResponse) -> None:
+        """Send ``raw`` (a whole HTTP/1.1 request) on an idle connection, written with the
+        others started in this turn of the loop at the start of the next, else once a new
+        connection is made. ``on_response`` gets the response, or the failure (a
+        BrokenResponse, or the certificate's ssl.SSLCertVerificationError), from a callback
+        of the loop — never from within this call; nothing after :meth:`close`."""
         while self._idle:
             conn = self._idle.pop()
             if _reusable(conn, time.monotonic()):
-                return conn
+                self._send(conn, raw, on_response)
+                return
             conn.close()
+        task = asyncio.ensure_future(self._connect_and_send(raw, on_response))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    def _send(self, conn: _Connection, raw: bytes, on_response: OnResponse) -> None:
+        def answered(outcome: Outcome) -> None:
+            self._busy.discard(conn)
+            if isinstance(outcome, Response):
+                if not conn.closed:
+                    conn.idle_since = time.monotonic()
+                    self._idle.append(conn)  # free again before the caller writes its next
+            else:
+                conn.close()
+                if isinstance(outcome, TimeoutError):
+                    outcome = BrokenResponse(f"no complete response within "
+                                             f"{self.read_timeout:g}s (read_timeout)")
+            on_response(outcome)
+
+        self._busy.add(conn)
+        if not self._unwritten:
+            asyncio.get_running_loop().call_soon(self._write)
+        self._unwritten.append((conn, raw, answered))
+
+    def _write(self) -> None:
+        unwritten, self._unwritten = self._unwritten, []
+        for conn, raw, answered in unwritten:
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                answered(BrokenResponse("connection closed before the request was written"))
+            else:
+                conn.send(raw, self.read_timeout, answered)
+
+    async def _connect_and_send(self, raw: bytes, on_response: OnResponse) -> None:
+        try:
+            conn = await self._connect()
+        except asyncio.CancelledError:
+            raise  # the pool was closed: nobody waits
+        except BaseException as exc:  # whatever it is, the caller waits to be told
+            on_response(exc)
+            return
+        self._send(conn, raw, on_response)
+
+    async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -240,10 +325,24 @@ class ConnectionPool:
         self._idle = [conn for conn in self._idle if not conn.closed]
 
     def close(self) -> None:
-        """Close every idle connection (call before the loop stops)."""
-        for conn in self._idle:
+        """Close every connection, abandoning the requests still outstanding untold, and
+        stop the ones being made (call before the loop stops)."""
+        for conn in [*self._idle, *self._busy]:
             conn.close()
         self._idle.clear()
+        self._busy.clear()
+        self._unwritten.clear()
+        for task in self._connecting:
+            task.cancel()
+
+
+def _settle(waiter: asyncio.Future[Response], outcome: Outcome) -> None:
+    if waiter.done():
+        return
+    if isinstance(outcome, Response):
+        waiter.set_result(outcome)
+    else:
+        waiter.set_exception(outcome)
 
 
 def _reusable(conn: _Connection, now: float) -> bool:

@@ -28,7 +28,7 @@ import binascii
 import contextvars
 import functools
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -37,7 +37,7 @@ import orjson
 
 from featurepull.config import ConfigError, DynamoSettings
 from featurepull.dynamo._botocore import client_proxy_url, client_verify, signing_credentials
-from featurepull.dynamo.http import DEFAULT_PORTS, BrokenResponse, ConnectionPool
+from featurepull.dynamo.http import DEFAULT_PORTS, BrokenResponse, ConnectionPool, Response
 from featurepull.dynamo.sigv4 import PostSigner
 
 if TYPE_CHECKING:
@@ -54,6 +54,9 @@ _a2b = binascii.a2b_base64
 __all__ = ["BotocoreTransport", "BrokenResponse", "FastTransport", "Transport",
            "post_signer", "transport_for"]
 
+# What one BatchGetItem ended with: botocore's output shape, or the exception it would raise.
+OnAnswer = Callable[[dict[str, Any] | BaseException], None]
+
 
 class Transport(Protocol):
     """Sends one BatchGetItem and returns botocore's output shape."""
@@ -65,6 +68,11 @@ class Transport(Protocol):
 
     async def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
         """The answer to ``RequestItems``, with consumed capacity (TOTAL)."""
+
+    def start_batch_get_item(self, request_items: dict[str, Any], on_answer: OnAnswer) -> None:
+        """Send ``RequestItems`` now; ``on_answer`` gets what :meth:`batch_get_item` would
+        return or raise, from a callback of the loop (never from within this call), and is
+        not called once the transport is closed."""
 
     async def scan(self, request: dict[str, Any]) -> dict[str, Any]:
         """One page of a Scan with these parameters, with consumed capacity (TOTAL)."""
@@ -83,12 +91,21 @@ class BotocoreTransport:
     def __init__(self, client: Any, threads: int = 1) -> None:
         self.client = client
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="featurepull-read")
+        self._started: set[asyncio.Future[dict[str, Any]]] = set()  # start_batch_get_item's
 
     async def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
         # The caller's context (log bindings) goes with the call onto the thread.
         run = contextvars.copy_context().run
         return await asyncio.get_running_loop().run_in_executor(
             self._pool, run, self._call, request_items)
+
+    def start_batch_get_item(self, request_items: dict[str, Any], on_answer: OnAnswer) -> None:
+        run = contextvars.copy_context().run
+        future = asyncio.get_running_loop().run_in_executor(
+            self._pool, run, self._call, request_items)
+        self._started.add(future)
+        future.add_done_callback(self._started.discard)
+        future.add_done_callback(functools.partial(_hand_over, on_answer))
 
     def _call(self, request_items: dict[str, Any]) -> dict[str, Any]:
         response: dict[str, Any] = self.client.batch_get_item(
@@ -112,6 +129,8 @@ class BotocoreTransport:
         return response
 
     def close(self) -> None:
+        for future in self._started:
+            future.cancel()  # nobody is told any more
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -142,9 +161,26 @@ class FastTransport:
             url, settings.connect_timeout, settings.read_timeout, client_verify(client))
 
     async def batch_get_item(self, request_items: dict[str, Any]) -> dict[str, Any]:
+        return self._answer(await self.pool.request(self._batch_get_bytes(request_items)))
+
+    def start_batch_get_item(self, request_items: dict[str, Any], on_answer: OnAnswer) -> None:
+        def answered(response: Response | BaseException) -> None:
+            answer: dict[str, Any] | BaseException
+            try:
+                answer = response if isinstance(response, BaseException) else (
+                    self._answer(response))
+            except BaseException as exc:  # the caller's to raise, as batch_get_item would
+                answer = exc
+            on_answer(answer)
+
+        self.pool.start(self._batch_get_bytes(request_items), answered)
+
+    def _batch_get_bytes(self, request_items: dict[str, Any]) -> bytes:
         body = orjson.dumps({"RequestItems": request_items, "ReturnConsumedCapacity": "TOTAL"},
                             default=_base64)
-        response = await self.pool.request(self._request_bytes(body))
+        return self._request_bytes(body)
+
+    def _answer(self, response: Response) -> dict[str, Any]:
         data, headers = response.body, response.headers
         _check_complete(headers, data)
         if response.status != 200:
@@ -209,6 +245,14 @@ def transport_for(client: Any, settings: DynamoSettings, base64_values: bool = F
     if settings.transport == "botocore" or client_proxy_url(client) is not None:
         return BotocoreTransport(client, settings.max_read_workers)
     return FastTransport(client, settings, base64_values, loop)
+
+
+def _hand_over(on_answer: OnAnswer, future: asyncio.Future[dict[str, Any]]) -> None:
+    """A thread's BatchGetItem, done: its answer or its error to ``on_answer``."""
+    if future.cancelled():
+        return  # the transport was closed
+    error = future.exception()
+    on_answer(future.result() if error is None else error)
 
 
 def _base64(value: object) -> str:

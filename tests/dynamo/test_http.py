@@ -136,3 +136,27 @@ def test_no_answer_within_read_timeout_fails_that_request(server: _Server) -> No
     message, idle = _with_pool(server, work, read_timeout=0.2)
     assert message == "no complete response within 0.2s (read_timeout)"
     assert idle == 0  # the connection that timed out is closed, not kept
+
+
+def test_a_started_request_is_written_next_turn_and_closing_the_pool_abandons_it_untold(
+        server: _Server) -> None:
+    # The reader starts an answered slot's next request from the previous answer's callback
+    # (ConnectionPool.start), so a read that fails leaves requests outstanding on busy
+    # connections: closing the pool must close those too, cancel their timers, and tell
+    # nobody (the read is over). The callback never runs from within start().
+    async def work(pool: ConnectionPool) -> tuple[list[object], bool, bool]:
+        assert (await pool.request(REQUEST)).body == b"answer!"  # one idle connection
+        conn = pool._idle[-1]
+        server.mode = "hang"
+        told: list[object] = []
+        pool.start(REQUEST, told.append)
+        taken = not pool._idle and not told  # the idle connection, for this request
+        await asyncio.sleep(0)  # written first thing in the loop's next turn
+        sent = conn._timer is not None
+        pool.close()
+        await asyncio.sleep(0)
+        assert conn.transport is not None
+        return told, taken and sent, conn.transport.is_closing() and conn._timer is None
+
+    assert _with_pool(server, work) == ([], True, True)
+    assert server.connections == 1
