@@ -11,6 +11,8 @@ own, it reads the same keys through both clients in turns and prints the ratios:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -23,10 +25,12 @@ from featurepull.config import DynamoSettings
 from featurepull.dynamo.http import BrokenResponse
 from featurepull.dynamo.transport import (
     FastTransport,
+    OnAnswer,
     Transport,
     _base64,
     _check_complete,
     _error_answer,
+    _hand_over,
     _parse_answer,
 )
 
@@ -34,6 +38,8 @@ from featurepull.dynamo.transport import (
 class AiohttpTransport(FastTransport):
     """BatchGetItem as one signed POST through an ``aiohttp.ClientSession`` whose connector
     keeps up to ``max_read_workers`` keep-alive connections."""
+
+    posts = 0  # POSTs aiohttp carried, in this process (the test checks they were its)
 
     def __init__(self, client: Any, settings: DynamoSettings,
                  base64_values: bool = False) -> None:
@@ -44,6 +50,7 @@ class AiohttpTransport(FastTransport):
         self._ssl = self.pool.ssl if self.pool.ssl is not None else False
         self._connector: aiohttp.TCPConnector | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._started: set[asyncio.Task[dict[str, Any]]] = set()  # start_batch_get_item's
 
     def _client_session(self) -> aiohttp.ClientSession:
         # Made on first use, inside the read's running loop (aiohttp binds to it).
@@ -60,6 +67,7 @@ class AiohttpTransport(FastTransport):
         # The fast transport's signer, as it signs (its unsigned headers after the signed).
         headers = {**self.signer.sign(body, self.credentials.get_frozen_credentials()),
                    **self.signer.unsigned}
+        AiohttpTransport.posts += 1
         try:
             async with self._client_session().post(self.url, data=body,
                                                    headers=headers) as response:
@@ -74,7 +82,16 @@ class AiohttpTransport(FastTransport):
             raise _error_answer(status, answer_headers, data)
         return _parse_answer(data, answer_headers, self.base64_values)
 
+    def start_batch_get_item(self, request_items: dict[str, Any], on_answer: OnAnswer) -> None:
+        # Through aiohttp, as batch_get_item (the fast transport's would use its own pool).
+        task = asyncio.ensure_future(self.batch_get_item(request_items))
+        self._started.add(task)
+        task.add_done_callback(self._started.discard)
+        task.add_done_callback(functools.partial(_hand_over, on_answer))
+
     def close(self) -> None:
+        for task in self._started:
+            task.cancel()  # nobody is told any more
         # Called synchronously at the end of the read, inside its loop, which stops right
         # after: aiohttp's close() is a coroutine there would be no loop left to finish, so
         # the connector's synchronous part closes the connections now.
@@ -88,8 +105,9 @@ def installed() -> Iterator[None]:
     """The reader builds AiohttpTransport instead of its fast transport, for the block."""
     original = reader_module.transport_for
 
-    def aiohttp_transport(client: Any, settings: DynamoSettings,
-                          base64_values: bool = False) -> Transport:
+    def aiohttp_transport(client: Any, settings: DynamoSettings, base64_values: bool = False,
+                          loop: object = None) -> Transport:
+        # aiohttp keeps its own connections: none kept on the read's loop between reads.
         return AiohttpTransport(client, settings, base64_values)
 
     reader_module.transport_for = aiohttp_transport  # type: ignore[assignment]

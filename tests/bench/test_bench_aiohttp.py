@@ -51,7 +51,10 @@ def test_aiohttp_reads_what_the_fast_transport_reads(endpoint: EndpointProcess,
         region="us-east-1", endpoint_url=endpoint.url, max_read_workers=6))
     fast = reader.read(keys, list(FEATURES))
     with bench_aiohttp.installed():
+        posts = bench_aiohttp.AiohttpTransport.posts
         through_aiohttp = reader.read(keys, list(FEATURES))
+        # Every request went through aiohttp, not the fast transport's own connections.
+        assert bench_aiohttp.AiohttpTransport.posts - posts == through_aiohttp.stats.requests
         built = bench_aiohttp.reader_module.transport_for(reader.client, reader.settings)
         assert isinstance(built, bench_aiohttp.AiohttpTransport)
         built.close()
