@@ -48,7 +48,7 @@ from featurepull.tasks.confine import Bounds, RequestOutOfBounds
 from featurepull.tasks.create import create_job
 from featurepull.tasks.feast_views import logged_tables
 from featurepull.tasks.finish import finish_job
-from featurepull.tasks.fleet import LOWER_SHARD_SIZE, time_limit_advice
+from featurepull.tasks.fleet import time_limit_advice
 from featurepull.tasks.notify import announce_end
 from featurepull.tasks.output import discard_staged_output
 from featurepull.tasks.requests import check_request_size, parse_job_request
@@ -311,12 +311,13 @@ def scan_segments(self: Any, job_id: str, scan_task: int) -> dict[str, Any]:
                      lambda: enqueue_shards(self.app, store.meta(job_id), settings.jobs.queue,
                                             store=store),
                      lambda worker: scans.run_scan_part(job_id, scan_task, settings, store,
-                                                        worker=worker))
+                                                        worker=worker),
+                     lambda: scans.SCAN_TASK_TOO_LONG)
 
 
 def _job_part(task: Any, job_id: str, part: dict[str, int], where: str,
               then: Callable[[], None], run: Callable[[str], bool],
-              too_long: Callable[[], str] = lambda: LOWER_SHARD_SIZE) -> dict[str, Any]:
+              too_long: Callable[[], str]) -> dict[str, Any]:
     """Run one part of a job (a shard, a scan task): ``run`` returns True when it completed
     the job's last part, and ``then`` sends what comes next. How it ends when it fails, is
     stopped or runs past its time limit is the same for every part; ``too_long`` says what

@@ -42,8 +42,8 @@ RECORD_EVERY_S = 10.0
 # together — the last shards are the only ones a process may run alone — and few enough
 # that each shard's fixed cost is small against its read (docs/whole-process.md).
 SHARDS_PER_PROCESS = 4
-# What a part of a job that ran past jobs.shard_soft_time_limit_s says to change, unless its
-# shards were sized for the fleet (time_limit_advice).
+# What a shard that ran past jobs.shard_soft_time_limit_s says to change, unless it was
+# sized for the fleet (time_limit_advice; a scan task: scans.SCAN_TASK_TOO_LONG).
 LOWER_SHARD_SIZE = "lower jobs.shard_size or raise jobs.shard_soft_time_limit_s"
 
 

@@ -60,6 +60,12 @@ MAP_BYTES_PER_KEY = 150
 # scanning ~15 us per 100 bytes of items (one busy core, Feast keys): the map is about a
 # fifth of the task.
 SCAN_BYTES_PER_KEY = 100
+# What a scan task that ran past jobs.shard_soft_time_limit_s says to change: what sized it
+# (plan_job_read), not the entity shards, which only bound how many tasks there are.
+SCAN_TASK_TOO_LONG = ("lower jobs.scan_task_bytes (a scan task scans at least that much of "
+                      f"the table, and {SCAN_BYTES_PER_KEY} bytes per unique key of its job), "
+                      "read the job with read_mode batch-get, or raise "
+                      "jobs.shard_soft_time_limit_s")
 # Where a key sits: its entity shard in the high bits, its first position there in the low.
 _POSITION_BITS = 32
 _POSITION_MASK = (1 << _POSITION_BITS) - 1

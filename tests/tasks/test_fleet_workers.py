@@ -157,6 +157,21 @@ def test_a_shard_past_its_soft_time_limit_names_the_setting_that_sized_it(
                                              f"time limit (1s); {advice}")
                 assert job.status().error_kind == "failed"
                 announced(job)
+            # A scan job's scan task is sized by jobs.scan_task_bytes (and its keys), not by
+            # its shards: every Scan page answers after 2 s, past the task's soft limit.
+            proxy.plan = FaultPlan(scan=True, latency_s=2.0)
+            job = submit("driver_stats", list(FEATURES), str(entities),
+                         str(tmp_path / "scan.parquet"), settings=settings,
+                         dynamodb={"read_mode": "scan"})
+            with pytest.raises(JobFailed) as failed:
+                job.wait(timeout=120, progress=False)
+            message = str(failed.value)
+            assert message.startswith(f"job {job.id} failed: scan task ") and message.endswith(
+                " ran past its soft time limit (1s); lower jobs.scan_task_bytes (a scan task "
+                "scans at least that much of the table, and 100 bytes per unique key of its "
+                "job), read the job with read_mode batch-get, or raise "
+                "jobs.shard_soft_time_limit_s"), message
+            announced(job)
         finally:
             proxy.release()
         assert list(tmp_path.iterdir()) == []  # no output, no part left beside it
