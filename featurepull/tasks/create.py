@@ -15,7 +15,7 @@ import pyarrow as pa
 from featurepull.config import JobSettings, Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.layouts import FeastLayout, Layout
-from featurepull.dynamo.plan import DescribedAhead, layout_spec, plan_read
+from featurepull.dynamo.plan import DescribedAhead, ReadPlan, layout_spec, plan_read
 from featurepull.errors import FeaturepullError
 from featurepull.io import (
     EntityFileError,
@@ -57,6 +57,9 @@ class Enqueue(Protocol):
     def scan(self, meta: JobMeta, part: int) -> None: ...
 
 
+# What a streamed file is declined with, to be read whole (EntityFileChanged aside: read
+# whole, it would be yet another file).
+_DECLINED = (EntityFileError, EntityKeyError)
 _ARROW_KEY_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(),
                     "bytes": pa.binary(), "float": pa.float64(), "bool": pa.bool_(),
                     "null": pa.null()}
@@ -124,33 +127,72 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
         if meta is not None:
             return meta
     entities = entities or load_entities(request.entities, effective, store)
-    if entities.num_rows > effective.jobs.max_entities:
-        raise too_many_entities(entities.source, entities.num_rows, effective.jobs.max_entities)
-    check_rows_kept(request, entities.num_rows, effective)
+    _check_rows(request, entities, effective)
     sizing = shard_sizing(request, entities.num_rows, settings.jobs, effective, store)
     description = None
     if request.uses_registry:
         spec = {"request": request.model_dump(), **sizing,
                 **views_spec(request, entities, effective)}
     else:
-        plan = plan_read(request, list(entities.columns), entities.types, entities.source,
-                         effective, entities.notes)
-        table, layout = plan.table, plan.layout
-        layout.check_keys(entities.columns, entities.source)  # refuse bad keys now
-        spec = {"request": request.model_dump(), "table": table, **sizing,
-                **layout_spec(layout)}
+        plan = _checked_plan(request, entities, effective)
+        spec = {"request": request.model_dump(), "table": plan.table, **sizing,
+                **layout_spec(plan.layout)}
         description = plan.reader.description
     shards = _shard_tables(entities, spec["key_columns"], spec["shard_size"])
     return _store_shards(spec, entities.num_rows, shards, effective, store, enqueue,
                          description, references=request.uses_registry)
 
 
+def _check_rows(request: JobRequest, entities: EntityTable, settings: Settings) -> None:
+    if entities.num_rows > settings.jobs.max_entities:
+        raise too_many_entities(entities.source, entities.num_rows, settings.jobs.max_entities)
+    check_rows_kept(request, entities.num_rows, settings)
+
+
+def _checked_plan(request: JobRequest, entities: EntityTable, settings: Settings,
+                  described: DescribedAhead | None = None) -> ReadPlan:
+    """The read plan of a one-table job's whole entity table, its keys refused now if bad."""
+    plan = plan_read(request, list(entities.columns), entities.types, entities.source,
+                     settings, entities.notes, described=described)
+    plan.layout.check_keys(entities.columns, entities.source)
+    return plan
+
+
+class _WholeFileRefusal:
+    """What create_job's whole-file path refuses a streamed file with, asked (the file read
+    whole) when the stream declined it after shards were sent: the job they went to fails
+    with the message the submit then raises. ``error``: that refusal, once found."""
+
+    def __init__(self, request: JobRequest, settings: Settings, store: JobStore,
+                 described: DescribedAhead) -> None:
+        self.request, self.settings, self.store = request, settings, store
+        self.described = described
+        self.error: FeaturepullError | None = None
+
+    def instead_of(self, exc: BaseException) -> BaseException:
+        """The whole file's refusal for a stream's decline ``exc`` (else ``exc``: an error
+        of anything but the file, or a file the whole-file path takes)."""
+        if not isinstance(exc, _DECLINED) or isinstance(exc, EntityFileChanged):
+            return exc
+        try:
+            entities = load_entities(self.request.entities, self.settings, self.store)
+            _check_rows(self.request, entities, self.settings)
+            _checked_plan(self.request, entities, self.settings, self.described)
+        except FeaturepullError as refused:
+            self.error = refused
+            return refused
+        return exc
+
+
 def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Table],
                   settings: Settings, store: JobStore, enqueue: Enqueue | None,
-                  description: Mapping[str, Any] | None, references: bool = False) -> JobMeta:
+                  description: Mapping[str, Any] | None, references: bool = False,
+                  refusal: _WholeFileRefusal | None = None) -> JobMeta:
     """Store the job's record, then each shard's keys (where ``keys_in`` says) and send it.
     On any error the job is removed, or failed if a shard was already sent (its message
-    then finds the job ended), and whatever was staged is removed.
+    then finds the job ended), and whatever was staged is removed. A stream that declines
+    after shards were sent fails their job with ``refusal``'s error, raised instead (the
+    stream's own when the whole file is taken: it is then read whole into another job).
 
     A job whose read plan needs its count of unique keys (``featurepull.tasks.scans``) is
     planned once every shard is stored, and only then sent: its scan tasks or its shards."""
@@ -191,15 +233,20 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
                     enqueue(meta, shard)
                     sent += 1
     except BaseException as exc:
+        # The file read whole while the heartbeat still says this submit is alive.
+        error = refusal.instead_of(exc) if sent and refusal is not None else exc
         heartbeat.stop()
         if sent:
             # Our errors' messages name the problem; anything else is named by its type.
-            why = str(exc) if isinstance(exc, FeaturepullError) else f"{type(exc).__name__}: {exc}"
+            why = (str(error) if isinstance(error, FeaturepullError)
+                   else f"{type(error).__name__}: {error}")
             store.fail(job_id, f"submit stopped after {sent} of {shards} shards were sent: {why}")
         discard_staged_output(job_id, settings, store)
         store.drop_rows(job_id, shards)
         if not sent:
             store.delete(job_id)
+        if error is not exc:
+            raise error from None
         raise
     heartbeat.stop()
     store.submitted(job_id)
@@ -224,8 +271,9 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
                      enqueue: Enqueue | None, jobs: JobSettings) -> JobMeta | None:
     """create_job with the entities read a batch at a time and stored as shards as they are
     read; None, with nothing stored, when the file must be read whole (a CSV file only the
-    exact reader can type) or holds a bad key (the whole-file path names its row). The
-    table is described on a thread while the file's first block is typed."""
+    exact reader can type) or holds a bad key (the whole-file path names its row); found
+    after shards were sent, the whole-file path's refusal is raised from here. The table is
+    described on a thread while the file's first block is typed."""
     described = DescribedAhead(request, settings)
     with open_entity_stream(request.entities, settings, store, first_block=True) as stream:
         if stream is None:
@@ -240,14 +288,17 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
                 **layout_spec(plan.layout)}
         shards = streamed_shards(stream, plan.layout, spec["key_columns"], spec["shard_size"],
                                  _ARROW_KEY_TYPES)
+        refusal = _WholeFileRefusal(request, settings, store, described)
         try:
             if stream.first_block_types and not _first_block_decides(request, plan.layout):
                 _read_key_columns(stream, spec["key_columns"])
             return _store_shards(spec, stream.num_rows, shards, settings, store, enqueue,
-                                 plan.reader.description)
+                                 plan.reader.description, refusal=refusal)
         except EntityFileChanged:
             raise  # read whole again, it would be yet another file
-        except (EntityFileError, EntityKeyError):
+        except _DECLINED as exc:
+            if exc is refusal.error:
+                raise  # the file was read whole: its refusal, which failed the sent shards' job
             return None
 
 
