@@ -86,6 +86,8 @@ class FaultPlan:
     # The first describe_errors DescribeTable requests under this plan get HTTP 500
     # InternalServerError (counted in describe_errors).
     describe_errors: int = 0
+    # Sleep before answering each DescribeTable (an endpoint slow to describe).
+    describe_latency_s: float = 0.0
     # The first first_hits draws of each fault with a nonzero rate hit (unprocessed_rate:
     # the first keys drawn for), then the seeded draws go on. Concurrent requests reach the
     # shared RNG in any order, so only this makes "each fault kind happened" certain.
@@ -96,7 +98,7 @@ class FaultPlan:
             if f.name.endswith("_rate") and not 0.0 <= getattr(self, f.name) <= 1.0:
                 raise ValueError(f"{f.name} must be within [0, 1], got {getattr(self, f.name)}")
         for name in ("latency_s", "spike_s", "storm_s", "storm_after", "describe_errors",
-                     "first_hits"):
+                     "describe_latency_s", "first_hits"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -341,6 +343,8 @@ class FaultProxy:
         return None
 
     def _describe(self, method: str, path: str, headers: Headers, body: bytes) -> _Reply:
+        if self.plan.describe_latency_s:
+            time.sleep(self.plan.describe_latency_s)
         with self._lock:
             self._counts["describe_requests"] += 1
             self._plan_describes += 1

@@ -172,6 +172,17 @@ def test_a_shard_past_its_soft_time_limit_names_the_setting_that_sized_it(
                 "job), read the job with read_mode batch-get, or raise "
                 "jobs.shard_soft_time_limit_s"), message
             announced(job)
+            # A shard past its soft limit while its DescribeTable runs (on a thread, while
+            # its keys are hashed): the limit's message, not the describe's interrupted call.
+            proxy.plan = FaultPlan(describe_latency_s=3.0)
+            job = submit("driver_stats", list(FEATURES), str(entities),
+                         str(tmp_path / "described.parquet"), settings=as_before(settings))
+            with pytest.raises(JobFailed) as failed:
+                job.wait(timeout=120, progress=False)
+            assert str(failed.value) == (f"job {job.id} failed: shard 0 ran past its soft "
+                                         "time limit (1s); lower jobs.shard_size or raise "
+                                         "jobs.shard_soft_time_limit_s")
+            announced(job)
         finally:
             proxy.release()
         assert list(tmp_path.iterdir()) == []  # no output, no part left beside it
