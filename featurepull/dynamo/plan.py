@@ -6,10 +6,10 @@ Shared by the in-process pull and job submission, so both accept and refuse the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from featurepull.config import Settings
 from featurepull.dynamo.errors import EntityKeyError
@@ -17,6 +17,7 @@ from featurepull.dynamo.layouts import FeastLayout, Layout, PlainLayout
 from featurepull.dynamo.reader import BatchReader
 
 LayoutName = Literal["feast", "plain"]
+T = TypeVar("T")
 # Entity column types (featurepull.io's logical types) that map onto a Feast join-key type.
 FEAST_KEY_TYPES_FROM_COLUMNS = {"int64": "int64", "int32": "int32", "string": "string",
                                 "bytes": "bytes"}
@@ -222,35 +223,53 @@ def plan_read(request: ReadRequest, columns: Sequence[str], column_types: Mappin
     return ReadPlan(table, layout, reader)
 
 
+class _OnThread(Generic[T]):
+    """``call`` run on a daemon thread from now on, its outcome taken in the caller's thread:
+    `result` waits for it and returns its value or raises its exception there. A daemon
+    thread: an interrupt ends the process at once, as it ends a DescribeTable waiting on a
+    hung endpoint in the main thread."""
+
+    def __init__(self, call: Callable[[], T]) -> None:
+        self._outcome: list[tuple[T | None, BaseException | None]] = []
+        self._thread = threading.Thread(target=self._run, args=(call,),
+                                        name="featurepull-describe", daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], T]) -> None:
+        try:
+            self._outcome.append((call(), None))
+        except BaseException as exc:  # for the caller's thread (error, result)
+            self._outcome.append((None, exc))
+
+    def error(self) -> BaseException | None:
+        """The call's exception, None when it returned (waiting for it)."""
+        self._thread.join()
+        return self._outcome[0][1]
+
+    def result(self) -> T:
+        """The call's value (waiting for it), or its exception raised."""
+        error = self.error()
+        if error is not None:
+            raise error
+        return cast(T, self._outcome[0][0])
+
+
 class DescribedAhead:
     """A request's table described (DescribeTable, one round trip) on a thread of its own
     from now on, while its caller does something else (a submit types its entity file), for
     :func:`plan_read`: its result, or its error, is taken where the table would have been
-    described, so what the caller finds wrong before then still wins. A daemon thread: an
-    interrupt ends the process at once, as it ends a DescribeTable waiting on a hung
-    endpoint in the main thread."""
+    described, so what the caller finds wrong before then still wins (`_OnThread`)."""
 
     def __init__(self, request: ReadRequest, settings: Settings) -> None:
-        self._outcome: list[Any] = []
-        self._thread = threading.Thread(target=self._describe, args=(request, settings),
-                                        name="featurepull-describe", daemon=True)
-        self._thread.start()
-
-    def _describe(self, request: ReadRequest, settings: Settings) -> None:
-        try:
+        def describe() -> dict[str, Any]:
             table = physical_table(request.layout, request.table, settings)
-            self._outcome.append(BatchReader(table, PlainLayout([]),
-                                             settings.dynamodb).describe())
-        except BaseException as exc:  # raised by result(), in the caller's thread
-            self._outcome.append(exc)
+            return BatchReader(table, PlainLayout([]), settings.dynamodb).describe()
+
+        self._described = _OnThread(describe)
 
     def result(self) -> dict[str, Any]:
         """The table's DescribeTable block (waiting for it), or its error raised."""
-        self._thread.join()
-        outcome = self._outcome[0]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return dict(outcome)
+        return dict(self._described.result())
 
 
 class TableCheck(Protocol):
@@ -262,28 +281,18 @@ class TableCheck(Protocol):
 @contextmanager
 def checking_table(reader: TableCheck, *, raising: bool = True) -> Iterator[None]:
     """Check the reader's table (a DescribeTable: one round trip, the first time) on a thread
-    while the block runs: a pull builds its keys meanwhile, a shard hashes its keys. Its
-    error wins over the block's, as when the check ran first; not ``raising``, it is
-    dropped: the reader's read checks the table again and raises it where it always did (a
-    shard's). A daemon thread: an interrupt ends the process at once, as it would end a
-    DescribeTable waiting on a hung endpoint in this thread."""
-    failed: list[BaseException] = []
-
-    def check() -> None:
-        try:
-            reader.check_table()
-        except BaseException as exc:  # raised in the caller's thread, below
-            failed.append(exc)
-
-    thread = threading.Thread(target=check, name="featurepull-describe", daemon=True)
-    thread.start()
+    while the block runs (`_OnThread`): a pull builds its keys meanwhile, a shard hashes its
+    keys. Its error wins over the block's, as when the check ran first; not ``raising``, it
+    is dropped: the reader's read checks the table again and raises it where it always did
+    (a shard's)."""
+    check = _OnThread(reader.check_table)
     try:
         yield
     except Exception:
-        thread.join()
-        if failed and raising:
-            raise failed[0] from None
+        failed = check.error()
+        if failed is not None and raising:
+            raise failed from None
         raise
-    thread.join()
-    if failed and raising:
-        raise failed[0]
+    failed = check.error()
+    if failed is not None and raising:
+        raise failed
