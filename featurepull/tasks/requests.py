@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,12 +62,26 @@ _JOB_SETTINGS_KEPT = 8
 _ENV_PREFIX = str(Settings.model_config.get("env_prefix", "")).upper()
 _job_settings: RecentlyUsed[tuple[str, str, str, tuple[tuple[str, str], ...]], Settings] = (
     RecentlyUsed(_JOB_SETTINGS_KEPT))
+# The worker's settings in that key, serialized once per settings object (a worker's lives as
+# long as it does; settings are not changed in place once in use): by id, while it lives.
+_settings_json: dict[int, tuple[weakref.ref[Settings], str]] = {}
+
+
+def _serialized(settings: Settings) -> str:
+    ident = id(settings)
+    kept = _settings_json.get(ident)
+    if kept is not None and kept[0]() is settings:
+        return kept[1]
+    text = settings.model_dump_json()
+    _settings_json[ident] = (weakref.ref(settings, lambda _: _settings_json.pop(ident, None)),
+                             text)
+    return text
 
 
 def job_settings(settings: Settings, request: JobRequest) -> Settings:
     """The worker's settings with the job's own project and DynamoDB choices on top (a copy
     of its own for each caller)."""
-    key = (settings.model_dump_json(), repr(request.project),
+    key = (_serialized(settings), repr(request.project),
            json.dumps(request.dynamodb, sort_keys=True, default=repr),
            tuple(sorted((name, value) for name, value in os.environ.items()
                         if name.upper().startswith(_ENV_PREFIX))))

@@ -121,6 +121,28 @@ def test_job_settings_are_built_once_per_process_for_what_they_are_built_from(
         job_settings(worker, job)
 
 
+def test_the_worker_settings_are_serialized_once_for_every_job_settings_built_from_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dumped: list[Settings] = []
+    real_dump = Settings.model_dump_json
+
+    def counted(self: Settings, **options: Any) -> str:
+        dumped.append(self)
+        return real_dump(self, **options)
+
+    worker = Settings(dynamodb={"region": "eu-west-1"})
+    monkeypatch.setattr(Settings, "model_dump_json", counted)
+    for batch in (21, 22, 21):
+        job = JobRequest(**REQUEST, dynamodb={"batch_size": batch})
+        assert job_settings(worker, job).dynamodb.batch_size == batch
+    assert dumped == [worker]
+    # A copy is another object: serialized once too, with what it holds.
+    other = worker.model_copy(update={"project": "copied"})
+    assert job_settings(other, JobRequest(**REQUEST)).project == "copied"
+    job_settings(other, JobRequest(**REQUEST))
+    assert dumped == [worker, other]
+
+
 def test_rows_kept_in_redis_are_limited_without_an_output() -> None:
     limited = settings(max_entities_without_output=1_000)
     check_rows_kept(JobRequest(**REQUEST), 1_000, limited)
