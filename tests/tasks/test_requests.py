@@ -4,12 +4,14 @@ the workers are in test_submit.py and tests/hardening/test_input_limits.py."""
 
 from __future__ import annotations
 
+import gc
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from featurepull.config import ConfigError, Settings
+from featurepull.tasks import requests
 from featurepull.tasks.requests import (
     InvalidJobRequest,
     JobRequest,
@@ -136,11 +138,18 @@ def test_the_worker_settings_are_serialized_once_for_every_job_settings_built_fr
         job = JobRequest(**REQUEST, dynamodb={"batch_size": batch})
         assert job_settings(worker, job).dynamodb.batch_size == batch
     assert dumped == [worker]
-    # A copy is another object: serialized once too, with what it holds.
+    # A copy is another object: serialized once too, with what it holds, each kept apart.
     other = worker.model_copy(update={"project": "copied"})
     assert job_settings(other, JobRequest(**REQUEST)).project == "copied"
+    job_settings(worker, JobRequest(**REQUEST))
     job_settings(other, JobRequest(**REQUEST))
     assert dumped == [worker, other]
+    # What was kept for a settings object goes with it.
+    gc.collect()  # settings of earlier tests, unreachable, in cycles
+    kept = len(requests._settings_json)
+    del other, dumped[1]
+    gc.collect()
+    assert len(requests._settings_json) == kept - 1
 
 
 def test_rows_kept_in_redis_are_limited_without_an_output() -> None:
