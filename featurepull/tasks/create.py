@@ -233,24 +233,34 @@ def _store_shards(spec: dict[str, Any], rows: int, shard_tables: Iterator[pa.Tab
                     enqueue(meta, shard)
                     sent += 1
     except BaseException as exc:
-        # The file read whole while the heartbeat still says this submit is alive.
-        error = refusal.instead_of(exc) if sent and refusal is not None else exc
-        heartbeat.stop()
-        if sent:
-            # Our errors' messages name the problem; anything else is named by its type.
-            why = (str(error) if isinstance(error, FeaturepullError)
-                   else f"{type(error).__name__}: {error}")
-            store.fail(job_id, f"submit stopped after {sent} of {shards} shards were sent: {why}")
-        discard_staged_output(job_id, settings, store)
-        store.drop_rows(job_id, shards)
-        if not sent:
-            store.delete(job_id)
+        try:  # the file read whole while the heartbeat still says this submit is alive
+            error = refusal.instead_of(exc) if sent and refusal is not None else exc
+        except BaseException:  # that read interrupted: the job ends as it would have
+            _abandon(job_id, shards, sent, exc, heartbeat, settings, store)
+            raise
+        _abandon(job_id, shards, sent, error, heartbeat, settings, store)
         if error is not exc:
             raise error from None
         raise
     heartbeat.stop()
     store.submitted(job_id)
     return meta
+
+
+def _abandon(job_id: str, shards: int, sent: int, error: BaseException,
+             heartbeat: SubmitterHeartbeat, settings: Settings, store: JobStore) -> None:
+    """A job whose submit stopped on ``error``: failed if a shard was already sent (its
+    message then finds the job ended), else removed; whatever was staged is removed."""
+    heartbeat.stop()
+    if sent:
+        # Our errors' messages name the problem; anything else is named by its type.
+        why = (str(error) if isinstance(error, FeaturepullError)
+               else f"{type(error).__name__}: {error}")
+        store.fail(job_id, f"submit stopped after {sent} of {shards} shards were sent: {why}")
+    discard_staged_output(job_id, settings, store)
+    store.drop_rows(job_id, shards)
+    if not sent:
+        store.delete(job_id)
 
 
 def shard_sizing(request: JobRequest, rows: int, jobs: JobSettings, effective: Settings,
