@@ -9,9 +9,9 @@ import re
 from typing import Any, BinaryIO
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from featurepull import arrow_compute as pc
 from featurepull.io._entity_table import (
     INT64_MAX,
     INT64_MIN,
@@ -176,7 +176,7 @@ def _int64_column(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
     1M ids than the regex pass, which then runs only for a column that is not int64).
     Its first value decides whether to try: a cast that fails reads every value first."""
     # (Not pc.index: its Python scalar argument makes pyarrow import pandas where it can.)
-    first = (column if column.null_count == 0 else column.drop_null())[0].as_py()
+    first = (column if column.null_count == 0 else pc.drop_null(column))[0].as_py()
     if not _is_int64_literal(first):
         return None
     try:

@@ -17,9 +17,9 @@ from contextlib import closing
 from typing import Any, BinaryIO
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from featurepull import arrow_compute as pc
 from featurepull.io._arrow_file import arrow_file
 from featurepull.io._csv_entities import (
     CSV_INT_PATTERN,
