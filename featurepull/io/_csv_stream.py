@@ -116,8 +116,10 @@ def _column_types(stream: BinaryIO, header: list[str], first_block: bool = False
                 raise _Declined
             rows += batch.num_rows
             for name, column in zip(header, batch.columns, strict=True):
-                if pc.any(pc.match_substring(column, '"')).as_py():
-                    raise _Declined  # a quote: the csv module's quoting rules decide
+                # A quote: the csv module's quoting rules decide (with ``first_block``,
+                # `_counted_rows` has declined a file holding one anywhere).
+                if not first_block and pc.any(pc.match_substring(column, '"')).as_py():
+                    raise _Declined
                 matches = pc.sum(pc.match_substring_regex(column, CSV_INT_PATTERN)).as_py() or 0
                 if matches:
                     pc.cast(column, pa.int64())  # ArrowInvalid beyond int64, or if text
