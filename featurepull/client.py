@@ -24,8 +24,6 @@ from featurepull.io import (
     StagedOutput,
     check_destination,
     is_dataset,
-    open_sink,
-    unify_schemas,
 )
 from featurepull.redact import redact_url
 from featurepull.tasks import JobMeta, JobRequest, JobStore, JobStoreError, create_job
@@ -298,6 +296,9 @@ class Job:
     def save(self, path: str, overwrite: bool = False) -> int:
         """Write the rows to a .parquet/.csv/.jsonl file, or to a Parquet dataset when
         ``path`` ends in ``/`` (local or s3://, one part per shard); rows written."""
+        from featurepull.io.sink import open_sink
+        from featurepull.io.tables import unify_schemas
+
         meta = self._require_success()
         schemas = self.store.shard_schemas(self.id, meta.shards)
         if is_dataset(path):  # the layout `--output DIR/` writes (docs/large-jobs.md)

@@ -6,7 +6,6 @@ Both produce plain dicts in the shape of :class:`Settings`, merged in precedence
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ FEAST_STORE_TYPES = ("dynamodb", "feast.infra.online_stores.dynamodb.DynamoDBOnl
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """The settings in a TOML file (same names as the environment, nested by table)."""
+    import tomllib  # only where a config file is named
+
     path = Path(path)
     try:
         with path.open("rb") as fh:

@@ -367,7 +367,9 @@ class Notify(BaseModel):
 class RequestFields(BaseModel):
     """What a pull reads — the fields a job request and a schedule share."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Its validator is built where one is validated (a pull): a submit validates only its
+    # subclasses (JobRequest; ScheduleSettings, within Settings), which build their own.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     features: list[str] = Field(default_factory=list)
     entities: str = Field(min_length=1)

@@ -57,7 +57,6 @@ from featurepull.dynamo.errors import (
 from featurepull.dynamo.features import FeatureCheck, refusal_message
 from featurepull.dynamo.found import FoundRows
 from featurepull.dynamo.layouts import DECODE_ERRORS, ColumnsDecoder, Layout, Row, RowDecoder
-from featurepull.dynamo.loops import kept_loop
 from featurepull.dynamo.pacing import (
     Pacer,
     PacerFactory,
@@ -230,6 +229,9 @@ class BatchReader:
             "ConsistentRead": self.settings.consistent_reads,
         }
         # On a loop kept between reads: its connections from the last read are this one's.
+        # (Imported here: a submit plans its reads without its loop, http and httptools.)
+        from featurepull.dynamo.loops import kept_loop
+
         with kept_loop() as loop:
             transport = transport_for(self.client, self.settings,
                                       base64_values=self.layout.decodes_base64, loop=loop)

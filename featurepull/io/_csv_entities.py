@@ -9,9 +9,9 @@ import re
 from typing import Any, BinaryIO
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from featurepull import arrow_compute as pc
 from featurepull.io._entity_table import (
     INT64_MAX,
     INT64_MIN,
@@ -156,7 +156,7 @@ def _typed_text_column(column: pa.ChunkedArray
     present = len(column) - column.null_count
     if present == 0:
         return "null", [None] * len(column), None, None
-    numbers = _int64_column(column)
+    numbers = int64_column(column)
     if numbers is not None:
         return "int64", numbers, None, numbers
     ints = pc.sum(pc.match_substring_regex(column, CSV_INT_PATTERN)).as_py() or 0
@@ -168,7 +168,7 @@ def _typed_text_column(column: pa.ChunkedArray
     return kind, values, note, column if kind == "string" else None
 
 
-def _int64_column(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+def int64_column(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array | None:
     """The column as int64 when every value is an int64 literal of the typing rule, else
     None. Arrow's cast also takes "007", "-0", "+3" and the like, so the cast is written
     back as text: a value the rule takes is exactly the text Arrow writes for its number
@@ -176,7 +176,7 @@ def _int64_column(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
     1M ids than the regex pass, which then runs only for a column that is not int64).
     Its first value decides whether to try: a cast that fails reads every value first."""
     # (Not pc.index: its Python scalar argument makes pyarrow import pandas where it can.)
-    first = (column if column.null_count == 0 else column.drop_null())[0].as_py()
+    first = (column if column.null_count == 0 else pc.drop_null(column))[0].as_py()
     if not _is_int64_literal(first):
         return None
     try:

@@ -6,9 +6,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from featurepull import arrow_compute as pc
 from featurepull.io._entity_table import (
     INT64_MAX,
     EntityFileError,

@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,11 +56,13 @@ from featurepull.io._destinations import (
     output_format,
     reporting_write_errors,
 )
-from featurepull.io._encoders import ParquetEncoder
 from featurepull.io._formats import is_dataset, s3_location
-from featurepull.io._parquet_splice import MAGIC, CannotSplice, Footer, read_footer, spliced_footer
 from featurepull.io._row_view import OutputError
-from featurepull.io.sink import TableSink, open_sink
+
+if TYPE_CHECKING:
+    from featurepull.io._encoders import ParquetEncoder
+    from featurepull.io._parquet_splice import Footer
+    from featurepull.io.sink import TableSink
 
 __all__ = ["MANIFEST", "SUCCESS", "StagedOutput", "is_dataset"]
 
@@ -115,6 +117,8 @@ class StagedOutput:
         if self._spliced and table.num_rows <= _PLAIN_ROW_GROUP:
             # The output's writer, slices and chunks (one a column, as a part read back):
             # its row groups are then the output's, byte for byte, and `publish` copies them.
+            from featurepull.io._encoders import ParquetEncoder
+
             path = self.staging + self.part_name(n)
             with reporting_write_errors(path):
                 os.makedirs(self.staging, exist_ok=True)
@@ -214,6 +218,8 @@ class StagedOutput:
         elif self._spliced:
             self._publish_spliced(schema, schemas, checks or [None] * self.parts, overwrite)
         else:
+            from featurepull.io.sink import open_sink
+
             with open_sink(self.output, schema, overwrite=overwrite, s3=self.s3,
                            mark=self.mark) as sink, ThreadPoolExecutor(max_workers=1) as ahead:
                 # The next part is read (its checksums verified, decoded) while this one is
@@ -230,6 +236,9 @@ class StagedOutput:
     def _encode(self, table: pa.Table, sink: TableSink | ParquetEncoder) -> None:
         """Write `table` to the output's `sink` in slices of `rows_per_write`; a Parquet
         encoder of its own (a part encoded as the output's row groups) is finished."""
+        from featurepull.io._encoders import ParquetEncoder
+        from featurepull.io.sink import TableSink
+
         step = self.rows_per_write or table.num_rows
         try:
             for start in range(0, max(table.num_rows, 1), max(step, 1)):
@@ -251,6 +260,8 @@ class StagedOutput:
         rows where decoding and encoding them again took ~0.2. A part that cannot be copied
         (its columns widened by another part's, staged by an older worker) is encoded again,
         as the output's writer would have: the same bytes."""
+        from featurepull.io._parquet_splice import MAGIC, read_footer, spliced_footer
+
         empty = read_footer(self._encoded(schema, schema.empty_table()))
         footers: list[Footer] = []
         with open_output(self.output, overwrite=overwrite, s3=self.s3, mark=self.mark
@@ -276,6 +287,9 @@ class StagedOutput:
     def _encoded(self, schema: pa.Schema, table: pa.Table) -> bytes:
         """A Parquet file of `table` cast to the output's `schema`, as the output's writer
         writes it (in the same slices)."""
+        from featurepull.io._encoders import ParquetEncoder
+        from featurepull.io.sink import TableSink
+
         buffer = io.BytesIO()
         encoder = ParquetEncoder(buffer, schema, self.output)
         self._encode(table, TableSink(self.output, schema, encoder))
@@ -325,6 +339,8 @@ class StagedOutput:
             if schemas[n].equals(schema):
                 self._place(n, self.output + name)
             else:  # a part whose column types unify_schemas widened: rewritten, cast
+                from featurepull.io.sink import open_sink
+
                 with open_sink(self.output + name, schema, overwrite=True, s3=self.s3) as sink:
                     sink.write(self.read_part(n))
 
@@ -420,6 +436,8 @@ class _Summed:
 def _spliceable(data: bytes, empty: Footer) -> Footer | None:
     """The footer of a part whose row groups can be copied into the output (its columns as
     the output's, written by the same writer); else None."""
+    from featurepull.io._parquet_splice import CannotSplice, read_footer
+
     try:
         footer = read_footer(data)
     except CannotSplice:

@@ -19,7 +19,7 @@ import pyarrow as pa
 from featurepull.config import RequestFields, Settings
 from featurepull.config.loading import read_feature_store_yaml
 from featurepull.config.settings import JOB_DYNAMO_OVERRIDES
-from featurepull.io import EntityTable, rows_to_table
+from featurepull.io import EntityTable
 
 if TYPE_CHECKING:
     from featurepull.dynamo.pacing import PacerFactory
@@ -101,6 +101,8 @@ def views_table(plan: ViewsPlan, key_columns: dict[str, list[Any]],
                 rows: Sequence[tuple[Any, ...] | None], source: str = "rows",
                 first_row: int = 1) -> pa.Table:
     """Joined rows as an Arrow table, named as Feast names them."""
+    from featurepull.io.tables import rows_to_table
+
     table = rows_to_table(key_columns, rows, plan.row_features, source=source,
                           first_row=first_row)
     return table.rename_columns(plan.output_names(table.column_names))
@@ -112,6 +114,9 @@ def shard_table(spec: Mapping[str, Any], key_columns: dict[str, list[Any]],
     """A shard's rows as a table: of the views of a views job, else of its one table.
     ``first_row``: the shard's first entity row in its job, which messages name the rows
     by ("entity rows 201-400: ... (row 251)")."""
+    # (rows_to_table imported here: a submit imports this module, never the row tables.)
+    from featurepull.io.tables import rows_to_table
+
     source = f"entity rows {first_row:,}-{first_row + len(rows) - 1:,}"
     if VIEWS in spec:
         from featurepull.dynamo.views import ViewsPlan

@@ -9,7 +9,7 @@ import os
 import socket
 
 from featurepull.config import Settings
-from featurepull.io import StagedOutput, is_dataset, temporaries_of, unify_schemas
+from featurepull.io import StagedOutput, is_dataset, temporaries_of
 from featurepull.tasks._lazy_log import LazyLogger
 from featurepull.tasks.requests import JobRequest, job_settings
 from featurepull.tasks.store import JobMeta, JobStore
@@ -67,6 +67,8 @@ def publish_output(job_id: str, meta: JobMeta, settings: Settings, store: JobSto
     """Publish the parts the shards staged as the job's output; rows written. An output
     already published by an earlier finisher of this job that died before the job was
     marked succeeded is recognised as the job's own, and kept."""
+    from featurepull.io.tables import unify_schemas  # the finisher's: not a submit's
+
     request = JobRequest(**meta.request.request)
     staged = staged_output(job_id, meta, settings)
     per_shard = store.all_stats(job_id)

@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -37,18 +37,19 @@ from featurepull.dynamo.plan import layout_from_spec
 from featurepull.dynamo.planner import MAX_SEGMENTS
 from featurepull.dynamo.planner import plan_read as plan_read_mode
 from featurepull.dynamo.reader import ReadResult
-from featurepull.dynamo.scan import SegmentScanner, join
 from featurepull.errors import InputError
-from featurepull.io import rows_to_table
-from featurepull.tasks import metrics
 from featurepull.tasks._lazy_log import LazyLogger
-from featurepull.tasks.capacity import redis_pacers
 from featurepull.tasks.confine import Bounds
 from featurepull.tasks.feast_views import logged_tables, spec_tables
 from featurepull.tasks.requests import JobRequest, job_settings
 from featurepull.tasks.store import JobMeta, JobStore
 
-log = LazyLogger(__name__)  # structlog at the first line: a submit imports this module
+if TYPE_CHECKING:
+    from featurepull.dynamo.scan import SegmentScanner
+
+# A submit imports this module to plan its read: the scan task's own modules (the scanner
+# and its loop, rows_to_table, the metrics) are imported where a worker runs one.
+log = LazyLogger(__name__)  # structlog at the first line
 logger = logging.getLogger(__name__)
 
 SCAN = "scan"
@@ -259,6 +260,9 @@ _scanners: dict[str, SegmentScanner] = {}
 
 def _scanner(spec: Mapping[str, Any], settings: Settings, store: JobStore) -> SegmentScanner:
     # One per table and settings in a process, as readers are: the table is described once.
+    from featurepull.dynamo.scan import SegmentScanner
+    from featurepull.tasks.capacity import redis_pacers
+
     key = settings.model_dump_json() + repr(sorted(spec.items()))
     scanner = _scanners.get(key)
     if scanner is None:
@@ -302,6 +306,8 @@ def key_map(store: JobStore, meta: JobMeta, layout: Layout, settings: Settings) 
 def partitions(found: Mapping[Hashable, Row], where: KeyMap,
                features: Sequence[str]) -> dict[int, pa.Table]:
     """What a scan task matched, by entity shard: a table of (position, row columns)."""
+    from featurepull.io import rows_to_table
+
     positions: dict[int, list[int]] = {}
     rows: dict[int, list[Row]] = {}
     for key, row in found.items():
@@ -353,6 +359,8 @@ def run_scan_part(job_id: str, part: int, settings: Settings, store: JobStore,
             stop_if_ended(store, job_id)
             store.set_scan_progress(job_id, part, scanned)
 
+    from featurepull.tasks import metrics
+
     started = time.monotonic()
     with metrics.shard_running([spec["table"]]):
         result = scanner.scan(segments, int(plan["total_segments"]), request.features, where,
@@ -379,6 +387,8 @@ def scanned_result(store: JobStore, meta: JobMeta, shard: int,
                    keys: Sequence[Hashable]) -> ReadResult:
     """Shard ``shard``'s rows, in order, from what the scan tasks matched of its keys —
     joined as the in-process scan joins them (``featurepull.dynamo.scan.join``)."""
+    from featurepull.dynamo.scan import join
+
     started = time.perf_counter()
     found: dict[Hashable, Row] = {}
     for table in store.scan_partitions(meta.job_id, shard, scan_tasks(meta)):

@@ -28,7 +28,6 @@ import pyarrow as pa
 
 from featurepull.config import ConfigError, ScorerSettings, Settings
 from featurepull.errors import InputError, RunFailed
-from featurepull.io.tables import ARROW_VALUE_ERRORS
 
 FOUND_COLUMN = "_found"
 _RESULT_SHAPE = ("a scorer returns a pyarrow.Table, or a dict of column name → array or "
@@ -193,6 +192,9 @@ def _score_columns(name: str, result: Any, num_rows: int,
 
 
 def _as_array(name: str, column: str, values: Any) -> pa.Array | pa.ChunkedArray:
+    # (Imported here: a submit checks its scorer's name with this module, never its rows.)
+    from featurepull.io.tables import ARROW_VALUE_ERRORS
+
     if isinstance(values, pa.Array | pa.ChunkedArray):
         return values
     sized = hasattr(values, "__len__") and hasattr(values, "__iter__")

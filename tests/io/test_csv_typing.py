@@ -3,7 +3,7 @@ back, else a regex pass in Arrow) types every column as the exact reader's rule 
 (`_type_csv_column`, value by value in Python): the same type, values and note, on generated
 columns of the values the rule tells apart, in one chunk or several, and for an int64 or
 string column the same values as an Arrow array of that type (`EntityTable.arrays`, which a
-pull's Feast keys are built from); and the cast alone (`_int64_column`) takes exactly the
+pull's Feast keys are built from); and the cast alone (`int64_column`) takes exactly the
 columns the rule calls int64."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import pyarrow as pa
 import pytest
 
 from featurepull.io._csv_entities import (
-    _int64_column,
     _LineIndex,
     _read_csv_exactly,
     _type_csv_column,
     _type_text_column,
     _typed_text_column,
+    int64_column,
     read_csv_fast,
 )
 
@@ -82,7 +82,7 @@ def test_the_typing_pass_is_the_exact_readers(seed: int) -> None:
             assert array is None
         kinds[expected[0]] = kinds.get(expected[0], 0) + 1
         if expected[0] != "null":
-            numbers = _int64_column(column)
+            numbers = int64_column(column)
             assert (numbers is not None) == (expected[0] == "int64"), values
             if numbers is not None:
                 assert numbers.type == pa.int64() and numbers.to_pylist() == expected[1]
