@@ -101,11 +101,11 @@ def stop_if(state: JobState | None, job_id: str) -> None:
 def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
               report: Report | None = None, worker: str = "") -> bool:
     """Read one shard and store its rows; True when this completed the last shard."""
-    meta = store.meta(job_id)
+    meta, already_done = store.meta_and_done(job_id, shard)
     if meta.terminal:
         log.info("shard_skipped", reason=f"the job is {meta.state}")
         return False
-    if store.is_done(job_id, shard):  # a redelivered shard that already finished
+    if already_done:  # a redelivered shard that already finished
         log.info("shard_skipped", reason="already done (a redelivered message)")
         return store.done_count(job_id) == meta.shards
     if scans.scan_pending(meta, store):  # sent before the job's scan ended (a re-send)
@@ -123,9 +123,8 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
         log.info("shard_skipped", reason="done meanwhile (a redelivered message), or the "
                                          "job ended")
         return store.done_count(job_id) == meta.shards
-    if meta.state == JobState.QUEUED:  # the job's first shards (it never goes back)
-        store.mark_running(job_id)
-    store.count_attempt(job_id, shard, worker)
+    # The job's first shards mark it running too (it never goes back to queued).
+    store.count_attempt(job_id, shard, worker, mark_running=meta.state == JobState.QUEUED)
     # The keys as stored, in Arrow: hashed and put back in the output from the columns, with
     # no Python value per row (a layout or table that must look at each value converts).
     columns: dict[str, Any] = {name: keys_table.column(name) for name in spec["key_columns"]}

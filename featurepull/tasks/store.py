@@ -135,6 +135,20 @@ if state and state ~= 'failed' and state ~= 'cancelled' then
 end
 return state
 """
+# A shard's start: its attempt counted, its worker noted, the job's sign of life; and, given
+# a start time (a job's first shards), the job marked running if it is still queued (as
+# mark_running, whose WATCH and transaction took three round trips).
+_COUNT_ATTEMPT = """
+local attempts = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[3], 'shard started', 'EX', ARGV[4])
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[4], 'state') == 'queued' then
+    redis.call('HSET', KEYS[4], 'state', 'running', 'started', ARGV[5])
+end
+return attempts
+"""
 # Release only a lock this owner still holds, in one step: a GET then a DEL could delete
 # the lock of another owner that took it over between the two (after the TTL expired).
 _RELEASE_LOCK = """
@@ -450,6 +464,14 @@ class JobStore:
     def meta(self, job_id: str) -> JobMeta:
         return self._meta_from(job_id, self.redis.hgetall(self._key(job_id, "meta")))
 
+    def meta_and_done(self, job_id: str, shard: int) -> tuple[JobMeta, bool]:
+        """:meth:`meta` and :meth:`is_done` in one round trip (a shard's start)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self._key(job_id, "meta"))
+        pipe.sismember(self._key(job_id, "done"), shard)
+        reply, done = pipe.execute()
+        return self._meta_from(job_id, reply), bool(done)
+
     @staticmethod
     def _meta_from(job_id: str, reply: dict[bytes, bytes]) -> JobMeta:
         raw = {k.decode(): v.decode() for k, v in reply.items()}
@@ -649,17 +671,15 @@ class JobStore:
         raw = self.redis.hgetall(self._key(job_id, "stats"))
         return {int(k): json.loads(v) for k, v in raw.items()}
 
-    def count_attempt(self, job_id: str, shard: int, worker: str = "") -> int:
+    def count_attempt(self, job_id: str, shard: int, worker: str = "",
+                      mark_running: bool = False) -> int:
         """Count one more start of a shard (more than one: it was redelivered) and note which
-        worker runs it now."""
-        key, owners = self._key(job_id, "attempts"), self._key(job_id, "owners")
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(key, str(shard), 1)
-        pipe.hset(owners, str(shard), worker)
-        for name in (key, owners):
-            pipe.expire(name, self.ttl_s)
-        pipe.set(self._key(job_id, "alive"), "shard started", ex=self.idle_s)
-        return int(pipe.execute()[0])
+        worker runs it now; with ``mark_running``, also what :meth:`mark_running` does, in
+        the same round trip (a job's first shards: four trips were one)."""
+        keys = [self._key(job_id, name) for name in ("attempts", "owners", "alive", "meta")]
+        started = time.time() if mark_running else ""
+        return int(self.redis.eval(_COUNT_ATTEMPT, len(keys), *keys, str(shard), worker,
+                                   self.ttl_s, self.idle_s, started))
 
     def owners(self, job_id: str) -> dict[int, str]:
         """Shard number -> the worker that last started it."""

@@ -37,7 +37,7 @@ from featurepull.tasks.shards import (
     run_shard,
     shard_log_fields,
 )
-from featurepull.tasks.store import UnknownJob, connect, table_to_bytes
+from featurepull.tasks.store import JobMeta, UnknownJob, connect, table_to_bytes
 from tests.tasks import scorers_for_tests
 from tests.tasks.conftest import DRIVERS, TABLE, NewJob, local_job_settings, mixed_scores_table
 from tests.tasks.test_jobs_in_process import expected
@@ -223,15 +223,15 @@ def test_a_shard_whose_job_ended_meanwhile_reads_nothing(new_job: NewJob,
         staged keys removed by another of its shards, or another worker runs this shard
         (a redelivered copy), the job's last, and the finisher publishes the output."""
 
-        def is_done(self, job_id: str, shard: int) -> bool:
-            done = super().is_done(job_id, shard)
+        def meta_and_done(self, job_id: str, shard: int) -> tuple[JobMeta, bool]:
+            read = super().meta_and_done(job_id, shard)
             if meanwhile == "cancelled":
                 store.cancel(job_id)
                 discard_staged_output(job_id, settings, store)
             else:
                 run_shard(job_id, shard, settings, store)
                 finish_job(job_id, settings, store)
-            return done
+            return read
 
     racing = EndedMeanwhile(store.redis, settings.jobs.ttl_s)
     before = fast_dynamo.stats()["keys"]

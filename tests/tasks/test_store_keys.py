@@ -348,6 +348,42 @@ def test_attempts_and_owners(store: JobStore) -> None:
     assert_job_ttl(store, key(job_id, "attempts"), key(job_id, "owners"))
 
 
+def test_a_first_attempt_marks_the_job_running_as_mark_running_does(store: JobStore) -> None:
+    job_id, other = new_job(store), new_job(store)
+    before = time.time()
+    assert store.count_attempt(job_id, 0, "w:1", mark_running=True) == 1
+    meta = store.meta(job_id)
+    assert meta.state == "running" and meta.started is not None
+    assert before <= meta.started <= time.time()
+    store.mark_running(other)  # what the shard did before: the same fields, the same text
+    assert (set(store.redis.hgetall(key(job_id, "meta")))
+            == set(store.redis.hgetall(key(other, "meta"))))
+    assert isinstance(store.redis.hget(key(job_id, "meta"), "started"), bytes)
+    started = meta.started
+    assert store.count_attempt(job_id, 1, "w:2", mark_running=True) == 1  # only from queued
+    assert store.meta(job_id).started == started
+    assert store.attempts(job_id) == {0: 1, 1: 1}
+    assert store.owners(job_id) == {0: "w:1", 1: "w:2"}
+    assert store.redis.get(key(job_id, "alive")) == b"shard started"
+    assert store.redis.ttl(key(job_id, "alive")) > 0
+    cancelled = new_job(store)
+    assert store.cancel(cancelled)
+    store.count_attempt(cancelled, 0, mark_running=True)
+    assert store.meta(cancelled).state == "cancelled"
+    queued = new_job(store)
+    store.count_attempt(queued, 0)
+    assert (store.meta(queued).state, store.meta(queued).started) == ("queued", None)
+
+
+def test_meta_and_done(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.shard_stored(job_id, 1, ids(1), {"keys": 1})
+    assert store.meta_and_done(job_id, 0) == (store.meta(job_id), False)
+    assert store.meta_and_done(job_id, 1) == (store.meta(job_id), True)
+    with pytest.raises(UnknownJob):
+        store.meta_and_done("gone", 0)
+
+
 def test_progress_adds_up_the_shards_latest_figures(store: JobStore) -> None:
     job_id = new_job(store, shards=3)
     assert store.progress(job_id) == 0
