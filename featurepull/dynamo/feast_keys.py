@@ -11,7 +11,7 @@ import re
 import struct
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, cast
 
 import mmh3
@@ -232,14 +232,15 @@ class EntityKeyEncoder:
         digest = mmh3.hash_bytes
         return [digest(key).hex() for key in self._serialized_keys(arrays).to_pylist()]
 
-    def unique_entity_ids(self, columns: Sequence[Sequence[Any]]
-                          ) -> tuple[list[str], Any] | None:
+    def unique_entity_ids(self, columns: Sequence[Sequence[Any]], ahead: int = 0
+                          ) -> tuple[Sequence[str], Any] | None:
         """The distinct entity ids of one int or text join-key column, or of several join
         keys of any type, in the order they first appear, and for each row the index of its
         id (an Arrow array): values (several keys: their serialized keys) are de-duplicated
         in Arrow before any is hashed, where equal values are equal keys. None where
         :meth:`entity_ids` would say None, or for one bytes key. A column may be a list or an
-        Arrow array."""
+        Arrow array. With ``ahead``, the distinct values of one int key past the first
+        ``ahead`` are hashed on a thread, started here (a started :class:`KeysAhead`)."""
         if len(self._encoders) == 1 and self._encoders[0] is _enc_bytes:
             return None
         arrays = self._arrow_columns(columns)
@@ -259,12 +260,25 @@ class EntityKeyEncoder:
             # the values themselves, and row i is distinct value i.
             import numpy as np
 
-            return (self._ids([values]),
+            return (self._ids_ahead(values, ahead),
                     pa.array(np.arange(len(values), dtype=np.int32)))  # as dictionary_encode's
         if len(values) <= _ID_CHUNK:
             encoded = pc.dictionary_encode(values)
-            return self._ids([encoded.dictionary]), encoded.indices
+            return self._ids_ahead(encoded.dictionary, ahead), encoded.indices
         return self._ids_while_encoding(values)
+
+    def _ids_ahead(self, values: Any, ahead: int) -> Sequence[str]:
+        """:meth:`_ids` of one column; of one int key's values past the first ``ahead``
+        (when some are), on a thread: Arrow's passes hold no GIL, the text of the ids little."""
+        if not ahead or len(values) <= ahead or self._encoders[0] not in _FIXED_WIDTH:
+            return self._ids([values])
+        from featurepull.dynamo.keys_ahead import KeysAhead
+
+        def hash_range(start: int, count: int) -> list[Hashable]:
+            return cast("list[Hashable]", self._ids([values.slice(start, count)]))
+
+        first = cast("list[Hashable]", self._ids([values.slice(0, ahead)]))
+        return cast("Sequence[str]", KeysAhead(len(values), first, hash_range).start())
 
     def _ids_while_encoding(self, values: Any) -> tuple[list[str], Any]:
         """``dictionary_encode(values)``'s distinct values' ids and its indices. The
