@@ -265,39 +265,50 @@ class EntityKeyEncoder:
         if len(values) <= _ID_CHUNK:
             encoded = pc.dictionary_encode(values)
             return self._ids_ahead(encoded.dictionary, ahead), encoded.indices
-        return self._ids_while_encoding(values)
+        return self._ids_while_encoding(values, ahead)
 
     def _ids_ahead(self, values: Any, ahead: int) -> Sequence[str]:
         """:meth:`_ids` of one column; of one int key's values past the first ``ahead``
         (when some are), on a thread: Arrow's passes hold no GIL, the text of the ids little."""
         if not ahead or len(values) <= ahead or self._encoders[0] not in _FIXED_WIDTH:
             return self._ids([values])
+        return self._keys_ahead(values, self._ids([values.slice(0, ahead)]))
+
+    def _keys_ahead(self, values: Any, first: list[str]) -> Sequence[str]:
+        """The ids of ``values``, ``first`` those of the first, the rest hashed on a thread
+        (a started :class:`~featurepull.dynamo.keys_ahead.KeysAhead`)."""
         from featurepull.dynamo.keys_ahead import KeysAhead
 
         def hash_range(start: int, count: int) -> list[Hashable]:
             return cast("list[Hashable]", self._ids([values.slice(start, count)]))
 
-        first = cast("list[Hashable]", self._ids([values.slice(0, ahead)]))
-        return cast("Sequence[str]", KeysAhead(len(values), first, hash_range).start())
+        ahead = KeysAhead(len(values), cast("list[Hashable]", first), hash_range)
+        return cast("Sequence[str]", ahead.start())
 
-    def _ids_while_encoding(self, values: Any) -> tuple[list[str], Any]:
+    def _ids_while_encoding(self, values: Any, ahead: int = 0) -> tuple[Sequence[str], Any]:
         """``dictionary_encode(values)``'s distinct values' ids and its indices. The
         encoding (a hash table of every value: ~0.1-0.2 s per million) runs on a thread,
         where Arrow holds no GIL, while this thread hashes every row a chunk at a time: most
         entity files name each entity once, and then the rows' ids are the distinct values'
         ids (first appearances in order). Once the encoding has found a value twice, the
-        rows are hashed no further and its distinct values are hashed instead."""
+        rows are hashed no further and its distinct values are hashed instead. With
+        ``ahead`` (one int key), the rows or values not hashed once the encoding is done and
+        ``ahead`` of them are, are hashed on a thread (:meth:`_keys_ahead`)."""
+        ahead = ahead if self._encoders[0] in _FIXED_WIDTH else 0
         encoding = _Encoding(values)
         encoding.start()
         ids: list[str] = []
         for start in range(0, len(values), _ID_CHUNK):
-            if not encoding.is_alive() and not encoding.all_distinct():
+            if not encoding.is_alive() and (not encoding.all_distinct()
+                                            or (ahead and len(ids) >= ahead)):
                 break
             ids += self._ids([values.slice(start, _ID_CHUNK)])
         encoded = encoding.result()
-        if encoding.all_distinct():
-            return ids, encoded.indices
-        return self._ids([encoded.dictionary]), encoded.indices
+        if not encoding.all_distinct():
+            return self._ids_ahead(encoded.dictionary, ahead), encoded.indices
+        if len(ids) < len(values):
+            return self._keys_ahead(values, ids), encoded.indices
+        return ids, encoded.indices
 
     def entity_id(self, values: Sequence[Any]) -> str:
         """The hex MurmurHash3 x64-128 (seed 0) of the serialized key."""
