@@ -239,8 +239,8 @@ class EntityKeyEncoder:
         id (an Arrow array): values (several keys: their serialized keys) are de-duplicated
         in Arrow before any is hashed, where equal values are equal keys. None where
         :meth:`entity_ids` would say None, or for one bytes key. A column may be a list or an
-        Arrow array. With ``ahead``, the distinct values of one int key past the first
-        ``ahead`` are hashed on a thread, started here (a started :class:`KeysAhead`)."""
+        Arrow array. With ``ahead``, the ids of one int key's distinct values past the first
+        ``ahead`` are hashed as the read goes (a :class:`KeysAhead`)."""
         if len(self._encoders) == 1 and self._encoders[0] is _enc_bytes:
             return None
         arrays = self._arrow_columns(columns)
@@ -269,21 +269,21 @@ class EntityKeyEncoder:
 
     def _ids_ahead(self, values: Any, ahead: int) -> Sequence[str]:
         """:meth:`_ids` of one column; of one int key's values past the first ``ahead``
-        (when some are), on a thread: Arrow's passes hold no GIL, the text of the ids little."""
+        (when some are), as the read goes (:meth:`_keys_ahead`)."""
         if not ahead or len(values) <= ahead or self._encoders[0] not in _FIXED_WIDTH:
             return self._ids([values])
         return self._keys_ahead(values, self._ids([values.slice(0, ahead)]))
 
     def _keys_ahead(self, values: Any, first: list[str]) -> Sequence[str]:
-        """The ids of ``values``, ``first`` those of the first, the rest hashed on a thread
-        (a started :class:`~featurepull.dynamo.keys_ahead.KeysAhead`)."""
+        """The ids of ``values``, ``first`` those of the first, the rest hashed as they are
+        read (a :class:`~featurepull.dynamo.keys_ahead.KeysAhead`)."""
         from featurepull.dynamo.keys_ahead import KeysAhead
 
         def hash_range(start: int, count: int) -> list[Hashable]:
             return cast("list[Hashable]", self._ids([values.slice(start, count)]))
 
-        ahead = KeysAhead(len(values), cast("list[Hashable]", first), hash_range)
-        return cast("Sequence[str]", ahead.start())
+        return cast("Sequence[str]",
+                    KeysAhead(len(values), cast("list[Hashable]", first), hash_range))
 
     def _ids_while_encoding(self, values: Any, ahead: int = 0) -> tuple[Sequence[str], Any]:
         """``dictionary_encode(values)``'s distinct values' ids and its indices. The
@@ -293,7 +293,7 @@ class EntityKeyEncoder:
         ids (first appearances in order). Once the encoding has found a value twice, the
         rows are hashed no further and its distinct values are hashed instead. With
         ``ahead`` (one int key), the rows or values not hashed once the encoding is done and
-        ``ahead`` of them are, are hashed on a thread (:meth:`_keys_ahead`)."""
+        ``ahead`` of them are, are hashed as the read goes (:meth:`_keys_ahead`)."""
         ahead = ahead if self._encoders[0] in _FIXED_WIDTH else 0
         encoding = _Encoding(values)
         encoding.start()

@@ -1,16 +1,21 @@
-"""Distinct keys whose hashing goes on beside the read that sends them.
+"""Distinct keys whose hashing goes on while the read that sends them has begun.
 
-A shard's 100,000 Feast ids cost 11-16 ms of MurmurHash3 (in Arrow compute, which holds no
-GIL for its passes) before its first request; its first 32 requests need 3,200 of them. A
-:class:`KeysAhead` holds the first keys, hashed by its caller, and hashes the rest on a thread
-of its own, a chunk at a time and in order, while the read's first requests are in flight.
-The reader takes its batches from :attr:`KeysAhead.hashed` (a list that only grows) and
-waits (:meth:`KeysAhead.wait`) only for a key not hashed yet. Indexing and iterating wait the
-same way, so any other caller sees a plain sequence of every key.
+A shard's 100,000 Feast ids cost 11-16 ms of MurmurHash3 before its first request; its
+first 32 requests need 3,200 of them. A :class:`KeysAhead` holds the first keys, hashed by
+its caller, and hashes the rest in order, a chunk at a time, either
 
-The caller's ``with`` (``BatchReader.read`` has one) stops and joins the thread: nothing
-hashes on after the read ends or raises. An error of the thread is raised by the wait that
-needs its keys.
+- in the read's own thread, between turns of its event loop (:meth:`KeysAhead.step`, called
+  by ``BatchReader`` once the requests of a turn are written): the loop has nothing to do
+  in the read's first round trip but wait, and a chunk (~2 ms) holds up the answers that
+  come meanwhile no longer than one answer's decode does; or
+- on a thread of its own (:meth:`KeysAhead.start`), for a process with a core to spare
+  (a console pull): Arrow's passes hold no GIL, the hex text of the ids does.
+
+The reader takes its batches from :attr:`KeysAhead.hashed` (a list that only grows) and waits
+(:meth:`KeysAhead.wait`) only for a key not hashed yet, which it then hashes itself if no
+thread does. Indexing and iterating wait the same way, so any other caller sees a plain
+sequence of every key. :meth:`KeysAhead.close` (``BatchReader.read`` calls it) stops and joins
+the thread: nothing hashes on after the read ends or raises.
 """
 
 from __future__ import annotations
@@ -19,14 +24,14 @@ import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, overload
 
-# Keys hashed per turn of the thread: 16 Ki keys cost no more per key than 64 Ki
-# (_murmur's chunk), and a wait for the next key is at most one such chunk (~2-3 ms).
+# Keys hashed at a time: 16 Ki keys (~2 ms) cost no more per key than _murmur's 64 Ki, and
+# hold up the answers that arrive meanwhile about as long as a decode of 200 items.
 CHUNK = 1 << 14
 
 
 class KeysAhead(Sequence[Hashable]):
     """``count`` keys: ``first`` already hashed, the rest by ``hash_range(start, n)`` (the
-    ``n`` keys from ``start``, in order) on a thread once :meth:`start` is called."""
+    ``n`` keys from ``start``, in order), a ``chunk`` at a time."""
 
     def __init__(self, count: int, first: list[Hashable],
                  hash_range: Callable[[int, int], list[Hashable]], chunk: int = CHUNK) -> None:
@@ -39,8 +44,20 @@ class KeysAhead(Sequence[Hashable]):
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
+    @property
+    def unhashed(self) -> bool:
+        """Keys are left to hash and no thread hashes them (:meth:`step` would)."""
+        return self._thread is None and len(self.hashed) < self._count
+
+    def step(self) -> None:
+        """Hash the next chunk in the caller's thread (with no thread of its own)."""
+        if self.unhashed:
+            hashed = self.hashed
+            start = len(hashed)
+            hashed.extend(self._hash_range(start, min(self._chunk, self._count - start)))
+
     def start(self) -> KeysAhead:
-        """Hash the rest on a thread (once; nothing to do when every key is hashed)."""
+        """Hash the rest on a thread (once; not after :meth:`close`)."""
         if self._thread is None and not self._stopping and len(self.hashed) < self._count:
             self._thread = threading.Thread(target=self._run, name="featurepull-keys-ahead",
                                             daemon=True)
@@ -48,7 +65,8 @@ class KeysAhead(Sequence[Hashable]):
         return self
 
     def close(self) -> None:
-        """Stop hashing after the chunk under way and join the thread."""
+        """Stop the thread after the chunk under way and join it (the caller's thread hashes
+        whatever is asked for after that)."""
         self._stopping = True
         if self._thread is not None:
             self._thread.join()
@@ -86,9 +104,10 @@ class KeysAhead(Sequence[Hashable]):
                                        or not thread.is_alive())
             if self._error is not None:
                 raise self._error
-        else:
-            self.close()  # whatever it hashes, then nothing more on the thread
-        while len(hashed) < end:  # not started, or stopped: the caller's thread hashes
+            if len(hashed) >= end:
+                return hashed
+        self.close()  # whatever the thread hashed, then nothing more there
+        while len(hashed) < end:
             start = len(hashed)
             hashed.extend(self._hash_range(start, min(self._chunk, self._count - start)))
         return hashed

@@ -194,7 +194,7 @@ class FeastLayout:
         """The distinct keys of :meth:`keys_for`, and for each row the index of its key
         (``BatchReader.read(keys, positions=...)``); None instead of the index when the keys
         could not be de-duplicated before hashing (the reader then does it). With ``ahead``
-        the keys past the first ``ahead`` may be hashed on a thread while they are read
+        the keys past the first ``ahead`` may be hashed as they are read
         (:mod:`featurepull.dynamo.keys_ahead`)."""
         names = self.encoder.names
         _missing_columns(names, columns, source)
@@ -579,8 +579,8 @@ def unique_keys(layout: _KeysFor, columns: Mapping[str, Sequence[Any]], source: 
     """``keys`` and ``positions`` for ``BatchReader.read``: the distinct keys and each row's
     index among them where the layout can tell before hashing (one Feast join key), else
     every row's key and None (the reader de-duplicates). With ``ahead`` (the keys of the
-    read's first requests) the keys may be a started ``KeysAhead``, the rest hashed while
-    the read sends the first: ``BatchReader.read`` joins its thread."""
+    read's first requests) the keys may be a ``KeysAhead``: the rest hashed by the read
+    between turns of its loop, or on a thread if started (``BatchReader.read`` joins it)."""
     if isinstance(layout, FeastLayout):
         return layout.unique_keys_for(columns, source, ahead)
     return layout.keys_for(columns, source), None

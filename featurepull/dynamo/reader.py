@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine, Hashable, Iterator, Mapping, Sequence, Sized
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
@@ -219,9 +219,9 @@ class BatchReader:
         :mod:`featurepull.dynamo.features`) unless ``allow_missing_features``. With
         ``positions`` (:func:`featurepull.dynamo.keys.unique_keys`) the keys are already
         unique and input row ``i`` is ``keys[positions[i]]``; ``keys`` may be a
-        :class:`~featurepull.dynamo.keys_ahead.KeysAhead` (still hashing: its thread is
-        joined before this returns or raises)."""
-        with keys if isinstance(keys, KeysAhead) else nullcontext():
+        :class:`~featurepull.dynamo.keys_ahead.KeysAhead` still hashing (a thread of its own,
+        if started, is joined before this returns or raises)."""
+        with closing(keys) if isinstance(keys, KeysAhead) else nullcontext():
             return self._read(keys, features, progress, row_offset, allow_missing_features,
                               positions)
 
@@ -320,6 +320,13 @@ class BatchReader:
                 now = time.monotonic()
                 refill(now)
                 timeout = state.wait_hint(now) if len(inflight) < window.limit else None
+                ahead = state.ahead
+                if ahead is not None and ahead.unhashed:  # keys left to hash, no thread on it
+                    # The requests of this turn written first, then a chunk of keys (the
+                    # first round trip has nothing else to do), then the answers come so far.
+                    await asyncio.sleep(0)
+                    ahead.step()
+                    timeout = 0.0
                 for outcome, count in await inflight.answers(timeout):
                     self._store_rows(outcome, state, decode)
                     if progress is not None and count:

@@ -39,15 +39,17 @@ def plain_keys() -> list[str]:
     return list(keys)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("mode", ["turns", "thread"])
 def test_the_first_requests_go_out_before_the_last_keys_are_hashed(
-        cli_endpoint: EndpointProcess) -> None:
-    # The thread hashes its last chunk only once the read's first SLOTS requests are held at
-    # the proxy: a reader that waited for every key would send nothing (the wait times out).
+        cli_endpoint: EndpointProcess, mode: str) -> None:
+    # The last chunk is hashed only once the read's first SLOTS requests are held at the
+    # proxy: a reader that waited for every key would send nothing (the wait times out).
+    # Between the loop's turns ("turns") the hashing blocks the loop, which has written its
+    # requests by then (on connections kept from the read before); a thread blocks alone.
     keys = plain_keys()
-    clean = BatchReader(TABLE, LAYOUT, settings(cli_endpoint.url)).read(keys, FEATURES)
     held: list[frozenset[str]] = []
-    with FaultProxy(cli_endpoint.url, FaultPlan(hold=True)) as proxy, \
-            ThreadPoolExecutor(1) as pool:
+    # (The proxy stops first, letting what it holds go: a failing read ends.)
+    with ThreadPoolExecutor(1) as pool, FaultProxy(cli_endpoint.url) as proxy:
 
         def hash_range(start: int, count: int) -> list[Any]:
             if start + count == len(keys):
@@ -55,11 +57,17 @@ def test_the_first_requests_go_out_before_the_last_keys_are_hashed(
                 proxy.release()
             return list(keys[start:start + count])
 
+        reader = BatchReader(TABLE, LAYOUT, settings(proxy.url))
+        clean = reader.read(keys, FEATURES)  # and SLOTS connections kept for the next read
+        proxy.plan = FaultPlan(hold=True)
         ahead = KeysAhead(len(keys), keys[:SLOTS * BATCH], hash_range, chunk=1_000)
-        reading = pool.submit(BatchReader(TABLE, LAYOUT, settings(proxy.url)).read, ahead,
-                              FEATURES, positions=pa.array(range(len(keys)), pa.int32()))
+        if mode == "thread":
+            ahead.start()
+        reading = pool.submit(reader.read, ahead, FEATURES,
+                              positions=pa.array(range(len(keys)), pa.int32()))
         result = reading.result(timeout=60)
-    first = {json.dumps({"entity_id": {"S": key}}, sort_keys=True) for key in keys[:SLOTS * BATCH]}
+    first = {json.dumps({"entity_id": {"S": key}}, sort_keys=True)
+             for key in keys[:SLOTS * BATCH]}
     assert len(held) == SLOTS and frozenset().union(*held) == first  # the first keys only
     assert result.rows == clean.rows
     assert (result.stats.keys, result.stats.unique_keys) == (len(keys), len(keys))
