@@ -120,8 +120,9 @@ def _pull_keeping(request: PullRequest, entities_path: str, output_path: str,
     with cyclic_gc_paused():  # keys, rows and their Arrow columns: no cycles among them
         # Distinct keys and each row's index among them, where the layout can tell before
         # hashing (ViewsReader's layout cannot: its reader de-duplicates per view).
-        # The keys of the read's first requests are hashed here, the rest while they are
-        # in flight (featurepull.dynamo.keys_ahead; the read, or a scan, waits for them).
+        # The keys of the read's first requests are hashed here, the rest on a thread while
+        # they are in flight (featurepull.dynamo.keys_ahead: a pull has a core to spare; the
+        # read, or a scan, waits for those it needs, and the thread is joined after it).
         ahead = (reader.settings.max_read_workers * reader.settings.batch_size
                  if isinstance(reader, BatchReader) else 0)
         with checking_table(reader):
