@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from featurepull.config import ConfigError, RequestFields, Settings
 from featurepull.config.settings import reference_problem, uses_registry
 from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.found import found_mask
+from featurepull.dynamo.keys_ahead import KeysAhead
 from featurepull.dynamo.layouts import FeastLayout, unique_keys
 from featurepull.dynamo.plan import (
     LayoutName,
@@ -118,9 +120,14 @@ def _pull_keeping(request: PullRequest, entities_path: str, output_path: str,
     with cyclic_gc_paused():  # keys, rows and their Arrow columns: no cycles among them
         # Distinct keys and each row's index among them, where the layout can tell before
         # hashing (ViewsReader's layout cannot: its reader de-duplicates per view).
+        # The keys of the read's first requests are hashed here, the rest on a thread while
+        # they are in flight (featurepull.dynamo.keys_ahead: a pull has a core to spare; the
+        # read, or a scan, waits for those it needs, and the thread is joined after it).
+        ahead = (reader.settings.max_read_workers * reader.settings.batch_size
+                 if isinstance(reader, BatchReader) else 0)
         with checking_table(reader):
             keys, positions = unique_keys(reader.layout, _key_source(entities, reader),
-                                          entities.source)
+                                          entities.source, ahead)
         if on_keys is not None:
             on_keys(len(keys) if positions is not None else len(set(keys)))
         if views:
@@ -132,9 +139,10 @@ def _pull_keeping(request: PullRequest, entities_path: str, output_path: str,
             plans = list(reader.plans)
         else:
             assert isinstance(reader, BatchReader)
-            result, plan = read_planned(reader, keys, request.features, progress,
-                                        allow_missing_features=request.allow_missing_features,
-                                        positions=positions)
+            with keys if isinstance(keys, KeysAhead) else nullcontext():  # joined, scan or not
+                result, plan = read_planned(
+                    reader, keys, request.features, progress,
+                    allow_missing_features=request.allow_missing_features, positions=positions)
             plans = [plan]
     names = spec["key_columns"]
     if scorer is None and not is_dataset(output_path) and not views:

@@ -305,3 +305,24 @@ def test_the_tables_error_comes_before_a_keys_though_both_are_checked_at_once(
     assert result.exit_code == 2
     assert message in result.stderr, result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("mode", ["batch-get", "scan"])
+def test_a_pull_whose_later_keys_are_hashed_while_it_reads_writes_the_same_file(
+        endpoint: EndpointProcess, tmp_path: Path, mode: str) -> None:
+    """With 4 requests of 20 keys in flight, the keys past the first 80 are hashed on a
+    thread beside the read (featurepull.dynamo.keys_ahead), or before a scan joins them:
+    the same file, byte for byte, as when the first requests take every key (100 of 50)."""
+    ids = [(i * 7919) % 2_500 for i in range(2_500)] + [3, 1_999, 2_400]  # and repeats
+    entities = tmp_path / "many.csv"
+    entities.write_text("driver_id\n" + "".join(f"{i}\n" for i in ids))
+    outputs = []
+    for name, flow in (("plain", ["--max-read-workers", "100", "--batch-size", "50"]),
+                       ("ahead", ["--max-read-workers", "4", "--batch-size", "20"])):
+        out = tmp_path / f"{name}.parquet"
+        args = pull_args(endpoint, tmp_path, "--output", str(out), "--read-mode", mode, *flow)
+        args[args.index("--entities") + 1] = str(entities)
+        assert invoke(*args).exit_code == 0
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert pq.read_table(tmp_path / "ahead.parquet").column("driver_id").to_pylist() == ids

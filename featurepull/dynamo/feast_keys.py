@@ -11,7 +11,7 @@ import re
 import struct
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, cast
 
 import mmh3
@@ -232,14 +232,15 @@ class EntityKeyEncoder:
         digest = mmh3.hash_bytes
         return [digest(key).hex() for key in self._serialized_keys(arrays).to_pylist()]
 
-    def unique_entity_ids(self, columns: Sequence[Sequence[Any]]
-                          ) -> tuple[list[str], Any] | None:
+    def unique_entity_ids(self, columns: Sequence[Sequence[Any]], ahead: int = 0
+                          ) -> tuple[Sequence[str], Any] | None:
         """The distinct entity ids of one int or text join-key column, or of several join
         keys of any type, in the order they first appear, and for each row the index of its
         id (an Arrow array): values (several keys: their serialized keys) are de-duplicated
         in Arrow before any is hashed, where equal values are equal keys. None where
         :meth:`entity_ids` would say None, or for one bytes key. A column may be a list or an
-        Arrow array."""
+        Arrow array. With ``ahead``, the ids of one int key's distinct values past the first
+        ``ahead`` are hashed as the read goes (a :class:`KeysAhead`)."""
         if len(self._encoders) == 1 and self._encoders[0] is _enc_bytes:
             return None
         arrays = self._arrow_columns(columns)
@@ -259,31 +260,55 @@ class EntityKeyEncoder:
             # the values themselves, and row i is distinct value i.
             import numpy as np
 
-            return (self._ids([values]),
+            return (self._ids_ahead(values, ahead),
                     pa.array(np.arange(len(values), dtype=np.int32)))  # as dictionary_encode's
         if len(values) <= _ID_CHUNK:
             encoded = pc.dictionary_encode(values)
-            return self._ids([encoded.dictionary]), encoded.indices
-        return self._ids_while_encoding(values)
+            return self._ids_ahead(encoded.dictionary, ahead), encoded.indices
+        return self._ids_while_encoding(values, ahead)
 
-    def _ids_while_encoding(self, values: Any) -> tuple[list[str], Any]:
+    def _ids_ahead(self, values: Any, ahead: int) -> Sequence[str]:
+        """:meth:`_ids` of one column; of one int key's values past the first ``ahead``
+        (when some are), as the read goes (:meth:`_keys_ahead`)."""
+        if not ahead or len(values) <= ahead or self._encoders[0] not in _FIXED_WIDTH:
+            return self._ids([values])
+        return self._keys_ahead(values, self._ids([values.slice(0, ahead)]))
+
+    def _keys_ahead(self, values: Any, first: list[str]) -> Sequence[str]:
+        """The ids of ``values``, ``first`` those of the first, the rest hashed as they are
+        read (a :class:`~featurepull.dynamo.keys_ahead.KeysAhead`)."""
+        from featurepull.dynamo.keys_ahead import KeysAhead
+
+        def hash_range(start: int, count: int) -> list[Hashable]:
+            return cast("list[Hashable]", self._ids([values.slice(start, count)]))
+
+        return cast("Sequence[str]",
+                    KeysAhead(len(values), cast("list[Hashable]", first), hash_range))
+
+    def _ids_while_encoding(self, values: Any, ahead: int = 0) -> tuple[Sequence[str], Any]:
         """``dictionary_encode(values)``'s distinct values' ids and its indices. The
         encoding (a hash table of every value: ~0.1-0.2 s per million) runs on a thread,
         where Arrow holds no GIL, while this thread hashes every row a chunk at a time: most
         entity files name each entity once, and then the rows' ids are the distinct values'
         ids (first appearances in order). Once the encoding has found a value twice, the
-        rows are hashed no further and its distinct values are hashed instead."""
+        rows are hashed no further and its distinct values are hashed instead. With
+        ``ahead`` (one int key), the rows or values not hashed once the encoding is done and
+        ``ahead`` of them are, are hashed as the read goes (:meth:`_keys_ahead`)."""
+        ahead = ahead if self._encoders[0] in _FIXED_WIDTH else 0
         encoding = _Encoding(values)
         encoding.start()
         ids: list[str] = []
         for start in range(0, len(values), _ID_CHUNK):
-            if not encoding.is_alive() and not encoding.all_distinct():
+            if not encoding.is_alive() and (not encoding.all_distinct()
+                                            or (ahead and len(ids) >= ahead)):
                 break
             ids += self._ids([values.slice(start, _ID_CHUNK)])
         encoded = encoding.result()
-        if encoding.all_distinct():
-            return ids, encoded.indices
-        return self._ids([encoded.dictionary]), encoded.indices
+        if not encoding.all_distinct():
+            return self._ids_ahead(encoded.dictionary, ahead), encoded.indices
+        if len(ids) < len(values):
+            return self._keys_ahead(values, ids), encoded.indices
+        return ids, encoded.indices
 
     def entity_id(self, values: Sequence[Any]) -> str:
         """The hex MurmurHash3 x64-128 (seed 0) of the serialized key."""

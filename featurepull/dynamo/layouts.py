@@ -189,14 +189,16 @@ class FeastLayout:
                 raise _row_error(source, row, name, problem) from None
         return keys
 
-    def unique_keys_for(self, columns: Mapping[str, Sequence[Any]], source: str = ""
-                        ) -> tuple[Sequence[Hashable], Any]:
+    def unique_keys_for(self, columns: Mapping[str, Sequence[Any]], source: str = "",
+                        ahead: int = 0) -> tuple[Sequence[Hashable], Any]:
         """The distinct keys of :meth:`keys_for`, and for each row the index of its key
         (``BatchReader.read(keys, positions=...)``); None instead of the index when the keys
-        could not be de-duplicated before hashing (the reader then does it)."""
+        could not be de-duplicated before hashing (the reader then does it). With ``ahead``
+        the keys past the first ``ahead`` may be hashed as they are read
+        (:mod:`featurepull.dynamo.keys_ahead`)."""
         names = self.encoder.names
         _missing_columns(names, columns, source)
-        fast = self.encoder.unique_entity_ids([columns[n] for n in names])
+        fast = self.encoder.unique_entity_ids([columns[n] for n in names], ahead)
         if fast is not None:
             return fast
         return self.keys_for(columns, source), None
@@ -572,11 +574,13 @@ class _KeysFor(Protocol):
                  source: str = "") -> list[Hashable]: ...
 
 
-def unique_keys(layout: _KeysFor, columns: Mapping[str, Sequence[Any]], source: str = ""
-                ) -> tuple[Sequence[Hashable], Any]:
+def unique_keys(layout: _KeysFor, columns: Mapping[str, Sequence[Any]], source: str = "",
+                ahead: int = 0) -> tuple[Sequence[Hashable], Any]:
     """``keys`` and ``positions`` for ``BatchReader.read``: the distinct keys and each row's
     index among them where the layout can tell before hashing (one Feast join key), else
-    every row's key and None (the reader de-duplicates)."""
+    every row's key and None (the reader de-duplicates). With ``ahead`` (the keys of the
+    read's first requests) the keys may be a ``KeysAhead``: the rest hashed by the read
+    between turns of its loop, or on a thread if started (``BatchReader.read`` joins it)."""
     if isinstance(layout, FeastLayout):
-        return layout.unique_keys_for(columns, source)
+        return layout.unique_keys_for(columns, source, ahead)
     return layout.keys_for(columns, source), None

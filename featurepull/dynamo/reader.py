@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine, Hashable, Iterator, Mapping, Sequence, Sized
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
@@ -56,6 +56,7 @@ from featurepull.dynamo.errors import (
 )
 from featurepull.dynamo.features import FeatureCheck, refusal_message
 from featurepull.dynamo.found import FoundRows
+from featurepull.dynamo.keys_ahead import KeysAhead
 from featurepull.dynamo.layouts import DECODE_ERRORS, ColumnsDecoder, Layout, Row, RowDecoder
 from featurepull.dynamo.pacing import (
     Pacer,
@@ -216,7 +217,16 @@ class BatchReader:
         that none of the found items holds raises UnknownFeatureError (rule in
         :mod:`featurepull.dynamo.features`) unless ``allow_missing_features``. With
         ``positions`` (:func:`featurepull.dynamo.keys.unique_keys`) the keys are already
-        unique and input row ``i`` is ``keys[positions[i]]``."""
+        unique and input row ``i`` is ``keys[positions[i]]``; ``keys`` may be a
+        :class:`~featurepull.dynamo.keys_ahead.KeysAhead` still hashing (a thread of its own,
+        if started, is joined before this returns or raises)."""
+        with closing(keys) if isinstance(keys, KeysAhead) else nullcontext():
+            return self._read(keys, features, progress, row_offset, allow_missing_features,
+                              positions)
+
+    def _read(self, keys: Sequence[Hashable], features: Sequence[str],
+              progress: Progress | None, row_offset: int, allow_missing_features: bool,
+              positions: Sequence[int] | pa.Array | None) -> ReadResult:
         _check_features(features)
         self.check_table()
         started = time.perf_counter()
@@ -312,6 +322,13 @@ class BatchReader:
                 now = time.monotonic()
                 refill(now)
                 timeout = state.wait_hint(now) if len(inflight) < window.limit else None
+                ahead = state.ahead
+                if ahead is not None and ahead.unhashed:  # keys left to hash, no thread on it
+                    # The requests of this turn written first, then a chunk of keys (the
+                    # first round trip has nothing else to do), then the answers come so far.
+                    await asyncio.sleep(0)
+                    ahead.step()
+                    timeout = 0.0
                 for outcome, count in await inflight.answers(timeout):
                     self._store_rows(outcome, state, decode)
                     if progress is not None and count:
@@ -639,6 +656,10 @@ class _ReadState:
         else:
             self.positions, self.keys = positions, keys
         self.unique = len(self.keys)
+        # Keys still being hashed: batches are taken from those hashed so far, a plain list.
+        self.ahead = keys if isinstance(keys, KeysAhead) and positions is not None else None
+        if self.ahead is not None:
+            self.keys = self.ahead.hashed
         self.slots: list[int] = []  # the unique index of each found item, in found order
         self.columns: list[list[Any]] = [[] for _ in range(width)]
         # Answers matched to their keys, not yet decoded: (items, their slots, wanted).
@@ -699,6 +720,8 @@ class _ReadState:
             room = self.batch_size - len(batch)
         if room and self.cursor < self.unique:
             end = min(self.unique, self.cursor + room)
+            if self.ahead is not None and end > len(self.keys):
+                self.ahead.wait(end)
             batch.extend(range(self.cursor, end))
             self.cursor = end
         return batch

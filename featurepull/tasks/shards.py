@@ -136,8 +136,14 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     # A process's first shard of a table describes it while the keys are hashed: the
     # DescribeTable's round trip off the way to its first request. (A scan job's shards
     # read no table; a failed check is the read's to raise, as it was.)
+    # The keys of the read's first requests are hashed here, the rest by the read between
+    # its loop's turns while they are in flight (keys_ahead; no thread: it would take turns
+    # at the GIL and the cores with the loop). A scan shard joins every key at once.
+    ahead = 0 if scans.is_scan(meta) else (effective.dynamodb.max_read_workers
+                                           * effective.dynamodb.batch_size)
     with nullcontext() if scans.is_scan(meta) else checking_table(reader, raising=False):
-        keys, positions = unique_keys(reader.layout, columns, f"job {job_id} shard {shard}")
+        keys, positions = unique_keys(reader.layout, columns, f"job {job_id} shard {shard}",
+                                      ahead)
     unique = len(keys) if positions is not None else len(set(keys))
     log.info("shard_start", **logged_tables(spec), rows=keys_table.num_rows, unique_keys=unique,
              shards=meta.shards, threads=effective.dynamodb.max_read_workers)

@@ -188,8 +188,9 @@ sys.meta_path.insert(0, _Blocked(_NOT_FOR_A_PULL))
 from featurepull.dynamo.feast_keys import EntityKeyEncoder
 encoder = EntityKeyEncoder({"driver_id": "int64"})
 for column in json.load(sys.stdin):
-    keys, positions = encoder.unique_entity_ids([column])
-    print(json.dumps([keys, positions.to_pylist()]))
+    for ahead in (0, 3200):  # and with the keys past the first 3,200 hashed on a thread
+        keys, positions = encoder.unique_entity_ids([column], ahead)
+        print(json.dumps([list(keys), positions.to_pylist()]))
 assert "numpy" not in sys.modules
 """
 
@@ -201,5 +202,7 @@ def test_long_int_columns_without_numpy_are_each_rows_first_seen() -> None:
     columns = _long_columns([v * 7919 - 2**40 for v in range(_ID_CHUNK + 100)])
     done = subprocess.run([sys.executable, "-c", _WITHOUT_NUMPY], input=json.dumps(columns),
                           capture_output=True, text=True, check=True)
-    for column, line in zip(columns, done.stdout.splitlines(), strict=True):
-        _check_long(encoder, column, *json.loads(line))
+    lines = done.stdout.splitlines()
+    for column, plain, ahead in zip(columns, lines[::2], lines[1::2], strict=True):
+        _check_long(encoder, column, *json.loads(plain))
+        assert ahead == plain

@@ -304,3 +304,20 @@ def test_missing_features_are_null_when_the_job_allows_them(
     rows = store.shard_rows(meta.job_id, 1).to_pylist()
     assert [row["no_such_feature"] for row in rows] == [None] * 40
     assert [row["city"] is None for row in rows] == [d >= DRIVERS for d in IDS[100:]]
+
+
+def test_a_shard_hashes_the_keys_after_its_first_requests_while_it_reads(
+        new_job: NewJob, settings: Settings, store: JobStore) -> None:
+    # 2 requests of 10 in flight: 20 of shard 0's 80 distinct keys are hashed before its
+    # read, the other 60 beside it (featurepull.dynamo.keys_ahead). The same rows and
+    # counts as the job whose first requests take every key.
+    plain = new_job(IDS)
+    ahead = new_job(IDS, dynamodb={"max_read_workers": 2, "batch_size": 10})
+    for meta in (plain, ahead):
+        run_shard(meta.job_id, 0, settings, store)
+    assert store.shard_rows(ahead.job_id, 0).equals(store.shard_rows(plain.job_id, 0))
+    counts = [{name: store.all_stats(meta.job_id)[0][name]
+               for name in ("keys", "unique_keys", "found", "missing", "requests")}
+              for meta in (plain, ahead)]
+    assert counts == [{"keys": 100, "unique_keys": 80, "found": 80, "missing": 20,
+                       "requests": requests} for requests in (1, 8)]
