@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,13 +67,38 @@ def test_tiny_submit_start_marks_each_step_to_the_first_shard(tmp_path: Path) ->
     assert all(len(marks[label]) == 3 for label in steps)
 
 
-def test_a_failing_round_stops_the_endpoints(monkeypatch: Any) -> None:
-    """The endpoints run in sessions of their own: a round that raises must not leave them."""
+def _script() -> Any:
     spec = importlib.util.spec_from_file_location("bench_startup",
                                                   ROOT / "scripts" / "bench_startup.py")
     assert spec is not None and spec.loader is not None
     bench_startup = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_startup)
+    return bench_startup
+
+
+@pytest.mark.parametrize("seed", ["1", "2", "3", "4"])
+def test_steps_marked_at_the_same_rounded_time_keep_the_order_they_happened_in(
+        seed: str) -> None:
+    """Marks are rounded to 0.1 ms: two steps that end within it (a tiny file read, then its
+    read planned) tie, and the timeline must not order them by the labels' hashes."""
+    marks = {"python up": [0.01, 0.0], "entity file: start": [0.2, 0.1],
+             "entity file read": [0.3001, 0.2], "read planned": [0.3001, 0.2],
+             "keys built": [0.4, 0.3]}
+    script = str(ROOT / "scripts" / "bench_startup.py")
+    code = ("import importlib.util, json\n"
+            f"spec = importlib.util.spec_from_file_location('bench_startup', {script!r})\n"
+            "module = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(module)\n"
+            f"rows = module.timelines([{{'cell': 'timeline', 'tree': 't', 'marks': {marks!r}}}])\n"
+            "print(json.dumps([row['step'] for row in rows]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONHASHSEED": seed}, check=True, timeout=60)
+    assert json.loads(done.stdout) == list(marks)
+
+
+def test_a_failing_round_stops_the_endpoints(monkeypatch: Any) -> None:
+    """The endpoints run in sessions of their own: a round that raises must not leave them."""
+    bench_startup = _script()
     started: list[EndpointProcess] = []
 
     def start(**kwargs: Any) -> EndpointProcess:
