@@ -44,10 +44,12 @@ if TYPE_CHECKING:
 # What Job.wait's bar counts (JobStatus.progress): a scan job's items scanned, then keys.
 SCAN_PHASE, READ_PHASE = "scan", "read"
 # How often Job.wait asks for the job's status (one pipelined round trip, under 1 ms of CPU):
-# the job's end is seen this long after it, at most.
+# its bar's, its no-worker check's and its timeout's cadence. Between two asks it blocks on
+# the job's end (JobStore.wait_end), which wakes it at once: a job ended by a worker that
+# does not announce its end is seen this long after it, at most.
 POLL_S = 0.1
-# Once every shard is done only the finisher is left (~0.2-0.3 s at 1M rows): its end,
-# what `submit --wait` waits for, is seen sooner by polling more often then.
+# Once every shard is done only the finisher is left (~0.2-0.3 s at 1M rows): its end is
+# seen sooner then, also without the announcement, by asking more often.
 FINISHING_POLL_S = 0.02
 # How long a job may stay queued before Job.wait asks which workers consume its queue.
 NO_WORKER_AFTER_S = 5.0
@@ -201,7 +203,7 @@ class Job:
 
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
-        asked, idle = False, False
+        asked, idle, sleep = False, False, False
         status = self._poll(None)
         with tqdm(total=status.rows, unit="rows", disable=not progress or None,
                   desc=f"job {self.id[:8]}", dynamic_ncols=True) as bar:
@@ -218,7 +220,10 @@ class Job:
                     idle = self.workers_on_queue() == []
                     if idle:
                         (on_no_worker or _warn)(self._no_worker_message(no_worker_after_s))
-                time.sleep(poll_interval(status, poll_s))
+                interval = poll_interval(status, poll_s)
+                if deadline is not None:
+                    interval = min(interval, deadline - time.monotonic())
+                sleep = self._await_end(interval, sleep)
                 status = self._poll(status)
                 phase = _show_progress(bar, status, phase)
             bar.update(status.rows - bar.n if status.state == JobState.SUCCEEDED else 0)
@@ -226,6 +231,24 @@ class Job:
             failure = JobRefused if status.error_kind == "input" else JobFailed
             raise failure(f"job {self.id} {status.state}: {status.error}")
         return status
+
+    def _await_end(self, interval: float, sleep: bool) -> bool:
+        """Wait ``interval`` seconds at most: block on the job's end (JobStore.wait_end),
+        or ``sleep``. Returns whether later waits sleep: once the end was seen (the status
+        that follows is the final one; no loop without a pause should it not be) or Redis
+        refused the blocking read. A Redis that stops answering is left to the poll."""
+        if interval <= 0:
+            return sleep
+        if sleep:
+            time.sleep(interval)
+            return sleep
+        try:
+            return self.store.wait_end(self.id, interval) is not None
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+        except redis.ResponseError:  # e.g. an ACL without XREAD
+            time.sleep(interval)
+            return True
 
     def workers_on_queue(self, reply_s: float = WORKER_REPLY_S) -> list[str] | None:
         """The workers consuming this job's queue now (see :func:`workers_on_queue`)."""

@@ -211,7 +211,7 @@ def test_status_cancel_and_cleanup_of_a_queued_job(endpoint: EndpointProcess, tm
         f"{PLAN}\n")
     cleanup = invoke("cleanup", job_id, "--redis-url", redis_url)
     assert (cleanup.exit_code, cleanup.stdout) == (
-        0, f"featurepull: removed 5 keys of job {job_id}\n")  # meta, alive, 3 shards' keys
+        0, f"featurepull: removed 6 keys of job {job_id}\n")  # meta, alive, 3 shards' keys, wake
     gone = invoke("status", job_id, "--redis-url", redis_url)
     assert gone.exit_code == 2
     assert gone.stderr == f"featurepull: error: {store_error(job_id)}\n"

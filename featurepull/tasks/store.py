@@ -31,6 +31,9 @@ A job lives under ``featurepull:job:{id}:``; every key carries the job's TTL.
     submitter   str   exists while the submitting process lives: set with a TTL of
                       jobs.submitter_timeout_s, again by it every third of that
                       (``featurepull.tasks.submitter``), deleted with meta's submitting
+    wake        stream one entry, the final state, added (with the job's TTL) in the
+                      transaction that ends the job (succeeded, failed, cancelled): what
+                      Job.wait blocks on (:meth:`JobStore.wait_end`) instead of sleeping
 
 A scan job (``read_plan`` in the request field: ``featurepull.tasks.scans``) also has:
 
@@ -377,6 +380,8 @@ class JobMeta(BaseModel):
         return dict(notify) if notify else None
 
 
+# The key whose entry announces a job's end to its waiters (the module docstring's ``wake``).
+WAKE = "wake"
 # The states a job can still leave.
 _LIVE = (JobState.QUEUED, JobState.RUNNING, JobState.FINISHING)
 
@@ -507,10 +512,32 @@ class JobStore:
                         return False
                     pipe.multi()
                     pipe.hset(key, mapping={"state": state.value, **fields})
+                    if state.terminal:  # the job's end wakes its waiters, atomically with it
+                        wake = self._key(job_id, WAKE)
+                        pipe.xadd(wake, {"state": state.value}, maxlen=1)
+                        pipe.expire(wake, self.ttl_s)
                     pipe.execute()
                     return True
                 except redis.WatchError:
                     continue
+
+    def wait_end(self, job_id: str, timeout_s: float) -> JobState | None:
+        """Block until the job has ended, ``timeout_s`` at most: its final state, at once if
+        it ended before; None once ``timeout_s`` passed (or the job is gone, or ended in a
+        worker that announced no end: poll its state). Never longer than half the client's
+        socket timeout, which a longer block would trip."""
+        socket_s = self.redis.connection_pool.connection_kwargs.get("socket_timeout")
+        if socket_s:
+            timeout_s = min(timeout_s, socket_s / 2)
+        # XREAD from id 0 reads the entry without consuming it: every waiter sees it, also
+        # one that starts after the end (a BLPOP token would wake one; pub/sub only those
+        # subscribed when it is published). BLOCK 0 is forever: 1 ms at least.
+        reply = self.redis.xread({self._key(job_id, WAKE): "0"}, count=1,
+                                 block=max(1, round(timeout_s * 1000)))
+        if not reply:
+            return None
+        fields = reply[0][1][0][1]
+        return _state(fields.get(b"state"))
 
     def mark_running(self, job_id: str) -> None:
         self._set_state(job_id, JobState.RUNNING, (JobState.QUEUED,), started=time.time())

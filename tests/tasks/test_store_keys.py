@@ -306,6 +306,60 @@ def test_terminal_states(terminal: str) -> None:
                        summary=None).terminal
 
 
+# --- the end's announcement (JobStore.wait_end: what Job.wait blocks on) ----------------------
+
+def end_job(store: JobStore, job_id: str, how: str) -> None:
+    if how == "succeed":
+        assert store.begin_finish(job_id) is True
+        store.succeed(job_id, {"rows": 4})
+    elif how == "fail":
+        assert store.fail(job_id, "boom") is True
+    else:
+        assert store.cancel(job_id) is True
+
+
+@pytest.mark.parametrize(("how", "state"), [
+    ("succeed", "succeeded"), ("fail", "failed"), ("cancel", "cancelled")])
+def test_the_transaction_that_ends_a_job_announces_its_end_to_every_waiter(
+        store: JobStore, how: str, state: str) -> None:
+    job_id = new_job(store)
+    assert store.wait_end(job_id, 0.01) is None  # not ended: the block times out
+    store.mark_running(job_id)
+    before = keys_of(store, job_id)
+    assert key(job_id, "wake") not in before
+    end_job(store, job_id, how)
+    assert keys_of(store, job_id) == before | {key(job_id, "wake")}
+    assert_job_ttl(store, key(job_id, "wake"))
+    # Ended before the wait began: seen at once (the socket's 30 s would cap 60 s at 15 s),
+    # and read, not consumed: every waiter sees it.
+    assert store.wait_end(job_id, 60) == state
+    assert store.wait_end(job_id, 60) == state
+    assert store.fail(job_id, "late") is False and store.cancel(job_id) is False
+    assert store.redis.xlen(key(job_id, "wake")) == 1  # ends once
+    assert store.delete(job_id) == len(before) + 1
+    assert keys_of(store, job_id) == set()
+
+
+def test_no_state_but_an_end_announces_one(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.mark_running(job_id)
+    assert store.begin_finish(job_id) is True
+    assert store.redis.exists(key(job_id, "wake")) == 0
+    assert store.wait_end(job_id, 0.01) is None
+    assert store.wait_end("gone", 0.01) is None
+
+
+def test_wait_end_blocks_under_half_the_clients_socket_timeout(
+        redis_server: RedisService) -> None:
+    import redis
+
+    quick = JobStore(redis.Redis.from_url(redis_server.url, socket_timeout=0.2), TTL)
+    job_id = new_job(quick)
+    assert quick.wait_end(job_id, 60) is None  # blocked 0.1 s: a 60 s block would trip it
+    end_job(quick, job_id, "fail")
+    assert quick.wait_end(job_id, 60) == "failed"
+
+
 # --- shards ------------------------------------------------------------------------------------
 
 def test_shard_rows_schema_stats_and_done(store: JobStore) -> None:
