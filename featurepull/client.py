@@ -46,7 +46,8 @@ SCAN_PHASE, READ_PHASE = "scan", "read"
 # How often Job.wait asks for the job's status (one pipelined round trip, under 1 ms of CPU):
 # its bar's, its no-worker check's and its timeout's cadence. Between two asks it blocks on
 # the job's end (JobStore.wait_end), which wakes it at once: a job ended by a worker that
-# does not announce its end is seen this long after it, at most.
+# does not announce its end is seen this long after it, at most (plus up to ~0.1 s: Redis
+# ends a block that times out at its next tick).
 POLL_S = 0.1
 # Once every shard is done only the finisher is left (~0.2-0.3 s at 1M rows): its end is
 # seen sooner then, also without the announcement, by asking more often.
@@ -243,7 +244,7 @@ class Job:
             time.sleep(interval)
             return sleep
         try:
-            return self.store.wait_end(self.id, interval) is not None
+            return self.store.wait_end(self.id, interval)
         except (redis.ConnectionError, redis.TimeoutError):
             return False
         except redis.ResponseError:  # e.g. an ACL without XREAD

@@ -514,30 +514,29 @@ class JobStore:
                     pipe.hset(key, mapping={"state": state.value, **fields})
                     if state.terminal:  # the job's end wakes its waiters, atomically with it
                         wake = self._key(job_id, WAKE)
-                        pipe.xadd(wake, {"state": state.value}, maxlen=1)
+                        pipe.xadd(wake, {"state": state.value})
                         pipe.expire(wake, self.ttl_s)
                     pipe.execute()
                     return True
                 except redis.WatchError:
                     continue
 
-    def wait_end(self, job_id: str, timeout_s: float) -> JobState | None:
-        """Block until the job has ended, ``timeout_s`` at most: its final state, at once if
-        it ended before; None once ``timeout_s`` passed (or the job is gone, or ended in a
-        worker that announced no end: poll its state). Never longer than half the client's
-        socket timeout, which a longer block would trip."""
+    def wait_end(self, job_id: str, timeout_s: float) -> bool:
+        """Block until the job has ended, ``timeout_s`` at most: True once it has (at once
+        if it ended before), False once ``timeout_s`` passed (or the job is gone, or ended
+        in a worker that announced no end: its state tells). Never longer than half the
+        client's socket timeout, which a longer block would trip. Redis ends a block that
+        times out at its next tick (``hz`` 10: up to ~0.1 s later); an end, at once."""
         socket_s = self.redis.connection_pool.connection_kwargs.get("socket_timeout")
         if socket_s:
             timeout_s = min(timeout_s, socket_s / 2)
         # XREAD from id 0 reads the entry without consuming it: every waiter sees it, also
-        # one that starts after the end (a BLPOP token would wake one; pub/sub only those
-        # subscribed when it is published). BLOCK 0 is forever: 1 ms at least.
-        reply = self.redis.xread({self._key(job_id, WAKE): "0"}, count=1,
-                                 block=max(1, round(timeout_s * 1000)))
-        if not reply:
-            return None
-        fields = reply[0][1][0][1]
-        return _state(fields.get(b"state"))
+        # one that starts after the end. A BLPOP token would wake one waiter; pub/sub only
+        # those subscribed when it is published, on a second connection, and its channels
+        # are outside docs/security.md's ACL (a PUBLISH refused would fail the transaction
+        # that ends the job). BLOCK 0 is forever: 1 ms at least.
+        return bool(self.redis.xread({self._key(job_id, WAKE): "0"},
+                                     block=max(1, round(timeout_s * 1000))))
 
     def mark_running(self, job_id: str) -> None:
         self._set_state(job_id, JobState.RUNNING, (JobState.QUEUED,), started=time.time())

@@ -6,6 +6,7 @@ test_store.py) are the ones the mutation runs (scripts/mutation.sh) can see."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -21,6 +22,7 @@ from featurepull.tasks.store import (
     table_from_bytes,
     table_to_bytes,
 )
+from tests.conftest import wait_until
 
 TTL = 1_000
 
@@ -323,7 +325,7 @@ def end_job(store: JobStore, job_id: str, how: str) -> None:
 def test_the_transaction_that_ends_a_job_announces_its_end_to_every_waiter(
         store: JobStore, how: str, state: str) -> None:
     job_id = new_job(store)
-    assert store.wait_end(job_id, 0.01) is None  # not ended: the block times out
+    assert store.wait_end(job_id, 0.01) is False  # not ended: the block times out
     store.mark_running(job_id)
     before = keys_of(store, job_id)
     assert key(job_id, "wake") not in before
@@ -332,12 +334,26 @@ def test_the_transaction_that_ends_a_job_announces_its_end_to_every_waiter(
     assert_job_ttl(store, key(job_id, "wake"))
     # Ended before the wait began: seen at once (the socket's 30 s would cap 60 s at 15 s),
     # and read, not consumed: every waiter sees it.
-    assert store.wait_end(job_id, 60) == state
-    assert store.wait_end(job_id, 60) == state
+    assert store.wait_end(job_id, 60) is True
+    assert store.wait_end(job_id, 60) is True
     assert store.fail(job_id, "late") is False and store.cancel(job_id) is False
-    assert store.redis.xlen(key(job_id, "wake")) == 1  # ends once
+    ((_, fields),) = store.redis.xrange(key(job_id, "wake"))  # ends once
+    assert fields == {b"state": state.encode()}
     assert store.delete(job_id) == len(before) + 1
     assert keys_of(store, job_id) == set()
+
+
+def blocked_in_xread(store: JobStore) -> int:
+    return sum(1 for c in store.redis.client_list() if c["cmd"] == "xread" and "b" in c["flags"])
+
+
+def test_a_blocked_wait_wakes_when_another_client_ends_the_job(store: JobStore) -> None:
+    job_id = new_job(store)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(store.wait_end, job_id, 60)  # 15 s at most: the socket's 30
+        wait_until(lambda: blocked_in_xread(store) == 1 or waiting.done(), "the wait blocked")
+        assert store.fail(job_id, "boom") is True
+        assert waiting.result() is True
 
 
 def test_no_state_but_an_end_announces_one(store: JobStore) -> None:
@@ -345,8 +361,8 @@ def test_no_state_but_an_end_announces_one(store: JobStore) -> None:
     store.mark_running(job_id)
     assert store.begin_finish(job_id) is True
     assert store.redis.exists(key(job_id, "wake")) == 0
-    assert store.wait_end(job_id, 0.01) is None
-    assert store.wait_end("gone", 0.01) is None
+    assert store.wait_end(job_id, 0.01) is False
+    assert store.wait_end("gone", 0.01) is False
 
 
 def test_wait_end_blocks_under_half_the_clients_socket_timeout(
@@ -355,9 +371,9 @@ def test_wait_end_blocks_under_half_the_clients_socket_timeout(
 
     quick = JobStore(redis.Redis.from_url(redis_server.url, socket_timeout=0.2), TTL)
     job_id = new_job(quick)
-    assert quick.wait_end(job_id, 60) is None  # blocked 0.1 s: a 60 s block would trip it
+    assert quick.wait_end(job_id, 60) is False  # blocked 0.1 s: a 60 s block would trip it
     end_job(quick, job_id, "fail")
-    assert quick.wait_end(job_id, 60) == "failed"
+    assert quick.wait_end(job_id, 60) is True
 
 
 # --- shards ------------------------------------------------------------------------------------
