@@ -73,15 +73,22 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        # The response's headers as llhttp hands them over, names as sent: the parser calls
+        # the dict's own __setitem__ (no Python call per header), made into the Response's
+        # lower-cased text once the response is complete.
+        self._raw_headers: dict[bytes, bytes] = {}
+        self.on_header = self._raw_headers.__setitem__
         self._parser = httptools.HttpResponseParser(self)
-        # The request's callback while one is outstanding; its timer (read timeout); the
+        # The request's callback while one is outstanding, and when it times out; the
         # response parsed, handed over once the parser has returned.
         self._on_response: OnResponse | None = None
+        self._deadline = 0.0
+        # The read-timeout timer, kept across requests (see send): it fires at or before
+        # the outstanding request's deadline, when it is set again for a later one.
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._response: Response | None = None
-        self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
-        self._framed = False  # Content-Length or chunked: the parser knows where it ends
         self._headers_done = False
         # Registered once: idle_and_open asks it at every checkout (None: no socket to ask).
         self._poller: select.poll | None = None
@@ -118,8 +125,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._cancel_timer()
         if self._on_response is not None:
-            if self._response is None and self._headers_done and not self._framed:
+            if self._response is None and self._headers_done and not self._framed():
                 self._complete()  # a body that runs until the server closes
             response, self._response = self._response, None
             if response is not None:
@@ -129,13 +137,7 @@ class _Connection(asyncio.Protocol):
             self._deliver(
                 BrokenResponse(f"connection closed before the response was complete{reason}"))
 
-    # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        if key in ("content-length", "transfer-encoding"):
-            self._framed = True
-        self._headers[key] = value.decode("latin-1")
-
+    # httptools callbacks (and on_header, the headers dict's __setitem__)
     def on_headers_complete(self) -> None:
         self._headers_done = True
 
@@ -152,28 +154,31 @@ class _Connection(asyncio.Protocol):
         from a callback of the loop — never from within this call."""
         assert self.transport is not None
         self._on_response = on_response
-        self._headers, self._body = {}, []
-        self._framed = self._headers_done = False
+        self._raw_headers.clear()
+        self._body = []
+        self._headers_done = False
         self._response = None
-        # One timer handle, not asyncio.timeout's context manager: this runs for every
-        # request.
+        # One timer per connection, not one per request (a TimerHandle made, pushed on the
+        # loop's heap and cancelled each time, ~2-3 µs): an answer leaves it running, and
+        # when it fires before the outstanding request's deadline it is set for that.
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + timeout, self._time_out)
+        self._deadline = deadline = loop.time() + timeout
+        if self._timer is None or self._timer_at > deadline:
+            self._set_timer(loop, deadline)
         self.transport.write(request)
 
     def close(self) -> None:
         """Close the connection; a request still outstanding is abandoned untold."""
         self.closed = True
         self._take()
+        self._cancel_timer()
         if self.transport is not None:
             self.transport.close()
 
     def _take(self) -> OnResponse | None:
-        """The outstanding request's callback, which this connection no longer owes."""
+        """The outstanding request's callback, which this connection no longer owes (its
+        timer left running: see send)."""
         on_response, self._on_response = self._on_response, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         return on_response
 
     def _deliver(self, outcome: Outcome) -> None:
@@ -181,11 +186,25 @@ class _Connection(asyncio.Protocol):
         if on_response is not None:
             on_response(outcome)
 
+    def _set_timer(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = loop.call_at(when, self._time_out), when
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _complete(self) -> None:
         if self._on_response is None or self._response is not None:
             return
         keep_alive = self._parser.should_keep_alive()
-        self._response = Response(self._parser.get_status_code(), self._headers,
+        # A repeated name keeps its last value (the value of its spelling first sent last,
+        # when it came in two cases: no answer of DynamoDB's repeats one).
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1")
+                   for name, value in self._raw_headers.items()}
+        self._response = Response(self._parser.get_status_code(), headers,
                                   b"".join(self._body))
         if not keep_alive:
             self.closed = True
@@ -198,10 +217,20 @@ class _Connection(asyncio.Protocol):
         if on_response is not None:
             on_response(exc)
 
+    def _framed(self) -> bool:
+        """Content-Length or chunked: the parser knows where the body ends."""
+        return any(name.lower() in (b"content-length", b"transfer-encoding")
+                   for name in self._raw_headers)
+
     def _time_out(self) -> None:
         self._timer = None
-        if self._on_response is not None:  # not answered just now
-            self._fail(TimeoutError())
+        if self._on_response is None:
+            return  # idle: the next request sets a timer of its own
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:  # a later request's deadline (not answered yet)
+            self._set_timer(loop, self._deadline)
+            return
+        self._fail(TimeoutError())
 
     def idle_and_open(self) -> bool:
         """Still usable: open, and the server has sent nothing (no EOF) while it was idle."""

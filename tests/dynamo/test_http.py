@@ -18,6 +18,10 @@ from featurepull.dynamo.http import BrokenResponse, ConnectionPool
 
 REQUEST = b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}"
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nanswer!"
+# No Content-Length, not chunked: the body runs to the close; a header sent twice, in two
+# cases.
+UNFRAMED = (b"HTTP/1.1 200 OK\r\nX-Amz-Crc32: 1\r\nX-Amzn-RequestId: a\r\n"
+            b"x-amzn-requestid: b\r\n\r\nall of it")
 SLOW_S = 2.2  # a slow answer; the timer of the request before it expires meanwhile
 T = TypeVar("T")
 
@@ -54,6 +58,10 @@ class _Handler(socketserver.BaseRequestHandler):
                 return
             if self.server.mode == "slow":
                 self.server.stop.wait(SLOW_S)
+            if self.server.mode == "unframed":  # a body that ends where the server closes
+                sock.sendall(UNFRAMED)
+                sock.close()
+                return
             sock.sendall(ANSWER)
             if self.server.mode == "close":
                 sock.close()
@@ -136,6 +144,39 @@ def test_no_answer_within_read_timeout_fails_that_request(server: _Server) -> No
     message, idle = _with_pool(server, work, read_timeout=0.2)
     assert message == "no complete response within 0.2s (read_timeout)"
     assert idle == 0  # the connection that timed out is closed, not kept
+
+
+def test_a_connection_times_out_each_request_at_its_own_deadline(server: _Server) -> None:
+    # A connection's timer is kept from one request to the next: the first request's
+    # deadline comes before the second's, which must not fail before read_timeout. (The
+    # pause between them only makes the first deadline fall well before the second; the
+    # assertion is a lower bound that holds however late the loop runs.)
+    async def work(pool: ConnectionPool) -> tuple[float, str]:
+        assert (await pool.request(REQUEST)).body == b"answer!"
+        server.mode = "hang"
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0.15)
+        sent = loop.time()
+        with pytest.raises(BrokenResponse) as failed:
+            await pool.request(REQUEST)
+        return loop.time() - sent, str(failed.value)
+
+    waited, message = _with_pool(server, work, read_timeout=0.3)
+    assert waited >= 0.3
+    assert message == "no complete response within 0.3s (read_timeout)"
+    assert server.connections == 1
+
+
+def test_a_body_without_length_runs_to_the_close_and_headers_are_lower_cased(
+        server: _Server) -> None:
+    server.mode = "unframed"
+
+    async def work(pool: ConnectionPool) -> tuple[int, dict[str, str], bytes]:
+        response = await pool.request(REQUEST)
+        return response.status, dict(response.headers), response.body
+
+    assert _with_pool(server, work) == (
+        200, {"x-amz-crc32": "1", "x-amzn-requestid": "b"}, b"all of it")
 
 
 def test_a_started_request_is_written_next_turn_and_closing_the_pool_abandons_it_untold(
