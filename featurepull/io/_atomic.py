@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import os
 import secrets
@@ -85,7 +84,9 @@ _SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
 
 @cache
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    # ctypes is loaded already (pyarrow imports it); None where libc has no such call.
+    # None where libc has no such call. (ctypes is loaded already where Arrow is.)
+    import ctypes
+
     function = getattr(ctypes.CDLL(None), "sync_file_range", None)
     if function is None:
         return None

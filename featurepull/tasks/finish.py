@@ -8,7 +8,6 @@ import heapq
 import os
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -77,17 +76,11 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
     # One sign of life covers the whole write: the finisher's time limit
     # (jobs.shard_time_limit_s) is below the watchdog's idle limit (visibility_timeout_s).
     store.heartbeat(job_id, "finishing")
-    per_shard = store.all_stats(job_id)  # final: every shard is done
-    with ThreadPoolExecutor(max_workers=1) as beside:
-        # The shards' stats summed on a thread while the output is published, whose reads,
-        # writes and fsyncs let go of the GIL.
-        totals = beside.submit(lambda: (store.attempts(job_id),
-                                        job_totals(store, meta, per_shard)))
-        publishing = time.monotonic()
-        if request.output:
-            written = publish_output(job_id, meta, effective, store, previous, per_shard)
-        publish_seconds = time.monotonic() - publishing
-        attempts, read_totals = totals.result()
+    per_shard = store.all_stats(job_id)  # read once (final: every shard is done)
+    publishing = time.monotonic()
+    if request.output:
+        written = publish_output(job_id, meta, effective, store, previous, per_shard)
+    publish_seconds = time.monotonic() - publishing
     seconds = time.time() - meta.created
     summary = {
         "job_id": job_id,
@@ -98,8 +91,8 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
         "seconds": round(seconds, 3),
         "publish_seconds": round(publish_seconds, 3),
         "rows_per_s": round(meta.rows / seconds, 1) if seconds > 0 else 0.0,
-        "redelivered_shards": sum(n > 1 for n in attempts.values()),
-        **read_totals,
+        "redelivered_shards": sum(n > 1 for n in store.attempts(job_id).values()),
+        **job_totals(store, meta, per_shard),
     }
     plan = meta.request.read_plan
     summary["read_mode"] = plan["mode"] if plan else "batch-get"
