@@ -55,7 +55,7 @@ class _RowGroup:
 class Footer:
     """A Parquet file's footer, walked: where its parts are, as slices of ``data``."""
 
-    data: bytes
+    data: bytes | memoryview
     fields: dict[int, tuple[int, int]]  # field id -> (start, end) of the value
     row_groups: list[_RowGroup]
     num_rows: int
@@ -66,7 +66,7 @@ class Footer:
         """Whether both describe the same columns, written by the same writer."""
         return all(self._raw(n) == other._raw(n) for n in _FILE_SCHEMA_FIELDS)
 
-    def _raw(self, number: int) -> bytes | None:
+    def _raw(self, number: int) -> bytes | memoryview | None:
         span = self.fields.get(number)
         return None if span is None else self.data[span[0]:span[1]]
 
@@ -74,7 +74,7 @@ class Footer:
 class _Reader:
     """Thrift compact protocol, read without building values (positions and integers)."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self.data = data
         self.pos = 0
 
@@ -154,7 +154,7 @@ class _Reader:
         return start, self.pos, value
 
 
-def read_footer(data: bytes) -> Footer:
+def read_footer(data: bytes | memoryview) -> Footer:
     """The footer of the Parquet file ``data``; CannotSplice if it is not one whose row
     groups can be moved (or not a Parquet file: a torn one)."""
     if len(data) < 12 or data[:4] != MAGIC or data[-4:] != MAGIC:
@@ -172,7 +172,7 @@ def read_footer(data: bytes) -> Footer:
     return footer
 
 
-def _walk(data: bytes, begin: int) -> Footer:
+def _walk(data: bytes | memoryview, begin: int) -> Footer:
     reader = _Reader(data)
     reader.pos = begin
     fields: dict[int, tuple[int, int]] = {}

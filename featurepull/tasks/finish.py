@@ -23,9 +23,12 @@ from featurepull.tasks.store import JobMeta, JobStore
 log = structlog.get_logger(__name__)
 
 
-def job_totals(store: JobStore, meta: JobMeta) -> dict[str, Any]:
-    """ReadStats summed over shards, and the slowest shards."""
-    per_shard = store.all_stats(meta.job_id)
+def job_totals(store: JobStore, meta: JobMeta,
+               per_shard: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """ReadStats summed over shards (their stored stats, unless given), and the slowest
+    shards."""
+    if per_shard is None:
+        per_shard = store.all_stats(meta.job_id)
     total = shard_totals(per_shard)
     total.merge(shard_totals(store.all_scan_stats(meta.job_id)))  # a scan job's scan tasks
     slowest = heapq.nlargest(3, per_shard.items(), key=lambda item: item[1]["seconds"])
@@ -73,9 +76,10 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
     # One sign of life covers the whole write: the finisher's time limit
     # (jobs.shard_time_limit_s) is below the watchdog's idle limit (visibility_timeout_s).
     store.heartbeat(job_id, "finishing")
+    per_shard = store.all_stats(job_id)  # read once (final: every shard is done)
     publishing = time.monotonic()
     if request.output:
-        written = publish_output(job_id, meta, effective, store, previous)
+        written = publish_output(job_id, meta, effective, store, previous, per_shard)
     publish_seconds = time.monotonic() - publishing
     seconds = time.time() - meta.created
     summary = {
@@ -88,7 +92,7 @@ def finish_job(job_id: str, settings: Settings, store: JobStore) -> dict[str, An
         "publish_seconds": round(publish_seconds, 3),
         "rows_per_s": round(meta.rows / seconds, 1) if seconds > 0 else 0.0,
         "redelivered_shards": sum(n > 1 for n in store.attempts(job_id).values()),
-        **job_totals(store, meta),
+        **job_totals(store, meta, per_shard),
     }
     plan = meta.request.read_plan
     summary["read_mode"] = plan["mode"] if plan else "batch-get"

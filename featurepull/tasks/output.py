@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from typing import Any
 
 from featurepull.config import Settings
 from featurepull.io import StagedOutput, is_dataset, temporaries_of
@@ -63,15 +64,18 @@ def process_exists(pid: int) -> bool:
 
 
 def publish_output(job_id: str, meta: JobMeta, settings: Settings, store: JobStore,
-                   previous: str | None) -> int:
+                   previous: str | None, per_shard: dict[int, dict[str, Any]] | None = None
+                   ) -> int:
     """Publish the parts the shards staged as the job's output; rows written. An output
     already published by an earlier finisher of this job that died before the job was
-    marked succeeded is recognised as the job's own, and kept."""
+    marked succeeded is recognised as the job's own, and kept. `per_shard`: the shards'
+    stored stats, if the caller has read them."""
     from featurepull.io.tables import unify_schemas  # the finisher's: not a submit's
 
     request = JobRequest(**meta.request.request)
     staged = staged_output(job_id, meta, settings)
-    per_shard = store.all_stats(job_id)
+    if per_shard is None:
+        per_shard = store.all_stats(job_id)
     part_rows = [int(per_shard[n]["keys"]) for n in range(meta.shards)]
     if staged.published():
         log.warning("output_already_published", output=request.output,

@@ -9,6 +9,7 @@ import os
 import resource
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ import pytest
 
 from featurepull.config import S3Settings
 from featurepull.io import OutputError, StagedOutput, check_destination, unify_schemas
-from featurepull.io.parts import MANIFEST, SUCCESS
+from featurepull.io._atomic import _sync_file_range, start_writeback
+from featurepull.io.parts import MANIFEST, SUCCESS, _one_ahead
 from featurepull.io.sink import open_sink
 from tests.conftest import REGION, unique_name
 from tests.damage import tear_first_page
@@ -289,6 +291,54 @@ def test_a_local_parquet_files_torn_part_fails_its_publishing(tmp_path: Path) ->
     with pytest.raises(OutputError, match=r"part 2 of .* is missing from its staging area"):
         publish_checked(staged, checks)
     assert not output.exists() and not list(tmp_path.glob(".out.parquet.tmp-*"))
+
+
+def test_a_local_parquet_files_emptied_part_fails_its_publishing(tmp_path: Path) -> None:
+    # The finisher maps each part (no copy): an emptied one, which cannot be mapped, is
+    # still a part that is not what its shard wrote.
+    output = tmp_path / "out.parquet"
+    staged, checks = stage_checked(str(output))
+    Path(staged.staging, staged.part_name(1)).write_bytes(b"")
+    with pytest.raises(OutputError, match=r"part 1 of .* is not what its shard wrote"):
+        publish_checked(staged, checks)
+    assert not output.exists()
+
+
+def test_a_files_writeback_is_started_with_its_buffered_bytes(tmp_path: Path) -> None:
+    # The finisher has each part's pages sent to disk as it writes them (the output's fsync
+    # stays at its end): the stream's buffer is flushed first, and on Linux the kernel's
+    # sync_file_range is found and takes the call.
+    path = tmp_path / "out.parquet"
+    with open(path, "wb", buffering=1 << 20) as stream:
+        stream.write(b"x" * 1000)
+        start_writeback(stream)
+        assert path.stat().st_size == 1000
+        if sys.platform == "linux":
+            call = _sync_file_range()
+            assert call is not None and call(stream.fileno(), 0, 0, 2) == 0
+
+
+def test_the_next_part_is_read_while_one_is_written_and_none_after_a_failure() -> None:
+    # The finisher reads part n + 1 on a thread while it writes part n: in order, never two
+    # ahead, and a part that fails is raised in its turn with none after it started.
+    started: list[int] = []
+
+    def part(n: int) -> int:
+        started.append(n)
+        if n == 2:
+            raise OutputError("part 2 is torn")
+        return n * 10
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert list(_one_ahead(pool, part, 2)) == [0, 10]
+        assert list(_one_ahead(pool, part, 0)) == []
+        started.clear()
+        got = []
+        with pytest.raises(OutputError, match="part 2 is torn"):
+            for value in _one_ahead(pool, part, 5):
+                assert max(started) <= value // 10 + 1  # the one after it at most
+                got.append(value)
+    assert got == [0, 10] and started == [0, 1, 2]
 
 
 def test_a_local_file_outputs_torn_or_lost_part_fails_its_publishing(tmp_path: Path) -> None:

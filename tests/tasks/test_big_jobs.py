@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -36,12 +36,17 @@ IDS = [199_000 + (i * 37) % 1_200 for i in range(1_050)]
 
 
 class CountingConnection(redis.Connection):
-    """Counts what this client sends to Redis: one per command, one per pipeline."""
+    """Counts what this client sends to Redis: one per command, one per pipeline (and keeps
+    the bytes sent, in `packed`)."""
 
     sent = 0
+    packed: ClassVar[list[bytes]] = []
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         CountingConnection.sent += 1
+        CountingConnection.packed.append(
+            bytes(command) if isinstance(command, bytes | bytearray | memoryview)
+            else b"".join(map(bytes, command)))
         super().send_packed_command(command, check_health)
 
 
@@ -145,6 +150,24 @@ def test_finishing_and_status_cost_the_same_round_trips_at_any_shard_count(
     assert (small, large) == (3, 30)
     assert status_small == status_large == 1
     assert finish_small == finish_large
+
+
+def test_a_finisher_reads_its_shards_stats_once(settings: Settings, store: JobStore,
+                                                tmp_path: Path) -> None:
+    # The shards' stats (each with its 1,000 latencies at 100,000 ids) are read once, for
+    # the output's parts and for the job's totals.
+    path = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"driver_id": pa.array(IDS, pa.int64())}), path)
+    request = JobRequest(table="driver_stats", features=FEATURES, entities=str(path),
+                         output=str(tmp_path / "out.parquet"))
+    meta = create_job(request, settings, store)
+    for shard in range(meta.shards):
+        run_shard(meta.job_id, shard, settings, store)
+    CountingConnection.packed = []
+    assert finish_job(meta.job_id, settings, store) is not None
+    key = f"featurepull:job:{meta.job_id}:stats".encode()
+    read = b"$7\r\nHGETALL\r\n$%d\r\n%s\r\n" % (len(key), key)
+    assert sum(sent.count(read) for sent in CountingConnection.packed) == 1
 
 
 def test_a_job_without_output_over_its_limit_is_refused(entities: Path,
