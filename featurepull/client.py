@@ -229,6 +229,9 @@ class Job:
                 phase = _show_progress(bar, status, phase)
             bar.update(status.rows - bar.n if status.state == JobState.SUCCEEDED else 0)
         if status.state != JobState.SUCCEEDED:
+            # Woken by the end itself, maybe before the worker that ended it removed the
+            # staged parts: removed here too, so that nothing half-written outlives the wait.
+            self._discard_staged()
             failure = JobRefused if status.error_kind == "input" else JobFailed
             raise failure(f"job {self.id} {status.state}: {status.error}")
         return status
@@ -287,8 +290,8 @@ class Job:
                 time.sleep(0.5)
 
     def _discard_staged(self) -> None:
-        """Remove what the shards of a job that vanished from Redis staged for its output:
-        no worker knows the output any more; this handle still does (best effort)."""
+        """Remove what the shards of a job that failed, was cancelled or vanished from Redis
+        staged for its output (best effort; a vanished job's, no worker knows any more)."""
         from featurepull.tasks.output import staged_output
 
         if self._meta.request.request.get("output"):
