@@ -24,6 +24,8 @@ from tests.dynamo.test_transport import (  # noqa: F401
     scripted_reader,
 )
 
+pytestmark = pytest.mark.mutation_first
+
 LAYOUT = FeastLayout({"driver_id": "int64"})
 DESCRIBE = "DynamoDB_20120810.DescribeTable"
 BATCH_GET = "DynamoDB_20120810.BatchGetItem"
