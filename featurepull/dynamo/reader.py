@@ -288,7 +288,7 @@ class BatchReader:
         stats = state.stats
         self.reading = None
         rows = state.found_rows()
-        if self._unverified and len(rows) and not rows.found_count:
+        if self._unverified and len(rows) and not rows.slots:  # (no item found: O(1))
             self._verify()
         repeated = rows.repeated_slot()
         if repeated is not None:
