@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from featurepull.config import Settings
-from featurepull.dynamo.errors import EntityKeyError
+from featurepull.dynamo.errors import EntityKeyError, RequestError
 from featurepull.dynamo.layouts import FeastLayout, Layout, PlainLayout
 from featurepull.dynamo.reader import BatchReader
 
@@ -151,6 +151,81 @@ def layout_spec(layout: Layout) -> dict[str, Any]:
     return {"layout": "plain", "key_schema": layout.key_schema,
             "event_ts_attribute": layout.event_ts_attribute,
             "key_columns": [name for name, _ in layout.key_schema]}
+
+
+# The job spec's field of the key schemas its submitter checked, by physical table:
+# DescribeTable's KeySchema and the key attributes' AttributeDefinitions, no more. A shard's
+# reader takes them as checked (no DescribeTable in a pool process); a spec without them
+# (an older submitter's, another app's message) has its tables described as before.
+CHECKED_KEYS = "checked_keys"
+_KEY_TYPES = ("HASH", "RANGE")
+_ATTRIBUTE_TYPES = ("S", "N", "B")
+_NAME_MAX = 255  # DynamoDB's longest key attribute name
+
+
+def checked_keys(description: Mapping[str, Any]) -> dict[str, Any]:
+    """What a job carries of a table's DescribeTable block (already checked against its
+    layout): its KeySchema and its key attributes' definitions."""
+    schema = [{"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]}
+              for k in description["KeySchema"]]
+    names = {k["AttributeName"] for k in schema}
+    return {"KeySchema": schema,
+            "AttributeDefinitions": [
+                {"AttributeName": a["AttributeName"], "AttributeType": a["AttributeType"]}
+                for a in description["AttributeDefinitions"] if a["AttributeName"] in names]}
+
+
+def carried_keys(spec: Mapping[str, Any], table: str) -> dict[str, Any] | None:
+    """The key schema a job spec carries for ``table`` (:func:`checked_keys`), its shape
+    checked: a job record is untrusted input. None when it carries none for that table (its
+    table is then described); RequestError when what it carries is malformed. It is only
+    ever the schema its own job's reader of that table checks its layout against."""
+    carried = spec.get(CHECKED_KEYS)
+    if carried is None:
+        return None
+    if not isinstance(carried, Mapping) or not all(isinstance(k, str) for k in carried):
+        raise _malformed(table, f"{CHECKED_KEYS} is not an object of table names")
+    entry = carried.get(table)
+    if entry is None:
+        return None
+    if not isinstance(entry, Mapping) or set(entry) != {"KeySchema", "AttributeDefinitions"}:
+        raise _malformed(table, "it is not an object of KeySchema and AttributeDefinitions")
+    schema = _attributes(entry, "KeySchema", "KeyType", _KEY_TYPES, table)
+    if [kind for _, kind in schema] not in (["HASH"], ["HASH", "RANGE"]):
+        raise _malformed(table, "its KeySchema is not a HASH key, then maybe a RANGE key")
+    types = _attributes(entry, "AttributeDefinitions", "AttributeType", _ATTRIBUTE_TYPES,
+                        table)
+    names = [name for name, _ in schema]
+    if len(set(names)) != len(names) or sorted(n for n, _ in types) != sorted(names):
+        raise _malformed(table, "its AttributeDefinitions are not its key attributes, once each")
+    return {"KeySchema": [{"AttributeName": n, "KeyType": k} for n, k in schema],
+            "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t}
+                                     for n, t in types]}
+
+
+def _attributes(entry: Mapping[str, Any], key: str, field: str, allowed: tuple[str, ...],
+                table: str) -> list[tuple[str, str]]:
+    """``entry[key]``, ``[{"AttributeName": name, field: one of allowed}, ...]`` (1 or 2 of
+    them), as pairs."""
+    value = entry[key]
+    if not isinstance(value, list) or not 1 <= len(value) <= 2:
+        raise _malformed(table, f"its {key} is not a list of 1 or 2 attributes")
+    pairs = []
+    for item in value:
+        if not isinstance(item, Mapping) or set(item) != {"AttributeName", field}:
+            raise _malformed(table, f"an attribute is not an object of AttributeName and {field}")
+        name, kind = item["AttributeName"], item[field]
+        if not isinstance(name, str) or not 0 < len(name) <= _NAME_MAX or kind not in allowed:
+            raise _malformed(table, f"an attribute's name or {field} is not one DynamoDB has")
+        pairs.append((name, kind))
+    return pairs
+
+
+def _malformed(table: str, why: str) -> RequestError:
+    return RequestError(f"the job's record carries a malformed key schema for table {table} "
+                        f"({CHECKED_KEYS}: {why}); it was not stored by featurepull's "
+                        "submit: submit the job again, or leave the field out to have the "
+                        "table described")
 
 
 def plan_layout(layout: LayoutName, *, join_keys: Sequence[str],

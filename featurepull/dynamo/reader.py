@@ -138,7 +138,8 @@ class BatchReader:
     def __init__(self, table: str, layout: Layout, settings: DynamoSettings,
                  client: Any | None = None, seed: int | None = None,
                  pacers: PacerFactory = local_pacer, *,
-                 described: Mapping[str, Any] | None = None) -> None:
+                 described: Mapping[str, Any] | None = None,
+                 carried: Mapping[str, Any] | None = None) -> None:
         self.table = table
         self.layout = layout
         self.settings = settings
@@ -148,6 +149,12 @@ class BatchReader:
         # A DescribeTable block its caller already asked for (the plain layout's plan):
         # check_table checks it instead of asking again.
         self._described = described
+        # The table's key schema as another process checked it earlier (a job's submitter:
+        # ``featurepull.dynamo.plan.carried_keys``): check_table takes it without a
+        # DescribeTable, and a read under it that finds nothing or is refused describes the
+        # table then (`_verify`): one recreated with other keys since fails with TableError.
+        self._carried = carried
+        self._unverified = False
         self._pacers = pacers
         self._pacer: Pacer | None = None
         self.budget: float | None = None  # RCU/s, resolved by check_table
@@ -190,9 +197,11 @@ class BatchReader:
         """Check once that the table exists and has the layout's key schema, and resolve
         its read budget (a percentage needs the table's capacity)."""
         if not self._checked:
-            description = (self.describe() if self._described is None
-                           else dict(self._described))
+            carried = None if self._needs_capacity() else self._carried
+            description = (dict(self._described) if self._described is not None
+                           else dict(carried) if carried is not None else self.describe())
             self.layout.check_table(self.table, description)
+            self._unverified = self._described is None and carried is not None
             self.description = description
             self.budget = effective_budget(self.settings.max_rcu_per_s,
                                            self.settings.table_budgets.get(self.table),
@@ -200,6 +209,27 @@ class BatchReader:
             if self.budget is not None:
                 self._pacer = self._pacers(self.table, self.budget)
             self._checked = True
+
+    def _needs_capacity(self) -> bool:
+        """Whether a read budget is a percentage of the table's capacity, which only its
+        DescribeTable says (a carried key schema does not)."""
+        return any(isinstance(value, str) for value in (
+            self.settings.max_rcu_per_s, self.settings.table_budgets.get(self.table)))
+
+    def _verify(self) -> None:
+        """The table described now, for a read under a carried key schema that found
+        nothing or was refused: DynamoDB refuses keys of another schema, but an emulator
+        may answer them with nothing (moto, for a key of another type). A table keyed
+        otherwise than when its job was planned raises TableError (what to do named)."""
+        description = self.describe()
+        try:
+            self.layout.check_table(self.table, description)
+        except TableError as exc:
+            raise TableError(f"{exc}; its submitter found it keyed as the job reads it "
+                             f"({self.where()} now): recreated since, or the submitter's "
+                             "region or endpoint is not the workers'? Submit the job again "
+                             "to read the table as it is now") from None
+        self._unverified = False  # the schema checked holds: later reads need no look
 
     @property
     def pacer(self) -> Pacer | None:
@@ -249,10 +279,17 @@ class BatchReader:
                 self.layout.columns_decoder(features, base64_values=transport.base64_values),
                 self.layout.row_decoder(features, base64_values=transport.base64_values))
             with cyclic_gc_paused():
-                loop.run(self._dispatch(transport, state, template, decode, progress))
+                try:
+                    loop.run(self._dispatch(transport, state, template, decode, progress))
+                except PermanentReadError:
+                    if self._unverified:
+                        self._verify()
+                    raise
         stats = state.stats
         self.reading = None
         rows = state.found_rows()
+        if self._unverified and len(rows) and not rows.slots:  # (no item found: O(1))
+            self._verify()
         repeated = rows.repeated_slot()
         if repeated is not None:
             raise ReadError(f"{self.where()} answered key {state.keys[repeated]!r} with two "

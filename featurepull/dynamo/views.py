@@ -258,16 +258,19 @@ class ViewsReader:
 
     @classmethod
     def build(cls, plan: ViewsPlan, settings: Settings, planned: bool = False,
+              carried: Mapping[str, Mapping[str, Any]] | None = None,
               **options: Any) -> ViewsReader:
-        """One BatchReader per view (``options`` go to each: pacers, a client). The keys
-        are encoded as the plan says; ``settings`` say it only for a plan that does not
-        (one stored before plans carried their encoding)."""
+        """One BatchReader per view (``options`` go to each: pacers, a client; ``carried``:
+        the key schemas a job carries, by table, its own to each). The keys are encoded as
+        the plan says; ``settings`` say it only for a plan that does not (one stored before
+        plans carried their encoding)."""
         encoding = plan.key_encoding or KeyEncoding.of(settings)
         return cls(plan, [BatchReader(view.table,
                                       FeastLayout(view.key_types,
                                                   encoding.serialization_version,
                                                   name_length=encoding.name_length),
-                                      settings.dynamodb, **options)
+                                      settings.dynamodb,
+                                      carried=(carried or {}).get(view.table), **options)
                           for view in plan.views], planned)
 
     @property

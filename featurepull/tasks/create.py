@@ -15,7 +15,14 @@ import pyarrow as pa
 from featurepull.config import JobSettings, Settings
 from featurepull.dynamo.errors import EntityKeyError
 from featurepull.dynamo.layouts import FeastLayout, Layout
-from featurepull.dynamo.plan import DescribedAhead, ReadPlan, layout_spec, plan_read
+from featurepull.dynamo.plan import (
+    CHECKED_KEYS,
+    DescribedAhead,
+    ReadPlan,
+    checked_keys,
+    layout_spec,
+    plan_read,
+)
 from featurepull.errors import FeaturepullError
 from featurepull.io import (
     EntityFileError,
@@ -136,11 +143,18 @@ def create_job(request: JobRequest, settings: Settings, store: JobStore,
     else:
         plan = _checked_plan(request, entities, effective)
         spec = {"request": request.model_dump(), "table": plan.table, **sizing,
-                **layout_spec(plan.layout)}
+                **layout_spec(plan.layout), **_carried(plan)}
         description = plan.reader.description
     shards = _shard_tables(entities, spec["key_columns"], spec["shard_size"])
     return _store_shards(spec, entities.num_rows, shards, effective, store, enqueue,
                          description, references=request.uses_registry)
+
+
+def _carried(plan: ReadPlan) -> dict[str, Any]:
+    """The spec's key schema of the table, as checked here: its shards' readers take it
+    instead of describing the table again in each pool process."""
+    assert plan.reader.description is not None  # plan_read checked the table
+    return {CHECKED_KEYS: {plan.table: checked_keys(plan.reader.description)}}
 
 
 def _check_rows(request: JobRequest, entities: EntityTable, settings: Settings) -> None:
@@ -295,7 +309,7 @@ def _create_streamed(request: JobRequest, settings: Settings, store: JobStore,
                          stream.notes, described=described)
         spec = {"request": request.model_dump(), "table": plan.table,
                 **shard_sizing(request, stream.num_rows, jobs, settings, store),
-                **layout_spec(plan.layout)}
+                **layout_spec(plan.layout), **_carried(plan)}
         shards = streamed_shards(stream, plan.layout, spec["key_columns"], spec["shard_size"],
                                  _ARROW_KEY_TYPES)
         refusal = _WholeFileRefusal(request, settings, store, described)

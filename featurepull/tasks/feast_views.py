@@ -66,8 +66,13 @@ def views_spec(request: RequestFields, entities: EntityTable,
     key_types: dict[str, str] = {}
     for view in plan.views:
         key_types.update(view.key_types)
+    from featurepull.dynamo.plan import CHECKED_KEYS, checked_keys
+
+    carried = {view.table: checked_keys(view.description) for view in reader.readers
+               if view.description is not None}
     return {"table": ", ".join(view.table for view in plan.views), "layout": "feast",
-            "key_types": key_types, "key_columns": plan.key_columns, VIEWS: plan.to_spec()}
+            "key_types": key_types, "key_columns": plan.key_columns, VIEWS: plan.to_spec(),
+            CHECKED_KEYS: carried}
 
 
 def spec_tables(spec: Mapping[str, Any]) -> list[str]:
@@ -91,10 +96,15 @@ def logged_tables(spec: Mapping[str, Any]) -> dict[str, str | list[str]]:
 
 def views_reader(spec: Mapping[str, Any], settings: Settings,
                  pacers: PacerFactory) -> ViewsReader:
-    """The reader of a job spec from :func:`views_spec`."""
+    """The reader of a job spec from :func:`views_spec` (each view's table taken as the
+    spec's carried key schema says, where it carries one)."""
+    from featurepull.dynamo.plan import carried_keys
     from featurepull.dynamo.views import ViewsPlan, ViewsReader
 
-    return ViewsReader.build(ViewsPlan.from_spec(spec[VIEWS]), settings, pacers=pacers)
+    plan = ViewsPlan.from_spec(spec[VIEWS])
+    carried = {view.table: keys for view in plan.views
+               if (keys := carried_keys(spec, view.table)) is not None}
+    return ViewsReader.build(plan, settings, pacers=pacers, carried=carried)
 
 
 def views_table(plan: ViewsPlan, key_columns: dict[str, list[Any]],

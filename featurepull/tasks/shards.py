@@ -18,7 +18,7 @@ from featurepull.config import Settings
 from featurepull.dynamo import BatchReader, ReadStats
 from featurepull.dynamo.found import found_mask
 from featurepull.dynamo.layouts import unique_keys
-from featurepull.dynamo.plan import checking_table, layout_from_spec
+from featurepull.dynamo.plan import carried_keys, checking_table, layout_from_spec
 from featurepull.dynamo.views import ViewsReader
 from featurepull.errors import RunFailed
 from featurepull.tasks import metrics, scans
@@ -62,9 +62,11 @@ _readers: RecentlyUsed[tuple[str, str], BatchReader | ViewsReader] = RecentlyUse
 def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStore
             ) -> BatchReader | ViewsReader:
     # One reader per table and settings in each process: it keeps the table's checked
-    # key schema, so a worker describes each table once, not once per shard. Its read
+    # key schema, so a worker describes each table once, not once per shard — not at all
+    # when the spec carries the schema its submitter checked (carried_keys). Its read
     # budget, if any, is the fleet's bucket for the table in Redis. Keyed by the whole
-    # spec (a views job's plan too): jobs that differ in anything never share one.
+    # spec (a views job's plan, the carried schemas too): jobs that differ in anything
+    # never share one, so what one job carries never reaches another's reader.
     # A reader dropped holds nothing to close: its client is the process's shared one
     # (featurepull.dynamo.client), its pacer uses the store's connection pool, and each
     # read opens and closes its own transport.
@@ -72,7 +74,7 @@ def _reader(table: str, spec: dict[str, Any], settings: Settings, store: JobStor
         if VIEWS in spec:  # Feast references: every view's table
             return views_reader(spec, settings, redis_pacers(store.redis))
         return BatchReader(table, layout_from_spec(spec, settings), settings.dynamodb,
-                           pacers=redis_pacers(store.redis))
+                           pacers=redis_pacers(store.redis), carried=carried_keys(spec, table))
 
     return _readers.get((table, settings.model_dump_json() + repr(sorted(spec.items()))),
                         build)
@@ -133,9 +135,10 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     reader = _reader(spec["table"], spec, effective, store)
     # Imported before reading: a worker without the scorer fails the job without reading.
     scorer = registered_scorer(request.scorer, settings) if request.scorer else None
-    # A process's first shard of a table describes it while the keys are hashed: the
-    # DescribeTable's round trip off the way to its first request. (A scan job's shards
-    # read no table; a failed check is the read's to raise, as it was.)
+    # A process's first shard of a table checks it while the keys are hashed: against the
+    # key schema the job carries (no request), else with a DescribeTable whose round trip
+    # is then off the way to its first request. (A scan job's shards read no table; a
+    # failed check is the read's to raise, as it was.)
     # The keys of the read's first requests are hashed here, the rest by the read between
     # its loop's turns while they are in flight (keys_ahead; no thread: it would take turns
     # at the GIL and the cores with the loop). A scan shard joins every key at once.

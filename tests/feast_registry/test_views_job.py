@@ -97,6 +97,9 @@ def test_a_job_over_three_views_equals_feast(feast_repo: FeastRepo, workers: Fle
     keys, requests = reads_per_shard(feast_repo)
     assert proxy.counts["keys_requested"] == keys < 3 * len(feast_repo.rows)
     assert proxy.counts["batch_requests"] == sum(requests.values())
+    # Each view's table described once, by the submit: the job carries their key schemas,
+    # so no pool process describes them again (featurepull.dynamo.plan.carried_keys).
+    assert proxy.counts["describe_requests"] == len(VIEW_KEYS)
     summary = final.summary or {}
     assert summary["read"]["unique_keys"] == keys
     assert summary["read"]["keys"] == len(feast_repo.rows)

@@ -23,6 +23,7 @@ from featurepull.bench.endpoint import FEATURES, EndpointProcess
 from featurepull.cli import main
 from featurepull.client import Job, JobFailed, submit
 from featurepull.config import Settings
+from featurepull.dynamo.plan import CHECKED_KEYS
 from featurepull.local import MotoService, RedisService
 from featurepull.tasks.fleet import fleet_processes, record_pool
 from tests.conftest import wait_until
@@ -131,7 +132,7 @@ def test_absent_or_stale_records_fall_back_and_two_workers_add_up(
 
 def test_a_shard_past_its_soft_time_limit_names_the_setting_that_sized_it(
         redis_server: RedisService, fast_dynamo: EndpointProcess, entities: Path,
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Every BatchGetItem is held unanswered: the first shard runs past its 1 s soft limit
     # in its read, whatever its size. Shards sized for the fleet grow with
     # jobs.max_shard_size, not jobs.shard_size: the message names the one to lower.
@@ -174,9 +175,14 @@ def test_a_shard_past_its_soft_time_limit_names_the_setting_that_sized_it(
             announced(job)
             # A shard past its soft limit while its DescribeTable runs (on a thread, while
             # its keys are hashed): the limit's message, not the describe's interrupted call.
+            # The job is stored as an older submitter stored it, without the key schema it
+            # checked (one that carries it describes nothing in the worker).
             proxy.plan = FaultPlan(describe_latency_s=3.0)
-            job = submit("driver_stats", list(FEATURES), str(entities),
-                         str(tmp_path / "described.parquet"), settings=as_before(settings))
+            with monkeypatch.context() as patched:
+                patched.setattr("featurepull.tasks.create._carried", lambda plan: {})
+                job = submit("driver_stats", list(FEATURES), str(entities),
+                             str(tmp_path / "described.parquet"), settings=as_before(settings))
+            assert CHECKED_KEYS not in job.store.meta(job.id).request.model_dump()
             with pytest.raises(JobFailed) as failed:
                 job.wait(timeout=120, progress=False)
             assert str(failed.value) == (f"job {job.id} failed: shard 0 ran past its soft "

@@ -16,7 +16,8 @@ import structlog
 
 from featurepull.bench.endpoint import EndpointProcess
 from featurepull.config import Settings
-from featurepull.dynamo.errors import UnknownFeatureError
+from featurepull.dynamo.errors import RequestError, TableError, UnknownFeatureError
+from featurepull.dynamo.plan import CHECKED_KEYS
 from featurepull.dynamo.views import ViewRead, ViewsPlan
 from featurepull.tasks import JobStore, shards
 from featurepull.tasks.feast_views import VIEWS
@@ -33,6 +34,8 @@ CAPACITY = {"rcu_per_s", "budget_rcu_per_s", "budget_wait_s", "in_flight"}
 # scripts/mutation.sh runs these first for a mutant of featurepull.tasks.shards: they kill
 # most in seconds, before the bigger job tests in its list start.
 pytestmark = pytest.mark.mutation_first
+FEAST_KEYS = {"KeySchema": [{"AttributeName": "entity_id", "KeyType": "HASH"}],
+              "AttributeDefinitions": [{"AttributeName": "entity_id", "AttributeType": "S"}]}
 
 
 def describes(endpoint: EndpointProcess) -> int:
@@ -101,16 +104,89 @@ def test_a_shard_reports_logs_and_stores_what_it_read(
     assert shard_totals(everything, latencies=False).keys == 140
 
 
-def test_a_process_describes_a_table_once(
+def without_carried_keys(store: JobStore, job_id: str) -> None:
+    """The job's record as a submitter that carried no key schema stored it."""
+    spec = store.meta(job_id).request.model_dump()
+    assert spec.pop(CHECKED_KEYS) == {"demo.driver_stats": FEAST_KEYS}
+    store.update_spec(job_id, spec)
+
+
+def test_a_job_carries_its_tables_key_schema_and_no_process_describes_it(
         new_job: NewJob, settings: Settings, store: JobStore, fast_dynamo: EndpointProcess,
         tmp_path: Path) -> None:
     meta = new_job(IDS)
+    assert meta.request.model_dump()[CHECKED_KEYS] == {"demo.driver_stats": FEAST_KEYS}
+    reset_process_state()  # as after a fork: this process has no reader yet
+    before = describes(fast_dynamo)
+    run_shard(meta.job_id, 0, settings, store)
+    assert run_shard(meta.job_id, 1, settings, store) is True
+    assert describes(fast_dynamo) == before
+    rows = store.shard_rows(meta.job_id, 0).to_pylist() + store.shard_rows(
+        meta.job_id, 1).to_pylist()
+    assert [row["driver_id"] for row in rows] == IDS
+    assert [row["city"] is None for row in rows] == [d >= DRIVERS for d in IDS]
+
+
+def test_a_process_describes_the_table_of_a_job_that_carries_none_once(
+        new_job: NewJob, settings: Settings, store: JobStore, fast_dynamo: EndpointProcess,
+        tmp_path: Path) -> None:
+    meta = new_job(IDS)
+    without_carried_keys(store, meta.job_id)  # an older submitter's, another app's
     reset_process_state()  # as after a fork: this process has no reader yet
     before = describes(fast_dynamo)
     run_shard(meta.job_id, 0, settings, store)
     assert describes(fast_dynamo) == before + 1
     run_shard(meta.job_id, 1, settings, store)
     assert describes(fast_dynamo) == before + 1
+
+
+def test_a_carried_schema_is_its_own_jobs_alone(
+        new_job: NewJob, settings: Settings, store: JobStore, fast_dynamo: EndpointProcess,
+        tmp_path: Path) -> None:
+    # A record that carries a schema the table does not have (forged, or a table changed
+    # since) fails its own job; jobs of the same table read by the same process that carry
+    # none, or carry one for another table only, describe it and read as ever.
+    forged = new_job(IDS)
+    spec = store.meta(forged.job_id).request.model_dump()
+    spec[CHECKED_KEYS] = {"demo.driver_stats": {
+        "KeySchema": [{"AttributeName": "user", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "user", "AttributeType": "S"}]}}
+    store.update_spec(forged.job_id, spec)
+    plain = new_job(IDS)
+    without_carried_keys(store, plain.job_id)
+    elsewhere = new_job(IDS)
+    spec = store.meta(elsewhere.job_id).request.model_dump()
+    spec[CHECKED_KEYS] = {"demo.other": FEAST_KEYS}
+    store.update_spec(elsewhere.job_id, spec)
+    reset_process_state()
+    try:
+        before = describes(fast_dynamo)
+        with pytest.raises(TableError, match=r"^table demo\.driver_stats is keyed by user HASH"):
+            run_shard(forged.job_id, 0, settings, store)
+        assert describes(fast_dynamo) == before  # refused on what it carries
+        for n, job in enumerate((plain, elsewhere), start=1):
+            run_shard(job.job_id, 0, settings, store)
+            assert describes(fast_dynamo) == before + n
+            rows = store.shard_rows(job.job_id, 0).to_pylist()
+            assert [row["driver_id"] for row in rows] == IDS[:100]
+        assert len(shards._readers) == 3  # a reader of each job's own
+    finally:
+        reset_process_state()
+
+
+def test_a_malformed_carried_schema_fails_its_shard_before_any_request(
+        new_job: NewJob, settings: Settings, store: JobStore, fast_dynamo: EndpointProcess,
+        tmp_path: Path) -> None:
+    meta = new_job(IDS)
+    spec = store.meta(meta.job_id).request.model_dump()
+    spec[CHECKED_KEYS] = {"demo.driver_stats": {**FEAST_KEYS, "KeySchema": "entity_id"}}
+    store.update_spec(meta.job_id, spec)
+    before = fast_dynamo.stats()["requests"]
+    with pytest.raises(RequestError, match=r"^the job's record carries a malformed key schema "
+                                           r"for table demo.driver_stats \(checked_keys: its "
+                                           r"KeySchema is not a list of 1 or 2 attributes\)"):
+        run_shard(meta.job_id, 0, settings, store)
+    assert fast_dynamo.stats()["requests"] == before
 
 
 def test_a_process_keeps_the_readers_of_its_latest_jobs_only(
@@ -123,6 +199,7 @@ def test_a_process_keeps_the_readers_of_its_latest_jobs_only(
         entities = tmp_path / f"ids-{n}.parquet"
         pq.write_table(pa.table({"driver_id": pa.array(IDS, pa.int64())}), entities)
         jobs.append(new_job(IDS, entities=str(entities)).job_id)
+        without_carried_keys(store, jobs[-1])  # so that a reader built describes its table
     reset_process_state()  # as after a fork: this process has no reader yet
     try:
         before = describes(fast_dynamo)
@@ -149,9 +226,10 @@ def test_a_process_keeps_the_readers_of_its_latest_jobs_only(
         reset_process_state()  # the readers of these jobs not left for other tests
 
 
-def views_job(store: JobStore, features: list[str]) -> str:
+def views_job(store: JobStore, features: list[str], carried: bool = False) -> str:
     """A Feast-references job of one view, driver_stats, as submit stores it (the plan a
-    registry would make, written out: the endpoint has no registry), 2 shards of IDS."""
+    registry would make, written out: the endpoint has no registry), 2 shards of IDS;
+    ``carried``: with the view's table's key schema, as submit stores it now."""
     plan = ViewsPlan([ViewRead("driver_stats", "demo.driver_stats", {"driver_id": "int64"},
                                features, 0.0)],
                      features, [(0, n) for n in range(len(features))], ["driver_id"])
@@ -159,7 +237,8 @@ def views_job(store: JobStore, features: list[str]) -> str:
                          entities="ids.parquet", feature_store_yaml="feature_store.yaml")
     spec = {"request": request.model_dump(), "shard_size": 100, "table": "demo.driver_stats",
             "layout": "feast", "key_types": {"driver_id": "int64"},
-            "key_columns": ["driver_id"], VIEWS: plan.to_spec()}
+            "key_columns": ["driver_id"], VIEWS: plan.to_spec(),
+            **({CHECKED_KEYS: {"demo.driver_stats": FEAST_KEYS}} if carried else {})}
     job_id = store.new_job_id()
     store.create(job_id, spec, (pa.table({"driver_id": pa.array(IDS[n:n + 100], pa.int64())})
                                 for n in (0, 100)))
@@ -187,6 +266,18 @@ def test_a_views_job_reads_with_one_reader_per_process_and_reports_its_capacity(
                                                        "conv_rate"]
     assert store.shard_rows(job_id, 0).column_names == ["driver_id", "event_timestamp",
                                                         "city"]
+
+
+def test_a_views_job_carrying_its_tables_key_schemas_describes_none(
+        settings: Settings, store: JobStore, fast_dynamo: EndpointProcess) -> None:
+    job_id = views_job(store, ["city"], carried=True)
+    reset_process_state()
+    before = describes(fast_dynamo)
+    run_shard(job_id, 0, settings, store)
+    assert run_shard(job_id, 1, settings, store) is True
+    assert describes(fast_dynamo) == before
+    rows = store.shard_rows(job_id, 0).to_pylist()
+    assert [row["city"] is None for row in rows] == [d >= DRIVERS for d in IDS[:100]]
 
 
 def test_shards_that_need_no_reading_are_skipped(
