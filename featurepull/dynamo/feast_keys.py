@@ -254,6 +254,8 @@ class EntityKeyEncoder:
             digest = mmh3.hash_bytes
             return [digest(key).hex() for key in encoded.dictionary.to_pylist()], encoded.indices
         values = arrays[0]
+        # Only a fixed-width (int) key hashes ahead: a text key's ids are hashed in Python.
+        ahead = ahead if self._encoders[0] in _FIXED_WIDTH else 0
         if pa.types.is_integer(values.type) and _all_distinct(values):
             # Most entity files name each entity once: a sort tells in ~10 ms per million,
             # where a hash table of every value costs 0.1-0.3 s. First appearances are then
@@ -270,7 +272,7 @@ class EntityKeyEncoder:
     def _ids_ahead(self, values: Any, ahead: int) -> Sequence[str]:
         """:meth:`_ids` of one column; of one int key's values past the first ``ahead``
         (when some are), as the read goes (:meth:`_keys_ahead`)."""
-        if not ahead or len(values) <= ahead or self._encoders[0] not in _FIXED_WIDTH:
+        if not ahead or len(values) <= ahead:
             return self._ids([values])
         return self._keys_ahead(values, self._ids([values.slice(0, ahead)]))
 
@@ -294,7 +296,6 @@ class EntityKeyEncoder:
         rows are hashed no further and its distinct values are hashed instead. With
         ``ahead`` (one int key), the rows or values not hashed once the encoding is done and
         ``ahead`` of them are, are hashed as the read goes (:meth:`_keys_ahead`)."""
-        ahead = ahead if self._encoders[0] in _FIXED_WIDTH else 0
         encoding = _Encoding(values)
         encoding.start()
         ids: list[str] = []

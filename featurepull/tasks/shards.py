@@ -142,9 +142,9 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     # The keys of the read's first requests are hashed here, the rest by the read between
     # its loop's turns while they are in flight (keys_ahead; no thread: it would take turns
     # at the GIL and the cores with the loop). A scan shard joins every key at once.
-    ahead = 0 if scans.is_scan(meta) else (effective.dynamodb.max_read_workers
-                                           * effective.dynamodb.batch_size)
-    with nullcontext() if scans.is_scan(meta) else checking_table(reader, raising=False):
+    scan = scans.is_scan(meta)
+    ahead = 0 if scan else effective.dynamodb.max_read_workers * effective.dynamodb.batch_size
+    with nullcontext() if scan else checking_table(reader, raising=False):
         keys, positions = unique_keys(reader.layout, columns, f"job {job_id} shard {shard}",
                                       ahead)
     unique = len(keys) if positions is not None else len(set(keys))
@@ -177,7 +177,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
     started = time.monotonic()
     tables = spec_tables(spec)
     with reports:  # (a scan shard reads nothing: its thread starts and ends idle)
-        if scans.is_scan(meta):  # the rows the job's scan tasks matched, joined here
+        if scan:  # the rows the job's scan tasks matched, joined here
             by_row = keys if positions is None else [keys[p] for p in positions.to_pylist()]
             result = scans.scanned_result(store, meta, shard, by_row)
         else:
@@ -206,7 +206,7 @@ def run_shard(job_id: str, shard: int, settings: Settings, store: JobStore,
             stats["part_crc32"] = check
     done, state = store.shard_stored(job_id, shard, table, stats,
                                      keep_rows=not request.output, progress=rows)
-    if scans.is_scan(meta):
+    if scan:
         store.drop_scan_partitions(job_id, shard, scans.scan_tasks(meta))
     if request.output and state in (JobState.FAILED, JobState.CANCELLED):
         discard_staged_output(job_id, settings, store)  # it ended while this part was written
