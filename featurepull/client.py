@@ -46,8 +46,8 @@ SCAN_PHASE, READ_PHASE = "scan", "read"
 # How often Job.wait asks for the job's status (one pipelined round trip, under 1 ms of CPU):
 # its bar's, its no-worker check's and its timeout's cadence. Between two asks it blocks on
 # the job's end (JobStore.wait_end), which wakes it at once: a job ended by a worker that
-# does not announce its end is seen this long after it, at most (plus up to ~0.1 s: Redis
-# ends a block that times out at its next tick).
+# does not announce its end is seen this long after it, at most (plus Redis's tick: see
+# JobStore.wait_end).
 POLL_S = 0.1
 # Once every shard is done only the finisher is left (~0.2-0.3 s at 1M rows): its end is
 # seen sooner then, also without the announcement, by asking more often.
