@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from featurepull import _huge_pages
 from featurepull.errors import InputError, RunFailed
 from featurepull.worker import CONFIG_ENV
 
@@ -296,6 +297,7 @@ def run() -> None:
     """
     global _own_process
     _own_process = True
+    _huge_pages.turn_off()
     try:
         main()
     except SystemExit as exc:

@@ -16,7 +16,10 @@ CONFIG_ENV = "FEATUREPULL_CONFIG"
 
 
 def __getattr__(name: str) -> Any:
-    if name == "app":
+    if name == "app":  # `celery -A featurepull.worker worker`
+        from featurepull import _huge_pages
+
+        _huge_pages.turn_off()  # before worker.app imports pyarrow
         from featurepull.worker.app import worker_app
 
         return worker_app()
