@@ -330,7 +330,8 @@ class Job:
         schemas = self.store.shard_schemas(self.id, meta.shards)
         if is_dataset(path):  # the layout `--output DIR/` writes (docs/large-jobs.md)
             check_destination(path, overwrite, self.settings.s3)
-            staged = StagedOutput(path, self.id, meta.shards, self.settings.s3)
+            staged = StagedOutput(path, self.id, meta.shards, self.settings.s3,
+                                  keys=meta.request.key_columns)
             try:
                 rows: list[int] = []
                 for shard, table in enumerate(self.tables()):
@@ -341,7 +342,7 @@ class Job:
             finally:
                 staged.discard()
         with open_sink(path, unify_schemas(schemas), overwrite=overwrite,
-                       s3=self.settings.s3) as sink:
+                       s3=self.settings.s3, keys=meta.request.key_columns) as sink:
             for table in self.tables():
                 sink.write(table)
             return int(sink.rows_written)

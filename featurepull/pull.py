@@ -227,7 +227,8 @@ def _write_table(output_path: str, table: pa.Table, rows: Sequence[tuple[Any, ..
     if is_dataset(output_path):
         # Parts of jobs.shard_size rows, as a job of the same entities would write them.
         return write_dataset(output_path, table, settings.jobs.shard_size, uuid.uuid4().hex,
-                             overwrite=overwrite, s3=settings.s3)
-    with open_sink(output_path, table.schema, overwrite=overwrite, s3=settings.s3) as sink:
+                             overwrite=overwrite, s3=settings.s3, keys=key_names)
+    with open_sink(output_path, table.schema, overwrite=overwrite, s3=settings.s3,
+                   keys=key_names) as sink:
         sink.write(table)
         return int(sink.rows_written)

@@ -162,3 +162,16 @@ def plain_table(ddb: Any) -> str:
         {"user": {"S": f"u{i}"}, "plan": {"S": f"p{i}"}, "visits": {"N": str(10 * i)},
          "event_ts": {"S": f"2026-01-0{i + 1}T00:00:00+00:00"},
          "updated_at": {"N": str(1_780_000_000 + i)}} for i in range(3)])
+
+
+def dictionary_pages(path: str | os.PathLike[str]) -> dict[str, set[bool]]:
+    """Whether each column's chunks in a Parquet file have a dictionary page (a set: one
+    value when every row group agrees)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    pages: dict[str, set[bool]] = {}
+    for group in map(meta.row_group, range(meta.num_row_groups)):
+        for chunk in map(group.column, range(group.num_columns)):
+            pages.setdefault(chunk.path_in_schema, set()).add(chunk.has_dictionary_page)
+    return pages

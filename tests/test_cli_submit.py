@@ -29,7 +29,14 @@ from featurepull.cli import main
 from featurepull.client import workers_on_queue
 from featurepull.io import _csv_stream
 from featurepull.local import MotoService, RedisService
-from tests.conftest import REGION, moto_table, refused_port, unique_name, wait_until
+from tests.conftest import (
+    REGION,
+    dictionary_pages,
+    moto_table,
+    refused_port,
+    unique_name,
+    wait_until,
+)
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.feast_writer import create_feast_table, write_feast_rows
 from tests.tasks.conftest import Fleet, fleet
@@ -260,6 +267,27 @@ def test_json_shard_size_and_status(services: Services, tmp_path: Path) -> None:
     pulled = run_read(services, "pull", _lean(services), tmp_path / "pulled.parquet")
     assert pq.read_table(out).to_pylist() == pulled.rows
     assert [row["driver_id"] for row in pulled.rows or []] == IDS
+
+
+@pytest.mark.parametrize("scored", [False, True], ids=["features", "scores"])
+def test_pull_and_submit_write_the_key_column_without_a_dictionary(
+        services: Services, tmp_path: Path, scored: bool) -> None:
+    # The entity key column (distinct ids) is plain in a pull's output and in a job's,
+    # whose shards' parts the finisher copies; the features keep their dictionaries. The
+    # two files hold the same table, schema and metadata included.
+    flags = [*_lean(services), *(["--features", "conv_rate,acc_rate", "--scorer", "linear",
+                                  "--with-features"] if scored else [])]
+    pulled, submitted = tmp_path / "pulled.parquet", tmp_path / "submitted.parquet"
+    assert cli(services, "pull", *flags, "--output", str(pulled)).exit_code == 0
+    done = cli(services, "submit", *flags, "--shard-size", "600", "--output", str(submitted),
+               "--wait", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["shards"] == 4
+    for path in (pulled, submitted):
+        pages = dictionary_pages(path)
+        assert (pages["driver_id"], pages["event_timestamp"], pages["conv_rate"]) == (
+            {False}, {True}, {True})
+    assert pq.read_table(submitted).equals(pq.read_table(pulled), check_metadata=True)
 
 
 def _wait_until_ended(services: Services, job_id: str, timeout: float = 60) -> dict[str, Any]:

@@ -61,6 +61,8 @@ class Footer:
     num_rows: int
     body_end: int = 0  # where the footer starts in its file (the row groups end there)
     chunks: list[tuple[int, int]] = field(default_factory=list)  # (start, size) in the file
+    # The positions, within their row group, of the column chunks with a dictionary page.
+    dictionaries: set[int] = field(default_factory=set)
 
     def same_schema(self, other: Footer) -> bool:
         """Whether both describe the same columns, written by the same writer."""
@@ -178,6 +180,7 @@ def _walk(data: bytes | memoryview, begin: int) -> Footer:
     fields: dict[int, tuple[int, int]] = {}
     row_groups: list[_RowGroup] = []
     chunks: list[tuple[int, int]] = []
+    dictionaries: set[int] = set()
     num_rows = 0
     for number, kind in reader.fields():
         start = reader.pos
@@ -186,22 +189,24 @@ def _walk(data: bytes | memoryview, begin: int) -> Footer:
         elif number == _ROW_GROUPS:
             count, _ = reader.list_head()
             for _ in range(count):
-                row_groups.append(_row_group(reader, chunks))
+                row_groups.append(_row_group(reader, chunks, dictionaries))
         else:
             reader.skip(kind)
         fields[number] = (start, reader.pos)
     if reader.pos != len(data) - 8:
         raise CannotSplice("the footer's length does not match its contents")
-    return Footer(data, fields, row_groups, num_rows, chunks=chunks)
+    return Footer(data, fields, row_groups, num_rows, chunks=chunks, dictionaries=dictionaries)
 
 
-def _row_group(reader: _Reader, chunks: list[tuple[int, int]]) -> _RowGroup:
+def _row_group(reader: _Reader, chunks: list[tuple[int, int]], dictionaries: set[int]
+               ) -> _RowGroup:
     group = _RowGroup(reader.pos, 0)
     for number, kind in reader.fields():
         if number == _RG_COLUMNS:
             count, _ = reader.list_head()
-            for _ in range(count):
-                _column_chunk(reader, group, chunks)
+            for position in range(count):
+                if _column_chunk(reader, group, chunks):
+                    dictionaries.add(position)
         elif number == _RG_NUM_ROWS:
             group.rows = reader.integer()
         elif number == _RG_FILE_OFFSET:
@@ -215,7 +220,9 @@ def _row_group(reader: _Reader, chunks: list[tuple[int, int]]) -> _RowGroup:
     return group
 
 
-def _column_chunk(reader: _Reader, group: _RowGroup, chunks: list[tuple[int, int]]) -> None:
+def _column_chunk(reader: _Reader, group: _RowGroup, chunks: list[tuple[int, int]]) -> bool:
+    """Walks one column chunk; whether it has a dictionary page."""
+    dictionary = False
     for number, kind in reader.fields():
         if number in _CC_UNMOVABLE:
             raise CannotSplice(f"a column chunk with field {number} (page index, encryption)")
@@ -231,6 +238,7 @@ def _column_chunk(reader: _Reader, group: _RowGroup, chunks: list[tuple[int, int
                     group.offsets.append(span)
                     if inner != _CM_INDEX_PAGE:
                         first = span[2] if first < 0 else min(first, span[2])
+                    dictionary = dictionary or inner == _CM_DICTIONARY_PAGE
                 elif inner == _CM_COMPRESSED:
                     size = reader.integer()
                 else:
@@ -238,6 +246,7 @@ def _column_chunk(reader: _Reader, group: _RowGroup, chunks: list[tuple[int, int
             chunks.append((first, size))
         else:
             reader.skip(kind)
+    return dictionary
 
 
 def _check_tiling(footer: Footer, body_end: int) -> None:

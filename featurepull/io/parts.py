@@ -58,6 +58,7 @@ from featurepull.io._destinations import (
     reporting_write_errors,
 )
 from featurepull.io._formats import is_dataset, s3_location
+from featurepull.io._parquet_options import key_leaves, parquet_options
 from featurepull.io._row_view import OutputError
 
 if TYPE_CHECKING:
@@ -82,8 +83,12 @@ class StagedOutput:
     """One output's staging area and how to publish it (see the module docstring)."""
 
     def __init__(self, output: str, owner: str, parts: int, s3: S3Settings | None = None,
-                 recorded: str | None = None, rows_per_write: int | None = None) -> None:
+                 recorded: str | None = None, rows_per_write: int | None = None,
+                 keys: Sequence[str] = ()) -> None:
         self.output = output
+        # The entity key columns: a Parquet file output writes them without dictionaries
+        # (`ParquetEncoder`), its parts too.
+        self.keys = tuple(keys)
         # A file output is written in slices of this many rows (None: a part at a time): a
         # Parquet file's row groups end where the writes do, so parts of several slices
         # make the file that parts of one slice each would have made.
@@ -126,7 +131,8 @@ class StagedOutput:
                 os.makedirs(self.staging, exist_ok=True)
                 with atomic_file(path, durable=False) as stream:
                     summed = _Summed(stream)
-                    encoder = ParquetEncoder(cast(BinaryIO, summed), table.schema, self.output)
+                    encoder = ParquetEncoder(cast(BinaryIO, summed), table.schema, self.output,
+                                             self.keys)
                     self._encode(table.combine_chunks(), encoder)
             return summed.crc
         # A dataset's parts are its files, and S3 is paid by the byte: compressed (and a
@@ -171,7 +177,9 @@ class StagedOutput:
 
     def _write_table(self, name: str, table: pa.Table, durable: bool = True,
                      plain: bool = False) -> None:
-        options = {"compression": "none", "use_dictionary": False} if plain else {}
+        # Else as the output's writer: no dictionaries for the key columns (ParquetEncoder).
+        options = ({"compression": "none", "use_dictionary": False} if plain
+                   else parquet_options(table.schema, self.keys))
         if self._local:
             # Straight into the file: an in-memory copy (and a bytes copy of it) cost a pool
             # process page faults on fresh memory for each part, as much CPU as the encoding.
@@ -223,7 +231,8 @@ class StagedOutput:
             from featurepull.io.sink import open_sink
 
             with open_sink(self.output, schema, overwrite=overwrite, s3=self.s3,
-                           mark=self.mark) as sink, ThreadPoolExecutor(max_workers=1) as ahead:
+                           mark=self.mark, keys=self.keys
+                           ) as sink, ThreadPoolExecutor(max_workers=1) as ahead:
                 # The next part is read (its checksums verified, decoded) while this one is
                 # written: the publisher runs after the last shard, when the fleet's other
                 # cores are idle.
@@ -261,12 +270,13 @@ class StagedOutput:
         from featurepull.io._parquet_splice import MAGIC, read_footer, spliced_footer
 
         empty = read_footer(self._encoded(schema, schema.empty_table()))
+        plain = key_leaves(schema, self.keys)
 
         def prepared(n: int) -> tuple[bytes | memoryview, Footer]:
             """Part `n`'s bytes as the output takes them, and their footer."""
             check = checks[n]
             data = None if check is None else self._checked_part(n, check)
-            footer = _spliceable(data, empty) if (
+            footer = _spliceable(data, empty, plain) if (
                 data is not None and schemas[n].equals(schema)) else None
             if data is None or footer is None:
                 table = (self.read_part(n) if data is None
@@ -307,7 +317,7 @@ class StagedOutput:
         from featurepull.io.sink import TableSink
 
         buffer = io.BytesIO()
-        encoder = ParquetEncoder(buffer, schema, self.output)
+        encoder = ParquetEncoder(buffer, schema, self.output, self.keys)
         self._encode(table, TableSink(self.output, schema, encoder))
         encoder.finish()
         return buffer.getvalue()
@@ -357,7 +367,8 @@ class StagedOutput:
             else:  # a part whose column types unify_schemas widened: rewritten, cast
                 from featurepull.io.sink import open_sink
 
-                with open_sink(self.output + name, schema, overwrite=True, s3=self.s3) as sink:
+                with open_sink(self.output + name, schema, overwrite=True, s3=self.s3,
+                               keys=self.keys) as sink:
                     sink.write(self.read_part(n))
 
         if self._local:  # a hard link each: nothing to wait for
@@ -475,16 +486,19 @@ def _one_ahead(pool: Executor, function: Callable[[int], _T], count: int) -> Ite
     return in_turn()
 
 
-def _spliceable(data: bytes | memoryview, empty: Footer) -> Footer | None:
+def _spliceable(data: bytes | memoryview, empty: Footer, plain: frozenset[int]
+                ) -> Footer | None:
     """The footer of a part whose row groups can be copied into the output (its columns as
-    the output's, written by the same writer); else None."""
+    the output's, written by the same writer, none of the `plain` ones with a dictionary
+    page: a key column's, written by a worker of a version that gave keys dictionaries);
+    else None."""
     from featurepull.io._parquet_splice import CannotSplice, read_footer
 
     try:
         footer = read_footer(data)
     except CannotSplice:
         return None
-    return footer if footer.same_schema(empty) else None
+    return footer if footer.same_schema(empty) and not footer.dictionaries & plain else None
 
 
 def _read_parquet(source: str | pa.BufferReader) -> pa.Table:
@@ -513,10 +527,11 @@ def _reporting_s3_errors() -> Iterator[None]:
 
 
 def write_dataset(output: str, table: pa.Table, rows_per_part: int, owner: str, *,
-                  overwrite: bool = False, s3: S3Settings | None = None) -> int:
+                  overwrite: bool = False, s3: S3Settings | None = None,
+                  keys: Sequence[str] = ()) -> int:
     """Write `table` as a dataset of parts of `rows_per_part` rows (in-process pulls)."""
     parts = max(1, -(-table.num_rows // rows_per_part))
-    staged = StagedOutput(output, owner, parts, s3)
+    staged = StagedOutput(output, owner, parts, s3, keys=keys)
     try:
         for n in range(parts):
             staged.write_part(n, table.slice(n * rows_per_part, rows_per_part))

@@ -74,7 +74,7 @@ def write_rows(
     total = len(rows)
     parts = columnar_parts(view) if fmt == "parquet" else None
     if parts is not None:
-        with open_sink(path, parts.schema, overwrite=overwrite, s3=s3) as sink:
+        with open_sink(path, parts.schema, overwrite=overwrite, s3=s3, keys=key_columns) as sink:
             # Each row group's rows taken into order on a thread while the one before is
             # encoded (both in Arrow, without the GIL).
             for table in _made_ahead(parts.rows, range(0, total, CHUNK_ROWS), CHUNK_ROWS):
@@ -86,7 +86,7 @@ def write_rows(
         view.validate()
     if fmt == "parquet":
         schema = arrow_schema(view)
-        with open_sink(path, schema, overwrite=overwrite, s3=s3) as sink:
+        with open_sink(path, schema, overwrite=overwrite, s3=s3, keys=key_columns) as sink:
             for batch in arrow_batches(view, schema):
                 sink.write(pa.Table.from_batches([batch]))
         return total

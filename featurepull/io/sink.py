@@ -15,7 +15,7 @@ JSONL in exactly the text encoding of `write_rows`. The output appears, complete
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from functools import partial
 
@@ -104,6 +104,7 @@ def open_sink(
     overwrite: bool = False,
     s3: S3Settings | None = None,
     mark: OwnerMark | None = None,
+    keys: Collection[str] = (),
 ) -> Iterator[TableSink]:
     """A `TableSink` writing tables of `schema` to `path` (format from its extension).
 
@@ -111,10 +112,11 @@ def open_sink(
     does (OutputError). `path` may be local or `s3://bucket/key` (with `s3` settings; the
     object is uploaded on a successful exit). With no table written the output still has the
     columns: a Parquet schema, a CSV header, an empty JSONL file. With `mark`, the output can
-    later be recognised as this writer's (`marked_by`).
+    later be recognised as this writer's (`marked_by`). `keys`: the entity key columns, which
+    a Parquet output writes without dictionaries (`ParquetEncoder`).
     """
     fmt = output_format(path)
-    make = partial(table_encoder, fmt, schema=schema, source=path)
+    make = partial(table_encoder, fmt, schema=schema, source=path, keys=keys)
     with open_encoder(path, make, overwrite=overwrite, s3=s3, mark=mark) as encoder:
         sink = TableSink(path, schema, encoder)
         try:

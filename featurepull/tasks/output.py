@@ -37,7 +37,8 @@ def staged_output(job_id: str, meta: JobMeta, settings: Settings) -> StagedOutpu
     """Where the job's shards stage their parts and how its finisher publishes them."""
     return StagedOutput(str(meta.request.request["output"]), job_id, meta.shards,
                         settings.s3, recorded=meta.published_as,
-                        rows_per_write=meta.request.shard_unit or None)
+                        rows_per_write=meta.request.shard_unit or None,
+                        keys=meta.request.key_columns)
 
 
 def discard_staged_output(job_id: str, settings: Settings, store: JobStore) -> None:

@@ -25,7 +25,7 @@ from featurepull.io import OutputError, StagedOutput, check_destination, unify_s
 from featurepull.io._atomic import _sync_file_range, start_writeback
 from featurepull.io.parts import MANIFEST, SUCCESS, _one_ahead
 from featurepull.io.sink import open_sink
-from tests.conftest import REGION, unique_name
+from tests.conftest import REGION, dictionary_pages, unique_name
 from tests.damage import tear_first_page
 
 ROWS = 1_000
@@ -208,10 +208,10 @@ def test_staged_files_are_read_without_pyarrow_dataset(tmp_path: Path) -> None:
     assert proc.stdout.split() == [str(SIZE), str(SIZE), "False"]
 
 
-def stage_checked(output: str, rows_per_write: int | None = None
+def stage_checked(output: str, rows_per_write: int | None = None, keys: tuple[str, ...] = ()
                   ) -> tuple[StagedOutput, list[int | None]]:
     """Parts staged as the shards stage them, with what each write_part returned."""
-    staged = StagedOutput(output, "job-1", PARTS, rows_per_write=rows_per_write)
+    staged = StagedOutput(output, "job-1", PARTS, rows_per_write=rows_per_write, keys=keys)
     checks: list[int | None] = [None] * PARTS
     for n in (3, 1, 0, 2):
         checks[n] = staged.write_part(n, part_table(n))
@@ -223,11 +223,12 @@ def publish_checked(staged: StagedOutput, checks: list[int | None]) -> int:
     return staged.publish(unify_schemas(schemas), schemas, [SIZE] * PARTS, checks=checks)
 
 
-def sink_written(path: str, rows_per_write: int | None = None) -> bytes:
+def sink_written(path: str, rows_per_write: int | None = None, keys: tuple[str, ...] = ()
+                 ) -> bytes:
     """The output one sink writes from the shards' tables, in slices (the finisher before
     it copied row groups)."""
     step = rows_per_write or SIZE
-    with open_sink(path, expected().schema) as sink:
+    with open_sink(path, expected().schema, keys=keys) as sink:
         for n in range(PARTS):
             for start in range(0, SIZE, step):
                 sink.write(part_table(n).slice(start, step))
@@ -255,6 +256,33 @@ def test_a_local_parquet_files_parts_are_its_row_groups_and_publish_the_same_byt
     staged, checks = stage_checked(again, rows_per_write)
     publish_checked(staged, [None, *checks[1:]])
     assert Path(again).read_bytes() == Path(output).read_bytes()
+
+
+def test_a_parquet_files_key_columns_have_no_dictionaries_in_its_parts_and_output(
+        tmp_path: Path) -> None:
+    # The entity keys, mostly distinct, are plain in the parts and the output (a dictionary
+    # of distinct values costs more than it saves); the features keep theirs. The output is
+    # the bytes one sink with those keys writes, and holds the same table.
+    output = str(tmp_path / "out.parquet")
+    staged, checks = stage_checked(output, keys=("driver_id",))
+    assert dictionary_pages(staged.staging + staged.part_name(2)) == {
+        "driver_id": {False}, "note": {True}}
+    publish_checked(staged, checks)
+    assert dictionary_pages(output) == {"driver_id": {False}, "note": {True}}
+    assert Path(output).read_bytes() == sink_written(str(tmp_path / "direct.parquet"),
+                                                     keys=("driver_id",))
+    assert pq.read_table(output).equals(expected(), check_metadata=True)
+    # Parts a worker of an earlier version staged (with the keys' dictionaries, CRCs and
+    # all) are not copied into an output without them: encoded again, the same bytes.
+    again = str(tmp_path / "again.parquet")
+    _, checks = stage_checked(again)
+    publish_checked(StagedOutput(again, "job-1", PARTS, keys=("driver_id",)), checks)
+    assert Path(again).read_bytes() == Path(output).read_bytes()
+    # A dataset's parts (its files) likewise.
+    dataset = StagedOutput(str(tmp_path / "ds") + "/", "job-1", PARTS, keys=("driver_id",))
+    dataset.write_part(2, part_table(2))
+    assert dictionary_pages(dataset.staging + dataset.part_name(2)) == {
+        "driver_id": {False}, "note": {True}}
 
 
 def test_a_local_text_files_parts_are_plain(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from featurepull.io import (
     unify_schemas,
     write_rows,
 )
+from tests.conftest import dictionary_pages
 from tests.io.conftest import FileSizeLimit
 
 TS = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -126,6 +127,20 @@ def test_parquet_with_no_tables_has_the_schema(tmp_path: Path) -> None:
         assert sink.rows_written == 0
     assert pq.read_table(path).schema.equals(schema)
     assert pq.read_table(path).num_rows == 0
+
+
+def test_parquet_key_columns_are_plain_and_nested_features_keep_dictionaries(
+        tmp_path: Path) -> None:
+    # A key column has no dictionary; every other leaf keeps one, those of nested
+    # features too (the writer names them by their leaf paths).
+    table = pa.table({"k": [1, 2, 1], "tags": [["a"], ["b"], ["a"]],
+                      "s": [{"a": 1, "b": [2]}, {"a": 2, "b": []}, None], "f": [1.5, 2.5, 1.5]})
+    path = tmp_path / "out.parquet"
+    with open_sink(str(path), table.schema, keys=["k"]) as sink:
+        sink.write(table)
+    assert dictionary_pages(path) == {"k": {False}, "tags.list.element": {True},
+                                      "s.a": {True}, "s.b.list.element": {True}, "f": {True}}
+    assert pq.read_table(path).to_pylist() == table.to_pylist()
 
 
 def test_write_counts_rows_and_refuses_after_the_block(tmp_path: Path) -> None:
