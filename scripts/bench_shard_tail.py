@@ -11,8 +11,10 @@ whole-process bench's table and features) with a local Parquet output against a 
 endpoint, runs ``run_shard`` for each, then ``finish_job``. Per shard (its first, a warm-up,
 left out): ``after_read`` = the read's return to ``run_shard``'s (the shard's table, its
 part, its rows and stats stored, metrics, the log line), wall and main-thread CPU; then the
-finisher's wall and CPU. Prints medians, the outputs' SHA-256 (every tree must write the same
-bytes) and saves every figure as JSON. ``--profile DIR``: a cProfile of every shard's after-read
+finisher's wall and CPU; the thread CPU of the steps in ``STEPS``. Prints medians, the
+outputs' SHA-256 and their tables' read back (schema, metadata, values: every tree must write
+the same table; a change of encoding changes the bytes), their sizes, and saves every figure
+as JSON. ``--profile DIR``: a cProfile of every shard's after-read
 and of the finisher, per tree, in DIR.
 """
 
@@ -31,6 +33,9 @@ from typing import Any
 
 SHARD = 100_000
 FIELDS = ("after_read", "after_read_cpu")
+# Steps of after_read timed by wrappers (thread CPU): the shard's table, its part, its rows
+# and stats stored, the metrics.
+STEPS = ("table", "part", "stored", "metrics")
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -65,6 +70,28 @@ def child(redis_url: str, endpoint_url: str, shards: int, workdir: str, profile:
                 profiler.enable()
 
     BatchReader.read = timed_read  # type: ignore[method-assign]
+    steps: dict[str, list[float]] = {}
+
+    def timed_step(owner: Any, attr: str, name: str) -> None:
+        """Wrap ``owner.attr``: its wall and thread CPU in the current shard's ``steps``."""
+        plain = getattr(owner, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return plain(*args, **kwargs)
+            finally:
+                steps[name] = [time.perf_counter() - wall, time.thread_time() - cpu]
+
+        setattr(owner, attr, timed)
+
+    import featurepull.tasks.shards as shards_module
+    from featurepull.io.parts import StagedOutput
+
+    timed_step(shards_module, "shard_table", "table")
+    timed_step(StagedOutput, "write_part", "part")
+    timed_step(JobStore, "shard_stored", "stored")
+    timed_step(shards_module.metrics, "record_shard", "metrics")
     project, view = DEFAULT_TABLE.split(".")
     settings = load_settings(overrides={
         "redis_url": redis_url, "project": project,
@@ -87,7 +114,9 @@ def child(redis_url: str, endpoint_url: str, shards: int, workdir: str, profile:
         if profiler is not None:
             profiler.disable()
         out["shards"].append({"after_read": wall - read_end[-1][0],
-                              "after_read_cpu": cpu - read_end[-1][1]})
+                              "after_read_cpu": cpu - read_end[-1][1],
+                              **{f"{name}_cpu": spent[1] for name, spent in steps.items()}})
+        steps.clear()
     if profiler is not None:
         profiler.dump_stats(profile + ".after_read")
         profiler = cProfile.Profile()
@@ -102,6 +131,13 @@ def child(redis_url: str, endpoint_url: str, shards: int, workdir: str, profile:
     assert summary is not None and summary["rows_written"] == len(ids), summary
     with open(output, "rb") as written:
         out["sha256"] = hashlib.sha256(written.read()).hexdigest()
+    out["bytes"] = os.path.getsize(output)
+    # The table read back (schema, metadata and values), whatever its encodings.
+    table = pq.read_table(output).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    out["table_sha256"] = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
     print(json.dumps(out))
 
 
@@ -123,7 +159,8 @@ def main() -> None:
 
     trees = dict(spec.split("=", 1) for spec in args.tree)
     results: dict[str, dict[str, list[Any]]] = {
-        name: {"shards": [], "finish": [], "finish_cpu": [], "sha256": []} for name in trees}
+        name: {"shards": [], "finish": [], "finish_cpu": [], "sha256": [], "table_sha256": [],
+               "bytes": []} for name in trees}
     loads = []
     redis = start_redis()
     try:
@@ -147,7 +184,7 @@ def main() -> None:
                     shards = got["shards"][1:]  # the first: a warm-up
                     mine = results[name]
                     mine["shards"] += shards
-                    for key in ("finish", "finish_cpu", "sha256"):
+                    for key in ("finish", "finish_cpu", "sha256", "table_sha256", "bytes"):
                         mine[key].append(got[key])
                     loads.append(os.getloadavg()[0])
                     print(f"{name} round {round_no}: load {loads[-1]:.2f}, after_read ms "
@@ -162,9 +199,17 @@ def main() -> None:
             [*(f"{statistics.median(s[f] for s in mine['shards']) * 1000:.1f}" for f in FIELDS),
              f"{statistics.median(mine['finish']) * 1000:.1f}",
              f"{statistics.median(mine['finish_cpu']) * 1000:.1f}"]))
-    digests = {digest for mine in results.values() for digest in mine["sha256"]}
-    print(f"outputs: {'all the same bytes' if len(digests) == 1 else 'DIFFER'} "
-          f"({', '.join(sorted(d[:12] for d in digests))})")
+    print("medians, CPU ms | " + " | ".join(STEPS))
+    for name, mine in results.items():
+        print(f"{name} | " + " | ".join(
+            f"{statistics.median(s.get(f'{step}_cpu', 0.0) for s in mine['shards']) * 1000:.1f}"
+            for step in STEPS))
+    for what, key in (("bytes", "sha256"), ("tables read back", "table_sha256")):
+        digests = {digest for mine in results.values() for digest in mine[key]}
+        print(f"outputs' {what}: {'all the same' if len(digests) == 1 else 'DIFFER'} "
+              f"({', '.join(sorted(d[:12] for d in digests))})")
+    print("output bytes: " + ", ".join(f"{name} {sorted(set(mine['bytes']))}"
+                                       for name, mine in results.items()))
     print(f"load {min(loads):.2f}-{max(loads):.2f}")
     with open(args.json_out, "w") as out:
         json.dump({"trees": results, "load": loads}, out)
