@@ -24,7 +24,7 @@ from featurepull.tasks.finish import finish_job
 from featurepull.tasks.output import discard_staged_output, publish_output, staged_output
 from featurepull.tasks.shards import run_shard
 from featurepull.tasks.store import JobMeta, UnknownJob
-from tests.conftest import REGION, unique_name
+from tests.conftest import REGION, dictionary_pages, unique_name
 from tests.damage import tear_first_page
 from tests.tasks.conftest import JOB_FEATURES, NewJob
 from tests.tasks.test_output_leftovers import dead_pid, leftovers
@@ -119,6 +119,20 @@ def test_a_parquet_outputs_parts_are_checked_against_what_their_shards_wrote(
                                           r"CRC-32 differs\)"):
         publish_output(meta.job_id, store.meta(meta.job_id), settings, store, None)
     assert not out.exists()
+
+
+def test_a_parquet_outputs_key_columns_are_plain_in_its_parts_and_in_it(
+        new_job: NewJob, settings: Settings, store: JobStore, tmp_path: Path) -> None:
+    # The job's key columns reach the shards' parts and the finisher: no dictionary for
+    # driver_id in either, the features' kept; the parts' row groups are the output's.
+    out = tmp_path / "out.parquet"
+    meta = read_job(new_job, settings, store, str(out))
+    staged = staged_output(meta.job_id, store.meta(meta.job_id), settings)
+    assert dictionary_pages(staged.staging + staged.part_name(0))["driver_id"] == {False}
+    assert finish_job(meta.job_id, settings, store) is not None
+    pages = dictionary_pages(out)
+    assert (pages["driver_id"], pages["event_timestamp"]) == ({False}, {True})
+    assert published_ids(pq.read_table(out)) == IDS
 
 
 def test_an_s3_output_is_staged_and_published_in_its_bucket(
