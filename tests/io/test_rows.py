@@ -20,6 +20,7 @@ import pytest
 
 from featurepull.io import OutputError, open_sink, rows_to_table, unify_schemas, write_rows
 from featurepull.io.rows import CHUNK_ROWS
+from tests.conftest import dictionary_pages
 from tests.io.conftest import FileSizeLimit
 
 TS1 = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -78,6 +79,9 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
             continue
         assert record["event_timestamp"] == row[0]  # the same instant, stored as UTC
         assert [record[name] for name in FEATURES] == list(row[1:])
+    # The key columns without dictionaries (a job's parts and finisher write them so too).
+    pages = dictionary_pages(path)
+    assert (pages["driver_id"], pages["city"], pages["trips"]) == ({False}, {False}, {True})
 
 
 def test_csv_round_trip(tmp_path: Path) -> None:
@@ -278,6 +282,8 @@ def test_large_outputs_are_written_in_chunks_and_keep_order(tmp_path: Path) -> N
     assert write_rows(str(parquet_path), keys, rows, ["double"]) == total
     parquet = pq.ParquetFile(parquet_path)
     assert parquet.metadata.num_row_groups == 3
+    assert dictionary_pages(parquet_path) == {"id": {False}, "event_timestamp": {True},
+                                              "double": {True}}
     table = parquet.read()
     assert table.column("id").to_pylist() == keys["id"]
     expected = [None if row is None else row[1] for row in rows]
