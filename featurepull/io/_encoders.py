@@ -51,11 +51,9 @@ class Encoder(ABC):
 
 class ParquetEncoder(Encoder):
     """Parquet through `pq.ParquetWriter`: each table written becomes its own row group(s).
-    Every column is dictionary-encoded (pyarrow's default) but the entity key columns
-    `keys`, whose values are mostly distinct: their dictionary was larger than the plain
-    values and cost ~40% of the encode (a 100,000-row part, 10% found: 16.1 -> 10.0 CPU ms,
-    1.05 -> 0.85 MB). Whoever writes a job's output (a pull, a shard's part, the finisher)
-    passes the same keys: its row groups are then the same bytes."""
+    The entity key columns `keys` have no dictionary (`parquet_options` says why). Whoever
+    writes a job's output (a pull, a shard's part, the finisher) passes the same keys: its
+    row groups are then the same bytes."""
 
     def __init__(self, stream: BinaryIO, schema: pa.Schema, source: str,
                  keys: Collection[str] = ()) -> None:
