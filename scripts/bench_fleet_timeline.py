@@ -59,6 +59,12 @@ def _lines(log: Path) -> list[dict[str, Any]]:
     return lines
 
 
+def _finisher_returned(log: str) -> bool:
+    """The finisher's pool process has logged its return (the job's last line)."""
+    return any(ran is not None and ran.group(1) == FINISH_TASK
+               for ran in map(SUCCEEDED.search, log.splitlines()))
+
+
 def timeline(log: Path, spawned_at: float, wall: float, pool: Sequence[int]
              ) -> dict[str, Any]:
     """The steps of one run, seconds from the command's spawn."""
@@ -142,7 +148,7 @@ def run(trees: Sequence[tuple[str, str]], rounds: int, size: int, found_share: f
                                        processes=processes,
                                        extra_env={"PYTHONPATH": str(Path(tree).resolve()),
                                                   **(tree_env or {}).get(name, {})},
-                                       log_format="json")
+                                       log_format="json", logged=_finisher_returned)
                     # Not ours: a real DynamoDB would not share this machine's cores.
                     cell["endpoint_cpu_s"] = round(cpu_seconds(endpoint.process.pid)
                                                    - endpoint_cpu, 3)

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +124,14 @@ def pull_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
 
 def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
                 timeout_s: float, processes: int = 2, output_format: str = "parquet",
-                extra_env: dict[str, str] | None = None, log_format: str = "console"
-                ) -> dict[str, Any]:
+                extra_env: dict[str, str] | None = None, log_format: str = "console",
+                logged: Callable[[str], bool] | None = None) -> dict[str, Any]:
     """``extra_env`` (e.g. PYTHONPATH: another tree's featurepull) goes to the worker and the
     command; the worker's log stays in ``workdir/worker.log`` (``log_format``: json for
-    scripts/bench_fleet_timeline.py), ``spawned_at`` is the command's start (epoch s)."""
+    scripts/bench_fleet_timeline.py), ``spawned_at`` is the command's start (epoch s). With
+    ``logged``, the worker stops only once ``logged(log text)`` holds (at most 10 s): the job's
+    end wakes the command before the pool process has logged its task's return, and a stop
+    by then would lose that line."""
     from bench_methods import celery_worker, cpu_seconds
 
     from featurepull.local import start_redis
@@ -158,6 +161,12 @@ def submit_cell(endpoint_url: str, entities: Path, workdir: Path, threads: int,
             submit_cpu = _children_cpu() - before[1]
             if sorted(worker.pool_pids()) != sorted(children):
                 raise RuntimeError("a prefork child was replaced mid-job; its CPU is lost")
+            deadline = time.monotonic() + 10.0
+            while logged and not logged((workdir / "worker.log").read_text()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the worker never logged what the caller waits for:\n"
+                                       f"{worker.log_tail()}")
+                time.sleep(0.05)
     finally:
         redis_service.stop()
     rows = event_times(output)
