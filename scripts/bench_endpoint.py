@@ -2,7 +2,7 @@
 """CPU the bench endpoint spends per BatchGetItem request, for one or more source trees.
 
     .venv/bin/python scripts/bench_endpoint.py                      # this tree, ~1 minute
-    .venv/bin/python scripts/bench_endpoint.py --tree before=/tmp/base --tree after=. \\
+    .venv/bin/python scripts/bench_endpoint.py --tree before=OLD_CHECKOUT --tree after=. \\
         --rounds 3 --json-out bench-output/bench_endpoint.json
 
 The endpoint (``python -m featurepull.bench.endpoint`` imported from each tree) stands in for

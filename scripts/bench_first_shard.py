@@ -5,7 +5,7 @@ checked: a DescribeTable unless the job carries its key schema) and its whole ``
 and how many DescribeTable requests the endpoint answered for it.
 
     .venv/bin/python scripts/bench_first_shard.py --rounds 20 \\
-        --tree before=/work/main --tree after=.
+        --tree before=OLD_CHECKOUT --tree after=.
 
 Each round, each tree: a fresh process (that tree's featurepull first on PYTHONPATH) stores
 a one-shard job of ``--entities`` ids (10% found) with ``create_job`` — the submitter's

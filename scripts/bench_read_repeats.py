@@ -2,7 +2,7 @@
 """Reads in a row in one process, as a pool process runs its shards: each read's wall time
 and the connections the endpoint accepted, trees interleaved, over TCP and over TLS.
 
-    .venv/bin/python scripts/bench_read_repeats.py --tree before=/work/main --tree after=. \\
+    .venv/bin/python scripts/bench_read_repeats.py --tree before=OLD_CHECKOUT --tree after=. \\
         [--keys 3200] [--reads 6] [--rounds 5] [--latency-ms 10] [--modes tcp,tls]
 
 One bench endpoint (``--latency-ms``, 10% of the keys found) for the whole run; over TLS a
