@@ -202,8 +202,8 @@ def test_an_unknown_scorer_is_refused_at_submit_and_nothing_is_enqueued(
     client = workers.redis()
 
     def job_ids() -> set[bytes]:
-        # By job id: an earlier test's job may still get its end's announcement key
-        # (``:ended``, written just after its state, which its wait returned on).
+        # By job id, and no new one: an earlier test's ended job may still have keys
+        # written or removed by its last tasks after its wait returned.
         return {key.split(b":")[2] for key in client.scan_iter("featurepull:job:*")}
 
     before = job_ids()
