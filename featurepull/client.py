@@ -118,8 +118,8 @@ class JobStatus:
 
 
 def poll_interval(status: JobStatus, poll_s: float) -> float:
-    """How long Job.wait sleeps before it asks again: ``poll_s``, or less once every shard
-    of the job is done (FINISHING_POLL_S)."""
+    """How long Job.wait waits for the job's end before it asks again: ``poll_s``, or less
+    once every shard of the job is done (FINISHING_POLL_S)."""
     finishing = status.shards > 0 and status.shards_done >= status.shards
     return min(poll_s, FINISHING_POLL_S) if finishing else poll_s
 
